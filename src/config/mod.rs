@@ -1,0 +1,544 @@
+//! The configuration: parsed from YAML, validated in one pass that reports every problem with the file and
+//! the key, then immutable. See README.md, "Configuration", for the reference.
+
+mod secret;
+mod walk;
+
+pub use secret::{EnvLookup, Secret};
+
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+use walk::{Problems, Table, duration, join, object, positive_integer, string, string_list};
+
+use crate::probe::Capability;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub state_path: PathBuf,
+    pub scheduler: SchedulerConfig,
+    pub hubs: Vec<HubConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Probes running at once across all hubs.
+    pub max_concurrent_probes: usize,
+    /// On SIGTERM, how long running rounds get to clean up (stop servers, delete clusters).
+    pub shutdown_grace: Duration,
+    /// Time given to clean-up steps after a probe (they run even when the probe timed out).
+    pub cleanup_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub name: String,
+    pub url: Url,
+    pub namespace: Option<String>,
+    pub token: Secret,
+    pub users: Vec<String>,
+    pub login: LoginMethod,
+    pub dask_gateway: Option<DaskGatewayConfig>,
+    pub probes: ProbeSettings,
+}
+
+#[derive(Debug, Clone)]
+pub enum LoginMethod {
+    /// hubwatch's service token mints a short-lived token per probe user.
+    Token,
+    /// The browser flow: the login form with its `_xsrf` token, posted with the shared probe password.
+    Form { password: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct DaskGatewayConfig {
+    pub url: Url,
+    pub cluster_options: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub every: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub login: Schedule,
+    pub server: ServerProbeConfig,
+    pub kernel: KernelProbeConfig,
+    pub dask_gateway: DaskProbeConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerProbeConfig {
+    pub schedule: Schedule,
+    pub user_options: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelProbeConfig {
+    pub schedule: Schedule,
+    /// None: the server's default kernel.
+    pub kernel_name: Option<String>,
+    pub code: String,
+    /// The `text/plain` result (or the printed output) the code must give.
+    pub expect: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaskProbeConfig {
+    pub schedule: Schedule,
+    pub workers: u32,
+}
+
+impl ProbeSettings {
+    pub fn schedule(&self, capability: Capability) -> Schedule {
+        match capability {
+            Capability::Login => self.login,
+            Capability::Server => self.server.schedule,
+            Capability::Kernel => self.kernel.schedule,
+            Capability::DaskGateway => self.dask_gateway.schedule,
+        }
+    }
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        let schedule = |every, timeout| Schedule { every: Duration::from_secs(every), timeout: Duration::from_secs(timeout) };
+        ProbeSettings {
+            login: schedule(60, 30),
+            server: ServerProbeConfig { schedule: schedule(600, 600), user_options: Map::new() },
+            kernel: KernelProbeConfig {
+                schedule: schedule(600, 120),
+                kernel_name: None,
+                code: "5 * 4".into(),
+                expect: "20".into(),
+            },
+            dask_gateway: DaskProbeConfig { schedule: schedule(1800, 600), workers: 1 },
+        }
+    }
+}
+
+/// A configuration that failed to load or validate. Its `Display` is what `hubwatch` prints before exiting 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config file: {source}")]
+    Unreadable { file: String, source: std::io::Error },
+    #[error("{file}: not valid YAML: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{}", render_problems(.file, .problems))]
+    Invalid { file: String, problems: Vec<(String, String)> },
+}
+
+fn render_problems(file: &str, problems: &[(String, String)]) -> String {
+    let mut out = format!("{file}: invalid configuration ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    for (key, problem) in problems {
+        out.push_str(&format!("\n  {file}: {key}: {problem}"));
+    }
+    out
+}
+
+const TOP_KEYS: &[&str] = &["listen", "state_path", "scheduler", "defaults", "hubs"];
+const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
+const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
+const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
+const LOGIN_PROBE_KEYS: &[&str] = &["every", "timeout"];
+const SERVER_PROBE_KEYS: &[&str] = &["every", "timeout", "user_options"];
+const KERNEL_PROBE_KEYS: &[&str] = &["every", "timeout", "kernel_name", "code", "expect"];
+const DASK_PROBE_KEYS: &[&str] = &["every", "timeout", "workers"];
+
+impl Config {
+    /// Reads and validates `path`, resolving secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Unreadable { file: path.display().to_string(), source })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates YAML `text` that was read from `path` (used for messages and relative secret files).
+    pub fn parse(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let tree: Value = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::Syntax { file: file.clone(), message: e.to_string() })?;
+        let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut problems = Problems::default();
+        let config = Validator { config_dir: &config_dir, env, problems: &mut problems }.config(&tree, path);
+        match config {
+            Some(config) if problems.list.is_empty() => Ok(config),
+            _ => {
+                if problems.list.is_empty() {
+                    problems.add("(top level)", "invalid configuration");
+                }
+                Err(ConfigError::Invalid { file, problems: problems.list })
+            }
+        }
+    }
+
+    pub fn hub(&self, name: &str) -> Option<&HubConfig> {
+        self.hubs.iter().find(|h| h.name == name)
+    }
+}
+
+struct Validator<'a> {
+    config_dir: &'a Path,
+    env: EnvLookup<'a>,
+    problems: &'a mut Problems,
+}
+
+impl Validator<'_> {
+    fn config(&mut self, tree: &Value, path: &Path) -> Option<Config> {
+        if tree.is_null() {
+            self.problems.add("(top level)", "the file is empty");
+            return None;
+        }
+        let mut top = Table::new(tree, "", TOP_KEYS, self.problems)?;
+        let listen = match top.get("listen") {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            Some(v) => string(v, "listen", self.problems).and_then(|s| match s.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problems.add("listen", format!("expected an address like 127.0.0.1:9464, found {s:?}"));
+                    None
+                }
+            }),
+        };
+        let state_path = match top.get("state_path") {
+            None => Some(PathBuf::from("hubwatch-state.db")),
+            Some(v) => string(v, "state_path", self.problems).map(|p| self.config_dir.join(p)),
+        };
+        let scheduler = self.scheduler(top.get("scheduler"));
+        let defaults = match top.get("defaults") {
+            None => Some(ProbeSettings::default()),
+            Some(v) => self.defaults(v),
+        };
+        let hubs = match (top.required("hubs", self.problems), &defaults) {
+            (Some(v), Some(defaults)) => self.hubs(v, defaults),
+            (Some(v), None) => {
+                // Still report the hubs' own problems when the defaults are broken.
+                self.hubs(v, &ProbeSettings::default());
+                None
+            }
+            _ => None,
+        };
+        top.finish(self.problems);
+        Some(Config {
+            source: path.to_path_buf(),
+            listen: listen?,
+            state_path: state_path?,
+            scheduler: scheduler?,
+            hubs: hubs?,
+        })
+    }
+
+    fn scheduler(&mut self, value: Option<&Value>) -> Option<SchedulerConfig> {
+        let mut config = SchedulerConfig {
+            max_concurrent_probes: 256,
+            shutdown_grace: Duration::from_secs(60),
+            cleanup_timeout: Duration::from_secs(120),
+        };
+        let Some(value) = value else { return Some(config) };
+        let mut table = Table::new(value, "scheduler", SCHEDULER_KEYS, self.problems)?;
+        let mut ok = true;
+        if let Some(v) = table.get("max_concurrent_probes") {
+            match positive_integer(v, "scheduler.max_concurrent_probes", 100_000, self.problems) {
+                Some(n) => config.max_concurrent_probes = n as usize,
+                None => ok = false,
+            }
+        }
+        for (key, slot) in [("shutdown_grace", &mut config.shutdown_grace), ("cleanup_timeout", &mut config.cleanup_timeout)] {
+            if let Some(v) = table.get(key) {
+                match duration(v, &join("scheduler", key), self.problems) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        table.finish(self.problems);
+        ok.then_some(config)
+    }
+
+    fn defaults(&mut self, value: &Value) -> Option<ProbeSettings> {
+        let mut table = Table::new(value, "defaults", &["probes"], self.problems)?;
+        let settings = match table.get("probes") {
+            None => Some(ProbeSettings::default()),
+            Some(v) => self.probe_settings(v, "defaults.probes", &ProbeSettings::default()),
+        };
+        table.finish(self.problems);
+        settings
+    }
+
+    /// Probe settings at `path`, each key overriding `base` (the defaults, for a hub).
+    fn probe_settings(&mut self, value: &Value, path: &str, base: &ProbeSettings) -> Option<ProbeSettings> {
+        let mut table = Table::new(value, path, PROBES_KEYS, self.problems)?;
+        let mut settings = base.clone();
+        let mut ok = true;
+
+        if let Some(v) = table.get("login") {
+            let p = join(path, "login");
+            match Table::new(v, &p, LOGIN_PROBE_KEYS, self.problems) {
+                Some(mut t) => {
+                    ok &= self.schedule(&mut t, &mut settings.login);
+                    t.finish(self.problems);
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(v) = table.get("server") {
+            let p = join(path, "server");
+            match Table::new(v, &p, SERVER_PROBE_KEYS, self.problems) {
+                Some(mut t) => {
+                    ok &= self.schedule(&mut t, &mut settings.server.schedule);
+                    if let Some(v) = t.get("user_options") {
+                        match object(v, &t.key_path("user_options"), self.problems) {
+                            Some(map) => settings.server.user_options = map,
+                            None => ok = false,
+                        }
+                    }
+                    t.finish(self.problems);
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(v) = table.get("kernel") {
+            let p = join(path, "kernel");
+            match Table::new(v, &p, KERNEL_PROBE_KEYS, self.problems) {
+                Some(mut t) => {
+                    ok &= self.schedule(&mut t, &mut settings.kernel.schedule);
+                    let kernel = &mut settings.kernel;
+                    if let Some(v) = t.get("kernel_name") {
+                        kernel.kernel_name = string(v, &t.key_path("kernel_name"), self.problems);
+                        ok &= kernel.kernel_name.is_some();
+                    }
+                    for (key, slot) in [("code", &mut kernel.code), ("expect", &mut kernel.expect)] {
+                        if let Some(v) = t.get(key) {
+                            match string(v, &t.key_path(key), self.problems) {
+                                Some(s) => *slot = s,
+                                None => ok = false,
+                            }
+                        }
+                    }
+                    t.finish(self.problems);
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(v) = table.get("dask_gateway") {
+            let p = join(path, "dask_gateway");
+            match Table::new(v, &p, DASK_PROBE_KEYS, self.problems) {
+                Some(mut t) => {
+                    ok &= self.schedule(&mut t, &mut settings.dask_gateway.schedule);
+                    if let Some(v) = t.get("workers") {
+                        match positive_integer(v, &t.key_path("workers"), 100, self.problems) {
+                            Some(n) => settings.dask_gateway.workers = n as u32,
+                            None => ok = false,
+                        }
+                    }
+                    t.finish(self.problems);
+                }
+                None => ok = false,
+            }
+        }
+        table.finish(self.problems);
+        ok.then_some(settings)
+    }
+
+    /// Reads `every` and `timeout` from `table` into `schedule`; false if either is invalid.
+    fn schedule(&mut self, table: &mut Table, schedule: &mut Schedule) -> bool {
+        let mut ok = true;
+        for (key, slot) in [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)] {
+            if let Some(v) = table.get(key) {
+                match duration(v, &table.key_path(key), self.problems) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        ok
+    }
+
+    fn hubs(&mut self, value: &Value, defaults: &ProbeSettings) -> Option<Vec<HubConfig>> {
+        let Value::Array(items) = value else {
+            self.problems.add("hubs", format!("expected a list of hubs, found {}", walk::type_name(value)));
+            return None;
+        };
+        if items.is_empty() {
+            self.problems.add("hubs", "at least one hub is required");
+            return None;
+        }
+        let mut hubs = Vec::new();
+        let mut names = HashSet::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("hubs[{i}]");
+            match self.hub(item, &path, defaults) {
+                Some(hub) => {
+                    if !names.insert(hub.name.clone()) {
+                        self.problems.add(&join(&path, "name"), format!("duplicate hub name {:?}", hub.name));
+                        ok = false;
+                    }
+                    hubs.push(hub);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(hubs)
+    }
+
+    fn hub(&mut self, value: &Value, path: &str, defaults: &ProbeSettings) -> Option<HubConfig> {
+        let mut table = Table::new(value, path, HUB_KEYS, self.problems)?;
+        let name = table.required("name", self.problems).and_then(|v| self.hub_name(v, &join(path, "name")));
+        let url = table.required("url", self.problems).and_then(|v| self.url(v, &join(path, "url")));
+        let namespace = match table.get("namespace") {
+            None => Some(None),
+            Some(v) => string(v, &join(path, "namespace"), self.problems).map(Some),
+        };
+        let token = table
+            .required("token", self.problems)
+            .and_then(|v| secret::resolve(v, &join(path, "token"), self.config_dir, self.env, self.problems));
+        let users = table.required("users", self.problems).and_then(|v| self.users(v, &join(path, "users")));
+        let login = match table.get("login") {
+            None => Some(LoginMethod::Token),
+            Some(v) => self.login_method(v, &join(path, "login")),
+        };
+        let dask_gateway = match table.get("dask_gateway") {
+            None => Some(None),
+            Some(v) => self.dask_gateway(v, &join(path, "dask_gateway")).map(Some),
+        };
+        let probes = match table.get("probes") {
+            None => Some(defaults.clone()),
+            Some(v) => self.probe_settings(v, &join(path, "probes"), defaults),
+        };
+        table.finish(self.problems);
+        Some(HubConfig {
+            name: name?,
+            url: url?,
+            namespace: namespace?,
+            token: token?,
+            users: users?,
+            login: login?,
+            dask_gateway: dask_gateway?,
+            probes: probes?,
+        })
+    }
+
+    /// Hub names appear in metric labels, incident keys and URLs, so they are kept plain.
+    fn hub_name(&mut self, value: &Value, path: &str) -> Option<String> {
+        let name = string(value, path, self.problems)?;
+        let plain = name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if !plain {
+            self.problems.add(
+                path,
+                format!("{name:?} is not a valid hub name: use up to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn url(&mut self, value: &Value, path: &str) -> Option<Url> {
+        let text = string(value, path, self.problems)?;
+        let url = match Url::parse(&text) {
+            Ok(url) => url,
+            Err(e) => {
+                self.problems.add(path, format!("{text:?} is not a URL: {e}"));
+                return None;
+            }
+        };
+        let problem = if !matches!(url.scheme(), "http" | "https") {
+            Some("must start with http:// or https://")
+        } else if !url.username().is_empty() || url.password().is_some() {
+            Some("must not carry credentials; use token instead")
+        } else if url.query().is_some() || url.fragment().is_some() {
+            Some("must not have a query or fragment")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.problems.add(path, format!("{problem} (found {})", redact_url(&url)));
+            return None;
+        }
+        // Paths are joined onto the URL, so it always ends with a slash.
+        let mut url = url;
+        if !url.path().ends_with('/') {
+            let with_slash = format!("{}/", url.path());
+            url.set_path(&with_slash);
+        }
+        Some(url)
+    }
+
+    fn users(&mut self, value: &Value, path: &str) -> Option<Vec<String>> {
+        let users = string_list(value, path, self.problems)?;
+        let mut seen = HashSet::new();
+        for (i, user) in users.iter().enumerate() {
+            if !seen.insert(user) {
+                self.problems.add(&format!("{path}[{i}]"), format!("duplicate probe user {user:?}"));
+                return None;
+            }
+        }
+        if users.len() < 2 {
+            self.problems.add(
+                path,
+                format!("at least two probe users are needed, so that one probe user alone never makes an incident (found {})", users.len()),
+            );
+            return None;
+        }
+        Some(users)
+    }
+
+    fn login_method(&mut self, value: &Value, path: &str) -> Option<LoginMethod> {
+        let mut table = Table::new(value, path, &["method", "password"], self.problems)?;
+        let method = table.required("method", self.problems).and_then(|v| string(v, &join(path, "method"), self.problems));
+        let password = table.get("password");
+        table.finish(self.problems);
+        match (method?.as_str(), password) {
+            ("token", None) => Some(LoginMethod::Token),
+            ("token", Some(_)) => {
+                self.problems.add(&join(path, "password"), "only used with method: form");
+                None
+            }
+            ("form", Some(v)) => {
+                secret::resolve(v, &join(path, "password"), self.config_dir, self.env, self.problems)
+                    .map(|password| LoginMethod::Form { password })
+            }
+            ("form", None) => {
+                self.problems.add(&join(path, "password"), "is required with method: form");
+                None
+            }
+            (other, _) => {
+                self.problems.add(&join(path, "method"), format!("unknown login method {other:?} (expected token or form)"));
+                None
+            }
+        }
+    }
+
+    fn dask_gateway(&mut self, value: &Value, path: &str) -> Option<DaskGatewayConfig> {
+        let mut table = Table::new(value, path, &["url", "cluster_options"], self.problems)?;
+        let url = table.required("url", self.problems).and_then(|v| self.url(v, &join(path, "url")));
+        let cluster_options = match table.get("cluster_options") {
+            None => Some(Map::new()),
+            Some(v) => object(v, &join(path, "cluster_options"), self.problems),
+        };
+        table.finish(self.problems);
+        Some(DaskGatewayConfig { url: url?, cluster_options: cluster_options? })
+    }
+}
+
+/// A URL for messages: scheme, host and path only.
+pub fn redact_url(url: &Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "every {}, timeout {}", humantime::format_duration(self.every), humantime::format_duration(self.timeout))
+    }
+}

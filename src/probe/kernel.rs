@@ -1,0 +1,250 @@
+//! The kernel capability: start a kernel on the user's server, open its websocket (the legacy JSON
+//! protocol), execute code and check the result, matched on `parent_header.msg_id` and complete only when
+//! both `execute_reply` and the iopub `idle` have arrived. The probe keeps its own deadline: servers may
+//! hold a handshake for 60 s, and pings would keep a naive read waiting forever.
+
+use super::http::{Auth, HttpClient, scrub, truncate};
+use super::{Deadline, Stage, StepFailure};
+use crate::config::Secret;
+use backon::{ConstantBuilder, Retryable};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use url::Url;
+
+/// Largest websocket message accepted; probe code prints a few bytes, kernel_info replies a few KB.
+const MESSAGE_LIMIT: usize = 4 << 20;
+
+pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// `POST {server}api/kernels`; returns the kernel id.
+pub async fn start_kernel(http: &HttpClient, server: &Url, token: &Secret, kernel_name: Option<&str>, deadline: Deadline) -> Result<String, StepFailure> {
+    let stage = Stage::StartKernel;
+    let body = match kernel_name {
+        Some(name) => json!({"name": name}),
+        None => json!({}),
+    };
+    let url = server.join("api/kernels").expect("fixed relative path");
+    let response =
+        http.call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    match response.status {
+        StatusCode::CREATED | StatusCode::OK => {}
+        s if s.is_redirection() => {
+            return Err(StepFailure::hub(stage, format!("HTTP {s}: the hub redirected away from the server (it is not running)")));
+        }
+        _ => return Err(StepFailure::hub(stage, response.describe())),
+    }
+    let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+    model
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| StepFailure::hub(stage, "the server answered without a kernel id"))
+}
+
+/// Opens `{server}api/kernels/{id}/channels` with the token in the `Authorization` header.
+pub async fn connect(server: &Url, token: &Secret, kernel_id: &str, deadline: Deadline) -> Result<KernelSocket, StepFailure> {
+    let stage = Stage::Connect;
+    let mut url = server.join(&format!("api/kernels/{kernel_id}/channels")).map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
+    url.query_pairs_mut().append_pair("session_id", &uuid::Uuid::new_v4().simple().to_string());
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme).expect("ws and wss are valid schemes");
+    let mut request = url.as_str().into_client_request().map_err(|e| StepFailure::hub(stage, format!("bad websocket URL: {e}")))?;
+    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+        .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
+    header.set_sensitive(true);
+    request.headers_mut().insert(reqwest::header::AUTHORIZATION, header);
+    let config = WebSocketConfig::default().max_message_size(Some(MESSAGE_LIMIT)).max_frame_size(Some(MESSAGE_LIMIT));
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    match timeout_at(deadline.at, connecting).await {
+        Err(_) => Err(StepFailure::hub(
+            stage,
+            format!("the kernel's websocket handshake did not complete within the {} timeout", humantime::format_duration(deadline.budget)),
+        )),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            Err(StepFailure::hub(stage, format!("the websocket handshake was answered HTTP {}", response.status())))
+        }
+        Ok(Err(e)) => Err(StepFailure::hub(stage, format!("websocket: {}", scrub(&e.to_string())))),
+        Ok(Ok((socket, _))) => Ok(socket),
+    }
+}
+
+/// What came back for our request.
+#[derive(Default, Debug)]
+struct Replies {
+    reply_status: Option<String>,
+    error: Option<String>,
+    result: Option<String>,
+    stdout: String,
+    idle: bool,
+}
+
+/// Sends `code` as an `execute_request` and checks that its result (or printed output) equals `expect`.
+pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadline: Deadline) -> Result<(), StepFailure> {
+    let stage = Stage::Execute;
+    let msg_id = uuid::Uuid::new_v4().simple().to_string();
+    let request = json!({
+        "header": {
+            "msg_id": msg_id, "session": uuid::Uuid::new_v4().simple().to_string(), "username": "hubwatch",
+            "msg_type": "execute_request", "version": "5.4",
+            "date": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        },
+        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {},
+                    "allow_stdin": false, "stop_on_error": true},
+    });
+    let send = socket.send(Message::text(request.to_string()));
+    match timeout_at(deadline.at, send).await {
+        Err(_) => return Err(deadline.timed_out(stage)),
+        Ok(Err(e)) => return Err(StepFailure::hub(stage, format!("sending the execute request: {}", scrub(&e.to_string())))),
+        Ok(Ok(())) => {}
+    }
+
+    let mut replies = Replies::default();
+    while replies.reply_status.is_none() || !replies.idle {
+        let message = match timeout_at(deadline.at, socket.next()).await {
+            Err(_) => {
+                let seen = if replies.reply_status.is_some() { "a reply but no idle status" } else { "no reply" };
+                return Err(StepFailure::hub(
+                    stage,
+                    format!("the kernel did not finish executing within the {} timeout ({seen})", humantime::format_duration(deadline.budget)),
+                ));
+            }
+            Ok(None) => return Err(StepFailure::hub(stage, "the server closed the kernel's websocket")),
+            Ok(Some(Err(e))) => return Err(StepFailure::hub(stage, format!("websocket: {}", scrub(&e.to_string())))),
+            Ok(Some(Ok(message))) => message,
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(frame) => {
+                let why = frame.map(|f| format!(" ({} {})", f.code, truncate(&scrub(&f.reason), 100))).unwrap_or_default();
+                return Err(StepFailure::hub(stage, format!("the server closed the kernel's websocket{why}")));
+            }
+            // Pings are answered by tungstenite; binary frames belong to the v1 protocol, which is not offered.
+            _ => continue,
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+        absorb(&frame, &msg_id, &mut replies)?;
+    }
+
+    if let Some(error) = replies.error {
+        return Err(StepFailure::hub(stage, format!("the code raised {error}")));
+    }
+    if replies.reply_status.as_deref() != Some("ok") {
+        return Err(StepFailure::hub(stage, format!("execute_reply status {:?}", replies.reply_status.unwrap_or_default())));
+    }
+    let got = replies.result.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or(replies.stdout.trim());
+    if got != expect.trim() {
+        return Err(StepFailure::hub(
+            stage,
+            format!("expected {:?} from {:?}, got {:?}", expect.trim(), code, truncate(&scrub(got), 200)),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes in one kernel message; a restart or death of the kernel fails the execution at once.
+fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), StepFailure> {
+    let msg_type = frame.pointer("/header/msg_type").and_then(Value::as_str).unwrap_or("");
+    let content = frame.get("content").unwrap_or(&Value::Null);
+    if msg_type == "status" {
+        // A restart is announced with an empty parent header, so it is checked before filtering.
+        match content.get("execution_state").and_then(Value::as_str) {
+            Some("restarting") => return Err(StepFailure::hub(Stage::Execute, "the kernel died and is restarting (it crashed while executing)")),
+            Some("dead") => return Err(StepFailure::hub(Stage::Execute, "the kernel died")),
+            _ => {}
+        }
+    }
+    if frame.pointer("/parent_header/msg_id").and_then(Value::as_str) != Some(msg_id) {
+        return Ok(());
+    }
+    match msg_type {
+        "status" if content.get("execution_state").and_then(Value::as_str) == Some("idle") => replies.idle = true,
+        "execute_reply" => {
+            replies.reply_status = Some(content.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string());
+        }
+        "execute_result" => {
+            replies.result = content.pointer("/data/text~1plain").and_then(Value::as_str).map(str::to_string);
+        }
+        "stream" if content.get("name").and_then(Value::as_str) == Some("stdout") => {
+            if replies.stdout.len() < 64 * 1024 {
+                replies.stdout.push_str(content.get("text").and_then(Value::as_str).unwrap_or(""));
+            }
+        }
+        "error" => {
+            let ename = content.get("ename").and_then(Value::as_str).unwrap_or("an error");
+            let evalue = content.get("evalue").and_then(Value::as_str).unwrap_or("");
+            replies.error = Some(truncate(&scrub(&format!("{ename}: {evalue}")), 300));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `DELETE {server}api/kernels/{id}`; a kernel that is restarting answers 500 for a while, so that is retried.
+pub async fn delete_kernel(http: &HttpClient, server: &Url, token: &Secret, kernel_id: &str, deadline: Deadline) -> Result<(), StepFailure> {
+    let stage = Stage::DeleteKernel;
+    let url = server.join(&format!("api/kernels/{kernel_id}")).map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
+    // Err(true): worth another try (the server answered 5xx); Err(false): final.
+    let attempt = || async {
+        let response = http
+            .call(Method::DELETE, url.clone(), Auth::Token(token), None, deadline.at)
+            .await
+            .map_err(|e| (deadline.request_failure(stage, e), false))?;
+        match response.status {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            s => Err((StepFailure::hub(stage, format!("deleting the kernel: {}", response.describe())), s.is_server_error())),
+        }
+    };
+    attempt
+        .retry(ConstantBuilder::default().with_delay(Duration::from_secs(1)).with_max_times(5))
+        .sleep(tokio::time::sleep)
+        .when(|(_, retry)| *retry)
+        .await
+        .map_err(|(failure, _)| failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(msg_type: &str, parent: &str, content: Value) -> Value {
+        json!({"header": {"msg_type": msg_type}, "parent_header": {"msg_id": parent}, "content": content})
+    }
+
+    #[test]
+    fn only_our_messages_count_and_both_reply_and_idle_are_needed() {
+        let mut replies = Replies::default();
+        absorb(&frame("status", "other", json!({"execution_state": "idle"})), "mine", &mut replies).unwrap();
+        assert!(!replies.idle);
+        absorb(&frame("execute_result", "mine", json!({"data": {"text/plain": "20"}})), "mine", &mut replies).unwrap();
+        absorb(&frame("execute_reply", "mine", json!({"status": "ok"})), "mine", &mut replies).unwrap();
+        assert!(!replies.idle);
+        absorb(&frame("status", "mine", json!({"execution_state": "idle"})), "mine", &mut replies).unwrap();
+        assert!(replies.idle);
+        assert_eq!(replies.result.as_deref(), Some("20"));
+    }
+
+    #[test]
+    fn a_restart_with_an_empty_parent_fails_the_execution() {
+        let mut replies = Replies::default();
+        let restarting = json!({"header": {"msg_type": "status"}, "parent_header": {}, "content": {"execution_state": "restarting"}});
+        let failure = absorb(&restarting, "mine", &mut replies).unwrap_err();
+        assert_eq!(failure.stage, Stage::Execute);
+        assert!(failure.reason.contains("restarting"));
+    }
+
+    #[test]
+    fn errors_are_kept_with_name_and_value() {
+        let mut replies = Replies::default();
+        absorb(&frame("error", "mine", json!({"ename": "ZeroDivisionError", "evalue": "division by zero"})), "mine", &mut replies).unwrap();
+        assert_eq!(replies.error.as_deref(), Some("ZeroDivisionError: division by zero"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The login capability: the token flow (hubwatch's service token mints a short-lived token for the probe
+//! user, who must then be recognised) and the browser's form flow (`_xsrf` cookie and field, POST, 302).
+
+use super::http::{Auth, HttpClient, Response, hub_message, html_element_text};
+use super::{Deadline, Stage, StepFailure, user_path};
+use crate::config::Secret;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+use url::Url;
+
+/// A token minted for a probe user.
+pub struct MintedToken {
+    pub token: Secret,
+    pub lifetime: Duration,
+}
+
+/// `POST /hub/api/users/{user}/tokens` with hubwatch's service token.
+pub async fn mint_token(
+    http: &HttpClient,
+    hub: &Url,
+    service_token: &Secret,
+    user: &str,
+    lifetime: Duration,
+    deadline: Deadline,
+) -> Result<MintedToken, StepFailure> {
+    let stage = Stage::MintToken;
+    let url = hub_url(hub, &format!("hub/api/users/{}/tokens", user_path(user)));
+    let body = serde_json::json!({"note": "hubwatch probe", "expires_in": lifetime.as_secs()});
+    let response = http
+        .call(Method::POST, url, Auth::Token(service_token), Some(&body), deadline.at)
+        .await
+        .map_err(|e| deadline.request_failure(stage, e))?;
+    match response.status {
+        StatusCode::CREATED | StatusCode::OK => {
+            let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+            match json.get("token").and_then(|t| t.as_str()) {
+                Some(token) if !token.is_empty() => Ok(MintedToken { token: Secret::new(token), lifetime }),
+                _ => Err(StepFailure::hub(stage, "the hub answered without a token")),
+            }
+        }
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(explain_refused_mint(http, hub, service_token, user, deadline).await),
+        StatusCode::NOT_FOUND => Err(StepFailure::monitor(
+            stage,
+            format!("probe user {user:?} does not exist on the hub: create it (and allow it to log in)"),
+        )),
+        StatusCode::BAD_REQUEST => Err(StepFailure::monitor(stage, format!("the hub refused the token request: {}", response.describe()))),
+        _ => Err(StepFailure::hub(stage, response.describe())),
+    }
+}
+
+/// A refused mint is hubwatch's fault either way; say which fix applies.
+async fn explain_refused_mint(http: &HttpClient, hub: &Url, service_token: &Secret, user: &str, deadline: Deadline) -> StepFailure {
+    let whoami = http.call(Method::GET, hub_url(hub, "hub/api/user"), Auth::Token(service_token), None, deadline.at).await;
+    let reason = match whoami {
+        Ok(r) if r.status == StatusCode::FORBIDDEN || r.status == StatusCode::UNAUTHORIZED => {
+            "the hub refused hubwatch's service token (revoked, expired or wrong): issue a new one and update the hub's token secret".to_string()
+        }
+        _ => format!(
+            "hubwatch's service token may not mint tokens for {user:?}: grant its role the scope tokens!user={user} and check that the user exists"
+        ),
+    };
+    StepFailure::monitor(Stage::MintToken, reason)
+}
+
+/// `GET /hub/api/user` must answer with the probe user.
+pub async fn whoami(http: &HttpClient, hub: &Url, auth: Auth<'_>, cookies: Option<&str>, user: &str, deadline: Deadline) -> Result<(), StepFailure> {
+    let stage = Stage::WhoAmI;
+    let mut request = http.reqwest().get(hub_url(hub, "hub/api/user"));
+    if let Some(header) = auth.header() {
+        request = request.header(reqwest::header::AUTHORIZATION, header);
+    }
+    if let Some(cookies) = cookies {
+        request = request.header(COOKIE, cookies);
+    }
+    let response = http.send(request, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    if response.status != StatusCode::OK {
+        return Err(StepFailure::hub(stage, response.describe()));
+    }
+    let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+    match json.get("name").and_then(|n| n.as_str()) {
+        Some(name) if name == user => Ok(()),
+        Some(other) => Err(StepFailure::hub(stage, format!("the hub took the login for another user ({other:?}, expected {user:?})"))),
+        None => Err(StepFailure::hub(stage, "the hub's user model has no name")),
+    }
+}
+
+/// `GET /hub/login` must render (or redirect to the identity provider when the hub logs in automatically).
+pub async fn login_page(http: &HttpClient, hub: &Url, deadline: Deadline) -> Result<Response, StepFailure> {
+    let stage = Stage::LoginPage;
+    let response = http
+        .call(Method::GET, hub_url(hub, "hub/login"), Auth::None, None, deadline.at)
+        .await
+        .map_err(|e| deadline.request_failure(stage, e))?;
+    let is_html = response.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("html"));
+    match response.status {
+        StatusCode::OK if is_html => Ok(response),
+        StatusCode::OK => Err(StepFailure::hub(stage, "the login page is not HTML")),
+        s if s.is_redirection() && response.headers.contains_key(LOCATION) => Ok(response),
+        _ => Err(StepFailure::hub(stage, response.describe())),
+    }
+}
+
+/// The browser's login: the form's `_xsrf` field and cookie, POST, a 302, then `/hub/api/user` with the
+/// session cookies. Returns nothing: the cookies are only used to prove the session works.
+pub async fn form_login(http: &HttpClient, hub: &Url, user: &str, password: &Secret, deadline: Deadline) -> Result<(), StepFailure> {
+    let page = login_page(http, hub, deadline).await?;
+    let html = String::from_utf8_lossy(&page.body);
+    let mut jar = CookieJar::default();
+    jar.absorb(&page);
+    let field = input_value(&html, "_xsrf")
+        .ok_or_else(|| StepFailure::hub(Stage::LoginPage, "the login page has no login form with an _xsrf field"))?;
+    let action = form_action(&html).unwrap_or_else(|| "/hub/login?next=".to_string());
+    let action = hub.join(&action).map_err(|e| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not a URL: {e}")))?;
+
+    let stage = Stage::LoginSubmit;
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("_xsrf", &field)
+        .append_pair("username", user)
+        .append_pair("password", password.expose())
+        .finish();
+    let request = http
+        .reqwest()
+        .post(action)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(COOKIE, jar.header())
+        .body(form);
+    let response = http.send(request, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    if !response.status.is_redirection() {
+        let message = match html_element_text(&String::from_utf8_lossy(&response.body), "class=\"login_error\"") {
+            Some(error) => format!("HTTP {}: {error}", response.status),
+            None => response.describe(),
+        };
+        return Err(StepFailure::hub(stage, message)
+            .with_detail("if the probe users' password was changed, update login.password in hubwatch's config"));
+    }
+    jar.absorb(&response);
+    if !jar.has_session() {
+        let note = hub_message(&response.headers, &response.body);
+        return Err(StepFailure::hub(stage, format!("HTTP {} but no login cookie was set {note}", response.status).trim().to_string()));
+    }
+    whoami(http, hub, Auth::None, Some(&jar.header()), user, deadline).await
+}
+
+/// `hub` joined with a path relative to it (the hub's URL always ends with a slash).
+pub fn hub_url(hub: &Url, path: &str) -> Url {
+    hub.join(path).expect("relative paths of known shape always join")
+}
+
+/// The few cookies a login needs, by name (paths do not matter: every request goes to the hub).
+#[derive(Default)]
+struct CookieJar {
+    cookies: Vec<(String, String)>,
+}
+
+impl CookieJar {
+    fn absorb(&mut self, response: &Response) {
+        for header in response.headers.get_all(SET_COOKIE) {
+            let Ok(text) = header.to_str() else { continue };
+            let pair = text.split(';').next().unwrap_or("");
+            if let Some((name, value)) = pair.split_once('=') {
+                let (name, value) = (name.trim().to_string(), value.trim().trim_matches('"').to_string());
+                self.cookies.retain(|(n, _)| *n != name);
+                self.cookies.push((name, value));
+            }
+        }
+    }
+
+    fn has_session(&self) -> bool {
+        self.cookies.iter().any(|(n, _)| n.starts_with("jupyterhub-hub-login") || n.starts_with("jupyterhub-session-id"))
+    }
+
+    fn header(&self) -> String {
+        self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// The value of `<input ... name="NAME" ... value="...">`.
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\"");
+    let at = html.find(&marker)?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    attribute(&html[start..end], "value")
+}
+
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("<form")?;
+    let end = start + html[start..].find('>')?;
+    attribute(&html[start..end], "action").map(|a| a.replace("&amp;", "&"))
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let marker = format!("{name}=\"");
+    let at = tag.find(&marker)? + marker.len();
+    let end = at + tag[at..].find('"')?;
+    Some(tag[at..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: &str = r#"<form action="/hub/login?next=%2Fhub%2F&amp;x=1" method="post" role="form">
+        <input type="hidden" name="_xsrf" value="2|abc|def"/>
+        <input id="username_input" type="text" name="username"/></form>"#;
+
+    #[test]
+    fn form_fields_are_found() {
+        assert_eq!(input_value(FORM, "_xsrf").as_deref(), Some("2|abc|def"));
+        assert_eq!(form_action(FORM).as_deref(), Some("/hub/login?next=%2Fhub%2F&x=1"));
+        assert_eq!(input_value(FORM, "password"), None);
+    }
+}

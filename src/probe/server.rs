@@ -1,0 +1,250 @@
+//! The server capability: stop what an earlier round left, `POST /hub/api/users/{u}/server`, then follow the
+//! progress stream to `ready` or `failed` (201 and 202 both only mean "maybe"), and stop the server again,
+//! waiting until the hub says it is gone.
+
+use super::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
+use super::login::hub_url;
+use super::sse::SseParser;
+use super::{Deadline, Stage, StepFailure, user_path};
+use crate::config::Secret;
+use reqwest::header::AUTHORIZATION;
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::{sleep, timeout_at};
+use url::Url;
+
+/// Progress messages kept for a failure's detail.
+const PROGRESS_KEPT: usize = 8;
+const PROGRESS_EVENT_LIMIT: usize = 64 * 1024;
+const POLL: Duration = Duration::from_millis(500);
+
+/// A server that came up: where it is, and what the hub said on the way.
+#[derive(Debug)]
+pub struct StartedServer {
+    pub url: Url,
+    pub progress: Vec<String>,
+}
+
+/// What the hub's user model says of the default server.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerState {
+    Absent,
+    Ready { url: Option<String> },
+    Pending(String),
+}
+
+async fn server_state(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, stage: Stage, deadline: Deadline) -> Result<ServerState, StepFailure> {
+    let url = hub_url(hub, &format!("hub/api/users/{}", user_path(user)));
+    let response = http.call(Method::GET, url, auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    match response.status {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => return Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub"))),
+        _ => return Err(StepFailure::hub(stage, format!("reading the user model: {}", response.describe()))),
+    }
+    let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+    let Some(server) = model.get("servers").and_then(|s| s.get("")) else { return Ok(ServerState::Absent) };
+    if server.get("stopped").and_then(Value::as_bool) == Some(true) {
+        return Ok(ServerState::Absent);
+    }
+    match server.get("pending").and_then(Value::as_str) {
+        Some(pending) => Ok(ServerState::Pending(pending.to_string())),
+        None if server.get("ready").and_then(Value::as_bool) == Some(true) => {
+            Ok(ServerState::Ready { url: server.get("url").and_then(Value::as_str).map(str::to_string) })
+        }
+        None => Ok(ServerState::Pending("unknown".into())),
+    }
+}
+
+/// Stops a server left running (or starting) by an earlier round, so this round starts from nothing.
+pub async fn stop_leftover(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, deadline: Deadline) -> Result<bool, StepFailure> {
+    match server_state(http, hub, auth, user, Stage::StopLeftover, deadline).await? {
+        ServerState::Absent => Ok(false),
+        _ => {
+            stop_as(http, hub, auth, user, Stage::StopLeftover, deadline).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Stops the server and waits until the hub no longer lists it.
+pub async fn stop(http: &HttpClient, hub: &Url, token: &Secret, user: &str, deadline: Deadline) -> Result<(), StepFailure> {
+    stop_as(http, hub, Auth::Token(token), user, Stage::StopServer, deadline).await
+}
+
+async fn stop_as(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, stage: Stage, deadline: Deadline) -> Result<(), StepFailure> {
+    let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
+    loop {
+        let response =
+            http.call(Method::DELETE, url.clone(), auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        match response.status {
+            StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => break,
+            // "... is pending spawn, please wait": the stop is refused until the spawn ends.
+            StatusCode::BAD_REQUEST => {
+                if tokio::time::Instant::now() + POLL >= deadline.at {
+                    return Err(StepFailure::hub(stage, format!("the hub keeps refusing to stop the server: {}", response.describe())));
+                }
+                sleep(POLL).await;
+            }
+            _ => return Err(StepFailure::hub(stage, format!("stopping the server: {}", response.describe()))),
+        }
+    }
+    loop {
+        match server_state(http, hub, auth, user, stage, deadline).await? {
+            ServerState::Absent => return Ok(()),
+            state => {
+                if tokio::time::Instant::now() + POLL >= deadline.at {
+                    return Err(StepFailure::hub(
+                        stage,
+                        format!("the server did not stop within the {} timeout ({state:?})", humantime::format_duration(deadline.budget)),
+                    ));
+                }
+                sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// Requests the spawn. A 500 hides the reason, which the progress stream then replays.
+pub async fn request_spawn(
+    http: &HttpClient,
+    hub: &Url,
+    token: &Secret,
+    user: &str,
+    user_options: &Map<String, Value>,
+    deadline: Deadline,
+) -> Result<SpawnAnswer, StepFailure> {
+    let stage = Stage::RequestSpawn;
+    let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
+    let body = Value::Object(user_options.clone());
+    let response =
+        http.call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    match response.status {
+        StatusCode::CREATED | StatusCode::ACCEPTED => Ok(SpawnAnswer::Accepted),
+        StatusCode::BAD_REQUEST if response.describe().contains("already running") => Ok(SpawnAnswer::Accepted),
+        s if s.is_server_error() => Ok(SpawnAnswer::Refused(response.describe())),
+        StatusCode::TOO_MANY_REQUESTS => Err(StepFailure::hub(stage, format!("the hub is throttling spawns: {}", response.describe()))),
+        StatusCode::NOT_FOUND => Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub"))),
+        _ => Err(StepFailure::hub(stage, response.describe())),
+    }
+}
+
+pub enum SpawnAnswer {
+    Accepted,
+    /// The hub answered 5xx; the reason, if any, is in the progress stream.
+    Refused(String),
+}
+
+/// Follows `GET .../server/progress` until `ready` or `failed`.
+pub async fn follow_progress(
+    http: &HttpClient,
+    hub: &Url,
+    token: &Secret,
+    user: &str,
+    refused: Option<String>,
+    deadline: Deadline,
+) -> Result<StartedServer, StepFailure> {
+    let stage = Stage::Progress;
+    let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
+    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+        .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
+    header.set_sensitive(true);
+    let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
+    let mut response = timeout_at(deadline.at, request.send())
+        .await
+        .map_err(|_| deadline.timed_out(stage))?
+        .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
+
+    if response.status() != StatusCode::OK {
+        let status = response.status();
+        let answer = read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        // 400 "not starting": the spawn already ended; the user model says how.
+        if status == StatusCode::BAD_REQUEST {
+            return match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
+                ServerState::Ready { url } => Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] }),
+                _ => Err(StepFailure::hub(stage, refused.unwrap_or_else(|| format!("the spawn ended without a server ({})", answer.describe())))),
+            };
+        }
+        return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe())));
+    }
+
+    let mut parser = SseParser::new(PROGRESS_EVENT_LIMIT);
+    let mut progress: VecDeque<String> = VecDeque::new();
+    let keep = |progress: &mut VecDeque<String>, message: String| {
+        if progress.len() == PROGRESS_KEPT {
+            progress.pop_front();
+        }
+        progress.push_back(message);
+    };
+    let detail = |progress: &VecDeque<String>| format!("progress: {}", progress.iter().cloned().collect::<Vec<_>>().join(" → "));
+    loop {
+        let chunk = match timeout_at(deadline.at, response.chunk()).await {
+            Err(_) => {
+                let last = progress.back().map(|m| format!("; last progress: {m}")).unwrap_or_default();
+                return Err(StepFailure::hub(
+                    stage,
+                    format!("the server was not ready within the {} timeout{last}", humantime::format_duration(deadline.budget)),
+                )
+                .with_detail(detail(&progress)));
+            }
+            Ok(Err(e)) => return Err(deadline.request_failure(stage, from_reqwest(e)).with_detail(detail(&progress))),
+            Ok(Ok(chunk)) => chunk,
+        };
+        let Some(chunk) = chunk else { break };
+        let events = parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
+        for event in events {
+            let Ok(event) = serde_json::from_str::<Value>(&event) else {
+                return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON").with_detail(detail(&progress)));
+            };
+            let message = event.get("message").and_then(Value::as_str).map(|m| truncate(&scrub(m), 300));
+            if let Some(message) = &message {
+                keep(&mut progress, message.clone());
+            }
+            if event.get("failed").and_then(Value::as_bool) == Some(true) {
+                let reason = match message.as_deref().map(str::trim) {
+                    None | Some("") | Some("Spawn failed:") => {
+                        "Spawn failed with no reason given (the spawner's start timeout is the usual cause)".to_string()
+                    }
+                    Some(m) => m.to_string(),
+                };
+                return Err(StepFailure::hub(stage, reason).with_detail(detail(&progress)));
+            }
+            if event.get("ready").and_then(Value::as_bool) == Some(true) {
+                let url = event.get("url").and_then(Value::as_str);
+                return Ok(StartedServer { url: server_url(hub, url, user), progress: progress.into() });
+            }
+        }
+    }
+    // The stream ended without a final event: the user model decides.
+    match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
+        ServerState::Ready { url } => Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.into() }),
+        state => Err(StepFailure::hub(stage, format!("the progress stream ended before the server was ready ({state:?})")).with_detail(detail(&progress))),
+    }
+}
+
+/// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else `/user/{u}/`.
+fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Url {
+    let path = match url {
+        Some(u) if u.starts_with('/') => u.to_string(),
+        _ => format!("{}user/{}/", hub.path(), user_path(user)),
+    };
+    let mut base = hub.join(&path).unwrap_or_else(|_| hub.clone());
+    if !base.path().ends_with('/') {
+        let with_slash = format!("{}/", base.path());
+        base.set_path(&with_slash);
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_url_uses_the_hubs_path() {
+        let hub = Url::parse("https://hub.example.org/prefix/").unwrap();
+        assert_eq!(server_url(&hub, Some("/prefix/user/a@b/"), "a@b").as_str(), "https://hub.example.org/prefix/user/a@b/");
+        assert_eq!(server_url(&hub, None, "a@b").as_str(), "https://hub.example.org/prefix/user/a%40b/");
+    }
+}

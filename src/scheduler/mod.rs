@@ -1,0 +1,176 @@
+//! The daemon's scheduler: per hub, per probe user, per capability `every`, each lane started at a random
+//! phase within its interval so hubs do not probe in lock-step, and kept at that phase. A lane never
+//! overlaps itself (a round that overruns skips the slots it missed); a global semaphore bounds the rounds
+//! running at once; every round has its own deadline, so one slow hub never holds up the others beyond it.
+//!
+//! Lanes per probe user: `login`; `server` (the kernel probe runs on the server that round starts, when it is
+//! due, because a kernel needs a running server); `dask_gateway` when the hub has a gateway.
+
+use crate::config::SchedulerConfig;
+use crate::metrics::Metrics;
+use crate::probe::{HubProber, ProbeOutcome};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneKind {
+    Login,
+    Server,
+    DaskGateway,
+}
+
+struct Lane {
+    prober: Arc<HubProber>,
+    user: String,
+    kind: LaneKind,
+    every: Duration,
+    /// Server lanes only: when the kernel probe is next due.
+    kernel_due: Instant,
+    kernel_every: Duration,
+}
+
+pub struct Scheduler {
+    lanes: Vec<Lane>,
+    config: SchedulerConfig,
+    metrics: Arc<Metrics>,
+    outcomes: mpsc::Sender<ProbeOutcome>,
+}
+
+impl Scheduler {
+    pub fn new(probers: &[Arc<HubProber>], config: SchedulerConfig, metrics: Arc<Metrics>, outcomes: mpsc::Sender<ProbeOutcome>) -> Self {
+        let now = Instant::now();
+        let mut lanes = Vec::new();
+        for prober in probers {
+            let probes = &prober.hub.probes;
+            for user in &prober.hub.users {
+                let lane = |kind, every| Lane {
+                    prober: prober.clone(),
+                    user: user.clone(),
+                    kind,
+                    every,
+                    kernel_due: now,
+                    kernel_every: probes.kernel.schedule.every,
+                };
+                lanes.push(lane(LaneKind::Login, probes.login.every));
+                lanes.push(lane(LaneKind::Server, probes.server.schedule.every.min(probes.kernel.schedule.every)));
+                if prober.hub.dask_gateway.is_some() {
+                    lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.schedule.every));
+                }
+            }
+        }
+        Scheduler { lanes, config, metrics, outcomes }
+    }
+
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Runs until `shutdown` is cancelled; then running rounds are interrupted, clean up, and are awaited
+    /// for at most the configured grace period.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_probes));
+        let start = Instant::now();
+        let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+        for (index, lane) in self.lanes.iter_mut().enumerate() {
+            let phase = lane.every.mul_f64(fastrand::f64());
+            due.push(Reverse((start + phase, index)));
+            lane.kernel_due = start + phase;
+        }
+        let mut running: JoinSet<(usize, Instant)> = JoinSet::new();
+
+        loop {
+            let next = due.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Ok((index, was_due)) => due.push(Reverse((self.next_due(index, was_due), index))),
+                        Err(e) => tracing::error!(error = %e, "a probe round panicked; its lane stops"),
+                    }
+                }
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, index))) = due.peek().copied() {
+                        if at > now {
+                            break;
+                        }
+                        due.pop();
+                        self.start_round(index, at, &mut running, &permits, &shutdown);
+                    }
+                }
+            }
+        }
+
+        let grace = self.config.shutdown_grace;
+        tracing::info!(running = running.len(), grace = %humantime::format_duration(grace), "shutting down: letting running rounds clean up");
+        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(left = running.len(), "rounds still running after the grace period were abandoned");
+            running.abort_all();
+        }
+    }
+
+    /// The next slot at the lane's phase after now (slots missed while a round overran are skipped).
+    fn next_due(&self, index: usize, was_due: Instant) -> Instant {
+        next_slot(was_due, self.lanes[index].every, Instant::now())
+    }
+
+    fn start_round(&mut self, index: usize, was_due: Instant, running: &mut JoinSet<(usize, Instant)>, permits: &Arc<Semaphore>, shutdown: &CancellationToken) {
+        let lane = &mut self.lanes[index];
+        let with_kernel = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
+        if with_kernel {
+            lane.kernel_due = next_slot(lane.kernel_due, lane.kernel_every, was_due);
+        }
+        let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
+        let (permits, metrics, outcomes, cancel) = (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
+        running.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else { return (index, was_due) };
+            metrics.schedule_lag.observe(was_due.elapsed().as_secs_f64());
+            metrics.probes_in_flight.inc();
+            let results = match kind {
+                LaneKind::Login => prober.probe_login(&user, &cancel).await.into_iter().collect(),
+                LaneKind::Server => prober.probe_server(&user, with_kernel, &cancel).await,
+                LaneKind::DaskGateway => prober.probe_dask_gateway(&user, &cancel).await.into_iter().collect(),
+            };
+            metrics.probes_in_flight.dec();
+            for outcome in results {
+                // The receiver lives as long as the daemon; a send error only happens while shutting down.
+                let _ = outcomes.send(outcome).await;
+            }
+            (index, was_due)
+        });
+    }
+}
+
+/// The first slot `phase + k * every` strictly after `after` (k >= 1 from `phase`).
+fn next_slot(phase: Instant, every: Duration, after: Instant) -> Instant {
+    let mut next = phase + every;
+    if next <= after {
+        let behind = after.duration_since(next);
+        let skipped = (behind.as_secs_f64() / every.as_secs_f64()).floor() as u32 + 1;
+        next += every * skipped;
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_keep_their_phase_and_skip_what_was_missed() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(60);
+        assert_eq!(next_slot(t0, every, t0 + Duration::from_secs(5)), t0 + every);
+        // A round that took 150 s skips the slots at 60 s and 120 s.
+        assert_eq!(next_slot(t0, every, t0 + Duration::from_secs(150)), t0 + Duration::from_secs(180));
+        // Exactly on a slot boundary: the next one.
+        assert_eq!(next_slot(t0, every, t0 + Duration::from_secs(120)), t0 + Duration::from_secs(180));
+    }
+}
