@@ -5,7 +5,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_telemetry(cli.log_format);
-    // reqwest and tokio-tungstenite both use rustls; one process-wide provider (ring) avoids the ambiguity panic.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    hubwatch::probe::http::install_crypto_provider();
     run(cli)
 }

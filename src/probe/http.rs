@@ -82,6 +82,7 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new() -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
         let inner = reqwest::Client::builder()
             .user_agent(concat!("hubwatch/", env!("CARGO_PKG_VERSION")))
             // Redirects are part of what is checked (login answers 302), so they are never followed blindly.
@@ -120,6 +121,12 @@ impl HttpClient {
         let response = timeout_at(deadline, request.send()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
         read_limited(response, BODY_LIMIT, deadline).await
     }
+}
+
+/// reqwest and tokio-tungstenite both use rustls, which needs one process-wide crypto provider; ring is the
+/// one in the tree (no aws-lc, no openssl). Installing it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads a body chunk by chunk, refusing more than `limit` bytes: a hostile or broken hub cannot grow memory.

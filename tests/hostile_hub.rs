@@ -1,0 +1,192 @@
+//! Probes against a stand-in hub that misbehaves: each fails with the right capability, stage and reason
+//! within its timeout, and clean-up still happens. Real sockets, so real (short) time.
+
+mod support;
+
+use hubwatch::config::Config;
+use hubwatch::probe::http::HttpClient;
+use hubwatch::probe::{Capability, FailureCause, HubProber, ProbeOutcome, ProbeResult, Stage};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::stub_hub::{KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub};
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn prober(hub_url: &str) -> HubProber {
+    let yaml = format!(
+        "hubs:\n  - name: stub\n    url: {hub_url}\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n    probes:\n      login: {{timeout: 2s}}\n      server: {{timeout: 2s}}\n      kernel: {{timeout: 2s}}\nscheduler: {{cleanup_timeout: 2s}}\n"
+    );
+    let config = Config::parse(&yaml, Path::new("stub.yaml"), &|_| Some(SERVICE_TOKEN.to_string())).unwrap();
+    HubProber::new(Arc::new(config.hubs[0].clone()), HttpClient::new().unwrap(), config.scheduler.cleanup_timeout)
+}
+
+fn failure(outcome: &ProbeOutcome) -> (Stage, String, FailureCause) {
+    match &outcome.result {
+        ProbeResult::Failed(f) => (f.stage, f.reason.clone(), f.cause),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+async fn stub_with(configure: impl FnOnce(&mut support::stub_hub::Behaviour)) -> (Stub, String) {
+    let stub = Stub::default();
+    configure(&mut stub.behaviour.lock().unwrap());
+    let url = stub.clone().start().await;
+    (stub, url)
+}
+
+#[tokio::test]
+async fn a_healthy_stub_passes_login_server_and_kernel() {
+    let (stub, url) = stub_with(|_| {}).await;
+    let prober = prober(&url);
+    let login = prober.probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    assert_eq!(login.result, ProbeResult::Ok, "{login:?}");
+    let outcomes = prober.probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| o.result == ProbeResult::Ok), "{outcomes:?}");
+    let record = stub.record.lock().unwrap();
+    assert_eq!((record.kernels_started, record.kernels_deleted, record.server_running), (1, 1, false));
+}
+
+#[tokio::test]
+async fn a_huge_body_fails_the_login_without_reading_it_all() {
+    let (_, url) = stub_with(|b| b.mint = Mint::HugeBody).await;
+    let outcome = prober(&url).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, cause) = failure(&outcome);
+    assert_eq!((stage, cause), (Stage::MintToken, FailureCause::Hub));
+    assert!(reason.contains("larger than 1048576 bytes"), "{reason}");
+}
+
+#[tokio::test]
+async fn garbage_json_is_a_failure_with_a_reason() {
+    let (_, url) = stub_with(|b| b.mint = Mint::Garbage).await;
+    let outcome = prober(&url).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::MintToken);
+    assert!(reason.contains("not JSON"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_hub_that_never_answers_fails_within_the_timeout() {
+    let (_, url) = stub_with(|b| b.mint = Mint::Hang).await;
+    let started = Instant::now();
+    let outcome = prober(&url).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::MintToken);
+    assert!(reason.contains("no answer within the 2s timeout"), "{reason}");
+    assert!(started.elapsed() < TIMEOUT + Duration::from_secs(2), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_refused_service_token_is_a_monitor_fault_that_says_what_to_fix() {
+    let (_, url) = stub_with(|b| b.mint = Mint::ServiceTokenRevoked).await;
+    let prober = prober(&url);
+    let outcome = prober.probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, cause) = failure(&outcome);
+    assert_eq!((stage, cause), (Stage::MintToken, FailureCause::Monitor));
+    assert!(reason.contains("refused hubwatch's service token"), "{reason}");
+    assert!(!outcome.result.is_user_affecting());
+    // Everything after login is blocked, not failed.
+    let outcomes = prober.probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert!(outcomes.iter().all(|o| o.result == ProbeResult::Blocked { by: Capability::Login }), "{outcomes:?}");
+
+    let (_, url) = stub_with(|b| b.mint = Mint::MissingScope).await;
+    let outcome = self::prober(&url).probe_login("probe-2", &CancellationToken::new()).await.unwrap();
+    let (_, reason, cause) = failure(&outcome);
+    assert_eq!(cause, FailureCause::Monitor);
+    assert!(reason.contains("tokens!user=probe-2"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_unreachable_hub_says_it_cannot_connect() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let outcome = prober(&url).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, cause) = failure(&outcome);
+    assert_eq!((stage, cause), (Stage::MintToken, FailureCause::Hub));
+    assert!(reason.contains("cannot connect"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_endless_progress_stream_ends_at_the_timeout_with_the_last_message() {
+    let (stub, url) = stub_with(|b| b.progress = Progress::Endless).await;
+    let started = Instant::now();
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
+    let (stage, reason, _) = failure(&outcomes[0]);
+    assert_eq!(stage, Stage::Progress);
+    assert!(reason.contains("not ready within the 2s timeout; last progress: still spawning"), "{reason}");
+    assert_eq!(outcomes[1].result, ProbeResult::Blocked { by: Capability::Server });
+    let record = stub.record.lock().unwrap();
+    assert!(!record.server_running && record.server_stops >= 1, "the pending server is stopped");
+}
+
+#[tokio::test]
+async fn an_endless_line_is_refused_at_the_event_limit() {
+    let (_, url) = stub_with(|b| b.progress = Progress::EndlessLine).await;
+    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    let (stage, reason, _) = failure(&outcomes[0]);
+    assert_eq!(stage, Stage::Progress);
+    assert!(reason.contains("larger than"), "{reason}");
+}
+
+#[tokio::test]
+async fn garbage_progress_and_empty_failure_reasons_are_explained() {
+    let (_, url) = stub_with(|b| b.progress = Progress::Garbage).await;
+    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    assert!(failure(&outcomes[0]).1.contains("not JSON"));
+
+    let (_, url) = stub_with(|b| b.progress = Progress::FailedEmpty).await;
+    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    assert!(failure(&outcomes[0]).1.contains("Spawn failed with no reason given"), "{:?}", outcomes[0]);
+}
+
+#[tokio::test]
+async fn a_held_websocket_handshake_fails_at_connect_and_the_kernel_is_deleted() {
+    let (stub, url) = stub_with(|b| b.kernel_socket = KernelSocket::HangHandshake).await;
+    let started = Instant::now();
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(outcomes[0].result, ProbeResult::Ok);
+    let (stage, reason, _) = failure(&outcomes[1]);
+    assert_eq!(stage, Stage::Connect);
+    assert!(reason.contains("handshake did not complete within the 2s timeout"), "{reason}");
+    let record = stub.record.lock().unwrap();
+    assert_eq!((record.kernels_started, record.kernels_deleted, record.server_running), (1, 1, false));
+}
+
+#[tokio::test]
+async fn pings_do_not_keep_the_execute_waiting_past_the_deadline() {
+    let (_, url) = stub_with(|b| b.kernel_socket = KernelSocket::OnlyPings).await;
+    let started = Instant::now();
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
+    let (stage, reason, _) = failure(&outcomes[1]);
+    assert_eq!(stage, Stage::Execute);
+    assert!(reason.contains("did not finish executing within the 2s timeout (no reply)"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_wrong_result_is_a_kernel_failure() {
+    let (_, url) = stub_with(|b| b.kernel_socket = KernelSocket::WrongResult).await;
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let (stage, reason, _) = failure(&outcomes[1]);
+    assert_eq!(stage, Stage::Execute);
+    assert_eq!(reason, "expected \"20\" from \"5 * 4\", got \"21\"");
+}
+
+#[tokio::test]
+async fn a_cancelled_round_reports_nothing_but_still_stops_the_server() {
+    let (stub, url) = stub_with(|b| b.progress = Progress::Endless).await;
+    let cancel = CancellationToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        canceller.cancel();
+    });
+    let outcomes = prober(&url).probe_server("probe-1", true, &cancel).await;
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+    assert!(!stub.record.lock().unwrap().server_running);
+}

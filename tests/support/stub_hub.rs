@@ -1,0 +1,213 @@
+//! A local stand-in for a hub that misbehaves in ways a real JupyterHub cannot be made to: garbage JSON,
+//! endless or oversized event streams, huge bodies, handshakes that never complete. It answers the same
+//! paths and shapes as JupyterHub 6 (see the lab notes) and records what the probe did.
+
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State, WebSocketUpgrade, ws::Message};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mint {
+    #[default]
+    Ok,
+    HugeBody,
+    Garbage,
+    /// 403 on minting; the service token itself is refused too.
+    ServiceTokenRevoked,
+    /// 403 on minting, but the service token is fine (missing scope).
+    MissingScope,
+    Hang,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Progress {
+    #[default]
+    Ready,
+    /// Events every 10 ms, never a final one.
+    Endless,
+    /// One line that never ends.
+    EndlessLine,
+    Garbage,
+    FailedEmpty,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KernelSocket {
+    #[default]
+    Answers,
+    /// Accept the upgrade request and never answer it.
+    HangHandshake,
+    /// Answer the execute request with this wrong result.
+    WrongResult,
+    /// Send pings forever and nothing else.
+    OnlyPings,
+}
+
+#[derive(Default)]
+pub struct Behaviour {
+    pub mint: Mint,
+    pub progress: Progress,
+    pub kernel_socket: KernelSocket,
+}
+
+#[derive(Default)]
+pub struct Record {
+    pub server_running: bool,
+    pub kernels_started: usize,
+    pub kernels_deleted: usize,
+    pub server_stops: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct Stub {
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    pub record: Arc<Mutex<Record>>,
+}
+
+pub const SERVICE_TOKEN: &str = "stub-service-token";
+
+impl Stub {
+    /// Serves on a random loopback port; returns the hub URL.
+    pub async fn start(self) -> String {
+        let app = Router::new()
+            .route("/hub/api/users/{user}/tokens", post(mint))
+            .route("/hub/api/user", get(whoami))
+            .route("/hub/login", get(|| async { ([("content-type", "text/html")], "<html><form action=\"/hub/login?next=\"></form></html>") }))
+            .route("/hub/api/users/{user}", get(user_model))
+            .route("/hub/api/users/{user}/server", post(spawn).delete(stop))
+            .route("/hub/api/users/{user}/server/progress", get(progress))
+            .route("/user/{user}/api/kernels", post(start_kernel))
+            .route("/user/{user}/api/kernels/{id}", delete(delete_kernel))
+            .route("/user/{user}/api/kernels/{id}/channels", get(channels))
+            .with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/")
+    }
+
+    fn behaviour<T>(&self, f: impl FnOnce(&Behaviour) -> T) -> T {
+        f(&self.behaviour.lock().unwrap())
+    }
+}
+
+fn token_of(headers: &HeaderMap) -> String {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("token ")).unwrap_or("").to_string()
+}
+
+async fn mint(State(stub): State<Stub>, Path(user): Path<String>, headers: HeaderMap) -> Response {
+    assert_eq!(token_of(&headers), SERVICE_TOKEN, "tokens are minted with the service token");
+    match stub.behaviour(|b| b.mint) {
+        Mint::Ok => (StatusCode::CREATED, axum::Json(json!({"token": format!("user-token-{user}"), "user": user}))).into_response(),
+        Mint::HugeBody => {
+            let chunk = vec![b' '; 64 * 1024];
+            let stream = futures_util::stream::iter((0..64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            (StatusCode::CREATED, Body::from_stream(stream)).into_response()
+        }
+        Mint::Garbage => (StatusCode::CREATED, [("content-type", "application/json")], "{\"token\": <<<").into_response(),
+        Mint::ServiceTokenRevoked | Mint::MissingScope => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response(),
+        Mint::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+async fn whoami(State(stub): State<Stub>, headers: HeaderMap) -> Response {
+    let token = token_of(&headers);
+    if token == SERVICE_TOKEN {
+        return match stub.behaviour(|b| b.mint) {
+            Mint::ServiceTokenRevoked => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response(),
+            _ => axum::Json(json!({"kind": "service", "name": "hubwatch"})).into_response(),
+        };
+    }
+    match token.strip_prefix("user-token-") {
+        Some(user) => axum::Json(json!({"kind": "user", "name": user})).into_response(),
+        None => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response(),
+    }
+}
+
+async fn user_model(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
+    let running = stub.record.lock().unwrap().server_running;
+    let servers = if running { json!({"": {"ready": true, "pending": null, "stopped": false, "url": format!("/user/{user}/")}}) } else { json!({}) };
+    axum::Json(json!({"name": user, "servers": servers})).into_response()
+}
+
+async fn spawn(State(stub): State<Stub>) -> Response {
+    stub.record.lock().unwrap().server_running = true;
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn stop(State(stub): State<Stub>) -> Response {
+    let mut record = stub.record.lock().unwrap();
+    record.server_running = false;
+    record.server_stops += 1;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn progress(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
+    let body = match stub.behaviour(|b| b.progress) {
+        Progress::Ready => Body::from(format!("\n\ndata: {{\"progress\": 100, \"ready\": true, \"url\": \"/user/{user}/\", \"message\": \"Server ready\"}}\n\n")),
+        Progress::Endless => Body::from_stream(futures_util::stream::unfold(0u64, |n| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Ok::<_, std::io::Error>(format!("data: {{\"progress\": 50, \"message\": \"still spawning {n}\"}}\n\n")), n + 1))
+        })),
+        Progress::EndlessLine => Body::from_stream(futures_util::stream::unfold((), |_| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Some((Ok::<_, std::io::Error>("data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".repeat(64)), ()))
+        })),
+        Progress::Garbage => Body::from("data: {not json\n\n"),
+        Progress::FailedEmpty => Body::from("data: {\"progress\": 100, \"failed\": true, \"message\": \"Spawn failed: \"}\n\n"),
+    };
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
+async fn start_kernel(State(stub): State<Stub>) -> Response {
+    stub.record.lock().unwrap().kernels_started += 1;
+    (StatusCode::CREATED, axum::Json(json!({"id": "k-1", "name": "python3", "execution_state": "starting"}))).into_response()
+}
+
+async fn delete_kernel(State(stub): State<Stub>) -> Response {
+    stub.record.lock().unwrap().kernels_deleted += 1;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn channels(State(stub): State<Stub>, upgrade: WebSocketUpgrade) -> Response {
+    let behaviour = stub.behaviour(|b| b.kernel_socket);
+    if behaviour == KernelSocket::HangHandshake {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    upgrade.on_upgrade(move |mut socket| async move {
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.recv().await else { return };
+            let request: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let parent = request["header"].clone();
+            if behaviour == KernelSocket::OnlyPings {
+                loop {
+                    if socket.send(Message::Ping(vec![1].into())).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let result = if behaviour == KernelSocket::WrongResult { "21" } else { "20" };
+            for (msg_type, content) in [
+                ("status", json!({"execution_state": "busy"})),
+                ("execute_result", json!({"data": {"text/plain": result}, "execution_count": 1})),
+                ("execute_reply", json!({"status": "ok", "execution_count": 1})),
+                ("status", json!({"execution_state": "idle"})),
+            ] {
+                let frame = json!({"header": {"msg_type": msg_type, "msg_id": "x"}, "parent_header": parent, "content": content});
+                socket.send(Message::Text(frame.to_string().into())).await.unwrap();
+            }
+        }
+    })
+}
