@@ -23,7 +23,13 @@ pub async fn run_all(config: &Config, hub: Option<&str>, cancel: &CancellationTo
         for user in prober.hub.users.clone() {
             let (prober, cancel) = (prober.clone(), cancel.clone());
             rounds.spawn(async move {
-                let mut outcomes: Vec<ProbeOutcome> = prober.probe_login(&user, &cancel).await.into_iter().collect();
+                let Some(login) = prober.probe_login(&user, &cancel).await else { return Vec::new() };
+                if login.result != ProbeResult::Ok {
+                    // A user who cannot log in cannot do the rest: those are blocked, not tried.
+                    let blocked = prober.blocked_after_login(&login);
+                    return std::iter::once(login).chain(blocked).collect();
+                }
+                let mut outcomes = vec![login];
                 outcomes.extend(prober.probe_server(&user, true, &cancel).await);
                 outcomes.extend(prober.probe_dask_gateway(&user, &cancel).await);
                 outcomes

@@ -60,12 +60,14 @@ impl HubProber {
     }
 
     fn outcome(&self, user: &str, capability: Capability, started: (SystemTime, Instant), result: ProbeResult, stages: Vec<super::StageTiming>) -> ProbeOutcome {
+        // A blocked capability was never tried, so it took no time.
+        let duration = if matches!(result, ProbeResult::Blocked { .. }) { Duration::ZERO } else { started.1.elapsed() };
         ProbeOutcome {
             hub: self.hub.name.clone(),
             user: user.to_string(),
             capability,
             started_at: started.0,
-            duration: started.1.elapsed(),
+            duration,
             result,
             stages,
         }
@@ -102,6 +104,19 @@ impl HubProber {
                 Err(_) => Ended::TimedOut,
             },
         }
+    }
+
+    /// The other capabilities of the user whose `login` failed, each blocked by it.
+    pub fn blocked_after_login(&self, login: &ProbeOutcome) -> Vec<ProbeOutcome> {
+        let started = (login.started_at, Instant::now());
+        let mut capabilities = vec![Capability::Server, Capability::Kernel];
+        if self.hub.dask_gateway.is_some() {
+            capabilities.push(Capability::DaskGateway);
+        }
+        capabilities
+            .into_iter()
+            .map(|c| self.outcome(&login.user, c, started, ProbeResult::Blocked { by: Capability::Login }, vec![]))
+            .collect()
     }
 
     /// The login capability for `user`. None when cancelled.

@@ -1,0 +1,38 @@
+"""Dask Gateway for hubwatch's lab, run by the hub as a managed service; honours the dask-fail flag."""
+
+import os
+import sys
+from pathlib import Path
+
+from dask_gateway_server.backends.local import UnsafeLocalBackend
+
+LAB = Path(__file__).resolve().parent
+sys.path.insert(0, str(LAB))
+from labflags import flag  # noqa: E402
+
+c = get_config()  # noqa: F821
+PORT = int(os.environ["HUB_PORT"])
+VENV_BIN = Path(sys.executable).parent
+
+
+class FlaggedBackend(UnsafeLocalBackend):
+    """Runs schedulers and workers as the gateway's own user (no Unix accounts needed)."""
+
+    async def do_start_cluster(self, cluster):
+        if flag("dask-fail", cluster.username):
+            raise RuntimeError("injected cluster failure (flag dask-fail)")
+        async for state in super().do_start_cluster(cluster):
+            yield state
+
+
+c.DaskGateway.address = f"127.0.0.1:{PORT + 4}"
+c.Proxy.address = f"127.0.0.1:{PORT + 3}"
+c.Proxy.tcp_address = f"127.0.0.1:{PORT + 5}"
+c.Proxy.prefix = "/services/dask-gateway"
+c.DaskGateway.backend_class = FlaggedBackend
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+c.ClusterConfig.scheduler_cmd = [str(VENV_BIN / "dask"), "scheduler"]
+c.ClusterConfig.worker_cmd = [str(VENV_BIN / "dask"), "worker", "--host", "127.0.0.1"]
+c.ClusterConfig.cluster_max_workers = 2
+c.ClusterConfig.environment = {"HUBWATCH_LAB_ID": os.environ["HUBWATCH_LAB_ID"], "LAB_DIR": os.environ["LAB_DIR"]}
+c.LocalBackend.clusters_directory = str(Path(os.environ["LAB_DIR"]) / "dask-clusters")

@@ -1,0 +1,125 @@
+"""hubwatch's lab: a real JupyterHub 6 on 127.0.0.1 with configurable-http-proxy, local single-user servers
+and Dask Gateway as a hub-managed service, plus fault flags (labflags.py). Started by lab.sh."""
+
+import asyncio
+import inspect
+import os
+import sys
+from pathlib import Path
+
+from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
+from jupyterhub.handlers.login import LoginHandler
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
+
+LAB = Path(__file__).resolve().parent
+sys.path.insert(0, str(LAB))
+from labflags import flag  # noqa: E402
+
+c = get_config()  # noqa: F821
+
+LAB_DIR = Path(os.environ["LAB_DIR"])
+PORT = int(os.environ["HUB_PORT"])
+VENV_BIN = Path(sys.executable).parent
+NODE_BIN = Path(os.environ["LAB_NODE_BIN"])
+USERS = os.environ.get("PROBE_USERS", "probe-1 probe-2 probe-3").split()
+PASSWORD = os.environ.get("PROBE_PASSWORD", "probe-password")
+HUBWATCH_TOKEN = os.environ.get("HUBWATCH_TOKEN", "hubwatch-0123456789abcdef0123456789abcdef")
+# Every process of this lab carries the tag, so lab.sh stop finds them all (servers start new sessions).
+TAG = {"HUBWATCH_LAB_ID": str(LAB_DIR), "LAB_DIR": str(LAB_DIR)}
+
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = PORT
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = PORT + 1
+c.JupyterHub.db_url = f"sqlite:///{LAB_DIR}/state/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = str(LAB_DIR / "state" / "cookie_secret")
+c.JupyterHub.pid_file = str(LAB_DIR / "state" / "hub.pid")
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": int(os.environ.get("SLOW_SPAWN_TIMEOUT", "10"))}
+c.JupyterHub.last_activity_interval = 3600
+
+c.ConfigurableHTTPProxy.command = [str(NODE_BIN / "configurable-http-proxy")]
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PORT + 2}"
+c.ConfigurableHTTPProxy.pid_file = str(LAB_DIR / "state" / "proxy.pid")
+c.ConfigurableHTTPProxy.auth_token = "lab-proxy-" + HUBWATCH_TOKEN[-16:]
+
+
+class FlaggedLoginHandler(LoginHandler):
+    """The login page honours login-slow and login-500 (global flags: the page has no user yet)."""
+
+    async def get(self):
+        slow = flag("login-slow")
+        if slow:
+            await asyncio.sleep(float(slow))
+        if flag("login-500"):
+            raise web.HTTPError(500, "injected login failure (flag login-500)")
+        result = super().get()
+        if inspect.isawaitable(result):
+            await result
+
+
+class FlaggedAuthenticator(SharedPasswordAuthenticator):
+    """Password checks honour login-slow, login-500 and login-403, per user or for everyone."""
+
+    async def authenticate(self, handler, data):
+        user = (data or {}).get("username")
+        slow = flag("login-slow", user)
+        if slow:
+            await asyncio.sleep(float(slow))
+        if flag("login-500", user):
+            raise RuntimeError("injected login failure (flag login-500)")
+        if flag("login-403", user):
+            return None
+        return await super().authenticate(handler, data)
+
+    def get_handlers(self, app):
+        return [("/login", FlaggedLoginHandler)]
+
+
+c.JupyterHub.authenticator_class = FlaggedAuthenticator
+c.SharedPasswordAuthenticator.user_password = PASSWORD
+c.Authenticator.allowed_users = set(USERS)
+
+
+class FlaggedSpawner(SimpleLocalProcessSpawner):
+    """Local single-user servers that honour spawn-slow, spawn-fail and spawn-crash for their user."""
+
+    async def start(self):
+        user = self.user.name
+        slow = flag("spawn-slow", user)
+        if slow:
+            await asyncio.sleep(float(slow))
+        if flag("spawn-fail", user):
+            raise RuntimeError("injected spawn failure (flag spawn-fail)")
+        if flag("spawn-crash", user):
+            self.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]
+        else:
+            self.cmd = [str(VENV_BIN / "jupyterhub-singleuser")]
+        return await super().start()
+
+
+c.JupyterHub.spawner_class = FlaggedSpawner
+c.Spawner.ip = "127.0.0.1"
+c.Spawner.args = ["--allow-root"]
+c.Spawner.default_url = "/tree"
+c.Spawner.start_timeout = int(os.environ.get("SPAWN_TIMEOUT", "60"))
+c.Spawner.http_timeout = int(os.environ.get("SPAWN_HTTP_TIMEOUT", "30"))
+c.Spawner.poll_interval = int(os.environ.get("SPAWN_POLL_INTERVAL", "5"))
+c.Spawner.environment = {**TAG, "JUPYTER_PATH": str(LAB_DIR / "share" / "jupyter"), "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
+c.SimpleLocalProcessSpawner.home_dir_template = str(LAB_DIR / "home" / "{username}")
+
+c.JupyterHub.services = [
+    {"name": "hubwatch", "api_token": HUBWATCH_TOKEN},
+    {
+        "name": "dask-gateway",
+        "url": f"http://127.0.0.1:{PORT + 3}",
+        "command": [str(VENV_BIN / "dask-gateway-server"), "-f", str(LAB / "dask_gateway_config.py")],
+        "environment": {**TAG, "HUB_PORT": str(PORT), "PATH": f"{VENV_BIN}:/usr/bin:/bin"},
+    },
+]
+scopes = [f"{s}!user={u}" for u in USERS for s in ("servers", "access:servers", "tokens")]
+c.JupyterHub.load_roles = [
+    {"name": "hubwatch", "scopes": scopes + ["access:services!service=dask-gateway"], "services": ["hubwatch"]},
+    {"name": "user", "scopes": ["self", "access:services!service=dask-gateway"]},
+]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout: formatting, lints, the real lab (installed into .cache/ on
+# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+lab/lab.sh install
+cargo test --all-targets

@@ -1,0 +1,144 @@
+//! `hubwatch run` against the real lab: it removes what a crashed earlier run left, becomes ready, probes
+//! on schedule, exposes the metrics (without user names), and on SIGTERM during a spawn lets the round clean
+//! up and exits 0 with nothing left running.
+
+mod support;
+
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::lab::Lab;
+
+const PORT: u16 = 18600;
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", token);
+    }
+    match request.send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
+    hubwatch::probe::http::install_crypto_provider();
+    let lab = Lab::start("daemon", PORT);
+    let token = lab.token();
+    let service = format!("token {token}");
+    let http = reqwest::Client::new();
+
+    // What a crashed earlier run would leave: a running probe server and a probe cluster.
+    let spawned = http.post(format!("{}/hub/api/users/probe-1/server", lab.url)).header("Authorization", &service).send().await.unwrap();
+    assert!(spawned.status().is_success(), "{}", spawned.status());
+    let minted: Value = http
+        .post(format!("{}/hub/api/users/probe-2/tokens", lab.url))
+        .header("Authorization", &service)
+        .json(&serde_json::json!({"expires_in": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gateway_auth = format!("jupyterhub {}", minted["token"].as_str().unwrap());
+    let created = http
+        .post(format!("{}/services/dask-gateway/api/v1/clusters/", lab.url))
+        .header("Authorization", &gateway_auth)
+        .json(&serde_json::json!({"cluster_options": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config_path = lab.dir.join("hubwatch.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listen: {listen}\nscheduler: {{shutdown_grace: 60s, cleanup_timeout: 40s}}\ndefaults:\n  probes:\n    login: {{every: 2s, timeout: 5s}}\n    server: {{every: 15s, timeout: 30s}}\n    kernel: {{every: 15s, timeout: 20s}}\n    dask_gateway: {{every: 1h, timeout: 30s}}\nhubs:\n  - name: lab\n    url: {}\n    token: {{env: HUBWATCH_TOKEN}}\n    users: [probe-1, probe-2]\n    dask_gateway: {{url: {}/services/dask-gateway}}\n",
+            lab.url, lab.url
+        ),
+    )
+    .unwrap();
+    let log_path = lab.dir.join("hubwatch.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["run", "--config", config_path.to_str().unwrap()])
+        .env("HUBWATCH_TOKEN", &token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}");
+
+    wait_for("/readyz", Duration::from_secs(60), async || get(&format!("{base}/readyz"), None).await.0 == 200).await;
+    assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("removed what an earlier run left behind") && log.contains("\"server\""), "{log}");
+    assert!(log.contains("\"dask clusters\""), "{log}");
+    let clusters = get(&format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url), Some(&gateway_auth)).await.1;
+    assert_eq!(clusters.trim(), "{}", "the leftover cluster is deleted");
+
+    wait_for("a successful login and server round in the metrics", Duration::from_secs(90), async || {
+        let metrics = get(&format!("{base}/metrics"), None).await.1;
+        metric(&metrics, "hubwatch_probe_runs_total", &["capability=\"login\"", "result=\"ok\""]) >= 2.0
+            && metric(&metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""]) >= 1.0
+            && metric(&metrics, "hubwatch_probe_runs_total", &["capability=\"kernel\"", "result=\"ok\""]) >= 1.0
+    })
+    .await;
+    let metrics = get(&format!("{base}/metrics"), None).await.1;
+    assert!(!metrics.contains("probe-1") && !metrics.contains("probe-2"), "no user names in metrics");
+    assert!(!metrics.contains(&token), "no secrets in metrics");
+    assert!(metrics.contains("hubwatch_build_info{version="), "{metrics}");
+    assert!(metrics.contains("hubwatch_probe_last_success_timestamp_seconds{capability=\"server\",hub=\"lab\"}"), "{metrics}");
+
+    // Make the next spawn slow, and stop the daemon while it is pending.
+    lab.set_flag("spawn-slow", None, "6");
+    wait_for("a pending spawn", Duration::from_secs(60), async || {
+        for user in ["probe-1", "probe-2"] {
+            let model = get(&format!("{}/hub/api/users/{user}", lab.url), Some(&service)).await.1;
+            if model.contains("\"pending\": \"spawn\"") || model.contains("\"pending\":\"spawn\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let stopping = Instant::now();
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(70), "the daemon did not exit within its grace period");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("shutting down: letting running rounds clean up"), "{log}");
+    assert!(!log.contains(&token), "the token must never be logged");
+    for user in ["probe-1", "probe-2"] {
+        let model = get(&format!("{}/hub/api/users/{user}", lab.url), Some(&service)).await.1;
+        let model: Value = serde_json::from_str(&model).unwrap();
+        assert!(model["servers"].as_object().is_none_or(|s| s.is_empty()), "{user} has a server left: {model}");
+    }
+}

@@ -1,0 +1,83 @@
+//! The real lab (lab/lab.sh): JupyterHub 6 + configurable-http-proxy + jupyter-server/ipykernel + Dask
+//! Gateway on 127.0.0.1, with fault flags. Started per test binary, stopped on drop (also on panic).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub url: String,
+    pub env: HashMap<String, String>,
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Lab {
+    /// Starts a lab in `target/lab-tests/NAME` on ports PORT..PORT+5. Spawner timeouts are short so that
+    /// failure cases end in seconds: the hub answers spawns at once (202) and gives up on a silent server in 5 s.
+    pub fn start(name: &str, port: u16) -> Lab {
+        let dir = repo().join("target/lab-tests").join(name);
+        let status = Command::new(repo().join("lab/lab.sh"))
+            .args(["start", dir.to_str().unwrap(), &port.to_string()])
+            .env("SLOW_SPAWN_TIMEOUT", "1")
+            .env("SPAWN_HTTP_TIMEOUT", "5")
+            .env("SPAWN_TIMEOUT", "15")
+            .env("SPAWN_POLL_INTERVAL", "2")
+            .status()
+            .expect("lab/lab.sh runs");
+        assert!(status.success(), "the lab did not start; see {}/hub.log", dir.display());
+        let env: HashMap<String, String> = std::fs::read_to_string(dir.join("lab.env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect();
+        Lab { url: env["HUB_URL"].clone(), dir, env }
+    }
+
+    pub fn token(&self) -> String {
+        self.env["HUBWATCH_TOKEN"].clone()
+    }
+
+    /// Switches a fault on: for one user, or for everyone when `user` is None.
+    pub fn set_flag(&self, name: &str, user: Option<&str>, content: &str) {
+        let dir = match user {
+            Some(u) => self.dir.join("flags").join(u),
+            None => self.dir.join("flags"),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+
+    pub fn clear_flags(&self) {
+        let flags = self.dir.join("flags");
+        let _ = std::fs::remove_dir_all(&flags);
+        std::fs::create_dir_all(&flags).unwrap();
+    }
+
+    /// Sends a signal (STOP, CONT, KILL) to one of the lab's processes (HUB_PID, PROXY_PID, GATEWAY_PID).
+    pub fn signal(&self, which: &str, signal: &str) {
+        let pid = &self.env[which];
+        let status = Command::new("kill").args([&format!("-{signal}"), pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {which}={pid}");
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A frozen process would keep the stop waiting.
+        for which in ["PROXY_PID", "GATEWAY_PID", "HUB_PID"] {
+            let _ = Command::new("kill").args(["-CONT", &self.env[which]]).status();
+        }
+        let _ = Command::new(repo().join("lab/lab.sh")).args(["stop", self.dir.to_str().unwrap()]).status();
+    }
+}
