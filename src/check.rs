@@ -15,7 +15,11 @@ pub enum Output {
 
 /// Runs every probe user of the selected hubs through login, server with kernel, and Dask Gateway (users
 /// and hubs in parallel, each user's capabilities in order). Returns the outcomes in a stable order.
-pub async fn run_all(config: &Config, hub: Option<&str>, cancel: &CancellationToken) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
+pub async fn run_all(
+    config: &Config,
+    hub: Option<&str>,
+    cancel: &CancellationToken,
+) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
     let http = HttpClient::new()?;
     let probers = build_probers(config, &http);
     let mut rounds = tokio::task::JoinSet::new();
@@ -42,7 +46,8 @@ pub async fn run_all(config: &Config, hub: Option<&str>, cancel: &CancellationTo
     }
     let order = |o: &ProbeOutcome| {
         let hub_index = config.hubs.iter().position(|h| h.name == o.hub).unwrap_or(usize::MAX);
-        let user_index = config.hubs.get(hub_index).and_then(|h| h.users.iter().position(|u| *u == o.user)).unwrap_or(usize::MAX);
+        let user_index =
+            config.hubs.get(hub_index).and_then(|h| h.users.iter().position(|u| *u == o.user)).unwrap_or(usize::MAX);
         (hub_index, o.capability, user_index)
     };
     outcomes.sort_by_key(order);

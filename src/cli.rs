@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "hubwatch", version, about = "Watches JupyterHubs the way their users use them and pages when N >= 2 users are affected")]
+#[command(
+    name = "hubwatch",
+    version,
+    about = "Watches JupyterHubs the way their users use them and pages when N >= 2 users are affected"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HUBWATCH_LOG_FORMAT")]
@@ -77,7 +81,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 && config.hub(name).is_none()
             {
                 let known: Vec<&str> = config.hubs.iter().map(|h| h.name.as_str()).collect();
-                eprintln!("hubwatch: {}: --hub {name:?} is not a hub in this config (hubs: {})", config.source.display(), known.join(", "));
+                eprintln!(
+                    "hubwatch: {}: --hub {name:?} is not a hub in this config (hubs: {})",
+                    config.source.display(),
+                    known.join(", ")
+                );
                 return ExitCode::from(BAD_CONFIG);
             }
             runtime().block_on(async {
@@ -94,7 +102,11 @@ pub fn run(cli: Cli) -> ExitCode {
                             eprintln!("hubwatch: cannot write the results: {e}");
                             return ExitCode::FAILURE;
                         }
-                        if outcomes.iter().all(|o| o.result == crate::probe::ProbeResult::Ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                        if outcomes.iter().all(|o| o.result == crate::probe::ProbeResult::Ok) {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
                     }
                     Err(e) => {
                         eprintln!("hubwatch: {e}");
@@ -136,7 +148,8 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

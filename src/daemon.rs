@@ -37,8 +37,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         metrics.set_probe_users(&hub.name, hub.users.len());
     }
 
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
     tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
     let app = router(WebState { metrics: metrics.clone(), ready: ready.clone() });
     let web_shutdown = shutdown.clone();
@@ -96,7 +97,8 @@ async fn clean_up_leftovers(probers: &[Arc<HubProber>], shutdown: &CancellationT
 }
 
 fn log_outcome(outcome: &ProbeOutcome) {
-    let (hub, user, capability, seconds) = (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
+    let (hub, user, capability, seconds) =
+        (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
     match &outcome.result {
         ProbeResult::Ok => tracing::debug!(hub, user, capability, seconds, "probe ok"),
         ProbeResult::Blocked { by } => tracing::info!(hub, user, capability, blocked_by = by.as_str(), "probe blocked"),

@@ -2,7 +2,10 @@
 //! never user names or URLs. Observers only: nothing decides from these.
 
 use crate::probe::{ProbeOutcome, ProbeResult};
-use prometheus::{Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use std::time::UNIX_EPOCH;
 
 /// Probe durations reach the server probe's 10 m timeout.
@@ -25,38 +28,58 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let probe_runs = IntCounterVec::new(
-            Opts::new("hubwatch_probe_runs_total", "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)"),
+            Opts::new(
+                "hubwatch_probe_runs_total",
+                "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)",
+            ),
             &["hub", "capability", "result"],
         )
         .expect("valid metric");
         let probe_failures = IntCounterVec::new(
-            Opts::new("hubwatch_probe_failures_total", "Failed probe attempts by hub, capability and the stage that failed"),
+            Opts::new(
+                "hubwatch_probe_failures_total",
+                "Failed probe attempts by hub, capability and the stage that failed",
+            ),
             &["hub", "capability", "stage"],
         )
         .expect("valid metric");
         let probe_duration = HistogramVec::new(
-            HistogramOpts::new("hubwatch_probe_duration_seconds", "How long a probe took (blocked attempts are not observed)")
-                .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "hubwatch_probe_duration_seconds",
+                "How long a probe took (blocked attempts are not observed)",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
             &["hub", "capability", "result"],
         )
         .expect("valid metric");
         let last_success = GaugeVec::new(
-            Opts::new("hubwatch_probe_last_success_timestamp_seconds", "Unix time of the last successful probe of a capability, by any probe user"),
+            Opts::new(
+                "hubwatch_probe_last_success_timestamp_seconds",
+                "Unix time of the last successful probe of a capability, by any probe user",
+            ),
             &["hub", "capability"],
         )
         .expect("valid metric");
-        let probes_in_flight = IntGauge::new("hubwatch_probes_in_flight", "Probe rounds running now").expect("valid metric");
+        let probes_in_flight =
+            IntGauge::new("hubwatch_probes_in_flight", "Probe rounds running now").expect("valid metric");
         let schedule_lag = Histogram::with_opts(
-            HistogramOpts::new("hubwatch_schedule_lag_seconds", "How late a probe round started against its due time").buckets(LAG_BUCKETS.to_vec()),
+            HistogramOpts::new("hubwatch_schedule_lag_seconds", "How late a probe round started against its due time")
+                .buckets(LAG_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         let cleanup_failures = IntCounterVec::new(
-            Opts::new("hubwatch_cleanup_failures_total", "Probe servers, kernels or clusters that could not be removed after a round"),
+            Opts::new(
+                "hubwatch_cleanup_failures_total",
+                "Probe servers, kernels or clusters that could not be removed after a round",
+            ),
             &["hub", "capability"],
         )
         .expect("valid metric");
-        let hubs = IntGaugeVec::new(Opts::new("hubwatch_probe_users", "Probe users configured per hub"), &["hub"]).expect("valid metric");
-        let build_info = IntGaugeVec::new(Opts::new("hubwatch_build_info", "Always 1; the version in a label"), &["version"]).expect("valid metric");
+        let hubs = IntGaugeVec::new(Opts::new("hubwatch_probe_users", "Probe users configured per hub"), &["hub"])
+            .expect("valid metric");
+        let build_info =
+            IntGaugeVec::new(Opts::new("hubwatch_build_info", "Always 1; the version in a label"), &["version"])
+                .expect("valid metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         for collector in [
@@ -76,7 +99,17 @@ impl Metrics {
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process metrics register once");
-        Metrics { registry, probe_runs, probe_failures, probe_duration, last_success, probes_in_flight, schedule_lag, cleanup_failures, hubs }
+        Metrics {
+            registry,
+            probe_runs,
+            probe_failures,
+            probe_duration,
+            last_success,
+            probes_in_flight,
+            schedule_lag,
+            cleanup_failures,
+            hubs,
+        }
     }
 
     pub fn set_probe_users(&self, hub: &str, users: usize) {
@@ -96,7 +129,9 @@ impl Metrics {
             self.probe_failures.with_label_values(&[&outcome.hub, capability, failure.stage.as_str()]).inc();
         }
         if !matches!(outcome.result, ProbeResult::Blocked { .. }) {
-            self.probe_duration.with_label_values(&[&outcome.hub, capability, result]).observe(outcome.duration.as_secs_f64());
+            self.probe_duration
+                .with_label_values(&[&outcome.hub, capability, result])
+                .observe(outcome.duration.as_secs_f64());
         }
         if outcome.result == ProbeResult::Ok {
             let finished = outcome.started_at + outcome.duration;

@@ -15,7 +15,11 @@ fn env(name: &str) -> Option<String> {
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(kind);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     files.sort();
     files
 }
@@ -26,10 +30,16 @@ fn every_invalid_fixture_names_file_key_and_problem() {
     assert!(files.len() >= 15, "at least 15 invalid cases, found {}", files.len());
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("fixture starts with # expect:");
-        let error = Config::parse(&text, &file, &env).expect_err(&format!("{} should be invalid", file.display())).to_string();
+        let expect =
+            text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("fixture starts with # expect:");
+        let error =
+            Config::parse(&text, &file, &env).expect_err(&format!("{} should be invalid", file.display())).to_string();
         assert!(error.contains(expect), "{}:\n  expected: {expect}\n  got: {error}", file.display());
-        assert!(error.contains(&file.display().to_string()), "{}: message does not name the file: {error}", file.display());
+        assert!(
+            error.contains(&file.display().to_string()),
+            "{}: message does not name the file: {error}",
+            file.display()
+        );
         assert!(!error.contains("abcdef0123456789") && !error.contains("hunter2"), "a secret leaked into: {error}");
     }
 }
@@ -38,7 +48,14 @@ fn every_invalid_fixture_names_file_key_and_problem() {
 fn all_problems_are_reported_in_one_pass() {
     let text = "lisen: x\nhubs:\n  - name: Bad Name\n    url: ftp://x\n    token: inline\n    users: [a]\n    probes: {login: {every: 10x}}\n";
     let error = Config::parse(text, Path::new("many.yaml"), &env).unwrap_err().to_string();
-    for expect in ["lisen: unknown key", "hubs[0].name:", "hubs[0].url:", "hubs[0].token:", "hubs[0].users:", "hubs[0].probes.login.every:"] {
+    for expect in [
+        "lisen: unknown key",
+        "hubs[0].name:",
+        "hubs[0].url:",
+        "hubs[0].token:",
+        "hubs[0].users:",
+        "hubs[0].probes.login.every:",
+    ] {
         assert!(error.contains(expect), "missing {expect:?} in:\n{error}");
     }
     assert!(error.contains("(6 problems)"), "{error}");
@@ -62,7 +79,9 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let staging = config.hub("staging-hub").unwrap();
     assert_eq!(staging.token.expose(), "0123456789abcdef", "file secret, trimmed, relative to the config");
     assert_eq!(staging.url.as_str(), "http://127.0.0.1:18000/prefix/", "hub URLs end with a slash");
-    assert!(matches!(&staging.login, hubwatch::config::LoginMethod::Form { password } if password.expose() == "probe-password"));
+    assert!(
+        matches!(&staging.login, hubwatch::config::LoginMethod::Form { password } if password.expose() == "probe-password")
+    );
     assert!(staging.dask_gateway.is_none());
 }
 
@@ -76,11 +95,15 @@ fn validate_exits_2_and_names_the_file() {
     assert!(stderr.contains("inline-token.yaml") && stderr.contains("hubs[0].token"), "{stderr}");
     assert!(!stderr.contains("abcdef0123456789"), "the inline secret must not be echoed: {stderr}");
 
-    let missing = std::process::Command::new(bin).args(["validate", "--config", "/nonexistent/hubwatch.yaml"]).output().unwrap();
+    let missing =
+        std::process::Command::new(bin).args(["validate", "--config", "/nonexistent/hubwatch.yaml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/hubwatch.yaml: cannot read the config file"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/hubwatch.yaml: cannot read the config file")
+    );
 
-    let bad_args = std::process::Command::new(bin).args(["check", "--output", "xml", "--config", "x"]).output().unwrap();
+    let bad_args =
+        std::process::Command::new(bin).args(["check", "--output", "xml", "--config", "x"]).output().unwrap();
     assert_eq!(bad_args.status.code(), Some(2));
 
     let valid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/full.yaml");

@@ -47,7 +47,12 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     let http = reqwest::Client::new();
 
     // What a crashed earlier run would leave: a running probe server and a probe cluster.
-    let spawned = http.post(format!("{}/hub/api/users/probe-1/server", lab.url)).header("Authorization", &service).send().await.unwrap();
+    let spawned = http
+        .post(format!("{}/hub/api/users/probe-1/server", lab.url))
+        .header("Authorization", &service)
+        .send()
+        .await
+        .unwrap();
     assert!(spawned.status().is_success(), "{}", spawned.status());
     let minted: Value = http
         .post(format!("{}/hub/api/users/probe-2/tokens", lab.url))
@@ -95,7 +100,10 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("removed what an earlier run left behind") && log.contains("\"server\""), "{log}");
     assert!(log.contains("\"dask clusters\""), "{log}");
-    let clusters = get(&format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url), Some(&gateway_auth)).await.1;
+    let clusters =
+        get(&format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url), Some(&gateway_auth))
+            .await
+            .1;
     assert_eq!(clusters.trim(), "{}", "the leftover cluster is deleted");
 
     wait_for("a successful login and server round in the metrics", Duration::from_secs(90), async || {
@@ -109,7 +117,10 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     assert!(!metrics.contains("probe-1") && !metrics.contains("probe-2"), "no user names in metrics");
     assert!(!metrics.contains(&token), "no secrets in metrics");
     assert!(metrics.contains("hubwatch_build_info{version="), "{metrics}");
-    assert!(metrics.contains("hubwatch_probe_last_success_timestamp_seconds{capability=\"server\",hub=\"lab\"}"), "{metrics}");
+    assert!(
+        metrics.contains("hubwatch_probe_last_success_timestamp_seconds{capability=\"server\",hub=\"lab\"}"),
+        "{metrics}"
+    );
 
     // Make the next spawn slow, and stop the daemon while it is pending.
     lab.set_flag("spawn-slow", None, "6");

@@ -302,7 +302,8 @@ async fn real_lab_scenarios() {
 
     eprintln!("scenario: a revoked service token is a monitor fault, not an outage");
     let mut broken = config.clone();
-    broken.hubs[0] = hubwatch::config::HubConfig { token: hubwatch::config::Secret::new("revoked-token"), ..broken.hubs[0].clone() };
+    broken.hubs[0] =
+        hubwatch::config::HubConfig { token: hubwatch::config::Secret::new("revoked-token"), ..broken.hubs[0].clone() };
     let run = check(&broken, "lab").await;
     for user in ["probe-1", "probe-2"] {
         let outcome = run.get(Login, user);

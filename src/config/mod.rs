@@ -111,7 +111,8 @@ impl ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        let schedule = |every, timeout| Schedule { every: Duration::from_secs(every), timeout: Duration::from_secs(timeout) };
+        let schedule =
+            |every, timeout| Schedule { every: Duration::from_secs(every), timeout: Duration::from_secs(timeout) };
         ProbeSettings {
             login: schedule(60, 30),
             server: ServerProbeConfig { schedule: schedule(600, 600), user_options: Map::new() },
@@ -138,7 +139,11 @@ pub enum ConfigError {
 }
 
 fn render_problems(file: &str, problems: &[(String, String)]) -> String {
-    let mut out = format!("{file}: invalid configuration ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    let mut out = format!(
+        "{file}: invalid configuration ({} problem{})",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
     for (key, problem) in problems {
         out.push_str(&format!("\n  {file}: {key}: {problem}"));
     }
@@ -252,7 +257,9 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
-        for (key, slot) in [("shutdown_grace", &mut config.shutdown_grace), ("cleanup_timeout", &mut config.cleanup_timeout)] {
+        for (key, slot) in
+            [("shutdown_grace", &mut config.shutdown_grace), ("cleanup_timeout", &mut config.cleanup_timeout)]
+        {
             if let Some(v) = table.get(key) {
                 match duration(v, &join("scheduler", key), self.problems) {
                     Some(d) => *slot = d,
@@ -496,7 +503,8 @@ impl Validator<'_> {
 
     fn login_method(&mut self, value: &Value, path: &str) -> Option<LoginMethod> {
         let mut table = Table::new(value, path, &["method", "password"], self.problems)?;
-        let method = table.required("method", self.problems).and_then(|v| string(v, &join(path, "method"), self.problems));
+        let method =
+            table.required("method", self.problems).and_then(|v| string(v, &join(path, "method"), self.problems));
         let password = table.get("password");
         table.finish(self.problems);
         match (method?.as_str(), password) {
@@ -505,16 +513,15 @@ impl Validator<'_> {
                 self.problems.add(&join(path, "password"), "only used with method: form");
                 None
             }
-            ("form", Some(v)) => {
-                secret::resolve(v, &join(path, "password"), self.config_dir, self.env, self.problems)
-                    .map(|password| LoginMethod::Form { password })
-            }
+            ("form", Some(v)) => secret::resolve(v, &join(path, "password"), self.config_dir, self.env, self.problems)
+                .map(|password| LoginMethod::Form { password }),
             ("form", None) => {
                 self.problems.add(&join(path, "password"), "is required with method: form");
                 None
             }
             (other, _) => {
-                self.problems.add(&join(path, "method"), format!("unknown login method {other:?} (expected token or form)"));
+                self.problems
+                    .add(&join(path, "method"), format!("unknown login method {other:?} (expected token or form)"));
                 None
             }
         }
@@ -539,6 +546,11 @@ pub fn redact_url(url: &Url) -> String {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "every {}, timeout {}", humantime::format_duration(self.every), humantime::format_duration(self.timeout))
+        write!(
+            f,
+            "every {}, timeout {}",
+            humantime::format_duration(self.every),
+            humantime::format_duration(self.timeout)
+        )
     }
 }

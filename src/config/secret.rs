@@ -35,7 +35,13 @@ impl fmt::Display for Secret {
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Resolves `{env: NAME}` or `{file: PATH}` (a relative PATH is relative to the config file's folder).
-pub fn resolve(value: &Value, path: &str, config_dir: &Path, env: EnvLookup, problems: &mut Problems) -> Option<Secret> {
+pub fn resolve(
+    value: &Value,
+    path: &str,
+    config_dir: &Path,
+    env: EnvLookup,
+    problems: &mut Problems,
+) -> Option<Secret> {
     if let Value::String(_) = value {
         // Say nothing of the value itself: it is a secret written inline.
         problems.add(path, "secrets must be given as {env: NAME} or {file: PATH}, never inline");

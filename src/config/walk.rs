@@ -79,10 +79,8 @@ impl<'a> Table<'a> {
     pub fn finish(self, problems: &mut Problems) {
         for key in self.map.keys() {
             if !self.allowed.contains(&key.as_str()) {
-                problems.add(
-                    &join(&self.path, key),
-                    format!("unknown key (expected one of: {})", self.allowed.join(", ")),
-                );
+                problems
+                    .add(&join(&self.path, key), format!("unknown key (expected one of: {})", self.allowed.join(", ")));
             }
         }
     }

@@ -27,10 +27,20 @@ impl<'a> Gateway<'a> {
         Gateway { http, base: &config.url, token }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>, stage: Stage, deadline: Deadline) -> Result<Response, StepFailure> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        stage: Stage,
+        deadline: Deadline,
+    ) -> Result<Response, StepFailure> {
         let url = self.base.join(path).map_err(|e| StepFailure::hub(stage, format!("bad gateway path: {e}")))?;
         let at = deadline.at;
-        self.http.call(method, url, Auth::Gateway(self.token), body, at).await.map_err(|e| deadline.request_failure(stage, e))
+        self.http
+            .call(method, url, Auth::Gateway(self.token), body, at)
+            .await
+            .map_err(|e| deadline.request_failure(stage, e))
     }
 
     /// Deletes clusters the probe user still has running or pending (the probe user is hubwatch's own).
@@ -48,7 +58,11 @@ impl<'a> Gateway<'a> {
         Ok(names.len())
     }
 
-    pub async fn create(&self, options: &serde_json::Map<String, Value>, deadline: Deadline) -> Result<String, StepFailure> {
+    pub async fn create(
+        &self,
+        options: &serde_json::Map<String, Value>,
+        deadline: Deadline,
+    ) -> Result<String, StepFailure> {
         let stage = Stage::CreateCluster;
         let body = json!({"cluster_options": options});
         let response = self.call(Method::POST, "api/v1/clusters/", Some(&body), stage, deadline).await?;
@@ -68,17 +82,21 @@ impl<'a> Gateway<'a> {
         let stage = Stage::WaitRunning;
         loop {
             let poll = Deadline { at: deadline.at.min(Instant::now() + LONG_POLL), budget: deadline.budget };
-            let response = match self.call(Method::GET, &format!("api/v1/clusters/{name}?wait"), None, stage, poll).await {
-                // The long poll ran out before the probe did: ask again.
-                Err(_) if Instant::now() < deadline.at && poll.at < deadline.at => continue,
-                Err(_) => {
-                    return Err(StepFailure::hub(
-                        stage,
-                        format!("the cluster was not running within the {} timeout (still PENDING)", humantime::format_duration(deadline.budget)),
-                    ));
-                }
-                Ok(r) => r,
-            };
+            let response =
+                match self.call(Method::GET, &format!("api/v1/clusters/{name}?wait"), None, stage, poll).await {
+                    // The long poll ran out before the probe did: ask again.
+                    Err(_) if Instant::now() < deadline.at && poll.at < deadline.at => continue,
+                    Err(_) => {
+                        return Err(StepFailure::hub(
+                            stage,
+                            format!(
+                                "the cluster was not running within the {} timeout (still PENDING)",
+                                humantime::format_duration(deadline.budget)
+                            ),
+                        ));
+                    }
+                    Ok(r) => r,
+                };
             if response.status != StatusCode::OK {
                 return Err(StepFailure::hub(stage, response.describe()));
             }
@@ -86,8 +104,15 @@ impl<'a> Gateway<'a> {
             match model.get("status").and_then(Value::as_str) {
                 Some("RUNNING") => return Ok(()),
                 Some("PENDING") => {}
-                Some("FAILED") => return Err(StepFailure::hub(stage, "the cluster FAILED to start (the gateway gives no reason; see its logs)")),
-                Some(other) => return Err(StepFailure::hub(stage, format!("the cluster went {other} before it was running"))),
+                Some("FAILED") => {
+                    return Err(StepFailure::hub(
+                        stage,
+                        "the cluster FAILED to start (the gateway gives no reason; see its logs)",
+                    ));
+                }
+                Some(other) => {
+                    return Err(StepFailure::hub(stage, format!("the cluster went {other} before it was running")));
+                }
                 None => return Err(StepFailure::hub(stage, "the gateway's cluster model has no status")),
             }
         }
@@ -96,14 +121,18 @@ impl<'a> Gateway<'a> {
     pub async fn scale(&self, name: &str, workers: u32, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::Scale;
         let body = json!({"count": workers});
-        let response = self.call(Method::POST, &format!("api/v1/clusters/{name}/scale"), Some(&body), stage, deadline).await?;
+        let response =
+            self.call(Method::POST, &format!("api/v1/clusters/{name}/scale"), Some(&body), stage, deadline).await?;
         if response.status != StatusCode::OK {
             return Err(StepFailure::hub(stage, response.describe()));
         }
         let answer = response.json().map_err(|e| StepFailure::hub(stage, e))?;
         if answer.get("ok").and_then(Value::as_bool) != Some(true) {
             let why = answer.get("msg").and_then(Value::as_str).unwrap_or("no reason given");
-            return Err(StepFailure::hub(stage, format!("the gateway refused to scale to {workers}: {}", super::http::scrub(why))));
+            return Err(StepFailure::hub(
+                stage,
+                format!("the gateway refused to scale to {workers}: {}", super::http::scrub(why)),
+            ));
         }
         Ok(())
     }
@@ -112,23 +141,28 @@ impl<'a> Gateway<'a> {
     pub async fn wait_workers(&self, name: &str, workers: u32, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::WaitWorker;
         loop {
-            let last = match self.call(Method::GET, &format!("clusters/{name}/json/counts.json"), None, stage, deadline).await {
-                Ok(response) if response.status == StatusCode::OK => {
-                    let counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-                    let have = counts.get("workers").and_then(Value::as_u64).unwrap_or(0);
-                    if have >= u64::from(workers) {
-                        return Ok(());
+            let last =
+                match self.call(Method::GET, &format!("clusters/{name}/json/counts.json"), None, stage, deadline).await
+                {
+                    Ok(response) if response.status == StatusCode::OK => {
+                        let counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+                        let have = counts.get("workers").and_then(Value::as_u64).unwrap_or(0);
+                        if have >= u64::from(workers) {
+                            return Ok(());
+                        }
+                        format!("{have} of {workers} workers")
                     }
-                    format!("{have} of {workers} workers")
-                }
-                Ok(response) => response.describe(),
-                Err(failure) if Instant::now() >= deadline.at => return Err(failure),
-                Err(failure) => failure.reason,
-            };
+                    Ok(response) => response.describe(),
+                    Err(failure) if Instant::now() >= deadline.at => return Err(failure),
+                    Err(failure) => failure.reason,
+                };
             if Instant::now() + POLL >= deadline.at {
                 return Err(StepFailure::hub(
                     stage,
-                    format!("the cluster did not get its workers within the {} timeout ({last})", humantime::format_duration(deadline.budget)),
+                    format!(
+                        "the cluster did not get its workers within the {} timeout ({last})",
+                        humantime::format_duration(deadline.budget)
+                    ),
                 ));
             }
             sleep(POLL).await;

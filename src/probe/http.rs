@@ -59,7 +59,8 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body).map_err(|e| format!("HTTP {} with a body that is not JSON ({e})", self.status.as_u16()))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("HTTP {} with a body that is not JSON ({e})", self.status.as_u16()))
     }
 
     /// "HTTP 500 Internal Server Error: <the hub's message>", safe to log.
@@ -118,7 +119,8 @@ impl HttpClient {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Response, RequestError> {
-        let response = timeout_at(deadline, request.send()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
+        let response =
+            timeout_at(deadline, request.send()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
         read_limited(response, BODY_LIMIT, deadline).await
     }
 }
@@ -130,7 +132,11 @@ pub fn install_crypto_provider() {
 }
 
 /// Reads a body chunk by chunk, refusing more than `limit` bytes: a hostile or broken hub cannot grow memory.
-pub async fn read_limited(mut response: reqwest::Response, limit: usize, deadline: Instant) -> Result<Response, RequestError> {
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Response, RequestError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(RequestError::TooLarge { limit });
     }
@@ -138,7 +144,8 @@ pub async fn read_limited(mut response: reqwest::Response, limit: usize, deadlin
     let headers = std::mem::take(response.headers_mut());
     let mut body = BytesMut::new();
     loop {
-        let chunk = timeout_at(deadline, response.chunk()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
+        let chunk =
+            timeout_at(deadline, response.chunk()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
         let Some(chunk) = chunk else { break };
         if body.len() + chunk.len() > limit {
             return Err(RequestError::TooLarge { limit });
@@ -178,7 +185,9 @@ pub fn hub_message(headers: &HeaderMap, body: &[u8]) -> String {
         serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| {
-                ["message", "error", "detail"].iter().find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string))
+                ["message", "error", "detail"]
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string))
             })
             .unwrap_or_default()
     } else if content_type.contains("html") || text.contains("<html") {

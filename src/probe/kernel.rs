@@ -25,19 +25,30 @@ const MESSAGE_LIMIT: usize = 4 << 20;
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// `POST {server}api/kernels`; returns the kernel id.
-pub async fn start_kernel(http: &HttpClient, server: &Url, token: &Secret, kernel_name: Option<&str>, deadline: Deadline) -> Result<String, StepFailure> {
+pub async fn start_kernel(
+    http: &HttpClient,
+    server: &Url,
+    token: &Secret,
+    kernel_name: Option<&str>,
+    deadline: Deadline,
+) -> Result<String, StepFailure> {
     let stage = Stage::StartKernel;
     let body = match kernel_name {
         Some(name) => json!({"name": name}),
         None => json!({}),
     };
     let url = server.join("api/kernels").expect("fixed relative path");
-    let response =
-        http.call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    let response = http
+        .call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at)
+        .await
+        .map_err(|e| deadline.request_failure(stage, e))?;
     match response.status {
         StatusCode::CREATED | StatusCode::OK => {}
         s if s.is_redirection() => {
-            return Err(StepFailure::hub(stage, format!("HTTP {s}: the hub redirected away from the server (it is not running)")));
+            return Err(StepFailure::hub(
+                stage,
+                format!("HTTP {s}: the hub redirected away from the server (it is not running)"),
+            ));
         }
         _ => return Err(StepFailure::hub(stage, response.describe())),
     }
@@ -50,13 +61,21 @@ pub async fn start_kernel(http: &HttpClient, server: &Url, token: &Secret, kerne
 }
 
 /// Opens `{server}api/kernels/{id}/channels` with the token in the `Authorization` header.
-pub async fn connect(server: &Url, token: &Secret, kernel_id: &str, deadline: Deadline) -> Result<KernelSocket, StepFailure> {
+pub async fn connect(
+    server: &Url,
+    token: &Secret,
+    kernel_id: &str,
+    deadline: Deadline,
+) -> Result<KernelSocket, StepFailure> {
     let stage = Stage::Connect;
-    let mut url = server.join(&format!("api/kernels/{kernel_id}/channels")).map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
+    let mut url = server
+        .join(&format!("api/kernels/{kernel_id}/channels"))
+        .map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
     url.query_pairs_mut().append_pair("session_id", &uuid::Uuid::new_v4().simple().to_string());
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme).expect("ws and wss are valid schemes");
-    let mut request = url.as_str().into_client_request().map_err(|e| StepFailure::hub(stage, format!("bad websocket URL: {e}")))?;
+    let mut request =
+        url.as_str().into_client_request().map_err(|e| StepFailure::hub(stage, format!("bad websocket URL: {e}")))?;
     let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
         .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
     header.set_sensitive(true);
@@ -66,7 +85,10 @@ pub async fn connect(server: &Url, token: &Secret, kernel_id: &str, deadline: De
     match timeout_at(deadline.at, connecting).await {
         Err(_) => Err(StepFailure::hub(
             stage,
-            format!("the kernel's websocket handshake did not complete within the {} timeout", humantime::format_duration(deadline.budget)),
+            format!(
+                "the kernel's websocket handshake did not complete within the {} timeout",
+                humantime::format_duration(deadline.budget)
+            ),
         )),
         Ok(Err(tungstenite::Error::Http(response))) => {
             Err(StepFailure::hub(stage, format!("the websocket handshake was answered HTTP {}", response.status())))
@@ -87,7 +109,12 @@ struct Replies {
 }
 
 /// Sends `code` as an `execute_request` and checks that its result (or printed output) equals `expect`.
-pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadline: Deadline) -> Result<(), StepFailure> {
+pub async fn execute(
+    socket: &mut KernelSocket,
+    code: &str,
+    expect: &str,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let stage = Stage::Execute;
     let msg_id = uuid::Uuid::new_v4().simple().to_string();
     let request = json!({
@@ -103,7 +130,9 @@ pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadli
     let send = socket.send(Message::text(request.to_string()));
     match timeout_at(deadline.at, send).await {
         Err(_) => return Err(deadline.timed_out(stage)),
-        Ok(Err(e)) => return Err(StepFailure::hub(stage, format!("sending the execute request: {}", scrub(&e.to_string())))),
+        Ok(Err(e)) => {
+            return Err(StepFailure::hub(stage, format!("sending the execute request: {}", scrub(&e.to_string()))));
+        }
         Ok(Ok(())) => {}
     }
 
@@ -114,7 +143,10 @@ pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadli
                 let seen = if replies.reply_status.is_some() { "a reply but no idle status" } else { "no reply" };
                 return Err(StepFailure::hub(
                     stage,
-                    format!("the kernel did not finish executing within the {} timeout ({seen})", humantime::format_duration(deadline.budget)),
+                    format!(
+                        "the kernel did not finish executing within the {} timeout ({seen})",
+                        humantime::format_duration(deadline.budget)
+                    ),
                 ));
             }
             Ok(None) => return Err(StepFailure::hub(stage, "the server closed the kernel's websocket")),
@@ -124,7 +156,8 @@ pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadli
         let text = match message {
             Message::Text(text) => text,
             Message::Close(frame) => {
-                let why = frame.map(|f| format!(" ({} {})", f.code, truncate(&scrub(&f.reason), 100))).unwrap_or_default();
+                let why =
+                    frame.map(|f| format!(" ({} {})", f.code, truncate(&scrub(&f.reason), 100))).unwrap_or_default();
                 return Err(StepFailure::hub(stage, format!("the server closed the kernel's websocket{why}")));
             }
             // Pings are answered by tungstenite; binary frames belong to the v1 protocol, which is not offered.
@@ -138,7 +171,10 @@ pub async fn execute(socket: &mut KernelSocket, code: &str, expect: &str, deadli
         return Err(StepFailure::hub(stage, format!("the code raised {error}")));
     }
     if replies.reply_status.as_deref() != Some("ok") {
-        return Err(StepFailure::hub(stage, format!("execute_reply status {:?}", replies.reply_status.unwrap_or_default())));
+        return Err(StepFailure::hub(
+            stage,
+            format!("execute_reply status {:?}", replies.reply_status.unwrap_or_default()),
+        ));
     }
     let got = replies.result.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or(replies.stdout.trim());
     if got != expect.trim() {
@@ -157,7 +193,12 @@ fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), Step
     if msg_type == "status" {
         // A restart is announced with an empty parent header, so it is checked before filtering.
         match content.get("execution_state").and_then(Value::as_str) {
-            Some("restarting") => return Err(StepFailure::hub(Stage::Execute, "the kernel died and is restarting (it crashed while executing)")),
+            Some("restarting") => {
+                return Err(StepFailure::hub(
+                    Stage::Execute,
+                    "the kernel died and is restarting (it crashed while executing)",
+                ));
+            }
             Some("dead") => return Err(StepFailure::hub(Stage::Execute, "the kernel died")),
             _ => {}
         }
@@ -173,10 +214,10 @@ fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), Step
         "execute_result" => {
             replies.result = content.pointer("/data/text~1plain").and_then(Value::as_str).map(str::to_string);
         }
-        "stream" if content.get("name").and_then(Value::as_str) == Some("stdout") => {
-            if replies.stdout.len() < 64 * 1024 {
-                replies.stdout.push_str(content.get("text").and_then(Value::as_str).unwrap_or(""));
-            }
+        "stream"
+            if content.get("name").and_then(Value::as_str) == Some("stdout") && replies.stdout.len() < 64 * 1024 =>
+        {
+            replies.stdout.push_str(content.get("text").and_then(Value::as_str).unwrap_or(""));
         }
         "error" => {
             let ename = content.get("ename").and_then(Value::as_str).unwrap_or("an error");
@@ -189,9 +230,17 @@ fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), Step
 }
 
 /// `DELETE {server}api/kernels/{id}`; a kernel that is restarting answers 500 for a while, so that is retried.
-pub async fn delete_kernel(http: &HttpClient, server: &Url, token: &Secret, kernel_id: &str, deadline: Deadline) -> Result<(), StepFailure> {
+pub async fn delete_kernel(
+    http: &HttpClient,
+    server: &Url,
+    token: &Secret,
+    kernel_id: &str,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let stage = Stage::DeleteKernel;
-    let url = server.join(&format!("api/kernels/{kernel_id}")).map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
+    let url = server
+        .join(&format!("api/kernels/{kernel_id}"))
+        .map_err(|e| StepFailure::hub(stage, format!("bad kernel id: {e}")))?;
     // Err(true): worth another try (the server answered 5xx); Err(false): final.
     let attempt = || async {
         let response = http
@@ -200,7 +249,10 @@ pub async fn delete_kernel(http: &HttpClient, server: &Url, token: &Secret, kern
             .map_err(|e| (deadline.request_failure(stage, e), false))?;
         match response.status {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            s => Err((StepFailure::hub(stage, format!("deleting the kernel: {}", response.describe())), s.is_server_error())),
+            s => Err((
+                StepFailure::hub(stage, format!("deleting the kernel: {}", response.describe())),
+                s.is_server_error(),
+            )),
         }
     };
     attempt
@@ -244,7 +296,12 @@ mod tests {
     #[test]
     fn errors_are_kept_with_name_and_value() {
         let mut replies = Replies::default();
-        absorb(&frame("error", "mine", json!({"ename": "ZeroDivisionError", "evalue": "division by zero"})), "mine", &mut replies).unwrap();
+        absorb(
+            &frame("error", "mine", json!({"ename": "ZeroDivisionError", "evalue": "division by zero"})),
+            "mine",
+            &mut replies,
+        )
+        .unwrap();
         assert_eq!(replies.error.as_deref(), Some("ZeroDivisionError: division by zero"));
     }
 }

@@ -1,7 +1,7 @@
 //! The login capability: the token flow (hubwatch's service token mints a short-lived token for the probe
 //! user, who must then be recognised) and the browser's form flow (`_xsrf` cookie and field, POST, 302).
 
-use super::http::{Auth, HttpClient, Response, hub_message, html_element_text};
+use super::http::{Auth, HttpClient, Response, html_element_text, hub_message};
 use super::{Deadline, Stage, StepFailure, user_path};
 use crate::config::Secret;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
@@ -39,19 +39,30 @@ pub async fn mint_token(
                 _ => Err(StepFailure::hub(stage, "the hub answered without a token")),
             }
         }
-        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(explain_refused_mint(http, hub, service_token, user, deadline).await),
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+            Err(explain_refused_mint(http, hub, service_token, user, deadline).await)
+        }
         StatusCode::NOT_FOUND => Err(StepFailure::monitor(
             stage,
             format!("probe user {user:?} does not exist on the hub: create it (and allow it to log in)"),
         )),
-        StatusCode::BAD_REQUEST => Err(StepFailure::monitor(stage, format!("the hub refused the token request: {}", response.describe()))),
+        StatusCode::BAD_REQUEST => {
+            Err(StepFailure::monitor(stage, format!("the hub refused the token request: {}", response.describe())))
+        }
         _ => Err(StepFailure::hub(stage, response.describe())),
     }
 }
 
 /// A refused mint is hubwatch's fault either way; say which fix applies.
-async fn explain_refused_mint(http: &HttpClient, hub: &Url, service_token: &Secret, user: &str, deadline: Deadline) -> StepFailure {
-    let whoami = http.call(Method::GET, hub_url(hub, "hub/api/user"), Auth::Token(service_token), None, deadline.at).await;
+async fn explain_refused_mint(
+    http: &HttpClient,
+    hub: &Url,
+    service_token: &Secret,
+    user: &str,
+    deadline: Deadline,
+) -> StepFailure {
+    let whoami =
+        http.call(Method::GET, hub_url(hub, "hub/api/user"), Auth::Token(service_token), None, deadline.at).await;
     let reason = match whoami {
         Ok(r) if r.status == StatusCode::FORBIDDEN || r.status == StatusCode::UNAUTHORIZED => {
             "the hub refused hubwatch's service token (revoked, expired or wrong): issue a new one and update the hub's token secret".to_string()
@@ -64,7 +75,14 @@ async fn explain_refused_mint(http: &HttpClient, hub: &Url, service_token: &Secr
 }
 
 /// `GET /hub/api/user` must answer with the probe user.
-pub async fn whoami(http: &HttpClient, hub: &Url, auth: Auth<'_>, cookies: Option<&str>, user: &str, deadline: Deadline) -> Result<(), StepFailure> {
+pub async fn whoami(
+    http: &HttpClient,
+    hub: &Url,
+    auth: Auth<'_>,
+    cookies: Option<&str>,
+    user: &str,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let stage = Stage::WhoAmI;
     let mut request = http.reqwest().get(hub_url(hub, "hub/api/user"));
     if let Some(header) = auth.header() {
@@ -80,7 +98,10 @@ pub async fn whoami(http: &HttpClient, hub: &Url, auth: Auth<'_>, cookies: Optio
     let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
     match json.get("name").and_then(|n| n.as_str()) {
         Some(name) if name == user => Ok(()),
-        Some(other) => Err(StepFailure::hub(stage, format!("the hub took the login for another user ({other:?}, expected {user:?})"))),
+        Some(other) => Err(StepFailure::hub(
+            stage,
+            format!("the hub took the login for another user ({other:?}, expected {user:?})"),
+        )),
         None => Err(StepFailure::hub(stage, "the hub's user model has no name")),
     }
 }
@@ -103,7 +124,13 @@ pub async fn login_page(http: &HttpClient, hub: &Url, deadline: Deadline) -> Res
 
 /// The browser's login: the form's `_xsrf` field and cookie, POST, a 302, then `/hub/api/user` with the
 /// session cookies. Returns nothing: the cookies are only used to prove the session works.
-pub async fn form_login(http: &HttpClient, hub: &Url, user: &str, password: &Secret, deadline: Deadline) -> Result<(), StepFailure> {
+pub async fn form_login(
+    http: &HttpClient,
+    hub: &Url,
+    user: &str,
+    password: &Secret,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let page = login_page(http, hub, deadline).await?;
     let html = String::from_utf8_lossy(&page.body);
     let mut jar = CookieJar::default();
@@ -111,7 +138,9 @@ pub async fn form_login(http: &HttpClient, hub: &Url, user: &str, password: &Sec
     let field = input_value(&html, "_xsrf")
         .ok_or_else(|| StepFailure::hub(Stage::LoginPage, "the login page has no login form with an _xsrf field"))?;
     let action = form_action(&html).unwrap_or_else(|| "/hub/login?next=".to_string());
-    let action = hub.join(&action).map_err(|e| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not a URL: {e}")))?;
+    let action = hub
+        .join(&action)
+        .map_err(|e| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not a URL: {e}")))?;
 
     let stage = Stage::LoginSubmit;
     let form = url::form_urlencoded::Serializer::new(String::new())
@@ -137,7 +166,10 @@ pub async fn form_login(http: &HttpClient, hub: &Url, user: &str, password: &Sec
     jar.absorb(&response);
     if !jar.has_session() {
         let note = hub_message(&response.headers, &response.body);
-        return Err(StepFailure::hub(stage, format!("HTTP {} but no login cookie was set {note}", response.status).trim().to_string()));
+        return Err(StepFailure::hub(
+            stage,
+            format!("HTTP {} but no login cookie was set {note}", response.status).trim().to_string(),
+        ));
     }
     whoami(http, hub, Auth::None, Some(&jar.header()), user, deadline).await
 }
@@ -167,7 +199,9 @@ impl CookieJar {
     }
 
     fn has_session(&self) -> bool {
-        self.cookies.iter().any(|(n, _)| n.starts_with("jupyterhub-hub-login") || n.starts_with("jupyterhub-session-id"))
+        self.cookies
+            .iter()
+            .any(|(n, _)| n.starts_with("jupyterhub-hub-login") || n.starts_with("jupyterhub-session-id"))
     }
 
     fn header(&self) -> String {

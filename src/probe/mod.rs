@@ -29,7 +29,8 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [Capability::Login, Capability::Server, Capability::Kernel, Capability::DaskGateway];
+    pub const ALL: [Capability; 4] =
+        [Capability::Login, Capability::Server, Capability::Kernel, Capability::DaskGateway];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -146,7 +147,9 @@ pub enum ProbeResult {
     Ok,
     Failed(StepFailure),
     /// `by` failed first, so this capability could not be tried; not a failure of its own.
-    Blocked { by: Capability },
+    Blocked {
+        by: Capability,
+    },
 }
 
 impl ProbeResult {
@@ -187,7 +190,9 @@ impl ProbeOutcome {
     pub fn to_json(&self) -> serde_json::Value {
         let (stage, reason, detail, cause, blocked_by) = match &self.result {
             ProbeResult::Ok => (None, None, None, None, None),
-            ProbeResult::Failed(f) => (Some(f.stage.as_str()), Some(f.reason.as_str()), f.detail.as_deref(), Some(f.cause), None),
+            ProbeResult::Failed(f) => {
+                (Some(f.stage.as_str()), Some(f.reason.as_str()), f.detail.as_deref(), Some(f.cause), None)
+            }
             ProbeResult::Blocked { by } => (None, None, None, None, Some(by.as_str())),
         };
         serde_json::json!({

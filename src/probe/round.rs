@@ -59,7 +59,14 @@ impl HubProber {
         HubProber { hub, http, cleanup_timeout, tokens }
     }
 
-    fn outcome(&self, user: &str, capability: Capability, started: (SystemTime, Instant), result: ProbeResult, stages: Vec<super::StageTiming>) -> ProbeOutcome {
+    fn outcome(
+        &self,
+        user: &str,
+        capability: Capability,
+        started: (SystemTime, Instant),
+        result: ProbeResult,
+        stages: Vec<super::StageTiming>,
+    ) -> ProbeOutcome {
         // A blocked capability was never tried, so it took no time.
         let duration = if matches!(result, ProbeResult::Blocked { .. }) { Duration::ZERO } else { started.1.elapsed() };
         ProbeOutcome {
@@ -74,14 +81,22 @@ impl HubProber {
     }
 
     /// The probe user's token: cached, minted with the service token when missing or due for renewal.
-    async fn user_token(&self, user: &str, deadline: Deadline, stages: &mut Stages) -> Result<(Secret, bool), StepFailure> {
+    async fn user_token(
+        &self,
+        user: &str,
+        deadline: Deadline,
+        stages: &mut Stages,
+    ) -> Result<(Secret, bool), StepFailure> {
         let slot = self.tokens.get(user).expect("tokens are made for every configured user");
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.renew_at) {
             return Ok((c.token.clone(), true));
         }
         let minted = stages
-            .run(Stage::MintToken, login::mint_token(&self.http, &self.hub.url, &self.hub.token, user, TOKEN_LIFETIME, deadline))
+            .run(
+                Stage::MintToken,
+                login::mint_token(&self.http, &self.hub.url, &self.hub.token, user, TOKEN_LIFETIME, deadline),
+            )
             .await?;
         let renew_at = Instant::now() + minted.lifetime.saturating_sub(RENEW_BEFORE);
         *cached = Some(CachedToken { token: minted.token.clone(), renew_at });
@@ -95,7 +110,11 @@ impl HubProber {
     }
 
     /// Runs `body` until it ends, the deadline (plus a backstop margin) passes, or the round is cancelled.
-    async fn bounded<T>(deadline: Deadline, cancel: &CancellationToken, body: impl Future<Output = Result<T, StepFailure>>) -> Ended<T> {
+    async fn bounded<T>(
+        deadline: Deadline,
+        cancel: &CancellationToken,
+        body: impl Future<Output = Result<T, StepFailure>>,
+    ) -> Ended<T> {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Ended::Cancelled,
@@ -128,19 +147,35 @@ impl HubProber {
             match &self.hub.login {
                 LoginMethod::Token => {
                     let (token, was_cached) = self.user_token(user, deadline, &mut stages).await?;
-                    let checked = stages.run(Stage::WhoAmI, login::whoami(&self.http, &self.hub.url, Auth::Token(&token), None, user, deadline)).await;
+                    let checked = stages
+                        .run(
+                            Stage::WhoAmI,
+                            login::whoami(&self.http, &self.hub.url, Auth::Token(&token), None, user, deadline),
+                        )
+                        .await;
                     if checked.is_err() && was_cached {
                         // A cached token may have been revoked (a hub database reset): mint afresh once.
                         self.forget_token(user).await;
                         let (token, _) = self.user_token(user, deadline, &mut stages).await?;
-                        stages.run(Stage::WhoAmI, login::whoami(&self.http, &self.hub.url, Auth::Token(&token), None, user, deadline)).await?;
+                        stages
+                            .run(
+                                Stage::WhoAmI,
+                                login::whoami(&self.http, &self.hub.url, Auth::Token(&token), None, user, deadline),
+                            )
+                            .await?;
                     } else {
                         checked?;
                     }
-                    stages.run(Stage::LoginPage, async { login::login_page(&self.http, &self.hub.url, deadline).await.map(|_| ()) }).await
+                    stages
+                        .run(Stage::LoginPage, async {
+                            login::login_page(&self.http, &self.hub.url, deadline).await.map(|_| ())
+                        })
+                        .await
                 }
                 LoginMethod::Form { password } => {
-                    stages.run(Stage::LoginSubmit, login::form_login(&self.http, &self.hub.url, user, password, deadline)).await
+                    stages
+                        .run(Stage::LoginSubmit, login::form_login(&self.http, &self.hub.url, user, password, deadline))
+                        .await
                 }
             }
         };
@@ -164,9 +199,21 @@ impl HubProber {
         let token = match self.user_token(user, deadline, &mut Stages::default()).await {
             Ok((token, _)) => token,
             Err(_) => {
-                outcomes.push(self.outcome(user, Capability::Server, started, ProbeResult::Blocked { by: Capability::Login }, vec![]));
+                outcomes.push(self.outcome(
+                    user,
+                    Capability::Server,
+                    started,
+                    ProbeResult::Blocked { by: Capability::Login },
+                    vec![],
+                ));
                 if with_kernel {
-                    outcomes.push(self.outcome(user, Capability::Kernel, started, ProbeResult::Blocked { by: Capability::Login }, vec![]));
+                    outcomes.push(self.outcome(
+                        user,
+                        Capability::Kernel,
+                        started,
+                        ProbeResult::Blocked { by: Capability::Login },
+                        vec![],
+                    ));
                 }
                 return outcomes;
             }
@@ -175,17 +222,37 @@ impl HubProber {
         let mut last_stage = Stage::StopLeftover;
         let body = async {
             last_stage = Stage::StopLeftover;
-            stages.run(Stage::StopLeftover, server::stop_leftover(&self.http, &self.hub.url, Auth::Token(&token), user, deadline)).await?;
+            stages
+                .run(
+                    Stage::StopLeftover,
+                    server::stop_leftover(&self.http, &self.hub.url, Auth::Token(&token), user, deadline),
+                )
+                .await?;
             last_stage = Stage::RequestSpawn;
             let answer = stages
-                .run(Stage::RequestSpawn, server::request_spawn(&self.http, &self.hub.url, &token, user, &settings.server.user_options, deadline))
+                .run(
+                    Stage::RequestSpawn,
+                    server::request_spawn(
+                        &self.http,
+                        &self.hub.url,
+                        &token,
+                        user,
+                        &settings.server.user_options,
+                        deadline,
+                    ),
+                )
                 .await?;
             let refused = match answer {
                 server::SpawnAnswer::Accepted => None,
                 server::SpawnAnswer::Refused(reason) => Some(reason),
             };
             last_stage = Stage::Progress;
-            stages.run(Stage::Progress, server::follow_progress(&self.http, &self.hub.url, &token, user, refused, deadline)).await
+            stages
+                .run(
+                    Stage::Progress,
+                    server::follow_progress(&self.http, &self.hub.url, &token, user, refused, deadline),
+                )
+                .await
         };
         let ended = Self::bounded(deadline, cancel, body).await;
         let spawn_duration = started.1.elapsed();
@@ -200,7 +267,8 @@ impl HubProber {
 
         // Always stop: a failed or interrupted spawn may have left a pending server behind.
         let stop_deadline = Deadline::after(self.cleanup_timeout);
-        let stopped = stages.run(Stage::StopServer, server::stop(&self.http, &self.hub.url, &token, user, stop_deadline)).await;
+        let stopped =
+            stages.run(Stage::StopServer, server::stop(&self.http, &self.hub.url, &token, user, stop_deadline)).await;
 
         let result = match spawned {
             None => {
@@ -214,7 +282,13 @@ impl HubProber {
                     tracing::warn!(hub = %self.hub.name, user, reason = %stop_failure.reason, "could not stop the probe server after a failed spawn");
                 }
                 if with_kernel {
-                    outcomes.push(self.outcome(user, Capability::Kernel, started, ProbeResult::Blocked { by: Capability::Server }, vec![]));
+                    outcomes.push(self.outcome(
+                        user,
+                        Capability::Kernel,
+                        started,
+                        ProbeResult::Blocked { by: Capability::Server },
+                        vec![],
+                    ));
                 }
                 ProbeResult::Failed(failure)
             }
@@ -230,7 +304,13 @@ impl HubProber {
     }
 
     /// The kernel capability on a running server; the kernel is deleted afterwards. None when cancelled.
-    async fn probe_kernel(&self, user: &str, token: &Secret, server_url: &url::Url, cancel: &CancellationToken) -> Option<ProbeOutcome> {
+    async fn probe_kernel(
+        &self,
+        user: &str,
+        token: &Secret,
+        server_url: &url::Url,
+        cancel: &CancellationToken,
+    ) -> Option<ProbeOutcome> {
         let started = (SystemTime::now(), Instant::now());
         let settings = &self.hub.probes.kernel;
         let deadline = Deadline::after(settings.schedule.timeout);
@@ -239,13 +319,18 @@ impl HubProber {
         let mut last_stage = Stage::StartKernel;
         let body = async {
             let id = stages
-                .run(Stage::StartKernel, kernel::start_kernel(&self.http, server_url, token, settings.kernel_name.as_deref(), deadline))
+                .run(
+                    Stage::StartKernel,
+                    kernel::start_kernel(&self.http, server_url, token, settings.kernel_name.as_deref(), deadline),
+                )
                 .await?;
             kernel_id = Some(id.clone());
             last_stage = Stage::Connect;
             let mut socket = stages.run(Stage::Connect, kernel::connect(server_url, token, &id, deadline)).await?;
             last_stage = Stage::Execute;
-            let executed = stages.run(Stage::Execute, kernel::execute(&mut socket, &settings.code, &settings.expect, deadline)).await;
+            let executed = stages
+                .run(Stage::Execute, kernel::execute(&mut socket, &settings.code, &settings.expect, deadline))
+                .await;
             let _ = timeout_at(deadline.at, socket.close(None)).await;
             executed
         };
@@ -285,7 +370,15 @@ impl HubProber {
         let mut stages = Stages::default();
         let token = match self.user_token(user, deadline, &mut Stages::default()).await {
             Ok((token, _)) => token,
-            Err(_) => return Some(self.outcome(user, Capability::DaskGateway, started, ProbeResult::Blocked { by: Capability::Login }, vec![])),
+            Err(_) => {
+                return Some(self.outcome(
+                    user,
+                    Capability::DaskGateway,
+                    started,
+                    ProbeResult::Blocked { by: Capability::Login },
+                    vec![],
+                ));
+            }
         };
         let gateway = Gateway::new(&self.http, gateway_config, &token);
         let mut cluster: Option<String> = None;
@@ -293,7 +386,8 @@ impl HubProber {
         let body = async {
             stages.run(Stage::DeleteLeftoverClusters, gateway.delete_leftovers(deadline)).await?;
             last_stage = Stage::CreateCluster;
-            let name = stages.run(Stage::CreateCluster, gateway.create(&gateway_config.cluster_options, deadline)).await?;
+            let name =
+                stages.run(Stage::CreateCluster, gateway.create(&gateway_config.cluster_options, deadline)).await?;
             cluster = Some(name.clone());
             last_stage = Stage::WaitRunning;
             stages.run(Stage::WaitRunning, gateway.wait_running(&name, deadline)).await?;
@@ -306,7 +400,9 @@ impl HubProber {
         let duration = started.1.elapsed();
 
         let deleted = match &cluster {
-            Some(name) => stages.run(Stage::DeleteCluster, gateway.delete(name, Deadline::after(self.cleanup_timeout))).await,
+            Some(name) => {
+                stages.run(Stage::DeleteCluster, gateway.delete(name, Deadline::after(self.cleanup_timeout))).await
+            }
             None => Ok(()),
         };
         let result = match ended {

@@ -35,12 +35,22 @@ enum ServerState {
     Pending(String),
 }
 
-async fn server_state(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, stage: Stage, deadline: Deadline) -> Result<ServerState, StepFailure> {
+async fn server_state(
+    http: &HttpClient,
+    hub: &Url,
+    auth: Auth<'_>,
+    user: &str,
+    stage: Stage,
+    deadline: Deadline,
+) -> Result<ServerState, StepFailure> {
     let url = hub_url(hub, &format!("hub/api/users/{}", user_path(user)));
-    let response = http.call(Method::GET, url, auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    let response =
+        http.call(Method::GET, url, auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
     match response.status {
         StatusCode::OK => {}
-        StatusCode::NOT_FOUND => return Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub"))),
+        StatusCode::NOT_FOUND => {
+            return Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")));
+        }
         _ => return Err(StepFailure::hub(stage, format!("reading the user model: {}", response.describe()))),
     }
     let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
@@ -58,7 +68,13 @@ async fn server_state(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, 
 }
 
 /// Stops a server left running (or starting) by an earlier round, so this round starts from nothing.
-pub async fn stop_leftover(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, deadline: Deadline) -> Result<bool, StepFailure> {
+pub async fn stop_leftover(
+    http: &HttpClient,
+    hub: &Url,
+    auth: Auth<'_>,
+    user: &str,
+    deadline: Deadline,
+) -> Result<bool, StepFailure> {
     match server_state(http, hub, auth, user, Stage::StopLeftover, deadline).await? {
         ServerState::Absent => Ok(false),
         _ => {
@@ -69,21 +85,39 @@ pub async fn stop_leftover(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &
 }
 
 /// Stops the server and waits until the hub no longer lists it.
-pub async fn stop(http: &HttpClient, hub: &Url, token: &Secret, user: &str, deadline: Deadline) -> Result<(), StepFailure> {
+pub async fn stop(
+    http: &HttpClient,
+    hub: &Url,
+    token: &Secret,
+    user: &str,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     stop_as(http, hub, Auth::Token(token), user, Stage::StopServer, deadline).await
 }
 
-async fn stop_as(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, stage: Stage, deadline: Deadline) -> Result<(), StepFailure> {
+async fn stop_as(
+    http: &HttpClient,
+    hub: &Url,
+    auth: Auth<'_>,
+    user: &str,
+    stage: Stage,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
     loop {
-        let response =
-            http.call(Method::DELETE, url.clone(), auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        let response = http
+            .call(Method::DELETE, url.clone(), auth, None, deadline.at)
+            .await
+            .map_err(|e| deadline.request_failure(stage, e))?;
         match response.status {
             StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => break,
             // "... is pending spawn, please wait": the stop is refused until the spawn ends.
             StatusCode::BAD_REQUEST => {
                 if tokio::time::Instant::now() + POLL >= deadline.at {
-                    return Err(StepFailure::hub(stage, format!("the hub keeps refusing to stop the server: {}", response.describe())));
+                    return Err(StepFailure::hub(
+                        stage,
+                        format!("the hub keeps refusing to stop the server: {}", response.describe()),
+                    ));
                 }
                 sleep(POLL).await;
             }
@@ -97,7 +131,10 @@ async fn stop_as(http: &HttpClient, hub: &Url, auth: Auth<'_>, user: &str, stage
                 if tokio::time::Instant::now() + POLL >= deadline.at {
                     return Err(StepFailure::hub(
                         stage,
-                        format!("the server did not stop within the {} timeout ({state:?})", humantime::format_duration(deadline.budget)),
+                        format!(
+                            "the server did not stop within the {} timeout ({state:?})",
+                            humantime::format_duration(deadline.budget)
+                        ),
                     ));
                 }
                 sleep(POLL).await;
@@ -118,14 +155,20 @@ pub async fn request_spawn(
     let stage = Stage::RequestSpawn;
     let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
     let body = Value::Object(user_options.clone());
-    let response =
-        http.call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    let response = http
+        .call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at)
+        .await
+        .map_err(|e| deadline.request_failure(stage, e))?;
     match response.status {
         StatusCode::CREATED | StatusCode::ACCEPTED => Ok(SpawnAnswer::Accepted),
         StatusCode::BAD_REQUEST if response.describe().contains("already running") => Ok(SpawnAnswer::Accepted),
         s if s.is_server_error() => Ok(SpawnAnswer::Refused(response.describe())),
-        StatusCode::TOO_MANY_REQUESTS => Err(StepFailure::hub(stage, format!("the hub is throttling spawns: {}", response.describe()))),
-        StatusCode::NOT_FOUND => Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub"))),
+        StatusCode::TOO_MANY_REQUESTS => {
+            Err(StepFailure::hub(stage, format!("the hub is throttling spawns: {}", response.describe())))
+        }
+        StatusCode::NOT_FOUND => {
+            Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")))
+        }
         _ => Err(StepFailure::hub(stage, response.describe())),
     }
 }
@@ -158,12 +201,18 @@ pub async fn follow_progress(
 
     if response.status() != StatusCode::OK {
         let status = response.status();
-        let answer = read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        let answer =
+            read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
         // 400 "not starting": the spawn already ended; the user model says how.
         if status == StatusCode::BAD_REQUEST {
             return match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
-                ServerState::Ready { url } => Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] }),
-                _ => Err(StepFailure::hub(stage, refused.unwrap_or_else(|| format!("the spawn ended without a server ({})", answer.describe())))),
+                ServerState::Ready { url } => {
+                    Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] })
+                }
+                _ => Err(StepFailure::hub(
+                    stage,
+                    refused.unwrap_or_else(|| format!("the spawn ended without a server ({})", answer.describe())),
+                )),
             };
         }
         return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe())));
@@ -177,14 +226,18 @@ pub async fn follow_progress(
         }
         progress.push_back(message);
     };
-    let detail = |progress: &VecDeque<String>| format!("progress: {}", progress.iter().cloned().collect::<Vec<_>>().join(" → "));
+    let detail =
+        |progress: &VecDeque<String>| format!("progress: {}", progress.iter().cloned().collect::<Vec<_>>().join(" → "));
     loop {
         let chunk = match timeout_at(deadline.at, response.chunk()).await {
             Err(_) => {
                 let last = progress.back().map(|m| format!("; last progress: {m}")).unwrap_or_default();
                 return Err(StepFailure::hub(
                     stage,
-                    format!("the server was not ready within the {} timeout{last}", humantime::format_duration(deadline.budget)),
+                    format!(
+                        "the server was not ready within the {} timeout{last}",
+                        humantime::format_duration(deadline.budget)
+                    ),
                 )
                 .with_detail(detail(&progress)));
             }
@@ -192,10 +245,12 @@ pub async fn follow_progress(
             Ok(Ok(chunk)) => chunk,
         };
         let Some(chunk) = chunk else { break };
-        let events = parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
+        let events =
+            parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
         for event in events {
             let Ok(event) = serde_json::from_str::<Value>(&event) else {
-                return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON").with_detail(detail(&progress)));
+                return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON")
+                    .with_detail(detail(&progress)));
             };
             let message = event.get("message").and_then(Value::as_str).map(|m| truncate(&scrub(m), 300));
             if let Some(message) = &message {
@@ -218,8 +273,13 @@ pub async fn follow_progress(
     }
     // The stream ended without a final event: the user model decides.
     match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
-        ServerState::Ready { url } => Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.into() }),
-        state => Err(StepFailure::hub(stage, format!("the progress stream ended before the server was ready ({state:?})")).with_detail(detail(&progress))),
+        ServerState::Ready { url } => {
+            Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.into() })
+        }
+        state => {
+            Err(StepFailure::hub(stage, format!("the progress stream ended before the server was ready ({state:?})"))
+                .with_detail(detail(&progress)))
+        }
     }
 }
 
@@ -244,7 +304,10 @@ mod tests {
     #[test]
     fn server_url_uses_the_hubs_path() {
         let hub = Url::parse("https://hub.example.org/prefix/").unwrap();
-        assert_eq!(server_url(&hub, Some("/prefix/user/a@b/"), "a@b").as_str(), "https://hub.example.org/prefix/user/a@b/");
+        assert_eq!(
+            server_url(&hub, Some("/prefix/user/a@b/"), "a@b").as_str(),
+            "https://hub.example.org/prefix/user/a@b/"
+        );
         assert_eq!(server_url(&hub, None, "a@b").as_str(), "https://hub.example.org/prefix/user/a%40b/");
     }
 }

@@ -43,7 +43,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(probers: &[Arc<HubProber>], config: SchedulerConfig, metrics: Arc<Metrics>, outcomes: mpsc::Sender<ProbeOutcome>) -> Self {
+    pub fn new(
+        probers: &[Arc<HubProber>],
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+        outcomes: mpsc::Sender<ProbeOutcome>,
+    ) -> Self {
         let now = Instant::now();
         let mut lanes = Vec::new();
         for prober in probers {
@@ -121,14 +126,22 @@ impl Scheduler {
         next_slot(was_due, self.lanes[index].every, Instant::now())
     }
 
-    fn start_round(&mut self, index: usize, was_due: Instant, running: &mut JoinSet<(usize, Instant)>, permits: &Arc<Semaphore>, shutdown: &CancellationToken) {
+    fn start_round(
+        &mut self,
+        index: usize,
+        was_due: Instant,
+        running: &mut JoinSet<(usize, Instant)>,
+        permits: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) {
         let lane = &mut self.lanes[index];
         let with_kernel = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
         if with_kernel {
             lane.kernel_due = next_slot(lane.kernel_due, lane.kernel_every, was_due);
         }
         let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
-        let (permits, metrics, outcomes, cancel) = (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
+        let (permits, metrics, outcomes, cancel) =
+            (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
         running.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return (index, was_due) };
             metrics.schedule_lag.observe(was_due.elapsed().as_secs_f64());

@@ -80,7 +80,12 @@ impl Stub {
         let app = Router::new()
             .route("/hub/api/users/{user}/tokens", post(mint))
             .route("/hub/api/user", get(whoami))
-            .route("/hub/login", get(|| async { ([("content-type", "text/html")], "<html><form action=\"/hub/login?next=\"></form></html>") }))
+            .route(
+                "/hub/login",
+                get(|| async {
+                    ([("content-type", "text/html")], "<html><form action=\"/hub/login?next=\"></form></html>")
+                }),
+            )
             .route("/hub/api/users/{user}", get(user_model))
             .route("/hub/api/users/{user}/server", post(spawn).delete(stop))
             .route("/hub/api/users/{user}/server/progress", get(progress))
@@ -100,20 +105,30 @@ impl Stub {
 }
 
 fn token_of(headers: &HeaderMap) -> String {
-    headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("token ")).unwrap_or("").to_string()
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token "))
+        .unwrap_or("")
+        .to_string()
 }
 
 async fn mint(State(stub): State<Stub>, Path(user): Path<String>, headers: HeaderMap) -> Response {
     assert_eq!(token_of(&headers), SERVICE_TOKEN, "tokens are minted with the service token");
     match stub.behaviour(|b| b.mint) {
-        Mint::Ok => (StatusCode::CREATED, axum::Json(json!({"token": format!("user-token-{user}"), "user": user}))).into_response(),
+        Mint::Ok => (StatusCode::CREATED, axum::Json(json!({"token": format!("user-token-{user}"), "user": user})))
+            .into_response(),
         Mint::HugeBody => {
             let chunk = vec![b' '; 64 * 1024];
             let stream = futures_util::stream::iter((0..64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
             (StatusCode::CREATED, Body::from_stream(stream)).into_response()
         }
-        Mint::Garbage => (StatusCode::CREATED, [("content-type", "application/json")], "{\"token\": <<<").into_response(),
-        Mint::ServiceTokenRevoked | Mint::MissingScope => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response(),
+        Mint::Garbage => {
+            (StatusCode::CREATED, [("content-type", "application/json")], "{\"token\": <<<").into_response()
+        }
+        Mint::ServiceTokenRevoked | Mint::MissingScope => {
+            (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response()
+        }
         Mint::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
@@ -125,7 +140,9 @@ async fn whoami(State(stub): State<Stub>, headers: HeaderMap) -> Response {
     let token = token_of(&headers);
     if token == SERVICE_TOKEN {
         return match stub.behaviour(|b| b.mint) {
-            Mint::ServiceTokenRevoked => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response(),
+            Mint::ServiceTokenRevoked => {
+                (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403, "message": null}))).into_response()
+            }
             _ => axum::Json(json!({"kind": "service", "name": "hubwatch"})).into_response(),
         };
     }
@@ -137,7 +154,11 @@ async fn whoami(State(stub): State<Stub>, headers: HeaderMap) -> Response {
 
 async fn user_model(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
     let running = stub.record.lock().unwrap().server_running;
-    let servers = if running { json!({"": {"ready": true, "pending": null, "stopped": false, "url": format!("/user/{user}/")}}) } else { json!({}) };
+    let servers = if running {
+        json!({"": {"ready": true, "pending": null, "stopped": false, "url": format!("/user/{user}/")}})
+    } else {
+        json!({})
+    };
     axum::Json(json!({"name": user, "servers": servers})).into_response()
 }
 
@@ -155,24 +176,37 @@ async fn stop(State(stub): State<Stub>) -> Response {
 
 async fn progress(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
     let body = match stub.behaviour(|b| b.progress) {
-        Progress::Ready => Body::from(format!("\n\ndata: {{\"progress\": 100, \"ready\": true, \"url\": \"/user/{user}/\", \"message\": \"Server ready\"}}\n\n")),
+        Progress::Ready => Body::from(format!(
+            "\n\ndata: {{\"progress\": 100, \"ready\": true, \"url\": \"/user/{user}/\", \"message\": \"Server ready\"}}\n\n"
+        )),
         Progress::Endless => Body::from_stream(futures_util::stream::unfold(0u64, |n| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            Some((Ok::<_, std::io::Error>(format!("data: {{\"progress\": 50, \"message\": \"still spawning {n}\"}}\n\n")), n + 1))
+            Some((
+                Ok::<_, std::io::Error>(format!("data: {{\"progress\": 50, \"message\": \"still spawning {n}\"}}\n\n")),
+                n + 1,
+            ))
         })),
         Progress::EndlessLine => Body::from_stream(futures_util::stream::unfold((), |_| async move {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            Some((Ok::<_, std::io::Error>("data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".repeat(64)), ()))
+            Some((
+                Ok::<_, std::io::Error>(
+                    "data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".repeat(64),
+                ),
+                (),
+            ))
         })),
         Progress::Garbage => Body::from("data: {not json\n\n"),
-        Progress::FailedEmpty => Body::from("data: {\"progress\": 100, \"failed\": true, \"message\": \"Spawn failed: \"}\n\n"),
+        Progress::FailedEmpty => {
+            Body::from("data: {\"progress\": 100, \"failed\": true, \"message\": \"Spawn failed: \"}\n\n")
+        }
     };
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
 async fn start_kernel(State(stub): State<Stub>) -> Response {
     stub.record.lock().unwrap().kernels_started += 1;
-    (StatusCode::CREATED, axum::Json(json!({"id": "k-1", "name": "python3", "execution_state": "starting"}))).into_response()
+    (StatusCode::CREATED, axum::Json(json!({"id": "k-1", "name": "python3", "execution_state": "starting"})))
+        .into_response()
 }
 
 async fn delete_kernel(State(stub): State<Stub>) -> Response {
