@@ -148,8 +148,7 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     assert!(log.contains("shutting down: letting running rounds clean up"), "{log}");
     assert!(!log.contains(&token), "the token must never be logged");
     for user in ["probe-1", "probe-2"] {
-        let model = get(&format!("{}/hub/api/users/{user}", lab.url), Some(&service)).await.1;
-        let model: Value = serde_json::from_str(&model).unwrap();
-        assert!(model["servers"].as_object().is_none_or(|s| s.is_empty()), "{user} has a server left: {model}");
+        let servers = lab.servers_of(user).await;
+        assert!(servers.as_object().is_none_or(|s| s.is_empty()), "{user} has a server left: {servers}");
     }
 }

@@ -108,24 +108,7 @@ async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
     let http = reqwest::Client::new();
     let token = lab.token();
     for user in users {
-        // The server stop is awaited by the probe; allow the hub a moment to forget a failed spawn.
-        let mut model = Value::Null;
-        for _ in 0..20 {
-            model = http
-                .get(format!("{}/hub/api/users/{user}", lab.url))
-                .header("Authorization", format!("token {token}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if model["servers"].as_object().is_none_or(|s| s.is_empty()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert!(model["servers"].as_object().is_none_or(|s| s.is_empty()), "{user} still has a server: {model}");
+        assert!(lab.has_no_server(user).await, "{user} still has a server: {}", lab.servers_of(user).await);
 
         let minted: Value = http
             .post(format!("{}/hub/api/users/{user}/tokens", lab.url))

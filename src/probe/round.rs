@@ -80,6 +80,11 @@ impl HubProber {
         }
     }
 
+    /// `capability` for `user`, not tried because `by` failed first.
+    fn blocked(&self, user: &str, capability: Capability, by: Capability, started: (SystemTime, Instant)) -> ProbeOutcome {
+        self.outcome(user, capability, started, ProbeResult::Blocked { by }, vec![])
+    }
+
     /// The probe user's token: cached, minted with the service token when missing or due for renewal.
     async fn user_token(
         &self,
@@ -134,7 +139,7 @@ impl HubProber {
         }
         capabilities
             .into_iter()
-            .map(|c| self.outcome(&login.user, c, started, ProbeResult::Blocked { by: Capability::Login }, vec![]))
+            .map(|c| self.blocked(&login.user, c, Capability::Login, started))
             .collect()
     }
 
@@ -199,21 +204,9 @@ impl HubProber {
         let token = match self.user_token(user, deadline, &mut Stages::default()).await {
             Ok((token, _)) => token,
             Err(_) => {
-                outcomes.push(self.outcome(
-                    user,
-                    Capability::Server,
-                    started,
-                    ProbeResult::Blocked { by: Capability::Login },
-                    vec![],
-                ));
+                outcomes.push(self.blocked(user, Capability::Server, Capability::Login, started));
                 if with_kernel {
-                    outcomes.push(self.outcome(
-                        user,
-                        Capability::Kernel,
-                        started,
-                        ProbeResult::Blocked { by: Capability::Login },
-                        vec![],
-                    ));
+                    outcomes.push(self.blocked(user, Capability::Kernel, Capability::Login, started));
                 }
                 return outcomes;
             }
@@ -282,13 +275,7 @@ impl HubProber {
                     tracing::warn!(hub = %self.hub.name, user, reason = %stop_failure.reason, "could not stop the probe server after a failed spawn");
                 }
                 if with_kernel {
-                    outcomes.push(self.outcome(
-                        user,
-                        Capability::Kernel,
-                        started,
-                        ProbeResult::Blocked { by: Capability::Server },
-                        vec![],
-                    ));
+                    outcomes.push(self.blocked(user, Capability::Kernel, Capability::Server, started));
                 }
                 ProbeResult::Failed(failure)
             }
@@ -370,15 +357,7 @@ impl HubProber {
         let mut stages = Stages::default();
         let token = match self.user_token(user, deadline, &mut Stages::default()).await {
             Ok((token, _)) => token,
-            Err(_) => {
-                return Some(self.outcome(
-                    user,
-                    Capability::DaskGateway,
-                    started,
-                    ProbeResult::Blocked { by: Capability::Login },
-                    vec![],
-                ));
-            }
+            Err(_) => return Some(self.blocked(user, Capability::DaskGateway, Capability::Login, started)),
         };
         let gateway = Gateway::new(&self.http, gateway_config, &token);
         let mut cluster: Option<String> = None;

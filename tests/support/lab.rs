@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub struct Lab {
@@ -67,8 +67,29 @@ impl Lab {
         assert!(status.success(), "kill -{signal} {which}={pid}");
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.dir
+    /// The user's servers as the hub lists them (through hubwatch's service token).
+    pub async fn servers_of(&self, user: &str) -> serde_json::Value {
+        let model: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/hub/api/users/{user}", self.url))
+            .header("Authorization", format!("token {}", self.token()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        model["servers"].clone()
+    }
+
+    /// True when the hub lists no server for the user (after waiting up to 10 s for it to forget one).
+    pub async fn has_no_server(&self, user: &str) -> bool {
+        for _ in 0..20 {
+            if self.servers_of(user).await.as_object().is_none_or(|s| s.is_empty()) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        false
     }
 }
 
