@@ -2,15 +2,24 @@
 //! until shut down; every outcome goes to the metrics and the log.
 
 use crate::config::Config;
+use crate::detector::{Detector, DetectorSettings, IncidentKind};
+use crate::incident::IncidentManager;
+use crate::incident::store::{Store, StoreError};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::probe::http::HttpClient;
 use crate::probe::{HubProber, ProbeOutcome, ProbeResult};
 use crate::scheduler::Scheduler;
 use crate::web::{WebState, router};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// How often failures are aged out of the window and held-back updates are sent.
+const TICK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -18,6 +27,8 @@ pub enum DaemonError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> {
@@ -31,6 +42,18 @@ pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let http = HttpClient::new()?;
     let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::open(&config.state_path)?);
+    let wake = Arc::new(Notify::new());
+    let manager = IncidentManager::new(store.clone(), &config, wake.clone());
+    let mut detector = Detector::new(DetectorSettings {
+        min_affected_users: config.incidents.min_affected_users,
+        window: config.incidents.window,
+        recovery_successes: config.incidents.recovery_successes,
+    });
+    let resumed = manager.resume(&mut detector)?;
+    if config.pagerduty.is_none() {
+        tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
+    }
     let ready = Arc::new(AtomicBool::new(false));
     let probers = build_probers(&config, &http);
     for hub in &config.hubs {
@@ -40,7 +63,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
-    tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
+    tracing::info!(listen = %config.listen, hubs = config.hubs.len(), resumed_incidents = resumed, "hubwatch started");
+    let notifier = Notifier::new(store.clone(), http.clone(), config.pagerduty.clone(), metrics.clone(), wake);
+    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
     let app = router(WebState { metrics: metrics.clone(), ready: ready.clone() });
     let web_shutdown = shutdown.clone();
     let web = tokio::spawn(async move {
@@ -51,15 +76,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     clean_up_leftovers(&probers, &shutdown).await;
 
-    let (outcomes_tx, mut outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
-    let recorder_metrics = metrics.clone();
-    let recorder = tokio::spawn(async move {
-        while let Some(outcome) = outcomes_rx.recv().await {
-            recorder_metrics.observe(&outcome);
-            log_outcome(&outcome);
-        }
-    });
-
+    let (outcomes_tx, outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
+    let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
+    let recorder = tokio::spawn(record(outcomes_rx, detector, manager, metrics.clone(), hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
     ready.store(true, Ordering::Release);
@@ -68,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
     let _ = recorder.await;
     shutdown.cancel();
+    let _ = notifier.await;
     let _ = web.await;
     tracing::info!("hubwatch stopped");
     Ok(())
@@ -93,6 +113,55 @@ async fn clean_up_leftovers(probers: &[Arc<HubProber>], shutdown: &CancellationT
     tokio::select! {
         _ = async { while cleanups.join_next().await.is_some() {} } => {}
         _ = shutdown.cancelled() => cleanups.abort_all(),
+    }
+}
+
+/// The one owner of the detector: every outcome goes to the metrics, the log and the detector, whose
+/// transitions the incident manager stores and queues for PagerDuty. Runs until the scheduler is gone.
+async fn record(
+    mut outcomes: mpsc::Receiver<ProbeOutcome>,
+    mut detector: Detector,
+    manager: IncidentManager,
+    metrics: Arc<Metrics>,
+    hubs: Vec<String>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_affected: HashMap<(String, IncidentKind), usize> = HashMap::new();
+    loop {
+        let transitions = tokio::select! {
+            outcome = outcomes.recv() => {
+                let Some(outcome) = outcome else { break };
+                metrics.observe(&outcome);
+                log_outcome(&outcome);
+                detector.observe(&outcome, SystemTime::now())
+            }
+            _ = tick.tick() => {
+                if let Err(e) = manager.flush_pending_updates(SystemTime::now()) {
+                    tracing::error!(error = %e, "cannot send held-back incident updates");
+                }
+                detector.tick(SystemTime::now())
+            }
+        };
+        for transition in &transitions {
+            if let Err(e) = manager.handle(transition) {
+                // The detector keeps its state; the next transition (or a restart's resume) catches up.
+                tracing::error!(error = %e, ?transition, "cannot record an incident change");
+            }
+        }
+        let now = SystemTime::now();
+        for hub in &hubs {
+            for kind in IncidentKind::ALL {
+                let symptoms = detector.symptoms(hub, kind, now);
+                let users = symptoms.users();
+                let open = detector.is_open(hub, kind);
+                metrics.set_affected(hub, kind.as_str(), users.len(), open);
+                let previous = last_affected.insert((hub.clone(), kind), users.len()).unwrap_or(0);
+                if !open && !users.is_empty() && users.len() != previous {
+                    let users: Vec<&str> = users.into_iter().collect();
+                    tracing::info!(hub, kind = kind.as_str(), ?users, "support ticket: users affected, below the incident threshold");
+                }
+            }
+        }
     }
 }
 

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub schedule_lag: Histogram,
     pub cleanup_failures: IntCounterVec,
     hubs: IntGaugeVec,
+    affected_users: IntGaugeVec,
+    incidents_open: IntGaugeVec,
+    support_tickets: IntGaugeVec,
+    pagerduty_events: IntCounterVec,
+    pub pagerduty_unsent: IntGauge,
+    pub pagerduty_oldest_unsent_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -77,6 +83,18 @@ impl Metrics {
         .expect("valid metric");
         let hubs = IntGaugeVec::new(Opts::new("hubwatch_probe_users", "Probe users configured per hub"), &["hub"])
             .expect("valid metric");
+        let by_kind = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["hub", "kind"]).expect("valid metric");
+        let affected_users = by_kind("hubwatch_affected_users", "Distinct users affected now (probe users and real users), by hub and incident kind");
+        let incidents_open = by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind");
+        let support_tickets = by_kind("hubwatch_support_tickets", "1 while some users are affected but fewer than the incident threshold");
+        let pagerduty_events = IntCounterVec::new(
+            Opts::new("hubwatch_pagerduty_events_total", "PagerDuty event attempts by action and outcome (sent, rejected, rate_limited, failed, dry_run)"),
+            &["action", "outcome"],
+        )
+        .expect("valid metric");
+        let pagerduty_unsent = IntGauge::new("hubwatch_pagerduty_unsent_events", "PagerDuty events queued and not yet accepted").expect("valid metric");
+        let pagerduty_oldest_unsent_seconds =
+            prometheus::Gauge::new("hubwatch_pagerduty_oldest_unsent_seconds", "Age of the oldest PagerDuty event not yet accepted (0 when none)").expect("valid metric");
         let build_info =
             IntGaugeVec::new(Opts::new("hubwatch_build_info", "Always 1; the version in a label"), &["version"])
                 .expect("valid metric");
@@ -92,6 +110,12 @@ impl Metrics {
             Box::new(cleanup_failures.clone()),
             Box::new(hubs.clone()),
             Box::new(build_info),
+            Box::new(affected_users.clone()),
+            Box::new(incidents_open.clone()),
+            Box::new(support_tickets.clone()),
+            Box::new(pagerduty_events.clone()),
+            Box::new(pagerduty_unsent.clone()),
+            Box::new(pagerduty_oldest_unsent_seconds.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -109,11 +133,28 @@ impl Metrics {
             schedule_lag,
             cleanup_failures,
             hubs,
+            affected_users,
+            incidents_open,
+            support_tickets,
+            pagerduty_events,
+            pagerduty_unsent,
+            pagerduty_oldest_unsent_seconds,
         }
     }
 
     pub fn set_probe_users(&self, hub: &str, users: usize) {
         self.hubs.with_label_values(&[hub]).set(users as i64);
+    }
+
+    /// The state of one hub and kind: affected users, and whether that is an incident or a support ticket.
+    pub fn set_affected(&self, hub: &str, kind: &str, affected: usize, open: bool) {
+        self.affected_users.with_label_values(&[hub, kind]).set(affected as i64);
+        self.incidents_open.with_label_values(&[hub, kind]).set(i64::from(open));
+        self.support_tickets.with_label_values(&[hub, kind]).set(i64::from(affected > 0 && !open));
+    }
+
+    pub fn count_pagerduty_event(&self, action: &str, outcome: &str) {
+        self.pagerduty_events.with_label_values(&[action, outcome]).inc();
     }
 
     pub fn observe(&self, outcome: &ProbeOutcome) {

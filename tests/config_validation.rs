@@ -9,6 +9,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "TEMPLE_TOKEN" => Some("service-token-value".into()),
         "PROBE_PASSWORD" => Some("probe-password".into()),
+        "ROUTING_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
         _ => None,
     }
 }
@@ -68,6 +69,11 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let config = Config::parse(&text, &file, &env).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:9464");
     assert_eq!(config.scheduler.max_concurrent_probes, 64);
+    assert_eq!(config.public_url.as_str(), "https://hubwatch.example.org/");
+    assert_eq!(config.incidents.window, Duration::from_secs(900));
+    let pagerduty = config.pagerduty.as_ref().unwrap();
+    assert_eq!(pagerduty.events_url.as_str(), "https://events.eu.pagerduty.com/v2/enqueue");
+    assert_eq!(pagerduty.severity, hubwatch::config::Severity::Error);
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");
     assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");
@@ -112,6 +118,7 @@ fn validate_exits_2_and_names_the_file() {
         .arg(&valid)
         .env("TEMPLE_TOKEN", "x")
         .env("PROBE_PASSWORD", "y")
+        .env("ROUTING_KEY", "0123456789abcdef0123456789abcdef")
         .output()
         .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));

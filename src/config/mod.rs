@@ -21,9 +21,67 @@ use crate::probe::Capability;
 pub struct Config {
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// Where people reach hubwatch's pages (links in pages); default `http://{listen}`.
+    pub public_url: Url,
     pub state_path: PathBuf,
     pub scheduler: SchedulerConfig,
+    pub incidents: IncidentsConfig,
+    /// None: a dry run, incidents are logged and shown but never sent.
+    pub pagerduty: Option<PagerDutyConfig>,
     pub hubs: Vec<HubConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IncidentsConfig {
+    /// N: an incident needs at least this many distinct affected users.
+    pub min_affected_users: usize,
+    /// How long a failed attempt keeps a user counted as affected.
+    pub window: Duration,
+    /// Successes in a row, per probe user and capability, before an incident recovers.
+    pub recovery_successes: u32,
+    /// Least time between two follow-up triggers of one incident.
+    pub update_interval: Duration,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        IncidentsConfig {
+            min_affected_users: 2,
+            window: Duration::from_secs(900),
+            recovery_successes: 2,
+            update_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PagerDutyConfig {
+    pub routing_key: Secret,
+    pub events_url: Url,
+    pub severity: Severity,
+    /// First delay after a 5xx or network error (doubles, with jitter, up to 5 m).
+    pub retry_delay: Duration,
+    /// First delay after a 429 (doubles, with jitter, up to 10 m).
+    pub rate_limit_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +208,10 @@ fn render_problems(file: &str, problems: &[(String, String)]) -> String {
     out
 }
 
-const TOP_KEYS: &[&str] = &["listen", "state_path", "scheduler", "defaults", "hubs"];
+const TOP_KEYS: &[&str] =
+    &["listen", "public_url", "state_path", "scheduler", "incidents", "pagerduty", "defaults", "hubs"];
+const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
+const PAGERDUTY_KEYS: &[&str] = &["routing_key", "events_url", "severity", "retry_delay", "rate_limit_delay"];
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
 const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
@@ -218,7 +279,17 @@ impl Validator<'_> {
             None => Some(PathBuf::from("hubwatch-state.db")),
             Some(v) => string(v, "state_path", self.problems).map(|p| self.config_dir.join(p)),
         };
+        let public_url = match (top.get("public_url"), listen) {
+            (Some(v), _) => self.url(v, "public_url"),
+            (None, Some(addr)) => Url::parse(&format!("http://{addr}/")).ok(),
+            (None, None) => None,
+        };
         let scheduler = self.scheduler(top.get("scheduler"));
+        let incidents = self.incidents(top.get("incidents"));
+        let pagerduty = match top.get("pagerduty") {
+            None => Some(None),
+            Some(v) => self.pagerduty(v).map(Some),
+        };
         let defaults = match top.get("defaults") {
             None => Some(ProbeSettings::default()),
             Some(v) => self.defaults(v),
@@ -236,9 +307,94 @@ impl Validator<'_> {
         Some(Config {
             source: path.to_path_buf(),
             listen: listen?,
+            public_url: public_url?,
             state_path: state_path?,
             scheduler: scheduler?,
+            incidents: incidents?,
+            pagerduty: pagerduty?,
             hubs: hubs?,
+        })
+    }
+
+    fn incidents(&mut self, value: Option<&Value>) -> Option<IncidentsConfig> {
+        let mut config = IncidentsConfig::default();
+        let Some(value) = value else { return Some(config) };
+        let mut table = Table::new(value, "incidents", INCIDENTS_KEYS, self.problems)?;
+        let mut ok = true;
+        if let Some(v) = table.get("min_affected_users") {
+            match positive_integer(v, "incidents.min_affected_users", 10_000, self.problems) {
+                Some(n) => config.min_affected_users = n as usize,
+                None => ok = false,
+            }
+        }
+        if let Some(v) = table.get("recovery_successes") {
+            match positive_integer(v, "incidents.recovery_successes", 100, self.problems) {
+                Some(n) => config.recovery_successes = n as u32,
+                None => ok = false,
+            }
+        }
+        for (key, slot) in [("window", &mut config.window), ("update_interval", &mut config.update_interval)] {
+            if let Some(v) = table.get(key) {
+                match duration(v, &join("incidents", key), self.problems) {
+                    Some(d) => *slot = d,
+                    None => ok = false,
+                }
+            }
+        }
+        table.finish(self.problems);
+        ok.then_some(config)
+    }
+
+    fn pagerduty(&mut self, value: &Value) -> Option<PagerDutyConfig> {
+        let mut table = Table::new(value, "pagerduty", PAGERDUTY_KEYS, self.problems)?;
+        let routing_key = table.required("routing_key", self.problems).and_then(|v| {
+            let key = secret::resolve(v, "pagerduty.routing_key", self.config_dir, self.env, self.problems)?;
+            if key.expose().len() != 32 {
+                // Say the length only: the key is a secret.
+                let found = key.expose().len();
+                self.problems.add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
+                return None;
+            }
+            Some(key)
+        });
+        let events_url = match table.get("events_url") {
+            None => Url::parse("https://events.pagerduty.com/v2/enqueue").ok(),
+            Some(v) => self.url(v, "pagerduty.events_url").map(|mut url| {
+                // url() adds a slash for joining; an endpoint is used as given.
+                let trimmed = url.path().trim_end_matches('/').to_string();
+                url.set_path(&trimmed);
+                url
+            }),
+        };
+        let severity = match table.get("severity") {
+            None => Some(Severity::Critical),
+            Some(v) => string(v, "pagerduty.severity", self.problems).and_then(|s| match s.as_str() {
+                "critical" => Some(Severity::Critical),
+                "error" => Some(Severity::Error),
+                "warning" => Some(Severity::Warning),
+                "info" => Some(Severity::Info),
+                other => {
+                    self.problems.add(
+                        "pagerduty.severity",
+                        format!("unknown severity {other:?} (expected critical, error, warning or info)"),
+                    );
+                    None
+                }
+            }),
+        };
+        let mut delays = [("retry_delay", Some(Duration::from_secs(2))), ("rate_limit_delay", Some(Duration::from_secs(60)))];
+        for (key, slot) in delays.iter_mut() {
+            if let Some(v) = table.get(key) {
+                *slot = duration(v, &join("pagerduty", key), self.problems);
+            }
+        }
+        table.finish(self.problems);
+        Some(PagerDutyConfig {
+            routing_key: routing_key?,
+            events_url: events_url?,
+            severity: severity?,
+            retry_delay: delays[0].1?,
+            rate_limit_delay: delays[1].1?,
         })
     }
 

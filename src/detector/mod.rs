@@ -1,0 +1,224 @@
+//! The detector: from probe outcomes (and, later, real-user signals) it keeps, per hub and incident kind,
+//! the users affected, and says when an incident opens, changes and recovers. Pure: no I/O, no clock reads;
+//! time is an argument.
+//!
+//! Rules (README, "Incidents"):
+//! - A user is *affected* in a capability when their latest attempt at it failed (a hub failure, not a
+//!   monitor fault; blocked attempts are not attempts) and that failure is within `window`.
+//! - `hub_access` is the union of users affected in login, server and kernel; `dask_gateway` stands alone.
+//! - An incident opens when at least `min_affected_users` distinct users are affected. Fewer is a support
+//!   ticket: visible, never paged.
+//! - While open, a change of the affected users or of the failing capabilities is an update; it is
+//!   *material* when a user or a capability is added.
+//! - It recovers when nobody is affected any more and every probe user's last `recovery_successes` attempts
+//!   at each capability of the kind succeeded (a failure older than the window no longer holds it open).
+//!   A capability that alternates fail/ok never has two successes in a row, so it stays one incident.
+
+use crate::probe::{Capability, ProbeOutcome, ProbeResult, Stage};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    HubAccess,
+    DaskGateway,
+}
+
+impl IncidentKind {
+    pub const ALL: [IncidentKind; 2] = [IncidentKind::HubAccess, IncidentKind::DaskGateway];
+
+    pub fn of(capability: Capability) -> IncidentKind {
+        match capability {
+            Capability::Login | Capability::Server | Capability::Kernel => IncidentKind::HubAccess,
+            Capability::DaskGateway => IncidentKind::DaskGateway,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::HubAccess => "hub_access",
+            IncidentKind::DaskGateway => "dask_gateway",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IncidentKind> {
+        IncidentKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DetectorSettings {
+    pub min_affected_users: usize,
+    pub window: Duration,
+    pub recovery_successes: u32,
+}
+
+/// Why one user is affected in one capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserFailure {
+    pub stage: Stage,
+    pub reason: String,
+    /// The first failure of the current run of failures.
+    pub since: SystemTime,
+    /// The latest failure.
+    pub last: SystemTime,
+}
+
+/// Who is affected, per capability, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Symptoms {
+    pub affected: BTreeMap<Capability, BTreeMap<String, UserFailure>>,
+}
+
+impl Symptoms {
+    pub fn users(&self) -> BTreeSet<&str> {
+        self.affected.values().flat_map(|users| users.keys().map(String::as_str)).collect()
+    }
+
+    pub fn capabilities(&self) -> BTreeSet<Capability> {
+        self.affected.iter().filter(|(_, users)| !users.is_empty()).map(|(c, _)| *c).collect()
+    }
+
+    /// The earliest failure among the affected: the best guess of when the impact started.
+    pub fn impact_start(&self) -> Option<SystemTime> {
+        self.affected.values().flat_map(|users| users.values().map(|f| f.since)).min()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.affected.values().all(BTreeMap::is_empty)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Opened { hub: String, kind: IncidentKind, symptoms: Symptoms, at: SystemTime },
+    Updated { hub: String, kind: IncidentKind, symptoms: Symptoms, material: bool, at: SystemTime },
+    Recovered { hub: String, kind: IncidentKind, at: SystemTime },
+}
+
+/// The latest attempts of one user at one capability.
+#[derive(Debug, Clone, Default)]
+struct Attempts {
+    /// The current run of failures, if the latest attempt failed.
+    failure: Option<UserFailure>,
+    /// Successes in a row since the last failure.
+    ok_streak: u32,
+}
+
+#[derive(Debug, Default)]
+struct KindState {
+    attempts: HashMap<(String, Capability), Attempts>,
+    /// The symptoms last reported, while an incident is open.
+    open: Option<Symptoms>,
+}
+
+/// Per hub and incident kind, who is affected; emits transitions.
+#[derive(Debug)]
+pub struct Detector {
+    settings: DetectorSettings,
+    state: HashMap<(String, IncidentKind), KindState>,
+}
+
+impl Detector {
+    pub fn new(settings: DetectorSettings) -> Self {
+        Detector { settings, state: HashMap::new() }
+    }
+
+    /// After a restart: an incident the store says is open stays open until the recovery rule is met.
+    pub fn resume(&mut self, hub: &str, kind: IncidentKind, symptoms: Symptoms) {
+        self.state.entry((hub.to_string(), kind)).or_default().open = Some(symptoms);
+    }
+
+    /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.
+    pub fn observe(&mut self, outcome: &ProbeOutcome, now: SystemTime) -> Vec<Transition> {
+        let kind = IncidentKind::of(outcome.capability);
+        let state = self.state.entry((outcome.hub.clone(), kind)).or_default();
+        let attempts = state.attempts.entry((outcome.user.clone(), outcome.capability)).or_default();
+        match &outcome.result {
+            ProbeResult::Ok => {
+                attempts.failure = None;
+                attempts.ok_streak = attempts.ok_streak.saturating_add(1);
+            }
+            failed if failed.is_user_affecting() => {
+                let ProbeResult::Failed(f) = failed else { unreachable!("is_user_affecting means Failed") };
+                let since = attempts.failure.as_ref().map_or(now, |previous| previous.since);
+                attempts.failure = Some(UserFailure { stage: f.stage, reason: f.reason.clone(), since, last: now });
+                attempts.ok_streak = 0;
+            }
+            // Blocked attempts were not tried, and monitor faults say nothing about users.
+            _ => return Vec::new(),
+        }
+        self.evaluate(&outcome.hub.clone(), kind, now).into_iter().collect()
+    }
+
+    /// Re-evaluates everything at `now`, so failures older than the window stop counting.
+    pub fn tick(&mut self, now: SystemTime) -> Vec<Transition> {
+        let keys: Vec<(String, IncidentKind)> = self.state.keys().cloned().collect();
+        keys.into_iter().filter_map(|(hub, kind)| self.evaluate(&hub, kind, now)).collect()
+    }
+
+    /// The users affected now, per capability (also below the threshold: a support ticket).
+    pub fn symptoms(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Symptoms {
+        self.state.get(&(hub.to_string(), kind)).map(|s| self.current(s, now)).unwrap_or_default()
+    }
+
+    pub fn is_open(&self, hub: &str, kind: IncidentKind) -> bool {
+        self.state.get(&(hub.to_string(), kind)).is_some_and(|s| s.open.is_some())
+    }
+
+    fn current(&self, state: &KindState, now: SystemTime) -> Symptoms {
+        let mut symptoms = Symptoms::default();
+        for ((user, capability), attempts) in &state.attempts {
+            if let Some(failure) = &attempts.failure
+                && self.within_window(failure.last, now)
+            {
+                symptoms.affected.entry(*capability).or_default().insert(user.clone(), failure.clone());
+            }
+        }
+        symptoms
+    }
+
+    fn within_window(&self, at: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(at).map_or(true, |age| age <= self.settings.window)
+    }
+
+    fn recovered(&self, state: &KindState, current: &Symptoms, now: SystemTime) -> bool {
+        current.is_empty()
+            && state.attempts.values().all(|a| match &a.failure {
+                Some(failure) => !self.within_window(failure.last, now),
+                None => a.ok_streak >= self.settings.recovery_successes,
+            })
+    }
+
+    fn evaluate(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
+        let state = self.state.get(&(hub.to_string(), kind))?;
+        let current = self.current(state, now);
+        let hub = hub.to_string();
+        match &state.open {
+            None if current.users().len() >= self.settings.min_affected_users => {
+                self.state.get_mut(&(hub.clone(), kind))?.open = Some(current.clone());
+                Some(Transition::Opened { hub, kind, symptoms: current, at: now })
+            }
+            None => None,
+            Some(_) if self.recovered(state, &current, now) => {
+                self.state.get_mut(&(hub.clone(), kind))?.open = None;
+                Some(Transition::Recovered { hub, kind, at: now })
+            }
+            Some(reported) => {
+                let same_people = reported.users() == current.users() && reported.capabilities() == current.capabilities();
+                if same_people || current.is_empty() {
+                    return None;
+                }
+                let material = !current.users().is_subset(&reported.users())
+                    || !current.capabilities().is_subset(&reported.capabilities());
+                self.state.get_mut(&(hub.clone(), kind))?.open = Some(current.clone());
+                Some(Transition::Updated { hub, kind, symptoms: current, material, at: now })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

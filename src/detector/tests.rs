@@ -1,0 +1,178 @@
+use super::*;
+use crate::probe::{FailureCause, StepFailure};
+use proptest::prelude::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn settings() -> DetectorSettings {
+    DetectorSettings { min_affected_users: 2, window: 15 * MIN, recovery_successes: 2 }
+}
+
+fn t(minutes: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + MIN * minutes as u32
+}
+
+fn outcome(user: &str, capability: Capability, result: ProbeResult) -> ProbeOutcome {
+    ProbeOutcome {
+        hub: "temple".into(),
+        user: user.into(),
+        capability,
+        started_at: t(0),
+        duration: Duration::ZERO,
+        result,
+        stages: vec![],
+    }
+}
+
+fn failed(reason: &str) -> ProbeResult {
+    ProbeResult::Failed(StepFailure::hub(Stage::Progress, reason))
+}
+
+fn opened(transitions: &[Transition]) -> usize {
+    transitions.iter().filter(|t| matches!(t, Transition::Opened { .. })).count()
+}
+
+#[test]
+fn one_user_is_a_support_ticket_two_open_an_incident() {
+    let mut d = Detector::new(settings());
+    assert!(d.observe(&outcome("a", Capability::Server, failed("quota")), t(1)).is_empty());
+    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users().len(), 1, "visible as a support ticket");
+    let transitions = d.observe(&outcome("b", Capability::Kernel, failed("dead")), t(2));
+    let [Transition::Opened { kind, symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
+    assert_eq!(*kind, IncidentKind::HubAccess);
+    assert_eq!(symptoms.users(), BTreeSet::from(["a", "b"]), "the union of login, server and kernel");
+    assert_eq!(symptoms.impact_start(), Some(t(1)), "the earliest failure among the affected");
+    assert_eq!(symptoms.affected[&Capability::Server]["a"].reason, "quota");
+}
+
+#[test]
+fn dask_gateway_is_its_own_kind() {
+    let mut d = Detector::new(settings());
+    d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
+    assert!(d.observe(&outcome("b", Capability::DaskGateway, failed("FAILED")), t(1)).is_empty());
+    let transitions = d.observe(&outcome("c", Capability::DaskGateway, failed("FAILED")), t(2));
+    assert!(matches!(transitions.as_slice(), [Transition::Opened { kind: IncidentKind::DaskGateway, .. }]));
+    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+}
+
+#[test]
+fn blocked_and_monitor_faults_never_count() {
+    let mut d = Detector::new(settings());
+    let monitor = ProbeResult::Failed(StepFailure { cause: FailureCause::Monitor, ..StepFailure::hub(Stage::MintToken, "revoked") });
+    for user in ["a", "b", "c"] {
+        assert!(d.observe(&outcome(user, Capability::Login, monitor.clone()), t(1)).is_empty());
+        assert!(d.observe(&outcome(user, Capability::Server, ProbeResult::Blocked { by: Capability::Login }), t(1)).is_empty());
+    }
+    assert!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users().is_empty());
+}
+
+#[test]
+fn failures_older_than_the_window_stop_counting() {
+    let mut d = Detector::new(settings());
+    d.observe(&outcome("a", Capability::Login, failed("x")), t(0));
+    assert!(d.observe(&outcome("b", Capability::Login, failed("x")), t(16)).is_empty(), "a's failure expired");
+    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(16)).users(), BTreeSet::from(["b"]));
+}
+
+#[test]
+fn updates_are_material_only_when_users_or_symptoms_are_added() {
+    let mut d = Detector::new(settings());
+    d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
+    d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
+    let more = d.observe(&outcome("c", Capability::Server, failed("x")), t(2));
+    assert!(matches!(more.as_slice(), [Transition::Updated { material: true, .. }]), "{more:?}");
+    let new_symptom = d.observe(&outcome("a", Capability::Kernel, failed("y")), t(3));
+    assert!(matches!(new_symptom.as_slice(), [Transition::Updated { material: true, .. }]), "{new_symptom:?}");
+    let fewer = d.observe(&outcome("c", Capability::Server, ProbeResult::Ok), t(4));
+    assert!(matches!(fewer.as_slice(), [Transition::Updated { material: false, .. }]), "{fewer:?}");
+    assert!(d.observe(&outcome("a", Capability::Server, failed("again")), t(5)).is_empty(), "same people, same symptoms");
+}
+
+#[test]
+fn recovery_needs_two_successes_in_a_row_from_everyone() {
+    let mut d = Detector::new(settings());
+    d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
+    d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
+    d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(2));
+    d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(2));
+    assert!(d.is_open("temple", IncidentKind::HubAccess), "one success each is not yet recovery");
+    d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(3));
+    let transitions = d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(3));
+    assert!(matches!(transitions.as_slice(), [Transition::Recovered { at, .. }] if *at == t(3)), "{transitions:?}");
+}
+
+#[test]
+fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
+    let mut d = Detector::new(settings());
+    d.resume("temple", IncidentKind::HubAccess, Symptoms::default());
+    d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
+    let transitions = d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
+    assert!(matches!(transitions.as_slice(), [Transition::Updated { .. }]), "{transitions:?}");
+    for minute in [2, 3] {
+        d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
+        d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
+    }
+    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+}
+
+#[test]
+fn expiry_by_tick_recovers_when_failures_age_out() {
+    let mut d = Detector::new(settings());
+    d.observe(&outcome("a", Capability::Login, failed("x")), t(0));
+    d.observe(&outcome("b", Capability::Login, failed("x")), t(0));
+    assert!(d.tick(t(10)).is_empty());
+    let transitions = d.tick(t(16));
+    assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
+}
+
+const USERS: [&str; 4] = ["u1", "u2", "u3", "u4"];
+const CAPABILITIES: [Capability; 3] = [Capability::Login, Capability::Server, Capability::Kernel];
+
+fn any_event() -> impl Strategy<Value = (usize, usize, bool, u64)> {
+    (0..USERS.len(), 0..CAPABILITIES.len(), any::<bool>(), 0u64..5)
+}
+
+proptest! {
+    /// Whatever the sequence: an incident opens only with N distinct affected users, never twice at once
+    /// for the same hub and kind, and whenever N distinct users fail within the window one is open.
+    #[test]
+    fn incidents_follow_the_threshold(events in proptest::collection::vec(any_event(), 1..120)) {
+        let mut d = Detector::new(settings());
+        let mut now = t(0);
+        let mut open = false;
+        for (user, capability, ok, advance) in events {
+            now += MIN * advance as u32;
+            let result = if ok { ProbeResult::Ok } else { failed("x") };
+            for transition in d.observe(&outcome(USERS[user], CAPABILITIES[capability], result), now) {
+                match transition {
+                    Transition::Opened { symptoms, .. } => {
+                        prop_assert!(!open, "opened twice at once");
+                        prop_assert!(symptoms.users().len() >= 2, "opened with {:?}", symptoms.users());
+                        open = true;
+                    }
+                    Transition::Recovered { .. } => { prop_assert!(open); open = false; }
+                    Transition::Updated { .. } => prop_assert!(open),
+                }
+            }
+            let affected = d.symptoms("temple", IncidentKind::HubAccess, now).users().len();
+            if affected >= 2 {
+                prop_assert!(open && d.is_open("temple", IncidentKind::HubAccess), "{} affected and no incident", affected);
+            }
+        }
+    }
+
+    /// A capability that alternates fail/ok every round pages at most once.
+    #[test]
+    fn flapping_pages_at_most_once(rounds in 2usize..60, minutes_per_round in 1u64..10) {
+        let mut d = Detector::new(settings());
+        let mut opens = 0;
+        for round in 0..rounds {
+            let now = t(round as u64 * minutes_per_round);
+            let result = if round % 2 == 0 { failed("flap") } else { ProbeResult::Ok };
+            for user in ["u1", "u2"] {
+                opens += opened(&d.observe(&outcome(user, Capability::Server, result.clone()), now));
+            }
+        }
+        prop_assert!(opens <= 1, "opened {} times", opens);
+    }
+}

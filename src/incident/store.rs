@@ -1,0 +1,347 @@
+//! The state that must survive restarts (also `kill -9`): incidents, their timelines, and the outbox of
+//! PagerDuty events, in one SQLite file. Every change that pages is one transaction with its outbox entry,
+//! so an incident is never open without its trigger queued, nor recovered without its resolve queued.
+//! Event bodies are stored without the routing key (a secret); it is added at send time.
+
+use crate::detector::{IncidentKind, Symptoms};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database holds symptoms that cannot be read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub key: String,
+    pub hub: String,
+    pub kind: IncidentKind,
+    pub open: bool,
+    pub impact_start: SystemTime,
+    pub opened_at: SystemTime,
+    pub recovered_at: Option<SystemTime>,
+    pub symptoms: Symptoms,
+    pub last_trigger_at: Option<SystemTime>,
+    /// A material change is waiting for the update interval before it is sent.
+    pub pending_update: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    Trigger,
+    Resolve,
+}
+
+impl EventAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Trigger => "trigger",
+            EventAction::Resolve => "resolve",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: i64,
+    pub key: String,
+    pub action: EventAction,
+    pub body: serde_json::Value,
+    pub attempts: u32,
+    pub created_at: SystemTime,
+}
+
+/// A new PagerDuty event to queue with a change.
+pub struct NewEvent {
+    pub action: EventAction,
+    pub body: serde_json::Value,
+}
+
+pub struct Store {
+    // SQLite calls take microseconds to a few milliseconds (an fsync per commit); incidents are rare and the
+    // outbox is polled, so they are made inline under a mutex rather than on a blocking pool.
+    conn: Mutex<Connection>,
+}
+
+pub fn millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS incidents (
+    key TEXT PRIMARY KEY,
+    hub TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    open INTEGER NOT NULL,
+    impact_start INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    recovered_at INTEGER,
+    symptoms TEXT NOT NULL,
+    last_trigger_at INTEGER,
+    pending_update INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
+CREATE TABLE IF NOT EXISTS timeline (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL REFERENCES incidents(key),
+    at INTEGER NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    done_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, key, id);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open = || -> Result<Connection, rusqlite::Error> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // Every commit reaches the disk before it returns: a page queued is a page kept.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a new open incident with its first timeline entry and its trigger, atomically.
+    pub fn open_incident(&self, record: &IncidentRecord, entry: &str, trigger: NewEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, last_trigger_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?5)",
+            params![
+                record.key,
+                record.hub,
+                record.kind.as_str(),
+                millis(record.impact_start),
+                millis(record.opened_at),
+                serde_json::to_string(&record.symptoms)?
+            ],
+        )?;
+        insert_timeline(&tx, &record.key, record.opened_at, entry)?;
+        insert_event(&tx, &record.key, record.opened_at, &trigger)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records new symptoms; queues `trigger` (a follow-up) if given, else marks the update pending when
+    /// `pending` (a material change held back by the update interval).
+    pub fn update_incident(
+        &self,
+        key: &str,
+        symptoms: &Symptoms,
+        at: SystemTime,
+        entry: &str,
+        trigger: Option<NewEvent>,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let impact_start = symptoms.impact_start().map(millis);
+        tx.execute(
+            "UPDATE incidents SET symptoms = ?2, impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
+            params![key, serde_json::to_string(symptoms)?, impact_start],
+        )?;
+        insert_timeline(&tx, key, at, entry)?;
+        match trigger {
+            Some(event) => {
+                insert_event(&tx, key, at, &event)?;
+                tx.execute("UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+            }
+            None if pending => {
+                tx.execute("UPDATE incidents SET pending_update = 1 WHERE key = ?1", params![key])?;
+            }
+            None => {}
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Queues a held-back follow-up trigger.
+    pub fn send_pending_update(&self, key: &str, at: SystemTime, trigger: NewEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_event(&tx, key, at, &trigger)?;
+        tx.execute("UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks the incident recovered and queues its resolve, atomically.
+    pub fn recover_incident(&self, key: &str, at: SystemTime, entry: &str, resolve: NewEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+        insert_timeline(&tx, key, at, entry)?;
+        insert_event(&tx, key, at, &resolve)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn add_timeline(&self, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
+        insert_timeline(&self.conn(), key, at, entry)
+    }
+
+    pub fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("WHERE open = 1", [])
+    }
+
+    pub fn all_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("", [])
+    }
+
+    pub fn incident(&self, key: &str) -> Result<Option<IncidentRecord>, StoreError> {
+        Ok(self.incidents("WHERE key = ?1", [key])?.into_iter().next())
+    }
+
+    fn incidents<P: rusqlite::Params>(&self, filter: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update
+             FROM incidents {filter} ORDER BY opened_at"
+        ))?;
+        let rows = statement.query_map(parameters, |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, bool>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, Option<i64>>(6)?,
+                row.get::<_, String>(7)?,
+                row.get::<_, Option<i64>>(8)?,
+                row.get::<_, bool>(9)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending) = row?;
+            let Some(kind) = IncidentKind::parse(&kind) else { continue };
+            out.push(IncidentRecord {
+                key,
+                hub,
+                kind,
+                open,
+                impact_start: from_millis(impact_start),
+                opened_at: from_millis(opened_at),
+                recovered_at: recovered_at.map(from_millis),
+                symptoms: serde_json::from_str(&symptoms)?,
+                last_trigger_at: last_trigger_at.map(from_millis),
+                pending_update: pending,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn timeline(&self, key: &str) -> Result<Vec<(SystemTime, String)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare("SELECT at, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
+        let rows = statement.query_map([key], |row| Ok((from_millis(row.get(0)?), row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events due now, at most one per incident: the oldest unsent one, so an incident's events go out in
+    /// order (never a resolve before its trigger).
+    pub fn due_events(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT id, key, action, body, attempts, created_at FROM outbox
+             WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key) AND next_attempt_at <= ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![millis(now), limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?, row.get::<_, u32>(4)?, row.get::<_, i64>(5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, key, action, body, attempts, created_at) = row?;
+            let action = if action == "resolve" { EventAction::Resolve } else { EventAction::Trigger };
+            out.push(OutboxEvent { id, key, action, body: serde_json::from_str(&body)?, attempts, created_at: from_millis(created_at) });
+        }
+        Ok(out)
+    }
+
+    /// When the next pending event is due (the worker sleeps until then).
+    pub fn next_due_at(&self) -> Result<Option<SystemTime>, StoreError> {
+        let conn = self.conn();
+        let at: Option<i64> = conn
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key)",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(at.map(from_millis))
+    }
+
+    /// `state`: `sent`, `rejected` (a 400: never retried) or `dry_run`.
+    pub fn finish_event(&self, id: i64, state: &str, at: SystemTime, error: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET state = ?2, done_at = ?3, last_error = ?4, attempts = attempts + 1 WHERE id = ?1",
+            params![id, state, millis(at), error],
+        )?;
+        Ok(())
+    }
+
+    pub fn retry_event(&self, id: i64, next_attempt_at: SystemTime, error: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, millis(next_attempt_at), error],
+        )?;
+        Ok(())
+    }
+
+    /// How many events are unsent, and when the oldest was queued.
+    pub fn unsent(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
+        let conn = self.conn();
+        let (count, oldest): (i64, Option<i64>) =
+            conn.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'", [], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok((count as u64, oldest.map(from_millis)))
+    }
+}
+
+fn insert_timeline(conn: &Connection, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
+    conn.execute("INSERT INTO timeline (key, at, entry) VALUES (?1, ?2, ?3)", params![key, millis(at), entry])?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![key, event.action.as_str(), event.body.to_string(), millis(at)],
+    )?;
+    Ok(())
+}

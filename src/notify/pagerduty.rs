@@ -1,0 +1,307 @@
+//! PagerDuty Events API v2: the events hubwatch sends, built as plain JSON from an incident (pure, tested
+//! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 is an invalid event (never
+//! retried); 429 is rate limiting (back off for minutes); 5xx and network errors are retried.
+
+use crate::detector::{IncidentKind, Symptoms};
+use crate::probe::Capability;
+use crate::probe::http::truncate;
+use serde_json::{Value, json};
+use std::time::SystemTime;
+use url::Url;
+
+/// PagerDuty refuses events larger than this.
+pub const EVENT_LIMIT: usize = 512 * 1024;
+const SUMMARY_LIMIT: usize = 1024;
+/// Last errors listed in an event, newest first.
+const ERRORS_LISTED: usize = 20;
+
+/// What an event says about one incident.
+pub struct EventContext<'a> {
+    pub key: &'a str,
+    pub hub: &'a str,
+    pub hub_url: &'a Url,
+    pub kind: IncidentKind,
+    pub symptoms: &'a Symptoms,
+    pub impact_start: SystemTime,
+    pub threshold: usize,
+    pub window: std::time::Duration,
+    pub severity: &'a str,
+    /// hubwatch's page for the incident.
+    pub incident_url: Url,
+    /// Kubernetes evidence, when collected.
+    pub diagnostics: Option<&'a str>,
+}
+
+/// "temple: 3 users cannot start their servers or execute code".
+pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
+    let users = symptoms.users().len();
+    let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
+    let what = match kind {
+        IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
+        IncidentKind::HubAccess => {
+            let phrases: Vec<&str> = symptoms
+                .capabilities()
+                .into_iter()
+                .map(|c| match c {
+                    Capability::Login => "log in",
+                    Capability::Server => "start their servers",
+                    Capability::Kernel => "execute code",
+                    Capability::DaskGateway => "use Dask Gateway",
+                })
+                .collect();
+            match phrases.as_slice() {
+                [] => "use the hub".to_string(),
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+            }
+        }
+    };
+    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.
+pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
+    let affected: serde_json::Map<String, Value> = context
+        .symptoms
+        .affected
+        .iter()
+        .filter(|(_, users)| !users.is_empty())
+        .map(|(capability, users)| (capability.as_str().to_string(), json!(users.keys().collect::<Vec<_>>())))
+        .collect();
+    let mut errors: Vec<(SystemTime, Value)> = context
+        .symptoms
+        .affected
+        .iter()
+        .flat_map(|(capability, users)| {
+            users.iter().map(move |(user, f)| {
+                (f.last, json!({"capability": capability, "user": user, "stage": f.stage, "reason": f.reason, "since": rfc3339(f.since), "at": rfc3339(f.last)}))
+            })
+        })
+        .collect();
+    errors.sort_by(|a, b| b.0.cmp(&a.0));
+    let last_errors: Vec<Value> = errors.into_iter().take(ERRORS_LISTED).map(|(_, e)| e).collect();
+    let source = context.hub_url.host_str().unwrap_or(context.hub).to_string();
+    let event = json!({
+        "event_action": "trigger",
+        "dedup_key": context.key,
+        "payload": {
+            "summary": summary(context.hub, context.kind, context.symptoms),
+            "source": source,
+            "severity": context.severity,
+            "timestamp": rfc3339(now),
+            "component": "jupyterhub",
+            "group": context.hub,
+            "class": context.kind.as_str(),
+            "custom_details": {
+                "hub": context.hub,
+                "incident": context.key,
+                "kind": context.kind.as_str(),
+                "affected_users": affected,
+                "affected_user_count": context.symptoms.users().len(),
+                "threshold": context.threshold,
+                "window": humantime::format_duration(context.window).to_string(),
+                "impact_start": rfc3339(context.impact_start),
+                "last_errors": last_errors,
+                "diagnostics": context.diagnostics.unwrap_or("not collected: Kubernetes awareness is not configured"),
+            },
+        },
+        "links": [
+            {"href": context.hub_url.as_str(), "text": format!("{} (the hub)", context.hub)},
+            {"href": context.incident_url.as_str(), "text": "hubwatch: this incident"},
+        ],
+        "client": "hubwatch",
+        "client_url": context.incident_url.as_str(),
+    });
+    fit(event)
+}
+
+pub fn resolve(key: &str) -> Value {
+    json!({"event_action": "resolve", "dedup_key": key})
+}
+
+/// The event with its routing key, within PagerDuty's size limit: diagnostics and error reasons are cut
+/// first; the event itself is never dropped.
+pub fn with_routing_key(event: &Value, routing_key: &str) -> Value {
+    let mut event = event.clone();
+    event["routing_key"] = json!(routing_key);
+    event
+}
+
+fn fit(mut event: Value) -> Value {
+    // Room for the routing key and slack for serialisation differences.
+    let limit = EVENT_LIMIT - 256;
+    let size = |e: &Value| e.to_string().len();
+    if size(&event) <= limit {
+        return event;
+    }
+    let diagnostics = event["payload"]["custom_details"]["diagnostics"].as_str().map(str::to_string);
+    if let Some(diagnostics) = diagnostics {
+        let over = size(&event).saturating_sub(limit);
+        let keep = diagnostics.len().saturating_sub(over + 64);
+        let cut = format!("{}\n[diagnostics truncated to fit PagerDuty's 512 KB limit; see hubwatch's page]", truncate(&diagnostics, keep));
+        event["payload"]["custom_details"]["diagnostics"] = json!(cut);
+    }
+    if size(&event) > limit
+        && let Some(errors) = event["payload"]["custom_details"]["last_errors"].as_array_mut()
+    {
+        for error in errors.iter_mut() {
+            if let Some(reason) = error["reason"].as_str() {
+                error["reason"] = json!(truncate(reason, 200));
+            }
+        }
+    }
+    if size(&event) > limit {
+        event["payload"]["custom_details"]["affected_users"] = json!("too many to list; see hubwatch's page");
+    }
+    event
+}
+
+/// How PagerDuty's answer is to be taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Accepted,
+    /// 400: the event is invalid; retrying cannot help.
+    Rejected(String),
+    /// 429: back off for minutes.
+    RateLimited,
+    /// 5xx or a network error: retry with backoff.
+    Failed(String),
+}
+
+pub fn classify(status: u16, body: &[u8]) -> Answer {
+    let message = || {
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .map(|v| {
+                let message = v["message"].as_str().unwrap_or("").to_string();
+                let errors = v["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
+                match errors {
+                    Some(errors) if !errors.is_empty() => format!("{message}: {errors}"),
+                    _ => message,
+                }
+            })
+            .unwrap_or_default()
+    };
+    match status {
+        202 => Answer::Accepted,
+        400 => Answer::Rejected(truncate(&format!("HTTP 400 {}", message()), 500)),
+        429 => Answer::RateLimited,
+        s => Answer::Failed(truncate(&format!("HTTP {s} {}", message()).trim().to_string(), 300)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::UserFailure;
+    use crate::probe::Stage;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + seconds)
+    }
+
+    fn symptoms() -> Symptoms {
+        let failure = |reason: &str, s| UserFailure { stage: Stage::Progress, reason: reason.into(), since: at(s), last: at(s + 60) };
+        let mut affected = BTreeMap::new();
+        affected.insert(Capability::Server, BTreeMap::from([("probe-1".to_string(), failure("Spawn failed: quota", 0)), ("probe-2".to_string(), failure("Spawn failed: quota", 5))]));
+        affected.insert(Capability::Kernel, BTreeMap::from([("ana".to_string(), failure("the kernel died", 10))]));
+        Symptoms { affected }
+    }
+
+    fn context<'a>(symptoms: &'a Symptoms, url: &'a Url, diagnostics: Option<&'a str>) -> EventContext<'a> {
+        EventContext {
+            key: "temple-hub_access-1795000000",
+            hub: "temple",
+            hub_url: url,
+            kind: IncidentKind::HubAccess,
+            symptoms,
+            impact_start: at(0),
+            threshold: 2,
+            window: Duration::from_secs(900),
+            severity: "critical",
+            incident_url: Url::parse("https://hubwatch.example.org/incidents/temple-hub_access-1795000000").unwrap(),
+            diagnostics,
+        }
+    }
+
+    #[test]
+    fn summaries_say_who_and_what() {
+        let s = symptoms();
+        assert_eq!(summary("temple", IncidentKind::HubAccess, &s), "temple: 3 users cannot start their servers or execute code");
+        assert_eq!(summary("temple", IncidentKind::DaskGateway, &s), "temple: 3 users cannot create or use Dask Gateway clusters");
+    }
+
+    #[test]
+    fn the_trigger_is_exactly_this() {
+        let s = symptoms();
+        let url = Url::parse("https://temple.example.org/").unwrap();
+        let event = trigger(&context(&s, &url, None), at(120));
+        let expected = json!({
+            "event_action": "trigger",
+            "dedup_key": "temple-hub_access-1795000000",
+            "payload": {
+                "summary": "temple: 3 users cannot start their servers or execute code",
+                "source": "temple.example.org",
+                "severity": "critical",
+                "timestamp": "2026-11-18T11:08:40Z",
+                "component": "jupyterhub",
+                "group": "temple",
+                "class": "hub_access",
+                "custom_details": {
+                    "hub": "temple",
+                    "incident": "temple-hub_access-1795000000",
+                    "kind": "hub_access",
+                    "affected_users": {"server": ["probe-1", "probe-2"], "kernel": ["ana"]},
+                    "affected_user_count": 3,
+                    "threshold": 2,
+                    "window": "15m",
+                    "impact_start": "2026-11-18T11:06:40Z",
+                    "last_errors": [
+                        {"capability": "kernel", "user": "ana", "stage": "progress", "reason": "the kernel died", "since": "2026-11-18T11:06:50Z", "at": "2026-11-18T11:07:50Z"},
+                        {"capability": "server", "user": "probe-2", "stage": "progress", "reason": "Spawn failed: quota", "since": "2026-11-18T11:06:45Z", "at": "2026-11-18T11:07:45Z"},
+                        {"capability": "server", "user": "probe-1", "stage": "progress", "reason": "Spawn failed: quota", "since": "2026-11-18T11:06:40Z", "at": "2026-11-18T11:07:40Z"},
+                    ],
+                    "diagnostics": "not collected: Kubernetes awareness is not configured",
+                },
+            },
+            "links": [
+                {"href": "https://temple.example.org/", "text": "temple (the hub)"},
+                {"href": "https://hubwatch.example.org/incidents/temple-hub_access-1795000000", "text": "hubwatch: this incident"},
+            ],
+            "client": "hubwatch",
+            "client_url": "https://hubwatch.example.org/incidents/temple-hub_access-1795000000",
+        });
+        assert_eq!(event, expected);
+        assert_eq!(resolve("k"), json!({"event_action": "resolve", "dedup_key": "k"}));
+        let sent = with_routing_key(&event, "0123456789abcdef0123456789abcdef");
+        assert_eq!(sent["routing_key"], "0123456789abcdef0123456789abcdef");
+        assert!(event.get("routing_key").is_none(), "the stored body never holds the routing key");
+    }
+
+    #[test]
+    fn huge_diagnostics_are_truncated_never_the_event() {
+        let s = symptoms();
+        let url = Url::parse("https://temple.example.org/").unwrap();
+        let diagnostics = "kubectl get events\n".repeat(60_000);
+        let event = with_routing_key(&trigger(&context(&s, &url, Some(&diagnostics)), at(0)), "0123456789abcdef0123456789abcdef");
+        let size = event.to_string().len();
+        assert!(size <= EVENT_LIMIT, "{size}");
+        let kept = event["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
+        assert!(kept.ends_with("see hubwatch's page]") && kept.len() > 400_000, "{}", kept.len());
+        assert_eq!(event["payload"]["summary"], "temple: 3 users cannot start their servers or execute code");
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        assert_eq!(classify(202, b"{}"), Answer::Accepted);
+        assert_eq!(classify(400, br#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is missing"]}"#), Answer::Rejected("HTTP 400 Event object is invalid: 'routing_key' is missing".into()));
+        assert_eq!(classify(429, b""), Answer::RateLimited);
+        assert_eq!(classify(503, b""), Answer::Failed("HTTP 503".into()));
+    }
+}
