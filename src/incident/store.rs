@@ -340,7 +340,8 @@ fn insert_timeline(conn: &Connection, key: &str, at: SystemTime, entry: &str) ->
 
 fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        // Due at once (next_attempt_at 0); only a failed attempt schedules a later one.
+        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 0)",
         params![key, event.action.as_str(), event.body.to_string(), millis(at)],
     )?;
     Ok(())

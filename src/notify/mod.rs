@@ -27,11 +27,18 @@ pub struct Notifier {
     pagerduty: Option<PagerDutyConfig>,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    send_timeout: Duration,
 }
 
 impl Notifier {
     pub fn new(store: Arc<Store>, http: HttpClient, pagerduty: Option<PagerDutyConfig>, metrics: Arc<Metrics>, wake: Arc<Notify>) -> Self {
-        Notifier { store, http, pagerduty, metrics, wake }
+        Notifier { store, http, pagerduty, metrics, wake, send_timeout: SEND_TIMEOUT }
+    }
+
+    /// How long one delivery may take (default 30 s).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
     }
 
     /// Delivers until `shutdown`; then makes one last pass (what is still unsent stays queued for the next start).
@@ -93,7 +100,7 @@ impl Notifier {
         };
         let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
         let request = self.http.reqwest().post(pagerduty.events_url.clone()).json(&body);
-        let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.send_timeout;
         let answer = match self.http.send(request, deadline).await {
             Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
             Err(e) => Answer::Failed(e.to_string()),

@@ -1,2 +1,3 @@
 pub mod lab;
+pub mod pagerduty;
 pub mod stub_hub;

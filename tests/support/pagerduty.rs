@@ -1,0 +1,196 @@
+//! A local PagerDuty Events API v2 that answers as the documented one does: it validates every event
+//! (required fields, enums, lengths, the 512 KB limit), answers 202 with the dedup key, keeps alerts open
+//! per routing key and dedup key, and can be told to answer 400, 429 or 500, or to hang.
+
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Status(u16),
+    Hang,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    /// Answers to give before answering normally again, one per request.
+    pub faults: VecDeque<Fault>,
+    /// A fault to give to every request until cleared.
+    pub outage: Option<Fault>,
+    /// Every valid event accepted (202), in order.
+    pub accepted: Vec<Value>,
+    /// Every request, valid or not, with the status it got.
+    pub requests: Vec<(u16, Value)>,
+    pub open_alerts: HashSet<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+pub struct PagerDuty {
+    pub inner: Arc<Mutex<Inner>>,
+}
+
+pub const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+impl PagerDuty {
+    /// Serves `POST /v2/enqueue` on a random loopback port; returns the events URL.
+    pub async fn start(self) -> String {
+        let app = Router::new().route("/v2/enqueue", post(enqueue)).with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/v2/enqueue")
+    }
+
+    pub fn accepted(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().accepted.clone()
+    }
+
+    pub fn accepted_actions(&self) -> Vec<String> {
+        self.accepted().iter().map(|e| e["event_action"].as_str().unwrap().to_string()).collect()
+    }
+
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.inner.lock().unwrap().outage = fault;
+    }
+
+    pub fn queue_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.inner.lock().unwrap().requests.len()
+    }
+}
+
+/// The schema check: the reasons an event is invalid, as PagerDuty lists them in `errors`.
+pub fn validate(event: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(object) = event.as_object() else { return vec!["the event is not a JSON object".into()] };
+    const TOP: [&str; 8] = ["routing_key", "event_action", "dedup_key", "payload", "images", "links", "client", "client_url"];
+    for key in object.keys() {
+        if !TOP.contains(&key.as_str()) {
+            errors.push(format!("'{key}' is not a known field"));
+        }
+    }
+    match event["routing_key"].as_str() {
+        Some(k) if k.len() == 32 => {}
+        Some(_) => errors.push("'routing_key' must be 32 characters".into()),
+        None => errors.push("'routing_key' is missing".into()),
+    }
+    let action = event["event_action"].as_str().unwrap_or("");
+    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+        errors.push("'event_action' must be trigger, acknowledge or resolve".into());
+    }
+    match &event["dedup_key"] {
+        Value::String(k) if k.len() > 255 => errors.push("'dedup_key' is longer than 255 characters".into()),
+        Value::String(k) if k.is_empty() => errors.push("'dedup_key' is empty".into()),
+        Value::String(_) => {}
+        Value::Null if action == "trigger" => {}
+        Value::Null => errors.push("'dedup_key' is required for acknowledge and resolve".into()),
+        _ => errors.push("'dedup_key' must be a string".into()),
+    }
+    if action == "trigger" {
+        let payload = &event["payload"];
+        if !payload.is_object() {
+            errors.push("'payload' is required for trigger".into());
+        } else {
+            match payload["summary"].as_str() {
+                Some(s) if !s.is_empty() && s.chars().count() <= 1024 => {}
+                Some(_) => errors.push("'payload.summary' must be 1 to 1024 characters".into()),
+                None => errors.push("'payload.summary' is missing".into()),
+            }
+            if payload["source"].as_str().is_none_or(str::is_empty) {
+                errors.push("'payload.source' is missing".into());
+            }
+            if !["critical", "error", "warning", "info"].contains(&payload["severity"].as_str().unwrap_or("")) {
+                errors.push("'payload.severity' must be critical, error, warning or info".into());
+            }
+            if let Some(ts) = payload.get("timestamp")
+                && ts.as_str().is_none_or(|t| humantime::parse_rfc3339_weak(t).is_err())
+            {
+                errors.push("'payload.timestamp' must be ISO 8601".into());
+            }
+            for key in ["component", "group", "class"] {
+                if payload.get(key).is_some_and(|v| !v.is_string()) {
+                    errors.push(format!("'payload.{key}' must be a string"));
+                }
+            }
+            if payload.get("custom_details").is_some_and(|v| !v.is_object()) {
+                errors.push("'payload.custom_details' must be an object".into());
+            }
+        }
+        if let Some(links) = event.get("links") {
+            match links.as_array() {
+                Some(links) if links.iter().all(|l| l["href"].as_str().is_some_and(|h| !h.is_empty())) => {}
+                _ => errors.push("'links' must be objects with an 'href'".into()),
+            }
+        }
+        if let Some(images) = event.get("images")
+            && !images.as_array().is_some_and(|i| i.iter().all(|i| i["src"].as_str().is_some_and(|s| s.starts_with("https://"))))
+        {
+            errors.push("'images' must be objects with an https 'src'".into());
+        }
+    } else {
+        for key in ["payload", "links", "images", "client", "client_url"] {
+            if object.contains_key(key) {
+                errors.push(format!("'{key}' is only for trigger"));
+            }
+        }
+    }
+    errors
+}
+
+async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
+    let fault = {
+        let mut inner = pd.inner.lock().unwrap();
+        inner.faults.pop_front().or(inner.outage)
+    };
+    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = |status: u16, body: Value, event: Value| {
+        pd.inner.lock().unwrap().requests.push((status, event));
+        (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+    };
+    match fault {
+        Some(Fault::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        Some(Fault::Status(429)) => return answer(429, json!({"status": "throttle exceeded", "message": "Requests for this service are arriving too quickly."}), event),
+        Some(Fault::Status(status)) if status >= 500 => return answer(status, json!({}), event),
+        Some(Fault::Status(status)) => return answer(status, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["injected"]}), event),
+        None => {}
+    }
+    if body.len() > 512 * 1024 {
+        return answer(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["the event is larger than 512 KB"]}), event);
+    }
+    let errors = validate(&event);
+    if !errors.is_empty() {
+        return answer(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}), event);
+    }
+    let key = event["dedup_key"].as_str().map(str::to_string).unwrap_or_else(|| format!("generated-{}", body.len()));
+    {
+        let mut inner = pd.inner.lock().unwrap();
+        let alert = (event["routing_key"].as_str().unwrap().to_string(), key.clone());
+        match event["event_action"].as_str().unwrap() {
+            "trigger" => {
+                inner.open_alerts.insert(alert);
+            }
+            "resolve" => {
+                inner.open_alerts.remove(&alert);
+            }
+            _ => {}
+        }
+        inner.accepted.push(event.clone());
+    }
+    answer(202, json!({"status": "success", "message": "Event processed", "dedup_key": key}), event)
+}
