@@ -50,7 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         window: config.incidents.window,
         recovery_successes: config.incidents.recovery_successes,
     });
-    let resumed = manager.resume(&mut detector)?;
+    let resumed = manager.resume(&mut detector, SystemTime::now())?;
     if config.pagerduty.is_none() {
         tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
     }
@@ -158,7 +158,12 @@ async fn record(
                 let previous = last_affected.insert((hub.clone(), kind), users.len()).unwrap_or(0);
                 if !open && !users.is_empty() && users.len() != previous {
                     let users: Vec<&str> = users.into_iter().collect();
-                    tracing::info!(hub, kind = kind.as_str(), ?users, "support ticket: users affected, below the incident threshold");
+                    tracing::info!(
+                        hub,
+                        kind = kind.as_str(),
+                        ?users,
+                        "support ticket: users affected, below the incident threshold"
+                    );
                 }
             }
         }

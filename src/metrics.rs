@@ -83,18 +83,33 @@ impl Metrics {
         .expect("valid metric");
         let hubs = IntGaugeVec::new(Opts::new("hubwatch_probe_users", "Probe users configured per hub"), &["hub"])
             .expect("valid metric");
-        let by_kind = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["hub", "kind"]).expect("valid metric");
-        let affected_users = by_kind("hubwatch_affected_users", "Distinct users affected now (probe users and real users), by hub and incident kind");
+        let by_kind =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["hub", "kind"]).expect("valid metric");
+        let affected_users = by_kind(
+            "hubwatch_affected_users",
+            "Distinct users affected now (probe users and real users), by hub and incident kind",
+        );
         let incidents_open = by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind");
-        let support_tickets = by_kind("hubwatch_support_tickets", "1 while some users are affected but fewer than the incident threshold");
+        let support_tickets = by_kind(
+            "hubwatch_support_tickets",
+            "1 while some users are affected but fewer than the incident threshold",
+        );
         let pagerduty_events = IntCounterVec::new(
-            Opts::new("hubwatch_pagerduty_events_total", "PagerDuty event attempts by action and outcome (sent, rejected, rate_limited, failed, dry_run)"),
+            Opts::new(
+                "hubwatch_pagerduty_events_total",
+                "PagerDuty event attempts by action and outcome (sent, rejected, rate_limited, failed, dry_run)",
+            ),
             &["action", "outcome"],
         )
         .expect("valid metric");
-        let pagerduty_unsent = IntGauge::new("hubwatch_pagerduty_unsent_events", "PagerDuty events queued and not yet accepted").expect("valid metric");
-        let pagerduty_oldest_unsent_seconds =
-            prometheus::Gauge::new("hubwatch_pagerduty_oldest_unsent_seconds", "Age of the oldest PagerDuty event not yet accepted (0 when none)").expect("valid metric");
+        let pagerduty_unsent =
+            IntGauge::new("hubwatch_pagerduty_unsent_events", "PagerDuty events queued and not yet accepted")
+                .expect("valid metric");
+        let pagerduty_oldest_unsent_seconds = prometheus::Gauge::new(
+            "hubwatch_pagerduty_oldest_unsent_seconds",
+            "Age of the oldest PagerDuty event not yet accepted (0 when none)",
+        )
+        .expect("valid metric");
         let build_info =
             IntGaugeVec::new(Opts::new("hubwatch_build_info", "Always 1; the version in a label"), &["version"])
                 .expect("valid metric");

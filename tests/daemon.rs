@@ -5,38 +5,11 @@
 mod support;
 
 use serde_json::Value;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::daemon::{Daemon, free_port, get, metric, wait_for};
 use support::lab::Lab;
 
 const PORT: u16 = 18600;
-
-async fn get(url: &str, token: Option<&str>) -> (u16, String) {
-    let mut request = reqwest::Client::new().get(url);
-    if let Some(token) = token {
-        request = request.header("Authorization", token);
-    }
-    match request.send().await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
@@ -74,7 +47,7 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
         .unwrap();
     assert_eq!(created.status().as_u16(), 201);
 
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listen = free_port();
     let config_path = lab.dir.join("hubwatch.yaml");
     std::fs::write(
         &config_path,
@@ -85,19 +58,12 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     )
     .unwrap();
     let log_path = lab.dir.join("hubwatch.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args(["run", "--config", config_path.to_str().unwrap()])
-        .env("HUBWATCH_TOKEN", &token)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{listen}");
-
-    wait_for("/readyz", Duration::from_secs(60), async || get(&format!("{base}/readyz"), None).await.0 == 200).await;
+    let _ = std::fs::remove_file(&log_path);
+    let daemon = Daemon::start(&config_path, listen, &[("HUBWATCH_TOKEN", &token)], log_path);
+    let base = daemon.base.clone();
+    daemon.wait_ready().await;
     assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = daemon.log();
     assert!(log.contains("removed what an earlier run left behind") && log.contains("\"server\""), "{log}");
     assert!(log.contains("\"dask clusters\""), "{log}");
     let clusters =
@@ -134,16 +100,8 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
         false
     })
     .await;
-    let stopping = Instant::now();
-    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let status = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopping.elapsed() < Duration::from_secs(70), "the daemon did not exit within its grace period");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    let log_path = daemon.log.clone();
+    assert_eq!(daemon.stop(Duration::from_secs(70)).await, Some(0), "exit 0 within the grace period");
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("shutting down: letting running rounds clean up"), "{log}");
     assert!(!log.contains(&token), "the token must never be logged");

@@ -27,7 +27,9 @@ struct Setup {
 }
 
 fn config(events_url: Option<&str>, state: &Path) -> Config {
-    let pagerduty = events_url.map(|url| format!("pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: {url}}}\n")).unwrap_or_default();
+    let pagerduty = events_url
+        .map(|url| format!("pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: {url}}}\n"))
+        .unwrap_or_default();
     let yaml = format!(
         "state_path: {}\npublic_url: https://hubwatch.example.org\nincidents: {{update_interval: 10m}}\n{pagerduty}hubs:\n  - name: temple\n    url: https://temple.example.org\n    token: {{env: T}}\n    users: [probe-1, probe-2, probe-3]\n",
         state.display()
@@ -57,9 +59,10 @@ fn setup(events_url: Option<&str>, state: &Path) -> Setup {
         recovery_successes: config.incidents.recovery_successes,
     });
     let manager = IncidentManager::new(store.clone(), &config, wake.clone());
-    manager.resume(&mut detector).unwrap();
-    let notifier = Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake)
-        .with_send_timeout(Duration::from_millis(500));
+    manager.resume(&mut detector, SystemTime::now()).unwrap();
+    let notifier =
+        Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake)
+            .with_send_timeout(Duration::from_millis(500));
     Setup { config, store, detector, manager, notifier, metrics }
 }
 
@@ -70,7 +73,11 @@ fn outcome(user: &str, capability: Capability, ok: bool) -> ProbeOutcome {
         capability,
         started_at: SystemTime::now(),
         duration: Duration::from_secs(1),
-        result: if ok { ProbeResult::Ok } else { ProbeResult::Failed(StepFailure::hub(Stage::Progress, "Spawn failed: quota exceeded")) },
+        result: if ok {
+            ProbeResult::Ok
+        } else {
+            ProbeResult::Failed(StepFailure::hub(Stage::Progress, "Spawn failed: quota exceeded"))
+        },
         stages: vec![],
     }
 }
@@ -97,7 +104,12 @@ impl Setup {
     }
 
     fn metric(&self, needle: &str) -> f64 {
-        self.metrics.render().lines().find(|l| l.starts_with(needle)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+        self.metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
     }
 }
 
@@ -118,7 +130,10 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
     assert_eq!(pd.accepted_actions(), ["trigger"], "exactly one trigger");
     let trigger = &accepted[0];
     assert_eq!(trigger["payload"]["summary"], "temple: 2 users cannot start their servers");
-    assert_eq!(trigger["payload"]["custom_details"]["affected_users"]["server"], serde_json::json!(["probe-1", "probe-2"]));
+    assert_eq!(
+        trigger["payload"]["custom_details"]["affected_users"]["server"],
+        serde_json::json!(["probe-1", "probe-2"])
+    );
     assert_eq!(trigger["payload"]["custom_details"]["last_errors"][0]["reason"], "Spawn failed: quota exceeded");
     assert_eq!(trigger["payload"]["source"], "temple.example.org");
     assert_eq!(trigger["payload"]["class"], "hub_access");
@@ -136,8 +151,15 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
     assert!(pd.inner.lock().unwrap().open_alerts.is_empty());
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"sent\"}"), 1.0);
     let timeline: Vec<String> = s.store.timeline(&key).unwrap().into_iter().map(|(_, e)| e).collect();
-    assert!(timeline[0].starts_with("detected: temple: 2 users cannot start their servers (threshold 2 users within 15m)"), "{timeline:?}");
-    assert!(timeline.iter().any(|e| e.starts_with("PagerDuty trigger sent")) && timeline.iter().any(|e| e.starts_with("recovered")), "{timeline:?}");
+    assert!(
+        timeline[0].starts_with("detected: temple: 2 users cannot start their servers (threshold 2 users within 15m)"),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline.iter().any(|e| e.starts_with("PagerDuty trigger sent"))
+            && timeline.iter().any(|e| e.starts_with("recovered")),
+        "{timeline:?}"
+    );
 }
 
 #[tokio::test]
@@ -174,8 +196,18 @@ async fn a_resolve_never_goes_before_its_trigger() {
         }
     }
     s.deliver_until_done(Duration::from_millis(500)).await;
-    let attempted: Vec<String> = pd.inner.lock().unwrap().requests.iter().map(|(_, e)| e["event_action"].as_str().unwrap().to_string()).collect();
-    assert!(!attempted.is_empty() && attempted.iter().all(|a| a == "trigger"), "only the trigger is tried while it fails: {attempted:?}");
+    let attempted: Vec<String> = pd
+        .inner
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|(_, e)| e["event_action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !attempted.is_empty() && attempted.iter().all(|a| a == "trigger"),
+        "only the trigger is tried while it fails: {attempted:?}"
+    );
     assert_eq!(s.store.unsent().unwrap().0, 2);
     pd.set_outage(None);
     s.deliver_until_done(Duration::from_secs(10)).await;
@@ -215,6 +247,7 @@ async fn after_a_restart_the_open_incident_is_not_paged_again_and_its_resolve_is
 
     let mut s = setup(Some(&url), &state);
     assert_eq!(s.store.open_incidents().unwrap().len(), 1);
+    assert!(s.detector.tick(SystemTime::now()).is_empty(), "no attempts since the restart is no evidence of recovery");
     for user in ["probe-1", "probe-2", "probe-3"] {
         let transitions = s.feed(user, Capability::Server, false, t0 + Duration::from_secs(60));
         assert!(!transitions.iter().any(|t| matches!(t, Transition::Opened { .. })), "{transitions:?}");

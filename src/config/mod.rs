@@ -276,7 +276,7 @@ impl Validator<'_> {
             }),
         };
         let state_path = match top.get("state_path") {
-            None => Some(PathBuf::from("hubwatch-state.db")),
+            None => Some(self.config_dir.join("hubwatch-state.db")),
             Some(v) => string(v, "state_path", self.problems).map(|p| self.config_dir.join(p)),
         };
         let public_url = match (top.get("public_url"), listen) {
@@ -352,7 +352,8 @@ impl Validator<'_> {
             if key.expose().len() != 32 {
                 // Say the length only: the key is a secret.
                 let found = key.expose().len();
-                self.problems.add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
+                self.problems
+                    .add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
                 return None;
             }
             Some(key)
@@ -382,7 +383,8 @@ impl Validator<'_> {
                 }
             }),
         };
-        let mut delays = [("retry_delay", Some(Duration::from_secs(2))), ("rate_limit_delay", Some(Duration::from_secs(60)))];
+        let mut delays =
+            [("retry_delay", Some(Duration::from_secs(2))), ("rate_limit_delay", Some(Duration::from_secs(60)))];
         for (key, slot) in delays.iter_mut() {
             if let Some(v) = table.get(key) {
                 *slot = duration(v, &join("pagerduty", key), self.problems);

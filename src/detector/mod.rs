@@ -110,8 +110,9 @@ struct Attempts {
 #[derive(Debug, Default)]
 struct KindState {
     attempts: HashMap<(String, Capability), Attempts>,
-    /// The symptoms last reported, while an incident is open.
-    open: Option<Symptoms>,
+    /// While an incident is open: the symptoms last reported, and since when this detector has watched it
+    /// (its opening, or its resumption after a restart).
+    open: Option<(Symptoms, SystemTime)>,
 }
 
 /// Per hub and incident kind, who is affected; emits transitions.
@@ -126,9 +127,10 @@ impl Detector {
         Detector { settings, state: HashMap::new() }
     }
 
-    /// After a restart: an incident the store says is open stays open until the recovery rule is met.
-    pub fn resume(&mut self, hub: &str, kind: IncidentKind, symptoms: Symptoms) {
-        self.state.entry((hub.to_string(), kind)).or_default().open = Some(symptoms);
+    /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is
+    /// met by attempts seen after the restart.
+    pub fn resume(&mut self, hub: &str, kind: IncidentKind, symptoms: Symptoms, now: SystemTime) {
+        self.state.entry((hub.to_string(), kind)).or_default().open = Some((symptoms, now));
     }
 
     /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.
@@ -184,12 +186,22 @@ impl Detector {
         now.duration_since(at).map_or(true, |age| age <= self.settings.window)
     }
 
+    /// Recovered: nobody is affected, every attempt record shows enough successes (or a failure older than
+    /// the window), and every user the incident reported has been seen again since it was watched, unless a
+    /// whole window has passed without a sign of them (a user no longer probed).
     fn recovered(&self, state: &KindState, current: &Symptoms, now: SystemTime) -> bool {
-        current.is_empty()
-            && state.attempts.values().all(|a| match &a.failure {
-                Some(failure) => !self.within_window(failure.last, now),
-                None => a.ok_streak >= self.settings.recovery_successes,
+        let Some((reported, watched_since)) = &state.open else { return false };
+        let settled = |a: &Attempts| match &a.failure {
+            Some(failure) => !self.within_window(failure.last, now),
+            None => a.ok_streak >= self.settings.recovery_successes,
+        };
+        let seen_again = reported.affected.iter().all(|(capability, users)| {
+            users.keys().all(|user| match state.attempts.get(&(user.clone(), *capability)) {
+                Some(attempts) => settled(attempts),
+                None => !self.within_window(*watched_since, now),
             })
+        });
+        current.is_empty() && seen_again && state.attempts.values().all(settled)
     }
 
     fn evaluate(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
@@ -198,7 +210,7 @@ impl Detector {
         let hub = hub.to_string();
         match &state.open {
             None if current.users().len() >= self.settings.min_affected_users => {
-                self.state.get_mut(&(hub.clone(), kind))?.open = Some(current.clone());
+                self.state.get_mut(&(hub.clone(), kind))?.open = Some((current.clone(), now));
                 Some(Transition::Opened { hub, kind, symptoms: current, at: now })
             }
             None => None,
@@ -206,14 +218,16 @@ impl Detector {
                 self.state.get_mut(&(hub.clone(), kind))?.open = None;
                 Some(Transition::Recovered { hub, kind, at: now })
             }
-            Some(reported) => {
-                let same_people = reported.users() == current.users() && reported.capabilities() == current.capabilities();
+            Some((reported, watched_since)) => {
+                let watched_since = *watched_since;
+                let same_people =
+                    reported.users() == current.users() && reported.capabilities() == current.capabilities();
                 if same_people || current.is_empty() {
                     return None;
                 }
                 let material = !current.users().is_subset(&reported.users())
                     || !current.capabilities().is_subset(&reported.capabilities());
-                self.state.get_mut(&(hub.clone(), kind))?.open = Some(current.clone());
+                self.state.get_mut(&(hub.clone(), kind))?.open = Some((current.clone(), watched_since));
                 Some(Transition::Updated { hub, kind, symptoms: current, material, at: now })
             }
         }

@@ -58,10 +58,16 @@ fn dask_gateway_is_its_own_kind() {
 #[test]
 fn blocked_and_monitor_faults_never_count() {
     let mut d = Detector::new(settings());
-    let monitor = ProbeResult::Failed(StepFailure { cause: FailureCause::Monitor, ..StepFailure::hub(Stage::MintToken, "revoked") });
+    let monitor = ProbeResult::Failed(StepFailure {
+        cause: FailureCause::Monitor,
+        ..StepFailure::hub(Stage::MintToken, "revoked")
+    });
     for user in ["a", "b", "c"] {
         assert!(d.observe(&outcome(user, Capability::Login, monitor.clone()), t(1)).is_empty());
-        assert!(d.observe(&outcome(user, Capability::Server, ProbeResult::Blocked { by: Capability::Login }), t(1)).is_empty());
+        assert!(
+            d.observe(&outcome(user, Capability::Server, ProbeResult::Blocked { by: Capability::Login }), t(1))
+                .is_empty()
+        );
     }
     assert!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users().is_empty());
 }
@@ -85,7 +91,10 @@ fn updates_are_material_only_when_users_or_symptoms_are_added() {
     assert!(matches!(new_symptom.as_slice(), [Transition::Updated { material: true, .. }]), "{new_symptom:?}");
     let fewer = d.observe(&outcome("c", Capability::Server, ProbeResult::Ok), t(4));
     assert!(matches!(fewer.as_slice(), [Transition::Updated { material: false, .. }]), "{fewer:?}");
-    assert!(d.observe(&outcome("a", Capability::Server, failed("again")), t(5)).is_empty(), "same people, same symptoms");
+    assert!(
+        d.observe(&outcome("a", Capability::Server, failed("again")), t(5)).is_empty(),
+        "same people, same symptoms"
+    );
 }
 
 #[test]
@@ -104,7 +113,7 @@ fn recovery_needs_two_successes_in_a_row_from_everyone() {
 #[test]
 fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
     let mut d = Detector::new(settings());
-    d.resume("temple", IncidentKind::HubAccess, Symptoms::default());
+    d.resume("temple", IncidentKind::HubAccess, Symptoms::default(), t(0));
     d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
     let transitions = d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
     assert!(matches!(transitions.as_slice(), [Transition::Updated { .. }]), "{transitions:?}");
@@ -113,6 +122,37 @@ fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
         d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
     }
     assert!(!d.is_open("temple", IncidentKind::HubAccess));
+}
+
+#[test]
+fn a_resumed_incident_needs_fresh_evidence_before_it_recovers() {
+    let failing = |user: &str| {
+        let failure = UserFailure { stage: Stage::Progress, reason: "x".into(), since: t(0), last: t(0) };
+        (user.to_string(), failure)
+    };
+    let reported =
+        Symptoms { affected: BTreeMap::from([(Capability::Server, BTreeMap::from([failing("a"), failing("b")]))]) };
+    let mut d = Detector::new(settings());
+    d.resume("temple", IncidentKind::HubAccess, reported, t(1));
+    assert!(d.tick(t(1)).is_empty(), "no attempts since the restart: no evidence of recovery");
+    d.observe(&outcome("a", Capability::Login, ProbeResult::Ok), t(2));
+    d.observe(&outcome("a", Capability::Login, ProbeResult::Ok), t(2));
+    assert!(d.is_open("temple", IncidentKind::HubAccess), "logins say nothing about the failing servers");
+    for minute in [3, 4] {
+        d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
+    }
+    assert!(d.is_open("temple", IncidentKind::HubAccess), "b has not been seen again");
+    for minute in [3, 4] {
+        d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
+    }
+    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+
+    // A user no longer probed does not hold an incident open for more than a window.
+    let reported = Symptoms { affected: BTreeMap::from([(Capability::Server, BTreeMap::from([failing("gone")]))]) };
+    let mut d = Detector::new(settings());
+    d.resume("temple", IncidentKind::HubAccess, reported, t(1));
+    assert!(d.tick(t(10)).is_empty());
+    assert!(matches!(d.tick(t(17)).as_slice(), [Transition::Recovered { .. }]));
 }
 
 #[test]

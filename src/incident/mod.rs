@@ -58,10 +58,10 @@ impl IncidentManager {
 
     /// Hands the incidents still open in the store to the detector, so they are not opened (paged) again
     /// and are resolved when service is back.
-    pub fn resume(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+    pub fn resume(&self, detector: &mut Detector, now: SystemTime) -> Result<usize, StoreError> {
         let open = self.store.open_incidents()?;
         for incident in &open {
-            detector.resume(&incident.hub, incident.kind, incident.symptoms.clone());
+            detector.resume(&incident.hub, incident.kind, incident.symptoms.clone(), now);
             tracing::info!(key = %incident.key, hub = %incident.hub, kind = incident.kind.as_str(), "resumed an open incident");
         }
         Ok(open.len())
@@ -71,9 +71,18 @@ impl IncidentManager {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
 
-    fn trigger(&self, key: &str, hub: &str, kind: IncidentKind, symptoms: &Symptoms, impact_start: SystemTime, now: SystemTime) -> NewEvent {
+    fn trigger(
+        &self,
+        key: &str,
+        hub: &str,
+        kind: IncidentKind,
+        symptoms: &Symptoms,
+        impact_start: SystemTime,
+        now: SystemTime,
+    ) -> NewEvent {
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
-        let incident_url = self.public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| self.public_url.clone());
+        let incident_url =
+            self.public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| self.public_url.clone());
         let context = EventContext {
             key,
             hub,
@@ -121,10 +130,21 @@ impl IncidentManager {
             }
             Transition::Updated { hub, kind, symptoms, material, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(()) };
-                let entry = format!("affected users changed: {}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
-                let interval_passed = incident.last_trigger_at.is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-                let trigger = (*material && interval_passed)
-                    .then(|| self.trigger(&incident.key, hub, *kind, symptoms, incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start)), *at));
+                let entry =
+                    format!("affected users changed: {}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
+                let interval_passed = incident
+                    .last_trigger_at
+                    .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+                let trigger = (*material && interval_passed).then(|| {
+                    self.trigger(
+                        &incident.key,
+                        hub,
+                        *kind,
+                        symptoms,
+                        incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start)),
+                        *at,
+                    )
+                });
                 let sends = trigger.is_some();
                 self.store.update_incident(&incident.key, symptoms, *at, &entry, trigger, *material)?;
                 tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");
@@ -138,7 +158,12 @@ impl IncidentManager {
                     "recovered: every probe user's last {} attempts succeeded; impact end",
                     self.settings.recovery_successes
                 );
-                self.store.recover_incident(&incident.key, *at, &entry, NewEvent { action: EventAction::Resolve, body: pagerduty::resolve(&incident.key) })?;
+                self.store.recover_incident(
+                    &incident.key,
+                    *at,
+                    &entry,
+                    NewEvent { action: EventAction::Resolve, body: pagerduty::resolve(&incident.key) },
+                )?;
                 tracing::warn!(key = %incident.key, "incident recovered");
                 self.wake.notify_one();
             }
@@ -149,9 +174,18 @@ impl IncidentManager {
     /// Sends the follow-up triggers held back by the update interval once it has passed.
     pub fn flush_pending_updates(&self, now: SystemTime) -> Result<(), StoreError> {
         for incident in self.store.open_incidents()? {
-            let due = incident.last_trigger_at.is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+            let due = incident
+                .last_trigger_at
+                .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
             if incident.pending_update && due {
-                let trigger = self.trigger(&incident.key, &incident.hub, incident.kind, &incident.symptoms, incident.impact_start, now);
+                let trigger = self.trigger(
+                    &incident.key,
+                    &incident.hub,
+                    incident.kind,
+                    &incident.symptoms,
+                    incident.impact_start,
+                    now,
+                );
                 self.store.send_pending_update(&incident.key, now, trigger)?;
                 self.wake.notify_one();
             }

@@ -177,7 +177,10 @@ impl Store {
         match trigger {
             Some(event) => {
                 insert_event(&tx, key, at, &event)?;
-                tx.execute("UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+                tx.execute(
+                    "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+                    params![key, millis(at)],
+                )?;
             }
             None if pending => {
                 tx.execute("UPDATE incidents SET pending_update = 1 WHERE key = ?1", params![key])?;
@@ -193,16 +196,28 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         insert_event(&tx, key, at, &trigger)?;
-        tx.execute("UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+        tx.execute(
+            "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+            params![key, millis(at)],
+        )?;
         tx.commit()?;
         Ok(())
     }
 
     /// Marks the incident recovered and queues its resolve, atomically.
-    pub fn recover_incident(&self, key: &str, at: SystemTime, entry: &str, resolve: NewEvent) -> Result<(), StoreError> {
+    pub fn recover_incident(
+        &self,
+        key: &str,
+        at: SystemTime,
+        entry: &str,
+        resolve: NewEvent,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1", params![key, millis(at)])?;
+        tx.execute(
+            "UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1",
+            params![key, millis(at)],
+        )?;
         insert_timeline(&tx, key, at, entry)?;
         insert_event(&tx, key, at, &resolve)?;
         tx.commit()?;
@@ -247,7 +262,8 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending) = row?;
+            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending) =
+                row?;
             let Some(kind) = IncidentKind::parse(&kind) else { continue };
             out.push(IncidentRecord {
                 key,
@@ -282,13 +298,27 @@ impl Store {
              ORDER BY id LIMIT ?2",
         )?;
         let rows = statement.query_map(params![millis(now), limit as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?, row.get::<_, u32>(4)?, row.get::<_, i64>(5)?))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, u32>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, key, action, body, attempts, created_at) = row?;
             let action = if action == "resolve" { EventAction::Resolve } else { EventAction::Trigger };
-            out.push(OutboxEvent { id, key, action, body: serde_json::from_str(&body)?, attempts, created_at: from_millis(created_at) });
+            out.push(OutboxEvent {
+                id,
+                key,
+                action,
+                body: serde_json::from_str(&body)?,
+                attempts,
+                created_at: from_millis(created_at),
+            });
         }
         Ok(out)
     }
@@ -328,7 +358,9 @@ impl Store {
     pub fn unsent(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
         let conn = self.conn();
         let (count, oldest): (i64, Option<i64>) =
-            conn.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'", [], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            conn.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
         Ok((count as u64, oldest.map(from_millis)))
     }
 }

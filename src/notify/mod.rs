@@ -31,7 +31,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(store: Arc<Store>, http: HttpClient, pagerduty: Option<PagerDutyConfig>, metrics: Arc<Metrics>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        http: HttpClient,
+        pagerduty: Option<PagerDutyConfig>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
         Notifier { store, http, pagerduty, metrics, wake, send_timeout: SEND_TIMEOUT }
     }
 
@@ -109,7 +115,11 @@ impl Notifier {
             Answer::Accepted => {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
                 self.store.finish_event(event.id, "sent", now, None)?;
-                self.store.add_timeline(&event.key, now, &format!("PagerDuty {action} sent (dedup key {}; answer 202)", event.key))?;
+                self.store.add_timeline(
+                    &event.key,
+                    now,
+                    &format!("PagerDuty {action} sent (dedup key {}; answer 202)", event.key),
+                )?;
                 self.metrics.count_pagerduty_event(action, "sent");
                 Ok(true)
             }

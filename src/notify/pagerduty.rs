@@ -82,7 +82,7 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
             })
         })
         .collect();
-    errors.sort_by(|a, b| b.0.cmp(&a.0));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.0));
     let last_errors: Vec<Value> = errors.into_iter().take(ERRORS_LISTED).map(|(_, e)| e).collect();
     let source = context.hub_url.host_str().unwrap_or(context.hub).to_string();
     let event = json!({
@@ -142,7 +142,10 @@ fn fit(mut event: Value) -> Value {
     if let Some(diagnostics) = diagnostics {
         let over = size(&event).saturating_sub(limit);
         let keep = diagnostics.len().saturating_sub(over + 64);
-        let cut = format!("{}\n[diagnostics truncated to fit PagerDuty's 512 KB limit; see hubwatch's page]", truncate(&diagnostics, keep));
+        let cut = format!(
+            "{}\n[diagnostics truncated to fit PagerDuty's 512 KB limit; see hubwatch's page]",
+            truncate(&diagnostics, keep)
+        );
         event["payload"]["custom_details"]["diagnostics"] = json!(cut);
     }
     if size(&event) > limit
@@ -178,7 +181,8 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
             .ok()
             .map(|v| {
                 let message = v["message"].as_str().unwrap_or("").to_string();
-                let errors = v["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
+                let errors =
+                    v["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
                 match errors {
                     Some(errors) if !errors.is_empty() => format!("{message}: {errors}"),
                     _ => message,
@@ -190,7 +194,7 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
         202 => Answer::Accepted,
         400 => Answer::Rejected(truncate(&format!("HTTP 400 {}", message()), 500)),
         429 => Answer::RateLimited,
-        s => Answer::Failed(truncate(&format!("HTTP {s} {}", message()).trim().to_string(), 300)),
+        s => Answer::Failed(truncate(format!("HTTP {s} {}", message()).trim(), 300)),
     }
 }
 
@@ -207,9 +211,20 @@ mod tests {
     }
 
     fn symptoms() -> Symptoms {
-        let failure = |reason: &str, s| UserFailure { stage: Stage::Progress, reason: reason.into(), since: at(s), last: at(s + 60) };
+        let failure = |reason: &str, s| UserFailure {
+            stage: Stage::Progress,
+            reason: reason.into(),
+            since: at(s),
+            last: at(s + 60),
+        };
         let mut affected = BTreeMap::new();
-        affected.insert(Capability::Server, BTreeMap::from([("probe-1".to_string(), failure("Spawn failed: quota", 0)), ("probe-2".to_string(), failure("Spawn failed: quota", 5))]));
+        affected.insert(
+            Capability::Server,
+            BTreeMap::from([
+                ("probe-1".to_string(), failure("Spawn failed: quota", 0)),
+                ("probe-2".to_string(), failure("Spawn failed: quota", 5)),
+            ]),
+        );
         affected.insert(Capability::Kernel, BTreeMap::from([("ana".to_string(), failure("the kernel died", 10))]));
         Symptoms { affected }
     }
@@ -233,8 +248,14 @@ mod tests {
     #[test]
     fn summaries_say_who_and_what() {
         let s = symptoms();
-        assert_eq!(summary("temple", IncidentKind::HubAccess, &s), "temple: 3 users cannot start their servers or execute code");
-        assert_eq!(summary("temple", IncidentKind::DaskGateway, &s), "temple: 3 users cannot create or use Dask Gateway clusters");
+        assert_eq!(
+            summary("temple", IncidentKind::HubAccess, &s),
+            "temple: 3 users cannot start their servers or execute code"
+        );
+        assert_eq!(
+            summary("temple", IncidentKind::DaskGateway, &s),
+            "temple: 3 users cannot create or use Dask Gateway clusters"
+        );
     }
 
     #[test]
@@ -289,7 +310,10 @@ mod tests {
         let s = symptoms();
         let url = Url::parse("https://temple.example.org/").unwrap();
         let diagnostics = "kubectl get events\n".repeat(60_000);
-        let event = with_routing_key(&trigger(&context(&s, &url, Some(&diagnostics)), at(0)), "0123456789abcdef0123456789abcdef");
+        let event = with_routing_key(
+            &trigger(&context(&s, &url, Some(&diagnostics)), at(0)),
+            "0123456789abcdef0123456789abcdef",
+        );
         let size = event.to_string().len();
         assert!(size <= EVENT_LIMIT, "{size}");
         let kept = event["payload"]["custom_details"]["diagnostics"].as_str().unwrap();

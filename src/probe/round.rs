@@ -81,7 +81,13 @@ impl HubProber {
     }
 
     /// `capability` for `user`, not tried because `by` failed first.
-    fn blocked(&self, user: &str, capability: Capability, by: Capability, started: (SystemTime, Instant)) -> ProbeOutcome {
+    fn blocked(
+        &self,
+        user: &str,
+        capability: Capability,
+        by: Capability,
+        started: (SystemTime, Instant),
+    ) -> ProbeOutcome {
         self.outcome(user, capability, started, ProbeResult::Blocked { by }, vec![])
     }
 
@@ -137,10 +143,7 @@ impl HubProber {
         if self.hub.dask_gateway.is_some() {
             capabilities.push(Capability::DaskGateway);
         }
-        capabilities
-            .into_iter()
-            .map(|c| self.blocked(&login.user, c, Capability::Login, started))
-            .collect()
+        capabilities.into_iter().map(|c| self.blocked(&login.user, c, Capability::Login, started)).collect()
     }
 
     /// The login capability for `user`. None when cancelled.

@@ -76,7 +76,8 @@ impl PagerDuty {
 pub fn validate(event: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     let Some(object) = event.as_object() else { return vec!["the event is not a JSON object".into()] };
-    const TOP: [&str; 8] = ["routing_key", "event_action", "dedup_key", "payload", "images", "links", "client", "client_url"];
+    const TOP: [&str; 8] =
+        ["routing_key", "event_action", "dedup_key", "payload", "images", "links", "client", "client_url"];
     for key in object.keys() {
         if !TOP.contains(&key.as_str()) {
             errors.push(format!("'{key}' is not a known field"));
@@ -136,7 +137,9 @@ pub fn validate(event: &Value) -> Vec<String> {
             }
         }
         if let Some(images) = event.get("images")
-            && !images.as_array().is_some_and(|i| i.iter().all(|i| i["src"].as_str().is_some_and(|s| s.starts_with("https://"))))
+            && !images
+                .as_array()
+                .is_some_and(|i| i.iter().all(|i| i["src"].as_str().is_some_and(|s| s.starts_with("https://"))))
         {
             errors.push("'images' must be objects with an https 'src'".into());
         }
@@ -165,17 +168,37 @@ async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
-        Some(Fault::Status(429)) => return answer(429, json!({"status": "throttle exceeded", "message": "Requests for this service are arriving too quickly."}), event),
+        Some(Fault::Status(429)) => {
+            return answer(
+                429,
+                json!({"status": "throttle exceeded", "message": "Requests for this service are arriving too quickly."}),
+                event,
+            );
+        }
         Some(Fault::Status(status)) if status >= 500 => return answer(status, json!({}), event),
-        Some(Fault::Status(status)) => return answer(status, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["injected"]}), event),
+        Some(Fault::Status(status)) => {
+            return answer(
+                status,
+                json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["injected"]}),
+                event,
+            );
+        }
         None => {}
     }
     if body.len() > 512 * 1024 {
-        return answer(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["the event is larger than 512 KB"]}), event);
+        return answer(
+            400,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": ["the event is larger than 512 KB"]}),
+            event,
+        );
     }
     let errors = validate(&event);
     if !errors.is_empty() {
-        return answer(400, json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}), event);
+        return answer(
+            400,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}),
+            event,
+        );
     }
     let key = event["dedup_key"].as_str().map(str::to_string).unwrap_or_else(|| format!("generated-{}", body.len()));
     {

@@ -1,0 +1,159 @@
+//! Paging end to end: `hubwatch run` against the real lab, PagerDuty played by a local server that checks
+//! every event against the documented schema.
+//! - spawning fails for both probe users → exactly one trigger naming both users and the hub's reason,
+//!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
+//! - spawning fails for one user only → no page, a support ticket in the metrics;
+//! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
+//!   after a restart the trigger arrives once, never twice, and the resolve follows healing.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::daemon::{Daemon, free_port, metric, wait_for};
+use support::lab::Lab;
+use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+
+const PORT: u16 = 18700;
+const EVERY: Duration = Duration::from_secs(4);
+const TIMEOUT: Duration = Duration::from_secs(15);
+const MARGIN: Duration = Duration::from_secs(8);
+
+fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Value> {
+    accepted.iter().filter(|e| e["dedup_key"] == key && e["event_action"] == action).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_page_once_resolve_once_and_survive_kill_9() {
+    hubwatch::probe::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start("paging", PORT);
+    let listen = free_port();
+    let state = lab.dir.join("paging-state.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    let config_path = lab.dir.join("paging.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+defaults:
+  probes:
+    login:  {{every: 2s, timeout: 5s}}
+    server: {{every: 4s, timeout: 15s}}
+    kernel: {{every: 4s, timeout: 10s}}
+hubs:
+  - name: lab
+    url: {url}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-1, probe-2]
+"#,
+            state = state.display(),
+            url = lab.url,
+        ),
+    )
+    .unwrap();
+    let token = lab.token();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let log = lab.dir.join("paging.log");
+    let _ = std::fs::remove_file(&log);
+    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
+    daemon.wait_ready().await;
+    wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
+        metric(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""]) >= 2.0
+    })
+    .await;
+    assert!(pd.accepted().is_empty(), "a healthy hub pages nobody");
+
+    eprintln!("phase: spawning fails for both users");
+    lab.set_flag("spawn-fail", None, "");
+    let latency = wait_for("the trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
+    eprintln!("    trigger after {latency:?}");
+    tokio::time::sleep(EVERY * 2).await;
+    let accepted = pd.accepted();
+    assert_eq!(pd.accepted_actions(), ["trigger"], "exactly one trigger while it lasts");
+    let trigger = &accepted[0];
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot start their servers");
+    assert_eq!(
+        trigger["payload"]["custom_details"]["affected_users"]["server"],
+        serde_json::json!(["probe-1", "probe-2"])
+    );
+    let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("Spawn failed: injected spawn failure (flag spawn-fail)"), "{reasons}");
+    assert_eq!(trigger["payload"]["source"], "127.0.0.1");
+    assert!(!trigger.to_string().contains(&token), "no hub token in the page");
+
+    eprintln!("phase: healed");
+    lab.clear_flags();
+    let latency = wait_for("the resolve", EVERY * 3 + TIMEOUT + MARGIN, async || pd.accepted().len() >= 2).await;
+    eprintln!("    resolve after {latency:?}");
+    tokio::time::sleep(EVERY * 2).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "exactly one resolve");
+    assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
+
+    eprintln!("phase: spawning fails for one user only");
+    lab.set_flag("spawn-fail", Some("probe-1"), "");
+    wait_for("a support ticket", EVERY + TIMEOUT + MARGIN, async || {
+        metric(&daemon.metrics().await, "hubwatch_support_tickets", &["hub=\"lab\"", "kind=\"hub_access\""]) == 1.0
+    })
+    .await;
+    tokio::time::sleep(EVERY * 3).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(metric(&metrics, "hubwatch_support_tickets", &["kind=\"hub_access\""]), 1.0);
+    assert_eq!(metric(&metrics, "hubwatch_affected_users", &["kind=\"hub_access\""]), 1.0);
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["kind=\"hub_access\""]), 0.0);
+    assert_eq!(pd.accepted().len(), 2, "a support ticket is never paged");
+    lab.clear_flags();
+    wait_for("the support ticket to clear", EVERY * 3 + TIMEOUT, async || {
+        metric(&daemon.metrics().await, "hubwatch_support_tickets", &["kind=\"hub_access\""]) == 0.0
+    })
+    .await;
+
+    eprintln!("phase: PagerDuty fails (500, then 429) and the daemon is killed with the trigger unsent");
+    pd.set_outage(Some(Fault::Status(500)));
+    let before = pd.requests();
+    lab.set_flag("spawn-fail", None, "");
+    wait_for("failed deliveries", EVERY + TIMEOUT + MARGIN, async || pd.requests() >= before + 2).await;
+    pd.set_outage(Some(Fault::Status(429)));
+    let before = pd.requests();
+    wait_for("a rate-limited delivery", Duration::from_secs(30), async || pd.requests() > before).await;
+    let metrics = daemon.metrics().await;
+    assert!(metric(&metrics, "hubwatch_pagerduty_unsent_events", &[]) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["kind=\"hub_access\""]), 1.0);
+    daemon.kill();
+    assert_eq!(pd.accepted().len(), 2, "nothing was accepted during the outage");
+
+    pd.set_outage(None);
+    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
+    daemon.wait_ready().await;
+    wait_for("the unsent trigger", Duration::from_secs(30), async || pd.accepted().len() >= 3).await;
+    let second_key = pd.accepted()[2]["dedup_key"].as_str().unwrap().to_string();
+    assert_ne!(second_key, key, "a new incident");
+    tokio::time::sleep(EVERY * 3).await;
+    assert_eq!(
+        events_for(&pd.accepted(), &second_key, "trigger").len(),
+        1,
+        "the trigger arrives once, not again after the restart"
+    );
+    assert!(daemon.log().contains("resumed an open incident"));
+
+    lab.clear_flags();
+    wait_for("the resolve after the restart", EVERY * 3 + TIMEOUT + MARGIN, async || {
+        !events_for(&pd.accepted(), &second_key, "resolve").is_empty()
+    })
+    .await;
+    tokio::time::sleep(EVERY * 2).await;
+    let accepted = pd.accepted();
+    assert_eq!(events_for(&accepted, &second_key, "trigger").len(), 1);
+    assert_eq!(events_for(&accepted, &second_key, "resolve").len(), 1);
+    assert_eq!(accepted.len(), 4, "{accepted:#?}");
+    assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&token), "no secrets in the log");
+    assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+}
