@@ -64,26 +64,37 @@ pub fn write(outcomes: &[ProbeOutcome], output: Output, out: &mut impl Write) ->
         Output::Table => {
             let header = ["HUB", "CAPABILITY", "USER", "RESULT", "SECONDS", "STAGE", "REASON"].map(String::from);
             let rows: Vec<[String; 7]> = outcomes.iter().map(table_row).collect();
-            let mut widths = header.clone().map(|h| h.len());
-            for row in &rows {
-                for (width, cell) in widths.iter_mut().zip(row) {
-                    *width = (*width).max(cell.chars().count());
-                }
-            }
-            for row in std::iter::once(&header).chain(&rows) {
-                let mut line = String::new();
-                for (i, cell) in row.iter().enumerate() {
-                    if i == row.len() - 1 {
-                        line.push_str(cell);
-                    } else if i == 4 {
-                        line.push_str(&format!("{cell:>w$}  ", w = widths[i]));
-                    } else {
-                        line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-                    }
-                }
-                writeln!(out, "{}", line.trim_end())?;
+            write_columns(&header, &rows, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Left-aligned columns separated by two spaces; a column of numbers ("SECONDS") is right-aligned.
+pub fn write_columns<const N: usize>(
+    header: &[String; N],
+    rows: &[[String; N]],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i == N - 1 {
+                line.push_str(cell);
+            } else if header[i] == "SECONDS" {
+                line.push_str(&format!("{}{cell}  ", " ".repeat(pad)));
+            } else {
+                line.push_str(&format!("{cell}{}  ", " ".repeat(pad)));
             }
         }
+        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }

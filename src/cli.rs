@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long, env = "HUBWATCH_CONFIG")]
         config: PathBuf,
     },
+    /// List the incidents (open and past) kept in the state the config names.
+    Incidents {
+        #[arg(long, env = "HUBWATCH_CONFIG")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 const BAD_CONFIG: u8 = 2;
@@ -114,6 +121,26 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Incidents { config, output } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let listed = crate::incident::store::Store::open(&config.state_path)
+                .and_then(|store| store.all_incidents())
+                .map_err(|e| e.to_string())
+                .and_then(|incidents| {
+                    crate::incident::list::write(&incidents, output, &mut std::io::stdout().lock())
+                        .map_err(|e| e.to_string())
+                });
+            match listed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hubwatch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run { config } => {
             let config = match load(&config) {

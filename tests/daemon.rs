@@ -57,6 +57,9 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
         ),
     )
     .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(lab.dir.join(format!("hubwatch-state.db{suffix}")));
+    }
     let log_path = lab.dir.join("hubwatch.log");
     let _ = std::fs::remove_file(&log_path);
     let daemon = Daemon::start(&config_path, listen, &[("HUBWATCH_TOKEN", &token)], log_path);

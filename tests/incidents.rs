@@ -150,6 +150,13 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
     assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
     assert!(pd.inner.lock().unwrap().open_alerts.is_empty());
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"sent\"}"), 1.0);
+    let incident = s.store.incident(&key).unwrap().unwrap();
+    assert!(!incident.open && incident.recovered_at.is_some());
+    assert_eq!(
+        incident.affected_ever[&Capability::Server].iter().collect::<Vec<_>>(),
+        ["probe-1", "probe-2"],
+        "everyone affected is kept"
+    );
     let timeline: Vec<String> = s.store.timeline(&key).unwrap().into_iter().map(|(_, e)| e).collect();
     assert!(
         timeline[0].starts_with("detected: temple: 2 users cannot start their servers (threshold 2 users within 15m)"),

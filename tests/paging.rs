@@ -156,4 +156,22 @@ hubs:
     assert_eq!(accepted.len(), 4, "{accepted:#?}");
     assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&token), "no secrets in the log");
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["incidents", "--output", "json", "--config", config_path.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+    let incidents: Vec<Value> =
+        String::from_utf8(listed.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(incidents.len(), 2, "{incidents:#?}");
+    for incident in &incidents {
+        assert_eq!(incident["status"], "recovered");
+        assert_eq!(incident["users"], serde_json::json!(["probe-1", "probe-2"]));
+        assert_eq!(incident["summary"], "lab: 2 users cannot start their servers");
+        assert!(incident["impact_start"].as_str() <= incident["opened"].as_str() && incident["impact_end"].is_string());
+    }
+    assert_eq!(incidents[0]["key"], key.as_str());
+    assert_eq!(incidents[1]["key"], second_key.as_str());
 }

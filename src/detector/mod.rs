@@ -72,7 +72,19 @@ pub struct Symptoms {
     pub affected: BTreeMap<Capability, BTreeMap<String, UserFailure>>,
 }
 
+/// Everyone affected during an incident, per capability (the union of its symptoms over time).
+pub type AffectedEver = BTreeMap<Capability, BTreeSet<String>>;
+
 impl Symptoms {
+    /// Adds these symptoms' users to `ever`.
+    pub fn merge_into(&self, ever: &mut AffectedEver) {
+        for (capability, users) in &self.affected {
+            if !users.is_empty() {
+                ever.entry(*capability).or_default().extend(users.keys().cloned());
+            }
+        }
+    }
+
     pub fn users(&self) -> BTreeSet<&str> {
         self.affected.values().flat_map(|users| users.keys().map(String::as_str)).collect()
     }

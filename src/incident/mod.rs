@@ -2,6 +2,7 @@
 //! PagerDuty events (trigger on open, a rate-limited follow-up trigger on a material change, resolve on
 //! recovery), and after a restart hands the open incidents back to the detector.
 
+pub mod list;
 pub mod store;
 
 use crate::config::{Config, IncidentsConfig};
@@ -114,6 +115,11 @@ impl IncidentManager {
                     opened_at: *at,
                     recovered_at: None,
                     symptoms: symptoms.clone(),
+                    affected_ever: {
+                        let mut ever = Default::default();
+                        symptoms.merge_into(&mut ever);
+                        ever
+                    },
                     last_trigger_at: Some(*at),
                     pending_update: false,
                 };

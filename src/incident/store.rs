@@ -3,7 +3,7 @@
 //! so an incident is never open without its trigger queued, nor recovered without its resolve queued.
 //! Event bodies are stored without the routing key (a secret); it is added at send time.
 
-use crate::detector::{IncidentKind, Symptoms};
+use crate::detector::{AffectedEver, IncidentKind, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -28,7 +28,10 @@ pub struct IncidentRecord {
     pub impact_start: SystemTime,
     pub opened_at: SystemTime,
     pub recovered_at: Option<SystemTime>,
+    /// The symptoms now (or at recovery).
     pub symptoms: Symptoms,
+    /// Everyone affected during the incident, per capability.
+    pub affected_ever: AffectedEver,
     pub last_trigger_at: Option<SystemTime>,
     /// A material change is waiting for the update interval before it is sent.
     pub pending_update: bool,
@@ -89,6 +92,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     opened_at INTEGER NOT NULL,
     recovered_at INTEGER,
     symptoms TEXT NOT NULL,
+    affected_ever TEXT NOT NULL DEFAULT '{}',
     last_trigger_at INTEGER,
     pending_update INTEGER NOT NULL DEFAULT 0
 );
@@ -123,6 +127,7 @@ impl Store {
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            migrate(&conn)?;
             Ok(conn)
         };
         let conn = open().map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
@@ -138,15 +143,16 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, last_trigger_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?5)",
+            "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?5)",
             params![
                 record.key,
                 record.hub,
                 record.kind.as_str(),
                 millis(record.impact_start),
                 millis(record.opened_at),
-                serde_json::to_string(&record.symptoms)?
+                serde_json::to_string(&record.symptoms)?,
+                serde_json::to_string(&record.affected_ever)?
             ],
         )?;
         insert_timeline(&tx, &record.key, record.opened_at, entry)?;
@@ -169,9 +175,13 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let impact_start = symptoms.impact_start().map(millis);
+        let ever: String =
+            tx.query_row("SELECT affected_ever FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
+        let mut ever: AffectedEver = serde_json::from_str(&ever)?;
+        symptoms.merge_into(&mut ever);
         tx.execute(
-            "UPDATE incidents SET symptoms = ?2, impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
-            params![key, serde_json::to_string(symptoms)?, impact_start],
+            "UPDATE incidents SET symptoms = ?2, affected_ever = ?4, impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
+            params![key, serde_json::to_string(symptoms)?, impact_start, serde_json::to_string(&ever)?],
         )?;
         insert_timeline(&tx, key, at, entry)?;
         match trigger {
@@ -243,7 +253,7 @@ impl Store {
     fn incidents<P: rusqlite::Params>(&self, filter: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
-            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update
+            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update, affected_ever
              FROM incidents {filter} ORDER BY opened_at"
         ))?;
         let rows = statement.query_map(parameters, |row| {
@@ -258,11 +268,12 @@ impl Store {
                 row.get::<_, String>(7)?,
                 row.get::<_, Option<i64>>(8)?,
                 row.get::<_, bool>(9)?,
+                row.get::<_, String>(10)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending) =
+            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending, ever) =
                 row?;
             let Some(kind) = IncidentKind::parse(&kind) else { continue };
             out.push(IncidentRecord {
@@ -274,6 +285,7 @@ impl Store {
                 opened_at: from_millis(opened_at),
                 recovered_at: recovered_at.map(from_millis),
                 symptoms: serde_json::from_str(&symptoms)?,
+                affected_ever: serde_json::from_str(&ever)?,
                 last_trigger_at: last_trigger_at.map(from_millis),
                 pending_update: pending,
             });
@@ -363,6 +375,23 @@ impl Store {
             })?;
         Ok((count as u64, oldest.map(from_millis)))
     }
+}
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Brings a database written by an earlier version up to [`SCHEMA_VERSION`].
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        // Version 0 (development builds) had no union of affected users.
+        let has_column =
+            conn.prepare("SELECT 1 FROM pragma_table_info('incidents') WHERE name = 'affected_ever'")?.exists([])?;
+        if !has_column {
+            conn.execute_batch("ALTER TABLE incidents ADD COLUMN affected_ever TEXT NOT NULL DEFAULT '{}'")?;
+        }
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
 fn insert_timeline(conn: &Connection, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {

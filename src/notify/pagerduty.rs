@@ -6,6 +6,7 @@ use crate::detector::{IncidentKind, Symptoms};
 use crate::probe::Capability;
 use crate::probe::http::truncate;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 use url::Url;
 
@@ -34,14 +35,17 @@ pub struct EventContext<'a> {
 
 /// "temple: 3 users cannot start their servers or execute code".
 pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
-    let users = symptoms.users().len();
+    summary_of(hub, kind, symptoms.users().len(), &symptoms.capabilities())
+}
+
+/// The summary for `users` users failing `capabilities`.
+pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BTreeSet<Capability>) -> String {
     let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
     let what = match kind {
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
         IncidentKind::HubAccess => {
-            let phrases: Vec<&str> = symptoms
-                .capabilities()
-                .into_iter()
+            let phrases: Vec<&str> = capabilities
+                .iter()
                 .map(|c| match c {
                     Capability::Login => "log in",
                     Capability::Server => "start their servers",

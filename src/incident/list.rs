@@ -1,0 +1,52 @@
+//! `hubwatch incidents`: the incidents in the state database, newest last.
+
+use super::store::IncidentRecord;
+use crate::check::Output;
+use crate::notify::pagerduty::summary_of;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::SystemTime;
+
+fn when(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Everyone affected during the incident.
+fn users(incident: &IncidentRecord) -> BTreeSet<&str> {
+    incident.affected_ever.values().flatten().map(String::as_str).collect()
+}
+
+pub fn write(incidents: &[IncidentRecord], output: Output, out: &mut impl Write) -> std::io::Result<()> {
+    match output {
+        Output::Json => {
+            for i in incidents {
+                let line = serde_json::json!({
+                    "key": i.key, "hub": i.hub, "kind": i.kind, "status": if i.open { "open" } else { "recovered" },
+                    "users": users(i),
+                    "summary": summary_of(&i.hub, i.kind, users(i).len(), &i.affected_ever.keys().copied().collect()),
+                    "impact_start": when(i.impact_start), "opened": when(i.opened_at), "impact_end": i.recovered_at.map(when),
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+        Output::Table => {
+            let header = ["KEY", "HUB", "KIND", "STATUS", "USERS", "IMPACT START", "IMPACT END"].map(String::from);
+            let rows: Vec<[String; 7]> = incidents
+                .iter()
+                .map(|i| {
+                    [
+                        i.key.clone(),
+                        i.hub.clone(),
+                        i.kind.as_str().to_string(),
+                        (if i.open { "open" } else { "recovered" }).to_string(),
+                        users(i).into_iter().collect::<Vec<_>>().join(","),
+                        when(i.impact_start),
+                        i.recovered_at.map(when).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            crate::check::write_columns(&header, &rows, out)?;
+        }
+    }
+    Ok(())
+}
