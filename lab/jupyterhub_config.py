@@ -38,6 +38,8 @@ c.JupyterHub.pid_file = str(LAB_DIR / "state" / "hub.pid")
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": int(os.environ.get("SLOW_SPAWN_TIMEOUT", "10"))}
 c.JupyterHub.last_activity_interval = 3600
+# The benchmarks read the hub's own spawn and stop durations from /hub/metrics.
+c.JupyterHub.authenticate_prometheus = False
 
 c.ConfigurableHTTPProxy.command = [str(NODE_BIN / "configurable-http-proxy")]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PORT + 2}"

@@ -18,13 +18,15 @@ pub enum Output {
 pub async fn run_all(
     config: &Config,
     hub: Option<&str>,
+    user: Option<&str>,
     cancel: &CancellationToken,
 ) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
     let http = HttpClient::new()?;
     let probers = build_probers(config, &http);
     let mut rounds = tokio::task::JoinSet::new();
     for prober in probers.into_iter().filter(|p| hub.is_none_or(|h| p.hub.name == h)) {
-        for user in prober.hub.users.clone() {
+        let users: Vec<String> = prober.hub.users.iter().filter(|u| user.is_none_or(|only| only == *u)).cloned().collect();
+        for user in users {
             let (prober, cancel) = (prober.clone(), cancel.clone());
             rounds.spawn(async move {
                 let Some(login) = prober.probe_login(&user, &cancel).await else { return Vec::new() };

@@ -43,6 +43,9 @@ pub enum Command {
         /// Only this hub.
         #[arg(long)]
         hub: Option<String>,
+        /// Only this probe user.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -79,7 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Check { config, hub, output } => {
+        Command::Check { config, hub, user, output } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -95,6 +98,19 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 return ExitCode::from(BAD_CONFIG);
             }
+            if let Some(name) = &user
+                && !config
+                    .hubs
+                    .iter()
+                    .filter(|h| hub.as_ref().is_none_or(|only| *only == h.name))
+                    .any(|h| h.users.contains(name))
+            {
+                eprintln!(
+                    "hubwatch: {}: --user {name:?} is not a probe user of the selected hubs",
+                    config.source.display()
+                );
+                return ExitCode::from(BAD_CONFIG);
+            }
             runtime().block_on(async {
                 let cancel = CancellationToken::new();
                 let on_signal = cancel.clone();
@@ -102,7 +118,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     shutdown_signal().await;
                     on_signal.cancel();
                 });
-                match check::run_all(&config, hub.as_deref(), &cancel).await {
+                match check::run_all(&config, hub.as_deref(), user.as_deref(), &cancel).await {
                     Ok(outcomes) => {
                         let mut stdout = std::io::stdout().lock();
                         if let Err(e) = check::write(&outcomes, output, &mut stdout) {

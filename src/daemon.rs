@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }
     });
 
-    clean_up_leftovers(&probers, &shutdown).await;
+    clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, &shutdown).await;
 
     let (outcomes_tx, outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
@@ -93,13 +93,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     Ok(())
 }
 
-/// Stops probe servers and deletes probe clusters a crashed earlier run left behind, all users at once.
-async fn clean_up_leftovers(probers: &[Arc<HubProber>], shutdown: &CancellationToken) {
+/// Stops probe servers and deletes probe clusters a crashed earlier run left behind, at most `concurrency`
+/// users at a time (like the probes themselves).
+async fn clean_up_leftovers(probers: &[Arc<HubProber>], concurrency: usize, shutdown: &CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut cleanups = tokio::task::JoinSet::new();
     for prober in probers {
         for user in prober.hub.users.clone() {
             let prober = prober.clone();
+            let permits = permits.clone();
             cleanups.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return };
                 match prober.clean_up_leftovers(&user).await {
                     Ok(cleaned) if !cleaned.is_empty() => {
                         tracing::info!(hub = %prober.hub.name, user, cleaned = ?cleaned, "removed what an earlier run left behind")

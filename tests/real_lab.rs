@@ -96,7 +96,7 @@ impl Run {
 }
 
 async fn check(config: &Config, hub: &str) -> Run {
-    let outcomes = run_all(config, Some(hub), &CancellationToken::new()).await.unwrap();
+    let outcomes = run_all(config, Some(hub), None, &CancellationToken::new()).await.unwrap();
     for o in &outcomes {
         eprintln!("    {} {} {} {:?} {:.2}s", o.hub, o.capability, o.user, o.result, o.duration.as_secs_f64());
     }
