@@ -25,7 +25,8 @@ pub async fn run_all(
     let probers = build_probers(config, &http);
     let mut rounds = tokio::task::JoinSet::new();
     for prober in probers.into_iter().filter(|p| hub.is_none_or(|h| p.hub.name == h)) {
-        let users: Vec<String> = prober.hub.users.iter().filter(|u| user.is_none_or(|only| only == *u)).cloned().collect();
+        let users: Vec<String> =
+            prober.hub.users.iter().filter(|u| user.is_none_or(|only| only == *u)).cloned().collect();
         for user in users {
             let (prober, cancel) = (prober.clone(), cancel.clone());
             rounds.spawn(async move {

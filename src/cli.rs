@@ -183,8 +183,10 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// One thread: probing is waiting on the network. Measured with 1,000 hubs, a multi-threaded runtime spent
+/// more CPU waking its threads than on the probes (docs/benchmarks.md).
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the tokio runtime starts")
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

@@ -130,46 +130,80 @@ async fn record(
     hubs: Vec<String>,
 ) {
     let mut tick = tokio::time::interval(TICK);
-    let mut last_affected: HashMap<(String, IncidentKind), usize> = HashMap::new();
+    let mut gauges = AffectedGauges { metrics, last: HashMap::new() };
+    for hub in &hubs {
+        for kind in IncidentKind::ALL {
+            gauges.set(&detector, hub, kind, 0);
+        }
+    }
     loop {
-        let transitions = tokio::select! {
+        tokio::select! {
             outcome = outcomes.recv() => {
                 let Some(outcome) = outcome else { break };
-                metrics.observe(&outcome);
+                gauges.metrics.observe(&outcome);
                 log_outcome(&outcome);
-                detector.observe(&outcome, SystemTime::now())
+                let now = SystemTime::now();
+                handle_all(&manager, &detector.observe(&outcome, now));
+                // Only this hub and kind can have changed.
+                gauges.refresh(&detector, &outcome.hub, IncidentKind::of(outcome.capability), now);
             }
             _ = tick.tick() => {
-                if let Err(e) = manager.flush_pending_updates(SystemTime::now()) {
+                let now = SystemTime::now();
+                if let Err(e) = manager.flush_pending_updates(now) {
                     tracing::error!(error = %e, "cannot send held-back incident updates");
                 }
-                detector.tick(SystemTime::now())
-            }
-        };
-        for transition in &transitions {
-            if let Err(e) = manager.handle(transition) {
-                // The detector keeps its state; the next transition (or a restart's resume) catches up.
-                tracing::error!(error = %e, ?transition, "cannot record an incident change");
-            }
-        }
-        let now = SystemTime::now();
-        for hub in &hubs {
-            for kind in IncidentKind::ALL {
-                let symptoms = detector.symptoms(hub, kind, now);
-                let users = symptoms.users();
-                let open = detector.is_open(hub, kind);
-                metrics.set_affected(hub, kind.as_str(), users.len(), open);
-                let previous = last_affected.insert((hub.clone(), kind), users.len()).unwrap_or(0);
-                if !open && !users.is_empty() && users.len() != previous {
-                    let users: Vec<&str> = users.into_iter().collect();
-                    tracing::info!(
-                        hub,
-                        kind = kind.as_str(),
-                        ?users,
-                        "support ticket: users affected, below the incident threshold"
-                    );
+                handle_all(&manager, &detector.tick(now));
+                // Failures age out of the window with time alone: every hub and kind is looked at.
+                for hub in &hubs {
+                    for kind in IncidentKind::ALL {
+                        gauges.refresh(&detector, hub, kind, now);
+                    }
                 }
             }
+        }
+    }
+}
+
+fn handle_all(manager: &IncidentManager, transitions: &[crate::detector::Transition]) {
+    for transition in transitions {
+        if let Err(e) = manager.handle(transition) {
+            // The detector keeps its state; the next transition (or a restart's resume) catches up.
+            tracing::error!(error = %e, ?transition, "cannot record an incident change");
+        }
+    }
+}
+
+/// The affected-users gauges, and a log line when a support ticket (1..N-1 users) changes. Gauges are
+/// written only when what they show changes (the hot path sees thousands of outcomes a second).
+struct AffectedGauges {
+    metrics: Arc<Metrics>,
+    /// Per hub and kind: affected users and whether an incident is open, as last written.
+    last: HashMap<(String, IncidentKind), (usize, bool)>,
+}
+
+impl AffectedGauges {
+    fn set(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, users: usize) -> Option<(usize, bool)> {
+        let now = (users, detector.is_open(hub, kind));
+        let previous = self.last.insert((hub.to_string(), kind), now);
+        if previous != Some(now) {
+            self.metrics.set_affected(hub, kind.as_str(), now.0, now.1);
+        }
+        previous
+    }
+
+    fn refresh(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, now: SystemTime) {
+        let symptoms = detector.symptoms(hub, kind, now);
+        let users = symptoms.users();
+        let previous = self.set(detector, hub, kind, users.len()).map_or(0, |p| p.0);
+        let open = detector.is_open(hub, kind);
+        if !open && !users.is_empty() && users.len() != previous {
+            let users: Vec<&str> = users.into_iter().collect();
+            tracing::info!(
+                hub,
+                kind = kind.as_str(),
+                ?users,
+                "support ticket: users affected, below the incident threshold"
+            );
         }
     }
 }
