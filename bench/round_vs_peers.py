@@ -71,7 +71,14 @@ hubs:
     "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
     "nbformat": 4, "nbformat_minor": 5,
 }))
-env = dict(os.environ, HUBWATCH_TOKEN=TOKEN, JUPYTERHUB_API_TOKEN=TOKEN, RUST_LOG="warn")
+# jhub-client reads the user model's `server` field, which needs more than hubwatch's minimal role: it runs
+# with a token of the probe user itself, minted once here.
+mint = urllib.request.Request(
+    f"{HUB}/hub/api/users/{USER}/tokens", method="POST", data=json.dumps({"expires_in": 3600, "note": "jhub-client bench"}).encode(),
+    headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+)
+USER_TOKEN = json.load(urllib.request.urlopen(mint))["token"]
+env = dict(os.environ, HUBWATCH_TOKEN=TOKEN, JUPYTERHUB_API_TOKEN=USER_TOKEN, RUST_LOG="warn")
 hubwatch = [HUBWATCH, "check", "--config", str(work / "hubwatch.yaml"), "--hub", "lab", "--user", USER]
 jhubctl = [JHUBCTL, "run", "-n", "nb.ipynb", "--hub", HUB, "-u", USER, "--stop-server", "--output-filename", "out.ipynb"]
 

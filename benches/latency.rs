@@ -1,8 +1,10 @@
 //! Detection latency on the real lab: from the moment a fault is switched on to the trigger arriving at a
-//! local PagerDuty, and from healing to the resolve, with fast intervals (login every 5 s, server and kernel
-//! every 10 s). Faults: spawning fails for both probe users; kernels crash; the proxy is frozen.
+//! local PagerDuty, and from healing to the resolve. Faults: spawning fails for both probe users; kernels
+//! crash; the proxy is frozen.
 //!
-//! `cargo bench --bench latency`
+//! `cargo bench --bench latency` uses fast intervals (login every 5 s, server and kernel every 10 s);
+//! `cargo bench --bench latency -- --default-intervals` the defaults (login 1 m, server and kernel 10 m),
+//! which takes about 45 minutes.
 
 #[path = "../tests/support/lab.rs"]
 mod lab;
@@ -13,11 +15,20 @@ use pagerduty::{PagerDuty, ROUTING_KEY};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LOGIN_EVERY: u64 = 5;
-const LOGIN_TIMEOUT: u64 = 5;
-const SERVER_EVERY: u64 = 10;
-const SERVER_TIMEOUT: u64 = 20;
-const KERNEL_TIMEOUT: u64 = 8;
+/// Probe intervals and timeouts in seconds.
+struct Intervals {
+    login_every: u64,
+    login_timeout: u64,
+    server_every: u64,
+    server_timeout: u64,
+    kernel_timeout: u64,
+}
+
+const FAST: Intervals =
+    Intervals { login_every: 5, login_timeout: 5, server_every: 10, server_timeout: 20, kernel_timeout: 8 };
+/// hubwatch's defaults (README, "Configuration").
+const DEFAULT: Intervals =
+    Intervals { login_every: 60, login_timeout: 30, server_every: 600, server_timeout: 600, kernel_timeout: 120 };
 
 /// A fault: switched on with `true`, healed with `false`.
 type Fault<'a> = Box<dyn Fn(bool) + 'a>;
@@ -32,6 +43,9 @@ fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration
 }
 
 fn main() {
+    let defaults = std::env::args().any(|a| a == "--default-intervals");
+    let Intervals { login_every, login_timeout, server_every, server_timeout, kernel_timeout } =
+        if defaults { DEFAULT } else { FAST };
     hubwatch::probe::http::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let pd = PagerDuty::default();
@@ -47,7 +61,7 @@ fn main() {
         &config,
         format!(
             "listen: {listen}\nstate_path: {}\nincidents: {{window: 2m}}\npagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: \"{events_url}\", retry_delay: 1s}}\n\
-             defaults:\n  probes:\n    login: {{every: {LOGIN_EVERY}s, timeout: {LOGIN_TIMEOUT}s}}\n    server: {{every: {SERVER_EVERY}s, timeout: {SERVER_TIMEOUT}s}}\n    kernel: {{every: {SERVER_EVERY}s, timeout: {KERNEL_TIMEOUT}s}}\n\
+             defaults:\n  probes:\n    login: {{every: {login_every}s, timeout: {login_timeout}s}}\n    server: {{every: {server_every}s, timeout: {server_timeout}s}}\n    kernel: {{every: {server_every}s, timeout: {kernel_timeout}s}}\n\
              hubs:\n  - name: lab\n    url: {}\n    token: {{env: HUBWATCH_TOKEN}}\n    users: [probe-1, probe-2]\n",
             state.display(),
             lab.url
@@ -63,8 +77,8 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Let every lane run once healthy.
-    std::thread::sleep(Duration::from_secs(SERVER_EVERY * 2));
+    // Let the lanes run healthy for a while (the first server round comes at a random phase).
+    std::thread::sleep(Duration::from_secs((server_every * 2).min(120)));
 
     println!(
         "| fault | probe interval / timeout (s) | fault → trigger (s) | target: interval + 5 s | heal → resolve (s) | target: 2 × interval |"
@@ -73,20 +87,20 @@ fn main() {
     let cases: [(&str, u64, u64, Fault); 3] = [
         (
             "spawn fails for both users",
-            SERVER_EVERY,
-            SERVER_TIMEOUT,
+            server_every,
+            server_timeout,
             Box::new(|on| if on { lab.set_flag("spawn-fail", None, "") } else { lab.clear_flags() }),
         ),
         (
             "kernels crash",
-            SERVER_EVERY,
-            KERNEL_TIMEOUT,
+            server_every,
+            kernel_timeout,
             Box::new(|on| if on { lab.set_flag("kernel-crash", None, "") } else { lab.clear_flags() }),
         ),
         (
             "proxy frozen",
-            LOGIN_EVERY,
-            LOGIN_TIMEOUT,
+            login_every,
+            login_timeout,
             Box::new(|on| lab.signal("PROXY_PID", if on { "STOP" } else { "CONT" })),
         ),
     ];
@@ -105,7 +119,7 @@ fn main() {
             every * 2
         );
         // Quiet time so the next fault starts from a healthy hub.
-        std::thread::sleep(Duration::from_secs(every));
+        std::thread::sleep(Duration::from_secs(every.min(60)));
     }
     let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
     let _ = daemon.wait();

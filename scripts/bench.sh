@@ -15,6 +15,7 @@ fi
 cargo bench --no-run --quiet 2>/dev/null || cargo bench --no-run
 
 OUT=docs/benchmarks.md
+mkdir -p docs
 TMP="$(mktemp)"
 LAB_DIR="$PWD/.cache/bench-lab"
 trap 'lab/lab.sh stop "$LAB_DIR" || true; rm -f "$TMP"' EXIT
@@ -28,7 +29,7 @@ trap 'lab/lab.sh stop "$LAB_DIR" || true; rm -f "$TMP"' EXIT
   echo "## A probe round against a peer (real lab, alternating A B)"
   echo
   lab/lab.sh start "$LAB_DIR" 18800 >&2
-  python3 bench/round_vs_peers.py target/release/hubwatch "$JHUB_VENV/bin/jhubctl" "$LAB_DIR" "${PAIRS:-5}"
+  python3 bench/round_vs_peers.py "$PWD/target/release/hubwatch" "$PWD/$JHUB_VENV/bin/jhubctl" "$LAB_DIR" "${PAIRS:-5}"
   lab/lab.sh stop "$LAB_DIR" >&2
   echo
   echo "## Scale (simulated hubs, ${SCALE_SECONDS:-60} s each, after a 10 s warm-up)"
