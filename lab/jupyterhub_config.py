@@ -22,7 +22,7 @@ LAB_DIR = Path(os.environ["LAB_DIR"])
 PORT = int(os.environ["HUB_PORT"])
 VENV_BIN = Path(sys.executable).parent
 NODE_BIN = Path(os.environ["LAB_NODE_BIN"])
-USERS = os.environ.get("PROBE_USERS", "probe-1 probe-2 probe-3").split()
+USERS = os.environ.get("PROBE_USERS", "probe-1 probe-2 probe-3 probe-4").split()
 PASSWORD = os.environ.get("PROBE_PASSWORD", "probe-password")
 HUBWATCH_TOKEN = os.environ.get("HUBWATCH_TOKEN", "hubwatch-0123456789abcdef0123456789abcdef")
 # Every process of this lab carries the tag, so lab.sh stop finds them all (servers start new sessions).

@@ -92,7 +92,7 @@ JSON
 HUB_URL=$base
 HUBWATCH_TOKEN=$token
 PROBE_PASSWORD=${PROBE_PASSWORD:-probe-password}
-PROBE_USERS="probe-1 probe-2 probe-3"
+PROBE_USERS="probe-1 probe-2 probe-3 probe-4"
 DASK_GATEWAY_URL=$base/services/dask-gateway
 HUB_PID=$(cat "$dir/state/hub.pid")
 PROXY_PID=$(cat "$dir/state/proxy.pid")

@@ -40,7 +40,7 @@ hubs:
   - name: lab-form-login
     url: $HUB_URL
     token: {env: HUBWATCH_TOKEN}
-    users: [probe-3, probe-2]
+    users: [probe-3, probe-4]             # a probe user belongs to one entry of a hub
     login: {method: form, password: {env: PROBE_PASSWORD}}
 YAML
 

@@ -38,7 +38,7 @@ hubs:
   - name: lab-form
     url: {url}
     token: {{env: HUBWATCH_TOKEN}}
-    users: [probe-3, probe-2]
+    users: [probe-3, probe-4]
     login: {{method: form, password: {{env: PROBE_PASSWORD}}}}
 "#
     );
@@ -139,7 +139,7 @@ async fn real_lab_scenarios() {
     hubwatch::probe::http::install_crypto_provider();
     let lab = Lab::start("probes", PORT);
     let config = config(&lab);
-    let all = ["probe-1", "probe-2", "probe-3"];
+    let all = ["probe-1", "probe-2", "probe-3", "probe-4"];
     use Capability::*;
 
     eprintln!("scenario: a healthy round passes for every user, both login methods");
@@ -150,7 +150,7 @@ async fn real_lab_scenarios() {
         }
     }
     let run = check(&config, "lab-form").await;
-    for user in ["probe-3", "probe-2"] {
+    for user in ["probe-3", "probe-4"] {
         for capability in [Login, Server, Kernel] {
             run.assert_ok(capability, user);
         }
@@ -163,15 +163,15 @@ async fn real_lab_scenarios() {
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 403 Forbidden: Invalid username or password");
     run.assert_blocked(Server, "probe-3", Login);
     run.assert_blocked(Kernel, "probe-3", Login);
-    run.assert_ok(Login, "probe-2");
-    run.assert_ok(Kernel, "probe-2");
+    run.assert_ok(Login, "probe-4");
+    run.assert_ok(Kernel, "probe-4");
     lab.clear_flags();
 
     eprintln!("scenario: login erroring (500): the authenticator for one user, the login page for everyone");
     lab.set_flag("login-500", Some("probe-3"), "");
     let run = check(&config, "lab-form").await;
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 500");
-    run.assert_ok(Login, "probe-2");
+    run.assert_ok(Login, "probe-4");
     lab.clear_flags();
     lab.set_flag("login-500", None, "");
     let run = check(&config, "lab").await;

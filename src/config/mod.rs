@@ -537,7 +537,7 @@ impl Validator<'_> {
             self.problems.add("hubs", "at least one hub is required");
             return None;
         }
-        let mut hubs = Vec::new();
+        let mut hubs: Vec<HubConfig> = Vec::new();
         let mut names = HashSet::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
@@ -547,6 +547,17 @@ impl Validator<'_> {
                     if !names.insert(hub.name.clone()) {
                         self.problems.add(&join(&path, "name"), format!("duplicate hub name {:?}", hub.name));
                         ok = false;
+                    }
+                    // Two entries for the same hub may not share a probe user: their rounds would stop each
+                    // other's servers and the failures would look like an outage.
+                    for (j, user) in hub.users.iter().enumerate() {
+                        if let Some(other) = hubs.iter().find(|h| h.url == hub.url && h.users.contains(user)) {
+                            self.problems.add(
+                                &format!("{path}.users[{j}]"),
+                                format!("probe user {user:?} is also a probe user of hub {:?} at the same URL; give each entry its own probe users", other.name),
+                            );
+                            ok = false;
+                        }
                     }
                     hubs.push(hub);
                 }
