@@ -16,7 +16,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 class FlaggedBackend(UnsafeLocalBackend):
-    """Runs schedulers and workers as the gateway's own user (no Unix accounts needed)."""
+    """Runs schedulers and workers as the gateway's own user (no Unix accounts needed). With the dask-fail
+    flag (global, or flags/<owner>/dask-fail where the owner is the user name or `service:hubwatch`) a new
+    cluster goes FAILED at once."""
 
     async def do_start_cluster(self, cluster):
         if flag("dask-fail", cluster.username):
@@ -34,5 +36,11 @@ c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenti
 c.ClusterConfig.scheduler_cmd = [str(VENV_BIN / "dask"), "scheduler"]
 c.ClusterConfig.worker_cmd = [str(VENV_BIN / "dask"), "worker", "--host", "127.0.0.1"]
 c.ClusterConfig.cluster_max_workers = 2
-c.ClusterConfig.environment = {"HUBWATCH_LAB_ID": os.environ["HUBWATCH_LAB_ID"], "LAB_DIR": os.environ["LAB_DIR"]}
-c.LocalBackend.clusters_directory = str(Path(os.environ["LAB_DIR"]) / "dask-clusters")
+LAB_DIR = Path(os.environ["LAB_DIR"])
+# The tag lets lab.sh stop find schedulers and workers (they start new sessions); scratch space stays in the lab.
+c.ClusterConfig.environment = {
+    "HUBWATCH_LAB_ID": os.environ["HUBWATCH_LAB_ID"],
+    "LAB_DIR": str(LAB_DIR),
+    "DASK_TEMPORARY_DIRECTORY": str(LAB_DIR / "dask-scratch"),
+}
+c.LocalBackend.clusters_directory = str(LAB_DIR / "dask-clusters")

@@ -14,7 +14,7 @@ from tornado import web
 
 LAB = Path(__file__).resolve().parent
 sys.path.insert(0, str(LAB))
-from labflags import flag  # noqa: E402
+from labflags import flag, seconds  # noqa: E402
 
 c = get_config()  # noqa: F821
 
@@ -22,7 +22,8 @@ LAB_DIR = Path(os.environ["LAB_DIR"])
 PORT = int(os.environ["HUB_PORT"])
 VENV_BIN = Path(sys.executable).parent
 NODE_BIN = Path(os.environ["LAB_NODE_BIN"])
-USERS = os.environ.get("PROBE_USERS", "probe-1 probe-2 probe-3 probe-4").split()
+# The hub's users (LAB_USERS, not PROBE_USERS: a sourced lab.env must not change a later lab's users).
+USERS = os.environ.get("LAB_USERS", "probe-1 probe-2 probe-3 probe-4").split()
 PASSWORD = os.environ.get("PROBE_PASSWORD", "probe-password")
 HUBWATCH_TOKEN = os.environ.get("HUBWATCH_TOKEN", "hubwatch-0123456789abcdef0123456789abcdef")
 # Every process of this lab carries the tag, so lab.sh stop finds them all (servers start new sessions).
@@ -51,9 +52,9 @@ class FlaggedLoginHandler(LoginHandler):
     """The login page honours login-slow and login-500 (global flags: the page has no user yet)."""
 
     async def get(self):
-        slow = flag("login-slow")
+        slow = seconds("login-slow")
         if slow:
-            await asyncio.sleep(float(slow))
+            await asyncio.sleep(slow)
         if flag("login-500"):
             raise web.HTTPError(500, "injected login failure (flag login-500)")
         result = super().get()
@@ -66,9 +67,9 @@ class FlaggedAuthenticator(SharedPasswordAuthenticator):
 
     async def authenticate(self, handler, data):
         user = (data or {}).get("username")
-        slow = flag("login-slow", user)
+        slow = seconds("login-slow", user)
         if slow:
-            await asyncio.sleep(float(slow))
+            await asyncio.sleep(slow)
         if flag("login-500", user):
             raise RuntimeError("injected login failure (flag login-500)")
         if flag("login-403", user):
@@ -89,9 +90,9 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
 
     async def start(self):
         user = self.user.name
-        slow = flag("spawn-slow", user)
+        slow = seconds("spawn-slow", user)
         if slow:
-            await asyncio.sleep(float(slow))
+            await asyncio.sleep(slow)
         if flag("spawn-fail", user):
             raise RuntimeError("injected spawn failure (flag spawn-fail)")
         if flag("spawn-crash", user):
@@ -104,7 +105,6 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
 c.JupyterHub.spawner_class = FlaggedSpawner
 c.Spawner.ip = "127.0.0.1"
 c.Spawner.args = ["--allow-root"]
-c.Spawner.default_url = "/tree"
 c.Spawner.start_timeout = int(os.environ.get("SPAWN_TIMEOUT", "60"))
 c.Spawner.http_timeout = int(os.environ.get("SPAWN_HTTP_TIMEOUT", "30"))
 c.Spawner.poll_interval = int(os.environ.get("SPAWN_POLL_INTERVAL", "5"))
@@ -120,6 +120,9 @@ c.JupyterHub.services = [
         "environment": {**TAG, "HUB_PORT": str(PORT), "PATH": f"{VENV_BIN}:/usr/bin:/bin"},
     },
 ]
+# The group is only informative: never filter access:servers by group (the single-user server cannot resolve it).
+c.JupyterHub.load_groups = {"probes": {"users": USERS}}
+# hubwatch's minimal role: spawn, stop and watch the probe users' servers, use them (kernels), mint their tokens.
 scopes = [f"{s}!user={u}" for u in USERS for s in ("servers", "access:servers", "tokens")]
 c.JupyterHub.load_roles = [
     {"name": "hubwatch", "scopes": scopes + ["access:services!service=dask-gateway"], "services": ["hubwatch"]},

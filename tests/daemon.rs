@@ -4,7 +4,6 @@
 
 mod support;
 
-use serde_json::Value;
 use std::time::Duration;
 use support::daemon::{Daemon, free_port, get, metric, wait_for};
 use support::lab::Lab;
@@ -14,7 +13,7 @@ const PORT: u16 = 18600;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     hubwatch::probe::http::install_crypto_provider();
-    let lab = Lab::start("daemon", PORT);
+    let lab = Lab::start_with("daemon", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let token = lab.token();
     let service = format!("token {token}");
     let http = reqwest::Client::new();
@@ -27,17 +26,7 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
         .await
         .unwrap();
     assert!(spawned.status().is_success(), "{}", spawned.status());
-    let minted: Value = http
-        .post(format!("{}/hub/api/users/probe-2/tokens", lab.url))
-        .header("Authorization", &service)
-        .json(&serde_json::json!({"expires_in": 600}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let gateway_auth = format!("jupyterhub {}", minted["token"].as_str().unwrap());
+    let gateway_auth = format!("jupyterhub {}", lab.mint_user_token("probe-2").await);
     let created = http
         .post(format!("{}/services/dask-gateway/api/v1/clusters/", lab.url))
         .header("Authorization", &gateway_auth)

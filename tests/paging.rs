@@ -16,7 +16,7 @@ use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
 
 const PORT: u16 = 18700;
 const EVERY: Duration = Duration::from_secs(4);
-const TIMEOUT: Duration = Duration::from_secs(15);
+const TIMEOUT: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(8);
 
 fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Value> {
@@ -28,7 +28,7 @@ async fn incidents_page_once_resolve_once_and_survive_kill_9() {
     hubwatch::probe::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
-    let lab = Lab::start("paging", PORT);
+    let lab = Lab::start_with("paging", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let listen = free_port();
     let state = lab.dir.join("paging-state.db");
     for suffix in ["", "-wal", "-shm"] {
@@ -46,7 +46,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
 defaults:
   probes:
     login:  {{every: 2s, timeout: 5s}}
-    server: {{every: 4s, timeout: 15s}}
+    server: {{every: 4s, timeout: 30s}}
     kernel: {{every: 4s, timeout: 10s}}
 hubs:
   - name: lab

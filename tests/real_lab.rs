@@ -106,21 +106,10 @@ async fn check(config: &Config, hub: &str) -> Run {
 /// Asserts through the hub and gateway APIs that no probe server, kernel or cluster is left.
 async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
     let http = reqwest::Client::new();
-    let token = lab.token();
     for user in users {
         assert!(lab.has_no_server(user).await, "{user} still has a server: {}", lab.servers_of(user).await);
 
-        let minted: Value = http
-            .post(format!("{}/hub/api/users/{user}/tokens", lab.url))
-            .header("Authorization", format!("token {token}"))
-            .json(&serde_json::json!({"expires_in": 300, "note": "test: list clusters"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let user_token = minted["token"].as_str().unwrap();
+        let user_token = lab.mint_user_token(user).await;
         let clusters: Value = http
             .get(format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url))
             .header("Authorization", format!("jupyterhub {user_token}"))

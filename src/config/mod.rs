@@ -333,14 +333,8 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
-        for (key, slot) in [("window", &mut config.window), ("update_interval", &mut config.update_interval)] {
-            if let Some(v) = table.get(key) {
-                match duration(v, &join("incidents", key), self.problems) {
-                    Some(d) => *slot = d,
-                    None => ok = false,
-                }
-            }
-        }
+        ok &= self
+            .durations(&mut table, [("window", &mut config.window), ("update_interval", &mut config.update_interval)]);
         table.finish(self.problems);
         ok.then_some(config)
     }
@@ -383,20 +377,17 @@ impl Validator<'_> {
                 }
             }),
         };
-        let mut delays =
-            [("retry_delay", Some(Duration::from_secs(2))), ("rate_limit_delay", Some(Duration::from_secs(60)))];
-        for (key, slot) in delays.iter_mut() {
-            if let Some(v) = table.get(key) {
-                *slot = duration(v, &join("pagerduty", key), self.problems);
-            }
-        }
+        let (mut retry_delay, mut rate_limit_delay) = (Duration::from_secs(2), Duration::from_secs(60));
+        let delays_ok = self
+            .durations(&mut table, [("retry_delay", &mut retry_delay), ("rate_limit_delay", &mut rate_limit_delay)]);
         table.finish(self.problems);
+        delays_ok.then_some(())?;
         Some(PagerDutyConfig {
             routing_key: routing_key?,
             events_url: events_url?,
             severity: severity?,
-            retry_delay: delays[0].1?,
-            rate_limit_delay: delays[1].1?,
+            retry_delay,
+            rate_limit_delay,
         })
     }
 
@@ -415,16 +406,10 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
-        for (key, slot) in
-            [("shutdown_grace", &mut config.shutdown_grace), ("cleanup_timeout", &mut config.cleanup_timeout)]
-        {
-            if let Some(v) = table.get(key) {
-                match duration(v, &join("scheduler", key), self.problems) {
-                    Some(d) => *slot = d,
-                    None => ok = false,
-                }
-            }
-        }
+        ok &= self.durations(
+            &mut table,
+            [("shutdown_grace", &mut config.shutdown_grace), ("cleanup_timeout", &mut config.cleanup_timeout)],
+        );
         table.finish(self.problems);
         ok.then_some(config)
     }
@@ -516,8 +501,14 @@ impl Validator<'_> {
 
     /// Reads `every` and `timeout` from `table` into `schedule`; false if either is invalid.
     fn schedule(&mut self, table: &mut Table, schedule: &mut Schedule) -> bool {
+        self.durations(table, [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)])
+    }
+
+    /// Reads each duration key present in `table` into its slot (absent keys keep their default); false if
+    /// any is invalid.
+    fn durations<const N: usize>(&mut self, table: &mut Table, slots: [(&'static str, &mut Duration); N]) -> bool {
         let mut ok = true;
-        for (key, slot) in [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)] {
+        for (key, slot) in slots {
             if let Some(v) = table.get(key) {
                 match duration(v, &table.key_path(key), self.problems) {
                     Some(d) => *slot = d,

@@ -21,15 +21,25 @@ impl Lab {
     /// Starts a lab in `target/lab-tests/NAME` on ports PORT..PORT+5. Spawner timeouts are short so that
     /// failure cases end in seconds: the hub answers spawns at once (202) and gives up on a silent server in 5 s.
     pub fn start(name: &str, port: u16) -> Lab {
+        Lab::start_with(name, port, &[])
+    }
+
+    /// As [`Lab::start`], with spawner settings overridden (`SPAWN_HTTP_TIMEOUT`, ...). The short default
+    /// HTTP timeout makes a crashing server fail fast; under load a healthy server can miss it, so tests
+    /// that need every healthy spawn to succeed give it the hub's usual 30 s.
+    pub fn start_with(name: &str, port: u16, settings: &[(&str, &str)]) -> Lab {
         let dir = repo().join("target/lab-tests").join(name);
-        let status = Command::new(repo().join("lab/lab.sh"))
+        let mut command = Command::new(repo().join("lab/lab.sh"));
+        command
             .args(["start", dir.to_str().unwrap(), &port.to_string()])
             .env("SLOW_SPAWN_TIMEOUT", "1")
             .env("SPAWN_HTTP_TIMEOUT", "5")
             .env("SPAWN_TIMEOUT", "15")
-            .env("SPAWN_POLL_INTERVAL", "2")
-            .status()
-            .expect("lab/lab.sh runs");
+            .env("SPAWN_POLL_INTERVAL", "2");
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let status = command.status().expect("lab/lab.sh runs");
         assert!(status.success(), "the lab did not start; see {}/hub.log", dir.display());
         let env: HashMap<String, String> = std::fs::read_to_string(dir.join("lab.env"))
             .unwrap()
@@ -65,6 +75,21 @@ impl Lab {
         let pid = &self.env[which];
         let status = Command::new("kill").args([&format!("-{signal}"), pid]).status().unwrap();
         assert!(status.success(), "kill -{signal} {which}={pid}");
+    }
+
+    /// A token of the probe user itself, minted with hubwatch's service token.
+    pub async fn mint_user_token(&self, user: &str) -> String {
+        let minted: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/hub/api/users/{user}/tokens", self.url))
+            .header("Authorization", format!("token {}", self.token()))
+            .json(&serde_json::json!({"expires_in": 600, "note": "hubwatch tests"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        minted["token"].as_str().expect("the hub minted a token").to_string()
     }
 
     /// The user's servers as the hub lists them (through hubwatch's service token).
