@@ -2,9 +2,10 @@
 //! until shut down; every outcome goes to the metrics and the log.
 
 use crate::config::Config;
-use crate::detector::{Detector, DetectorSettings, IncidentKind};
-use crate::incident::IncidentManager;
+use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
+use crate::diagnostics::collect::Collector;
 use crate::incident::store::{Store, StoreError};
+use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::probe::http::HttpClient;
@@ -44,7 +45,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&config.state_path)?);
     let wake = Arc::new(Notify::new());
-    let manager = IncidentManager::new(store.clone(), &config, wake.clone());
+    let mut manager = IncidentManager::new(store.clone(), &config, wake.clone());
+    let collector = if config.kubernetes.enabled {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(Arc::new(Collector::new(client, &config))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): pages go out without diagnostics");
+                manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut detector = Detector::new(DetectorSettings {
         min_affected_users: config.incidents.min_affected_users,
         window: config.incidents.window,
@@ -78,7 +91,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     let (outcomes_tx, outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
-    let recorder = tokio::spawn(record(outcomes_rx, detector, manager, metrics.clone(), hubs));
+    let incidents = Incidents { manager: Arc::new(manager), collector };
+    let recorder = tokio::spawn(record(outcomes_rx, detector, incidents, metrics.clone(), hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
     ready.store(true, Ordering::Release);
@@ -125,7 +139,7 @@ async fn clean_up_leftovers(probers: &[Arc<HubProber>], concurrency: usize, shut
 async fn record(
     mut outcomes: mpsc::Receiver<ProbeOutcome>,
     mut detector: Detector,
-    manager: IncidentManager,
+    incidents: Incidents,
     metrics: Arc<Metrics>,
     hubs: Vec<String>,
 ) {
@@ -143,16 +157,17 @@ async fn record(
                 gauges.metrics.observe(&outcome);
                 log_outcome(&outcome);
                 let now = SystemTime::now();
-                handle_all(&manager, &detector.observe(&outcome, now));
+                incidents.handle_all(&detector.observe(&outcome, now));
                 // Only this hub and kind can have changed.
                 gauges.refresh(&detector, &outcome.hub, IncidentKind::of(outcome.capability), now);
             }
             _ = tick.tick() => {
                 let now = SystemTime::now();
-                if let Err(e) = manager.flush_pending_updates(now) {
-                    tracing::error!(error = %e, "cannot send held-back incident updates");
+                match incidents.manager.flush_pending_updates(now) {
+                    Ok(wanted) => wanted.into_iter().for_each(|w| incidents.collect(w)),
+                    Err(e) => tracing::error!(error = %e, "cannot send held-back incident updates"),
                 }
-                handle_all(&manager, &detector.tick(now));
+                incidents.handle_all(&detector.tick(now));
                 // Failures age out of the window with time alone: every hub and kind is looked at.
                 for hub in &hubs {
                     for kind in IncidentKind::ALL {
@@ -164,12 +179,35 @@ async fn record(
     }
 }
 
-fn handle_all(manager: &IncidentManager, transitions: &[crate::detector::Transition]) {
-    for transition in transitions {
-        if let Err(e) = manager.handle(transition) {
-            // The detector keeps its state; the next transition (or a restart's resume) catches up.
-            tracing::error!(error = %e, ?transition, "cannot record an incident change");
+/// The incident manager and, when Kubernetes is on, the diagnostics its triggers wait for.
+struct Incidents {
+    manager: Arc<IncidentManager>,
+    collector: Option<Arc<Collector>>,
+}
+
+impl Incidents {
+    fn handle_all(&self, transitions: &[Transition]) {
+        for transition in transitions {
+            match self.manager.handle(transition) {
+                Ok(Some(wanted)) => self.collect(wanted),
+                Ok(None) => {}
+                // The detector keeps its state; the next transition (or a restart's resume) catches up.
+                Err(e) => tracing::error!(error = %e, ?transition, "cannot record an incident change"),
+            }
         }
+    }
+
+    /// Collects in the background: the trigger goes out when they arrive or when its wait is over,
+    /// whichever comes first; diagnostics that come later follow in an update.
+    fn collect(&self, wanted: DiagnosticsWanted) {
+        let Some(collector) = self.collector.clone() else { return };
+        let manager = self.manager.clone();
+        tokio::spawn(async move {
+            let diagnostics = collector.collect(&wanted.hub, wanted.kind, wanted.users).await;
+            if let Err(e) = manager.attach_diagnostics(&wanted.key, &diagnostics, SystemTime::now()) {
+                tracing::error!(error = %e, key = %wanted.key, "cannot store diagnostics");
+            }
+        });
     }
 }
 

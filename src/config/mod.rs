@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
-use walk::{Problems, Table, duration, join, object, positive_integer, string, string_list};
+use walk::{Problems, Table, duration, join, object, positive_integer, string, string_list, type_name};
 
 use crate::probe::Capability;
 
@@ -28,7 +28,35 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     /// None: a dry run, incidents are logged and shown but never sent.
     pub pagerduty: Option<PagerDutyConfig>,
+    pub kubernetes: KubernetesConfig,
     pub hubs: Vec<HubConfig>,
+}
+
+/// Kubernetes awareness: diagnostics on pages and real users' stuck pods as affected users.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// Off: no diagnostics, no pod signals; everything else works.
+    pub enabled: bool,
+    /// How long a page waits for diagnostics before it goes out without them (they follow when collected).
+    pub diagnostics_wait: Duration,
+    /// Deadline of each Kubernetes API call.
+    pub call_timeout: Duration,
+    /// Lines of hub, proxy and gateway logs in the diagnostics (`kubectl logs --tail`).
+    pub log_lines: u32,
+    /// A user pod Pending longer than this makes its user affected.
+    pub pending_after: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            diagnostics_wait: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(10),
+            log_lines: 50,
+            pending_after: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -209,9 +237,10 @@ fn render_problems(file: &str, problems: &[(String, String)]) -> String {
 }
 
 const TOP_KEYS: &[&str] =
-    &["listen", "public_url", "state_path", "scheduler", "incidents", "pagerduty", "defaults", "hubs"];
+    &["listen", "public_url", "state_path", "scheduler", "incidents", "pagerduty", "kubernetes", "defaults", "hubs"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
 const PAGERDUTY_KEYS: &[&str] = &["routing_key", "events_url", "severity", "retry_delay", "rate_limit_delay"];
+const KUBERNETES_KEYS: &[&str] = &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after"];
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
 const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
@@ -290,6 +319,7 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.pagerduty(v).map(Some),
         };
+        let kubernetes = self.kubernetes(top.get("kubernetes"));
         let defaults = match top.get("defaults") {
             None => Some(ProbeSettings::default()),
             Some(v) => self.defaults(v),
@@ -312,6 +342,7 @@ impl Validator<'_> {
             scheduler: scheduler?,
             incidents: incidents?,
             pagerduty: pagerduty?,
+            kubernetes: kubernetes?,
             hubs: hubs?,
         })
     }
@@ -389,6 +420,38 @@ impl Validator<'_> {
             retry_delay,
             rate_limit_delay,
         })
+    }
+
+    fn kubernetes(&mut self, value: Option<&Value>) -> Option<KubernetesConfig> {
+        let mut config = KubernetesConfig::default();
+        let Some(value) = value else { return Some(config) };
+        let mut table = Table::new(value, "kubernetes", KUBERNETES_KEYS, self.problems)?;
+        let mut ok = true;
+        if let Some(v) = table.get("enabled") {
+            match v.as_bool() {
+                Some(enabled) => config.enabled = enabled,
+                None => {
+                    self.problems.add("kubernetes.enabled", format!("expected true or false, found {}", type_name(v)));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(v) = table.get("log_lines") {
+            match positive_integer(v, "kubernetes.log_lines", 10_000, self.problems) {
+                Some(n) => config.log_lines = n as u32,
+                None => ok = false,
+            }
+        }
+        ok &= self.durations(
+            &mut table,
+            [
+                ("diagnostics_wait", &mut config.diagnostics_wait),
+                ("call_timeout", &mut config.call_timeout),
+                ("pending_after", &mut config.pending_after),
+            ],
+        );
+        table.finish(self.problems);
+        ok.then_some(config)
     }
 
     fn scheduler(&mut self, value: Option<&Value>) -> Option<SchedulerConfig> {

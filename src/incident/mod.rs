@@ -7,11 +7,12 @@ pub mod store;
 
 use crate::config::{Config, IncidentsConfig};
 use crate::detector::{Detector, IncidentKind, Symptoms, Transition};
+use crate::diagnostics::Diagnostics;
 use crate::notify::pagerduty::{self, EventContext};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use store::{EventAction, IncidentRecord, NewEvent, Store, StoreError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError};
 use tokio::sync::Notify;
 use url::Url;
 
@@ -21,8 +22,21 @@ pub struct IncidentManager {
     severity: &'static str,
     public_url: Url,
     hub_urls: HashMap<String, Url>,
+    /// Per hub: why no diagnostics are collected, or `None` when they are.
+    no_diagnostics: HashMap<String, Option<&'static str>>,
+    /// How long a trigger waits for its diagnostics.
+    diagnostics_wait: Duration,
     /// Wakes the notifier when an event is queued.
     wake: Arc<Notify>,
+}
+
+/// Diagnostics to collect for an incident whose trigger is waiting for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosticsWanted {
+    pub key: String,
+    pub hub: String,
+    pub kind: IncidentKind,
+    pub users: BTreeSet<String>,
 }
 
 /// A stable key, also PagerDuty's dedup key: the hub, the kind and when it opened.
@@ -49,8 +63,29 @@ impl IncidentManager {
             severity: config.pagerduty.as_ref().map_or("critical", |p| p.severity.as_str()),
             public_url: config.public_url.clone(),
             hub_urls: config.hubs.iter().map(|h| (h.name.clone(), h.url.clone())).collect(),
+            no_diagnostics: config
+                .hubs
+                .iter()
+                .map(|h| {
+                    let why = match (config.kubernetes.enabled, &h.namespace) {
+                        (false, _) => Some("not collected: Kubernetes awareness is off (kubernetes.enabled)"),
+                        (true, None) => Some("not collected: the hub has no namespace in hubwatch's config"),
+                        (true, Some(_)) => None,
+                    };
+                    (h.name.clone(), why)
+                })
+                .collect(),
+            diagnostics_wait: config.kubernetes.diagnostics_wait,
             wake,
         }
+    }
+
+    /// No diagnostics for any hub (the Kubernetes client could not be set up), saying why on every page.
+    pub fn without_diagnostics(mut self, why: &'static str) -> Self {
+        for reason in self.no_diagnostics.values_mut() {
+            *reason = Some(why);
+        }
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -72,6 +107,8 @@ impl IncidentManager {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
 
+    /// A trigger for the incident. Where diagnostics are collected it carries the latest ones (if any) and
+    /// waits up to `diagnostics_wait` for fresh ones; the caller asks for them with the returned request.
     fn trigger(
         &self,
         key: &str,
@@ -80,7 +117,23 @@ impl IncidentManager {
         symptoms: &Symptoms,
         impact_start: SystemTime,
         now: SystemTime,
-    ) -> NewEvent {
+    ) -> Result<(NewEvent, Option<DiagnosticsWanted>), StoreError> {
+        // Where diagnostics are collected: the earlier ones (if any) and a note that fresh ones are coming.
+        let (diagnostics, wanted) = match self.no_diagnostics.get(hub).copied().flatten() {
+            Some(why) => (why.to_string(), None),
+            None => {
+                let pending = format!(
+                    "being collected: not ready within {}; they follow in an update of this alert and on hubwatch's page",
+                    humantime::format_duration(self.diagnostics_wait)
+                );
+                let text = match self.store.diagnostics(key)? {
+                    Some((_, earlier)) => format!("{pending}\n\nEarlier ones:\n{earlier}"),
+                    None => pending,
+                };
+                let users = symptoms.users().into_iter().map(String::from).collect();
+                (text, Some(DiagnosticsWanted { key: key.to_string(), hub: hub.to_string(), kind, users }))
+            }
+        };
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
         let incident_url =
             self.public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| self.public_url.clone());
@@ -95,12 +148,33 @@ impl IncidentManager {
             window: self.settings.window,
             severity: self.severity,
             incident_url,
-            diagnostics: None,
+            diagnostics: &diagnostics,
         };
-        NewEvent { action: EventAction::Trigger, body: pagerduty::trigger(&context, now) }
+        let body = pagerduty::trigger(&context, now);
+        let hold_until = wanted.is_some().then(|| now + self.diagnostics_wait);
+        Ok((NewEvent { action: EventAction::Trigger, body, hold_until }, wanted))
     }
 
-    pub fn handle(&self, transition: &Transition) -> Result<(), StoreError> {
+    /// Puts collected diagnostics where they belong: the incident's record and timeline, and PagerDuty (the
+    /// waiting trigger, or a follow-up when it went out without them).
+    pub fn attach_diagnostics(&self, key: &str, diagnostics: &Diagnostics, now: SystemTime) -> Result<(), StoreError> {
+        let text = diagnostics.render();
+        let failed = diagnostics.sections.len() - diagnostics.commands().len();
+        let mut entry = format!("diagnostics collected: {}", diagnostics.commands().join("; "));
+        if failed > 0 {
+            entry.push_str(&format!(" ({failed} sections not collected)"));
+        }
+        let attached =
+            self.store.attach_diagnostics(key, &text, now, &entry, |body| pagerduty::with_diagnostics(body, &text))?;
+        tracing::info!(%key, sections = diagnostics.sections.len(), failed, ?attached, "diagnostics attached");
+        if attached != DiagnosticsAttached::Stored {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stores the transition and queues its PagerDuty event; returns the diagnostics its trigger waits for.
+    pub fn handle(&self, transition: &Transition) -> Result<Option<DiagnosticsWanted>, StoreError> {
         match transition {
             Transition::Opened { hub, kind, symptoms, at } => {
                 let key = incident_key(hub, *kind, *at);
@@ -129,37 +203,37 @@ impl IncidentManager {
                     humantime::format_duration(self.settings.window),
                     who(symptoms)
                 );
-                let trigger = self.trigger(&key, hub, *kind, symptoms, impact_start, *at);
+                let (trigger, wanted) = self.trigger(&key, hub, *kind, symptoms, impact_start, *at)?;
                 self.store.open_incident(&record, &entry, trigger)?;
                 tracing::warn!(%key, %summary, "incident opened");
                 self.wake.notify_one();
+                Ok(wanted)
             }
             Transition::Updated { hub, kind, symptoms, material, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(()) };
+                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
                 let entry =
                     format!("affected users changed: {}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
                 let interval_passed = incident
                     .last_trigger_at
                     .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-                let trigger = (*material && interval_passed).then(|| {
-                    self.trigger(
-                        &incident.key,
-                        hub,
-                        *kind,
-                        symptoms,
-                        incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start)),
-                        *at,
-                    )
-                });
+                let (trigger, wanted) = if *material && interval_passed {
+                    let impact_start =
+                        incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start));
+                    let (trigger, wanted) = self.trigger(&incident.key, hub, *kind, symptoms, impact_start, *at)?;
+                    (Some(trigger), wanted)
+                } else {
+                    (None, None)
+                };
                 let sends = trigger.is_some();
                 self.store.update_incident(&incident.key, symptoms, *at, &entry, trigger, *material)?;
                 tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");
                 if sends {
                     self.wake.notify_one();
                 }
+                Ok(wanted)
             }
             Transition::Recovered { hub, kind, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(()) };
+                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
                 let entry = format!(
                     "recovered: every probe user's last {} attempts succeeded; impact end",
                     self.settings.recovery_successes
@@ -168,34 +242,37 @@ impl IncidentManager {
                     &incident.key,
                     *at,
                     &entry,
-                    NewEvent { action: EventAction::Resolve, body: pagerduty::resolve(&incident.key) },
+                    NewEvent::now(EventAction::Resolve, pagerduty::resolve(&incident.key)),
                 )?;
                 tracing::warn!(key = %incident.key, "incident recovered");
                 self.wake.notify_one();
+                Ok(None)
             }
         }
-        Ok(())
     }
 
-    /// Sends the follow-up triggers held back by the update interval once it has passed.
-    pub fn flush_pending_updates(&self, now: SystemTime) -> Result<(), StoreError> {
+    /// Sends the follow-up triggers held back by the update interval once it has passed; returns the
+    /// diagnostics they wait for.
+    pub fn flush_pending_updates(&self, now: SystemTime) -> Result<Vec<DiagnosticsWanted>, StoreError> {
+        let mut wanted = Vec::new();
         for incident in self.store.open_incidents()? {
             let due = incident
                 .last_trigger_at
                 .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
             if incident.pending_update && due {
-                let trigger = self.trigger(
+                let (trigger, wants) = self.trigger(
                     &incident.key,
                     &incident.hub,
                     incident.kind,
                     &incident.symptoms,
                     incident.impact_start,
                     now,
-                );
+                )?;
                 self.store.send_pending_update(&incident.key, now, trigger)?;
                 self.wake.notify_one();
+                wanted.extend(wants);
             }
         }
-        Ok(())
+        Ok(wanted)
     }
 }

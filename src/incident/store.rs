@@ -66,6 +66,26 @@ pub struct OutboxEvent {
 pub struct NewEvent {
     pub action: EventAction,
     pub body: serde_json::Value,
+    /// Held until then (a trigger waiting briefly for its diagnostics); the incident's later events wait
+    /// behind it, so the order holds.
+    pub hold_until: Option<SystemTime>,
+}
+
+impl NewEvent {
+    pub fn now(action: EventAction, body: serde_json::Value) -> Self {
+        NewEvent { action, body, hold_until: None }
+    }
+}
+
+/// What became of diagnostics that arrived for an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagnosticsAttached {
+    /// Put into the trigger still waiting for them, which is released at once.
+    IntoWaitingTrigger,
+    /// The trigger had gone out without them: a follow-up trigger carries them.
+    AsFollowUp,
+    /// Kept for hubwatch's page only (the incident has recovered, or never paged).
+    Stored,
 }
 
 pub struct Store {
@@ -94,7 +114,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     symptoms TEXT NOT NULL,
     affected_ever TEXT NOT NULL DEFAULT '{}',
     last_trigger_at INTEGER,
-    pending_update INTEGER NOT NULL DEFAULT 0
+    pending_update INTEGER NOT NULL DEFAULT 0,
+    diagnostics TEXT,
+    diagnostics_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
@@ -232,6 +254,75 @@ impl Store {
         insert_event(&tx, key, at, &resolve)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Keeps `text` as the incident's diagnostics and gets them to PagerDuty: into the trigger still held for
+    /// them (released now), or, if it went out without them and the incident is open, into a follow-up
+    /// trigger built by `follow_up` from the last trigger's body. One transaction.
+    pub fn attach_diagnostics(
+        &self,
+        key: &str,
+        text: &str,
+        at: SystemTime,
+        entry: &str,
+        follow_up: impl Fn(&serde_json::Value) -> serde_json::Value,
+    ) -> Result<DiagnosticsAttached, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE incidents SET diagnostics = ?2, diagnostics_at = ?3 WHERE key = ?1",
+            params![key, text, millis(at)],
+        )?;
+        insert_timeline(&tx, key, at, entry)?;
+        let waiting: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, body FROM outbox WHERE key = ?1 AND action = 'trigger' AND state = 'pending' AND attempts = 0
+                 ORDER BY id DESC LIMIT 1",
+                [key],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let outcome = if let Some((id, body)) = waiting {
+            let body = follow_up(&serde_json::from_str(&body)?);
+            tx.execute(
+                "UPDATE outbox SET body = ?2, next_attempt_at = MIN(next_attempt_at, ?3) WHERE id = ?1",
+                params![id, body.to_string(), millis(at)],
+            )?;
+            DiagnosticsAttached::IntoWaitingTrigger
+        } else {
+            let open: bool = tx.query_row("SELECT open FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
+            let last: Option<String> = tx
+                .query_row(
+                    "SELECT body FROM outbox WHERE key = ?1 AND action = 'trigger' ORDER BY id DESC LIMIT 1",
+                    [key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match (open, last) {
+                (true, Some(body)) => {
+                    let body = follow_up(&serde_json::from_str(&body)?);
+                    insert_event(&tx, key, at, &NewEvent::now(EventAction::Trigger, body))?;
+                    DiagnosticsAttached::AsFollowUp
+                }
+                _ => DiagnosticsAttached::Stored,
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// The incident's latest diagnostics and when they were collected.
+    pub fn diagnostics(&self, key: &str) -> Result<Option<(SystemTime, String)>, StoreError> {
+        let row: Option<(Option<i64>, Option<String>)> = self
+            .conn()
+            .query_row("SELECT diagnostics_at, diagnostics FROM incidents WHERE key = ?1", [key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        Ok(match row {
+            Some((Some(at), Some(text))) => Some((from_millis(at), text)),
+            _ => None,
+        })
     }
 
     pub fn add_timeline(&self, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
@@ -378,7 +469,7 @@ impl Store {
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Brings a database written by an earlier version up to [`SCHEMA_VERSION`].
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -391,6 +482,16 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
             conn.execute_batch("ALTER TABLE incidents ADD COLUMN affected_ever TEXT NOT NULL DEFAULT '{}'")?;
         }
     }
+    if version < 2 {
+        // Version 2 keeps the latest Kubernetes diagnostics with the incident.
+        let has_column =
+            conn.prepare("SELECT 1 FROM pragma_table_info('incidents') WHERE name = 'diagnostics'")?.exists([])?;
+        if !has_column {
+            conn.execute_batch(
+                "ALTER TABLE incidents ADD COLUMN diagnostics TEXT; ALTER TABLE incidents ADD COLUMN diagnostics_at INTEGER;",
+            )?;
+        }
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
@@ -401,9 +502,9 @@ fn insert_timeline(conn: &Connection, key: &str, at: SystemTime, entry: &str) ->
 
 fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) -> Result<(), StoreError> {
     conn.execute(
-        // Due at once (next_attempt_at 0); only a failed attempt schedules a later one.
-        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, 0)",
-        params![key, event.action.as_str(), event.body.to_string(), millis(at)],
+        // Due at once (next_attempt_at 0) unless held; only a failed attempt schedules a later one.
+        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![key, event.action.as_str(), event.body.to_string(), millis(at), event.hold_until.map_or(0, millis)],
     )?;
     Ok(())
 }

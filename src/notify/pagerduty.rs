@@ -29,8 +29,8 @@ pub struct EventContext<'a> {
     pub severity: &'a str,
     /// hubwatch's page for the incident.
     pub incident_url: Url,
-    /// Kubernetes evidence, when collected.
-    pub diagnostics: Option<&'a str>,
+    /// Kubernetes evidence, or why there is none (yet).
+    pub diagnostics: &'a str,
 }
 
 /// "temple: 3 users cannot start their servers or execute code".
@@ -110,7 +110,7 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
                 "window": humantime::format_duration(context.window).to_string(),
                 "impact_start": rfc3339(context.impact_start),
                 "last_errors": last_errors,
-                "diagnostics": context.diagnostics.unwrap_or("not collected: Kubernetes awareness is not configured"),
+                "diagnostics": context.diagnostics,
             },
         },
         "links": [
@@ -120,6 +120,13 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         "client": "hubwatch",
         "client_url": context.incident_url.as_str(),
     });
+    fit(event)
+}
+
+/// A queued trigger with `diagnostics` in place of what it carried, still within the size limit.
+pub fn with_diagnostics(event: &Value, diagnostics: &str) -> Value {
+    let mut event = event.clone();
+    event["payload"]["custom_details"]["diagnostics"] = json!(diagnostics);
     fit(event)
 }
 
@@ -233,7 +240,7 @@ mod tests {
         Symptoms { affected }
     }
 
-    fn context<'a>(symptoms: &'a Symptoms, url: &'a Url, diagnostics: Option<&'a str>) -> EventContext<'a> {
+    fn context<'a>(symptoms: &'a Symptoms, url: &'a Url, diagnostics: &'a str) -> EventContext<'a> {
         EventContext {
             key: "temple-hub_access-1795000000",
             hub: "temple",
@@ -266,7 +273,8 @@ mod tests {
     fn the_trigger_is_exactly_this() {
         let s = symptoms();
         let url = Url::parse("https://temple.example.org/").unwrap();
-        let event = trigger(&context(&s, &url, None), at(120));
+        let event =
+            trigger(&context(&s, &url, "not collected: Kubernetes awareness is off (kubernetes.enabled)"), at(120));
         let expected = json!({
             "event_action": "trigger",
             "dedup_key": "temple-hub_access-1795000000",
@@ -292,7 +300,7 @@ mod tests {
                         {"capability": "server", "user": "probe-2", "stage": "progress", "reason": "Spawn failed: quota", "since": "2026-11-18T11:06:45Z", "at": "2026-11-18T11:07:45Z"},
                         {"capability": "server", "user": "probe-1", "stage": "progress", "reason": "Spawn failed: quota", "since": "2026-11-18T11:06:40Z", "at": "2026-11-18T11:07:40Z"},
                     ],
-                    "diagnostics": "not collected: Kubernetes awareness is not configured",
+                    "diagnostics": "not collected: Kubernetes awareness is off (kubernetes.enabled)",
                 },
             },
             "links": [
@@ -314,10 +322,8 @@ mod tests {
         let s = symptoms();
         let url = Url::parse("https://temple.example.org/").unwrap();
         let diagnostics = "kubectl get events\n".repeat(60_000);
-        let event = with_routing_key(
-            &trigger(&context(&s, &url, Some(&diagnostics)), at(0)),
-            "0123456789abcdef0123456789abcdef",
-        );
+        let event =
+            with_routing_key(&trigger(&context(&s, &url, &diagnostics), at(0)), "0123456789abcdef0123456789abcdef");
         let size = event.to_string().len();
         assert!(size <= EVENT_LIMIT, "{size}");
         let kept = event["payload"]["custom_details"]["diagnostics"].as_str().unwrap();

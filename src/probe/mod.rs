@@ -74,6 +74,9 @@ pub enum Stage {
     Scale,
     WaitWorker,
     DeleteCluster,
+    // real users (Kubernetes signals, not a probe step)
+    /// A real user's pod is stuck or crashing.
+    UserPod,
 }
 
 impl Stage {
@@ -97,6 +100,7 @@ impl Stage {
             Stage::Scale => "scale",
             Stage::WaitWorker => "wait_worker",
             Stage::DeleteCluster => "delete_cluster",
+            Stage::UserPod => "user_pod",
         }
     }
 }

@@ -5,10 +5,15 @@
 //!
 //! Lanes per probe user: `login`; `server` (the kernel probe runs on the server that round starts, when it is
 //! due, because a kernel needs a running server); `dask_gateway` when the hub has a gateway.
+//!
+//! When a round's result flips, the lanes of the same hub and kind run again soon (see [`corroborate`]).
+
+mod corroborate;
 
 use crate::config::SchedulerConfig;
 use crate::metrics::Metrics;
 use crate::probe::{HubProber, ProbeOutcome};
+use corroborate::{Corroboration, Observation, confirm_delay, observations};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum LaneKind {
     Login,
     Server,
@@ -30,6 +35,12 @@ struct Lane {
     user: String,
     kind: LaneKind,
     every: Duration,
+    /// A slot of the lane's phase: its rounds are due at `anchor + k * every`.
+    anchor: Instant,
+    /// When its next round is due; `None` while a round runs.
+    due: Option<Instant>,
+    /// The next round was pulled forward to corroborate a flip (a server round then also runs the kernel).
+    corroborating: bool,
     /// Server lanes only: when the kernel probe is next due.
     kernel_due: Instant,
     kernel_every: Duration,
@@ -63,6 +74,9 @@ impl Scheduler {
                     user: user.clone(),
                     kind,
                     every,
+                    anchor: now,
+                    due: None,
+                    corroborating: false,
                     kernel_due: now,
                     kernel_every: probes.kernel.schedule.every,
                 };
@@ -89,9 +103,13 @@ impl Scheduler {
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             let phase = lane.every.mul_f64(fastrand::f64());
             due.push(Reverse((start + phase, index)));
-            lane.kernel_due = start + phase;
+            (lane.anchor, lane.due, lane.kernel_due) = (start + phase, Some(start + phase), start + phase);
         }
-        let mut running: JoinSet<(usize, Instant)> = JoinSet::new();
+        let mut corroboration = Corroboration::new(
+            self.lanes.iter().map(|lane| (lane.prober.hub.name.clone(), lane.kind)).collect(),
+            self.lanes.iter().map(|lane| lane.every).collect(),
+        );
+        let mut running: JoinSet<(usize, Vec<Observation>)> = JoinSet::new();
 
         loop {
             let next = due.peek().map(|Reverse((at, _))| *at);
@@ -99,7 +117,16 @@ impl Scheduler {
                 _ = shutdown.cancelled() => break,
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     match done {
-                        Ok((index, was_due)) => due.push(Reverse((self.next_due(index, was_due), index))),
+                        Ok((index, observed)) => {
+                            let now = Instant::now();
+                            let lane = &mut self.lanes[index];
+                            let next = next_slot(lane.anchor, lane.every, now);
+                            lane.due = Some(next);
+                            due.push(Reverse((next, index)));
+                            for peer in corroboration.on_round(index, &observed, now) {
+                                self.pull_forward(peer, now, &mut due);
+                            }
+                        }
                         Err(e) => tracing::error!(error = %e, "a probe round panicked; its lane stops"),
                     }
                 }
@@ -110,6 +137,9 @@ impl Scheduler {
                             break;
                         }
                         due.pop();
+                        if self.lanes[index].due != Some(at) {
+                            continue; // superseded: the lane was pulled forward, or is running
+                        }
                         self.start_round(index, at, &mut running, &permits, &shutdown);
                     }
                 }
@@ -125,29 +155,37 @@ impl Scheduler {
         }
     }
 
-    /// The next slot at the lane's phase after now (slots missed while a round overran are skipped).
-    fn next_due(&self, index: usize, was_due: Instant) -> Instant {
-        next_slot(was_due, self.lanes[index].every, Instant::now())
+    /// Runs lane `index` soon, unless it is running (its result is on the way) or due sooner anyway.
+    fn pull_forward(&mut self, index: usize, now: Instant, due: &mut BinaryHeap<Reverse<(Instant, usize)>>) {
+        let lane = &mut self.lanes[index];
+        let at = now + confirm_delay(lane.every);
+        if lane.due.is_some_and(|current| at < current) {
+            lane.due = Some(at);
+            lane.corroborating = true;
+            due.push(Reverse((at, index)));
+        }
     }
 
     fn start_round(
         &mut self,
         index: usize,
         was_due: Instant,
-        running: &mut JoinSet<(usize, Instant)>,
+        running: &mut JoinSet<(usize, Vec<Observation>)>,
         permits: &Arc<Semaphore>,
         shutdown: &CancellationToken,
     ) {
         let lane = &mut self.lanes[index];
-        let with_kernel = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
-        if with_kernel {
+        let kernel_due = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
+        if kernel_due {
             lane.kernel_due = next_slot(lane.kernel_due, lane.kernel_every, was_due);
         }
+        let with_kernel = kernel_due || (lane.kind == LaneKind::Server && lane.corroborating);
+        (lane.due, lane.corroborating) = (None, false);
         let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
         let (permits, metrics, outcomes, cancel) =
             (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
         running.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else { return (index, was_due) };
+            let Ok(_permit) = permits.acquire_owned().await else { return (index, Vec::new()) };
             metrics.schedule_lag.observe(was_due.elapsed().as_secs_f64());
             metrics.probes_in_flight.inc();
             let results = match kind {
@@ -156,11 +194,12 @@ impl Scheduler {
                 LaneKind::DaskGateway => prober.probe_dask_gateway(&user, &cancel).await.into_iter().collect(),
             };
             metrics.probes_in_flight.dec();
+            let observed = observations(&results);
             for outcome in results {
                 // The receiver lives as long as the daemon; a send error only happens while shutting down.
                 let _ = outcomes.send(outcome).await;
             }
-            (index, was_due)
+            (index, observed)
         });
     }
 }

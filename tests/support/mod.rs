@@ -1,4 +1,6 @@
+pub mod apiserver;
 pub mod daemon;
+pub mod k8s_fixtures;
 pub mod lab;
 pub mod pagerduty;
 pub mod stub_hub;

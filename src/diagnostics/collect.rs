@@ -1,0 +1,399 @@
+//! Collecting diagnostics from the Kubernetes API: the calls run at once, each under its own deadline, so a
+//! slow or broken API server makes sections say "not collected", never makes the page wait.
+
+use super::kubectl::{self, event_last_seen};
+use super::redact::Redactor;
+use super::{Diagnostics, Keep, Section};
+use crate::detector::IncidentKind;
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+/// The label z2jh puts on user server pods, and the annotation that names their user.
+pub const USER_POD_SELECTOR: &str = "component=singleuser-server";
+pub const USERNAME_ANNOTATION: &str = "hub.jupyter.org/username";
+/// Dask Gateway's Kubernetes backend labels its pods with the cluster; the user is the DaskCluster's
+/// `spec.username` (dask_gateway_server/backends/kubernetes: `get_labels`, `make_cluster_object`).
+pub const DASK_CLUSTER_LABEL: &str = "gateway.dask.org/cluster";
+const GATEWAY_SELECTOR: &str = "app.kubernetes.io/name=dask-gateway";
+
+/// User pods described in full, at most.
+const DESCRIBED_PODS: usize = 5;
+/// Events listed per section, newest last (as `--sort-by=.lastTimestamp` prints them).
+const EVENTS_LISTED: usize = 40;
+
+pub struct Request<'a> {
+    pub namespace: &'a str,
+    pub kind: IncidentKind,
+    /// Users affected now: their pods are described first.
+    pub users: BTreeSet<String>,
+    pub log_lines: i64,
+    pub call_timeout: Duration,
+}
+
+pub fn daskcluster_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.dask.org", "v1alpha1", "DaskCluster"),
+        "daskclusters",
+    )
+}
+
+/// What failed, in words a responder can act on (RBAC denials name the verb and resource).
+fn reason(error: kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+            format!("{message} (HTTP {})", status.code)
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn timed<T, F>(timeout: Duration, call: F) -> Result<T, String>
+where
+    F: Future<Output = Result<T, kube::Error>>,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(reason),
+        Err(_) => Err(format!("the Kubernetes API did not answer within {}", humantime::format_duration(timeout))),
+    }
+}
+
+fn selector(label: &str) -> ListParams {
+    ListParams::default().labels(label)
+}
+
+/// One list call, owning what it borrows, so several can run at once.
+async fn list<K>(api: Api<K>, params: ListParams, timeout: Duration) -> Result<Vec<K>, String>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    timed(timeout, api.list(&params)).await.map(|list| list.items)
+}
+
+/// The container `kubectl logs` picks: the annotated default, else the first.
+fn default_container(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubectl.kubernetes.io/default-container").cloned())
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone()))
+}
+
+fn restarted(pod: &Pod, container: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == container))
+        .is_some_and(|c| c.restart_count > 0)
+}
+
+/// `kubectl logs -l SELECTOR --tail=N --prefix` (and `--previous` for containers that restarted).
+async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: bool) -> Vec<Section> {
+    let flag = if previous { " --previous" } else { "" };
+    let command =
+        format!("kubectl -n {} logs -l {label} --tail={} --prefix{flag}", request.namespace, request.log_lines);
+    let pods = match list(api.clone(), selector(label), request.call_timeout).await {
+        Ok(pods) => pods,
+        Err(why) => return vec![Section::failed(command, why)],
+    };
+    let mut wanted: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|pod| Some((pod.metadata.name.clone()?, default_container(pod)?, pod)))
+        .filter(|(_, container, pod)| !previous || restarted(pod, container))
+        .map(|(name, container, _)| (name, container))
+        .collect();
+    wanted.sort();
+    if wanted.is_empty() {
+        return if previous {
+            Vec::new()
+        } else {
+            vec![Section::ok(command, "No resources found.\n".into(), Keep::Head)]
+        };
+    }
+    let mut text = String::new();
+    for (name, container) in wanted {
+        let params = LogParams {
+            container: Some(container.clone()),
+            tail_lines: Some(request.log_lines),
+            previous,
+            ..LogParams::default()
+        };
+        match timed(request.call_timeout, api.logs(&name, &params)).await {
+            Ok(log) => {
+                for line in log.lines() {
+                    text.push_str(&format!("[pod/{name}/{container}] {line}\n"));
+                }
+            }
+            Err(why) => text.push_str(&format!("[pod/{name}/{container}] (logs not collected: {why})\n")),
+        }
+    }
+    vec![Section::ok(command, text, Keep::Tail)]
+}
+
+fn sorted_events(mut events: Vec<Event>) -> Vec<Event> {
+    // `--sort-by=.lastTimestamp`: oldest first, events without a time first.
+    events.sort_by_key(event_last_seen);
+    events
+}
+
+fn last(events: &[Event], count: usize) -> &[Event] {
+    &events[events.len().saturating_sub(count)..]
+}
+
+fn user_of(pod: &Pod) -> Option<&str> {
+    pod.metadata.annotations.as_ref()?.get(USERNAME_ANNOTATION).map(String::as_str)
+}
+
+/// A container restarted within this long counts as unhealthy (a crash loop between probes).
+const RECENT_RESTART: Duration = Duration::from_secs(3600);
+
+fn healthy(pod: &Pod, now: SystemTime) -> bool {
+    let summary = kubectl::pod_summary(pod, now);
+    let (ready, total) = summary.ready.split_once('/').unwrap_or(("0", "0"));
+    let recently_restarted = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
+        c.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).is_some_and(
+            |finished| now.duration_since(kubectl::to_system_time(finished)).is_ok_and(|age| age < RECENT_RESTART),
+        )
+    });
+    summary.status == "Running" && ready == total && !recently_restarted
+}
+
+/// Pods worth describing, at most [`DESCRIBED_PODS`]: unhealthy hub-side pods (hub, proxy, gateway) first,
+/// then the pods of affected users, then other unhealthy user pods.
+fn pods_to_describe<'p>(pods: &'p [Pod], users: &BTreeSet<String>, now: SystemTime) -> Vec<&'p Pod> {
+    let is_user_pod = |pod: &Pod| {
+        pod.metadata.labels.as_ref().and_then(|l| l.get("component")).map(String::as_str) == Some("singleuser-server")
+    };
+    let (user_pods, hub_side): (Vec<&Pod>, Vec<&Pod>) = pods.iter().partition(|pod| is_user_pod(pod));
+    let mut chosen: Vec<&Pod> = hub_side.into_iter().filter(|pod| !healthy(pod, now)).collect();
+    let (affected, others): (Vec<&Pod>, Vec<&Pod>) =
+        user_pods.into_iter().partition(|pod| user_of(pod).is_some_and(|u| users.contains(u)));
+    chosen.extend(affected);
+    chosen.extend(others.into_iter().filter(|pod| !healthy(pod, now)));
+    chosen.truncate(DESCRIBED_PODS);
+    chosen
+}
+
+/// Collects the sections for `request` and redacts them.
+pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Diagnostics {
+    let ns = request.namespace;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let events_api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let timeout = request.call_timeout;
+
+    let all = ListParams::default;
+    let (pods, events, nodes, claims, quotas) = tokio::join!(
+        list(pods_api.clone(), all(), timeout),
+        list(events_api, all(), timeout),
+        list(Api::<Node>::all(client.clone()), all(), timeout),
+        list(Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns), all(), timeout),
+        list(Api::<ResourceQuota>::namespaced(client.clone(), ns), all(), timeout),
+    );
+    let events = events.map(sorted_events);
+
+    let mut sections = Vec::new();
+    let pods_command = format!("kubectl -n {ns} get pods -o wide");
+    match &pods {
+        Ok(pods) => sections.push(Section::ok(pods_command, kubectl::get_pods_wide(pods, now), Keep::Head)),
+        Err(why) => sections.push(Section::failed(pods_command, why.clone())),
+    }
+    let warnings_command = format!("kubectl -n {ns} get events --field-selector type=Warning --sort-by=.lastTimestamp");
+    let events_command = format!("kubectl -n {ns} get events --sort-by=.lastTimestamp");
+    match &events {
+        Ok(events) => {
+            let warnings: Vec<Event> =
+                events.iter().filter(|e| e.type_.as_deref() == Some("Warning")).cloned().collect();
+            sections.push(Section::ok(
+                warnings_command,
+                kubectl::get_events(last(&warnings, EVENTS_LISTED), now),
+                Keep::Tail,
+            ));
+            sections.push(Section::ok(
+                events_command,
+                kubectl::get_events(last(events, EVENTS_LISTED), now),
+                Keep::Tail,
+            ));
+        }
+        Err(why) => {
+            sections.push(Section::failed(warnings_command, why.clone()));
+            sections.push(Section::failed(events_command, why.clone()));
+        }
+    }
+
+    let log_selectors: &[&str] = match request.kind {
+        IncidentKind::HubAccess => &["component=hub", "component=proxy"],
+        IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
+    };
+    for label in log_selectors {
+        sections.extend(logs_of(&pods_api, request, label, false).await);
+        sections.extend(logs_of(&pods_api, request, label, true).await);
+    }
+
+    if let Ok(pods) = &pods {
+        let no_events = Vec::new();
+        let events = events.as_ref().unwrap_or(&no_events);
+        for pod in pods_to_describe(pods, &request.users, now) {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let own: Vec<Event> = events
+                .iter()
+                .filter(|e| {
+                    e.involved_object.kind.as_deref() == Some("Pod")
+                        && e.involved_object.name.as_deref() == Some(name.as_str())
+                })
+                .cloned()
+                .collect();
+            sections.push(Section::ok(
+                format!("kubectl -n {ns} describe pod {name}"),
+                kubectl::describe_pod(pod, last(&own, EVENTS_LISTED), now),
+                Keep::Head,
+            ));
+        }
+    }
+
+    if request.kind == IncidentKind::DaskGateway {
+        {
+            let gateway_command = format!("kubectl -n {ns} get pods -o wide -l {GATEWAY_SELECTOR}");
+            let cluster_command = format!("kubectl -n {ns} get pods -o wide -l {DASK_CLUSTER_LABEL}");
+            let (gateway, cluster_pods, clusters) = tokio::join!(
+                list(pods_api.clone(), selector(GATEWAY_SELECTOR), timeout),
+                list(pods_api.clone(), selector(DASK_CLUSTER_LABEL), timeout),
+                list(
+                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &daskcluster_resource()),
+                    all(),
+                    timeout
+                ),
+            );
+            for (command, pods) in [(gateway_command, gateway), (cluster_command, cluster_pods)] {
+                sections.push(match pods {
+                    Ok(pods) => Section::ok(command, kubectl::get_pods_wide(&pods, now), Keep::Head),
+                    Err(why) => Section::failed(command, why),
+                });
+            }
+            let clusters_command = format!(
+                "kubectl -n {ns} get daskclusters.gateway.dask.org \
+                 -o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase"
+            );
+            sections.push(match clusters {
+                Ok(clusters) => Section::ok(clusters_command, dask_clusters(&clusters), Keep::Head),
+                Err(why) => Section::failed(clusters_command, why),
+            });
+        }
+    }
+
+    let nodes_command = "kubectl get nodes".to_string();
+    sections.push(match nodes {
+        Ok(nodes) => {
+            let mut text = kubectl::get_nodes(&nodes, now);
+            for node in &nodes {
+                for condition in kubectl::unhealthy_conditions(node) {
+                    text.push_str(&format!(
+                        "# node/{}: {condition}\n",
+                        node.metadata.name.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+            Section::ok(nodes_command, text, Keep::Head)
+        }
+        Err(why) => Section::failed(nodes_command, why),
+    });
+    let pvc_command = format!("kubectl -n {ns} get pvc");
+    sections.push(match claims {
+        Ok(claims) => Section::ok(pvc_command, kubectl::get_pvc(&claims, now), Keep::Head),
+        Err(why) => Section::failed(pvc_command, why),
+    });
+    let quota_command = format!("kubectl -n {ns} describe resourcequota");
+    sections.push(match quotas {
+        Ok(quotas) => Section::ok(quota_command, kubectl::describe_quotas(&quotas), Keep::Head),
+        Err(why) => Section::failed(quota_command, why),
+    });
+
+    for section in &mut sections {
+        section.output = match &section.output {
+            Ok(text) => Ok(redactor.redact(text)),
+            Err(why) => Err(redactor.redact(why)),
+        };
+    }
+    Diagnostics { collected_at: now, sections }
+}
+
+/// `-o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase`.
+pub fn dask_clusters(clusters: &[DynamicObject]) -> String {
+    if clusters.is_empty() {
+        return "No resources found.\n".into();
+    }
+    let field = |object: &DynamicObject, path: &[&str]| {
+        path.iter()
+            .try_fold(&object.data, |value, key| value.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let mut lines = vec![vec!["NAME".to_string(), "USER".into(), "PHASE".into()]];
+    for cluster in clusters {
+        lines.push(vec![
+            cluster.metadata.name.clone().unwrap_or_default(),
+            field(cluster, &["spec", "username"]),
+            field(cluster, &["status", "phase"]),
+        ]);
+    }
+    kubectl::tabwrite(&lines, 3)
+}
+
+/// What the daemon holds to collect diagnostics: the client, the redactor (which also knows hubwatch's own
+/// secrets) and, per hub, its namespace.
+pub struct Collector {
+    client: Client,
+    redactor: Redactor,
+    namespaces: std::collections::HashMap<String, String>,
+    log_lines: i64,
+    call_timeout: Duration,
+}
+
+impl Collector {
+    pub fn new(client: Client, config: &crate::config::Config) -> Self {
+        let mut known: Vec<String> = config.hubs.iter().map(|h| h.token.expose().to_string()).collect();
+        for hub in &config.hubs {
+            if let crate::config::LoginMethod::Form { password } = &hub.login {
+                known.push(password.expose().to_string());
+            }
+        }
+        if let Some(pagerduty) = &config.pagerduty {
+            known.push(pagerduty.routing_key.expose().to_string());
+        }
+        Collector {
+            client,
+            redactor: Redactor::new(known),
+            namespaces: config.hubs.iter().filter_map(|h| Some((h.name.clone(), h.namespace.clone()?))).collect(),
+            log_lines: i64::from(config.kubernetes.log_lines),
+            call_timeout: config.kubernetes.call_timeout,
+        }
+    }
+
+    /// Diagnostics for `hub`'s incident of `kind`; every section bounded by the call deadline, the whole by
+    /// a few of them (the log calls run one pod after another).
+    pub async fn collect(&self, hub: &str, kind: IncidentKind, users: BTreeSet<String>) -> Diagnostics {
+        let now = SystemTime::now();
+        let Some(namespace) = self.namespaces.get(hub) else {
+            return Diagnostics {
+                collected_at: now,
+                sections: vec![Section::failed("kubectl", "the hub has no namespace in hubwatch's config")],
+            };
+        };
+        let request = Request { namespace, kind, users, log_lines: self.log_lines, call_timeout: self.call_timeout };
+        let overall = self.call_timeout * 4;
+        match tokio::time::timeout(overall, collect(&self.client, &request, &self.redactor, now)).await {
+            Ok(diagnostics) => diagnostics,
+            Err(_) => Diagnostics {
+                collected_at: now,
+                sections: vec![Section::failed(
+                    format!("kubectl -n {namespace} get pods,events -o wide"),
+                    format!("the Kubernetes API did not answer within {}", humantime::format_duration(overall)),
+                )],
+            },
+        }
+    }
+}

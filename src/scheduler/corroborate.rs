@@ -1,0 +1,133 @@
+//! Corroboration: when a lane's result flips (a capability fails that worked, or works again after failing),
+//! the lanes of the same hub and kind — the other probe users, and this one again — run soon instead of at
+//! their next slot. An outage needs `min_affected_users` users to be seen failing, and its end needs
+//! `recovery_successes` successes per user; waiting a whole interval for each of those observations is what
+//! made paging and resolving slow (docs/benchmarks.md, detection latency). A lane is pulled forward at most
+//! once per its interval, so a flapping hub costs at most twice the usual probes.
+
+use crate::probe::{Capability, FailureCause, ProbeOutcome, ProbeResult};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What one round said about one capability: `Some(true)` failed by the hub's fault, `Some(false)` worked,
+/// `None` no evidence (blocked, or hubwatch's own fault).
+pub(super) type Observation = (Capability, Option<bool>);
+
+pub(super) fn observations(results: &[ProbeOutcome]) -> Vec<Observation> {
+    results
+        .iter()
+        .map(|outcome| {
+            let failed = match &outcome.result {
+                ProbeResult::Ok => Some(false),
+                ProbeResult::Failed(failure) if failure.cause == FailureCause::Hub => Some(true),
+                ProbeResult::Failed(_) | ProbeResult::Blocked { .. } => None,
+            };
+            (outcome.capability, failed)
+        })
+        .collect()
+}
+
+/// How soon a pulled-forward lane runs: a quarter of its interval, at most 5 s — long enough for the hub to
+/// settle after the round that flipped, short against any interval an operator would choose.
+pub(super) fn confirm_delay(every: Duration) -> Duration {
+    (every / 4).min(Duration::from_secs(5))
+}
+
+pub(super) struct Corroboration {
+    /// Per lane, the lanes of the same hub and kind (itself included).
+    peers: Vec<Vec<usize>>,
+    every: Vec<Duration>,
+    last_failed: HashMap<(usize, Capability), bool>,
+    pulled_at: Vec<Option<Instant>>,
+}
+
+impl Corroboration {
+    /// `groups[i]` identifies lane `i`'s hub and kind; lanes with equal keys corroborate each other.
+    pub(super) fn new<K: Eq + std::hash::Hash>(groups: Vec<K>, every: Vec<Duration>) -> Self {
+        let mut members: HashMap<&K, Vec<usize>> = HashMap::new();
+        for (index, key) in groups.iter().enumerate() {
+            members.entry(key).or_default().push(index);
+        }
+        let peers = groups.iter().map(|key| members[key].clone()).collect();
+        let lanes = groups.len();
+        Corroboration { peers, every, last_failed: HashMap::new(), pulled_at: vec![None; lanes] }
+    }
+
+    /// Records lane `index`'s round and returns the lanes to pull forward (possibly none).
+    pub(super) fn on_round(&mut self, index: usize, observed: &[Observation], now: Instant) -> Vec<usize> {
+        let mut flipped = false;
+        for &(capability, failed) in observed {
+            let Some(failed) = failed else { continue };
+            let before = self.last_failed.insert((index, capability), failed);
+            // A first failure counts as a flip (hubwatch may start during an outage); a first success does not.
+            flipped |= match before {
+                None => failed,
+                Some(before) => before != failed,
+            };
+        }
+        if !flipped {
+            return Vec::new();
+        }
+        let mut pulled = Vec::new();
+        for &peer in &self.peers[index] {
+            let rested = self.pulled_at[peer].is_none_or(|at| now.duration_since(at) >= self.every[peer]);
+            if rested {
+                self.pulled_at[peer] = Some(now);
+                pulled.push(peer);
+            }
+        }
+        pulled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY: Duration = Duration::from_secs(600);
+
+    fn two_hubs_two_users() -> Corroboration {
+        // Lanes 0 and 1: hub a's server lanes; lane 2: hub b's server lane; lane 3: hub a's login lane.
+        Corroboration::new(vec![("a", "server"), ("a", "server"), ("b", "server"), ("a", "login")], vec![EVERY; 4])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_pulls_forward_the_same_hub_and_kind_only() {
+        let mut corroboration = two_hubs_two_users();
+        let now = Instant::now();
+        let ok = [(Capability::Server, Some(false)), (Capability::Kernel, Some(false))];
+        assert!(corroboration.on_round(0, &ok, now).is_empty(), "a first success is not news");
+        let failed = [(Capability::Server, Some(true)), (Capability::Kernel, None)];
+        assert_eq!(corroboration.on_round(0, &failed, now), vec![0, 1]);
+        // Still failing: no news, nothing pulled.
+        assert!(corroboration.on_round(0, &failed, now + Duration::from_secs(5)).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_is_corroborated_but_each_lane_at_most_once_per_interval() {
+        let mut corroboration = two_hubs_two_users();
+        let t0 = Instant::now();
+        let failed = [(Capability::Server, Some(true))];
+        let ok = [(Capability::Server, Some(false))];
+        assert_eq!(corroboration.on_round(1, &failed, t0), vec![0, 1]);
+        // Works again a minute later: a flip, but both lanes were pulled forward less than an interval ago.
+        assert!(corroboration.on_round(1, &ok, t0 + Duration::from_secs(60)).is_empty());
+        // A flip after the interval has passed pulls them forward again.
+        assert_eq!(corroboration.on_round(1, &failed, t0 + EVERY), vec![0, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blocked_and_monitor_faults_are_not_evidence() {
+        let mut corroboration = two_hubs_two_users();
+        let now = Instant::now();
+        assert!(corroboration.on_round(2, &[(Capability::Server, None)], now).is_empty());
+        assert_eq!(corroboration.on_round(2, &[(Capability::Server, Some(true))], now), vec![2]);
+    }
+
+    #[test]
+    fn the_confirmation_comes_soon_but_not_at_once() {
+        assert_eq!(confirm_delay(Duration::from_secs(10)), Duration::from_millis(2500));
+        assert_eq!(confirm_delay(Duration::from_secs(600)), Duration::from_secs(5));
+    }
+}
