@@ -11,6 +11,7 @@ use crate::notify::Notifier;
 use crate::probe::http::HttpClient;
 use crate::probe::{HubProber, ProbeOutcome, ProbeResult};
 use crate::scheduler::Scheduler;
+use crate::signals::{SignalUpdate, Watch};
 use crate::web::{WebState, router};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,11 +47,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let store = Arc::new(Store::open(&config.state_path)?);
     let wake = Arc::new(Notify::new());
     let mut manager = IncidentManager::new(store.clone(), &config, wake.clone());
-    let collector = if config.kubernetes.enabled {
+    let kube = if config.kubernetes.enabled {
         match kube::Client::try_default().await {
-            Ok(client) => Some(Arc::new(Collector::new(client, &config))),
+            Ok(client) => Some(client),
             Err(e) => {
-                tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): pages go out without diagnostics");
+                tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): no diagnostics, no pod signals");
                 manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
                 None
             }
@@ -58,6 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     } else {
         None
     };
+    let collector = kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), &config)));
     let mut detector = Detector::new(DetectorSettings {
         min_affected_users: config.incidents.min_affected_users,
         window: config.incidents.window,
@@ -90,9 +92,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, &shutdown).await;
 
     let (outcomes_tx, outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
+    let (signals_tx, signals_rx) = mpsc::channel::<SignalUpdate>(64);
+    if let Some(client) = &kube {
+        for hub in &config.hubs {
+            let Some(namespace) = hub.namespace.clone() else { continue };
+            let watch = Watch {
+                client: client.clone(),
+                hub: hub.name.clone(),
+                namespace,
+                pending_after: config.kubernetes.pending_after,
+                call_timeout: config.kubernetes.call_timeout,
+            };
+            tokio::spawn(watch.run(hub.dask_gateway.is_some(), signals_tx.clone(), shutdown.clone()));
+        }
+    }
+    drop(signals_tx);
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
     let incidents = Incidents { manager: Arc::new(manager), collector };
-    let recorder = tokio::spawn(record(outcomes_rx, detector, incidents, metrics.clone(), hubs));
+    let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
+    let recorder = tokio::spawn(record(inputs, detector, incidents, metrics.clone(), hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
     ready.store(true, Ordering::Release);
@@ -134,10 +152,17 @@ async fn clean_up_leftovers(probers: &[Arc<HubProber>], concurrency: usize, shut
     }
 }
 
+/// What the detector hears: probe outcomes and real-user signals.
+struct Inputs {
+    outcomes: mpsc::Receiver<ProbeOutcome>,
+    signals: mpsc::Receiver<SignalUpdate>,
+}
+
 /// The one owner of the detector: every outcome goes to the metrics, the log and the detector, whose
-/// transitions the incident manager stores and queues for PagerDuty. Runs until the scheduler is gone.
+/// transitions the incident manager stores and queues for PagerDuty; so does every change of the real users
+/// affected. Runs until the scheduler is gone.
 async fn record(
-    mut outcomes: mpsc::Receiver<ProbeOutcome>,
+    mut inputs: Inputs,
     mut detector: Detector,
     incidents: Incidents,
     metrics: Arc<Metrics>,
@@ -152,7 +177,16 @@ async fn record(
     }
     loop {
         tokio::select! {
-            outcome = outcomes.recv() => {
+            Some(update) = inputs.signals.recv() => {
+                let now = SystemTime::now();
+                if !update.users.is_empty() {
+                    let users: Vec<&String> = update.users.keys().collect();
+                    tracing::info!(hub = %update.hub, capability = update.capability.as_str(), ?users, "real users affected (Kubernetes)");
+                }
+                incidents.handle_all(&detector.signals(&update.hub, update.capability, update.users, now));
+                gauges.refresh(&detector, &update.hub, IncidentKind::of(update.capability), now);
+            }
+            outcome = inputs.outcomes.recv() => {
                 let Some(outcome) = outcome else { break };
                 gauges.metrics.observe(&outcome);
                 log_outcome(&outcome);

@@ -10,8 +10,11 @@
 //!   ticket: visible, never paged.
 //! - While open, a change of the affected users or of the failing capabilities is an update; it is
 //!   *material* when a user or a capability is added.
-//! - It recovers when nobody is affected any more and every probe user's last `recovery_successes` attempts
-//!   at each capability of the kind succeeded (a failure older than the window no longer holds it open).
+//! - Real users count too: a Kubernetes signal (their server pod stuck or crashing) makes a user affected in
+//!   that capability for as long as the evidence holds (no window: the pod's state is current).
+//! - It recovers when nobody is affected any more — no probe failure within the window and no real-user
+//!   signal — and every probe user's last `recovery_successes` attempts at each capability of the kind
+//!   succeeded (a failure older than the window no longer holds it open).
 //!   A capability that alternates fail/ok never has two successes in a row, so it stays one incident.
 
 use crate::probe::{Capability, ProbeOutcome, ProbeResult, Stage};
@@ -122,6 +125,10 @@ struct Attempts {
 #[derive(Debug, Default)]
 struct KindState {
     attempts: HashMap<(String, Capability), Attempts>,
+    /// Real users affected now, from Kubernetes signals (not windowed: they hold while the evidence does).
+    signals: HashMap<(String, Capability), UserFailure>,
+    /// Users who had a signal while the incident was open: a cleared signal is their recovery.
+    signalled: BTreeSet<(String, Capability)>,
     /// While an incident is open: the symptoms last reported, and since when this detector has watched it
     /// (its opening, or its resumption after a restart).
     open: Option<(Symptoms, SystemTime)>,
@@ -167,6 +174,38 @@ impl Detector {
         self.evaluate(&outcome.hub.clone(), kind, now).into_iter().collect()
     }
 
+    /// Replaces the real users affected in `capability` of `hub` (from Kubernetes signals) and evaluates.
+    /// `users` maps each user to their evidence: `since` when it began, `reason` what the cluster shows.
+    pub fn signals(
+        &mut self,
+        hub: &str,
+        capability: Capability,
+        users: BTreeMap<String, (String, SystemTime)>,
+        now: SystemTime,
+    ) -> Vec<Transition> {
+        let kind = IncidentKind::of(capability);
+        let state = self.state.entry((hub.to_string(), kind)).or_default();
+        state.signals.retain(|(_, c), _| *c != capability);
+        // The watcher speaks for every real user of the capability: those an open incident reported (also one
+        // resumed after a restart) who are not probe users recover when their signal is gone.
+        if let Some((reported, _)) = &state.open {
+            for user in reported.affected.get(&capability).into_iter().flat_map(BTreeMap::keys) {
+                let key = (user.clone(), capability);
+                if !state.attempts.contains_key(&key) {
+                    state.signalled.insert(key);
+                }
+            }
+        }
+        for (user, (reason, since)) in users {
+            if state.open.is_some() {
+                state.signalled.insert((user.clone(), capability));
+            }
+            let failure = UserFailure { stage: Stage::UserPod, reason, since, last: now };
+            state.signals.insert((user, capability), failure);
+        }
+        self.evaluate(hub, kind, now).into_iter().collect()
+    }
+
     /// Re-evaluates everything at `now`, so failures older than the window stop counting.
     pub fn tick(&mut self, now: SystemTime) -> Vec<Transition> {
         let keys: Vec<(String, IncidentKind)> = self.state.keys().cloned().collect();
@@ -184,6 +223,10 @@ impl Detector {
 
     fn current(&self, state: &KindState, now: SystemTime) -> Symptoms {
         let mut symptoms = Symptoms::default();
+        // A probe's own failure (below) says more than a pod's state, so it takes the place of a signal.
+        for ((user, capability), failure) in &state.signals {
+            symptoms.affected.entry(*capability).or_default().insert(user.clone(), failure.clone());
+        }
         for ((user, capability), attempts) in &state.attempts {
             if let Some(failure) = &attempts.failure
                 && self.within_window(failure.last, now)
@@ -208,9 +251,14 @@ impl Detector {
             None => a.ok_streak >= self.settings.recovery_successes,
         };
         let seen_again = reported.affected.iter().all(|(capability, users)| {
-            users.keys().all(|user| match state.attempts.get(&(user.clone(), *capability)) {
-                Some(attempts) => settled(attempts),
-                None => !self.within_window(*watched_since, now),
+            users.keys().all(|user| {
+                let key = (user.clone(), *capability);
+                match state.attempts.get(&key) {
+                    Some(attempts) => settled(attempts),
+                    // A real user (no probe attempts): their signal has cleared.
+                    None if state.signalled.contains(&key) => !state.signals.contains_key(&key),
+                    None => !self.within_window(*watched_since, now),
+                }
             })
         });
         current.is_empty() && seen_again && state.attempts.values().all(settled)
@@ -222,12 +270,16 @@ impl Detector {
         let hub = hub.to_string();
         match &state.open {
             None if current.users().len() >= self.settings.min_affected_users => {
-                self.state.get_mut(&(hub.clone(), kind))?.open = Some((current.clone(), now));
+                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                state.open = Some((current.clone(), now));
+                state.signalled = state.signals.keys().cloned().collect();
                 Some(Transition::Opened { hub, kind, symptoms: current, at: now })
             }
             None => None,
             Some(_) if self.recovered(state, &current, now) => {
-                self.state.get_mut(&(hub.clone(), kind))?.open = None;
+                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                state.open = None;
+                state.signalled.clear();
                 Some(Transition::Recovered { hub, kind, at: now })
             }
             Some((reported, watched_since)) => {

@@ -216,3 +216,61 @@ proptest! {
         prop_assert!(opens <= 1, "opened {} times", opens);
     }
 }
+
+fn stuck(users: &[&str], since: SystemTime) -> BTreeMap<String, (String, SystemTime)> {
+    users
+        .iter()
+        .map(|u| (u.to_string(), (format!("pod jupyter-{u}: container notebook ImagePullBackOff"), since)))
+        .collect()
+}
+
+#[test]
+fn two_real_users_with_stuck_pods_open_an_incident_while_every_probe_passes() {
+    let mut d = Detector::new(settings());
+    for user in ["probe-1", "probe-2", "probe-1", "probe-2"] {
+        d.observe(&outcome(user, Capability::Server, ProbeResult::Ok), t(0));
+    }
+    assert!(d.signals("temple", Capability::Server, stuck(&["alice"], t(1)), t(2)).is_empty(), "one is a ticket");
+    let transitions = d.signals("temple", Capability::Server, stuck(&["alice", "bob"], t(1)), t(3));
+    let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
+    assert_eq!(symptoms.users(), BTreeSet::from(["alice", "bob"]));
+    let alice = &symptoms.affected[&Capability::Server]["alice"];
+    assert_eq!((alice.stage, alice.since), (Stage::UserPod, t(1)));
+    assert!(alice.reason.contains("ImagePullBackOff"));
+
+    // Signals do not age out with the window: the pods are still stuck an hour later.
+    assert!(d.tick(t(63)).is_empty());
+    assert!(d.is_open("temple", IncidentKind::HubAccess));
+    // One pod recovers: a change, not material. Both recover: the incident recovers.
+    let transitions = d.signals("temple", Capability::Server, stuck(&["bob"], t(1)), t(64));
+    assert!(matches!(transitions.as_slice(), [Transition::Updated { material: false, .. }]), "{transitions:?}");
+    let transitions = d.signals("temple", Capability::Server, BTreeMap::new(), t(65));
+    assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
+}
+
+#[test]
+fn real_users_and_probe_users_count_together_and_a_probe_failure_says_more() {
+    let mut d = Detector::new(settings());
+    d.signals("temple", Capability::Server, stuck(&["alice"], t(0)), t(1));
+    let transitions = d.observe(&outcome("probe-1", Capability::Server, failed("Spawn failed: quota")), t(2));
+    let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
+    assert_eq!(symptoms.users(), BTreeSet::from(["alice", "probe-1"]));
+    // A probe user who also has a stuck pod is counted once, with the probe's reason.
+    d.signals("temple", Capability::Server, stuck(&["alice", "probe-1"], t(0)), t(3));
+    let now = d.symptoms("temple", IncidentKind::HubAccess, t(3));
+    assert_eq!(now.users().len(), 2);
+    assert_eq!(now.affected[&Capability::Server]["probe-1"].reason, "Spawn failed: quota");
+}
+
+#[test]
+fn a_resumed_incident_of_real_users_recovers_when_the_watcher_reports_them_gone() {
+    let mut d = Detector::new(settings());
+    let mut reported = Symptoms::default();
+    for (user, (reason, since)) in stuck(&["alice", "bob"], t(0)) {
+        let failure = UserFailure { stage: Stage::UserPod, reason, since, last: t(1) };
+        reported.affected.entry(Capability::Server).or_default().insert(user, failure);
+    }
+    d.resume("temple", IncidentKind::HubAccess, reported, t(2));
+    let transitions = d.signals("temple", Capability::Server, BTreeMap::new(), t(3));
+    assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
+}

@@ -5,6 +5,7 @@ use super::kubectl::{self, event_last_seen};
 use super::redact::Redactor;
 use super::{Diagnostics, Keep, Section};
 use crate::detector::IncidentKind;
+use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
@@ -19,6 +20,7 @@ pub const USERNAME_ANNOTATION: &str = "hub.jupyter.org/username";
 /// `spec.username` (dask_gateway_server/backends/kubernetes: `get_labels`, `make_cluster_object`).
 pub const DASK_CLUSTER_LABEL: &str = "gateway.dask.org/cluster";
 const GATEWAY_SELECTOR: &str = "app.kubernetes.io/name=dask-gateway";
+const GATEWAY_LABEL: (&str, Option<&str>) = ("app.kubernetes.io/name", Some("dask-gateway"));
 
 /// User pods described in full, at most.
 const DESCRIBED_PODS: usize = 5;
@@ -114,24 +116,21 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
             vec![Section::ok(command, "No resources found.\n".into(), Keep::Head)]
         };
     }
-    let mut text = String::new();
-    for (name, container) in wanted {
+    let logs = join_all(wanted.into_iter().map(|(name, container)| async move {
         let params = LogParams {
             container: Some(container.clone()),
             tail_lines: Some(request.log_lines),
             previous,
             ..LogParams::default()
         };
+        let prefix = format!("[pod/{name}/{container}]");
         match timed(request.call_timeout, api.logs(&name, &params)).await {
-            Ok(log) => {
-                for line in log.lines() {
-                    text.push_str(&format!("[pod/{name}/{container}] {line}\n"));
-                }
-            }
-            Err(why) => text.push_str(&format!("[pod/{name}/{container}] (logs not collected: {why})\n")),
+            Ok(log) => log.lines().map(|line| format!("{prefix} {line}\n")).collect::<String>(),
+            Err(why) => format!("{prefix} (logs not collected: {why})\n"),
         }
-    }
-    vec![Section::ok(command, text, Keep::Tail)]
+    }))
+    .await;
+    vec![Section::ok(command, logs.concat(), Keep::Tail)]
 }
 
 fn sorted_events(mut events: Vec<Event>) -> Vec<Event> {
@@ -142,6 +141,15 @@ fn sorted_events(mut events: Vec<Event>) -> Vec<Event> {
 
 fn last(events: &[Event], count: usize) -> &[Event] {
     &events[events.len().saturating_sub(count)..]
+}
+
+/// `-l key=value`, or `-l key` when `value` is `None`.
+fn has_label(pod: &Pod, key: &str, value: Option<&str>) -> bool {
+    let found = pod.metadata.labels.as_ref().and_then(|labels| labels.get(key));
+    match value {
+        Some(value) => found.map(String::as_str) == Some(value),
+        None => found.is_some(),
+    }
 }
 
 fn user_of(pod: &Pod) -> Option<&str> {
@@ -165,9 +173,7 @@ fn healthy(pod: &Pod, now: SystemTime) -> bool {
 /// Pods worth describing, at most [`DESCRIBED_PODS`]: unhealthy hub-side pods (hub, proxy, gateway) first,
 /// then the pods of affected users, then other unhealthy user pods.
 fn pods_to_describe<'p>(pods: &'p [Pod], users: &BTreeSet<String>, now: SystemTime) -> Vec<&'p Pod> {
-    let is_user_pod = |pod: &Pod| {
-        pod.metadata.labels.as_ref().and_then(|l| l.get("component")).map(String::as_str) == Some("singleuser-server")
-    };
+    let is_user_pod = |pod: &Pod| has_label(pod, "component", Some("singleuser-server"));
     let (user_pods, hub_side): (Vec<&Pod>, Vec<&Pod>) = pods.iter().partition(|pod| is_user_pod(pod));
     let mut chosen: Vec<&Pod> = hub_side.into_iter().filter(|pod| !healthy(pod, now)).collect();
     let (affected, others): (Vec<&Pod>, Vec<&Pod>) =
@@ -186,12 +192,35 @@ pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor
     let timeout = request.call_timeout;
 
     let all = ListParams::default;
-    let (pods, events, nodes, claims, quotas) = tokio::join!(
-        list(pods_api.clone(), all(), timeout),
-        list(events_api, all(), timeout),
-        list(Api::<Node>::all(client.clone()), all(), timeout),
-        list(Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns), all(), timeout),
-        list(Api::<ResourceQuota>::namespaced(client.clone(), ns), all(), timeout),
+    let log_selectors: &[&str] = match request.kind {
+        IncidentKind::HubAccess => &["component=hub", "component=proxy"],
+        IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
+    };
+    // Everything at once: the whole collection takes about two call deadlines at worst (a list, then logs).
+    let logs = join_all(
+        log_selectors
+            .iter()
+            .flat_map(|label| [false, true].map(|previous| logs_of(&pods_api, request, label, previous))),
+    );
+    let clusters = async {
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &daskcluster_resource());
+        match request.kind {
+            IncidentKind::DaskGateway => Some(list(api, all(), timeout).await),
+            IncidentKind::HubAccess => None,
+        }
+    };
+    let ((pods, events, nodes, claims, quotas), log_sections, clusters) = tokio::join!(
+        async {
+            tokio::join!(
+                list(pods_api.clone(), all(), timeout),
+                list(events_api, all(), timeout),
+                list(Api::<Node>::all(client.clone()), all(), timeout),
+                list(Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns), all(), timeout),
+                list(Api::<ResourceQuota>::namespaced(client.clone(), ns), all(), timeout),
+            )
+        },
+        logs,
+        clusters
     );
     let events = events.map(sorted_events);
 
@@ -224,14 +253,7 @@ pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor
         }
     }
 
-    let log_selectors: &[&str] = match request.kind {
-        IncidentKind::HubAccess => &["component=hub", "component=proxy"],
-        IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
-    };
-    for label in log_selectors {
-        sections.extend(logs_of(&pods_api, request, label, false).await);
-        sections.extend(logs_of(&pods_api, request, label, true).await);
-    }
+    sections.extend(log_sections.into_iter().flatten());
 
     if let Ok(pods) = &pods {
         let no_events = Vec::new();
@@ -254,34 +276,28 @@ pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor
         }
     }
 
-    if request.kind == IncidentKind::DaskGateway {
+    if let Some(clusters) = clusters {
+        // The gateway's and the clusters' pods are in the namespace's pods already: filtered as `-l` would.
+        let gateway_command = format!("kubectl -n {ns} get pods -o wide -l {GATEWAY_SELECTOR}");
+        let cluster_command = format!("kubectl -n {ns} get pods -o wide -l {DASK_CLUSTER_LABEL}");
+        for (command, (key, value)) in [(gateway_command, GATEWAY_LABEL), (cluster_command, (DASK_CLUSTER_LABEL, None))]
         {
-            let gateway_command = format!("kubectl -n {ns} get pods -o wide -l {GATEWAY_SELECTOR}");
-            let cluster_command = format!("kubectl -n {ns} get pods -o wide -l {DASK_CLUSTER_LABEL}");
-            let (gateway, cluster_pods, clusters) = tokio::join!(
-                list(pods_api.clone(), selector(GATEWAY_SELECTOR), timeout),
-                list(pods_api.clone(), selector(DASK_CLUSTER_LABEL), timeout),
-                list(
-                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &daskcluster_resource()),
-                    all(),
-                    timeout
-                ),
-            );
-            for (command, pods) in [(gateway_command, gateway), (cluster_command, cluster_pods)] {
-                sections.push(match pods {
-                    Ok(pods) => Section::ok(command, kubectl::get_pods_wide(&pods, now), Keep::Head),
-                    Err(why) => Section::failed(command, why),
-                });
-            }
-            let clusters_command = format!(
-                "kubectl -n {ns} get daskclusters.gateway.dask.org \
-                 -o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase"
-            );
-            sections.push(match clusters {
-                Ok(clusters) => Section::ok(clusters_command, dask_clusters(&clusters), Keep::Head),
-                Err(why) => Section::failed(clusters_command, why),
+            sections.push(match &pods {
+                Ok(pods) => {
+                    let chosen: Vec<Pod> = pods.iter().filter(|pod| has_label(pod, key, value)).cloned().collect();
+                    Section::ok(command, kubectl::get_pods_wide(&chosen, now), Keep::Head)
+                }
+                Err(why) => Section::failed(command, why.clone()),
             });
         }
+        let clusters_command = format!(
+            "kubectl -n {ns} get daskclusters.gateway.dask.org \
+             -o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase"
+        );
+        sections.push(match clusters {
+            Ok(clusters) => Section::ok(clusters_command, dask_clusters(&clusters), Keep::Head),
+            Err(why) => Section::failed(clusters_command, why),
+        });
     }
 
     let nodes_command = "kubectl get nodes".to_string();
@@ -373,8 +389,8 @@ impl Collector {
         }
     }
 
-    /// Diagnostics for `hub`'s incident of `kind`; every section bounded by the call deadline, the whole by
-    /// a few of them (the log calls run one pod after another).
+    /// Diagnostics for `hub`'s incident of `kind`; every call bounded by the call deadline, the whole by three
+    /// of them (a list, then the logs of the pods it found, then slack).
     pub async fn collect(&self, hub: &str, kind: IncidentKind, users: BTreeSet<String>) -> Diagnostics {
         let now = SystemTime::now();
         let Some(namespace) = self.namespaces.get(hub) else {
@@ -384,7 +400,7 @@ impl Collector {
             };
         };
         let request = Request { namespace, kind, users, log_lines: self.log_lines, call_timeout: self.call_timeout };
-        let overall = self.call_timeout * 4;
+        let overall = self.call_timeout * 3;
         match tokio::time::timeout(overall, collect(&self.client, &request, &self.redactor, now)).await {
             Ok(diagnostics) => diagnostics,
             Err(_) => Diagnostics {

@@ -1,2 +1,175 @@
-//! Real-user signals: users whose server pods are stuck or crashing are affected users too ([`pods`]).
+//! Real-user signals: users whose server pods are stuck or crashing are affected users too ([`pods`] says
+//! when). One watch per hub namespace on its user pods (`component=singleuser-server`, the user from the
+//! `hub.jupyter.org/username` annotation) and, when the hub has a Dask Gateway, on the gateway's cluster pods
+//! (label `gateway.dask.org/cluster`; their user is the DaskCluster's `spec.username`, because the gateway's
+//! Kubernetes backend does not label pods with the user). The affected set per capability goes to the
+//! detector whenever it changes; pods are re-evaluated every few seconds, since "Pending too long" becomes
+//! true with time alone.
+
 pub mod pods;
+
+use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
+use crate::probe::Capability;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often pods are looked at again without a change.
+const EVALUATE_EVERY: Duration = Duration::from_secs(10);
+
+/// The real users affected in one capability of one hub now, with their evidence and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalUpdate {
+    pub hub: String,
+    pub capability: Capability,
+    pub users: BTreeMap<String, (String, SystemTime)>,
+}
+
+/// What one watch needs.
+#[derive(Clone)]
+pub struct Watch {
+    pub client: kube::Client,
+    pub hub: String,
+    pub namespace: String,
+    pub pending_after: Duration,
+    pub call_timeout: Duration,
+}
+
+impl Watch {
+    /// Watches the hub's user pods (and Dask cluster pods when `dask`) until `shutdown`.
+    pub async fn run(self, dask: bool, updates: mpsc::Sender<SignalUpdate>, shutdown: CancellationToken) {
+        let users = self.clone().watch(USER_POD_SELECTOR, Capability::Server, updates.clone(), shutdown.clone());
+        if dask {
+            let clusters = self.clone().watch(DASK_CLUSTER_LABEL, Capability::DaskGateway, updates, shutdown);
+            tokio::join!(users, clusters);
+        } else {
+            users.await;
+        }
+    }
+
+    async fn watch(
+        self,
+        selector: &str,
+        capability: Capability,
+        updates: mpsc::Sender<SignalUpdate>,
+        shutdown: CancellationToken,
+    ) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let stream = watcher::watcher(api, watcher::Config::default().labels(selector)).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut pods: HashMap<String, Pod> = HashMap::new();
+        let mut listing: HashMap<String, Pod> = HashMap::new();
+        let mut synced = false;
+        let mut failing = false;
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let mut sent: Option<BTreeMap<String, SystemTime>> = None;
+        let mut evaluate = tokio::time::interval(EVALUATE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = evaluate.tick() => {}
+                event = stream.next() => match event {
+                    None => return,
+                    Some(Ok(event)) => {
+                        if failing {
+                            tracing::info!(hub = %self.hub, selector, "watching pods again");
+                            failing = false;
+                        }
+                        match event {
+                            Event::Init => listing.clear(),
+                            Event::InitApply(pod) => {
+                                listing.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+                            }
+                            Event::InitDone => {
+                                pods = std::mem::take(&mut listing);
+                                synced = true;
+                            }
+                            Event::Apply(pod) => {
+                                pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+                            }
+                            Event::Delete(pod) => {
+                                pods.remove(pod.metadata.name.as_deref().unwrap_or_default());
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // The watcher retries with backoff; until then the last known pods stand.
+                        if !failing {
+                            tracing::warn!(hub = %self.hub, selector, error = %e, "cannot watch pods; retrying");
+                            failing = true;
+                        }
+                        continue;
+                    }
+                },
+            }
+            if !synced {
+                continue;
+            }
+            let users = self.affected(&pods, capability, &mut owners).await;
+            let changed: BTreeMap<String, SystemTime> =
+                users.iter().map(|(u, (_, since))| (u.clone(), *since)).collect();
+            if sent.as_ref() != Some(&changed) {
+                sent = Some(changed);
+                let update = SignalUpdate { hub: self.hub.clone(), capability, users };
+                if updates.send(update).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The users whose pods are in trouble now, with the evidence of their first troubled pod.
+    async fn affected(
+        &self,
+        pods: &HashMap<String, Pod>,
+        capability: Capability,
+        owners: &mut HashMap<String, String>,
+    ) -> BTreeMap<String, (String, SystemTime)> {
+        let now = SystemTime::now();
+        let mut users = BTreeMap::new();
+        let mut troubled: Vec<(&Pod, pods::Trouble)> =
+            pods.values().filter_map(|pod| Some((pod, pods::trouble(pod, now, self.pending_after)?))).collect();
+        troubled.sort_by_key(|(pod, _)| pod.metadata.name.clone());
+        for (pod, trouble) in troubled {
+            let user = match capability {
+                Capability::DaskGateway => self.cluster_owner(pod, owners).await,
+                _ => pod.metadata.annotations.as_ref().and_then(|a| a.get(USERNAME_ANNOTATION)).cloned(),
+            };
+            if let Some(user) = user {
+                users.entry(user).or_insert((trouble.reason, trouble.since));
+            }
+        }
+        users
+    }
+
+    /// The user of a Dask cluster pod, from its DaskCluster (looked up again when a cluster is new).
+    async fn cluster_owner(&self, pod: &Pod, owners: &mut HashMap<String, String>) -> Option<String> {
+        let cluster = pod.metadata.labels.as_ref()?.get(DASK_CLUSTER_LABEL)?.clone();
+        if !owners.contains_key(&cluster) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.namespace, &daskcluster_resource());
+            match tokio::time::timeout(self.call_timeout, api.list(&ListParams::default())).await {
+                Ok(Ok(list)) => {
+                    owners.clear();
+                    for object in list.items {
+                        let user = object.data["spec"]["username"].as_str().map(String::from);
+                        if let (Some(name), Some(user)) = (object.metadata.name, user) {
+                            owners.insert(name, user);
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(hub = %self.hub, error = %e, "cannot list DaskClusters to find their users")
+                }
+                Err(_) => tracing::warn!(hub = %self.hub, "listing DaskClusters timed out"),
+            }
+        }
+        owners.get(&cluster).cloned()
+    }
+}

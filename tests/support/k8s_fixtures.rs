@@ -407,3 +407,8 @@ pub fn load_dask(server: &ApiServer, t: SystemTime) {
         );
     }
 }
+
+/// A user's pod running and ready (a stuck pod that recovered).
+pub fn running_user_pod(user: &str, t: SystemTime) -> Value {
+    user_pod(t, user, 600, running_user(t, 600), Some("user-pool-7f2c"))
+}

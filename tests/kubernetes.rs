@@ -1,0 +1,169 @@
+//! Kubernetes awareness end to end: `hubwatch run` against the real lab, with the Kubernetes API played by
+//! the local stand-in (KUBECONFIG) and PagerDuty by its stand-in.
+//! - two real users whose pods are stuck (ImagePullBackOff) while every probe passes → one incident naming
+//!   them, its trigger carrying kubectl-style diagnostics; their pods running again → the resolve;
+//! - the Kubernetes API slow while spawning fails for both probe users → the page still goes out on time,
+//!   saying the diagnostics are being collected, and the diagnostics (here: why they could not be had)
+//!   follow in an update;
+//! - no planted secret appears in any event or in the daemon's log.
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+use support::apiserver::ApiServer;
+use support::daemon::{Daemon, free_port, wait_for};
+use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
+use support::lab::Lab;
+use support::pagerduty::{PagerDuty, ROUTING_KEY};
+
+const PORT: u16 = 18800;
+const EVERY: Duration = Duration::from_secs(4);
+const TIMEOUT: Duration = Duration::from_secs(30);
+const MARGIN: Duration = Duration::from_secs(10);
+
+fn triggers(pd: &PagerDuty) -> Vec<Value> {
+    pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger").collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page() {
+    hubwatch::probe::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let api = ApiServer::default();
+    k8s_fixtures::load(&api, Scenario::BrokenImage, SystemTime::now());
+    let api_url = api.start().await;
+    let lab = Lab::start_with("kubernetes", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
+    let listen = free_port();
+    let state = lab.dir.join("kubernetes-state.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    let config_path = lab.dir.join("kubernetes.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
+scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+defaults:
+  probes:
+    login:  {{every: 2s, timeout: 5s}}
+    server: {{every: 4s, timeout: 30s}}
+    kernel: {{every: 4s, timeout: 10s}}
+hubs:
+  - name: lab
+    url: {url}
+    namespace: {NAMESPACE}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-3, probe-4]
+"#,
+            state = state.display(),
+            url = lab.url,
+        ),
+    )
+    .unwrap();
+    let token = lab.token();
+    let kubeconfig = kubeconfig.display().to_string();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
+    let log = lab.dir.join("kubernetes.log");
+    let _ = std::fs::remove_file(&log);
+    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
+    daemon.wait_ready().await;
+
+    eprintln!("phase: two real users' pods stuck in ImagePullBackOff, every probe passing");
+    let latency = wait_for("the trigger", Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
+    eprintln!("    trigger after {latency:?}");
+    let trigger = &triggers(&pd)[0];
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], serde_json::json!(["carol", "erin"]), "{trigger:#}");
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot start their servers");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("pod jupyter-carol: container notebook ImagePullBackOff"), "{reasons}");
+    assert!(reasons.contains("user_pod"), "{reasons}");
+    let diagnostics = details["diagnostics"].as_str().unwrap();
+    assert!(diagnostics.contains("$ kubectl -n temple get pods -o wide"), "{diagnostics}");
+    assert!(diagnostics.contains("$ kubectl -n temple describe pod jupyter-carol"), "{diagnostics}");
+    assert!(diagnostics.contains("ImagePullBackOff"), "{diagnostics}");
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+
+    eprintln!("phase: their pods run again");
+    for user in ["carol", "erin"] {
+        api.put("pods", k8s_fixtures::running_user_pod(user, SystemTime::now()));
+    }
+    let latency = wait_for("the resolve", Duration::from_secs(30), async || {
+        pd.accepted().iter().any(|e| e["event_action"] == "resolve" && e["dedup_key"] == key.as_str())
+    })
+    .await;
+    eprintln!("    resolve after {latency:?}");
+    assert_eq!(triggers(&pd).len(), 1, "paged once");
+
+    eprintln!("phase: the Kubernetes API answers after 30 s while spawning fails for both probe users");
+    api.set_delay(Some(Duration::from_secs(30)));
+    lab.set_flag("spawn-fail", None, "");
+    let latency = wait_for("the second trigger", EVERY + TIMEOUT + MARGIN, async || triggers(&pd).len() >= 2).await;
+    eprintln!("    trigger after {latency:?}");
+    let trigger = triggers(&pd)[1].clone();
+    assert_eq!(
+        trigger["payload"]["custom_details"]["affected_users"]["server"],
+        serde_json::json!(["probe-3", "probe-4"])
+    );
+    let diagnostics = trigger["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
+    assert!(diagnostics.starts_with("being collected: not ready within 2s"), "{diagnostics}");
+    wait_for("the diagnostics to follow", Duration::from_secs(30), async || triggers(&pd).len() >= 3).await;
+    let follow_up = triggers(&pd)[2].clone();
+    assert_eq!(follow_up["dedup_key"], trigger["dedup_key"]);
+    let diagnostics = follow_up["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
+    assert!(diagnostics.contains("(not collected: the Kubernetes API did not answer within 5s)"), "{diagnostics}");
+
+    lab.clear_flags();
+    api.set_delay(None);
+    let everything = format!("{:?}{}", pd.accepted(), daemon.log());
+    assert!(!everything.contains(CANARY), "a planted secret leaked");
+    assert!(!everything.contains("canary-kube-token"), "the Kubernetes token leaked");
+    assert!(!everything.contains(&token), "the hub token leaked");
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}
+
+#[tokio::test]
+async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters() {
+    hubwatch::probe::http::install_crypto_provider();
+    let api = ApiServer::default();
+    let t = SystemTime::now();
+    k8s_fixtures::load(&api, Scenario::NodePoolFull, t);
+    k8s_fixtures::load_dask(&api, t);
+    let client = kube::Client::try_from(kube::Config::new(api.start().await.parse().unwrap())).unwrap();
+    let watch = hubwatch::signals::Watch {
+        client,
+        hub: "temple".into(),
+        namespace: NAMESPACE.into(),
+        pending_after: Duration::from_secs(60),
+        call_timeout: Duration::from_secs(5),
+    };
+    let (updates, mut received) = tokio::sync::mpsc::channel(16);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let watching = tokio::spawn(watch.run(true, updates, shutdown.clone()));
+    let mut latest = std::collections::HashMap::new();
+    while latest.len() < 2 {
+        let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
+        latest.insert(update.capability, update.users);
+    }
+    let server = &latest[&hubwatch::probe::Capability::Server];
+    assert_eq!(server.keys().collect::<Vec<_>>(), ["alice", "bob"], "dave's pod runs");
+    assert!(server["alice"].0.starts_with("pod jupyter-alice Pending for 7m: Unschedulable: 0/3 nodes"), "{server:?}");
+    let dask = &latest[&hubwatch::probe::Capability::DaskGateway];
+    assert_eq!(dask.keys().collect::<Vec<_>>(), ["alice", "bob"], "users from the DaskClusters' spec.username");
+
+    // A stuck pod deleted clears its user.
+    api.delete("pods", NAMESPACE, "jupyter-bob");
+    let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
+    assert_eq!(update.capability, hubwatch::probe::Capability::Server);
+    assert_eq!(update.users.keys().collect::<Vec<_>>(), ["alice"]);
+    shutdown.cancel();
+    watching.await.unwrap();
+}
