@@ -74,6 +74,9 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let pagerduty = config.pagerduty.as_ref().unwrap();
     assert_eq!(pagerduty.events_url.as_str(), "https://events.eu.pagerduty.com/v2/enqueue");
     assert_eq!(pagerduty.severity, hubwatch::config::Severity::Error);
+    assert!(config.kubernetes.enabled);
+    assert_eq!(config.kubernetes.pending_after, Duration::from_secs(300));
+    assert_eq!(config.kubernetes.log_lines, 50);
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");
     assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");
