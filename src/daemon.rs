@@ -108,7 +108,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     drop(signals_tx);
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
-    let incidents = Incidents { manager: Arc::new(manager), collector };
+    let manager = Arc::new(manager);
+    if let Some(client) = &kube {
+        for hub in &config.hubs {
+            let Some(namespace) = hub.namespace.clone() else { continue };
+            let changes = crate::signals::changes::watch(
+                client.clone(),
+                hub.name.clone(),
+                namespace,
+                manager.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(changes);
+        }
+    }
+    let incidents = Incidents { manager, collector };
     let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
     let recorder = tokio::spawn(record(inputs, detector, incidents, metrics.clone(), hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), metrics.clone(), outcomes_tx);

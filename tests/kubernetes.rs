@@ -17,7 +17,7 @@ use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
 
-const PORT: u16 = 18800;
+const PORT: u16 = 18760;
 const EVERY: Duration = Duration::from_secs(4);
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(10);
@@ -33,6 +33,7 @@ async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays
     let events_url = pd.clone().start().await;
     let api = ApiServer::default();
     k8s_fixtures::load(&api, Scenario::BrokenImage, SystemTime::now());
+    api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
     let api_url = api.start().await;
     let lab = Lab::start_with("kubernetes", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
@@ -91,6 +92,17 @@ hubs:
     assert!(diagnostics.contains("$ kubectl -n temple describe pod jupyter-carol"), "{diagnostics}");
     assert!(diagnostics.contains("ImagePullBackOff"), "{diagnostics}");
     let key = trigger["dedup_key"].as_str().unwrap().to_string();
+
+    eprintln!("phase: the hub is upgraded");
+    api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.2.0", "5e2c", 8));
+    wait_for("the change event", Duration::from_secs(20), async || !pd.changes().is_empty()).await;
+    let change = &pd.changes()[0];
+    assert_eq!(
+        change["payload"]["summary"],
+        "lab: hub Deployment hub changed: image of container hub: quay.io/jupyterhub/k8s-hub:4.1.0 -> quay.io/jupyterhub/k8s-hub:4.2.0"
+    );
+    assert_eq!(change["payload"]["custom_details"]["generation"], 8);
+    assert_eq!(pd.changes().len(), 1, "one change, one event; the initial listing sends nothing");
 
     eprintln!("phase: their pods run again");
     for user in ["carol", "erin"] {

@@ -86,6 +86,8 @@ impl Default for IncidentsConfig {
 pub struct PagerDutyConfig {
     pub routing_key: Secret,
     pub events_url: Url,
+    /// Change Events (hub upgrades); default: `events_url` with the path `/v2/change/enqueue`.
+    pub change_events_url: Url,
     pub severity: Severity,
     /// First delay after a 5xx or network error (doubles, with jitter, up to 5 m).
     pub retry_delay: Duration,
@@ -239,7 +241,8 @@ fn render_problems(file: &str, problems: &[(String, String)]) -> String {
 const TOP_KEYS: &[&str] =
     &["listen", "public_url", "state_path", "scheduler", "incidents", "pagerduty", "kubernetes", "defaults", "hubs"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
-const PAGERDUTY_KEYS: &[&str] = &["routing_key", "events_url", "severity", "retry_delay", "rate_limit_delay"];
+const PAGERDUTY_KEYS: &[&str] =
+    &["routing_key", "events_url", "change_events_url", "severity", "retry_delay", "rate_limit_delay"];
 const KUBERNETES_KEYS: &[&str] = &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after"];
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
@@ -383,15 +386,24 @@ impl Validator<'_> {
             }
             Some(key)
         });
-        let events_url = match table.get("events_url") {
-            None => Url::parse("https://events.pagerduty.com/v2/enqueue").ok(),
-            Some(v) => self.url(v, "pagerduty.events_url").map(|mut url| {
-                // url() adds a slash for joining; an endpoint is used as given.
-                let trimmed = url.path().trim_end_matches('/').to_string();
-                url.set_path(&trimmed);
-                url
-            }),
+        let mut endpoint = |key: &'static str| {
+            table.get(key).map(|v| {
+                self.url(v, &format!("pagerduty.{key}")).map(|mut url| {
+                    // url() adds a slash for joining; an endpoint is used as given.
+                    let trimmed = url.path().trim_end_matches('/').to_string();
+                    url.set_path(&trimmed);
+                    url
+                })
+            })
         };
+        let events_url =
+            endpoint("events_url").unwrap_or_else(|| Url::parse("https://events.pagerduty.com/v2/enqueue").ok());
+        let change_events_url = endpoint("change_events_url").unwrap_or_else(|| {
+            events_url.clone().map(|mut url| {
+                url.set_path("/v2/change/enqueue");
+                url
+            })
+        });
         let severity = match table.get("severity") {
             None => Some(Severity::Critical),
             Some(v) => string(v, "pagerduty.severity", self.problems).and_then(|s| match s.as_str() {
@@ -416,6 +428,7 @@ impl Validator<'_> {
         Some(PagerDutyConfig {
             routing_key: routing_key?,
             events_url: events_url?,
+            change_events_url: change_events_url?,
             severity: severity?,
             retry_delay,
             rate_limit_delay,

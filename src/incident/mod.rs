@@ -251,6 +251,31 @@ impl IncidentManager {
         }
     }
 
+    /// Queues a Change Event for a hub Deployment's new pod template (once per Deployment generation).
+    pub fn record_change(
+        &self,
+        hub: &str,
+        namespace: &str,
+        deployment: &str,
+        generation: i64,
+        changes: &[String],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
+        let more = if changes.len() > 1 { format!(" (and {} more)", changes.len() - 1) } else { String::new() };
+        let summary =
+            format!("hub Deployment {deployment} changed: {}{more}", changes.first().map_or("", String::as_str));
+        let details = serde_json::json!({
+            "hub": hub, "namespace": namespace, "deployment": deployment, "generation": generation, "changes": changes,
+        });
+        let key = format!("change-{hub}-{deployment}-{generation}");
+        if self.store.queue_change(&key, now, pagerduty::change(hub, &hub_url, &summary, details, now))? {
+            tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Sends the follow-up triggers held back by the update interval once it has passed; returns the
     /// diagnostics they wait for.
     pub fn flush_pending_updates(&self, now: SystemTime) -> Result<Vec<DiagnosticsWanted>, StoreError> {

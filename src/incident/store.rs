@@ -41,6 +41,8 @@ pub struct IncidentRecord {
 pub enum EventAction {
     Trigger,
     Resolve,
+    /// A Change Event (sent to the change events endpoint; not part of an incident).
+    Change,
 }
 
 impl EventAction {
@@ -48,6 +50,7 @@ impl EventAction {
         match self {
             EventAction::Trigger => "trigger",
             EventAction::Resolve => "resolve",
+            EventAction::Change => "change",
         }
     }
 }
@@ -325,6 +328,17 @@ impl Store {
         })
     }
 
+    /// Queues a Change Event under its own key (`change-…`), once: the same key queued again is ignored, so
+    /// a watch that sees the same change twice (a restart, a re-list) does not send it twice.
+    pub fn queue_change(&self, key: &str, at: SystemTime, body: serde_json::Value) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let known = conn.prepare("SELECT 1 FROM outbox WHERE key = ?1")?.exists([key])?;
+        if !known {
+            insert_event(&conn, key, at, &NewEvent::now(EventAction::Change, body))?;
+        }
+        Ok(!known)
+    }
+
     pub fn add_timeline(&self, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
         insert_timeline(&self.conn(), key, at, entry)
     }
@@ -413,7 +427,11 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, key, action, body, attempts, created_at) = row?;
-            let action = if action == "resolve" { EventAction::Resolve } else { EventAction::Trigger };
+            let action = match action.as_str() {
+                "resolve" => EventAction::Resolve,
+                "change" => EventAction::Change,
+                _ => EventAction::Trigger,
+            };
             out.push(OutboxEvent {
                 id,
                 key,

@@ -6,7 +6,7 @@
 pub mod pagerduty;
 
 use crate::config::PagerDutyConfig;
-use crate::incident::store::{OutboxEvent, Store, StoreError};
+use crate::incident::store::{EventAction, OutboxEvent, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::probe::http::HttpClient;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -105,7 +105,11 @@ impl Notifier {
             return Ok(true);
         };
         let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
-        let request = self.http.reqwest().post(pagerduty.events_url.clone()).json(&body);
+        let url = match event.action {
+            EventAction::Change => &pagerduty.change_events_url,
+            EventAction::Trigger | EventAction::Resolve => &pagerduty.events_url,
+        };
+        let request = self.http.reqwest().post(url.clone()).json(&body);
         let deadline = tokio::time::Instant::now() + self.send_timeout;
         let answer = match self.http.send(request, deadline).await {
             Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
@@ -115,18 +119,22 @@ impl Notifier {
             Answer::Accepted => {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
                 self.store.finish_event(event.id, "sent", now, None)?;
-                self.store.add_timeline(
-                    &event.key,
-                    now,
-                    &format!("PagerDuty {action} sent (dedup key {}; answer 202)", event.key),
-                )?;
+                if event.action != EventAction::Change {
+                    self.store.add_timeline(
+                        &event.key,
+                        now,
+                        &format!("PagerDuty {action} sent (dedup key {}; answer 202)", event.key),
+                    )?;
+                }
                 self.metrics.count_pagerduty_event(action, "sent");
                 Ok(true)
             }
             Answer::Rejected(reason) => {
                 tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
                 self.store.finish_event(event.id, "rejected", now, Some(&reason))?;
-                self.store.add_timeline(&event.key, now, &format!("PagerDuty rejected the {action}: {reason}"))?;
+                if event.action != EventAction::Change {
+                    self.store.add_timeline(&event.key, now, &format!("PagerDuty rejected the {action}: {reason}"))?;
+                }
                 self.metrics.count_pagerduty_event(action, "rejected");
                 Ok(true)
             }

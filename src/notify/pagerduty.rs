@@ -130,6 +130,20 @@ pub fn with_diagnostics(event: &Value, diagnostics: &str) -> Value {
     fit(event)
 }
 
+/// A Change Event (no notification; shown beside incidents so responders see "the hub was upgraded 4
+/// minutes before the outage"), without the routing key.
+pub fn change(hub: &str, hub_url: &Url, summary: &str, details: Value, now: SystemTime) -> Value {
+    json!({
+        "payload": {
+            "summary": truncate(&format!("{hub}: {summary}"), SUMMARY_LIMIT - 4),
+            "source": hub_url.host_str().unwrap_or(hub),
+            "timestamp": rfc3339(now),
+            "custom_details": details,
+        },
+        "links": [{"href": hub_url.as_str(), "text": format!("{hub} (the hub)")}],
+    })
+}
+
 pub fn resolve(key: &str) -> Value {
     json!({"event_action": "resolve", "dedup_key": key})
 }

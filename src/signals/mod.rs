@@ -6,6 +6,7 @@
 //! detector whenever it changes; pods are re-evaluated every few seconds, since "Pending too long" becomes
 //! true with time alone.
 
+pub mod changes;
 pub mod pods;
 
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};

@@ -412,3 +412,22 @@ pub fn load_dask(server: &ApiServer, t: SystemTime) {
 pub fn running_user_pod(user: &str, t: SystemTime) -> Value {
     user_pod(t, user, 600, running_user(t, 600), Some("user-pool-7f2c"))
 }
+
+/// The hub's Deployment (z2jh labels), with `image` and a config checksum on its pod template.
+pub fn hub_deployment(image: &str, checksum: &str, generation: i64) -> Value {
+    json!({
+        "metadata": {"name": "hub", "namespace": NAMESPACE, "generation": generation,
+                     "creationTimestamp": "2026-01-10T08:00:00Z",
+                     "labels": {"app": "jupyterhub", "component": "hub", "release": "temple"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "jupyterhub", "component": "hub", "release": "temple"}},
+            "template": {
+                "metadata": {"labels": {"app": "jupyterhub", "component": "hub", "release": "temple"},
+                             "annotations": {"checksum/config-map": checksum}},
+                "spec": {"containers": [{"name": "hub", "image": image}]},
+            },
+        },
+        "status": {"replicas": 1, "readyReplicas": 1, "observedGeneration": generation},
+    })
+}

@@ -32,6 +32,8 @@ pub struct Inner {
     /// Every request, valid or not, with the status it got.
     pub requests: Vec<(u16, Value)>,
     pub open_alerts: HashSet<(String, String)>,
+    /// Every valid Change Event accepted (202), in order.
+    pub changes: Vec<Value>,
 }
 
 #[derive(Clone, Default)]
@@ -44,7 +46,10 @@ pub const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
 impl PagerDuty {
     /// Serves `POST /v2/enqueue` on a random loopback port; returns the events URL.
     pub async fn start(self) -> String {
-        let app = Router::new().route("/v2/enqueue", post(enqueue)).with_state(self);
+        let app = Router::new()
+            .route("/v2/enqueue", post(enqueue))
+            .route("/v2/change/enqueue", post(change_enqueue))
+            .with_state(self);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -53,6 +58,10 @@ impl PagerDuty {
 
     pub fn accepted(&self) -> Vec<Value> {
         self.inner.lock().unwrap().accepted.clone()
+    }
+
+    pub fn changes(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().changes.clone()
     }
 
     pub fn accepted_actions(&self) -> Vec<String> {
@@ -216,4 +225,52 @@ async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
         inner.accepted.push(event.clone());
     }
     answer(202, json!({"status": "success", "message": "Event processed", "dedup_key": key}), event)
+}
+
+/// The Change Events schema: `routing_key`, `payload{summary (<= 1024), source, timestamp, custom_details}`,
+/// `links`; nothing else.
+pub fn validate_change(event: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(object) = event.as_object() else { return vec!["the event is not a JSON object".into()] };
+    for key in object.keys() {
+        if !["routing_key", "payload", "links", "images"].contains(&key.as_str()) {
+            errors.push(format!("'{key}' is not a known field"));
+        }
+    }
+    if event["routing_key"].as_str().is_none_or(|k| k.len() != 32) {
+        errors.push("'routing_key' must be 32 characters".into());
+    }
+    let payload = &event["payload"];
+    match payload["summary"].as_str() {
+        Some(s) if !s.is_empty() && s.chars().count() <= 1024 => {}
+        _ => errors.push("'payload.summary' must be 1 to 1024 characters".into()),
+    }
+    if let Some(object) = payload.as_object() {
+        for key in object.keys() {
+            if !["summary", "source", "timestamp", "custom_details"].contains(&key.as_str()) {
+                errors.push(format!("'payload.{key}' is not a known field"));
+            }
+        }
+    }
+    if let Some(ts) = payload.get("timestamp")
+        && ts.as_str().is_none_or(|t| humantime::parse_rfc3339_weak(t).is_err())
+    {
+        errors.push("'payload.timestamp' must be ISO 8601".into());
+    }
+    errors
+}
+
+async fn change_enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
+    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let errors = validate_change(&event);
+    let mut inner = pd.inner.lock().unwrap();
+    if !errors.is_empty() {
+        inner.requests.push((400, event));
+        let body = json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors});
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    inner.requests.push((202, event.clone()));
+    inner.changes.push(event);
+    (StatusCode::ACCEPTED, axum::Json(json!({"status": "success", "message": "Change event processed"})))
+        .into_response()
 }

@@ -1,0 +1,139 @@
+//! Change Events: when a hub's Deployment (label `component=hub`) gets a new pod template — a new image, a
+//! new config checksum — PagerDuty hears of it as a Change Event, so a responder sees "the hub was upgraded
+//! 4 minutes before the outage". The first listing only records what is there; changes after it are sent.
+
+use crate::incident::IncidentManager;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
+
+/// What of a hub Deployment's pod template matters: its containers' images and its annotations (z2jh puts
+/// the config and secret checksums there).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template {
+    pub generation: i64,
+    pub images: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+pub fn template_of(deployment: &Deployment) -> Template {
+    let template = &deployment.spec.template;
+    let images = template
+        .spec
+        .as_ref()
+        .map(|spec| spec.containers.iter().map(|c| (c.name.clone(), c.image.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    let annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .map(|a| a.into_iter().collect())
+        .unwrap_or_default();
+    Template { generation: deployment.metadata.generation.unwrap_or_default(), images, annotations }
+}
+
+fn short(value: &str) -> String {
+    crate::probe::http::truncate(value, 100)
+}
+
+/// What changed, one line each, images first.
+pub fn differences(before: &Template, after: &Template) -> Vec<String> {
+    let mut lines = Vec::new();
+    let pairs = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
+        let keys: std::collections::BTreeSet<String> = a.keys().chain(b.keys()).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let (old, new) = (a.get(&k), b.get(&k));
+                (old != new)
+                    .then(|| (k, old.cloned().unwrap_or("(none)".into()), new.cloned().unwrap_or("(none)".into())))
+            })
+            .collect::<Vec<_>>()
+    };
+    for (container, old, new) in pairs(&before.images, &after.images) {
+        lines.push(format!("image of container {container}: {} -> {}", short(&old), short(&new)));
+    }
+    for (annotation, old, new) in pairs(&before.annotations, &after.annotations) {
+        lines.push(format!("pod template annotation {annotation}: {} -> {}", short(&old), short(&new)));
+    }
+    lines
+}
+
+/// Watches `namespace`'s hub Deployments until `shutdown`, recording each template change.
+pub async fn watch(
+    client: kube::Client,
+    hub: String,
+    namespace: String,
+    manager: Arc<IncidentManager>,
+    shutdown: CancellationToken,
+) {
+    let api: Api<Deployment> = Api::namespaced(client, &namespace);
+    let stream = watcher::watcher(api, watcher::Config::default().labels("component=hub")).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut known: HashMap<String, Template> = HashMap::new();
+    let mut failing = false;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = stream.next() => event,
+        };
+        let deployment = match event {
+            None => return,
+            Some(Err(e)) => {
+                if !failing {
+                    tracing::warn!(%hub, error = %e, "cannot watch the hub's Deployment; retrying");
+                    failing = true;
+                }
+                continue;
+            }
+            Some(Ok(Event::InitApply(d))) => {
+                known.insert(d.metadata.name.clone().unwrap_or_default(), template_of(&d));
+                continue;
+            }
+            Some(Ok(Event::Apply(d))) => d,
+            Some(Ok(_)) => continue,
+        };
+        failing = false;
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let after = template_of(&deployment);
+        let Some(before) = known.insert(name.clone(), after.clone()) else { continue };
+        let changes = differences(&before, &after);
+        if changes.is_empty() {
+            continue;
+        }
+        if let Err(e) = manager.record_change(&hub, &namespace, &name, after.generation, &changes, SystemTime::now()) {
+            tracing::error!(%hub, error = %e, "cannot queue a change event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(image: &str, checksum: &str) -> Template {
+        Template {
+            generation: 3,
+            images: BTreeMap::from([("hub".into(), image.into())]),
+            annotations: BTreeMap::from([("checksum/config-map".into(), checksum.into())]),
+        }
+    }
+
+    #[test]
+    fn an_upgrade_and_a_config_change_are_named_and_nothing_else() {
+        let before = template("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c");
+        assert!(differences(&before, &before).is_empty());
+        assert_eq!(
+            differences(&before, &template("quay.io/jupyterhub/k8s-hub:4.2.0", "9a1f")),
+            [
+                "image of container hub: quay.io/jupyterhub/k8s-hub:4.1.0 -> quay.io/jupyterhub/k8s-hub:4.2.0",
+                "pod template annotation checksum/config-map: 5e2c -> 9a1f",
+            ]
+        );
+    }
+}
