@@ -1,9 +1,10 @@
 //! `hubwatch run`: serve the endpoints, clean up what a crashed earlier run left, then probe on schedule
 //! until shut down; every outcome goes to the metrics and the log.
 
-use crate::config::Config;
+use crate::config::{Config, HubConfig};
 use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
 use crate::diagnostics::collect::Collector;
+use crate::discovery;
 use crate::incident::store::{Store, StoreError};
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
@@ -11,7 +12,7 @@ use crate::notify::Notifier;
 use crate::probe::http::HttpClient;
 use crate::probe::{HubProber, ProbeOutcome, ProbeResult};
 use crate::scheduler::Scheduler;
-use crate::signals::{SignalUpdate, Watch};
+use crate::signals::{SignalUpdate, Watch, changes};
 use crate::web::{WebState, router};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,47 +42,52 @@ pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> 
         .collect()
 }
 
+/// What lives as long as the daemon: the HTTP client, metrics, the store and the notifier's wake-up, the
+/// Kubernetes client, and the readiness flag.
+struct Shared {
+    http: HttpClient,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    kube: Option<kube::Client>,
+    ready: Arc<AtomicBool>,
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let http = HttpClient::new()?;
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::open(&config.state_path)?);
-    let wake = Arc::new(Notify::new());
-    let mut manager = IncidentManager::new(store.clone(), &config, wake.clone());
     let kube = if config.kubernetes.enabled {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
             Err(e) => {
-                tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): no diagnostics, no pod signals");
-                manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
+                tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): no diagnostics, no pod signals, no discovery");
                 None
             }
         }
     } else {
         None
     };
-    let collector = kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), &config)));
-    let mut detector = Detector::new(DetectorSettings {
-        min_affected_users: config.incidents.min_affected_users,
-        window: config.incidents.window,
-        recovery_successes: config.incidents.recovery_successes,
-    });
-    let resumed = manager.resume(&mut detector, SystemTime::now())?;
+    let shared = Shared {
+        http: HttpClient::new()?,
+        metrics: Arc::new(Metrics::new()),
+        store: Arc::new(Store::open(&config.state_path)?),
+        wake: Arc::new(Notify::new()),
+        kube,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
     if config.pagerduty.is_none() {
         tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
     }
-    let ready = Arc::new(AtomicBool::new(false));
-    let probers = build_probers(&config, &http);
-    for hub in &config.hubs {
-        metrics.set_probe_users(&hub.name, hub.users.len());
-    }
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
-    tracing::info!(listen = %config.listen, hubs = config.hubs.len(), resumed_incidents = resumed, "hubwatch started");
-    let notifier = Notifier::new(store.clone(), http.clone(), config.pagerduty.clone(), metrics.clone(), wake);
+    let notifier = Notifier::new(
+        shared.store.clone(),
+        shared.http.clone(),
+        config.pagerduty.clone(),
+        shared.metrics.clone(),
+        shared.wake.clone(),
+    );
     let notifier = tokio::spawn(notifier.run(shutdown.clone()));
-    let app = router(WebState { metrics: metrics.clone(), ready: ready.clone() });
+    let app = router(WebState { metrics: shared.metrics.clone(), ready: shared.ready.clone() });
     let web_shutdown = shutdown.clone();
     let web = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(web_shutdown.cancelled_owned()).await {
@@ -89,53 +95,132 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }
     });
 
-    clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, &shutdown).await;
+    // With discovery, the hubs probed are the configured ones plus those found in the cluster; when the
+    // found ones change, the probing stops gracefully (rounds clean up) and starts again with the new set.
+    let discovery = config.kubernetes.discovery.clone().zip(shared.kube.clone());
+    let mut found = match &discovery {
+        Some((settings, client)) => discover_or_log(client, settings, &config).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    loop {
+        let hubs = config.hubs.iter().cloned().chain(found.iter().cloned()).collect();
+        let generation = Config { hubs, ..config.clone() };
+        let stop = shutdown.child_token();
+        let rediscovery = discovery.clone().map(|(settings, client)| {
+            let (config, found, stop) = (config.clone(), found.clone(), stop.clone());
+            tokio::spawn(async move { rediscover(&client, &settings, &config, &found, &stop).await })
+        });
+        probe(&generation, &shared, &stop).await?;
+        stop.cancel();
+        let changed = match rediscovery {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        };
+        match changed {
+            Some(now_found) if !shutdown.is_cancelled() => {
+                tracing::info!(hubs = ?now_found.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), "the cluster's hubs changed: probing the new set");
+                found = now_found;
+            }
+            _ => break,
+        }
+    }
+
+    shutdown.cancel();
+    let _ = notifier.await;
+    let _ = web.await;
+    tracing::info!("hubwatch stopped");
+    Ok(())
+}
+
+async fn discover_or_log(
+    client: &kube::Client,
+    settings: &crate::config::DiscoveryConfig,
+    config: &Config,
+) -> Option<Vec<HubConfig>> {
+    match discovery::discover(client, settings, &config.hubs, config.kubernetes.call_timeout).await {
+        Ok(found) => Some(found),
+        Err(e) => {
+            tracing::warn!(error = %e, "hub discovery failed; the hubs known so far stay watched");
+            None
+        }
+    }
+}
+
+/// Looks again every `settings.every`; when the hubs found differ from `found`, stops the current probing
+/// (`stop`) and returns the new list. Returns `None` when `stop` is cancelled for another reason.
+async fn rediscover(
+    client: &kube::Client,
+    settings: &crate::config::DiscoveryConfig,
+    config: &Config,
+    found: &[HubConfig],
+    stop: &CancellationToken,
+) -> Option<Vec<HubConfig>> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(settings.every) => {}
+        }
+        if let Some(now_found) = discover_or_log(client, settings, config).await
+            && !discovery::same_hubs(found, &now_found)
+        {
+            stop.cancel();
+            return Some(now_found);
+        }
+    }
+}
+
+/// Probes `config`'s hubs until `stop`: incidents, diagnostics, signals and change events included.
+async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Result<(), DaemonError> {
+    let mut manager = IncidentManager::new(shared.store.clone(), config, shared.wake.clone());
+    if config.kubernetes.enabled && shared.kube.is_none() {
+        manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
+    }
+    let kube = &shared.kube;
+    let collector = kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), config)));
+    let mut detector = Detector::new(DetectorSettings {
+        min_affected_users: config.incidents.min_affected_users,
+        window: config.incidents.window,
+        recovery_successes: config.incidents.recovery_successes,
+    });
+    let resumed = manager.resume(&mut detector, SystemTime::now())?;
+    let probers = build_probers(config, &shared.http);
+    for hub in &config.hubs {
+        shared.metrics.set_probe_users(&hub.name, hub.users.len());
+    }
+    tracing::info!(listen = %config.listen, hubs = config.hubs.len(), resumed_incidents = resumed, "hubwatch started");
+
+    clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, stop).await;
 
     let (outcomes_tx, outcomes_rx) = mpsc::channel::<ProbeOutcome>(1024);
     let (signals_tx, signals_rx) = mpsc::channel::<SignalUpdate>(64);
-    if let Some(client) = &kube {
+    let manager = Arc::new(manager);
+    if let Some(client) = kube {
         for hub in &config.hubs {
             let Some(namespace) = hub.namespace.clone() else { continue };
             let watch = Watch {
                 client: client.clone(),
                 hub: hub.name.clone(),
-                namespace,
+                namespace: namespace.clone(),
                 pending_after: config.kubernetes.pending_after,
                 call_timeout: config.kubernetes.call_timeout,
             };
-            tokio::spawn(watch.run(hub.dask_gateway.is_some(), signals_tx.clone(), shutdown.clone()));
+            tokio::spawn(watch.run(hub.dask_gateway.is_some(), signals_tx.clone(), stop.clone()));
+            let changes = changes::watch(client.clone(), hub.name.clone(), namespace, manager.clone(), stop.clone());
+            tokio::spawn(changes);
         }
     }
     drop(signals_tx);
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
-    let manager = Arc::new(manager);
-    if let Some(client) = &kube {
-        for hub in &config.hubs {
-            let Some(namespace) = hub.namespace.clone() else { continue };
-            let changes = crate::signals::changes::watch(
-                client.clone(),
-                hub.name.clone(),
-                namespace,
-                manager.clone(),
-                shutdown.clone(),
-            );
-            tokio::spawn(changes);
-        }
-    }
     let incidents = Incidents { manager, collector };
     let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
-    let recorder = tokio::spawn(record(inputs, detector, incidents, metrics.clone(), hubs));
-    let scheduler = Scheduler::new(&probers, config.scheduler.clone(), metrics.clone(), outcomes_tx);
+    let recorder = tokio::spawn(record(inputs, detector, incidents, shared.metrics.clone(), hubs));
+    let scheduler = Scheduler::new(&probers, config.scheduler.clone(), shared.metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
-    ready.store(true, Ordering::Release);
-    scheduler.run(shutdown.clone()).await;
+    shared.ready.store(true, Ordering::Release);
+    scheduler.run(stop.clone()).await;
 
     // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
     let _ = recorder.await;
-    shutdown.cancel();
-    let _ = notifier.await;
-    let _ = web.await;
-    tracing::info!("hubwatch stopped");
     Ok(())
 }
 

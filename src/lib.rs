@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod detector;
 pub mod diagnostics;
+pub mod discovery;
 pub mod incident;
 pub mod metrics;
 pub mod notify;

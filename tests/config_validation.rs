@@ -77,6 +77,9 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert!(config.kubernetes.enabled);
     assert_eq!(config.kubernetes.pending_after, Duration::from_secs(300));
     assert_eq!(config.kubernetes.log_lines, 50);
+    let discovery = config.kubernetes.discovery.as_ref().unwrap();
+    assert_eq!(discovery.namespaces, ["temple", "river"]);
+    assert_eq!(discovery.every, Duration::from_secs(300));
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");
     assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");

@@ -179,3 +179,68 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
     shutdown.cancel();
     watching.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_change() {
+    hubwatch::probe::http::install_crypto_provider();
+    let api = ApiServer::default();
+    let api_url = api.start().await;
+    let lab = Lab::start_with("discovery", 18770, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let token = lab.token();
+    k8s_fixtures::load_discoverable_hub(&api, "temple", lab.url.as_str(), "probe-1,probe-2", Some(&token));
+    // No token for this one: found, but not watchable; it is logged and skipped.
+    k8s_fixtures::load_discoverable_hub(&api, "lake", lab.url.as_str(), "probe-3,probe-4", None);
+    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
+    let listen = free_port();
+    let config_path = lab.dir.join("discovery.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+kubernetes:
+  enabled: true
+  discovery: {{users: [nobody-1, nobody-2], every: 2s}}
+defaults:
+  probes:
+    login:  {{every: 2s, timeout: 5s}}
+    server: {{every: 1h, timeout: 30s}}
+    kernel: {{every: 1h, timeout: 10s}}
+"#,
+            state = lab.dir.join("discovery-state.db").display(),
+        ),
+    )
+    .unwrap();
+    let log = lab.dir.join("discovery.log");
+    let _ = std::fs::remove_file(&log);
+    let daemon = Daemon::start(&config_path, listen, &[("KUBECONFIG", kubeconfig.as_str())], log.clone());
+    daemon.wait_ready().await;
+    let login_ok = |metrics: &str, hub: &str| {
+        support::daemon::metric(
+            metrics,
+            "hubwatch_probe_runs_total",
+            &[&format!("hub=\"{hub}\""), "capability=\"login\"", "result=\"ok\""],
+        )
+    };
+    wait_for("logins on the discovered hub", Duration::from_secs(30), async || {
+        login_ok(&daemon.metrics().await, "temple") >= 2.0
+    })
+    .await;
+    assert!(daemon.log().contains("a hub was found but cannot be watched"), "the hub without a token is named");
+
+    eprintln!("phase: a new hub appears");
+    k8s_fixtures::load_discoverable_hub(&api, "river", lab.url.as_str(), "probe-3,probe-4", Some(&token));
+    wait_for("logins on the new hub", Duration::from_secs(40), async || {
+        login_ok(&daemon.metrics().await, "river") >= 2.0
+    })
+    .await;
+    assert!(daemon.log().contains("the cluster's hubs changed"));
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("/apis/apps/v1/deployments?labelSelector=component")),
+        "{requests:?}"
+    );
+    assert!(requests.iter().any(|r| r == "/api/v1/namespaces/river/secrets/hub"), "the Secret is read by name");
+    assert!(!daemon.log().contains(&token) && !daemon.log().contains(CANARY), "no secret in the log");
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}

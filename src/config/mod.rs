@@ -45,6 +45,26 @@ pub struct KubernetesConfig {
     pub log_lines: u32,
     /// A user pod Pending longer than this makes its user affected.
     pub pending_after: Duration,
+    /// Optional: hubs found in the cluster, watched without editing this config.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// Discovery: hub Deployments labelled `component=hub` become hubs (named after their namespace) unless
+/// `hubs` already names that hub or namespace: explicit config wins.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Where to look; empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// Probe users on discovered hubs (a hub's `hubwatch.jupyter.org/users` annotation overrides).
+    pub users: Vec<String>,
+    /// The Secret in the hub's namespace holding hubwatch's service token, and its key (z2jh keeps a
+    /// service's token in the `hub` Secret under `hub.services.NAME.apiToken`).
+    pub token_secret: String,
+    pub token_key: String,
+    /// How often to look again.
+    pub every: Duration,
+    /// The probe settings of discovered hubs (`defaults.probes`).
+    pub probes: ProbeSettings,
 }
 
 impl Default for KubernetesConfig {
@@ -55,6 +75,7 @@ impl Default for KubernetesConfig {
             call_timeout: Duration::from_secs(10),
             log_lines: 50,
             pending_after: Duration::from_secs(300),
+            discovery: None,
         }
     }
 }
@@ -243,7 +264,9 @@ const TOP_KEYS: &[&str] =
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
 const PAGERDUTY_KEYS: &[&str] =
     &["routing_key", "events_url", "change_events_url", "severity", "retry_delay", "rate_limit_delay"];
-const KUBERNETES_KEYS: &[&str] = &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after"];
+const KUBERNETES_KEYS: &[&str] =
+    &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after", "discovery"];
+const DISCOVERY_KEYS: &[&str] = &["enabled", "namespaces", "users", "token_secret", "token_key", "every"];
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
 const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
@@ -322,12 +345,16 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.pagerduty(v).map(Some),
         };
-        let kubernetes = self.kubernetes(top.get("kubernetes"));
         let defaults = match top.get("defaults") {
             None => Some(ProbeSettings::default()),
             Some(v) => self.defaults(v),
         };
-        let hubs = match (top.required("hubs", self.problems), &defaults) {
+        let kubernetes = self.kubernetes(top.get("kubernetes"), defaults.as_ref());
+        let discovering = kubernetes.as_ref().is_some_and(|k| k.enabled && k.discovery.is_some());
+        let hubs_value = if discovering { top.get("hubs") } else { top.required("hubs", self.problems) };
+        let hubs = match (hubs_value, &defaults) {
+            (None, Some(_)) if discovering => Some(Vec::new()),
+            (Some(Value::Array(items)), Some(_)) if discovering && items.is_empty() => Some(Vec::new()),
             (Some(v), Some(defaults)) => self.hubs(v, defaults),
             (Some(v), None) => {
                 // Still report the hubs' own problems when the defaults are broken.
@@ -435,11 +462,17 @@ impl Validator<'_> {
         })
     }
 
-    fn kubernetes(&mut self, value: Option<&Value>) -> Option<KubernetesConfig> {
+    fn kubernetes(&mut self, value: Option<&Value>, defaults: Option<&ProbeSettings>) -> Option<KubernetesConfig> {
         let mut config = KubernetesConfig::default();
         let Some(value) = value else { return Some(config) };
         let mut table = Table::new(value, "kubernetes", KUBERNETES_KEYS, self.problems)?;
         let mut ok = true;
+        if let Some(v) = table.get("discovery") {
+            match self.discovery(v, defaults) {
+                Some(discovery) => config.discovery = discovery,
+                None => ok = false,
+            }
+        }
         if let Some(v) = table.get("enabled") {
             match v.as_bool() {
                 Some(enabled) => config.enabled = enabled,
@@ -465,6 +498,60 @@ impl Validator<'_> {
         );
         table.finish(self.problems);
         ok.then_some(config)
+    }
+
+    /// `Some(None)`: present but switched off.
+    fn discovery(&mut self, value: &Value, defaults: Option<&ProbeSettings>) -> Option<Option<DiscoveryConfig>> {
+        let mut table = Table::new(value, "kubernetes.discovery", DISCOVERY_KEYS, self.problems)?;
+        let mut ok = true;
+        let enabled = match table.get("enabled") {
+            None => true,
+            Some(v) => v.as_bool().unwrap_or_else(|| {
+                self.problems
+                    .add("kubernetes.discovery.enabled", format!("expected true or false, found {}", type_name(v)));
+                ok = false;
+                false
+            }),
+        };
+        let mut list = |key: &'static str, problems: &mut Problems| match table.get(key) {
+            None => Some(Vec::new()),
+            Some(v) => string_list(v, &format!("kubernetes.discovery.{key}"), problems),
+        };
+        let namespaces = list("namespaces", self.problems);
+        let users = list("users", self.problems);
+        if let Some(users) = &users
+            && enabled
+            && users.len() < 2
+        {
+            self.problems.add(
+                "kubernetes.discovery.users",
+                "at least two probe users are needed for discovered hubs (one user alone never makes an incident)",
+            );
+            ok = false;
+        }
+        let mut text = |key: &'static str, default: &str, problems: &mut Problems| match table.get(key) {
+            None => Some(default.to_string()),
+            Some(v) => string(v, &format!("kubernetes.discovery.{key}"), problems),
+        };
+        let token_secret = text("token_secret", "hub", self.problems);
+        let token_key = text("token_key", "hub.services.hubwatch.apiToken", self.problems);
+        let mut every = Duration::from_secs(300);
+        ok &= self.durations(&mut table, [("every", &mut every)]);
+        table.finish(self.problems);
+        if !ok {
+            return None;
+        }
+        if !enabled {
+            return Some(None);
+        }
+        Some(Some(DiscoveryConfig {
+            namespaces: namespaces?,
+            users: users?,
+            token_secret: token_secret?,
+            token_key: token_key?,
+            every,
+            probes: defaults?.clone(),
+        }))
     }
 
     fn scheduler(&mut self, value: Option<&Value>) -> Option<SchedulerConfig> {

@@ -69,6 +69,8 @@ fn kind_of(resource: &str) -> &'static str {
         "resourcequotas" => "ResourceQuota",
         "daskclusters" => "DaskCluster",
         "deployments" => "Deployment",
+        "services" => "Service",
+        "secrets" => "Secret",
         _ => "Unknown",
     }
 }
@@ -102,6 +104,8 @@ impl ApiServer {
             .route("/api/v1/{resource}", get(list_cluster))
             .route("/api/v1/namespaces/{ns}/{resource}", get(list_namespaced))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route("/api/v1/namespaces/{ns}/{resource}/{name}", get(get_namespaced))
+            .route("/apis/{group}/{version}/{resource}", get(list_grouped_all))
             .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", get(list_grouped))
             .fallback(|| async { status(404, "NotFound", "the server could not find the requested resource".into()) })
             .with_state(self.clone());
@@ -352,6 +356,48 @@ async fn list_grouped(
         return status(404, "NotFound", "the server could not find the requested resource".into());
     }
     server.list(&resource, Some(&ns), &query).await
+}
+
+async fn list_grouped_all(
+    State(server): State<ApiServer>,
+    Path((group, version, resource)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let path = full_path(&format!("/apis/{group}/{version}/{resource}"), &query);
+    if let Some(denied) = server.gate(path, &resource, None).await {
+        return denied;
+    }
+    if format!("{group}/{version}") != api_version_of(&resource) || resource == "pods" {
+        return status(404, "NotFound", "the server could not find the requested resource".into());
+    }
+    server.list(&resource, None, &query).await
+}
+
+/// `GET` of one object by name (services, secrets): 404 `{resource} "{name}" not found` when absent.
+async fn get_namespaced(
+    State(server): State<ApiServer>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+) -> Response {
+    let path = format!("/api/v1/namespaces/{ns}/{resource}/{name}");
+    if let Some(denied) = server.gate(path, &resource, Some(&ns)).await {
+        return denied;
+    }
+    let inner = server.inner.lock().unwrap();
+    let found = inner
+        .objects
+        .get(&resource)
+        .into_iter()
+        .flatten()
+        .find(|o| o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str());
+    match found {
+        Some(object) => {
+            let mut object = object.clone();
+            object["kind"] = json!(kind_of(&resource));
+            object["apiVersion"] = json!(api_version_of(&resource));
+            ([(header::CONTENT_TYPE, "application/json")], object.to_string()).into_response()
+        }
+        None => status(404, "NotFound", format!("{resource} \"{name}\" not found")),
+    }
 }
 
 async fn pod_log(

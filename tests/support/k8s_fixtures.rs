@@ -431,3 +431,52 @@ pub fn hub_deployment(image: &str, checksum: &str, generation: i64) -> Value {
         "status": {"replicas": 1, "readyReplicas": 1, "observedGeneration": generation},
     })
 }
+
+/// A hub found by discovery in `namespace`: its Deployment (URL and probe users in annotations), the
+/// `proxy-public` Service, and the `hub` Secret holding hubwatch's token under z2jh's key.
+pub fn load_discoverable_hub(server: &ApiServer, namespace: &str, url: &str, users: &str, token: Option<&str>) {
+    server.put("deployments", json!({
+        "metadata": {"name": "hub", "namespace": namespace, "generation": 1, "creationTimestamp": "2026-01-10T08:00:00Z",
+                     "labels": {"app": "jupyterhub", "component": "hub", "release": namespace},
+                     "annotations": {"hubwatch.jupyter.org/url": url, "hubwatch.jupyter.org/users": users}},
+        "spec": {"selector": {"matchLabels": {"component": "hub"}},
+                 "template": {"metadata": {"labels": {"component": "hub"}},
+                              "spec": {"containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.1.0"}]}}},
+    }));
+    server.put(
+        "services",
+        json!({
+            "metadata": {"name": "proxy-public", "namespace": namespace},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.0.0.10", "ports": [{"name": "http", "port": 80}]},
+            "status": {"loadBalancer": {}},
+        }),
+    );
+    if let Some(token) = token {
+        use base64_shim::encode;
+        server.put("secrets", json!({
+            "metadata": {"name": "hub", "namespace": namespace},
+            "type": "Opaque",
+            "data": {"hub.services.hubwatch.apiToken": encode(token.as_bytes()), "hub.config.CryptKeeper.keys": encode(CANARY.as_bytes())},
+        }));
+    }
+}
+
+/// Secrets' `data` is base64 on the wire.
+mod base64_shim {
+    pub fn encode(bytes: &[u8]) -> String {
+        const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
