@@ -87,7 +87,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         shared.wake.clone(),
     );
     let notifier = tokio::spawn(notifier.run(shutdown.clone()));
-    let app = router(WebState { metrics: shared.metrics.clone(), ready: shared.ready.clone() });
+    let app =
+        router(WebState { metrics: shared.metrics.clone(), ready: shared.ready.clone(), store: shared.store.clone() });
     let web_shutdown = shutdown.clone();
     let web = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(web_shutdown.cancelled_owned()).await {

@@ -26,6 +26,24 @@ fn triggers(pd: &PagerDuty) -> Vec<Value> {
     pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger").collect()
 }
 
+/// The page as PagerDuty received it, for docs/sample-page.md: the event (without its routing key) and its
+/// diagnostics as the responder reads them.
+fn write_sample_page(trigger: &Value) {
+    let mut event = trigger.clone();
+    event.as_object_mut().unwrap().remove("routing_key");
+    let diagnostics = event["payload"]["custom_details"]["diagnostics"].as_str().unwrap().to_string();
+    event["payload"]["custom_details"]["diagnostics"] = "(shown below)".into();
+    let page = format!(
+        "# A sample page\n\nWritten by `tests/kubernetes.rs` from the trigger the local PagerDuty received: two real users' \
+         pods stuck in ImagePullBackOff on the lab hub, every probe passing.\n\n```json\n{}\n```\n\n\
+         `custom_details.diagnostics`:\n\n```\n{}```\n",
+        serde_json::to_string_pretty(&event).unwrap(),
+        diagnostics
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sample-page.md");
+    std::fs::write(path, page).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page() {
     hubwatch::probe::http::install_crypto_provider();
@@ -92,6 +110,14 @@ hubs:
     assert!(diagnostics.contains("$ kubectl -n temple describe pod jupyter-carol"), "{diagnostics}");
     assert!(diagnostics.contains("ImagePullBackOff"), "{diagnostics}");
     let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    write_sample_page(trigger);
+    // The event links to hubwatch's page for the incident, which shows the diagnostics whole.
+    let page_url = trigger["client_url"].as_str().unwrap();
+    let (status, page) = support::daemon::get(page_url, None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("$ kubectl -n temple describe pod jupyter-carol"), "{page}");
+    assert!(page.contains("Back-off pulling image &quot;quay.io/temple/notebook:2026.11&quot;"), "escaped: {page}");
+    assert!(page.contains("diagnostics collected: kubectl -n temple get pods -o wide"), "in the timeline: {page}");
 
     eprintln!("phase: the hub is upgraded");
     api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.2.0", "5e2c", 8));

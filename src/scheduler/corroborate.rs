@@ -3,7 +3,8 @@
 //! their next slot. An outage needs `min_affected_users` users to be seen failing, and its end needs
 //! `recovery_successes` successes per user; waiting a whole interval for each of those observations is what
 //! made paging and resolving slow (docs/benchmarks.md, detection latency). A lane is pulled forward at most
-//! once per its interval, so a flapping hub costs at most twice the usual probes.
+//! once per its interval to confirm its own flip and once to corroborate a peer's, so a flapping hub costs
+//! at most three times the usual probes.
 
 use crate::probe::{Capability, FailureCause, ProbeOutcome, ProbeResult};
 use std::collections::HashMap;
@@ -39,7 +40,9 @@ pub(super) struct Corroboration {
     peers: Vec<Vec<usize>>,
     every: Vec<Duration>,
     last_failed: HashMap<(usize, Capability), bool>,
-    pulled_at: Vec<Option<Instant>>,
+    /// When each lane was last pulled forward to confirm its own flip, and to corroborate a peer's.
+    confirmed_at: Vec<Option<Instant>>,
+    corroborated_at: Vec<Option<Instant>>,
 }
 
 impl Corroboration {
@@ -51,7 +54,13 @@ impl Corroboration {
         }
         let peers = groups.iter().map(|key| members[key].clone()).collect();
         let lanes = groups.len();
-        Corroboration { peers, every, last_failed: HashMap::new(), pulled_at: vec![None; lanes] }
+        Corroboration {
+            peers,
+            every,
+            last_failed: HashMap::new(),
+            confirmed_at: vec![None; lanes],
+            corroborated_at: vec![None; lanes],
+        }
     }
 
     /// Records lane `index`'s round and returns the lanes to pull forward (possibly none).
@@ -71,9 +80,9 @@ impl Corroboration {
         }
         let mut pulled = Vec::new();
         for &peer in &self.peers[index] {
-            let rested = self.pulled_at[peer].is_none_or(|at| now.duration_since(at) >= self.every[peer]);
-            if rested {
-                self.pulled_at[peer] = Some(now);
+            let last = if peer == index { &mut self.confirmed_at[peer] } else { &mut self.corroborated_at[peer] };
+            if last.is_none_or(|at| now.duration_since(at) >= self.every[peer]) {
+                *last = Some(now);
                 pulled.push(peer);
             }
         }
@@ -105,14 +114,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn recovery_is_corroborated_but_each_lane_at_most_once_per_interval() {
+    async fn each_lane_confirms_its_own_flip_and_a_peers_at_most_once_per_interval() {
         let mut corroboration = two_hubs_two_users();
         let t0 = Instant::now();
         let failed = [(Capability::Server, Some(true))];
         let ok = [(Capability::Server, Some(false))];
         assert_eq!(corroboration.on_round(1, &failed, t0), vec![0, 1]);
-        // Works again a minute later: a flip, but both lanes were pulled forward less than an interval ago.
+        // Lane 0 fails too (it was pulled to corroborate): it confirms its own flip, and lane 1 corroborates.
+        assert_eq!(corroboration.on_round(0, &failed, t0 + Duration::from_secs(5)), vec![0, 1]);
+        // Works again a minute later: a flip, but both lanes used both kinds of pull less than an interval ago.
         assert!(corroboration.on_round(1, &ok, t0 + Duration::from_secs(60)).is_empty());
+        assert!(corroboration.on_round(0, &ok, t0 + Duration::from_secs(61)).is_empty());
         // A flip after the interval has passed pulls them forward again.
         assert_eq!(corroboration.on_round(1, &failed, t0 + EVERY), vec![0, 1]);
     }
