@@ -194,6 +194,10 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
     let server = &latest[&hubwatch::probe::Capability::Server];
     assert_eq!(server.keys().collect::<Vec<_>>(), ["alice", "bob"], "dave's pod runs");
     assert!(server["alice"].0.starts_with("pod jupyter-alice Pending for 7m: Unschedulable: 0/3 nodes"), "{server:?}");
+    assert!(
+        server["alice"].0.ends_with("; NotTriggerScaleUp: pod didn't trigger scale-up: 1 max node group size reached"),
+        "the autoscaler's word is evidence too: {server:?}"
+    );
     let dask = &latest[&hubwatch::probe::Capability::DaskGateway];
     assert_eq!(dask.keys().collect::<Vec<_>>(), ["alice", "bob"], "users from the DaskClusters' spec.username");
 

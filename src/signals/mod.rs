@@ -10,9 +10,10 @@ pub mod changes;
 pub mod pods;
 
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
+use crate::diagnostics::kubectl::event_last_seen;
 use crate::probe::Capability;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -112,11 +113,12 @@ impl Watch {
             if !synced {
                 continue;
             }
-            let users = self.affected(&pods, capability, &mut owners).await;
+            let (mut users, pending) = self.affected(&pods, capability, &mut owners).await;
             let changed: BTreeMap<String, SystemTime> =
                 users.iter().map(|(u, (_, since))| (u.clone(), *since)).collect();
             if sent.as_ref() != Some(&changed) {
                 sent = Some(changed);
+                self.add_scheduling_events(&mut users, &pending).await;
                 let update = SignalUpdate { hub: self.hub.clone(), capability, users };
                 if updates.send(update).await.is_err() {
                     return;
@@ -125,15 +127,17 @@ impl Watch {
         }
     }
 
-    /// The users whose pods are in trouble now, with the evidence of their first troubled pod.
+    /// The users whose pods are in trouble now, with the evidence of their first troubled pod; and, for
+    /// users whose pod is Pending too long, that pod's name.
     async fn affected(
         &self,
         pods: &HashMap<String, Pod>,
         capability: Capability,
         owners: &mut HashMap<String, String>,
-    ) -> BTreeMap<String, (String, SystemTime)> {
+    ) -> (BTreeMap<String, (String, SystemTime)>, BTreeMap<String, String>) {
         let now = SystemTime::now();
         let mut users = BTreeMap::new();
+        let mut pending = BTreeMap::new();
         let mut troubled: Vec<(&Pod, pods::Trouble)> =
             pods.values().filter_map(|pod| Some((pod, pods::trouble(pod, now, self.pending_after)?))).collect();
         troubled.sort_by_key(|(pod, _)| pod.metadata.name.clone());
@@ -142,11 +146,53 @@ impl Watch {
                 Capability::DaskGateway => self.cluster_owner(pod, owners).await,
                 _ => pod.metadata.annotations.as_ref().and_then(|a| a.get(USERNAME_ANNOTATION)).cloned(),
             };
-            if let Some(user) = user {
-                users.entry(user).or_insert((trouble.reason, trouble.since));
+            if let Some(user) = user
+                && !users.contains_key(&user)
+            {
+                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending") {
+                    pending.insert(user.clone(), pod.metadata.name.clone().unwrap_or_default());
+                }
+                users.insert(user, (trouble.reason, trouble.since));
             }
         }
-        users
+        (users, pending)
+    }
+
+    /// Adds the cluster autoscaler's word to Pending pods' evidence: the latest NotTriggerScaleUp (why no
+    /// node is coming) and, when the pod's condition had no message, the latest FailedScheduling. One list
+    /// of the namespace's events, only when the affected users changed.
+    async fn add_scheduling_events(
+        &self,
+        users: &mut BTreeMap<String, (String, SystemTime)>,
+        pending: &BTreeMap<String, String>,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.namespace);
+        let events = match tokio::time::timeout(self.call_timeout, api.list(&ListParams::default())).await {
+            Ok(Ok(list)) => list.items,
+            _ => return, // the pod's own condition is evidence enough
+        };
+        for (user, pod) in pending {
+            let Some((reason, _)) = users.get_mut(user) else { continue };
+            let latest = |wanted: &str| {
+                events
+                    .iter()
+                    .filter(|e| e.involved_object.name.as_deref() == Some(pod.as_str()))
+                    .filter(|e| e.reason.as_deref() == Some(wanted))
+                    .max_by_key(|e| event_last_seen(e))
+                    .and_then(|e| e.message.clone())
+            };
+            if !reason.contains("Unschedulable:")
+                && let Some(message) = latest("FailedScheduling")
+            {
+                reason.push_str(&format!("; FailedScheduling: {message}"));
+            }
+            if let Some(message) = latest("NotTriggerScaleUp") {
+                reason.push_str(&format!("; NotTriggerScaleUp: {message}"));
+            }
+        }
     }
 
     /// The user of a Dask cluster pod, from its DaskCluster (looked up again when a cluster is new).
