@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: formatting, lints, the real lab (installed into .cache/ on
-# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon).
+# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon),
+# then the Helm chart (scripts/test-chart.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,3 +10,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 lab/lab.sh install
 cargo test --all-targets
+scripts/test-chart.sh

@@ -1,0 +1,59 @@
+{{- define "hubwatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hubwatch.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hubwatch.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hubwatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hubwatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "hubwatch.labels" -}}
+helm.sh/chart: {{ include "hubwatch.chart" . }}
+{{ include "hubwatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "hubwatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hubwatch.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "hubwatch.secretName" -}}
+{{- if .Values.secrets.create }}{{ include "hubwatch.fullname" . }}{{ else }}{{ .Values.secrets.existingSecret }}{{ end }}
+{{- end }}
+
+{{/* The environment variable holding a hub's token or password: HUB_<NAME>_TOKEN. */}}
+{{- define "hubwatch.hubEnv" -}}
+{{- printf "HUB_%s_%s" (.name | upper | replace "-" "_") .what }}
+{{- end }}
+
+{{/* The namespaces hubwatch reads: every hub's, and discovery's. */}}
+{{- define "hubwatch.namespaces" -}}
+{{- $namespaces := list }}
+{{- range .Values.hubs }}{{ if .namespace }}{{ $namespaces = append $namespaces .namespace }}{{ end }}{{ end }}
+{{- if .Values.config.kubernetes.discovery.enabled }}
+{{- range .Values.config.kubernetes.discovery.namespaces }}{{ $namespaces = append $namespaces . }}{{ end }}
+{{- end }}
+{{- $namespaces | uniq | sortAlpha | join "," }}
+{{- end }}

