@@ -48,6 +48,37 @@ PY
   env "${env_args[@]}" target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
 done
 
+# The PrometheusRule's alerts: valid, and each one tested (promtool from Debian's prometheus package).
+command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+mkdir -p "$OUT/promtool"
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml > "$OUT/prometheusrule.yaml"
+"$TOOLS/venv/bin/python" - "$OUT/prometheusrule.yaml" "$OUT/promtool/rules.yaml" <<'PY'
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[2], "w"))
+PY
+cp "$CHART/tests-promtool/alerts-test.yaml" "$OUT/promtool/"
+promtool check rules "$OUT/promtool/rules.yaml" >/dev/null
+(cd "$OUT/promtool" && promtool test rules alerts-test.yaml >/dev/null)
+
+# promtool check metrics on a real scrape of a running hubwatch (its one hub unreachable: failures counted).
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat > "$OUT/scrape.yaml" <<YAML
+listen: 127.0.0.1:$port
+state_path: $OUT/scrape-state.db
+defaults: {probes: {login: {every: 1s, timeout: 1s}}}
+hubs: [{name: nowhere, url: "http://127.0.0.1:9/", token: {env: SCRAPE_TOKEN}, users: [a, b]}]
+YAML
+SCRAPE_TOKEN=x RUST_LOG=error target/debug/hubwatch run --config "$OUT/scrape.yaml" &
+daemon=$!
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+sleep 2
+curl -fsS "http://127.0.0.1:$port/metrics" > "$OUT/metrics.txt"
+kill -TERM "$daemon"; wait "$daemon" || true
+grep -q 'hubwatch_probe_runs_total{capability="login",hub="nowhere",result="failed"}' "$OUT/metrics.txt"
+promtool check metrics < "$OUT/metrics.txt"
+
 # The schema rejects unknown keys and more than one replica (no leader election yet).
 for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
