@@ -37,7 +37,7 @@ for values in "$CHART"/ci/*-values.yaml; do
   "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" "$OUT/$name-config.yaml" <<'PY'
 import sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
-    if doc and doc.get("kind") == "ConfigMap":
+    if doc and doc.get("kind") == "ConfigMap" and "config.yaml" in doc.get("data", {}):
         open(sys.argv[2], "w").write(doc["data"]["config.yaml"])
 PY
   env_names="$(grep -o 'env: [A-Z_]*' "$OUT/$name-config.yaml" | cut -d' ' -f2 | sort -u || true)"
@@ -78,6 +78,26 @@ curl -fsS "http://127.0.0.1:$port/metrics" > "$OUT/metrics.txt"
 kill -TERM "$daemon"; wait "$daemon" || true
 grep -q 'hubwatch_probe_runs_total{capability="login",hub="nowhere",result="failed"}' "$OUT/metrics.txt"
 promtool check metrics < "$OUT/metrics.txt"
+
+# The dashboard: every query parses (as a recording rule) and names only metrics hubwatch defines.
+"$TOOLS/venv/bin/python" - "$CHART/dashboards/hubwatch.json" src/metrics.rs "$OUT/dashboard-rules.yaml" <<'PY'
+import json, re, sys, yaml
+dashboard = json.load(open(sys.argv[1]))
+exported = set(re.findall(r'"(hubwatch_\w+)"', open(sys.argv[2]).read()))
+rules, missing = [], []
+for panel in dashboard["panels"]:
+    for target in panel["targets"]:
+        expr = target["expr"].replace("$__rate_interval", "5m").replace('"$hub"', '".*"')
+        rules.append({"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": expr})
+        for name in re.findall(r"\b(hubwatch_\w+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in exported and base not in exported:
+                missing.append(f"panel {panel['title']!r}: {name}")
+if missing:
+    sys.exit("the dashboard uses metrics hubwatch does not export: " + "; ".join(missing))
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[3], "w"))
+PY
+promtool check rules "$OUT/dashboard-rules.yaml" >/dev/null
 
 # The schema rejects unknown keys and more than one replica (no leader election yet).
 for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple"; do
