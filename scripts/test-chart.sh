@@ -99,6 +99,13 @@ yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.arg
 PY
 promtool check rules "$OUT/dashboard-rules.yaml" >/dev/null
 
+# deploy/: the example hubwatch values render and validate; the scrape config and the hub-side values parse.
+"$HELM" template hubwatch "$CHART" -f deploy/hubwatch-values.yaml --set-string secrets.routingKey=0123456789abcdef0123456789abcdef \
+  --set-string secrets.hubTokens.temple=x --set-string secrets.hubTokens.river=x > "$OUT/deploy.yaml"
+"$VALIDATE" --strict --quiet --no-warn "$OUT/deploy.yaml"
+promtool check config deploy/prometheus-scrape.yaml >/dev/null
+"$TOOLS/venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/daskhub-values.yaml
+
 # The schema rejects unknown keys and more than one replica (no leader election yet).
 for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
