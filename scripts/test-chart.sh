@@ -45,7 +45,7 @@ PY
   for var in $env_names; do
     if [[ "$var" == PAGERDUTY_ROUTING_KEY ]]; then env_args+=("$var=0123456789abcdef0123456789abcdef"); else env_args+=("$var=x"); fi
   done
-  env "${env_args[@]}" target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
+  env "${env_args[@]}" POD_NAMESPACE=monitoring target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
 done
 
 # The PrometheusRule's alerts: valid, and each one tested (promtool from Debian's prometheus package).
@@ -106,8 +106,8 @@ promtool check rules "$OUT/dashboard-rules.yaml" >/dev/null
 promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$TOOLS/venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/daskhub-values.yaml
 
-# The schema rejects unknown keys and more than one replica (no leader election yet).
-for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple"; do
+# The schema rejects unknown keys, and more than one replica without leader election.
+for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple" "highAvailability.x=1"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
     echo "chart: the schema accepted --set $bad" >&2
     exit 1

@@ -5,6 +5,7 @@ use crate::config::{Config, HubConfig};
 use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
 use crate::diagnostics::collect::Collector;
 use crate::discovery;
+use crate::ha::Leadership;
 use crate::incident::store::{Store, StoreError};
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
@@ -32,6 +33,10 @@ pub enum DaemonError {
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("high_availability needs a Kubernetes client (in-cluster config or KUBECONFIG)")]
+    HighAvailabilityWithoutKubernetes,
+    #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
+    LostLeadership,
 }
 
 pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> {
@@ -76,17 +81,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     if config.pagerduty.is_none() {
         tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
     }
+    let leadership = match (&config.high_availability, &shared.kube) {
+        (Some(ha), Some(client)) => Some(Arc::new(Leadership::new(client.clone(), ha.clone()))),
+        (Some(_), None) => return Err(DaemonError::HighAvailabilityWithoutKubernetes),
+        (None, _) => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
-    let notifier = Notifier::new(
-        shared.store.clone(),
-        shared.http.clone(),
-        config.pagerduty.clone(),
-        shared.metrics.clone(),
-        shared.wake.clone(),
-    );
-    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
     let app =
         router(WebState { metrics: shared.metrics.clone(), ready: shared.ready.clone(), store: shared.store.clone() });
     let web_shutdown = shutdown.clone();
@@ -95,6 +97,54 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             tracing::error!(error = %e, "the HTTP endpoint failed");
         }
     });
+
+    // With several replicas only the leader goes on: it restores the state the previous leader mirrored
+    // before anything can page, keeps renewing its lease, and mirrors its own state from then on.
+    let lost = Arc::new(AtomicBool::new(false));
+    let mut mirror = None;
+    if let Some(leadership) = &leadership {
+        // A standby is healthy and ready: it only waits.
+        shared.ready.store(true, Ordering::Release);
+        tracing::info!(identity = leadership.identity(), "standing by for the leader lease");
+        if !leadership.acquire(&shutdown).await {
+            let _ = web.await;
+            return Ok(());
+        }
+        tracing::warn!(identity = leadership.identity(), "this replica leads now");
+        shared.ready.store(false, Ordering::Release);
+        match leadership.load_state().await {
+            Ok(Some(snapshot)) => {
+                shared.store.restore(&snapshot)?;
+                tracing::info!("restored the state the previous leader mirrored");
+            }
+            Ok(None) => tracing::info!("no mirrored state yet: starting from this replica's own"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore the mirrored state: starting from this replica's own")
+            }
+        }
+        let (hold, lost, shutdown) = (leadership.clone(), lost.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if !hold.hold(&shutdown).await {
+                tracing::error!("lost the leader lease: stopping at once (another replica may lead now)");
+                lost.store(true, Ordering::Release);
+                shutdown.cancel();
+            }
+        });
+        let stop_mirror = CancellationToken::new();
+        let task = tokio::spawn({
+            let (leadership, store, stop) = (leadership.clone(), shared.store.clone(), stop_mirror.clone());
+            async move { leadership.mirror(store, stop).await }
+        });
+        mirror = Some((leadership.clone(), stop_mirror, task));
+    }
+    let notifier = Notifier::new(
+        shared.store.clone(),
+        shared.http.clone(),
+        config.pagerduty.clone(),
+        shared.metrics.clone(),
+        shared.wake.clone(),
+    );
+    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
 
     // With discovery, the hubs probed are the configured ones plus those found in the cluster; when the
     // found ones change, the probing stops gracefully (rounds clean up) and starts again with the new set.
@@ -128,8 +178,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     shutdown.cancel();
     let _ = notifier.await;
+    if let Some((leadership, stop_mirror, task)) = mirror {
+        // The last mirror holds what the notifier did last; then a standby may take over at once.
+        stop_mirror.cancel();
+        let _ = task.await;
+        if !lost.load(Ordering::Acquire) {
+            leadership.release().await;
+        }
+    }
     let _ = web.await;
     tracing::info!("hubwatch stopped");
+    if lost.load(Ordering::Acquire) {
+        return Err(DaemonError::LostLeadership);
+    }
     Ok(())
 }
 

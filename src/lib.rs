@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod detector;
 pub mod diagnostics;
 pub mod discovery;
+pub mod ha;
 pub mod incident;
 pub mod metrics;
 pub mod notify;

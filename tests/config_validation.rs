@@ -80,6 +80,11 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let discovery = config.kubernetes.discovery.as_ref().unwrap();
     assert_eq!(discovery.namespaces, ["temple", "river"]);
     assert_eq!(discovery.every, Duration::from_secs(300));
+    let ha = config.high_availability.as_ref().unwrap();
+    assert_eq!(
+        (ha.namespace.as_str(), ha.lease.as_str(), ha.lease_duration),
+        ("monitoring", "hubwatch-leader", Duration::from_secs(15))
+    );
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");
     assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");

@@ -29,7 +29,21 @@ pub struct Config {
     /// None: a dry run, incidents are logged and shown but never sent.
     pub pagerduty: Option<PagerDutyConfig>,
     pub kubernetes: KubernetesConfig,
+    /// Several replicas, one leader (None: this replica always leads, state in `state_path` only).
+    pub high_availability: Option<HaConfig>,
     pub hubs: Vec<HubConfig>,
+}
+
+/// High availability: the Lease that elects the one replica that probes and pages, and the ConfigMap its
+/// state is mirrored to, both in `namespace`.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    pub namespace: String,
+    pub lease: String,
+    pub state_configmap: String,
+    pub lease_duration: Duration,
+    /// This replica's name in the lease (the pod name, from HOSTNAME).
+    pub identity: String,
 }
 
 /// Kubernetes awareness: diagnostics on pages and real users' stuck pods as affected users.
@@ -259,8 +273,19 @@ fn render_problems(file: &str, problems: &[(String, String)]) -> String {
     out
 }
 
-const TOP_KEYS: &[&str] =
-    &["listen", "public_url", "state_path", "scheduler", "incidents", "pagerduty", "kubernetes", "defaults", "hubs"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "state_path",
+    "scheduler",
+    "incidents",
+    "pagerduty",
+    "kubernetes",
+    "high_availability",
+    "defaults",
+    "hubs",
+];
+const HA_KEYS: &[&str] = &["enabled", "namespace", "lease", "state_configmap", "lease_duration"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
 const PAGERDUTY_KEYS: &[&str] =
     &["routing_key", "events_url", "change_events_url", "severity", "retry_delay", "rate_limit_delay"];
@@ -350,6 +375,10 @@ impl Validator<'_> {
             Some(v) => self.defaults(v),
         };
         let kubernetes = self.kubernetes(top.get("kubernetes"), defaults.as_ref());
+        let high_availability = match top.get("high_availability") {
+            None => Some(None),
+            Some(v) => self.high_availability(v, kubernetes.as_ref()),
+        };
         let discovering = kubernetes.as_ref().is_some_and(|k| k.enabled && k.discovery.is_some());
         let hubs_value = if discovering { top.get("hubs") } else { top.required("hubs", self.problems) };
         let hubs = match (hubs_value, &defaults) {
@@ -373,6 +402,7 @@ impl Validator<'_> {
             incidents: incidents?,
             pagerduty: pagerduty?,
             kubernetes: kubernetes?,
+            high_availability: high_availability?,
             hubs: hubs?,
         })
     }
@@ -501,6 +531,61 @@ impl Validator<'_> {
     }
 
     /// `Some(None)`: present but switched off.
+    fn high_availability(&mut self, value: &Value, kubernetes: Option<&KubernetesConfig>) -> Option<Option<HaConfig>> {
+        let mut table = Table::new(value, "high_availability", HA_KEYS, self.problems)?;
+        let mut ok = true;
+        let enabled = match table.get("enabled") {
+            None => true,
+            Some(v) => v.as_bool().unwrap_or_else(|| {
+                self.problems
+                    .add("high_availability.enabled", format!("expected true or false, found {}", type_name(v)));
+                ok = false;
+                false
+            }),
+        };
+        let mut text = |key: &'static str, problems: &mut Problems| {
+            table.get(key).map(|v| string(v, &format!("high_availability.{key}"), problems))
+        };
+        let namespace = text("namespace", self.problems);
+        let lease = text("lease", self.problems).unwrap_or_else(|| Some("hubwatch-leader".into()));
+        let state_configmap = text("state_configmap", self.problems).unwrap_or_else(|| Some("hubwatch-state".into()));
+        let mut lease_duration = Duration::from_secs(15);
+        ok &= self.durations(&mut table, [("lease_duration", &mut lease_duration)]);
+        table.finish(self.problems);
+        if !enabled {
+            return ok.then_some(None);
+        }
+        if kubernetes.is_some_and(|k| !k.enabled) {
+            self.problems.add(
+                "high_availability",
+                "needs kubernetes.enabled: true (the lease and the state live in the cluster)",
+            );
+            ok = false;
+        }
+        let namespace = match namespace {
+            Some(namespace) => namespace,
+            None => (self.env)("POD_NAMESPACE").filter(|n| !n.is_empty()).or_else(|| {
+                self.problems.add(
+                    "high_availability.namespace",
+                    "missing: set it, or POD_NAMESPACE in the environment (the Helm chart does)",
+                );
+                None
+            }),
+        };
+        let identity =
+            (self.env)("HOSTNAME").filter(|h| !h.is_empty()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if !ok {
+            return None;
+        }
+        Some(Some(HaConfig {
+            namespace: namespace?,
+            lease: lease?,
+            state_configmap: state_configmap?,
+            lease_duration,
+            identity,
+        }))
+    }
+
     fn discovery(&mut self, value: &Value, defaults: Option<&ProbeSettings>) -> Option<Option<DiscoveryConfig>> {
         let mut table = Table::new(value, "kubernetes.discovery", DISCOVERY_KEYS, self.problems)?;
         let mut ok = true;

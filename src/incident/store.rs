@@ -17,6 +17,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state database holds symptoms that cannot be read: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("a state snapshot cannot be restored: {0}")]
+    Snapshot(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,6 +341,73 @@ impl Store {
         Ok(!known)
     }
 
+    /// The whole state as JSON (every row of every table), for a standby replica to take over from.
+    pub fn snapshot(&self) -> Result<serde_json::Value, StoreError> {
+        let conn = self.conn();
+        let mut tables = serde_json::Map::new();
+        for table in SNAPSHOT_TABLES {
+            let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))?;
+            let columns: Vec<String> = statement.column_names().iter().map(|c| c.to_string()).collect();
+            let rows = statement.query_map([], |row| {
+                let mut object = serde_json::Map::new();
+                for (i, column) in columns.iter().enumerate() {
+                    let value = match row.get_ref(i)? {
+                        rusqlite::types::ValueRef::Null => serde_json::Value::Null,
+                        rusqlite::types::ValueRef::Integer(n) => n.into(),
+                        rusqlite::types::ValueRef::Real(x) => x.into(),
+                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                        rusqlite::types::ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned().into(),
+                    };
+                    object.insert(column.clone(), value);
+                }
+                Ok(serde_json::Value::Object(object))
+            })?;
+            let rows: Vec<serde_json::Value> = rows.collect::<Result<_, _>>()?;
+            tables.insert(table.to_string(), rows.into());
+        }
+        Ok(serde_json::json!({"schema_version": SCHEMA_VERSION, "tables": tables}))
+    }
+
+    /// Replaces the whole state with `snapshot` (from [`Store::snapshot`]), in one transaction.
+    pub fn restore(&self, snapshot: &serde_json::Value) -> Result<(), StoreError> {
+        let version = snapshot["schema_version"].as_i64().unwrap_or(0);
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Snapshot(format!(
+                "schema version {version}, this hubwatch writes {SCHEMA_VERSION}"
+            )));
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for table in SNAPSHOT_TABLES {
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+            for row in snapshot["tables"][table].as_array().into_iter().flatten() {
+                let Some(object) = row.as_object() else { continue };
+                let columns: Vec<&String> = object.keys().collect();
+                let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
+                    placeholders.join(", ")
+                );
+                let values: Vec<rusqlite::types::Value> = object
+                    .values()
+                    .map(|v| match v {
+                        serde_json::Value::Null => rusqlite::types::Value::Null,
+                        serde_json::Value::Number(n) if n.is_i64() => {
+                            rusqlite::types::Value::Integer(n.as_i64().unwrap_or(0))
+                        }
+                        serde_json::Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or(0.0)),
+                        serde_json::Value::String(t) => rusqlite::types::Value::Text(t.clone()),
+                        other => rusqlite::types::Value::Text(other.to_string()),
+                    })
+                    .collect();
+                tx.execute(&sql, rusqlite::params_from_iter(values))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn add_timeline(&self, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
         insert_timeline(&self.conn(), key, at, entry)
     }
@@ -485,6 +554,9 @@ impl Store {
         Ok((count as u64, oldest.map(from_millis)))
     }
 }
+
+/// The tables a snapshot carries, in an order that keeps references valid.
+const SNAPSHOT_TABLES: [&str; 3] = ["incidents", "timeline", "outbox"];
 
 /// The schema version this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;

@@ -71,6 +71,8 @@ fn kind_of(resource: &str) -> &'static str {
         "deployments" => "Deployment",
         "services" => "Service",
         "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "leases" => "Lease",
         _ => "Unknown",
     }
 }
@@ -79,6 +81,7 @@ fn api_version_of(resource: &str) -> &'static str {
     match resource {
         "daskclusters" => "gateway.dask.org/v1alpha1",
         "deployments" => "apps/v1",
+        "leases" => "coordination.k8s.io/v1",
         _ => "v1",
     }
 }
@@ -102,11 +105,12 @@ impl ApiServer {
     pub async fn start(&self) -> String {
         let app = Router::new()
             .route("/api/v1/{resource}", get(list_cluster))
-            .route("/api/v1/namespaces/{ns}/{resource}", get(list_namespaced))
+            .route("/api/v1/namespaces/{ns}/{resource}", get(list_namespaced).post(create_core))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
-            .route("/api/v1/namespaces/{ns}/{resource}/{name}", get(get_namespaced))
+            .route("/api/v1/namespaces/{ns}/{resource}/{name}", get(get_namespaced).put(replace_core))
             .route("/apis/{group}/{version}/{resource}", get(list_grouped_all))
-            .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", get(list_grouped))
+            .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", get(list_grouped).post(create_grouped))
+            .route("/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}", get(get_grouped).put(replace_grouped))
             .fallback(|| async { status(404, "NotFound", "the server could not find the requested resource".into()) })
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -373,30 +377,124 @@ async fn list_grouped_all(
     server.list(&resource, None, &query).await
 }
 
-/// `GET` of one object by name (services, secrets): 404 `{resource} "{name}" not found` when absent.
+fn qualified(resource: &str) -> String {
+    match api_version_of(resource).split_once('/') {
+        Some((group, _)) => format!("{resource}.{group}"),
+        None => resource.to_string(),
+    }
+}
+
+/// `GET` of one object by name: 404 `{resource} "{name}" not found` when absent.
 async fn get_namespaced(
     State(server): State<ApiServer>,
     Path((ns, resource, name)): Path<(String, String, String)>,
 ) -> Response {
-    let path = format!("/api/v1/namespaces/{ns}/{resource}/{name}");
-    if let Some(denied) = server.gate(path, &resource, Some(&ns)).await {
-        return denied;
+    server.get_object(&ns, &resource, &name).await
+}
+
+async fn get_grouped(
+    State(server): State<ApiServer>,
+    Path((_group, _version, ns, resource, name)): Path<(String, String, String, String, String)>,
+) -> Response {
+    server.get_object(&ns, &resource, &name).await
+}
+
+async fn create_core(
+    State(server): State<ApiServer>,
+    Path((ns, resource)): Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    server.create_object(&ns, &resource, body).await
+}
+
+async fn create_grouped(
+    State(server): State<ApiServer>,
+    Path((_group, _version, ns, resource)): Path<(String, String, String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    server.create_object(&ns, &resource, body).await
+}
+
+async fn replace_core(
+    State(server): State<ApiServer>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    server.replace_object(&ns, &resource, &name, body).await
+}
+
+async fn replace_grouped(
+    State(server): State<ApiServer>,
+    Path((_group, _version, ns, resource, name)): Path<(String, String, String, String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    server.replace_object(&ns, &resource, &name, body).await
+}
+
+impl ApiServer {
+    fn find(&self, ns: &str, resource: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .objects
+            .get(resource)
+            .into_iter()
+            .flatten()
+            .find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == ns)
+            .cloned()
     }
-    let inner = server.inner.lock().unwrap();
-    let found = inner
-        .objects
-        .get(&resource)
-        .into_iter()
-        .flatten()
-        .find(|o| o["metadata"]["name"] == name.as_str() && o["metadata"]["namespace"] == ns.as_str());
-    match found {
-        Some(object) => {
-            let mut object = object.clone();
-            object["kind"] = json!(kind_of(&resource));
-            object["apiVersion"] = json!(api_version_of(&resource));
-            ([(header::CONTENT_TYPE, "application/json")], object.to_string()).into_response()
+
+    fn answer(resource: &str, status: StatusCode, mut object: Value) -> Response {
+        object["kind"] = json!(kind_of(resource));
+        object["apiVersion"] = json!(api_version_of(resource));
+        (status, [(header::CONTENT_TYPE, "application/json")], object.to_string()).into_response()
+    }
+
+    /// `POST`: 409 AlreadyExists when the name is taken.
+    async fn create_object(&self, ns: &str, resource: &str, mut body: Value) -> Response {
+        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if let Some(denied) = self.gate(format!("POST {resource}/{name}"), resource, Some(ns)).await {
+            return denied;
         }
-        None => status(404, "NotFound", format!("{resource} \"{name}\" not found")),
+        if self.find(ns, resource, &name).is_some() {
+            return status(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(resource)));
+        }
+        body["metadata"]["namespace"] = json!(ns);
+        self.put(resource, body);
+        Self::answer(resource, StatusCode::CREATED, self.find(ns, resource, &name).unwrap())
+    }
+
+    /// `PUT`: 404 when absent; 409 Conflict when `metadata.resourceVersion` is not the stored one.
+    async fn replace_object(&self, ns: &str, resource: &str, name: &str, mut body: Value) -> Response {
+        if let Some(denied) = self.gate(format!("PUT {resource}/{name}"), resource, Some(ns)).await {
+            return denied;
+        }
+        let Some(stored) = self.find(ns, resource, name) else {
+            return status(404, "NotFound", format!("{} \"{name}\" not found", qualified(resource)));
+        };
+        if body["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+            return status(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    qualified(resource)
+                ),
+            );
+        }
+        body["metadata"]["namespace"] = json!(ns);
+        self.put(resource, body);
+        Self::answer(resource, StatusCode::OK, self.find(ns, resource, name).unwrap())
+    }
+
+    async fn get_object(&self, ns: &str, resource: &str, name: &str) -> Response {
+        let path = format!("/api/v1/namespaces/{ns}/{resource}/{name}");
+        if let Some(denied) = self.gate(path, resource, Some(ns)).await {
+            return denied;
+        }
+        match self.find(ns, resource, name) {
+            Some(object) => Self::answer(resource, StatusCode::OK, object),
+            None => status(404, "NotFound", format!("{} \"{name}\" not found", qualified(resource))),
+        }
     }
 }
 

@@ -1,0 +1,121 @@
+//! High availability against the Kubernetes stand-in (Lease and ConfigMap with resourceVersion conflicts):
+//! two replicas, one leads and pages; killed with an incident open, the standby takes over, restores the
+//! mirrored state, does not page again, and sends the resolve when the hub heals.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::apiserver::ApiServer;
+use support::daemon::{Daemon, free_port, metric, wait_for};
+use support::lab::Lab;
+use support::pagerduty::{PagerDuty, ROUTING_KEY};
+
+const PORT: u16 = 18780;
+
+fn actions(pd: &PagerDuty) -> Vec<(String, String)> {
+    pd.accepted()
+        .iter()
+        .map(|e: &Value| {
+            (e["event_action"].as_str().unwrap().to_string(), e["dedup_key"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_without_paging_again_and_sends_the_resolve() {
+    hubwatch::probe::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let api = ApiServer::default();
+    let api_url = api.start().await;
+    let lab = Lab::start_with("ha", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
+    let token = lab.token();
+    let start = |replica: &str| {
+        let listen = free_port();
+        let state = lab.dir.join(format!("ha-{replica}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+        }
+        let config = lab.dir.join(format!("ha-{replica}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
+kubernetes: {{enabled: true}}
+high_availability: {{lease_duration: 3s}}
+defaults:
+  probes:
+    login:  {{every: 2s, timeout: 5s}}
+    server: {{every: 4s, timeout: 30s}}
+    kernel: {{every: 4s, timeout: 10s}}
+hubs:
+  - name: lab
+    url: {url}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-1, probe-2]
+"#,
+                state = state.display(),
+                url = lab.url,
+            ),
+        )
+        .unwrap();
+        let log = lab.dir.join(format!("ha-{replica}.log"));
+        let _ = std::fs::remove_file(&log);
+        let env = [
+            ("HUBWATCH_TOKEN", token.as_str()),
+            ("ROUTING_KEY", ROUTING_KEY),
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAMESPACE", "monitoring"),
+            ("HOSTNAME", replica),
+        ];
+        Daemon::start(&config, listen, &env, log)
+    };
+    let lease_holder = || {
+        api.inner
+            .lock()
+            .unwrap()
+            .objects
+            .get("leases")
+            .and_then(|l| l.first().cloned())
+            .map(|l| l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
+    };
+
+    let a = start("replica-a");
+    a.wait_ready().await;
+    wait_for("replica-a to lead", Duration::from_secs(20), async || lease_holder().as_deref() == Some("replica-a"))
+        .await;
+    let b = start("replica-b");
+    b.wait_ready().await;
+    wait_for("replica-b to stand by", Duration::from_secs(10), async || b.log().contains("standing by")).await;
+
+    eprintln!("phase: spawning fails for both users; replica-a pages");
+    lab.set_flag("spawn-fail", None, "");
+    wait_for("the trigger", Duration::from_secs(60), async || !pd.accepted().is_empty()).await;
+    let key = actions(&pd)[0].1.clone();
+    // Let the leader mirror the sent trigger, then kill it with the incident open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(&b.metrics().await, "hubwatch_probe_runs_total", &[]), 0.0, "the standby never probes");
+    a.kill();
+
+    eprintln!("phase: replica-a killed; replica-b takes over");
+    wait_for("replica-b to lead", Duration::from_secs(20), async || lease_holder().as_deref() == Some("replica-b"))
+        .await;
+    wait_for("replica-b to restore", Duration::from_secs(10), async || b.log().contains("restored the state")).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(actions(&pd), [("trigger".to_string(), key.clone())], "no second page after the takeover");
+
+    eprintln!("phase: healed; replica-b resolves");
+    lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(90), async || pd.accepted().len() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(actions(&pd), [("trigger".to_string(), key.clone()), ("resolve".to_string(), key)]);
+
+    // A graceful stop gives the lease up at once.
+    assert_eq!(b.stop(Duration::from_secs(60)).await, Some(0));
+    assert_eq!(lease_holder().as_deref(), Some(""), "released");
+}
