@@ -5,7 +5,7 @@
 mod support;
 
 use std::time::Duration;
-use support::daemon::{Daemon, free_port, get, metric, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, get, metric, wait_for};
 use support::lab::Lab;
 
 const PORT: u16 = 18600;
@@ -46,9 +46,7 @@ async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
         ),
     )
     .unwrap();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(lab.dir.join(format!("hubwatch-state.db{suffix}")));
-    }
+    fresh_state(&lab.dir, "hubwatch-state.db");
     let log_path = lab.dir.join("hubwatch.log");
     let _ = std::fs::remove_file(&log_path);
     let daemon = Daemon::start(&config_path, listen, &[("HUBWATCH_TOKEN", &token)], log_path);

@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, free_port, metric, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, metric, wait_for};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
 
@@ -34,10 +34,7 @@ async fn the_standby_takes_over_without_paging_again_and_sends_the_resolve() {
     let token = lab.token();
     let start = |replica: &str| {
         let listen = free_port();
-        let state = lab.dir.join(format!("ha-{replica}.db"));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
-        }
+        let state = fresh_state(&lab.dir, &format!("ha-{replica}.db"));
         let config = lab.dir.join(format!("ha-{replica}.yaml"));
         std::fs::write(
             &config,

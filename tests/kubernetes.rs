@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, free_port, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, wait_for};
 use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
@@ -56,10 +56,7 @@ async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays
     let lab = Lab::start_with("kubernetes", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
     let listen = free_port();
-    let state = lab.dir.join("kubernetes-state.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
-    }
+    let state = fresh_state(&lab.dir, "kubernetes-state.db");
     let config_path = lab.dir.join("kubernetes.yaml");
     std::fs::write(
         &config_path,
@@ -237,7 +234,7 @@ defaults:
     server: {{every: 1h, timeout: 30s}}
     kernel: {{every: 1h, timeout: 10s}}
 "#,
-            state = lab.dir.join("discovery-state.db").display(),
+            state = fresh_state(&lab.dir, "discovery-state.db").display(),
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::Duration;
-use support::daemon::{Daemon, free_port, metric, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, metric, wait_for};
 use support::lab::Lab;
 use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
 
@@ -30,10 +30,7 @@ async fn incidents_page_once_resolve_once_and_survive_kill_9() {
     let events_url = pd.clone().start().await;
     let lab = Lab::start_with("paging", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let listen = free_port();
-    let state = lab.dir.join("paging-state.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
-    }
+    let state = fresh_state(&lab.dir, "paging-state.db");
     let config_path = lab.dir.join("paging.yaml");
     std::fs::write(
         &config_path,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
-use walk::{Problems, Table, duration, join, object, positive_integer, string, string_list, type_name};
+use walk::{Problems, Table, boolean, duration, join, object, positive_integer, string, string_list};
 
 use crate::probe::Capability;
 
@@ -504,12 +504,9 @@ impl Validator<'_> {
             }
         }
         if let Some(v) = table.get("enabled") {
-            match v.as_bool() {
+            match boolean(v, "kubernetes.enabled", self.problems) {
                 Some(enabled) => config.enabled = enabled,
-                None => {
-                    self.problems.add("kubernetes.enabled", format!("expected true or false, found {}", type_name(v)));
-                    ok = false;
-                }
+                None => ok = false,
             }
         }
         if let Some(v) = table.get("log_lines") {
@@ -534,15 +531,10 @@ impl Validator<'_> {
     fn high_availability(&mut self, value: &Value, kubernetes: Option<&KubernetesConfig>) -> Option<Option<HaConfig>> {
         let mut table = Table::new(value, "high_availability", HA_KEYS, self.problems)?;
         let mut ok = true;
-        let enabled = match table.get("enabled") {
-            None => true,
-            Some(v) => v.as_bool().unwrap_or_else(|| {
-                self.problems
-                    .add("high_availability.enabled", format!("expected true or false, found {}", type_name(v)));
-                ok = false;
-                false
-            }),
-        };
+        let enabled =
+            table.get("enabled").map_or(Some(true), |v| boolean(v, "high_availability.enabled", self.problems));
+        ok &= enabled.is_some();
+        let enabled = enabled.unwrap_or(false);
         let mut text = |key: &'static str, problems: &mut Problems| {
             table.get(key).map(|v| string(v, &format!("high_availability.{key}"), problems))
         };
@@ -589,15 +581,10 @@ impl Validator<'_> {
     fn discovery(&mut self, value: &Value, defaults: Option<&ProbeSettings>) -> Option<Option<DiscoveryConfig>> {
         let mut table = Table::new(value, "kubernetes.discovery", DISCOVERY_KEYS, self.problems)?;
         let mut ok = true;
-        let enabled = match table.get("enabled") {
-            None => true,
-            Some(v) => v.as_bool().unwrap_or_else(|| {
-                self.problems
-                    .add("kubernetes.discovery.enabled", format!("expected true or false, found {}", type_name(v)));
-                ok = false;
-                false
-            }),
-        };
+        let enabled =
+            table.get("enabled").map_or(Some(true), |v| boolean(v, "kubernetes.discovery.enabled", self.problems));
+        ok &= enabled.is_some();
+        let enabled = enabled.unwrap_or(false);
         let mut list = |key: &'static str, problems: &mut Problems| match table.get(key) {
             None => Some(Vec::new()),
             Some(v) => string_list(v, &format!("kubernetes.discovery.{key}"), problems),

@@ -104,6 +104,14 @@ pub fn string(value: &Value, path: &str, problems: &mut Problems) -> Option<Stri
     }
 }
 
+pub fn boolean(value: &Value, path: &str, problems: &mut Problems) -> Option<bool> {
+    let found = value.as_bool();
+    if found.is_none() {
+        problems.add(path, format!("expected true or false, found {}", type_name(value)));
+    }
+    found
+}
+
 pub fn positive_integer(value: &Value, path: &str, max: u64, problems: &mut Problems) -> Option<u64> {
     match value.as_u64() {
         Some(n) if (1..=max).contains(&n) => Some(n),

@@ -96,3 +96,12 @@ impl Drop for Daemon {
 pub fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
+
+/// A state database path in `dir` with nothing left from an earlier run (the file, its WAL and shared memory).
+pub fn fresh_state(dir: &Path, name: &str) -> PathBuf {
+    let state = dir.join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    state
+}
