@@ -106,17 +106,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         // A standby is healthy and ready: it only waits.
         shared.ready.store(true, Ordering::Release);
         tracing::info!(identity = leadership.identity(), "standing by for the leader lease");
-        if !leadership.acquire(&shutdown).await {
+        if !leadership.acquire(&shared.store, &shutdown).await {
             let _ = web.await;
             return Ok(());
         }
         tracing::warn!(identity = leadership.identity(), "this replica leads now");
         shared.ready.store(false, Ordering::Release);
         match leadership.load_state().await {
-            Ok(Some(snapshot)) => {
-                shared.store.restore(&snapshot)?;
-                tracing::info!("restored the state the previous leader mirrored");
-            }
+            Ok(Some(snapshot)) => match shared.store.restore(&snapshot) {
+                Ok(()) => tracing::info!("restored the state the previous leader mirrored"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot restore the mirrored state: starting from this replica's own")
+                }
+            },
             Ok(None) => tracing::info!("no mirrored state yet: starting from this replica's own"),
             Err(e) => {
                 tracing::error!(error = %e, "cannot restore the mirrored state: starting from this replica's own")

@@ -106,13 +106,20 @@ impl Leadership {
         }
     }
 
-    /// Waits until this replica leads; false if `shutdown` came first.
-    pub async fn acquire(&self, shutdown: &CancellationToken) -> bool {
+    /// Waits until this replica leads; false if `shutdown` came first. Meanwhile it keeps `store` a copy of
+    /// the leader's mirrored state, so its own incident pages (behind the same Service) are current too.
+    pub async fn acquire(&self, store: &Store, shutdown: &CancellationToken) -> bool {
         let retry = self.config.lease_duration / 3;
         loop {
             match self.try_lead().await {
                 Ok(true) => return true,
-                Ok(false) => {}
+                Ok(false) => {
+                    if let Ok(Some(snapshot)) = self.load_state().await
+                        && let Err(e) = store.restore(&snapshot)
+                    {
+                        tracing::warn!(error = %e, "cannot copy the leader's state");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot read or take the leader lease; retrying"),
             }
             tokio::select! {

@@ -97,6 +97,11 @@ hubs:
     // Let the leader mirror the sent trigger, then kill it with the incident open.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(metric(&b.metrics().await, "hubwatch_probe_runs_total", &[]), 0.0, "the standby never probes");
+    assert!(metric(&a.metrics().await, "hubwatch_probe_runs_total", &[]) > 0.0, "the leader does");
+    // The standby's page for the incident (behind the same Service) shows the leader's state.
+    let (status, page) = support::daemon::get(&format!("{}/incidents/{key}", b.base), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("probe-1"), "{page}");
     a.kill();
 
     eprintln!("phase: replica-a killed; replica-b takes over");

@@ -310,3 +310,28 @@ fn the_stand_in_refuses_what_pagerduty_refuses() {
     stray["clients"] = json!("x");
     assert!(validate(&stray).iter().any(|e| e.contains("'clients'")));
 }
+
+#[tokio::test]
+async fn a_snapshot_restored_into_another_store_carries_incidents_timelines_and_unsent_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = setup(None, &dir.path().join("leader.db"));
+    let t0 = SystemTime::now();
+    leader.feed("probe-1", Capability::Server, false, t0);
+    leader.feed("probe-2", Capability::Server, false, t0);
+    let snapshot = leader.store.snapshot().unwrap();
+
+    // The standby already holds an older copy with rows referencing each other: replaced whole.
+    let standby = setup(None, &dir.path().join("standby.db"));
+    standby.store.restore(&snapshot).unwrap();
+    standby.store.restore(&snapshot).unwrap();
+    let open = standby.store.open_incidents().unwrap();
+    assert_eq!(open, leader.store.open_incidents().unwrap());
+    let key = &open[0].key;
+    assert_eq!(standby.store.timeline(key).unwrap(), leader.store.timeline(key).unwrap());
+    assert_eq!(standby.store.unsent().unwrap().0, 1, "the unsent trigger comes along");
+    assert_eq!(standby.store.snapshot().unwrap(), snapshot);
+
+    let mut wrong = snapshot.clone();
+    wrong["schema_version"] = 1.into();
+    assert!(standby.store.restore(&wrong).unwrap_err().to_string().contains("schema version 1"));
+}

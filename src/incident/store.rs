@@ -378,8 +378,11 @@ impl Store {
         }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for table in SNAPSHOT_TABLES {
+        // Referencing tables are emptied first and filled last (the timeline references incidents).
+        for table in SNAPSHOT_TABLES.iter().rev() {
             tx.execute(&format!("DELETE FROM {table}"), [])?;
+        }
+        for table in SNAPSHOT_TABLES {
             for row in snapshot["tables"][table].as_array().into_iter().flatten() {
                 let Some(object) = row.as_object() else { continue };
                 let columns: Vec<&String> = object.keys().collect();
