@@ -5,7 +5,7 @@ use crate::config::{Config, HubConfig};
 use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
 use crate::diagnostics::collect::Collector;
 use crate::discovery;
-use crate::ha::Leadership;
+use crate::ha::{self, Leadership};
 use crate::incident::store::{Store, StoreError};
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
@@ -98,46 +98,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }
     });
 
-    // With several replicas only the leader goes on: it restores the state the previous leader mirrored
-    // before anything can page, keeps renewing its lease, and mirrors its own state from then on.
-    let lost = Arc::new(AtomicBool::new(false));
-    let mut mirror = None;
-    if let Some(leadership) = &leadership {
-        // A standby is healthy and ready: it only waits.
-        shared.ready.store(true, Ordering::Release);
-        tracing::info!(identity = leadership.identity(), "standing by for the leader lease");
-        if !leadership.acquire(&shared.store, &shutdown).await {
-            let _ = web.await;
-            return Ok(());
-        }
-        tracing::warn!(identity = leadership.identity(), "this replica leads now");
-        shared.ready.store(false, Ordering::Release);
-        match leadership.load_state().await {
-            Ok(Some(snapshot)) => match shared.store.restore(&snapshot) {
-                Ok(()) => tracing::info!("restored the state the previous leader mirrored"),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot restore the mirrored state: starting from this replica's own")
-                }
-            },
-            Ok(None) => tracing::info!("no mirrored state yet: starting from this replica's own"),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot restore the mirrored state: starting from this replica's own")
+    // With several replicas only the leader goes on (standbys wait here, serving their endpoints).
+    let mut leading = None;
+    if let Some(leadership) = leadership {
+        match ha::lead(leadership, shared.store.clone(), &shared.ready, &shutdown).await {
+            Some(lead) => leading = Some(lead),
+            None => {
+                let _ = web.await;
+                return Ok(());
             }
         }
-        let (hold, lost, shutdown) = (leadership.clone(), lost.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if !hold.hold(&shutdown).await {
-                tracing::error!("lost the leader lease: stopping at once (another replica may lead now)");
-                lost.store(true, Ordering::Release);
-                shutdown.cancel();
-            }
-        });
-        let stop_mirror = CancellationToken::new();
-        let task = tokio::spawn({
-            let (leadership, store, stop) = (leadership.clone(), shared.store.clone(), stop_mirror.clone());
-            async move { leadership.mirror(store, stop).await }
-        });
-        mirror = Some((leadership.clone(), stop_mirror, task));
     }
     let notifier = Notifier::new(
         shared.store.clone(),
@@ -180,17 +150,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     shutdown.cancel();
     let _ = notifier.await;
-    if let Some((leadership, stop_mirror, task)) = mirror {
-        // The last mirror holds what the notifier did last; then a standby may take over at once.
-        stop_mirror.cancel();
-        let _ = task.await;
-        if !lost.load(Ordering::Acquire) {
-            leadership.release().await;
-        }
-    }
+    let lost = match leading {
+        Some(lead) => lead.step_down().await,
+        None => false,
+    };
     let _ = web.await;
     tracing::info!("hubwatch stopped");
-    if lost.load(Ordering::Acquire) {
+    if lost {
         return Err(DaemonError::LostLeadership);
     }
     Ok(())

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -218,6 +219,71 @@ impl Leadership {
                 return;
             }
         }
+    }
+}
+
+/// A replica that leads: its lease is renewed and its state mirrored until it steps down.
+pub struct Leading {
+    leadership: Arc<Leadership>,
+    lost: Arc<AtomicBool>,
+    stop_mirror: CancellationToken,
+    mirror: tokio::task::JoinHandle<()>,
+}
+
+/// Stands by until this replica leads (false `ready` meanwhile would stall rollouts, so a standby is
+/// ready), then restores the state the previous leader mirrored before anything can page, and starts
+/// renewing and mirroring. A lost lease cancels `shutdown`. `None` when `shutdown` came first.
+pub async fn lead(
+    leadership: Arc<Leadership>,
+    store: Arc<Store>,
+    ready: &AtomicBool,
+    shutdown: &CancellationToken,
+) -> Option<Leading> {
+    ready.store(true, Ordering::Release);
+    tracing::info!(identity = leadership.identity(), "standing by for the leader lease");
+    if !leadership.acquire(&store, shutdown).await {
+        return None;
+    }
+    tracing::warn!(identity = leadership.identity(), "this replica leads now");
+    ready.store(false, Ordering::Release);
+    let restored = match leadership.load_state().await {
+        Ok(Some(snapshot)) => store.restore(&snapshot).map(|()| true).map_err(|e| e.to_string()),
+        Ok(None) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    };
+    match restored {
+        Ok(true) => tracing::info!("restored the state the previous leader mirrored"),
+        Ok(false) => tracing::info!("no mirrored state yet: starting from this replica's own"),
+        Err(error) => tracing::error!(%error, "cannot restore the mirrored state: starting from this replica's own"),
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let (hold, flag, on_loss) = (leadership.clone(), lost.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if !hold.hold(&on_loss).await {
+            tracing::error!("lost the leader lease: stopping at once (another replica may lead now)");
+            flag.store(true, Ordering::Release);
+            on_loss.cancel();
+        }
+    });
+    let stop_mirror = CancellationToken::new();
+    let mirror = tokio::spawn({
+        let (leadership, stop) = (leadership.clone(), stop_mirror.clone());
+        async move { leadership.mirror(store, stop).await }
+    });
+    Some(Leading { leadership, lost, stop_mirror, mirror })
+}
+
+impl Leading {
+    /// After the probing and the notifier stopped: a last mirror (what the notifier did last), then the lease
+    /// is released so a standby takes over at once. True when the lease had been lost.
+    pub async fn step_down(self) -> bool {
+        self.stop_mirror.cancel();
+        let _ = self.mirror.await;
+        let lost = self.lost.load(Ordering::Acquire);
+        if !lost {
+            self.leadership.release().await;
+        }
+        lost
     }
 }
 
