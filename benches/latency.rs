@@ -50,7 +50,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let pd = PagerDuty::default();
     let events_url = runtime.block_on(pd.clone().start());
-    let lab = lab::Lab::start_with("latency", 18900, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = lab::Lab::start_with("latency", 18950, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let state = lab.dir.join("latency-state.db");
     for suffix in ["", "-wal", "-shm"] {
