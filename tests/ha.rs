@@ -72,20 +72,10 @@ hubs:
         ];
         Daemon::start(&config, listen, &env, log)
     };
-    let lease_holder = || {
-        api.inner
-            .lock()
-            .unwrap()
-            .objects
-            .get("leases")
-            .and_then(|l| l.first().cloned())
-            .map(|l| l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
-    };
 
     let a = start("replica-a");
     a.wait_ready().await;
-    wait_for("replica-a to lead", Duration::from_secs(20), async || lease_holder().as_deref() == Some("replica-a"))
-        .await;
+    wait_for("replica-a to lead", Duration::from_secs(20), async || lease_holder(&api) == "replica-a").await;
     let b = start("replica-b");
     b.wait_ready().await;
     wait_for("replica-b to stand by", Duration::from_secs(10), async || b.log().contains("standing by")).await;
@@ -105,8 +95,7 @@ hubs:
     a.kill();
 
     eprintln!("phase: replica-a killed; replica-b takes over");
-    wait_for("replica-b to lead", Duration::from_secs(20), async || lease_holder().as_deref() == Some("replica-b"))
-        .await;
+    wait_for("replica-b to lead", Duration::from_secs(20), async || lease_holder(&api) == "replica-b").await;
     wait_for("replica-b to restore", Duration::from_secs(10), async || b.log().contains("restored the state")).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(actions(&pd), [("trigger".to_string(), key.clone())], "no second page after the takeover");
@@ -119,5 +108,51 @@ hubs:
 
     // A graceful stop gives the lease up at once.
     assert_eq!(b.stop(Duration::from_secs(60)).await, Some(0));
-    assert_eq!(lease_holder().as_deref(), Some(""), "released");
+    assert_eq!(lease_holder(&api), "", "released");
+}
+
+#[tokio::test]
+async fn one_lease_one_leader_and_an_expired_lease_changes_hands() {
+    hubwatch::probe::http::install_crypto_provider();
+    let api = ApiServer::default();
+    let client = kube::Client::try_from(kube::Config::new(api.start().await.parse().unwrap())).unwrap();
+    let replica = |identity: &str| {
+        hubwatch::ha::Leadership::new(
+            client.clone(),
+            hubwatch::config::HaConfig {
+                namespace: "monitoring".into(),
+                lease: "hubwatch-leader".into(),
+                state_configmap: "hubwatch-state".into(),
+                lease_duration: Duration::from_secs(2),
+                identity: identity.into(),
+            },
+        )
+    };
+    let (a, b) = (replica("a"), replica("b"));
+    // Both try at once: exactly one wins (the other's create or replace conflicts).
+    let (won_a, won_b) = tokio::join!(a.try_lead(), b.try_lead());
+    assert!(won_a.unwrap() ^ won_b.unwrap(), "exactly one leader");
+    let (leader, standby) = if lease_holder(&api) == "a" { (&a, &b) } else { (&b, &a) };
+    assert!(leader.try_lead().await.unwrap(), "the leader renews");
+    assert!(!standby.try_lead().await.unwrap(), "a held lease is not taken");
+    // The leader stops renewing: after the lease duration the standby takes it, and transitions count.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(standby.try_lead().await.unwrap(), "an expired lease changes hands");
+    assert_eq!(lease_holder(&api), standby.identity());
+    assert!(!leader.try_lead().await.unwrap(), "the old leader does not get it back");
+    let transitions = api.inner.lock().unwrap().objects["leases"][0]["spec"]["leaseTransitions"].clone();
+    assert_eq!(transitions, 1);
+    // Released: the other takes it at once.
+    standby.release().await;
+    assert!(leader.try_lead().await.unwrap());
+}
+
+fn lease_holder(api: &ApiServer) -> String {
+    api.inner
+        .lock()
+        .unwrap()
+        .objects
+        .get("leases")
+        .and_then(|l| l.first().cloned())
+        .map_or(String::new(), |l| l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
 }
