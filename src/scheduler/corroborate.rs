@@ -1,6 +1,7 @@
 //! Corroboration: when a lane's result flips (a capability fails that worked, or works again after failing),
 //! the lanes of the same hub and kind — the other probe users, and this one again — run soon instead of at
-//! their next slot. An outage needs `min_affected_users` users to be seen failing, and its end needs
+//! their next slot; when it works again, so do the hub's other lanes that are failing (a frozen proxy fails
+//! login and server alike, and recovery waits for both). An outage needs `min_affected_users` users to be seen failing, and its end needs
 //! `recovery_successes` successes per user; waiting a whole interval for each of those observations is what
 //! made paging and resolving slow (docs/benchmarks.md, detection latency). A lane is pulled forward at most
 //! once per its interval to confirm its own flip and once to corroborate a peer's, so a flapping hub costs
@@ -38,6 +39,8 @@ pub(super) fn confirm_delay(every: Duration) -> Duration {
 pub(super) struct Corroboration {
     /// Per lane, the lanes of the same hub and kind (itself included).
     peers: Vec<Vec<usize>>,
+    /// Per lane, every lane of the same hub (itself included).
+    hub_lanes: Vec<Vec<usize>>,
     every: Vec<Duration>,
     last_failed: HashMap<(usize, Capability), bool>,
     /// When each lane was last pulled forward to confirm its own flip, and to corroborate a peer's.
@@ -46,16 +49,24 @@ pub(super) struct Corroboration {
 }
 
 impl Corroboration {
-    /// `groups[i]` identifies lane `i`'s hub and kind; lanes with equal keys corroborate each other.
-    pub(super) fn new<K: Eq + std::hash::Hash>(groups: Vec<K>, every: Vec<Duration>) -> Self {
-        let mut members: HashMap<&K, Vec<usize>> = HashMap::new();
-        for (index, key) in groups.iter().enumerate() {
-            members.entry(key).or_default().push(index);
+    /// `groups[i]` is lane `i`'s hub and kind; lanes with equal pairs corroborate each other.
+    pub(super) fn new<H, K>(groups: Vec<(H, K)>, every: Vec<Duration>) -> Self
+    where
+        H: Eq + std::hash::Hash + Clone,
+        K: Eq + std::hash::Hash + Clone,
+    {
+        fn members<T: Eq + std::hash::Hash>(keys: &[T]) -> Vec<Vec<usize>> {
+            let mut by_key: HashMap<&T, Vec<usize>> = HashMap::new();
+            for (index, key) in keys.iter().enumerate() {
+                by_key.entry(key).or_default().push(index);
+            }
+            keys.iter().map(|key| by_key[key].clone()).collect()
         }
-        let peers = groups.iter().map(|key| members[key].clone()).collect();
+        let hubs: Vec<H> = groups.iter().map(|(hub, _)| hub.clone()).collect();
         let lanes = groups.len();
         Corroboration {
-            peers,
+            peers: members(&groups),
+            hub_lanes: members(&hubs),
             every,
             last_failed: HashMap::new(),
             confirmed_at: vec![None; lanes],
@@ -65,21 +76,33 @@ impl Corroboration {
 
     /// Records lane `index`'s round and returns the lanes to pull forward (possibly none).
     pub(super) fn on_round(&mut self, index: usize, observed: &[Observation], now: Instant) -> Vec<usize> {
-        let mut flipped = false;
+        let (mut flipped, mut recovered) = (false, false);
         for &(capability, failed) in observed {
             let Some(failed) = failed else { continue };
             let before = self.last_failed.insert((index, capability), failed);
             // A first failure counts as a flip (hubwatch may start during an outage); a first success does not.
-            flipped |= match before {
+            let flip = match before {
                 None => failed,
                 Some(before) => before != failed,
             };
+            flipped |= flip;
+            recovered |= flip && !failed;
         }
         if !flipped {
             return Vec::new();
         }
+        let failing = |lane: usize| self.last_failed.iter().any(|(&(l, _), &failed)| l == lane && failed);
+        let mut candidates = self.peers[index].clone();
+        if recovered {
+            let others: Vec<usize> = self.hub_lanes[index]
+                .iter()
+                .copied()
+                .filter(|lane| !candidates.contains(lane) && failing(*lane))
+                .collect();
+            candidates.extend(others);
+        }
         let mut pulled = Vec::new();
-        for &peer in &self.peers[index] {
+        for peer in candidates {
             let last = if peer == index { &mut self.confirmed_at[peer] } else { &mut self.corroborated_at[peer] };
             if last.is_none_or(|at| now.duration_since(at) >= self.every[peer]) {
                 *last = Some(now);
@@ -127,6 +150,22 @@ mod tests {
         assert!(corroboration.on_round(0, &ok, t0 + Duration::from_secs(61)).is_empty());
         // A flip after the interval has passed pulls them forward again.
         assert_eq!(corroboration.on_round(1, &failed, t0 + EVERY), vec![0, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recovery_also_pulls_the_hubs_other_failing_lanes() {
+        let mut corroboration = two_hubs_two_users();
+        let t0 = Instant::now();
+        // A frozen proxy: hub a's login lane and one server lane fail; hub b's server lane fails too.
+        corroboration.on_round(3, &[(Capability::Login, Some(true))], t0);
+        corroboration.on_round(0, &[(Capability::Server, Some(true))], t0);
+        corroboration.on_round(2, &[(Capability::Server, Some(true))], t0);
+        // An interval later the login works again: the failing server lane of hub a comes along, not hub b's.
+        let later = t0 + EVERY;
+        assert_eq!(corroboration.on_round(3, &[(Capability::Login, Some(false))], later), vec![3, 0]);
+        // A new failure pulls only the same kind.
+        let much_later = later + EVERY;
+        assert_eq!(corroboration.on_round(3, &[(Capability::Login, Some(true))], much_later), vec![3]);
     }
 
     #[tokio::test(start_paused = true)]
