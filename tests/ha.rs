@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, free_port, fresh_state, metric, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, wait_for};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
 
@@ -45,19 +45,9 @@ incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
 kubernetes: {{enabled: true}}
 high_availability: {{lease_duration: 3s}}
-defaults:
-  probes:
-    login:  {{every: 2s, timeout: 5s}}
-    server: {{every: 4s, timeout: 30s}}
-    kernel: {{every: 4s, timeout: 10s}}
-hubs:
-  - name: lab
-    url: {url}
-    token: {{env: HUBWATCH_TOKEN}}
-    users: [probe-1, probe-2]
-"#,
+{hub}"#,
                 state = state.display(),
-                url = lab.url,
+                hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
             ),
         )
         .unwrap();

@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, free_port, fresh_state, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, wait_for};
 use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
@@ -67,20 +67,9 @@ incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_in
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-defaults:
-  probes:
-    login:  {{every: 2s, timeout: 5s}}
-    server: {{every: 4s, timeout: 30s}}
-    kernel: {{every: 4s, timeout: 10s}}
-hubs:
-  - name: lab
-    url: {url}
-    namespace: {NAMESPACE}
-    token: {{env: HUBWATCH_TOKEN}}
-    users: [probe-3, probe-4]
-"#,
+{hub}"#,
             state = state.display(),
-            url = lab.url,
+            hub = lab_hub_yaml(lab.url.as_str(), ["probe-3", "probe-4"], &format!("    namespace: {NAMESPACE}\n")),
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::Duration;
-use support::daemon::{Daemon, free_port, fresh_state, metric, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, wait_for};
 use support::lab::Lab;
 use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
 
@@ -40,19 +40,9 @@ state_path: {state}
 incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-defaults:
-  probes:
-    login:  {{every: 2s, timeout: 5s}}
-    server: {{every: 4s, timeout: 30s}}
-    kernel: {{every: 4s, timeout: 10s}}
-hubs:
-  - name: lab
-    url: {url}
-    token: {{env: HUBWATCH_TOKEN}}
-    users: [probe-1, probe-2]
-"#,
+{hub}"#,
             state = state.display(),
-            url = lab.url,
+            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
         ),
     )
     .unwrap();
