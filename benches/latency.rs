@@ -52,7 +52,7 @@ fn main() {
     let events_url = runtime.block_on(pd.clone().start());
     // LATENCY_LAB_PORT moves the lab, so a long run can go on beside the test suite (which runs this too).
     let port = std::env::var("LATENCY_LAB_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(18950);
-    let lab = lab::Lab::start_with("latency", port, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = lab::Lab::start_for_daemon("latency", port);
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let state = lab.dir.join("latency-state.db");
     for suffix in ["", "-wal", "-shm"] {

@@ -29,7 +29,7 @@ async fn the_standby_takes_over_without_paging_again_and_sends_the_resolve() {
     let events_url = pd.clone().start().await;
     let api = ApiServer::default();
     let api_url = api.start().await;
-    let lab = Lab::start_with("ha", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = Lab::start_for_daemon("ha", PORT);
     let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
     let token = lab.token();
     let start = |replica: &str| {

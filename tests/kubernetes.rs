@@ -53,7 +53,7 @@ async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays
     k8s_fixtures::load(&api, Scenario::BrokenImage, SystemTime::now());
     api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
     let api_url = api.start().await;
-    let lab = Lab::start_with("kubernetes", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = Lab::start_for_daemon("kubernetes", PORT);
     let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
     let listen = free_port();
     let state = fresh_state(&lab.dir, "kubernetes-state.db");
@@ -201,7 +201,7 @@ async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_ch
     hubwatch::probe::http::install_crypto_provider();
     let api = ApiServer::default();
     let api_url = api.start().await;
-    let lab = Lab::start_with("discovery", 18770, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = Lab::start_for_daemon("discovery", 18770);
     let token = lab.token();
     k8s_fixtures::load_discoverable_hub(&api, "temple", lab.url.as_str(), "probe-1,probe-2", Some(&token));
     // No token for this one: found, but not watchable; it is logged and skipped.

@@ -28,7 +28,7 @@ async fn incidents_page_once_resolve_once_and_survive_kill_9() {
     hubwatch::probe::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
-    let lab = Lab::start_with("paging", PORT, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")]);
+    let lab = Lab::start_for_daemon("paging", PORT);
     let listen = free_port();
     let state = fresh_state(&lab.dir, "paging-state.db");
     let config_path = lab.dir.join("paging.yaml");

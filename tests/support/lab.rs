@@ -24,6 +24,12 @@ impl Lab {
         Lab::start_with(name, port, &[])
     }
 
+    /// A lab for a running daemon: every healthy spawn must succeed (a failed one would page), so spawns get
+    /// the hub's usual 30 s HTTP timeout and a minute in all.
+    pub fn start_for_daemon(name: &str, port: u16) -> Lab {
+        Lab::start_with(name, port, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")])
+    }
+
     /// As [`Lab::start`], with spawner settings overridden (`SPAWN_HTTP_TIMEOUT`, ...). The short default
     /// HTTP timeout makes a crashing server fail fast; under load a healthy server can miss it, so tests
     /// that need every healthy spawn to succeed give it the hub's usual 30 s.
