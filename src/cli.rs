@@ -61,6 +61,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Draft the incident report of one incident (Markdown on stdout), from the state the config names.
+    Report {
+        /// The incident key (`hubwatch incidents` lists them).
+        key: String,
+        #[arg(long, env = "HUBWATCH_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 const BAD_CONFIG: u8 = 2;
@@ -152,6 +159,37 @@ pub fn run(cli: Cli) -> ExitCode {
                 });
             match listed {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hubwatch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Report { key, config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let settings = crate::incident::report::ReportSettings {
+                public_url: config.public_url.clone(),
+                threshold: config.incidents.min_affected_users,
+            };
+            let drafted = crate::incident::store::Store::open(&config.state_path).and_then(|store| {
+                let hub_url = store.incident(&key)?.and_then(|i| config.hub(&i.hub).map(|h| h.url.clone()));
+                crate::incident::report::draft(&store, &key, hub_url.as_ref(), &settings)
+            });
+            match drafted {
+                Ok(Some(markdown)) => {
+                    print!("{markdown}");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "hubwatch: no incident {key:?} in {} (`hubwatch incidents` lists them)",
+                        config.state_path.display()
+                    );
+                    ExitCode::from(BAD_CONFIG)
+                }
                 Err(e) => {
                     eprintln!("hubwatch: {e}");
                     ExitCode::FAILURE

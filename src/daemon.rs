@@ -7,6 +7,7 @@ use crate::diagnostics::collect::Collector;
 use crate::discovery;
 use crate::ha::{self, Leadership};
 use crate::incident::store::{Store, StoreError};
+use crate::incident::report::ReportSettings;
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -14,6 +15,7 @@ use crate::probe::http::HttpClient;
 use crate::probe::{HubProber, ProbeOutcome, ProbeResult};
 use crate::scheduler::Scheduler;
 use crate::signals::{SignalUpdate, Watch, changes};
+use crate::status::StatusBoard;
 use crate::web::{WebState, router};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,11 +49,12 @@ pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> 
         .collect()
 }
 
-/// What lives as long as the daemon: the HTTP client, metrics, the store and the notifier's wake-up, the
-/// Kubernetes client, and the readiness flag.
+/// What lives as long as the daemon: the HTTP client, metrics, the status board, the store and the
+/// notifier's wake-up, the Kubernetes client, and the readiness flag.
 struct Shared {
     http: HttpClient,
     metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
     store: Arc<Store>,
     wake: Arc<Notify>,
     kube: Option<kube::Client>,
@@ -73,6 +76,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let shared = Shared {
         http: HttpClient::new()?,
         metrics: Arc::new(Metrics::new()),
+        board: Arc::new(StatusBoard::default()),
         store: Arc::new(Store::open(&config.state_path)?),
         wake: Arc::new(Notify::new()),
         kube,
@@ -89,8 +93,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: config.listen, source })?;
-    let app =
-        router(WebState { metrics: shared.metrics.clone(), ready: shared.ready.clone(), store: shared.store.clone() });
+    let app = router(WebState {
+        metrics: shared.metrics.clone(),
+        ready: shared.ready.clone(),
+        store: shared.store.clone(),
+        board: shared.board.clone(),
+        report: Arc::new(ReportSettings {
+            public_url: config.public_url.clone(),
+            threshold: config.incidents.min_affected_users,
+        }),
+    });
     let web_shutdown = shutdown.clone();
     let web = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(web_shutdown.cancelled_owned()).await {
@@ -201,7 +213,9 @@ async fn rediscover(
 
 /// Probes `config`'s hubs until `stop`: incidents, diagnostics, signals and change events included.
 async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Result<(), DaemonError> {
-    let mut manager = IncidentManager::new(shared.store.clone(), config, shared.wake.clone());
+    shared.board.set_hubs(&config.hubs);
+    let mut manager = IncidentManager::new(shared.store.clone(), config, shared.wake.clone())
+        .with_status_board(shared.board.clone());
     if config.kubernetes.enabled && shared.kube.is_none() {
         manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
     }
@@ -243,7 +257,8 @@ async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Re
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
     let incidents = Incidents { manager, collector };
     let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
-    let recorder = tokio::spawn(record(inputs, detector, incidents, shared.metrics.clone(), hubs));
+    let observers = AffectedGauges { metrics: shared.metrics.clone(), board: shared.board.clone(), last: HashMap::new() };
+    let recorder = tokio::spawn(record(inputs, detector, incidents, observers, hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), shared.metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
     shared.ready.store(true, Ordering::Release);
@@ -294,11 +309,10 @@ async fn record(
     mut inputs: Inputs,
     mut detector: Detector,
     incidents: Incidents,
-    metrics: Arc<Metrics>,
+    mut gauges: AffectedGauges,
     hubs: Vec<String>,
 ) {
     let mut tick = tokio::time::interval(TICK);
-    let mut gauges = AffectedGauges { metrics, last: HashMap::new() };
     for hub in &hubs {
         for kind in IncidentKind::ALL {
             gauges.set(&detector, hub, kind, 0);
@@ -318,6 +332,7 @@ async fn record(
             outcome = inputs.outcomes.recv() => {
                 let Some(outcome) = outcome else { break };
                 gauges.metrics.observe(&outcome);
+                gauges.board.record(&outcome);
                 log_outcome(&outcome);
                 let now = SystemTime::now();
                 incidents.handle_all(&detector.observe(&outcome, now));
@@ -329,6 +344,9 @@ async fn record(
                 match incidents.manager.flush_pending_updates(now) {
                     Ok(wanted) => wanted.into_iter().for_each(|w| incidents.collect(w)),
                     Err(e) => tracing::error!(error = %e, "cannot send held-back incident updates"),
+                }
+                if let Err(e) = incidents.manager.queue_status_updates(now) {
+                    tracing::error!(error = %e, "cannot queue status notes");
                 }
                 incidents.handle_all(&detector.tick(now));
                 // Failures age out of the window with time alone: every hub and kind is looked at.
@@ -374,10 +392,12 @@ impl Incidents {
     }
 }
 
-/// The affected-users gauges, and a log line when a support ticket (1..N-1 users) changes. Gauges are
-/// written only when what they show changes (the hot path sees thousands of outcomes a second).
+/// The affected-users gauges and the status board's affected users, and a log line when a support ticket
+/// (1..N-1 users) changes. Gauges are written only when what they show changes (the hot path sees thousands
+/// of outcomes a second).
 struct AffectedGauges {
     metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
     /// Per hub and kind: affected users and whether an incident is open, as last written.
     last: HashMap<(String, IncidentKind), (usize, bool)>,
 }
@@ -397,6 +417,7 @@ impl AffectedGauges {
         let users = symptoms.users();
         let previous = self.set(detector, hub, kind, users.len()).map_or(0, |p| p.0);
         let open = detector.is_open(hub, kind);
+        self.board.set_affected(hub, kind.capabilities(), &symptoms, open);
         if !open && !users.is_empty() && users.len() != previous {
             let users: Vec<&str> = users.into_iter().collect();
             tracing::info!(

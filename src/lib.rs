@@ -18,4 +18,5 @@ pub mod notify;
 pub mod probe;
 pub mod scheduler;
 pub mod signals;
+pub mod status;
 pub mod web;

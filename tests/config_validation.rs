@@ -74,6 +74,9 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let pagerduty = config.pagerduty.as_ref().unwrap();
     assert_eq!(pagerduty.events_url.as_str(), "https://events.eu.pagerduty.com/v2/enqueue");
     assert_eq!(pagerduty.severity, hubwatch::config::Severity::Error);
+    let notes = pagerduty.status_updates.as_ref().unwrap();
+    assert_eq!((notes.from_email.as_str(), notes.every), ("oncall@example.org", Duration::from_secs(7200)));
+    assert_eq!(notes.api_url.as_str(), "https://api.pagerduty.com/");
     assert!(config.kubernetes.enabled);
     assert_eq!(config.kubernetes.pending_after, Duration::from_secs(300));
     assert_eq!(config.kubernetes.log_lines, 50);

@@ -7,7 +7,7 @@ use hubwatch::detector::IncidentKind;
 use hubwatch::diagnostics::collect::{Request, collect};
 use hubwatch::diagnostics::redact::Redactor;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use support::golden::assert_golden;
 use std::time::Duration;
 use support::apiserver::ApiServer;
 use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
@@ -26,17 +26,6 @@ fn request(kind: IncidentKind, users: &[&str], call_timeout: Duration) -> Reques
         log_lines: 50,
         call_timeout,
     }
-}
-
-/// Compares with `tests/golden/NAME` (UPDATE_GOLDEN=1 rewrites it; review the diff like code).
-fn assert_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(actual, expected, "differs from {} (UPDATE_GOLDEN=1 to accept)", path.display());
 }
 
 async fn diagnostics_of(scenario: Scenario, kind: IncidentKind, users: &[&str]) -> String {

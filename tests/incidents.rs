@@ -95,7 +95,7 @@ impl Setup {
     async fn deliver_until_done(&self, limit: Duration) {
         let until = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < until {
-            self.notifier.deliver_due().await.unwrap();
+            self.notifier.deliver_due(SystemTime::now()).await.unwrap();
             if self.store.unsent().unwrap().0 == 0 {
                 return;
             }
@@ -157,14 +157,18 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
         ["probe-1", "probe-2"],
         "everyone affected is kept"
     );
-    let timeline: Vec<String> = s.store.timeline(&key).unwrap().into_iter().map(|(_, e)| e).collect();
+    let timeline: Vec<String> = s.store.timeline(&key).unwrap().into_iter().map(|e| e.text).collect();
     assert!(
-        timeline[0].starts_with("detected: temple: 2 users cannot start their servers (threshold 2 users within 15m)"),
+        timeline[0].starts_with("the earliest failure among the affected users: probe-1 (server"),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline[1].starts_with("temple: 2 users cannot start their servers (threshold 2 users within 15m)"),
         "{timeline:?}"
     );
     assert!(
         timeline.iter().any(|e| e.starts_with("PagerDuty trigger sent"))
-            && timeline.iter().any(|e| e.starts_with("recovered")),
+            && timeline.iter().any(|e| e.starts_with("every probe user's last 2 attempts succeeded")),
         "{timeline:?}"
     );
 }
@@ -232,7 +236,7 @@ async fn an_invalid_event_is_not_retried_and_is_counted() {
     s.feed("probe-1", Capability::Login, false, now);
     s.feed("probe-2", Capability::Login, false, now);
     s.deliver_until_done(Duration::from_secs(2)).await;
-    s.notifier.deliver_due().await.unwrap();
+    s.notifier.deliver_due(SystemTime::now()).await.unwrap();
     assert_eq!(pd.requests(), 1, "a 400 is final");
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"rejected\"}"), 1.0);
 }

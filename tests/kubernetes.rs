@@ -103,7 +103,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     assert_eq!(status, 200);
     assert!(page.contains("$ kubectl -n temple describe pod jupyter-carol"), "{page}");
     assert!(page.contains("Back-off pulling image &quot;quay.io/temple/notebook:2026.11&quot;"), "escaped: {page}");
-    assert!(page.contains("diagnostics collected: kubectl -n temple get pods -o wide"), "in the timeline: {page}");
+    assert!(page.contains("diagnostics</span>: kubectl -n temple get pods -o wide;"), "in the timeline: {page}");
 
     eprintln!("phase: the hub is upgraded");
     api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.2.0", "5e2c", 8));

@@ -128,6 +128,20 @@ pub struct PagerDutyConfig {
     pub retry_delay: Duration,
     /// First delay after a 429 (doubles, with jitter, up to 10 m).
     pub rate_limit_delay: Duration,
+    /// Status notes on the PagerDuty incident through the REST API (optional).
+    pub status_updates: Option<StatusUpdatesConfig>,
+}
+
+/// `pagerduty.api_token` and friends: a note with the incident's state on its PagerDuty incident every
+/// `every` while it is open, and one at resolution.
+#[derive(Debug, Clone)]
+pub struct StatusUpdatesConfig {
+    pub api_token: Secret,
+    /// The `From` header: the email of a valid PagerDuty user (required on writes).
+    pub from_email: String,
+    pub every: Duration,
+    /// The REST API's base URL (default `https://api.pagerduty.com`).
+    pub api_url: Url,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +302,18 @@ const TOP_KEYS: &[&str] = &[
 const HA_KEYS: &[&str] = &["enabled", "namespace", "lease", "state_configmap", "lease_duration"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
 const PAGERDUTY_KEYS: &[&str] =
-    &["routing_key", "events_url", "change_events_url", "severity", "retry_delay", "rate_limit_delay"];
+    &[
+        "routing_key",
+        "events_url",
+        "change_events_url",
+        "severity",
+        "retry_delay",
+        "rate_limit_delay",
+        "api_token",
+        "from_email",
+        "status_update_every",
+        "api_url",
+    ];
 const KUBERNETES_KEYS: &[&str] =
     &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after", "discovery"];
 const DISCOVERY_KEYS: &[&str] = &["enabled", "namespaces", "users", "token_secret", "token_key", "every"];
@@ -461,6 +486,7 @@ impl Validator<'_> {
                 url
             })
         });
+        let api_url = endpoint("api_url").unwrap_or_else(|| Url::parse("https://api.pagerduty.com").ok());
         let severity = match table.get("severity") {
             None => Some(Severity::Critical),
             Some(v) => string(v, "pagerduty.severity", self.problems).and_then(|s| match s.as_str() {
@@ -478,8 +504,16 @@ impl Validator<'_> {
             }),
         };
         let (mut retry_delay, mut rate_limit_delay) = (Duration::from_secs(2), Duration::from_secs(60));
-        let delays_ok = self
-            .durations(&mut table, [("retry_delay", &mut retry_delay), ("rate_limit_delay", &mut rate_limit_delay)]);
+        let mut status_update_every = Duration::from_secs(3 * 3600);
+        let delays_ok = self.durations(
+            &mut table,
+            [
+                ("retry_delay", &mut retry_delay),
+                ("rate_limit_delay", &mut rate_limit_delay),
+                ("status_update_every", &mut status_update_every),
+            ],
+        );
+        let status_updates = self.status_updates(&mut table, status_update_every, api_url);
         table.finish(self.problems);
         delays_ok.then_some(())?;
         Some(PagerDutyConfig {
@@ -489,7 +523,55 @@ impl Validator<'_> {
             severity: severity?,
             retry_delay,
             rate_limit_delay,
+            status_updates: status_updates?,
         })
+    }
+
+    /// `api_token` and `from_email` come together; without them there are no status notes (`Some(None)`).
+    fn status_updates(
+        &mut self,
+        table: &mut Table,
+        every: Duration,
+        api_url: Option<Url>,
+    ) -> Option<Option<StatusUpdatesConfig>> {
+        let api_token = match table.get("api_token") {
+            Some(v) => Some(secret::resolve(v, "pagerduty.api_token", self.config_dir, self.env, self.problems)?),
+            None => None,
+        };
+        let from_email = match table.get("from_email") {
+            Some(v) => {
+                let email = string(v, "pagerduty.from_email", self.problems)?;
+                let looks_like_email = email.split_once('@').is_some_and(|(name, domain)| {
+                    !name.is_empty() && domain.contains('.') && !email.chars().any(char::is_whitespace)
+                });
+                if !looks_like_email {
+                    self.problems.add(
+                        "pagerduty.from_email",
+                        format!("{email:?} is not an email address (PagerDuty needs a user's email in From)"),
+                    );
+                    return None;
+                }
+                Some(email)
+            }
+            None => None,
+        };
+        match (api_token, from_email) {
+            (Some(api_token), Some(from_email)) => {
+                Some(Some(StatusUpdatesConfig { api_token, from_email, every, api_url: api_url? }))
+            }
+            (None, None) => Some(None),
+            (Some(_), None) => {
+                self.problems.add(
+                    "pagerduty.from_email",
+                    "required with api_token: PagerDuty's REST API needs the email of a PagerDuty user in From",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problems.add("pagerduty.api_token", "required with from_email (status notes need a REST API token)");
+                None
+            }
+        }
     }
 
     fn kubernetes(&mut self, value: Option<&Value>, defaults: Option<&ProbeSettings>) -> Option<KubernetesConfig> {

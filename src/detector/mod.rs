@@ -39,6 +39,14 @@ impl IncidentKind {
         }
     }
 
+    /// The capabilities whose failures make this kind of incident.
+    pub fn capabilities(self) -> &'static [Capability] {
+        match self {
+            IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel],
+            IncidentKind::DaskGateway => &[Capability::DaskGateway],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentKind::HubAccess => "hub_access",
@@ -88,6 +96,21 @@ impl Symptoms {
         }
     }
 
+    /// Adds these symptoms' failures to `ever`: per user and capability, when their failing began first and
+    /// how it failed last.
+    pub fn merge_failures_into(&self, ever: &mut Symptoms) {
+        for (capability, users) in &self.affected {
+            for (user, failure) in users {
+                let slot = ever.affected.entry(*capability).or_default().entry(user.clone()).or_insert(failure.clone());
+                let since = slot.since.min(failure.since);
+                if failure.last >= slot.last {
+                    *slot = failure.clone();
+                }
+                slot.since = since;
+            }
+        }
+    }
+
     pub fn users(&self) -> BTreeSet<&str> {
         self.affected.values().flat_map(|users| users.keys().map(String::as_str)).collect()
     }
@@ -98,7 +121,15 @@ impl Symptoms {
 
     /// The earliest failure among the affected: the best guess of when the impact started.
     pub fn impact_start(&self) -> Option<SystemTime> {
-        self.affected.values().flat_map(|users| users.values().map(|f| f.since)).min()
+        self.earliest_failure().map(|(_, _, f)| f.since)
+    }
+
+    /// Who failed first, at what, and how.
+    pub fn earliest_failure(&self) -> Option<(Capability, &str, &UserFailure)> {
+        self.affected
+            .iter()
+            .flat_map(|(capability, users)| users.iter().map(move |(user, f)| (*capability, user.as_str(), f)))
+            .min_by_key(|(_, _, f)| f.since)
     }
 
     fn is_empty(&self) -> bool {

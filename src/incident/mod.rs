@@ -3,16 +3,19 @@
 //! recovery), and after a restart hands the open incidents back to the detector.
 
 pub mod list;
+pub mod notes;
+pub mod report;
 pub mod store;
 
-use crate::config::{Config, IncidentsConfig};
+use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
 use crate::detector::{Detector, IncidentKind, Symptoms, Transition};
 use crate::diagnostics::Diagnostics;
 use crate::notify::pagerduty::{self, EventContext};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError};
+use crate::status::StatusBoard;
+use store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use tokio::sync::Notify;
 use url::Url;
 
@@ -28,6 +31,10 @@ pub struct IncidentManager {
     diagnostics_wait: Duration,
     /// Wakes the notifier when an event is queued.
     wake: Arc<Notify>,
+    /// Status notes on the PagerDuty incident, when configured.
+    status_updates: Option<StatusUpdatesConfig>,
+    /// What the probes see now (for the status notes).
+    board: Arc<StatusBoard>,
 }
 
 /// Diagnostics to collect for an incident whose trigger is waiting for them.
@@ -43,6 +50,24 @@ pub struct DiagnosticsWanted {
 pub fn incident_key(hub: &str, kind: IncidentKind, opened: SystemTime) -> String {
     let seconds = opened.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     format!("{hub}-{}-{seconds}", kind.as_str())
+}
+
+/// The impact start entry: who failed first, at what, and how.
+fn impact_entry(symptoms: &Symptoms) -> String {
+    match symptoms.earliest_failure() {
+        Some((capability, user, failure)) => format!(
+            "the earliest failure among the affected users: {user} ({}, stage {}): {}",
+            capability.as_str(),
+            failure.stage.as_str(),
+            failure.reason
+        ),
+        None => "the earliest failure among the affected users".to_string(),
+    }
+}
+
+/// hubwatch's page for the incident `key` (the link every event and note carries).
+pub fn incident_url(public_url: &Url, key: &str) -> Url {
+    public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| public_url.clone())
 }
 
 fn who(symptoms: &Symptoms) -> String {
@@ -77,7 +102,19 @@ impl IncidentManager {
                 .collect(),
             diagnostics_wait: config.kubernetes.diagnostics_wait,
             wake,
+            status_updates: config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()),
+            board: Arc::new(StatusBoard::default()),
         }
+    }
+
+    /// The status board the status notes quote ("what the probes see now").
+    pub fn with_status_board(mut self, board: Arc<StatusBoard>) -> Self {
+        self.board = board;
+        self
+    }
+
+    fn incident_url(&self, key: &str) -> Url {
+        incident_url(&self.public_url, key)
     }
 
     /// No diagnostics for any hub (the Kubernetes client could not be set up), saying why on every page.
@@ -135,8 +172,7 @@ impl IncidentManager {
             }
         };
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
-        let incident_url =
-            self.public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| self.public_url.clone());
+        let incident_url = self.incident_url(key);
         let context = EventContext {
             key,
             hub,
@@ -160,9 +196,10 @@ impl IncidentManager {
     pub fn attach_diagnostics(&self, key: &str, diagnostics: &Diagnostics, now: SystemTime) -> Result<(), StoreError> {
         let text = diagnostics.render();
         let failed = diagnostics.sections.len() - diagnostics.commands().len();
-        let mut entry = format!("diagnostics collected: {}", diagnostics.commands().join("; "));
+        let mut entry = diagnostics.commands().join("; ");
         if failed > 0 {
-            entry.push_str(&format!(" ({failed} sections not collected)"));
+            let sections = if failed == 1 { "section" } else { "sections" };
+            entry.push_str(&format!(" ({failed} {sections} not collected)"));
         }
         let attached =
             self.store.attach_diagnostics(key, &text, now, &entry, |body| pagerduty::with_diagnostics(body, &text))?;
@@ -194,17 +231,18 @@ impl IncidentManager {
                         symptoms.merge_into(&mut ever);
                         ever
                     },
+                    failures_ever: symptoms.clone(),
                     last_trigger_at: Some(*at),
                     pending_update: false,
                 };
                 let entry = format!(
-                    "detected: {summary} (threshold {} users within {}); {}",
+                    "{summary} (threshold {} users within {}); {}",
                     self.settings.min_affected_users,
                     humantime::format_duration(self.settings.window),
                     who(symptoms)
                 );
                 let (trigger, wanted) = self.trigger(&key, hub, *kind, symptoms, impact_start, *at)?;
-                self.store.open_incident(&record, &entry, trigger)?;
+                self.store.open_incident(&record, &impact_entry(symptoms), &entry, trigger)?;
                 tracing::warn!(%key, %summary, "incident opened");
                 self.wake.notify_one();
                 Ok(wanted)
@@ -212,7 +250,7 @@ impl IncidentManager {
             Transition::Updated { hub, kind, symptoms, material, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
                 let entry =
-                    format!("affected users changed: {}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
+                    format!("{}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
                 let interval_passed = incident
                     .last_trigger_at
                     .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
@@ -225,7 +263,12 @@ impl IncidentManager {
                     (None, None)
                 };
                 let sends = trigger.is_some();
-                self.store.update_incident(&incident.key, symptoms, *at, &entry, trigger, *material)?;
+                let earlier_impact = symptoms
+                    .impact_start()
+                    .filter(|start| *start < incident.impact_start)
+                    .map(|start| (start, impact_entry(symptoms)));
+                let impact = earlier_impact.as_ref().map(|(start, text)| (*start, text.as_str()));
+                self.store.update_incident(&incident.key, symptoms, *at, &entry, impact, trigger, *material)?;
                 tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");
                 if sends {
                     self.wake.notify_one();
@@ -235,14 +278,23 @@ impl IncidentManager {
             Transition::Recovered { hub, kind, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
                 let entry = format!(
-                    "recovered: every probe user's last {} attempts succeeded; impact end",
+                    "every probe user's last {} attempts succeeded and no real user's pod is in trouble",
                     self.settings.recovery_successes
                 );
+                // The last note says it is over; it quotes the incident as recovered.
+                let note = match &self.status_updates {
+                    Some(_) => {
+                        let recovered = IncidentRecord { open: false, recovered_at: Some(*at), ..incident.clone() };
+                        Some(self.status_note(&recovered, *at)?)
+                    }
+                    None => None,
+                };
                 self.store.recover_incident(
                     &incident.key,
                     *at,
                     &entry,
                     NewEvent::now(EventAction::Resolve, pagerduty::resolve(&incident.key)),
+                    note,
                 )?;
                 tracing::warn!(key = %incident.key, "incident recovered");
                 self.wake.notify_one();
@@ -271,9 +323,53 @@ impl IncidentManager {
         let key = format!("change-{hub}-{deployment}-{generation}");
         if self.store.queue_change(&key, now, pagerduty::change(hub, &hub_url, &summary, details, now))? {
             tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");
+            // A change during an incident is part of its story (a fix rolled out, or the cause).
+            for incident in self.store.open_incidents()?.iter().filter(|i| i.hub == hub) {
+                let entry = format!(
+                    "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
+                    changes.join("; ")
+                );
+                self.store.add_timeline(&incident.key, now, TimelineKind::HubChanged, &entry)?;
+            }
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// A status note for `incident` as of `now`: what changed since the last one (or since detection).
+    fn status_note(&self, incident: &IncidentRecord, now: SystemTime) -> Result<NewEvent, StoreError> {
+        let since = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
+        let since_last: Vec<_> =
+            self.store.timeline(&incident.key)?.into_iter().filter(|e| e.at > since).collect();
+        let hub = self.board.hub(&incident.hub);
+        let text = notes::status_note(&notes::NoteInput {
+            incident,
+            probes: hub.as_ref(),
+            since_last: &since_last,
+            incident_url: &self.incident_url(&incident.key),
+            now,
+        });
+        Ok(NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}})))
+    }
+
+    /// Queues a status note for every open incident whose last one (or whose detection) is
+    /// `status_update_every` ago. Without `pagerduty.api_token` there are none.
+    pub fn queue_status_updates(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let Some(settings) = &self.status_updates else { return Ok(0) };
+        let mut queued = 0;
+        for incident in self.store.open_incidents()? {
+            let last = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
+            if now.duration_since(last).is_ok_and(|d| d >= settings.every) {
+                let note = self.status_note(&incident, now)?;
+                self.store.queue_status_note(&incident.key, now, note)?;
+                tracing::info!(key = %incident.key, "status note queued");
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Sends the follow-up triggers held back by the update interval once it has passed; returns the

@@ -34,6 +34,8 @@ pub struct IncidentRecord {
     pub symptoms: Symptoms,
     /// Everyone affected during the incident, per capability.
     pub affected_ever: AffectedEver,
+    /// How each of them failed (first start, last failure), for the report.
+    pub failures_ever: Symptoms,
     pub last_trigger_at: Option<SystemTime>,
     /// A material change is waiting for the update interval before it is sent.
     pub pending_update: bool,
@@ -45,6 +47,9 @@ pub enum EventAction {
     Resolve,
     /// A Change Event (sent to the change events endpoint; not part of an incident).
     Change,
+    /// A status note on the incident's PagerDuty incident (REST API). Notes go out in order among
+    /// themselves, independently of the incident's events, so a REST API outage never holds back a resolve.
+    Note,
 }
 
 impl EventAction {
@@ -53,8 +58,80 @@ impl EventAction {
             EventAction::Trigger => "trigger",
             EventAction::Resolve => "resolve",
             EventAction::Change => "change",
+            EventAction::Note => "note",
         }
     }
+
+    fn parse(text: &str) -> EventAction {
+        match text {
+            "resolve" => EventAction::Resolve,
+            "change" => EventAction::Change,
+            "note" => EventAction::Note,
+            _ => EventAction::Trigger,
+        }
+    }
+}
+
+/// What a timeline entry records (the report and the pages pick entries by kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimelineKind {
+    /// The earliest failure among the affected users (moves earlier if an earlier one is learnt).
+    ImpactStart,
+    /// The threshold was crossed.
+    Detected,
+    /// The affected users or their symptoms changed.
+    Changed,
+    /// Kubernetes diagnostics were collected (which commands).
+    Diagnostics,
+    /// A trigger reached PagerDuty (or was rejected).
+    PageSent,
+    /// The hub's Deployment changed while the incident was open.
+    HubChanged,
+    /// A status note was posted (or could not be).
+    StatusUpdate,
+    /// Impact end: every capability worked again.
+    Recovered,
+    /// The resolve reached PagerDuty.
+    ResolveSent,
+}
+
+impl TimelineKind {
+    pub const ALL: [TimelineKind; 9] = [
+        TimelineKind::ImpactStart,
+        TimelineKind::Detected,
+        TimelineKind::Changed,
+        TimelineKind::Diagnostics,
+        TimelineKind::PageSent,
+        TimelineKind::HubChanged,
+        TimelineKind::StatusUpdate,
+        TimelineKind::Recovered,
+        TimelineKind::ResolveSent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::ImpactStart => "impact_start",
+            TimelineKind::Detected => "detected",
+            TimelineKind::Changed => "changed",
+            TimelineKind::Diagnostics => "diagnostics",
+            TimelineKind::PageSent => "page_sent",
+            TimelineKind::HubChanged => "hub_changed",
+            TimelineKind::StatusUpdate => "status_update",
+            TimelineKind::Recovered => "recovered",
+            TimelineKind::ResolveSent => "resolve_sent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TimelineKind> {
+        TimelineKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: SystemTime,
+    pub kind: TimelineKind,
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -121,14 +198,18 @@ CREATE TABLE IF NOT EXISTS incidents (
     last_trigger_at INTEGER,
     pending_update INTEGER NOT NULL DEFAULT 0,
     diagnostics TEXT,
-    diagnostics_at INTEGER
+    diagnostics_at INTEGER,
+    last_status_update_at INTEGER,
+    pagerduty_incident TEXT,
+    failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL REFERENCES incidents(key),
     at INTEGER NOT NULL,
-    entry TEXT NOT NULL
+    entry TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'changed'
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -165,13 +246,20 @@ impl Store {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a new open incident with its first timeline entry and its trigger, atomically.
-    pub fn open_incident(&self, record: &IncidentRecord, entry: &str, trigger: NewEvent) -> Result<(), StoreError> {
+    /// Records a new open incident with its first timeline entries (impact start, detection) and its
+    /// trigger, atomically.
+    pub fn open_incident(
+        &self,
+        record: &IncidentRecord,
+        impact_entry: &str,
+        entry: &str,
+        trigger: NewEvent,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?5)",
+            "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?5, ?8)",
             params![
                 record.key,
                 record.hub,
@@ -179,38 +267,61 @@ impl Store {
                 millis(record.impact_start),
                 millis(record.opened_at),
                 serde_json::to_string(&record.symptoms)?,
-                serde_json::to_string(&record.affected_ever)?
+                serde_json::to_string(&record.affected_ever)?,
+                serde_json::to_string(&record.failures_ever)?
             ],
         )?;
-        insert_timeline(&tx, &record.key, record.opened_at, entry)?;
+        insert_timeline(&tx, &record.key, record.impact_start, TimelineKind::ImpactStart, impact_entry)?;
+        insert_timeline(&tx, &record.key, record.opened_at, TimelineKind::Detected, entry)?;
         insert_event(&tx, &record.key, record.opened_at, &trigger)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Records new symptoms; queues `trigger` (a follow-up) if given, else marks the update pending when
-    /// `pending` (a material change held back by the update interval).
+    /// `pending` (a material change held back by the update interval). `impact` is an earlier impact start
+    /// learnt now, with its entry (it replaces the earlier impact start entry).
+    #[allow(clippy::too_many_arguments)]
     pub fn update_incident(
         &self,
         key: &str,
         symptoms: &Symptoms,
         at: SystemTime,
         entry: &str,
+        impact: Option<(SystemTime, &str)>,
         trigger: Option<NewEvent>,
         pending: bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        if let Some((impact_start, impact_entry)) = impact {
+            tx.execute(
+                "UPDATE timeline SET at = ?2, entry = ?3 WHERE key = ?1 AND kind = 'impact_start'",
+                params![key, millis(impact_start), impact_entry],
+            )?;
+        }
         let impact_start = symptoms.impact_start().map(millis);
-        let ever: String =
-            tx.query_row("SELECT affected_ever FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
+        let (ever, failures): (String, String) = tx.query_row(
+            "SELECT affected_ever, failures_ever FROM incidents WHERE key = ?1",
+            [key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let mut ever: AffectedEver = serde_json::from_str(&ever)?;
         symptoms.merge_into(&mut ever);
+        let mut failures: Symptoms = serde_json::from_str(&failures)?;
+        symptoms.merge_failures_into(&mut failures);
         tx.execute(
-            "UPDATE incidents SET symptoms = ?2, affected_ever = ?4, impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
-            params![key, serde_json::to_string(symptoms)?, impact_start, serde_json::to_string(&ever)?],
+            "UPDATE incidents SET symptoms = ?2, affected_ever = ?4, failures_ever = ?5,
+             impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
+            params![
+                key,
+                serde_json::to_string(symptoms)?,
+                impact_start,
+                serde_json::to_string(&ever)?,
+                serde_json::to_string(&failures)?
+            ],
         )?;
-        insert_timeline(&tx, key, at, entry)?;
+        insert_timeline(&tx, key, at, TimelineKind::Changed, entry)?;
         match trigger {
             Some(event) => {
                 insert_event(&tx, key, at, &event)?;
@@ -241,13 +352,14 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the incident recovered and queues its resolve, atomically.
+    /// Marks the incident recovered and queues its resolve (and its last status note), atomically.
     pub fn recover_incident(
         &self,
         key: &str,
         at: SystemTime,
         entry: &str,
         resolve: NewEvent,
+        note: Option<NewEvent>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -255,8 +367,11 @@ impl Store {
             "UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1",
             params![key, millis(at)],
         )?;
-        insert_timeline(&tx, key, at, entry)?;
+        insert_timeline(&tx, key, at, TimelineKind::Recovered, entry)?;
         insert_event(&tx, key, at, &resolve)?;
+        if let Some(note) = note {
+            insert_event(&tx, key, at, &note)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -278,7 +393,7 @@ impl Store {
             "UPDATE incidents SET diagnostics = ?2, diagnostics_at = ?3 WHERE key = ?1",
             params![key, text, millis(at)],
         )?;
-        insert_timeline(&tx, key, at, entry)?;
+        insert_timeline(&tx, key, at, TimelineKind::Diagnostics, entry)?;
         let waiting: Option<(i64, String)> = tx
             .query_row(
                 "SELECT id, body FROM outbox WHERE key = ?1 AND action = 'trigger' AND state = 'pending' AND attempts = 0
@@ -411,8 +526,41 @@ impl Store {
         Ok(())
     }
 
-    pub fn add_timeline(&self, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
-        insert_timeline(&self.conn(), key, at, entry)
+    pub fn add_timeline(&self, key: &str, at: SystemTime, kind: TimelineKind, entry: &str) -> Result<(), StoreError> {
+        insert_timeline(&self.conn(), key, at, kind, entry)
+    }
+
+    /// Queues a status note for an open incident and notes when, so the next one waits its interval.
+    pub fn queue_status_note(&self, key: &str, at: SystemTime, note: NewEvent) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_event(&tx, key, at, &note)?;
+        tx.execute("UPDATE incidents SET last_status_update_at = ?2 WHERE key = ?1", params![key, millis(at)])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// When the incident's last status note was queued.
+    pub fn last_status_update(&self, key: &str) -> Result<Option<SystemTime>, StoreError> {
+        let at: Option<Option<i64>> = self
+            .conn()
+            .query_row("SELECT last_status_update_at FROM incidents WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(at.flatten().map(from_millis))
+    }
+
+    /// The PagerDuty incident id found for the incident's dedup key, once known.
+    pub fn pagerduty_incident(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let id: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT pagerduty_incident FROM incidents WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(id.flatten())
+    }
+
+    pub fn set_pagerduty_incident(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE incidents SET pagerduty_incident = ?2 WHERE key = ?1", params![key, id])?;
+        Ok(())
     }
 
     pub fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
@@ -430,8 +578,8 @@ impl Store {
     fn incidents<P: rusqlite::Params>(&self, filter: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
-            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update, affected_ever
-             FROM incidents {filter} ORDER BY opened_at"
+            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update, affected_ever,
+             failures_ever FROM incidents {filter} ORDER BY opened_at"
         ))?;
         let rows = statement.query_map(parameters, |row| {
             Ok((
@@ -446,11 +594,12 @@ impl Store {
                 row.get::<_, Option<i64>>(8)?,
                 row.get::<_, bool>(9)?,
                 row.get::<_, String>(10)?,
+                row.get::<_, String>(11)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending, ever) =
+            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending, ever, failures) =
                 row?;
             let Some(kind) = IncidentKind::parse(&kind) else { continue };
             out.push(IncidentRecord {
@@ -463,6 +612,7 @@ impl Store {
                 recovered_at: recovered_at.map(from_millis),
                 symptoms: serde_json::from_str(&symptoms)?,
                 affected_ever: serde_json::from_str(&ever)?,
+                failures_ever: serde_json::from_str(&failures)?,
                 last_trigger_at: last_trigger_at.map(from_millis),
                 pending_update: pending,
             });
@@ -470,20 +620,27 @@ impl Store {
         Ok(out)
     }
 
-    pub fn timeline(&self, key: &str) -> Result<Vec<(SystemTime, String)>, StoreError> {
+    pub fn timeline(&self, key: &str) -> Result<Vec<TimelineEntry>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare("SELECT at, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
-        let rows = statement.query_map([key], |row| Ok((from_millis(row.get(0)?), row.get(1)?)))?;
+        let mut statement = conn.prepare("SELECT at, kind, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
+        let rows = statement.query_map([key], |row| {
+            let kind: String = row.get(1)?;
+            Ok(TimelineEntry {
+                at: from_millis(row.get(0)?),
+                kind: TimelineKind::parse(&kind).unwrap_or(TimelineKind::Changed),
+                text: row.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Events due now, at most one per incident: the oldest unsent one, so an incident's events go out in
-    /// order (never a resolve before its trigger).
+    /// Events due now, at most one per incident (and one status note): the oldest unsent one, so an
+    /// incident's events go out in order (never a resolve before its trigger).
     pub fn due_events(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
             "SELECT id, key, action, body, attempts, created_at FROM outbox
-             WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key) AND next_attempt_at <= ?1
+             WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key, action = 'note') AND next_attempt_at <= ?1
              ORDER BY id LIMIT ?2",
         )?;
         let rows = statement.query_map(params![millis(now), limit as i64], |row| {
@@ -499,11 +656,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, key, action, body, attempts, created_at) = row?;
-            let action = match action.as_str() {
-                "resolve" => EventAction::Resolve,
-                "change" => EventAction::Change,
-                _ => EventAction::Trigger,
-            };
+            let action = EventAction::parse(&action);
             out.push(OutboxEvent {
                 id,
                 key,
@@ -521,7 +674,7 @@ impl Store {
         let conn = self.conn();
         let at: Option<i64> = conn
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key)",
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key, action = 'note')",
                 [],
                 |row| row.get(0),
             )
@@ -562,7 +715,7 @@ impl Store {
 const SNAPSHOT_TABLES: [&str; 3] = ["incidents", "timeline", "outbox"];
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Brings a database written by an earlier version up to [`SCHEMA_VERSION`].
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -585,11 +738,33 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
             )?;
         }
     }
+    if version < 3 {
+        // Version 3 gives timeline entries a kind and keeps the state of status notes.
+        let has_column =
+            conn.prepare("SELECT 1 FROM pragma_table_info('timeline') WHERE name = 'kind'")?.exists([])?;
+        if !has_column {
+            conn.execute_batch(
+                "ALTER TABLE timeline ADD COLUMN kind TEXT NOT NULL DEFAULT 'changed';
+                 ALTER TABLE incidents ADD COLUMN last_status_update_at INTEGER;
+                 ALTER TABLE incidents ADD COLUMN pagerduty_incident TEXT;
+                 ALTER TABLE incidents ADD COLUMN failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}';",
+            )?;
+        }
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
-fn insert_timeline(conn: &Connection, key: &str, at: SystemTime, entry: &str) -> Result<(), StoreError> {
-    conn.execute("INSERT INTO timeline (key, at, entry) VALUES (?1, ?2, ?3)", params![key, millis(at), entry])?;
+fn insert_timeline(
+    conn: &Connection,
+    key: &str,
+    at: SystemTime,
+    kind: TimelineKind,
+    entry: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO timeline (key, at, entry, kind) VALUES (?1, ?2, ?3, ?4)",
+        params![key, millis(at), entry, kind.as_str()],
+    )?;
     Ok(())
 }
 

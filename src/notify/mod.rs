@@ -4,9 +4,10 @@
 //! run: events are logged and marked `dry_run`, nothing is sent.
 
 pub mod pagerduty;
+pub mod rest;
 
 use crate::config::PagerDutyConfig;
-use crate::incident::store::{EventAction, OutboxEvent, Store, StoreError};
+use crate::incident::store::{EventAction, OutboxEvent, Store, StoreError, TimelineKind};
 use crate::metrics::Metrics;
 use crate::probe::http::HttpClient;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -20,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The worker looks at the outbox at least this often, even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// How often a status note looks for its PagerDuty incident before it is given up (PagerDuty makes the
+/// incident from the trigger asynchronously; a trigger that was rejected never makes one). With the retry
+/// backoff this is about a quarter of an hour.
+const NOTE_LOOKUPS: u32 = 8;
 
 pub struct Notifier {
     store: Arc<Store>,
@@ -50,7 +55,7 @@ impl Notifier {
     /// Delivers until `shutdown`; then makes one last pass (what is still unsent stays queued for the next start).
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if let Err(e) = self.deliver_due().await {
+            if let Err(e) = self.deliver_due(SystemTime::now()).await {
                 tracing::error!(error = %e, "cannot read the outbox; retrying");
             }
             let sleep = match self.store.next_due_at() {
@@ -63,19 +68,20 @@ impl Notifier {
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.deliver_due()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.deliver_due(SystemTime::now())).await;
     }
 
-    /// Sends every event that is due now (the oldest unsent one of each incident).
-    pub async fn deliver_due(&self) -> Result<(), StoreError> {
+    /// Sends every event that is due at `now` (the oldest unsent one of each incident), recording `now` as
+    /// the time of each answer (tests pass a scripted clock).
+    pub async fn deliver_due(&self, now: SystemTime) -> Result<(), StoreError> {
         loop {
-            let due = self.store.due_events(SystemTime::now(), 64)?;
+            let due = self.store.due_events(now, 64)?;
             if due.is_empty() {
                 break;
             }
             let mut progressed = false;
             for event in due {
-                progressed |= self.deliver(&event).await?;
+                progressed |= self.deliver(&event, now).await?;
             }
             if !progressed {
                 break;
@@ -94,9 +100,8 @@ impl Notifier {
     }
 
     /// One attempt at one event; true when the event is done with (sent, rejected or dry run).
-    async fn deliver(&self, event: &OutboxEvent) -> Result<bool, StoreError> {
+    async fn deliver(&self, event: &OutboxEvent, now: SystemTime) -> Result<bool, StoreError> {
         let action = event.action.as_str();
-        let now = SystemTime::now();
         let Some(pagerduty) = &self.pagerduty else {
             let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
@@ -104,37 +109,39 @@ impl Notifier {
             self.metrics.count_pagerduty_event(action, "dry_run");
             return Ok(true);
         };
-        let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
-        let url = match event.action {
-            EventAction::Change => &pagerduty.change_events_url,
-            EventAction::Trigger | EventAction::Resolve => &pagerduty.events_url,
-        };
-        let request = self.http.reqwest().post(url.clone()).json(&body);
-        let deadline = tokio::time::Instant::now() + self.send_timeout;
-        let answer = match self.http.send(request, deadline).await {
-            Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
-            Err(e) => Answer::Failed(e.to_string()),
+        let (answer, pagerduty_incident) = match event.action {
+            EventAction::Note => self.post_note(event, pagerduty).await?,
+            EventAction::Trigger | EventAction::Resolve | EventAction::Change => {
+                (self.send_event(event, pagerduty).await, None)
+            }
         };
         match answer {
-            Answer::Accepted => {
+            Answer::Accepted(message) => {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
                 self.store.finish_event(event.id, "sent", now, None)?;
-                if event.action != EventAction::Change {
-                    self.store.add_timeline(
-                        &event.key,
-                        now,
-                        &format!("PagerDuty {action} sent (dedup key {}; answer 202)", event.key),
-                    )?;
-                }
+                let entry = match event.action {
+                    EventAction::Trigger => Some(format!("PagerDuty trigger sent (dedup key {}): {message}", event.key)),
+                    EventAction::Resolve => Some(format!("PagerDuty resolve sent (dedup key {}): {message}", event.key)),
+                    EventAction::Note => Some(format!(
+                        "status update posted as a note on PagerDuty incident {}: {}",
+                        pagerduty_incident.as_deref().unwrap_or("?"),
+                        event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                    )),
+                    EventAction::Change => None,
+                };
+                self.timeline(event, now, entry)?;
                 self.metrics.count_pagerduty_event(action, "sent");
                 Ok(true)
             }
             Answer::Rejected(reason) => {
                 tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
                 self.store.finish_event(event.id, "rejected", now, Some(&reason))?;
-                if event.action != EventAction::Change {
-                    self.store.add_timeline(&event.key, now, &format!("PagerDuty rejected the {action}: {reason}"))?;
-                }
+                let entry = match event.action {
+                    EventAction::Note => Some(format!("status update not posted: {reason}")),
+                    EventAction::Change => None,
+                    _ => Some(format!("PagerDuty rejected the {action}: {reason}")),
+                };
+                self.timeline(event, now, entry)?;
                 self.metrics.count_pagerduty_event(action, "rejected");
                 Ok(true)
             }
@@ -153,6 +160,67 @@ impl Notifier {
                 Ok(false)
             }
         }
+    }
+
+    /// The timeline entry of an answered event (change events belong to no incident).
+    fn timeline(&self, event: &OutboxEvent, now: SystemTime, entry: Option<String>) -> Result<(), StoreError> {
+        let kind = match event.action {
+            EventAction::Trigger => TimelineKind::PageSent,
+            EventAction::Resolve => TimelineKind::ResolveSent,
+            EventAction::Note => TimelineKind::StatusUpdate,
+            EventAction::Change => return Ok(()),
+        };
+        match entry {
+            Some(entry) => self.store.add_timeline(&event.key, now, kind, &entry),
+            None => Ok(()),
+        }
+    }
+
+    /// An Events API v2 event (the routing key is added here, never stored).
+    async fn send_event(&self, event: &OutboxEvent, pagerduty: &PagerDutyConfig) -> Answer {
+        let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
+        let url = match event.action {
+            EventAction::Change => &pagerduty.change_events_url,
+            _ => &pagerduty.events_url,
+        };
+        let request = self.http.reqwest().post(url.clone()).json(&body);
+        let deadline = tokio::time::Instant::now() + self.send_timeout;
+        match self.http.send(request, deadline).await {
+            Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
+            Err(e) => Answer::Failed(e.to_string()),
+        }
+    }
+
+    /// A status note: finds the PagerDuty incident of the dedup key (once; kept), then posts the note.
+    async fn post_note(
+        &self,
+        event: &OutboxEvent,
+        pagerduty: &PagerDutyConfig,
+    ) -> Result<(Answer, Option<String>), StoreError> {
+        let Some(settings) = &pagerduty.status_updates else {
+            return Ok((Answer::Rejected("status notes are off (no pagerduty.api_token)".into()), None));
+        };
+        let rest = rest::RestClient { http: &self.http, settings, timeout: self.send_timeout };
+        let id = match self.store.pagerduty_incident(&event.key)? {
+            Some(id) => id,
+            None => match rest.find_incident(&event.key).await {
+                rest::Lookup::Found(id) => {
+                    self.store.set_pagerduty_incident(&event.key, &id)?;
+                    id
+                }
+                rest::Lookup::NotFound if event.attempts + 1 >= NOTE_LOOKUPS => {
+                    let reason = format!("PagerDuty has no incident with dedup key {}", event.key);
+                    return Ok((Answer::Rejected(reason), None));
+                }
+                rest::Lookup::NotFound => {
+                    let reason = format!("PagerDuty has no incident with dedup key {} yet", event.key);
+                    return Ok((Answer::Failed(reason), None));
+                }
+                rest::Lookup::Failed(answer) => return Ok((answer, None)),
+            },
+        };
+        let answer = rest.post_note(&id, &event.body).await;
+        Ok((answer, Some(id)))
     }
 }
 

@@ -41,7 +41,13 @@ pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
 /// The summary for `users` users failing `capabilities`.
 pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BTreeSet<Capability>) -> String {
     let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
-    let what = match kind {
+    let what = cannot(kind, capabilities);
+    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
+}
+
+/// What users cannot do: "start their servers or execute code".
+pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String {
+    match kind {
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
         IncidentKind::HubAccess => {
             let phrases: Vec<&str> = capabilities
@@ -59,8 +65,7 @@ pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BT
                 [init @ .., last] => format!("{} or {last}", init.join(", ")),
             }
         }
-    };
-    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
+    }
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -191,7 +196,8 @@ fn fit(mut event: Value) -> Value {
 /// How PagerDuty's answer is to be taken.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    Accepted,
+    /// With what PagerDuty said ("202 Event processed").
+    Accepted(String),
     /// 400: the event is invalid; retrying cannot help.
     Rejected(String),
     /// 429: back off for minutes.
@@ -216,7 +222,7 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
             .unwrap_or_default()
     };
     match status {
-        202 => Answer::Accepted,
+        202 => Answer::Accepted(truncate(format!("202 {}", message()).trim(), 200)),
         400 => Answer::Rejected(truncate(&format!("HTTP 400 {}", message()), 500)),
         429 => Answer::RateLimited,
         s => Answer::Failed(truncate(format!("HTTP {s} {}", message()).trim(), 300)),
@@ -347,7 +353,11 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        assert_eq!(classify(202, b"{}"), Answer::Accepted);
+        assert_eq!(classify(202, b"{}"), Answer::Accepted("202".into()));
+        assert_eq!(
+            classify(202, br#"{"status":"success","message":"Event processed","dedup_key":"k"}"#),
+            Answer::Accepted("202 Event processed".into())
+        );
         assert_eq!(classify(400, br#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is missing"]}"#), Answer::Rejected("HTTP 400 Event object is invalid: 'routing_key' is missing".into()));
         assert_eq!(classify(429, b""), Answer::RateLimited);
         assert_eq!(classify(503, b""), Answer::Failed("HTTP 503".into()));

@@ -4,3 +4,4 @@ pub mod k8s_fixtures;
 pub mod lab;
 pub mod pagerduty;
 pub mod stub_hub;
+pub mod golden;

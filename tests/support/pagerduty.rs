@@ -1,15 +1,22 @@
 //! A local PagerDuty Events API v2 that answers as the documented one does: it validates every event
 //! (required fields, enums, lengths, the 512 KB limit), answers 202 with the dedup key, keeps alerts open
 //! per routing key and dedup key, and can be told to answer 400, 429 or 500, or to hang.
+//!
+//! And the part of the REST API status notes use, on the same server: an accepted trigger that opens an
+//! alert makes an incident (`Q…` ids); `GET /incidents?incident_key=` finds it; `POST /incidents/{id}/notes`
+//! adds a note. Every REST request must carry `Authorization: Token token=<API_TOKEN>` (else 401) and
+//! `Accept: application/vnd.pagerduty+json;version=2` (else 406); writes need `Content-Type: application/json`
+//! and a `From` of a known user (else 400), a body of exactly `{"note": {"content": …}}` with 1 to 25000
+//! characters, and at most 2000 notes per incident.
 
 #![allow(dead_code)]
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,6 +41,16 @@ pub struct Inner {
     pub open_alerts: HashSet<(String, String)>,
     /// Every valid Change Event accepted (202), in order.
     pub changes: Vec<Value>,
+    /// Incidents made by triggers: (id, dedup key, status).
+    pub incidents: Vec<(String, String, &'static str)>,
+    /// Notes added, in order: (incident id, content, From).
+    pub notes: Vec<(String, String, String)>,
+    /// Every REST request: (method and path, status answered).
+    pub rest_requests: Vec<(String, u16)>,
+    /// Lookups to answer with no incident (PagerDuty makes incidents asynchronously).
+    pub lookups_before_found: usize,
+    /// A fault for every REST request until cleared.
+    pub rest_outage: Option<Fault>,
 }
 
 #[derive(Clone, Default)]
@@ -42,6 +59,10 @@ pub struct PagerDuty {
 }
 
 pub const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
+/// The REST API token the stand-in accepts.
+pub const API_TOKEN: &str = "u+rest-api-token-for-tests";
+/// The one PagerDuty user the stand-in knows.
+pub const FROM_EMAIL: &str = "oncall@example.org";
 
 impl PagerDuty {
     /// Serves `POST /v2/enqueue` on a random loopback port; returns the events URL.
@@ -49,6 +70,8 @@ impl PagerDuty {
         let app = Router::new()
             .route("/v2/enqueue", post(enqueue))
             .route("/v2/change/enqueue", post(change_enqueue))
+            .route("/incidents", get(list_incidents))
+            .route("/incidents/{id}/notes", post(add_note))
             .with_state(self);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -79,6 +102,102 @@ impl PagerDuty {
     pub fn requests(&self) -> usize {
         self.inner.lock().unwrap().requests.len()
     }
+
+    /// The notes added, as (incident id, content, From).
+    pub fn notes(&self) -> Vec<(String, String, String)> {
+        self.inner.lock().unwrap().notes.clone()
+    }
+
+    pub fn rest_requests(&self) -> Vec<(String, u16)> {
+        self.inner.lock().unwrap().rest_requests.clone()
+    }
+}
+
+/// The REST API's error body.
+fn rest_error(status: u16, message: &str, errors: &[&str]) -> Response {
+    let body = json!({"error": {"message": message, "code": 2001, "errors": errors}});
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+/// The headers every REST request needs (and `write` ones more); the error answer if they are wrong.
+fn check_rest_headers(headers: &HeaderMap, write: bool) -> Option<Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if header("authorization") != format!("Token token={API_TOKEN}") {
+        return Some(rest_error(401, "Authentication required", &[]));
+    }
+    if header("accept") != "application/vnd.pagerduty+json;version=2" {
+        return Some(rest_error(406, "The Accept header must ask for application/vnd.pagerduty+json;version=2", &[]));
+    }
+    if write {
+        if !header("content-type").starts_with("application/json") {
+            return Some(rest_error(400, "Invalid Input Provided", &["Content-Type must be application/json"]));
+        }
+        if header("from") != FROM_EMAIL {
+            return Some(rest_error(400, "Invalid Input Provided", &["Requester User Not Found"]));
+        }
+    }
+    None
+}
+
+fn rest_fault(pd: &PagerDuty) -> Option<Response> {
+    match pd.inner.lock().unwrap().rest_outage {
+        Some(Fault::Status(429)) => Some(rest_error(429, "Rate Limit Exceeded", &[])),
+        Some(Fault::Status(status)) => Some(rest_error(status, "Injected", &[])),
+        Some(Fault::Hang) => Some(StatusCode::GATEWAY_TIMEOUT.into_response()),
+        None => None,
+    }
+}
+
+async fn list_incidents(
+    State(pd): State<PagerDuty>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, false)).unwrap_or_else(|| {
+        let mut inner = pd.inner.lock().unwrap();
+        let key = query.get("incident_key").cloned().unwrap_or_default();
+        let found: Vec<Value> = if inner.lookups_before_found > 0 {
+            inner.lookups_before_found -= 1;
+            Vec::new()
+        } else {
+            inner
+                .incidents
+                .iter()
+                .filter(|(_, k, _)| *k == key)
+                .map(|(id, k, status)| json!({"id": id, "type": "incident", "incident_key": k, "status": status}))
+                .collect()
+        };
+        (StatusCode::OK, axum::Json(json!({"incidents": found, "limit": 25, "offset": 0, "more": false, "total": null})))
+            .into_response()
+    });
+    pd.inner.lock().unwrap().rest_requests.push(("GET /incidents".into(), answer.status().as_u16()));
+    answer
+}
+
+async fn add_note(State(pd): State<PagerDuty>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, true)).unwrap_or_else(|| {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let content = body["note"]["content"].as_str().unwrap_or("");
+        let shape_ok = body.as_object().is_some_and(|o| o.len() == 1)
+            && body["note"].as_object().is_some_and(|o| o.len() == 1);
+        if !shape_ok || content.is_empty() || content.chars().count() > 25000 {
+            return rest_error(400, "Invalid Input Provided", &["Note content must be 1 to 25000 characters"]);
+        }
+        let mut inner = pd.inner.lock().unwrap();
+        if !inner.incidents.iter().any(|(i, _, _)| *i == id) {
+            return rest_error(404, "Not Found", &[]);
+        }
+        if inner.notes.iter().filter(|(i, _, _)| *i == id).count() >= 2000 {
+            return rest_error(400, "Invalid Input Provided", &["Incident has reached the limit of 2000 notes"]);
+        }
+        let from = headers.get("from").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        inner.notes.push((id.clone(), content.to_string(), from.clone()));
+        let note = json!({"note": {"id": format!("N{}", inner.notes.len()), "content": content,
+            "user": {"type": "user_reference", "summary": from}}});
+        (StatusCode::CREATED, axum::Json(note)).into_response()
+    });
+    pd.inner.lock().unwrap().rest_requests.push((format!("POST /incidents/{id}/notes"), answer.status().as_u16()));
+    answer
 }
 
 /// The schema check: the reasons an event is invalid, as PagerDuty lists them in `errors`.
@@ -213,14 +332,18 @@ async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
     {
         let mut inner = pd.inner.lock().unwrap();
         let alert = (event["routing_key"].as_str().unwrap().to_string(), key.clone());
-        match event["event_action"].as_str().unwrap() {
-            "trigger" => {
-                inner.open_alerts.insert(alert);
-            }
-            "resolve" => {
-                inner.open_alerts.remove(&alert);
-            }
-            _ => {}
+        let action = event["event_action"].as_str().unwrap();
+        // A trigger that opens an alert makes an incident; the resolve of an open alert resolves it.
+        if action == "trigger" && inner.open_alerts.insert(alert.clone()) {
+            let id = format!("Q{:06}", inner.incidents.len() + 1);
+            inner.incidents.push((id, key.clone(), "triggered"));
+        }
+        if action == "resolve"
+            && inner.open_alerts.remove(&alert)
+            && let Some(incident) =
+                inner.incidents.iter_mut().rev().find(|(_, k, status)| *k == key && *status == "triggered")
+        {
+            incident.2 = "resolved";
         }
         inner.accepted.push(event.clone());
     }

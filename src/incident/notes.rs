@@ -1,0 +1,111 @@
+//! The status notes posted to an incident's PagerDuty incident (the process's "communicate our status every
+//! few hours"): who is affected, what the probes see now, what changed since the last note. Pure: built from
+//! the stored incident, the status board and the timeline.
+
+use super::store::{IncidentRecord, TimelineEntry, TimelineKind};
+use crate::notify::pagerduty::summary_of;
+use crate::probe::http::truncate;
+use crate::status::{HubStatus, LatestResult};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// Notes are kept short enough to read on a phone; the whole record is one link away.
+const NOTE_LIMIT: usize = 4000;
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// "3h 12m" (whole minutes; seconds under a minute).
+pub fn span(from: SystemTime, to: SystemTime) -> String {
+    let d = to.duration_since(from).unwrap_or_default();
+    let rounded = if d >= Duration::from_secs(60) { Duration::from_secs(d.as_secs() / 60 * 60) } else { d };
+    humantime::format_duration(Duration::from_secs(rounded.as_secs())).to_string()
+}
+
+pub struct NoteInput<'a> {
+    pub incident: &'a IncidentRecord,
+    /// The hub's row on the status board, if it is still watched.
+    pub probes: Option<&'a HubStatus>,
+    /// Timeline entries since the last note (or since detection).
+    pub since_last: &'a [TimelineEntry],
+    pub incident_url: &'a Url,
+    pub now: SystemTime,
+}
+
+/// The note's text (plain text: PagerDuty shows notes as typed).
+pub fn status_note(input: &NoteInput) -> String {
+    let incident = input.incident;
+    let users: std::collections::BTreeSet<&str> =
+        incident.affected_ever.values().flatten().map(String::as_str).collect();
+    let summary =
+        summary_of(&incident.hub, incident.kind, users.len(), &incident.affected_ever.keys().copied().collect());
+    let mut note = String::new();
+    match incident.recovered_at {
+        Some(end) => {
+            let _ = writeln!(note, "hubwatch: RESOLVED. {summary}");
+            let _ = writeln!(
+                note,
+                "Service is back: every capability worked again at {} (impact {} to {}, {}).",
+                rfc3339(end),
+                rfc3339(incident.impact_start),
+                rfc3339(end),
+                span(incident.impact_start, end)
+            );
+        }
+        None => {
+            let _ = writeln!(note, "hubwatch status update: ONGOING. {summary}");
+            let _ = writeln!(
+                note,
+                "Impact started {} ({} ago); detected {}.",
+                rfc3339(incident.impact_start),
+                span(incident.impact_start, input.now),
+                rfc3339(incident.opened_at)
+            );
+            note.push_str("\nAffected now:\n");
+            for (capability, users) in &incident.symptoms.affected {
+                for (user, failure) in users {
+                    let _ = writeln!(
+                        note,
+                        "- {} {user}: {} since {}: {}",
+                        capability.as_str(),
+                        failure.stage.as_str(),
+                        rfc3339(failure.since),
+                        failure.reason
+                    );
+                }
+            }
+        }
+    }
+    if let Some(hub) = input.probes {
+        note.push_str("\nWhat the probes see now:\n");
+        for capability in incident.kind.capabilities() {
+            let Some(status) = hub.capabilities.get(capability) else { continue };
+            let results: Vec<String> = status
+                .probes
+                .iter()
+                .map(|(user, latest)| match latest {
+                    None => format!("{user} not probed yet"),
+                    Some(p) if p.result == LatestResult::Ok => format!("{user} ok at {}", rfc3339(p.at)),
+                    Some(p) => format!("{user} {} at {} ({})", p.result.as_str(), rfc3339(p.at), p.result.describe()),
+                })
+                .collect();
+            let _ = writeln!(note, "- {}: {}", capability.as_str(), results.join("; "));
+        }
+    }
+    let changes: Vec<&TimelineEntry> = input
+        .since_last
+        .iter()
+        .filter(|e| matches!(e.kind, TimelineKind::Changed | TimelineKind::HubChanged | TimelineKind::Recovered))
+        .collect();
+    note.push_str("\nWhat changed since the last update:\n");
+    if changes.is_empty() {
+        note.push_str("- nothing\n");
+    }
+    for entry in changes {
+        let _ = writeln!(note, "- {} {}", rfc3339(entry.at), entry.text);
+    }
+    let link = format!("\nTimeline and Kubernetes diagnostics: {}", input.incident_url);
+    truncate(&note, NOTE_LIMIT - link.len()) + &link
+}

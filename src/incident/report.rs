@@ -1,0 +1,299 @@
+//! The incident report draft (`hubwatch report KEY`, `/incidents/{key}/report.md`), in the structure of the
+//! on-call process's report: summary, impact start and end, data sources, the timeline with the commands
+//! that were run and what they showed, an analysis prefilled with what the probes and diagnostics
+//! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
+
+use super::notes::span;
+use super::store::{IncidentRecord, TimelineEntry, TimelineKind};
+use crate::detector::IncidentKind;
+use crate::notify::pagerduty::{cannot, summary_of};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::SystemTime;
+use url::Url;
+
+/// Lines of a command's output quoted in the timeline (the whole output is on the incident page).
+const EXCERPT_LINES: usize = 8;
+
+pub struct ReportInput<'a> {
+    pub incident: &'a IncidentRecord,
+    pub timeline: &'a [TimelineEntry],
+    /// The latest Kubernetes diagnostics as stored (rendered kubectl text), if any were collected.
+    pub diagnostics: Option<&'a (SystemTime, String)>,
+    /// The PagerDuty incident the dedup key belongs to, once known (status notes found it).
+    pub pagerduty_incident: Option<&'a str>,
+    pub incident_url: &'a Url,
+    pub hub_url: Option<&'a Url>,
+    /// The affected-users threshold (N).
+    pub threshold: usize,
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// One command of stored diagnostics and its output.
+struct Command<'a> {
+    command: &'a str,
+    output: Vec<&'a str>,
+}
+
+/// Splits rendered diagnostics (`$ command` then its output) back into commands.
+fn commands(text: &str) -> Vec<Command<'_>> {
+    let mut out: Vec<Command> = Vec::new();
+    for line in text.lines() {
+        if let Some(command) = line.strip_prefix("$ ") {
+            out.push(Command { command, output: Vec::new() });
+        } else if let Some(last) = out.last_mut() {
+            last.output.push(line);
+        }
+    }
+    for command in &mut out {
+        while command.output.last().is_some_and(|l| l.trim().is_empty()) {
+            command.output.pop();
+        }
+    }
+    out
+}
+
+fn what_users_could_not_do(kind: IncidentKind) -> &'static str {
+    match kind {
+        IncidentKind::HubAccess => "log in, start their servers or execute code",
+        IncidentKind::DaskGateway => "create or use Dask Gateway clusters",
+    }
+}
+
+pub fn render(input: &ReportInput) -> String {
+    let incident = input.incident;
+    let users: BTreeSet<&str> = incident.affected_ever.values().flatten().map(String::as_str).collect();
+    let capabilities: BTreeSet<_> = incident.affected_ever.keys().copied().collect();
+    let summary = summary_of(&incident.hub, incident.kind, users.len(), &capabilities);
+    let mut md = String::new();
+    let _ = writeln!(md, "# Incident report: {summary}\n");
+    md.push_str(
+        "> Drafted by hubwatch from what its probes, Kubernetes signals and diagnostics recorded. Review it, add \
+         what the response team did and learnt, and fill in the action items. Blameless: describe the systems \
+         and processes that allowed this, not the people involved.\n\n",
+    );
+
+    let detection_delay = span(incident.impact_start, incident.opened_at);
+    let (status, end, duration) = match incident.recovered_at {
+        Some(end) => ("resolved".to_string(), rfc3339(end), span(incident.impact_start, end)),
+        None => ("ongoing".to_string(), "ongoing".to_string(), "ongoing".to_string()),
+    };
+    md.push_str("| | |\n|---|---|\n");
+    let _ = writeln!(md, "| Incident key (PagerDuty dedup key) | `{}` |", incident.key);
+    let _ = writeln!(md, "| Hub | {} |", incident.hub);
+    let _ = writeln!(md, "| Kind | {} (users cannot {}) |", incident.kind.as_str(), what_users_could_not_do(incident.kind));
+    let _ = writeln!(md, "| Status | {status} |");
+    let _ = writeln!(
+        md,
+        "| Impact Start Time | {} (the earliest failure among the affected users) |",
+        rfc3339(incident.impact_start)
+    );
+    let _ = writeln!(md, "| Detected | {} ({detection_delay} after impact start) |", rfc3339(incident.opened_at));
+    let _ = writeln!(md, "| Impact End Time | {end} (every capability worked again) |");
+    let _ = writeln!(md, "| Duration of impact | {duration} |");
+    let _ = writeln!(md, "| Users affected | {}: {} |", users.len(), users.iter().copied().collect::<Vec<_>>().join(", "));
+    if let Some(id) = input.pagerduty_incident {
+        let _ = writeln!(md, "| PagerDuty incident | {id} |");
+    }
+
+    md.push_str("\n## Summary\n\n");
+    let per_capability: Vec<String> = incident
+        .affected_ever
+        .iter()
+        .map(|(capability, users)| {
+            format!("{}: {}", capability.as_str(), users.iter().cloned().collect::<Vec<_>>().join(", "))
+        })
+        .collect();
+    let _ = write!(
+        md,
+        "Between {} and {end}, {} users of the hub {} could not {} ({}). hubwatch detected it at {} when {} or more \
+         users were affected, and paged. ",
+        rfc3339(incident.impact_start),
+        users.len(),
+        incident.hub,
+        cannot(incident.kind, &capabilities),
+        per_capability.join("; "),
+        rfc3339(incident.opened_at),
+        input.threshold
+    );
+    match incident.recovered_at {
+        Some(end) => {
+            let _ = writeln!(md, "Service was verified restored at {} by hubwatch's probes.", rfc3339(end));
+        }
+        None => md.push_str("The incident is still open.\n"),
+    }
+    md.push_str("\n_Add what caused it and how it was fixed, once known._\n");
+
+    md.push_str("\n## Data sources\n\n");
+    let _ = writeln!(md, "- hubwatch's incident page: <{}> (timeline, affected users, whole diagnostics)", input.incident_url);
+    let _ = writeln!(
+        md,
+        "- PagerDuty: the incident with dedup key `{}`{} (status notes posted by hubwatch)",
+        incident.key,
+        input.pagerduty_incident.map(|id| format!(" ({id})")).unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "- Prometheus: `hubwatch_probe_runs_total{{hub=\"{}\"}}` (by result) and `hubwatch_affected_users{{hub=\"{}\"}}` from {} to {end}",
+        incident.hub,
+        incident.hub,
+        rfc3339(incident.impact_start)
+    );
+    if let Some((at, _)) = input.diagnostics {
+        let _ = writeln!(md, "- Kubernetes diagnostics collected by hubwatch at {} (quoted in the timeline)", rfc3339(*at));
+    }
+    if let Some(url) = input.hub_url {
+        let _ = writeln!(md, "- The hub: <{url}>");
+    }
+    md.push_str("- _Add the incident's Slack channel, support tickets, and GitHub issues and pull requests._\n");
+
+    md.push_str("\n## Timeline\n\nAll times are UTC.\n\n");
+    for entry in input.timeline {
+        let label = match entry.kind {
+            TimelineKind::ImpactStart => "Impact start",
+            TimelineKind::Detected => "Detected",
+            TimelineKind::Changed => "Affected users changed",
+            TimelineKind::Diagnostics => "Diagnostics collected",
+            TimelineKind::PageSent => "Paged",
+            TimelineKind::HubChanged => "Hub changed",
+            TimelineKind::StatusUpdate => "Status update",
+            TimelineKind::Recovered => "Impact end",
+            TimelineKind::ResolveSent => "Resolved in PagerDuty",
+        };
+        let _ = writeln!(md, "- **{}** {label}: {}", rfc3339(entry.at), one_line(&entry.text));
+        // The latest diagnostics go under the entry that collected them: the commands and what they showed.
+        let latest = input.diagnostics.filter(|(at, _)| *at == entry.at && entry.kind == TimelineKind::Diagnostics);
+        if let Some((_, text)) = latest {
+            for command in commands(text) {
+                let _ = writeln!(md, "  - `{}` showed:", command.command);
+                md.push_str("    ```\n");
+                for line in command.output.iter().take(EXCERPT_LINES) {
+                    let _ = writeln!(md, "    {}", fence_safe(line));
+                }
+                if command.output.len() > EXCERPT_LINES {
+                    let _ = writeln!(
+                        md,
+                        "    [{} more lines on hubwatch's incident page]",
+                        command.output.len() - EXCERPT_LINES
+                    );
+                }
+                md.push_str("    ```\n");
+            }
+        }
+    }
+    md.push_str("- _Add the actions the response team took (paste the commands) and what they showed._\n");
+
+    md.push_str("\n## Analysis\n\n### What the probes established\n\n");
+    for (capability, users) in &incident.failures_ever.affected {
+        for (user, failure) in users {
+            let _ = writeln!(
+                md,
+                "- {} failed for {user} at stage `{}` from {}: {}",
+                capability.as_str(),
+                failure.stage.as_str(),
+                rfc3339(failure.since),
+                one_line(&failure.reason)
+            );
+        }
+    }
+    if incident.failures_ever.affected.values().all(BTreeMap::is_empty) {
+        md.push_str("- No failures are recorded with the incident's last state.\n");
+    }
+    md.push_str("\n### What the Kubernetes diagnostics showed\n\n");
+    match input.diagnostics {
+        Some((_, text)) => md.push_str(&diagnostics_findings(text)),
+        None => md.push_str("- None were collected for this incident (see the diagnostics entry of the incident page).\n"),
+    }
+    md.push_str(
+        "\n### Contributing factors\n\n_What in the systems and processes made this possible, and what made it \
+         longer or shorter._\n",
+    );
+    md.push_str("\n## Action items\n\n_Link each to a GitHub issue._\n\n- [ ] \n");
+    md
+}
+
+/// Timeline entries and reasons on one line (a hub's error text may span several).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A line inside a fenced block must not close the fence.
+fn fence_safe(line: &str) -> String {
+    line.replace("```", "'''")
+}
+
+/// What stands out in the diagnostics: warning events by reason, pods not running or not ready, and what
+/// could not be collected.
+fn diagnostics_findings(text: &str) -> String {
+    let mut out = String::new();
+    let commands = commands(text);
+    let mut warnings: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for command in commands.iter().filter(|c| c.command.contains("type=Warning")) {
+        for line in command.output.iter().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let Some(at) = fields.iter().position(|f| *f == "Warning")
+                && let Some(reason) = fields.get(at + 1)
+            {
+                let object = fields.get(at + 2).copied().unwrap_or("");
+                let entry = warnings.entry(reason).or_insert((0, object));
+                entry.0 += 1;
+            }
+        }
+    }
+    for (reason, (count, object)) in &warnings {
+        let _ = writeln!(out, "- Warning events `{reason}`: {count} (first on {object})");
+    }
+    for command in commands.iter().filter(|c| c.command.contains(" get pods")) {
+        for line in command.output.iter().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(name), Some(ready), Some(status)) = (fields.first(), fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            let not_ready = ready.split_once('/').is_some_and(|(a, b)| a != b);
+            if *status != "Completed" && (*status != "Running" || not_ready) {
+                let _ = writeln!(out, "- Pod `{name}`: {status}, {ready} ready (`{}`)", command.command);
+            }
+        }
+    }
+    for command in &commands {
+        if let Some(reason) = command.output.first().and_then(|l| l.strip_prefix("(not collected: ")) {
+            let _ = writeln!(out, "- Not collected: `{}`: {}", command.command, reason.trim_end_matches(')'));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("- Nothing unusual stood out (no warning events, every pod running and ready).\n");
+    }
+    out
+}
+
+/// What a report needs beyond the store: where hubwatch's pages are, and the threshold.
+pub struct ReportSettings {
+    pub public_url: Url,
+    pub threshold: usize,
+}
+
+/// The report of the incident `key` from the store, or `None` if there is no such incident.
+pub fn draft(
+    store: &super::store::Store,
+    key: &str,
+    hub_url: Option<&Url>,
+    settings: &ReportSettings,
+) -> Result<Option<String>, super::store::StoreError> {
+    let Some(incident) = store.incident(key)? else { return Ok(None) };
+    let timeline = store.timeline(key)?;
+    let diagnostics = store.diagnostics(key)?;
+    let pagerduty_incident = store.pagerduty_incident(key)?;
+    let incident_url = super::incident_url(&settings.public_url, key);
+    Ok(Some(render(&ReportInput {
+        incident: &incident,
+        timeline: &timeline,
+        diagnostics: diagnostics.as_ref(),
+        pagerduty_incident: pagerduty_incident.as_deref(),
+        incident_url: &incident_url,
+        hub_url,
+        threshold: settings.threshold,
+    })))
+}

@@ -1,0 +1,109 @@
+//! PagerDuty's REST API, for status notes: find the PagerDuty incident of an alert by its dedup key
+//! (`GET /incidents?incident_key=`), then `POST /incidents/{id}/notes`. Every request carries
+//! `Authorization: Token token=…`, `Accept: application/vnd.pagerduty+json;version=2`, and writes a non-empty
+//! `From` (a PagerDuty user's email).
+
+use super::pagerduty::Answer;
+use crate::config::StatusUpdatesConfig;
+use crate::probe::http::{HttpClient, truncate};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const ACCEPT_V2: &str = "application/vnd.pagerduty+json;version=2";
+
+/// What became of one attempt to find an incident.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(String),
+    /// PagerDuty has no incident with this dedup key (yet: events are processed asynchronously).
+    NotFound,
+    Failed(Answer),
+}
+
+pub struct RestClient<'a> {
+    pub http: &'a HttpClient,
+    pub settings: &'a StatusUpdatesConfig,
+    pub timeout: Duration,
+}
+
+impl RestClient<'_> {
+    fn headers(&self, write: bool) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::new();
+        let token = HeaderValue::from_str(&format!("Token token={}", self.settings.api_token.expose()))
+            // Never quote the token: it is a secret.
+            .map_err(|_| "pagerduty.api_token holds characters an HTTP header cannot carry".to_string())?;
+        headers.insert(AUTHORIZATION, token);
+        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_V2));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if write {
+            let from = HeaderValue::from_str(&self.settings.from_email)
+                .map_err(|_| "pagerduty.from_email cannot be sent as a header".to_string())?;
+            headers.insert("From", from);
+        }
+        Ok(headers)
+    }
+
+    async fn call(&self, request: reqwest::RequestBuilder, write: bool) -> Result<(u16, Value, HeaderMap), Answer> {
+        let headers = self.headers(write).map_err(Answer::Rejected)?;
+        let deadline = Instant::now() + self.timeout;
+        match self.http.send(request.headers(headers), deadline).await {
+            Ok(response) => {
+                let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+                Ok((response.status.as_u16(), body, response.headers))
+            }
+            Err(e) => Err(Answer::Failed(e.to_string())),
+        }
+    }
+
+    /// The PagerDuty incident whose alert has `dedup_key`.
+    pub async fn find_incident(&self, dedup_key: &str) -> Lookup {
+        let mut url = self.settings.api_url.clone();
+        url.set_path(&format!("{}/incidents", url.path().trim_end_matches('/')));
+        url.query_pairs_mut().append_pair("incident_key", dedup_key);
+        let request = self.http.reqwest().get(url);
+        match self.call(request, false).await {
+            Ok((200, body, _)) => {
+                match body["incidents"].as_array().and_then(|list| list.first()).and_then(|i| i["id"].as_str()) {
+                    Some(id) => Lookup::Found(id.to_string()),
+                    None => Lookup::NotFound,
+                }
+            }
+            Ok((status, body, headers)) => Lookup::Failed(answer(status, &body, &headers)),
+            Err(answer) => Lookup::Failed(answer),
+        }
+    }
+
+    /// Posts `note` (`{"note": {"content": …}}`) to the incident `id`.
+    pub async fn post_note(&self, id: &str, note: &Value) -> Answer {
+        let mut url = self.settings.api_url.clone();
+        url.set_path(&format!("{}/incidents/{id}/notes", url.path().trim_end_matches('/')));
+        let request = self.http.reqwest().post(url).json(note);
+        match self.call(request, true).await {
+            Ok((status, body, headers)) => answer(status, &body, &headers),
+            Err(answer) => answer,
+        }
+    }
+}
+
+/// 2xx accepted; 429 rate limited; 5xx retried; any other 4xx (a bad token, no such incident, an invalid
+/// note) is rejected: retrying cannot help.
+fn answer(status: u16, body: &Value, headers: &HeaderMap) -> Answer {
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    let errors = body["error"]["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default();
+    let reason = truncate(format!("HTTP {status} {message} {errors}").trim(), 300);
+    match status {
+        200..=299 => Answer::Accepted(format!("HTTP {status}")),
+        429 => {
+            let reset = headers.get("ratelimit-reset").and_then(|v| v.to_str().ok()).unwrap_or("?");
+            tracing::warn!(reset_in_seconds = reset, "the PagerDuty REST API is rate limiting");
+            Answer::RateLimited
+        }
+        400..=499 => Answer::Rejected(reason),
+        _ => Answer::Failed(reason),
+    }
+}

@@ -1,0 +1,200 @@
+//! What the probes see now, for the status pages, `/api/v1/status` and the status notes: per hub and
+//! capability, the latest result of each probe user, the last success, and the users affected (an incident
+//! when it is open, a support ticket below the threshold). It observes; it never drives a decision.
+
+use crate::config::HubConfig;
+use crate::detector::Symptoms;
+use crate::probe::{Capability, ProbeOutcome, ProbeResult};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// One probe user's latest attempt at one capability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestProbe {
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub result: LatestResult,
+    pub last_success: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LatestResult {
+    Ok,
+    Failed { stage: String, reason: String },
+    Blocked { by: Capability },
+}
+
+impl LatestResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LatestResult::Ok => "ok",
+            LatestResult::Failed { .. } => "failed",
+            LatestResult::Blocked { .. } => "blocked",
+        }
+    }
+
+    /// "spawn: the server did not start within 600s", or "" when it worked.
+    pub fn describe(&self) -> String {
+        match self {
+            LatestResult::Ok => String::new(),
+            LatestResult::Failed { stage, reason } => format!("{stage}: {reason}"),
+            LatestResult::Blocked { by } => format!("not tried: {} failed first", by.as_str()),
+        }
+    }
+}
+
+/// One capability of one hub.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CapabilityStatus {
+    /// Per probe user (every configured one, `None` until first probed).
+    pub probes: BTreeMap<String, Option<LatestProbe>>,
+    /// Users affected now (probe users and real users), with what failed.
+    pub affected: BTreeMap<String, String>,
+    /// The affected users make an incident (at or above the threshold, or still recovering).
+    pub incident_open: bool,
+}
+
+impl CapabilityStatus {
+    pub fn last_success(&self) -> Option<SystemTime> {
+        self.probes.values().flatten().filter_map(|p| p.last_success).max()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubStatus {
+    pub url: String,
+    pub capabilities: BTreeMap<Capability, CapabilityStatus>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    hubs: Mutex<BTreeMap<String, HubStatus>>,
+}
+
+impl StatusBoard {
+    fn hubs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HubStatus>> {
+        self.hubs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The hubs watched now: new ones are added (every capability and probe user, not yet probed); hubs no
+    /// longer watched are dropped; what is known of the others is kept.
+    pub fn set_hubs(&self, hubs: &[HubConfig]) {
+        let mut board = self.hubs();
+        board.retain(|name, _| hubs.iter().any(|h| &h.name == name));
+        for hub in hubs {
+            let status = board
+                .entry(hub.name.clone())
+                .or_insert_with(|| HubStatus { url: hub.url.to_string(), capabilities: BTreeMap::new() });
+            status.url = hub.url.to_string();
+            let mut capabilities = vec![Capability::Login, Capability::Server, Capability::Kernel];
+            if hub.dask_gateway.is_some() {
+                capabilities.push(Capability::DaskGateway);
+            }
+            status.capabilities.retain(|c, _| capabilities.contains(c));
+            for capability in capabilities {
+                let entry = status.capabilities.entry(capability).or_default();
+                entry.probes.retain(|user, _| hub.users.contains(user));
+                for user in &hub.users {
+                    entry.probes.entry(user.clone()).or_insert(None);
+                }
+            }
+        }
+    }
+
+    pub fn record(&self, outcome: &ProbeOutcome) {
+        let mut board = self.hubs();
+        let Some(hub) = board.get_mut(&outcome.hub) else { return };
+        let capability = hub.capabilities.entry(outcome.capability).or_default();
+        let slot = capability.probes.entry(outcome.user.clone()).or_insert(None);
+        let finished = outcome.started_at + outcome.duration;
+        let earlier_success = slot.as_ref().and_then(|p| p.last_success);
+        let result = match &outcome.result {
+            ProbeResult::Ok => LatestResult::Ok,
+            ProbeResult::Failed(f) => LatestResult::Failed { stage: f.stage.as_str().into(), reason: f.reason.clone() },
+            ProbeResult::Blocked { by } => LatestResult::Blocked { by: *by },
+        };
+        let last_success = if result == LatestResult::Ok { Some(finished) } else { earlier_success };
+        *slot = Some(LatestProbe { at: finished, duration: outcome.duration, result, last_success });
+    }
+
+    /// The users affected now for the capabilities of one incident kind, as the detector sees them.
+    pub fn set_affected(&self, hub: &str, capabilities: &[Capability], symptoms: &Symptoms, incident_open: bool) {
+        let mut board = self.hubs();
+        let Some(hub) = board.get_mut(hub) else { return };
+        for capability in capabilities {
+            let Some(status) = hub.capabilities.get_mut(capability) else { continue };
+            status.affected = symptoms
+                .affected
+                .get(capability)
+                .map(|users| {
+                    users.iter().map(|(user, f)| (user.clone(), format!("{}: {}", f.stage.as_str(), f.reason))).collect()
+                })
+                .unwrap_or_default();
+            status.incident_open = incident_open;
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, HubStatus> {
+        self.hubs().clone()
+    }
+
+    pub fn hub(&self, name: &str) -> Option<HubStatus> {
+        self.hubs().get(name).cloned()
+    }
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `/api/v1/status`: the board, with the open incidents' keys per hub.
+pub fn to_json(hubs: &BTreeMap<String, HubStatus>, open_incidents: &[(String, String)], now: SystemTime) -> Value {
+    let hubs: Vec<Value> = hubs
+        .iter()
+        .map(|(name, hub)| {
+            let capabilities: serde_json::Map<String, Value> = hub
+                .capabilities
+                .iter()
+                .map(|(capability, status)| {
+                    let probes: serde_json::Map<String, Value> = status
+                        .probes
+                        .iter()
+                        .map(|(user, latest)| {
+                            let value = match latest {
+                                None => json!({"result": "not_probed_yet"}),
+                                Some(p) => json!({
+                                    "result": p.result.as_str(),
+                                    "reason": (p.result != LatestResult::Ok).then(|| p.result.describe()),
+                                    "at": rfc3339(p.at),
+                                    "seconds": p.duration.as_secs_f64(),
+                                    "last_success": p.last_success.map(rfc3339),
+                                }),
+                            };
+                            (user.clone(), value)
+                        })
+                        .collect();
+                    let state = if status.incident_open {
+                        "incident"
+                    } else if status.affected.is_empty() {
+                        "ok"
+                    } else {
+                        "support_ticket"
+                    };
+                    let value = json!({
+                        "state": state,
+                        "probes": probes,
+                        "last_success": status.last_success().map(rfc3339),
+                        "affected_users": status.affected,
+                    });
+                    (capability.as_str().to_string(), value)
+                })
+                .collect();
+            let incidents: Vec<&str> =
+                open_incidents.iter().filter(|(hub, _)| hub == name).map(|(_, key)| key.as_str()).collect();
+            json!({"name": name, "url": hub.url, "capabilities": capabilities, "open_incidents": incidents})
+        })
+        .collect();
+    json!({"generated_at": rfc3339(now), "hubs": hubs})
+}

@@ -1,0 +1,137 @@
+//! The daemon's HTTP endpoints: `/metrics`, `/healthz` (the process serves), `/readyz` (start-up clean-up is
+//! done and probing has begun), and the status pages: `/` (hubs × capabilities), `/incidents`,
+//! `/incidents/{key}` (the page every PagerDuty event links to), `/incidents/{key}/report.md` (the report
+//! draft) and `/api/v1/status` (the grid as JSON). Server-rendered, no JavaScript; everything from hubs and
+//! the cluster is escaped.
+
+pub mod pages;
+
+use crate::incident::report::{self, ReportSettings};
+use crate::incident::store::{Store, StoreError};
+use crate::metrics::Metrics;
+use crate::status::{self, StatusBoard};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+pub use pages::escape;
+
+#[derive(Clone)]
+pub struct WebState {
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub store: Arc<Store>,
+    pub board: Arc<StatusBoard>,
+    pub report: Arc<ReportSettings>,
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(grid))
+        .route("/api/v1/status", get(status_json))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{key}", get(incident))
+        .route("/incidents/{key}/report.md", get(report_md))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+fn html(page: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+fn store_failed(e: StoreError) -> Response {
+    tracing::error!(error = %e, "cannot read the state database");
+    (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the state database\n").into_response()
+}
+
+fn open_incidents(store: &Store) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(store.open_incidents()?.into_iter().map(|i| (i.hub, i.key)).collect())
+}
+
+async fn grid(State(state): State<WebState>) -> Response {
+    match state.store.open_incidents() {
+        Ok(open) => html(pages::grid(&state.board.snapshot(), &open, SystemTime::now())),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn status_json(State(state): State<WebState>) -> Response {
+    match open_incidents(&state.store) {
+        Ok(open) => {
+            let json = status::to_json(&state.board.snapshot(), &open, SystemTime::now());
+            ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn incidents(State(state): State<WebState>) -> Response {
+    match state.store.all_incidents() {
+        Ok(mut all) => {
+            all.reverse();
+            html(pages::incidents(&all, SystemTime::now()))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn incident(State(state): State<WebState>, Path(key): Path<String>) -> Response {
+    let read = || -> Result<Option<String>, StoreError> {
+        let Some(record) = state.store.incident(&key)? else { return Ok(None) };
+        let (timeline, diagnostics) = (state.store.timeline(&key)?, state.store.diagnostics(&key)?);
+        let pagerduty_incident = state.store.pagerduty_incident(&key)?;
+        let page = pages::IncidentPage {
+            timeline: &timeline,
+            diagnostics: diagnostics.as_ref(),
+            pagerduty_incident: pagerduty_incident.as_deref(),
+            hub_url: state.board.hub(&record.hub).map(|h| h.url),
+            record: &record,
+        };
+        Ok(Some(pages::incident(&page, SystemTime::now())))
+    };
+    match read() {
+        Ok(Some(page)) => html(page),
+        Ok(None) => not_found(&key),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Response {
+    let hub_url = state
+        .store
+        .incident(&key)
+        .ok()
+        .flatten()
+        .and_then(|i| state.board.hub(&i.hub))
+        .and_then(|h| url::Url::parse(&h.url).ok());
+    match report::draft(&state.store, &key, hub_url.as_ref(), &state.report) {
+        Ok(Some(markdown)) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown).into_response(),
+        Ok(None) => not_found(&key),
+        Err(e) => store_failed(e),
+    }
+}
+
+fn not_found(key: &str) -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("no incident {key:?}\n"))
+        .into_response()
+}
+
+async fn metrics(State(state): State<WebState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+async fn readyz(State(state): State<WebState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting: cleaning up what an earlier run left behind\n")
+    }
+}
