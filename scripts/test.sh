@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: formatting, lints, the real lab (installed into .cache/ on
-# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon),
-# then the Helm chart (scripts/test-chart.sh).
+# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon,
+# the status pages in headless Chromium), then the Helm chart (scripts/test-chart.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# Headless Chromium checks the status pages (tests/status_pages.rs).
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 lab/lab.sh install

@@ -6,8 +6,8 @@ use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
 use crate::diagnostics::collect::Collector;
 use crate::discovery;
 use crate::ha::{self, Leadership};
-use crate::incident::store::{Store, StoreError};
 use crate::incident::report::ReportSettings;
+use crate::incident::store::{Store, StoreError};
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -214,8 +214,8 @@ async fn rediscover(
 /// Probes `config`'s hubs until `stop`: incidents, diagnostics, signals and change events included.
 async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Result<(), DaemonError> {
     shared.board.set_hubs(&config.hubs);
-    let mut manager = IncidentManager::new(shared.store.clone(), config, shared.wake.clone())
-        .with_status_board(shared.board.clone());
+    let mut manager =
+        IncidentManager::new(shared.store.clone(), config, shared.wake.clone()).with_status_board(shared.board.clone());
     if config.kubernetes.enabled && shared.kube.is_none() {
         manager = manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)");
     }
@@ -257,7 +257,8 @@ async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Re
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
     let incidents = Incidents { manager, collector };
     let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
-    let observers = AffectedGauges { metrics: shared.metrics.clone(), board: shared.board.clone(), last: HashMap::new() };
+    let observers =
+        AffectedGauges { metrics: shared.metrics.clone(), board: shared.board.clone(), last: HashMap::new() };
     let recorder = tokio::spawn(record(inputs, detector, incidents, observers, hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), shared.metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");

@@ -19,4 +19,5 @@ pub mod probe;
 pub mod scheduler;
 pub mod signals;
 pub mod status;
+pub mod timefmt;
 pub mod web;

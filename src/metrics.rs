@@ -97,17 +97,19 @@ impl Metrics {
         let pagerduty_events = IntCounterVec::new(
             Opts::new(
                 "hubwatch_pagerduty_events_total",
-                "PagerDuty event attempts by action and outcome (sent, rejected, rate_limited, failed, dry_run)",
+                "PagerDuty deliveries by action (trigger, resolve, change, note) and outcome (sent, rejected, rate_limited, failed, dry_run)",
             ),
             &["action", "outcome"],
         )
         .expect("valid metric");
-        let pagerduty_unsent =
-            IntGauge::new("hubwatch_pagerduty_unsent_events", "PagerDuty events queued and not yet accepted")
-                .expect("valid metric");
+        let pagerduty_unsent = IntGauge::new(
+            "hubwatch_pagerduty_unsent_events",
+            "PagerDuty events (pages, not status notes) queued and not yet accepted",
+        )
+        .expect("valid metric");
         let pagerduty_oldest_unsent_seconds = prometheus::Gauge::new(
             "hubwatch_pagerduty_oldest_unsent_seconds",
-            "Age of the oldest PagerDuty event not yet accepted (0 when none)",
+            "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
         )
         .expect("valid metric");
         let build_info =

@@ -5,6 +5,7 @@
 use crate::config::HubConfig;
 use crate::detector::Symptoms;
 use crate::probe::{Capability, ProbeOutcome, ProbeResult};
+use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -129,7 +130,10 @@ impl StatusBoard {
                 .affected
                 .get(capability)
                 .map(|users| {
-                    users.iter().map(|(user, f)| (user.clone(), format!("{}: {}", f.stage.as_str(), f.reason))).collect()
+                    users
+                        .iter()
+                        .map(|(user, f)| (user.clone(), format!("{}: {}", f.stage.as_str(), f.reason)))
+                        .collect()
                 })
                 .unwrap_or_default();
             status.incident_open = incident_open;
@@ -143,10 +147,6 @@ impl StatusBoard {
     pub fn hub(&self, name: &str) -> Option<HubStatus> {
         self.hubs().get(name).cloned()
     }
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// `/api/v1/status`: the board, with the open incidents' keys per hub.

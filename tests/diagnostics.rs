@@ -7,9 +7,9 @@ use hubwatch::detector::IncidentKind;
 use hubwatch::diagnostics::collect::{Request, collect};
 use hubwatch::diagnostics::redact::Redactor;
 use std::collections::BTreeSet;
-use support::golden::assert_golden;
 use std::time::Duration;
 use support::apiserver::ApiServer;
+use support::golden::assert_golden;
 use support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
 
 async fn client_for(server: &ApiServer) -> kube::Client {

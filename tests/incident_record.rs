@@ -257,7 +257,10 @@ async fn status_notes_carry_the_right_headers_keep_their_interval_and_stop_after
     assert_eq!(notes.len(), 2, "one at the interval, one at the resolve: {notes:#?}");
     assert!(notes.iter().all(|(id, _, from)| id == "Q000001" && from == FROM_EMAIL), "{notes:?}");
     let (update, resolved) = (&notes[0].1, &notes[1].1);
-    assert!(update.starts_with("hubwatch status update: ONGOING. temple: 3 users cannot start their servers"), "{update}");
+    assert!(
+        update.starts_with("hubwatch status update: ONGOING. temple: 3 users cannot start their servers"),
+        "{update}"
+    );
     for expected in [
         "Affected now:",
         "- server probe-3: progress since 2026-11-20T09:18:20Z",

@@ -158,10 +158,7 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
         "everyone affected is kept"
     );
     let timeline: Vec<String> = s.store.timeline(&key).unwrap().into_iter().map(|e| e.text).collect();
-    assert!(
-        timeline[0].starts_with("the earliest failure among the affected users: probe-1 (server"),
-        "{timeline:?}"
-    );
+    assert!(timeline[0].starts_with("the earliest failure among the affected users: probe-1 (server"), "{timeline:?}");
     assert!(
         timeline[1].starts_with("temple: 2 users cannot start their servers (threshold 2 users within 15m)"),
         "{timeline:?}"

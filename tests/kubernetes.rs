@@ -126,6 +126,20 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     .await;
     eprintln!("    resolve after {latency:?}");
     assert_eq!(triggers(&pd).len(), 1, "paged once");
+    let (status, report) = support::daemon::get(&format!("{}/incidents/{key}/report.md", daemon.base), None).await;
+    assert_eq!(status, 200, "{report}");
+    for expected in [
+        "| Users affected | 2: carol, erin |",
+        "** Diagnostics collected: kubectl -n temple get pods -o wide;",
+        "  - `kubectl -n temple get pods -o wide` showed:",
+        "** Hub changed: hub Deployment hub changed (namespace temple, generation 8): image of container hub",
+        "** Impact end: ",
+        "- server failed for carol at stage `user_pod`",
+        "- Pod `jupyter-carol`: ImagePullBackOff, 0/1 ready",
+    ] {
+        assert!(report.contains(expected), "missing {expected:?} in the report:\n{report}");
+    }
+    assert!(!report.contains(CANARY), "a planted secret leaked into the report");
 
     eprintln!("phase: the Kubernetes API answers after 30 s while spawning fails for both probe users");
     api.set_delay(Some(Duration::from_secs(30)));

@@ -4,20 +4,38 @@
 //!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
 //! - spawning fails for one user only → no page, a support ticket in the metrics;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
-//!   after a restart the trigger arrives once, never twice, and the resolve follows healing.
+//!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
+//! - status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none
+//!   after; the report draft has the right impact start and end and every timeline entry, and
+//!   `hubwatch report` prints the same report the daemon serves.
 
 mod support;
 
 use serde_json::Value;
 use std::time::Duration;
+use std::time::SystemTime;
 use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, wait_for};
 use support::lab::Lab;
-use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
 
 const PORT: u16 = 18700;
 const EVERY: Duration = Duration::from_secs(4);
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(8);
+
+/// The time in a report's table row `| {label} | 2026-…Z (…) |`.
+fn report_time(report: &str, label: &str) -> SystemTime {
+    let row =
+        report.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("{label}: {report}"));
+    let value = row.split('|').nth(2).unwrap().split_whitespace().next().unwrap();
+    humantime::parse_rfc3339(value).unwrap_or_else(|e| panic!("{value}: {e}"))
+}
+
+/// Whole seconds (the report's precision).
+fn floor(at: SystemTime) -> SystemTime {
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
 
 fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Value> {
     accepted.iter().filter(|e| e["dedup_key"] == key && e["event_action"] == action).collect()
@@ -38,16 +56,18 @@ async fn incidents_page_once_resolve_once_and_survive_kill_9() {
             r#"listen: {listen}
 state_path: {state}
 incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s,
+  api_url: "{api_url}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
 {hub}"#,
             state = state.display(),
+            api_url = events_url.trim_end_matches("/v2/enqueue"),
             hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
         ),
     )
     .unwrap();
     let token = lab.token();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("PD_API_TOKEN", API_TOKEN)];
     let log = lab.dir.join("paging.log");
     let _ = std::fs::remove_file(&log);
     let daemon = Daemon::start(&config_path, listen, &env, log.clone());
@@ -59,6 +79,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     assert!(pd.accepted().is_empty(), "a healthy hub pages nobody");
 
     eprintln!("phase: spawning fails for both users");
+    let broken_at = floor(SystemTime::now());
     lab.set_flag("spawn-fail", None, "");
     let latency = wait_for("the trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
     eprintln!("    trigger after {latency:?}");
@@ -77,13 +98,38 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     assert_eq!(trigger["payload"]["source"], "127.0.0.1");
     assert!(!trigger.to_string().contains(&token), "no hub token in the page");
 
+    wait_for("a status note while it is open", Duration::from_secs(20), async || !pd.notes().is_empty()).await;
+
     eprintln!("phase: healed");
+    let healed_at = floor(SystemTime::now());
     lab.clear_flags();
     let latency = wait_for("the resolve", EVERY * 3 + TIMEOUT + MARGIN, async || pd.accepted().len() >= 2).await;
     eprintln!("    resolve after {latency:?}");
+    wait_for("the last status note", Duration::from_secs(20), async || {
+        pd.notes().last().is_some_and(|(_, content, _)| content.starts_with("hubwatch: RESOLVED."))
+    })
+    .await;
     tokio::time::sleep(EVERY * 2).await;
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "exactly one resolve");
     assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
+    let notes = pd.notes();
+    assert!(notes.iter().all(|(id, _, from)| id == "Q000001" && from == FROM_EMAIL), "{notes:#?}");
+    assert!(notes[..notes.len() - 1].iter().all(|(_, c, _)| c.starts_with("hubwatch status update: ONGOING.")));
+    assert!(notes.last().unwrap().1.starts_with("hubwatch: RESOLVED."), "one last note, after the updates");
+    assert!(pd.rest_requests().iter().all(|(_, status)| *status < 300), "{:?}", pd.rest_requests());
+
+    let (status, report) = support::daemon::get(&format!("{}/incidents/{key}/report.md", daemon.base), None).await;
+    assert_eq!(status, 200, "{report}");
+    let detected = report_time(&report, "Detected");
+    let impact_start = report_time(&report, "Impact Start Time");
+    let impact_end = report_time(&report, "Impact End Time");
+    assert!(broken_at <= impact_start && impact_start <= detected, "{broken_at:?} {impact_start:?} {detected:?}");
+    assert!(healed_at <= impact_end, "impact end after healing: {healed_at:?} {impact_end:?}");
+    for entry in ["Impact start", "Detected", "Paged", "Status update", "Impact end", "Resolved in PagerDuty"] {
+        assert!(report.contains(&format!("Z** {entry}: ")), "missing {entry:?} in the timeline:\n{report}");
+    }
+    assert!(report.contains("injected spawn failure (flag spawn-fail)"), "{report}");
+    let first_report = report;
 
     eprintln!("phase: spawning fails for one user only");
     lab.set_flag("spawn-fail", Some("probe-1"), "");
@@ -142,7 +188,25 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     assert_eq!(events_for(&accepted, &second_key, "resolve").len(), 1);
     assert_eq!(accepted.len(), 4, "{accepted:#?}");
     assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&token), "no secrets in the log");
+    let notes_at_stop = pd.notes().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(pd.notes().len(), notes_at_stop, "no notes once every incident is resolved");
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["report", &key, "--config", config_path.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(printed.status.code(), Some(0), "{}", String::from_utf8_lossy(&printed.stderr));
+    assert_eq!(String::from_utf8(printed.stdout).unwrap(), first_report, "the CLI prints what the daemon serves");
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["report", "no-such-incident", "--config", config_path.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no incident \"no-such-incident\""));
 
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
         .args(["incidents", "--output", "json", "--config", config_path.to_str().unwrap()])

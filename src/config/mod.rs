@@ -301,19 +301,18 @@ const TOP_KEYS: &[&str] = &[
 ];
 const HA_KEYS: &[&str] = &["enabled", "namespace", "lease", "state_configmap", "lease_duration"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
-const PAGERDUTY_KEYS: &[&str] =
-    &[
-        "routing_key",
-        "events_url",
-        "change_events_url",
-        "severity",
-        "retry_delay",
-        "rate_limit_delay",
-        "api_token",
-        "from_email",
-        "status_update_every",
-        "api_url",
-    ];
+const PAGERDUTY_KEYS: &[&str] = &[
+    "routing_key",
+    "events_url",
+    "change_events_url",
+    "severity",
+    "retry_delay",
+    "rate_limit_delay",
+    "api_token",
+    "from_email",
+    "status_update_every",
+    "api_url",
+];
 const KUBERNETES_KEYS: &[&str] =
     &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after", "discovery"];
 const DISCOVERY_KEYS: &[&str] = &["enabled", "namespaces", "users", "token_secret", "token_key", "every"];
@@ -568,7 +567,8 @@ impl Validator<'_> {
                 None
             }
             (None, Some(_)) => {
-                self.problems.add("pagerduty.api_token", "required with from_email (status notes need a REST API token)");
+                self.problems
+                    .add("pagerduty.api_token", "required with from_email (status notes need a REST API token)");
                 None
             }
         }

@@ -3,13 +3,9 @@
 use super::store::IncidentRecord;
 use crate::check::Output;
 use crate::notify::pagerduty::summary_of;
+use crate::timefmt::rfc3339 as when;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::time::SystemTime;
-
-fn when(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
-}
 
 /// Everyone affected during the incident.
 fn users(incident: &IncidentRecord) -> BTreeSet<&str> {

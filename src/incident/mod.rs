@@ -11,10 +11,10 @@ use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
 use crate::detector::{Detector, IncidentKind, Symptoms, Transition};
 use crate::diagnostics::Diagnostics;
 use crate::notify::pagerduty::{self, EventContext};
+use crate::status::StatusBoard;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use crate::status::StatusBoard;
 use store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use tokio::sync::Notify;
 use url::Url;
@@ -249,8 +249,7 @@ impl IncidentManager {
             }
             Transition::Updated { hub, kind, symptoms, material, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
-                let entry =
-                    format!("{}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
+                let entry = format!("{}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
                 let interval_passed = incident
                     .last_trigger_at
                     .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
@@ -339,8 +338,7 @@ impl IncidentManager {
     /// A status note for `incident` as of `now`: what changed since the last one (or since detection).
     fn status_note(&self, incident: &IncidentRecord, now: SystemTime) -> Result<NewEvent, StoreError> {
         let since = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
-        let since_last: Vec<_> =
-            self.store.timeline(&incident.key)?.into_iter().filter(|e| e.at > since).collect();
+        let since_last: Vec<_> = self.store.timeline(&incident.key)?.into_iter().filter(|e| e.at > since).collect();
         let hub = self.board.hub(&incident.hub);
         let text = notes::status_note(&notes::NoteInput {
             incident,

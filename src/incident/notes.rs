@@ -6,23 +6,13 @@ use super::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::notify::pagerduty::summary_of;
 use crate::probe::http::truncate;
 use crate::status::{HubStatus, LatestResult};
+use crate::timefmt::{rfc3339, span};
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use url::Url;
 
 /// Notes are kept short enough to read on a phone; the whole record is one link away.
 const NOTE_LIMIT: usize = 4000;
-
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-/// "3h 12m" (whole minutes; seconds under a minute).
-pub fn span(from: SystemTime, to: SystemTime) -> String {
-    let d = to.duration_since(from).unwrap_or_default();
-    let rounded = if d >= Duration::from_secs(60) { Duration::from_secs(d.as_secs() / 60 * 60) } else { d };
-    humantime::format_duration(Duration::from_secs(rounded.as_secs())).to_string()
-}
 
 pub struct NoteInput<'a> {
     pub incident: &'a IncidentRecord,

@@ -3,10 +3,10 @@
 //! that were run and what they showed, an analysis prefilled with what the probes and diagnostics
 //! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
 
-use super::notes::span;
 use super::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::detector::IncidentKind;
 use crate::notify::pagerduty::{cannot, summary_of};
+use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -26,10 +26,6 @@ pub struct ReportInput<'a> {
     pub hub_url: Option<&'a Url>,
     /// The affected-users threshold (N).
     pub threshold: usize,
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// One command of stored diagnostics and its output.
@@ -84,7 +80,8 @@ pub fn render(input: &ReportInput) -> String {
     md.push_str("| | |\n|---|---|\n");
     let _ = writeln!(md, "| Incident key (PagerDuty dedup key) | `{}` |", incident.key);
     let _ = writeln!(md, "| Hub | {} |", incident.hub);
-    let _ = writeln!(md, "| Kind | {} (users cannot {}) |", incident.kind.as_str(), what_users_could_not_do(incident.kind));
+    let _ =
+        writeln!(md, "| Kind | {} (users cannot {}) |", incident.kind.as_str(), what_users_could_not_do(incident.kind));
     let _ = writeln!(md, "| Status | {status} |");
     let _ = writeln!(
         md,
@@ -94,7 +91,8 @@ pub fn render(input: &ReportInput) -> String {
     let _ = writeln!(md, "| Detected | {} ({detection_delay} after impact start) |", rfc3339(incident.opened_at));
     let _ = writeln!(md, "| Impact End Time | {end} (every capability worked again) |");
     let _ = writeln!(md, "| Duration of impact | {duration} |");
-    let _ = writeln!(md, "| Users affected | {}: {} |", users.len(), users.iter().copied().collect::<Vec<_>>().join(", "));
+    let _ =
+        writeln!(md, "| Users affected | {}: {} |", users.len(), users.iter().copied().collect::<Vec<_>>().join(", "));
     if let Some(id) = input.pagerduty_incident {
         let _ = writeln!(md, "| PagerDuty incident | {id} |");
     }
@@ -128,7 +126,11 @@ pub fn render(input: &ReportInput) -> String {
     md.push_str("\n_Add what caused it and how it was fixed, once known._\n");
 
     md.push_str("\n## Data sources\n\n");
-    let _ = writeln!(md, "- hubwatch's incident page: <{}> (timeline, affected users, whole diagnostics)", input.incident_url);
+    let _ = writeln!(
+        md,
+        "- hubwatch's incident page: <{}> (timeline, affected users, whole diagnostics)",
+        input.incident_url
+    );
     let _ = writeln!(
         md,
         "- PagerDuty: the incident with dedup key `{}`{} (status notes posted by hubwatch)",
@@ -143,7 +145,8 @@ pub fn render(input: &ReportInput) -> String {
         rfc3339(incident.impact_start)
     );
     if let Some((at, _)) = input.diagnostics {
-        let _ = writeln!(md, "- Kubernetes diagnostics collected by hubwatch at {} (quoted in the timeline)", rfc3339(*at));
+        let _ =
+            writeln!(md, "- Kubernetes diagnostics collected by hubwatch at {} (quoted in the timeline)", rfc3339(*at));
     }
     if let Some(url) = input.hub_url {
         let _ = writeln!(md, "- The hub: <{url}>");
@@ -205,7 +208,9 @@ pub fn render(input: &ReportInput) -> String {
     md.push_str("\n### What the Kubernetes diagnostics showed\n\n");
     match input.diagnostics {
         Some((_, text)) => md.push_str(&diagnostics_findings(text)),
-        None => md.push_str("- None were collected for this incident (see the diagnostics entry of the incident page).\n"),
+        None => {
+            md.push_str("- None were collected for this incident (see the diagnostics entry of the incident page).\n")
+        }
     }
     md.push_str(
         "\n### Contributing factors\n\n_What in the systems and processes made this possible, and what made it \

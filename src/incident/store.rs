@@ -301,11 +301,10 @@ impl Store {
             )?;
         }
         let impact_start = symptoms.impact_start().map(millis);
-        let (ever, failures): (String, String) = tx.query_row(
-            "SELECT affected_ever, failures_ever FROM incidents WHERE key = ?1",
-            [key],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let (ever, failures): (String, String) =
+            tx.query_row("SELECT affected_ever, failures_ever FROM incidents WHERE key = ?1", [key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
         let mut ever: AffectedEver = serde_json::from_str(&ever)?;
         symptoms.merge_into(&mut ever);
         let mut failures: Symptoms = serde_json::from_str(&failures)?;
@@ -599,8 +598,20 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending, ever, failures) =
-                row?;
+            let (
+                key,
+                hub,
+                kind,
+                open,
+                impact_start,
+                opened_at,
+                recovered_at,
+                symptoms,
+                last_trigger_at,
+                pending,
+                ever,
+                failures,
+            ) = row?;
             let Some(kind) = IncidentKind::parse(&kind) else { continue };
             out.push(IncidentRecord {
                 key,
@@ -700,13 +711,14 @@ impl Store {
         Ok(())
     }
 
-    /// How many events are unsent, and when the oldest was queued.
+    /// How many events (pages; not status notes) are unsent, and when the oldest was queued.
     pub fn unsent(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
         let conn = self.conn();
-        let (count, oldest): (i64, Option<i64>) =
-            conn.query_row("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
+        let (count, oldest): (i64, Option<i64>) = conn.query_row(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND action != 'note'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         Ok((count as u64, oldest.map(from_millis)))
     }
 }
@@ -740,8 +752,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
     if version < 3 {
         // Version 3 gives timeline entries a kind and keeps the state of status notes.
-        let has_column =
-            conn.prepare("SELECT 1 FROM pragma_table_info('timeline') WHERE name = 'kind'")?.exists([])?;
+        let has_column = conn.prepare("SELECT 1 FROM pragma_table_info('timeline') WHERE name = 'kind'")?.exists([])?;
         if !has_column {
             conn.execute_batch(
                 "ALTER TABLE timeline ADD COLUMN kind TEXT NOT NULL DEFAULT 'changed';
@@ -775,4 +786,40 @@ fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) 
         params![key, event.action.as_str(), event.body.to_string(), millis(at), event.hold_until.map_or(0, millis)],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables as schema version 2 wrote them (before timeline kinds and status notes).
+    const SCHEMA_V2: &str = "
+    CREATE TABLE incidents (key TEXT PRIMARY KEY, hub TEXT NOT NULL, kind TEXT NOT NULL, open INTEGER NOT NULL,
+        impact_start INTEGER NOT NULL, opened_at INTEGER NOT NULL, recovered_at INTEGER, symptoms TEXT NOT NULL,
+        affected_ever TEXT NOT NULL DEFAULT '{}', last_trigger_at INTEGER, pending_update INTEGER NOT NULL DEFAULT 0,
+        diagnostics TEXT, diagnostics_at INTEGER);
+    CREATE TABLE timeline (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL REFERENCES incidents(key),
+        at INTEGER NOT NULL, entry TEXT NOT NULL);
+    INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, last_trigger_at)
+        VALUES ('temple-hub_access-1', 'temple', 'hub_access', 1, 1000, 2000, '{\"affected\":{}}', 2000);
+    INSERT INTO timeline (key, at, entry) VALUES ('temple-hub_access-1', 2000, 'detected: temple: 2 users');
+    PRAGMA user_version = 2;";
+
+    #[test]
+    fn a_version_2_database_is_migrated_in_place_and_keeps_its_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Connection::open(&path).unwrap().execute_batch(SCHEMA_V2).unwrap();
+        let store = Store::open(&path).unwrap();
+        let incident = store.incident("temple-hub_access-1").unwrap().expect("kept");
+        assert!(incident.open && incident.failures_ever.affected.is_empty());
+        let timeline = store.timeline("temple-hub_access-1").unwrap();
+        assert_eq!((timeline[0].kind, timeline[0].text.as_str()), (TimelineKind::Changed, "detected: temple: 2 users"));
+        store
+            .queue_status_note("temple-hub_access-1", from_millis(3000), NewEvent::now(EventAction::Note, "{}".into()))
+            .unwrap();
+        assert_eq!(store.last_status_update("temple-hub_access-1").unwrap(), Some(from_millis(3000)));
+        let version: i64 = store.conn().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

@@ -120,8 +120,12 @@ impl Notifier {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
                 self.store.finish_event(event.id, "sent", now, None)?;
                 let entry = match event.action {
-                    EventAction::Trigger => Some(format!("PagerDuty trigger sent (dedup key {}): {message}", event.key)),
-                    EventAction::Resolve => Some(format!("PagerDuty resolve sent (dedup key {}): {message}", event.key)),
+                    EventAction::Trigger => {
+                        Some(format!("PagerDuty trigger sent (dedup key {}): {message}", event.key))
+                    }
+                    EventAction::Resolve => {
+                        Some(format!("PagerDuty resolve sent (dedup key {}): {message}", event.key))
+                    }
                     EventAction::Note => Some(format!(
                         "status update posted as a note on PagerDuty incident {}: {}",
                         pagerduty_incident.as_deref().unwrap_or("?"),

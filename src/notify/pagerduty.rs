@@ -5,6 +5,7 @@
 use crate::detector::{IncidentKind, Symptoms};
 use crate::probe::Capability;
 use crate::probe::http::truncate;
+use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::SystemTime;
@@ -66,10 +67,6 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
             }
         }
     }
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.

@@ -2,10 +2,12 @@
 //! Built to be read on a phone at 3 a.m.: one column on narrow screens, state in words as well as colour.
 //! Every string that comes from a hub, a user or the cluster goes through [`escape`].
 
+use crate::detector::IncidentKind;
 use crate::incident::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::notify::pagerduty::summary_of;
 use crate::probe::Capability;
 use crate::status::{CapabilityStatus, HubStatus, LatestResult};
+use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -43,7 +45,7 @@ ul.probes{list-style:none;margin:.2rem 0;padding:0;font-size:.9rem}ul.probes li{
 .banner{padding:.6rem .8rem;margin:.6rem 0;border-radius:.4rem}\
 pre{overflow-x:auto;padding:.75rem;font-size:.8rem;border:1px solid var(--line);border-radius:.4rem}\
 ol.timeline{padding-left:1.2rem}ol.timeline li{margin:.35rem 0;overflow-wrap:anywhere}\
-.kind{font-weight:600}\
+.kind{font-weight:600}table.grid{table-layout:fixed}table.grid thead th:first-child{width:16%}\
 @media (max-width:640px){table.grid thead{display:none}table.grid tr{display:block;margin-bottom:1rem;\
 border:1px solid var(--line);border-radius:.4rem}table.grid th,table.grid td{display:block;border:0}\
 table.grid td::before{content:attr(data-label);display:block;font-weight:600;color:var(--muted);font-size:.8rem}\
@@ -60,10 +62,6 @@ fn layout(title: &str, refresh: bool, body: &str) -> String {
          <a href=\"/metrics\">Metrics</a></nav>{body}</body></html>",
         escape(title)
     )
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// "12s ago", "5m ago", "3h ago", "2d ago".
@@ -95,7 +93,7 @@ fn capability_title(capability: Capability) -> &'static str {
 fn state_of(status: &CapabilityStatus) -> (&'static str, String) {
     let affected = status.affected.len();
     let users = if affected == 1 { "1 user".to_string() } else { format!("{affected} users") };
-    if status.incident_open {
+    if status.incident_open && affected > 0 {
         ("incident", format!("Incident · {users}"))
     } else if affected > 0 {
         ("ticket", format!("Support ticket · {users}"))
@@ -144,7 +142,24 @@ fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> S
     html
 }
 
-/// `/`: every hub × capability, with the open incidents and support tickets on top.
+fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
+/// How much attention a hub needs: an open incident first, then a support ticket, then the rest.
+fn urgency(hub: &HubStatus) -> u8 {
+    let states: Vec<&str> = hub.capabilities.values().map(|s| state_of(s).0).collect();
+    if states.contains(&"incident") {
+        0
+    } else if states.contains(&"ticket") {
+        1
+    } else {
+        2
+    }
+}
+
+/// `/`: every hub × capability (the hubs that need attention first), with the open incidents and support
+/// tickets on top.
 pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: SystemTime) -> String {
     let tickets: Vec<(&String, Capability, usize)> = hubs
         .iter()
@@ -156,31 +171,29 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         })
         .collect();
     let mut body = format!(
-        "<h1>hubwatch</h1><p class=\"muted\">{} hubs · {} open incidents · {} support tickets · as of {} (refreshes \
-         every 30 s)</p>",
-        hubs.len(),
-        open.len(),
-        tickets.len(),
+        "<h1>hubwatch</h1><p class=\"muted\">{} · {} · {} · as of {} (refreshes every 30 s)</p>",
+        count(hubs.len(), "hub", "hubs"),
+        count(open.len(), "open incident", "open incidents"),
+        count(tickets.len(), "support ticket", "support tickets"),
         rfc3339(now)
     );
     for incident in open {
         let _ = write!(
             body,
             "<div class=\"banner incident\"><span class=\"state\">Incident</span> <a href=\"/incidents/{}\">{}</a> \
-             · impact since {}</div>",
+             · impact started {}</div>",
             escape(&incident.key),
             escape(&crate::notify::pagerduty::summary(&incident.hub, incident.kind, &incident.symptoms)),
             time(incident.impact_start, now)
         );
     }
     for (hub, capability, users) in &tickets {
+        let summary = summary_of(hub, IncidentKind::of(*capability), *users, &BTreeSet::from([*capability]));
         let _ = write!(
             body,
-            "<div class=\"banner ticket\"><span class=\"state\">Support ticket</span> {}: {} of {} affected \
-             (below the incident threshold)</div>",
-            escape(hub),
-            if *users == 1 { "1 user".to_string() } else { format!("{users} users") },
-            capability_title(*capability)
+            "<div class=\"banner ticket\"><span class=\"state\">Support ticket</span> {} (below the incident \
+             threshold)</div>",
+            escape(&summary)
         );
     }
     body.push_str("<table class=\"grid\"><thead><tr><th>Hub</th>");
@@ -188,14 +201,12 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         let _ = write!(body, "<th>{}</th>", capability_title(capability));
     }
     body.push_str("</tr></thead><tbody>");
-    for (name, hub) in hubs {
+    let mut rows: Vec<(&String, &HubStatus)> = hubs.iter().collect();
+    rows.sort_by_key(|(name, hub)| (urgency(hub), *name));
+    for (name, hub) in rows {
         let _ = write!(body, "<tr><th scope=\"row\"><a href=\"{}\">{}</a>", escape(&hub.url), escape(name));
         for incident in open.iter().filter(|i| &i.hub == name) {
-            let _ = write!(
-                body,
-                "<div><a href=\"/incidents/{0}\">incident {0}</a></div>",
-                escape(&incident.key)
-            );
+            let _ = write!(body, "<div><a href=\"/incidents/{0}\">incident {0}</a></div>", escape(&incident.key));
         }
         body.push_str("</th>");
         for capability in Capability::ALL {
@@ -228,10 +239,6 @@ fn summary_ever(incident: &IncidentRecord) -> String {
     summary_of(&incident.hub, incident.kind, everyone(incident).len(), &capabilities)
 }
 
-fn duration(from: SystemTime, to: SystemTime) -> String {
-    crate::incident::notes::span(from, to)
-}
-
 /// `/incidents`: every incident, newest first.
 pub fn incidents(all: &[IncidentRecord], now: SystemTime) -> String {
     let mut body = format!("<h1>Incidents</h1><p class=\"muted\">{} incidents, newest first</p>", all.len());
@@ -254,7 +261,7 @@ pub fn incidents(all: &[IncidentRecord], now: SystemTime) -> String {
             incident.kind.as_str(),
             users.join(", "),
             rfc3339(incident.impact_start),
-            duration(incident.impact_start, incident.recovered_at.unwrap_or(now)),
+            span(incident.impact_start, incident.recovered_at.unwrap_or(now)),
         );
     }
     body.push_str("</tbody></table>");
@@ -305,7 +312,7 @@ pub fn incident(page: &IncidentPage, now: SystemTime) -> String {
         rfc3339(record.impact_start),
         ago(record.impact_start, now),
         rfc3339(record.opened_at),
-        duration(record.impact_start, record.recovered_at.unwrap_or(now)),
+        span(record.impact_start, record.recovered_at.unwrap_or(now)),
     );
     if let Some(id) = page.pagerduty_incident {
         let _ = write!(body, "<tr><th>PagerDuty incident</th><td>{}</td></tr>", escape(id));

@@ -1,7 +1,7 @@
 pub mod apiserver;
 pub mod daemon;
+pub mod golden;
 pub mod k8s_fixtures;
 pub mod lab;
 pub mod pagerduty;
 pub mod stub_hub;
-pub mod golden;

@@ -167,7 +167,10 @@ async fn list_incidents(
                 .map(|(id, k, status)| json!({"id": id, "type": "incident", "incident_key": k, "status": status}))
                 .collect()
         };
-        (StatusCode::OK, axum::Json(json!({"incidents": found, "limit": 25, "offset": 0, "more": false, "total": null})))
+        (
+            StatusCode::OK,
+            axum::Json(json!({"incidents": found, "limit": 25, "offset": 0, "more": false, "total": null})),
+        )
             .into_response()
     });
     pd.inner.lock().unwrap().rest_requests.push(("GET /incidents".into(), answer.status().as_u16()));
@@ -178,8 +181,8 @@ async fn add_note(State(pd): State<PagerDuty>, Path(id): Path<String>, headers: 
     let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, true)).unwrap_or_else(|| {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let content = body["note"]["content"].as_str().unwrap_or("");
-        let shape_ok = body.as_object().is_some_and(|o| o.len() == 1)
-            && body["note"].as_object().is_some_and(|o| o.len() == 1);
+        let shape_ok =
+            body.as_object().is_some_and(|o| o.len() == 1) && body["note"].as_object().is_some_and(|o| o.len() == 1);
         if !shape_ok || content.is_empty() || content.chars().count() > 25000 {
             return rest_error(400, "Invalid Input Provided", &["Note content must be 1 to 25000 characters"]);
         }
