@@ -192,11 +192,16 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
     assert!(list.contains("temple: 2 users cannot start their servers") && list.contains(">open<"), "{list}");
 
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    for (name, size) in [("status-page-phone.png", "412,1400"), ("status-page.png", "1280,900")] {
+    let incident_page = format!("/incidents/{key}");
+    for (name, path, size) in [
+        ("status-page-phone.png", "/", "412,1400"),
+        ("status-page.png", "/", "1280,900"),
+        ("incident-page-phone.png", incident_page.as_str(), "412,1400"),
+    ] {
         let file = target.join(name);
         let _ = std::fs::remove_file(&file);
-        browse(&format!("{base}/"), &[&format!("--screenshot={}", file.display()), &format!("--window-size={size}")])
-            .await;
+        let (screenshot, window) = (format!("--screenshot={}", file.display()), format!("--window-size={size}"));
+        browse(&format!("{base}{path}"), &[&screenshot, &window]).await;
         let png = std::fs::read(&file).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}: a real screenshot");
     }

@@ -277,7 +277,7 @@ impl IncidentManager {
             Transition::Recovered { hub, kind, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
                 let entry = format!(
-                    "every probe user's last {} attempts succeeded and no real user's pod is in trouble",
+                    "nobody is affected any more: every probe user's last {} attempts succeeded",
                     self.settings.recovery_successes
                 );
                 // The last note says it is over; it quotes the incident as recovered.

@@ -35,16 +35,16 @@ const STYLE: &str = "\
 --bad:#ffaba8;--bad-bg:#4c1418;--muted:#9198a1;--line:#3d444d}}\
 body{font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;padding:.75rem;max-width:80rem}\
 h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.2rem 0 .4rem}\
-nav a{margin-right:1rem}a{color:inherit}.muted{color:var(--muted)}\
+nav a{margin-right:1rem}a{color:inherit}.muted{color:var(--muted)}li,td,th{overflow-wrap:anywhere}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;\
 border-bottom:1px solid var(--line)}\
 .ok{background:var(--ok-bg);color:var(--ok)}.ticket{background:var(--warn-bg);color:var(--warn)}\
 .incident{background:var(--bad-bg);color:var(--bad)}.unknown{color:var(--muted)}\
 .state{font-weight:700;text-transform:uppercase;font-size:.85rem;letter-spacing:.03em}\
-ul.probes{list-style:none;margin:.2rem 0;padding:0;font-size:.9rem}ul.probes li{overflow-wrap:anywhere}\
+ul.probes{list-style:none;margin:.2rem 0;padding:0;font-size:.9rem}\
 .banner{padding:.6rem .8rem;margin:.6rem 0;border-radius:.4rem}\
 pre{overflow-x:auto;padding:.75rem;font-size:.8rem;border:1px solid var(--line);border-radius:.4rem}\
-ol.timeline{padding-left:1.2rem}ol.timeline li{margin:.35rem 0;overflow-wrap:anywhere}\
+ol.timeline{padding-left:1.2rem}ol.timeline li{margin:.35rem 0}\
 .kind{font-weight:600}table.grid{table-layout:fixed}table.grid thead th:first-child{width:16%}\
 @media (max-width:640px){table.grid thead{display:none}table.grid tr{display:block;margin-bottom:1rem;\
 border:1px solid var(--line);border-radius:.4rem}table.grid th,table.grid td{display:block;border:0}\
@@ -329,12 +329,11 @@ pub fn incident(page: &IncidentPage, now: SystemTime) -> String {
         for (user, failure) in users {
             let _ = write!(
                 body,
-                "<li><b>{}</b> — {}: stage {} since {}, last {}: {}</li>",
+                "<li><b>{}</b> — {}: stage {} since {}: {}</li>",
                 escape(user),
                 capability_title(*capability),
                 escape(failure.stage.as_str()),
                 rfc3339(failure.since),
-                ago(failure.last, now),
                 escape(&failure.reason)
             );
         }
