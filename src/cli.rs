@@ -174,10 +174,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 public_url: config.public_url.clone(),
                 threshold: config.incidents.min_affected_users,
             };
-            let drafted = crate::incident::store::Store::open(&config.state_path).and_then(|store| {
-                let hub_url = store.incident(&key)?.and_then(|i| config.hub(&i.hub).map(|h| h.url.clone()));
-                crate::incident::report::draft(&store, &key, hub_url.as_ref(), &settings)
-            });
+            let hub_url = |hub: &str| config.hub(hub).map(|h| h.url.clone());
+            let drafted = crate::incident::store::Store::open(&config.state_path)
+                .and_then(|store| crate::incident::report::draft(&store, &key, hub_url, &settings));
             match drafted {
                 Ok(Some(markdown)) => {
                     print!("{markdown}");

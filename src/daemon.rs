@@ -257,8 +257,7 @@ async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Re
     let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
     let incidents = Incidents { manager, collector };
     let inputs = Inputs { outcomes: outcomes_rx, signals: signals_rx };
-    let observers =
-        AffectedGauges { metrics: shared.metrics.clone(), board: shared.board.clone(), last: HashMap::new() };
+    let observers = Observers { metrics: shared.metrics.clone(), board: shared.board.clone(), last: HashMap::new() };
     let recorder = tokio::spawn(record(inputs, detector, incidents, observers, hubs));
     let scheduler = Scheduler::new(&probers, config.scheduler.clone(), shared.metrics.clone(), outcomes_tx);
     tracing::info!(lanes = scheduler.lane_count(), "probing");
@@ -310,13 +309,13 @@ async fn record(
     mut inputs: Inputs,
     mut detector: Detector,
     incidents: Incidents,
-    mut gauges: AffectedGauges,
+    mut observers: Observers,
     hubs: Vec<String>,
 ) {
     let mut tick = tokio::time::interval(TICK);
     for hub in &hubs {
         for kind in IncidentKind::ALL {
-            gauges.set(&detector, hub, kind, 0);
+            observers.set(&detector, hub, kind, 0);
         }
     }
     loop {
@@ -328,17 +327,17 @@ async fn record(
                     tracing::info!(hub = %update.hub, capability = update.capability.as_str(), ?users, "real users affected (Kubernetes)");
                 }
                 incidents.handle_all(&detector.signals(&update.hub, update.capability, update.users, now));
-                gauges.refresh(&detector, &update.hub, IncidentKind::of(update.capability), now);
+                observers.refresh(&detector, &update.hub, IncidentKind::of(update.capability), now);
             }
             outcome = inputs.outcomes.recv() => {
                 let Some(outcome) = outcome else { break };
-                gauges.metrics.observe(&outcome);
-                gauges.board.record(&outcome);
+                observers.metrics.observe(&outcome);
+                observers.board.record(&outcome);
                 log_outcome(&outcome);
                 let now = SystemTime::now();
                 incidents.handle_all(&detector.observe(&outcome, now));
                 // Only this hub and kind can have changed.
-                gauges.refresh(&detector, &outcome.hub, IncidentKind::of(outcome.capability), now);
+                observers.refresh(&detector, &outcome.hub, IncidentKind::of(outcome.capability), now);
             }
             _ = tick.tick() => {
                 let now = SystemTime::now();
@@ -353,7 +352,7 @@ async fn record(
                 // Failures age out of the window with time alone: every hub and kind is looked at.
                 for hub in &hubs {
                     for kind in IncidentKind::ALL {
-                        gauges.refresh(&detector, hub, kind, now);
+                        observers.refresh(&detector, hub, kind, now);
                     }
                 }
             }
@@ -393,17 +392,17 @@ impl Incidents {
     }
 }
 
-/// The affected-users gauges and the status board's affected users, and a log line when a support ticket
-/// (1..N-1 users) changes. Gauges are written only when what they show changes (the hot path sees thousands
-/// of outcomes a second).
-struct AffectedGauges {
+/// What observes outcomes and never decides: the metrics (the affected-users gauges written only when what
+/// they show changes, as the hot path sees thousands of outcomes a second), the status board, and a log line
+/// when a support ticket (1..N-1 users) changes.
+struct Observers {
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
     /// Per hub and kind: affected users and whether an incident is open, as last written.
     last: HashMap<(String, IncidentKind), (usize, bool)>,
 }
 
-impl AffectedGauges {
+impl Observers {
     fn set(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, users: usize) -> Option<(usize, bool)> {
         let now = (users, detector.is_open(hub, kind));
         let previous = self.last.insert((hub.to_string(), kind), now);

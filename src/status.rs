@@ -108,7 +108,8 @@ impl StatusBoard {
         let mut board = self.hubs();
         let Some(hub) = board.get_mut(&outcome.hub) else { return };
         let capability = hub.capabilities.entry(outcome.capability).or_default();
-        let slot = capability.probes.entry(outcome.user.clone()).or_insert(None);
+        // Every probe user has a slot from set_hubs: no allocation on this path (thousands of outcomes a second).
+        let Some(slot) = capability.probes.get_mut(&outcome.user) else { return };
         let finished = outcome.started_at + outcome.duration;
         let earlier_success = slot.as_ref().and_then(|p| p.last_success);
         let result = match &outcome.result {

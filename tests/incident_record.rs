@@ -123,7 +123,8 @@ impl Script {
 
     fn report(&self) -> String {
         let settings = ReportSettings { public_url: self.config.public_url.clone(), threshold: 2 };
-        report::draft(&self.store, &self.key(), Some(&self.config.hubs[0].url), &settings).unwrap().unwrap()
+        let hub_url = |_: &str| Some(self.config.hubs[0].url.clone());
+        report::draft(&self.store, &self.key(), hub_url, &settings).unwrap().unwrap()
     }
 }
 

@@ -280,14 +280,16 @@ pub struct ReportSettings {
     pub threshold: usize,
 }
 
-/// The report of the incident `key` from the store, or `None` if there is no such incident.
+/// The report of the incident `key` from the store, or `None` if there is no such incident. `hub_url` gives
+/// a hub's URL by name, where it is known.
 pub fn draft(
     store: &super::store::Store,
     key: &str,
-    hub_url: Option<&Url>,
+    hub_url: impl FnOnce(&str) -> Option<Url>,
     settings: &ReportSettings,
 ) -> Result<Option<String>, super::store::StoreError> {
     let Some(incident) = store.incident(key)? else { return Ok(None) };
+    let hub_url = hub_url(&incident.hub);
     let timeline = store.timeline(key)?;
     let diagnostics = store.diagnostics(key)?;
     let pagerduty_incident = store.pagerduty_incident(key)?;
@@ -298,7 +300,7 @@ pub fn draft(
         diagnostics: diagnostics.as_ref(),
         pagerduty_incident: pagerduty_incident.as_deref(),
         incident_url: &incident_url,
-        hub_url,
+        hub_url: hub_url.as_ref(),
         threshold: settings.threshold,
     })))
 }

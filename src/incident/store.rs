@@ -484,10 +484,12 @@ impl Store {
 
     /// Replaces the whole state with `snapshot` (from [`Store::snapshot`]), in one transaction.
     pub fn restore(&self, snapshot: &serde_json::Value) -> Result<(), StoreError> {
+        // Every version only added columns (with defaults), so an older leader's snapshot (a rolling upgrade)
+        // restores as it is; a newer one may hold what this version cannot keep.
         let version = snapshot["schema_version"].as_i64().unwrap_or(0);
-        if version != SCHEMA_VERSION {
+        if version > SCHEMA_VERSION {
             return Err(StoreError::Snapshot(format!(
-                "schema version {version}, this hubwatch writes {SCHEMA_VERSION}"
+                "schema version {version}, newer than the {SCHEMA_VERSION} this hubwatch writes"
             )));
         }
         let mut conn = self.conn();
@@ -821,5 +823,30 @@ mod tests {
         assert_eq!(store.last_status_update("temple-hub_access-1").unwrap(), Some(from_millis(3000)));
         let version: i64 = store.conn().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_snapshot_from_an_older_leader_restores_and_one_from_a_newer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        Connection::open(&old).unwrap().execute_batch(SCHEMA_V2).unwrap();
+        let mut snapshot = Store::open(&old).unwrap().snapshot().unwrap();
+        // As a version 2 leader mirrored it: without the columns version 3 added.
+        snapshot["schema_version"] = 2.into();
+        for row in snapshot["tables"]["incidents"].as_array_mut().unwrap() {
+            let row = row.as_object_mut().unwrap();
+            for column in ["last_status_update_at", "pagerduty_incident", "failures_ever"] {
+                row.remove(column);
+            }
+        }
+        for row in snapshot["tables"]["timeline"].as_array_mut().unwrap() {
+            row.as_object_mut().unwrap().remove("kind");
+        }
+        let store = Store::open(&dir.path().join("new.db")).unwrap();
+        store.restore(&snapshot).unwrap();
+        assert!(store.incident("temple-hub_access-1").unwrap().is_some_and(|i| i.open));
+        assert_eq!(store.timeline("temple-hub_access-1").unwrap()[0].kind, TimelineKind::Changed);
+        snapshot["schema_version"] = (SCHEMA_VERSION + 1).into();
+        assert!(matches!(store.restore(&snapshot), Err(StoreError::Snapshot(_))));
     }
 }

@@ -105,14 +105,8 @@ async fn incident(State(state): State<WebState>, Path(key): Path<String>) -> Res
 }
 
 async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Response {
-    let hub_url = state
-        .store
-        .incident(&key)
-        .ok()
-        .flatten()
-        .and_then(|i| state.board.hub(&i.hub))
-        .and_then(|h| url::Url::parse(&h.url).ok());
-    match report::draft(&state.store, &key, hub_url.as_ref(), &state.report) {
+    let hub_url = |hub: &str| state.board.hub(hub).and_then(|h| url::Url::parse(&h.url).ok());
+    match report::draft(&state.store, &key, hub_url, &state.report) {
         Ok(Some(markdown)) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown).into_response(),
         Ok(None) => not_found(&key),
         Err(e) => store_failed(e),
