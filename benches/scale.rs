@@ -2,7 +2,8 @@
 //! the other capabilities at their defaults) for a fixed time. Prints hubwatch's CPU (% of one core), peak
 //! RSS, probes per second, schedule lag (p50/p99, as histogram bucket bounds) and the per-hub cost.
 //!
-//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]`
+//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]`; with `SCALE_DEBUG=1` it also prints the
+//! probe runs by capability and result (how the probes/s figure was made up).
 
 mod support;
 
@@ -99,6 +100,16 @@ fn run(hubs: usize, seconds: u64, base: &str) {
         measure::quantile_bound(&lag_before, &lag_after, 0.5),
         measure::quantile_bound(&lag_before, &lag_after, 0.99),
     );
+    if std::env::var_os("SCALE_DEBUG").is_some() {
+        let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+        for line in metrics_after.lines().filter(|l| l.starts_with("hubwatch_probe_runs_total{")) {
+            let capability = line.split("capability=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+            let result = line.split("result=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+            let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            *by.entry(format!("{capability}/{result}")).or_default() += value;
+        }
+        eprintln!("runs by capability/result: {by:?}");
+    }
     if failed > 0.0 {
         eprintln!("note: {failed} probe failures against the simulator with {hubs} hubs");
     }

@@ -39,6 +39,8 @@ struct Lane {
     anchor: Instant,
     /// When its next round is due; `None` while a round runs.
     due: Option<Instant>,
+    /// The slot the running (or last) round was started for.
+    started_for: Instant,
     /// The next round was pulled forward to corroborate a flip (a server round then also runs the kernel).
     corroborating: bool,
     /// Server lanes only: when the kernel probe is next due.
@@ -76,6 +78,7 @@ impl Scheduler {
                     every,
                     anchor: now,
                     due: None,
+                    started_for: now,
                     corroborating: false,
                     kernel_due: now,
                     kernel_every: probes.kernel.schedule.every,
@@ -120,7 +123,7 @@ impl Scheduler {
                         Ok((index, observed)) => {
                             let now = Instant::now();
                             let lane = &mut self.lanes[index];
-                            let next = next_slot(lane.anchor, lane.every, now);
+                            let next = after_round(lane.anchor, lane.every, lane.started_for, now);
                             lane.due = Some(next);
                             due.push(Reverse((next, index)));
                             for peer in corroboration.on_round(index, &observed, now) {
@@ -180,7 +183,8 @@ impl Scheduler {
             lane.kernel_due = next_slot(lane.kernel_due, lane.kernel_every, was_due);
         }
         let with_kernel = kernel_due || (lane.kind == LaneKind::Server && lane.corroborating);
-        (lane.due, lane.corroborating) = (None, false);
+        // A round may start up to BATCH before its slot and end before it: the next one is after that slot.
+        (lane.due, lane.corroborating, lane.started_for) = (None, false, was_due);
         let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
         let (permits, metrics, outcomes, cancel) =
             (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
@@ -202,6 +206,12 @@ impl Scheduler {
             (index, observed)
         });
     }
+}
+
+/// The slot after a round that was started for `started_for` and finished at `finished`: a round may start
+/// up to [`BATCH`] early and end before its slot, which must not make it due again for the same slot.
+fn after_round(anchor: Instant, every: Duration, started_for: Instant, finished: Instant) -> Instant {
+    next_slot(anchor, every, finished.max(started_for))
 }
 
 /// The first slot `phase + k * every` strictly after `after` (k >= 1 from `phase`).
@@ -228,5 +238,20 @@ mod tests {
         assert_eq!(next_slot(t0, every, t0 + Duration::from_secs(150)), t0 + Duration::from_secs(180));
         // Exactly on a slot boundary: the next one.
         assert_eq!(next_slot(t0, every, t0 + Duration::from_secs(120)), t0 + Duration::from_secs(180));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_started_early_and_ended_before_its_slot_is_not_run_again_for_it() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        let slot = t0 + Duration::from_secs(20);
+        // Started 90 ms early with its batch, done 40 ms before its slot: next is the following slot.
+        let finished = slot - Duration::from_millis(40);
+        assert_eq!(after_round(t0, every, slot, finished), t0 + Duration::from_secs(30));
+        // A round pulled forward off the grid keeps the lane's phase.
+        let pulled = t0 + Duration::from_secs(23);
+        assert_eq!(after_round(t0, every, pulled, pulled + Duration::from_millis(500)), t0 + Duration::from_secs(30));
+        // A round that overran its interval skips the slots it missed.
+        assert_eq!(after_round(t0, every, slot, slot + Duration::from_secs(25)), t0 + Duration::from_secs(50));
     }
 }
