@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local demo: with HUBWATCH_CONFIG set, check and watch those hubs; without it, set up the real lab
 # (JupyterHub + proxy + Dask Gateway on 127.0.0.1:18000, installed into .cache/), run `hubwatch check`
-# against it, then `hubwatch run` (metrics on http://127.0.0.1:9464/metrics) until Ctrl-C.
+# against it, then `hubwatch run` (status page on http://127.0.0.1:9464/, metrics on /metrics) until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -48,5 +48,5 @@ echo
 echo "== hubwatch check (every capability once, for every probe user) =="
 "$HUBWATCH" check --config "$LAB_DIR/hubwatch.yaml" || true
 echo
-echo "== hubwatch run: metrics at http://127.0.0.1:9464/metrics; inject a fault with: touch $LAB_DIR/flags/spawn-fail; Ctrl-C to stop =="
+echo "== hubwatch run: status page at http://127.0.0.1:9464/ (metrics at /metrics); inject a fault with: touch $LAB_DIR/flags/spawn-fail; Ctrl-C to stop =="
 "$HUBWATCH" run --config "$LAB_DIR/hubwatch.yaml"

@@ -57,7 +57,45 @@ pub struct CapabilityStatus {
     pub incident_open: bool,
 }
 
+/// What a capability's row says, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapabilityState {
+    /// Affected users make an open incident.
+    Incident,
+    /// Users affected, below the threshold.
+    SupportTicket,
+    /// Every latest attempt was blocked: an earlier step (login, the server) fails, so this was not tried.
+    NotTried,
+    NotProbedYet,
+    Working,
+}
+
+impl CapabilityState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapabilityState::Incident => "incident",
+            CapabilityState::SupportTicket => "support_ticket",
+            CapabilityState::NotTried => "not_tried",
+            CapabilityState::NotProbedYet => "not_probed_yet",
+            CapabilityState::Working => "ok",
+        }
+    }
+}
+
 impl CapabilityStatus {
+    pub fn state(&self) -> CapabilityState {
+        let latest: Vec<&LatestProbe> = self.probes.values().flatten().collect();
+        if !self.affected.is_empty() {
+            if self.incident_open { CapabilityState::Incident } else { CapabilityState::SupportTicket }
+        } else if latest.is_empty() {
+            CapabilityState::NotProbedYet
+        } else if latest.iter().all(|p| matches!(p.result, LatestResult::Blocked { .. })) {
+            CapabilityState::NotTried
+        } else {
+            CapabilityState::Working
+        }
+    }
+
     pub fn last_success(&self) -> Option<SystemTime> {
         self.probes.values().flatten().filter_map(|p| p.last_success).max()
     }
@@ -176,15 +214,8 @@ pub fn to_json(hubs: &BTreeMap<String, HubStatus>, open_incidents: &[(String, St
                             (user.clone(), value)
                         })
                         .collect();
-                    let state = if status.incident_open {
-                        "incident"
-                    } else if status.affected.is_empty() {
-                        "ok"
-                    } else {
-                        "support_ticket"
-                    };
                     let value = json!({
-                        "state": state,
+                        "state": status.state().as_str(),
                         "probes": probes,
                         "last_success": status.last_success().map(rfc3339),
                         "affected_users": status.affected,
@@ -198,4 +229,32 @@ pub fn to_json(hubs: &BTreeMap<String, HubStatus>, open_incidents: &[(String, St
         })
         .collect();
     json!({"generated_at": rfc3339(now), "hubs": hubs})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latest(result: LatestResult) -> Option<LatestProbe> {
+        Some(LatestProbe { at: SystemTime::UNIX_EPOCH, duration: Duration::ZERO, result, last_success: None })
+    }
+
+    #[test]
+    fn a_capability_says_incident_ticket_not_tried_or_working() {
+        let blocked = LatestResult::Blocked { by: Capability::Server };
+        let mut status = CapabilityStatus::default();
+        status.probes.insert("probe-1".into(), None);
+        assert_eq!(status.state(), CapabilityState::NotProbedYet);
+        status.probes.insert("probe-1".into(), latest(blocked.clone()));
+        status.probes.insert("probe-2".into(), latest(blocked));
+        assert_eq!(status.state(), CapabilityState::NotTried, "blocked everywhere is not 'working'");
+        status.probes.insert("probe-2".into(), latest(LatestResult::Ok));
+        assert_eq!(status.state(), CapabilityState::Working);
+        status.affected.insert("carol".into(), "user_pod: ImagePullBackOff".into());
+        assert_eq!(status.state(), CapabilityState::SupportTicket);
+        status.incident_open = true;
+        assert_eq!(status.state(), CapabilityState::Incident);
+        status.affected.clear();
+        assert_eq!(status.state(), CapabilityState::Working, "an incident open on the hub, this capability fine");
+    }
 }

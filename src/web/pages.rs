@@ -6,7 +6,7 @@ use crate::detector::IncidentKind;
 use crate::incident::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::notify::pagerduty::summary_of;
 use crate::probe::Capability;
-use crate::status::{CapabilityStatus, HubStatus, LatestResult};
+use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestResult};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -91,16 +91,13 @@ fn capability_title(capability: Capability) -> &'static str {
 
 /// The CSS class and words of a capability's state.
 fn state_of(status: &CapabilityStatus) -> (&'static str, String) {
-    let affected = status.affected.len();
-    let users = if affected == 1 { "1 user".to_string() } else { format!("{affected} users") };
-    if status.incident_open && affected > 0 {
-        ("incident", format!("Incident · {users}"))
-    } else if affected > 0 {
-        ("ticket", format!("Support ticket · {users}"))
-    } else if status.probes.values().all(Option::is_none) {
-        ("unknown", "Not probed yet".to_string())
-    } else {
-        ("ok", "Working".to_string())
+    let users = count(status.affected.len(), "user", "users");
+    match status.state() {
+        CapabilityState::Incident => ("incident", format!("Incident · {users}")),
+        CapabilityState::SupportTicket => ("ticket", format!("Support ticket · {users}")),
+        CapabilityState::NotTried => ("unknown", "Not tried: an earlier step fails".to_string()),
+        CapabilityState::NotProbedYet => ("unknown", "Not probed yet".to_string()),
+        CapabilityState::Working => ("ok", "Working".to_string()),
     }
 }
 
@@ -116,6 +113,9 @@ fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> S
             None => write!(html, "<li>{}: not probed yet</li>", escape(user)),
             Some(p) if p.result == LatestResult::Ok => {
                 write!(html, "<li>✓ {} ok {}</li>", escape(user), time(p.at, now))
+            }
+            Some(p) if matches!(p.result, LatestResult::Blocked { .. }) => {
+                write!(html, "<li>– {} {} {}</li>", escape(user), escape(&p.result.describe()), time(p.at, now))
             }
             Some(p) => write!(
                 html,
@@ -166,7 +166,7 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         .flat_map(|(name, hub)| {
             hub.capabilities
                 .iter()
-                .filter(|(_, s)| !s.incident_open && !s.affected.is_empty())
+                .filter(|(_, s)| s.state() == CapabilityState::SupportTicket)
                 .map(move |(c, s)| (name, *c, s.affected.len()))
         })
         .collect();
