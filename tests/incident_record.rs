@@ -12,13 +12,14 @@ use hubwatch::incident::report::{self, ReportSettings};
 use hubwatch::incident::store::{Store, TimelineKind};
 use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
+use hubwatch::probe::Capability;
 use hubwatch::probe::http::HttpClient;
-use hubwatch::probe::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use hubwatch::status::StatusBoard;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::golden::assert_golden;
+use support::outcomes::finished;
 use support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
 use tokio::sync::Notify;
 
@@ -97,18 +98,7 @@ fn script(pd_base: &str, state: &Path) -> Script {
 
 impl Script {
     fn probe(&mut self, user: &str, capability: Capability, failure: Option<&str>, at: SystemTime) -> Vec<Transition> {
-        let outcome = ProbeOutcome {
-            hub: "temple".into(),
-            user: user.into(),
-            capability,
-            started_at: at - Duration::from_secs(4),
-            duration: Duration::from_secs(4),
-            result: match failure {
-                None => ProbeResult::Ok,
-                Some(reason) => ProbeResult::Failed(StepFailure::hub(Stage::Progress, reason)),
-            },
-            stages: vec![],
-        };
+        let outcome = finished("temple", user, capability, failure, at);
         self.board.record(&outcome);
         let transitions = self.detector.observe(&outcome, at);
         for transition in &transitions {

@@ -11,13 +11,14 @@ use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::ReportSettings;
 use hubwatch::incident::store::Store;
 use hubwatch::metrics::Metrics;
-use hubwatch::probe::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::probe::Capability;
 use hubwatch::status::StatusBoard;
 use hubwatch::web::{WebState, router};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
+use support::outcomes::finished;
 use tokio::sync::Notify;
 
 /// What a hostile hub answers when a spawn fails: it must reach the page as text.
@@ -48,21 +49,6 @@ hubs:
     Config::parse(&yaml, Path::new("pages.yaml"), &|_| Some("token".into())).unwrap()
 }
 
-fn outcome(hub: &str, user: &str, capability: Capability, failure: Option<&str>, at: SystemTime) -> ProbeOutcome {
-    ProbeOutcome {
-        hub: hub.into(),
-        user: user.into(),
-        capability,
-        started_at: at - Duration::from_secs(3),
-        duration: Duration::from_secs(3),
-        result: match failure {
-            None => ProbeResult::Ok,
-            Some(reason) => ProbeResult::Failed(StepFailure::hub(Stage::Progress, reason)),
-        },
-        stages: vec![],
-    }
-}
-
 /// Serves the pages of: temple with an open incident (both users cannot start servers, with a hostile
 /// reason), river with a support ticket (one user cannot execute code), staging all well.
 async fn serve(dir: &Path) -> (String, String) {
@@ -83,16 +69,16 @@ async fn serve(dir: &Path) -> (String, String) {
     for hub in ["temple", "river", "staging"] {
         for user in ["probe-1", "probe-2"] {
             for capability in [Capability::Login, Capability::Server, Capability::Kernel] {
-                outcomes.push(outcome(hub, user, capability, None, ago(30)));
+                outcomes.push(finished(hub, user, capability, None, ago(30)));
             }
         }
     }
-    outcomes.push(outcome("temple", "probe-1", Capability::DaskGateway, None, ago(20)));
-    outcomes.push(outcome("temple", "probe-2", Capability::DaskGateway, None, ago(20)));
+    outcomes.push(finished("temple", "probe-1", Capability::DaskGateway, None, ago(20)));
+    outcomes.push(finished("temple", "probe-2", Capability::DaskGateway, None, ago(20)));
     for (user, minutes) in [("probe-1", 12), ("probe-2", 11), ("probe-1", 2), ("probe-2", 1)] {
-        outcomes.push(outcome("temple", user, Capability::Server, Some(HOSTILE), ago(minutes)));
+        outcomes.push(finished("temple", user, Capability::Server, Some(HOSTILE), ago(minutes)));
     }
-    outcomes.push(outcome("river", "probe-2", Capability::Kernel, Some("Kernel died: exit code 137"), ago(3)));
+    outcomes.push(finished("river", "probe-2", Capability::Kernel, Some("Kernel died: exit code 137"), ago(3)));
     for outcome in &outcomes {
         board.record(outcome);
         for transition in detector.observe(outcome, outcome.started_at + outcome.duration) {

@@ -3,5 +3,6 @@ pub mod daemon;
 pub mod golden;
 pub mod k8s_fixtures;
 pub mod lab;
+pub mod outcomes;
 pub mod pagerduty;
 pub mod stub_hub;
