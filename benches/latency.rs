@@ -46,7 +46,7 @@ fn main() {
     let defaults = std::env::args().any(|a| a == "--default-intervals");
     let Intervals { login_every, login_timeout, server_every, server_timeout, kernel_timeout } =
         if defaults { DEFAULT } else { FAST };
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let pd = PagerDuty::default();
     let events_url = runtime.block_on(pd.clone().start());

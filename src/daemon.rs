@@ -2,20 +2,22 @@
 //! until shut down; every outcome goes to the metrics and the log.
 
 use crate::config::{Config, HubConfig};
-use crate::detector::{Detector, DetectorSettings, IncidentKind, Transition};
+use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::collect::Collector;
 use crate::discovery;
+use crate::domain::{IncidentKind, Transition};
+use crate::domain::{ProbeOutcome, ProbeResult};
 use crate::ha::{self, Leadership};
+use crate::http::HttpClient;
 use crate::incident::report::ReportSettings;
-use crate::incident::store::{Store, StoreError};
 use crate::incident::{DiagnosticsWanted, IncidentManager};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::probe::http::HttpClient;
-use crate::probe::{HubProber, ProbeOutcome, ProbeResult};
+use crate::probe::HubProber;
 use crate::scheduler::Scheduler;
 use crate::signals::{SignalUpdate, Watch, changes};
 use crate::status::StatusBoard;
+use crate::store::{Store, StoreError};
 use crate::web::{WebState, router};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,14 +41,6 @@ pub enum DaemonError {
     HighAvailabilityWithoutKubernetes,
     #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
     LostLeadership,
-}
-
-pub fn build_probers(config: &Config, http: &HttpClient) -> Vec<Arc<HubProber>> {
-    config
-        .hubs
-        .iter()
-        .map(|hub| Arc::new(HubProber::new(Arc::new(hub.clone()), http.clone(), config.scheduler.cleanup_timeout)))
-        .collect()
 }
 
 /// What lives as long as the daemon: the HTTP client, metrics, the status board, the store and the
@@ -227,7 +221,7 @@ async fn probe(config: &Config, shared: &Shared, stop: &CancellationToken) -> Re
         recovery_successes: config.incidents.recovery_successes,
     });
     let resumed = manager.resume(&mut detector, SystemTime::now())?;
-    let probers = build_probers(config, &shared.http);
+    let probers = crate::probe::probers(config, &shared.http);
     for hub in &config.hubs {
         shared.metrics.set_probe_users(&hub.name, hub.users.len());
     }

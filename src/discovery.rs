@@ -6,7 +6,9 @@
 //! from `kubernetes.discovery.users` or the Deployment's `hubwatch.jupyter.org/users` annotation. A hub or
 //! namespace that `hubs` names explicitly is left alone: explicit config wins.
 
-use crate::config::{DiscoveryConfig, HubConfig, LoginMethod, Secret};
+use crate::domain::Secret;
+
+use crate::config::{DiscoveryConfig, HubConfig, LoginMethod};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret as KubeSecret, Service};
 use kube::api::{Api, ListParams};

@@ -8,7 +8,7 @@
 //! every write carries the `resourceVersion` it read, so two replicas can never both win (409 Conflict).
 
 use crate::config::HaConfig;
-use crate::incident::store::Store;
+use crate::store::Store;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};

@@ -1,7 +1,7 @@
 //! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages and results only:
 //! never user names or URLs. Observers only: nothing decides from these.
 
-use crate::probe::{ProbeOutcome, ProbeResult};
+use crate::domain::{ProbeOutcome, ProbeResult};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -179,7 +179,7 @@ impl Metrics {
         let result = match &outcome.result {
             ProbeResult::Ok => "ok",
             ProbeResult::Blocked { .. } => "blocked",
-            ProbeResult::Failed(f) if f.cause == crate::probe::FailureCause::Monitor => "monitor_fault",
+            ProbeResult::Failed(f) if f.cause == crate::domain::FailureCause::Monitor => "monitor_fault",
             ProbeResult::Failed(_) => "failed",
         };
         self.probe_runs.with_label_values(&[&outcome.hub, capability, result]).inc();

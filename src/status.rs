@@ -3,8 +3,8 @@
 //! when it is open, a support ticket below the threshold). It observes; it never drives a decision.
 
 use crate::config::HubConfig;
-use crate::detector::Symptoms;
-use crate::probe::{Capability, ProbeOutcome, ProbeResult};
+use crate::domain::Symptoms;
+use crate::domain::{Capability, ProbeOutcome, ProbeResult};
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

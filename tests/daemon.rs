@@ -12,7 +12,7 @@ const PORT: u16 = 18600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let lab = Lab::start_for_daemon("daemon", PORT);
     let token = lab.token();
     let service = format!("token {token}");

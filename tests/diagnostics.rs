@@ -3,9 +3,9 @@
 
 mod support;
 
-use hubwatch::detector::IncidentKind;
 use hubwatch::diagnostics::collect::{Request, collect};
 use hubwatch::diagnostics::redact::Redactor;
+use hubwatch::domain::IncidentKind;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use support::apiserver::ApiServer;

@@ -24,7 +24,7 @@ fn actions(pd: &PagerDuty) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_without_paging_again_and_sends_the_resolve() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
     let api = ApiServer::default();
@@ -103,7 +103,7 @@ high_availability: {{lease_duration: 3s}}
 
 #[tokio::test]
 async fn one_lease_one_leader_and_an_expired_lease_changes_hands() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let api = ApiServer::default();
     let client = kube::Client::try_from(kube::Config::new(api.start().await.parse().unwrap())).unwrap();
     let replica = |identity: &str| {

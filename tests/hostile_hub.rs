@@ -4,8 +4,9 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::probe::http::HttpClient;
-use hubwatch::probe::{Capability, FailureCause, HubProber, ProbeOutcome, ProbeResult, Stage};
+use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
+use hubwatch::http::HttpClient;
+use hubwatch::probe::HubProber;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

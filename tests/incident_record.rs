@@ -5,16 +5,17 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings, Transition};
+use hubwatch::detector::{Detector, DetectorSettings};
 use hubwatch::diagnostics::{Diagnostics, Keep, Section};
+use hubwatch::domain::Capability;
+use hubwatch::domain::Transition;
+use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::{self, ReportSettings};
-use hubwatch::incident::store::{Store, TimelineKind};
 use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
-use hubwatch::probe::Capability;
-use hubwatch::probe::http::HttpClient;
 use hubwatch::status::StatusBoard;
+use hubwatch::store::{Store, TimelineKind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,7 +74,7 @@ hubs:
 }
 
 fn script(pd_base: &str, state: &Path) -> Script {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let config = config(pd_base, state);
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let wake = Arc::new(Notify::new());
@@ -321,7 +322,7 @@ async fn a_wrong_api_token_is_not_retried_and_the_timeline_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = script(&base, &dir.path().join("state.db"));
     if let Some(notes) = s.config.pagerduty.as_mut().and_then(|p| p.status_updates.as_mut()) {
-        notes.api_token = hubwatch::config::Secret::new("not-the-token");
+        notes.api_token = hubwatch::domain::Secret::new("not-the-token");
     }
     s.notifier = Notifier::new(
         s.store.clone(),

@@ -4,13 +4,14 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings, Transition};
+use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::domain::Transition;
+use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
-use hubwatch::incident::store::Store;
 use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
-use hubwatch::probe::http::HttpClient;
-use hubwatch::probe::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,7 +49,7 @@ fn config(events_url: Option<&str>, state: &Path) -> Config {
 }
 
 fn setup(events_url: Option<&str>, state: &Path) -> Setup {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let config = config(events_url, state);
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let wake = Arc::new(Notify::new());

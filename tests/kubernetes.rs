@@ -46,7 +46,7 @@ fn write_sample_page(trigger: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
     let api = ApiServer::default();
@@ -170,7 +170,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
 
 #[tokio::test]
 async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let api = ApiServer::default();
     let t = SystemTime::now();
     k8s_fixtures::load(&api, Scenario::NodePoolFull, t);
@@ -191,20 +191,20 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
         let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
         latest.insert(update.capability, update.users);
     }
-    let server = &latest[&hubwatch::probe::Capability::Server];
+    let server = &latest[&hubwatch::domain::Capability::Server];
     assert_eq!(server.keys().collect::<Vec<_>>(), ["alice", "bob"], "dave's pod runs");
     assert!(server["alice"].0.starts_with("pod jupyter-alice Pending for 7m: Unschedulable: 0/3 nodes"), "{server:?}");
     assert!(
         server["alice"].0.ends_with("; NotTriggerScaleUp: pod didn't trigger scale-up: 1 max node group size reached"),
         "the autoscaler's word is evidence too: {server:?}"
     );
-    let dask = &latest[&hubwatch::probe::Capability::DaskGateway];
+    let dask = &latest[&hubwatch::domain::Capability::DaskGateway];
     assert_eq!(dask.keys().collect::<Vec<_>>(), ["alice", "bob"], "users from the DaskClusters' spec.username");
 
     // A stuck pod deleted clears its user.
     api.delete("pods", NAMESPACE, "jupyter-bob");
     let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
-    assert_eq!(update.capability, hubwatch::probe::Capability::Server);
+    assert_eq!(update.capability, hubwatch::domain::Capability::Server);
     assert_eq!(update.users.keys().collect::<Vec<_>>(), ["alice"]);
     shutdown.cancel();
     watching.await.unwrap();
@@ -212,7 +212,7 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_change() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let api = ApiServer::default();
     let api_url = api.start().await;
     let lab = Lab::start_for_daemon("discovery", 18770);

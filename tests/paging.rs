@@ -43,7 +43,7 @@ fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incidents_page_once_resolve_once_and_survive_kill_9() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
     let lab = Lab::start_for_daemon("paging", PORT);

@@ -7,9 +7,9 @@
 
 mod support;
 
-use hubwatch::check::run_all;
+use hubwatch::cli::run_all;
 use hubwatch::config::Config;
-use hubwatch::probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
+use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -125,7 +125,7 @@ async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_lab_scenarios() {
-    hubwatch::probe::http::install_crypto_provider();
+    hubwatch::http::install_crypto_provider();
     let lab = Lab::start("probes", PORT);
     let config = config(&lab);
     let all = ["probe-1", "probe-2", "probe-3", "probe-4"];
@@ -275,7 +275,7 @@ async fn real_lab_scenarios() {
     eprintln!("scenario: a revoked service token is a monitor fault, not an outage");
     let mut broken = config.clone();
     broken.hubs[0] =
-        hubwatch::config::HubConfig { token: hubwatch::config::Secret::new("revoked-token"), ..broken.hubs[0].clone() };
+        hubwatch::config::HubConfig { token: hubwatch::domain::Secret::new("revoked-token"), ..broken.hubs[0].clone() };
     let run = check(&broken, "lab").await;
     for user in ["probe-1", "probe-2"] {
         let outcome = run.get(Login, user);

@@ -7,12 +7,12 @@ mod support;
 
 use hubwatch::config::Config;
 use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::domain::Capability;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::ReportSettings;
-use hubwatch::incident::store::Store;
 use hubwatch::metrics::Metrics;
-use hubwatch::probe::Capability;
 use hubwatch::status::StatusBoard;
+use hubwatch::store::Store;
 use hubwatch::web::{WebState, router};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,9 +86,9 @@ async fn serve(dir: &Path) -> (String, String) {
         }
     }
     for hub in ["temple", "river"] {
-        let symptoms = detector.symptoms(hub, hubwatch::detector::IncidentKind::HubAccess, now);
-        let open = detector.is_open(hub, hubwatch::detector::IncidentKind::HubAccess);
-        board.set_affected(hub, hubwatch::detector::IncidentKind::HubAccess.capabilities(), &symptoms, open);
+        let symptoms = detector.symptoms(hub, hubwatch::domain::IncidentKind::HubAccess, now);
+        let open = detector.is_open(hub, hubwatch::domain::IncidentKind::HubAccess);
+        board.set_affected(hub, hubwatch::domain::IncidentKind::HubAccess.capabilities(), &symptoms, open);
     }
     let key = store.open_incidents().unwrap()[0].key.clone();
     let state = WebState {

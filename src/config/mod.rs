@@ -4,7 +4,7 @@
 mod secret;
 mod walk;
 
-pub use secret::{EnvLookup, Secret};
+pub use secret::EnvLookup;
 
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use url::Url;
 use walk::{Problems, Table, boolean, duration, join, object, positive_integer, string, string_list};
 
-use crate::probe::Capability;
+use crate::domain::{Capability, Secret};
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -2,34 +2,10 @@
 
 use super::walk::{Problems, Table, string, type_name};
 use serde_json::Value;
-use std::fmt;
+
 use std::path::Path;
 
-/// A secret value. `Debug` and `Display` never show it; call `expose` at the point of use.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use crate::domain::Secret;
 
 /// Reads the environment; injected so tests do not have to change the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -68,7 +44,7 @@ pub fn resolve(
             let key = format!("{path}.env");
             let name = string(name, &key, problems)?;
             match env(&name) {
-                Some(v) if !v.trim().is_empty() => Some(Secret(v.trim().to_string())),
+                Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim())),
                 Some(_) => {
                     problems.add(&key, format!("environment variable {name} is empty"));
                     None
@@ -84,7 +60,7 @@ pub fn resolve(
             let file = string(file, &key, problems)?;
             let full = config_dir.join(&file);
             match std::fs::read_to_string(&full) {
-                Ok(v) if !v.trim().is_empty() => Some(Secret(v.trim().to_string())),
+                Ok(v) if !v.trim().is_empty() => Some(Secret::new(v.trim())),
                 Ok(_) => {
                     problems.add(&key, format!("secret file {} is empty", full.display()));
                     None

@@ -17,131 +17,15 @@
 //!   succeeded (a failure older than the window no longer holds it open).
 //!   A capability that alternates fail/ok never has two successes in a row, so it stays one incident.
 
-use crate::probe::{Capability, ProbeOutcome, ProbeResult, Stage};
-use serde::{Deserialize, Serialize};
+use crate::domain::{Capability, IncidentKind, ProbeOutcome, ProbeResult, Stage, Symptoms, Transition, UserFailure};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentKind {
-    HubAccess,
-    DaskGateway,
-}
-
-impl IncidentKind {
-    pub const ALL: [IncidentKind; 2] = [IncidentKind::HubAccess, IncidentKind::DaskGateway];
-
-    pub fn of(capability: Capability) -> IncidentKind {
-        match capability {
-            Capability::Login | Capability::Server | Capability::Kernel => IncidentKind::HubAccess,
-            Capability::DaskGateway => IncidentKind::DaskGateway,
-        }
-    }
-
-    /// The capabilities whose failures make this kind of incident.
-    pub fn capabilities(self) -> &'static [Capability] {
-        match self {
-            IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel],
-            IncidentKind::DaskGateway => &[Capability::DaskGateway],
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentKind::HubAccess => "hub_access",
-            IncidentKind::DaskGateway => "dask_gateway",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<IncidentKind> {
-        IncidentKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorSettings {
     pub min_affected_users: usize,
     pub window: Duration,
     pub recovery_successes: u32,
-}
-
-/// Why one user is affected in one capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserFailure {
-    pub stage: Stage,
-    pub reason: String,
-    /// The first failure of the current run of failures.
-    pub since: SystemTime,
-    /// The latest failure.
-    pub last: SystemTime,
-}
-
-/// Who is affected, per capability, and since when.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Symptoms {
-    pub affected: BTreeMap<Capability, BTreeMap<String, UserFailure>>,
-}
-
-/// Everyone affected during an incident, per capability (the union of its symptoms over time).
-pub type AffectedEver = BTreeMap<Capability, BTreeSet<String>>;
-
-impl Symptoms {
-    /// Adds these symptoms' users to `ever`.
-    pub fn merge_into(&self, ever: &mut AffectedEver) {
-        for (capability, users) in &self.affected {
-            if !users.is_empty() {
-                ever.entry(*capability).or_default().extend(users.keys().cloned());
-            }
-        }
-    }
-
-    /// Adds these symptoms' failures to `ever`: per user and capability, when their failing began first and
-    /// how it failed last.
-    pub fn merge_failures_into(&self, ever: &mut Symptoms) {
-        for (capability, users) in &self.affected {
-            for (user, failure) in users {
-                let slot = ever.affected.entry(*capability).or_default().entry(user.clone()).or_insert(failure.clone());
-                let since = slot.since.min(failure.since);
-                if failure.last >= slot.last {
-                    *slot = failure.clone();
-                }
-                slot.since = since;
-            }
-        }
-    }
-
-    pub fn users(&self) -> BTreeSet<&str> {
-        self.affected.values().flat_map(|users| users.keys().map(String::as_str)).collect()
-    }
-
-    pub fn capabilities(&self) -> BTreeSet<Capability> {
-        self.affected.iter().filter(|(_, users)| !users.is_empty()).map(|(c, _)| *c).collect()
-    }
-
-    /// The earliest failure among the affected: the best guess of when the impact started.
-    pub fn impact_start(&self) -> Option<SystemTime> {
-        self.earliest_failure().map(|(_, _, f)| f.since)
-    }
-
-    /// Who failed first, at what, and how.
-    pub fn earliest_failure(&self) -> Option<(Capability, &str, &UserFailure)> {
-        self.affected
-            .iter()
-            .flat_map(|(capability, users)| users.iter().map(move |(user, f)| (*capability, user.as_str(), f)))
-            .min_by_key(|(_, _, f)| f.since)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.affected.values().all(BTreeMap::is_empty)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transition {
-    Opened { hub: String, kind: IncidentKind, symptoms: Symptoms, at: SystemTime },
-    Updated { hub: String, kind: IncidentKind, symptoms: Symptoms, material: bool, at: SystemTime },
-    Recovered { hub: String, kind: IncidentKind, at: SystemTime },
 }
 
 /// The latest attempts of one user at one capability.

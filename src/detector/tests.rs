@@ -1,5 +1,5 @@
 use super::*;
-use crate::probe::{FailureCause, StepFailure};
+use crate::domain::{FailureCause, StepFailure};
 use proptest::prelude::*;
 
 const MIN: Duration = Duration::from_secs(60);

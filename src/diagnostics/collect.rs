@@ -4,7 +4,7 @@
 use super::kubectl::{self, event_last_seen};
 use super::redact::Redactor;
 use super::{Diagnostics, Keep, Section};
-use crate::detector::IncidentKind;
+use crate::domain::IncidentKind;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;

@@ -7,7 +7,7 @@ pub mod collect;
 pub mod kubectl;
 pub mod redact;
 
-use crate::probe::http::truncate;
+use crate::http::truncate;
 use std::time::SystemTime;
 
 /// A section longer than this keeps its head (tables: the header and the first rows) or its tail (logs: the

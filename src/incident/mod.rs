@@ -2,20 +2,19 @@
 //! PagerDuty events (trigger on open, a rate-limited follow-up trigger on a material change, resolve on
 //! recovery), and after a restart hands the open incidents back to the detector.
 
-pub mod list;
 pub mod notes;
 pub mod report;
-pub mod store;
 
 use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
-use crate::detector::{Detector, IncidentKind, Symptoms, Transition};
+use crate::detector::Detector;
 use crate::diagnostics::Diagnostics;
+use crate::domain::{IncidentKind, Symptoms, Transition};
 use crate::notify::pagerduty::{self, EventContext};
 use crate::status::StatusBoard;
+use crate::store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use tokio::sync::Notify;
 use url::Url;
 

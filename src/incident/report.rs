@@ -3,9 +3,9 @@
 //! that were run and what they showed, an analysis prefilled with what the probes and diagnostics
 //! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
 
-use super::store::{IncidentRecord, TimelineEntry, TimelineKind};
-use crate::detector::IncidentKind;
+use crate::domain::IncidentKind;
 use crate::notify::pagerduty::{cannot, summary_of};
+use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -283,11 +283,11 @@ pub struct ReportSettings {
 /// The report of the incident `key` from the store, or `None` if there is no such incident. `hub_url` gives
 /// a hub's URL by name, where it is known.
 pub fn draft(
-    store: &super::store::Store,
+    store: &crate::store::Store,
     key: &str,
     hub_url: impl FnOnce(&str) -> Option<Url>,
     settings: &ReportSettings,
-) -> Result<Option<String>, super::store::StoreError> {
+) -> Result<Option<String>, crate::store::StoreError> {
     let Some(incident) = store.incident(key)? else { return Ok(None) };
     let hub_url = hub_url(&incident.hub);
     let timeline = store.timeline(key)?;

@@ -7,9 +7,9 @@ pub mod pagerduty;
 pub mod rest;
 
 use crate::config::PagerDutyConfig;
-use crate::incident::store::{EventAction, OutboxEvent, Store, StoreError, TimelineKind};
+use crate::http::HttpClient;
 use crate::metrics::Metrics;
-use crate::probe::http::HttpClient;
+use crate::store::{EventAction, OutboxEvent, Store, StoreError, TimelineKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use pagerduty::Answer;
 use std::sync::Arc;

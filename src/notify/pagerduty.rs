@@ -2,9 +2,9 @@
 //! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 is an invalid event (never
 //! retried); 429 is rate limiting (back off for minutes); 5xx and network errors are retried.
 
-use crate::detector::{IncidentKind, Symptoms};
-use crate::probe::Capability;
-use crate::probe::http::truncate;
+use crate::domain::Capability;
+use crate::domain::{IncidentKind, Symptoms};
+use crate::http::truncate;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -229,8 +229,8 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detector::UserFailure;
-    use crate::probe::Stage;
+    use crate::domain::Stage;
+    use crate::domain::UserFailure;
     use std::collections::BTreeMap;
     use std::time::Duration;
 

@@ -5,7 +5,7 @@
 
 use super::pagerduty::Answer;
 use crate::config::StatusUpdatesConfig;
-use crate::probe::http::{HttpClient, truncate};
+use crate::http::{HttpClient, truncate};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::time::Duration;

@@ -2,9 +2,11 @@
 //! scale to N workers, wait until the scheduler really has them (its `json/counts.json`, proxied by the
 //! gateway), then delete the cluster. The cluster is deleted whatever happened: leaked clusters cost money.
 
-use super::http::{Auth, HttpClient, Response};
-use super::{Deadline, Stage, StepFailure};
-use crate::config::{DaskGatewayConfig, Secret};
+use super::Deadline;
+use crate::config::DaskGatewayConfig;
+use crate::domain::Secret;
+use crate::domain::{Stage, StepFailure};
+use crate::http::{Auth, HttpClient, Response};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -131,7 +133,7 @@ impl<'a> Gateway<'a> {
             let why = answer.get("msg").and_then(Value::as_str).unwrap_or("no reason given");
             return Err(StepFailure::hub(
                 stage,
-                format!("the gateway refused to scale to {workers}: {}", super::http::scrub(why)),
+                format!("the gateway refused to scale to {workers}: {}", crate::http::scrub(why)),
             ));
         }
         Ok(())

@@ -3,9 +3,10 @@
 //! both `execute_reply` and the iopub `idle` have arrived. The probe keeps its own deadline: servers may
 //! hold a handshake for 60 s, and pings would keep a naive read waiting forever.
 
-use super::http::{Auth, HttpClient, scrub, truncate};
-use super::{Deadline, Stage, StepFailure};
-use crate::config::Secret;
+use super::Deadline;
+use crate::domain::Secret;
+use crate::domain::{Stage, StepFailure};
+use crate::http::{Auth, HttpClient, scrub, truncate};
 use backon::{ConstantBuilder, Retryable};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};

@@ -1,9 +1,10 @@
 //! The login capability: the token flow (hubwatch's service token mints a short-lived token for the probe
 //! user, who must then be recognised) and the browser's form flow (`_xsrf` cookie and field, POST, 302).
 
-use super::http::{Auth, HttpClient, Response, html_element_text, hub_message};
-use super::{Deadline, Stage, StepFailure, user_path};
-use crate::config::Secret;
+use super::{Deadline, user_path};
+use crate::domain::Secret;
+use crate::domain::{Stage, StepFailure};
+use crate::http::{Auth, HttpClient, Response, html_element_text, hub_message};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;

@@ -3,9 +3,11 @@
 //! cluster) that runs whatever happened, under its own deadline, even when the round was cancelled.
 
 use super::dask_gateway::Gateway;
-use super::http::{Auth, HttpClient};
-use super::{Capability, Deadline, ProbeOutcome, ProbeResult, Stage, Stages, StepFailure, kernel, login, server};
-use crate::config::{HubConfig, LoginMethod, Secret};
+use super::{Deadline, Stages, kernel, login, server};
+use crate::config::{HubConfig, LoginMethod};
+use crate::domain::Secret;
+use crate::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use crate::http::{Auth, HttpClient};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -2,11 +2,12 @@
 //! progress stream to `ready` or `failed` (201 and 202 both only mean "maybe"), and stop the server again,
 //! waiting until the hub says it is gone.
 
-use super::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
 use super::login::hub_url;
 use super::sse::SseParser;
-use super::{Deadline, Stage, StepFailure, user_path};
-use crate::config::Secret;
+use super::{Deadline, user_path};
+use crate::domain::Secret;
+use crate::domain::{Stage, StepFailure};
+use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};

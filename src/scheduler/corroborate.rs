@@ -7,7 +7,7 @@
 //! once per its interval to confirm its own flip and once to corroborate a peer's, so a flapping hub costs
 //! at most three times the usual probes.
 
-use crate::probe::{Capability, FailureCause, ProbeOutcome, ProbeResult};
+use crate::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;

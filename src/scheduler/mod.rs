@@ -11,8 +11,9 @@
 mod corroborate;
 
 use crate::config::SchedulerConfig;
+use crate::domain::ProbeOutcome;
 use crate::metrics::Metrics;
-use crate::probe::{HubProber, ProbeOutcome};
+use crate::probe::HubProber;
 use corroborate::{Corroboration, Observation, confirm_delay, observations};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -39,7 +39,7 @@ pub fn template_of(deployment: &Deployment) -> Template {
 }
 
 fn short(value: &str) -> String {
-    crate::probe::http::truncate(value, 100)
+    crate::http::truncate(value, 100)
 }
 
 /// What changed, one line each, images first.

@@ -11,7 +11,7 @@ pub mod pods;
 
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
 use crate::diagnostics::kubectl::event_last_seen;
-use crate::probe::Capability;
+use crate::domain::Capability;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};

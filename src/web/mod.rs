@@ -7,9 +7,9 @@
 pub mod pages;
 
 use crate::incident::report::{self, ReportSettings};
-use crate::incident::store::{Store, StoreError};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
+use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};

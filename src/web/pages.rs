@@ -2,11 +2,11 @@
 //! Built to be read on a phone at 3 a.m.: one column on narrow screens, state in words as well as colour.
 //! Every string that comes from a hub, a user or the cluster goes through [`escape`].
 
-use crate::detector::IncidentKind;
-use crate::incident::store::{IncidentRecord, TimelineEntry, TimelineKind};
+use crate::domain::Capability;
+use crate::domain::IncidentKind;
 use crate::notify::pagerduty::summary_of;
-use crate::probe::Capability;
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestResult};
+use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use hubwatch::probe::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use std::time::{Duration, SystemTime};
 
 /// A 4-second attempt of `user` at `capability` on `hub` that finished at `at`: ok, or failed by the hub at

@@ -1,17 +1,15 @@
 //! `hubwatch check`: every capability once for every probe user, as a table or JSON lines.
 
+use super::table::{Output, write_columns};
+use super::{BAD_CONFIG, load, until_signal};
 use crate::config::Config;
-use crate::daemon::build_probers;
-use crate::probe::http::HttpClient;
-use crate::probe::{ProbeOutcome, ProbeResult, round_ms};
+use crate::domain::{ProbeOutcome, ProbeResult, round_ms};
+use crate::http::HttpClient;
+use crate::probe;
 use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
 
 /// Runs every probe user of the selected hubs through login, server with kernel, and Dask Gateway (users
 /// and hubs in parallel, each user's capabilities in order). Returns the outcomes in a stable order.
@@ -22,7 +20,7 @@ pub async fn run_all(
     cancel: &CancellationToken,
 ) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
     let http = HttpClient::new()?;
-    let probers = build_probers(config, &http);
+    let probers = probe::probers(config, &http);
     let mut rounds = tokio::task::JoinSet::new();
     for prober in probers.into_iter().filter(|p| hub.is_none_or(|h| p.hub.name == h)) {
         let users: Vec<String> =
@@ -73,41 +71,12 @@ pub fn write(outcomes: &[ProbeOutcome], output: Output, out: &mut impl Write) ->
     Ok(())
 }
 
-/// Left-aligned columns separated by two spaces; a column of numbers ("SECONDS") is right-aligned.
-pub fn write_columns<const N: usize>(
-    header: &[String; N],
-    rows: &[[String; N]],
-    out: &mut impl Write,
-) -> std::io::Result<()> {
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(header).chain(rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if i == N - 1 {
-                line.push_str(cell);
-            } else if header[i] == "SECONDS" {
-                line.push_str(&format!("{}{cell}  ", " ".repeat(pad)));
-            } else {
-                line.push_str(&format!("{cell}{}  ", " ".repeat(pad)));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
 fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
     let (result, stage, reason) = match &outcome.result {
         ProbeResult::Ok => ("ok".to_string(), String::new(), String::new()),
         ProbeResult::Blocked { by } => ("blocked".to_string(), String::new(), format!("{by} failed first")),
         ProbeResult::Failed(f) => {
-            let result = if f.cause == crate::probe::FailureCause::Monitor { "failed (monitor)" } else { "failed" };
+            let result = if f.cause == crate::domain::FailureCause::Monitor { "failed (monitor)" } else { "failed" };
             (result.to_string(), f.stage.to_string(), f.reason.clone())
         }
     };
@@ -120,4 +89,49 @@ fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
         stage,
         reason,
     ]
+}
+
+pub fn command(path: &Path, hub: Option<String>, user: Option<String>, output: Output) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(problem) = check_selection(&config, hub.as_deref(), user.as_deref()) {
+        eprintln!("hubwatch: {}: {problem}", config.source.display());
+        return ExitCode::from(BAD_CONFIG);
+    }
+    until_signal(|cancel| async move {
+        let outcomes = match run_all(&config, hub.as_deref(), user.as_deref(), &cancel).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                eprintln!("hubwatch: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = write(&outcomes, output, &mut std::io::stdout().lock()) {
+            eprintln!("hubwatch: cannot write the results: {e}");
+            return ExitCode::FAILURE;
+        }
+        if outcomes.iter().all(|o| o.result == ProbeResult::Ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    })
+}
+
+/// `--hub` must name a hub of the config, and `--user` a probe user of the selected hubs.
+fn check_selection(config: &Config, hub: Option<&str>, user: Option<&str>) -> Result<(), String> {
+    if let Some(name) = hub
+        && config.hub(name).is_none()
+    {
+        let known: Vec<&str> = config.hubs.iter().map(|h| h.name.as_str()).collect();
+        return Err(format!("--hub {name:?} is not a hub in this config (hubs: {})", known.join(", ")));
+    }
+    if let Some(name) = user
+        && !config
+            .hubs
+            .iter()
+            .filter(|h| hub.is_none_or(|only| only == h.name))
+            .any(|h| h.users.iter().any(|u| u == name))
+    {
+        return Err(format!("--user {name:?} is not a probe user of the selected hubs"));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! so an incident is never open without its trigger queued, nor recovered without its resolve queued.
 //! Event bodies are stored without the routing key (a secret); it is added at send time.
 
-use crate::detector::{AffectedEver, IncidentKind, Symptoms};
+use crate::domain::{AffectedEver, IncidentKind, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;

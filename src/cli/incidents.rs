@@ -1,11 +1,14 @@
 //! `hubwatch incidents`: the incidents in the state database, newest last.
 
-use super::store::IncidentRecord;
-use crate::check::Output;
+use super::load;
+use super::table::{Output, write_columns};
 use crate::notify::pagerduty::summary_of;
+use crate::store::{IncidentRecord, Store};
 use crate::timefmt::rfc3339 as when;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// Everyone affected during the incident.
 fn users(incident: &IncidentRecord) -> BTreeSet<&str> {
@@ -41,8 +44,26 @@ pub fn write(incidents: &[IncidentRecord], output: Output, out: &mut impl Write)
                     ]
                 })
                 .collect();
-            crate::check::write_columns(&header, &rows, out)?;
+            write_columns(&header, &rows, out)?;
         }
     }
     Ok(())
+}
+
+pub fn command(path: &Path, output: Output) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let listed = Store::open(&config.state_path)
+        .and_then(|store| store.all_incidents())
+        .map_err(|e| e.to_string())
+        .and_then(|incidents| write(&incidents, output, &mut std::io::stdout().lock()).map_err(|e| e.to_string()));
+    match listed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubwatch: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

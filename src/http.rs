@@ -2,7 +2,7 @@
 //! failure reasons built from the hub's own short message, never from a verbatim body (single-user error
 //! pages embed API tokens).
 
-use crate::config::Secret;
+use crate::domain::Secret;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};

@@ -1,0 +1,10 @@
+//! The domain's vocabulary, used by every stage of the flow and using nothing of hubwatch's own: what a
+//! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), and the [`Secret`] type.
+
+mod incident;
+mod probe;
+mod secret;
+
+pub use incident::{AffectedEver, IncidentKind, Symptoms, Transition, UserFailure};
+pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
+pub use secret::Secret;

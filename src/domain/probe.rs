@@ -1,0 +1,206 @@
+//! What probing finds: capabilities, stages, and the outcome of one attempt.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Login,
+    Server,
+    Kernel,
+    DaskGateway,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] =
+        [Capability::Login, Capability::Server, Capability::Kernel, Capability::DaskGateway];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Login => "login",
+            Capability::Server => "server",
+            Capability::Kernel => "kernel",
+            Capability::DaskGateway => "dask_gateway",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step of a probe, named as in the table `hubwatch check` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    // login
+    MintToken,
+    LoginPage,
+    LoginSubmit,
+    WhoAmI,
+    // server
+    StopLeftover,
+    RequestSpawn,
+    Progress,
+    StopServer,
+    // kernel
+    StartKernel,
+    Connect,
+    Execute,
+    DeleteKernel,
+    // dask gateway
+    DeleteLeftoverClusters,
+    CreateCluster,
+    WaitRunning,
+    Scale,
+    WaitWorker,
+    DeleteCluster,
+    // real users (Kubernetes signals, not a probe step)
+    /// A real user's pod is stuck or crashing.
+    UserPod,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::MintToken => "mint_token",
+            Stage::LoginPage => "login_page",
+            Stage::LoginSubmit => "login_submit",
+            Stage::WhoAmI => "whoami",
+            Stage::StopLeftover => "stop_leftover",
+            Stage::RequestSpawn => "request_spawn",
+            Stage::Progress => "progress",
+            Stage::StopServer => "stop_server",
+            Stage::StartKernel => "start_kernel",
+            Stage::Connect => "connect",
+            Stage::Execute => "execute",
+            Stage::DeleteKernel => "delete_kernel",
+            Stage::DeleteLeftoverClusters => "delete_leftover_clusters",
+            Stage::CreateCluster => "create_cluster",
+            Stage::WaitRunning => "wait_running",
+            Stage::Scale => "scale",
+            Stage::WaitWorker => "wait_worker",
+            Stage::DeleteCluster => "delete_cluster",
+            Stage::UserPod => "user_pod",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is at fault when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The hub (or something behind it) failed: users are affected.
+    Hub,
+    /// hubwatch's own setup is wrong (token refused, probe user missing, scopes missing): fix the monitor.
+    Monitor,
+}
+
+/// Why a step failed. `reason` is short and safe to show anywhere (no secrets, no response bodies);
+/// `detail` adds context such as the last progress messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub stage: Stage,
+    pub reason: String,
+    pub detail: Option<String>,
+    pub cause: FailureCause,
+}
+
+impl StepFailure {
+    pub fn hub(stage: Stage, reason: impl Into<String>) -> Self {
+        StepFailure { stage, reason: reason.into(), detail: None, cause: FailureCause::Hub }
+    }
+
+    pub fn monitor(stage: Stage, reason: impl Into<String>) -> Self {
+        StepFailure { stage, reason: reason.into(), detail: None, cause: FailureCause::Monitor }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    Ok,
+    Failed(StepFailure),
+    /// `by` failed first, so this capability could not be tried; not a failure of its own.
+    Blocked {
+        by: Capability,
+    },
+}
+
+impl ProbeResult {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProbeResult::Ok => "ok",
+            ProbeResult::Failed(_) => "failed",
+            ProbeResult::Blocked { .. } => "blocked",
+        }
+    }
+
+    /// A failure that affects users (not a monitor fault, not blocked).
+    pub fn is_user_affecting(&self) -> bool {
+        matches!(self, ProbeResult::Failed(f) if f.cause == FailureCause::Hub)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StageTiming {
+    pub stage: Stage,
+    pub seconds: f64,
+}
+
+/// One capability attempted by one probe user at one time.
+#[derive(Debug, Clone)]
+pub struct ProbeOutcome {
+    pub hub: String,
+    pub user: String,
+    pub capability: Capability,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub result: ProbeResult,
+    pub stages: Vec<StageTiming>,
+}
+
+impl ProbeOutcome {
+    /// The JSON line `hubwatch check --output json` prints (keys are part of the CLI contract).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (stage, reason, detail, cause, blocked_by) = match &self.result {
+            ProbeResult::Ok => (None, None, None, None, None),
+            ProbeResult::Failed(f) => {
+                (Some(f.stage.as_str()), Some(f.reason.as_str()), f.detail.as_deref(), Some(f.cause), None)
+            }
+            ProbeResult::Blocked { by } => (None, None, None, None, Some(by.as_str())),
+        };
+        serde_json::json!({
+            "hub": self.hub,
+            "capability": self.capability,
+            "user": self.user,
+            "result": self.result.label(),
+            "seconds": round_ms(self.duration.as_secs_f64()),
+            "stage": stage,
+            "reason": reason,
+            "detail": detail,
+            "cause": cause,
+            "blocked_by": blocked_by,
+            "started_at": humantime::format_rfc3339_millis(self.started_at).to_string(),
+            "stages": self.stages,
+        })
+    }
+}
+
+pub fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
