@@ -1,10 +1,11 @@
-//! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages and results only:
-//! never user names or URLs. Observers only: nothing decides from these.
+//! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages, results and task
+//! names only: never user names or URLs. Observers only: nothing decides from these.
 
-use crate::domain::{ProbeOutcome, ProbeResult};
+use crate::domain::{FailureCause, ProbeOutcome, ProbeResult};
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::time::UNIX_EPOCH;
 
@@ -27,136 +28,157 @@ pub struct Metrics {
     support_tickets: IntGaugeVec,
     pagerduty_events: IntCounterVec,
     pub pagerduty_unsent: IntGauge,
-    pub pagerduty_oldest_unsent_seconds: prometheus::Gauge,
+    pub pagerduty_oldest_unsent_seconds: Gauge,
+    task_restarts: IntCounterVec,
+    tasks_failed: IntGauge,
+    state: StateMetrics,
+    ha: HaMetrics,
+}
+
+/// The state database: whether writes reach it, what waits for them, and how large it is.
+struct StateMetrics {
+    write_failures: IntCounter,
+    writable: IntGauge,
+    unstored: IntGauge,
+    bytes: IntGauge,
+    pruned: IntCounter,
+}
+
+/// High availability: whether this replica leads, and how its state reaches the mirror.
+struct HaMetrics {
+    leader: IntGauge,
+    mirror_bytes: IntGauge,
+    mirror_complete: IntGauge,
+    mirror_failures: IntCounter,
+    restore_rejected: IntCounter,
+}
+
+/// Registers metrics in one registry; every name and label set is fixed here, so creation cannot fail.
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn add<C: Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.registry.register(Box::new(collector.clone())).expect("metric names are unique");
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let probe_runs = IntCounterVec::new(
-            Opts::new(
+        let b = Builder { registry: Registry::new() };
+        let by_kind = |name: &str, help: &str| b.gauges(name, help, &["hub", "kind"]);
+        let metrics = Metrics {
+            probe_runs: b.counters(
                 "hubwatch_probe_runs_total",
                 "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)",
+                &["hub", "capability", "result"],
             ),
-            &["hub", "capability", "result"],
-        )
-        .expect("valid metric");
-        let probe_failures = IntCounterVec::new(
-            Opts::new(
+            probe_failures: b.counters(
                 "hubwatch_probe_failures_total",
                 "Failed probe attempts by hub, capability and the stage that failed",
+                &["hub", "capability", "stage"],
             ),
-            &["hub", "capability", "stage"],
-        )
-        .expect("valid metric");
-        let probe_duration = HistogramVec::new(
-            HistogramOpts::new(
+            probe_duration: b.histograms(
                 "hubwatch_probe_duration_seconds",
                 "How long a probe took (blocked attempts are not observed)",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["hub", "capability", "result"],
-        )
-        .expect("valid metric");
-        let last_success = GaugeVec::new(
-            Opts::new(
-                "hubwatch_probe_last_success_timestamp_seconds",
-                "Unix time of the last successful probe of a capability, by any probe user",
+                DURATION_BUCKETS,
+                &["hub", "capability", "result"],
             ),
-            &["hub", "capability"],
-        )
-        .expect("valid metric");
-        let probes_in_flight =
-            IntGauge::new("hubwatch_probes_in_flight", "Probe rounds running now").expect("valid metric");
-        let schedule_lag = Histogram::with_opts(
-            HistogramOpts::new("hubwatch_schedule_lag_seconds", "How late a probe round started against its due time")
-                .buckets(LAG_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let cleanup_failures = IntCounterVec::new(
-            Opts::new(
+            last_success: b.add(
+                GaugeVec::new(
+                    Opts::new(
+                        "hubwatch_probe_last_success_timestamp_seconds",
+                        "Unix time of the last successful probe of a capability, by any probe user",
+                    ),
+                    &["hub", "capability"],
+                )
+                .expect("valid metric"),
+            ),
+            probes_in_flight: b.gauge("hubwatch_probes_in_flight", "Probe rounds running now"),
+            schedule_lag: b.add(
+                Histogram::with_opts(
+                    HistogramOpts::new("hubwatch_schedule_lag_seconds", "How late a probe round started against its due time")
+                        .buckets(LAG_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            cleanup_failures: b.counters(
                 "hubwatch_cleanup_failures_total",
                 "Probe servers, kernels or clusters that could not be removed after a round",
+                &["hub", "capability"],
             ),
-            &["hub", "capability"],
-        )
-        .expect("valid metric");
-        let hubs = IntGaugeVec::new(Opts::new("hubwatch_probe_users", "Probe users configured per hub"), &["hub"])
-            .expect("valid metric");
-        let by_kind =
-            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["hub", "kind"]).expect("valid metric");
-        let affected_users = by_kind(
-            "hubwatch_affected_users",
-            "Distinct users affected now (probe users and real users), by hub and incident kind",
-        );
-        let incidents_open = by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind");
-        let support_tickets = by_kind(
-            "hubwatch_support_tickets",
-            "1 while some users are affected but fewer than the incident threshold",
-        );
-        let pagerduty_events = IntCounterVec::new(
-            Opts::new(
+            hubs: b.gauges("hubwatch_probe_users", "Probe users configured per hub", &["hub"]),
+            affected_users: by_kind(
+                "hubwatch_affected_users",
+                "Distinct users affected now (probe users and real users), by hub and incident kind",
+            ),
+            incidents_open: by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind"),
+            support_tickets: by_kind(
+                "hubwatch_support_tickets",
+                "1 while some users are affected but fewer than the incident threshold",
+            ),
+            pagerduty_events: b.counters(
                 "hubwatch_pagerduty_events_total",
                 "PagerDuty deliveries by action (trigger, resolve, change, note) and outcome (sent, rejected, rate_limited, failed, dry_run)",
+                &["action", "outcome"],
             ),
-            &["action", "outcome"],
-        )
-        .expect("valid metric");
-        let pagerduty_unsent = IntGauge::new(
-            "hubwatch_pagerduty_unsent_events",
-            "PagerDuty events (pages, not status notes) queued and not yet accepted",
-        )
-        .expect("valid metric");
-        let pagerduty_oldest_unsent_seconds = prometheus::Gauge::new(
-            "hubwatch_pagerduty_oldest_unsent_seconds",
-            "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
-        )
-        .expect("valid metric");
-        let build_info =
-            IntGaugeVec::new(Opts::new("hubwatch_build_info", "Always 1; the version in a label"), &["version"])
-                .expect("valid metric");
+            pagerduty_unsent: b.gauge(
+                "hubwatch_pagerduty_unsent_events",
+                "PagerDuty events (pages, not status notes) queued and not yet accepted",
+            ),
+            pagerduty_oldest_unsent_seconds: b.add(
+                Gauge::new(
+                    "hubwatch_pagerduty_oldest_unsent_seconds",
+                    "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
+                )
+                .expect("valid metric"),
+            ),
+            task_restarts: b.counters(
+                "hubwatch_task_restarts_total",
+                "Long-running tasks (probe lanes, the recorder, the notifier, watches, ...) restarted after a panic",
+                &["task"],
+            ),
+            tasks_failed: b.gauge(
+                "hubwatch_tasks_failed",
+                "Tasks that panicked too often and were given up (while above 0, /healthz fails)",
+            ),
+            state: StateMetrics::new(&b),
+            ha: HaMetrics::new(&b),
+            registry: Registry::new(),
+        };
+        let build_info = b.gauges("hubwatch_build_info", "Always 1; the version in a label", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-
-        for collector in [
-            Box::new(probe_runs.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(probe_failures.clone()),
-            Box::new(probe_duration.clone()),
-            Box::new(last_success.clone()),
-            Box::new(probes_in_flight.clone()),
-            Box::new(schedule_lag.clone()),
-            Box::new(cleanup_failures.clone()),
-            Box::new(hubs.clone()),
-            Box::new(build_info),
-            Box::new(affected_users.clone()),
-            Box::new(incidents_open.clone()),
-            Box::new(support_tickets.clone()),
-            Box::new(pagerduty_events.clone()),
-            Box::new(pagerduty_unsent.clone()),
-            Box::new(pagerduty_oldest_unsent_seconds.clone()),
-        ] {
-            registry.register(collector).expect("metric names are unique");
-        }
+        // Nothing left out until a mirror write says so (and replicas that do not mirror never do).
+        metrics.ha.mirror_complete.set(1);
+        metrics.state.writable.set(1);
         #[cfg(target_os = "linux")]
-        registry
+        b.registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process metrics register once");
-        Metrics {
-            registry,
-            probe_runs,
-            probe_failures,
-            probe_duration,
-            last_success,
-            probes_in_flight,
-            schedule_lag,
-            cleanup_failures,
-            hubs,
-            affected_users,
-            incidents_open,
-            support_tickets,
-            pagerduty_events,
-            pagerduty_unsent,
-            pagerduty_oldest_unsent_seconds,
-        }
+        Metrics { registry: b.registry, ..metrics }
     }
 
     pub fn set_probe_users(&self, hub: &str, users: usize) {
@@ -174,12 +196,53 @@ impl Metrics {
         self.pagerduty_events.with_label_values(&[action, outcome]).inc();
     }
 
+    pub fn count_task_restart(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc();
+    }
+
+    pub fn set_tasks_failed(&self, failed: usize) {
+        self.tasks_failed.set(failed as i64);
+    }
+
+    /// The state database as it is now: its write failures so far (a total), whether the last write
+    /// succeeded, the decisions waiting to be stored, and its size on disk.
+    pub fn set_state(&self, write_failures: u64, writable: bool, unstored: usize, bytes: u64) {
+        let counted = self.state.write_failures.get();
+        if write_failures > counted {
+            self.state.write_failures.inc_by(write_failures - counted);
+        }
+        self.state.writable.set(i64::from(writable));
+        self.state.unstored.set(unstored as i64);
+        self.state.bytes.set(bytes as i64);
+    }
+
+    pub fn count_pruned(&self, rows: usize) {
+        self.state.pruned.inc_by(rows as u64);
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.ha.leader.set(i64::from(leading));
+    }
+
+    pub fn set_mirror(&self, bytes: usize, complete: bool) {
+        self.ha.mirror_bytes.set(bytes as i64);
+        self.ha.mirror_complete.set(i64::from(complete));
+    }
+
+    pub fn count_mirror_failure(&self) {
+        self.ha.mirror_failures.inc();
+    }
+
+    pub fn count_restore_rejected(&self, rows: usize) {
+        self.ha.restore_rejected.inc_by(rows as u64);
+    }
+
     pub fn observe(&self, outcome: &ProbeOutcome) {
         let capability = outcome.capability.as_str();
         let result = match &outcome.result {
             ProbeResult::Ok => "ok",
             ProbeResult::Blocked { .. } => "blocked",
-            ProbeResult::Failed(f) if f.cause == crate::domain::FailureCause::Monitor => "monitor_fault",
+            ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => "monitor_fault",
             ProbeResult::Failed(_) => "failed",
         };
         self.probe_runs.with_label_values(&[&outcome.hub, capability, result]).inc();
@@ -203,6 +266,45 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl StateMetrics {
+    fn new(b: &Builder) -> Self {
+        StateMetrics {
+            write_failures: b.counter(
+                "hubwatch_state_write_failures_total",
+                "Writes to the state database that failed (a full disk, an I/O error); each is retried",
+            ),
+            writable: b.gauge("hubwatch_state_writable", "1 when the last write to the state database succeeded"),
+            unstored: b.gauge(
+                "hubwatch_state_unstored_decisions",
+                "Incident decisions (open, change, recovery, diagnostics) waiting to be stored: nothing is paged for them yet",
+            ),
+            bytes: b.gauge("hubwatch_state_database_bytes", "Size of the state database and its write-ahead log"),
+            pruned: b.counter(
+                "hubwatch_state_pruned_rows_total",
+                "Rows deleted by retention (closed incidents, their timelines and delivered events)",
+            ),
+        }
+    }
+}
+
+impl HaMetrics {
+    fn new(b: &Builder) -> Self {
+        HaMetrics {
+            leader: b.gauge("hubwatch_ha_leader", "1 while this replica leads (probes and pages)"),
+            mirror_bytes: b.gauge("hubwatch_ha_mirror_bytes", "Size of the last state snapshot mirrored (compressed)"),
+            mirror_complete: b.gauge(
+                "hubwatch_ha_mirror_complete",
+                "0 when the mirrored state had to leave out part of an open incident (it did not fit in a Secret)",
+            ),
+            mirror_failures: b.counter("hubwatch_ha_mirror_failures_total", "Mirror writes that failed (retried)"),
+            restore_rejected: b.counter(
+                "hubwatch_state_restore_rejected_rows_total",
+                "Rows of a mirrored state a restore refused (unknown tables, columns or values)",
+            ),
+        }
     }
 }
 

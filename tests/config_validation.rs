@@ -85,8 +85,13 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert_eq!(discovery.every, Duration::from_secs(300));
     let ha = config.high_availability.as_ref().unwrap();
     assert_eq!(
-        (ha.namespace.as_str(), ha.lease.as_str(), ha.lease_duration),
-        ("monitoring", "hubwatch-leader", Duration::from_secs(15))
+        (ha.namespace.as_str(), ha.lease.as_str(), ha.state_secret.as_str(), ha.lease_duration),
+        ("monitoring", "hubwatch-leader", "hubwatch-state", Duration::from_secs(15))
+    );
+    assert_eq!((ha.renew_deadline, ha.retry_period), (Duration::from_secs(10), Duration::from_secs(2)));
+    assert_eq!(
+        (config.state.retention, config.state.unhealthy_after),
+        (Duration::from_secs(30 * 86_400), Duration::from_secs(300))
     );
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");

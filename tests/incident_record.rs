@@ -7,8 +7,7 @@ mod support;
 use hubwatch::config::Config;
 use hubwatch::detector::{Detector, DetectorSettings};
 use hubwatch::diagnostics::{Diagnostics, Keep, Section};
-use hubwatch::domain::Capability;
-use hubwatch::domain::Transition;
+use hubwatch::domain::{Capability, HubChange, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::{self, ReportSettings};
@@ -182,16 +181,16 @@ async fn scripted_incident(pd: &PagerDuty, state: &Path) -> Script {
     s.probe("probe-3", Capability::Server, Some(&quota.replace("{user}", "probe-3")), t(25 * MINUTE));
     s.notifier.deliver_due(t(25 * MINUTE + 6)).await.unwrap();
     keep_failing(&mut s, 30..=110, &["probe-1", "probe-2", "probe-3"]);
-    s.manager
-        .record_change(
-            "temple",
-            "temple",
-            "hub",
-            8,
-            &["container hub image quay.io/jupyterhub/k8s-hub:4.1.0 -> quay.io/jupyterhub/k8s-hub:4.1.1".into()],
-            t(2 * HOUR),
-        )
-        .unwrap();
+    let change = HubChange {
+        hub: "temple".into(),
+        namespace: "temple".into(),
+        deployment: "hub".into(),
+        generation: 8,
+        changes: vec![
+            "container hub image quay.io/jupyterhub/k8s-hub:4.1.0 -> quay.io/jupyterhub/k8s-hub:4.1.1".into(),
+        ],
+    };
+    s.manager.record_change(&change, t(2 * HOUR)).unwrap();
     s.notifier.deliver_due(t(2 * HOUR + 1)).await.unwrap();
     keep_failing(&mut s, 120..=190, &["probe-1", "probe-2", "probe-3"]);
 

@@ -60,7 +60,10 @@ fn setup(events_url: Option<&str>, state: &Path) -> Setup {
         recovery_successes: config.incidents.recovery_successes,
     });
     let manager = IncidentManager::new(store.clone(), &config, wake.clone());
-    manager.resume(&mut detector, SystemTime::now()).unwrap();
+    // As the recorder does after a restart: the incidents open in the store are open for the detector.
+    for incident in store.open_incidents().unwrap() {
+        detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
+    }
     let notifier =
         Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake)
             .with_send_timeout(Duration::from_millis(500));

@@ -16,7 +16,6 @@ use hubwatch::store::Store;
 use hubwatch::web::{WebState, router};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use support::outcomes::finished;
 use tokio::sync::Notify;
@@ -93,7 +92,11 @@ async fn serve(dir: &Path) -> (String, String) {
     let key = store.open_incidents().unwrap()[0].key.clone();
     let state = WebState {
         metrics: Arc::new(Metrics::new()),
-        ready: Arc::new(AtomicBool::new(true)),
+        health: {
+            let health = hubwatch::health::Health::new(Duration::from_secs(600));
+            health.set_started(true);
+            Arc::new(health)
+        },
         store,
         board,
         report: Arc::new(ReportSettings { public_url: config.public_url.clone(), threshold: 2 }),

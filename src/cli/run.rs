@@ -1,7 +1,7 @@
 //! `hubwatch run`: the daemon, until SIGTERM or Ctrl-C.
 
 use super::{load, until_signal};
-use crate::daemon;
+use crate::app::App;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -11,7 +11,8 @@ pub fn command(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     until_signal(|shutdown| async move {
-        match daemon::run(config, shutdown).await {
+        let run = async { App::build(config).await?.run_until(shutdown).await };
+        match run.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hubwatch: {e}");

@@ -24,6 +24,7 @@ pub struct Config {
     /// Where people reach hubwatch's pages (links in pages); default `http://{listen}`.
     pub public_url: Url,
     pub state_path: PathBuf,
+    pub state: StateConfig,
     pub scheduler: SchedulerConfig,
     pub incidents: IncidentsConfig,
     /// None: a dry run, incidents are logged and shown but never sent.
@@ -34,16 +35,39 @@ pub struct Config {
     pub hubs: Vec<HubConfig>,
 }
 
-/// High availability: the Lease that elects the one replica that probes and pages, and the ConfigMap its
-/// state is mirrored to, both in `namespace`.
+/// High availability: the Lease that elects the one replica that probes and pages, and the Secret its
+/// state is mirrored to, both in `namespace`. Timings follow client-go's leader election.
 #[derive(Debug, Clone)]
 pub struct HaConfig {
     pub namespace: String,
     pub lease: String,
-    pub state_configmap: String,
+    pub state_secret: String,
+    /// Where an earlier release mirrored the state (read once after an upgrade, never written).
+    pub legacy_state_configmap: String,
+    /// How long a standby waits, after it last saw the lease change, before it takes the lease over.
     pub lease_duration: Duration,
+    /// The leader stops everything it does when no renewal succeeded for this long (< lease_duration).
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby looks again.
+    pub retry_period: Duration,
+    /// Deadline of each Kubernetes call (`kubernetes.call_timeout`).
+    pub call_timeout: Duration,
     /// This replica's name in the lease (the pod name, from HOSTNAME).
     pub identity: String,
+}
+
+/// The state database: how long closed incidents are kept, and how long writes may fail before /healthz
+/// asks the kubelet for a restart.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub retention: Duration,
+    pub unhealthy_after: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { retention: Duration::from_secs(90 * 86_400), unhealthy_after: Duration::from_secs(600) }
+    }
 }
 
 /// Kubernetes awareness: diagnostics on pages and real users' stuck pods as affected users.
@@ -291,6 +315,7 @@ const TOP_KEYS: &[&str] = &[
     "listen",
     "public_url",
     "state_path",
+    "state",
     "scheduler",
     "incidents",
     "pagerduty",
@@ -299,7 +324,9 @@ const TOP_KEYS: &[&str] = &[
     "defaults",
     "hubs",
 ];
-const HA_KEYS: &[&str] = &["enabled", "namespace", "lease", "state_configmap", "lease_duration"];
+const HA_KEYS: &[&str] =
+    &["enabled", "namespace", "lease", "state_secret", "lease_duration", "renew_deadline", "retry_period"];
+const STATE_KEYS: &[&str] = &["retention", "unhealthy_after"];
 const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
 const PAGERDUTY_KEYS: &[&str] = &[
     "routing_key",
@@ -388,6 +415,7 @@ impl Validator<'_> {
             (None, Some(addr)) => Url::parse(&format!("http://{addr}/")).ok(),
             (None, None) => None,
         };
+        let state = self.state(top.get("state"));
         let scheduler = self.scheduler(top.get("scheduler"));
         let incidents = self.incidents(top.get("incidents"));
         let pagerduty = match top.get("pagerduty") {
@@ -422,6 +450,7 @@ impl Validator<'_> {
             listen: listen?,
             public_url: public_url?,
             state_path: state_path?,
+            state: state?,
             scheduler: scheduler?,
             incidents: incidents?,
             pagerduty: pagerduty?,
@@ -611,6 +640,13 @@ impl Validator<'_> {
 
     /// `Some(None)`: present but switched off.
     fn high_availability(&mut self, value: &Value, kubernetes: Option<&KubernetesConfig>) -> Option<Option<HaConfig>> {
+        if value.get("state_configmap").is_some() {
+            self.problems.add(
+                "high_availability.state_configmap",
+                "the state is mirrored into a Secret now (it holds logs and user names): use state_secret",
+            );
+            return None;
+        }
         let mut table = Table::new(value, "high_availability", HA_KEYS, self.problems)?;
         let mut ok = true;
         let enabled =
@@ -622,13 +658,22 @@ impl Validator<'_> {
         };
         let namespace = text("namespace", self.problems);
         let lease = text("lease", self.problems).unwrap_or_else(|| Some("hubwatch-leader".into()));
-        let state_configmap = text("state_configmap", self.problems).unwrap_or_else(|| Some("hubwatch-state".into()));
-        let mut lease_duration = Duration::from_secs(15);
-        ok &= self.durations(&mut table, [("lease_duration", &mut lease_duration)]);
+        let state_secret = text("state_secret", self.problems).unwrap_or_else(|| Some("hubwatch-state".into()));
+        let (mut lease_duration, mut renew_deadline, mut retry_period) =
+            (Duration::from_secs(15), Duration::from_secs(10), Duration::from_secs(2));
+        ok &= self.durations(
+            &mut table,
+            [
+                ("lease_duration", &mut lease_duration),
+                ("renew_deadline", &mut renew_deadline),
+                ("retry_period", &mut retry_period),
+            ],
+        );
         table.finish(self.problems);
         if !enabled {
             return ok.then_some(None);
         }
+        ok &= self.election_timings(lease_duration, renew_deadline, retry_period);
         if kubernetes.is_some_and(|k| !k.enabled) {
             self.problems.add(
                 "high_availability",
@@ -651,13 +696,55 @@ impl Validator<'_> {
         if !ok {
             return None;
         }
+        let state_secret = state_secret?;
         Some(Some(HaConfig {
             namespace: namespace?,
             lease: lease?,
-            state_configmap: state_configmap?,
+            legacy_state_configmap: state_secret.clone(),
+            state_secret,
             lease_duration,
+            renew_deadline,
+            retry_period,
+            call_timeout: kubernetes.map_or(KubernetesConfig::default().call_timeout, |k| k.call_timeout),
             identity,
         }))
+    }
+
+    /// client-go's rules: the leader must stop (renew deadline) before a standby may take over (lease
+    /// duration), and it must get several renewal attempts (retry period) within the deadline.
+    fn election_timings(&mut self, lease_duration: Duration, renew_deadline: Duration, retry_period: Duration) -> bool {
+        let mut ok = true;
+        if renew_deadline >= lease_duration {
+            self.problems.add(
+                "high_availability.renew_deadline",
+                "must be shorter than lease_duration: the leader has to stop before a standby may take over",
+            );
+            ok = false;
+        }
+        if retry_period.mul_f64(1.2) >= renew_deadline {
+            self.problems.add(
+                "high_availability.retry_period",
+                "must be well under renew_deadline (client-go: renew_deadline > 1.2 x retry_period)",
+            );
+            ok = false;
+        }
+        if lease_duration < Duration::from_secs(1) {
+            self.problems.add("high_availability.lease_duration", "must be at least 1s (the Lease counts seconds)");
+            ok = false;
+        }
+        ok
+    }
+
+    fn state(&mut self, value: Option<&Value>) -> Option<StateConfig> {
+        let mut config = StateConfig::default();
+        let Some(value) = value else { return Some(config) };
+        let mut table = Table::new(value, "state", STATE_KEYS, self.problems)?;
+        let ok = self.durations(
+            &mut table,
+            [("retention", &mut config.retention), ("unhealthy_after", &mut config.unhealthy_after)],
+        );
+        table.finish(self.problems);
+        ok.then_some(config)
     }
 
     fn discovery(&mut self, value: &Value, defaults: Option<&ProbeSettings>) -> Option<Option<DiscoveryConfig>> {

@@ -119,3 +119,22 @@ pub enum Transition {
     Updated { hub: String, kind: IncidentKind, symptoms: Symptoms, material: bool, at: SystemTime },
     Recovered { hub: String, kind: IncidentKind, at: SystemTime },
 }
+
+/// The real users affected in one capability of one hub now (from Kubernetes: their server pods stuck or
+/// crashing), each with the evidence and since when; it replaces the previous set for that capability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealUsers {
+    pub hub: String,
+    pub capability: Capability,
+    pub users: BTreeMap<String, (String, SystemTime)>,
+}
+
+/// A hub's Deployment got a new pod template (an upgrade, a config change): what changed, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubChange {
+    pub hub: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub generation: i64,
+    pub changes: Vec<String>,
+}

@@ -5,6 +5,6 @@ mod incident;
 mod probe;
 mod secret;
 
-pub use incident::{AffectedEver, IncidentKind, Symptoms, Transition, UserFailure};
+pub use incident::{AffectedEver, HubChange, IncidentKind, RealUsers, Symptoms, Transition, UserFailure};
 pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
 pub use secret::Secret;

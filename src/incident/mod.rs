@@ -2,13 +2,14 @@
 //! PagerDuty events (trigger on open, a rate-limited follow-up trigger on a material change, resolve on
 //! recovery), and after a restart hands the open incidents back to the detector.
 
+pub mod backlog;
 pub mod notes;
+pub mod recorder;
 pub mod report;
 
 use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
-use crate::detector::Detector;
 use crate::diagnostics::Diagnostics;
-use crate::domain::{IncidentKind, Symptoms, Transition};
+use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
 use crate::notify::pagerduty::{self, EventContext};
 use crate::status::StatusBoard;
 use crate::store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
@@ -34,6 +35,13 @@ pub struct IncidentManager {
     status_updates: Option<StatusUpdatesConfig>,
     /// What the probes see now (for the status notes).
     board: Arc<StatusBoard>,
+}
+
+/// What storing a transition did: the incident it touched (if any), and the diagnostics its trigger waits for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub key: Option<String>,
+    pub wanted: Option<DiagnosticsWanted>,
 }
 
 /// Diagnostics to collect for an incident whose trigger is waiting for them.
@@ -128,17 +136,6 @@ impl IncidentManager {
         &self.store
     }
 
-    /// Hands the incidents still open in the store to the detector, so they are not opened (paged) again
-    /// and are resolved when service is back.
-    pub fn resume(&self, detector: &mut Detector, now: SystemTime) -> Result<usize, StoreError> {
-        let open = self.store.open_incidents()?;
-        for incident in &open {
-            detector.resume(&incident.hub, incident.kind, incident.symptoms.clone(), now);
-            tracing::info!(key = %incident.key, hub = %incident.hub, kind = incident.kind.as_str(), "resumed an open incident");
-        }
-        Ok(open.len())
-    }
-
     fn open_key(&self, hub: &str, kind: IncidentKind) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
@@ -209,8 +206,8 @@ impl IncidentManager {
         Ok(())
     }
 
-    /// Stores the transition and queues its PagerDuty event; returns the diagnostics its trigger waits for.
-    pub fn handle(&self, transition: &Transition) -> Result<Option<DiagnosticsWanted>, StoreError> {
+    /// Stores the transition and queues its PagerDuty event.
+    pub fn handle(&self, transition: &Transition) -> Result<Handled, StoreError> {
         match transition {
             Transition::Opened { hub, kind, symptoms, at } => {
                 let key = incident_key(hub, *kind, *at);
@@ -244,10 +241,10 @@ impl IncidentManager {
                 self.store.open_incident(&record, &impact_entry(symptoms), &entry, trigger)?;
                 tracing::warn!(%key, %summary, "incident opened");
                 self.wake.notify_one();
-                Ok(wanted)
+                Ok(Handled { key: Some(key), wanted })
             }
             Transition::Updated { hub, kind, symptoms, material, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
+                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(Handled::default()) };
                 let entry = format!("{}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
                 let interval_passed = incident
                     .last_trigger_at
@@ -271,10 +268,10 @@ impl IncidentManager {
                 if sends {
                     self.wake.notify_one();
                 }
-                Ok(wanted)
+                Ok(Handled { key: Some(incident.key), wanted })
             }
             Transition::Recovered { hub, kind, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(None) };
+                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(Handled::default()) };
                 let entry = format!(
                     "nobody is affected any more: every probe user's last {} attempts succeeded",
                     self.settings.recovery_successes
@@ -296,21 +293,14 @@ impl IncidentManager {
                 )?;
                 tracing::warn!(key = %incident.key, "incident recovered");
                 self.wake.notify_one();
-                Ok(None)
+                Ok(Handled { key: Some(incident.key), wanted: None })
             }
         }
     }
 
     /// Queues a Change Event for a hub Deployment's new pod template (once per Deployment generation).
-    pub fn record_change(
-        &self,
-        hub: &str,
-        namespace: &str,
-        deployment: &str,
-        generation: i64,
-        changes: &[String],
-        now: SystemTime,
-    ) -> Result<(), StoreError> {
+    pub fn record_change(&self, change: &HubChange, now: SystemTime) -> Result<(), StoreError> {
+        let HubChange { hub, namespace, deployment, generation, changes } = change;
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
         let more = if changes.len() > 1 { format!(" (and {} more)", changes.len() - 1) } else { String::new() };
         let summary =
@@ -322,7 +312,7 @@ impl IncidentManager {
         if self.store.queue_change(&key, now, pagerduty::change(hub, &hub_url, &summary, details, now))? {
             tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");
             // A change during an incident is part of its story (a fix rolled out, or the cause).
-            for incident in self.store.open_incidents()?.iter().filter(|i| i.hub == hub) {
+            for incident in self.store.open_incidents()?.iter().filter(|i| i.hub == *hub) {
                 let entry = format!(
                     "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
                     changes.join("; ")
@@ -332,6 +322,18 @@ impl IncidentManager {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Says in the incident's timeline that a decision about it was stored late, and why.
+    pub fn note_late(&self, key: &str, decided: SystemTime, now: SystemTime, error: &str) -> Result<(), StoreError> {
+        let late = now.duration_since(decided).unwrap_or_default();
+        let entry = format!(
+            "decided at {} but stored {} later: hubwatch could not write its state database ({error}); nothing \
+             was paged for it until then",
+            crate::timefmt::rfc3339(decided),
+            humantime::format_duration(std::time::Duration::from_secs(late.as_secs()))
+        );
+        self.store.add_timeline(key, now, TimelineKind::StateDelayed, &entry)
     }
 
     /// A status note for `incident` as of `now`: what changed since the last one (or since detection).

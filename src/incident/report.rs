@@ -163,6 +163,7 @@ pub fn render(input: &ReportInput) -> String {
             TimelineKind::PageSent => "Paged",
             TimelineKind::HubChanged => "Hub changed",
             TimelineKind::StatusUpdate => "Status update",
+            TimelineKind::StateDelayed => "Recorded late (hubwatch could not write its state)",
             TimelineKind::Recovered => "Impact end",
             TimelineKind::ResolveSent => "Resolved in PagerDuty",
         };

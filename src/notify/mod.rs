@@ -7,12 +7,13 @@ pub mod pagerduty;
 pub mod rest;
 
 use crate::config::PagerDutyConfig;
+use crate::ha::Fence;
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
-use crate::store::{EventAction, OutboxEvent, Store, StoreError, TimelineKind};
+use crate::store::{EventAction, OutboxEvent, OutboxState, Store, StoreError, TimelineKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use pagerduty::Answer;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,8 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 /// incident from the trigger asynchronously; a trigger that was rejected never makes one). With the retry
 /// backoff this is about a quarter of an hour.
 const NOTE_LOOKUPS: u32 = 8;
+/// The longest wait between passes while the outbox cannot be read or written.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct Notifier {
     store: Arc<Store>,
@@ -33,6 +36,21 @@ pub struct Notifier {
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     send_timeout: Duration,
+    fence: Fence,
+    /// Sent as the User-Agent of every delivery (which replica sent it).
+    identity: String,
+    /// Answers PagerDuty gave that the store could not record yet (a full disk): recorded before anything
+    /// else is sent, and never sent again meanwhile.
+    unrecorded: Mutex<Vec<(OutboxEvent, Verdict)>>,
+}
+
+/// What to record of one attempt.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// Done with: sent, rejected, or a dry run; with the timeline entry it makes.
+    Finish { state: OutboxState, error: Option<String>, entry: Option<(TimelineKind, String)> },
+    /// Try again at `at`.
+    Retry { at: SystemTime, error: String },
 }
 
 impl Notifier {
@@ -43,7 +61,17 @@ impl Notifier {
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> Self {
-        Notifier { store, http, pagerduty, metrics, wake, send_timeout: SEND_TIMEOUT }
+        Notifier {
+            store,
+            http,
+            pagerduty,
+            metrics,
+            wake,
+            send_timeout: SEND_TIMEOUT,
+            fence: Fence::always(),
+            identity: String::new(),
+            unrecorded: Mutex::new(Vec::new()),
+        }
     }
 
     /// How long one delivery may take (default 30 s).
@@ -52,28 +80,51 @@ impl Notifier {
         self
     }
 
-    /// Delivers until `shutdown`; then makes one last pass (what is still unsent stays queued for the next start).
+    /// Sends only while `fence` holds, each delivery within what it still allows; `identity` names this
+    /// replica in the User-Agent.
+    pub fn fenced(mut self, fence: Fence, identity: &str) -> Self {
+        self.fence = fence;
+        self.identity = identity.to_string();
+        self
+    }
+
+    /// Delivers until `shutdown`; then makes one last pass (what is still unsent stays queued for the next
+    /// start). When the store cannot be read or written it waits longer between passes (a full disk must
+    /// not become a busy loop against PagerDuty).
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0;
         loop {
-            if let Err(e) = self.deliver_due(SystemTime::now()).await {
-                tracing::error!(error = %e, "cannot read the outbox; retrying");
-            }
-            let sleep = match self.store.next_due_at() {
-                Ok(Some(at)) => at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(IDLE_POLL),
-                _ => IDLE_POLL,
+            let pause = match self.deliver_due(SystemTime::now()).await {
+                Ok(()) => {
+                    failures = 0;
+                    self.until_next_due()
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, "the outbox cannot be read or written; retrying");
+                    backoff(Duration::from_secs(1), STORE_RETRY_MAX, failures - 1)
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.deliver_due(SystemTime::now())).await;
     }
 
+    fn until_next_due(&self) -> Duration {
+        match self.store.next_due_at() {
+            Ok(Some(at)) => at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(IDLE_POLL),
+            _ => IDLE_POLL,
+        }
+    }
+
     /// Sends every event that is due at `now` (the oldest unsent one of each incident), recording `now` as
-    /// the time of each answer (tests pass a scripted clock).
+    /// the time of each answer (tests pass a scripted clock). Answers not yet recorded are recorded first.
     pub async fn deliver_due(&self, now: SystemTime) -> Result<(), StoreError> {
+        self.record_unrecorded()?;
         loop {
             let due = self.store.due_events(now, 64)?;
             if due.is_empty() {
@@ -81,7 +132,12 @@ impl Notifier {
             }
             let mut progressed = false;
             for event in due {
-                progressed |= self.deliver(&event, now).await?;
+                let Some(verdict) = self.deliver(&event, now).await? else { return Ok(()) };
+                progressed |= matches!(verdict, Verdict::Finish { .. });
+                if let Err(e) = self.record(&event, &verdict) {
+                    self.lock_unrecorded().push((event, verdict));
+                    return Err(e);
+                }
             }
             if !progressed {
                 break;
@@ -89,6 +145,29 @@ impl Notifier {
         }
         self.refresh_gauges();
         Ok(())
+    }
+
+    fn lock_unrecorded(&self) -> std::sync::MutexGuard<'_, Vec<(OutboxEvent, Verdict)>> {
+        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_unrecorded(&self) -> Result<(), StoreError> {
+        let mut unrecorded = self.lock_unrecorded();
+        while let Some((event, verdict)) = unrecorded.first() {
+            self.record(event, verdict)?;
+            unrecorded.remove(0);
+        }
+        Ok(())
+    }
+
+    fn record(&self, event: &OutboxEvent, verdict: &Verdict) -> Result<(), StoreError> {
+        match verdict {
+            Verdict::Finish { state, error, entry } => {
+                let entry = entry.as_ref().map(|(kind, text)| (*kind, text.as_str()));
+                self.store.finish_event(event, *state, SystemTime::now(), error.as_deref(), entry)
+            }
+            Verdict::Retry { at, error } => self.store.retry_event(event.id, *at, error),
+        }
     }
 
     fn refresh_gauges(&self) {
@@ -99,97 +178,81 @@ impl Notifier {
         }
     }
 
-    /// One attempt at one event; true when the event is done with (sent, rejected or dry run).
-    async fn deliver(&self, event: &OutboxEvent, now: SystemTime) -> Result<bool, StoreError> {
+    /// One attempt at one event: what to record of it, or `None` when this replica may not send now (the
+    /// fence does not hold: another replica may lead).
+    async fn deliver(&self, event: &OutboxEvent, now: SystemTime) -> Result<Option<Verdict>, StoreError> {
         let action = event.action.as_str();
         let Some(pagerduty) = &self.pagerduty else {
             let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
-            self.store.finish_event(event.id, "dry_run", now, None)?;
             self.metrics.count_pagerduty_event(action, "dry_run");
-            return Ok(true);
+            return Ok(Some(Verdict::Finish { state: OutboxState::DryRun, error: None, entry: None }));
+        };
+        // Checked right before the send, and the send may not outlast it.
+        let Some(budget) = self.fence.budget(self.send_timeout) else {
+            tracing::warn!(key = %event.key, action, "not leading (the lease's renew deadline passed): not sending");
+            return Ok(None);
         };
         let (answer, pagerduty_incident) = match event.action {
-            EventAction::Note => self.post_note(event, pagerduty).await?,
+            EventAction::Note => self.post_note(event, pagerduty, budget).await?,
             EventAction::Trigger | EventAction::Resolve | EventAction::Change => {
-                (self.send_event(event, pagerduty).await, None)
+                (self.send_event(event, pagerduty, budget).await, None)
             }
         };
+        Ok(Some(self.verdict(event, answer, pagerduty_incident.as_deref(), pagerduty, now)))
+    }
+
+    fn verdict(
+        &self,
+        event: &OutboxEvent,
+        answer: Answer,
+        pagerduty_incident: Option<&str>,
+        pagerduty: &PagerDutyConfig,
+        now: SystemTime,
+    ) -> Verdict {
+        let action = event.action.as_str();
         match answer {
             Answer::Accepted(message) => {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
-                self.store.finish_event(event.id, "sent", now, None)?;
-                let entry = match event.action {
-                    EventAction::Trigger => {
-                        Some(format!("PagerDuty trigger sent (dedup key {}): {message}", event.key))
-                    }
-                    EventAction::Resolve => {
-                        Some(format!("PagerDuty resolve sent (dedup key {}): {message}", event.key))
-                    }
-                    EventAction::Note => Some(format!(
-                        "status update posted as a note on PagerDuty incident {}: {}",
-                        pagerduty_incident.as_deref().unwrap_or("?"),
-                        event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
-                    )),
-                    EventAction::Change => None,
-                };
-                self.timeline(event, now, entry)?;
                 self.metrics.count_pagerduty_event(action, "sent");
-                Ok(true)
+                let entry = accepted_entry(event, &message, pagerduty_incident);
+                Verdict::Finish { state: OutboxState::Sent, error: None, entry }
             }
             Answer::Rejected(reason) => {
                 tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
-                self.store.finish_event(event.id, "rejected", now, Some(&reason))?;
-                let entry = match event.action {
-                    EventAction::Note => Some(format!("status update not posted: {reason}")),
-                    EventAction::Change => None,
-                    _ => Some(format!("PagerDuty rejected the {action}: {reason}")),
-                };
-                self.timeline(event, now, entry)?;
                 self.metrics.count_pagerduty_event(action, "rejected");
-                Ok(true)
+                let entry = rejected_entry(event, &reason);
+                Verdict::Finish { state: OutboxState::Rejected, error: Some(reason), entry }
             }
             Answer::RateLimited => {
                 let delay = backoff(pagerduty.rate_limit_delay, Duration::from_secs(600), event.attempts);
                 tracing::warn!(key = %event.key, action, retry_in = %humantime::format_duration(round(delay)), "PagerDuty is rate limiting");
-                self.store.retry_event(event.id, now + delay, "HTTP 429 (rate limited)")?;
                 self.metrics.count_pagerduty_event(action, "rate_limited");
-                Ok(false)
+                Verdict::Retry { at: now + delay, error: "HTTP 429 (rate limited)".into() }
             }
             Answer::Failed(reason) => {
                 let delay = backoff(pagerduty.retry_delay, Duration::from_secs(300), event.attempts);
                 tracing::warn!(key = %event.key, action, %reason, retry_in = %humantime::format_duration(round(delay)), "PagerDuty delivery failed; will retry");
-                self.store.retry_event(event.id, now + delay, &reason)?;
                 self.metrics.count_pagerduty_event(action, "failed");
-                Ok(false)
+                Verdict::Retry { at: now + delay, error: reason }
             }
         }
     }
 
-    /// The timeline entry of an answered event (change events belong to no incident).
-    fn timeline(&self, event: &OutboxEvent, now: SystemTime, entry: Option<String>) -> Result<(), StoreError> {
-        let kind = match event.action {
-            EventAction::Trigger => TimelineKind::PageSent,
-            EventAction::Resolve => TimelineKind::ResolveSent,
-            EventAction::Note => TimelineKind::StatusUpdate,
-            EventAction::Change => return Ok(()),
-        };
-        match entry {
-            Some(entry) => self.store.add_timeline(&event.key, now, kind, &entry),
-            None => Ok(()),
-        }
+    fn user_agent(&self) -> String {
+        format!("hubwatch/{} {}", env!("CARGO_PKG_VERSION"), self.identity).trim_end().to_string()
     }
 
     /// An Events API v2 event (the routing key is added here, never stored).
-    async fn send_event(&self, event: &OutboxEvent, pagerduty: &PagerDutyConfig) -> Answer {
+    async fn send_event(&self, event: &OutboxEvent, pagerduty: &PagerDutyConfig, budget: Duration) -> Answer {
         let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
         let url = match event.action {
             EventAction::Change => &pagerduty.change_events_url,
             _ => &pagerduty.events_url,
         };
-        let request = self.http.reqwest().post(url.clone()).json(&body);
-        let deadline = tokio::time::Instant::now() + self.send_timeout;
-        match self.http.send(request, deadline).await {
+        let request =
+            self.http.reqwest().post(url.clone()).header(reqwest::header::USER_AGENT, self.user_agent()).json(&body);
+        match self.http.send(request, tokio::time::Instant::now() + budget).await {
             Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
             Err(e) => Answer::Failed(e.to_string()),
         }
@@ -200,11 +263,12 @@ impl Notifier {
         &self,
         event: &OutboxEvent,
         pagerduty: &PagerDutyConfig,
+        budget: Duration,
     ) -> Result<(Answer, Option<String>), StoreError> {
         let Some(settings) = &pagerduty.status_updates else {
             return Ok((Answer::Rejected("status notes are off (no pagerduty.api_token)".into()), None));
         };
-        let rest = rest::RestClient { http: &self.http, settings, timeout: self.send_timeout };
+        let rest = rest::RestClient { http: &self.http, settings, timeout: budget };
         let id = match self.store.pagerduty_incident(&event.key)? {
             Some(id) => id,
             None => match rest.find_incident(&event.key).await {
@@ -223,8 +287,48 @@ impl Notifier {
                 rest::Lookup::Failed(answer) => return Ok((answer, None)),
             },
         };
+        // The lookup took part of the budget: the note gets what the fence still allows.
+        let Some(budget) = self.fence.budget(budget) else {
+            return Ok((Answer::Failed("not leading any more".into()), Some(id)));
+        };
+        let rest = rest::RestClient { timeout: budget, ..rest };
         let answer = rest.post_note(&id, &event.body).await;
         Ok((answer, Some(id)))
+    }
+}
+
+/// The timeline entry of an accepted event (change events belong to no incident).
+fn accepted_entry(
+    event: &OutboxEvent,
+    message: &str,
+    pagerduty_incident: Option<&str>,
+) -> Option<(TimelineKind, String)> {
+    match event.action {
+        EventAction::Trigger => {
+            Some((TimelineKind::PageSent, format!("PagerDuty trigger sent (dedup key {}): {message}", event.key)))
+        }
+        EventAction::Resolve => {
+            Some((TimelineKind::ResolveSent, format!("PagerDuty resolve sent (dedup key {}): {message}", event.key)))
+        }
+        EventAction::Note => Some((
+            TimelineKind::StatusUpdate,
+            format!(
+                "status update posted as a note on PagerDuty incident {}: {}",
+                pagerduty_incident.unwrap_or("?"),
+                event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
+            ),
+        )),
+        EventAction::Change => None,
+    }
+}
+
+/// The timeline entry of a rejected event.
+fn rejected_entry(event: &OutboxEvent, reason: &str) -> Option<(TimelineKind, String)> {
+    match event.action {
+        EventAction::Trigger => Some((TimelineKind::PageSent, format!("PagerDuty rejected the trigger: {reason}"))),
+        EventAction::Resolve => Some((TimelineKind::ResolveSent, format!("PagerDuty rejected the resolve: {reason}"))),
+        EventAction::Note => Some((TimelineKind::StatusUpdate, format!("status update not posted: {reason}"))),
+        EventAction::Change => None,
     }
 }
 

@@ -10,19 +10,57 @@
 
 mod corroborate;
 
-use crate::config::SchedulerConfig;
+use crate::config::{HubConfig, SchedulerConfig};
 use crate::domain::ProbeOutcome;
 use crate::metrics::Metrics;
 use crate::probe::HubProber;
 use corroborate::{Corroboration, Observation, confirm_delay, observations};
+use futures_util::future::BoxFuture;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
+
+/// What a lane runs: the rounds of one hub, for one probe user at a time. [`HubProber`] is the real one.
+pub trait Rounds: Send + Sync {
+    fn hub(&self) -> &HubConfig;
+    fn login<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
+    /// The server round, with the kernel probe on the server it starts when `with_kernel`.
+    fn server<'a>(
+        &'a self,
+        user: &'a str,
+        with_kernel: bool,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Vec<ProbeOutcome>>;
+    fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
+}
+
+impl Rounds for HubProber {
+    fn hub(&self) -> &HubConfig {
+        &self.hub
+    }
+
+    fn login<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
+        Box::pin(self.probe_login(user, cancel))
+    }
+
+    fn server<'a>(
+        &'a self,
+        user: &'a str,
+        with_kernel: bool,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Vec<ProbeOutcome>> {
+        Box::pin(self.probe_server(user, with_kernel, cancel))
+    }
+
+    fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
+        Box::pin(self.probe_dask_gateway(user, cancel))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum LaneKind {
@@ -32,7 +70,7 @@ enum LaneKind {
 }
 
 struct Lane {
-    prober: Arc<HubProber>,
+    prober: Arc<dyn Rounds>,
     user: String,
     kind: LaneKind,
     every: Duration,
@@ -62,7 +100,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(
-        probers: &[Arc<HubProber>],
+        probers: &[Arc<dyn Rounds>],
         config: SchedulerConfig,
         metrics: Arc<Metrics>,
         outcomes: mpsc::Sender<ProbeOutcome>,
@@ -70,8 +108,9 @@ impl Scheduler {
         let now = Instant::now();
         let mut lanes = Vec::new();
         for prober in probers {
-            let probes = &prober.hub.probes;
-            for user in &prober.hub.users {
+            let hub = prober.hub();
+            let probes = &hub.probes;
+            for user in &hub.users {
                 let lane = |kind, every| Lane {
                     prober: prober.clone(),
                     user: user.clone(),
@@ -86,7 +125,7 @@ impl Scheduler {
                 };
                 lanes.push(lane(LaneKind::Login, probes.login.every));
                 lanes.push(lane(LaneKind::Server, probes.server.schedule.every.min(probes.kernel.schedule.every)));
-                if prober.hub.dask_gateway.is_some() {
+                if hub.dask_gateway.is_some() {
                     lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.schedule.every));
                 }
             }
@@ -110,28 +149,39 @@ impl Scheduler {
             (lane.anchor, lane.due, lane.kernel_due) = (start + phase, Some(start + phase), start + phase);
         }
         let mut corroboration = Corroboration::new(
-            self.lanes.iter().map(|lane| (lane.prober.hub.name.clone(), lane.kind)).collect(),
+            self.lanes.iter().map(|lane| (lane.prober.hub().name.clone(), lane.kind)).collect(),
             self.lanes.iter().map(|lane| lane.every).collect(),
         );
         let mut running: JoinSet<(usize, Vec<Observation>)> = JoinSet::new();
+        // Which lane a running round belongs to, to restart the lane when its round panics.
+        let mut rounds: HashMap<tokio::task::Id, usize> = HashMap::new();
 
         loop {
             let next = due.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    match done {
-                        Ok((index, observed)) => {
-                            let now = Instant::now();
-                            let lane = &mut self.lanes[index];
-                            let next = after_round(lane.anchor, lane.every, lane.started_for, now);
-                            lane.due = Some(next);
-                            due.push(Reverse((next, index)));
-                            for peer in corroboration.on_round(index, &observed, now) {
-                                self.pull_forward(peer, now, &mut due);
-                            }
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let now = Instant::now();
+                    let (index, observed) = match done {
+                        Ok((id, (index, observed))) => {
+                            rounds.remove(&id);
+                            (index, observed)
                         }
-                        Err(e) => tracing::error!(error = %e, "a probe round panicked; its lane stops"),
+                        Err(e) => {
+                            let Some(index) = rounds.remove(&e.id()) else { continue };
+                            let lane = &self.lanes[index];
+                            self.metrics.count_task_restart("probe_lane");
+                            tracing::error!(hub = %lane.prober.hub().name, user = %lane.user, lane = ?lane.kind, error = %e,
+                                "a probe round panicked: its lane goes on at its next slot");
+                            (index, Vec::new())
+                        }
+                    };
+                    let lane = &mut self.lanes[index];
+                    let next = after_round(lane.anchor, lane.every, lane.started_for, now);
+                    lane.due = Some(next);
+                    due.push(Reverse((next, index)));
+                    for peer in corroboration.on_round(index, &observed, now) {
+                        self.pull_forward(peer, now, &mut due);
                     }
                 }
                 _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -144,7 +194,8 @@ impl Scheduler {
                         if self.lanes[index].due != Some(at) {
                             continue; // superseded: the lane was pulled forward, or is running
                         }
-                        self.start_round(index, at, &mut running, &permits, &shutdown);
+                        let id = self.start_round(index, at, &mut running, &permits, &shutdown);
+                        rounds.insert(id, index);
                     }
                 }
             }
@@ -177,7 +228,7 @@ impl Scheduler {
         running: &mut JoinSet<(usize, Vec<Observation>)>,
         permits: &Arc<Semaphore>,
         shutdown: &CancellationToken,
-    ) {
+    ) -> tokio::task::Id {
         let lane = &mut self.lanes[index];
         let kernel_due = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
         if kernel_due {
@@ -189,16 +240,15 @@ impl Scheduler {
         let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
         let (permits, metrics, outcomes, cancel) =
             (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
-        running.spawn(async move {
+        let handle = running.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return (index, Vec::new()) };
             metrics.schedule_lag.observe(was_due.elapsed().as_secs_f64());
-            metrics.probes_in_flight.inc();
+            let _in_flight = InFlight::start(&metrics);
             let results = match kind {
-                LaneKind::Login => prober.probe_login(&user, &cancel).await.into_iter().collect(),
-                LaneKind::Server => prober.probe_server(&user, with_kernel, &cancel).await,
-                LaneKind::DaskGateway => prober.probe_dask_gateway(&user, &cancel).await.into_iter().collect(),
+                LaneKind::Login => prober.login(&user, &cancel).await.into_iter().collect(),
+                LaneKind::Server => prober.server(&user, with_kernel, &cancel).await,
+                LaneKind::DaskGateway => prober.dask_gateway(&user, &cancel).await.into_iter().collect(),
             };
-            metrics.probes_in_flight.dec();
             let observed = observations(&results);
             for outcome in results {
                 // The receiver lives as long as the daemon; a send error only happens while shutting down.
@@ -206,6 +256,23 @@ impl Scheduler {
             }
             (index, observed)
         });
+        handle.id()
+    }
+}
+
+/// Counts a round in `hubwatch_probes_in_flight` while it lives (also when it panics).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.probes_in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.probes_in_flight.dec();
     }
 }
 

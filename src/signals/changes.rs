@@ -2,15 +2,14 @@
 //! new config checksum — PagerDuty hears of it as a Change Event, so a responder sees "the hub was upgraded
 //! 4 minutes before the outage". The first listing only records what is there; changes after it are sent.
 
-use crate::incident::IncidentManager;
+use crate::domain::HubChange;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::SystemTime;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What of a hub Deployment's pod template matters: its containers' images and its annotations (z2jh puts
@@ -64,12 +63,12 @@ pub fn differences(before: &Template, after: &Template) -> Vec<String> {
     lines
 }
 
-/// Watches `namespace`'s hub Deployments until `shutdown`, recording each template change.
+/// Watches `namespace`'s hub Deployments until `shutdown`, sending each template change to `changes`.
 pub async fn watch(
     client: kube::Client,
     hub: String,
     namespace: String,
-    manager: Arc<IncidentManager>,
+    changes: mpsc::Sender<HubChange>,
     shutdown: CancellationToken,
 ) {
     let api: Api<Deployment> = Api::namespaced(client, &namespace);
@@ -102,12 +101,19 @@ pub async fn watch(
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let after = template_of(&deployment);
         let Some(before) = known.insert(name.clone(), after.clone()) else { continue };
-        let changes = differences(&before, &after);
-        if changes.is_empty() {
+        let lines = differences(&before, &after);
+        if lines.is_empty() {
             continue;
         }
-        if let Err(e) = manager.record_change(&hub, &namespace, &name, after.generation, &changes, SystemTime::now()) {
-            tracing::error!(%hub, error = %e, "cannot queue a change event");
+        let change = HubChange {
+            hub: hub.clone(),
+            namespace: namespace.clone(),
+            deployment: name,
+            generation: after.generation,
+            changes: lines,
+        };
+        if changes.send(change).await.is_err() {
+            return; // the recorder is gone: shutting down
         }
     }
 }

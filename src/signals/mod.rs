@@ -11,7 +11,7 @@ pub mod pods;
 
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
 use crate::diagnostics::kubectl::event_last_seen;
-use crate::domain::Capability;
+use crate::domain::{Capability, RealUsers};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
@@ -25,14 +25,6 @@ use tokio_util::sync::CancellationToken;
 /// How often pods are looked at again without a change.
 const EVALUATE_EVERY: Duration = Duration::from_secs(10);
 
-/// The real users affected in one capability of one hub now, with their evidence and since when.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SignalUpdate {
-    pub hub: String,
-    pub capability: Capability,
-    pub users: BTreeMap<String, (String, SystemTime)>,
-}
-
 /// What one watch needs.
 #[derive(Clone)]
 pub struct Watch {
@@ -45,7 +37,7 @@ pub struct Watch {
 
 impl Watch {
     /// Watches the hub's user pods (and Dask cluster pods when `dask`) until `shutdown`.
-    pub async fn run(self, dask: bool, updates: mpsc::Sender<SignalUpdate>, shutdown: CancellationToken) {
+    pub async fn run(self, dask: bool, updates: mpsc::Sender<RealUsers>, shutdown: CancellationToken) {
         let users = self.clone().watch(USER_POD_SELECTOR, Capability::Server, updates.clone(), shutdown.clone());
         if dask {
             let clusters = self.clone().watch(DASK_CLUSTER_LABEL, Capability::DaskGateway, updates, shutdown);
@@ -59,7 +51,7 @@ impl Watch {
         self,
         selector: &str,
         capability: Capability,
-        updates: mpsc::Sender<SignalUpdate>,
+        updates: mpsc::Sender<RealUsers>,
         shutdown: CancellationToken,
     ) {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -119,7 +111,7 @@ impl Watch {
             if sent.as_ref() != Some(&changed) {
                 sent = Some(changed);
                 self.add_scheduling_events(&mut users, &pending).await;
-                let update = SignalUpdate { hub: self.hub.clone(), capability, users };
+                let update = RealUsers { hub: self.hub.clone(), capability, users };
                 if updates.send(update).await.is_err() {
                     return;
                 }

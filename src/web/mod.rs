@@ -1,11 +1,13 @@
-//! The daemon's HTTP endpoints: `/metrics`, `/healthz` (the process serves), `/readyz` (start-up clean-up is
-//! done and probing has begun), and the status pages: `/` (hubs × capabilities), `/incidents`,
+//! The daemon's HTTP endpoints: `/metrics`, `/healthz` (alive: no task given up, the state database not
+//! unwritable for long), `/readyz` (probing has begun or the replica stands by, and its state takes writes;
+//! see [`Health`]), and the status pages: `/` (hubs × capabilities), `/incidents`,
 //! `/incidents/{key}` (the page every PagerDuty event links to), `/incidents/{key}/report.md` (the report
 //! draft) and `/api/v1/status` (the grid as JSON). Server-rendered, no JavaScript; everything from hubs and
 //! the cluster is escaped.
 
 pub mod pages;
 
+use crate::health::Health;
 use crate::incident::report::{self, ReportSettings};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
@@ -16,7 +18,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 pub use pages::escape;
@@ -24,7 +25,7 @@ pub use pages::escape;
 #[derive(Clone)]
 pub struct WebState {
     pub metrics: Arc<Metrics>,
-    pub ready: Arc<AtomicBool>,
+    pub health: Arc<Health>,
     pub store: Arc<Store>,
     pub board: Arc<StatusBoard>,
     pub report: Arc<ReportSettings>,
@@ -38,7 +39,7 @@ pub fn router(state: WebState) -> Router {
         .route("/incidents/{key}", get(incident))
         .route("/incidents/{key}/report.md", get(report_md))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -118,14 +119,35 @@ fn not_found(key: &str) -> Response {
         .into_response()
 }
 
+/// Takes in what the store says of its writes, for the answers that depend on it.
+fn observe_state(state: &WebState) {
+    state.health.observe_writes(state.store.health());
+    let failing = state.store.health().failing();
+    state.metrics.set_state(
+        state.store.health().failures(),
+        failing.is_none(),
+        state.health.unstored(),
+        state.store.size_bytes(),
+    );
+}
+
 async fn metrics(State(state): State<WebState>) -> impl IntoResponse {
+    observe_state(&state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 async fn readyz(State(state): State<WebState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: cleaning up what an earlier run left behind\n")
+    observe_state(&state);
+    match state.health.readiness() {
+        Ok(what) => (StatusCode::OK, format!("{what}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+async fn healthz(State(state): State<WebState>) -> impl IntoResponse {
+    observe_state(&state);
+    match state.health.liveness(SystemTime::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }

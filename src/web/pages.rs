@@ -288,6 +288,7 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
         TimelineKind::PageSent => "paged",
         TimelineKind::HubChanged => "hub changed",
         TimelineKind::StatusUpdate => "status update",
+        TimelineKind::StateDelayed => "recorded late",
         TimelineKind::Recovered => "impact end",
         TimelineKind::ResolveSent => "resolved",
     }

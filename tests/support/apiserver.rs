@@ -32,6 +32,11 @@ pub struct Inner {
     pub down: bool,
     /// Every answer waits this long first.
     pub delay: Option<Duration>,
+    /// Requests bearing these tokens are accepted and never answered (a partition between one client and
+    /// the API server, while others still reach it).
+    pub hanging: HashSet<String>,
+    /// The bearer token of every request, in order.
+    pub tokens: Vec<String>,
     pub resource_version: u64,
     /// Request paths with their query, in order.
     pub requests: Vec<String>,
@@ -112,6 +117,7 @@ impl ApiServer {
             .route("/apis/{group}/{version}/namespaces/{ns}/{resource}", get(list_grouped).post(create_grouped))
             .route("/apis/{group}/{version}/namespaces/{ns}/{resource}/{name}", get(get_grouped).put(replace_grouped))
             .fallback(|| async { status(404, "NotFound", "the server could not find the requested resource".into()) })
+            .layer(axum::middleware::from_fn_with_state(self.clone(), partition))
             .with_state(self.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -165,6 +171,29 @@ impl ApiServer {
             let mut object = list.remove(i);
             object["metadata"]["resourceVersion"] = json!(version);
             let _ = self.changes.send((resource.to_string(), "DELETED", object));
+        }
+    }
+
+    /// Writes a kubeconfig named `name` whose user authenticates with `token` (one per replica, so that
+    /// [`ApiServer::hang_client`] can cut one replica off).
+    pub fn kubeconfig_for(server: &str, dir: &std::path::Path, name: &str, token: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("kubeconfig-{name}"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: local\n  context:\n    cluster: local\n    user: hubwatch\n\
+             current-context: local\nusers:\n- name: hubwatch\n  user:\n    token: {token}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// From now on, every request with `token` hangs (or, with `false`, is answered again).
+    pub fn hang_client(&self, token: &str, hang: bool) {
+        let mut inner = self.inner.lock().unwrap();
+        if hang {
+            inner.hanging.insert(token.to_string());
+        } else {
+            inner.hanging.remove(token);
         }
     }
 
@@ -311,6 +340,49 @@ mod tokio_stream_shim {
     }
 }
 
+/// Records each request's bearer token, and holds forever the requests of a client cut off.
+async fn partition(
+    State(server): State<ApiServer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    let hangs = {
+        let mut inner = server.inner.lock().unwrap();
+        inner.tokens.push(token.clone());
+        inner.hanging.contains(&token)
+    };
+    if hangs {
+        std::future::pending::<()>().await;
+    }
+    next.run(request).await
+}
+
+/// The API server refuses a Secret or ConfigMap whose data is larger than 1 MiB (Secrets count the decoded
+/// bytes of their base64 values).
+fn too_large(resource: &str, name: &str, body: &Value) -> Option<Response> {
+    const LIMIT: usize = 1 << 20;
+    let data = body["data"].as_object()?;
+    let size: usize = match resource {
+        "secrets" => data.values().filter_map(Value::as_str).map(|v| v.len() / 4 * 3).sum(),
+        "configmaps" => data.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum(),
+        _ => return None,
+    };
+    (size > LIMIT).then(|| {
+        status(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: data: Too long: must have at most {LIMIT} bytes", kind_of(resource)),
+        )
+    })
+}
+
 fn full_path(path: &str, query: &HashMap<String, String>) -> String {
     let mut pairs: Vec<_> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.sort();
@@ -449,11 +521,14 @@ impl ApiServer {
         (status, [(header::CONTENT_TYPE, "application/json")], object.to_string()).into_response()
     }
 
-    /// `POST`: 409 AlreadyExists when the name is taken.
+    /// `POST`: 409 AlreadyExists when the name is taken; 422 for data beyond 1 MiB.
     async fn create_object(&self, ns: &str, resource: &str, mut body: Value) -> Response {
         let name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if let Some(denied) = self.gate(format!("POST {resource}/{name}"), resource, Some(ns)).await {
             return denied;
+        }
+        if let Some(invalid) = too_large(resource, &name, &body) {
+            return invalid;
         }
         if self.find(ns, resource, &name).is_some() {
             return status(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(resource)));
@@ -467,6 +542,9 @@ impl ApiServer {
     async fn replace_object(&self, ns: &str, resource: &str, name: &str, mut body: Value) -> Response {
         if let Some(denied) = self.gate(format!("PUT {resource}/{name}"), resource, Some(ns)).await {
             return denied;
+        }
+        if let Some(invalid) = too_large(resource, name, &body) {
+            return invalid;
         }
         let Some(stored) = self.find(ns, resource, name) else {
             return status(404, "NotFound", format!("{} \"{name}\" not found", qualified(resource)));

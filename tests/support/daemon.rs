@@ -80,6 +80,18 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon exits by itself; its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(started.elapsed() < limit, "the daemon did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// `kill -9`: nothing in memory survives.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -115,4 +127,27 @@ pub fn lab_hub_yaml(url: &str, users: [&str; 2], extra: &str) -> String {
          users: [{}, {}]\n",
         users[0], users[1]
     )
+}
+
+/// libfaketime (Debian's `faketime` package, which scripts/test.sh installs).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The environment that runs a process with its wall clock `offset` off (e.g. "+1h", "-1h"), its
+/// monotonic clock untouched: a host whose clock is wrong. `None` when libfaketime is not installed; on CI
+/// that is a failure, elsewhere the caller skips and says so.
+pub fn clock_off(offset: &str) -> Option<Vec<(&'static str, String)>> {
+    if !Path::new(LIBFAKETIME).exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "libfaketime is missing on CI: scripts/test.sh installs the faketime package"
+        );
+        eprintln!("SKIPPED: {LIBFAKETIME} is missing (apt-get install faketime); the clock-skew case is not run");
+        return None;
+    }
+    Some(vec![
+        ("LD_PRELOAD", LIBFAKETIME.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+    ])
 }

@@ -1,6 +1,7 @@
 pub mod apiserver;
 pub mod daemon;
 pub mod golden;
+pub mod invariants;
 pub mod k8s_fixtures;
 pub mod lab;
 pub mod outcomes;

@@ -36,6 +36,8 @@ pub struct Inner {
     pub outage: Option<Fault>,
     /// Every valid event accepted (202), in order.
     pub accepted: Vec<Value>,
+    /// The same events with when they arrived and who sent them (the User-Agent: hubwatch names its replica).
+    pub received: Vec<Received>,
     /// Every request, valid or not, with the status it got.
     pub requests: Vec<(u16, Value)>,
     pub open_alerts: HashSet<(String, String)>,
@@ -51,6 +53,14 @@ pub struct Inner {
     pub lookups_before_found: usize,
     /// A fault for every REST request until cleared.
     pub rest_outage: Option<Fault>,
+}
+
+/// One accepted event, when it arrived and from whom.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: std::time::SystemTime,
+    pub sender: String,
+    pub event: Value,
 }
 
 #[derive(Clone, Default)]
@@ -81,6 +91,10 @@ impl PagerDuty {
 
     pub fn accepted(&self) -> Vec<Value> {
         self.inner.lock().unwrap().accepted.clone()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
     }
 
     pub fn changes(&self) -> Vec<Value> {
@@ -284,7 +298,7 @@ pub fn validate(event: &Value) -> Vec<String> {
     errors
 }
 
-async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
+async fn enqueue(State(pd): State<PagerDuty>, headers: HeaderMap, body: Bytes) -> Response {
     let fault = {
         let mut inner = pd.inner.lock().unwrap();
         inner.faults.pop_front().or(inner.outage)
@@ -349,6 +363,8 @@ async fn enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
             incident.2 = "resolved";
         }
         inner.accepted.push(event.clone());
+        let sender = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        inner.received.push(Received { at: std::time::SystemTime::now(), sender, event: event.clone() });
     }
     answer(202, json!({"status": "success", "message": "Event processed", "dedup_key": key}), event)
 }

@@ -1,0 +1,474 @@
+//! The composition root of `hubwatch run`: [`App::build`] wires everything from the config;
+//! [`App::run_until`] starts every task under supervision ([`Tasks`]), follows the data flow — probes →
+//! recorder (detector, incidents, store) → notifier (PagerDuty) — and on shutdown stops them in the order
+//! that keeps the promise (probing, then the last deliveries, then the last mirror, then the lease) and
+//! joins them all.
+
+use crate::config::{Config, DiscoveryConfig, HubConfig};
+use crate::detector::DetectorSettings;
+use crate::diagnostics::collect::Collector;
+use crate::discovery;
+use crate::domain::{HubChange, ProbeOutcome, RealUsers};
+use crate::ha::{Candidate, Fence};
+use crate::health::Health;
+use crate::http::HttpClient;
+use crate::incident::IncidentManager;
+use crate::incident::backlog::Backlog;
+use crate::incident::recorder::{Context, Inputs, Recorder};
+use crate::incident::report::ReportSettings;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::probe::{self, HubProber};
+use crate::scheduler::{Rounds, Scheduler};
+use crate::signals::{Watch, changes};
+use crate::status::StatusBoard;
+use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
+use crate::web::{WebState, router};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often retention looks for closed incidents past `state.retention`, and how many it deletes per
+/// transaction.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+const RETENTION_BATCH: usize = 100;
+/// How long tasks get to end after everything was told to stop.
+const JOIN_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("high_availability needs a Kubernetes client (in-cluster config or KUBECONFIG)")]
+    HighAvailabilityWithoutKubernetes,
+    #[error("lost the leader lease; exiting so that this replica restarts as a standby")]
+    LostLeadership,
+}
+
+/// Everything `hubwatch run` is made of; built once.
+pub struct App {
+    config: Arc<Config>,
+    http: HttpClient,
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+    store: Arc<Store>,
+    health: Arc<Health>,
+    tasks: Tasks,
+    /// Wakes the notifier when an event is queued.
+    wake: Arc<Notify>,
+    /// Decisions the store could not take yet; outlives every recorder.
+    backlog: Arc<Mutex<Backlog>>,
+    kube: Option<kube::Client>,
+    candidate: Option<Candidate>,
+    fence: Fence,
+    /// Bound at build time (a taken port fails at once); each start of the web task serves a copy.
+    listener: std::net::TcpListener,
+}
+
+/// A replica that leads: the tasks that keep its lease and mirror its state, and what stops them.
+struct Leading {
+    lost: CancellationToken,
+    stop_mirror: CancellationToken,
+    mirror: JoinHandle<()>,
+    stop_lease: CancellationToken,
+    lease: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, DaemonError> {
+        let kube = kubernetes_client(&config).await;
+        let candidate = match (&config.high_availability, &kube) {
+            (Some(ha), Some(client)) => Some(Candidate::new(client.clone(), ha.clone())),
+            (Some(_), None) => return Err(DaemonError::HighAvailabilityWithoutKubernetes),
+            (None, _) => None,
+        };
+        if config.pagerduty.is_none() {
+            tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
+        }
+        let listen = |source| DaemonError::Listen { addr: config.listen, source };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(listen)?;
+        listener.set_nonblocking(true).map_err(listen)?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(config.state.unhealthy_after));
+        Ok(App {
+            http: HttpClient::new()?,
+            board: Arc::new(StatusBoard::default()),
+            store: Arc::new(Store::open(&config.state_path)?),
+            tasks: Tasks::new(metrics.clone(), health.clone()),
+            wake: Arc::new(Notify::new()),
+            backlog: Arc::default(),
+            fence: if candidate.is_some() { Fence::lease() } else { Fence::always() },
+            config: Arc::new(config),
+            metrics,
+            health,
+            kube,
+            candidate,
+            listener,
+        })
+    }
+
+    /// Runs until `shutdown` (or, with several replicas, until this one loses its lease).
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let web_stop = CancellationToken::new();
+        let web = self.serve(web_stop.clone());
+        let leading = match &self.candidate {
+            Some(candidate) => match self.lead(candidate, &shutdown).await {
+                Some(leading) => Some(leading),
+                None => return self.finish(web_stop, web, false).await,
+            },
+            None => None,
+        };
+        // Everything that probes and pages stops on a shutdown or on a lost lease.
+        let lost = leading.as_ref().map(|l| l.lost.clone()).unwrap_or_default();
+        let work = shutdown.child_token();
+        self.tasks.spawn_once("stop-on-lost-lease", {
+            let (lost, work) = (lost.clone(), work.clone());
+            async move {
+                tokio::select! {
+                    _ = lost.cancelled() => work.cancel(),
+                    _ = work.cancelled() => {}
+                }
+            }
+        });
+        let notifier = self.deliver(work.clone());
+        self.retain(work.clone());
+        self.probe(&work).await;
+        // Probing is over and its last decisions stored: the last deliveries, the last mirror, the lease.
+        work.cancel();
+        let _ = notifier.await;
+        if let Some(leading) = leading {
+            leading.stop_mirror.cancel();
+            let _ = leading.mirror.await;
+            leading.stop_lease.cancel();
+            let _ = leading.lease.await;
+            self.metrics.set_leader(false);
+        }
+        self.finish(web_stop, web, lost.is_cancelled()).await
+    }
+
+    async fn finish(&self, web_stop: CancellationToken, web: JoinHandle<()>, lost: bool) -> Result<(), DaemonError> {
+        web_stop.cancel();
+        let _ = web.await;
+        self.tasks.join(JOIN_GRACE).await;
+        tracing::info!("hubwatch stopped");
+        if lost { Err(DaemonError::LostLeadership) } else { Ok(()) }
+    }
+
+    /// The HTTP endpoints, until `stop` (the last thing to go).
+    fn serve(&self, stop: CancellationToken) -> JoinHandle<()> {
+        let app = router(WebState {
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            store: self.store.clone(),
+            board: self.board.clone(),
+            report: Arc::new(ReportSettings {
+                public_url: self.config.public_url.clone(),
+                threshold: self.config.incidents.min_affected_users,
+            }),
+        });
+        let listener = self.listener.try_clone();
+        self.tasks.supervise("web", move || {
+            let (app, stop) = (app.clone(), stop.clone());
+            let listener = listener
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|l| l.try_clone().and_then(tokio::net::TcpListener::from_std).map_err(|e| e.to_string()));
+            async move {
+                let served = match listener {
+                    Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+                    Err(e) => Err(std::io::Error::other(e)),
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTP endpoint failed");
+                }
+            }
+        })
+    }
+
+    /// Stands by until this replica leads (`None`: shutdown came first), then takes over the state and
+    /// starts keeping the lease and mirroring.
+    async fn lead(&self, candidate: &Candidate, shutdown: &CancellationToken) -> Option<Leading> {
+        // A standby is ready: it serves the pages (a copy of the leader's state); false would stall rollouts.
+        self.health.set_started(true);
+        let term = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
+        self.health.set_started(false);
+        candidate.take_over(&self.store, &self.metrics, term).await;
+        self.metrics.set_leader(true);
+        let (lost, stop_mirror, stop_lease) =
+            (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+        let lease = self.tasks.supervise("lease", {
+            let (candidate, fence, lost, stop) =
+                (candidate.clone(), self.fence.clone(), lost.clone(), stop_lease.clone());
+            move || {
+                let (candidate, fence, lost, stop) = (candidate.clone(), fence.clone(), lost.clone(), stop.clone());
+                async move { candidate.keep(term, fence, lost, stop).await }
+            }
+        });
+        let mirror = self.tasks.supervise("mirror", {
+            let (candidate, store, fence, metrics) =
+                (candidate.clone(), self.store.clone(), self.fence.clone(), self.metrics.clone());
+            let (lost, stop) = (lost.clone(), stop_mirror.clone());
+            move || {
+                let (candidate, store, fence, metrics) =
+                    (candidate.clone(), store.clone(), fence.clone(), metrics.clone());
+                let (lost, stop) = (lost.clone(), stop.clone());
+                async move { candidate.mirror_state(store, fence, metrics, lost, stop).await }
+            }
+        });
+        Some(Leading { lost, stop_mirror, mirror, stop_lease, lease })
+    }
+
+    /// The notifier, until `stop` (then one last pass, fenced like every other).
+    fn deliver(&self, stop: CancellationToken) -> JoinHandle<()> {
+        let (store, http, metrics, wake, fence) =
+            (self.store.clone(), self.http.clone(), self.metrics.clone(), self.wake.clone(), self.fence.clone());
+        let pagerduty = self.config.pagerduty.clone();
+        let identity = self.candidate.as_ref().map(|c| c.identity().to_string()).unwrap_or_default();
+        self.tasks.supervise("notifier", move || {
+            let notifier = Notifier::new(store.clone(), http.clone(), pagerduty.clone(), metrics.clone(), wake.clone())
+                .fenced(fence.clone(), &identity);
+            notifier.run(stop.clone())
+        })
+    }
+
+    /// Retention: every hour, closed incidents past `state.retention` go, in small batches.
+    fn retain(&self, stop: CancellationToken) {
+        let (store, metrics, retention) = (self.store.clone(), self.metrics.clone(), self.config.state.retention);
+        self.tasks.supervise("retention", move || {
+            let (store, metrics, stop) = (store.clone(), metrics.clone(), stop.clone());
+            async move {
+                loop {
+                    let before = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+                    loop {
+                        match store.prune(before, RETENTION_BATCH) {
+                            Ok(0) => break,
+                            Ok(rows) => metrics.count_pruned(rows),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "retention: cannot delete old incidents; next hour");
+                                break;
+                            }
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                    }
+                }
+            }
+        });
+    }
+
+    /// Probes until `stop`. With discovery, the hubs probed are the configured ones plus those found in the
+    /// cluster; when the found ones change, this generation stops gracefully (rounds clean up) and the next
+    /// starts with the new set.
+    async fn probe(&self, stop: &CancellationToken) {
+        let discovery = self.config.kubernetes.discovery.clone().zip(self.kube.clone());
+        let mut found = match &discovery {
+            Some((settings, client)) => discover_or_log(client, settings, &self.config).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        loop {
+            let hubs = self.config.hubs.iter().cloned().chain(found.iter().cloned()).collect();
+            let generation = Arc::new(Config { hubs, ..(*self.config).clone() });
+            let ended = stop.child_token();
+            let changed = Arc::new(Mutex::new(None));
+            if let Some((settings, client)) = discovery.clone() {
+                self.rediscover(client, settings, found.clone(), changed.clone(), ended.clone());
+            }
+            self.generation(&generation, &ended).await;
+            ended.cancel();
+            match changed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(now_found) if !stop.is_cancelled() => {
+                    let names: Vec<&str> = now_found.iter().map(|h: &HubConfig| h.name.as_str()).collect();
+                    tracing::info!(hubs = ?names, "the cluster's hubs changed: probing the new set");
+                    found = now_found;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Looks again every `settings.every`; when the hubs found differ from `found`, leaves the new list in
+    /// `changed` and ends the generation.
+    fn rediscover(
+        &self,
+        client: kube::Client,
+        settings: DiscoveryConfig,
+        found: Vec<HubConfig>,
+        changed: Arc<Mutex<Option<Vec<HubConfig>>>>,
+        ended: CancellationToken,
+    ) {
+        let config = self.config.clone();
+        self.tasks.supervise("discovery", move || {
+            let (client, settings, found, changed, ended, config) =
+                (client.clone(), settings.clone(), found.clone(), changed.clone(), ended.clone(), config.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = ended.cancelled() => return,
+                        _ = tokio::time::sleep(settings.every) => {}
+                    }
+                    if let Some(now_found) = discover_or_log(&client, &settings, &config).await
+                        && !discovery::same_hubs(&found, &now_found)
+                    {
+                        *changed.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_found);
+                        ended.cancel();
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One generation of probing `config`'s hubs until `stop`: start-up clean-up, the watches, the recorder
+    /// and the scheduler; returns when the scheduler's rounds are done and the recorder stored the last
+    /// of their outcomes.
+    async fn generation(&self, config: &Arc<Config>, stop: &CancellationToken) {
+        self.board.set_hubs(&config.hubs);
+        for hub in &config.hubs {
+            self.metrics.set_probe_users(&hub.name, hub.users.len());
+        }
+        let probers = probe::probers(config, &self.http);
+        tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
+        clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, stop).await;
+
+        let (outcomes_tx, outcomes) = mpsc::channel::<ProbeOutcome>(1024);
+        let (real_users_tx, real_users) = mpsc::channel::<RealUsers>(64);
+        let (changes_tx, changes) = mpsc::channel::<HubChange>(64);
+        self.watch(config, real_users_tx, changes_tx, stop);
+        let recorder = self.record(config, Inputs { outcomes, real_users, changes });
+        let rounds: Vec<Arc<dyn Rounds>> = probers.into_iter().map(|p| p as Arc<dyn Rounds>).collect();
+        let scheduler = Scheduler::new(&rounds, config.scheduler.clone(), self.metrics.clone(), outcomes_tx);
+        tracing::info!(lanes = scheduler.lane_count(), "probing");
+        self.health.set_started(true);
+        scheduler.run(stop.clone()).await;
+        // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
+        let _ = recorder.await;
+    }
+
+    /// Per hub with a namespace: its user pods (real users affected) and its Deployment (changes).
+    fn watch(
+        &self,
+        config: &Config,
+        real_users: mpsc::Sender<RealUsers>,
+        hub_changes: mpsc::Sender<HubChange>,
+        stop: &CancellationToken,
+    ) {
+        let Some(client) = &self.kube else { return };
+        for hub in &config.hubs {
+            let Some(namespace) = hub.namespace.clone() else { continue };
+            let watch = Watch {
+                client: client.clone(),
+                hub: hub.name.clone(),
+                namespace: namespace.clone(),
+                pending_after: config.kubernetes.pending_after,
+                call_timeout: config.kubernetes.call_timeout,
+            };
+            let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
+            self.tasks.supervise("pod_watch", move || watch.clone().run(dask, users.clone(), stop_pods.clone()));
+            let (client, name, sender, stop) = (client.clone(), hub.name.clone(), hub_changes.clone(), stop.clone());
+            self.tasks.supervise("change_watch", move || {
+                changes::watch(client.clone(), name.clone(), namespace.clone(), sender.clone(), stop.clone())
+            });
+        }
+    }
+
+    /// The recorder of this generation, restarted (resuming from the store and the backlog) if it panics.
+    fn record(&self, config: &Arc<Config>, inputs: Inputs) -> JoinHandle<()> {
+        let inputs = Arc::new(tokio::sync::Mutex::new(inputs));
+        let manager_for = {
+            let (config, store, wake, board) =
+                (config.clone(), self.store.clone(), self.wake.clone(), self.board.clone());
+            let no_client = config.kubernetes.enabled && self.kube.is_none();
+            move || {
+                let manager =
+                    IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board.clone());
+                if no_client {
+                    manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)")
+                } else {
+                    manager
+                }
+            }
+        };
+        let context = Context {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            board: self.board.clone(),
+            health: self.health.clone(),
+            backlog: self.backlog.clone(),
+            tasks: self.tasks.clone(),
+            collector: self.kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), config))),
+            settings: DetectorSettings {
+                min_affected_users: config.incidents.min_affected_users,
+                window: config.incidents.window,
+                recovery_successes: config.incidents.recovery_successes,
+            },
+        };
+        let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
+        self.tasks.supervise("recorder", move || {
+            let (inputs, context, hubs, manager) = (inputs.clone(), context.clone(), hubs.clone(), manager_for());
+            async move {
+                let mut inputs = inputs.lock().await;
+                Recorder::start(manager, hubs, context).await.run(&mut inputs).await;
+            }
+        })
+    }
+}
+
+async fn kubernetes_client(config: &Config) -> Option<kube::Client> {
+    if !config.kubernetes.enabled {
+        return None;
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): no diagnostics, no pod signals, no discovery");
+            None
+        }
+    }
+}
+
+async fn discover_or_log(client: &kube::Client, settings: &DiscoveryConfig, config: &Config) -> Option<Vec<HubConfig>> {
+    match discovery::discover(client, settings, &config.hubs, config.kubernetes.call_timeout).await {
+        Ok(found) => Some(found),
+        Err(e) => {
+            tracing::warn!(error = %e, "hub discovery failed; the hubs known so far stay watched");
+            None
+        }
+    }
+}
+
+/// Stops probe servers and deletes probe clusters a crashed earlier run left behind, at most `concurrency`
+/// users at a time (like the probes themselves).
+async fn clean_up_leftovers(probers: &[Arc<HubProber>], concurrency: usize, shutdown: &CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut cleanups = tokio::task::JoinSet::new();
+    for prober in probers {
+        for user in prober.hub.users.clone() {
+            let prober = prober.clone();
+            let permits = permits.clone();
+            cleanups.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return };
+                match prober.clean_up_leftovers(&user).await {
+                    Ok(cleaned) if !cleaned.is_empty() => {
+                        tracing::info!(hub = %prober.hub.name, user, cleaned = ?cleaned, "removed what an earlier run left behind")
+                    }
+                    Ok(_) => {}
+                    Err(failure) => tracing::warn!(hub = %prober.hub.name, user, stage = %failure.stage, reason = %failure.reason, "start-up clean-up failed; the first round will try again"),
+                }
+            });
+        }
+    }
+    tokio::select! {
+        _ = async { while cleanups.join_next().await.is_some() {} } => {}
+        _ = shutdown.cancelled() => cleanups.abort_all(),
+    }
+}

@@ -1,0 +1,138 @@
+//! What `/readyz` and `/healthz` say, from what hubwatch knows of itself: whether it has started probing
+//! (or stands by), whether its state database takes writes and nothing waits to be stored, and whether a
+//! task was given up. Readiness drops while state cannot be written (the pages it serves are stale and
+//! nothing it decides reaches PagerDuty); liveness fails when that lasts longer than `state.unhealthy_after`
+//! or a task was given up, so that the kubelet restarts the pod.
+
+use crate::store::WriteHealth;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug)]
+pub struct Health {
+    started: AtomicBool,
+    failed: Mutex<BTreeSet<&'static str>>,
+    /// Decisions waiting to be stored (the recorder's backlog).
+    unstored: AtomicUsize,
+    /// From the store: since when writes fail (unix ms, 0 when they succeed), and the latest error.
+    failing_since: AtomicU64,
+    failing_error: Mutex<String>,
+    unhealthy_after: Duration,
+}
+
+impl Health {
+    pub fn new(unhealthy_after: Duration) -> Self {
+        Health {
+            started: AtomicBool::new(false),
+            failed: Mutex::new(BTreeSet::new()),
+            unstored: AtomicUsize::new(0),
+            failing_since: AtomicU64::new(0),
+            failing_error: Mutex::new(String::new()),
+            unhealthy_after,
+        }
+    }
+
+    /// Probing has begun, or this replica stands by (a standby is ready: it serves the pages).
+    pub fn set_started(&self, started: bool) {
+        self.started.store(started, Ordering::Release);
+    }
+
+    pub fn task_failed(&self, task: &'static str) {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(task);
+    }
+
+    pub fn failed_tasks(&self) -> BTreeSet<&'static str> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_unstored(&self, decisions: usize) {
+        self.unstored.store(decisions, Ordering::Release);
+    }
+
+    pub fn unstored(&self) -> usize {
+        self.unstored.load(Ordering::Acquire)
+    }
+
+    /// Takes in what the store says of its writes (called before every answer that depends on it).
+    pub fn observe_writes(&self, writes: &WriteHealth) {
+        self.set_state_writes(writes.failing());
+    }
+
+    /// `None` while writes succeed, else since when they fail and why.
+    fn set_state_writes(&self, failing: Option<(SystemTime, String)>) {
+        let (since, error) = match failing {
+            Some((since, error)) => (crate_millis(since).max(1), error),
+            None => (0, String::new()),
+        };
+        self.failing_since.store(since, Ordering::Release);
+        *self.failing_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    fn state_problem(&self) -> Option<(SystemTime, String)> {
+        let since = self.failing_since.load(Ordering::Acquire);
+        let error = self.failing_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (since != 0).then(|| (SystemTime::UNIX_EPOCH + Duration::from_millis(since), error))
+    }
+
+    /// `Ok(what)` when ready, `Err(why not)` otherwise.
+    pub fn readiness(&self) -> Result<&'static str, String> {
+        if !self.started.load(Ordering::Acquire) {
+            return Err("starting: cleaning up what an earlier run left behind".into());
+        }
+        if let Some((_, error)) = self.state_problem() {
+            return Err(format!(
+                "the state database cannot be written ({error}): decisions wait, nothing is paged for them"
+            ));
+        }
+        match self.unstored() {
+            0 => Ok("ready"),
+            n => Err(format!("{n} incident decisions wait to be stored")),
+        }
+    }
+
+    /// `Ok` while alive; `Err(why)` when the kubelet should restart the pod.
+    pub fn liveness(&self, now: SystemTime) -> Result<(), String> {
+        let failed = self.failed_tasks();
+        if !failed.is_empty() {
+            let names: Vec<&str> = failed.into_iter().collect();
+            return Err(format!("tasks given up after repeated panics: {}", names.join(", ")));
+        }
+        if let Some((since, error)) = self.state_problem()
+            && now.duration_since(since).is_ok_and(|d| d > self.unhealthy_after)
+        {
+            let minutes = now.duration_since(since).unwrap_or_default().as_secs() / 60;
+            return Err(format!("the state database has not taken a write for {minutes} minutes ({error})"));
+        }
+        Ok(())
+    }
+}
+
+fn crate_millis(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwritable_state_drops_readiness_at_once_and_liveness_after_the_grace() {
+        let health = Health::new(Duration::from_secs(600));
+        assert!(health.readiness().is_err(), "not before probing starts");
+        health.set_started(true);
+        assert_eq!(health.readiness(), Ok("ready"));
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        health.set_state_writes(Some((since, "database or disk is full".into())));
+        health.set_unstored(1);
+        assert!(health.readiness().unwrap_err().contains("database or disk is full"));
+        assert!(health.liveness(since + Duration::from_secs(599)).is_ok());
+        assert!(health.liveness(since + Duration::from_secs(601)).unwrap_err().contains("10 minutes"));
+        health.set_state_writes(None);
+        assert!(health.readiness().unwrap_err().contains("1 incident decisions wait"));
+        health.set_unstored(0);
+        assert_eq!(health.readiness(), Ok("ready"));
+        assert!(health.liveness(since + Duration::from_secs(9999)).is_ok());
+    }
+}

@@ -1,0 +1,293 @@
+//! The recorder: the one owner of the detector. Every probe outcome goes to the metrics, the status board,
+//! the log and the detector; so does every change of the real users affected. The detector's transitions,
+//! the hub changes and the diagnostics that arrive are *decisions* the incident manager stores (and queues
+//! for PagerDuty); a decision the store cannot take waits in the [`Backlog`] and is retried until it is
+//! stored, behind which later decisions queue. Restartable: a new recorder resumes from the store and the
+//! backlog (both outlive it), so a panic loses nothing.
+
+use super::backlog::{Backlog, Decision};
+use super::{DiagnosticsWanted, IncidentManager};
+use crate::detector::{Detector, DetectorSettings};
+use crate::diagnostics::Diagnostics;
+use crate::diagnostics::collect::Collector;
+use crate::domain::{HubChange, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, Transition};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::status::StatusBoard;
+use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How often failures are aged out of the window and held-back updates and status notes are sent.
+const TICK: Duration = Duration::from_secs(5);
+
+/// What the recorder hears.
+pub struct Inputs {
+    pub outcomes: mpsc::Receiver<ProbeOutcome>,
+    pub real_users: mpsc::Receiver<RealUsers>,
+    pub changes: mpsc::Receiver<HubChange>,
+}
+
+/// What a recorder is made of that outlives it (shared with the rest of the daemon).
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<StatusBoard>,
+    pub health: Arc<Health>,
+    pub backlog: Arc<Mutex<Backlog>>,
+    pub tasks: Tasks,
+    pub collector: Option<Arc<Collector>>,
+    pub settings: DetectorSettings,
+}
+
+pub struct Recorder {
+    detector: Detector,
+    manager: IncidentManager,
+    context: Context,
+    observers: Observers,
+    hubs: Vec<String>,
+    /// Diagnostics collected in the background come back here, with their incident's key.
+    collected: mpsc::Sender<(String, Diagnostics)>,
+    arrivals: mpsc::Receiver<(String, Diagnostics)>,
+}
+
+impl Recorder {
+    /// A recorder for `hubs`, its detector resumed from the incidents open in the store once the waiting
+    /// decisions are stored (so none is opened, i.e. paged, again, and each still recovers). Waits while the
+    /// store cannot be read: starting blind would page open incidents a second time.
+    pub async fn start(manager: IncidentManager, hubs: Vec<String>, context: Context) -> Recorder {
+        let mut detector = Detector::new(context.settings);
+        let now = SystemTime::now();
+        let open = loop {
+            match context.store.open_incidents() {
+                Ok(open) => break open,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the open incidents; retrying before recording anything");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let stored: Vec<(String, IncidentKind, Symptoms)> =
+            open.into_iter().map(|i| (i.hub, i.kind, i.symptoms)).collect();
+        let resumed = lock(&context.backlog).open_after(stored, Symptoms::clone);
+        for (hub, kind, symptoms) in &resumed {
+            detector.resume(hub, *kind, symptoms.clone(), now);
+            tracing::info!(%hub, kind = kind.as_str(), "resumed an open incident");
+        }
+        let observers =
+            Observers { metrics: context.metrics.clone(), board: context.board.clone(), last: HashMap::new() };
+        let (collected, arrivals) = mpsc::channel(16);
+        Recorder { detector, manager, context, observers, hubs, collected, arrivals }
+    }
+
+    /// Records until the outcomes channel closes (the scheduler is gone).
+    pub async fn run(mut self, inputs: &mut Inputs) {
+        let mut tick = tokio::time::interval(TICK);
+        for hub in self.hubs.clone() {
+            for kind in IncidentKind::ALL {
+                self.observers.set(&self.detector, &hub, kind, 0);
+            }
+        }
+        loop {
+            let retry_at = lock(&self.context.backlog).retry_at();
+            tokio::select! {
+                outcome = inputs.outcomes.recv() => match outcome {
+                    Some(outcome) => self.on_outcome(outcome),
+                    None => break,
+                },
+                Some(users) = inputs.real_users.recv() => self.on_real_users(users),
+                Some(change) = inputs.changes.recv() => self.decide(Decision::HubChanged(change), SystemTime::now()),
+                Some((key, diagnostics)) = self.arrivals.recv() => {
+                    self.decide(Decision::Diagnostics { key, diagnostics }, SystemTime::now());
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    self.retry_backlog();
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: ProbeOutcome) {
+        self.observers.metrics.observe(&outcome);
+        self.observers.board.record(&outcome);
+        log_outcome(&outcome);
+        let now = SystemTime::now();
+        let transitions = self.detector.observe(&outcome, now);
+        self.decide_all(transitions, now);
+        // Only this hub and kind can have changed.
+        self.observers.refresh(&self.detector, &outcome.hub, IncidentKind::of(outcome.capability), now);
+    }
+
+    fn on_real_users(&mut self, update: RealUsers) {
+        let now = SystemTime::now();
+        if !update.users.is_empty() {
+            let users: Vec<&String> = update.users.keys().collect();
+            tracing::info!(hub = %update.hub, capability = update.capability.as_str(), ?users, "real users affected (Kubernetes)");
+        }
+        let kind = IncidentKind::of(update.capability);
+        let transitions = self.detector.signals(&update.hub, update.capability, update.users, now);
+        self.decide_all(transitions, now);
+        self.observers.refresh(&self.detector, &update.hub, kind, now);
+    }
+
+    fn on_tick(&mut self) {
+        let now = SystemTime::now();
+        self.retry_backlog();
+        match self.manager.flush_pending_updates(now) {
+            Ok(wanted) => wanted.into_iter().for_each(|w| self.collect(w)),
+            Err(e) => tracing::error!(error = %e, "cannot send held-back incident updates; retrying"),
+        }
+        if let Err(e) = self.manager.queue_status_updates(now) {
+            tracing::error!(error = %e, "cannot queue status notes; retrying");
+        }
+        let transitions = self.detector.tick(now);
+        self.decide_all(transitions, now);
+        // Failures age out of the window with time alone: every hub and kind is looked at.
+        for hub in self.hubs.clone() {
+            for kind in IncidentKind::ALL {
+                self.observers.refresh(&self.detector, &hub, kind, now);
+            }
+        }
+    }
+
+    fn decide_all(&mut self, transitions: Vec<Transition>, now: SystemTime) {
+        for transition in transitions {
+            self.decide(Decision::Transition(transition), now);
+        }
+    }
+
+    /// Stores `decision` now, or, when the store fails or earlier decisions still wait, keeps it waiting.
+    fn decide(&mut self, decision: Decision, now: SystemTime) {
+        let backlog = self.context.backlog.clone();
+        let mut backlog = lock(&backlog);
+        if backlog.is_empty() {
+            match self.store(&decision, now) {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, decision = %decision.describe(), "cannot store an incident decision: it waits and is retried");
+                    backlog.push(decision, now);
+                    backlog.failed(e.to_string(), Instant::now());
+                }
+            }
+        } else {
+            backlog.push(decision, now);
+        }
+        self.context.health.set_unstored(backlog.len());
+    }
+
+    /// Stores waiting decisions, oldest first, while the store takes them.
+    fn retry_backlog(&mut self) {
+        let backlog = self.context.backlog.clone();
+        let mut backlog = lock(&backlog);
+        while backlog.due(Instant::now()) {
+            let Some(waiting) = backlog.front().cloned() else { break };
+            let now = SystemTime::now();
+            match self.store(&waiting.decision, now) {
+                Ok(key) => {
+                    let error = backlog.first_error().unwrap_or("unknown").to_string();
+                    backlog.stored();
+                    tracing::warn!(left = backlog.len(), %error, "stored an incident decision that had waited");
+                    if let Some(key) = key
+                        && let Err(e) = self.manager.note_late(&key, waiting.decided_at, now, &error)
+                    {
+                        tracing::warn!(error = %e, %key, "cannot note the late decision in the timeline");
+                    }
+                }
+                Err(e) => {
+                    backlog.failed(e.to_string(), Instant::now());
+                    tracing::error!(error = %e, waiting = backlog.len(), "the state database still cannot be written");
+                }
+            }
+        }
+        self.context.health.set_unstored(backlog.len());
+    }
+
+    /// One decision into the store; the incident it concerned (for a transition).
+    fn store(&mut self, decision: &Decision, now: SystemTime) -> Result<Option<String>, StoreError> {
+        match decision {
+            Decision::Transition(transition) => {
+                let handled = self.manager.handle(transition)?;
+                if let Some(wanted) = handled.wanted {
+                    self.collect(wanted);
+                }
+                Ok(handled.key)
+            }
+            Decision::HubChanged(change) => self.manager.record_change(change, now).map(|()| None),
+            Decision::Diagnostics { key, diagnostics } => {
+                self.manager.attach_diagnostics(key, diagnostics, now).map(|()| None)
+            }
+        }
+    }
+
+    /// Collects in the background: the trigger goes out when they arrive or when its wait is over,
+    /// whichever comes first; diagnostics that come later follow in an update.
+    fn collect(&self, wanted: DiagnosticsWanted) {
+        let Some(collector) = self.context.collector.clone() else { return };
+        let back = self.collected.clone();
+        self.context.tasks.spawn_once("diagnostics", async move {
+            let diagnostics = collector.collect(&wanted.hub, wanted.kind, wanted.users).await;
+            let _ = back.send((wanted.key, diagnostics)).await;
+        });
+    }
+}
+
+fn lock(backlog: &Mutex<Backlog>) -> std::sync::MutexGuard<'_, Backlog> {
+    backlog.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What observes outcomes and never decides: the metrics (the affected-users gauges written only when what
+/// they show changes, as the hot path sees thousands of outcomes a second), the status board, and a log line
+/// when a support ticket (1..N-1 users) changes.
+struct Observers {
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+    /// Per hub and kind: affected users and whether an incident is open, as last written.
+    last: HashMap<(String, IncidentKind), (usize, bool)>,
+}
+
+impl Observers {
+    fn set(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, users: usize) -> Option<(usize, bool)> {
+        let now = (users, detector.is_open(hub, kind));
+        let previous = self.last.insert((hub.to_string(), kind), now);
+        if previous != Some(now) {
+            self.metrics.set_affected(hub, kind.as_str(), now.0, now.1);
+        }
+        previous
+    }
+
+    fn refresh(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, now: SystemTime) {
+        let symptoms = detector.symptoms(hub, kind, now);
+        let users = symptoms.users();
+        let previous = self.set(detector, hub, kind, users.len()).map_or(0, |p| p.0);
+        let open = detector.is_open(hub, kind);
+        self.board.set_affected(hub, kind.capabilities(), &symptoms, open);
+        if !open && !users.is_empty() && users.len() != previous {
+            let users: Vec<&str> = users.into_iter().collect();
+            tracing::info!(
+                hub,
+                kind = kind.as_str(),
+                ?users,
+                "support ticket: users affected, below the incident threshold"
+            );
+        }
+    }
+}
+
+fn log_outcome(outcome: &ProbeOutcome) {
+    let (hub, user, capability, seconds) =
+        (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
+    match &outcome.result {
+        ProbeResult::Ok => tracing::debug!(hub, user, capability, seconds, "probe ok"),
+        ProbeResult::Blocked { by } => tracing::info!(hub, user, capability, blocked_by = by.as_str(), "probe blocked"),
+        ProbeResult::Failed(f) => tracing::warn!(
+            hub, user, capability, seconds, stage = f.stage.as_str(), cause = ?f.cause, reason = %f.reason,
+            detail = f.detail.as_deref().unwrap_or(""), "probe failed"
+        ),
+    }
+}

@@ -1,0 +1,411 @@
+//! Incidents and their timelines: the rows, and the changes that page (each one transaction with its outbox
+//! entries).
+
+use super::outbox::{EventAction, NewEvent, insert_event};
+use super::{Store, StoreError, from_millis, millis};
+use crate::domain::{AffectedEver, IncidentKind, Symptoms};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub key: String,
+    pub hub: String,
+    pub kind: IncidentKind,
+    pub open: bool,
+    pub impact_start: SystemTime,
+    pub opened_at: SystemTime,
+    pub recovered_at: Option<SystemTime>,
+    /// The symptoms now (or at recovery).
+    pub symptoms: Symptoms,
+    /// Everyone affected during the incident, per capability.
+    pub affected_ever: AffectedEver,
+    /// How each of them failed (first start, last failure), for the report.
+    pub failures_ever: Symptoms,
+    pub last_trigger_at: Option<SystemTime>,
+    /// A material change is waiting for the update interval before it is sent.
+    pub pending_update: bool,
+}
+
+/// What a timeline entry records (the report and the pages pick entries by kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimelineKind {
+    /// The earliest failure among the affected users (moves earlier if an earlier one is learnt).
+    ImpactStart,
+    /// The threshold was crossed.
+    Detected,
+    /// The affected users or their symptoms changed.
+    Changed,
+    /// Kubernetes diagnostics were collected (which commands).
+    Diagnostics,
+    /// A trigger reached PagerDuty (or was rejected).
+    PageSent,
+    /// The hub's Deployment changed while the incident was open.
+    HubChanged,
+    /// A status note was posted (or could not be).
+    StatusUpdate,
+    /// hubwatch could not write its state when it decided a change of this incident: stored late.
+    StateDelayed,
+    /// Impact end: every capability worked again.
+    Recovered,
+    /// The resolve reached PagerDuty.
+    ResolveSent,
+}
+
+impl TimelineKind {
+    pub const ALL: [TimelineKind; 10] = [
+        TimelineKind::ImpactStart,
+        TimelineKind::Detected,
+        TimelineKind::Changed,
+        TimelineKind::Diagnostics,
+        TimelineKind::PageSent,
+        TimelineKind::HubChanged,
+        TimelineKind::StatusUpdate,
+        TimelineKind::StateDelayed,
+        TimelineKind::Recovered,
+        TimelineKind::ResolveSent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::ImpactStart => "impact_start",
+            TimelineKind::Detected => "detected",
+            TimelineKind::Changed => "changed",
+            TimelineKind::Diagnostics => "diagnostics",
+            TimelineKind::PageSent => "page_sent",
+            TimelineKind::HubChanged => "hub_changed",
+            TimelineKind::StatusUpdate => "status_update",
+            TimelineKind::StateDelayed => "state_delayed",
+            TimelineKind::Recovered => "recovered",
+            TimelineKind::ResolveSent => "resolve_sent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TimelineKind> {
+        TimelineKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: SystemTime,
+    pub kind: TimelineKind,
+    pub text: String,
+}
+
+/// What became of diagnostics that arrived for an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiagnosticsAttached {
+    /// Put into the trigger still waiting for them, which is released at once.
+    IntoWaitingTrigger,
+    /// The trigger had gone out without them: a follow-up trigger carries them.
+    AsFollowUp,
+    /// Kept for hubwatch's page only (the incident has recovered, or never paged).
+    Stored,
+}
+
+impl Store {
+    /// Records a new open incident with its first timeline entries (impact start, detection) and its
+    /// trigger, atomically.
+    pub fn open_incident(
+        &self,
+        record: &IncidentRecord,
+        impact_entry: &str,
+        entry: &str,
+        trigger: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?5, ?8)",
+                params![
+                    record.key,
+                    record.hub,
+                    record.kind.as_str(),
+                    millis(record.impact_start),
+                    millis(record.opened_at),
+                    serde_json::to_string(&record.symptoms)?,
+                    serde_json::to_string(&record.affected_ever)?,
+                    serde_json::to_string(&record.failures_ever)?
+                ],
+            )?;
+            insert_timeline(tx, &record.key, record.impact_start, TimelineKind::ImpactStart, impact_entry)?;
+            insert_timeline(tx, &record.key, record.opened_at, TimelineKind::Detected, entry)?;
+            insert_event(tx, &record.key, record.opened_at, &trigger)
+        })
+    }
+
+    /// Records new symptoms; queues `trigger` (a follow-up) if given, else marks the update pending when
+    /// `pending` (a material change held back by the update interval). `impact` is an earlier impact start
+    /// learnt now, with its entry (it replaces the earlier impact start entry).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_incident(
+        &self,
+        key: &str,
+        symptoms: &Symptoms,
+        at: SystemTime,
+        entry: &str,
+        impact: Option<(SystemTime, &str)>,
+        trigger: Option<NewEvent>,
+        pending: bool,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            if let Some((impact_start, impact_entry)) = impact {
+                tx.execute(
+                    "UPDATE timeline SET at = ?2, entry = ?3 WHERE key = ?1 AND kind = 'impact_start'",
+                    params![key, millis(impact_start), impact_entry],
+                )?;
+            }
+            merge_symptoms(tx, key, symptoms)?;
+            insert_timeline(tx, key, at, TimelineKind::Changed, entry)?;
+            match trigger {
+                Some(event) => {
+                    insert_event(tx, key, at, &event)?;
+                    tx.execute(
+                        "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+                        params![key, millis(at)],
+                    )?;
+                }
+                None if pending => {
+                    tx.execute("UPDATE incidents SET pending_update = 1 WHERE key = ?1", params![key])?;
+                }
+                None => {}
+            }
+            Ok(())
+        })
+    }
+
+    /// Queues a held-back follow-up trigger.
+    pub fn send_pending_update(&self, key: &str, at: SystemTime, trigger: NewEvent) -> Result<(), StoreError> {
+        self.write(|tx| {
+            insert_event(tx, key, at, &trigger)?;
+            tx.execute(
+                "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+                params![key, millis(at)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks the incident recovered and queues its resolve (and its last status note), atomically.
+    pub fn recover_incident(
+        &self,
+        key: &str,
+        at: SystemTime,
+        entry: &str,
+        resolve: NewEvent,
+        note: Option<NewEvent>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1",
+                params![key, millis(at)],
+            )?;
+            insert_timeline(tx, key, at, TimelineKind::Recovered, entry)?;
+            insert_event(tx, key, at, &resolve)?;
+            if let Some(note) = note {
+                insert_event(tx, key, at, &note)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Keeps `text` as the incident's diagnostics and gets them to PagerDuty: into the trigger still held for
+    /// them (released now), or, if it went out without them and the incident is open, into a follow-up
+    /// trigger built by `follow_up` from the last trigger's body. One transaction.
+    pub fn attach_diagnostics(
+        &self,
+        key: &str,
+        text: &str,
+        at: SystemTime,
+        entry: &str,
+        follow_up: impl Fn(&serde_json::Value) -> serde_json::Value,
+    ) -> Result<DiagnosticsAttached, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE incidents SET diagnostics = ?2, diagnostics_at = ?3 WHERE key = ?1",
+                params![key, text, millis(at)],
+            )?;
+            insert_timeline(tx, key, at, TimelineKind::Diagnostics, entry)?;
+            let waiting: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, body FROM outbox WHERE key = ?1 AND action = 'trigger' AND state = 'pending' AND attempts = 0
+                     ORDER BY id DESC LIMIT 1",
+                    [key],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, body)) = waiting {
+                let body = follow_up(&serde_json::from_str(&body)?);
+                tx.execute(
+                    "UPDATE outbox SET body = ?2, next_attempt_at = MIN(next_attempt_at, ?3) WHERE id = ?1",
+                    params![id, body.to_string(), millis(at)],
+                )?;
+                return Ok(DiagnosticsAttached::IntoWaitingTrigger);
+            }
+            let open: bool = tx.query_row("SELECT open FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
+            let last: Option<String> = tx
+                .query_row(
+                    "SELECT body FROM outbox WHERE key = ?1 AND action = 'trigger' ORDER BY id DESC LIMIT 1",
+                    [key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match (open, last) {
+                (true, Some(body)) => {
+                    let body = follow_up(&serde_json::from_str(&body)?);
+                    insert_event(tx, key, at, &NewEvent::now(EventAction::Trigger, body))?;
+                    Ok(DiagnosticsAttached::AsFollowUp)
+                }
+                _ => Ok(DiagnosticsAttached::Stored),
+            }
+        })
+    }
+
+    /// The incident's latest diagnostics and when they were collected.
+    pub fn diagnostics(&self, key: &str) -> Result<Option<(SystemTime, String)>, StoreError> {
+        let row: Option<(Option<i64>, Option<String>)> = self
+            .conn()
+            .query_row("SELECT diagnostics_at, diagnostics FROM incidents WHERE key = ?1", [key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        Ok(match row {
+            Some((Some(at), Some(text))) => Some((from_millis(at), text)),
+            _ => None,
+        })
+    }
+
+    pub fn add_timeline(&self, key: &str, at: SystemTime, kind: TimelineKind, entry: &str) -> Result<(), StoreError> {
+        self.write(|tx| insert_timeline(tx, key, at, kind, entry))
+    }
+
+    /// Queues a status note for an open incident and notes when, so the next one waits its interval.
+    pub fn queue_status_note(&self, key: &str, at: SystemTime, note: NewEvent) -> Result<(), StoreError> {
+        self.write(|tx| {
+            insert_event(tx, key, at, &note)?;
+            tx.execute("UPDATE incidents SET last_status_update_at = ?2 WHERE key = ?1", params![key, millis(at)])?;
+            Ok(())
+        })
+    }
+
+    /// When the incident's last status note was queued.
+    pub fn last_status_update(&self, key: &str) -> Result<Option<SystemTime>, StoreError> {
+        let at: Option<Option<i64>> = self
+            .conn()
+            .query_row("SELECT last_status_update_at FROM incidents WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(at.flatten().map(from_millis))
+    }
+
+    /// The PagerDuty incident id found for the incident's dedup key, once known.
+    pub fn pagerduty_incident(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let id: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT pagerduty_incident FROM incidents WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(id.flatten())
+    }
+
+    pub fn set_pagerduty_incident(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("UPDATE incidents SET pagerduty_incident = ?2 WHERE key = ?1", params![key, id])?;
+            Ok(())
+        })
+    }
+
+    pub fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("WHERE open = 1", [])
+    }
+
+    pub fn all_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("", [])
+    }
+
+    pub fn incident(&self, key: &str) -> Result<Option<IncidentRecord>, StoreError> {
+        Ok(self.incidents("WHERE key = ?1", [key])?.into_iter().next())
+    }
+
+    fn incidents<P: rusqlite::Params>(&self, filter: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update,
+             affected_ever, failures_ever FROM incidents {filter} ORDER BY opened_at"
+        ))?;
+        let mut rows = statement.query(parameters)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(2)?;
+            let Some(kind) = IncidentKind::parse(&kind) else { continue };
+            let json = |i: usize| -> Result<String, rusqlite::Error> { row.get(i) };
+            out.push(IncidentRecord {
+                key: row.get(0)?,
+                hub: row.get(1)?,
+                kind,
+                open: row.get(3)?,
+                impact_start: from_millis(row.get(4)?),
+                opened_at: from_millis(row.get(5)?),
+                recovered_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
+                symptoms: serde_json::from_str(&json(7)?)?,
+                last_trigger_at: row.get::<_, Option<i64>>(8)?.map(from_millis),
+                pending_update: row.get(9)?,
+                affected_ever: serde_json::from_str(&json(10)?)?,
+                failures_ever: serde_json::from_str(&json(11)?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn timeline(&self, key: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare("SELECT at, kind, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
+        let rows = statement.query_map([key], |row| {
+            let kind: String = row.get(1)?;
+            Ok(TimelineEntry {
+                at: from_millis(row.get(0)?),
+                kind: TimelineKind::parse(&kind).unwrap_or(TimelineKind::Changed),
+                text: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Adds `symptoms` to the incident: its current symptoms, everyone affected, how each failed, and an
+/// earlier impact start if they show one.
+fn merge_symptoms(tx: &Connection, key: &str, symptoms: &Symptoms) -> Result<(), StoreError> {
+    let (ever, failures): (String, String) =
+        tx.query_row("SELECT affected_ever, failures_ever FROM incidents WHERE key = ?1", [key], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let mut ever: AffectedEver = serde_json::from_str(&ever)?;
+    symptoms.merge_into(&mut ever);
+    let mut failures: Symptoms = serde_json::from_str(&failures)?;
+    symptoms.merge_failures_into(&mut failures);
+    tx.execute(
+        "UPDATE incidents SET symptoms = ?2, affected_ever = ?4, failures_ever = ?5,
+         impact_start = MIN(impact_start, COALESCE(?3, impact_start)) WHERE key = ?1",
+        params![
+            key,
+            serde_json::to_string(symptoms)?,
+            symptoms.impact_start().map(millis),
+            serde_json::to_string(&ever)?,
+            serde_json::to_string(&failures)?
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn insert_timeline(
+    conn: &Connection,
+    key: &str,
+    at: SystemTime,
+    kind: TimelineKind,
+    entry: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO timeline (key, at, entry, kind) VALUES (?1, ?2, ?3, ?4)",
+        params![key, millis(at), entry, kind.as_str()],
+    )?;
+    Ok(())
+}

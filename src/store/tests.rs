@@ -1,0 +1,235 @@
+use super::*;
+use crate::domain::IncidentKind;
+use serde_json::json;
+
+/// The tables as schema version 2 wrote them (before timeline kinds and status notes).
+const SCHEMA_V2: &str = "
+CREATE TABLE incidents (key TEXT PRIMARY KEY, hub TEXT NOT NULL, kind TEXT NOT NULL, open INTEGER NOT NULL,
+    impact_start INTEGER NOT NULL, opened_at INTEGER NOT NULL, recovered_at INTEGER, symptoms TEXT NOT NULL,
+    affected_ever TEXT NOT NULL DEFAULT '{}', last_trigger_at INTEGER, pending_update INTEGER NOT NULL DEFAULT 0,
+    diagnostics TEXT, diagnostics_at INTEGER);
+CREATE TABLE timeline (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL REFERENCES incidents(key),
+    at INTEGER NOT NULL, entry TEXT NOT NULL);
+INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, last_trigger_at)
+    VALUES ('temple-hub_access-1', 'temple', 'hub_access', 1, 1000, 2000, '{\"affected\":{}}', 2000);
+INSERT INTO timeline (key, at, entry) VALUES ('temple-hub_access-1', 2000, 'detected: temple: 2 users');
+PRAGMA user_version = 2;";
+
+fn t(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+}
+
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    (dir, store)
+}
+
+fn record(key: &str, open: bool, at: SystemTime) -> IncidentRecord {
+    IncidentRecord {
+        key: key.into(),
+        hub: "temple".into(),
+        kind: IncidentKind::HubAccess,
+        open,
+        impact_start: at,
+        opened_at: at,
+        recovered_at: None,
+        symptoms: Default::default(),
+        affected_ever: Default::default(),
+        failures_ever: Default::default(),
+        last_trigger_at: None,
+        pending_update: false,
+    }
+}
+
+fn trigger() -> NewEvent {
+    NewEvent::now(EventAction::Trigger, json!({"event_action": "trigger"}))
+}
+
+#[test]
+fn a_version_2_database_is_migrated_in_place_and_keeps_its_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    Connection::open(&path).unwrap().execute_batch(SCHEMA_V2).unwrap();
+    let store = Store::open(&path).unwrap();
+    let incident = store.incident("temple-hub_access-1").unwrap().expect("kept");
+    assert!(incident.open && incident.failures_ever.affected.is_empty());
+    let timeline = store.timeline("temple-hub_access-1").unwrap();
+    assert_eq!((timeline[0].kind, timeline[0].text.as_str()), (TimelineKind::Changed, "detected: temple: 2 users"));
+    store
+        .queue_status_note("temple-hub_access-1", from_millis(3000), NewEvent::now(EventAction::Note, "{}".into()))
+        .unwrap();
+    assert_eq!(store.last_status_update("temple-hub_access-1").unwrap(), Some(from_millis(3000)));
+    let version: i64 = store.conn().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_database_from_a_newer_hubwatch_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    let error = Store::open(&path).err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("newer hubwatch") && message.contains(&path.display().to_string()), "{message}");
+    let version: i64 = Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION + 1, "not migrated down");
+}
+
+#[test]
+fn a_corrupt_database_is_moved_aside_and_a_new_one_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, b"this is not a database, it is what a torn disk left behind").unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(store.all_incidents().unwrap().is_empty());
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("state.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "kept for the operator: {aside:?}");
+    let kept = std::fs::read(dir.path().join(&aside[0])).unwrap();
+    assert!(kept.starts_with(b"this is not a database"));
+}
+
+#[test]
+fn a_full_database_fails_writes_loudly_and_recovers_when_space_returns() {
+    let (_dir, store) = fresh();
+    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    assert!(store.health().failing().is_none());
+    // As a full disk: no page may be added (SQLITE_FULL).
+    let pages: i64 = store.conn().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    store.limit_pages(pages).unwrap();
+    let big = "x".repeat(64 * 1024);
+    let error = store.add_timeline("a", t(1), TimelineKind::Changed, &big).unwrap_err();
+    assert!(error.is_full(), "{error}");
+    let (since, why) = store.health().failing().expect("failing");
+    assert!(why.contains("full"), "{why}");
+    assert_eq!(store.health().failures(), 1);
+    store.add_timeline("a", t(2), TimelineKind::Changed, &big).unwrap_err();
+    assert_eq!(store.health().failing().unwrap().0, since, "failing since the first failure");
+    assert_eq!(store.timeline("a").unwrap().len(), 2, "nothing half-written; reads still work");
+    store.limit_pages(1 << 20).unwrap();
+    store.add_timeline("a", t(3), TimelineKind::Changed, &big).unwrap();
+    assert!(store.health().failing().is_none(), "writable again");
+    assert_eq!(store.health().failures(), 2);
+}
+
+#[test]
+fn every_write_advances_the_sequence_and_the_term_is_kept() {
+    let (_dir, store) = fresh();
+    assert_eq!(store.version().unwrap(), Version::default());
+    store.set_term(3).unwrap();
+    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    assert_eq!(store.version().unwrap(), Version { term: 3, sequence: 2 });
+}
+
+#[test]
+fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
+    let (_dir, store) = fresh();
+    for i in 0..5 {
+        let key = format!("old-{i}");
+        store.open_incident(&record(&key, true, t(i)), "impact", "detected", trigger()).unwrap();
+        let resolve = NewEvent::now(EventAction::Resolve, json!({}));
+        store.recover_incident(&key, t(100 + i), "recovered", resolve, None).unwrap();
+    }
+    store.open_incident(&record("open", true, t(0)), "impact", "detected", trigger()).unwrap();
+    store.queue_change("change-temple-hub-7", t(1), json!({})).unwrap();
+    let change = store.due_events(t(2), 10).unwrap().into_iter().find(|e| e.action == EventAction::Change).unwrap();
+    store.finish_event(&change, OutboxState::Sent, t(3), None, None).unwrap();
+    // Two incidents (each: its row, three timeline entries, its trigger and resolve) and the change event.
+    assert_eq!(store.prune(t(102), 2).unwrap(), 2 * 6 + 1);
+    assert_eq!(store.all_incidents().unwrap().len(), 4);
+    while store.prune(t(1000), 2).unwrap() > 0 {}
+    let left: Vec<String> = store.all_incidents().unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(left, ["open"], "the open incident stays");
+    let outbox: i64 = store.conn().query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+    assert_eq!(outbox, 1, "only the open incident's trigger; the delivered change event went");
+}
+
+#[test]
+fn a_snapshot_from_an_older_leader_restores_and_one_from_a_newer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    Connection::open(&old).unwrap().execute_batch(SCHEMA_V2).unwrap();
+    let mut snapshot = Store::open(&old).unwrap().snapshot().unwrap();
+    // As a version 2 leader mirrored it: without the columns version 3 added, and without a version.
+    snapshot["schema_version"] = 2.into();
+    for key in ["term", "sequence"] {
+        snapshot.as_object_mut().unwrap().remove(key);
+    }
+    for row in snapshot["tables"]["incidents"].as_array_mut().unwrap() {
+        let row = row.as_object_mut().unwrap();
+        for column in ["last_status_update_at", "pagerduty_incident", "failures_ever"] {
+            row.remove(column);
+        }
+    }
+    for row in snapshot["tables"]["timeline"].as_array_mut().unwrap() {
+        row.as_object_mut().unwrap().remove("kind");
+    }
+    let store = Store::open(&dir.path().join("new.db")).unwrap();
+    let report = store.restore(&snapshot).unwrap();
+    assert_eq!(report, RestoreReport { rows: 2, rejected: vec![] });
+    assert!(store.incident("temple-hub_access-1").unwrap().is_some_and(|i| i.open));
+    assert_eq!(store.timeline("temple-hub_access-1").unwrap()[0].kind, TimelineKind::Changed);
+    snapshot["schema_version"] = (SCHEMA_VERSION + 1).into();
+    assert!(matches!(store.restore(&snapshot), Err(StoreError::Snapshot(_))));
+}
+
+#[test]
+fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
+    let (_dir, leader) = fresh();
+    leader.set_term(4).unwrap();
+    leader.open_incident(&record("good", true, t(0)), "impact", "detected", trigger()).unwrap();
+    let mut snapshot = leader.snapshot().unwrap();
+    let tables = snapshot["tables"].as_object_mut().unwrap();
+    tables.insert("secrets".into(), json!([{"token": "x"}]));
+    let incidents = tables["incidents"].as_array_mut().unwrap();
+    let mut strange = incidents[0].clone();
+    strange["key"] = "strange".into();
+    strange["kind"] = "everything".into();
+    incidents.push(strange);
+    let mut extra = incidents[0].clone();
+    extra["key"] = "extra".into();
+    extra["open"] = 0.into();
+    extra["favourite_colour"] = "blue".into();
+    incidents.push(extra);
+    let outbox = tables["outbox"].as_array_mut().unwrap();
+    let mut unknown = outbox[0].clone();
+    unknown["id"] = 99.into();
+    unknown["action"] = "acknowledge".into();
+    outbox.push(unknown);
+    tables["timeline"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": 50, "key": "ghost", "at": 1, "entry": "x", "kind": "changed"}));
+
+    let (_dir2, standby) = fresh();
+    let report = standby.restore(&snapshot).unwrap();
+    assert_eq!(report.rows, 4, "the good incident, its two timeline entries and its trigger");
+    let rejected = report.rejected.join("\n");
+    for expected in [
+        "unknown table \"secrets\"",
+        "unknown incident kind",
+        "unknown column \"favourite_colour\"",
+        "unknown event action \"acknowledge\"",
+        "not in the snapshot (\"ghost\")",
+    ] {
+        assert!(rejected.contains(expected), "{expected}: {rejected}");
+    }
+    assert_eq!(standby.version().unwrap(), leader.version().unwrap(), "the leader's version came along");
+    assert_eq!(standby.due_events(t(5), 10).unwrap().len(), 1, "no unknown action became a trigger");
+}
+
+#[test]
+fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
+    let (_dir, store) = fresh();
+    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    store.conn().execute("UPDATE outbox SET action = 'acknowledge'", []).unwrap();
+    assert!(store.due_events(t(1), 10).unwrap().is_empty());
+    let (state, error): (String, String) =
+        store.conn().query_row("SELECT state, last_error FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((state.as_str(), error.as_str()), ("rejected", "unknown event action \"acknowledge\""));
+}
