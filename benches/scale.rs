@@ -2,7 +2,7 @@
 //! the other capabilities at their defaults) for a fixed time. Prints hubwatch's CPU (% of one core), peak
 //! RSS, probes per second, schedule lag (p50/p99, as histogram bucket bounds) and the per-hub cost.
 //!
-//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]`; with `SCALE_DEBUG=1` it also prints the
+//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]` (under `cargo test`: 20 hubs, 2 s); with `SCALE_DEBUG=1` it also prints the
 //! probe runs by capability and result (how the probes/s figure was made up).
 
 mod support;
@@ -18,8 +18,9 @@ fn arg(name: &str, default: &str) -> String {
 }
 
 fn main() {
-    let hubs: Vec<usize> = arg("--hubs", "100,1000,5000").split(',').map(|n| n.parse().unwrap()).collect();
-    let seconds: u64 = arg("--seconds", "60").parse().unwrap();
+    let (default_hubs, default_seconds) = if support::smoke() { ("20", "2") } else { ("100,1000,5000", "60") };
+    let hubs: Vec<usize> = arg("--hubs", default_hubs).split(',').map(|n| n.parse().unwrap()).collect();
+    let seconds: u64 = arg("--seconds", default_seconds).parse().unwrap();
     let base = hubsim::start(1);
     println!(
         "| hubs | probe users | lanes | start-up to ready (s) | CPU (% of one core) | CPU per hub (% of one core) | peak RSS (MB) | RSS per hub (KB) | probes/s | lag p50 ≤ (s) | lag p99 ≤ (s) |"
@@ -70,7 +71,7 @@ fn run(hubs: usize, seconds: u64, base: &str) {
     }
     let startup = started.elapsed();
     // One login interval of warm-up: every lane has started at its random phase.
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(if support::smoke() { 1 } else { 10 }));
 
     let cpu_before = measure::cpu_time(pid);
     let metrics_before = measure::scrape(&metrics_base);

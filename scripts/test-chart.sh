@@ -51,7 +51,7 @@ done
 # The PrometheusRule's alerts: valid, and each one tested (promtool from Debian's prometheus package).
 command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 mkdir -p "$OUT/promtool"
-"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set prometheusRule.enabled=true \
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/ha-values.yaml" --set prometheusRule.enabled=true \
   --show-only templates/prometheusrule.yaml > "$OUT/prometheusrule.yaml"
 "$TOOLS/venv/bin/python" - "$OUT/prometheusrule.yaml" "$OUT/promtool/rules.yaml" <<'PY'
 import sys, yaml

@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 # Headless Chromium checks the status pages (tests/status_pages.rs).
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# libfaketime runs an HA replica with its clock an hour off (tests/ha.rs).
+[[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 lab/lab.sh install

@@ -1,4 +1,4 @@
-//! The command line (a contract: see README.md). Exit codes: 0 fine, 1 a probe failed or the daemon could
+//! The command line (a contract: see docs/configuration.md). Exit codes: 0 fine, 1 a probe failed or the daemon could
 //! not run, 2 a bad config or bad arguments.
 
 mod check;
@@ -103,12 +103,14 @@ fn until_signal<F: Future<Output = ExitCode>>(work: impl FnOnce(CancellationToke
     runtime().block_on(async {
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
-        tokio::spawn(async move {
+        let listener = tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("signal received: starting nothing new");
             on_signal.cancel();
         });
-        work(cancel).await
+        let code = work(cancel).await;
+        listener.abort();
+        code
     })
 }
 

@@ -1,5 +1,5 @@
 //! The configuration: parsed from YAML, validated in one pass that reports every problem with the file and
-//! the key, then immutable. See README.md, "Configuration", for the reference.
+//! the key, then immutable. See docs/configuration.md for the reference.
 
 mod secret;
 mod walk;

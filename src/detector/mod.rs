@@ -2,7 +2,7 @@
 //! the users affected, and says when an incident opens, changes and recovers. Pure: no I/O, no clock reads;
 //! time is an argument.
 //!
-//! Rules (README, "Incidents"):
+//! Rules (docs/incidents-and-paging.md):
 //! - A user is *affected* in a capability when their latest attempt at it failed (a hub failure, not a
 //!   monitor fault; blocked attempts are not attempts) and that failure is within `window`.
 //! - `hub_access` is the union of users affected in login, server and kernel; `dask_gateway` stands alone.

@@ -47,8 +47,8 @@ pub struct Notifier {
 /// What to record of one attempt.
 #[derive(Debug, Clone)]
 enum Verdict {
-    /// Done with: sent, rejected, or a dry run; with the timeline entry it makes.
-    Finish { state: OutboxState, error: Option<String>, entry: Option<(TimelineKind, String)> },
+    /// Done with at `at`: sent, rejected, or a dry run; with the timeline entry it makes.
+    Finish { state: OutboxState, at: SystemTime, error: Option<String>, entry: Option<(TimelineKind, String)> },
     /// Try again at `at`.
     Retry { at: SystemTime, error: String },
 }
@@ -162,9 +162,9 @@ impl Notifier {
 
     fn record(&self, event: &OutboxEvent, verdict: &Verdict) -> Result<(), StoreError> {
         match verdict {
-            Verdict::Finish { state, error, entry } => {
+            Verdict::Finish { state, at, error, entry } => {
                 let entry = entry.as_ref().map(|(kind, text)| (*kind, text.as_str()));
-                self.store.finish_event(event, *state, SystemTime::now(), error.as_deref(), entry)
+                self.store.finish_event(event, *state, *at, error.as_deref(), entry)
             }
             Verdict::Retry { at, error } => self.store.retry_event(event.id, *at, error),
         }
@@ -186,7 +186,7 @@ impl Notifier {
             let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
             self.metrics.count_pagerduty_event(action, "dry_run");
-            return Ok(Some(Verdict::Finish { state: OutboxState::DryRun, error: None, entry: None }));
+            return Ok(Some(Verdict::Finish { state: OutboxState::DryRun, at: now, error: None, entry: None }));
         };
         // Checked right before the send, and the send may not outlast it.
         let Some(budget) = self.fence.budget(self.send_timeout) else {
@@ -216,13 +216,13 @@ impl Notifier {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
                 self.metrics.count_pagerduty_event(action, "sent");
                 let entry = accepted_entry(event, &message, pagerduty_incident);
-                Verdict::Finish { state: OutboxState::Sent, error: None, entry }
+                Verdict::Finish { state: OutboxState::Sent, at: now, error: None, entry }
             }
             Answer::Rejected(reason) => {
                 tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
                 self.metrics.count_pagerduty_event(action, "rejected");
                 let entry = rejected_entry(event, &reason);
-                Verdict::Finish { state: OutboxState::Rejected, error: Some(reason), entry }
+                Verdict::Finish { state: OutboxState::Rejected, at: now, error: Some(reason), entry }
             }
             Answer::RateLimited => {
                 let delay = backoff(pagerduty.rate_limit_delay, Duration::from_secs(600), event.attempts);

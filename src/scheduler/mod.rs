@@ -323,3 +323,92 @@ mod tests {
         assert_eq!(after_round(t0, every, slot, slot + Duration::from_secs(25)), t0 + Duration::from_secs(50));
     }
 }
+
+#[cfg(test)]
+mod supervision {
+    use super::*;
+    use crate::config::{LoginMethod, ProbeSettings};
+    use crate::domain::{Capability, ProbeResult, Secret};
+    use std::sync::Mutex;
+
+    /// A hub whose login round panics for one user and succeeds for the other.
+    struct Flaky {
+        hub: HubConfig,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Rounds for Flaky {
+        fn hub(&self) -> &HubConfig {
+            &self.hub
+        }
+
+        fn login<'a>(&'a self, user: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
+            Box::pin(async move {
+                self.calls.lock().unwrap().push(user.to_string());
+                assert_ne!(user, "broken", "injected panic in a probe round");
+                Some(ProbeOutcome {
+                    hub: self.hub.name.clone(),
+                    user: user.into(),
+                    capability: Capability::Login,
+                    started_at: std::time::SystemTime::now(),
+                    duration: Duration::ZERO,
+                    result: ProbeResult::Ok,
+                    stages: vec![],
+                })
+            })
+        }
+
+        fn server<'a>(&'a self, _: &'a str, _: bool, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
+            Box::pin(async { Vec::new() })
+        }
+
+        fn dask_gateway<'a>(&'a self, _: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
+            Box::pin(async { None })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_whose_round_panics_is_restarted_and_counted_and_the_others_keep_probing() {
+        let hub = HubConfig {
+            name: "temple".into(),
+            url: "https://temple.example.org/".parse().unwrap(),
+            namespace: None,
+            token: Secret::new("t"),
+            users: vec!["broken".into(), "fine".into()],
+            login: LoginMethod::Token,
+            dask_gateway: None,
+            probes: ProbeSettings::default(),
+        };
+        let flaky = Arc::new(Flaky { hub, calls: Mutex::default() });
+        let metrics = Arc::new(Metrics::new());
+        let (outcomes_tx, mut outcomes) = mpsc::channel(1024);
+        let config = SchedulerConfig {
+            max_concurrent_probes: 8,
+            shutdown_grace: Duration::from_secs(5),
+            cleanup_timeout: Duration::from_secs(5),
+        };
+        let rounds: Vec<Arc<dyn Rounds>> = vec![flaky.clone()];
+        let scheduler = Scheduler::new(&rounds, config, metrics.clone(), outcomes_tx);
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(scheduler.run(stop.clone()));
+        // Logins every minute by default: ten minutes of (paused) time.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        stop.cancel();
+        running.await.unwrap();
+        let calls = flaky.calls.lock().unwrap().clone();
+        let broken = calls.iter().filter(|u| *u == "broken").count();
+        let fine = calls.iter().filter(|u| *u == "fine").count();
+        assert!(broken >= 9, "the panicking lane kept its schedule: {broken} rounds");
+        assert!(fine >= 9, "the other lane kept probing: {fine} rounds");
+        let mut ok = 0;
+        while let Ok(outcome) = outcomes.try_recv() {
+            assert_eq!(outcome.user, "fine");
+            ok += 1;
+        }
+        assert_eq!(ok, fine);
+        let text = metrics.render();
+        let restarts = format!(r#"hubwatch_task_restarts_total{{task="probe_lane"}} {broken}"#);
+        assert!(text.contains(&restarts), "{restarts} in:\n{text}");
+        assert!(text.contains("hubwatch_probes_in_flight 0"), "a panicked round leaves the in-flight gauge");
+    }
+}

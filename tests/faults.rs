@@ -1,0 +1,331 @@
+//! Faults of hubwatch's own environment, made to happen, with the promise asserted on what the PagerDuty
+//! stand-in received (not on timings): for every outage exactly one incident key, triggers before its
+//! resolve, none after it, and a resolve for every trigger once the hub heals.
+//! - the state volume full (a real tmpfs filled up) while an outage begins, then freed; again while it
+//!   recovers; a later outage still opens its own incident;
+//! - SQLITE_FULL from the database's page limit, in process: the decision waits and is stored when it can;
+//! - PagerDuty answering 500 and then 429 for a while;
+//! - `kill -9` at random points, many times, while outages begin and end.
+//! (High availability's faults — a partitioned leader, clocks an hour off — are in tests/ha.rs.)
+
+mod support;
+
+use hubwatch::config::Config;
+use hubwatch::detector::DetectorSettings;
+use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::health::Health;
+use hubwatch::http::HttpClient;
+use hubwatch::incident::IncidentManager;
+use hubwatch::incident::recorder::{Context, Inputs, Recorder};
+use hubwatch::metrics::Metrics;
+use hubwatch::notify::Notifier;
+use hubwatch::status::StatusBoard;
+use hubwatch::store::Store;
+use hubwatch::tasks::Tasks;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, metric, wait_for};
+use support::invariants::assert_promise;
+use support::lab::Lab;
+use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use tokio::sync::{Notify, mpsc};
+
+/// Long enough for a failing round to be seen (server every 4 s, its timeout 30 s) on a busy machine.
+const DETECT: Duration = Duration::from_secs(60);
+
+fn daemon_config(lab: &Lab, state: &Path, events_url: &str, listen: std::net::SocketAddr) -> PathBuf {
+    let path = lab.dir.join("faults.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+state: {{unhealthy_after: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+scheduler: {{shutdown_grace: 20s, cleanup_timeout: 20s}}
+{hub}"#,
+            state = state.display(),
+            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A small tmpfs at `dir`, unmounted on drop; `None` where this process may not mount one.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: PathBuf) -> Option<SmallDisk> {
+        let _ = Command::new("umount").arg(&dir).status();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&dir).status();
+        mounted.is_ok_and(|s| s.success()).then_some(SmallDisk { dir })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Writes until the filesystem has no byte left.
+    fn fill(&self) {
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        for chunk in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
+            let block = vec![0u8; chunk];
+            while file.write_all(&block).is_ok() && file.sync_all().is_ok() {}
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_volume_delays_pages_and_never_loses_them() {
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start_for_daemon("faults-disk", 18830);
+    let Some(disk) = SmallDisk::mount(lab.dir.join("state-volume")) else {
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here; sqlite_full_keeps_the_decision_until_the_store_takes_it covers SQLITE_FULL"
+        );
+        return;
+    };
+    let listen = free_port();
+    let config = daemon_config(&lab, &disk.dir.join("state.db"), &events_url, listen);
+    let token = lab.token();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let daemon = Daemon::start(&config, listen, &env, lab.dir.join("faults-disk.log"));
+    daemon.wait_ready().await;
+    let unstored = async || metric(&daemon.metrics().await, "hubwatch_state_unstored_decisions", &[]);
+
+    eprintln!("phase: the state volume is full when spawning starts failing");
+    disk.fill();
+    lab.set_flag("spawn-fail", None, "");
+    wait_for("a decision waiting to be stored", DETECT, async || unstored().await >= 1.0).await;
+    let (status, why) = get(&format!("{}/readyz", daemon.base), None).await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("cannot be written"), "{why}");
+    let metrics = daemon.metrics().await;
+    assert!(metric(&metrics, "hubwatch_state_write_failures_total", &[]) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "hubwatch_state_writable", &[]), 0.0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(pd.accepted().is_empty(), "nothing can be paged before it is stored");
+    assert!(daemon.log().contains("database or disk is full"), "the log says why");
+
+    eprintln!("phase: space comes back; the page goes out within seconds");
+    disk.free();
+    let latency = wait_for("the trigger", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
+    eprintln!("    trigger {latency:?} after space came back");
+    let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
+    wait_for("ready again", Duration::from_secs(15), async || {
+        get(&format!("{}/readyz", daemon.base), None).await.0 == 200
+    })
+    .await;
+    let (_, page) = get(&format!("{}/incidents/{key}", daemon.base), None).await;
+    assert!(page.contains("recorded late") && page.contains("database or disk is full"), "{page}");
+
+    eprintln!("phase: full again while the hub heals; the recovery waits, then resolves");
+    disk.fill();
+    lab.clear_flags();
+    wait_for("the recovery waiting to be stored", DETECT, async || unstored().await >= 1.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger"], "no resolve before the recovery is stored");
+    disk.free();
+    wait_for("the resolve", Duration::from_secs(30), async || pd.accepted_actions().contains(&"resolve".into())).await;
+
+    eprintln!("phase: a later outage opens its own incident (no stale row blocks it)");
+    lab.set_flag("spawn-fail", None, "");
+    wait_for("the second trigger", DETECT, async || pd.accepted().len() >= 3).await;
+    lab.clear_flags();
+    wait_for("the second resolve", DETECT, async || pd.accepted().len() >= 4).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_promise(&pd.received(), 2, true);
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}
+
+/// A failure whose reason is long enough that storing it needs new database pages.
+fn failed(user: &str) -> ProbeOutcome {
+    let reason = format!("Spawn failed: quota exceeded {}", "x".repeat(20_000));
+    ProbeOutcome {
+        hub: "temple".into(),
+        user: user.into(),
+        capability: Capability::Server,
+        started_at: SystemTime::now(),
+        duration: Duration::from_secs(1),
+        result: ProbeResult::Failed(StepFailure::hub(Stage::Progress, reason)),
+        stages: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "state_path: {}\npagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: \"{events_url}\", retry_delay: 1s}}\nhubs:\n  - name: temple\n    url: https://temple.example.org\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n",
+        dir.path().join("state.db").display()
+    );
+    let config = Config::parse(&yaml, Path::new("faults.yaml"), &|name| match name {
+        "ROUTING_KEY" => Some(ROUTING_KEY.into()),
+        _ => Some("token".into()),
+    })
+    .unwrap();
+    let store = Arc::new(Store::open(&config.state_path).unwrap());
+    let (metrics, health) = (Arc::new(Metrics::new()), Arc::new(Health::new(Duration::from_secs(600))));
+    let wake = Arc::new(Notify::new());
+    let board = Arc::new(StatusBoard::default());
+    let context = Context {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        board: board.clone(),
+        health: health.clone(),
+        backlog: Arc::default(),
+        tasks: Tasks::new(metrics.clone(), health.clone()),
+        collector: None,
+        settings: DetectorSettings { min_affected_users: 2, window: Duration::from_secs(900), recovery_successes: 2 },
+    };
+    let manager = IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board);
+    let (outcomes_tx, outcomes) = mpsc::channel(16);
+    let (_real_users_tx, real_users) = mpsc::channel(1);
+    let (_changes_tx, changes) = mpsc::channel(1);
+    let recorder = Recorder::start(manager, vec!["temple".into()], context).await;
+    let recording = tokio::spawn(async move { recorder.run(&mut Inputs { outcomes, real_users, changes }).await });
+    let notifier =
+        Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake);
+
+    // The database may not grow by a single page (the limit cannot go below its size): a write that needs
+    // one fails with SQLITE_FULL, as on a full disk.
+    store.limit_pages(1).unwrap();
+    outcomes_tx.send(failed("probe-1")).await.unwrap();
+    outcomes_tx.send(failed("probe-2")).await.unwrap();
+    wait_for("the opening to wait", Duration::from_secs(10), async || health.unstored() == 1).await;
+    assert!(store.open_incidents().unwrap().is_empty());
+    assert!(health.readiness().is_err());
+    notifier.deliver_due(SystemTime::now()).await.unwrap();
+    assert!(pd.accepted().is_empty());
+
+    store.limit_pages(1 << 20).unwrap();
+    wait_for("the opening to be stored", Duration::from_secs(15), async || health.unstored() == 0).await;
+    notifier.deliver_due(SystemTime::now()).await.unwrap();
+    assert_eq!(pd.accepted_actions(), ["trigger"]);
+    let incident = store.open_incidents().unwrap().remove(0);
+    let timeline = store.timeline(&incident.key).unwrap();
+    let late = timeline.iter().find(|e| e.kind == hubwatch::store::TimelineKind::StateDelayed).expect("said so");
+    assert!(late.text.contains("database or disk is full"), "{}", late.text);
+    drop(outcomes_tx);
+    recording.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_them() {
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start_for_daemon("faults-pagerduty", 18840);
+    let listen = free_port();
+    let state = fresh_state(&lab.dir, "state.db");
+    let config = daemon_config(&lab, &state, &events_url, listen);
+    let token = lab.token();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let daemon = Daemon::start(&config, listen, &env, lab.dir.join("faults-pagerduty.log"));
+    daemon.wait_ready().await;
+
+    eprintln!("phase: PagerDuty answers 500 while an outage begins");
+    pd.set_outage(Some(Fault::Status(500)));
+    lab.set_flag("spawn-fail", None, "");
+    let before = pd.requests();
+    wait_for("failed deliveries", DETECT, async || pd.requests() >= before + 2).await;
+    eprintln!("phase: then 429");
+    pd.set_outage(Some(Fault::Status(429)));
+    let before = pd.requests();
+    // Retries back off exponentially (1 s, 2 s, 4 s... with jitter): the next one comes within a minute.
+    wait_for("a rate-limited delivery", Duration::from_secs(60), async || pd.requests() > before).await;
+    assert!(metric(&daemon.metrics().await, "hubwatch_pagerduty_unsent_events", &[]) >= 1.0);
+    eprintln!("phase: PagerDuty is back; the hub heals while it still fails now and then");
+    pd.set_outage(None);
+    wait_for("the trigger", Duration::from_secs(120), async || !pd.accepted().is_empty()).await;
+    pd.queue_faults([Fault::Status(500), Fault::Status(502), Fault::Status(429)]);
+    lab.clear_flags();
+    wait_for("the resolve", DETECT, async || pd.accepted_actions().contains(&"resolve".into())).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_promise(&pd.received(), 1, true);
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "each once");
+    assert_eq!(metric(&daemon.metrics().await, "hubwatch_pagerduty_unsent_events", &[]), 0.0);
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}
+
+/// A pseudo-random pause in `0..limit`, from a seed the test prints (to replay a failure).
+fn pause(seed: &mut u64, limit: Duration) -> Duration {
+    *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    limit.mul_f64((*seed >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
+    hubwatch::http::install_crypto_provider();
+    let mut seed: u64 = std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("FAULTS_SEED={seed} replays this run");
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start_for_daemon("faults-kill", 18850);
+    let listen = free_port();
+    let state = fresh_state(&lab.dir, "state.db");
+    let config = daemon_config(&lab, &state, &events_url, listen);
+    let token = lab.token();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let log = lab.dir.join("faults-kill.log");
+    let _ = std::fs::remove_file(&log);
+    let start = || Daemon::start(&config, listen, &env, log.clone());
+    let mut daemon = start();
+    daemon.wait_ready().await;
+    let mut kills = 0;
+    for outage in 1..=2 {
+        eprintln!("phase: outage {outage} begins; kill -9 at random points while it is detected and paged");
+        lab.set_flag("spawn-fail", None, "");
+        for _ in 0..3 {
+            tokio::time::sleep(pause(&mut seed, Duration::from_secs(12))).await;
+            daemon.kill();
+            kills += 1;
+            daemon = start();
+            daemon.wait_ready().await;
+        }
+        let triggered = async || pd.accepted().iter().filter(|e| e["event_action"] == "trigger").count();
+        let keys = async || support::invariants::actions_by_key(&pd.received()).len();
+        wait_for("this outage's trigger", DETECT * 2, async || keys().await >= outage && triggered().await >= 1).await;
+        eprintln!("phase: outage {outage} ends; kill -9 at random points while it recovers and resolves");
+        lab.clear_flags();
+        for _ in 0..3 {
+            tokio::time::sleep(pause(&mut seed, Duration::from_secs(12))).await;
+            daemon.kill();
+            kills += 1;
+            daemon = start();
+            daemon.wait_ready().await;
+        }
+        let resolved = async || pd.accepted().iter().filter(|e| e["event_action"] == "resolve").count();
+        wait_for("this outage's resolve", DETECT * 2, async || resolved().await >= outage).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!("{kills} kills; PagerDuty received {:#?}", support::invariants::actions_by_key(&pd.received()));
+    assert_promise(&pd.received(), 2, true);
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}
