@@ -6,7 +6,8 @@
 //! - SQLITE_FULL from the database's page limit, in process: the decision waits and is stored when it can;
 //! - PagerDuty answering 500 and then 429 for a while;
 //! - `kill -9` at random points, many times, while outages begin and end.
-//! (High availability's faults — a partitioned leader, clocks an hour off — are in tests/ha.rs.)
+//!
+//! High availability's faults (a partitioned leader, clocks an hour off) are in tests/ha.rs.
 
 mod support;
 
