@@ -253,16 +253,7 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
-pub fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+pub use crate::domain::truncate;
 
 #[cfg(test)]
 mod tests {

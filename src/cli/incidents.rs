@@ -2,7 +2,7 @@
 
 use super::load;
 use super::table::{Output, write_columns};
-use crate::notify::pagerduty::summary_of;
+use crate::domain::wording::summary_of;
 use crate::store::{IncidentRecord, Store};
 use crate::timefmt::rfc3339 as when;
 use std::collections::BTreeSet;

@@ -9,6 +9,7 @@ pub mod report;
 
 use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
 use crate::diagnostics::Diagnostics;
+use crate::domain::wording::{earliest_failure, summary, who};
 use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
 use crate::notify::pagerduty::{self, EventContext};
 use crate::status::StatusBoard;
@@ -59,32 +60,9 @@ pub fn incident_key(hub: &str, kind: IncidentKind, opened: SystemTime) -> String
     format!("{hub}-{}-{seconds}", kind.as_str())
 }
 
-/// The impact start entry: who failed first, at what, and how.
-fn impact_entry(symptoms: &Symptoms) -> String {
-    match symptoms.earliest_failure() {
-        Some((capability, user, failure)) => format!(
-            "the earliest failure among the affected users: {user} ({}, stage {}): {}",
-            capability.as_str(),
-            failure.stage.as_str(),
-            failure.reason
-        ),
-        None => "the earliest failure among the affected users".to_string(),
-    }
-}
-
 /// hubwatch's page for the incident `key` (the link every event and note carries).
 pub fn incident_url(public_url: &Url, key: &str) -> Url {
     public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| public_url.clone())
-}
-
-fn who(symptoms: &Symptoms) -> String {
-    symptoms
-        .affected
-        .iter()
-        .filter(|(_, users)| !users.is_empty())
-        .map(|(capability, users)| format!("{capability}: {}", users.keys().cloned().collect::<Vec<_>>().join(", ")))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl IncidentManager {
@@ -212,7 +190,7 @@ impl IncidentManager {
             Transition::Opened { hub, kind, symptoms, at } => {
                 let key = incident_key(hub, *kind, *at);
                 let impact_start = symptoms.impact_start().unwrap_or(*at);
-                let summary = pagerduty::summary(hub, *kind, symptoms);
+                let summary = summary(hub, *kind, symptoms);
                 let record = IncidentRecord {
                     key: key.clone(),
                     hub: hub.clone(),
@@ -238,14 +216,14 @@ impl IncidentManager {
                     who(symptoms)
                 );
                 let (trigger, wanted) = self.trigger(&key, hub, *kind, symptoms, impact_start, *at)?;
-                self.store.open_incident(&record, &impact_entry(symptoms), &entry, trigger)?;
+                self.store.open_incident(&record, &earliest_failure(symptoms), &entry, trigger)?;
                 tracing::warn!(%key, %summary, "incident opened");
                 self.wake.notify_one();
                 Ok(Handled { key: Some(key), wanted })
             }
             Transition::Updated { hub, kind, symptoms, material, at } => {
                 let Some(incident) = self.open_key(hub, *kind)? else { return Ok(Handled::default()) };
-                let entry = format!("{}; {}", pagerduty::summary(hub, *kind, symptoms), who(symptoms));
+                let entry = format!("{}; {}", summary(hub, *kind, symptoms), who(symptoms));
                 let interval_passed = incident
                     .last_trigger_at
                     .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
@@ -261,7 +239,7 @@ impl IncidentManager {
                 let earlier_impact = symptoms
                     .impact_start()
                     .filter(|start| *start < incident.impact_start)
-                    .map(|start| (start, impact_entry(symptoms)));
+                    .map(|start| (start, earliest_failure(symptoms)));
                 let impact = earlier_impact.as_ref().map(|(start, text)| (*start, text.as_str()));
                 self.store.update_incident(&incident.key, symptoms, *at, &entry, impact, trigger, *material)?;
                 tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");

@@ -4,7 +4,7 @@
 //! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
 
 use crate::domain::IncidentKind;
-use crate::notify::pagerduty::{cannot, summary_of};
+use crate::domain::wording::{cannot, summary_of};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,18 +2,16 @@
 //! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 is an invalid event (never
 //! retried); 429 is rate limiting (back off for minutes); 5xx and network errors are retried.
 
-use crate::domain::Capability;
+use crate::domain::wording::{SUMMARY_LIMIT, summary};
 use crate::domain::{IncidentKind, Symptoms};
 use crate::http::truncate;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 use url::Url;
 
 /// PagerDuty refuses events larger than this.
 pub const EVENT_LIMIT: usize = 512 * 1024;
-const SUMMARY_LIMIT: usize = 1024;
 /// Last errors listed in an event, newest first.
 const ERRORS_LISTED: usize = 20;
 
@@ -32,41 +30,6 @@ pub struct EventContext<'a> {
     pub incident_url: Url,
     /// Kubernetes evidence, or why there is none (yet).
     pub diagnostics: &'a str,
-}
-
-/// "temple: 3 users cannot start their servers or execute code".
-pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
-    summary_of(hub, kind, symptoms.users().len(), &symptoms.capabilities())
-}
-
-/// The summary for `users` users failing `capabilities`.
-pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BTreeSet<Capability>) -> String {
-    let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
-    let what = cannot(kind, capabilities);
-    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
-}
-
-/// What users cannot do: "start their servers or execute code".
-pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String {
-    match kind {
-        IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
-        IncidentKind::HubAccess => {
-            let phrases: Vec<&str> = capabilities
-                .iter()
-                .map(|c| match c {
-                    Capability::Login => "log in",
-                    Capability::Server => "start their servers",
-                    Capability::Kernel => "execute code",
-                    Capability::DaskGateway => "use Dask Gateway",
-                })
-                .collect();
-            match phrases.as_slice() {
-                [] => "use the hub".to_string(),
-                [one] => one.to_string(),
-                [init @ .., last] => format!("{} or {last}", init.join(", ")),
-            }
-        }
-    }
 }
 
 /// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.
@@ -229,8 +192,7 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Stage;
-    use crate::domain::UserFailure;
+    use crate::domain::{Capability, Stage, UserFailure};
     use std::collections::BTreeMap;
     use std::time::Duration;
 

@@ -2,20 +2,67 @@
 //! scale to N workers, wait until the scheduler really has them (its `json/counts.json`, proxied by the
 //! gateway), then delete the cluster. The cluster is deleted whatever happened: leaked clusters cost money.
 
-use super::Deadline;
+use super::round::HubProber;
+use super::{Deadline, Look, Stages, poll_until};
 use crate::config::DaskGatewayConfig;
-use crate::domain::Secret;
-use crate::domain::{Stage, StepFailure};
+use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use url::Url;
 
 const POLL: Duration = Duration::from_millis(500);
 /// The gateway long-polls `?wait` for up to 20 s; each wait gets a little more than that.
 const LONG_POLL: Duration = Duration::from_secs(25);
+
+impl HubProber {
+    /// The dask_gateway capability; None when the hub has no gateway configured or the round was cancelled.
+    pub async fn probe_dask_gateway(
+        &self,
+        user: &str,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Option<ProbeOutcome> {
+        let config = self.hub.dask_gateway.as_ref()?;
+        let settings = &self.hub.probes.dask_gateway;
+        let round = self.round(user, Capability::DaskGateway, settings.schedule.timeout);
+        let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {
+            return Some(round.blocked(Capability::Login));
+        };
+        let gateway = Gateway::new(&self.http, config, &token);
+        let (stages, deadline) = (&round.stages, round.deadline);
+        let cluster: std::sync::Mutex<Option<String>> = Default::default();
+        let used = round
+            .steps(cancel, async {
+                stages.run(Stage::DeleteLeftoverClusters, gateway.delete_leftovers(deadline)).await?;
+                let created = gateway.create(&config.cluster_options, deadline);
+                let name = stages.run(Stage::CreateCluster, created).await?;
+                *cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.clone());
+                stages.run(Stage::WaitRunning, gateway.wait_running(&name, deadline)).await?;
+                stages.run(Stage::Scale, gateway.scale(&name, settings.workers, deadline)).await?;
+                stages.run(Stage::WaitWorker, gateway.wait_workers(&name, settings.workers, deadline)).await
+            })
+            .await;
+        let duration = round.elapsed();
+        // Deleted whatever happened: a leaked cluster costs money.
+        let deleted = match cluster.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(name) => {
+                let delete = |deadline| async move { gateway.delete(&name, deadline).await };
+                round.clean_up(Stage::DeleteCluster, delete).await
+            }
+            None => Ok(()),
+        };
+        round.finish(used, deleted, duration)
+    }
+
+    /// At start-up: clusters an earlier run left (as the probe user); how many were deleted.
+    pub(super) async fn delete_leftover_clusters(&self, user: &str, deadline: Deadline) -> Result<usize, StepFailure> {
+        let Some(config) = &self.hub.dask_gateway else { return Ok(0) };
+        let (token, _) = self.user_token(user, deadline, &Stages::default()).await?;
+        Gateway::new(&self.http, config, &token).delete_leftovers(deadline).await
+    }
+}
 
 pub struct Gateway<'a> {
     http: &'a HttpClient,
@@ -79,45 +126,41 @@ impl<'a> Gateway<'a> {
             .ok_or_else(|| StepFailure::hub(stage, "the gateway answered without a usable cluster name"))
     }
 
-    /// Long-polls the cluster until it leaves PENDING; RUNNING is success, anything else a failure.
+    /// Long-polls the cluster until it leaves PENDING; RUNNING is success, anything else a failure. A long
+    /// poll that runs out is asked again at once; an error is asked again after a pause, and is what the
+    /// failure quotes if the deadline comes first.
     pub async fn wait_running(&self, name: &str, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::WaitRunning;
-        loop {
+        let look = || async move {
             let poll = Deadline { at: deadline.at.min(Instant::now() + LONG_POLL), budget: deadline.budget };
             let response =
                 match self.call(Method::GET, &format!("api/v1/clusters/{name}?wait"), None, stage, poll).await {
-                    // The long poll ran out before the probe did: ask again.
-                    Err(_) if Instant::now() < deadline.at && poll.at < deadline.at => continue,
-                    Err(_) => {
-                        return Err(StepFailure::hub(
-                            stage,
-                            format!(
-                                "the cluster was not running within the {} timeout (still PENDING)",
-                                humantime::format_duration(deadline.budget)
-                            ),
-                        ));
+                    Ok(response) => response,
+                    // The long poll ran out before the probe did.
+                    Err(_) if Instant::now() >= poll.at && poll.at < deadline.at => {
+                        return Ok(Look::NotYet("still PENDING".into()));
                     }
-                    Ok(r) => r,
+                    Err(failure) => return Ok(Look::NotYet(failure.reason)),
                 };
             if response.status != StatusCode::OK {
                 return Err(StepFailure::hub(stage, response.describe()));
             }
             let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
             match model.get("status").and_then(Value::as_str) {
-                Some("RUNNING") => return Ok(()),
-                Some("PENDING") => {}
-                Some("FAILED") => {
-                    return Err(StepFailure::hub(
-                        stage,
-                        "the cluster FAILED to start (the gateway gives no reason; see its logs)",
-                    ));
-                }
-                Some(other) => {
-                    return Err(StepFailure::hub(stage, format!("the cluster went {other} before it was running")));
-                }
-                None => return Err(StepFailure::hub(stage, "the gateway's cluster model has no status")),
+                Some("RUNNING") => Ok(Look::Done(())),
+                Some("PENDING") => Ok(Look::NotYet("still PENDING".into())),
+                Some("FAILED") => Err(StepFailure::hub(
+                    stage,
+                    "the cluster FAILED to start (the gateway gives no reason; see its logs)",
+                )),
+                Some(other) => Err(StepFailure::hub(stage, format!("the cluster went {other} before it was running"))),
+                None => Err(StepFailure::hub(stage, "the gateway's cluster model has no status")),
             }
-        }
+        };
+        let budget = humantime::format_duration(deadline.budget);
+        let late =
+            |saw| StepFailure::hub(stage, format!("the cluster was not running within the {budget} timeout ({saw})"));
+        poll_until(deadline, POLL, look, late).await
     }
 
     pub async fn scale(&self, name: &str, workers: u32, deadline: Deadline) -> Result<(), StepFailure> {
@@ -142,33 +185,28 @@ impl<'a> Gateway<'a> {
     /// Waits until the scheduler counts `workers` workers: the REST model has no worker count.
     pub async fn wait_workers(&self, name: &str, workers: u32, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::WaitWorker;
-        loop {
-            let last =
-                match self.call(Method::GET, &format!("clusters/{name}/json/counts.json"), None, stage, deadline).await
-                {
-                    Ok(response) if response.status == StatusCode::OK => {
-                        let counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-                        let have = counts.get("workers").and_then(Value::as_u64).unwrap_or(0);
-                        if have >= u64::from(workers) {
-                            return Ok(());
-                        }
-                        format!("{have} of {workers} workers")
+        let count = || async move {
+            let path = format!("clusters/{name}/json/counts.json");
+            let seen = match self.call(Method::GET, &path, None, stage, deadline).await {
+                Ok(response) if response.status == StatusCode::OK => {
+                    let counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+                    let have = counts.get("workers").and_then(Value::as_u64).unwrap_or(0);
+                    if have >= u64::from(workers) {
+                        return Ok(Look::Done(()));
                     }
-                    Ok(response) => response.describe(),
-                    Err(failure) if Instant::now() >= deadline.at => return Err(failure),
-                    Err(failure) => failure.reason,
-                };
-            if Instant::now() + POLL >= deadline.at {
-                return Err(StepFailure::hub(
-                    stage,
-                    format!(
-                        "the cluster did not get its workers within the {} timeout ({last})",
-                        humantime::format_duration(deadline.budget)
-                    ),
-                ));
-            }
-            sleep(POLL).await;
-        }
+                    format!("{have} of {workers} workers")
+                }
+                Ok(response) => response.describe(),
+                Err(failure) if Instant::now() >= deadline.at => return Err(failure),
+                Err(failure) => failure.reason,
+            };
+            Ok(Look::NotYet(seen))
+        };
+        let budget = humantime::format_duration(deadline.budget);
+        let late = |saw| {
+            StepFailure::hub(stage, format!("the cluster did not get its workers within the {budget} timeout ({saw})"))
+        };
+        poll_until(deadline, POLL, count, late).await
     }
 
     pub async fn delete(&self, name: &str, deadline: Deadline) -> Result<(), StepFailure> {

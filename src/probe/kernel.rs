@@ -4,8 +4,8 @@
 //! hold a handshake for 60 s, and pings would keep a naive read waiting forever.
 
 use super::Deadline;
-use crate::domain::Secret;
-use crate::domain::{Stage, StepFailure};
+use super::round::HubProber;
+use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, scrub, truncate};
 use backon::{ConstantBuilder, Retryable};
 use futures_util::{SinkExt, StreamExt};
@@ -24,6 +24,44 @@ use url::Url;
 const MESSAGE_LIMIT: usize = 4 << 20;
 
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl HubProber {
+    /// The kernel capability on a running server; the kernel is deleted afterwards. None when cancelled.
+    pub(super) async fn probe_kernel(
+        &self,
+        user: &str,
+        token: &Secret,
+        server_url: &Url,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Option<ProbeOutcome> {
+        let settings = &self.hub.probes.kernel;
+        let round = self.round(user, Capability::Kernel, settings.schedule.timeout);
+        let (stages, deadline) = (&round.stages, round.deadline);
+        let kernel_id: std::sync::Mutex<Option<String>> = Default::default();
+        let executed = round
+            .steps(cancel, async {
+                let start = start_kernel(&self.http, server_url, token, settings.kernel_name.as_deref(), deadline);
+                let id = stages.run(Stage::StartKernel, start).await?;
+                *kernel_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+                let mut socket = stages.run(Stage::Connect, connect(server_url, token, &id, deadline)).await?;
+                let executed =
+                    stages.run(Stage::Execute, execute(&mut socket, &settings.code, &settings.expect, deadline)).await;
+                let _ = timeout_at(deadline.at, socket.close(None)).await;
+                executed
+            })
+            .await;
+        let duration = round.elapsed();
+        let deleted = match kernel_id.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(id) => {
+                let delete =
+                    |deadline| async move { delete_kernel(&self.http, server_url, token, &id, deadline).await };
+                round.clean_up(Stage::DeleteKernel, delete).await
+            }
+            None => Ok(()),
+        };
+        round.finish(executed, deleted, duration)
+    }
+}
 
 /// `POST {server}api/kernels`; returns the kernel id.
 pub async fn start_kernel(

@@ -1,14 +1,91 @@
 //! The login capability: the token flow (hubwatch's service token mints a short-lived token for the probe
 //! user, who must then be recognised) and the browser's form flow (`_xsrf` cookie and field, POST, 302).
 
-use super::{Deadline, user_path};
-use crate::domain::Secret;
-use crate::domain::{Stage, StepFailure};
+use super::round::HubProber;
+use super::{Deadline, Stages, user_path};
+use crate::config::LoginMethod;
+use crate::domain::ProbeOutcome;
+use crate::domain::{Capability, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response, html_element_text, hub_message};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use url::Url;
+
+/// Minted probe tokens live an hour and are renewed when less than this is left, so that a token never
+/// expires in the middle of a round (server 10 m + kernel 2 m + clean-up).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const RENEW_BEFORE: Duration = Duration::from_secs(1800);
+
+/// A probe user's token as the prober keeps it between rounds.
+pub struct CachedToken {
+    token: Secret,
+    renew_at: tokio::time::Instant,
+}
+
+impl HubProber {
+    /// The login capability for `user`. None when cancelled.
+    pub async fn probe_login(&self, user: &str, cancel: &tokio_util::sync::CancellationToken) -> Option<ProbeOutcome> {
+        let round = self.round(user, Capability::Login, self.hub.probes.login.timeout);
+        let (stages, deadline) = (&round.stages, round.deadline);
+        let steps = round
+            .steps(cancel, async {
+                match &self.hub.login {
+                    LoginMethod::Token => self.token_login(user, stages, deadline).await,
+                    LoginMethod::Form { password } => {
+                        let login = form_login(&self.http, &self.hub.url, user, password, deadline);
+                        stages.run(Stage::LoginSubmit, login).await
+                    }
+                }
+            })
+            .await;
+        let duration = round.elapsed();
+        round.finish(steps, Ok(()), duration)
+    }
+
+    /// The token flow: the (cached or minted) token must name the user, and the login page must render.
+    async fn token_login(&self, user: &str, stages: &Stages, deadline: Deadline) -> Result<(), StepFailure> {
+        let (token, was_cached) = self.user_token(user, deadline, stages).await?;
+        let who =
+            |token| async move { whoami(&self.http, &self.hub.url, Auth::Token(&token), None, user, deadline).await };
+        let checked = stages.run(Stage::WhoAmI, who(token)).await;
+        if checked.is_err() && was_cached {
+            // A cached token may have been revoked (a hub database reset): mint afresh once.
+            self.forget_token(user).await;
+            let (token, _) = self.user_token(user, deadline, stages).await?;
+            stages.run(Stage::WhoAmI, who(token)).await?;
+        } else {
+            checked?;
+        }
+        stages.run(Stage::LoginPage, async { login_page(&self.http, &self.hub.url, deadline).await.map(|_| ()) }).await
+    }
+
+    /// The probe user's token: cached, minted with the service token when missing or due for renewal.
+    /// `(token, whether it came from the cache)`.
+    pub(super) async fn user_token(
+        &self,
+        user: &str,
+        deadline: Deadline,
+        stages: &Stages,
+    ) -> Result<(Secret, bool), StepFailure> {
+        let slot = self.tokens.get(user).expect("tokens are made for every configured user");
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| tokio::time::Instant::now() < c.renew_at) {
+            return Ok((c.token.clone(), true));
+        }
+        let mint = mint_token(&self.http, &self.hub.url, &self.hub.token, user, TOKEN_LIFETIME, deadline);
+        let minted = stages.run(Stage::MintToken, mint).await?;
+        let renew_at = tokio::time::Instant::now() + minted.lifetime.saturating_sub(RENEW_BEFORE);
+        *cached = Some(CachedToken { token: minted.token.clone(), renew_at });
+        Ok((minted.token, false))
+    }
+
+    async fn forget_token(&self, user: &str) {
+        if let Some(slot) = self.tokens.get(user) {
+            *slot.lock().await = None;
+        }
+    }
+}
 
 /// A token minted for a probe user.
 pub struct MintedToken {

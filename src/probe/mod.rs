@@ -1,9 +1,11 @@
 //! Synthetic probes: what a user does on a hub, one file per capability, and the outcome of each attempt.
 //!
-//! A probe returns a [`ProbeOutcome`] per capability it attempted: `ok`, `failed {stage, reason}` or
-//! `blocked {by}` when an earlier step failed so this one could not be tried. Failures caused by hubwatch's
-//! own setup (its token refused, a probe user missing, scopes missing) are [`FailureCause::Monitor`]: they
-//! say what to fix and never count as users affected by an outage.
+//! A probe returns a [`crate::domain::ProbeOutcome`] per capability it attempted: `ok`, `failed {stage,
+//! reason}` or `blocked {by}` when an earlier step failed so this one could not be tried. Failures caused by
+//! hubwatch's own setup (its token refused, a probe user missing, scopes missing) are
+//! [`crate::domain::FailureCause::Monitor`]: they say what to fix and never count as users affected by an
+//! outage. Every round follows one contract ([`round`]): steps under the probe's deadline, blocked steps,
+//! clean-up whatever happened.
 
 pub mod dask_gateway;
 pub mod kernel;
@@ -14,8 +16,10 @@ mod sse;
 
 pub use round::HubProber;
 
+use crate::config::Config;
 use crate::domain::{Stage, StageTiming, StepFailure, round_ms};
 use crate::http;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// When a probe must be done by, and the budget it was given (for messages).
@@ -43,22 +47,69 @@ impl Deadline {
     }
 }
 
-/// Records how long each stage took.
+/// Records how long each stage took, and which one is running (a backstop timeout is charged to it).
+/// Shared by reference between a round and its steps, hence the interior mutability.
 #[derive(Debug, Default)]
 pub struct Stages {
-    pub list: Vec<StageTiming>,
+    list: Mutex<Vec<StageTiming>>,
+    running: Mutex<Option<Stage>>,
 }
 
 impl Stages {
     pub async fn run<T>(
-        &mut self,
+        &self,
         stage: Stage,
         step: impl std::future::Future<Output = Result<T, StepFailure>>,
     ) -> Result<T, StepFailure> {
         let started = tokio::time::Instant::now();
+        *lock(&self.running) = Some(stage);
         let result = step.await;
-        self.list.push(StageTiming { stage, seconds: round_ms(started.elapsed().as_secs_f64()) });
+        *lock(&self.running) = None;
+        lock(&self.list).push(StageTiming { stage, seconds: round_ms(started.elapsed().as_secs_f64()) });
         result
+    }
+
+    /// The stage that started and has not ended (when the round was cut off in it).
+    pub fn running(&self) -> Option<Stage> {
+        *lock(&self.running)
+    }
+
+    pub fn into_list(self) -> Vec<StageTiming> {
+        self.list.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one look at something a probe waits for found.
+pub enum Look<T> {
+    Done(T),
+    /// Not yet; what it saw (quoted if the wait times out).
+    NotYet(String),
+}
+
+/// Looks with `look` every `every` until it is done or fails, or until the deadline leaves no room for
+/// another look: then `timed_out` words the failure from what the last look saw.
+pub async fn poll_until<T, F>(
+    deadline: Deadline,
+    every: Duration,
+    mut look: impl FnMut() -> F,
+    timed_out: impl FnOnce(String) -> StepFailure,
+) -> Result<T, StepFailure>
+where
+    F: std::future::Future<Output = Result<Look<T>, StepFailure>>,
+{
+    loop {
+        let saw = match look().await? {
+            Look::Done(value) => return Ok(value),
+            Look::NotYet(saw) => saw,
+        };
+        if tokio::time::Instant::now() + every >= deadline.at {
+            return Err(timed_out(saw));
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -76,16 +127,7 @@ pub fn user_path(user: &str) -> String {
 }
 
 /// One prober per hub of `config`, sharing `http`.
-pub fn probers(config: &crate::config::Config, http: &crate::http::HttpClient) -> Vec<std::sync::Arc<HubProber>> {
-    config
-        .hubs
-        .iter()
-        .map(|hub| {
-            std::sync::Arc::new(HubProber::new(
-                std::sync::Arc::new(hub.clone()),
-                http.clone(),
-                config.scheduler.cleanup_timeout,
-            ))
-        })
-        .collect()
+pub fn probers(config: &Config, http: &http::HttpClient) -> Vec<Arc<HubProber>> {
+    let cleanup = config.scheduler.cleanup_timeout;
+    config.hubs.iter().map(|hub| Arc::new(HubProber::new(Arc::new(hub.clone()), http.clone(), cleanup))).collect()
 }

@@ -3,23 +3,72 @@
 //! waiting until the hub says it is gone.
 
 use super::login::hub_url;
+use super::round::HubProber;
 use super::sse::SseParser;
-use super::{Deadline, user_path};
-use crate::domain::Secret;
-use crate::domain::{Stage, StepFailure};
+use super::{Deadline, Look, Stages, poll_until, user_path};
+use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::time::{sleep, timeout_at};
+use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 /// Progress messages kept for a failure's detail.
 const PROGRESS_KEPT: usize = 8;
 const PROGRESS_EVENT_LIMIT: usize = 64 * 1024;
 const POLL: Duration = Duration::from_millis(500);
+
+impl HubProber {
+    /// The server capability, and the kernel capability on the server it started when `with_kernel`. The
+    /// server is stopped at the end whatever happened. Empty when cancelled.
+    pub async fn probe_server(&self, user: &str, with_kernel: bool, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
+        let round = self.round(user, Capability::Server, self.hub.probes.server.schedule.timeout);
+        let kernel = with_kernel.then(|| round.sibling(Capability::Kernel));
+        let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {
+            return std::iter::once(round).chain(kernel).map(|r| r.blocked(Capability::Login)).collect();
+        };
+        let spawned = round.steps(cancel, self.spawn(user, &token, &round.stages, round.deadline)).await;
+        let spawn_duration = round.elapsed();
+        let kernel = match (&spawned, kernel) {
+            (Some(Ok(server)), Some(_)) => self.probe_kernel(user, &token, &server.url, cancel).await,
+            (Some(Err(_)), Some(kernel)) => Some(kernel.blocked(Capability::Server)),
+            _ => None,
+        };
+        // Always stop: a failed or interrupted spawn may have left a pending server behind.
+        let stop = |deadline| stop(&self.http, &self.hub.url, &token, user, deadline);
+        let stopped = round.clean_up(Stage::StopServer, stop).await;
+        let server = round.finish(spawned.map(|r| r.map(|_| ())), stopped, spawn_duration);
+        server.into_iter().chain(kernel).collect()
+    }
+
+    /// The server's steps: stop a leftover, request the spawn, follow the progress to ready or failed.
+    async fn spawn(
+        &self,
+        user: &str,
+        token: &Secret,
+        stages: &Stages,
+        deadline: Deadline,
+    ) -> Result<StartedServer, StepFailure> {
+        let (http, hub) = (&self.http, &self.hub.url);
+        stages.run(Stage::StopLeftover, stop_leftover(http, hub, Auth::Token(token), user, deadline)).await?;
+        let options = &self.hub.probes.server.user_options;
+        let answer = stages.run(Stage::RequestSpawn, request_spawn(http, hub, token, user, options, deadline)).await?;
+        let refused = match answer {
+            SpawnAnswer::Accepted => None,
+            SpawnAnswer::Refused(reason) => Some(reason),
+        };
+        stages.run(Stage::Progress, follow_progress(http, hub, token, user, refused, deadline)).await
+    }
+
+    /// At start-up: a server an earlier run left (as hubwatch's service); whether there was one.
+    pub(super) async fn stop_leftover_server(&self, user: &str, deadline: Deadline) -> Result<bool, StepFailure> {
+        stop_leftover(&self.http, &self.hub.url, Auth::Token(&self.hub.token), user, deadline).await
+    }
+}
 
 /// A server that came up: where it is, and what the hub said on the way.
 #[derive(Debug)]
@@ -105,43 +154,32 @@ async fn stop_as(
     deadline: Deadline,
 ) -> Result<(), StepFailure> {
     let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
-    loop {
-        let response = http
-            .call(Method::DELETE, url.clone(), auth, None, deadline.at)
-            .await
-            .map_err(|e| deadline.request_failure(stage, e))?;
-        match response.status {
-            StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => break,
-            // "... is pending spawn, please wait": the stop is refused until the spawn ends.
-            StatusCode::BAD_REQUEST => {
-                if tokio::time::Instant::now() + POLL >= deadline.at {
-                    return Err(StepFailure::hub(
-                        stage,
-                        format!("the hub keeps refusing to stop the server: {}", response.describe()),
-                    ));
-                }
-                sleep(POLL).await;
+    let request_stop = || {
+        let url = url.clone();
+        async move {
+            let response = http
+                .call(Method::DELETE, url, auth, None, deadline.at)
+                .await
+                .map_err(|e| deadline.request_failure(stage, e))?;
+            match response.status {
+                StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => Ok(Look::Done(())),
+                // "... is pending spawn, please wait": the stop is refused until the spawn ends.
+                StatusCode::BAD_REQUEST => Ok(Look::NotYet(response.describe())),
+                _ => Err(StepFailure::hub(stage, format!("stopping the server: {}", response.describe()))),
             }
-            _ => return Err(StepFailure::hub(stage, format!("stopping the server: {}", response.describe()))),
         }
-    }
-    loop {
+    };
+    let refused = |saw| StepFailure::hub(stage, format!("the hub keeps refusing to stop the server: {saw}"));
+    poll_until(deadline, POLL, request_stop, refused).await?;
+    let gone = || async move {
         match server_state(http, hub, auth, user, stage, deadline).await? {
-            ServerState::Absent => return Ok(()),
-            state => {
-                if tokio::time::Instant::now() + POLL >= deadline.at {
-                    return Err(StepFailure::hub(
-                        stage,
-                        format!(
-                            "the server did not stop within the {} timeout ({state:?})",
-                            humantime::format_duration(deadline.budget)
-                        ),
-                    ));
-                }
-                sleep(POLL).await;
-            }
+            ServerState::Absent => Ok(Look::Done(())),
+            state => Ok(Look::NotYet(format!("{state:?}"))),
         }
-    }
+    };
+    let budget = humantime::format_duration(deadline.budget);
+    let still = |saw| StepFailure::hub(stage, format!("the server did not stop within the {budget} timeout ({saw})"));
+    poll_until(deadline, POLL, gone, still).await
 }
 
 /// Requests the spawn. A 500 hides the reason, which the progress stream then replays.

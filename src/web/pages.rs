@@ -4,7 +4,7 @@
 
 use crate::domain::Capability;
 use crate::domain::IncidentKind;
-use crate::notify::pagerduty::summary_of;
+use crate::domain::wording::summary_of;
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestResult};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
@@ -183,7 +183,7 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
             "<div class=\"banner incident\"><span class=\"state\">Incident</span> <a href=\"/incidents/{}\">{}</a> \
              · impact started {}</div>",
             escape(&incident.key),
-            escape(&crate::notify::pagerduty::summary(&incident.hub, incident.kind, &incident.symptoms)),
+            escape(&crate::domain::wording::summary(&incident.hub, incident.kind, &incident.symptoms)),
             time(incident.impact_start, now)
         );
     }

@@ -1,0 +1,80 @@
+//! How hubwatch words an incident, in one place: the summary every page, note, report, listing and status
+//! page leads with ("temple: 3 users cannot start their servers"), and the lines its timeline repeats.
+
+use super::incident::{IncidentKind, Symptoms};
+use super::probe::Capability;
+use std::collections::BTreeSet;
+
+/// PagerDuty's limit for a summary (the longest wording anywhere).
+pub const SUMMARY_LIMIT: usize = 1024;
+
+/// "temple: 3 users cannot start their servers or execute code".
+pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
+    summary_of(hub, kind, symptoms.users().len(), &symptoms.capabilities())
+}
+
+/// The summary for `users` users failing `capabilities`.
+pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BTreeSet<Capability>) -> String {
+    let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
+    let what = cannot(kind, capabilities);
+    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
+}
+
+/// What users cannot do: "start their servers or execute code".
+pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String {
+    match kind {
+        IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
+        IncidentKind::HubAccess => {
+            let phrases: Vec<&str> = capabilities
+                .iter()
+                .map(|c| match c {
+                    Capability::Login => "log in",
+                    Capability::Server => "start their servers",
+                    Capability::Kernel => "execute code",
+                    Capability::DaskGateway => "use Dask Gateway",
+                })
+                .collect();
+            match phrases.as_slice() {
+                [] => "use the hub".to_string(),
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+            }
+        }
+    }
+}
+
+/// Who is affected in what: "server: probe-1, probe-2; kernel: ana".
+pub fn who(symptoms: &Symptoms) -> String {
+    symptoms
+        .affected
+        .iter()
+        .filter(|(_, users)| !users.is_empty())
+        .map(|(capability, users)| format!("{capability}: {}", users.keys().cloned().collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The impact start entry: who failed first, at what, and how.
+pub fn earliest_failure(symptoms: &Symptoms) -> String {
+    match symptoms.earliest_failure() {
+        Some((capability, user, failure)) => format!(
+            "the earliest failure among the affected users: {user} ({}, stage {}): {}",
+            capability.as_str(),
+            failure.stage.as_str(),
+            failure.reason
+        ),
+        None => "the earliest failure among the affected users".to_string(),
+    }
+}
+
+/// `text` cut to at most `limit` bytes (at a character boundary), marked with `…` when cut.
+pub fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
