@@ -20,8 +20,6 @@ use axum::routing::get;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use pages::escape;
-
 #[derive(Clone)]
 pub struct WebState {
     pub metrics: Arc<Metrics>,
@@ -38,10 +36,15 @@ pub fn router(state: WebState) -> Router {
         .route("/incidents", get(incidents))
         .route("/incidents/{key}", get(incident))
         .route("/incidents/{key}/report.md", get(report_md))
+        .route(pages::STYLE_PATH, get(style))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::STYLE).into_response()
 }
 
 fn html(page: String) -> Response {

@@ -1,34 +1,19 @@
-//! The status pages as plain server-rendered HTML (pure functions of what they show; no JavaScript).
-//! Built to be read on a phone at 3 a.m.: one column on narrow screens, state in words as well as colour.
-//! Every string that comes from a hub, a user or the cluster goes through [`escape`].
+//! The status pages as server-rendered HTML (pure functions of what they show; no JavaScript). Built to be
+//! read on a phone at 3 a.m.: one column on narrow screens, state in words as well as colour. Rendered with
+//! maud, which escapes every interpolated string by default: a hub's error message holding `<script>` is
+//! shown as text. The style sheet is served beside the pages (no inline style or script).
 
-use crate::domain::Capability;
-use crate::domain::IncidentKind;
-use crate::domain::wording::summary_of;
-use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestResult};
+use crate::domain::wording::{summary, summary_of};
+use crate::domain::{Capability, IncidentKind};
+use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
+use maud::{DOCTYPE, Markup, html};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
-/// HTML-escapes text from hubs and the cluster (a hub error message may hold `<script>`).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STYLE: &str = "\
+/// Served at [`STYLE_PATH`].
+pub const STYLE: &str = "\
 :root{color-scheme:light dark;--ok:#1a7f37;--ok-bg:#dafbe1;--warn:#7d4e00;--warn-bg:#fff8c5;--bad:#a40e26;\
 --bad-bg:#ffebe9;--muted:#57606a;--line:#d0d7de}\
 @media (prefers-color-scheme:dark){:root{--ok:#7ee2a8;--ok-bg:#12361f;--warn:#f2cc60;--warn-bg:#3b2e05;\
@@ -51,17 +36,47 @@ border:1px solid var(--line);border-radius:.4rem}table.grid th,table.grid td{dis
 table.grid td::before{content:attr(data-label);display:block;font-weight:600;color:var(--muted);font-size:.8rem}\
 table.list thead{display:none}table.list tr{display:block;border-bottom:1px solid var(--line)}\
 table.list td{display:block;border:0;padding:.1rem .5rem}}";
+pub const STYLE_PATH: &str = "/style.css";
 
-fn layout(title: &str, refresh: bool, body: &str) -> String {
-    let refresh = if refresh { "<meta http-equiv=\"refresh\" content=\"30\">" } else { "" };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}\
-         <title>{}</title><style>{STYLE}</style></head><body>\
-         <nav><a href=\"/\">Status</a><a href=\"/incidents\">Incidents</a><a href=\"/api/v1/status\">JSON</a>\
-         <a href=\"/metrics\">Metrics</a></nav>{body}</body></html>",
-        escape(title)
-    )
+/// How much attention something needs, in the order hubs are listed (the most urgent first); also its
+/// colour on the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tone {
+    Incident,
+    Ticket,
+    Ok,
+    Unknown,
+}
+
+impl Tone {
+    fn class(self) -> &'static str {
+        match self {
+            Tone::Incident => "incident",
+            Tone::Ticket => "ticket",
+            Tone::Ok => "ok",
+            Tone::Unknown => "unknown",
+        }
+    }
+}
+
+fn layout(title: &str, refresh: bool, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh { meta http-equiv="refresh" content="30"; }
+                title { (title) }
+                link rel="stylesheet" href=(STYLE_PATH);
+            }
+            body {
+                nav { a href="/" { "Status" } a href="/incidents" { "Incidents" } a href="/api/v1/status" { "JSON" } a href="/metrics" { "Metrics" } }
+                (body)
+            }
+        }
+    }
+    .into_string()
 }
 
 /// "12s ago", "5m ago", "3h ago", "2d ago".
@@ -76,8 +91,9 @@ pub fn ago(at: SystemTime, now: SystemTime) -> String {
 }
 
 /// A time as a `<time>` element: relative, with the exact UTC time on hover and for screen readers.
-fn time(at: SystemTime, now: SystemTime) -> String {
-    format!("<time datetime=\"{0}\" title=\"{0}\">{1}</time>", rfc3339(at), ago(at, now))
+fn time(at: SystemTime, now: SystemTime) -> Markup {
+    let exact = rfc3339(at);
+    html! { time datetime=(exact) title=(exact) { (ago(at, now)) } }
 }
 
 fn capability_title(capability: Capability) -> &'static str {
@@ -89,145 +105,123 @@ fn capability_title(capability: Capability) -> &'static str {
     }
 }
 
-/// The CSS class and words of a capability's state.
-fn state_of(status: &CapabilityStatus) -> (&'static str, String) {
+/// The tone and words of a capability's state.
+fn state_of(status: &CapabilityStatus) -> (Tone, String) {
     let users = count(status.affected.len(), "user", "users");
     match status.state() {
-        CapabilityState::Incident => ("incident", format!("Incident · {users}")),
-        CapabilityState::SupportTicket => ("ticket", format!("Support ticket · {users}")),
-        CapabilityState::NotTried => ("unknown", "Not tried: an earlier step fails".to_string()),
-        CapabilityState::NotProbedYet => ("unknown", "Not probed yet".to_string()),
-        CapabilityState::Working => ("ok", "Working".to_string()),
+        CapabilityState::Incident => (Tone::Incident, format!("Incident · {users}")),
+        CapabilityState::SupportTicket => (Tone::Ticket, format!("Support ticket · {users}")),
+        CapabilityState::NotTried => (Tone::Unknown, "Not tried: an earlier step fails".to_string()),
+        CapabilityState::NotProbedYet => (Tone::Unknown, "Not probed yet".to_string()),
+        CapabilityState::Working => (Tone::Ok, "Working".to_string()),
     }
 }
 
-fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> String {
-    let (class, state) = state_of(status);
-    let mut html = format!(
-        "<td class=\"{class}\" data-label=\"{}\"><div class=\"state\">{}</div><ul class=\"probes\">",
-        capability_title(capability),
-        escape(&state)
-    );
-    for (user, latest) in &status.probes {
-        let _ = match latest {
-            None => write!(html, "<li>{}: not probed yet</li>", escape(user)),
-            Some(p) if p.result == LatestResult::Ok => {
-                write!(html, "<li>✓ {} ok {}</li>", escape(user), time(p.at, now))
+/// One probe user's latest attempt, in a grid cell.
+fn probe_line(user: &str, latest: Option<&LatestProbe>, now: SystemTime) -> Markup {
+    html! {
+        li {
+            @match latest {
+                None => { (user) ": not probed yet" }
+                Some(p) if p.result == LatestResult::Ok => { "✓ " (user) " ok " (time(p.at, now)) }
+                Some(p) if matches!(p.result, LatestResult::Blocked { .. }) => {
+                    "– " (user) " " (p.result.describe()) " " (time(p.at, now))
+                }
+                Some(p) => { "✗ " (user) " " (p.result.as_str()) " " (time(p.at, now)) ": " (p.result.describe()) }
             }
-            Some(p) if matches!(p.result, LatestResult::Blocked { .. }) => {
-                write!(html, "<li>– {} {} {}</li>", escape(user), escape(&p.result.describe()), time(p.at, now))
-            }
-            Some(p) => write!(
-                html,
-                "<li>✗ {} {} {}: {}</li>",
-                escape(user),
-                p.result.as_str(),
-                time(p.at, now),
-                escape(&p.result.describe())
-            ),
-        };
-    }
-    html.push_str("</ul>");
-    match status.last_success() {
-        Some(at) => {
-            let _ = write!(html, "<div class=\"muted\">last success {}</div>", time(at, now));
         }
-        None => html.push_str("<div class=\"muted\">no success yet</div>"),
     }
-    if !status.affected.is_empty() {
-        let users: Vec<String> = status.affected.keys().map(|u| escape(u)).collect();
-        let _ = write!(html, "<div>affected: {}</div>", users.join(", "));
+}
+
+fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> Markup {
+    let (tone, state) = state_of(status);
+    let affected: Vec<&str> = status.affected.keys().map(String::as_str).collect();
+    html! {
+        td class=(tone.class()) data-label=(capability_title(capability)) {
+            div.state { (state) }
+            ul.probes { @for (user, latest) in &status.probes { (probe_line(user, latest.as_ref(), now)) } }
+            @match status.last_success() {
+                Some(at) => div.muted { "last success " (time(at, now)) },
+                None => div.muted { "no success yet" },
+            }
+            @if !affected.is_empty() { div { "affected: " (affected.join(", ")) } }
+        }
     }
-    html.push_str("</td>");
-    html
 }
 
 fn count(n: usize, one: &str, many: &str) -> String {
     if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
 }
 
-/// How much attention a hub needs: an open incident first, then a support ticket, then the rest.
-fn urgency(hub: &HubStatus) -> u8 {
-    let states: Vec<&str> = hub.capabilities.values().map(|s| state_of(s).0).collect();
-    if states.contains(&"incident") {
-        0
-    } else if states.contains(&"ticket") {
-        1
-    } else {
-        2
-    }
+/// How much attention a hub needs: its most urgent capability.
+fn urgency(hub: &HubStatus) -> Tone {
+    hub.capabilities.values().map(|s| state_of(s).0).min().unwrap_or(Tone::Unknown)
+}
+
+/// The support tickets on the grid: hub, capability, users affected.
+fn tickets(hubs: &BTreeMap<String, HubStatus>) -> Vec<(&str, Capability, usize)> {
+    hubs.iter()
+        .flat_map(|(name, hub)| {
+            hub.capabilities
+                .iter()
+                .filter(|(_, s)| s.state() == CapabilityState::SupportTicket)
+                .map(move |(c, s)| (name.as_str(), *c, s.affected.len()))
+        })
+        .collect()
 }
 
 /// `/`: every hub × capability (the hubs that need attention first), with the open incidents and support
 /// tickets on top.
 pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: SystemTime) -> String {
-    let tickets: Vec<(&String, Capability, usize)> = hubs
-        .iter()
-        .flat_map(|(name, hub)| {
-            hub.capabilities
-                .iter()
-                .filter(|(_, s)| s.state() == CapabilityState::SupportTicket)
-                .map(move |(c, s)| (name, *c, s.affected.len()))
-        })
-        .collect();
-    let mut body = format!(
-        "<h1>hubwatch</h1><p class=\"muted\">{} · {} · {} · as of {} (refreshes every 30 s)</p>",
-        count(hubs.len(), "hub", "hubs"),
-        count(open.len(), "open incident", "open incidents"),
-        count(tickets.len(), "support ticket", "support tickets"),
-        rfc3339(now)
-    );
-    for incident in open {
-        let _ = write!(
-            body,
-            "<div class=\"banner incident\"><span class=\"state\">Incident</span> <a href=\"/incidents/{}\">{}</a> \
-             · impact started {}</div>",
-            escape(&incident.key),
-            escape(&crate::domain::wording::summary(&incident.hub, incident.kind, &incident.symptoms)),
-            time(incident.impact_start, now)
-        );
-    }
-    for (hub, capability, users) in &tickets {
-        let summary = summary_of(hub, IncidentKind::of(*capability), *users, &BTreeSet::from([*capability]));
-        let _ = write!(
-            body,
-            "<div class=\"banner ticket\"><span class=\"state\">Support ticket</span> {} (below the incident \
-             threshold)</div>",
-            escape(&summary)
-        );
-    }
-    body.push_str("<table class=\"grid\"><thead><tr><th>Hub</th>");
-    for capability in Capability::ALL {
-        let _ = write!(body, "<th>{}</th>", capability_title(capability));
-    }
-    body.push_str("</tr></thead><tbody>");
+    let tickets = tickets(hubs);
     let mut rows: Vec<(&String, &HubStatus)> = hubs.iter().collect();
     rows.sort_by_key(|(name, hub)| (urgency(hub), *name));
-    for (name, hub) in rows {
-        let _ = write!(body, "<tr><th scope=\"row\"><a href=\"{}\">{}</a>", escape(&hub.url), escape(name));
-        for incident in open.iter().filter(|i| &i.hub == name) {
-            let _ = write!(body, "<div><a href=\"/incidents/{0}\">incident {0}</a></div>", escape(&incident.key));
+    let body = html! {
+        h1 { "hubwatch" }
+        p.muted {
+            (count(hubs.len(), "hub", "hubs")) " · " (count(open.len(), "open incident", "open incidents")) " · "
+            (count(tickets.len(), "support ticket", "support tickets")) " · as of " (rfc3339(now)) " (refreshes every 30 s)"
         }
-        body.push_str("</th>");
-        for capability in Capability::ALL {
-            match hub.capabilities.get(&capability) {
-                Some(status) => body.push_str(&cell(capability, status, now)),
-                None => {
-                    let _ = write!(
-                        body,
-                        "<td class=\"unknown\" data-label=\"{}\">not configured</td>",
-                        capability_title(capability)
-                    );
+        @for incident in open {
+            div.banner.incident {
+                span.state { "Incident" } " "
+                a href={ "/incidents/" (incident.key) } { (summary(&incident.hub, incident.kind, &incident.symptoms)) }
+                " · impact started " (time(incident.impact_start, now))
+            }
+        }
+        @for (hub, capability, users) in &tickets {
+            div.banner.ticket {
+                span.state { "Support ticket" } " "
+                (summary_of(hub, IncidentKind::of(*capability), *users, &BTreeSet::from([*capability])))
+                " (below the incident threshold)"
+            }
+        }
+        table.grid {
+            thead { tr { th { "Hub" } @for capability in Capability::ALL { th { (capability_title(capability)) } } } }
+            tbody { @for (name, hub) in rows { (hub_row(name, hub, open, now)) } }
+        }
+        @if hubs.is_empty() { p { "No hubs are watched yet." } }
+    };
+    layout("hubwatch status", true, body)
+}
+
+fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], now: SystemTime) -> Markup {
+    html! {
+        tr {
+            th scope="row" {
+                a href=(hub.url) { (name) }
+                @for incident in open.iter().filter(|i| i.hub == name) {
+                    div { a href={ "/incidents/" (incident.key) } { "incident " (incident.key) } }
+                }
+            }
+            @for capability in Capability::ALL {
+                @match hub.capabilities.get(&capability) {
+                    Some(status) => (cell(capability, status, now)),
+                    None => td.unknown data-label=(capability_title(capability)) { "not configured" },
                 }
             }
         }
-        body.push_str("</tr>");
     }
-    body.push_str("</tbody></table>");
-    if hubs.is_empty() {
-        body.push_str("<p>No hubs are watched yet.</p>");
-    }
-    layout("hubwatch status", true, &body)
 }
 
 fn everyone(incident: &IncidentRecord) -> BTreeSet<&str> {
@@ -239,36 +233,38 @@ fn summary_ever(incident: &IncidentRecord) -> String {
     summary_of(&incident.hub, incident.kind, everyone(incident).len(), &capabilities)
 }
 
+/// An incident's status in words, and its tone.
+fn status_of(incident: &IncidentRecord) -> (Tone, &'static str) {
+    if incident.open { (Tone::Incident, "open") } else { (Tone::Ok, "recovered") }
+}
+
 /// `/incidents`: every incident, newest first.
 pub fn incidents(all: &[IncidentRecord], now: SystemTime) -> String {
-    let mut body = format!("<h1>Incidents</h1><p class=\"muted\">{} incidents, newest first</p>", all.len());
-    body.push_str(
-        "<table class=\"list\"><thead><tr><th>Incident</th><th>Status</th><th>Users</th><th>Impact start</th>\
-         <th>Impact end</th><th>Duration</th></tr></thead><tbody>",
-    );
-    for incident in all {
-        let (class, status) = if incident.open { ("incident", "open") } else { ("ok", "recovered") };
-        let end = incident.recovered_at.map_or("—".to_string(), rfc3339);
-        let users: Vec<String> = everyone(incident).into_iter().map(escape).collect();
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"/incidents/{}\">{}</a><div class=\"muted\">{} · {}</div></td>\
-             <td class=\"{class}\"><span class=\"state\">{status}</span></td><td>{}</td><td>{}</td><td>{end}</td>\
-             <td>{}</td></tr>",
-            escape(&incident.key),
-            escape(&summary_ever(incident)),
-            escape(&incident.key),
-            incident.kind.as_str(),
-            users.join(", "),
-            rfc3339(incident.impact_start),
-            span(incident.impact_start, incident.recovered_at.unwrap_or(now)),
-        );
-    }
-    body.push_str("</tbody></table>");
-    if all.is_empty() {
-        body.push_str("<p>No incidents so far.</p>");
-    }
-    layout("hubwatch incidents", false, &body)
+    let body = html! {
+        h1 { "Incidents" }
+        p.muted { (all.len()) " incidents, newest first" }
+        table.list {
+            thead { tr { th { "Incident" } th { "Status" } th { "Users" } th { "Impact start" } th { "Impact end" } th { "Duration" } } }
+            tbody {
+                @for incident in all {
+                    @let (tone, status) = status_of(incident);
+                    tr {
+                        td {
+                            a href={ "/incidents/" (incident.key) } { (summary_ever(incident)) }
+                            div.muted { (incident.key) " · " (incident.kind.as_str()) }
+                        }
+                        td class=(tone.class()) { span.state { (status) } }
+                        td { (everyone(incident).into_iter().collect::<Vec<_>>().join(", ")) }
+                        td { (rfc3339(incident.impact_start)) }
+                        td { (incident.recovered_at.map_or("—".to_string(), rfc3339)) }
+                        td { (span(incident.impact_start, incident.recovered_at.unwrap_or(now))) }
+                    }
+                }
+            }
+        }
+        @if all.is_empty() { p { "No incidents so far." } }
+    };
+    layout("hubwatch incidents", false, body)
 }
 
 pub struct IncidentPage<'a> {
@@ -297,69 +293,55 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
 /// `/incidents/{key}`: status, symptoms, timeline, the whole diagnostics, and links.
 pub fn incident(page: &IncidentPage, now: SystemTime) -> String {
     let record = page.record;
-    let key = escape(&record.key);
-    let (class, status) = if record.open { ("incident", "open") } else { ("ok", "recovered") };
-    let mut body = format!(
-        "<h1>{}</h1><div class=\"banner {class}\"><span class=\"state\">{status}</span> · {} · {}</div>",
-        escape(&summary_ever(record)),
-        key,
-        record.kind.as_str()
-    );
-    let end = record.recovered_at.map_or("ongoing".to_string(), rfc3339);
-    let _ = write!(
-        body,
-        "<table><tr><th>Impact start</th><td>{} ({})</td></tr><tr><th>Detected</th><td>{}</td></tr>\
-         <tr><th>Impact end</th><td>{end}</td></tr><tr><th>Duration</th><td>{}</td></tr>",
-        rfc3339(record.impact_start),
-        ago(record.impact_start, now),
-        rfc3339(record.opened_at),
-        span(record.impact_start, record.recovered_at.unwrap_or(now)),
-    );
-    if let Some(id) = page.pagerduty_incident {
-        let _ = write!(body, "<tr><th>PagerDuty incident</th><td>{}</td></tr>", escape(id));
-    }
-    let _ = write!(body, "<tr><th>PagerDuty dedup key</th><td><code>{key}</code></td></tr></table>");
-    let _ = write!(body, "<p><a href=\"/incidents/{key}/report.md\">Incident report draft (Markdown)</a>");
-    if let Some(url) = &page.hub_url {
-        let _ = write!(body, " · <a href=\"{}\">the hub</a>", escape(url));
-    }
-    body.push_str(" · <a href=\"/\">status of every hub</a></p>");
-
-    body.push_str(if record.open { "<h2>Affected now</h2><ul>" } else { "<h2>Last symptoms</h2><ul>" });
-    for (capability, users) in &record.symptoms.affected {
-        for (user, failure) in users {
-            let _ = write!(
-                body,
-                "<li><b>{}</b> — {}: stage {} since {}: {}</li>",
-                escape(user),
-                capability_title(*capability),
-                escape(failure.stage.as_str()),
-                rfc3339(failure.since),
-                escape(&failure.reason)
-            );
+    let (tone, status) = status_of(record);
+    let body = html! {
+        h1 { (summary_ever(record)) }
+        div class={ "banner " (tone.class()) } { span.state { (status) } " · " (record.key) " · " (record.kind.as_str()) }
+        (incident_facts(page, now))
+        p {
+            a href={ "/incidents/" (record.key) "/report.md" } { "Incident report draft (Markdown)" }
+            @if let Some(url) = &page.hub_url { " · " a href=(url) { "the hub" } }
+            " · " a href="/" { "status of every hub" }
         }
-    }
-    body.push_str("</ul>");
-    let users: Vec<String> = everyone(record).into_iter().map(escape).collect();
-    let _ = write!(body, "<p>Everyone affected during the incident: {}</p>", users.join(", "));
-
-    body.push_str("<h2>Timeline</h2><ol class=\"timeline\">");
-    for entry in page.timeline {
-        let _ = write!(
-            body,
-            "<li><time datetime=\"{0}\">{0}</time> <span class=\"kind\">{1}</span>: {2}</li>",
-            rfc3339(entry.at),
-            timeline_label(entry.kind),
-            escape(&entry.text)
-        );
-    }
-    body.push_str("</ol><h2>Kubernetes diagnostics</h2>");
-    match page.diagnostics {
-        Some((_, text)) => {
-            let _ = write!(body, "<pre>{}</pre>", escape(text));
+        h2 { @if record.open { "Affected now" } @else { "Last symptoms" } }
+        ul {
+            @for (capability, users) in &record.symptoms.affected {
+                @for (user, failure) in users {
+                    li {
+                        b { (user) } " — " (capability_title(*capability)) ": stage " (failure.stage.as_str())
+                        " since " (rfc3339(failure.since)) ": " (failure.reason)
+                    }
+                }
+            }
         }
-        None => body.push_str("<p>None collected (the timeline and the PagerDuty event say why).</p>"),
-    }
+        p { "Everyone affected during the incident: " (everyone(record).into_iter().collect::<Vec<_>>().join(", ")) }
+        h2 { "Timeline" }
+        ol.timeline {
+            @for entry in page.timeline {
+                li { time datetime=(rfc3339(entry.at)) { (rfc3339(entry.at)) } " " span.kind { (timeline_label(entry.kind)) } ": " (entry.text) }
+            }
+        }
+        h2 { "Kubernetes diagnostics" }
+        @match page.diagnostics {
+            Some((_, text)) => pre { (text) },
+            None => p { "None collected (the timeline and the PagerDuty event say why)." },
+        }
+    };
     let title = format!("{} {} incident {}", record.hub, record.kind.as_str(), record.key);
-    layout(&title, record.open, &body)
+    layout(&title, record.open, body)
+}
+
+/// The incident's table of times and PagerDuty references.
+fn incident_facts(page: &IncidentPage, now: SystemTime) -> Markup {
+    let record = page.record;
+    html! {
+        table {
+            tr { th { "Impact start" } td { (rfc3339(record.impact_start)) " (" (ago(record.impact_start, now)) ")" } }
+            tr { th { "Detected" } td { (rfc3339(record.opened_at)) } }
+            tr { th { "Impact end" } td { (record.recovered_at.map_or("ongoing".to_string(), rfc3339)) } }
+            tr { th { "Duration" } td { (span(record.impact_start, record.recovered_at.unwrap_or(now))) } }
+            @if let Some(id) = page.pagerduty_incident { tr { th { "PagerDuty incident" } td { (id) } } }
+            tr { th { "PagerDuty dedup key" } td { code { (record.key) } } }
+        }
+    }
 }
