@@ -93,14 +93,19 @@ fn restarted(pod: &Pod, container: &str) -> bool {
         .is_some_and(|c| c.restart_count > 0)
 }
 
-/// `kubectl logs -l SELECTOR --tail=N --prefix` (and `--previous` for containers that restarted).
-async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: bool) -> Vec<Section> {
+/// The raw output of one section: its command, what came back (or why nothing did), and which end to keep
+/// if it is too long.
+type Raw = (String, Result<String, String>, Keep);
+
+/// `kubectl logs -l SELECTOR --tail=N --prefix` (and `--previous` for containers that restarted; nothing when
+/// none did).
+async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: bool) -> Option<Raw> {
     let flag = if previous { " --previous" } else { "" };
     let command =
         format!("kubectl -n {} logs -l {label} --tail={} --prefix{flag}", request.namespace, request.log_lines);
     let pods = match list(api.clone(), selector(label), request.call_timeout).await {
         Ok(pods) => pods,
-        Err(why) => return vec![Section::failed(command, why)],
+        Err(why) => return Some((command, Err(why), Keep::Tail)),
     };
     let mut wanted: Vec<(String, String)> = pods
         .iter()
@@ -110,11 +115,7 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
         .collect();
     wanted.sort();
     if wanted.is_empty() {
-        return if previous {
-            Vec::new()
-        } else {
-            vec![Section::ok(command, "No resources found.\n".into(), Keep::Head)]
-        };
+        return (!previous).then(|| (command, Ok("No resources found.\n".into()), Keep::Head));
     }
     let logs = join_all(wanted.into_iter().map(|(name, container)| async move {
         let params = LogParams {
@@ -130,7 +131,7 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
         }
     }))
     .await;
-    vec![Section::ok(command, logs.concat(), Keep::Tail)]
+    Some((command, Ok(logs.concat()), Keep::Tail))
 }
 
 fn sorted_events(mut events: Vec<Event>) -> Vec<Event> {
@@ -184,19 +185,35 @@ fn pods_to_describe<'p>(pods: &'p [Pod], users: &BTreeSet<String>, now: SystemTi
     chosen
 }
 
-/// Collects the sections for `request` and redacts them.
-pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Diagnostics {
-    let ns = request.namespace;
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let events_api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let timeout = request.call_timeout;
+/// What the API server answered for one incident, call by call.
+struct Fetched {
+    pods: Result<Vec<Pod>, String>,
+    /// Sorted as `--sort-by=.lastTimestamp` sorts them.
+    events: Result<Vec<Event>, String>,
+    nodes: Result<Vec<Node>, String>,
+    claims: Result<Vec<PersistentVolumeClaim>, String>,
+    quotas: Result<Vec<ResourceQuota>, String>,
+    logs: Vec<Raw>,
+    /// Only for `dask_gateway` incidents.
+    clusters: Option<Result<Vec<DynamicObject>, String>>,
+}
 
+/// Collects the sections for `request`: every call at once, then the text a responder would see, redacted
+/// before it is cut to size (a cut could hide what marks a secret).
+pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Diagnostics {
+    let fetched = fetch(client, request).await;
+    Diagnostics { collected_at: now, sections: render(fetched, request, redactor, now) }
+}
+
+/// Every call at once: the whole takes about two call deadlines at worst (a list, then the logs).
+async fn fetch(client: &Client, request: &Request<'_>) -> Fetched {
+    let (ns, timeout) = (request.namespace, request.call_timeout);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let all = ListParams::default;
     let log_selectors: &[&str] = match request.kind {
         IncidentKind::HubAccess => &["component=hub", "component=proxy"],
         IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
     };
-    // Everything at once: the whole collection takes about two call deadlines at worst (a list, then logs).
     let logs = join_all(
         log_selectors
             .iter()
@@ -209,11 +226,11 @@ pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor
             IncidentKind::HubAccess => None,
         }
     };
-    let ((pods, events, nodes, claims, quotas), log_sections, clusters) = tokio::join!(
+    let ((pods, events, nodes, claims, quotas), logs, clusters) = tokio::join!(
         async {
             tokio::join!(
                 list(pods_api.clone(), all(), timeout),
-                list(events_api, all(), timeout),
+                list(Api::<Event>::namespaced(client.clone(), ns), all(), timeout),
                 list(Api::<Node>::all(client.clone()), all(), timeout),
                 list(Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns), all(), timeout),
                 list(Api::<ResourceQuota>::namespaced(client.clone(), ns), all(), timeout),
@@ -223,117 +240,104 @@ pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor
         clusters
     );
     let events = events.map(sorted_events);
+    Fetched { pods, events, nodes, claims, quotas, logs: logs.into_iter().flatten().collect(), clusters }
+}
 
-    let mut sections = Vec::new();
-    let pods_command = format!("kubectl -n {ns} get pods -o wide");
-    match &pods {
-        Ok(pods) => sections.push(Section::ok(pods_command, kubectl::get_pods_wide(pods, now), Keep::Head)),
-        Err(why) => sections.push(Section::failed(pods_command, why.clone())),
-    }
-    let warnings_command = format!("kubectl -n {ns} get events --field-selector type=Warning --sort-by=.lastTimestamp");
-    let events_command = format!("kubectl -n {ns} get events --sort-by=.lastTimestamp");
-    match &events {
-        Ok(events) => {
-            let warnings: Vec<Event> =
-                events.iter().filter(|e| e.type_.as_deref() == Some("Warning")).cloned().collect();
-            sections.push(Section::ok(
-                warnings_command,
-                kubectl::get_events(last(&warnings, EVENTS_LISTED), now),
-                Keep::Tail,
-            ));
-            sections.push(Section::ok(
-                events_command,
-                kubectl::get_events(last(events, EVENTS_LISTED), now),
-                Keep::Tail,
-            ));
-        }
-        Err(why) => {
-            sections.push(Section::failed(warnings_command, why.clone()));
-            sections.push(Section::failed(events_command, why.clone()));
-        }
-    }
-
-    sections.extend(log_sections.into_iter().flatten());
-
+/// The sections, in kubectl's layout, from what was fetched (pure).
+fn render(fetched: Fetched, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Vec<Section> {
+    let ns = request.namespace;
+    let section = |command: String, output: Result<String, String>, keep: Keep| match output {
+        Ok(text) => Section::ok(command, redactor.redact(&text), keep),
+        Err(why) => Section::failed(command, redactor.redact(&why)),
+    };
+    let Fetched { pods, events, nodes, claims, quotas, logs, clusters } = fetched;
+    let mut sections = vec![section(
+        format!("kubectl -n {ns} get pods -o wide"),
+        pods.as_ref().map(|pods| kubectl::get_pods_wide(pods, now)).map_err(Clone::clone),
+        Keep::Head,
+    )];
+    let warnings = |events: &Vec<Event>| -> Vec<Event> {
+        events.iter().filter(|e| e.type_.as_deref() == Some("Warning")).cloned().collect()
+    };
+    sections.push(section(
+        format!("kubectl -n {ns} get events --field-selector type=Warning --sort-by=.lastTimestamp"),
+        events.as_ref().map(|e| kubectl::get_events(last(&warnings(e), EVENTS_LISTED), now)).map_err(Clone::clone),
+        Keep::Tail,
+    ));
+    sections.push(section(
+        format!("kubectl -n {ns} get events --sort-by=.lastTimestamp"),
+        events.as_ref().map(|e| kubectl::get_events(last(e, EVENTS_LISTED), now)).map_err(Clone::clone),
+        Keep::Tail,
+    ));
+    sections.extend(logs.into_iter().map(|(command, output, keep)| section(command, output, keep)));
     if let Ok(pods) = &pods {
-        let no_events = Vec::new();
-        let events = events.as_ref().unwrap_or(&no_events);
+        let events = events.as_deref().unwrap_or_default();
         for pod in pods_to_describe(pods, &request.users, now) {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let own: Vec<Event> = events
-                .iter()
-                .filter(|e| {
-                    e.involved_object.kind.as_deref() == Some("Pod")
-                        && e.involved_object.name.as_deref() == Some(name.as_str())
-                })
-                .cloned()
-                .collect();
-            sections.push(Section::ok(
-                format!("kubectl -n {ns} describe pod {name}"),
-                kubectl::describe_pod(pod, last(&own, EVENTS_LISTED), now),
-                Keep::Head,
-            ));
+            let (command, text) = describe(ns, pod, events, now);
+            sections.push(section(command, Ok(text), Keep::Head));
         }
     }
-
     if let Some(clusters) = clusters {
-        // The gateway's and the clusters' pods are in the namespace's pods already: filtered as `-l` would.
-        let gateway_command = format!("kubectl -n {ns} get pods -o wide -l {GATEWAY_SELECTOR}");
-        let cluster_command = format!("kubectl -n {ns} get pods -o wide -l {DASK_CLUSTER_LABEL}");
-        for (command, (key, value)) in [(gateway_command, GATEWAY_LABEL), (cluster_command, (DASK_CLUSTER_LABEL, None))]
-        {
-            sections.push(match &pods {
-                Ok(pods) => {
+        sections.extend(dask_sections(ns, &pods, clusters, now).into_iter().map(|(c, o)| section(c, o, Keep::Head)));
+    }
+    sections.push(section("kubectl get nodes".into(), nodes.map(|nodes| get_nodes(&nodes, now)), Keep::Head));
+    sections.push(section(format!("kubectl -n {ns} get pvc"), claims.map(|c| kubectl::get_pvc(&c, now)), Keep::Head));
+    let quotas = quotas.map(|q| kubectl::describe_quotas(&q));
+    sections.push(section(format!("kubectl -n {ns} describe resourcequota"), quotas, Keep::Head));
+    sections
+}
+
+/// `kubectl describe pod` with the pod's own events.
+fn describe(ns: &str, pod: &Pod, events: &[Event], now: SystemTime) -> (String, String) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let own: Vec<Event> = events
+        .iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Pod") && e.involved_object.name.as_deref() == Some(name.as_str())
+        })
+        .cloned()
+        .collect();
+    (format!("kubectl -n {ns} describe pod {name}"), kubectl::describe_pod(pod, last(&own, EVENTS_LISTED), now))
+}
+
+/// The gateway's pods, the clusters' pods (both from the namespace's pods, filtered as `-l` would) and the
+/// DaskClusters with their users.
+fn dask_sections(
+    ns: &str,
+    pods: &Result<Vec<Pod>, String>,
+    clusters: Result<Vec<DynamicObject>, String>,
+    now: SystemTime,
+) -> Vec<(String, Result<String, String>)> {
+    let gateway_command = format!("kubectl -n {ns} get pods -o wide -l {GATEWAY_SELECTOR}");
+    let cluster_command = format!("kubectl -n {ns} get pods -o wide -l {DASK_CLUSTER_LABEL}");
+    let mut sections: Vec<(String, Result<String, String>)> =
+        [(gateway_command, GATEWAY_LABEL), (cluster_command, (DASK_CLUSTER_LABEL, None))]
+            .into_iter()
+            .map(|(command, (key, value))| {
+                let output = pods.as_ref().map_err(Clone::clone).map(|pods| {
                     let chosen: Vec<Pod> = pods.iter().filter(|pod| has_label(pod, key, value)).cloned().collect();
-                    Section::ok(command, kubectl::get_pods_wide(&chosen, now), Keep::Head)
-                }
-                Err(why) => Section::failed(command, why.clone()),
-            });
-        }
-        let clusters_command = format!(
-            "kubectl -n {ns} get daskclusters.gateway.dask.org \
-             -o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase"
-        );
-        sections.push(match clusters {
-            Ok(clusters) => Section::ok(clusters_command, dask_clusters(&clusters), Keep::Head),
-            Err(why) => Section::failed(clusters_command, why),
-        });
-    }
+                    kubectl::get_pods_wide(&chosen, now)
+                });
+                (command, output)
+            })
+            .collect();
+    let clusters_command = format!(
+        "kubectl -n {ns} get daskclusters.gateway.dask.org \
+         -o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase"
+    );
+    sections.push((clusters_command, clusters.map(|c| dask_clusters(&c))));
+    sections
+}
 
-    let nodes_command = "kubectl get nodes".to_string();
-    sections.push(match nodes {
-        Ok(nodes) => {
-            let mut text = kubectl::get_nodes(&nodes, now);
-            for node in &nodes {
-                for condition in kubectl::unhealthy_conditions(node) {
-                    text.push_str(&format!(
-                        "# node/{}: {condition}\n",
-                        node.metadata.name.as_deref().unwrap_or_default()
-                    ));
-                }
-            }
-            Section::ok(nodes_command, text, Keep::Head)
+/// `kubectl get nodes`, and a comment line per unhealthy condition.
+fn get_nodes(nodes: &[Node], now: SystemTime) -> String {
+    let mut text = kubectl::get_nodes(nodes, now);
+    for node in nodes {
+        for condition in kubectl::unhealthy_conditions(node) {
+            text.push_str(&format!("# node/{}: {condition}\n", node.metadata.name.as_deref().unwrap_or_default()));
         }
-        Err(why) => Section::failed(nodes_command, why),
-    });
-    let pvc_command = format!("kubectl -n {ns} get pvc");
-    sections.push(match claims {
-        Ok(claims) => Section::ok(pvc_command, kubectl::get_pvc(&claims, now), Keep::Head),
-        Err(why) => Section::failed(pvc_command, why),
-    });
-    let quota_command = format!("kubectl -n {ns} describe resourcequota");
-    sections.push(match quotas {
-        Ok(quotas) => Section::ok(quota_command, kubectl::describe_quotas(&quotas), Keep::Head),
-        Err(why) => Section::failed(quota_command, why),
-    });
-
-    for section in &mut sections {
-        section.output = match &section.output {
-            Ok(text) => Ok(redactor.redact(text)),
-            Err(why) => Err(redactor.redact(why)),
-        };
     }
-    Diagnostics { collected_at: now, sections }
+    text
 }
 
 /// `-o custom-columns=NAME:.metadata.name,USER:.spec.username,PHASE:.status.phase`.

@@ -59,44 +59,88 @@ fn what_users_could_not_do(kind: IncidentKind) -> &'static str {
     }
 }
 
+/// The whole draft, section by section.
 pub fn render(input: &ReportInput) -> String {
-    let incident = input.incident;
-    let users: BTreeSet<&str> = incident.affected_ever.values().flatten().map(String::as_str).collect();
-    let capabilities: BTreeSet<_> = incident.affected_ever.keys().copied().collect();
-    let summary = summary_of(&incident.hub, incident.kind, users.len(), &capabilities);
+    let facts = Facts::of(input.incident);
     let mut md = String::new();
-    let _ = writeln!(md, "# Incident report: {summary}\n");
+    let _ = writeln!(md, "# Incident report: {}\n", facts.summary);
     md.push_str(
         "> Drafted by hubwatch from what its probes, Kubernetes signals and diagnostics recorded. Review it, add \
          what the response team did and learnt, and fill in the action items. Blameless: describe the systems \
          and processes that allowed this, not the people involved.\n\n",
     );
-
-    let detection_delay = span(incident.impact_start, incident.opened_at);
-    let (status, end, duration) = match incident.recovered_at {
-        Some(end) => ("resolved".to_string(), rfc3339(end), span(incident.impact_start, end)),
-        None => ("ongoing".to_string(), "ongoing".to_string(), "ongoing".to_string()),
-    };
-    md.push_str("| | |\n|---|---|\n");
-    let _ = writeln!(md, "| Incident key (PagerDuty dedup key) | `{}` |", incident.key);
-    let _ = writeln!(md, "| Hub | {} |", incident.hub);
-    let _ =
-        writeln!(md, "| Kind | {} (users cannot {}) |", incident.kind.as_str(), what_users_could_not_do(incident.kind));
-    let _ = writeln!(md, "| Status | {status} |");
-    let _ = writeln!(
-        md,
-        "| Impact Start Time | {} (the earliest failure among the affected users) |",
-        rfc3339(incident.impact_start)
+    overview(&mut md, input, &facts);
+    summary(&mut md, input, &facts);
+    data_sources(&mut md, input, &facts);
+    timeline(&mut md, input);
+    analysis(&mut md, input);
+    md.push_str(
+        "\n### Contributing factors\n\n_What in the systems and processes made this possible, and what made it \
+         longer or shorter._\n",
     );
-    let _ = writeln!(md, "| Detected | {} ({detection_delay} after impact start) |", rfc3339(incident.opened_at));
-    let _ = writeln!(md, "| Impact End Time | {end} (every capability worked again) |");
-    let _ = writeln!(md, "| Duration of impact | {duration} |");
-    let _ =
-        writeln!(md, "| Users affected | {}: {} |", users.len(), users.iter().copied().collect::<Vec<_>>().join(", "));
+    md.push_str("\n## Action items\n\n_Link each to a GitHub issue._\n\n- [ ] \n");
+    md
+}
+
+/// What several sections repeat: who, what, and when it ended.
+struct Facts<'a> {
+    users: BTreeSet<&'a str>,
+    capabilities: BTreeSet<crate::domain::Capability>,
+    summary: String,
+    /// The impact end, or "ongoing".
+    end: String,
+}
+
+impl<'a> Facts<'a> {
+    fn of(incident: &'a IncidentRecord) -> Self {
+        let users: BTreeSet<&str> = incident.affected_ever.values().flatten().map(String::as_str).collect();
+        let capabilities: BTreeSet<_> = incident.affected_ever.keys().copied().collect();
+        let summary = summary_of(&incident.hub, incident.kind, users.len(), &capabilities);
+        let end = incident.recovered_at.map_or_else(|| "ongoing".to_string(), rfc3339);
+        Facts { users, capabilities, summary, end }
+    }
+}
+
+/// The table at the top: key, hub, kind, status, impact start and end, detection, duration, users.
+fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
+    let incident = input.incident;
+    let (status, duration) = match incident.recovered_at {
+        Some(end) => ("resolved", span(incident.impact_start, end)),
+        None => ("ongoing", "ongoing".to_string()),
+    };
+    let users = facts.users.iter().copied().collect::<Vec<_>>().join(", ");
+    let rows = [
+        ("Incident key (PagerDuty dedup key)", format!("`{}`", incident.key)),
+        ("Hub", incident.hub.clone()),
+        ("Kind", format!("{} (users cannot {})", incident.kind.as_str(), what_users_could_not_do(incident.kind))),
+        ("Status", status.to_string()),
+        (
+            "Impact Start Time",
+            format!("{} (the earliest failure among the affected users)", rfc3339(incident.impact_start)),
+        ),
+        (
+            "Detected",
+            format!(
+                "{} ({} after impact start)",
+                rfc3339(incident.opened_at),
+                span(incident.impact_start, incident.opened_at)
+            ),
+        ),
+        ("Impact End Time", format!("{} (every capability worked again)", facts.end)),
+        ("Duration of impact", duration),
+        ("Users affected", format!("{}: {users}", facts.users.len())),
+    ];
+    md.push_str("| | |\n|---|---|\n");
+    for (label, value) in rows {
+        let _ = writeln!(md, "| {label} | {value} |");
+    }
     if let Some(id) = input.pagerduty_incident {
         let _ = writeln!(md, "| PagerDuty incident | {id} |");
     }
+}
 
+fn summary(md: &mut String, input: &ReportInput, facts: &Facts) {
+    let incident = input.incident;
     md.push_str("\n## Summary\n\n");
     let per_capability: Vec<String> = incident
         .affected_ever
@@ -107,12 +151,13 @@ pub fn render(input: &ReportInput) -> String {
         .collect();
     let _ = write!(
         md,
-        "Between {} and {end}, {} users of the hub {} could not {} ({}). hubwatch detected it at {} when {} or more \
+        "Between {} and {}, {} users of the hub {} could not {} ({}). hubwatch detected it at {} when {} or more \
          users were affected, and paged. ",
         rfc3339(incident.impact_start),
-        users.len(),
+        facts.end,
+        facts.users.len(),
         incident.hub,
-        cannot(incident.kind, &capabilities),
+        cannot(incident.kind, &facts.capabilities),
         per_capability.join("; "),
         rfc3339(incident.opened_at),
         input.threshold
@@ -124,7 +169,10 @@ pub fn render(input: &ReportInput) -> String {
         None => md.push_str("The incident is still open.\n"),
     }
     md.push_str("\n_Add what caused it and how it was fixed, once known._\n");
+}
 
+fn data_sources(md: &mut String, input: &ReportInput, facts: &Facts) {
+    let incident = input.incident;
     md.push_str("\n## Data sources\n\n");
     let _ = writeln!(
         md,
@@ -139,10 +187,11 @@ pub fn render(input: &ReportInput) -> String {
     );
     let _ = writeln!(
         md,
-        "- Prometheus: `hubwatch_probe_runs_total{{hub=\"{}\"}}` (by result) and `hubwatch_affected_users{{hub=\"{}\"}}` from {} to {end}",
+        "- Prometheus: `hubwatch_probe_runs_total{{hub=\"{}\"}}` (by result) and `hubwatch_affected_users{{hub=\"{}\"}}` from {} to {}",
         incident.hub,
         incident.hub,
-        rfc3339(incident.impact_start)
+        rfc3339(incident.impact_start),
+        facts.end
     );
     if let Some((at, _)) = input.diagnostics {
         let _ =
@@ -152,44 +201,54 @@ pub fn render(input: &ReportInput) -> String {
         let _ = writeln!(md, "- The hub: <{url}>");
     }
     md.push_str("- _Add the incident's Slack channel, support tickets, and GitHub issues and pull requests._\n");
+}
 
+fn timeline_label(kind: TimelineKind) -> &'static str {
+    match kind {
+        TimelineKind::ImpactStart => "Impact start",
+        TimelineKind::Detected => "Detected",
+        TimelineKind::Changed => "Affected users changed",
+        TimelineKind::Diagnostics => "Diagnostics collected",
+        TimelineKind::PageSent => "Paged",
+        TimelineKind::HubChanged => "Hub changed",
+        TimelineKind::StatusUpdate => "Status update",
+        TimelineKind::StateDelayed => "Recorded late (hubwatch could not write its state)",
+        TimelineKind::Recovered => "Impact end",
+        TimelineKind::ResolveSent => "Resolved in PagerDuty",
+    }
+}
+
+/// Every timeline entry; the latest diagnostics go under the entry that collected them, each command with
+/// the first lines of what it showed.
+fn timeline(md: &mut String, input: &ReportInput) {
     md.push_str("\n## Timeline\n\nAll times are UTC.\n\n");
     for entry in input.timeline {
-        let label = match entry.kind {
-            TimelineKind::ImpactStart => "Impact start",
-            TimelineKind::Detected => "Detected",
-            TimelineKind::Changed => "Affected users changed",
-            TimelineKind::Diagnostics => "Diagnostics collected",
-            TimelineKind::PageSent => "Paged",
-            TimelineKind::HubChanged => "Hub changed",
-            TimelineKind::StatusUpdate => "Status update",
-            TimelineKind::StateDelayed => "Recorded late (hubwatch could not write its state)",
-            TimelineKind::Recovered => "Impact end",
-            TimelineKind::ResolveSent => "Resolved in PagerDuty",
-        };
-        let _ = writeln!(md, "- **{}** {label}: {}", rfc3339(entry.at), one_line(&entry.text));
-        // The latest diagnostics go under the entry that collected them: the commands and what they showed.
+        let _ = writeln!(md, "- **{}** {}: {}", rfc3339(entry.at), timeline_label(entry.kind), one_line(&entry.text));
         let latest = input.diagnostics.filter(|(at, _)| *at == entry.at && entry.kind == TimelineKind::Diagnostics);
         if let Some((_, text)) = latest {
-            for command in commands(text) {
-                let _ = writeln!(md, "  - `{}` showed:", command.command);
-                md.push_str("    ```\n");
-                for line in command.output.iter().take(EXCERPT_LINES) {
-                    let _ = writeln!(md, "    {}", fence_safe(line));
-                }
-                if command.output.len() > EXCERPT_LINES {
-                    let _ = writeln!(
-                        md,
-                        "    [{} more lines on hubwatch's incident page]",
-                        command.output.len() - EXCERPT_LINES
-                    );
-                }
-                md.push_str("    ```\n");
-            }
+            commands(text).iter().for_each(|command| excerpt(md, command));
         }
     }
     md.push_str("- _Add the actions the response team took (paste the commands) and what they showed._\n");
+}
 
+/// A command and the first lines of its output, in a fenced block.
+fn excerpt(md: &mut String, command: &Command) {
+    let _ = writeln!(md, "  - `{}` showed:", command.command);
+    md.push_str("    ```\n");
+    for line in command.output.iter().take(EXCERPT_LINES) {
+        let _ = writeln!(md, "    {}", fence_safe(line));
+    }
+    if command.output.len() > EXCERPT_LINES {
+        let _ = writeln!(md, "    [{} more lines on hubwatch's incident page]", command.output.len() - EXCERPT_LINES);
+    }
+    md.push_str("    ```\n");
+}
+
+/// What the probes established (per user: capability, stage, since when, the hub's reason) and what the
+/// diagnostics showed.
+fn analysis(md: &mut String, input: &ReportInput) {
+    let incident = input.incident;
     md.push_str("\n## Analysis\n\n### What the probes established\n\n");
     for (capability, users) in &incident.failures_ever.affected {
         for (user, failure) in users {
@@ -213,12 +272,6 @@ pub fn render(input: &ReportInput) -> String {
             md.push_str("- None were collected for this incident (see the diagnostics entry of the incident page).\n")
         }
     }
-    md.push_str(
-        "\n### Contributing factors\n\n_What in the systems and processes made this possible, and what made it \
-         longer or shorter._\n",
-    );
-    md.push_str("\n## Action items\n\n_Link each to a GitHub issue._\n\n- [ ] \n");
-    md
 }
 
 /// Timeline entries and reasons on one line (a hub's error text may span several).
