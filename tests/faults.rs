@@ -96,6 +96,12 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_volume_delays_pages_and_never_loses_them() {
+    if !support::tiers::can_run(
+        "a_full_state_volume_delays_pages_and_never_loses_them",
+        &[support::tiers::Needs::Lab, support::tiers::Needs::Mount],
+    ) {
+        return;
+    }
     hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
@@ -236,6 +242,12 @@ async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_them() {
+    if !support::tiers::can_run(
+        "pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_them",
+        &[support::tiers::Needs::Lab],
+    ) {
+        return;
+    }
     hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
@@ -280,6 +292,10 @@ fn pause(seed: &mut u64, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
+    if !support::tiers::can_run("kill_9_at_random_points_never_loses_or_repeats_a_page", &[support::tiers::Needs::Lab])
+    {
+        return;
+    }
     hubwatch::http::install_crypto_provider();
     let mut seed: u64 = std::env::var("FAULTS_SEED")
         .ok()

@@ -107,13 +107,13 @@ impl Setup {
         }
     }
 
-    fn metric(&self, needle: &str) -> f64 {
-        self.metrics
-            .render()
-            .lines()
-            .find(|l| l.starts_with(needle))
+    /// The value of the exported sample `series` (name and labels as exposed); a missing one fails.
+    fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics.render();
+        text.lines()
+            .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
     }
 }
 

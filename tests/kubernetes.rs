@@ -46,6 +46,12 @@ fn write_sample_page(trigger: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page() {
+    if !support::tiers::can_run(
+        "real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page",
+        &[support::tiers::Needs::Lab],
+    ) {
+        return;
+    }
     hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
@@ -212,6 +218,12 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_change() {
+    if !support::tiers::can_run(
+        "discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_change",
+        &[support::tiers::Needs::Lab],
+    ) {
+        return;
+    }
     hubwatch::http::install_crypto_provider();
     let api = ApiServer::default();
     let api_url = api.start().await;
@@ -246,11 +258,12 @@ defaults:
     let daemon = Daemon::start(&config_path, listen, &[("KUBECONFIG", kubeconfig.as_str())], log.clone());
     daemon.wait_ready().await;
     let login_ok = |metrics: &str, hub: &str| {
-        support::daemon::metric(
+        support::daemon::sample(
             metrics,
             "hubwatch_probe_runs_total",
             &[&format!("hub=\"{hub}\""), "capability=\"login\"", "result=\"ok\""],
         )
+        .unwrap_or(0.0)
     };
     wait_for("logins on the discovered hub", Duration::from_secs(30), async || {
         login_ok(&daemon.metrics().await, "temple") >= 2.0

@@ -3,10 +3,12 @@
 //! later steps are blocked, every probe ends within its timeout, and afterwards nothing is left running
 //! (checked through the hub's and the gateway's APIs).
 //!
-//! One lab, scenarios in sequence (the lab is shared and the machine is small).
+//! One test per group of faults, each on its own lab, one lab at a time (the machine is small). Healthy
+//! spawns get realistic timeouts: on a busy 2-core machine a spawn can take 6 s.
 
 mod support;
 
+use Capability::*;
 use hubwatch::cli::run_all;
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
@@ -14,21 +16,45 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use support::lab::Lab;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 const PORT: u16 = 18500;
+const EVERYONE: [&str; 4] = ["probe-1", "probe-2", "probe-3", "probe-4"];
 
-fn config(lab: &Lab) -> Config {
+/// One lab at a time, each test with its own (a failure in one leaves the next a fresh hub).
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// Probe timeouts in seconds: login, server, kernel, Dask Gateway.
+struct Timeouts(u64, u64, u64, u64);
+
+const USUAL: Timeouts = Timeouts(10, 40, 10, 30);
+
+/// A lab for `name` (after the previous test's is gone), its spawner giving a silent server `http_timeout`
+/// seconds, and hubwatch's config for it; `None` when the lab is not installed (the test is skipped).
+async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> Option<(MutexGuard<'static, ()>, Lab, Config)> {
+    if !support::tiers::can_run(name, &[support::tiers::Needs::Lab]) {
+        return None;
+    }
+    hubwatch::http::install_crypto_provider();
+    let serial = ONE_LAB_AT_A_TIME.lock().await;
+    let http_timeout = http_timeout.to_string();
+    let lab = Lab::start_with(name, PORT, &[("SPAWN_HTTP_TIMEOUT", &http_timeout), ("SPAWN_TIMEOUT", "90")]);
+    let config = config(&lab, timeouts);
+    Some((serial, lab, config))
+}
+
+fn config(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts) -> Config {
     let url = &lab.url;
     let yaml = format!(
         r#"
-scheduler: {{cleanup_timeout: 40s}}
+scheduler: {{cleanup_timeout: 60s}}
 defaults:
   probes:
-    login: {{timeout: 3s}}
-    server: {{timeout: 8s}}
-    kernel: {{timeout: 6s}}
-    dask_gateway: {{timeout: 15s}}
+    login: {{timeout: {login}s}}
+    server: {{timeout: {server}s}}
+    kernel: {{timeout: {kernel}s}}
+    dask_gateway: {{timeout: {dask}s}}
 hubs:
   - name: lab
     url: {url}
@@ -108,7 +134,6 @@ async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
     let http = reqwest::Client::new();
     for user in users {
         assert!(lab.has_no_server(user).await, "{user} still has a server: {}", lab.servers_of(user).await);
-
         let user_token = lab.mint_user_token(user).await;
         let clusters: Value = http
             .get(format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url))
@@ -119,19 +144,14 @@ async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
             .json()
             .await
             .unwrap();
-        assert!(clusters.as_object().is_some_and(|c| c.is_empty()), "{user} still has clusters: {clusters}");
+        let clusters = clusters.as_object().unwrap_or_else(|| panic!("the gateway lists clusters: {clusters}"));
+        assert!(clusters.is_empty(), "{user} still has clusters: {clusters:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_lab_scenarios() {
-    hubwatch::http::install_crypto_provider();
-    let lab = Lab::start("probes", PORT);
-    let config = config(&lab);
-    let all = ["probe-1", "probe-2", "probe-3", "probe-4"];
-    use Capability::*;
-
-    eprintln!("scenario: a healthy round passes for every user, both login methods");
+async fn a_healthy_round_passes_for_every_user_with_both_login_methods() {
+    let Some((_serial, lab, config)) = lab("probes-healthy", 30, USUAL).await else { return };
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
         for capability in [Login, Server, Kernel, DaskGateway] {
@@ -144,9 +164,13 @@ async fn real_lab_scenarios() {
             run.assert_ok(capability, user);
         }
     }
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: login refused (403) for one user of the form hub");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refused_erroring_or_too_slow_fails_login_and_blocks_the_rest() {
+    let Some((_serial, lab, config)) = lab("probes-login", 30, Timeouts(3, 40, 10, 30)).await else { return };
+    eprintln!("login refused (403) for one user of the form hub");
     lab.set_flag("login-403", Some("probe-3"), "");
     let run = check(&config, "lab-form").await;
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 403 Forbidden: Invalid username or password");
@@ -156,7 +180,7 @@ async fn real_lab_scenarios() {
     run.assert_ok(Kernel, "probe-4");
     lab.clear_flags();
 
-    eprintln!("scenario: login erroring (500): the authenticator for one user, the login page for everyone");
+    eprintln!("login erroring (500): the authenticator for one user, the login page for everyone");
     lab.set_flag("login-500", Some("probe-3"), "");
     let run = check(&config, "lab-form").await;
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 500");
@@ -169,15 +193,18 @@ async fn real_lab_scenarios() {
     run.assert_blocked(DaskGateway, "probe-1", Login);
     lab.clear_flags();
 
-    eprintln!("scenario: login too slow");
+    eprintln!("login too slow");
     lab.set_flag("login-slow", Some("probe-3"), "10");
     let run = check(&config, "lab-form").await;
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "no answer within the 3s timeout");
     run.assert_within(&config);
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: spawn failing; the reason comes from the progress stream");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_reason() {
+    let Some((_serial, lab, config)) = lab("probes-spawn", 30, USUAL).await else { return };
     lab.set_flag("spawn-fail", None, "");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
@@ -187,58 +214,70 @@ async fn real_lab_scenarios() {
         run.assert_ok(DaskGateway, user);
     }
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
 
-    eprintln!("scenario: spawn failing for one user only");
+    eprintln!("spawn failing for one user only");
     lab.set_flag("spawn-fail", Some("probe-1"), "");
     let run = check(&config, "lab").await;
     run.assert_failed(Server, "probe-1", Stage::Progress, "injected spawn failure");
     run.assert_ok(Server, "probe-2");
     run.assert_ok(Kernel, "probe-2");
     lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: spawn timing out (the spawner takes 12 s, the probe allows 8 s)");
-    lab.set_flag("spawn-slow", None, "12");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeout() {
+    // The spawner gives a silent server 15 s (a crash is seen then); the probe allows 25 s.
+    let Some((_serial, lab, config)) = lab("probes-slow", 15, Timeouts(10, 25, 10, 30)).await else { return };
+    eprintln!("spawn timing out (the spawner takes 35 s, the probe allows 25 s)");
+    lab.set_flag("spawn-slow", None, "35");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
-        run.assert_failed(Server, user, Stage::Progress, "not ready within the 8s timeout; last progress:");
+        run.assert_failed(Server, user, Stage::Progress, "not ready within the 25s timeout; last progress:");
         run.assert_blocked(Kernel, user, Server);
     }
     run.assert_within(&config);
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
 
-    eprintln!("scenario: the single-user process crashes at start");
+    eprintln!("the single-user process crashes at start");
     lab.set_flag("spawn-crash", Some("probe-1"), "");
     let run = check(&config, "lab").await;
     run.assert_failed(Server, "probe-1", Stage::Progress, "Spawn failed");
     run.assert_ok(Server, "probe-2");
     run.assert_within(&config);
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: the kernel crashes at start (one user)");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
+    let Some((_serial, lab, config)) = lab("probes-kernel", 30, USUAL).await else { return };
     lab.set_flag("kernel-crash", Some("probe-1"), "");
     let run = check(&config, "lab").await;
     run.assert_ok(Server, "probe-1");
-    run.assert_failed(Kernel, "probe-1", Stage::Connect, "did not complete within the 6s timeout");
+    run.assert_failed(Kernel, "probe-1", Stage::Connect, "did not complete within the 10s timeout");
     run.assert_ok(Kernel, "probe-2");
     run.assert_within(&config);
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
 
-    eprintln!("scenario: the kernel hangs");
+    eprintln!("the kernel hangs");
     lab.set_flag("kernel-hang", None, "");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
         run.assert_ok(Server, user);
-        run.assert_failed(Kernel, user, Stage::Connect, "did not complete within the 6s timeout");
+        run.assert_failed(Kernel, user, Stage::Connect, "did not complete within the 10s timeout");
     }
     run.assert_within(&config);
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: Dask clusters FAILED");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() {
+    let Some((_serial, lab, config)) = lab("probes-dask", 30, Timeouts(10, 40, 10, 15)).await else { return };
     lab.set_flag("dask-fail", None, "");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
@@ -246,9 +285,9 @@ async fn real_lab_scenarios() {
         run.assert_ok(Kernel, user);
     }
     lab.clear_flags();
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
 
-    eprintln!("scenario: the gateway is down (frozen: every call hangs)");
+    eprintln!("the gateway is down (frozen: every call hangs)");
     lab.signal("GATEWAY_PID", "STOP");
     let run = check(&config, "lab").await;
     lab.signal("GATEWAY_PID", "CONT");
@@ -257,9 +296,12 @@ async fn real_lab_scenarios() {
         run.assert_ok(Kernel, user);
     }
     run.assert_within(&config);
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
 
-    eprintln!("scenario: the proxy is frozen (every request hangs)");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
+    let Some((_serial, lab, config)) = lab("probes-proxy", 30, Timeouts(3, 40, 10, 30)).await else { return };
     lab.signal("PROXY_PID", "STOP");
     let run = check(&config, "lab").await;
     lab.signal("PROXY_PID", "CONT");
@@ -270,9 +312,9 @@ async fn real_lab_scenarios() {
         run.assert_blocked(DaskGateway, user, Login);
     }
     run.assert_within(&config);
-    assert_nothing_left(&lab, &all).await;
+    assert_nothing_left(&lab, &EVERYONE).await;
 
-    eprintln!("scenario: a revoked service token is a monitor fault, not an outage");
+    eprintln!("a revoked service token is a monitor fault, not an outage");
     let mut broken = config.clone();
     broken.hubs[0] =
         hubwatch::config::HubConfig { token: hubwatch::domain::Secret::new("revoked-token"), ..broken.hubs[0].clone() };

@@ -148,6 +148,12 @@ fn title(dom: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
+    if !support::tiers::can_run(
+        "the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs",
+        &[support::tiers::Needs::Chromium],
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (base, key) = serve(dir.path()).await;
 

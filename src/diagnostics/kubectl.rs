@@ -164,112 +164,132 @@ pub struct PodSummary {
     pub restarts: String,
 }
 
+/// Restarts and readiness as kubectl's `printPod` counts them.
+#[derive(Default)]
+struct Tally {
+    restarts: i64,
+    sidecar_restarts: i64,
+    ready: usize,
+    last_restart: Option<Time>,
+    last_sidecar_restart: Option<Time>,
+}
+
+fn later(current: &mut Option<Time>, candidate: Option<Time>) {
+    if let Some(candidate) = candidate
+        && current.as_ref().is_none_or(|c| *c < candidate)
+    {
+        *current = Some(candidate);
+    }
+}
+
+fn finished(container: &ContainerStatus) -> Option<Time> {
+    container.last_state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.finished_at.clone())
+}
+
+/// A terminated container's reason: its own, else its signal, else its exit code (each with `prefix`).
+fn terminated_reason(terminated: &k8s_openapi::api::core::v1::ContainerStateTerminated, prefix: &str) -> String {
+    match terminated.reason.as_deref() {
+        Some(r) if !r.is_empty() => format!("{prefix}{r}"),
+        _ => match terminated.signal {
+            Some(s) if s != 0 => format!("{prefix}Signal:{s}"),
+            _ => format!("{prefix}ExitCode:{}", terminated.exit_code),
+        },
+    }
+}
+
 pub fn pod_summary(pod: &Pod, now: SystemTime) -> PodSummary {
     let spec = pod.spec.as_ref();
     let status = pod.status.clone().unwrap_or_default();
     let init_specs = spec.map(|s| s.init_containers.clone().unwrap_or_default()).unwrap_or_default();
-    let sidecar =
-        |name: &str| init_specs.iter().any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"));
-    let total = spec.map_or(0, |s| s.containers.len()) + init_specs.iter().filter(|c| sidecar(&c.name)).count();
+    let sidecars: Vec<&str> =
+        init_specs.iter().filter(|c| c.restart_policy.as_deref() == Some("Always")).map(|c| c.name.as_str()).collect();
+    let total = spec.map_or(0, |s| s.containers.len()) + sidecars.len();
     let phase = status.phase.clone().unwrap_or_default();
     let mut reason = status.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| phase.clone());
     let conditions = status.conditions.clone().unwrap_or_default();
     if conditions.iter().any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("SchedulingGated")) {
         reason = "SchedulingGated".into();
     }
-    let (mut restarts, mut sidecar_restarts, mut ready) = (0i64, 0i64, 0usize);
-    let (mut last_restart, mut last_sidecar_restart): (Option<Time>, Option<Time>) = (None, None);
-    let later = |current: &mut Option<Time>, candidate: Option<&Time>| {
-        if let Some(candidate) = candidate
-            && current.as_ref().is_none_or(|c| c < candidate)
-        {
-            *current = Some(candidate.clone());
-        }
-    };
-    let finished = |c: &ContainerStatus| {
-        c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.finished_at.clone())
-    };
-
+    let mut tally = Tally::default();
     let init_statuses = status.init_container_statuses.clone().unwrap_or_default();
-    let mut initializing = false;
-    for (i, container) in init_statuses.iter().enumerate() {
-        restarts += i64::from(container.restart_count);
-        later(&mut last_restart, finished(container).as_ref());
-        let is_sidecar = sidecar(&container.name);
-        if is_sidecar {
-            sidecar_restarts += i64::from(container.restart_count);
-            later(&mut last_sidecar_restart, finished(container).as_ref());
-        }
-        let state = container.state.clone().unwrap_or_default();
-        if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) {
-            continue;
-        }
-        if is_sidecar && container.started == Some(true) {
-            if container.ready {
-                ready += 1;
-            }
-            continue;
-        }
-        if let Some(t) = &state.terminated {
-            reason = match t.reason.as_deref() {
-                Some(r) if !r.is_empty() => format!("Init:{r}"),
-                _ => match t.signal {
-                    Some(s) if s != 0 => format!("Init:Signal:{s}"),
-                    _ => format!("Init:ExitCode:{}", t.exit_code),
-                },
-            };
-        } else if let Some(r) =
-            state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty() && r != "PodInitializing")
-        {
-            reason = format!("Init:{r}");
-        } else {
-            reason = format!("Init:{i}/{}", init_specs.len());
-        }
-        initializing = true;
-        break;
-    }
-
+    let initializing = init_containers(&init_statuses, init_specs.len(), &sidecars, &mut tally, &mut reason);
     let initialized = conditions.iter().any(|c| c.type_ == "Initialized" && c.status == "True");
     if !initializing || initialized {
-        restarts = sidecar_restarts;
-        last_restart = last_sidecar_restart;
-        let mut has_running = false;
-        for container in status.container_statuses.clone().unwrap_or_default().iter().rev() {
-            restarts += i64::from(container.restart_count);
-            later(&mut last_restart, finished(container).as_ref());
-            let state: ContainerState = container.state.clone().unwrap_or_default();
-            if let Some(r) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
-                reason = r;
-            } else if let Some(t) = &state.terminated {
-                reason = match t.reason.as_deref() {
-                    Some(r) if !r.is_empty() => r.to_string(),
-                    _ => match t.signal {
-                        Some(s) if s != 0 => format!("Signal:{s}"),
-                        _ => format!("ExitCode:{}", t.exit_code),
-                    },
-                };
-            } else if container.ready && state.running.is_some() {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        if reason == "Completed" && has_running {
-            let pod_ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-            reason = if pod_ready { "Running".into() } else { "NotReady".into() };
-        }
+        let containers = status.container_statuses.clone().unwrap_or_default();
+        let pod_ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        main_containers(&containers, pod_ready, &mut tally, &mut reason);
     }
-
     let terminal = phase == "Succeeded" || phase == "Failed";
     if pod.metadata.deletion_timestamp.is_some() && status.reason.as_deref() == Some("NodeLost") {
         reason = "Unknown".into();
     } else if pod.metadata.deletion_timestamp.is_some() && !terminal {
         reason = "Terminating".into();
     }
-    let restarts = match (&last_restart, restarts) {
+    let restarts = match (&tally.last_restart, tally.restarts) {
         (Some(at), n) if n != 0 => format!("{n} ({} ago)", since(Some(at), now)),
         (_, n) => n.to_string(),
     };
-    PodSummary { ready: format!("{ready}/{total}"), status: reason, restarts }
+    PodSummary { ready: format!("{}/{total}", tally.ready), status: reason, restarts }
+}
+
+/// The init containers, as kubectl walks them; true while the pod is still initializing (the reason then
+/// says where: `Init:1/2`, `Init:CrashLoopBackOff`, ...).
+fn init_containers(
+    statuses: &[ContainerStatus],
+    specified: usize,
+    sidecars: &[&str],
+    tally: &mut Tally,
+    reason: &mut String,
+) -> bool {
+    for (i, container) in statuses.iter().enumerate() {
+        tally.restarts += i64::from(container.restart_count);
+        later(&mut tally.last_restart, finished(container));
+        let is_sidecar = sidecars.contains(&container.name.as_str());
+        if is_sidecar {
+            tally.sidecar_restarts += i64::from(container.restart_count);
+            later(&mut tally.last_sidecar_restart, finished(container));
+        }
+        let state = container.state.clone().unwrap_or_default();
+        if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) {
+            continue;
+        }
+        if is_sidecar && container.started == Some(true) {
+            tally.ready += usize::from(container.ready);
+            continue;
+        }
+        let waiting = state.waiting.as_ref().and_then(|w| w.reason.clone());
+        *reason = match (&state.terminated, waiting.filter(|r| !r.is_empty() && r != "PodInitializing")) {
+            (Some(terminated), _) => terminated_reason(terminated, "Init:"),
+            (None, Some(waiting)) => format!("Init:{waiting}"),
+            (None, None) => format!("Init:{i}/{specified}"),
+        };
+        return true;
+    }
+    false
+}
+
+/// The main containers (last first, as kubectl does): restarts, readiness, and the reason of a waiting or
+/// terminated one.
+fn main_containers(statuses: &[ContainerStatus], pod_ready: bool, tally: &mut Tally, reason: &mut String) {
+    tally.restarts = tally.sidecar_restarts;
+    tally.last_restart = tally.last_sidecar_restart.clone();
+    let mut has_running = false;
+    for container in statuses.iter().rev() {
+        tally.restarts += i64::from(container.restart_count);
+        later(&mut tally.last_restart, finished(container));
+        let state: ContainerState = container.state.clone().unwrap_or_default();
+        if let Some(r) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+            *reason = r;
+        } else if let Some(terminated) = &state.terminated {
+            *reason = terminated_reason(terminated, "");
+        } else if container.ready && state.running.is_some() {
+            has_running = true;
+            tally.ready += 1;
+        }
+    }
+    if reason == "Completed" && has_running {
+        *reason = if pod_ready { "Running".into() } else { "NotReady".into() };
+    }
 }
 
 /// `kubectl get pods -o wide`.

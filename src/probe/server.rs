@@ -218,6 +218,29 @@ pub enum SpawnAnswer {
     Refused(String),
 }
 
+/// The last progress messages (for a failure's detail).
+#[derive(Default)]
+struct Progress {
+    kept: VecDeque<String>,
+}
+
+impl Progress {
+    fn keep(&mut self, message: String) {
+        if self.kept.len() == PROGRESS_KEPT {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(message);
+    }
+
+    fn detail(&self) -> String {
+        format!("progress: {}", self.kept.iter().cloned().collect::<Vec<_>>().join(" → "))
+    }
+
+    fn last(&self) -> String {
+        self.kept.back().map(|m| format!("; last progress: {m}")).unwrap_or_default()
+    }
+}
+
 /// Follows `GET .../server/progress` until `ready` or `failed`.
 pub async fn follow_progress(
     http: &HttpClient,
@@ -228,22 +251,10 @@ pub async fn follow_progress(
     deadline: Deadline,
 ) -> Result<StartedServer, StepFailure> {
     let stage = Stage::Progress;
-    let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
-    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
-        .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
-    header.set_sensitive(true);
-    let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
-    let mut response = timeout_at(deadline.at, request.send())
-        .await
-        .map_err(|_| deadline.timed_out(stage))?
-        .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
-
-    if response.status() != StatusCode::OK {
-        let status = response.status();
-        let answer =
-            read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    let mut response = match open_progress(http, hub, token, user, deadline).await? {
+        Ok(response) => response,
         // 400 "not starting": the spawn already ended; the user model says how.
-        if status == StatusCode::BAD_REQUEST {
+        Err(answer) if answer.status == StatusCode::BAD_REQUEST => {
             return match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
                 ServerState::Ready { url } => {
                     Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] })
@@ -254,72 +265,104 @@ pub async fn follow_progress(
                 )),
             };
         }
-        return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe())));
-    }
-
-    let mut parser = SseParser::new(PROGRESS_EVENT_LIMIT);
-    let mut progress: VecDeque<String> = VecDeque::new();
-    let keep = |progress: &mut VecDeque<String>, message: String| {
-        if progress.len() == PROGRESS_KEPT {
-            progress.pop_front();
-        }
-        progress.push_back(message);
+        Err(answer) => return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe()))),
     };
-    let detail =
-        |progress: &VecDeque<String>| format!("progress: {}", progress.iter().cloned().collect::<Vec<_>>().join(" → "));
-    loop {
-        let chunk = match timeout_at(deadline.at, response.chunk()).await {
-            Err(_) => {
-                let last = progress.back().map(|m| format!("; last progress: {m}")).unwrap_or_default();
-                return Err(StepFailure::hub(
-                    stage,
-                    format!(
-                        "the server was not ready within the {} timeout{last}",
-                        humantime::format_duration(deadline.budget)
-                    ),
-                )
-                .with_detail(detail(&progress)));
-            }
-            Ok(Err(e)) => return Err(deadline.request_failure(stage, from_reqwest(e)).with_detail(detail(&progress))),
-            Ok(Ok(chunk)) => chunk,
-        };
-        let Some(chunk) = chunk else { break };
-        let events =
-            parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
-        for event in events {
-            let Ok(event) = serde_json::from_str::<Value>(&event) else {
-                return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON")
-                    .with_detail(detail(&progress)));
-            };
-            let message = event.get("message").and_then(Value::as_str).map(|m| truncate(&scrub(m), 300));
-            if let Some(message) = &message {
-                keep(&mut progress, message.clone());
-            }
-            if event.get("failed").and_then(Value::as_bool) == Some(true) {
-                let reason = match message.as_deref().map(str::trim) {
-                    None | Some("") | Some("Spawn failed:") => {
-                        "Spawn failed with no reason given (the spawner's start timeout is the usual cause)".to_string()
-                    }
-                    Some(m) => m.to_string(),
-                };
-                return Err(StepFailure::hub(stage, reason).with_detail(detail(&progress)));
-            }
-            if event.get("ready").and_then(Value::as_bool) == Some(true) {
-                let url = event.get("url").and_then(Value::as_str);
-                return Ok(StartedServer { url: server_url(hub, url, user), progress: progress.into() });
-            }
-        }
+    let mut progress = Progress::default();
+    if let Some(url) = read_events(&mut response, &mut progress, deadline).await? {
+        return Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() });
     }
     // The stream ended without a final event: the user model decides.
     match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
         ServerState::Ready { url } => {
-            Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.into() })
+            Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() })
         }
         state => {
             Err(StepFailure::hub(stage, format!("the progress stream ended before the server was ready ({state:?})"))
-                .with_detail(detail(&progress)))
+                .with_detail(progress.detail()))
         }
     }
+}
+
+/// The progress stream, or the hub's answer when it was not 200.
+async fn open_progress(
+    http: &HttpClient,
+    hub: &Url,
+    token: &Secret,
+    user: &str,
+    deadline: Deadline,
+) -> Result<Result<reqwest::Response, crate::http::Response>, StepFailure> {
+    let stage = Stage::Progress;
+    let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
+    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+        .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
+    header.set_sensitive(true);
+    let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
+    let response = timeout_at(deadline.at, request.send())
+        .await
+        .map_err(|_| deadline.timed_out(stage))?
+        .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
+    if response.status() == StatusCode::OK {
+        return Ok(Ok(response));
+    }
+    let answer =
+        read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+    Ok(Err(answer))
+}
+
+/// Reads progress events until `ready` (`Some(the server's url, if the hub gave one)`), `failed` (an error
+/// with the hub's message) or the end of the stream (`None`).
+async fn read_events(
+    response: &mut reqwest::Response,
+    progress: &mut Progress,
+    deadline: Deadline,
+) -> Result<Option<Option<String>>, StepFailure> {
+    let stage = Stage::Progress;
+    let mut parser = SseParser::new(PROGRESS_EVENT_LIMIT);
+    loop {
+        let chunk = match timeout_at(deadline.at, response.chunk()).await {
+            Err(_) => {
+                let budget = humantime::format_duration(deadline.budget);
+                let reason = format!("the server was not ready within the {budget} timeout{}", progress.last());
+                return Err(StepFailure::hub(stage, reason).with_detail(progress.detail()));
+            }
+            Ok(Err(e)) => return Err(deadline.request_failure(stage, from_reqwest(e)).with_detail(progress.detail())),
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        let events =
+            parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
+        for event in events {
+            if let Some(ready) = final_event(&event, progress)? {
+                return Ok(Some(ready));
+            }
+        }
+    }
+}
+
+/// One progress event: `Some(url)` when the server is ready, an error when the spawn failed.
+fn final_event(event: &str, progress: &mut Progress) -> Result<Option<Option<String>>, StepFailure> {
+    let stage = Stage::Progress;
+    let Ok(event) = serde_json::from_str::<Value>(event) else {
+        return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON")
+            .with_detail(progress.detail()));
+    };
+    let message = event.get("message").and_then(Value::as_str).map(|m| truncate(&scrub(m), 300));
+    if let Some(message) = &message {
+        progress.keep(message.clone());
+    }
+    if event.get("failed").and_then(Value::as_bool) == Some(true) {
+        let reason = match message.as_deref().map(str::trim) {
+            None | Some("") | Some("Spawn failed:") => {
+                "Spawn failed with no reason given (the spawner's start timeout is the usual cause)".to_string()
+            }
+            Some(m) => m.to_string(),
+        };
+        return Err(StepFailure::hub(stage, reason).with_detail(progress.detail()));
+    }
+    if event.get("ready").and_then(Value::as_bool) == Some(true) {
+        return Ok(Some(event.get("url").and_then(Value::as_str).map(str::to_string)));
+    }
+    Ok(None)
 }
 
 /// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else `/user/{u}/`.

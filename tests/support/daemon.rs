@@ -26,13 +26,21 @@ pub async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMu
     started.elapsed()
 }
 
-/// The sum of the samples of `name` whose labels contain every one of `labels`.
-pub fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
+/// The sum of the samples of `name` whose labels contain every one of `labels`; `None` when no such sample
+/// is exported (a counter vector exports nothing until its first count).
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = metrics
         .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// As [`sample`], for a metric that must be exported: a missing one is a failure, never a 0.
+pub fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    sample(metrics, name, labels).unwrap_or_else(|| panic!("no sample of {name} with {labels:?} in:\n{metrics}"))
 }
 
 /// `hubwatch run` with stderr in `log`.
@@ -129,25 +137,13 @@ pub fn lab_hub_yaml(url: &str, users: [&str; 2], extra: &str) -> String {
     )
 }
 
-/// libfaketime (Debian's `faketime` package, which scripts/test.sh installs).
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 /// The environment that runs a process with its wall clock `offset` off (e.g. "+1h", "-1h"), its
-/// monotonic clock untouched: a host whose clock is wrong. `None` when libfaketime is not installed; on CI
-/// that is a failure, elsewhere the caller skips and says so.
-pub fn clock_off(offset: &str) -> Option<Vec<(&'static str, String)>> {
-    if !Path::new(LIBFAKETIME).exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "libfaketime is missing on CI: scripts/test.sh installs the faketime package"
-        );
-        eprintln!("SKIPPED: {LIBFAKETIME} is missing (apt-get install faketime); the clock-skew case is not run");
-        return None;
-    }
-    Some(vec![
-        ("LD_PRELOAD", LIBFAKETIME.to_string()),
+/// monotonic clock untouched: a host whose clock is wrong (libfaketime; callers check `Needs::Faketime`).
+pub fn clock_off(offset: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", super::tiers::LIBFAKETIME.to_string()),
         ("FAKETIME", offset.to_string()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
         ("FAKETIME_NO_CACHE", "1".to_string()),
-    ])
+    ]
 }

@@ -115,7 +115,10 @@ impl Lab {
     /// True when the hub lists no server for the user (after waiting up to 10 s for it to forget one).
     pub async fn has_no_server(&self, user: &str) -> bool {
         for _ in 0..20 {
-            if self.servers_of(user).await.as_object().is_none_or(|s| s.is_empty()) {
+            let servers = self.servers_of(user).await;
+            let servers =
+                servers.as_object().unwrap_or_else(|| panic!("the user model of {user} has servers: {servers}"));
+            if servers.is_empty() {
                 return true;
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -7,3 +7,4 @@ pub mod lab;
 pub mod outcomes;
 pub mod pagerduty;
 pub mod stub_hub;
+pub mod tiers;
