@@ -15,17 +15,11 @@ const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 
 pub struct Metrics {
     registry: Registry,
-    probe_runs: IntCounterVec,
-    probe_failures: IntCounterVec,
-    probe_duration: HistogramVec,
-    last_success: GaugeVec,
+    probes: ProbeMetrics,
     pub probes_in_flight: IntGauge,
     pub schedule_lag: Histogram,
     pub cleanup_failures: IntCounterVec,
-    hubs: IntGaugeVec,
-    affected_users: IntGaugeVec,
-    incidents_open: IntGaugeVec,
-    support_tickets: IntGaugeVec,
+    incidents: IncidentMetrics,
     pagerduty_events: IntCounterVec,
     pub pagerduty_unsent: IntGauge,
     pub pagerduty_oldest_unsent_seconds: Gauge,
@@ -33,6 +27,22 @@ pub struct Metrics {
     tasks_failed: IntGauge,
     state: StateMetrics,
     ha: HaMetrics,
+}
+
+/// What the probes did: runs, failures by stage, durations, the last success, probe users.
+struct ProbeMetrics {
+    runs: IntCounterVec,
+    failures: IntCounterVec,
+    duration: HistogramVec,
+    last_success: GaugeVec,
+    users: IntGaugeVec,
+}
+
+/// Per hub and kind: the users affected, and whether that is an incident or a support ticket.
+struct IncidentMetrics {
+    affected_users: IntGaugeVec,
+    open: IntGaugeVec,
+    support_tickets: IntGaugeVec,
 }
 
 /// The state database: whether writes reach it, what waits for them, and how large it is.
@@ -76,8 +86,16 @@ impl Builder {
         self.add(IntGauge::new(name, help).expect("valid metric"))
     }
 
+    fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+
     fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric"))
     }
 
     fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -89,57 +107,20 @@ impl Builder {
 impl Metrics {
     pub fn new() -> Self {
         let b = Builder { registry: Registry::new() };
-        let by_kind = |name: &str, help: &str| b.gauges(name, help, &["hub", "kind"]);
         let metrics = Metrics {
-            probe_runs: b.counters(
-                "hubwatch_probe_runs_total",
-                "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)",
-                &["hub", "capability", "result"],
-            ),
-            probe_failures: b.counters(
-                "hubwatch_probe_failures_total",
-                "Failed probe attempts by hub, capability and the stage that failed",
-                &["hub", "capability", "stage"],
-            ),
-            probe_duration: b.histograms(
-                "hubwatch_probe_duration_seconds",
-                "How long a probe took (blocked attempts are not observed)",
-                DURATION_BUCKETS,
-                &["hub", "capability", "result"],
-            ),
-            last_success: b.add(
-                GaugeVec::new(
-                    Opts::new(
-                        "hubwatch_probe_last_success_timestamp_seconds",
-                        "Unix time of the last successful probe of a capability, by any probe user",
-                    ),
-                    &["hub", "capability"],
-                )
-                .expect("valid metric"),
-            ),
+            probes: ProbeMetrics::new(&b),
             probes_in_flight: b.gauge("hubwatch_probes_in_flight", "Probe rounds running now"),
-            schedule_lag: b.add(
-                Histogram::with_opts(
-                    HistogramOpts::new("hubwatch_schedule_lag_seconds", "How late a probe round started against its due time")
-                        .buckets(LAG_BUCKETS.to_vec()),
-                )
-                .expect("valid metric"),
+            schedule_lag: b.histogram(
+                "hubwatch_schedule_lag_seconds",
+                "How late a probe round started against its due time",
+                LAG_BUCKETS,
             ),
             cleanup_failures: b.counters(
                 "hubwatch_cleanup_failures_total",
                 "Probe servers, kernels or clusters that could not be removed after a round",
                 &["hub", "capability"],
             ),
-            hubs: b.gauges("hubwatch_probe_users", "Probe users configured per hub", &["hub"]),
-            affected_users: by_kind(
-                "hubwatch_affected_users",
-                "Distinct users affected now (probe users and real users), by hub and incident kind",
-            ),
-            incidents_open: by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind"),
-            support_tickets: by_kind(
-                "hubwatch_support_tickets",
-                "1 while some users are affected but fewer than the incident threshold",
-            ),
+            incidents: IncidentMetrics::new(&b),
             pagerduty_events: b.counters(
                 "hubwatch_pagerduty_events_total",
                 "PagerDuty deliveries by action (trigger, resolve, change, note) and outcome (sent, rejected, rate_limited, failed, dry_run)",
@@ -149,12 +130,9 @@ impl Metrics {
                 "hubwatch_pagerduty_unsent_events",
                 "PagerDuty events (pages, not status notes) queued and not yet accepted",
             ),
-            pagerduty_oldest_unsent_seconds: b.add(
-                Gauge::new(
-                    "hubwatch_pagerduty_oldest_unsent_seconds",
-                    "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
-                )
-                .expect("valid metric"),
+            pagerduty_oldest_unsent_seconds: b.float_gauge(
+                "hubwatch_pagerduty_oldest_unsent_seconds",
+                "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
             ),
             task_restarts: b.counters(
                 "hubwatch_task_restarts_total",
@@ -182,14 +160,14 @@ impl Metrics {
     }
 
     pub fn set_probe_users(&self, hub: &str, users: usize) {
-        self.hubs.with_label_values(&[hub]).set(users as i64);
+        self.probes.users.with_label_values(&[hub]).set(users as i64);
     }
 
     /// The state of one hub and kind: affected users, and whether that is an incident or a support ticket.
     pub fn set_affected(&self, hub: &str, kind: &str, affected: usize, open: bool) {
-        self.affected_users.with_label_values(&[hub, kind]).set(affected as i64);
-        self.incidents_open.with_label_values(&[hub, kind]).set(i64::from(open));
-        self.support_tickets.with_label_values(&[hub, kind]).set(i64::from(affected > 0 && !open));
+        self.incidents.affected_users.with_label_values(&[hub, kind]).set(affected as i64);
+        self.incidents.open.with_label_values(&[hub, kind]).set(i64::from(open));
+        self.incidents.support_tickets.with_label_values(&[hub, kind]).set(i64::from(affected > 0 && !open));
     }
 
     pub fn count_pagerduty_event(&self, action: &str, outcome: &str) {
@@ -245,19 +223,20 @@ impl Metrics {
             ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => "monitor_fault",
             ProbeResult::Failed(_) => "failed",
         };
-        self.probe_runs.with_label_values(&[&outcome.hub, capability, result]).inc();
+        self.probes.runs.with_label_values(&[&outcome.hub, capability, result]).inc();
         if let ProbeResult::Failed(failure) = &outcome.result {
-            self.probe_failures.with_label_values(&[&outcome.hub, capability, failure.stage.as_str()]).inc();
+            self.probes.failures.with_label_values(&[&outcome.hub, capability, failure.stage.as_str()]).inc();
         }
         if !matches!(outcome.result, ProbeResult::Blocked { .. }) {
-            self.probe_duration
+            self.probes
+                .duration
                 .with_label_values(&[&outcome.hub, capability, result])
                 .observe(outcome.duration.as_secs_f64());
         }
         if outcome.result == ProbeResult::Ok {
             let finished = outcome.started_at + outcome.duration;
             let seconds = finished.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            self.last_success.with_label_values(&[&outcome.hub, capability]).set(seconds);
+            self.probes.last_success.with_label_values(&[&outcome.hub, capability]).set(seconds);
         }
     }
 
@@ -266,6 +245,57 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding to memory cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl ProbeMetrics {
+    fn new(b: &Builder) -> Self {
+        ProbeMetrics {
+            runs: b.counters(
+                "hubwatch_probe_runs_total",
+                "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)",
+                &["hub", "capability", "result"],
+            ),
+            failures: b.counters(
+                "hubwatch_probe_failures_total",
+                "Failed probe attempts by hub, capability and the stage that failed",
+                &["hub", "capability", "stage"],
+            ),
+            duration: b.histograms(
+                "hubwatch_probe_duration_seconds",
+                "How long a probe took (blocked attempts are not observed)",
+                DURATION_BUCKETS,
+                &["hub", "capability", "result"],
+            ),
+            last_success: b.add(
+                GaugeVec::new(
+                    Opts::new(
+                        "hubwatch_probe_last_success_timestamp_seconds",
+                        "Unix time of the last successful probe of a capability, by any probe user",
+                    ),
+                    &["hub", "capability"],
+                )
+                .expect("valid metric"),
+            ),
+            users: b.gauges("hubwatch_probe_users", "Probe users configured per hub", &["hub"]),
+        }
+    }
+}
+
+impl IncidentMetrics {
+    fn new(b: &Builder) -> Self {
+        let by_kind = |name: &str, help: &str| b.gauges(name, help, &["hub", "kind"]);
+        IncidentMetrics {
+            affected_users: by_kind(
+                "hubwatch_affected_users",
+                "Distinct users affected now (probe users and real users), by hub and incident kind",
+            ),
+            open: by_kind("hubwatch_incidents_open", "1 while an incident is open for the hub and kind"),
+            support_tickets: by_kind(
+                "hubwatch_support_tickets",
+                "1 while some users are affected but fewer than the incident threshold",
+            ),
+        }
     }
 }
 

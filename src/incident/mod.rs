@@ -187,93 +187,104 @@ impl IncidentManager {
     /// Stores the transition and queues its PagerDuty event.
     pub fn handle(&self, transition: &Transition) -> Result<Handled, StoreError> {
         match transition {
-            Transition::Opened { hub, kind, symptoms, at } => {
-                let key = incident_key(hub, *kind, *at);
-                let impact_start = symptoms.impact_start().unwrap_or(*at);
-                let summary = summary(hub, *kind, symptoms);
-                let record = IncidentRecord {
-                    key: key.clone(),
-                    hub: hub.clone(),
-                    kind: *kind,
-                    open: true,
-                    impact_start,
-                    opened_at: *at,
-                    recovered_at: None,
-                    symptoms: symptoms.clone(),
-                    affected_ever: {
-                        let mut ever = Default::default();
-                        symptoms.merge_into(&mut ever);
-                        ever
-                    },
-                    failures_ever: symptoms.clone(),
-                    last_trigger_at: Some(*at),
-                    pending_update: false,
-                };
-                let entry = format!(
-                    "{summary} (threshold {} users within {}); {}",
-                    self.settings.min_affected_users,
-                    humantime::format_duration(self.settings.window),
-                    who(symptoms)
-                );
-                let (trigger, wanted) = self.trigger(&key, hub, *kind, symptoms, impact_start, *at)?;
-                self.store.open_incident(&record, &earliest_failure(symptoms), &entry, trigger)?;
-                tracing::warn!(%key, %summary, "incident opened");
-                self.wake.notify_one();
-                Ok(Handled { key: Some(key), wanted })
-            }
+            Transition::Opened { hub, kind, symptoms, at } => self.open(hub, *kind, symptoms, *at),
             Transition::Updated { hub, kind, symptoms, material, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(Handled::default()) };
-                let entry = format!("{}; {}", summary(hub, *kind, symptoms), who(symptoms));
-                let interval_passed = incident
-                    .last_trigger_at
-                    .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-                let (trigger, wanted) = if *material && interval_passed {
-                    let impact_start =
-                        incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start));
-                    let (trigger, wanted) = self.trigger(&incident.key, hub, *kind, symptoms, impact_start, *at)?;
-                    (Some(trigger), wanted)
-                } else {
-                    (None, None)
-                };
-                let sends = trigger.is_some();
-                let earlier_impact = symptoms
-                    .impact_start()
-                    .filter(|start| *start < incident.impact_start)
-                    .map(|start| (start, earliest_failure(symptoms)));
-                let impact = earlier_impact.as_ref().map(|(start, text)| (*start, text.as_str()));
-                self.store.update_incident(&incident.key, symptoms, *at, &entry, impact, trigger, *material)?;
-                tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");
-                if sends {
-                    self.wake.notify_one();
-                }
-                Ok(Handled { key: Some(incident.key), wanted })
+                self.update(hub, *kind, symptoms, *material, *at)
             }
-            Transition::Recovered { hub, kind, at } => {
-                let Some(incident) = self.open_key(hub, *kind)? else { return Ok(Handled::default()) };
-                let entry = format!(
-                    "nobody is affected any more: every probe user's last {} attempts succeeded",
-                    self.settings.recovery_successes
-                );
-                // The last note says it is over; it quotes the incident as recovered.
-                let note = match &self.status_updates {
-                    Some(_) => {
-                        let recovered = IncidentRecord { open: false, recovered_at: Some(*at), ..incident.clone() };
-                        Some(self.status_note(&recovered, *at)?)
-                    }
-                    None => None,
-                };
-                self.store.recover_incident(
-                    &incident.key,
-                    *at,
-                    &entry,
-                    NewEvent::now(EventAction::Resolve, pagerduty::resolve(&incident.key)),
-                    note,
-                )?;
-                tracing::warn!(key = %incident.key, "incident recovered");
-                self.wake.notify_one();
-                Ok(Handled { key: Some(incident.key), wanted: None })
-            }
+            Transition::Recovered { hub, kind, at } => self.recover(hub, *kind, *at),
         }
+    }
+
+    /// A new incident with its first timeline entries and its trigger.
+    fn open(&self, hub: &str, kind: IncidentKind, symptoms: &Symptoms, at: SystemTime) -> Result<Handled, StoreError> {
+        let key = incident_key(hub, kind, at);
+        let impact_start = symptoms.impact_start().unwrap_or(at);
+        let summary = summary(hub, kind, symptoms);
+        let mut affected_ever = Default::default();
+        symptoms.merge_into(&mut affected_ever);
+        let record = IncidentRecord {
+            key: key.clone(),
+            hub: hub.to_string(),
+            kind,
+            open: true,
+            impact_start,
+            opened_at: at,
+            recovered_at: None,
+            symptoms: symptoms.clone(),
+            affected_ever,
+            failures_ever: symptoms.clone(),
+            last_trigger_at: Some(at),
+            pending_update: false,
+        };
+        let entry = format!(
+            "{summary} (threshold {} users within {}); {}",
+            self.settings.min_affected_users,
+            humantime::format_duration(self.settings.window),
+            who(symptoms)
+        );
+        let (trigger, wanted) = self.trigger(&key, hub, kind, symptoms, impact_start, at)?;
+        self.store.open_incident(&record, &earliest_failure(symptoms), &entry, trigger)?;
+        tracing::warn!(%key, %summary, "incident opened");
+        self.wake.notify_one();
+        Ok(Handled { key: Some(key), wanted })
+    }
+
+    /// New symptoms of the open incident; a follow-up trigger when users or capabilities were added and the
+    /// update interval has passed (else it is held back until then).
+    fn update(
+        &self,
+        hub: &str,
+        kind: IncidentKind,
+        symptoms: &Symptoms,
+        material: bool,
+        at: SystemTime,
+    ) -> Result<Handled, StoreError> {
+        let Some(incident) = self.open_key(hub, kind)? else { return Ok(Handled::default()) };
+        let entry = format!("{}; {}", summary(hub, kind, symptoms), who(symptoms));
+        let interval_passed = incident
+            .last_trigger_at
+            .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+        let (trigger, wanted) = if material && interval_passed {
+            let impact_start = incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start));
+            let (trigger, wanted) = self.trigger(&incident.key, hub, kind, symptoms, impact_start, at)?;
+            (Some(trigger), wanted)
+        } else {
+            (None, None)
+        };
+        let sends = trigger.is_some();
+        let earlier_impact = symptoms
+            .impact_start()
+            .filter(|start| *start < incident.impact_start)
+            .map(|start| (start, earliest_failure(symptoms)));
+        let impact = earlier_impact.as_ref().map(|(start, text)| (*start, text.as_str()));
+        self.store.update_incident(&incident.key, symptoms, at, &entry, impact, trigger, material)?;
+        tracing::info!(key = %incident.key, material, follow_up_sent = sends, "incident changed");
+        if sends {
+            self.wake.notify_one();
+        }
+        Ok(Handled { key: Some(incident.key), wanted })
+    }
+
+    /// The incident is over: recorded with its resolve (and its last status note) in one transaction.
+    fn recover(&self, hub: &str, kind: IncidentKind, at: SystemTime) -> Result<Handled, StoreError> {
+        let Some(incident) = self.open_key(hub, kind)? else { return Ok(Handled::default()) };
+        let entry = format!(
+            "nobody is affected any more: every probe user's last {} attempts succeeded",
+            self.settings.recovery_successes
+        );
+        // The last note says it is over; it quotes the incident as recovered.
+        let note = match &self.status_updates {
+            Some(_) => {
+                let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..incident.clone() };
+                Some(self.status_note(&recovered, at)?)
+            }
+            None => None,
+        };
+        let resolve = NewEvent::now(EventAction::Resolve, pagerduty::resolve(&incident.key));
+        self.store.recover_incident(&incident.key, at, &entry, resolve, note)?;
+        tracing::warn!(key = %incident.key, "incident recovered");
+        self.wake.notify_one();
+        Ok(Handled { key: Some(incident.key), wanted: None })
     }
 
     /// Queues a Change Event for a hub Deployment's new pod template (once per Deployment generation).

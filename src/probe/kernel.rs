@@ -154,8 +154,18 @@ pub async fn execute(
     expect: &str,
     deadline: Deadline,
 ) -> Result<(), StepFailure> {
-    let stage = Stage::Execute;
     let msg_id = uuid::Uuid::new_v4().simple().to_string();
+    send_execute_request(socket, code, &msg_id, deadline).await?;
+    let replies = await_replies(socket, &msg_id, deadline).await?;
+    check_result(replies, code, expect)
+}
+
+async fn send_execute_request(
+    socket: &mut KernelSocket,
+    code: &str,
+    msg_id: &str,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
     let request = json!({
         "header": {
             "msg_id": msg_id, "session": uuid::Uuid::new_v4().simple().to_string(), "username": "hubwatch",
@@ -166,27 +176,26 @@ pub async fn execute(
         "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {},
                     "allow_stdin": false, "stop_on_error": true},
     });
-    let send = socket.send(Message::text(request.to_string()));
-    match timeout_at(deadline.at, send).await {
-        Err(_) => return Err(deadline.timed_out(stage)),
+    match timeout_at(deadline.at, socket.send(Message::text(request.to_string()))).await {
+        Err(_) => Err(deadline.timed_out(Stage::Execute)),
         Ok(Err(e)) => {
-            return Err(StepFailure::hub(stage, format!("sending the execute request: {}", scrub(&e.to_string()))));
+            Err(StepFailure::hub(Stage::Execute, format!("sending the execute request: {}", scrub(&e.to_string()))))
         }
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(()),
     }
+}
 
+/// Reads the kernel's messages until both our `execute_reply` and the iopub `idle` have arrived.
+async fn await_replies(socket: &mut KernelSocket, msg_id: &str, deadline: Deadline) -> Result<Replies, StepFailure> {
+    let stage = Stage::Execute;
     let mut replies = Replies::default();
     while replies.reply_status.is_none() || !replies.idle {
         let message = match timeout_at(deadline.at, socket.next()).await {
             Err(_) => {
                 let seen = if replies.reply_status.is_some() { "a reply but no idle status" } else { "no reply" };
-                return Err(StepFailure::hub(
-                    stage,
-                    format!(
-                        "the kernel did not finish executing within the {} timeout ({seen})",
-                        humantime::format_duration(deadline.budget)
-                    ),
-                ));
+                let budget = humantime::format_duration(deadline.budget);
+                let reason = format!("the kernel did not finish executing within the {budget} timeout ({seen})");
+                return Err(StepFailure::hub(stage, reason));
             }
             Ok(None) => return Err(StepFailure::hub(stage, "the server closed the kernel's websocket")),
             Ok(Some(Err(e))) => return Err(StepFailure::hub(stage, format!("websocket: {}", scrub(&e.to_string())))),
@@ -203,9 +212,14 @@ pub async fn execute(
             _ => continue,
         };
         let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-        absorb(&frame, &msg_id, &mut replies)?;
+        absorb(&frame, msg_id, &mut replies)?;
     }
+    Ok(replies)
+}
 
+/// The execution's outcome: an error the code raised, a reply that was not ok, or a result that is not `expect`.
+fn check_result(replies: Replies, code: &str, expect: &str) -> Result<(), StepFailure> {
+    let stage = Stage::Execute;
     if let Some(error) = replies.error {
         return Err(StepFailure::hub(stage, format!("the code raised {error}")));
     }
