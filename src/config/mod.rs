@@ -383,6 +383,9 @@ impl Config {
     }
 }
 
+/// Reads one probe's keys from its table into the settings; false if any is invalid.
+type ProbeReader = fn(&mut Validator, &mut Table, &mut ProbeSettings) -> bool;
+
 struct Validator<'a> {
     config_dir: &'a Path,
     env: EnvLookup<'a>,
@@ -398,13 +401,7 @@ impl Validator<'_> {
         let mut top = Table::new(tree, "", TOP_KEYS, self.problems)?;
         let listen = match top.get("listen") {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-            Some(v) => string(v, "listen", self.problems).and_then(|s| match s.parse::<SocketAddr>() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    self.problems.add("listen", format!("expected an address like 127.0.0.1:9464, found {s:?}"));
-                    None
-                }
-            }),
+            Some(v) => self.address(v, "listen"),
         };
         let state_path = match top.get("state_path") {
             None => Some(self.config_dir.join("hubwatch-state.db")),
@@ -432,18 +429,7 @@ impl Validator<'_> {
             Some(v) => self.high_availability(v, kubernetes.as_ref()),
         };
         let discovering = kubernetes.as_ref().is_some_and(|k| k.enabled && k.discovery.is_some());
-        let hubs_value = if discovering { top.get("hubs") } else { top.required("hubs", self.problems) };
-        let hubs = match (hubs_value, &defaults) {
-            (None, Some(_)) if discovering => Some(Vec::new()),
-            (Some(Value::Array(items)), Some(_)) if discovering && items.is_empty() => Some(Vec::new()),
-            (Some(v), Some(defaults)) => self.hubs(v, defaults),
-            (Some(v), None) => {
-                // Still report the hubs' own problems when the defaults are broken.
-                self.hubs(v, &ProbeSettings::default());
-                None
-            }
-            _ => None,
-        };
+        let hubs = self.top_hubs(&mut top, discovering, defaults.as_ref());
         top.finish(self.problems);
         Some(Config {
             source: path.to_path_buf(),
@@ -458,6 +444,38 @@ impl Validator<'_> {
             high_availability: high_availability?,
             hubs: hubs?,
         })
+    }
+
+    /// An address like `127.0.0.1:9464`.
+    fn address(&mut self, value: &Value, path: &str) -> Option<SocketAddr> {
+        string(value, path, self.problems).and_then(|s| match s.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problems.add(path, format!("expected an address like 127.0.0.1:9464, found {s:?}"));
+                None
+            }
+        })
+    }
+
+    /// `hubs`: required, unless discovery finds them (then it may be empty or absent).
+    fn top_hubs(
+        &mut self,
+        top: &mut Table,
+        discovering: bool,
+        defaults: Option<&ProbeSettings>,
+    ) -> Option<Vec<HubConfig>> {
+        let value = if discovering { top.get("hubs") } else { top.required("hubs", self.problems) };
+        match (value, defaults) {
+            (None, Some(_)) if discovering => Some(Vec::new()),
+            (Some(Value::Array(items)), Some(_)) if discovering && items.is_empty() => Some(Vec::new()),
+            (Some(v), Some(defaults)) => self.hubs(v, defaults),
+            (Some(v), None) => {
+                // Still report the hubs' own problems when the defaults are broken.
+                self.hubs(v, &ProbeSettings::default());
+                None
+            }
+            _ => None,
+        }
     }
 
     fn incidents(&mut self, value: Option<&Value>) -> Option<IncidentsConfig> {
@@ -485,51 +503,11 @@ impl Validator<'_> {
 
     fn pagerduty(&mut self, value: &Value) -> Option<PagerDutyConfig> {
         let mut table = Table::new(value, "pagerduty", PAGERDUTY_KEYS, self.problems)?;
-        let routing_key = table.required("routing_key", self.problems).and_then(|v| {
-            let key = secret::resolve(v, "pagerduty.routing_key", self.config_dir, self.env, self.problems)?;
-            if key.expose().len() != 32 {
-                // Say the length only: the key is a secret.
-                let found = key.expose().len();
-                self.problems
-                    .add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
-                return None;
-            }
-            Some(key)
-        });
-        let mut endpoint = |key: &'static str| {
-            table.get(key).map(|v| {
-                self.url(v, &format!("pagerduty.{key}")).map(|mut url| {
-                    // url() adds a slash for joining; an endpoint is used as given.
-                    let trimmed = url.path().trim_end_matches('/').to_string();
-                    url.set_path(&trimmed);
-                    url
-                })
-            })
-        };
-        let events_url =
-            endpoint("events_url").unwrap_or_else(|| Url::parse("https://events.pagerduty.com/v2/enqueue").ok());
-        let change_events_url = endpoint("change_events_url").unwrap_or_else(|| {
-            events_url.clone().map(|mut url| {
-                url.set_path("/v2/change/enqueue");
-                url
-            })
-        });
-        let api_url = endpoint("api_url").unwrap_or_else(|| Url::parse("https://api.pagerduty.com").ok());
+        let routing_key = table.required("routing_key", self.problems).and_then(|v| self.routing_key(v));
+        let (events_url, change_events_url, api_url) = self.pagerduty_endpoints(&mut table);
         let severity = match table.get("severity") {
             None => Some(Severity::Critical),
-            Some(v) => string(v, "pagerduty.severity", self.problems).and_then(|s| match s.as_str() {
-                "critical" => Some(Severity::Critical),
-                "error" => Some(Severity::Error),
-                "warning" => Some(Severity::Warning),
-                "info" => Some(Severity::Info),
-                other => {
-                    self.problems.add(
-                        "pagerduty.severity",
-                        format!("unknown severity {other:?} (expected critical, error, warning or info)"),
-                    );
-                    None
-                }
-            }),
+            Some(v) => self.severity(v, "pagerduty.severity"),
         };
         let (mut retry_delay, mut rate_limit_delay) = (Duration::from_secs(2), Duration::from_secs(60));
         let mut status_update_every = Duration::from_secs(3 * 3600);
@@ -553,6 +531,56 @@ impl Validator<'_> {
             rate_limit_delay,
             status_updates: status_updates?,
         })
+    }
+
+    /// A routing key: a secret of 32 characters (only its length is ever said).
+    fn routing_key(&mut self, value: &Value) -> Option<Secret> {
+        let key = secret::resolve(value, "pagerduty.routing_key", self.config_dir, self.env, self.problems)?;
+        if key.expose().len() != 32 {
+            let found = key.expose().len();
+            self.problems
+                .add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
+            return None;
+        }
+        Some(key)
+    }
+
+    fn severity(&mut self, value: &Value, path: &str) -> Option<Severity> {
+        string(value, path, self.problems).and_then(|s| match s.as_str() {
+            "critical" => Some(Severity::Critical),
+            "error" => Some(Severity::Error),
+            "warning" => Some(Severity::Warning),
+            "info" => Some(Severity::Info),
+            other => {
+                self.problems
+                    .add(path, format!("unknown severity {other:?} (expected critical, error, warning or info)"));
+                None
+            }
+        })
+    }
+
+    /// The events, change events and REST API URLs (each used as given; the defaults are PagerDuty's).
+    fn pagerduty_endpoints(&mut self, table: &mut Table) -> (Option<Url>, Option<Url>, Option<Url>) {
+        let mut endpoint = |key: &'static str| {
+            table.get(key).map(|v| {
+                self.url(v, &format!("pagerduty.{key}")).map(|mut url| {
+                    // url() adds a slash for joining; an endpoint is used as given.
+                    let trimmed = url.path().trim_end_matches('/').to_string();
+                    url.set_path(&trimmed);
+                    url
+                })
+            })
+        };
+        let events_url =
+            endpoint("events_url").unwrap_or_else(|| Url::parse("https://events.pagerduty.com/v2/enqueue").ok());
+        let change_events_url = endpoint("change_events_url").unwrap_or_else(|| {
+            events_url.clone().map(|mut url| {
+                url.set_path("/v2/change/enqueue");
+                url
+            })
+        });
+        let api_url = endpoint("api_url").unwrap_or_else(|| Url::parse("https://api.pagerduty.com").ok());
+        (events_url, change_events_url, api_url)
     }
 
     /// `api_token` and `from_email` come together; without them there are no status notes (`Some(None)`).
@@ -681,16 +709,7 @@ impl Validator<'_> {
             );
             ok = false;
         }
-        let namespace = match namespace {
-            Some(namespace) => namespace,
-            None => (self.env)("POD_NAMESPACE").filter(|n| !n.is_empty()).or_else(|| {
-                self.problems.add(
-                    "high_availability.namespace",
-                    "missing: set it, or POD_NAMESPACE in the environment (the Helm chart does)",
-                );
-                None
-            }),
-        };
+        let namespace = namespace.unwrap_or_else(|| self.pod_namespace());
         let identity =
             (self.env)("HOSTNAME").filter(|h| !h.is_empty()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if !ok {
@@ -708,6 +727,17 @@ impl Validator<'_> {
             call_timeout: kubernetes.map_or(KubernetesConfig::default().call_timeout, |k| k.call_timeout),
             identity,
         }))
+    }
+
+    /// The namespace the pod runs in (the chart sets POD_NAMESPACE), for the lease and the state.
+    fn pod_namespace(&mut self) -> Option<String> {
+        (self.env)("POD_NAMESPACE").filter(|n| !n.is_empty()).or_else(|| {
+            self.problems.add(
+                "high_availability.namespace",
+                "missing: set it, or POD_NAMESPACE in the environment (the Helm chart does)",
+            );
+            None
+        })
     }
 
     /// client-go's rules: the leader must stop (renew deadline) before a standby may take over (lease
@@ -833,67 +863,17 @@ impl Validator<'_> {
         let mut table = Table::new(value, path, PROBES_KEYS, self.problems)?;
         let mut settings = base.clone();
         let mut ok = true;
-
-        if let Some(v) = table.get("login") {
-            let p = join(path, "login");
-            match Table::new(v, &p, LOGIN_PROBE_KEYS, self.problems) {
+        let probes: [(&str, &[&str], ProbeReader); 4] = [
+            ("login", LOGIN_PROBE_KEYS, |v, t, s| v.schedule(t, &mut s.login)),
+            ("server", SERVER_PROBE_KEYS, |v, t, s| v.server_probe(t, s)),
+            ("kernel", KERNEL_PROBE_KEYS, |v, t, s| v.kernel_probe(t, s)),
+            ("dask_gateway", DASK_PROBE_KEYS, |v, t, s| v.dask_probe(t, s)),
+        ];
+        for (key, keys, read) in probes {
+            let Some(v) = table.get(key) else { continue };
+            match Table::new(v, &join(path, key), keys, self.problems) {
                 Some(mut t) => {
-                    ok &= self.schedule(&mut t, &mut settings.login);
-                    t.finish(self.problems);
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(v) = table.get("server") {
-            let p = join(path, "server");
-            match Table::new(v, &p, SERVER_PROBE_KEYS, self.problems) {
-                Some(mut t) => {
-                    ok &= self.schedule(&mut t, &mut settings.server.schedule);
-                    if let Some(v) = t.get("user_options") {
-                        match object(v, &t.key_path("user_options"), self.problems) {
-                            Some(map) => settings.server.user_options = map,
-                            None => ok = false,
-                        }
-                    }
-                    t.finish(self.problems);
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(v) = table.get("kernel") {
-            let p = join(path, "kernel");
-            match Table::new(v, &p, KERNEL_PROBE_KEYS, self.problems) {
-                Some(mut t) => {
-                    ok &= self.schedule(&mut t, &mut settings.kernel.schedule);
-                    let kernel = &mut settings.kernel;
-                    if let Some(v) = t.get("kernel_name") {
-                        kernel.kernel_name = string(v, &t.key_path("kernel_name"), self.problems);
-                        ok &= kernel.kernel_name.is_some();
-                    }
-                    for (key, slot) in [("code", &mut kernel.code), ("expect", &mut kernel.expect)] {
-                        if let Some(v) = t.get(key) {
-                            match string(v, &t.key_path(key), self.problems) {
-                                Some(s) => *slot = s,
-                                None => ok = false,
-                            }
-                        }
-                    }
-                    t.finish(self.problems);
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(v) = table.get("dask_gateway") {
-            let p = join(path, "dask_gateway");
-            match Table::new(v, &p, DASK_PROBE_KEYS, self.problems) {
-                Some(mut t) => {
-                    ok &= self.schedule(&mut t, &mut settings.dask_gateway.schedule);
-                    if let Some(v) = t.get("workers") {
-                        match positive_integer(v, &t.key_path("workers"), 100, self.problems) {
-                            Some(n) => settings.dask_gateway.workers = n as u32,
-                            None => ok = false,
-                        }
-                    }
+                    ok &= read(self, &mut t, &mut settings);
                     t.finish(self.problems);
                 }
                 None => ok = false,
@@ -901,6 +881,46 @@ impl Validator<'_> {
         }
         table.finish(self.problems);
         ok.then_some(settings)
+    }
+
+    fn server_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
+        let mut ok = self.schedule(t, &mut settings.server.schedule);
+        if let Some(v) = t.get("user_options") {
+            match object(v, &t.key_path("user_options"), self.problems) {
+                Some(map) => settings.server.user_options = map,
+                None => ok = false,
+            }
+        }
+        ok
+    }
+
+    fn kernel_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
+        let mut ok = self.schedule(t, &mut settings.kernel.schedule);
+        let kernel = &mut settings.kernel;
+        if let Some(v) = t.get("kernel_name") {
+            kernel.kernel_name = string(v, &t.key_path("kernel_name"), self.problems);
+            ok &= kernel.kernel_name.is_some();
+        }
+        for (key, slot) in [("code", &mut kernel.code), ("expect", &mut kernel.expect)] {
+            if let Some(v) = t.get(key) {
+                match string(v, &t.key_path(key), self.problems) {
+                    Some(s) => *slot = s,
+                    None => ok = false,
+                }
+            }
+        }
+        ok
+    }
+
+    fn dask_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
+        let mut ok = self.schedule(t, &mut settings.dask_gateway.schedule);
+        if let Some(v) = t.get("workers") {
+            match positive_integer(v, &t.key_path("workers"), 100, self.problems) {
+                Some(n) => settings.dask_gateway.workers = n as u32,
+                None => ok = false,
+            }
+        }
+        ok
     }
 
     /// Reads `every` and `timeout` from `table` into `schedule`; false if either is invalid.

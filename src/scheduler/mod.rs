@@ -87,6 +87,29 @@ struct Lane {
     kernel_every: Duration,
 }
 
+/// The lanes' next slots, soonest first.
+type Due = BinaryHeap<Reverse<(Instant, usize)>>;
+
+/// The rounds running now: bounded by the permits, each known by its lane.
+struct Running {
+    permits: Arc<Semaphore>,
+    running: JoinSet<(usize, Vec<Observation>)>,
+    /// Which lane a running round belongs to (to go on with the lane when its round panics).
+    lanes_of: HashMap<tokio::task::Id, usize>,
+}
+
+impl Running {
+    /// On shutdown: running rounds clean up for at most `grace`, then are abandoned.
+    async fn drain(mut self, grace: Duration) {
+        tracing::info!(running = self.running.len(), grace = %humantime::format_duration(grace), "shutting down: letting running rounds clean up");
+        let drained = tokio::time::timeout(grace, async { while self.running.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(left = self.running.len(), "rounds still running after the grace period were abandoned");
+            self.running.abort_all();
+        }
+    }
+}
+
 /// Lanes due within this much of each other start together, so that thousands of lanes cost tens of
 /// wake-ups a second, not thousands (measured: docs/benchmarks.md). A lane starts at most this early.
 const BATCH: Duration = Duration::from_millis(100);
@@ -140,42 +163,23 @@ impl Scheduler {
     /// Runs until `shutdown` is cancelled; then running rounds are interrupted, clean up, and are awaited
     /// for at most the configured grace period.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_probes));
-        let start = Instant::now();
-        let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-        for (index, lane) in self.lanes.iter_mut().enumerate() {
-            let phase = lane.every.mul_f64(fastrand::f64());
-            due.push(Reverse((start + phase, index)));
-            (lane.anchor, lane.due, lane.kernel_due) = (start + phase, Some(start + phase), start + phase);
-        }
+        let mut rounds = Running {
+            permits: Arc::new(Semaphore::new(self.config.max_concurrent_probes)),
+            running: JoinSet::new(),
+            lanes_of: HashMap::new(),
+        };
+        let mut due = self.first_slots();
         let mut corroboration = Corroboration::new(
             self.lanes.iter().map(|lane| (lane.prober.hub().name.clone(), lane.kind)).collect(),
             self.lanes.iter().map(|lane| lane.every).collect(),
         );
-        let mut running: JoinSet<(usize, Vec<Observation>)> = JoinSet::new();
-        // Which lane a running round belongs to, to restart the lane when its round panics.
-        let mut rounds: HashMap<tokio::task::Id, usize> = HashMap::new();
-
         loop {
             let next = due.peek().map(|Reverse((at, _))| *at);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                Some(done) = rounds.running.join_next_with_id(), if !rounds.running.is_empty() => {
+                    let Some((index, observed)) = self.ended(done, &mut rounds) else { continue };
                     let now = Instant::now();
-                    let (index, observed) = match done {
-                        Ok((id, (index, observed))) => {
-                            rounds.remove(&id);
-                            (index, observed)
-                        }
-                        Err(e) => {
-                            let Some(index) = rounds.remove(&e.id()) else { continue };
-                            let lane = &self.lanes[index];
-                            self.metrics.count_task_restart("probe_lane");
-                            tracing::error!(hub = %lane.prober.hub().name, user = %lane.user, lane = ?lane.kind, error = %e,
-                                "a probe round panicked: its lane goes on at its next slot");
-                            (index, Vec::new())
-                        }
-                    };
                     let lane = &mut self.lanes[index];
                     let next = after_round(lane.anchor, lane.every, lane.started_for, now);
                     lane.due = Some(next);
@@ -185,33 +189,66 @@ impl Scheduler {
                     }
                 }
                 _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    let horizon = Instant::now() + BATCH;
-                    while let Some(Reverse((at, index))) = due.peek().copied() {
-                        if at > horizon {
-                            break;
-                        }
-                        due.pop();
-                        if self.lanes[index].due != Some(at) {
-                            continue; // superseded: the lane was pulled forward, or is running
-                        }
-                        let id = self.start_round(index, at, &mut running, &permits, &shutdown);
-                        rounds.insert(id, index);
-                    }
+                    self.start_due(&mut due, &mut rounds, &shutdown);
                 }
             }
         }
+        rounds.drain(self.config.shutdown_grace).await;
+    }
 
-        let grace = self.config.shutdown_grace;
-        tracing::info!(running = running.len(), grace = %humantime::format_duration(grace), "shutting down: letting running rounds clean up");
-        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(left = running.len(), "rounds still running after the grace period were abandoned");
-            running.abort_all();
+    /// Every lane's first slot: a random phase within its interval, kept from then on.
+    fn first_slots(&mut self) -> Due {
+        let start = Instant::now();
+        let mut due = BinaryHeap::new();
+        for (index, lane) in self.lanes.iter_mut().enumerate() {
+            let phase = start + lane.every.mul_f64(fastrand::f64());
+            due.push(Reverse((phase, index)));
+            (lane.anchor, lane.due, lane.kernel_due) = (phase, Some(phase), phase);
+        }
+        due
+    }
+
+    /// Starts every lane due within [`BATCH`] from now.
+    fn start_due(&mut self, due: &mut Due, rounds: &mut Running, shutdown: &CancellationToken) {
+        let horizon = Instant::now() + BATCH;
+        while let Some(Reverse((at, index))) = due.peek().copied() {
+            if at > horizon {
+                break;
+            }
+            due.pop();
+            if self.lanes[index].due != Some(at) {
+                continue; // superseded: the lane was pulled forward, or is running
+            }
+            let id = self.start_round(index, at, &mut rounds.running, &rounds.permits, shutdown);
+            rounds.lanes_of.insert(id, index);
+        }
+    }
+
+    /// A round that ended: its lane and what it observed. A round that panicked is counted and logged, and
+    /// its lane goes on at its next slot.
+    fn ended(
+        &self,
+        done: Result<(tokio::task::Id, (usize, Vec<Observation>)), tokio::task::JoinError>,
+        rounds: &mut Running,
+    ) -> Option<(usize, Vec<Observation>)> {
+        match done {
+            Ok((id, ended)) => {
+                rounds.lanes_of.remove(&id);
+                Some(ended)
+            }
+            Err(e) => {
+                let index = rounds.lanes_of.remove(&e.id())?;
+                let lane = &self.lanes[index];
+                self.metrics.count_task_restart("probe_lane");
+                tracing::error!(hub = %lane.prober.hub().name, user = %lane.user, lane = ?lane.kind, error = %e,
+                    "a probe round panicked: its lane goes on at its next slot");
+                Some((index, Vec::new()))
+            }
         }
     }
 
     /// Runs lane `index` soon, unless it is running (its result is on the way) or due sooner anyway.
-    fn pull_forward(&mut self, index: usize, now: Instant, due: &mut BinaryHeap<Reverse<(Instant, usize)>>) {
+    fn pull_forward(&mut self, index: usize, now: Instant, due: &mut Due) {
         let lane = &mut self.lanes[index];
         let at = now + confirm_delay(lane.every);
         if lane.due.is_some_and(|current| at < current) {

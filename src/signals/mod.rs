@@ -25,6 +25,52 @@ use tokio_util::sync::CancellationToken;
 /// How often pods are looked at again without a change.
 const EVALUATE_EVERY: Duration = Duration::from_secs(10);
 
+/// The pods a watch knows, kept from its events: a re-list replaces them whole once it is complete; until
+/// the first is, nothing is said (an empty list is not "nobody is affected").
+#[derive(Default)]
+struct Pods {
+    known: HashMap<String, Pod>,
+    listing: HashMap<String, Pod>,
+    synced: bool,
+    failing: bool,
+}
+
+impl Pods {
+    fn take(&mut self, event: Result<Event<Pod>, watcher::Error>, hub: &str, selector: &str) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                // The watcher retries with backoff; until then the last known pods stand.
+                if !self.failing {
+                    tracing::warn!(%hub, selector, error = %e, "cannot watch pods; retrying");
+                    self.failing = true;
+                }
+                return;
+            }
+        };
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(%hub, selector, "watching pods again");
+        }
+        let name = |pod: &Pod| pod.metadata.name.clone().unwrap_or_default();
+        match event {
+            Event::Init => self.listing.clear(),
+            Event::InitApply(pod) => {
+                self.listing.insert(name(&pod), pod);
+            }
+            Event::InitDone => {
+                self.known = std::mem::take(&mut self.listing);
+                self.synced = true;
+            }
+            Event::Apply(pod) => {
+                self.known.insert(name(&pod), pod);
+            }
+            Event::Delete(pod) => {
+                self.known.remove(&name(&pod));
+            }
+        }
+    }
+}
+
 /// What one watch needs.
 #[derive(Clone)]
 pub struct Watch {
@@ -57,10 +103,7 @@ impl Watch {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let stream = watcher::watcher(api, watcher::Config::default().labels(selector)).default_backoff();
         let mut stream = std::pin::pin!(stream);
-        let mut pods: HashMap<String, Pod> = HashMap::new();
-        let mut listing: HashMap<String, Pod> = HashMap::new();
-        let mut synced = false;
-        let mut failing = false;
+        let mut pods = Pods::default();
         let mut owners: HashMap<String, String> = HashMap::new();
         let mut sent: Option<BTreeMap<String, SystemTime>> = None;
         let mut evaluate = tokio::time::interval(EVALUATE_EVERY);
@@ -70,42 +113,13 @@ impl Watch {
                 _ = evaluate.tick() => {}
                 event = stream.next() => match event {
                     None => return,
-                    Some(Ok(event)) => {
-                        if failing {
-                            tracing::info!(hub = %self.hub, selector, "watching pods again");
-                            failing = false;
-                        }
-                        match event {
-                            Event::Init => listing.clear(),
-                            Event::InitApply(pod) => {
-                                listing.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-                            }
-                            Event::InitDone => {
-                                pods = std::mem::take(&mut listing);
-                                synced = true;
-                            }
-                            Event::Apply(pod) => {
-                                pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-                            }
-                            Event::Delete(pod) => {
-                                pods.remove(pod.metadata.name.as_deref().unwrap_or_default());
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        // The watcher retries with backoff; until then the last known pods stand.
-                        if !failing {
-                            tracing::warn!(hub = %self.hub, selector, error = %e, "cannot watch pods; retrying");
-                            failing = true;
-                        }
-                        continue;
-                    }
+                    Some(event) => pods.take(event, &self.hub, selector),
                 },
             }
-            if !synced {
+            if !pods.synced {
                 continue;
             }
-            let (mut users, pending) = self.affected(&pods, capability, &mut owners).await;
+            let (mut users, pending) = self.affected(&pods.known, capability, &mut owners).await;
             let changed: BTreeMap<String, SystemTime> =
                 users.iter().map(|(u, (_, since))| (u.clone(), *since)).collect();
             if sent.as_ref() != Some(&changed) {
