@@ -57,6 +57,36 @@ scheduler: {{shutdown_grace: 20s, cleanup_timeout: 20s}}
     path
 }
 
+/// The lab, the PagerDuty stand-in and the config of `hubwatch run` for a fault test; `start` starts (or
+/// restarts) the daemon on its state.
+struct Setup {
+    pd: PagerDuty,
+    lab: Lab,
+    config: PathBuf,
+    listen: std::net::SocketAddr,
+    token: String,
+    log: PathBuf,
+}
+
+impl Setup {
+    async fn new(name: &str, port: u16, state: impl FnOnce(&Lab) -> PathBuf) -> Setup {
+        hubwatch::http::install_crypto_provider();
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let lab = Lab::start_for_daemon(name, port);
+        let listen = free_port();
+        let config = daemon_config(&lab, &state(&lab), &events_url, listen);
+        let (token, log) = (lab.token(), lab.dir.join(format!("{name}.log")));
+        let _ = std::fs::remove_file(&log);
+        Setup { pd, lab, config, listen, token, log }
+    }
+
+    fn start(&self) -> Daemon {
+        let env = [("HUBWATCH_TOKEN", self.token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+        Daemon::start(&self.config, self.listen, &env, self.log.clone())
+    }
+}
+
 /// A small tmpfs at `dir`, unmounted on drop; `None` where this process may not mount one.
 struct SmallDisk {
     dir: PathBuf,
@@ -102,22 +132,10 @@ async fn a_full_state_volume_delays_pages_and_never_loses_them() {
     ) {
         return;
     }
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let lab = Lab::start_for_daemon("faults-disk", 18830);
-    let Some(disk) = SmallDisk::mount(lab.dir.join("state-volume")) else {
-        assert!(std::env::var("CI").is_err(), "CI runs as root and must be able to mount a tmpfs");
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs here; sqlite_full_keeps_the_decision_until_the_store_takes_it covers SQLITE_FULL"
-        );
-        return;
-    };
-    let listen = free_port();
-    let config = daemon_config(&lab, &disk.dir.join("state.db"), &events_url, listen);
-    let token = lab.token();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
-    let daemon = Daemon::start(&config, listen, &env, lab.dir.join("faults-disk.log"));
+    let setup = Setup::new("faults-disk", 18830, |lab| lab.dir.join("state-volume/state.db")).await;
+    let disk = SmallDisk::mount(setup.lab.dir.join("state-volume")).expect("a tmpfs mounts (checked above)");
+    let (lab, pd) = (&setup.lab, &setup.pd);
+    let daemon = setup.start();
     daemon.wait_ready().await;
     let unstored = async || metric(&daemon.metrics().await, "hubwatch_state_unstored_decisions", &[]);
 
@@ -248,16 +266,9 @@ async fn pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_t
     ) {
         return;
     }
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let lab = Lab::start_for_daemon("faults-pagerduty", 18840);
-    let listen = free_port();
-    let state = fresh_state(&lab.dir, "state.db");
-    let config = daemon_config(&lab, &state, &events_url, listen);
-    let token = lab.token();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
-    let daemon = Daemon::start(&config, listen, &env, lab.dir.join("faults-pagerduty.log"));
+    let setup = Setup::new("faults-pagerduty", 18840, |lab| fresh_state(&lab.dir, "state.db")).await;
+    let (lab, pd) = (&setup.lab, &setup.pd);
+    let daemon = setup.start();
     daemon.wait_ready().await;
 
     eprintln!("phase: PagerDuty answers 500 while an outage begins");
@@ -302,17 +313,9 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("FAULTS_SEED={seed} replays this run");
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let lab = Lab::start_for_daemon("faults-kill", 18850);
-    let listen = free_port();
-    let state = fresh_state(&lab.dir, "state.db");
-    let config = daemon_config(&lab, &state, &events_url, listen);
-    let token = lab.token();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
-    let log = lab.dir.join("faults-kill.log");
-    let _ = std::fs::remove_file(&log);
-    let start = || Daemon::start(&config, listen, &env, log.clone());
+    let setup = Setup::new("faults-kill", 18850, |lab| fresh_state(&lab.dir, "state.db")).await;
+    let (lab, pd) = (&setup.lab, &setup.pd);
+    let start = || setup.start();
     let mut daemon = start();
     daemon.wait_ready().await;
     let mut kills = 0;

@@ -78,14 +78,7 @@ impl Daemon {
     /// SIGTERM, then waits for the exit code.
     pub async fn stop(mut self, limit: Duration) -> Option<i32> {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(started.elapsed() < limit, "the daemon did not exit within {limit:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.wait_exit(limit).await
     }
 
     /// Waits until the daemon exits by itself; its exit code.
