@@ -39,7 +39,8 @@ impl HubProber {
             _ => None,
         };
         // Always stop: a failed or interrupted spawn may have left a pending server behind.
-        let stop = |deadline| stop(&self.http, &self.hub.url, &token, user, deadline);
+        let server = self.server_of(user);
+        let stop = |deadline| server.stop(&token, deadline);
         let stopped = round.clean_up(Stage::StopServer, stop).await;
         let server = round.finish(spawned.map(|r| r.map(|_| ())), stopped, spawn_duration);
         server.into_iter().chain(kernel).collect()
@@ -53,20 +54,24 @@ impl HubProber {
         stages: &Stages,
         deadline: Deadline,
     ) -> Result<StartedServer, StepFailure> {
-        let (http, hub) = (&self.http, &self.hub.url);
-        stages.run(Stage::StopLeftover, stop_leftover(http, hub, Auth::Token(token), user, deadline)).await?;
+        let server = self.server_of(user);
+        stages.run(Stage::StopLeftover, server.stop_leftover(Auth::Token(token), deadline)).await?;
         let options = &self.hub.probes.server.user_options;
-        let answer = stages.run(Stage::RequestSpawn, request_spawn(http, hub, token, user, options, deadline)).await?;
+        let answer = stages.run(Stage::RequestSpawn, server.request_spawn(token, options, deadline)).await?;
         let refused = match answer {
             SpawnAnswer::Accepted => None,
             SpawnAnswer::Refused(reason) => Some(reason),
         };
-        stages.run(Stage::Progress, follow_progress(http, hub, token, user, refused, deadline)).await
+        stages.run(Stage::Progress, server.follow_progress(token, refused, deadline)).await
+    }
+
+    fn server_of<'a>(&'a self, user: &'a str) -> UserServer<'a> {
+        UserServer { http: &self.http, hub: &self.hub.url, user }
     }
 
     /// At start-up: a server an earlier run left (as hubwatch's service); whether there was one.
     pub(super) async fn stop_leftover_server(&self, user: &str, deadline: Deadline) -> Result<bool, StepFailure> {
-        stop_leftover(&self.http, &self.hub.url, Auth::Token(&self.hub.token), user, deadline).await
+        self.server_of(user).stop_leftover(Auth::Token(&self.hub.token), deadline).await
     }
 }
 
@@ -77,139 +82,195 @@ pub struct StartedServer {
     pub progress: Vec<String>,
 }
 
+/// One probe user's server on one hub, as the hub's REST API sees it.
+pub struct UserServer<'a> {
+    pub http: &'a HttpClient,
+    pub hub: &'a Url,
+    pub user: &'a str,
+}
+
+impl UserServer<'_> {
+    async fn state(&self, auth: Auth<'_>, stage: Stage, deadline: Deadline) -> Result<ServerState, StepFailure> {
+        let (http, hub, user) = (self.http, self.hub, self.user);
+        let url = hub_url(hub, &format!("hub/api/users/{}", user_path(user)));
+        let response = http
+            .call(Method::GET, url, auth, None, deadline.at)
+            .await
+            .map_err(|e| deadline.request_failure(stage, e))?;
+        match response.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")));
+            }
+            _ => return Err(StepFailure::hub(stage, format!("reading the user model: {}", response.describe()))),
+        }
+        let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+        let Some(server) = model.get("servers").and_then(|s| s.get("")) else { return Ok(ServerState::Absent) };
+        if server.get("stopped").and_then(Value::as_bool) == Some(true) {
+            return Ok(ServerState::Absent);
+        }
+        match server.get("pending").and_then(Value::as_str) {
+            Some(pending) => Ok(ServerState::Pending(pending.to_string())),
+            None if server.get("ready").and_then(Value::as_bool) == Some(true) => {
+                Ok(ServerState::Ready { url: server.get("url").and_then(Value::as_str).map(str::to_string) })
+            }
+            None => Ok(ServerState::Pending("unknown".into())),
+        }
+    }
+
+    /// Stops a server left running (or starting) by an earlier round, so this round starts from nothing.
+    pub async fn stop_leftover(&self, auth: Auth<'_>, deadline: Deadline) -> Result<bool, StepFailure> {
+        match self.state(auth, Stage::StopLeftover, deadline).await? {
+            ServerState::Absent => Ok(false),
+            _ => {
+                self.stop_as(auth, Stage::StopLeftover, deadline).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stops the server and waits until the hub no longer lists it.
+    pub async fn stop(&self, token: &Secret, deadline: Deadline) -> Result<(), StepFailure> {
+        self.stop_as(Auth::Token(token), Stage::StopServer, deadline).await
+    }
+
+    async fn stop_as(&self, auth: Auth<'_>, stage: Stage, deadline: Deadline) -> Result<(), StepFailure> {
+        let (http, hub, user) = (self.http, self.hub, self.user);
+        let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
+        let request_stop = || {
+            let url = url.clone();
+            async move {
+                let response = http
+                    .call(Method::DELETE, url, auth, None, deadline.at)
+                    .await
+                    .map_err(|e| deadline.request_failure(stage, e))?;
+                match response.status {
+                    StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => Ok(Look::Done(())),
+                    // "... is pending spawn, please wait": the stop is refused until the spawn ends.
+                    StatusCode::BAD_REQUEST => Ok(Look::NotYet(response.describe())),
+                    _ => Err(StepFailure::hub(stage, format!("stopping the server: {}", response.describe()))),
+                }
+            }
+        };
+        let refused = |saw| StepFailure::hub(stage, format!("the hub keeps refusing to stop the server: {saw}"));
+        poll_until(deadline, POLL, request_stop, refused).await?;
+        let gone = || async move {
+            match self.state(auth, stage, deadline).await? {
+                ServerState::Absent => Ok(Look::Done(())),
+                state => Ok(Look::NotYet(format!("{state:?}"))),
+            }
+        };
+        let budget = humantime::format_duration(deadline.budget);
+        let still =
+            |saw| StepFailure::hub(stage, format!("the server did not stop within the {budget} timeout ({saw})"));
+        poll_until(deadline, POLL, gone, still).await
+    }
+
+    /// Requests the spawn. A 500 hides the reason, which the progress stream then replays.
+    pub async fn request_spawn(
+        &self,
+        token: &Secret,
+        user_options: &Map<String, Value>,
+        deadline: Deadline,
+    ) -> Result<SpawnAnswer, StepFailure> {
+        let (http, hub, user) = (self.http, self.hub, self.user);
+        let stage = Stage::RequestSpawn;
+        let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
+        let body = Value::Object(user_options.clone());
+        let response = http
+            .call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at)
+            .await
+            .map_err(|e| deadline.request_failure(stage, e))?;
+        match response.status {
+            StatusCode::CREATED | StatusCode::ACCEPTED => Ok(SpawnAnswer::Accepted),
+            StatusCode::BAD_REQUEST if response.describe().contains("already running") => Ok(SpawnAnswer::Accepted),
+            s if s.is_server_error() => Ok(SpawnAnswer::Refused(response.describe())),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Err(StepFailure::hub(stage, format!("the hub is throttling spawns: {}", response.describe())))
+            }
+            StatusCode::NOT_FOUND => {
+                Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")))
+            }
+            _ => Err(StepFailure::hub(stage, response.describe())),
+        }
+    }
+
+    /// Follows `GET .../server/progress` until `ready` or `failed`.
+    pub async fn follow_progress(
+        &self,
+        token: &Secret,
+        refused: Option<String>,
+        deadline: Deadline,
+    ) -> Result<StartedServer, StepFailure> {
+        let (hub, user) = (self.hub, self.user);
+        let stage = Stage::Progress;
+        let mut response = match self.open_progress(token, deadline).await? {
+            Ok(response) => response,
+            // 400 "not starting": the spawn already ended; the user model says how.
+            Err(answer) if answer.status == StatusCode::BAD_REQUEST => {
+                return match self.state(Auth::Token(token), stage, deadline).await? {
+                    ServerState::Ready { url } => {
+                        Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] })
+                    }
+                    _ => Err(StepFailure::hub(
+                        stage,
+                        refused.unwrap_or_else(|| format!("the spawn ended without a server ({})", answer.describe())),
+                    )),
+                };
+            }
+            Err(answer) => {
+                return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe())));
+            }
+        };
+        let mut progress = Progress::default();
+        if let Some(url) = read_events(&mut response, &mut progress, deadline).await? {
+            return Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() });
+        }
+        // The stream ended without a final event: the user model decides.
+        match self.state(Auth::Token(token), stage, deadline).await? {
+            ServerState::Ready { url } => {
+                Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() })
+            }
+            state => Err(StepFailure::hub(
+                stage,
+                format!("the progress stream ended before the server was ready ({state:?})"),
+            )
+            .with_detail(progress.detail())),
+        }
+    }
+
+    /// The progress stream, or the hub's answer when it was not 200.
+    async fn open_progress(
+        &self,
+        token: &Secret,
+        deadline: Deadline,
+    ) -> Result<Result<reqwest::Response, crate::http::Response>, StepFailure> {
+        let (http, hub, user) = (self.http, self.hub, self.user);
+        let stage = Stage::Progress;
+        let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
+        let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+            .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
+        header.set_sensitive(true);
+        let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
+        let response = timeout_at(deadline.at, request.send())
+            .await
+            .map_err(|_| deadline.timed_out(stage))?
+            .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
+        if response.status() == StatusCode::OK {
+            return Ok(Ok(response));
+        }
+        let answer =
+            read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        Ok(Err(answer))
+    }
+}
+
 /// What the hub's user model says of the default server.
 #[derive(Debug, PartialEq, Eq)]
 enum ServerState {
     Absent,
     Ready { url: Option<String> },
     Pending(String),
-}
-
-async fn server_state(
-    http: &HttpClient,
-    hub: &Url,
-    auth: Auth<'_>,
-    user: &str,
-    stage: Stage,
-    deadline: Deadline,
-) -> Result<ServerState, StepFailure> {
-    let url = hub_url(hub, &format!("hub/api/users/{}", user_path(user)));
-    let response =
-        http.call(Method::GET, url, auth, None, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
-    match response.status {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")));
-        }
-        _ => return Err(StepFailure::hub(stage, format!("reading the user model: {}", response.describe()))),
-    }
-    let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-    let Some(server) = model.get("servers").and_then(|s| s.get("")) else { return Ok(ServerState::Absent) };
-    if server.get("stopped").and_then(Value::as_bool) == Some(true) {
-        return Ok(ServerState::Absent);
-    }
-    match server.get("pending").and_then(Value::as_str) {
-        Some(pending) => Ok(ServerState::Pending(pending.to_string())),
-        None if server.get("ready").and_then(Value::as_bool) == Some(true) => {
-            Ok(ServerState::Ready { url: server.get("url").and_then(Value::as_str).map(str::to_string) })
-        }
-        None => Ok(ServerState::Pending("unknown".into())),
-    }
-}
-
-/// Stops a server left running (or starting) by an earlier round, so this round starts from nothing.
-pub async fn stop_leftover(
-    http: &HttpClient,
-    hub: &Url,
-    auth: Auth<'_>,
-    user: &str,
-    deadline: Deadline,
-) -> Result<bool, StepFailure> {
-    match server_state(http, hub, auth, user, Stage::StopLeftover, deadline).await? {
-        ServerState::Absent => Ok(false),
-        _ => {
-            stop_as(http, hub, auth, user, Stage::StopLeftover, deadline).await?;
-            Ok(true)
-        }
-    }
-}
-
-/// Stops the server and waits until the hub no longer lists it.
-pub async fn stop(
-    http: &HttpClient,
-    hub: &Url,
-    token: &Secret,
-    user: &str,
-    deadline: Deadline,
-) -> Result<(), StepFailure> {
-    stop_as(http, hub, Auth::Token(token), user, Stage::StopServer, deadline).await
-}
-
-async fn stop_as(
-    http: &HttpClient,
-    hub: &Url,
-    auth: Auth<'_>,
-    user: &str,
-    stage: Stage,
-    deadline: Deadline,
-) -> Result<(), StepFailure> {
-    let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
-    let request_stop = || {
-        let url = url.clone();
-        async move {
-            let response = http
-                .call(Method::DELETE, url, auth, None, deadline.at)
-                .await
-                .map_err(|e| deadline.request_failure(stage, e))?;
-            match response.status {
-                StatusCode::NO_CONTENT | StatusCode::ACCEPTED | StatusCode::OK => Ok(Look::Done(())),
-                // "... is pending spawn, please wait": the stop is refused until the spawn ends.
-                StatusCode::BAD_REQUEST => Ok(Look::NotYet(response.describe())),
-                _ => Err(StepFailure::hub(stage, format!("stopping the server: {}", response.describe()))),
-            }
-        }
-    };
-    let refused = |saw| StepFailure::hub(stage, format!("the hub keeps refusing to stop the server: {saw}"));
-    poll_until(deadline, POLL, request_stop, refused).await?;
-    let gone = || async move {
-        match server_state(http, hub, auth, user, stage, deadline).await? {
-            ServerState::Absent => Ok(Look::Done(())),
-            state => Ok(Look::NotYet(format!("{state:?}"))),
-        }
-    };
-    let budget = humantime::format_duration(deadline.budget);
-    let still = |saw| StepFailure::hub(stage, format!("the server did not stop within the {budget} timeout ({saw})"));
-    poll_until(deadline, POLL, gone, still).await
-}
-
-/// Requests the spawn. A 500 hides the reason, which the progress stream then replays.
-pub async fn request_spawn(
-    http: &HttpClient,
-    hub: &Url,
-    token: &Secret,
-    user: &str,
-    user_options: &Map<String, Value>,
-    deadline: Deadline,
-) -> Result<SpawnAnswer, StepFailure> {
-    let stage = Stage::RequestSpawn;
-    let url = hub_url(hub, &format!("hub/api/users/{}/server", user_path(user)));
-    let body = Value::Object(user_options.clone());
-    let response = http
-        .call(Method::POST, url, Auth::Token(token), Some(&body), deadline.at)
-        .await
-        .map_err(|e| deadline.request_failure(stage, e))?;
-    match response.status {
-        StatusCode::CREATED | StatusCode::ACCEPTED => Ok(SpawnAnswer::Accepted),
-        StatusCode::BAD_REQUEST if response.describe().contains("already running") => Ok(SpawnAnswer::Accepted),
-        s if s.is_server_error() => Ok(SpawnAnswer::Refused(response.describe())),
-        StatusCode::TOO_MANY_REQUESTS => {
-            Err(StepFailure::hub(stage, format!("the hub is throttling spawns: {}", response.describe())))
-        }
-        StatusCode::NOT_FOUND => {
-            Err(StepFailure::monitor(stage, format!("probe user {user:?} does not exist on the hub")))
-        }
-        _ => Err(StepFailure::hub(stage, response.describe())),
-    }
 }
 
 pub enum SpawnAnswer {
@@ -239,74 +300,6 @@ impl Progress {
     fn last(&self) -> String {
         self.kept.back().map(|m| format!("; last progress: {m}")).unwrap_or_default()
     }
-}
-
-/// Follows `GET .../server/progress` until `ready` or `failed`.
-pub async fn follow_progress(
-    http: &HttpClient,
-    hub: &Url,
-    token: &Secret,
-    user: &str,
-    refused: Option<String>,
-    deadline: Deadline,
-) -> Result<StartedServer, StepFailure> {
-    let stage = Stage::Progress;
-    let mut response = match open_progress(http, hub, token, user, deadline).await? {
-        Ok(response) => response,
-        // 400 "not starting": the spawn already ended; the user model says how.
-        Err(answer) if answer.status == StatusCode::BAD_REQUEST => {
-            return match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
-                ServerState::Ready { url } => {
-                    Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] })
-                }
-                _ => Err(StepFailure::hub(
-                    stage,
-                    refused.unwrap_or_else(|| format!("the spawn ended without a server ({})", answer.describe())),
-                )),
-            };
-        }
-        Err(answer) => return Err(StepFailure::hub(stage, format!("reading spawn progress: {}", answer.describe()))),
-    };
-    let mut progress = Progress::default();
-    if let Some(url) = read_events(&mut response, &mut progress, deadline).await? {
-        return Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() });
-    }
-    // The stream ended without a final event: the user model decides.
-    match server_state(http, hub, Auth::Token(token), user, stage, deadline).await? {
-        ServerState::Ready { url } => {
-            Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() })
-        }
-        state => {
-            Err(StepFailure::hub(stage, format!("the progress stream ended before the server was ready ({state:?})"))
-                .with_detail(progress.detail()))
-        }
-    }
-}
-
-/// The progress stream, or the hub's answer when it was not 200.
-async fn open_progress(
-    http: &HttpClient,
-    hub: &Url,
-    token: &Secret,
-    user: &str,
-    deadline: Deadline,
-) -> Result<Result<reqwest::Response, crate::http::Response>, StepFailure> {
-    let stage = Stage::Progress;
-    let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
-    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
-        .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
-    header.set_sensitive(true);
-    let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
-    let response = timeout_at(deadline.at, request.send())
-        .await
-        .map_err(|_| deadline.timed_out(stage))?
-        .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
-    if response.status() == StatusCode::OK {
-        return Ok(Ok(response));
-    }
-    let answer =
-        read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
-    Ok(Err(answer))
 }
 
 /// Reads progress events until `ready` (`Some(the server's url, if the hub gave one)`), `failed` (an error
