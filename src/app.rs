@@ -4,6 +4,7 @@
 //! that keeps the promise (probing, then the last deliveries, then the last mirror, then the lease) and
 //! joins them all.
 
+use crate::config::TlsFiles;
 use crate::config::{Config, DiscoveryConfig, HubConfig};
 use crate::detector::DetectorSettings;
 use crate::diagnostics::collect::Collector;
@@ -24,7 +25,9 @@ use crate::signals::{Watch, changes};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
-use crate::web::{WebState, router};
+use crate::web::auth::Access;
+use crate::web::tls::TlsListener;
+use crate::web::{WebState, metrics_router, router};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
@@ -42,6 +45,8 @@ const JOIN_GRACE: Duration = Duration::from_secs(15);
 pub enum DaemonError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::web::tls::TlsError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
@@ -70,6 +75,9 @@ pub struct App {
     fence: Fence,
     /// Bound at build time (a taken port fails at once); each start of the web task serves a copy.
     listener: std::net::TcpListener,
+    metrics_listener: Option<std::net::TcpListener>,
+    /// Who may read the pages.
+    access: Arc<Access>,
 }
 
 /// A replica that leads: the tasks that keep its lease and mirror its state, and what stops them.
@@ -92,9 +100,16 @@ impl App {
         if config.pagerduty.is_none() {
             tracing::warn!("no pagerduty section: a dry run, incidents are logged and shown but never sent");
         }
-        let listen = |source| DaemonError::Listen { addr: config.listen, source };
-        let listener = std::net::TcpListener::bind(config.listen).map_err(listen)?;
-        listener.set_nonblocking(true).map_err(listen)?;
+        let listener = bind(config.listen)?;
+        let metrics_listener = config.metrics_listen.map(bind).transpose()?;
+        if let Some(files) = &config.web.tls {
+            crate::web::tls::load(files)?;
+        }
+        let access = Arc::new(Access::new(config.web.basic_auth_users.clone()));
+        if !access.required() && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "the pages, with logs and user names, are served to anyone who can reach \
+                this address: set web.basic_auth_users (or listen on loopback behind an authenticating proxy)");
+        }
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(config.state.unhealthy_after));
         Ok(App {
@@ -111,6 +126,8 @@ impl App {
             kube,
             candidate,
             listener,
+            metrics_listener,
+            access,
         })
     }
 
@@ -161,9 +178,10 @@ impl App {
         if lost { Err(DaemonError::LostLeadership) } else { Ok(()) }
     }
 
-    /// The HTTP endpoints, until `stop` (the last thing to go).
+    /// The HTTP endpoints, until `stop` (the last thing to go): the pages on `listen` (authenticated, over
+    /// TLS when configured), and `/metrics`, `/healthz`, `/readyz` on `metrics_listen`.
     fn serve(&self, stop: CancellationToken) -> JoinHandle<()> {
-        let app = router(WebState {
+        let state = WebState {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
             store: self.store.clone(),
@@ -172,24 +190,14 @@ impl App {
                 public_url: self.config.public_url.clone(),
                 threshold: self.config.incidents.min_affected_users,
             }),
-        });
-        let listener = self.listener.try_clone();
-        self.tasks.supervise("web", move || {
-            let (app, stop) = (app.clone(), stop.clone());
-            let listener = listener
-                .as_ref()
-                .map_err(|e| e.to_string())
-                .and_then(|l| l.try_clone().and_then(tokio::net::TcpListener::from_std).map_err(|e| e.to_string()));
-            async move {
-                let served = match listener {
-                    Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await,
-                    Err(e) => Err(std::io::Error::other(e)),
-                };
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the HTTP endpoint failed");
-                }
-            }
-        })
+        };
+        if let Some(listener) = &self.metrics_listener {
+            let (app, listener, stop) = (metrics_router(state.clone()), listener.try_clone(), stop.clone());
+            self.tasks.supervise("metrics_web", move || serve_on(copy(&listener), None, app.clone(), stop.clone()));
+        }
+        let (app, listener, tls) =
+            (router(state, self.access.clone()), self.listener.try_clone(), self.config.web.tls.clone());
+        self.tasks.supervise("web", move || serve_on(copy(&listener), tls.clone(), app.clone(), stop.clone()))
     }
 
     /// Stands by until this replica leads (`None`: shutdown came first), then takes over the state and
@@ -420,6 +428,49 @@ impl App {
                 Recorder::start(manager, hubs, context).await.run(&mut inputs).await;
             }
         })
+    }
+}
+
+/// Binds `addr` now (a taken port is an error at start, not later).
+fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, DaemonError> {
+    let listen = |source| DaemonError::Listen { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    Ok(listener)
+}
+
+/// A listener the runtime can use, from (a copy of) the one bound at start.
+fn copy(listener: &std::io::Result<std::net::TcpListener>) -> std::io::Result<tokio::net::TcpListener> {
+    match listener {
+        Ok(listener) => listener.try_clone().and_then(tokio::net::TcpListener::from_std),
+        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop`.
+async fn serve_on(
+    listener: std::io::Result<tokio::net::TcpListener>,
+    tls: Option<TlsFiles>,
+    app: axum::Router,
+    stop: CancellationToken,
+) {
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match (listener, tls) {
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(listener), None) => {
+            axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await.map_err(|e| e.to_string())
+        }
+        (Ok(listener), Some(files)) => match TlsListener::new(listener, files) {
+            // tap_io: how axum hands a custom listener's peer address to ConnectInfo.
+            Ok(listener) => axum::serve(axum::serve::ListenerExt::tap_io(listener, |_| {}), app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the HTTP endpoint failed");
     }
 }
 

@@ -103,9 +103,16 @@ async fn serve(dir: &Path) -> (String, String) {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let users = std::collections::BTreeMap::from([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap())]);
+    let access = std::sync::Arc::new(hubwatch::web::auth::Access::new(users));
+    let app = router(state, access).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, key)
 }
+
+/// The pages need a login: Chromium gives it in the URL.
+const USER: &str = "oncall";
+const PASSWORD: &str = "chromium-test-password";
 
 fn chromium() -> PathBuf {
     let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromium"));
@@ -155,7 +162,10 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (base, key) = serve(dir.path()).await;
+    let (address, key) = serve(dir.path()).await;
+    let refused = browse(&format!("{address}/"), &["--dump-dom"]).await;
+    assert!(!refused.contains("temple"), "nothing shown without a login: {refused}");
+    let base = address.replace("http://", &format!("http://{USER}:{PASSWORD}@"));
 
     let grid = browse(&format!("{base}/"), &["--dump-dom"]).await;
     assert_eq!(title(&grid), "hubwatch status", "no script ran");

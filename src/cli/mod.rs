@@ -2,6 +2,7 @@
 //! not run, 2 a bad config or bad arguments.
 
 mod check;
+mod hash_password;
 mod incidents;
 mod report;
 mod run;
@@ -70,6 +71,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The bcrypt hash of the password given on stdin, for `web.basic_auth_users`.
+    HashPassword,
     /// Draft the incident report of one incident (Markdown on stdout), from the state the config names.
     Report {
         /// The incident key (`hubwatch incidents` lists them).
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Incidents { config, output } => incidents::command(&config, output),
         Command::Report { key, config } => report::command(&config, &key),
         Command::Run { config } => run::command(&config),
+        Command::HashPassword => hash_password::command(),
     }
 }
 

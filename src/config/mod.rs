@@ -3,8 +3,10 @@
 
 mod secret;
 mod walk;
+mod web;
 
 pub use secret::EnvLookup;
+pub use web::{TlsFiles, WebConfig};
 
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -21,6 +23,10 @@ use crate::domain::{Capability, Secret};
 pub struct Config {
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// Authentication and TLS for the pages.
+    pub web: WebConfig,
+    /// Optional: `/metrics`, `/healthz` and `/readyz` only, never authenticated.
+    pub metrics_listen: Option<SocketAddr>,
     /// Where people reach hubwatch's pages (links in pages); default `http://{listen}`.
     pub public_url: Url,
     pub state_path: PathBuf,
@@ -313,6 +319,8 @@ fn render_problems(file: &str, problems: &[(String, String)]) -> String {
 
 const TOP_KEYS: &[&str] = &[
     "listen",
+    "metrics_listen",
+    "web",
     "public_url",
     "state_path",
     "state",
@@ -412,6 +420,8 @@ impl Validator<'_> {
             (None, Some(addr)) => Url::parse(&format!("http://{addr}/")).ok(),
             (None, None) => None,
         };
+        let web = self.web(top.get("web"));
+        let metrics_listen = self.metrics_listen(top.get("metrics_listen"));
         let state = self.state(top.get("state"));
         let scheduler = self.scheduler(top.get("scheduler"));
         let incidents = self.incidents(top.get("incidents"));
@@ -434,6 +444,8 @@ impl Validator<'_> {
         Some(Config {
             source: path.to_path_buf(),
             listen: listen?,
+            web: web?,
+            metrics_listen: metrics_listen?,
             public_url: public_url?,
             state_path: state_path?,
             state: state?,

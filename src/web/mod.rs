@@ -5,18 +5,21 @@
 //! draft) and `/api/v1/status` (the grid as JSON). Server-rendered, no JavaScript; everything from hubs and
 //! the cluster is escaped.
 
+pub mod auth;
 pub mod pages;
+pub mod tls;
 
 use crate::health::Health;
 use crate::incident::report::{self, ReportSettings};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
 use crate::store::{Store, StoreError};
-use axum::Router;
+use auth::Access;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,7 +32,9 @@ pub struct WebState {
     pub report: Arc<ReportSettings>,
 }
 
-pub fn router(state: WebState) -> Router {
+/// The pages, the API, `/metrics` and the probes' endpoints, behind `access` (every path but `/healthz` and
+/// `/readyz`), every answer with security headers. Serve it with `into_make_service_with_connect_info`.
+pub fn router(state: WebState, access: Arc<Access>) -> Router {
     Router::new()
         .route("/", get(grid))
         .route("/api/v1/status", get(status_json))
@@ -37,10 +42,20 @@ pub fn router(state: WebState) -> Router {
         .route("/incidents/{key}", get(incident))
         .route("/incidents/{key}/report.md", get(report_md))
         .route(pages::STYLE_PATH, get(style))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .merge(scrape_routes())
         .with_state(state)
+        .layer(middleware::from_fn_with_state(access, auth::require))
+        .layer(middleware::from_fn(auth::headers))
+}
+
+/// `/metrics`, `/healthz` and `/readyz` only, never authenticated (`metrics_listen`: Prometheus scrapes as
+/// it does everywhere).
+pub fn metrics_router(state: WebState) -> Router {
+    scrape_routes().with_state(state).layer(middleware::from_fn(auth::headers))
+}
+
+fn scrape_routes() -> Router<WebState> {
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 async fn style() -> Response {

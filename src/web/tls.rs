@@ -1,0 +1,135 @@
+//! TLS for the pages (`web.tls`): a listener that completes each TLS handshake in the background (under a
+//! deadline, so a client that never finishes it holds nothing up) and hands axum the connections that did.
+//! The certificate and key are read again when their files change (a renewed certificate needs no restart).
+
+use crate::config::TlsFiles;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the certificate files are looked at for a change.
+const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("web.tls: cannot read {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("web.tls: the certificate and key do not make a TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The server configuration from the PEM files.
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let read = |file: &std::path::Path, reason: String| TlsError::Read { file: file.display().to_string(), reason };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| read(&files.cert_file, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(read(&files.cert_file, "no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| read(&files.key_file, e.to_string()))?;
+    let config = ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+fn modified(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
+    let at = |file: &std::path::Path| std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    Some((at(&files.cert_file)?, at(&files.key_file)?))
+}
+
+/// Connections whose TLS handshake completed.
+pub struct TlsListener {
+    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, files: TlsFiles) -> Result<Self, TlsError> {
+        let config = load(&files)?;
+        let local =
+            tcp.local_addr().map_err(|e| TlsError::Read { file: "the listener".into(), reason: e.to_string() })?;
+        let (sender, incoming) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept(tcp, files, config, sender));
+        Ok(TlsListener { incoming, local, acceptor })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+/// Accepts connections and shakes hands with each in the background; re-reads the certificate when its
+/// files change (a bad new one is logged and the old one kept).
+async fn accept(
+    tcp: TcpListener,
+    files: TlsFiles,
+    mut config: Arc<ServerConfig>,
+    done: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    let (mut stamp, mut looked) = (modified(&files), tokio::time::Instant::now());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        if looked.elapsed() >= RELOAD_EVERY {
+            looked = tokio::time::Instant::now();
+            let now = modified(&files);
+            if now != stamp {
+                stamp = now;
+                match load(&files) {
+                    Ok(fresh) => {
+                        config = fresh;
+                        tracing::info!("web.tls: the certificate changed and was loaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "web.tls: cannot load the changed certificate; keeping the old one")
+                    }
+                }
+            }
+        }
+        let (acceptor, done) = (TlsAcceptor::from(config.clone()), done.clone());
+        handshakes.spawn(async move {
+            if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let _ = done.send((tls, peer)).await;
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(connection) => connection,
+            // The acceptor is gone (shutting down): no more connections.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

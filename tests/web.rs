@@ -1,0 +1,204 @@
+//! Web access as an operator deploys it (`hubwatch run`, no hub needed): with `web.basic_auth_users`,
+//! every page and API route answers 401 with `WWW-Authenticate` without credentials and 200 with them;
+//! `/healthz`, `/readyz` and the `metrics_listen` listener are open; security headers on every answer;
+//! failed attempts throttled per client; TLS with a certificate made in the test, and a renewed certificate
+//! taken without a restart.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::daemon::{Daemon, free_port, wait_for};
+
+const USER: &str = "oncall";
+const PASSWORD: &str = "correct horse battery staple";
+const PAGES: [&str; 6] =
+    ["/", "/incidents", "/incidents/nope", "/incidents/nope/report.md", "/api/v1/status", "/metrics"];
+
+fn hash() -> String {
+    bcrypt::hash(PASSWORD, 4).unwrap()
+}
+
+/// A config watching one unreachable hub (nothing to probe, everything to serve).
+fn write_config(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+    extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("web.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {listen}\nmetrics_listen: {metrics}\nstate_path: {}\nweb:\n  basic_auth_users: {{{USER}: \"{}\"}}\n{extra}\
+             hubs: [{{name: nowhere, url: \"http://127.0.0.1:9/\", token: {{env: HUB_TOKEN}}, users: [a, b]}}]\n",
+            dir.join("state.db").display(),
+            hash()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, &str)>) -> reqwest::Response {
+    let mut request = client.get(url);
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    request.send().await.unwrap_or_else(|e| panic!("{url}: {e} ({:?})", std::error::Error::source(&e)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttled() {
+    hubwatch::http::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir.path(), listen, metrics, "");
+    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    for path in PAGES {
+        let denied = answer(&client, &format!("{base}{path}"), None).await;
+        assert_eq!(denied.status(), 401, "{path}");
+        assert_eq!(denied.headers()["www-authenticate"], "Basic realm=\"hubwatch\"", "{path}");
+        let allowed = answer(&client, &format!("{base}{path}"), Some((USER, PASSWORD))).await;
+        let expected = if path.contains("nope") { 404 } else { 200 };
+        assert_eq!(allowed.status(), expected, "{path}");
+        let headers = allowed.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"), "no script allowed: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(answer(&client, &format!("{base}{path}"), None).await.status(), 200, "{path} stays open");
+    }
+    let scrape = format!("http://{metrics}");
+    let metrics_page = answer(&client, &format!("{scrape}/metrics"), None).await;
+    assert_eq!(metrics_page.status(), 200, "the metrics listener is open");
+    assert!(metrics_page.text().await.unwrap().contains("hubwatch_build_info"));
+    assert_eq!(answer(&client, &format!("{scrape}/incidents"), None).await.status(), 404, "and serves nothing else");
+    assert_eq!(answer(&client, &format!("{scrape}/readyz"), None).await.status(), 200);
+
+    // A wrong password: 401, ten times; then the client is throttled, even with the right one.
+    for _ in 0..10 {
+        assert_eq!(answer(&client, &format!("{base}/"), Some((USER, "guess"))).await.status(), 401);
+    }
+    let throttled = answer(&client, &format!("{base}/"), Some((USER, PASSWORD))).await;
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert!(!daemon.log().contains(PASSWORD) && !daemon.log().contains("guess"), "no password in the log");
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}
+
+/// A certificate authority named `name` and a server certificate for 127.0.0.1 it signed (openssl), as PEM
+/// files in `dir`: `(the authority's certificate, the server's certificate, its key)`.
+fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let file = |suffix: &str| dir.join(format!("{name}-{suffix}"));
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs (scripts/test.sh installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let (ca, ca_key, csr) = (format!("{name}-ca.crt"), format!("{name}-ca.key"), format!("{name}.csr"));
+    let (cert, key, ext) = (format!("{name}-server.crt"), format!("{name}-server.key"), format!("{name}.ext"));
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "2", "-subj", &format!("/CN={name} test CA"), "-keyout", &ca_key, "-out", &ca],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"], &ec[..], &["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]].concat());
+    std::fs::write(dir.join(&ext), "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (file("ca.crt"), file("server.crt"), file("server.key"))
+}
+
+/// A client that trusts only the authority `ca`.
+fn trusting(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    let root = reqwest::Certificate::from_pem(&pem).unwrap();
+    reqwest::Client::builder().tls_certs_only([root]).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_are_served_over_tls_and_a_renewed_certificate_is_taken_without_a_restart() {
+    hubwatch::http::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (first_ca, first_cert, first_key) = certificate(dir.path(), "first");
+    std::fs::copy(&first_cert, dir.path().join("tls.crt")).unwrap();
+    std::fs::copy(&first_key, dir.path().join("tls.key")).unwrap();
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir.path(), listen, metrics, "  tls: {cert_file: tls.crt, key_file: tls.key}\n");
+    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("tls.log"));
+    // /readyz over plain HTTP on the metrics listener (the pages' listener speaks TLS only).
+    let ready = format!("http://{metrics}/readyz");
+    wait_for("ready", Duration::from_secs(60), async || support::daemon::get(&ready, None).await.0 == 200).await;
+    let url = format!("https://127.0.0.1:{}/", listen.port());
+    let page = answer(&trusting(&first_ca), &url, Some((USER, PASSWORD))).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(answer(&trusting(&first_ca), &url, None).await.status(), 401);
+    let plain = reqwest::Client::new().get(format!("http://{listen}/")).send().await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "no plain HTTP on the TLS port");
+
+    // The certificate is renewed in place: within the reload interval the new one is served.
+    let (second_ca, second_cert, second_key) = certificate(dir.path(), "second");
+    std::fs::copy(&second_key, dir.path().join("tls.key")).unwrap();
+    std::fs::copy(&second_cert, dir.path().join("tls.crt")).unwrap();
+    let renewed = trusting(&second_ca);
+    wait_for("the renewed certificate", Duration::from_secs(40), async || {
+        renewed.get(&url).basic_auth(USER, Some(PASSWORD)).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}
+
+#[test]
+fn a_password_in_place_of_its_hash_is_refused_without_quoting_it() {
+    let text = "web:\n  basic_auth_users: {oncall: hunter2hunter2}\nhubs: [{name: a, url: \"http://127.0.0.1:9/\", token: {env: T}, users: [a, b]}]\n";
+    let error = hubwatch::config::Config::parse(text, Path::new("web.yaml"), &|_| Some("x".into())).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("web.basic_auth_users.oncall: expected a bcrypt hash"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn hash_password_prints_a_hash_that_verifies() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    assert!(bcrypt::verify("s3cret", hash.trim()).unwrap(), "{hash}");
+}
