@@ -40,11 +40,19 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
     if doc and doc.get("kind") == "ConfigMap" and "config.yaml" in doc.get("data", {}):
         open(sys.argv[2], "w").write(doc["data"]["config.yaml"])
 PY
-  env_names="$(grep -o 'env: [A-Z_]*' "$OUT/$name-config.yaml" | cut -d' ' -f2 | sort -u || true)"
+  env_names="$(grep -o 'env: [A-Z0-9_]*' "$OUT/$name-config.yaml" | cut -d' ' -f2 | sort -u || true)"
   env_args=()
   for var in $env_names; do
-    if [[ "$var" == PAGERDUTY_ROUTING_KEY ]]; then env_args+=("$var=0123456789abcdef0123456789abcdef"); else env_args+=("$var=x"); fi
+    case "$var" in
+      PAGERDUTY_ROUTING_KEY) env_args+=("$var=0123456789abcdef0123456789abcdef") ;;
+      # A web user's value is a bcrypt hash (what `hubwatch hash-password` prints); anything else is refused.
+      HUBWATCH_WEB_USER_*) env_args+=("$var=\$2b\$12\$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW") ;;
+      *) env_args+=("$var=x") ;;
+    esac
   done
+  # The TLS Secret's files, where the Deployment mounts them, stand in a temporary folder.
+  mkdir -p "$OUT/tls" && touch "$OUT/tls/tls.crt" "$OUT/tls/tls.key"
+  sed -i "s|/etc/hubwatch-tls/|$OUT/tls/|g" "$OUT/$name-config.yaml"
   env "${env_args[@]}" POD_NAMESPACE=monitoring target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
 done
 

@@ -59,19 +59,27 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for (user, hash) in users {
             let key = join(path, user);
-            match hash.as_str() {
-                Some(hash) if is_bcrypt(hash) && !user.is_empty() && !user.contains(':') => {
-                    out.insert(user.clone(), hash.to_string());
-                }
-                Some(_) if user.is_empty() || user.contains(':') => {
-                    self.problems.add(&key, "a user name may not be empty or hold ':'");
-                    ok = false;
+            if user.is_empty() || user.contains(':') {
+                self.problems.add(&key, "a user name may not be empty or hold ':'");
+                ok = false;
+                continue;
+            }
+            // A hash inline (as Prometheus' web config has it), or from a Secret like other credentials.
+            let hash = match hash {
+                Value::String(hash) => Some(hash.clone()),
+                other => super::secret::resolve(other, &key, self.config_dir, self.env, self.problems)
+                    .map(|s| s.expose().to_string()),
+            };
+            match hash {
+                Some(hash) if is_bcrypt(&hash) => {
+                    out.insert(user.clone(), hash);
                 }
                 // Never quote what was given: it may be a password written where its hash belongs.
-                _ => {
+                Some(_) => {
                     self.problems.add(&key, "expected a bcrypt hash ($2b$12$..., see `hubwatch hash-password`)");
                     ok = false;
                 }
+                None => ok = false,
             }
         }
         ok.then_some(out)
