@@ -59,7 +59,7 @@ fn run(hubs: usize, seconds: u64, base: &str) {
     let metrics_base = format!("http://{listen}");
     loop {
         let ready = Command::new("curl")
-            .args(["-fsS", "-o", "/dev/null", &format!("{metrics_base}/readyz")])
+            .args(["-fs", "-o", "/dev/null", &format!("{metrics_base}/readyz")])
             .status()
             .unwrap()
             .success();

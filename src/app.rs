@@ -20,6 +20,7 @@ use crate::incident::report::ReportSettings;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::probe::{self, HubProber};
+use crate::redact::Redactor;
 use crate::scheduler::{Rounds, Scheduler};
 use crate::signals::{Watch, changes};
 use crate::status::StatusBoard;
@@ -78,6 +79,8 @@ pub struct App {
     metrics_listener: Option<std::net::TcpListener>,
     /// Who may read the pages.
     access: Arc<Access>,
+    /// Shared with the log: everything taken from hubs and the cluster passes through it.
+    redactor: Arc<Redactor>,
 }
 
 /// A replica that leads: the tasks that keep its lease and mirror its state, and what stops them.
@@ -90,7 +93,8 @@ struct Leading {
 }
 
 impl App {
-    pub async fn build(config: Config) -> Result<App, DaemonError> {
+    /// `redactor` already knows the config's secrets (the log writes through it from the start).
+    pub async fn build(config: Config, redactor: Arc<Redactor>) -> Result<App, DaemonError> {
         let kube = kubernetes_client(&config).await;
         let candidate = match (&config.high_availability, &kube) {
             (Some(ha), Some(client)) => Some(Candidate::new(client.clone(), ha.clone())),
@@ -128,6 +132,7 @@ impl App {
             listener,
             metrics_listener,
             access,
+            redactor,
         })
     }
 
@@ -344,7 +349,9 @@ impl App {
         for hub in &config.hubs {
             self.metrics.set_probe_users(&hub.name, hub.users.len());
         }
-        let probers = probe::probers(config, &self.http);
+        // Discovered hubs bring tokens the config did not have.
+        self.redactor.learn(config.secrets());
+        let probers = probe::probers(config, &self.http, &self.redactor);
         tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
         clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, stop).await;
 
@@ -379,12 +386,15 @@ impl App {
                 namespace: namespace.clone(),
                 pending_after: config.kubernetes.pending_after,
                 call_timeout: config.kubernetes.call_timeout,
+                redactor: self.redactor.clone(),
             };
             let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
             self.tasks.supervise("pod_watch", move || watch.clone().run(dask, users.clone(), stop_pods.clone()));
             let (client, name, sender, stop) = (client.clone(), hub.name.clone(), hub_changes.clone(), stop.clone());
+            let redactor = self.redactor.clone();
             self.tasks.supervise("change_watch", move || {
-                changes::watch(client.clone(), name.clone(), namespace.clone(), sender.clone(), stop.clone())
+                let (client, name, namespace) = (client.clone(), name.clone(), namespace.clone());
+                changes::watch(client, name, namespace, sender.clone(), stop.clone(), redactor.clone())
             });
         }
     }
@@ -413,7 +423,10 @@ impl App {
             health: self.health.clone(),
             backlog: self.backlog.clone(),
             tasks: self.tasks.clone(),
-            collector: self.kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), config))),
+            collector: self
+                .kube
+                .as_ref()
+                .map(|client| Arc::new(Collector::new(client.clone(), config, self.redactor.clone()))),
             settings: DetectorSettings {
                 min_affected_users: config.incidents.min_affected_users,
                 window: config.incidents.window,

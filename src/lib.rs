@@ -22,6 +22,7 @@ pub mod incident;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod redact;
 pub mod scheduler;
 pub mod signals;
 pub mod status;

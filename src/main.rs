@@ -1,10 +1,13 @@
 use clap::Parser;
 use hubwatch::cli::{Cli, init_telemetry, run};
+use hubwatch::redact::Redactor;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_telemetry(cli.log_format);
+    let redactor = Arc::new(Redactor::new());
+    init_telemetry(cli.log_format, redactor.clone());
     hubwatch::http::install_crypto_provider();
-    run(cli)
+    run(cli, redactor)
 }

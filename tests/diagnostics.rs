@@ -4,8 +4,8 @@
 mod support;
 
 use hubwatch::diagnostics::collect::{Request, collect};
-use hubwatch::diagnostics::redact::Redactor;
 use hubwatch::domain::IncidentKind;
+use hubwatch::redact::Redactor;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use support::apiserver::ApiServer;
@@ -32,11 +32,14 @@ async fn diagnostics_of(scenario: Scenario, kind: IncidentKind, users: &[&str]) 
     let server = ApiServer::default();
     k8s_fixtures::load(&server, scenario, k8s_fixtures::now());
     let client = client_for(&server).await;
-    let redactor = Redactor::new(["hubwatch-0123456789abcdef0123456789abcdef".to_string()]);
+    let redactor = Redactor::knowing(["hubwatch-0123456789abcdef0123456789abcdef"]);
     let diagnostics =
         collect(&client, &request(kind, users, Duration::from_secs(5)), &redactor, k8s_fixtures::now()).await;
     let text = diagnostics.render();
     assert!(!text.contains(CANARY), "a planted secret leaked:\n{text}");
+    for secret in k8s_fixtures::PLANTED {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
     assert!(!text.contains("canary-kube-token"), "{text}");
     text
 }
@@ -87,7 +90,7 @@ async fn denied_resources_are_named_and_the_rest_is_collected() {
     let diagnostics = collect(
         &client,
         &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)),
-        &Redactor::new([]),
+        &Redactor::new(),
         k8s_fixtures::now(),
     )
     .await;
@@ -108,7 +111,7 @@ async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_th
     let down = collect(
         &client,
         &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(2)),
-        &Redactor::new([]),
+        &Redactor::new(),
         k8s_fixtures::now(),
     )
     .await;
@@ -123,7 +126,7 @@ async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_th
     let slow = collect(
         &client,
         &request(IncidentKind::HubAccess, &["alice"], Duration::from_millis(500)),
-        &Redactor::new([]),
+        &Redactor::new(),
         k8s_fixtures::now(),
     )
     .await;
@@ -142,7 +145,7 @@ async fn dask_gateway_incidents_show_the_gateway_its_clusters_and_their_users() 
     let text = collect(
         &client,
         &request(IncidentKind::DaskGateway, &["alice", "bob"], Duration::from_secs(5)),
-        &Redactor::new([]),
+        &Redactor::new(),
         t,
     )
     .await

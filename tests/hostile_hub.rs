@@ -7,6 +7,7 @@ use hubwatch::config::Config;
 use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
 use hubwatch::http::HttpClient;
 use hubwatch::probe::HubProber;
+use hubwatch::redact::Redactor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,13 @@ fn prober(hub_url: &str) -> HubProber {
         "hubs:\n  - name: stub\n    url: {hub_url}\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n    probes:\n      login: {{timeout: 2s}}\n      server: {{timeout: 2s}}\n      kernel: {{timeout: 2s}}\nscheduler: {{cleanup_timeout: 2s}}\n"
     );
     let config = Config::parse(&yaml, Path::new("stub.yaml"), &|_| Some(SERVICE_TOKEN.to_string())).unwrap();
-    HubProber::new(Arc::new(config.hubs[0].clone()), HttpClient::new().unwrap(), config.scheduler.cleanup_timeout)
+    let redactor = Arc::new(Redactor::knowing(config.secrets()));
+    HubProber::new(
+        Arc::new(config.hubs[0].clone()),
+        HttpClient::new().unwrap(),
+        config.scheduler.cleanup_timeout,
+        redactor,
+    )
 }
 
 fn failure(outcome: &ProbeOutcome) -> (Stage, String, FailureCause) {

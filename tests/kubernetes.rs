@@ -188,6 +188,7 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
         namespace: NAMESPACE.into(),
         pending_after: Duration::from_secs(60),
         call_timeout: Duration::from_secs(5),
+        redactor: std::sync::Arc::new(hubwatch::redact::Redactor::new()),
     };
     let (updates, mut received) = tokio::sync::mpsc::channel(16);
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -12,6 +12,7 @@ use Capability::*;
 use hubwatch::cli::run_all;
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
+use hubwatch::redact::Redactor;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -122,7 +123,8 @@ impl Run {
 }
 
 async fn check(config: &Config, hub: &str) -> Run {
-    let outcomes = run_all(config, Some(hub), None, &CancellationToken::new()).await.unwrap();
+    let redactor = std::sync::Arc::new(Redactor::knowing(config.secrets()));
+    let outcomes = run_all(config, Some(hub), None, &CancellationToken::new(), &redactor).await.unwrap();
     for o in &outcomes {
         eprintln!("    {} {} {} {:?} {:.2}s", o.hub, o.capability, o.user, o.result, o.duration.as_secs_f64());
     }

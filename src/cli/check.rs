@@ -6,9 +6,11 @@ use crate::config::Config;
 use crate::domain::{ProbeOutcome, ProbeResult, round_ms};
 use crate::http::HttpClient;
 use crate::probe;
+use crate::redact::Redactor;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Runs every probe user of the selected hubs through login, server with kernel, and Dask Gateway (users
@@ -18,9 +20,10 @@ pub async fn run_all(
     hub: Option<&str>,
     user: Option<&str>,
     cancel: &CancellationToken,
+    redactor: &Arc<Redactor>,
 ) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
     let http = HttpClient::new()?;
-    let probers = probe::probers(config, &http);
+    let probers = probe::probers(config, &http, redactor);
     let mut rounds = tokio::task::JoinSet::new();
     for prober in probers.into_iter().filter(|p| hub.is_none_or(|h| p.hub.name == h)) {
         let users: Vec<String> =
@@ -91,17 +94,24 @@ fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
     ]
 }
 
-pub fn command(path: &Path, hub: Option<String>, user: Option<String>, output: Output) -> ExitCode {
+pub fn command(
+    path: &Path,
+    hub: Option<String>,
+    user: Option<String>,
+    output: Output,
+    redactor: Arc<Redactor>,
+) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    redactor.learn(config.secrets());
     if let Err(problem) = check_selection(&config, hub.as_deref(), user.as_deref()) {
         eprintln!("hubwatch: {}: {problem}", config.source.display());
         return ExitCode::from(BAD_CONFIG);
     }
     until_signal(|cancel| async move {
-        let outcomes = match run_all(&config, hub.as_deref(), user.as_deref(), &cancel).await {
+        let outcomes = match run_all(&config, hub.as_deref(), user.as_deref(), &cancel, &redactor).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 eprintln!("hubwatch: {e}");

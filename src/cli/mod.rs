@@ -13,10 +13,12 @@ pub use check::run_all;
 pub use table::Output;
 
 use crate::config::Config;
+use crate::redact::Redactor;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -91,13 +93,14 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-pub fn run(cli: Cli) -> ExitCode {
+/// Runs the command; `redactor` is the one the log writes through (the config's secrets are added to it).
+pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
     match cli.command {
         Command::Validate { config } => validate::command(&config),
-        Command::Check { config, hub, user, output } => check::command(&config, hub, user, output),
+        Command::Check { config, hub, user, output } => check::command(&config, hub, user, output, redactor),
         Command::Incidents { config, output } => incidents::command(&config, output),
         Command::Report { key, config } => report::command(&config, &key),
-        Command::Run { config } => run::command(&config),
+        Command::Run { config } => run::command(&config, redactor),
         Command::HashPassword => hash_password::command(),
     }
 }
@@ -139,11 +142,48 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-pub fn init_telemetry(format: LogFormat) {
+/// The log: to stderr, every record through `redactor`.
+pub fn init_telemetry(format: LogFormat, redactor: Arc<Redactor>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactedStderr(redactor));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Makes a writer per log record that redacts the whole record before it reaches stderr (the formatter
+/// writes a record in pieces; a secret split across two pieces is still caught).
+struct RedactedStderr(Arc<Redactor>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedRecord;
+
+    fn make_writer(&'a self) -> RedactedRecord {
+        RedactedRecord { redactor: self.0.clone(), record: Vec::new() }
+    }
+}
+
+struct RedactedRecord {
+    redactor: Arc<Redactor>,
+    record: Vec<u8>,
+}
+
+impl std::io::Write for RedactedRecord {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.record.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedRecord {
+    fn drop(&mut self) {
+        let text = self.redactor.redact(&String::from_utf8_lossy(&self.record));
+        // Nowhere to report a failed write to stderr.
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
     }
 }

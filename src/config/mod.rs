@@ -389,6 +389,26 @@ impl Config {
     pub fn hub(&self, name: &str) -> Option<&HubConfig> {
         self.hubs.iter().find(|h| h.name == name)
     }
+
+    /// Every secret value the config holds, for the redactor: hub tokens, probe passwords, the routing key,
+    /// the PagerDuty REST token, and the web users' hashes (not secrets that open anything, but nothing to show).
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut secrets: Vec<&str> = Vec::new();
+        for hub in &self.hubs {
+            secrets.push(hub.token.expose());
+            if let LoginMethod::Form { password } = &hub.login {
+                secrets.push(password.expose());
+            }
+        }
+        if let Some(pagerduty) = &self.pagerduty {
+            secrets.push(pagerduty.routing_key.expose());
+            if let Some(updates) = &pagerduty.status_updates {
+                secrets.push(updates.api_token.expose());
+            }
+        }
+        secrets.extend(self.web.basic_auth_users.values().map(String::as_str));
+        secrets
+    }
 }
 
 /// Reads one probe's keys from its table into the settings; false if any is invalid.

@@ -2,15 +2,16 @@
 //! slow or broken API server makes sections say "not collected", never makes the page wait.
 
 use super::kubectl::{self, event_last_seen};
-use super::redact::Redactor;
 use super::{Diagnostics, Keep, Section};
 use crate::domain::IncidentKind;
+use crate::redact::Redactor;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The label z2jh puts on user server pods, and the annotation that names their user.
@@ -243,11 +244,20 @@ async fn fetch(client: &Client, request: &Request<'_>) -> Fetched {
     Fetched { pods, events, nodes, claims, quotas, logs: logs.into_iter().flatten().collect(), clusters }
 }
 
+/// The names of the pods and Dask clusters fetched: what the sections are about, kept by redaction.
+fn object_names(fetched: &Fetched) -> Vec<String> {
+    let pods = fetched.pods.iter().flatten().filter_map(|pod| pod.metadata.name.clone());
+    let clusters = fetched.clusters.iter().flatten().flatten().filter_map(|cluster| cluster.metadata.name.clone());
+    pods.chain(clusters).collect()
+}
+
 /// The sections, in kubectl's layout, from what was fetched (pure).
 fn render(fetched: Fetched, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Vec<Section> {
     let ns = request.namespace;
+    let names = object_names(&fetched);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let section = |command: String, output: Result<String, String>, keep: Keep| match output {
-        Ok(text) => Section::ok(command, redactor.redact(&text), keep),
+        Ok(text) => Section::ok(command, redactor.redact_keeping(&text, &names), keep),
         Err(why) => Section::failed(command, redactor.redact(&why)),
     };
     let Fetched { pods, events, nodes, claims, quotas, logs, clusters } = fetched;
@@ -363,30 +373,20 @@ pub fn dask_clusters(clusters: &[DynamicObject]) -> String {
     kubectl::tabwrite(&lines, 3)
 }
 
-/// What the daemon holds to collect diagnostics: the client, the redactor (which also knows hubwatch's own
-/// secrets) and, per hub, its namespace.
+/// What the daemon holds to collect diagnostics: the client, the redactor and, per hub, its namespace.
 pub struct Collector {
     client: Client,
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
     namespaces: std::collections::HashMap<String, String>,
     log_lines: i64,
     call_timeout: Duration,
 }
 
 impl Collector {
-    pub fn new(client: Client, config: &crate::config::Config) -> Self {
-        let mut known: Vec<String> = config.hubs.iter().map(|h| h.token.expose().to_string()).collect();
-        for hub in &config.hubs {
-            if let crate::config::LoginMethod::Form { password } = &hub.login {
-                known.push(password.expose().to_string());
-            }
-        }
-        if let Some(pagerduty) = &config.pagerduty {
-            known.push(pagerduty.routing_key.expose().to_string());
-        }
+    pub fn new(client: Client, config: &crate::config::Config, redactor: Arc<Redactor>) -> Self {
         Collector {
             client,
-            redactor: Redactor::new(known),
+            redactor,
             namespaces: config.hubs.iter().filter_map(|h| Some((h.name.clone(), h.namespace.clone()?))).collect(),
             log_lines: i64::from(config.kubernetes.log_lines),
             call_timeout: config.kubernetes.call_timeout,

@@ -5,7 +5,6 @@
 
 pub mod collect;
 pub mod kubectl;
-pub mod redact;
 
 use crate::http::truncate;
 use std::time::SystemTime;

@@ -19,6 +19,7 @@ pub use round::HubProber;
 use crate::config::Config;
 use crate::domain::{Stage, StageTiming, StepFailure, round_ms};
 use crate::http;
+use crate::redact::Redactor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,8 +127,12 @@ pub fn user_path(user: &str) -> String {
     out
 }
 
-/// One prober per hub of `config`, sharing `http`.
-pub fn probers(config: &Config, http: &http::HttpClient) -> Vec<Arc<HubProber>> {
+/// One prober per hub of `config`, sharing `http` and `redactor`.
+pub fn probers(config: &Config, http: &http::HttpClient, redactor: &Arc<Redactor>) -> Vec<Arc<HubProber>> {
     let cleanup = config.scheduler.cleanup_timeout;
-    config.hubs.iter().map(|hub| Arc::new(HubProber::new(Arc::new(hub.clone()), http.clone(), cleanup))).collect()
+    config
+        .hubs
+        .iter()
+        .map(|hub| Arc::new(HubProber::new(Arc::new(hub.clone()), http.clone(), cleanup, redactor.clone())))
+        .collect()
 }

@@ -9,6 +9,7 @@ use super::{Deadline, Stages};
 use crate::config::HubConfig;
 use crate::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use crate::http::HttpClient;
+use crate::redact::Redactor;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,14 +26,16 @@ pub struct HubProber {
     pub hub: Arc<HubConfig>,
     pub(super) http: HttpClient,
     pub(super) cleanup_timeout: Duration,
+    /// What the hub says goes through it before it becomes an outcome.
+    redactor: Arc<Redactor>,
     /// Each probe user's minted token (see `login.rs`).
     pub(super) tokens: HashMap<String, Mutex<Option<super::login::CachedToken>>>,
 }
 
 impl HubProber {
-    pub fn new(hub: Arc<HubConfig>, http: HttpClient, cleanup_timeout: Duration) -> Self {
+    pub fn new(hub: Arc<HubConfig>, http: HttpClient, cleanup_timeout: Duration, redactor: Arc<Redactor>) -> Self {
         let tokens = hub.users.iter().map(|u| (u.clone(), Mutex::new(None))).collect();
-        HubProber { hub, http, cleanup_timeout, tokens }
+        HubProber { hub, http, cleanup_timeout, redactor, tokens }
     }
 
     /// A round of `capability` for `user`, starting now, with `timeout` for its steps.
@@ -153,7 +156,17 @@ impl<'a> Round<'a> {
         self.outcome(ProbeResult::Blocked { by }, Duration::ZERO)
     }
 
+    /// The attempt's outcome; a failure's words (which quote the hub) redacted.
     pub fn outcome(self, result: ProbeResult, duration: Duration) -> ProbeOutcome {
+        let redactor = &self.prober.redactor;
+        let result = match result {
+            ProbeResult::Failed(failure) => ProbeResult::Failed(StepFailure {
+                reason: redactor.redact(&failure.reason),
+                detail: failure.detail.map(|d| redactor.redact(&d)),
+                ..failure
+            }),
+            other => other,
+        };
         ProbeOutcome {
             hub: self.prober.hub.name.clone(),
             user: self.user.to_string(),

@@ -3,12 +3,14 @@
 //! 4 minutes before the outage". The first listing only records what is there; changes after it are sent.
 
 use crate::domain::HubChange;
+use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +39,9 @@ pub fn template_of(deployment: &Deployment) -> Template {
     Template { generation: deployment.metadata.generation.unwrap_or_default(), images, annotations }
 }
 
-fn short(value: &str) -> String {
-    crate::http::truncate(value, 100)
-}
-
-/// What changed, one line each, images first.
-pub fn differences(before: &Template, after: &Template) -> Vec<String> {
+/// What changed, one line each, images first; values redacted (annotations may hold anything) and cut short.
+pub fn differences(before: &Template, after: &Template, redactor: &Redactor) -> Vec<String> {
+    let short = |value: &str| redactor.redact_bounded(value, 100);
     let mut lines = Vec::new();
     let pairs = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
         let keys: std::collections::BTreeSet<String> = a.keys().chain(b.keys()).cloned().collect();
@@ -70,6 +69,7 @@ pub async fn watch(
     namespace: String,
     changes: mpsc::Sender<HubChange>,
     shutdown: CancellationToken,
+    redactor: Arc<Redactor>,
 ) {
     let api: Api<Deployment> = Api::namespaced(client, &namespace);
     let stream = watcher::watcher(api, watcher::Config::default().labels("component=hub")).default_backoff();
@@ -101,7 +101,7 @@ pub async fn watch(
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let after = template_of(&deployment);
         let Some(before) = known.insert(name.clone(), after.clone()) else { continue };
-        let lines = differences(&before, &after);
+        let lines = differences(&before, &after, &redactor);
         if lines.is_empty() {
             continue;
         }
@@ -133,9 +133,10 @@ mod tests {
     #[test]
     fn an_upgrade_and_a_config_change_are_named_and_nothing_else() {
         let before = template("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c");
-        assert!(differences(&before, &before).is_empty());
+        let redactor = Redactor::new();
+        assert!(differences(&before, &before, &redactor).is_empty());
         assert_eq!(
-            differences(&before, &template("quay.io/jupyterhub/k8s-hub:4.2.0", "9a1f")),
+            differences(&before, &template("quay.io/jupyterhub/k8s-hub:4.2.0", "9a1f"), &redactor),
             [
                 "image of container hub: quay.io/jupyterhub/k8s-hub:4.1.0 -> quay.io/jupyterhub/k8s-hub:4.2.0",
                 "pod template annotation checksum/config-map: 5e2c -> 9a1f",

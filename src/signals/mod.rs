@@ -12,12 +12,14 @@ pub mod pods;
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
 use crate::diagnostics::kubectl::event_last_seen;
 use crate::domain::{Capability, RealUsers};
+use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +81,8 @@ pub struct Watch {
     pub namespace: String,
     pub pending_after: Duration,
     pub call_timeout: Duration,
+    /// Pod and event messages are the cluster's words: redacted before they become evidence.
+    pub redactor: Arc<Redactor>,
 }
 
 impl Watch {
@@ -125,6 +129,9 @@ impl Watch {
             if sent.as_ref() != Some(&changed) {
                 sent = Some(changed);
                 self.add_scheduling_events(&mut users, &pending).await;
+                for (reason, _) in users.values_mut() {
+                    *reason = self.redactor.redact(reason);
+                }
                 let update = RealUsers { hub: self.hub.clone(), capability, users };
                 if updates.send(update).await.is_err() {
                     return;

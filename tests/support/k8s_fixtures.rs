@@ -233,7 +233,32 @@ const HUB_LOG: &str = "[I 2026-11-24 09:58:01.120 JupyterHub log:192] 200 GET /h
 [I 2026-11-24 09:59:02.501 JupyterHub log:192] 302 GET /hub/oauth_login?next=%2Fhub%2F -> /hub/login?token=CANARY (@10.8.0.1) 1.02ms
 [D 2026-11-24 09:59:10.000 JupyterHub proxy:880] Proxying request with Authorization: token CANARY
 [E 2026-11-24 09:59:40.777 JupyterHub spawner:2410] Pod jupyter-bob did not start in 300 seconds!
+[W 2026-11-24 09:59:41.000 JupyterHub log:192] 404 DELETE /hub/api/authorizations/token/53c10e1d9fe7412dada16f0ddf534d22 (::1) 2.10ms
+[D 2026-11-24 09:59:41.100 JupyterHub app:2410] env: {\"log\": \"{\\\"cookie_secret\\\": \\\"PLANTEDcookieSecretValue01\\\"}\"}
+[E 2026-11-24 09:59:41.200 JupyterHub spawner:2410] pull secret {\"auths\":{\"quay.io\":{\"auth\":\"dGVtcGxlOlBMQU5URUQtcmVnaXN0cnk=\"}}}
+[D 2026-11-24 09:59:41.300 JupyterHub app:2410] db_url: postgresql://jupyterhub:PLANTEDdbPassword@db.temple.svc:5432/jupyterhub
+[D 2026-11-24 09:59:41.400 JupyterHub base:700] Setting cookie jupyterhub-hub-login=2|1:0|10:1795514400|20:jupyterhub-hub-login|40:UExBTlRFRC1jb29raWUtdmFsdWU=|9f3e
+[W 2026-11-24 09:59:41.500 JupyterHub app:2410] AWS_ACCESS_KEY_ID=AKIAPLANTEDEXAMPLE01 aws_secret_access_key=PLANTEDwJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLE
+[D 2026-11-24 09:59:41.600 JupyterHub app:2410] git credentials ghp_PLANTED0123456789abcdefghijABCDEFGH github_pat_11PLANTED0123456789_abcdefghijklmnopqrstuvwxyz
+[D 2026-11-24 09:59:41.700 JupyterHub oauth:120] id_token eyJhbGciOiJSUzI1NiJ9.eyJQTEFOVEVEIjoiand0In0.UExBTlRFRC1zaWduYXR1cmU
+[W 2026-11-24 09:59:41.800 JupyterHub app:2410] webhook https://hooks.slack.com/services/T0PLANTED/B0PLANTED/PLANTEDslackWebhook01
 ";
+
+/// The secrets of every kind the hub log above carries (besides [`CANARY`]): diagnostics must show none.
+pub const PLANTED: [&str; 12] = [
+    "53c10e1d9fe7412dada16f0ddf534d22",
+    "PLANTEDcookieSecretValue01",
+    "dGVtcGxlOlBMQU5URUQtcmVnaXN0cnk",
+    "PLANTEDdbPassword",
+    "UExBTlRFRC1jb29raWUtdmFsdWU",
+    "AKIAPLANTEDEXAMPLE01",
+    "PLANTEDwJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLE",
+    "ghp_PLANTED",
+    "github_pat_11PLANTED",
+    "eyJQTEFOVEVEIjoiand0In0",
+    "PLANTEDslackWebhook01",
+    "UExBTlRFRC1zaWduYXR1cmU",
+];
 
 const HUB_PREVIOUS_LOG: &str = "[I 2026-11-24 09:57:01.000 JupyterHub app:3349] Running JupyterHub version 5.2.1
 [I 2026-11-24 09:57:02.000 JupyterHub app:2859] Loading 14212 users from the database

@@ -37,6 +37,8 @@ pub enum Progress {
     EndlessLine,
     Garbage,
     FailedEmpty,
+    /// Failed, with the next of `Behaviour::failure_messages` (in turn) as the message.
+    FailedWith,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -56,6 +58,7 @@ pub struct Behaviour {
     pub mint: Mint,
     pub progress: Progress,
     pub kernel_socket: KernelSocket,
+    pub failure_messages: std::collections::VecDeque<String>,
 }
 
 #[derive(Default)]
@@ -198,6 +201,16 @@ async fn progress(State(stub): State<Stub>, Path(user): Path<String>) -> Respons
         Progress::Garbage => Body::from("data: {not json\n\n"),
         Progress::FailedEmpty => {
             Body::from("data: {\"progress\": 100, \"failed\": true, \"message\": \"Spawn failed: \"}\n\n")
+        }
+        Progress::FailedWith => {
+            let message = {
+                let mut behaviour = stub.behaviour.lock().unwrap();
+                let next = behaviour.failure_messages.pop_front().unwrap_or_default();
+                behaviour.failure_messages.push_back(next.clone());
+                next
+            };
+            let event = json!({"progress": 100, "failed": true, "message": format!("Spawn failed: {message}")});
+            Body::from(format!("data: {event}\n\n"))
         }
     };
     ([("content-type", "text/event-stream")], body).into_response()
