@@ -33,6 +33,28 @@ for values in "$CHART"/ci/*-values.yaml; do
   "$HELM" lint --strict --quiet "$CHART" -f "$values" >/dev/null
   "$HELM" template hubwatch "$CHART" -f "$values" --namespace monitoring > "$OUT/$name.yaml"
   "$VALIDATE" --strict --quiet --no-warn "$OUT/$name.yaml"
+  # Least privilege: Secrets are read only by name — hubwatch's own token Secret in hub namespaces, its state
+  # Secret in its own — and never z2jh's hub Secret; nothing lists or watches Secrets.
+  "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for doc in docs:
+    if doc["kind"] not in ("Role", "ClusterRole"):
+        continue
+    for rule in doc.get("rules", []):
+        if "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", []):
+            continue
+        reads = set(rule["verbs"]) & {"get", "list", "watch", "*"}
+        where = f'{doc["kind"]} {doc["metadata"]["name"]}'
+        if reads and not rule.get("resourceNames"):
+            sys.exit(f"{where} reads Secrets without naming them: {rule}")
+        if reads & {"list", "watch", "*"}:
+            sys.exit(f"{where} lists or watches Secrets: {rule}")
+        if "hub" in rule.get("resourceNames", []):
+            sys.exit(f"{where} reads z2jh's hub Secret: {rule}")
+        if doc["kind"] == "ClusterRole" and len(rule.get("resourceNames", [])) != 1:
+            sys.exit(f"{where} reads more than hubwatch's own token Secret: {rule}")
+PY
   # The config the chart renders must be one hubwatch accepts, with the secrets it names in the environment.
   "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" "$OUT/$name-config.yaml" <<'PY'
 import sys, yaml
@@ -114,8 +136,13 @@ promtool check rules "$OUT/dashboard-rules.yaml" >/dev/null
 promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$TOOLS/venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/daskhub-values.yaml
 
-# The schema rejects unknown keys, and more than one replica without leader election.
-for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple" "highAvailability.x=1"; do
+# By default the pages are not open to the cluster: a NetworkPolicy admits only what values name.
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/networkpolicy.yaml \
+  | grep -q "kind: NetworkPolicy" || { echo "chart: no NetworkPolicy by default" >&2; exit 1; }
+
+# The schema rejects unknown keys, more than one replica without leader election, and z2jh's hub Secret.
+for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple" "highAvailability.x=1" \
+  "config.kubernetes.discovery.tokenSecret=hub"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
     echo "chart: the schema accepted --set $bad" >&2
     exit 1

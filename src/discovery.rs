@@ -1,16 +1,23 @@
 //! Discovery (optional): the hubs of a cluster, so that a new hub is watched without editing hubwatch's
 //! config. A hub is a Deployment labelled `component=hub` (zero-to-jupyterhub); it is named after its
 //! namespace; its public URL is the `hubwatch.jupyter.org/url` annotation on the Deployment, else the
-//! `proxy-public` Service's load balancer, else that Service's cluster DNS name; hubwatch's service token is
-//! one key of one Secret in its namespace (read by name: RBAC can allow exactly that Secret). Probe users come
-//! from `kubernetes.discovery.users` or the Deployment's `hubwatch.jupyter.org/users` annotation. A hub or
-//! namespace that `hubs` names explicitly is left alone: explicit config wins.
+//! `proxy-public` Service's load balancer, else that Service's cluster DNS name. Probe users come from
+//! `kubernetes.discovery.users` or the Deployment's `hubwatch.jupyter.org/users` annotation. A hub or namespace
+//! that `hubs` names explicitly is left alone: explicit config wins.
+//!
+//! Least privilege: hubwatch's token is one key of a Secret of its own in the hub's namespace (default
+//! `hubwatch`; read by name, so RBAC can grant exactly that Secret), or one token hubwatch holds — never z2jh's
+//! `hub` Secret, which holds the hub's cookie secret, the proxy's token and every service's token. And since
+//! annotations steer where hubwatch sends that token, an annotated URL must be https (http only to loopback or
+//! a Service of the hub's own namespace) and name a host of the namespace's Ingresses or of
+//! `kubernetes.discovery.allowed_hosts`; a Dask Gateway URL may also name the hub's own host.
 
 use crate::domain::Secret;
 
-use crate::config::{DiscoveryConfig, HubConfig, LoginMethod};
+use crate::config::{DiscoveryConfig, DiscoveryToken, HubConfig, LoginMethod};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret as KubeSecret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 use url::Url;
@@ -38,14 +45,102 @@ fn with_slash(mut url: Url) -> Url {
     url
 }
 
-/// The hub's public URL: the annotation, else the proxy-public load balancer, else its cluster DNS name.
-pub fn hub_url(deployment: &Deployment, proxy: Option<&Service>, namespace: &str) -> Result<Url, String> {
-    if let Some(text) = annotation(deployment, URL_ANNOTATION) {
-        let url = Url::parse(text).map_err(|e| format!("annotation {URL_ANNOTATION} {text:?} is not a URL ({e})"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("annotation {URL_ANNOTATION} {text:?} is not an http(s) URL"));
+/// Where hubwatch may send a hub's token when an annotation names the URL.
+#[derive(Debug, Clone)]
+pub struct TrustedHosts {
+    namespace: String,
+    /// Host names and `*.domain` wildcards (one label, as Ingress rules read them).
+    patterns: Vec<String>,
+}
+
+impl TrustedHosts {
+    pub fn new(namespace: &str, ingress_hosts: Vec<String>, allowed_hosts: &[String]) -> Self {
+        let patterns = ingress_hosts.into_iter().chain(allowed_hosts.iter().cloned()).collect();
+        TrustedHosts { namespace: namespace.to_string(), patterns }
+    }
+
+    /// Also `host` (the hub's own, for its gateway).
+    fn and(&self, host: &str) -> Self {
+        let mut trusted = self.clone();
+        trusted.patterns.push(host.to_string());
+        trusted
+    }
+
+    /// Loopback, or a Service of the hub's namespace (`NAME.NAMESPACE.svc`, optionally `.cluster.local`).
+    fn local(&self, host: &str) -> bool {
+        let in_namespace = |domain: &str| {
+            host.strip_suffix(domain)
+                .and_then(|rest| rest.strip_suffix(&format!(".{}", self.namespace)))
+                .is_some_and(|service| !service.is_empty() && !service.contains('.'))
+        };
+        let loopback = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        loopback || host == "localhost" || in_namespace(".svc") || in_namespace(".svc.cluster.local")
+    }
+
+    fn named(&self, host: &str) -> bool {
+        self.patterns.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+            None => pattern.eq_ignore_ascii_case(host),
+        })
+    }
+
+    /// The URL an annotation gives, if hubwatch may send the hub's token there.
+    pub fn check(&self, annotation: &str, text: &str) -> Result<Url, String> {
+        let url =
+            Url::parse(text.trim()).map_err(|e| format!("annotation {annotation} {text:?} is not a URL ({e})"))?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let local = self.local(&host);
+        let refused = match url.scheme() {
+            _ if !url.username().is_empty() || url.password().is_some() => Some("carries credentials".to_string()),
+            "https" if local || self.named(&host) => None,
+            "http" if local => None,
+            "https" => Some(format!(
+                "names {host}, which is neither a host of the namespace's Ingresses nor in \
+                 kubernetes.discovery.allowed_hosts"
+            )),
+            "http" => Some(format!(
+                "is plain http to {host}: the token would cross the network in clear text (http is only for \
+                 loopback and the Services of the hub's namespace)"
+            )),
+            _ => Some("is not an http(s) URL".to_string()),
+        };
+        match refused {
+            None => Ok(with_slash(url)),
+            Some(why) => Err(format!("annotation {annotation} {why}; hubwatch does not send the hub's token there")),
         }
-        return Ok(with_slash(url));
+    }
+}
+
+/// The hosts a namespace's Ingresses serve (rules and TLS).
+pub fn ingress_hosts(ingresses: &[Ingress]) -> Vec<String> {
+    let mut hosts: Vec<String> = ingresses
+        .iter()
+        .filter_map(|i| i.spec.as_ref())
+        .flat_map(|spec| {
+            let rules = spec.rules.iter().flatten().filter_map(|r| r.host.clone());
+            let tls = spec.tls.iter().flatten().flat_map(|t| t.hosts.clone().unwrap_or_default());
+            rules.chain(tls).collect::<Vec<_>>()
+        })
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// The hub's public URL: the annotation (if trusted), else the proxy-public load balancer, else its cluster
+/// DNS name.
+pub fn hub_url(
+    deployment: &Deployment,
+    proxy: Option<&Service>,
+    namespace: &str,
+    trusted: &TrustedHosts,
+) -> Result<Url, String> {
+    if let Some(text) = annotation(deployment, URL_ANNOTATION) {
+        return trusted.check(URL_ANNOTATION, text);
     }
     let Some(proxy) = proxy else {
         return Err(format!("no {URL_ANNOTATION} annotation and no {PROXY_SERVICE} Service"));
@@ -64,17 +159,21 @@ pub fn hub_url(deployment: &Deployment, proxy: Option<&Service>, namespace: &str
     Url::parse(&format!("{scheme}://{host}/")).map_err(|e| format!("{PROXY_SERVICE} gives no usable URL ({e})"))
 }
 
+/// What discovery found in a hub's namespace besides its Deployment.
+pub struct Found<'a> {
+    pub proxy: Option<&'a Service>,
+    pub token: Option<String>,
+    pub trusted: &'a TrustedHosts,
+}
+
 /// A discovered hub, or why it cannot be watched.
-pub fn hub_from(
-    deployment: &Deployment,
-    proxy: Option<&Service>,
-    token: Option<String>,
-    settings: &DiscoveryConfig,
-) -> Result<HubConfig, String> {
+pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryConfig) -> Result<HubConfig, String> {
     let namespace = deployment.metadata.namespace.clone().ok_or("the Deployment has no namespace")?;
-    let url = hub_url(deployment, proxy, &namespace)?;
-    let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-        format!("no hubwatch token: Secret {:?} has no key {:?}", settings.token_secret, settings.token_key)
+    let url = hub_url(deployment, found.proxy, &namespace, found.trusted)?;
+    let token = found.token.filter(|t| !t.trim().is_empty()).ok_or_else(|| match &settings.token {
+        // Worded without "token:", which reads as a secret's key to the redactor.
+        DiscoveryToken::Secret { name, key } => format!("Secret {name:?} has no key {key:?} (hubwatch's token)"),
+        DiscoveryToken::Held(_) => "kubernetes.discovery.token is empty".to_string(),
     })?;
     let users: Vec<String> = match annotation(deployment, USERS_ANNOTATION) {
         Some(list) => list.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
@@ -83,10 +182,11 @@ pub fn hub_from(
     if users.len() < 2 {
         return Err(format!("{} probe users; at least two are needed (annotation {USERS_ANNOTATION})", users.len()));
     }
+    let gateway_hosts = found.trusted.and(url.host_str().unwrap_or_default());
     let dask_gateway = match annotation(deployment, DASK_GATEWAY_ANNOTATION) {
         None => None,
         Some(text) => Some(crate::config::DaskGatewayConfig {
-            url: with_slash(Url::parse(text).map_err(|e| format!("annotation {DASK_GATEWAY_ANNOTATION}: {e}"))?),
+            url: gateway_hosts.check(DASK_GATEWAY_ANNOTATION, text)?,
             cluster_options: Default::default(),
         }),
     };
@@ -139,23 +239,45 @@ pub async fn discover(
         if named || hubs.iter().any(|h| h.name == namespace) {
             continue;
         }
-        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-        let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
-        let (proxy, secret) = tokio::join!(
-            timed(timeout, services.get_opt(PROXY_SERVICE)),
-            timed(timeout, secrets.get_opt(&settings.token_secret))
-        );
-        let found = proxy.and_then(|proxy| {
-            let token = secret?
-                .and_then(|s| s.data?.get(&settings.token_key).map(|b| String::from_utf8_lossy(&b.0).into_owned()));
-            hub_from(deployment, proxy.as_ref(), token, settings)
-        });
-        match found {
+        match look_at(client, deployment, namespace, settings, timeout).await {
             Ok(hub) => hubs.push(hub),
             Err(reason) => tracing::warn!(namespace, %reason, "a hub was found but cannot be watched"),
         }
     }
     Ok(hubs)
+}
+
+/// Reads what a hub needs besides its Deployment: its proxy Service, hubwatch's token, and (only when an
+/// annotation names a URL) its namespace's Ingresses.
+async fn look_at(
+    client: &kube::Client,
+    deployment: &Deployment,
+    namespace: &str,
+    settings: &DiscoveryConfig,
+    timeout: Duration,
+) -> Result<HubConfig, String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let annotated = [URL_ANNOTATION, DASK_GATEWAY_ANNOTATION].iter().any(|key| annotation(deployment, key).is_some());
+    let ingresses = async {
+        if !annotated {
+            return Ok(Vec::new());
+        }
+        let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
+        timed(timeout, api.list(&ListParams::default())).await.map(|list| ingress_hosts(&list.items))
+    };
+    let token = async {
+        match &settings.token {
+            DiscoveryToken::Held(token) => Ok::<_, String>(Some(token.expose().to_string())),
+            DiscoveryToken::Secret { name, key } => {
+                let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
+                let secret = timed(timeout, secrets.get_opt(name)).await?;
+                Ok(secret.and_then(|s| s.data?.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned())))
+            }
+        }
+    };
+    let (proxy, token, hosts) = tokio::join!(timed(timeout, services.get_opt(PROXY_SERVICE)), token, ingresses);
+    let trusted = TrustedHosts::new(namespace, hosts?, &settings.allowed_hosts);
+    hub_from(deployment, Found { proxy: proxy?.as_ref(), token: token?, trusted: &trusted }, settings)
 }
 
 /// Whether two hub lists would be probed the same way (same hubs, URLs, users, tokens and gateways).
@@ -182,8 +304,8 @@ mod tests {
         DiscoveryConfig {
             namespaces: vec![],
             users: vec!["hubwatch-probe-1".into(), "hubwatch-probe-2".into()],
-            token_secret: "hub".into(),
-            token_key: "hub.services.hubwatch.apiToken".into(),
+            token: DiscoveryToken::Secret { name: "hubwatch".into(), key: "token".into() },
+            allowed_hosts: vec![],
             every: Duration::from_secs(300),
             probes: ProbeSettings::default(),
         }
@@ -206,32 +328,87 @@ mod tests {
         .unwrap()
     }
 
+    fn trusted() -> TrustedHosts {
+        let ingress: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "jupyterhub", "namespace": "temple"},
+            "spec": {"rules": [{"host": "temple.example.org"}], "tls": [{"hosts": ["*.temple.example.org"]}]},
+        }))
+        .unwrap();
+        TrustedHosts::new("temple", ingress_hosts(&[ingress]), &["hubs.example.net".to_string()])
+    }
+
     #[test]
     fn the_url_comes_from_the_annotation_then_the_load_balancer_then_cluster_dns() {
         let annotated = deployment(json!({URL_ANNOTATION: "https://temple.example.org"}));
-        assert_eq!(hub_url(&annotated, None, "temple").unwrap().as_str(), "https://temple.example.org/");
+        assert_eq!(hub_url(&annotated, None, "temple", &trusted()).unwrap().as_str(), "https://temple.example.org/");
         let plain = deployment(json!({}));
         let balanced = service(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}), 443);
-        assert_eq!(hub_url(&plain, Some(&balanced), "temple").unwrap().as_str(), "https://203.0.113.7/");
+        assert_eq!(hub_url(&plain, Some(&balanced), "temple", &trusted()).unwrap().as_str(), "https://203.0.113.7/");
         let internal = service(json!({}), 80);
         assert_eq!(
-            hub_url(&plain, Some(&internal), "temple").unwrap().as_str(),
+            hub_url(&plain, Some(&internal), "temple", &trusted()).unwrap().as_str(),
             "http://proxy-public.temple.svc.cluster.local/"
         );
-        assert!(hub_url(&plain, None, "temple").unwrap_err().contains("no proxy-public Service"));
-        let bad = deployment(json!({URL_ANNOTATION: "ftp://x"}));
-        assert!(hub_url(&bad, None, "temple").unwrap_err().contains("not an http(s) URL"));
+        assert!(hub_url(&plain, None, "temple", &trusted()).unwrap_err().contains("no proxy-public Service"));
+    }
+
+    #[test]
+    fn an_annotated_url_must_be_https_to_a_known_host_or_http_within_the_namespace() {
+        let trusted = trusted();
+        for ok in [
+            "https://temple.example.org/",
+            "https://lab.temple.example.org/",
+            "https://hubs.example.net/temple/",
+            "http://proxy-public.temple.svc/",
+            "http://proxy-public.temple.svc.cluster.local:8000/",
+            "http://127.0.0.1:18500/",
+            "https://TEMPLE.example.org/",
+        ] {
+            assert!(trusted.check(URL_ANNOTATION, ok).is_ok(), "{ok} refused");
+        }
+        for (refused, why) in [
+            ("https://evil.example.com/", "neither a host of the namespace's Ingresses"),
+            ("https://a.b.temple.example.org/", "neither a host"),
+            ("https://temple.example.org.evil.com/", "neither a host"),
+            ("http://temple.example.org/", "plain http"),
+            ("http://proxy-public.other.svc/", "plain http"),
+            ("http://evil.temple.svc.evil.com/", "plain http"),
+            ("https://u:p@temple.example.org/", "carries credentials"),
+            ("ftp://temple.example.org/", "not an http(s) URL"),
+            ("not a url", "is not a URL"),
+        ] {
+            let error = trusted.check(URL_ANNOTATION, refused).unwrap_err();
+            assert!(error.contains(why), "{refused}: {error}");
+            assert!(!error.contains("u:p"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_may_also_be_on_the_hubs_own_host() {
+        let found = |trusted: &TrustedHosts, url: &str, gateway: &str| {
+            let annotated = deployment(json!({URL_ANNOTATION: url, DASK_GATEWAY_ANNOTATION: gateway}));
+            hub_from(&annotated, Found { proxy: None, token: Some("t".into()), trusted }, &settings())
+        };
+        let own = TrustedHosts::new("temple", vec![], &["hubs.example.net".into()]);
+        let hub =
+            found(&own, "https://hubs.example.net/temple", "https://hubs.example.net/services/dask-gateway").unwrap();
+        assert_eq!(hub.dask_gateway.unwrap().url.as_str(), "https://hubs.example.net/services/dask-gateway/");
+        let elsewhere = found(&own, "https://hubs.example.net/temple", "https://gateway.example.com/").unwrap_err();
+        assert!(elsewhere.contains("hubwatch.jupyter.org/dask-gateway-url names gateway.example.com"), "{elsewhere}");
     }
 
     #[test]
     fn a_hub_needs_a_token_and_two_users_and_takes_them_from_annotations() {
+        let trusted = trusted();
+        let found = |token: Option<&str>| Found { proxy: None, token: token.map(String::from), trusted: &trusted };
         let annotated = deployment(json!({URL_ANNOTATION: "https://temple.example.org", USERS_ANNOTATION: "a, b"}));
-        let hub = hub_from(&annotated, None, Some("token\n".into()), &settings()).unwrap();
+        let hub = hub_from(&annotated, found(Some("token\n")), &settings()).unwrap();
         assert_eq!((hub.name.as_str(), hub.namespace.as_deref()), ("temple", Some("temple")));
         assert_eq!(hub.users, ["a", "b"]);
         assert_eq!(hub.token.expose(), "token");
-        assert!(hub_from(&annotated, None, None, &settings()).unwrap_err().contains("no hubwatch token"));
-        let one = deployment(json!({URL_ANNOTATION: "https://t.example.org", USERS_ANNOTATION: "a"}));
-        assert!(hub_from(&one, None, Some("t".into()), &settings()).unwrap_err().contains("at least two"));
+        let missing = hub_from(&annotated, found(None), &settings()).unwrap_err();
+        assert!(missing.contains("Secret \"hubwatch\" has no key \"token\""), "{missing}");
+        let one = deployment(json!({URL_ANNOTATION: "https://temple.example.org", USERS_ANNOTATION: "a"}));
+        assert!(hub_from(&one, found(Some("t")), &settings()).unwrap_err().contains("at least two"));
     }
 }

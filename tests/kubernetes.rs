@@ -233,6 +233,14 @@ async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_ch
     k8s_fixtures::load_discoverable_hub(&api, "temple", lab.url.as_str(), "probe-1,probe-2", Some(&token));
     // No token for this one: found, but not watchable; it is logged and skipped.
     k8s_fixtures::load_discoverable_hub(&api, "lake", lab.url.as_str(), "probe-3,probe-4", None);
+    // This one's annotation would send the token to a host none of its Ingresses serve: refused.
+    k8s_fixtures::load_discoverable_hub(
+        &api,
+        "marsh",
+        "https://collector.example.com/",
+        "probe-3,probe-4",
+        Some(&token),
+    );
     let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
     let listen = free_port();
     let config_path = lab.dir.join("discovery.yaml");
@@ -270,7 +278,9 @@ defaults:
         login_ok(&daemon.metrics().await, "temple") >= 2.0
     })
     .await;
-    assert!(daemon.log().contains("a hub was found but cannot be watched"), "the hub without a token is named");
+    let log = daemon.log();
+    assert!(log.contains("namespace=\"lake\"") && log.contains("Secret \"hubwatch\" has no key \"token\""), "{log}");
+    assert!(log.contains("namespace=\"marsh\"") && log.contains("names collector.example.com"), "{log}");
 
     eprintln!("phase: a new hub appears");
     k8s_fixtures::load_discoverable_hub(&api, "river", lab.url.as_str(), "probe-3,probe-4", Some(&token));
@@ -284,7 +294,10 @@ defaults:
         requests.iter().any(|r| r.starts_with("/apis/apps/v1/deployments?labelSelector=component")),
         "{requests:?}"
     );
-    assert!(requests.iter().any(|r| r == "/api/v1/namespaces/river/secrets/hub"), "the Secret is read by name");
+    assert!(requests.iter().any(|r| r == "/api/v1/namespaces/river/secrets/hubwatch"), "its own Secret, by name");
+    assert!(!requests.iter().any(|r| r.contains("/secrets/hub?") || r.ends_with("/secrets/hub")), "never z2jh's");
+    assert!(!requests.iter().any(|r| r.ends_with("/secrets") || r.contains("/secrets?")), "Secrets never listed");
+    assert!(requests.iter().any(|r| r.starts_with("/apis/networking.k8s.io/v1/namespaces/marsh/ingresses")));
     assert!(!daemon.log().contains(&token) && !daemon.log().contains(CANARY), "no secret in the log");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }

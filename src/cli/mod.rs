@@ -145,7 +145,10 @@ async fn shutdown_signal() {
 /// The log: to stderr, every record through `redactor`.
 pub fn init_telemetry(format: LogFormat, redactor: Arc<Redactor>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactedStderr(redactor));
+    // Colours only for a person at a terminal, not in `kubectl logs` or a file.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colours).with_writer(RedactedStderr(redactor));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

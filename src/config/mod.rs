@@ -101,14 +101,24 @@ pub struct DiscoveryConfig {
     pub namespaces: Vec<String>,
     /// Probe users on discovered hubs (a hub's `hubwatch.jupyter.org/users` annotation overrides).
     pub users: Vec<String>,
-    /// The Secret in the hub's namespace holding hubwatch's service token, and its key (z2jh keeps a
-    /// service's token in the `hub` Secret under `hub.services.NAME.apiToken`).
-    pub token_secret: String,
-    pub token_key: String,
+    /// Where hubwatch's service token for a discovered hub comes from.
+    pub token: DiscoveryToken,
+    /// Hosts a hub's URL annotation may name besides its namespace's Ingress hosts (`*.example.org`: one
+    /// label under example.org, as Ingress wildcards).
+    pub allowed_hosts: Vec<String>,
     /// How often to look again.
     pub every: Duration,
     /// The probe settings of discovered hubs (`defaults.probes`).
     pub probes: ProbeSettings,
+}
+
+/// hubwatch's token for a discovered hub.
+#[derive(Debug, Clone)]
+pub enum DiscoveryToken {
+    /// A Secret of hubwatch's own in each hub's namespace (read by name: RBAC grants exactly that name).
+    Secret { name: String, key: String },
+    /// One token for every discovered hub, held by hubwatch (no Secret is read at all).
+    Held(Secret),
 }
 
 impl Default for KubernetesConfig {
@@ -350,7 +360,10 @@ const PAGERDUTY_KEYS: &[&str] = &[
 ];
 const KUBERNETES_KEYS: &[&str] =
     &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after", "discovery"];
-const DISCOVERY_KEYS: &[&str] = &["enabled", "namespaces", "users", "token_secret", "token_key", "every"];
+const DISCOVERY_KEYS: &[&str] =
+    &["enabled", "namespaces", "users", "token", "token_secret", "token_key", "allowed_hosts", "every"];
+/// z2jh's Secret: the hub's cookie secret, the proxy's token and every service's token. Never hubwatch's to read.
+const Z2JH_HUB_SECRET: &str = "hub";
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
 const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
@@ -399,6 +412,9 @@ impl Config {
             if let LoginMethod::Form { password } = &hub.login {
                 secrets.push(password.expose());
             }
+        }
+        if let Some(DiscoveryToken::Held(token)) = self.kubernetes.discovery.as_ref().map(|d| &d.token) {
+            secrets.push(token.expose());
         }
         if let Some(pagerduty) = &self.pagerduty {
             secrets.push(pagerduty.routing_key.expose());
@@ -810,51 +826,72 @@ impl Validator<'_> {
     }
 
     fn discovery(&mut self, value: &Value, defaults: Option<&ProbeSettings>) -> Option<Option<DiscoveryConfig>> {
-        let mut table = Table::new(value, "kubernetes.discovery", DISCOVERY_KEYS, self.problems)?;
-        let mut ok = true;
-        let enabled =
-            table.get("enabled").map_or(Some(true), |v| boolean(v, "kubernetes.discovery.enabled", self.problems));
-        ok &= enabled.is_some();
-        let enabled = enabled.unwrap_or(false);
+        const PATH: &str = "kubernetes.discovery";
+        let mut table = Table::new(value, PATH, DISCOVERY_KEYS, self.problems)?;
+        let enabled = table.get("enabled").map_or(Some(true), |v| boolean(v, &join(PATH, "enabled"), self.problems));
         let mut list = |key: &'static str, problems: &mut Problems| match table.get(key) {
             None => Some(Vec::new()),
-            Some(v) => string_list(v, &format!("kubernetes.discovery.{key}"), problems),
+            Some(v) => string_list(v, &join(PATH, key), problems),
         };
         let namespaces = list("namespaces", self.problems);
         let users = list("users", self.problems);
-        if let Some(users) = &users
-            && enabled
-            && users.len() < 2
-        {
+        let allowed_hosts = list("allowed_hosts", self.problems);
+        let token = self.discovery_token(&mut table);
+        let mut every = Duration::from_secs(300);
+        let durations_ok = self.durations(&mut table, [("every", &mut every)]);
+        table.finish(self.problems);
+        let (enabled, users, allowed_hosts) = (enabled?, users?, allowed_hosts?);
+        if enabled && users.len() < 2 {
             self.problems.add(
-                "kubernetes.discovery.users",
+                &join(PATH, "users"),
                 "at least two probe users are needed for discovered hubs (one user alone never makes an incident)",
             );
-            ok = false;
+            return None;
         }
-        let mut text = |key: &'static str, default: &str, problems: &mut Problems| match table.get(key) {
-            None => Some(default.to_string()),
-            Some(v) => string(v, &format!("kubernetes.discovery.{key}"), problems),
-        };
-        let token_secret = text("token_secret", "hub", self.problems);
-        let token_key = text("token_key", "hub.services.hubwatch.apiToken", self.problems);
-        let mut every = Duration::from_secs(300);
-        ok &= self.durations(&mut table, [("every", &mut every)]);
-        table.finish(self.problems);
-        if !ok {
+        if let Some(host) = allowed_hosts.iter().find(|h| !host_pattern(h)) {
+            self.problems
+                .add(&join(PATH, "allowed_hosts"), format!("{host:?} is not a host name or a *.domain wildcard"));
+            return None;
+        }
+        let (namespaces, token) = (namespaces?, token?);
+        if !durations_ok {
             return None;
         }
         if !enabled {
             return Some(None);
         }
-        Some(Some(DiscoveryConfig {
-            namespaces: namespaces?,
-            users: users?,
-            token_secret: token_secret?,
-            token_key: token_key?,
-            every,
-            probes: defaults?.clone(),
-        }))
+        Some(Some(DiscoveryConfig { namespaces, users, token, allowed_hosts, every, probes: defaults?.clone() }))
+    }
+
+    /// `token` (held by hubwatch) or `token_secret`/`token_key` (a Secret of hubwatch's own per namespace),
+    /// never z2jh's `hub` Secret.
+    fn discovery_token(&mut self, table: &mut Table) -> Option<DiscoveryToken> {
+        const PATH: &str = "kubernetes.discovery";
+        let (held, name, key) = (table.get("token"), table.get("token_secret"), table.get("token_key"));
+        if let Some(held) = held {
+            if name.is_some() || key.is_some() {
+                self.problems.add(&join(PATH, "token"), "give either token or token_secret/token_key, not both");
+                return None;
+            }
+            let token = secret::resolve(held, &join(PATH, "token"), self.config_dir, self.env, self.problems)?;
+            return Some(DiscoveryToken::Held(token));
+        }
+        let text = |value: Option<&Value>, key: &str, default: &str, problems: &mut Problems| match value {
+            None => Some(default.to_string()),
+            Some(v) => string(v, &join(PATH, key), problems),
+        };
+        let name = text(name, "token_secret", "hubwatch", self.problems);
+        let key = text(key, "token_key", "token", self.problems);
+        let name = name?;
+        if name == Z2JH_HUB_SECRET {
+            self.problems.add(
+                &join(PATH, "token_secret"),
+                "z2jh's hub Secret holds the hub's cookie secret, the proxy's token and every service's token; \
+                 hubwatch reads only a Secret of its own: put its token in one (default name hubwatch, key token)",
+            );
+            return None;
+        }
+        Some(DiscoveryToken::Secret { name, key: key? })
     }
 
     fn scheduler(&mut self, value: Option<&Value>) -> Option<SchedulerConfig> {
@@ -1156,6 +1193,17 @@ impl Validator<'_> {
 }
 
 /// A URL for messages: scheme, host and path only.
+/// A host name (`hub.example.org`) or a wildcard of one label (`*.example.org`).
+fn host_pattern(text: &str) -> bool {
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        })
+}
+
 pub fn redact_url(url: &Url) -> String {
     format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
 }

@@ -78,6 +78,7 @@ fn kind_of(resource: &str) -> &'static str {
         "secrets" => "Secret",
         "configmaps" => "ConfigMap",
         "leases" => "Lease",
+        "ingresses" => "Ingress",
         _ => "Unknown",
     }
 }
@@ -87,6 +88,7 @@ fn api_version_of(resource: &str) -> &'static str {
         "daskclusters" => "gateway.dask.org/v1alpha1",
         "deployments" => "apps/v1",
         "leases" => "coordination.k8s.io/v1",
+        "ingresses" => "networking.k8s.io/v1",
         _ => "v1",
     }
 }

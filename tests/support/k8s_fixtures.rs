@@ -458,7 +458,8 @@ pub fn hub_deployment(image: &str, checksum: &str, generation: i64) -> Value {
 }
 
 /// A hub found by discovery in `namespace`: its Deployment (URL and probe users in annotations), the
-/// `proxy-public` Service, and the `hub` Secret holding hubwatch's token under z2jh's key.
+/// `proxy-public` Service, the `hubwatch` Secret holding hubwatch's token, and z2jh's `hub` Secret (which
+/// hubwatch must never read: it holds every service's token).
 pub fn load_discoverable_hub(server: &ApiServer, namespace: &str, url: &str, users: &str, token: Option<&str>) {
     server.put("deployments", json!({
         "metadata": {"name": "hub", "namespace": namespace, "generation": 1, "creationTimestamp": "2026-01-10T08:00:00Z",
@@ -476,14 +477,22 @@ pub fn load_discoverable_hub(server: &ApiServer, namespace: &str, url: &str, use
             "status": {"loadBalancer": {}},
         }),
     );
+    use base64_shim::encode;
     if let Some(token) = token {
-        use base64_shim::encode;
-        server.put("secrets", json!({
-            "metadata": {"name": "hub", "namespace": namespace},
-            "type": "Opaque",
-            "data": {"hub.services.hubwatch.apiToken": encode(token.as_bytes()), "hub.config.CryptKeeper.keys": encode(CANARY.as_bytes())},
-        }));
+        server.put(
+            "secrets",
+            json!({
+                "metadata": {"name": "hubwatch", "namespace": namespace},
+                "type": "Opaque",
+                "data": {"token": encode(token.as_bytes())},
+            }),
+        );
     }
+    server.put("secrets", json!({
+        "metadata": {"name": "hub", "namespace": namespace},
+        "type": "Opaque",
+        "data": {"hub.services.hubwatch.apiToken": encode(CANARY.as_bytes()), "hub.config.CryptKeeper.keys": encode(CANARY.as_bytes())},
+    }));
 }
 
 /// Secrets' `data` is base64 on the wire.
