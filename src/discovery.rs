@@ -15,6 +15,7 @@
 use crate::domain::Secret;
 
 use crate::config::{DiscoveryConfig, DiscoveryToken, HubConfig, LoginMethod};
+use crate::kubeapi::{list, timed};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret as KubeSecret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -202,13 +203,6 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
     })
 }
 
-async fn timed<T>(timeout: Duration, call: impl Future<Output = Result<T, kube::Error>>) -> Result<T, String> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
-    }
-}
-
 /// The hubs found now, minus those `explicit` already names (by hub name or namespace). A hub that cannot be
 /// watched is logged and left out until the next look; only a failed listing is an error.
 pub async fn discover(
@@ -221,14 +215,14 @@ pub async fn discover(
     let mut deployments = Vec::new();
     if settings.namespaces.is_empty() {
         let api: Api<Deployment> = Api::all(client.clone());
-        let list = timed(timeout, api.list(&selector)).await;
-        deployments = list.map_err(|reason| DiscoveryError::List { scope: String::new(), reason })?.items;
+        let found = list(api, selector, timeout).await;
+        deployments = found.map_err(|reason| DiscoveryError::List { scope: String::new(), reason })?;
     } else {
         for namespace in &settings.namespaces {
             let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            let list = timed(timeout, api.list(&selector)).await;
+            let found = list(api, selector.clone(), timeout).await;
             let scope = format!(" in {namespace}");
-            deployments.extend(list.map_err(|reason| DiscoveryError::List { scope, reason })?.items);
+            deployments.extend(found.map_err(|reason| DiscoveryError::List { scope, reason })?);
         }
     }
     deployments.sort_by_key(|d| (d.metadata.namespace.clone(), d.metadata.name.clone()));
@@ -263,7 +257,7 @@ async fn look_at(
             return Ok(Vec::new());
         }
         let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
-        timed(timeout, api.list(&ListParams::default())).await.map(|list| ingress_hosts(&list.items))
+        list(api, ListParams::default(), timeout).await.map(|ingresses| ingress_hosts(&ingresses))
     };
     let token = async {
         match &settings.token {

@@ -10,8 +10,10 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 use url::Url;
 
-/// Largest response body read from a hub; JupyterHub's answers are a few KB.
-pub const BODY_LIMIT: usize = 1 << 20;
+/// Largest response body read from a hub; JupyterHub's answers (and its login page) are a few KB. With
+/// answers parsed only into the fields hubwatch reads (never into a JSON tree), a round holds at most about
+/// twice this: 256 rounds at once stay inside 64 MiB however the hubs answer.
+pub const BODY_LIMIT: usize = 128 * 1024;
 /// Longest hub message quoted in a failure reason.
 const MESSAGE_LIMIT: usize = 300;
 
@@ -58,9 +60,12 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("HTTP {} with a body that is not JSON ({e})", self.status.as_u16()))
+    /// The body as `T`: only the fields `T` names are kept; whatever else a hub sends is skipped, never built
+    /// into a JSON tree (whose size could be tens of times the body's).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!("HTTP {} with a body that is not JSON hubwatch understands ({e})", self.status.as_u16())
+        })
     }
 
     /// "HTTP 500 Internal Server Error: <the hub's message>", safe to log.
@@ -182,13 +187,18 @@ pub fn hub_message(headers: &HeaderMap, body: &[u8]) -> String {
     let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
     let message = if content_type.contains("json") || text.trim_start().starts_with('{') {
-        serde_json::from_str::<serde_json::Value>(&text)
+        #[derive(serde::Deserialize)]
+        struct Said {
+            #[serde(default)]
+            message: Text,
+            #[serde(default)]
+            error: Text,
+            #[serde(default)]
+            detail: Text,
+        }
+        serde_json::from_str::<Said>(&text)
             .ok()
-            .and_then(|v| {
-                ["message", "error", "detail"]
-                    .iter()
-                    .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string))
-            })
+            .and_then(|said| said.message.0.or(said.error.0).or(said.detail.0))
             .unwrap_or_default()
     } else if content_type.contains("html") || text.contains("<html") {
         html_element_text(&text, "class=\"login_error\"")
@@ -198,6 +208,60 @@ pub fn hub_message(headers: &HeaderMap, body: &[u8]) -> String {
         String::new()
     };
     truncate(&scrub(&message), MESSAGE_LIMIT)
+}
+
+/// A field that is text when the other side behaves; anything else (a number, an object) is skipped without
+/// being built, so one odd field neither fails the whole answer nor costs memory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text(pub Option<String>);
+
+impl Text {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct AnyValue;
+        impl<'de> Visitor<'de> for AnyValue {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text, E> {
+                Ok(Text(Some(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(AnyValue)
+    }
 }
 
 /// The text inside the first element whose opening tag contains `marker`, tags stripped, whitespace folded.
@@ -255,6 +319,32 @@ pub fn scrub(text: &str) -> String {
 
 pub use crate::domain::truncate;
 
+/// `link` (a path or URL a hub gave: a server's URL, a form's action) resolved against `base`, if it stays
+/// on `base`'s scheme, host and port. A hub's answer must not steer hubwatch's tokens, cookies or passwords
+/// elsewhere: `//other.example.com/x` is a URL on another host, not a path.
+pub fn on_origin(base: &Url, link: &str) -> Result<Url, String> {
+    let url = base.join(link).map_err(|e| format!("{:?} is not a URL ({e})", truncate(link, 100)))?;
+    if url.origin() != base.origin() {
+        return Err(format!(
+            "it points to {}://{}, not the hub ({}); hubwatch sends its credentials only to the hub",
+            url.scheme(),
+            url.host_str().unwrap_or("(no host)"),
+            base.origin().ascii_serialization()
+        ));
+    }
+    Ok(url)
+}
+
+/// Whether `text` (a kernel id, a Dask cluster name an answer gave) can go into a URL path as one segment
+/// as it is: letters, digits, `-`, `_` and `.`, not `.` or `..` (which would climb the path).
+pub fn path_segment(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text != "."
+        && text != ".."
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +388,36 @@ mod tests {
         assert!(header.is_sensitive());
         assert_eq!(header.to_str().unwrap(), "jupyterhub abc");
         assert!(Auth::None.header().is_none());
+    }
+
+    #[test]
+    fn links_stay_on_the_hubs_origin() {
+        let hub = Url::parse("https://hub.example.org/prefix/").unwrap();
+        assert_eq!(on_origin(&hub, "/prefix/user/a/").unwrap().as_str(), "https://hub.example.org/prefix/user/a/");
+        assert_eq!(
+            on_origin(&hub, "hub/login?next=").unwrap().as_str(),
+            "https://hub.example.org/prefix/hub/login?next="
+        );
+        for elsewhere in [
+            "//evil.example.com/user/a/",
+            "https://evil.example.com/",
+            "http://hub.example.org/prefix/",
+            "https://hub.example.org:8443/",
+            "\\\\evil.example.com/x",
+        ] {
+            let error = on_origin(&hub, elsewhere).unwrap_err();
+            assert!(error.contains("not the hub (https://hub.example.org)"), "{elsewhere}: {error}");
+        }
+    }
+
+    #[test]
+    fn only_plain_segments_go_into_paths() {
+        for ok in ["5f1c1b7e-2d3a-4c7e-9a51-0d3f4b2a6c11", "temple.8f14e45fceea167a5a36dedd4bea2543", "k_1"] {
+            assert!(path_segment(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../../hub/api/users", "a/b", "a?b", "a%2Fb", "a b", "é"] {
+            assert!(!path_segment(bad), "{bad}");
+        }
     }
 
     #[test]

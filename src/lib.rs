@@ -19,6 +19,7 @@ pub mod ha;
 pub mod health;
 pub mod http;
 pub mod incident;
+pub mod kubeapi;
 pub mod metrics;
 pub mod notify;
 pub mod probe;

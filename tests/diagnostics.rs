@@ -157,3 +157,57 @@ async fn dask_gateway_incidents_show_the_gateway_its_clusters_and_their_users() 
     assert!(!text.contains(CANARY), "{text}");
     assert_golden("diagnostics-dask-gateway.txt", &text);
 }
+
+#[tokio::test]
+async fn a_crowded_namespace_is_listed_in_pages_and_a_flooding_log_read_in_bounded_bytes() {
+    let server = ApiServer::default();
+    let t = k8s_fixtures::now();
+    k8s_fixtures::load(&server, Scenario::NodePoolFull, t);
+    // 1,200 events: three pages of 500.
+    for i in 0..1_200u64 {
+        let message = format!("crowd event {i:04}");
+        let age = 3_600 - i;
+        server.put(
+            "events",
+            k8s_fixtures::event(
+                t,
+                &format!("crowd{i}"),
+                "Pod",
+                "jupyter-dave",
+                "Normal",
+                "Pulled",
+                &message,
+                age,
+                age,
+                1,
+                "kubelet",
+            ),
+        );
+    }
+    // A hub that logs 4 KB lines: 50 of them are 200 KB, more than is read.
+    let line = format!("[W 2026-11-24 09:59:00.000 JupyterHub app:1] {}", "x".repeat(4_000));
+    server.set_log("hub-7d9f8b6c5-x2k4p", "hub", false, &format!("{line}\n").repeat(60));
+    let client = client_for(&server).await;
+    let text =
+        collect(&client, &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)), &Redactor::new(), t)
+            .await
+            .render();
+    let requests = server.requests();
+    for page in ["limit=500", "continue=offset-500&limit=500", "continue=offset-1000&limit=500"] {
+        assert!(
+            requests.iter().any(|r| r.starts_with("/api/v1/namespaces/temple/events?") && r.contains(page)),
+            "{page}: {requests:?}"
+        );
+    }
+    assert!(text.contains("crowd event 1199"), "the newest event, from the last page, is listed:\n{text}");
+    assert!(
+        requests.iter().any(|r| r.contains("/pods/hub-7d9f8b6c5-x2k4p/log?") && r.contains("limitBytes=131072")),
+        "{requests:?}"
+    );
+    let hub_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("[pod/hub-7d9f8b6c5-x2k4p/hub] [W")).collect();
+    assert!(!hub_lines.is_empty(), "{text}");
+    assert!(
+        hub_lines.iter().all(|l| l.len() == "[pod/hub-7d9f8b6c5-x2k4p/hub] ".len() + line.len()),
+        "no line cut short"
+    );
+}

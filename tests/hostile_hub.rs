@@ -1,5 +1,7 @@
 //! Probes against a stand-in hub that misbehaves: each fails with the right capability, stage and reason
-//! within its timeout, and clean-up still happens. Real sockets, so real (short) time.
+//! within its timeout, and clean-up still happens. Real sockets, so real (short) time. A hostile hub cannot
+//! steer hubwatch's credentials elsewhere (a server URL or a form action on another origin reaches a
+//! bystander server that records nothing) nor into other paths (kernel ids, cluster names).
 
 mod support;
 
@@ -11,14 +13,19 @@ use hubwatch::redact::Redactor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::stub_hub::{KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub};
+use support::stub_hub::{GatewayBehaviour, KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub, bystander};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn prober(hub_url: &str) -> HubProber {
+    prober_with(hub_url, "")
+}
+
+/// A prober of the stub with `extra` hub keys (a login method, a gateway).
+fn prober_with(hub_url: &str, extra: &str) -> HubProber {
     let yaml = format!(
-        "hubs:\n  - name: stub\n    url: {hub_url}\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n    probes:\n      login: {{timeout: 2s}}\n      server: {{timeout: 2s}}\n      kernel: {{timeout: 2s}}\nscheduler: {{cleanup_timeout: 2s}}\n"
+        "hubs:\n  - name: stub\n    url: {hub_url}\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n{extra}    probes:\n      login: {{timeout: 2s}}\n      server: {{timeout: 2s}}\n      kernel: {{timeout: 2s}}\n      dask_gateway: {{timeout: 3s}}\nscheduler: {{cleanup_timeout: 2s}}\n"
     );
     let config = Config::parse(&yaml, Path::new("stub.yaml"), &|_| Some(SERVICE_TOKEN.to_string())).unwrap();
     let redactor = Arc::new(Redactor::knowing(config.secrets()));
@@ -28,6 +35,10 @@ fn prober(hub_url: &str) -> HubProber {
         config.scheduler.cleanup_timeout,
         redactor,
     )
+}
+
+fn with_gateway(hub_url: &str) -> HubProber {
+    prober_with(hub_url, &format!("    dask_gateway: {{url: \"{hub_url}services/dask-gateway\"}}\n"))
 }
 
 fn failure(outcome: &ProbeOutcome) -> (Stage, String, FailureCause) {
@@ -63,7 +74,7 @@ async fn a_huge_body_fails_the_login_without_reading_it_all() {
     let outcome = prober(&url).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
     let (stage, reason, cause) = failure(&outcome);
     assert_eq!((stage, cause), (Stage::MintToken, FailureCause::Hub));
-    assert!(reason.contains("larger than 1048576 bytes"), "{reason}");
+    assert!(reason.contains("larger than 131072 bytes"), "{reason}");
 }
 
 #[tokio::test]
@@ -197,4 +208,74 @@ async fn a_cancelled_round_reports_nothing_but_still_stops_the_server() {
     let outcomes = prober(&url).probe_server("probe-1", true, &cancel).await;
     assert!(outcomes.is_empty(), "{outcomes:?}");
     assert!(!stub.record.lock().unwrap().server_running);
+}
+
+#[tokio::test]
+async fn a_server_url_on_another_host_gets_no_token() {
+    let (other, seen) = bystander().await;
+    let (stub, url) = stub_with(|b| b.server_url = Some(format!("//{other}/user/probe-1/"))).await;
+    let started = Instant::now();
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
+    let (stage, reason, cause) = failure(&outcomes[0]);
+    assert_eq!((stage, cause), (Stage::Progress, FailureCause::Hub));
+    assert!(reason.contains("points to http://127.0.0.1, not the hub (http://127.0.0.1:"), "{reason}");
+    assert_eq!(outcomes[1].result, ProbeResult::Blocked { by: Capability::Server });
+    assert!(seen.lock().unwrap().is_empty(), "a request went to another host: {:?}", seen.lock().unwrap());
+    assert!(!stub.record.lock().unwrap().server_running, "the server is still stopped");
+}
+
+#[tokio::test]
+async fn a_login_form_posting_elsewhere_gets_no_password() {
+    let (other, seen) = bystander().await;
+    let (_, url) = stub_with(|b| b.form_action = Some(format!("http://{other}/hub/login"))).await;
+    let prober = prober_with(&url, "    login: {method: form, password: {env: T}}\n");
+    let outcome = prober.probe_login("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::LoginPage);
+    assert!(reason.contains("the login form's action is not used: it points to http://127.0.0.1"), "{reason}");
+    assert!(seen.lock().unwrap().is_empty(), "a request went to another host: {:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_kernel_id_or_cluster_name_that_is_a_path_goes_into_no_url() {
+    let climb = "../../../hub/api/users/probe-1";
+    let (stub, url) = stub_with(|b| b.kernel_id = Some(climb.into())).await;
+    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let (stage, reason, _) = failure(&outcomes[1]);
+    assert_eq!(stage, Stage::StartKernel);
+    assert!(reason.contains("a kernel id that is not one"), "{reason}");
+
+    let (gateway, url) = stub_with(|b| b.gateway = GatewayBehaviour::ClusterName(climb.into())).await;
+    let outcome = with_gateway(&url).probe_dask_gateway("probe-1", &CancellationToken::new()).await.unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::CreateCluster);
+    assert!(reason.contains("without a usable cluster name"), "{reason}");
+
+    let (leftovers, url) =
+        stub_with(|b| b.gateway = GatewayBehaviour::Leftovers(vec!["temple.0a1b".into(), climb.into()])).await;
+    let failure = with_gateway(&url).clean_up_leftovers("probe-1").await.unwrap_err();
+    assert!(failure.reason.contains("listed 1 cluster names that are not names"), "{failure:?}");
+    for record in [&stub, &gateway, &leftovers] {
+        let requests = record.record.lock().unwrap().requests.clone();
+        let climbed = |r: &String| r.contains("..") || r == "DELETE /hub/api/users/probe-1";
+        assert!(!requests.iter().any(climbed), "{requests:?}");
+    }
+    let requests = leftovers.record.lock().unwrap().requests.clone();
+    assert!(requests.iter().any(|r| r == "DELETE /services/dask-gateway/api/v1/clusters/temple.0a1b"), "{requests:?}");
+}
+
+#[tokio::test]
+async fn a_failing_gateway_is_asked_again_after_a_pause_and_its_own_words_are_the_reason() {
+    let (stub, url) = stub_with(|b| b.gateway = GatewayBehaviour::Errors).await;
+    let started = Instant::now();
+    let outcome = with_gateway(&url).probe_dask_gateway("probe-1", &CancellationToken::new()).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3) + Duration::from_secs(3), "took {elapsed:?}");
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::WaitRunning);
+    assert!(reason.contains("HTTP 500 Internal Server Error: backend unavailable"), "{reason}");
+    let polls = stub.record.lock().unwrap().requests.iter().filter(|r| r.contains("?wait")).count();
+    // One look per 500 ms pause over a 3 s probe: a handful, not the thousands of a busy loop.
+    assert!((2..=8).contains(&polls), "{polls} looks in {elapsed:?}");
 }

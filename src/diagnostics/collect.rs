@@ -4,13 +4,13 @@
 use super::kubectl::{self, event_last_seen};
 use super::{Diagnostics, Keep, Section};
 use crate::domain::IncidentKind;
+use crate::kubeapi::{list, timed};
 use crate::redact::Redactor;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +22,19 @@ pub const USERNAME_ANNOTATION: &str = "hub.jupyter.org/username";
 pub const DASK_CLUSTER_LABEL: &str = "gateway.dask.org/cluster";
 const GATEWAY_SELECTOR: &str = "app.kubernetes.io/name=dask-gateway";
 const GATEWAY_LABEL: (&str, Option<&str>) = ("app.kubernetes.io/name", Some("dask-gateway"));
+
+/// Pods whose logs one section shows, at most (a selector matching a hundred pods shows the first five).
+const LOGGED_PODS: usize = 5;
+/// Bytes of log read per container (`limitBytes`): `log_lines` lines of a sane log fit many times over; a
+/// container that logs megabyte lines cannot make hubwatch read them.
+const LOG_BYTES: usize = 128 * 1024;
+
+/// The lines of a log read with `limitBytes`: a last line cut by the limit is left out (a cut line can hide
+/// what makes a secret recognisable, and says little).
+fn whole_lines(log: &str) -> impl Iterator<Item = &str> {
+    let whole = if log.len() >= LOG_BYTES { log.rfind('\n').map_or("", |end| &log[..end]) } else { log };
+    whole.lines()
+}
 
 /// User pods described in full, at most.
 const DESCRIBED_PODS: usize = 5;
@@ -42,39 +55,6 @@ pub fn daskcluster_resource() -> ApiResource {
         &GroupVersionKind::gvk("gateway.dask.org", "v1alpha1", "DaskCluster"),
         "daskclusters",
     )
-}
-
-/// What failed, in words a responder can act on (RBAC denials name the verb and resource).
-fn reason(error: kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
-            format!("{message} (HTTP {})", status.code)
-        }
-        other => other.to_string(),
-    }
-}
-
-async fn timed<T, F>(timeout: Duration, call: F) -> Result<T, String>
-where
-    F: Future<Output = Result<T, kube::Error>>,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(reason),
-        Err(_) => Err(format!("the Kubernetes API did not answer within {}", humantime::format_duration(timeout))),
-    }
-}
-
-fn selector(label: &str) -> ListParams {
-    ListParams::default().labels(label)
-}
-
-/// One list call, owning what it borrows, so several can run at once.
-async fn list<K>(api: Api<K>, params: ListParams, timeout: Duration) -> Result<Vec<K>, String>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    timed(timeout, api.list(&params)).await.map(|list| list.items)
 }
 
 /// The container `kubectl logs` picks: the annotated default, else the first.
@@ -104,7 +84,7 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
     let flag = if previous { " --previous" } else { "" };
     let command =
         format!("kubectl -n {} logs -l {label} --tail={} --prefix{flag}", request.namespace, request.log_lines);
-    let pods = match list(api.clone(), selector(label), request.call_timeout).await {
+    let pods = match list(api.clone(), ListParams::default().labels(label), request.call_timeout).await {
         Ok(pods) => pods,
         Err(why) => return Some((command, Err(why), Keep::Tail)),
     };
@@ -115,6 +95,7 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
         .map(|(name, container, _)| (name, container))
         .collect();
     wanted.sort();
+    wanted.truncate(LOGGED_PODS);
     if wanted.is_empty() {
         return (!previous).then(|| (command, Ok("No resources found.\n".into()), Keep::Head));
     }
@@ -122,12 +103,13 @@ async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: b
         let params = LogParams {
             container: Some(container.clone()),
             tail_lines: Some(request.log_lines),
+            limit_bytes: Some(LOG_BYTES as i64),
             previous,
             ..LogParams::default()
         };
         let prefix = format!("[pod/{name}/{container}]");
         match timed(request.call_timeout, api.logs(&name, &params)).await {
-            Ok(log) => log.lines().map(|line| format!("{prefix} {line}\n")).collect::<String>(),
+            Ok(log) => whole_lines(&log).map(|line| format!("{prefix} {line}\n")).collect::<String>(),
             Err(why) => format!("{prefix} (logs not collected: {why})\n"),
         }
     }))

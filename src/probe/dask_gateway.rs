@@ -6,9 +6,11 @@ use super::round::HubProber;
 use super::{Deadline, Look, Stages, poll_until};
 use crate::config::DaskGatewayConfig;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response};
+use crate::http::{Auth, HttpClient, Response, Text};
 use reqwest::{Method, StatusCode};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
@@ -64,6 +66,15 @@ impl HubProber {
     }
 }
 
+/// The fields of the gateway's cluster model hubwatch reads.
+#[derive(serde::Deserialize)]
+struct ClusterModel {
+    #[serde(default)]
+    name: Text,
+    #[serde(default)]
+    status: Text,
+}
+
 pub struct Gateway<'a> {
     http: &'a HttpClient,
     /// The gateway's address as users give it (`.../services/dask-gateway/`).
@@ -99,10 +110,17 @@ impl<'a> Gateway<'a> {
         if response.status != StatusCode::OK {
             return Err(StepFailure::hub(stage, format!("listing clusters: {}", response.describe())));
         }
-        let clusters = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-        let names: Vec<String> = clusters.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let clusters: HashMap<String, IgnoredAny> = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+        let names: Vec<String> = clusters.into_keys().collect();
+        let (names, odd): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| crate::http::path_segment(n));
         for name in &names {
             self.delete_as(name, stage, deadline).await?;
+        }
+        if !odd.is_empty() {
+            return Err(StepFailure::hub(
+                stage,
+                format!("the gateway listed {} cluster names that are not names (not used in a URL)", odd.len()),
+            ));
         }
         Ok(names.len())
     }
@@ -118,17 +136,18 @@ impl<'a> Gateway<'a> {
         if response.status != StatusCode::CREATED && response.status != StatusCode::OK {
             return Err(StepFailure::hub(stage, response.describe()));
         }
-        let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-        json.get("name")
-            .and_then(Value::as_str)
-            .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !n.is_empty())
-            .map(str::to_string)
+        let model: ClusterModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+        // On Kubernetes a name is "namespace.id"; anything that is not one plain path segment is refused.
+        model
+            .name
+            .0
+            .filter(|n| crate::http::path_segment(n))
             .ok_or_else(|| StepFailure::hub(stage, "the gateway answered without a usable cluster name"))
     }
 
     /// Long-polls the cluster until it leaves PENDING; RUNNING is success, anything else a failure. A long
-    /// poll that runs out is asked again at once; an error is asked again after a pause, and is what the
-    /// failure quotes if the deadline comes first.
+    /// poll that runs out is asked again at once; an error (no answer, a 5xx) is asked again after a pause,
+    /// and is what the failure quotes if the deadline comes first.
     pub async fn wait_running(&self, name: &str, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::WaitRunning;
         let look = || async move {
@@ -142,11 +161,15 @@ impl<'a> Gateway<'a> {
                     }
                     Err(failure) => return Ok(Look::NotYet(failure.reason)),
                 };
+            if response.status.is_server_error() {
+                // The gateway's backend may be catching up: asked again after the pause, quoted if it stays.
+                return Ok(Look::NotYet(response.describe()));
+            }
             if response.status != StatusCode::OK {
                 return Err(StepFailure::hub(stage, response.describe()));
             }
-            let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-            match model.get("status").and_then(Value::as_str) {
+            let model: ClusterModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+            match model.status.as_deref() {
                 Some("RUNNING") => Ok(Look::Done(())),
                 Some("PENDING") => Ok(Look::NotYet("still PENDING".into())),
                 Some("FAILED") => Err(StepFailure::hub(
@@ -171,9 +194,16 @@ impl<'a> Gateway<'a> {
         if response.status != StatusCode::OK {
             return Err(StepFailure::hub(stage, response.describe()));
         }
-        let answer = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-        if answer.get("ok").and_then(Value::as_bool) != Some(true) {
-            let why = answer.get("msg").and_then(Value::as_str).unwrap_or("no reason given");
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            ok: Option<bool>,
+            #[serde(default)]
+            msg: Text,
+        }
+        let answer: Answer = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+        if answer.ok != Some(true) {
+            let why = answer.msg.as_deref().unwrap_or("no reason given");
             return Err(StepFailure::hub(
                 stage,
                 format!("the gateway refused to scale to {workers}: {}", crate::http::scrub(why)),
@@ -189,8 +219,13 @@ impl<'a> Gateway<'a> {
             let path = format!("clusters/{name}/json/counts.json");
             let seen = match self.call(Method::GET, &path, None, stage, deadline).await {
                 Ok(response) if response.status == StatusCode::OK => {
-                    let counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-                    let have = counts.get("workers").and_then(Value::as_u64).unwrap_or(0);
+                    #[derive(serde::Deserialize)]
+                    struct Counts {
+                        #[serde(default)]
+                        workers: Option<u64>,
+                    }
+                    let counts: Counts = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+                    let have = counts.workers.unwrap_or(0);
                     if have >= u64::from(workers) {
                         return Ok(Look::Done(()));
                     }

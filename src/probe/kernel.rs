@@ -6,11 +6,11 @@
 use super::Deadline;
 use super::round::HubProber;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, scrub, truncate};
+use crate::http::{Auth, HttpClient, Text, scrub, truncate};
 use backon::{ConstantBuilder, Retryable};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
@@ -20,8 +20,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-/// Largest websocket message accepted; probe code prints a few bytes, kernel_info replies a few KB.
-const MESSAGE_LIMIT: usize = 4 << 20;
+/// Largest websocket message accepted; probe code prints a few bytes, kernel_info replies a few KB. The
+/// same bound as a hub's answers ([`crate::http::BODY_LIMIT`]), for the same memory budget.
+const MESSAGE_LIMIT: usize = crate::http::BODY_LIMIT;
 
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -91,12 +92,19 @@ pub async fn start_kernel(
         }
         _ => return Err(StepFailure::hub(stage, response.describe())),
     }
-    let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-    model
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| StepFailure::hub(stage, "the server answered without a kernel id"))
+    #[derive(serde::Deserialize)]
+    struct KernelModel {
+        #[serde(default)]
+        id: Text,
+    }
+    let model: KernelModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+    match model.id.as_deref() {
+        Some(id) if crate::http::path_segment(id) => Ok(id.to_string()),
+        Some(_) => {
+            Err(StepFailure::hub(stage, "the server answered with a kernel id that is not one (not used in a URL)"))
+        }
+        None => Err(StepFailure::hub(stage, "the server answered without a kernel id")),
+    }
 }
 
 /// Opens `{server}api/kernels/{id}/channels` with the token in the `Authorization` header.
@@ -211,7 +219,7 @@ async fn await_replies(socket: &mut KernelSocket, msg_id: &str, deadline: Deadli
             // Pings are answered by tungstenite; binary frames belong to the v1 protocol, which is not offered.
             _ => continue,
         };
-        let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
         absorb(&frame, msg_id, &mut replies)?;
     }
     Ok(replies)
@@ -239,13 +247,48 @@ fn check_result(replies: Replies, code: &str, expect: &str) -> Result<(), StepFa
     Ok(())
 }
 
+/// The fields of a kernel message the probe reads (Jupyter messaging protocol); the rest is skipped.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Frame {
+    header: Header,
+    parent_header: Header,
+    content: Content,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Header {
+    msg_type: Text,
+    msg_id: Text,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Content {
+    execution_state: Text,
+    status: Text,
+    data: Data,
+    name: Text,
+    text: Text,
+    ename: Text,
+    evalue: Text,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Data {
+    #[serde(rename = "text/plain")]
+    text_plain: Text,
+}
+
 /// Takes in one kernel message; a restart or death of the kernel fails the execution at once.
-fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), StepFailure> {
-    let msg_type = frame.pointer("/header/msg_type").and_then(Value::as_str).unwrap_or("");
-    let content = frame.get("content").unwrap_or(&Value::Null);
+fn absorb(frame: &Frame, msg_id: &str, replies: &mut Replies) -> Result<(), StepFailure> {
+    let msg_type = frame.header.msg_type.as_deref().unwrap_or("");
+    let content = &frame.content;
     if msg_type == "status" {
         // A restart is announced with an empty parent header, so it is checked before filtering.
-        match content.get("execution_state").and_then(Value::as_str) {
+        match content.execution_state.as_deref() {
             Some("restarting") => {
                 return Err(StepFailure::hub(
                     Stage::Execute,
@@ -256,25 +299,21 @@ fn absorb(frame: &Value, msg_id: &str, replies: &mut Replies) -> Result<(), Step
             _ => {}
         }
     }
-    if frame.pointer("/parent_header/msg_id").and_then(Value::as_str) != Some(msg_id) {
+    if frame.parent_header.msg_id.as_deref() != Some(msg_id) {
         return Ok(());
     }
     match msg_type {
-        "status" if content.get("execution_state").and_then(Value::as_str) == Some("idle") => replies.idle = true,
+        "status" if content.execution_state.as_deref() == Some("idle") => replies.idle = true,
         "execute_reply" => {
-            replies.reply_status = Some(content.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string());
+            replies.reply_status = Some(content.status.as_deref().unwrap_or("unknown").to_string());
         }
-        "execute_result" => {
-            replies.result = content.pointer("/data/text~1plain").and_then(Value::as_str).map(str::to_string);
-        }
-        "stream"
-            if content.get("name").and_then(Value::as_str) == Some("stdout") && replies.stdout.len() < 64 * 1024 =>
-        {
-            replies.stdout.push_str(content.get("text").and_then(Value::as_str).unwrap_or(""));
+        "execute_result" => replies.result = content.data.text_plain.0.clone(),
+        "stream" if content.name.as_deref() == Some("stdout") && replies.stdout.len() < 64 * 1024 => {
+            replies.stdout.push_str(content.text.as_deref().unwrap_or(""));
         }
         "error" => {
-            let ename = content.get("ename").and_then(Value::as_str).unwrap_or("an error");
-            let evalue = content.get("evalue").and_then(Value::as_str).unwrap_or("");
+            let ename = content.ename.as_deref().unwrap_or("an error");
+            let evalue = content.evalue.as_deref().unwrap_or("");
             replies.error = Some(truncate(&scrub(&format!("{ename}: {evalue}")), 300));
         }
         _ => {}
@@ -320,8 +359,12 @@ pub async fn delete_kernel(
 mod tests {
     use super::*;
 
-    fn frame(msg_type: &str, parent: &str, content: Value) -> Value {
-        json!({"header": {"msg_type": msg_type}, "parent_header": {"msg_id": parent}, "content": content})
+    fn frame(msg_type: &str, parent: &str, content: serde_json::Value) -> Frame {
+        parse(json!({"header": {"msg_type": msg_type}, "parent_header": {"msg_id": parent}, "content": content}))
+    }
+
+    fn parse(frame: serde_json::Value) -> Frame {
+        serde_json::from_value(frame).unwrap()
     }
 
     #[test]
@@ -340,7 +383,9 @@ mod tests {
     #[test]
     fn a_restart_with_an_empty_parent_fails_the_execution() {
         let mut replies = Replies::default();
-        let restarting = json!({"header": {"msg_type": "status"}, "parent_header": {}, "content": {"execution_state": "restarting"}});
+        let restarting = parse(
+            json!({"header": {"msg_type": "status"}, "parent_header": {}, "content": {"execution_state": "restarting"}}),
+        );
         let failure = absorb(&restarting, "mine", &mut replies).unwrap_err();
         assert_eq!(failure.stage, Stage::Execute);
         assert!(failure.reason.contains("restarting"));
@@ -356,5 +401,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(replies.error.as_deref(), Some("ZeroDivisionError: division by zero"));
+    }
+
+    #[test]
+    fn odd_fields_are_skipped_not_fatal() {
+        let odd =
+            parse(json!({"header": {"msg_type": "execute_result", "msg_id": 7}, "parent_header": {"msg_id": "mine"},
+            "content": {"data": {"text/plain": "20", "image/png": [1, 2, {"x": [3]}]}, "execution_state": {"a": 1}}}));
+        let mut replies = Replies::default();
+        absorb(&odd, "mine", &mut replies).unwrap();
+        assert_eq!(replies.result.as_deref(), Some("20"));
     }
 }

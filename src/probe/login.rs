@@ -6,7 +6,7 @@ use super::{Deadline, Stages, user_path};
 use crate::config::LoginMethod;
 use crate::domain::ProbeOutcome;
 use crate::domain::{Capability, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response, html_element_text, hub_message};
+use crate::http::{Auth, HttpClient, Response, Text, html_element_text, hub_message};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
@@ -111,8 +111,13 @@ pub async fn mint_token(
         .map_err(|e| deadline.request_failure(stage, e))?;
     match response.status {
         StatusCode::CREATED | StatusCode::OK => {
-            let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-            match json.get("token").and_then(|t| t.as_str()) {
+            #[derive(serde::Deserialize)]
+            struct Minted {
+                #[serde(default)]
+                token: Text,
+            }
+            let minted: Minted = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+            match minted.token.0 {
                 Some(token) if !token.is_empty() => Ok(MintedToken { token: Secret::new(token), lifetime }),
                 _ => Err(StepFailure::hub(stage, "the hub answered without a token")),
             }
@@ -173,8 +178,13 @@ pub async fn whoami(
     if response.status != StatusCode::OK {
         return Err(StepFailure::hub(stage, response.describe()));
     }
-    let json = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-    match json.get("name").and_then(|n| n.as_str()) {
+    #[derive(serde::Deserialize)]
+    struct UserModel {
+        #[serde(default)]
+        name: Text,
+    }
+    let model: UserModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+    match model.name.as_deref() {
         Some(name) if name == user => Ok(()),
         Some(other) => Err(StepFailure::hub(
             stage,
@@ -216,9 +226,9 @@ pub async fn form_login(
     let field = input_value(&html, "_xsrf")
         .ok_or_else(|| StepFailure::hub(Stage::LoginPage, "the login page has no login form with an _xsrf field"))?;
     let action = form_action(&html).unwrap_or_else(|| "/hub/login?next=".to_string());
-    let action = hub
-        .join(&action)
-        .map_err(|e| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not a URL: {e}")))?;
+    // The password goes where the form says only if that is the hub.
+    let action = crate::http::on_origin(hub, &action)
+        .map_err(|why| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not used: {why}")))?;
 
     let stage = Stage::LoginSubmit;
     let form = url::form_urlencoded::Serializer::new(String::new())

@@ -104,17 +104,15 @@ impl UserServer<'_> {
             }
             _ => return Err(StepFailure::hub(stage, format!("reading the user model: {}", response.describe()))),
         }
-        let model = response.json().map_err(|e| StepFailure::hub(stage, e))?;
-        let Some(server) = model.get("servers").and_then(|s| s.get("")) else { return Ok(ServerState::Absent) };
-        if server.get("stopped").and_then(Value::as_bool) == Some(true) {
+        let model: UserModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
+        let Some(server) = model.servers.get("") else { return Ok(ServerState::Absent) };
+        if server.stopped == Some(true) {
             return Ok(ServerState::Absent);
         }
-        match server.get("pending").and_then(Value::as_str) {
-            Some(pending) => Ok(ServerState::Pending(pending.to_string())),
-            None if server.get("ready").and_then(Value::as_bool) == Some(true) => {
-                Ok(ServerState::Ready { url: server.get("url").and_then(Value::as_str).map(str::to_string) })
-            }
-            None => Ok(ServerState::Pending("unknown".into())),
+        match (server.pending.as_deref(), server.ready) {
+            (Some(pending), _) => Ok(ServerState::Pending(pending.to_string())),
+            (None, Some(true)) => Ok(ServerState::Ready { url: server.url.0.clone() }),
+            (None, _) => Ok(ServerState::Pending("unknown".into())),
         }
     }
 
@@ -210,7 +208,7 @@ impl UserServer<'_> {
             Err(answer) if answer.status == StatusCode::BAD_REQUEST => {
                 return match self.state(Auth::Token(token), stage, deadline).await? {
                     ServerState::Ready { url } => {
-                        Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: vec![] })
+                        Ok(StartedServer { url: server_url(hub, url.as_deref(), user)?, progress: vec![] })
                     }
                     _ => Err(StepFailure::hub(
                         stage,
@@ -224,12 +222,12 @@ impl UserServer<'_> {
         };
         let mut progress = Progress::default();
         if let Some(url) = read_events(&mut response, &mut progress, deadline).await? {
-            return Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() });
+            return Ok(StartedServer { url: server_url(hub, url.as_deref(), user)?, progress: progress.kept.into() });
         }
         // The stream ended without a final event: the user model decides.
         match self.state(Auth::Token(token), stage, deadline).await? {
             ServerState::Ready { url } => {
-                Ok(StartedServer { url: server_url(hub, url.as_deref(), user), progress: progress.kept.into() })
+                Ok(StartedServer { url: server_url(hub, url.as_deref(), user)?, progress: progress.kept.into() })
             }
             state => Err(StepFailure::hub(
                 stage,
@@ -335,15 +333,15 @@ async fn read_events(
 /// One progress event: `Some(url)` when the server is ready, an error when the spawn failed.
 fn final_event(event: &str, progress: &mut Progress) -> Result<Option<Option<String>>, StepFailure> {
     let stage = Stage::Progress;
-    let Ok(event) = serde_json::from_str::<Value>(event) else {
+    let Ok(event) = serde_json::from_str::<ProgressEvent>(event) else {
         return Err(StepFailure::hub(stage, "the progress stream sent an event that is not JSON")
             .with_detail(progress.detail()));
     };
-    let message = event.get("message").and_then(Value::as_str).map(|m| truncate(&scrub(m), 300));
+    let message = event.message.as_deref().map(|m| truncate(&scrub(m), 300));
     if let Some(message) = &message {
         progress.keep(message.clone());
     }
-    if event.get("failed").and_then(Value::as_bool) == Some(true) {
+    if event.failed == Some(true) {
         let reason = match message.as_deref().map(str::trim) {
             None | Some("") | Some("Spawn failed:") => {
                 "Spawn failed with no reason given (the spawner's start timeout is the usual cause)".to_string()
@@ -352,24 +350,59 @@ fn final_event(event: &str, progress: &mut Progress) -> Result<Option<Option<Str
         };
         return Err(StepFailure::hub(stage, reason).with_detail(progress.detail()));
     }
-    if event.get("ready").and_then(Value::as_bool) == Some(true) {
-        return Ok(Some(event.get("url").and_then(Value::as_str).map(str::to_string)));
+    if event.ready == Some(true) {
+        return Ok(Some(event.url.0));
     }
     Ok(None)
 }
 
-/// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else `/user/{u}/`.
-fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Url {
+/// The fields of the hub's user model a probe reads (`GET /hub/api/users/{name}`).
+#[derive(serde::Deserialize)]
+struct UserModel {
+    #[serde(default)]
+    servers: std::collections::HashMap<String, ServerModel>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServerModel {
+    #[serde(default)]
+    ready: Option<bool>,
+    #[serde(default)]
+    stopped: Option<bool>,
+    #[serde(default)]
+    pending: crate::http::Text,
+    #[serde(default)]
+    url: crate::http::Text,
+}
+
+/// One spawn progress event.
+#[derive(serde::Deserialize)]
+struct ProgressEvent {
+    #[serde(default)]
+    message: crate::http::Text,
+    #[serde(default)]
+    failed: Option<bool>,
+    #[serde(default)]
+    ready: Option<bool>,
+    #[serde(default)]
+    url: crate::http::Text,
+}
+
+/// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else
+/// `/user/{u}/`; never on another host than the hub's (the probe user's token goes there).
+fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Result<Url, StepFailure> {
     let path = match url {
-        Some(u) if u.starts_with('/') => u.to_string(),
+        Some(u) if !u.trim().is_empty() => u.to_string(),
         _ => format!("{}user/{}/", hub.path(), user_path(user)),
     };
-    let mut base = hub.join(&path).unwrap_or_else(|_| hub.clone());
+    let mut base = crate::http::on_origin(hub, &path).map_err(|why| {
+        StepFailure::hub(Stage::Progress, format!("the hub gave a server URL hubwatch will not use: {why}"))
+    })?;
     if !base.path().ends_with('/') {
         let with_slash = format!("{}/", base.path());
         base.set_path(&with_slash);
     }
-    base
+    Ok(base)
 }
 
 #[cfg(test)]
@@ -380,9 +413,11 @@ mod tests {
     fn server_url_uses_the_hubs_path() {
         let hub = Url::parse("https://hub.example.org/prefix/").unwrap();
         assert_eq!(
-            server_url(&hub, Some("/prefix/user/a@b/"), "a@b").as_str(),
+            server_url(&hub, Some("/prefix/user/a@b/"), "a@b").unwrap().as_str(),
             "https://hub.example.org/prefix/user/a@b/"
         );
-        assert_eq!(server_url(&hub, None, "a@b").as_str(), "https://hub.example.org/prefix/user/a%40b/");
+        assert_eq!(server_url(&hub, None, "a@b").unwrap().as_str(), "https://hub.example.org/prefix/user/a%40b/");
+        let elsewhere = server_url(&hub, Some("//evil.example.com/user/a/"), "a").unwrap_err();
+        assert!(elsewhere.reason.contains("points to https://evil.example.com, not the hub"), "{elsewhere:?}");
     }
 }

@@ -183,9 +183,8 @@ impl Watch {
             return;
         }
         let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.namespace);
-        let events = match tokio::time::timeout(self.call_timeout, api.list(&ListParams::default())).await {
-            Ok(Ok(list)) => list.items,
-            _ => return, // the pod's own condition is evidence enough
+        let Ok(events) = crate::kubeapi::list(api, ListParams::default(), self.call_timeout).await else {
+            return; // the pod's own condition is evidence enough
         };
         for (user, pod) in pending {
             let Some((reason, _)) = users.get_mut(user) else { continue };
@@ -214,20 +213,17 @@ impl Watch {
         if !owners.contains_key(&cluster) {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &self.namespace, &daskcluster_resource());
-            match tokio::time::timeout(self.call_timeout, api.list(&ListParams::default())).await {
-                Ok(Ok(list)) => {
+            match crate::kubeapi::list(api, ListParams::default(), self.call_timeout).await {
+                Ok(clusters) => {
                     owners.clear();
-                    for object in list.items {
+                    for object in clusters {
                         let user = object.data["spec"]["username"].as_str().map(String::from);
                         if let (Some(name), Some(user)) = (object.metadata.name, user) {
                             owners.insert(name, user);
                         }
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(hub = %self.hub, error = %e, "cannot list DaskClusters to find their users")
-                }
-                Err(_) => tracing::warn!(hub = %self.hub, "listing DaskClusters timed out"),
+                Err(e) => tracing::warn!(hub = %self.hub, error = %e, "cannot list DaskClusters to find their users"),
             }
         }
         owners.get(&cluster).cloned()

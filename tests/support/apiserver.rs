@@ -262,13 +262,33 @@ impl ApiServer {
             return self.watch(resource, namespace.map(String::from), selector, query).await;
         }
         let inner = self.inner.lock().unwrap();
-        let items: Vec<Value> =
+        let mut items: Vec<Value> =
             inner.objects.get(resource).into_iter().flatten().filter(|o| in_scope(o)).cloned().collect();
+        // Chunked lists as the API server serves them: in key order, `limit` at a time, `continue` to go on
+        // (opaque to clients; here the offset of the next item).
+        let key = |o: &Value| {
+            (o["metadata"]["namespace"].as_str().map(String::from), o["metadata"]["name"].as_str().map(String::from))
+        };
+        items.sort_by_key(key);
+        let from = match query.get("continue") {
+            None => 0,
+            Some(token) => match token.strip_prefix("offset-").and_then(|n| n.parse::<usize>().ok()) {
+                Some(offset) => offset,
+                None => return status(400, "BadRequest", format!("invalid continue token {token:?}")),
+            },
+        };
+        let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let to = limit.map_or(items.len(), |l| (from + l).min(items.len()));
+        let mut metadata = json!({"resourceVersion": inner.resource_version.to_string()});
+        if to < items.len() {
+            metadata["continue"] = json!(format!("offset-{to}"));
+            metadata["remainingItemCount"] = json!(items.len() - to);
+        }
         let body = json!({
             "kind": format!("{}List", kind_of(resource)),
             "apiVersion": api_version_of(resource),
-            "metadata": {"resourceVersion": inner.resource_version.to_string()},
-            "items": items,
+            "metadata": metadata,
+            "items": items.get(from.min(items.len())..to).unwrap_or_default(),
         });
         ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
     }
@@ -628,5 +648,8 @@ async fn pod_log(
     let lines: Vec<&str> = text.lines().collect();
     let tail = query.get("tailLines").and_then(|t| t.parse::<usize>().ok()).unwrap_or(lines.len());
     let kept: String = lines[lines.len().saturating_sub(tail)..].iter().map(|l| format!("{l}\n")).collect();
+    // limitBytes: the first bytes of what would be returned, cut wherever they end (even mid-line).
+    let limit = query.get("limitBytes").and_then(|l| l.parse::<usize>().ok()).unwrap_or(kept.len());
+    let kept = kept.as_bytes()[..limit.min(kept.len())].to_vec();
     ([(header::CONTENT_TYPE, "text/plain")], kept).into_response()
 }

@@ -174,7 +174,7 @@ fn running_user(t: SystemTime, age: u64) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn event(
+pub fn event(
     t: SystemTime,
     name: &str,
     kind: &str,

@@ -53,12 +53,33 @@ pub enum KernelSocket {
     OnlyPings,
 }
 
+/// How the stub's Dask Gateway (under `/services/dask-gateway/`) behaves.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum GatewayBehaviour {
+    /// Creates `temple.<hex>` clusters that run at once.
+    #[default]
+    Healthy,
+    /// Every long poll of a cluster answers 500 with a message.
+    Errors,
+    /// Answers a create with this name.
+    ClusterName(String),
+    /// Lists these as the probe user's running clusters.
+    Leftovers(Vec<String>),
+}
+
 #[derive(Default)]
 pub struct Behaviour {
     pub mint: Mint,
     pub progress: Progress,
     pub kernel_socket: KernelSocket,
     pub failure_messages: std::collections::VecDeque<String>,
+    /// The server URL the hub gives (progress and user model); default `/user/NAME/`.
+    pub server_url: Option<String>,
+    /// The login form's action; default `/hub/login?next=`.
+    pub form_action: Option<String>,
+    /// The id a started kernel gets; default `k-1`.
+    pub kernel_id: Option<String>,
+    pub gateway: GatewayBehaviour,
 }
 
 #[derive(Default)]
@@ -67,6 +88,8 @@ pub struct Record {
     pub kernels_started: usize,
     pub kernels_deleted: usize,
     pub server_stops: usize,
+    /// Every request, as "METHOD /path?query".
+    pub requests: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -83,18 +106,16 @@ impl Stub {
         let app = Router::new()
             .route("/hub/api/users/{user}/tokens", post(mint))
             .route("/hub/api/user", get(whoami))
-            .route(
-                "/hub/login",
-                get(|| async {
-                    ([("content-type", "text/html")], "<html><form action=\"/hub/login?next=\"></form></html>")
-                }),
-            )
+            .route("/hub/login", get(login_page).post(login))
             .route("/hub/api/users/{user}", get(user_model))
             .route("/hub/api/users/{user}/server", post(spawn).delete(stop))
             .route("/hub/api/users/{user}/server/progress", get(progress))
             .route("/user/{user}/api/kernels", post(start_kernel))
             .route("/user/{user}/api/kernels/{id}", delete(delete_kernel))
             .route("/user/{user}/api/kernels/{id}/channels", get(channels))
+            .route("/services/dask-gateway/api/v1/clusters/", get(list_clusters).post(create_cluster))
+            .route("/services/dask-gateway/api/v1/clusters/{name}", get(cluster).delete(delete_cluster))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), record_request))
             .with_state(self);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -157,11 +178,9 @@ async fn whoami(State(stub): State<Stub>, headers: HeaderMap) -> Response {
 
 async fn user_model(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
     let running = stub.record.lock().unwrap().server_running;
-    let servers = if running {
-        json!({"": {"ready": true, "pending": null, "stopped": false, "url": format!("/user/{user}/")}})
-    } else {
-        json!({})
-    };
+    let url = stub.behaviour(|b| b.server_url.clone()).unwrap_or_else(|| format!("/user/{user}/"));
+    let servers =
+        if running { json!({"": {"ready": true, "pending": null, "stopped": false, "url": url}}) } else { json!({}) };
     axum::Json(json!({"name": user, "servers": servers})).into_response()
 }
 
@@ -178,10 +197,12 @@ async fn stop(State(stub): State<Stub>) -> Response {
 }
 
 async fn progress(State(stub): State<Stub>, Path(user): Path<String>) -> Response {
+    let url = stub.behaviour(|b| b.server_url.clone()).unwrap_or_else(|| format!("/user/{user}/"));
     let body = match stub.behaviour(|b| b.progress) {
-        Progress::Ready => Body::from(format!(
-            "\n\ndata: {{\"progress\": 100, \"ready\": true, \"url\": \"/user/{user}/\", \"message\": \"Server ready\"}}\n\n"
-        )),
+        Progress::Ready => {
+            let event = json!({"progress": 100, "ready": true, "url": url, "message": "Server ready"});
+            Body::from(format!("\n\ndata: {event}\n\n"))
+        }
         Progress::Endless => Body::from_stream(futures_util::stream::unfold(0u64, |n| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
             Some((
@@ -218,7 +239,8 @@ async fn progress(State(stub): State<Stub>, Path(user): Path<String>) -> Respons
 
 async fn start_kernel(State(stub): State<Stub>) -> Response {
     stub.record.lock().unwrap().kernels_started += 1;
-    (StatusCode::CREATED, axum::Json(json!({"id": "k-1", "name": "python3", "execution_state": "starting"})))
+    let id = stub.behaviour(|b| b.kernel_id.clone()).unwrap_or_else(|| "k-1".into());
+    (StatusCode::CREATED, axum::Json(json!({"id": id, "name": "python3", "execution_state": "starting"})))
         .into_response()
 }
 
@@ -257,4 +279,78 @@ async fn channels(State(stub): State<Stub>, upgrade: WebSocketUpgrade) -> Respon
             }
         }
     })
+}
+
+async fn record_request(
+    State(stub): State<Stub>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let line = format!("{} {}", request.method(), request.uri());
+    stub.record.lock().unwrap().requests.push(line);
+    next.run(request).await
+}
+
+async fn login_page(State(stub): State<Stub>) -> Response {
+    let action = stub.behaviour(|b| b.form_action.clone()).unwrap_or_else(|| "/hub/login?next=".into());
+    let html = format!(
+        "<html><form action=\"{action}\" method=\"post\"><input type=\"hidden\" name=\"_xsrf\" value=\"x1\"/></form></html>"
+    );
+    ([("content-type", "text/html"), ("set-cookie", "_xsrf=x1; Path=/hub/")], html).into_response()
+}
+
+async fn login() -> Response {
+    (StatusCode::FOUND, [("location", "/hub/"), ("set-cookie", "jupyterhub-hub-login=stub-session; Path=/hub/")])
+        .into_response()
+}
+
+async fn list_clusters(State(stub): State<Stub>) -> Response {
+    let names = match stub.behaviour(|b| b.gateway.clone()) {
+        GatewayBehaviour::Leftovers(names) => names,
+        _ => vec![],
+    };
+    let clusters: serde_json::Map<String, serde_json::Value> =
+        names.into_iter().map(|n| (n.clone(), json!({"name": n, "status": "RUNNING"}))).collect();
+    axum::Json(clusters).into_response()
+}
+
+async fn create_cluster(State(stub): State<Stub>) -> Response {
+    let name = match stub.behaviour(|b| b.gateway.clone()) {
+        GatewayBehaviour::ClusterName(name) => name,
+        _ => "temple.8f14e45fceea167a5a36dedd4bea2543".into(),
+    };
+    (StatusCode::CREATED, axum::Json(json!({"name": name}))).into_response()
+}
+
+async fn cluster(State(stub): State<Stub>, Path(name): Path<String>) -> Response {
+    match stub.behaviour(|b| b.gateway.clone()) {
+        GatewayBehaviour::Errors => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"status": 500, "message": "backend unavailable: cannot reach the Kubernetes API"})),
+        )
+            .into_response(),
+        _ => axum::Json(json!({"name": name, "status": "RUNNING"})).into_response(),
+    }
+}
+
+async fn delete_cluster() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A server on another port of loopback (another origin): records every request it gets, so a test can
+/// show hubwatch sent nothing there.
+pub async fn bystander() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(format!("{} {}", request.method(), request.uri()));
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("127.0.0.1:{}", addr.port()), seen)
 }
