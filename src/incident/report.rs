@@ -108,7 +108,7 @@ fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
         Some(end) => ("resolved", span(incident.impact_start, end)),
         None => ("ongoing", "ongoing".to_string()),
     };
-    let users = facts.users.iter().copied().collect::<Vec<_>>().join(", ");
+    let users = facts.users.iter().map(|u| shown(u)).collect::<Vec<_>>().join(", ");
     let rows = [
         ("Incident key (PagerDuty dedup key)", format!("`{}`", incident.key)),
         ("Hub", incident.hub.clone()),
@@ -146,7 +146,7 @@ fn summary(md: &mut String, input: &ReportInput, facts: &Facts) {
         .affected_ever
         .iter()
         .map(|(capability, users)| {
-            format!("{}: {}", capability.as_str(), users.iter().cloned().collect::<Vec<_>>().join(", "))
+            format!("{}: {}", capability.as_str(), users.iter().map(|u| shown(u)).collect::<Vec<_>>().join(", "))
         })
         .collect();
     let _ = write!(
@@ -223,7 +223,7 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
 fn timeline(md: &mut String, input: &ReportInput) {
     md.push_str("\n## Timeline\n\nAll times are UTC.\n\n");
     for entry in input.timeline {
-        let _ = writeln!(md, "- **{}** {}: {}", rfc3339(entry.at), timeline_label(entry.kind), one_line(&entry.text));
+        let _ = writeln!(md, "- **{}** {}: {}", rfc3339(entry.at), timeline_label(entry.kind), shown(&entry.text));
         let latest = input.diagnostics.filter(|(at, _)| *at == entry.at && entry.kind == TimelineKind::Diagnostics);
         if let Some((_, text)) = latest {
             commands(text).iter().for_each(|command| excerpt(md, command));
@@ -254,11 +254,12 @@ fn analysis(md: &mut String, input: &ReportInput) {
         for (user, failure) in users {
             let _ = writeln!(
                 md,
-                "- {} failed for {user} at stage `{}` from {}: {}",
+                "- {} failed for {} at stage `{}` from {}: {}",
                 capability.as_str(),
+                shown(user),
                 failure.stage.as_str(),
                 rfc3339(failure.since),
-                one_line(&failure.reason)
+                shown(&failure.reason)
             );
         }
     }
@@ -274,9 +275,41 @@ fn analysis(md: &mut String, input: &ReportInput) {
     }
 }
 
-/// Timeline entries and reasons on one line (a hub's error text may span several).
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Text that came from a hub, a cluster or a user name, as Markdown that shows it and does nothing else: on
+/// one line (a hub's error text may span several), with what could open a link or an image (`[`), HTML or
+/// an autolink (`<`), emphasis, code, strikethrough or a table cell escaped: `[x](https://evil)` and
+/// `![](https://tracker)` stay those characters. (`_` inside a word, as in `hub_access`, opens nothing.)
+fn shown(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for (i, word) in raw.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let chars: Vec<char> = word.chars().collect();
+        for (j, &c) in chars.iter().enumerate() {
+            let inside_a_word = |k: Option<usize>| k.and_then(|k| chars.get(k)).is_some_and(|c| c.is_alphanumeric());
+            let opens = match c {
+                '\\' | '`' | '*' | '[' | ']' | '<' | '~' | '|' => true,
+                '_' => !(inside_a_word(j.checked_sub(1)) && inside_a_word(Some(j + 1))),
+                _ => false,
+            };
+            if opens {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A name from the cluster as a code span (which renders nothing inside it), or [`shown`] if it holds a
+/// backtick that would end the span.
+fn code(name: &str) -> String {
+    if name.contains('`') {
+        shown(name)
+    } else {
+        format!("`{}`", name.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// A line inside a fenced block must not close the fence.
@@ -303,7 +336,7 @@ fn diagnostics_findings(text: &str) -> String {
         }
     }
     for (reason, (count, object)) in &warnings {
-        let _ = writeln!(out, "- Warning events `{reason}`: {count} (first on {object})");
+        let _ = writeln!(out, "- Warning events {}: {count} (first on {})", code(reason), shown(object));
     }
     for command in commands.iter().filter(|c| c.command.contains(" get pods")) {
         for line in command.output.iter().skip(1) {
@@ -313,13 +346,13 @@ fn diagnostics_findings(text: &str) -> String {
             };
             let not_ready = ready.split_once('/').is_some_and(|(a, b)| a != b);
             if *status != "Completed" && (*status != "Running" || not_ready) {
-                let _ = writeln!(out, "- Pod `{name}`: {status}, {ready} ready (`{}`)", command.command);
+                let _ = writeln!(out, "- Pod {}: {}, {ready} ready (`{}`)", code(name), shown(status), command.command);
             }
         }
     }
     for command in &commands {
         if let Some(reason) = command.output.first().and_then(|l| l.strip_prefix("(not collected: ")) {
-            let _ = writeln!(out, "- Not collected: `{}`: {}", command.command, reason.trim_end_matches(')'));
+            let _ = writeln!(out, "- Not collected: `{}`: {}", command.command, shown(reason.trim_end_matches(')')));
         }
     }
     if out.is_empty() {
@@ -357,4 +390,23 @@ pub fn draft(
         hub_url: hub_url.as_ref(),
         threshold: settings.threshold,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{code, shown};
+
+    #[test]
+    fn hub_text_cannot_make_links_images_or_html() {
+        let hostile = "Spawn failed: [click here](https://evil.example.com) ![x](https://tracker.example.com/p.png) \
+                       <img src=x onerror=alert(1)> **bold** _em_ `code` | cell ~~gone~~ hub_access\n second line";
+        assert_eq!(
+            shown(hostile),
+            "Spawn failed: \\[click here\\](https://evil.example.com) !\\[x\\](https://tracker.example.com/p.png) \
+             \\<img src=x onerror=alert(1)> \\*\\*bold\\*\\* \\_em\\_ \\`code\\` \\| cell \\~\\~gone\\~\\~ hub_access \
+             second line"
+        );
+        assert_eq!(code("jupyter-alice"), "`jupyter-alice`");
+        assert_eq!(code("a`](x)"), "a\\`\\](x)");
+    }
 }
