@@ -25,7 +25,7 @@ use crate::scheduler::{Rounds, Scheduler};
 use crate::signals::{Watch, changes};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::{Tasks, off_runtime, on_own_thread};
 use crate::web::auth::Access;
 use crate::web::tls::TlsListener;
 use crate::web::{WebState, metrics_router, router};
@@ -247,7 +247,7 @@ impl App {
         self.tasks.supervise("notifier", move || {
             let notifier = Notifier::new(store.clone(), http.clone(), pagerduty.clone(), metrics.clone(), wake.clone())
                 .fenced(fence.clone(), &identity);
-            notifier.run(stop.clone())
+            on_own_thread(notifier.run(stop.clone()))
         })
     }
 
@@ -260,7 +260,8 @@ impl App {
                 loop {
                     let before = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
                     loop {
-                        match store.prune(before, RETENTION_BATCH) {
+                        let batch = store.clone();
+                        match off_runtime(move || batch.prune(before, RETENTION_BATCH)).await {
                             Ok(0) => break,
                             Ok(rows) => metrics.count_pruned(rows),
                             Err(e) => {
@@ -436,10 +437,11 @@ impl App {
         let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
         self.tasks.supervise("recorder", move || {
             let (inputs, context, hubs, manager) = (inputs.clone(), context.clone(), hubs.clone(), manager_for());
-            async move {
+            // SQLite on every decision: on a thread of its own (see tasks::on_own_thread).
+            on_own_thread(async move {
                 let mut inputs = inputs.lock().await;
                 Recorder::start(manager, hubs, context).await.run(&mut inputs).await;
-            }
+            })
         })
     }
 }

@@ -101,6 +101,33 @@ impl Tasks {
     }
 }
 
+/// Runs blocking or CPU-heavy `work` (SQLite, rendering, compression, redaction) on the blocking pool, so
+/// the one runtime thread keeps renewing the lease, probing and paging meanwhile. A panic in `work` panics
+/// here (a supervised task is restarted as for any panic).
+pub async fn off_runtime<T, W>(work: W) -> T
+where
+    W: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking work was cancelled (the runtime is shutting down): {e}"),
+    }
+}
+
+/// Runs `task` on a thread of its own, its timers and sockets still served by the runtime: for a task whose
+/// every step mixes waiting with blocking work (the recorder and the notifier write SQLite on every
+/// decision and delivery), so a slow disk or a long transaction never holds up the runtime's thread.
+pub async fn on_own_thread<F>(task: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    off_runtime(move || runtime.block_on(task)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use hubwatch::diagnostics::collect::{Request, collect};
 use hubwatch::domain::IncidentKind;
 use hubwatch::redact::Redactor;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use support::apiserver::ApiServer;
 use support::golden::assert_golden;
@@ -18,9 +19,9 @@ async fn client_for(server: &ApiServer) -> kube::Client {
     kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
 }
 
-fn request(kind: IncidentKind, users: &[&str], call_timeout: Duration) -> Request<'static> {
+fn request(kind: IncidentKind, users: &[&str], call_timeout: Duration) -> Request {
     Request {
-        namespace: NAMESPACE,
+        namespace: NAMESPACE.into(),
         kind,
         users: users.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(),
         log_lines: 50,
@@ -32,9 +33,9 @@ async fn diagnostics_of(scenario: Scenario, kind: IncidentKind, users: &[&str]) 
     let server = ApiServer::default();
     k8s_fixtures::load(&server, scenario, k8s_fixtures::now());
     let client = client_for(&server).await;
-    let redactor = Redactor::knowing(["hubwatch-0123456789abcdef0123456789abcdef"]);
+    let redactor = Arc::new(Redactor::knowing(["hubwatch-0123456789abcdef0123456789abcdef"]));
     let diagnostics =
-        collect(&client, &request(kind, users, Duration::from_secs(5)), &redactor, k8s_fixtures::now()).await;
+        collect(&client, request(kind, users, Duration::from_secs(5)), redactor, k8s_fixtures::now()).await;
     let text = diagnostics.render();
     assert!(!text.contains(CANARY), "a planted secret leaked:\n{text}");
     for secret in k8s_fixtures::PLANTED {
@@ -89,8 +90,8 @@ async fn denied_resources_are_named_and_the_rest_is_collected() {
     let client = client_for(&server).await;
     let diagnostics = collect(
         &client,
-        &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)),
-        &Redactor::new(),
+        request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)),
+        Arc::new(Redactor::new()),
         k8s_fixtures::now(),
     )
     .await;
@@ -110,8 +111,8 @@ async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_th
     let client = client_for(&server).await;
     let down = collect(
         &client,
-        &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(2)),
-        &Redactor::new(),
+        request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(2)),
+        Arc::new(Redactor::new()),
         k8s_fixtures::now(),
     )
     .await;
@@ -125,8 +126,8 @@ async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_th
     let started = std::time::Instant::now();
     let slow = collect(
         &client,
-        &request(IncidentKind::HubAccess, &["alice"], Duration::from_millis(500)),
-        &Redactor::new(),
+        request(IncidentKind::HubAccess, &["alice"], Duration::from_millis(500)),
+        Arc::new(Redactor::new()),
         k8s_fixtures::now(),
     )
     .await;
@@ -144,8 +145,8 @@ async fn dask_gateway_incidents_show_the_gateway_its_clusters_and_their_users() 
     let client = client_for(&server).await;
     let text = collect(
         &client,
-        &request(IncidentKind::DaskGateway, &["alice", "bob"], Duration::from_secs(5)),
-        &Redactor::new(),
+        request(IncidentKind::DaskGateway, &["alice", "bob"], Duration::from_secs(5)),
+        Arc::new(Redactor::new()),
         t,
     )
     .await
@@ -188,10 +189,14 @@ async fn a_crowded_namespace_is_listed_in_pages_and_a_flooding_log_read_in_bound
     let line = format!("[W 2026-11-24 09:59:00.000 JupyterHub app:1] {}", "x".repeat(4_000));
     server.set_log("hub-7d9f8b6c5-x2k4p", "hub", false, &format!("{line}\n").repeat(60));
     let client = client_for(&server).await;
-    let text =
-        collect(&client, &request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)), &Redactor::new(), t)
-            .await
-            .render();
+    let text = collect(
+        &client,
+        request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)),
+        Arc::new(Redactor::new()),
+        t,
+    )
+    .await
+    .render();
     let requests = server.requests();
     for page in ["limit=500", "continue=offset-500&limit=500", "continue=offset-1000&limit=500"] {
         assert!(

@@ -349,3 +349,87 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
     assert_promise(&pd.received(), 2, true);
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }
+
+/// A state database another process holds locked (a stuck transaction, a hung disk: every write waits its
+/// 5 s busy timeout, then fails): SQLite runs off the runtime, so the leader keeps renewing its lease (renew
+/// deadline 3 s), keeps answering its probes and keeps probing; the decisions wait and are paged once the
+/// lock goes, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_stalls_no_lease_renewal_health_check_or_page() {
+    use support::apiserver::ApiServer;
+    use support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
+    hubwatch::http::install_crypto_provider();
+    let stub = Stub::default();
+    let hub_url = stub.clone().start().await;
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let api = ApiServer::default();
+    let api_url = api.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, metrics_listen) = (free_port(), free_port());
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("locked.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen: {listen}
+metrics_listen: {metrics_listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
+kubernetes: {{enabled: true, call_timeout: 2s}}
+high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}
+scheduler: {{shutdown_grace: 10s, cleanup_timeout: 5s}}
+defaults: {{probes: {{login: {{every: 1s, timeout: 5s}}, server: {{every: 1s, timeout: 5s}}}}}}
+hubs: [{{name: stub, url: "{hub_url}", token: {{env: HUB_TOKEN}}, users: [probe-1, probe-2]}}]
+"#,
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    let kubeconfig = ApiServer::kubeconfig(&api_url, dir.path()).display().to_string();
+    let env = [
+        ("HUB_TOKEN", SERVICE_TOKEN),
+        ("ROUTING_KEY", ROUTING_KEY),
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("POD_NAMESPACE", "monitoring"),
+        ("HOSTNAME", "leader"),
+    ];
+    let mut daemon = Daemon::start(&config, listen, &env, dir.path().join("locked.log"));
+    let health = format!("http://{metrics_listen}/healthz");
+    wait_for("the leader to probe", Duration::from_secs(60), async || {
+        let metrics = get(&format!("http://{metrics_listen}/metrics"), None).await.1;
+        support::daemon::sample(&metrics, "hubwatch_probe_runs_total", &["capability=\"login\""]).unwrap_or(0.0) >= 2.0
+    })
+    .await;
+
+    // Another process takes the write lock and holds it for 12 s; meanwhile spawning fails for both users.
+    let locker = rusqlite::Connection::open(&state).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    stub.behaviour.lock().unwrap().progress = Progress::FailedEmpty;
+    let renewed_at = || {
+        let leases = api.inner.lock().unwrap().objects.get("leases").cloned().unwrap_or_default();
+        leases.first().map(|l| l["spec"]["renewTime"].to_string()).unwrap_or_default()
+    };
+    let (started, mut renewals, mut slowest) =
+        (std::time::Instant::now(), std::collections::BTreeSet::new(), Duration::ZERO);
+    while started.elapsed() < Duration::from_secs(12) {
+        let asked = std::time::Instant::now();
+        assert_eq!(get(&health, None).await.0, 200, "/healthz answers while the database is locked:\n{}", daemon.log());
+        slowest = slowest.max(asked.elapsed());
+        renewals.insert(renewed_at());
+        assert!(daemon.child.try_wait().unwrap().is_none(), "the leader kept its lease:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("    locked 12 s: {} lease renewals seen, slowest /healthz {slowest:?}", renewals.len());
+    assert!(renewals.len() >= 6, "the lease was renewed throughout (every 1 s): {renewals:?}");
+    assert!(pd.accepted().is_empty(), "nothing could be stored, so nothing was paged yet");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    wait_for("the outage to be paged", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pd.accepted_actions(), ["trigger"], "paged once");
+    assert!(daemon.log().contains("database is locked"), "the log says why decisions waited");
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}

@@ -202,3 +202,58 @@ fn hash_password_prints_a_hash_that_verifies() {
     let hash = String::from_utf8(output.stdout).unwrap();
     assert!(bcrypt::verify("s3cret", hash.trim()).unwrap(), "{hash}");
 }
+
+/// `/incidents` costs the same with 120 incidents as with 50: fifty to a page, newest first, with links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_listed_fifty_to_a_page() {
+    hubwatch::http::install_crypto_provider();
+    use hubwatch::domain::IncidentKind;
+    use hubwatch::store::{EventAction, IncidentRecord, NewEvent, Store};
+    use std::time::UNIX_EPOCH;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i * 3600);
+    for i in 0..120u64 {
+        let key = format!("nowhere-hub_access-{i:03}");
+        let record = IncidentRecord {
+            key: key.clone(),
+            hub: "nowhere".into(),
+            kind: IncidentKind::HubAccess,
+            open: true,
+            impact_start: at(i),
+            opened_at: at(i),
+            recovered_at: None,
+            symptoms: Default::default(),
+            affected_ever: Default::default(),
+            failures_ever: Default::default(),
+            last_trigger_at: None,
+            pending_update: false,
+        };
+        let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
+        store.open_incident(&record, "impact", "detected", trigger).unwrap();
+        let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({}));
+        store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", resolve, None).unwrap();
+    }
+    drop(store);
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir.path(), listen, metrics, "");
+    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    let page = async |query: &str| {
+        let answer = answer(&client, &format!("http://{listen}/incidents{query}"), Some((USER, PASSWORD))).await;
+        assert_eq!(answer.status(), 200, "{query}");
+        answer.text().await.unwrap()
+    };
+    let rows = |html: &str| html.matches("href=\"/incidents/nowhere-hub_access-").count();
+    let first = page("").await;
+    assert_eq!(rows(&first), 50);
+    assert!(first.contains("120 incidents, newest first · page 1 of 3"), "{first}");
+    assert!(first.contains("nowhere-hub_access-119") && !first.contains("nowhere-hub_access-069"), "newest first");
+    assert!(first.contains("href=\"/incidents?page=2\""), "a link to older ones");
+    let last = page("?page=3").await;
+    assert_eq!(rows(&last), 20);
+    assert!(last.contains("nowhere-hub_access-000") && last.contains("href=\"/incidents?page=2\""));
+    assert_eq!(rows(&page("?page=9").await), 0, "past the end: an empty page, not an error");
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}

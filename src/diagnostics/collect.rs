@@ -6,6 +6,7 @@ use super::{Diagnostics, Keep, Section};
 use crate::domain::IncidentKind;
 use crate::kubeapi::{list, timed};
 use crate::redact::Redactor;
+use crate::tasks::off_runtime;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
@@ -41,8 +42,8 @@ const DESCRIBED_PODS: usize = 5;
 /// Events listed per section, newest last (as `--sort-by=.lastTimestamp` prints them).
 const EVENTS_LISTED: usize = 40;
 
-pub struct Request<'a> {
-    pub namespace: &'a str,
+pub struct Request {
+    pub namespace: String,
     pub kind: IncidentKind,
     /// Users affected now: their pods are described first.
     pub users: BTreeSet<String>,
@@ -80,7 +81,7 @@ type Raw = (String, Result<String, String>, Keep);
 
 /// `kubectl logs -l SELECTOR --tail=N --prefix` (and `--previous` for containers that restarted; nothing when
 /// none did).
-async fn logs_of(api: &Api<Pod>, request: &Request<'_>, label: &str, previous: bool) -> Option<Raw> {
+async fn logs_of(api: &Api<Pod>, request: &Request, label: &str, previous: bool) -> Option<Raw> {
     let flag = if previous { " --previous" } else { "" };
     let command =
         format!("kubectl -n {} logs -l {label} --tail={} --prefix{flag}", request.namespace, request.log_lines);
@@ -183,14 +184,16 @@ struct Fetched {
 
 /// Collects the sections for `request`: every call at once, then the text a responder would see, redacted
 /// before it is cut to size (a cut could hide what marks a secret).
-pub async fn collect(client: &Client, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Diagnostics {
-    let fetched = fetch(client, request).await;
-    Diagnostics { collected_at: now, sections: render(fetched, request, redactor, now) }
+/// Redacting and laying out a few hundred kilobytes is CPU work: it runs off the runtime.
+pub async fn collect(client: &Client, request: Request, redactor: Arc<Redactor>, now: SystemTime) -> Diagnostics {
+    let fetched = fetch(client, &request).await;
+    let sections = off_runtime(move || render(fetched, &request, &redactor, now)).await;
+    Diagnostics { collected_at: now, sections }
 }
 
 /// Every call at once: the whole takes about two call deadlines at worst (a list, then the logs).
-async fn fetch(client: &Client, request: &Request<'_>) -> Fetched {
-    let (ns, timeout) = (request.namespace, request.call_timeout);
+async fn fetch(client: &Client, request: &Request) -> Fetched {
+    let (ns, timeout) = (request.namespace.as_str(), request.call_timeout);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let all = ListParams::default;
     let log_selectors: &[&str] = match request.kind {
@@ -234,8 +237,8 @@ fn object_names(fetched: &Fetched) -> Vec<String> {
 }
 
 /// The sections, in kubectl's layout, from what was fetched (pure).
-fn render(fetched: Fetched, request: &Request<'_>, redactor: &Redactor, now: SystemTime) -> Vec<Section> {
-    let ns = request.namespace;
+fn render(fetched: Fetched, request: &Request, redactor: &Redactor, now: SystemTime) -> Vec<Section> {
+    let ns = &request.namespace;
     let names = object_names(&fetched);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let section = |command: String, output: Result<String, String>, keep: Keep| match output {
@@ -385,9 +388,15 @@ impl Collector {
                 sections: vec![Section::failed("kubectl", "the hub has no namespace in hubwatch's config")],
             };
         };
-        let request = Request { namespace, kind, users, log_lines: self.log_lines, call_timeout: self.call_timeout };
+        let request = Request {
+            namespace: namespace.clone(),
+            kind,
+            users,
+            log_lines: self.log_lines,
+            call_timeout: self.call_timeout,
+        };
         let overall = self.call_timeout * 3;
-        match tokio::time::timeout(overall, collect(&self.client, &request, &self.redactor, now)).await {
+        match tokio::time::timeout(overall, collect(&self.client, request, self.redactor.clone(), now)).await {
             Ok(diagnostics) => diagnostics,
             Err(_) => Diagnostics {
                 collected_at: now,

@@ -18,6 +18,7 @@ pub use fence::Fence;
 use crate::config::HaConfig;
 use crate::metrics::Metrics;
 use crate::store::{Store, Version};
+use crate::tasks::off_runtime;
 use lease::{Attempt, Elector};
 use mirror::{Mirror, Saved};
 use std::sync::Arc;
@@ -81,7 +82,7 @@ impl Candidate {
     /// extends `fence` from the winning attempt and returns the term. `None` when `shutdown` came first.
     pub async fn stand_by(
         &self,
-        store: &Store,
+        store: &Arc<Store>,
         fence: &Fence,
         metrics: &Metrics,
         shutdown: &CancellationToken,
@@ -108,16 +109,18 @@ impl Candidate {
 
     /// Before the new leader acts: the mirror replaces its own state if the mirror is newer, and what it
     /// writes from now on carries its term.
-    pub async fn take_over(&self, store: &Store, metrics: &Metrics, term: i64) {
+    pub async fn take_over(&self, store: &Arc<Store>, metrics: &Metrics, term: i64) {
         copy_if_newer(&self.mirror(), store, metrics, "restored the state the previous leader mirrored").await;
-        let version = store.version().unwrap_or_default();
+        let writer = store.clone();
+        let (version, written) =
+            off_runtime(move || (writer.version().unwrap_or_default(), writer.set_term(term))).await;
         tracing::info!(
             term,
             from_term = version.term,
             sequence = version.sequence,
             "taking over with the state the previous leader mirrored"
         );
-        if let Err(e) = store.set_term(term) {
+        if let Err(e) = written {
             tracing::error!(error = %e, "cannot record the leader term in the state database");
         }
     }
@@ -204,7 +207,9 @@ async fn mirror_once(
     metrics: &Metrics,
     written: Option<Version>,
 ) -> Result<Option<Version>, Deposed> {
-    let version = match store.version() {
+    // Every store call off the runtime: a locked or slow database must not hold up the lease keeper.
+    let reader = store.clone();
+    let version = match off_runtime(move || reader.version()).await {
         Ok(v) if Some(v) != written => v,
         Ok(_) => return Ok(None),
         Err(e) => {
@@ -214,16 +219,11 @@ async fn mirror_once(
     };
     // Reading every row and compressing them is CPU work: off the runtime, so the lease keeper never waits.
     let reader = store.clone();
-    let packed =
-        tokio::task::spawn_blocking(move || reader.snapshot().map(|s| mirror::pack(s, mirror::STATE_LIMIT))).await;
+    let packed = off_runtime(move || reader.snapshot().map(|s| mirror::pack(s, mirror::STATE_LIMIT))).await;
     let packed = match packed {
-        Ok(Ok(packed)) => packed,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot read the state to mirror it");
-            return Ok(None);
-        }
+        Ok(packed) => packed,
         Err(e) => {
-            tracing::error!(error = %e, "reading the state to mirror it failed");
+            tracing::error!(error = %e, "cannot read the state to mirror it");
             return Ok(None);
         }
     };
@@ -245,7 +245,7 @@ async fn mirror_once(
 
 /// Replaces `store` with the mirrored state when that is newer (or `store` has never been written), and
 /// reports rows the restore refused.
-async fn copy_if_newer(mirror: &Mirror, store: &Store, metrics: &Metrics, done: &str) {
+async fn copy_if_newer(mirror: &Mirror, store: &Arc<Store>, metrics: &Metrics, done: &str) {
     let snapshot = match mirror.load().await {
         Ok(Some(snapshot)) => snapshot,
         Ok(None) => return,
@@ -254,12 +254,15 @@ async fn copy_if_newer(mirror: &Mirror, store: &Store, metrics: &Metrics, done: 
             return;
         }
     };
-    let local = store.version().unwrap_or_default();
     let mirrored = Version::of(&snapshot);
-    if mirrored <= local && local != Version::default() {
-        return;
-    }
-    match store.restore(&snapshot) {
+    let writer = store.clone();
+    let restored = off_runtime(move || {
+        let local = writer.version().unwrap_or_default();
+        (mirrored > local || local == Version::default()).then(|| writer.restore(&snapshot))
+    })
+    .await;
+    let Some(restored) = restored else { return };
+    match restored {
         Ok(report) => {
             metrics.count_restore_rejected(report.rejected.len());
             if !report.rejected.is_empty() {

@@ -315,22 +315,31 @@ impl Store {
     }
 
     pub fn open_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
-        self.incidents("WHERE open = 1", [])
+        self.incidents("WHERE open = 1 ORDER BY opened_at", [])
     }
 
     pub fn all_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
-        self.incidents("", [])
+        self.incidents("ORDER BY opened_at", [])
+    }
+
+    /// Newest first, `limit` of them from `offset`; and how many there are in all.
+    pub fn incidents_page(&self, offset: usize, limit: usize) -> Result<(Vec<IncidentRecord>, usize), StoreError> {
+        let count: i64 = self.conn().query_row("SELECT COUNT(*) FROM incidents", [], |row| row.get(0))?;
+        let (limit, offset) = (limit as i64, offset as i64);
+        let page = self.incidents("ORDER BY opened_at DESC, key DESC LIMIT ?1 OFFSET ?2", [limit, offset])?;
+        Ok((page, count as usize))
     }
 
     pub fn incident(&self, key: &str) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.incidents("WHERE key = ?1", [key])?.into_iter().next())
     }
 
-    fn incidents<P: rusqlite::Params>(&self, filter: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
+    /// The incidents `clause` (WHERE, ORDER BY, LIMIT) selects.
+    fn incidents<P: rusqlite::Params>(&self, clause: &str, parameters: P) -> Result<Vec<IncidentRecord>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
             "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update,
-             affected_ever, failures_ever FROM incidents {filter} ORDER BY opened_at"
+             affected_ever, failures_ever FROM incidents {clause}"
         ))?;
         let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();

@@ -14,8 +14,9 @@ use crate::incident::report::{self, ReportSettings};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
 use crate::store::{Store, StoreError};
+use crate::tasks::off_runtime;
 use auth::Access;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -76,37 +77,57 @@ fn open_incidents(store: &Store) -> Result<Vec<(String, String)>, StoreError> {
 }
 
 async fn grid(State(state): State<WebState>) -> Response {
-    match state.store.open_incidents() {
+    off_runtime(move || match state.store.open_incidents() {
         Ok(open) => html(pages::grid(&state.board.snapshot(), &open, SystemTime::now())),
         Err(e) => store_failed(e),
-    }
+    })
+    .await
 }
 
 async fn status_json(State(state): State<WebState>) -> Response {
-    match open_incidents(&state.store) {
+    off_runtime(move || match open_incidents(&state.store) {
         Ok(open) => {
             let json = status::to_json(&state.board.snapshot(), &open, SystemTime::now());
             ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
         }
         Err(e) => store_failed(e),
-    }
+    })
+    .await
 }
 
-async fn incidents(State(state): State<WebState>) -> Response {
-    match state.store.all_incidents() {
-        Ok(mut all) => {
-            all.reverse();
-            html(pages::incidents(&all, SystemTime::now()))
+/// Incidents listed on one page of `/incidents`: the page costs the same however many there are.
+pub const INCIDENTS_PER_PAGE: usize = 50;
+
+#[derive(serde::Deserialize)]
+struct IncidentsQuery {
+    page: Option<usize>,
+}
+
+async fn incidents(State(state): State<WebState>, Query(query): Query<IncidentsQuery>) -> Response {
+    let page = query.page.unwrap_or(1).max(1);
+    off_runtime(move || {
+        let offset = (page - 1).saturating_mul(INCIDENTS_PER_PAGE);
+        match state.store.incidents_page(offset, INCIDENTS_PER_PAGE) {
+            Ok((incidents, total)) => {
+                let pages = total.div_ceil(INCIDENTS_PER_PAGE).max(1);
+                let listing = pages::IncidentsPage { page, pages, total, incidents: &incidents };
+                html(pages::incidents(&listing, SystemTime::now()))
+            }
+            Err(e) => store_failed(e),
         }
-        Err(e) => store_failed(e),
-    }
+    })
+    .await
 }
 
 async fn incident(State(state): State<WebState>, Path(key): Path<String>) -> Response {
+    off_runtime(move || incident_page(&state, &key)).await
+}
+
+fn incident_page(state: &WebState, key: &str) -> Response {
     let read = || -> Result<Option<String>, StoreError> {
-        let Some(record) = state.store.incident(&key)? else { return Ok(None) };
-        let (timeline, diagnostics) = (state.store.timeline(&key)?, state.store.diagnostics(&key)?);
-        let pagerduty_incident = state.store.pagerduty_incident(&key)?;
+        let Some(record) = state.store.incident(key)? else { return Ok(None) };
+        let (timeline, diagnostics) = (state.store.timeline(key)?, state.store.diagnostics(key)?);
+        let pagerduty_incident = state.store.pagerduty_incident(key)?;
         let page = pages::IncidentPage {
             timeline: &timeline,
             diagnostics: diagnostics.as_ref(),
@@ -118,18 +139,21 @@ async fn incident(State(state): State<WebState>, Path(key): Path<String>) -> Res
     };
     match read() {
         Ok(Some(page)) => html(page),
-        Ok(None) => not_found(&key),
+        Ok(None) => not_found(key),
         Err(e) => store_failed(e),
     }
 }
 
 async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Response {
-    let hub_url = |hub: &str| state.board.hub(hub).and_then(|h| url::Url::parse(&h.url).ok());
-    match report::draft(&state.store, &key, hub_url, &state.report) {
-        Ok(Some(markdown)) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown).into_response(),
-        Ok(None) => not_found(&key),
-        Err(e) => store_failed(e),
-    }
+    off_runtime(move || {
+        let hub_url = |hub: &str| state.board.hub(hub).and_then(|h| url::Url::parse(&h.url).ok());
+        match report::draft(&state.store, &key, hub_url, &state.report) {
+            Ok(Some(markdown)) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown).into_response(),
+            Ok(None) => not_found(&key),
+            Err(e) => store_failed(e),
+        }
+    })
+    .await
 }
 
 fn not_found(key: &str) -> Response {
@@ -149,13 +173,22 @@ fn observe_state(state: &WebState) {
     );
 }
 
+/// [`observe_state`] reads the database files' sizes: a hung disk hangs this answer, never the runtime.
+async fn observed(state: WebState) -> WebState {
+    off_runtime(move || {
+        observe_state(&state);
+        state
+    })
+    .await
+}
+
 async fn metrics(State(state): State<WebState>) -> impl IntoResponse {
-    observe_state(&state);
+    let state = observed(state).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 async fn readyz(State(state): State<WebState>) -> impl IntoResponse {
-    observe_state(&state);
+    let state = observed(state).await;
     match state.health.readiness() {
         Ok(what) => (StatusCode::OK, format!("{what}\n")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
@@ -163,7 +196,7 @@ async fn readyz(State(state): State<WebState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<WebState>) -> impl IntoResponse {
-    observe_state(&state);
+    let state = observed(state).await;
     match state.health.liveness(SystemTime::now()) {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),

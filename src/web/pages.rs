@@ -238,11 +238,20 @@ fn status_of(incident: &IncidentRecord) -> (Tone, &'static str) {
     if incident.open { (Tone::Incident, "open") } else { (Tone::Ok, "recovered") }
 }
 
-/// `/incidents`: every incident, newest first.
-pub fn incidents(all: &[IncidentRecord], now: SystemTime) -> String {
+/// One page of `/incidents`: which page, of how many, and the incidents on it (newest first).
+pub struct IncidentsPage<'a> {
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+    pub incidents: &'a [IncidentRecord],
+}
+
+/// `/incidents?page=N`: the incidents, newest first, [`crate::web::INCIDENTS_PER_PAGE`] at a time.
+pub fn incidents(listing: &IncidentsPage, now: SystemTime) -> String {
+    let all = listing.incidents;
     let body = html! {
         h1 { "Incidents" }
-        p.muted { (all.len()) " incidents, newest first" }
+        p.muted { (listing.total) " incidents, newest first" @if listing.pages > 1 { " · page " (listing.page) " of " (listing.pages) } }
         table.list {
             thead { tr { th { "Incident" } th { "Status" } th { "Users" } th { "Impact start" } th { "Impact end" } th { "Duration" } } }
             tbody {
@@ -262,7 +271,13 @@ pub fn incidents(all: &[IncidentRecord], now: SystemTime) -> String {
                 }
             }
         }
-        @if all.is_empty() { p { "No incidents so far." } }
+        @if listing.total == 0 { p { "No incidents so far." } }
+        @if listing.pages > 1 {
+            p.pages {
+                @if listing.page > 1 { a href={ "/incidents?page=" (listing.page - 1) } { "← newer" } " " }
+                @if listing.page < listing.pages { a href={ "/incidents?page=" (listing.page + 1) } { "older →" } }
+            }
+        }
     };
     layout("hubwatch incidents", false, body)
 }
