@@ -104,11 +104,20 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
 
 c.JupyterHub.spawner_class = FlaggedSpawner
 c.Spawner.ip = "127.0.0.1"
-c.Spawner.args = ["--allow-root"]
+# Writes honour home-full and home-readonly (labcontents.py).
+c.Spawner.args = ["--allow-root", "--ServerApp.contents_manager_class=labcontents.FlaggedContentsManager"]
 c.Spawner.start_timeout = int(os.environ.get("SPAWN_TIMEOUT", "60"))
 c.Spawner.http_timeout = int(os.environ.get("SPAWN_HTTP_TIMEOUT", "30"))
 c.Spawner.poll_interval = int(os.environ.get("SPAWN_POLL_INTERVAL", "5"))
-c.Spawner.environment = {**TAG, "JUPYTER_PATH": str(LAB_DIR / "share" / "jupyter"), "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
+c.Spawner.environment = {
+    **TAG,
+    "JUPYTER_PATH": str(LAB_DIR / "share" / "jupyter"),
+    "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+    "PYTHONPATH": str(LAB),
+    # Runtime files outside the home directory, as many images keep them: a full home then fails saving, not
+    # the server's start (the outage users actually meet).
+    "JUPYTER_RUNTIME_DIR": lambda spawner: str(LAB_DIR / "runtime" / spawner.user.name),
+}
 c.SimpleLocalProcessSpawner.home_dir_template = str(LAB_DIR / "home" / "{username}")
 
 c.JupyterHub.services = [

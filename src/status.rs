@@ -127,10 +127,7 @@ impl StatusBoard {
                 .entry(hub.name.clone())
                 .or_insert_with(|| HubStatus { url: hub.url.to_string(), capabilities: BTreeMap::new() });
             status.url = hub.url.to_string();
-            let mut capabilities = vec![Capability::Login, Capability::Server, Capability::Kernel];
-            if hub.dask_gateway.is_some() {
-                capabilities.push(Capability::DaskGateway);
-            }
+            let capabilities = hub.capabilities();
             status.capabilities.retain(|c, _| capabilities.contains(c));
             for capability in capabilities {
                 let entry = status.capabilities.entry(capability).or_default();

@@ -98,6 +98,17 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");
     assert_eq!(temple.probes.server.schedule.every, Duration::from_secs(300), "per-hub override");
     assert_eq!(temple.probes.server.schedule.timeout, Duration::from_secs(600), "default kept beside the override");
+    assert_eq!(temple.probes.home.every, Duration::from_secs(900));
+    let cells = &temple.probes.kernel.cells;
+    assert_eq!(cells.len(), 3);
+    assert!(
+        cells[0].expect.accepts("anything at all")
+            && cells[1].expect.accepts("'2.1.3'")
+            && !cells[1].expect.accepts("'1.26'")
+    );
+    assert!(cells[2].expect.accepts(" 42\n") && !cells[2].expect.accepts("41"));
+    let staging = config.hub("staging-hub").unwrap();
+    assert_eq!(staging.probes.kernel.cells[0].code, "5 * 4", "the default cell where kernel_cells is not given");
     assert_eq!(temple.probes.server.user_options["profile"], "small");
     assert_eq!(temple.probes.login.every, Duration::from_secs(60));
     assert_eq!(temple.dask_gateway.as_ref().unwrap().url.as_str(), "https://temple.example.org/services/dask-gateway/");

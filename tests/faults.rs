@@ -23,12 +23,11 @@ use hubwatch::notify::Notifier;
 use hubwatch::status::StatusBoard;
 use hubwatch::store::Store;
 use hubwatch::tasks::Tasks;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, metric, wait_for};
+use support::disk::SmallDisk;
 use support::invariants::assert_promise;
 use support::lab::Lab;
 use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
@@ -84,43 +83,6 @@ impl Setup {
     fn start(&self) -> Daemon {
         let env = [("HUBWATCH_TOKEN", self.token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
         Daemon::start(&self.config, self.listen, &env, self.log.clone())
-    }
-}
-
-/// A small tmpfs at `dir`, unmounted on drop; `None` where this process may not mount one.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: PathBuf) -> Option<SmallDisk> {
-        let _ = Command::new("umount").arg(&dir).status();
-        std::fs::create_dir_all(&dir).unwrap();
-        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&dir).status();
-        mounted.is_ok_and(|s| s.success()).then_some(SmallDisk { dir })
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.dir.join("filler")
-    }
-
-    /// Writes until the filesystem has no byte left.
-    fn fill(&self) {
-        let mut file = std::fs::File::create(self.filler()).unwrap();
-        for chunk in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
-            let block = vec![0u8; chunk];
-            while file.write_all(&block).is_ok() && file.sync_all().is_ok() {}
-        }
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.filler()).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 

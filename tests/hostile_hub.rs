@@ -8,15 +8,17 @@ mod support;
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
 use hubwatch::http::HttpClient;
-use hubwatch::probe::HubProber;
+use hubwatch::probe::{HubProber, OnServer};
 use hubwatch::redact::Redactor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::stub_hub::{GatewayBehaviour, KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub, bystander};
+use support::stub_hub::{GatewayBehaviour, Home, KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub, bystander};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// A server round with the kernel probe on its server.
+const KERNEL: OnServer = OnServer { kernel: true, home: false };
 
 fn prober(hub_url: &str) -> HubProber {
     prober_with(hub_url, "")
@@ -61,7 +63,7 @@ async fn a_healthy_stub_passes_login_server_and_kernel() {
     let prober = prober(&url);
     let login = prober.probe_login("probe-1", &CancellationToken::new()).await.unwrap();
     assert_eq!(login.result, ProbeResult::Ok, "{login:?}");
-    let outcomes = prober.probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober.probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes.iter().all(|o| o.result == ProbeResult::Ok), "{outcomes:?}");
     let record = stub.record.lock().unwrap();
@@ -107,7 +109,7 @@ async fn a_refused_service_token_is_a_monitor_fault_that_says_what_to_fix() {
     assert!(reason.contains("refused hubwatch's service token"), "{reason}");
     assert!(!outcome.result.is_user_affecting());
     // Everything after login is blocked, not failed.
-    let outcomes = prober.probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober.probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert!(outcomes.iter().all(|o| o.result == ProbeResult::Blocked { by: Capability::Login }), "{outcomes:?}");
 
     let (_, url) = stub_with(|b| b.mint = Mint::MissingScope).await;
@@ -132,7 +134,7 @@ async fn an_unreachable_hub_says_it_cannot_connect() {
 async fn an_endless_progress_stream_ends_at_the_timeout_with_the_last_message() {
     let (stub, url) = stub_with(|b| b.progress = Progress::Endless).await;
     let started = Instant::now();
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
     let (stage, reason, _) = failure(&outcomes[0]);
     assert_eq!(stage, Stage::Progress);
@@ -145,7 +147,7 @@ async fn an_endless_progress_stream_ends_at_the_timeout_with_the_last_message() 
 #[tokio::test]
 async fn an_endless_line_is_refused_at_the_event_limit() {
     let (_, url) = stub_with(|b| b.progress = Progress::EndlessLine).await;
-    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", OnServer::default(), &CancellationToken::new()).await;
     let (stage, reason, _) = failure(&outcomes[0]);
     assert_eq!(stage, Stage::Progress);
     assert!(reason.contains("larger than"), "{reason}");
@@ -154,11 +156,11 @@ async fn an_endless_line_is_refused_at_the_event_limit() {
 #[tokio::test]
 async fn garbage_progress_and_empty_failure_reasons_are_explained() {
     let (_, url) = stub_with(|b| b.progress = Progress::Garbage).await;
-    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", OnServer::default(), &CancellationToken::new()).await;
     assert!(failure(&outcomes[0]).1.contains("not JSON"));
 
     let (_, url) = stub_with(|b| b.progress = Progress::FailedEmpty).await;
-    let outcomes = prober(&url).probe_server("probe-1", false, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", OnServer::default(), &CancellationToken::new()).await;
     assert!(failure(&outcomes[0]).1.contains("Spawn failed with no reason given"), "{:?}", outcomes[0]);
 }
 
@@ -166,7 +168,7 @@ async fn garbage_progress_and_empty_failure_reasons_are_explained() {
 async fn a_held_websocket_handshake_fails_at_connect_and_the_kernel_is_deleted() {
     let (stub, url) = stub_with(|b| b.kernel_socket = KernelSocket::HangHandshake).await;
     let started = Instant::now();
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(outcomes[0].result, ProbeResult::Ok);
     let (stage, reason, _) = failure(&outcomes[1]);
@@ -180,7 +182,7 @@ async fn a_held_websocket_handshake_fails_at_connect_and_the_kernel_is_deleted()
 async fn pings_do_not_keep_the_execute_waiting_past_the_deadline() {
     let (_, url) = stub_with(|b| b.kernel_socket = KernelSocket::OnlyPings).await;
     let started = Instant::now();
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
     let (stage, reason, _) = failure(&outcomes[1]);
     assert_eq!(stage, Stage::Execute);
@@ -190,7 +192,7 @@ async fn pings_do_not_keep_the_execute_waiting_past_the_deadline() {
 #[tokio::test]
 async fn a_wrong_result_is_a_kernel_failure() {
     let (_, url) = stub_with(|b| b.kernel_socket = KernelSocket::WrongResult).await;
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     let (stage, reason, _) = failure(&outcomes[1]);
     assert_eq!(stage, Stage::Execute);
     assert_eq!(reason, "expected \"20\" from \"5 * 4\", got \"21\"");
@@ -205,7 +207,7 @@ async fn a_cancelled_round_reports_nothing_but_still_stops_the_server() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         canceller.cancel();
     });
-    let outcomes = prober(&url).probe_server("probe-1", true, &cancel).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &cancel).await;
     assert!(outcomes.is_empty(), "{outcomes:?}");
     assert!(!stub.record.lock().unwrap().server_running);
 }
@@ -215,7 +217,7 @@ async fn a_server_url_on_another_host_gets_no_token() {
     let (other, seen) = bystander().await;
     let (stub, url) = stub_with(|b| b.server_url = Some(format!("//{other}/user/probe-1/"))).await;
     let started = Instant::now();
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     assert!(started.elapsed() < TIMEOUT * 2 + Duration::from_secs(2), "took {:?}", started.elapsed());
     let (stage, reason, cause) = failure(&outcomes[0]);
     assert_eq!((stage, cause), (Stage::Progress, FailureCause::Hub));
@@ -241,7 +243,7 @@ async fn a_login_form_posting_elsewhere_gets_no_password() {
 async fn a_kernel_id_or_cluster_name_that_is_a_path_goes_into_no_url() {
     let climb = "../../../hub/api/users/probe-1";
     let (stub, url) = stub_with(|b| b.kernel_id = Some(climb.into())).await;
-    let outcomes = prober(&url).probe_server("probe-1", true, &CancellationToken::new()).await;
+    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &CancellationToken::new()).await;
     let (stage, reason, _) = failure(&outcomes[1]);
     assert_eq!(stage, Stage::StartKernel);
     assert!(reason.contains("a kernel id that is not one"), "{reason}");
@@ -278,4 +280,54 @@ async fn a_failing_gateway_is_asked_again_after_a_pause_and_its_own_words_are_th
     let polls = stub.record.lock().unwrap().requests.iter().filter(|r| r.contains("?wait")).count();
     // One look per 500 ms pause over a 3 s probe: a handful, not the thousands of a busy loop.
     assert!((2..=8).contains(&polls), "{polls} looks in {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_home_that_saves_passes_and_the_file_is_gone_after() {
+    let (stub, url) = stub_with(|_| {}).await;
+    let outcomes = prober(&url).probe_server("probe-1", OnServer::ALL, &CancellationToken::new()).await;
+    let capabilities: Vec<(Capability, &ProbeResult)> = outcomes.iter().map(|o| (o.capability, &o.result)).collect();
+    assert_eq!(
+        capabilities,
+        [
+            (Capability::Server, &ProbeResult::Ok),
+            (Capability::Kernel, &ProbeResult::Ok),
+            (Capability::Home, &ProbeResult::Ok)
+        ]
+    );
+    let record = stub.record.lock().unwrap();
+    assert!(record.files.is_empty(), "the probe's file was deleted: {:?}", record.files);
+    let home: Vec<&String> = record.requests.iter().filter(|r| r.contains("/api/contents/")).collect();
+    assert_eq!(home.len(), 3, "write, read back, delete: {home:?}");
+    assert!(home[0].starts_with("PUT /user/probe-1/api/contents/hubwatch-probe-"), "{home:?}");
+}
+
+#[tokio::test]
+async fn a_full_or_read_only_home_fails_in_the_servers_words_and_the_rest_passes() {
+    for (home, words) in
+        [(Home::Full, "[Errno 28] No space left on device"), (Home::ReadOnly, "[Errno 30] Read-only file system")]
+    {
+        let (stub, url) = stub_with(|b| b.home = home).await;
+        let outcomes = prober(&url).probe_server("probe-1", OnServer::ALL, &CancellationToken::new()).await;
+        assert_eq!((outcomes[0].capability, &outcomes[0].result), (Capability::Server, &ProbeResult::Ok));
+        assert_eq!((outcomes[1].capability, &outcomes[1].result), (Capability::Kernel, &ProbeResult::Ok));
+        assert_eq!(outcomes[2].capability, Capability::Home);
+        let (stage, reason, cause) = failure(&outcomes[2]);
+        assert_eq!((stage, cause), (Stage::WriteFile, FailureCause::Hub));
+        assert!(reason.starts_with("could not save hubwatch-probe-"), "{reason}");
+        assert!(reason.contains("HTTP 500 Internal Server Error: Unexpected error while saving file"), "{reason}");
+        assert!(reason.contains(words), "{reason}");
+        assert!(
+            stub.record.lock().unwrap().requests.iter().any(|r| r.starts_with("DELETE /user/probe-1/api/contents/")),
+            "cleaned up"
+        );
+    }
+}
+
+#[tokio::test]
+async fn home_is_blocked_when_the_server_does_not_start() {
+    let (_, url) = stub_with(|b| b.progress = Progress::FailedEmpty).await;
+    let outcomes = prober(&url).probe_server("probe-1", OnServer::ALL, &CancellationToken::new()).await;
+    assert_eq!(outcomes[2].capability, Capability::Home);
+    assert_eq!(outcomes[2].result, ProbeResult::Blocked { by: Capability::Server });
 }

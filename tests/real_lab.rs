@@ -16,7 +16,9 @@ use hubwatch::redact::Redactor;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
+use support::disk::SmallDisk;
 use support::lab::Lab;
+use support::tiers::Needs;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +69,9 @@ hubs:
     token: {{env: HUBWATCH_TOKEN}}
     users: [probe-3, probe-4]
     login: {{method: form, password: {{env: PROBE_PASSWORD}}}}
+    kernel_cells:
+      - {{code: "import labpackage"}}
+      - {{code: "labpackage.VERSION", expect_regex: "^'1\\."}}
 "#
     );
     let token = lab.token();
@@ -156,13 +161,13 @@ async fn a_healthy_round_passes_for_every_user_with_both_login_methods() {
     let Some((_serial, lab, config)) = lab("probes-healthy", 30, USUAL).await else { return };
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
-        for capability in [Login, Server, Kernel, DaskGateway] {
+        for capability in [Login, Server, Kernel, Home, DaskGateway] {
             run.assert_ok(capability, user);
         }
     }
     let run = check(&config, "lab-form").await;
     for user in ["probe-3", "probe-4"] {
-        for capability in [Login, Server, Kernel] {
+        for capability in [Login, Server, Kernel, Home] {
             run.assert_ok(capability, user);
         }
     }
@@ -328,4 +333,59 @@ async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
         assert!(f.reason.contains("refused hubwatch's service token"), "{}", f.reason);
         assert!(!outcome.result.is_user_affecting());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_home_fails_saving_only_in_the_servers_words() {
+    let Some((_serial, lab, config)) = lab("probes-home", 30, USUAL).await else { return };
+    eprintln!("home full for one user (the server's writes fail with ENOSPC)");
+    lab.set_flag("home-full", Some("probe-1"), "");
+    let run = check(&config, "lab").await;
+    run.assert_ok(Server, "probe-1");
+    run.assert_ok(Kernel, "probe-1");
+    run.assert_failed(Home, "probe-1", Stage::WriteFile, "[Errno 28] No space left on device");
+    run.assert_ok(Home, "probe-2");
+    lab.clear_flags();
+
+    eprintln!("homes read-only for everyone");
+    lab.set_flag("home-readonly", None, "");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(Home, user, Stage::WriteFile, "[Errno 30] Read-only file system");
+    }
+    lab.clear_flags();
+
+    // Where a filesystem can be mounted: probe-2's home on a tmpfs that is really full.
+    if support::tiers::can_run(
+        "a_full_or_read_only_home_fails_saving_only_in_the_servers_words (tmpfs)",
+        &[Needs::Mount],
+    ) {
+        eprintln!("probe-2's home on a small tmpfs, filled up");
+        let disk = SmallDisk::mount(lab.dir.join("home").join("probe-2")).expect("a tmpfs mounts (checked above)");
+        disk.fill();
+        let run = check(&config, "lab").await;
+        run.assert_ok(Server, "probe-2");
+        run.assert_failed(Home, "probe-2", Stage::WriteFile, "No space left on device");
+        run.assert_ok(Home, "probe-1");
+        disk.free();
+        check(&config, "lab").await.assert_ok(Home, "probe-2");
+    }
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_package_fails_the_kernel_at_the_cell_that_imports_it() {
+    let Some((_serial, lab, config)) = lab("probes-cells", 30, USUAL).await else { return };
+    lab.set_flag("package-broken", Some("probe-3"), "");
+    let run = check(&config, "lab-form").await;
+    run.assert_ok(Server, "probe-3");
+    run.assert_failed(
+        Kernel,
+        "probe-3",
+        Stage::Execute,
+        "cell 1 of 2 (import labpackage): the code raised ImportError: libopenblas.so.0: cannot open shared object file",
+    );
+    run.assert_ok(Kernel, "probe-4");
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
 }

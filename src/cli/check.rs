@@ -38,7 +38,7 @@ pub async fn run_all(
                     return std::iter::once(login).chain(blocked).collect();
                 }
                 let mut outcomes = vec![login];
-                outcomes.extend(prober.probe_server(&user, true, &cancel).await);
+                outcomes.extend(prober.probe_server(&user, probe::OnServer::ALL, &cancel).await);
                 outcomes.extend(prober.probe_dask_gateway(&user, &cancel).await);
                 outcomes
             });

@@ -1,10 +1,12 @@
 //! The configuration: parsed from YAML, validated in one pass that reports every problem with the file and
 //! the key, then immutable. See docs/configuration.md for the reference.
 
+mod probes;
 mod secret;
 mod walk;
 mod web;
 
+pub use probes::{DaskProbeConfig, Expect, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
 pub use secret::EnvLookup;
 pub use web::{TlsFiles, WebConfig};
 
@@ -225,6 +227,13 @@ pub struct HubConfig {
     pub probes: ProbeSettings,
 }
 
+impl HubConfig {
+    /// What is probed on this hub: every capability, Dask Gateway only with a gateway.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|c| *c != Capability::DaskGateway || self.dask_gateway.is_some()).collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum LoginMethod {
     /// hubwatch's service token mints a short-lived token per probe user.
@@ -237,71 +246,6 @@ pub enum LoginMethod {
 pub struct DaskGatewayConfig {
     pub url: Url,
     pub cluster_options: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub every: Duration,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProbeSettings {
-    pub login: Schedule,
-    pub server: ServerProbeConfig,
-    pub kernel: KernelProbeConfig,
-    pub dask_gateway: DaskProbeConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerProbeConfig {
-    pub schedule: Schedule,
-    pub user_options: Map<String, Value>,
-}
-
-#[derive(Debug, Clone)]
-pub struct KernelProbeConfig {
-    pub schedule: Schedule,
-    /// None: the server's default kernel.
-    pub kernel_name: Option<String>,
-    pub code: String,
-    /// The `text/plain` result (or the printed output) the code must give.
-    pub expect: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct DaskProbeConfig {
-    pub schedule: Schedule,
-    pub workers: u32,
-}
-
-impl ProbeSettings {
-    pub fn schedule(&self, capability: Capability) -> Schedule {
-        match capability {
-            Capability::Login => self.login,
-            Capability::Server => self.server.schedule,
-            Capability::Kernel => self.kernel.schedule,
-            Capability::DaskGateway => self.dask_gateway.schedule,
-        }
-    }
-}
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        let schedule =
-            |every, timeout| Schedule { every: Duration::from_secs(every), timeout: Duration::from_secs(timeout) };
-        ProbeSettings {
-            login: schedule(60, 30),
-            server: ServerProbeConfig { schedule: schedule(600, 600), user_options: Map::new() },
-            kernel: KernelProbeConfig {
-                schedule: schedule(600, 120),
-                kernel_name: None,
-                code: "5 * 4".into(),
-                expect: "20".into(),
-            },
-            dask_gateway: DaskProbeConfig { schedule: schedule(1800, 600), workers: 1 },
-        }
-    }
 }
 
 /// A configuration that failed to load or validate. Its `Display` is what `hubwatch` prints before exiting 2.
@@ -365,12 +309,8 @@ const DISCOVERY_KEYS: &[&str] =
 /// z2jh's Secret: the hub's cookie secret, the proxy's token and every service's token. Never hubwatch's to read.
 const Z2JH_HUB_SECRET: &str = "hub";
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
-const HUB_KEYS: &[&str] = &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes"];
-const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "dask_gateway"];
-const LOGIN_PROBE_KEYS: &[&str] = &["every", "timeout"];
-const SERVER_PROBE_KEYS: &[&str] = &["every", "timeout", "user_options"];
-const KERNEL_PROBE_KEYS: &[&str] = &["every", "timeout", "kernel_name", "code", "expect"];
-const DASK_PROBE_KEYS: &[&str] = &["every", "timeout", "workers"];
+const HUB_KEYS: &[&str] =
+    &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes", "kernel_cells"];
 
 impl Config {
     /// Reads and validates `path`, resolving secrets from the process environment.
@@ -426,9 +366,6 @@ impl Config {
         secrets
     }
 }
-
-/// Reads one probe's keys from its table into the settings; false if any is invalid.
-type ProbeReader = fn(&mut Validator, &mut Table, &mut ProbeSettings) -> bool;
 
 struct Validator<'a> {
     config_dir: &'a Path,
@@ -917,86 +854,6 @@ impl Validator<'_> {
         ok.then_some(config)
     }
 
-    fn defaults(&mut self, value: &Value) -> Option<ProbeSettings> {
-        let mut table = Table::new(value, "defaults", &["probes"], self.problems)?;
-        let settings = match table.get("probes") {
-            None => Some(ProbeSettings::default()),
-            Some(v) => self.probe_settings(v, "defaults.probes", &ProbeSettings::default()),
-        };
-        table.finish(self.problems);
-        settings
-    }
-
-    /// Probe settings at `path`, each key overriding `base` (the defaults, for a hub).
-    fn probe_settings(&mut self, value: &Value, path: &str, base: &ProbeSettings) -> Option<ProbeSettings> {
-        let mut table = Table::new(value, path, PROBES_KEYS, self.problems)?;
-        let mut settings = base.clone();
-        let mut ok = true;
-        let probes: [(&str, &[&str], ProbeReader); 4] = [
-            ("login", LOGIN_PROBE_KEYS, |v, t, s| v.schedule(t, &mut s.login)),
-            ("server", SERVER_PROBE_KEYS, |v, t, s| v.server_probe(t, s)),
-            ("kernel", KERNEL_PROBE_KEYS, |v, t, s| v.kernel_probe(t, s)),
-            ("dask_gateway", DASK_PROBE_KEYS, |v, t, s| v.dask_probe(t, s)),
-        ];
-        for (key, keys, read) in probes {
-            let Some(v) = table.get(key) else { continue };
-            match Table::new(v, &join(path, key), keys, self.problems) {
-                Some(mut t) => {
-                    ok &= read(self, &mut t, &mut settings);
-                    t.finish(self.problems);
-                }
-                None => ok = false,
-            }
-        }
-        table.finish(self.problems);
-        ok.then_some(settings)
-    }
-
-    fn server_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.server.schedule);
-        if let Some(v) = t.get("user_options") {
-            match object(v, &t.key_path("user_options"), self.problems) {
-                Some(map) => settings.server.user_options = map,
-                None => ok = false,
-            }
-        }
-        ok
-    }
-
-    fn kernel_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.kernel.schedule);
-        let kernel = &mut settings.kernel;
-        if let Some(v) = t.get("kernel_name") {
-            kernel.kernel_name = string(v, &t.key_path("kernel_name"), self.problems);
-            ok &= kernel.kernel_name.is_some();
-        }
-        for (key, slot) in [("code", &mut kernel.code), ("expect", &mut kernel.expect)] {
-            if let Some(v) = t.get(key) {
-                match string(v, &t.key_path(key), self.problems) {
-                    Some(s) => *slot = s,
-                    None => ok = false,
-                }
-            }
-        }
-        ok
-    }
-
-    fn dask_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.dask_gateway.schedule);
-        if let Some(v) = t.get("workers") {
-            match positive_integer(v, &t.key_path("workers"), 100, self.problems) {
-                Some(n) => settings.dask_gateway.workers = n as u32,
-                None => ok = false,
-            }
-        }
-        ok
-    }
-
-    /// Reads `every` and `timeout` from `table` into `schedule`; false if either is invalid.
-    fn schedule(&mut self, table: &mut Table, schedule: &mut Schedule) -> bool {
-        self.durations(table, [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)])
-    }
-
     /// Reads each duration key present in `table` into its slot (absent keys keep their default); false if
     /// any is invalid.
     fn durations<const N: usize>(&mut self, table: &mut Table, slots: [(&'static str, &mut Duration); N]) -> bool {
@@ -1071,10 +928,16 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.dask_gateway(v, &join(path, "dask_gateway")).map(Some),
         };
-        let probes = match table.get("probes") {
+        let mut probes = match table.get("probes") {
             None => Some(defaults.clone()),
             Some(v) => self.probe_settings(v, &join(path, "probes"), defaults),
         };
+        if let Some(v) = table.get("kernel_cells") {
+            match (self.kernel_cells(v, &join(path, "kernel_cells")), probes.as_mut()) {
+                (Some(cells), Some(probes)) => probes.kernel.cells = cells,
+                _ => probes = None,
+            }
+        }
         table.finish(self.problems);
         Some(HubConfig {
             name: name?,

@@ -17,7 +17,7 @@ impl IncidentKind {
 
     pub fn of(capability: Capability) -> IncidentKind {
         match capability {
-            Capability::Login | Capability::Server | Capability::Kernel => IncidentKind::HubAccess,
+            Capability::Login | Capability::Server | Capability::Kernel | Capability::Home => IncidentKind::HubAccess,
             Capability::DaskGateway => IncidentKind::DaskGateway,
         }
     }
@@ -25,7 +25,7 @@ impl IncidentKind {
     /// The capabilities whose failures make this kind of incident.
     pub fn capabilities(self) -> &'static [Capability] {
         match self {
-            IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel],
+            IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel, Capability::Home],
             IncidentKind::DaskGateway => &[Capability::DaskGateway],
         }
     }

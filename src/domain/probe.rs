@@ -10,18 +10,21 @@ pub enum Capability {
     Login,
     Server,
     Kernel,
+    /// Saving to the home directory (write, read back, delete a small file through the server).
+    Home,
     DaskGateway,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] =
-        [Capability::Login, Capability::Server, Capability::Kernel, Capability::DaskGateway];
+    pub const ALL: [Capability; 5] =
+        [Capability::Login, Capability::Server, Capability::Kernel, Capability::Home, Capability::DaskGateway];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Capability::Login => "login",
             Capability::Server => "server",
             Capability::Kernel => "kernel",
+            Capability::Home => "home",
             Capability::DaskGateway => "dask_gateway",
         }
     }
@@ -52,6 +55,10 @@ pub enum Stage {
     Connect,
     Execute,
     DeleteKernel,
+    // home
+    WriteFile,
+    ReadFile,
+    DeleteFile,
     // dask gateway
     DeleteLeftoverClusters,
     CreateCluster,
@@ -79,6 +86,9 @@ impl Stage {
             Stage::Connect => "connect",
             Stage::Execute => "execute",
             Stage::DeleteKernel => "delete_kernel",
+            Stage::WriteFile => "write_file",
+            Stage::ReadFile => "read_file",
+            Stage::DeleteFile => "delete_file",
             Stage::DeleteLeftoverClusters => "delete_leftover_clusters",
             Stage::CreateCluster => "create_cluster",
             Stage::WaitRunning => "wait_running",

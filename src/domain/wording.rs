@@ -31,6 +31,7 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
                     Capability::Login => "log in",
                     Capability::Server => "start their servers",
                     Capability::Kernel => "execute code",
+                    Capability::Home => "save to their home directories",
                     Capability::DaskGateway => "use Dask Gateway",
                 })
                 .collect();

@@ -5,6 +5,7 @@
 
 use super::Deadline;
 use super::round::HubProber;
+use crate::config::KernelCell;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Text, scrub, truncate};
 use backon::{ConstantBuilder, Retryable};
@@ -45,8 +46,7 @@ impl HubProber {
                 let id = stages.run(Stage::StartKernel, start).await?;
                 *kernel_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
                 let mut socket = stages.run(Stage::Connect, connect(server_url, token, &id, deadline)).await?;
-                let executed =
-                    stages.run(Stage::Execute, execute(&mut socket, &settings.code, &settings.expect, deadline)).await;
+                let executed = stages.run(Stage::Execute, run_cells(&mut socket, &settings.cells, deadline)).await;
                 let _ = timeout_at(deadline.at, socket.close(None)).await;
                 executed
             })
@@ -155,17 +155,27 @@ struct Replies {
     idle: bool,
 }
 
-/// Sends `code` as an `execute_request` and checks that its result (or printed output) equals `expect`.
-pub async fn execute(
-    socket: &mut KernelSocket,
-    code: &str,
-    expect: &str,
-    deadline: Deadline,
-) -> Result<(), StepFailure> {
+/// Runs `cells` in order on one kernel; the first that fails is the failure, named when there are several.
+async fn run_cells(socket: &mut KernelSocket, cells: &[KernelCell], deadline: Deadline) -> Result<(), StepFailure> {
+    for (index, cell) in cells.iter().enumerate() {
+        execute(socket, cell, deadline).await.map_err(|failure| match cells.len() {
+            1 => failure,
+            total => {
+                let code = truncate(&cell.code.split_whitespace().collect::<Vec<_>>().join(" "), 60);
+                StepFailure { reason: format!("cell {} of {total} ({code}): {}", index + 1, failure.reason), ..failure }
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Sends the cell's code as an `execute_request` and checks that its result (or printed output) is what the
+/// cell expects.
+pub async fn execute(socket: &mut KernelSocket, cell: &KernelCell, deadline: Deadline) -> Result<(), StepFailure> {
     let msg_id = uuid::Uuid::new_v4().simple().to_string();
-    send_execute_request(socket, code, &msg_id, deadline).await?;
+    send_execute_request(socket, &cell.code, &msg_id, deadline).await?;
     let replies = await_replies(socket, &msg_id, deadline).await?;
-    check_result(replies, code, expect)
+    check_result(replies, cell)
 }
 
 async fn send_execute_request(
@@ -225,8 +235,9 @@ async fn await_replies(socket: &mut KernelSocket, msg_id: &str, deadline: Deadli
     Ok(replies)
 }
 
-/// The execution's outcome: an error the code raised, a reply that was not ok, or a result that is not `expect`.
-fn check_result(replies: Replies, code: &str, expect: &str) -> Result<(), StepFailure> {
+/// The execution's outcome: an error the code raised, a reply that was not ok, or a result the cell does not
+/// expect.
+fn check_result(replies: Replies, cell: &KernelCell) -> Result<(), StepFailure> {
     let stage = Stage::Execute;
     if let Some(error) = replies.error {
         return Err(StepFailure::hub(stage, format!("the code raised {error}")));
@@ -238,10 +249,10 @@ fn check_result(replies: Replies, code: &str, expect: &str) -> Result<(), StepFa
         ));
     }
     let got = replies.result.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or(replies.stdout.trim());
-    if got != expect.trim() {
+    if !cell.expect.accepts(got) {
         return Err(StepFailure::hub(
             stage,
-            format!("expected {:?} from {:?}, got {:?}", expect.trim(), code, truncate(&scrub(got), 200)),
+            format!("expected {} from {:?}, got {:?}", cell.expect.describe(), cell.code, truncate(&scrub(got), 200)),
         ));
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! clean-up whatever happened.
 
 pub mod dask_gateway;
+pub mod home;
 pub mod kernel;
 pub mod login;
 pub mod round;
@@ -22,6 +23,18 @@ use crate::http;
 use crate::redact::Redactor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What a server round does on the server it starts, each when due: the kernel probe, the home probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OnServer {
+    pub kernel: bool,
+    pub home: bool,
+}
+
+impl OnServer {
+    /// Everything (`hubwatch check`, a corroborating round).
+    pub const ALL: OnServer = OnServer { kernel: true, home: true };
+}
 
 /// When a probe must be done by, and the budget it was given (for messages).
 #[derive(Debug, Clone, Copy)]

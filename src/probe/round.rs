@@ -52,12 +52,10 @@ impl HubProber {
 
     /// The other capabilities of the user whose `login` failed, each blocked by it.
     pub fn blocked_after_login(&self, login: &ProbeOutcome) -> Vec<ProbeOutcome> {
-        let mut capabilities = vec![Capability::Server, Capability::Kernel];
-        if self.hub.dask_gateway.is_some() {
-            capabilities.push(Capability::DaskGateway);
-        }
-        capabilities
+        self.hub
+            .capabilities()
             .into_iter()
+            .filter(|c| *c != Capability::Login)
             .map(|c| {
                 let mut round = self.round(&login.user, c, Duration::ZERO);
                 round.started.0 = login.started_at;

@@ -5,7 +5,7 @@
 use super::login::hub_url;
 use super::round::HubProber;
 use super::sse::SseParser;
-use super::{Deadline, Look, Stages, poll_until, user_path};
+use super::{Deadline, Look, OnServer, Stages, poll_until, user_path};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
 use reqwest::header::AUTHORIZATION;
@@ -23,27 +23,51 @@ const PROGRESS_EVENT_LIMIT: usize = 64 * 1024;
 const POLL: Duration = Duration::from_millis(500);
 
 impl HubProber {
-    /// The server capability, and the kernel capability on the server it started when `with_kernel`. The
-    /// server is stopped at the end whatever happened. Empty when cancelled.
-    pub async fn probe_server(&self, user: &str, with_kernel: bool, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
+    /// The server capability, and on the server it started the kernel and home capabilities `on` asks for.
+    /// The server is stopped at the end whatever happened. Empty when cancelled.
+    pub async fn probe_server(&self, user: &str, on: OnServer, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
         let round = self.round(user, Capability::Server, self.hub.probes.server.schedule.timeout);
-        let kernel = with_kernel.then(|| round.sibling(Capability::Kernel));
+        let siblings: Vec<_> = [(on.kernel, Capability::Kernel), (on.home, Capability::Home)]
+            .into_iter()
+            .filter(|(wanted, _)| *wanted)
+            .map(|(_, capability)| round.sibling(capability))
+            .collect();
         let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {
-            return std::iter::once(round).chain(kernel).map(|r| r.blocked(Capability::Login)).collect();
+            return std::iter::once(round).chain(siblings).map(|r| r.blocked(Capability::Login)).collect();
         };
         let spawned = round.steps(cancel, self.spawn(user, &token, &round.stages, round.deadline)).await;
         let spawn_duration = round.elapsed();
-        let kernel = match (&spawned, kernel) {
-            (Some(Ok(server)), Some(_)) => self.probe_kernel(user, &token, &server.url, cancel).await,
-            (Some(Err(_)), Some(kernel)) => Some(kernel.blocked(Capability::Server)),
-            _ => None,
+        let on_server = match &spawned {
+            Some(Ok(server)) => self.on_server(user, &token, &server.url, on, cancel).await,
+            Some(Err(_)) => siblings.into_iter().map(|r| r.blocked(Capability::Server)).collect(),
+            None => Vec::new(),
         };
         // Always stop: a failed or interrupted spawn may have left a pending server behind.
         let server = self.server_of(user);
         let stop = |deadline| server.stop(&token, deadline);
         let stopped = round.clean_up(Stage::StopServer, stop).await;
         let server = round.finish(spawned.map(|r| r.map(|_| ())), stopped, spawn_duration);
-        server.into_iter().chain(kernel).collect()
+        server.into_iter().chain(on_server).collect()
+    }
+
+    /// The kernel and home probes `on` asks for, one after the other, on the running server at `url`.
+    pub(super) async fn on_server(
+        &self,
+        user: &str,
+        token: &Secret,
+        url: &Url,
+        on: OnServer,
+        cancel: &CancellationToken,
+    ) -> Vec<ProbeOutcome> {
+        let kernel = match on.kernel {
+            true => self.probe_kernel(user, token, url, cancel).await,
+            false => None,
+        };
+        let home = match on.home {
+            true => self.probe_home(user, token, url, cancel).await,
+            false => None,
+        };
+        kernel.into_iter().chain(home).collect()
     }
 
     /// The server's steps: stop a leftover, request the spawn, follow the progress to ready or failed.

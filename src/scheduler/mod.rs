@@ -3,8 +3,8 @@
 //! overlaps itself (a round that overruns skips the slots it missed); a global semaphore bounds the rounds
 //! running at once; every round has its own deadline, so one slow hub never holds up the others beyond it.
 //!
-//! Lanes per probe user: `login`; `server` (the kernel probe runs on the server that round starts, when it is
-//! due, because a kernel needs a running server); `dask_gateway` when the hub has a gateway.
+//! Lanes per probe user: `login`; `server` (the kernel and home probes run on the server that round starts,
+//! each when due, because they need a running server); `dask_gateway` when the hub has a gateway.
 //!
 //! When a round's result flips, the lanes of the same hub and kind run again soon (see [`corroborate`]).
 
@@ -13,7 +13,7 @@ mod corroborate;
 use crate::config::{HubConfig, SchedulerConfig};
 use crate::domain::ProbeOutcome;
 use crate::metrics::Metrics;
-use crate::probe::HubProber;
+use crate::probe::{HubProber, OnServer};
 use corroborate::{Corroboration, Observation, confirm_delay, observations};
 use futures_util::future::BoxFuture;
 use std::cmp::Reverse;
@@ -29,11 +29,11 @@ use tokio_util::sync::CancellationToken;
 pub trait Rounds: Send + Sync {
     fn hub(&self) -> &HubConfig;
     fn login<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
-    /// The server round, with the kernel probe on the server it starts when `with_kernel`.
+    /// The server round, with the probes `on` asks for on the server it starts.
     fn server<'a>(
         &'a self,
         user: &'a str,
-        with_kernel: bool,
+        on: OnServer,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Vec<ProbeOutcome>>;
     fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
@@ -51,10 +51,10 @@ impl Rounds for HubProber {
     fn server<'a>(
         &'a self,
         user: &'a str,
-        with_kernel: bool,
+        on: OnServer,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Vec<ProbeOutcome>> {
-        Box::pin(self.probe_server(user, with_kernel, cancel))
+        Box::pin(self.probe_server(user, on, cancel))
     }
 
     fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
@@ -80,11 +80,30 @@ struct Lane {
     due: Option<Instant>,
     /// The slot the running (or last) round was started for.
     started_for: Instant,
-    /// The next round was pulled forward to corroborate a flip (a server round then also runs the kernel).
+    /// The next round was pulled forward to corroborate a flip (a server round then also runs everything
+    /// on the server).
     corroborating: bool,
-    /// Server lanes only: when the kernel probe is next due.
-    kernel_due: Instant,
-    kernel_every: Duration,
+    /// Server lanes only: the kernel and home probes, each with its own interval.
+    kernel: OnServerSchedule,
+    home: OnServerSchedule,
+}
+
+/// When a probe that runs on a server round's server is next due.
+#[derive(Debug, Clone, Copy)]
+struct OnServerSchedule {
+    due: Instant,
+    every: Duration,
+}
+
+impl OnServerSchedule {
+    /// Whether it is due in the round started for the slot `was_due`; if so, its next slot is taken.
+    fn take(&mut self, was_due: Instant) -> bool {
+        let due = self.due <= was_due;
+        if due {
+            self.due = next_slot(self.due, self.every, was_due);
+        }
+        due
+    }
 }
 
 /// The lanes' next slots, soonest first.
@@ -143,11 +162,13 @@ impl Scheduler {
                     due: None,
                     started_for: now,
                     corroborating: false,
-                    kernel_due: now,
-                    kernel_every: probes.kernel.schedule.every,
+                    kernel: OnServerSchedule { due: now, every: probes.kernel.schedule.every },
+                    home: OnServerSchedule { due: now, every: probes.home.every },
                 };
                 lanes.push(lane(LaneKind::Login, probes.login.every));
-                lanes.push(lane(LaneKind::Server, probes.server.schedule.every.min(probes.kernel.schedule.every)));
+                let server_every =
+                    probes.server.schedule.every.min(probes.kernel.schedule.every).min(probes.home.every);
+                lanes.push(lane(LaneKind::Server, server_every));
                 if hub.dask_gateway.is_some() {
                     lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.schedule.every));
                 }
@@ -203,7 +224,7 @@ impl Scheduler {
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             let phase = start + lane.every.mul_f64(fastrand::f64());
             due.push(Reverse((phase, index)));
-            (lane.anchor, lane.due, lane.kernel_due) = (phase, Some(phase), phase);
+            (lane.anchor, lane.due, lane.kernel.due, lane.home.due) = (phase, Some(phase), phase, phase);
         }
         due
     }
@@ -267,11 +288,11 @@ impl Scheduler {
         shutdown: &CancellationToken,
     ) -> tokio::task::Id {
         let lane = &mut self.lanes[index];
-        let kernel_due = lane.kind == LaneKind::Server && lane.kernel_due <= was_due;
-        if kernel_due {
-            lane.kernel_due = next_slot(lane.kernel_due, lane.kernel_every, was_due);
-        }
-        let with_kernel = kernel_due || (lane.kind == LaneKind::Server && lane.corroborating);
+        let on = match lane.kind {
+            LaneKind::Server if lane.corroborating => OnServer::ALL,
+            LaneKind::Server => OnServer { kernel: lane.kernel.take(was_due), home: lane.home.take(was_due) },
+            _ => OnServer::default(),
+        };
         // A round may start up to BATCH before its slot and end before it: the next one is after that slot.
         (lane.due, lane.corroborating, lane.started_for) = (None, false, was_due);
         let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
@@ -283,7 +304,7 @@ impl Scheduler {
             let _in_flight = InFlight::start(&metrics);
             let results = match kind {
                 LaneKind::Login => prober.login(&user, &cancel).await.into_iter().collect(),
-                LaneKind::Server => prober.server(&user, with_kernel, &cancel).await,
+                LaneKind::Server => prober.server(&user, on, &cancel).await,
                 LaneKind::DaskGateway => prober.dask_gateway(&user, &cancel).await.into_iter().collect(),
             };
             let observed = observations(&results);
@@ -395,7 +416,7 @@ mod supervision {
             })
         }
 
-        fn server<'a>(&'a self, _: &'a str, _: bool, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
+        fn server<'a>(&'a self, _: &'a str, _: OnServer, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
             Box::pin(async { Vec::new() })
         }
 

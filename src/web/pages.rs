@@ -101,6 +101,7 @@ fn capability_title(capability: Capability) -> &'static str {
         Capability::Login => "Log in",
         Capability::Server => "Start a server",
         Capability::Kernel => "Execute code",
+        Capability::Home => "Save to home",
         Capability::DaskGateway => "Dask Gateway",
     }
 }

@@ -1,5 +1,6 @@
 pub mod apiserver;
 pub mod daemon;
+pub mod disk;
 pub mod golden;
 pub mod invariants;
 pub mod k8s_fixtures;

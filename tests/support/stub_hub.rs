@@ -53,6 +53,17 @@ pub enum KernelSocket {
     OnlyPings,
 }
 
+/// How the user's home directory behaves under the contents API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Home {
+    #[default]
+    Works,
+    /// Writes fail as jupyter-server reports ENOSPC.
+    Full,
+    /// Writes fail as jupyter-server reports EROFS.
+    ReadOnly,
+}
+
 /// How the stub's Dask Gateway (under `/services/dask-gateway/`) behaves.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum GatewayBehaviour {
@@ -80,6 +91,7 @@ pub struct Behaviour {
     /// The id a started kernel gets; default `k-1`.
     pub kernel_id: Option<String>,
     pub gateway: GatewayBehaviour,
+    pub home: Home,
 }
 
 #[derive(Default)]
@@ -90,6 +102,8 @@ pub struct Record {
     pub server_stops: usize,
     /// Every request, as "METHOD /path?query".
     pub requests: Vec<String>,
+    /// Files in the probe users' homes, by path.
+    pub files: std::collections::HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -113,6 +127,7 @@ impl Stub {
             .route("/user/{user}/api/kernels", post(start_kernel))
             .route("/user/{user}/api/kernels/{id}", delete(delete_kernel))
             .route("/user/{user}/api/kernels/{id}/channels", get(channels))
+            .route("/user/{user}/api/contents/{name}", get(read_file).put(write_file).delete(delete_file))
             .route("/services/dask-gateway/api/v1/clusters/", get(list_clusters).post(create_cluster))
             .route("/services/dask-gateway/api/v1/clusters/{name}", get(cluster).delete(delete_cluster))
             .layer(axum::middleware::from_fn_with_state(self.clone(), record_request))
@@ -353,4 +368,42 @@ pub async fn bystander() -> (String, Arc<Mutex<Vec<String>>>) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("127.0.0.1:{}", addr.port()), seen)
+}
+
+/// jupyter-server's contents API: `PUT` saves (or fails as a full or read-only disk makes it fail, in
+/// jupyter-server's words), `GET` reads, `DELETE` removes.
+async fn write_file(
+    State(stub): State<Stub>,
+    Path((user, name)): Path<(String, String)>,
+    axum::Json(model): axum::Json<serde_json::Value>,
+) -> Response {
+    let error = match stub.behaviour(|b| b.home) {
+        Home::Works => None,
+        Home::Full => Some(format!("[Errno 28] No space left on device: '/home/{user}/{name}'")),
+        Home::ReadOnly => Some(format!("[Errno 30] Read-only file system: '/home/{user}/{name}'")),
+    };
+    if let Some(error) = error {
+        let message = format!("Unexpected error while saving file: {name} {error}");
+        return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": message, "reason": null})))
+            .into_response();
+    }
+    let content = model["content"].as_str().unwrap_or_default().to_string();
+    stub.record.lock().unwrap().files.insert(format!("{user}/{name}"), content);
+    let saved = json!({"name": name, "path": name, "type": "file", "format": null, "content": null, "writable": true});
+    (StatusCode::CREATED, axum::Json(saved)).into_response()
+}
+
+async fn read_file(State(stub): State<Stub>, Path((user, name)): Path<(String, String)>) -> Response {
+    match stub.record.lock().unwrap().files.get(&format!("{user}/{name}")) {
+        Some(content) => {
+            axum::Json(json!({"name": name, "type": "file", "format": "text", "content": content})).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"message": format!("No such file or directory: {name}")})))
+            .into_response(),
+    }
+}
+
+async fn delete_file(State(stub): State<Stub>, Path((user, name)): Path<(String, String)>) -> Response {
+    stub.record.lock().unwrap().files.remove(&format!("{user}/{name}"));
+    StatusCode::NO_CONTENT.into_response()
 }
