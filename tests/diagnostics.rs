@@ -216,3 +216,36 @@ async fn a_crowded_namespace_is_listed_in_pages_and_a_flooding_log_read_in_bound
         "no line cut short"
     );
 }
+
+/// A probe user's server that fails because its home is full says so only in its own log: the diagnostics
+/// show that log and name the cause.
+#[tokio::test]
+async fn a_probe_users_own_server_log_is_shown_and_a_full_home_named_as_the_likely_cause() {
+    let server = ApiServer::default();
+    let t = k8s_fixtures::now();
+    k8s_fixtures::load(&server, Scenario::BrokenImage, t);
+    server.put("pods", k8s_fixtures::running_user_pod("probe-1", t));
+    server.set_log(
+        "jupyter-probe-1",
+        "notebook",
+        false,
+        "[I 2026-11-24 09:59:50.000 ServerApp] Writing Jupyter server cookie secret to /home/jovyan/.local/share/jupyter/runtime/jupyter_cookie_secret\n\
+         [C 2026-11-24 09:59:50.100 ServerApp] Bad config encountered during initialization: [Errno 28] No space left on device: '/home/jovyan/.local/share/jupyter/runtime'\n",
+    );
+    server.set_log("jupyter-dave", "notebook", false, "[I 2026-11-24 09:00:00.000 ServerApp] dave is fine\n");
+    let client = client_for(&server).await;
+    let text = collect(
+        &client,
+        request(IncidentKind::HubAccess, &["probe-1"], Duration::from_secs(5)),
+        Arc::new(Redactor::new()),
+        t,
+    )
+    .await
+    .render();
+    assert!(text.contains("$ kubectl -n temple logs -l component=singleuser-server --tail=50 --prefix\n[pod/jupyter-probe-1/notebook] [I"), "{text}");
+    assert!(!text.contains("dave is fine"), "only the affected users' servers: {text}");
+    assert!(
+        text.contains("Likely cause: a home directory (or another volume) is full: `[pod/jupyter-probe-1/notebook] [C 2026-11-24 09:59:50.100 ServerApp] Bad config encountered during initialization: [Errno 28] No space left on device"),
+        "{text}"
+    );
+}

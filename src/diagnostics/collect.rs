@@ -79,9 +79,19 @@ fn restarted(pod: &Pod, container: &str) -> bool {
 /// if it is too long.
 type Raw = (String, Result<String, String>, Keep);
 
+/// Whose pods' logs a section shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    /// Every pod the selector matches (the hub, the proxy, the gateway).
+    Everyone,
+    /// The affected users' own servers (a probe user's server that fails because its home is full says so
+    /// only in its own log).
+    AffectedUsers,
+}
+
 /// `kubectl logs -l SELECTOR --tail=N --prefix` (and `--previous` for containers that restarted; nothing when
 /// none did).
-async fn logs_of(api: &Api<Pod>, request: &Request, label: &str, previous: bool) -> Option<Raw> {
+async fn logs_of(api: &Api<Pod>, request: &Request, label: &str, whose: Whose, previous: bool) -> Option<Raw> {
     let flag = if previous { " --previous" } else { "" };
     let command =
         format!("kubectl -n {} logs -l {label} --tail={} --prefix{flag}", request.namespace, request.log_lines);
@@ -89,8 +99,10 @@ async fn logs_of(api: &Api<Pod>, request: &Request, label: &str, previous: bool)
         Ok(pods) => pods,
         Err(why) => return Some((command, Err(why), Keep::Tail)),
     };
+    let affected = |pod: &Pod| whose == Whose::Everyone || user_of(pod).is_some_and(|u| request.users.contains(u));
     let mut wanted: Vec<(String, String)> = pods
         .iter()
+        .filter(|pod| affected(pod))
         .filter_map(|pod| Some((pod.metadata.name.clone()?, default_container(pod)?, pod)))
         .filter(|(_, container, pod)| !previous || restarted(pod, container))
         .map(|(name, container, _)| (name, container))
@@ -98,7 +110,8 @@ async fn logs_of(api: &Api<Pod>, request: &Request, label: &str, previous: bool)
     wanted.sort();
     wanted.truncate(LOGGED_PODS);
     if wanted.is_empty() {
-        return (!previous).then(|| (command, Ok("No resources found.\n".into()), Keep::Head));
+        return (!previous && whose == Whose::Everyone)
+            .then(|| (command, Ok("No resources found.\n".into()), Keep::Head));
     }
     let logs = join_all(wanted.into_iter().map(|(name, container)| async move {
         let params = LogParams {
@@ -200,11 +213,14 @@ async fn fetch(client: &Client, request: &Request) -> Fetched {
         IncidentKind::HubAccess => &["component=hub", "component=proxy"],
         IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
     };
-    let logs = join_all(
-        log_selectors
-            .iter()
-            .flat_map(|label| [false, true].map(|previous| logs_of(&pods_api, request, label, previous))),
-    );
+    let mut selectors: Vec<(&str, Whose)> = log_selectors.iter().map(|label| (*label, Whose::Everyone)).collect();
+    if request.kind == IncidentKind::HubAccess {
+        selectors.push((USER_POD_SELECTOR, Whose::AffectedUsers));
+    }
+    let logs =
+        join_all(selectors.iter().flat_map(|(label, whose)| {
+            [false, true].map(|previous| logs_of(&pods_api, request, label, *whose, previous))
+        }));
     let clusters = async {
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &daskcluster_resource());
         match request.kind {

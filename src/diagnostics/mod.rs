@@ -3,6 +3,7 @@
 //! for and laid out as kubectl prints it ([`kubectl`]). Bounded per section and in total, redacted
 //! ([`redact`]), and time-boxed: every API call has a deadline, and a section that fails or is late says so.
 
+pub mod cause;
 pub mod collect;
 pub mod kubectl;
 
@@ -110,6 +111,9 @@ impl Diagnostics {
             self.sections.len(),
             if failed > 0 { format!(", {failed} not collected") } else { String::new() }
         );
+        if let Some(cause) = self.likely_cause() {
+            out.push_str(&format!("Likely cause: {cause}\n\n"));
+        }
         for section in &self.sections {
             out.push_str(&section.render());
             out.push('\n');
@@ -118,6 +122,11 @@ impl Diagnostics {
             return truncate(&out, TOTAL_LIMIT);
         }
         out
+    }
+
+    /// What the evidence says caused the outage, where it says so plainly ([`cause`]).
+    pub fn likely_cause(&self) -> Option<String> {
+        cause::likely_cause(self)
     }
 
     /// The commands collected, for the timeline.

@@ -175,6 +175,9 @@ impl IncidentManager {
             let sections = if failed == 1 { "section" } else { "sections" };
             entry.push_str(&format!(" ({failed} {sections} not collected)"));
         }
+        if let Some(cause) = diagnostics.likely_cause() {
+            entry.push_str(&format!("; likely cause: {cause}"));
+        }
         let attached =
             self.store.attach_diagnostics(key, &text, now, &entry, |body| pagerduty::with_diagnostics(body, &text))?;
         tracing::info!(%key, sections = diagnostics.sections.len(), failed, ?attached, "diagnostics attached");

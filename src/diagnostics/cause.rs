@@ -1,0 +1,90 @@
+//! What the evidence says caused an outage, where it says so plainly: a server that "did not respond in
+//! 30 seconds" because its home is full shows `[Errno 28] No space left on device` only in its own log. The
+//! signatures are the outages that really happen (see the notes on incidents in the field), most specific
+//! first; the first one found names the cause, quotes the line, and says where it was seen.
+
+use super::{Diagnostics, Section};
+
+/// A cause and the words that give it away (any of them, case-sensitive as the systems print them).
+const SIGNATURES: &[(&str, &[&str])] = &[
+    ("a home directory (or another volume) is full", &["No space left on device", "[Errno 28]", "ENOSPC"]),
+    ("a disk quota is exceeded", &["Disk quota exceeded", "[Errno 122]", "EDQUOT"]),
+    ("a home directory (or another volume) is read-only", &["Read-only file system", "[Errno 30]", "EROFS"]),
+    ("a volume cannot be mounted", &["FailedMount", "MountVolume.SetUp failed", "Unable to attach or mount"]),
+    ("a container ran out of memory", &["OOMKilled"]),
+    ("an image cannot be pulled", &["ErrImagePull", "ImagePullBackOff", "Failed to pull image"]),
+    (
+        "no node has room for the pods, and none is being added",
+        &["Insufficient memory", "Insufficient cpu", "didn't trigger scale-up", "max node group size reached"],
+    ),
+];
+
+/// How much of the line that gave the cause away is quoted.
+const QUOTED: usize = 160;
+
+/// The likely cause, e.g. "a home directory (or another volume) is full: `[pod/jupyter-probe-1/notebook]
+/// OSError: [Errno 28] No space left on device` (in `kubectl -n temple logs -l component=singleuser-server
+/// --tail=50 --prefix`)"; `None` when no signature is found.
+pub fn likely_cause(diagnostics: &Diagnostics) -> Option<String> {
+    SIGNATURES.iter().find_map(|(cause, words)| {
+        diagnostics
+            .sections
+            .iter()
+            .find_map(|section| found_in(section, words).map(|line| describe(cause, line, section)))
+    })
+}
+
+fn found_in<'s>(section: &'s Section, words: &[&str]) -> Option<&'s str> {
+    let text = section.output.as_ref().ok()?;
+    text.lines().find(|line| words.iter().any(|word| line.contains(word)))
+}
+
+fn describe(cause: &str, line: &str, section: &Section) -> String {
+    let quoted = crate::domain::truncate(&line.split_whitespace().collect::<Vec<_>>().join(" "), QUOTED);
+    format!("{cause}: `{}` (in `{}`)", quoted.replace('`', "'"), section.command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Keep;
+    use std::time::UNIX_EPOCH;
+
+    fn diagnostics(sections: Vec<Section>) -> Diagnostics {
+        Diagnostics { collected_at: UNIX_EPOCH, sections }
+    }
+
+    #[test]
+    fn a_full_home_in_a_users_log_is_named_over_everything_else() {
+        let found = likely_cause(&diagnostics(vec![
+            Section::ok(
+                "kubectl -n temple get events",
+                "Warning FailedScheduling 0/3 nodes: Insufficient memory\n".into(),
+                Keep::Head,
+            ),
+            Section::ok(
+                "kubectl -n temple logs -l component=singleuser-server --tail=50 --prefix",
+                "[pod/jupyter-probe-1/notebook] [I 10:00 ServerApp] starting\n\
+                 [pod/jupyter-probe-1/notebook] OSError: [Errno 28] No space left on device: '/home/jovyan/.local'\n"
+                    .into(),
+                Keep::Tail,
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            found,
+            "a home directory (or another volume) is full: `[pod/jupyter-probe-1/notebook] OSError: [Errno 28] No space \
+             left on device: '/home/jovyan/.local'` (in `kubectl -n temple logs -l component=singleuser-server --tail=50 --prefix`)"
+        );
+    }
+
+    #[test]
+    fn nothing_recognisable_names_no_cause_and_failed_sections_are_not_read() {
+        assert_eq!(
+            likely_cause(&diagnostics(vec![Section::ok("kubectl get pods", "all fine\n".into(), Keep::Head)])),
+            None
+        );
+        let failed = Section::failed("kubectl get events", "OOMKilled appears only in this error text");
+        assert_eq!(likely_cause(&diagnostics(vec![failed])), None);
+    }
+}
