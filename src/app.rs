@@ -353,6 +353,10 @@ impl App {
         // Discovered hubs bring tokens the config did not have.
         self.redactor.learn(config.secrets());
         let probers = probe::probers(config, &self.http, &self.redactor);
+        let (hubs, metrics, until) = (config.hubs.clone(), self.metrics.clone(), stop.clone());
+        self.tasks.supervise("certificates", move || {
+            crate::signals::certificates::watch(hubs.clone(), metrics.clone(), until.clone())
+        });
         tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
         clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, stop).await;
 

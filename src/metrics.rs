@@ -36,6 +36,8 @@ struct ProbeMetrics {
     duration: HistogramVec,
     last_success: GaugeVec,
     users: IntGaugeVec,
+    certificate_expiry: GaugeVec,
+    certificate_check_failures: IntCounterVec,
 }
 
 /// Per hub and kind: the users affected, and whether that is an incident or a support ticket.
@@ -159,6 +161,15 @@ impl Metrics {
         Metrics { registry: b.registry, ..metrics }
     }
 
+    pub fn set_certificate_expiry(&self, hub: &str, at: std::time::SystemTime) {
+        let seconds = at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.probes.certificate_expiry.with_label_values(&[hub]).set(seconds);
+    }
+
+    pub fn count_certificate_check_failure(&self, hub: &str) {
+        self.probes.certificate_check_failures.with_label_values(&[hub]).inc();
+    }
+
     pub fn set_probe_users(&self, hub: &str, users: usize) {
         self.probes.users.with_label_values(&[hub]).set(users as i64);
     }
@@ -278,6 +289,21 @@ impl ProbeMetrics {
                 .expect("valid metric"),
             ),
             users: b.gauges("hubwatch_probe_users", "Probe users configured per hub", &["hub"]),
+            certificate_expiry: b.add(
+                GaugeVec::new(
+                    Opts::new(
+                        "hubwatch_tls_certificate_expiry_timestamp_seconds",
+                        "Unix time when the TLS certificate an https hub serves expires (read every hour)",
+                    ),
+                    &["hub"],
+                )
+                .expect("valid metric"),
+            ),
+            certificate_check_failures: b.counters(
+                "hubwatch_tls_certificate_check_failures_total",
+                "Times a hub's TLS certificate could not be read (no connection, no handshake)",
+                &["hub"],
+            ),
         }
     }
 }

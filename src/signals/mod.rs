@@ -6,6 +6,7 @@
 //! detector whenever it changes; pods are re-evaluated every few seconds, since "Pending too long" becomes
 //! true with time alone.
 
+pub mod certificates;
 pub mod changes;
 pub mod pods;
 

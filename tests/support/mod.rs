@@ -9,3 +9,4 @@ pub mod outcomes;
 pub mod pagerduty;
 pub mod stub_hub;
 pub mod tiers;
+pub mod tls;
