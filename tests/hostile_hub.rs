@@ -13,7 +13,9 @@ use hubwatch::redact::Redactor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::stub_hub::{GatewayBehaviour, Home, KernelSocket, Mint, Progress, SERVICE_TOKEN, Stub, bystander};
+use support::stub_hub::{
+    GatewayBehaviour, Home, KernelSocket, Mint, Progress, Provider, SERVICE_TOKEN, Stub, bystander, identity_provider,
+};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -330,4 +332,49 @@ async fn home_is_blocked_when_the_server_does_not_start() {
     let outcomes = prober(&url).probe_server("probe-1", OnServer::ALL, &CancellationToken::new()).await;
     assert_eq!(outcomes[2].capability, Capability::Home);
     assert_eq!(outcomes[2].result, ProbeResult::Blocked { by: Capability::Server });
+}
+
+#[tokio::test]
+async fn an_identity_provider_that_refuses_fails_login_in_its_own_words_and_sees_no_credential() {
+    let cases = [
+        (Provider::SignIn, None),
+        (
+            Provider::RedirectsWithError,
+            Some("refused the login: redirect_uri_mismatch: The redirect_uri MUST match the registered callback URL"),
+        ),
+        (Provider::ErrorPage, Some("refused the login: HTTP 400 Bad Request: Error 400: invalid_client")),
+        (Provider::Down, Some("refused the login: HTTP 503 Service Unavailable")),
+    ];
+    for (answer, expected) in cases {
+        let (authorize, seen) = identity_provider(answer).await;
+        let (_, url) = stub_with(|b| b.oauth_authorize = Some(authorize)).await;
+        let outcome = prober_with(&url, "    login: {method: oauth}\n")
+            .probe_login("probe-1", &CancellationToken::new())
+            .await
+            .unwrap();
+        let stages: Vec<Stage> = outcome.stages.iter().map(|s| s.stage).collect();
+        assert!(stages.ends_with(&[Stage::OAuthLogin, Stage::Authorize]), "{answer:?}: {stages:?}");
+        match expected {
+            None => assert_eq!(outcome.result, ProbeResult::Ok, "{answer:?}"),
+            Some(words) => {
+                let (stage, reason, cause) = failure(&outcome);
+                assert_eq!((stage, cause), (Stage::Authorize, FailureCause::Hub), "{answer:?}");
+                assert!(
+                    reason.contains("the identity provider 127.0.0.1 ") && reason.contains(words),
+                    "{answer:?}: {reason}"
+                );
+            }
+        }
+        for headers in seen.lock().unwrap().iter() {
+            assert!(!headers.contains_key("authorization") && !headers.contains_key("cookie"), "{headers:?}");
+        }
+    }
+    let (_, url) = stub_with(|_| {}).await;
+    let outcome = prober_with(&url, "    login: {method: oauth}\n")
+        .probe_login("probe-1", &CancellationToken::new())
+        .await
+        .unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::OAuthLogin);
+    assert!(reason.contains("/hub/oauth_login did not redirect to the identity provider: HTTP 404"), "{reason}");
 }

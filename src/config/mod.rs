@@ -240,6 +240,9 @@ pub enum LoginMethod {
     Token,
     /// The browser flow: the login form with its `_xsrf` token, posted with the shared probe password.
     Form { password: Secret },
+    /// The token flow, and the identity provider: `/hub/oauth_login` must lead to an authorize page the
+    /// provider serves without an error (reachability; a full login would need the provider's credentials).
+    OAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -1025,7 +1028,8 @@ impl Validator<'_> {
         table.finish(self.problems);
         match (method?.as_str(), password) {
             ("token", None) => Some(LoginMethod::Token),
-            ("token", Some(_)) => {
+            ("oauth", None) => Some(LoginMethod::OAuth),
+            ("token" | "oauth", Some(_)) => {
                 self.problems.add(&join(path, "password"), "only used with method: form");
                 None
             }
@@ -1036,8 +1040,10 @@ impl Validator<'_> {
                 None
             }
             (other, _) => {
-                self.problems
-                    .add(&join(path, "method"), format!("unknown login method {other:?} (expected token or form)"));
+                self.problems.add(
+                    &join(path, "method"),
+                    format!("unknown login method {other:?} (expected token, form or oauth)"),
+                );
                 None
             }
         }

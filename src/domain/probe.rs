@@ -45,6 +45,8 @@ pub enum Stage {
     LoginPage,
     LoginSubmit,
     WhoAmI,
+    OAuthLogin,
+    Authorize,
     // server
     StopLeftover,
     RequestSpawn,
@@ -78,6 +80,8 @@ impl Stage {
             Stage::LoginPage => "login_page",
             Stage::LoginSubmit => "login_submit",
             Stage::WhoAmI => "whoami",
+            Stage::OAuthLogin => "oauth_login",
+            Stage::Authorize => "authorize",
             Stage::StopLeftover => "stop_leftover",
             Stage::RequestSpawn => "request_spawn",
             Stage::Progress => "progress",

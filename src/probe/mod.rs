@@ -11,6 +11,7 @@ pub mod dask_gateway;
 pub mod home;
 pub mod kernel;
 pub mod login;
+mod oauth;
 pub mod round;
 pub mod server;
 mod sse;

@@ -92,6 +92,8 @@ pub struct Behaviour {
     pub kernel_id: Option<String>,
     pub gateway: GatewayBehaviour,
     pub home: Home,
+    /// Where `/hub/oauth_login` redirects (an identity provider's authorize URL); 404 when unset.
+    pub oauth_authorize: Option<String>,
 }
 
 #[derive(Default)]
@@ -121,6 +123,7 @@ impl Stub {
             .route("/hub/api/users/{user}/tokens", post(mint))
             .route("/hub/api/user", get(whoami))
             .route("/hub/login", get(login_page).post(login))
+            .route("/hub/oauth_login", get(oauth_login))
             .route("/hub/api/users/{user}", get(user_model))
             .route("/hub/api/users/{user}/server", post(spawn).delete(stop))
             .route("/hub/api/users/{user}/server/progress", get(progress))
@@ -406,4 +409,61 @@ async fn read_file(State(stub): State<Stub>, Path((user, name)): Path<(String, S
 async fn delete_file(State(stub): State<Stub>, Path((user, name)): Path<(String, String)>) -> Response {
     stub.record.lock().unwrap().files.remove(&format!("{user}/{name}"));
     StatusCode::NO_CONTENT.into_response()
+}
+
+async fn oauth_login(State(stub): State<Stub>) -> Response {
+    match stub.behaviour(|b| b.oauth_authorize.clone()) {
+        Some(authorize) => (StatusCode::FOUND, [("location", authorize)]).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// How the identity provider's authorize endpoint answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Its sign-in page.
+    SignIn,
+    /// GitHub's way with a wrong callback: back to the registered callback with the error.
+    RedirectsWithError,
+    /// Google's way: an error page.
+    ErrorPage,
+    Down,
+}
+
+/// An identity provider's authorize endpoint on loopback (another origin than the hub); returns its authorize
+/// URL and what it received (it must never see a credential).
+pub async fn identity_provider(answer: Provider) -> (String, Arc<Mutex<Vec<HeaderMap>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = Router::new().route(
+        "/login/oauth/authorize",
+        get(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(headers);
+                match answer {
+                    Provider::SignIn => ([("content-type", "text/html")], "<html><title>Sign in to GitHub</title></html>").into_response(),
+                    Provider::RedirectsWithError => (
+                        StatusCode::FOUND,
+                        [("location", "http://127.0.0.1:9/hub/oauth_callback?error=redirect_uri_mismatch&error_description=The+redirect_uri+MUST+match+the+registered+callback+URL+for+this+application.")],
+                    )
+                        .into_response(),
+                    Provider::ErrorPage => (
+                        StatusCode::BAD_REQUEST,
+                        [("content-type", "text/html")],
+                        "<html><title>Error 400: invalid_client</title><body>The OAuth client was not found.</body></html>",
+                    )
+                        .into_response(),
+                    Provider::Down => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!(
+        "http://{addr}/login/oauth/authorize?client_id=hub-temple&redirect_uri=https%3A%2F%2Fhub.example.org%2Fhub%2Foauth_callback&response_type=code&state=eyJzdGF0ZV9pZCI6ICIxIn0"
+    );
+    (url, seen)
 }

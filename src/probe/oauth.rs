@@ -1,0 +1,121 @@
+//! The identity provider, for hubs that log in through OAuth (`login: {method: oauth}`): an expired client
+//! secret, a changed callback URL or a provider outage locks every user out, and no token-based probe sees it.
+//! `GET /hub/oauth_login` must redirect to the provider's authorize URL, and the provider must serve that page
+//! without an error: a 4xx/5xx, an OAuth error (`redirect_uri_mismatch`, `invalid_client`, …) in the page or
+//! in a redirect back, fails `login` in the provider's words. Nothing is sent to the provider but that GET —
+//! no token, no cookie, no password — and its redirects are not followed.
+
+use super::login::hub_url;
+use super::{Deadline, Stages};
+use crate::domain::{Stage, StepFailure};
+use crate::http::{Auth, HttpClient, Response, hub_message, truncate};
+use reqwest::Method;
+use reqwest::header::LOCATION;
+use url::Url;
+
+/// The OAuth errors a provider names in its authorize page or its redirect (RFC 6749 4.1.2.1, and the
+/// providers' own `redirect_uri_mismatch`).
+const OAUTH_ERRORS: &[&str] = &[
+    "redirect_uri_mismatch",
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_request",
+    "invalid_scope",
+    "access_denied",
+    "server_error",
+    "temporarily_unavailable",
+];
+
+/// `/hub/oauth_login`, then the provider's authorize page.
+pub async fn identity_provider(
+    http: &HttpClient,
+    hub: &Url,
+    stages: &Stages,
+    deadline: Deadline,
+) -> Result<(), StepFailure> {
+    let authorize = stages.run(Stage::OAuthLogin, authorize_url(http, hub, deadline)).await?;
+    stages.run(Stage::Authorize, authorize_page(http, &authorize, deadline)).await
+}
+
+async fn authorize_url(http: &HttpClient, hub: &Url, deadline: Deadline) -> Result<Url, StepFailure> {
+    let stage = Stage::OAuthLogin;
+    let answer = http
+        .call(Method::GET, hub_url(hub, "hub/oauth_login"), Auth::None, None, deadline.at)
+        .await
+        .map_err(|e| deadline.request_failure(stage, e))?;
+    let location = answer.headers.get(LOCATION).and_then(|v| v.to_str().ok());
+    match (answer.status.is_redirection(), location) {
+        (true, Some(location)) => hub.join(location).map_err(|e| {
+            StepFailure::hub(stage, format!("/hub/oauth_login redirected to something that is not a URL ({e})"))
+        }),
+        _ => Err(StepFailure::hub(
+            stage,
+            format!("/hub/oauth_login did not redirect to the identity provider: {}", answer.describe()),
+        )),
+    }
+}
+
+async fn authorize_page(http: &HttpClient, url: &Url, deadline: Deadline) -> Result<(), StepFailure> {
+    let stage = Stage::Authorize;
+    let provider = url.host_str().unwrap_or("the identity provider").to_string();
+    let answer = http.call(Method::GET, url.clone(), Auth::None, None, deadline.at).await.map_err(|e| {
+        let failure = deadline.request_failure(stage, e);
+        StepFailure { reason: format!("the identity provider {provider}: {}", failure.reason), ..failure }
+    })?;
+    match refusal(&answer) {
+        None => Ok(()),
+        Some(why) => Err(StepFailure::hub(stage, format!("the identity provider {provider} refused the login: {why}"))),
+    }
+}
+
+/// Why the provider's answer refuses the login, if it does.
+fn refusal(answer: &Response) -> Option<String> {
+    if answer.status.is_redirection() {
+        let location = answer.headers.get(LOCATION).and_then(|v| v.to_str().ok())?;
+        let back = Url::parse(location).ok()?;
+        let field = |name: &str| back.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let error = field("error")?;
+        let description = field("error_description").map(|d| format!(": {d}")).unwrap_or_default();
+        return Some(truncate(&format!("{error}{description}"), 300));
+    }
+    if !answer.status.is_success() {
+        return Some(answer.describe());
+    }
+    let page = String::from_utf8_lossy(&answer.body);
+    let named = OAUTH_ERRORS.iter().find(|code| page.contains(**code))?;
+    let words = hub_message(&answer.headers, &answer.body);
+    Some(if words.is_empty() { named.to_string() } else { format!("{named}: {words}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+    use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    fn answer(status: u16, headers: &[(reqwest::header::HeaderName, &str)], body: &str) -> Response {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        Response { status: StatusCode::from_u16(status).unwrap(), headers: map, body: body.as_bytes().to_vec().into() }
+    }
+
+    #[test]
+    fn a_login_page_passes_and_every_kind_of_refusal_is_quoted() {
+        assert_eq!(refusal(&answer(200, &[(CONTENT_TYPE, "text/html")], "<html><title>Sign in</title></html>")), None);
+        let back =
+            "https://hub.example.org/hub/oauth_callback?error=invalid_client&error_description=Client+secret+expired";
+        assert_eq!(
+            refusal(&answer(302, &[(LOCATION, back)], "")).as_deref(),
+            Some("invalid_client: Client secret expired")
+        );
+        let json = r#"{"error": "redirect_uri_mismatch", "error_description": "The redirect_uri MUST match"}"#;
+        let refused = refusal(&answer(400, &[(CONTENT_TYPE, "application/json")], json)).unwrap();
+        assert!(refused.starts_with("HTTP 400 Bad Request"), "{refused}");
+        let page = "<html><title>Error 400: redirect_uri_mismatch</title><body>redirect_uri_mismatch</body></html>";
+        let refused = refusal(&answer(200, &[(CONTENT_TYPE, "text/html")], page)).unwrap();
+        assert_eq!(refused, "redirect_uri_mismatch: Error 400: redirect_uri_mismatch");
+        assert!(refusal(&answer(503, &[], "")).unwrap().starts_with("HTTP 503"));
+    }
+}
