@@ -231,6 +231,8 @@ async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_ch
         return;
     }
     hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
     let api = ApiServer::default();
     let api_url = api.start().await;
     let lab = Lab::start_for_daemon("discovery", 18770);
@@ -254,6 +256,8 @@ async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_ch
         format!(
             r#"listen: {listen}
 state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes:
   enabled: true
   discovery: {{users: [nobody-1, nobody-2], every: 2s}}
@@ -269,7 +273,8 @@ defaults:
     .unwrap();
     let log = lab.dir.join("discovery.log");
     let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(&config_path, listen, &[("KUBECONFIG", kubeconfig.as_str())], log.clone());
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
     daemon.wait_ready().await;
     let login_ok = |metrics: &str, hub: &str| {
         support::daemon::sample(
@@ -284,7 +289,11 @@ defaults:
     })
     .await;
     let log = daemon.log();
-    assert!(log.contains("namespace=\"lake\"") && log.contains("Secret \"hubwatch\" has no key \"token\""), "{log}");
+    assert!(
+        log.contains("namespace=\"lake\"")
+            && log.contains("there is no Secret \"hubwatch\" (hubwatch's token) in namespace lake"),
+        "{log}"
+    );
     assert!(log.contains("namespace=\"marsh\"") && log.contains("names collector.example.com"), "{log}");
 
     eprintln!("phase: a new hub appears");
@@ -303,6 +312,91 @@ defaults:
     assert!(!requests.iter().any(|r| r.contains("/secrets/hub?") || r.ends_with("/secrets/hub")), "never z2jh's");
     assert!(!requests.iter().any(|r| r.ends_with("/secrets") || r.contains("/secrets?")), "Secrets never listed");
     assert!(requests.iter().any(|r| r.starts_with("/apis/networking.k8s.io/v1/namespaces/marsh/ingresses")));
+    hubs_that_vanish_page_unless_decommissioned_or_forgotten(&api, &pd, listen, (lab.url.as_str(), &token)).await;
     assert!(!daemon.log().contains(&token) && !daemon.log().contains(CANARY), "no secret in the log");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+    let sent = pd.accepted().into_iter().map(|e| e.to_string()).collect::<String>();
+    assert!(!sent.contains(&token) && !sent.contains(CANARY), "no secret in a page");
+}
+
+/// The events of one incident as PagerDuty received them: "trigger" and "resolve" actions in order.
+fn actions_of(pd: &PagerDuty, dedup_key: &str) -> Vec<String> {
+    pd.accepted()
+        .into_iter()
+        .filter(|e| e["dedup_key"] == dedup_key)
+        .map(|e| e["event_action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn discovered(listen: std::net::SocketAddr) -> Value {
+    let (status, body) = support::daemon::get(&format!("http://{listen}/api/v1/discovered-hubs"), None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `river` loses its token Secret (paged "hub gone", resolved when it is back), then its Deployment (paged
+/// again, resolved when an operator forgets it); `temple` is decommissioned first and never pages.
+async fn hubs_that_vanish_page_unless_decommissioned_or_forgotten(
+    api: &ApiServer,
+    pd: &PagerDuty,
+    listen: std::net::SocketAddr,
+    (lab_url, token): (&str, &str),
+) {
+    let river_triggers = || {
+        triggers(pd)
+            .into_iter()
+            .filter(|t| t["payload"]["summary"].as_str().unwrap_or_default().starts_with("river:"))
+            .collect::<Vec<_>>()
+    };
+    assert!(triggers(pd).is_empty(), "nothing paged while every hub is there");
+
+    eprintln!("phase: a hub's token Secret disappears");
+    api.delete("secrets", "river", "hubwatch");
+    wait_for("the hub-gone page", Duration::from_secs(60), async || !river_triggers().is_empty()).await;
+    let trigger = &river_triggers()[0];
+    assert_eq!(trigger["payload"]["summary"], "river: 2 users cannot log in", "{trigger:#}");
+    let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("hub gone: there is no Secret \\\"hubwatch\\\""), "{reasons}");
+    assert!(reasons.contains("(last seen "), "{reasons}");
+    let gone = discovered(listen).await;
+    let river = gone.as_array().unwrap().iter().find(|h| h["name"] == "river").unwrap().clone();
+    assert!(river["gone_since"].is_string(), "{river}");
+    assert_eq!(river["users"], serde_json::json!(["probe-3", "probe-4"]));
+    let first = trigger["dedup_key"].as_str().unwrap().to_string();
+
+    eprintln!("phase: it is back");
+    k8s_fixtures::load_discoverable_hub(api, "river", lab_url, "probe-3,probe-4", Some(token));
+    wait_for("the resolve", Duration::from_secs(60), async || actions_of(pd, &first).len() == 2).await;
+    assert_eq!(actions_of(pd, &first), ["trigger", "resolve"]);
+
+    eprintln!("phase: a hub is decommissioned, then deleted");
+    let mut temple = api.get("deployments", "temple", "hub").unwrap();
+    temple["metadata"]["annotations"]["hubwatch.jupyter.org/decommissioned"] = "true".into();
+    api.put("deployments", temple);
+    wait_for("temple forgotten", Duration::from_secs(30), async || {
+        discovered(listen).await.as_array().unwrap().iter().all(|h| h["name"] != "temple")
+    })
+    .await;
+    api.delete("deployments", "temple", "hub");
+
+    eprintln!("phase: a hub's Deployment is deleted, then an operator forgets it");
+    api.delete("deployments", "river", "hub");
+    wait_for("the second hub-gone page", Duration::from_secs(60), async || river_triggers().len() == 2).await;
+    let second = river_triggers()[1]["dedup_key"].as_str().unwrap().to_string();
+    assert_ne!(first, second, "a new outage, a new incident");
+    let reasons = river_triggers()[1]["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("its Deployment (component=hub) is no longer in namespace river"), "{reasons}");
+    let forget =
+        |name: &str| reqwest::Client::new().delete(format!("http://{listen}/api/v1/discovered-hubs/{name}")).send();
+    assert_eq!(forget("river").await.unwrap().status(), 204);
+    assert_eq!(forget("river").await.unwrap().status(), 404);
+    wait_for("the resolve after forgetting", Duration::from_secs(90), async || actions_of(pd, &second).len() == 2)
+        .await;
+    assert_eq!(actions_of(pd, &second), ["trigger", "resolve"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        triggers(pd).iter().all(|t| !t["payload"]["summary"].as_str().unwrap_or_default().starts_with("temple:")),
+        "a decommissioned hub never pages"
+    );
+    assert_eq!(river_triggers().len(), 2, "a forgotten hub pages no more");
 }

@@ -14,8 +14,15 @@ use support::tls::certificate;
 
 const USER: &str = "oncall";
 const PASSWORD: &str = "correct horse battery staple";
-const PAGES: [&str; 6] =
-    ["/", "/incidents", "/incidents/nope", "/incidents/nope/report.md", "/api/v1/status", "/metrics"];
+const PAGES: [&str; 7] = [
+    "/",
+    "/incidents",
+    "/incidents/nope",
+    "/incidents/nope/report.md",
+    "/api/v1/status",
+    "/api/v1/discovered-hubs",
+    "/metrics",
+];
 
 fn hash() -> String {
     bcrypt::hash(PASSWORD, 4).unwrap()
@@ -73,6 +80,10 @@ async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttl
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["referrer-policy"], "no-referrer");
     }
+    let forget = format!("{base}/api/v1/discovered-hubs/nope");
+    assert_eq!(client.delete(&forget).send().await.unwrap().status(), 401, "forgetting a hub needs credentials");
+    let forgotten = client.delete(&forget).basic_auth(USER, Some(PASSWORD)).send().await.unwrap();
+    assert_eq!(forgotten.status(), 404, "no such hub");
     for path in ["/healthz", "/readyz"] {
         assert_eq!(answer(&client, &format!("{base}{path}"), None).await.status(), 200, "{path} stays open");
     }

@@ -4,11 +4,10 @@
 //! that keeps the promise (probing, then the last deliveries, then the last mirror, then the lease) and
 //! joins them all.
 
+use crate::config::Config;
 use crate::config::TlsFiles;
-use crate::config::{Config, DiscoveryConfig, HubConfig};
 use crate::detector::DetectorSettings;
 use crate::diagnostics::collect::Collector;
-use crate::discovery;
 use crate::domain::{HubChange, ProbeOutcome, RealUsers};
 use crate::ha::{Candidate, Fence};
 use crate::health::Health;
@@ -29,6 +28,7 @@ use crate::tasks::{Tasks, off_runtime, on_own_thread};
 use crate::web::auth::Access;
 use crate::web::tls::TlsListener;
 use crate::web::{WebState, metrics_router, router};
+use discovery::Memory;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 /// transaction.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_BATCH: usize = 100;
+mod discovery;
+
 /// How long tasks get to end after everything was told to stop.
 const JOIN_GRACE: Duration = Duration::from_secs(15);
 
@@ -280,72 +282,10 @@ impl App {
         });
     }
 
-    /// Probes until `stop`. With discovery, the hubs probed are the configured ones plus those found in the
-    /// cluster; when the found ones change, this generation stops gracefully (rounds clean up) and the next
-    /// starts with the new set.
-    async fn probe(&self, stop: &CancellationToken) {
-        let discovery = self.config.kubernetes.discovery.clone().zip(self.kube.clone());
-        let mut found = match &discovery {
-            Some((settings, client)) => discover_or_log(client, settings, &self.config).await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        loop {
-            let hubs = self.config.hubs.iter().cloned().chain(found.iter().cloned()).collect();
-            let generation = Arc::new(Config { hubs, ..(*self.config).clone() });
-            let ended = stop.child_token();
-            let changed = Arc::new(Mutex::new(None));
-            if let Some((settings, client)) = discovery.clone() {
-                self.rediscover(client, settings, found.clone(), changed.clone(), ended.clone());
-            }
-            self.generation(&generation, &ended).await;
-            ended.cancel();
-            match changed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(now_found) if !stop.is_cancelled() => {
-                    let names: Vec<&str> = now_found.iter().map(|h: &HubConfig| h.name.as_str()).collect();
-                    tracing::info!(hubs = ?names, "the cluster's hubs changed: probing the new set");
-                    found = now_found;
-                }
-                _ => return,
-            }
-        }
-    }
-
-    /// Looks again every `settings.every`; when the hubs found differ from `found`, leaves the new list in
-    /// `changed` and ends the generation.
-    fn rediscover(
-        &self,
-        client: kube::Client,
-        settings: DiscoveryConfig,
-        found: Vec<HubConfig>,
-        changed: Arc<Mutex<Option<Vec<HubConfig>>>>,
-        ended: CancellationToken,
-    ) {
-        let config = self.config.clone();
-        self.tasks.supervise("discovery", move || {
-            let (client, settings, found, changed, ended, config) =
-                (client.clone(), settings.clone(), found.clone(), changed.clone(), ended.clone(), config.clone());
-            async move {
-                loop {
-                    tokio::select! {
-                        _ = ended.cancelled() => return,
-                        _ = tokio::time::sleep(settings.every) => {}
-                    }
-                    if let Some(now_found) = discover_or_log(&client, &settings, &config).await
-                        && !discovery::same_hubs(&found, &now_found)
-                    {
-                        *changed.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_found);
-                        ended.cancel();
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
     /// One generation of probing `config`'s hubs until `stop`: start-up clean-up, the watches, the recorder
     /// and the scheduler; returns when the scheduler's rounds are done and the recorder stored the last
     /// of their outcomes.
-    async fn generation(&self, config: &Arc<Config>, stop: &CancellationToken) {
+    async fn generation(&self, config: &Arc<Config>, stop: &CancellationToken, memory: Option<&Arc<Mutex<Memory>>>) {
         self.board.set_hubs(&config.hubs);
         for hub in &config.hubs {
             self.metrics.set_probe_users(&hub.name, hub.users.len());
@@ -363,6 +303,9 @@ impl App {
         let (outcomes_tx, outcomes) = mpsc::channel::<ProbeOutcome>(1024);
         let (real_users_tx, real_users) = mpsc::channel::<RealUsers>(64);
         let (changes_tx, changes) = mpsc::channel::<HubChange>(64);
+        if let Some(memory) = memory {
+            self.report_gone_hubs(memory.clone(), real_users_tx.clone(), stop.clone());
+        }
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
         let rounds: Vec<Arc<dyn Rounds>> = probers.into_iter().map(|p| p as Arc<dyn Rounds>).collect();
@@ -501,16 +444,6 @@ async fn kubernetes_client(config: &Config) -> Option<kube::Client> {
         Ok(client) => Some(client),
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG): no diagnostics, no pod signals, no discovery");
-            None
-        }
-    }
-}
-
-async fn discover_or_log(client: &kube::Client, settings: &DiscoveryConfig, config: &Config) -> Option<Vec<HubConfig>> {
-    match discovery::discover(client, settings, &config.hubs, config.kubernetes.call_timeout).await {
-        Ok(found) => Some(found),
-        Err(e) => {
-            tracing::warn!(error = %e, "hub discovery failed; the hubs known so far stay watched");
             None
         }
     }

@@ -26,6 +26,24 @@ use url::Url;
 pub const URL_ANNOTATION: &str = "hubwatch.jupyter.org/url";
 pub const USERS_ANNOTATION: &str = "hubwatch.jupyter.org/users";
 pub const DASK_GATEWAY_ANNOTATION: &str = "hubwatch.jupyter.org/dask-gateway-url";
+/// `"true"` on a hub's Deployment before it is deleted: its disappearance is then a removal, not an outage.
+pub const DECOMMISSIONED_ANNOTATION: &str = "hubwatch.jupyter.org/decommissioned";
+
+pub mod memory;
+
+/// What one look at the cluster found.
+#[derive(Debug, Default)]
+pub struct Look {
+    /// The hubs that can be watched.
+    pub hubs: Vec<HubConfig>,
+    /// Hubs found that cannot be watched, by name, and why (no token, no URL, …).
+    pub unwatchable: std::collections::BTreeMap<String, String>,
+    /// Hubs marked decommissioned.
+    pub decommissioned: std::collections::BTreeSet<String>,
+    /// Hubs with no public URL (no annotation, no Ingress): probed at proxy-public, past DNS, the ingress and
+    /// TLS, where several real outages were.
+    pub fallbacks: std::collections::BTreeSet<String>,
+}
 const PROXY_SERVICE: &str = "proxy-public";
 
 #[derive(Debug, thiserror::Error)]
@@ -132,19 +150,47 @@ pub fn ingress_hosts(ingresses: &[Ingress]) -> Vec<String> {
     hosts
 }
 
-/// The hub's public URL: the annotation (if trusted), else the proxy-public load balancer, else its cluster
-/// DNS name.
-pub fn hub_url(
-    deployment: &Deployment,
-    proxy: Option<&Service>,
-    namespace: &str,
-    trusted: &TrustedHosts,
-) -> Result<Url, String> {
+/// The public URL an Ingress of the namespace serves `proxy-public` at (z2jh's `ingress`): https when the
+/// Ingress has TLS for that host.
+pub fn ingress_url(ingresses: &[Ingress]) -> Option<Url> {
+    ingresses.iter().filter_map(|i| i.spec.as_ref()).find_map(|spec| {
+        let rule = spec.rules.iter().flatten().find(|rule| {
+            let to_proxy = rule
+                .http
+                .iter()
+                .flat_map(|h| &h.paths)
+                .any(|path| path.backend.service.as_ref().is_some_and(|s| s.name == PROXY_SERVICE));
+            to_proxy && rule.host.as_ref().is_some_and(|h| !h.starts_with('*'))
+        })?;
+        let host = rule.host.as_ref()?;
+        let tls = spec.tls.iter().flatten().any(|t| t.hosts.iter().flatten().any(|h| h == host));
+        Url::parse(&format!("{}://{host}/", if tls { "https" } else { "http" })).ok()
+    })
+}
+
+/// Where a hub's URL came from; the last two skip the way users come in (DNS, the ingress, TLS), where
+/// several real outages were, so discovery says when it has to use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlSource {
+    Annotation,
+    Ingress,
+    LoadBalancer,
+    ClusterDns,
+}
+
+/// The hub's public URL: the annotation (if trusted), else the host its Ingress serves, else the
+/// proxy-public load balancer, else its cluster DNS name.
+pub fn hub_url(deployment: &Deployment, found: &Found<'_>, namespace: &str) -> Result<(Url, UrlSource), String> {
     if let Some(text) = annotation(deployment, URL_ANNOTATION) {
-        return trusted.check(URL_ANNOTATION, text);
+        return found.trusted.check(URL_ANNOTATION, text).map(|url| (url, UrlSource::Annotation));
     }
-    let Some(proxy) = proxy else {
-        return Err(format!("no {URL_ANNOTATION} annotation and no {PROXY_SERVICE} Service"));
+    if let Some(url) = ingress_url(found.ingresses) {
+        return Ok((url, UrlSource::Ingress));
+    }
+    let Some(proxy) = found.proxy else {
+        return Err(format!(
+            "no {URL_ANNOTATION} annotation, no Ingress to {PROXY_SERVICE} and no {PROXY_SERVICE} Service"
+        ));
     };
     let https =
         proxy.spec.as_ref().and_then(|s| s.ports.as_ref()).is_some_and(|ports| ports.iter().any(|p| p.port == 443));
@@ -156,13 +202,17 @@ pub fn hub_url(
         .and_then(|lb| lb.ingress.as_ref())
         .and_then(|ingress| ingress.first())
         .and_then(|i| i.hostname.clone().or_else(|| i.ip.clone()));
+    let source = if ingress.is_some() { UrlSource::LoadBalancer } else { UrlSource::ClusterDns };
     let host = ingress.unwrap_or_else(|| format!("{PROXY_SERVICE}.{namespace}.svc.cluster.local"));
-    Url::parse(&format!("{scheme}://{host}/")).map_err(|e| format!("{PROXY_SERVICE} gives no usable URL ({e})"))
+    let url =
+        Url::parse(&format!("{scheme}://{host}/")).map_err(|e| format!("{PROXY_SERVICE} gives no usable URL ({e})"))?;
+    Ok((url, source))
 }
 
 /// What discovery found in a hub's namespace besides its Deployment.
 pub struct Found<'a> {
     pub proxy: Option<&'a Service>,
+    pub ingresses: &'a [Ingress],
     pub token: Option<String>,
     pub trusted: &'a TrustedHosts,
 }
@@ -170,7 +220,7 @@ pub struct Found<'a> {
 /// A discovered hub, or why it cannot be watched.
 pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryConfig) -> Result<HubConfig, String> {
     let namespace = deployment.metadata.namespace.clone().ok_or("the Deployment has no namespace")?;
-    let url = hub_url(deployment, found.proxy, &namespace, found.trusted)?;
+    let (url, _) = hub_url(deployment, &found, &namespace)?;
     let token = found.token.filter(|t| !t.trim().is_empty()).ok_or_else(|| match &settings.token {
         // Worded without "token:", which reads as a secret's key to the redactor.
         DiscoveryToken::Secret { name, key } => format!("Secret {name:?} has no key {key:?} (hubwatch's token)"),
@@ -204,13 +254,13 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
 }
 
 /// The hubs found now, minus those `explicit` already names (by hub name or namespace). A hub that cannot be
-/// watched is logged and left out until the next look; only a failed listing is an error.
+/// watched is logged and reported with its reason; only a failed listing is an error.
 pub async fn discover(
     client: &kube::Client,
     settings: &DiscoveryConfig,
     explicit: &[HubConfig],
     timeout: Duration,
-) -> Result<Vec<HubConfig>, DiscoveryError> {
+) -> Result<Look, DiscoveryError> {
     let selector = ListParams::default().labels("component=hub");
     let mut deployments = Vec::new();
     if settings.namespaces.is_empty() {
@@ -226,52 +276,63 @@ pub async fn discover(
         }
     }
     deployments.sort_by_key(|d| (d.metadata.namespace.clone(), d.metadata.name.clone()));
-    let mut hubs: Vec<HubConfig> = Vec::new();
+    let mut look = Look::default();
     for deployment in &deployments {
         let Some(namespace) = deployment.metadata.namespace.as_deref() else { continue };
         let named = explicit.iter().any(|h| h.name == namespace || h.namespace.as_deref() == Some(namespace));
-        if named || hubs.iter().any(|h| h.name == namespace) {
+        if named || look.hubs.iter().any(|h| h.name == namespace) {
+            continue;
+        }
+        if annotation(deployment, DECOMMISSIONED_ANNOTATION) == Some("true") {
+            look.decommissioned.insert(namespace.to_string());
             continue;
         }
         match look_at(client, deployment, namespace, settings, timeout).await {
-            Ok(hub) => hubs.push(hub),
-            Err(reason) => tracing::warn!(namespace, %reason, "a hub was found but cannot be watched"),
+            Ok((hub, source)) => {
+                if matches!(source, UrlSource::LoadBalancer | UrlSource::ClusterDns) {
+                    look.fallbacks.insert(hub.name.clone());
+                }
+                look.hubs.push(hub);
+            }
+            Err(reason) => {
+                tracing::warn!(namespace, %reason, "a hub was found but cannot be watched");
+                look.unwatchable.insert(namespace.to_string(), reason);
+            }
         }
     }
-    Ok(hubs)
+    Ok(look)
 }
 
-/// Reads what a hub needs besides its Deployment: its proxy Service, hubwatch's token, and (only when an
-/// annotation names a URL) its namespace's Ingresses.
+/// Reads what a hub needs besides its Deployment: its proxy Service, hubwatch's token, and its namespace's
+/// Ingresses (the hosts an annotated URL may name, and the public URL when none is annotated).
 async fn look_at(
     client: &kube::Client,
     deployment: &Deployment,
     namespace: &str,
     settings: &DiscoveryConfig,
     timeout: Duration,
-) -> Result<HubConfig, String> {
+) -> Result<(HubConfig, UrlSource), String> {
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let annotated = [URL_ANNOTATION, DASK_GATEWAY_ANNOTATION].iter().any(|key| annotation(deployment, key).is_some());
-    let ingresses = async {
-        if !annotated {
-            return Ok(Vec::new());
-        }
-        let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
-        list(api, ListParams::default(), timeout).await.map(|ingresses| ingress_hosts(&ingresses))
-    };
+    let ingresses = list(Api::<Ingress>::namespaced(client.clone(), namespace), ListParams::default(), timeout);
     let token = async {
         match &settings.token {
             DiscoveryToken::Held(token) => Ok::<_, String>(Some(token.expose().to_string())),
             DiscoveryToken::Secret { name, key } => {
                 let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
-                let secret = timed(timeout, secrets.get_opt(name)).await?;
-                Ok(secret.and_then(|s| s.data?.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned())))
+                let secret = timed(timeout, secrets.get_opt(name)).await?.ok_or_else(|| {
+                    format!("there is no Secret {name:?} (hubwatch's token) in namespace {namespace}")
+                })?;
+                Ok(secret.data.and_then(|data| data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned())))
             }
         }
     };
-    let (proxy, token, hosts) = tokio::join!(timed(timeout, services.get_opt(PROXY_SERVICE)), token, ingresses);
-    let trusted = TrustedHosts::new(namespace, hosts?, &settings.allowed_hosts);
-    hub_from(deployment, Found { proxy: proxy?.as_ref(), token: token?, trusted: &trusted }, settings)
+    let (proxy, token, ingresses) = tokio::join!(timed(timeout, services.get_opt(PROXY_SERVICE)), token, ingresses);
+    let ingresses = ingresses?;
+    let trusted = TrustedHosts::new(namespace, ingress_hosts(&ingresses), &settings.allowed_hosts);
+    let proxy = proxy?;
+    let found = Found { proxy: proxy.as_ref(), ingresses: &ingresses, token: token?, trusted: &trusted };
+    let (_, source) = hub_url(deployment, &found, namespace)?;
+    Ok((hub_from(deployment, found, settings)?, source))
 }
 
 /// Whether two hub lists would be probed the same way (same hubs, URLs, users, tokens and gateways).
@@ -331,19 +392,51 @@ mod tests {
         TrustedHosts::new("temple", ingress_hosts(&[ingress]), &["hubs.example.net".to_string()])
     }
 
+    fn ingress(spec: serde_json::Value) -> Ingress {
+        serde_json::from_value(json!({"metadata": {"name": "jupyterhub", "namespace": "temple"}, "spec": spec}))
+            .unwrap()
+    }
+
     #[test]
-    fn the_url_comes_from_the_annotation_then_the_load_balancer_then_cluster_dns() {
-        let annotated = deployment(json!({URL_ANNOTATION: "https://temple.example.org"}));
-        assert_eq!(hub_url(&annotated, None, "temple", &trusted()).unwrap().as_str(), "https://temple.example.org/");
-        let plain = deployment(json!({}));
+    fn the_url_comes_from_the_annotation_then_the_ingress_then_the_load_balancer_then_cluster_dns() {
+        let trusted = trusted();
+        let url = |deployment: &Deployment, proxy: Option<&Service>, ingresses: &[Ingress]| {
+            let found = Found { proxy, ingresses, token: None, trusted: &trusted };
+            hub_url(deployment, &found, "temple").map(|(url, source)| (url.to_string(), source))
+        };
+        let to_proxy = json!({"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "proxy-public", "port": {"name": "http"}}}}]});
+        let served = ingress(json!({"rules": [{"host": "temple.example.org", "http": to_proxy}],
+            "tls": [{"hosts": ["temple.example.org"], "secretName": "tls"}]}));
+        let plain_http = ingress(json!({"rules": [{"host": "lab.temple.example.org", "http": to_proxy}]}));
+        let elsewhere = ingress(json!({"rules": [{"host": "grafana.temple.example.org", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix", "backend": {"service": {"name": "grafana", "port": {"number": 80}}}}]}}]}));
         let balanced = service(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}), 443);
-        assert_eq!(hub_url(&plain, Some(&balanced), "temple", &trusted()).unwrap().as_str(), "https://203.0.113.7/");
         let internal = service(json!({}), 80);
+
+        let annotated = deployment(json!({URL_ANNOTATION: "https://temple.example.org"}));
         assert_eq!(
-            hub_url(&plain, Some(&internal), "temple", &trusted()).unwrap().as_str(),
-            "http://proxy-public.temple.svc.cluster.local/"
+            url(&annotated, Some(&balanced), std::slice::from_ref(&served)).unwrap(),
+            ("https://temple.example.org/".into(), UrlSource::Annotation)
         );
-        assert!(hub_url(&plain, None, "temple", &trusted()).unwrap_err().contains("no proxy-public Service"));
+        let plain = deployment(json!({}));
+        assert_eq!(
+            url(&plain, Some(&balanced), &[elsewhere.clone(), served]).unwrap(),
+            ("https://temple.example.org/".into(), UrlSource::Ingress)
+        );
+        assert_eq!(
+            url(&plain, Some(&balanced), &[plain_http]).unwrap(),
+            ("http://lab.temple.example.org/".into(), UrlSource::Ingress)
+        );
+        assert_eq!(
+            url(&plain, Some(&balanced), std::slice::from_ref(&elsewhere)).unwrap(),
+            ("https://203.0.113.7/".into(), UrlSource::LoadBalancer)
+        );
+        assert_eq!(
+            url(&plain, Some(&internal), &[]).unwrap(),
+            ("http://proxy-public.temple.svc.cluster.local/".into(), UrlSource::ClusterDns)
+        );
+        assert!(url(&plain, None, &[elsewhere]).unwrap_err().contains("no proxy-public Service"));
     }
 
     #[test]
@@ -381,7 +474,7 @@ mod tests {
     fn a_gateway_may_also_be_on_the_hubs_own_host() {
         let found = |trusted: &TrustedHosts, url: &str, gateway: &str| {
             let annotated = deployment(json!({URL_ANNOTATION: url, DASK_GATEWAY_ANNOTATION: gateway}));
-            hub_from(&annotated, Found { proxy: None, token: Some("t".into()), trusted }, &settings())
+            hub_from(&annotated, Found { proxy: None, ingresses: &[], token: Some("t".into()), trusted }, &settings())
         };
         let own = TrustedHosts::new("temple", vec![], &["hubs.example.net".into()]);
         let hub =
@@ -394,7 +487,12 @@ mod tests {
     #[test]
     fn a_hub_needs_a_token_and_two_users_and_takes_them_from_annotations() {
         let trusted = trusted();
-        let found = |token: Option<&str>| Found { proxy: None, token: token.map(String::from), trusted: &trusted };
+        let found = |token: Option<&str>| Found {
+            proxy: None,
+            ingresses: &[],
+            token: token.map(String::from),
+            trusted: &trusted,
+        };
         let annotated = deployment(json!({URL_ANNOTATION: "https://temple.example.org", USERS_ANNOTATION: "a, b"}));
         let hub = hub_from(&annotated, found(Some("token\n")), &settings()).unwrap();
         assert_eq!((hub.name.as_str(), hub.namespace.as_deref()), ("temple", Some("temple")));

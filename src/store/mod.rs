@@ -7,11 +7,13 @@
 //! and bumps the write sequence that, with the leader's term, orders this state against a mirrored copy.
 //! Opening refuses a database from a newer hubwatch and moves a corrupt one aside (kept for the operator).
 
+mod hubs;
 mod incidents;
 mod outbox;
 mod retention;
 mod snapshot;
 
+pub use hubs::DiscoveredHub;
 pub use incidents::{DiagnosticsAttached, IncidentRecord, TimelineEntry, TimelineKind};
 pub use outbox::{EventAction, NewEvent, OutboxEvent, OutboxState};
 pub use snapshot::{RestoreReport, Version};
@@ -139,10 +141,19 @@ CREATE TABLE IF NOT EXISTS meta (
     sequence INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO meta (id) VALUES (1);
+CREATE TABLE IF NOT EXISTS discovered_hubs (
+    name TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    url TEXT NOT NULL,
+    users TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    gone_since INTEGER,
+    gone_why TEXT
+);
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -299,7 +310,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
         Ok(())
     };
     // Version 1 keeps the union of affected users (version 0: development builds); 2 the latest diagnostics;
-    // 3 timeline kinds and the state of status notes; 4 the meta row (created by SCHEMA above).
+    // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
+    // SCHEMA above).
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;

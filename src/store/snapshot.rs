@@ -33,7 +33,7 @@ pub struct RestoreReport {
 }
 
 /// The tables a snapshot carries, in an order that keeps references valid.
-pub const SNAPSHOT_TABLES: [&str; 3] = ["incidents", "timeline", "outbox"];
+pub const SNAPSHOT_TABLES: [&str; 4] = ["incidents", "timeline", "outbox", "discovered_hubs"];
 
 impl Store {
     /// Every row of every table, with the schema version and the state's [`Version`].
@@ -159,6 +159,10 @@ fn check_row<'a>(
                 OutboxState::parse(state.as_str().unwrap_or_default()).ok_or(format!("unknown state {state}"))?;
             }
             json("body", |t| serde_json::from_str::<Value>(t).is_ok())?;
+        }
+        "discovered_hubs" => {
+            text("name").and_then(|name| if name.is_empty() { Err("empty name".into()) } else { Ok(()) })?;
+            json("users", |t| serde_json::from_str::<Vec<String>>(t).is_ok())?;
         }
         _ => return Err("unknown table".into()),
     }

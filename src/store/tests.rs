@@ -233,3 +233,41 @@ fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
         store.conn().query_row("SELECT state, last_error FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((state.as_str(), error.as_str()), ("rejected", "unknown event action \"acknowledge\""));
 }
+
+#[test]
+fn discovered_hubs_are_remembered_mirrored_and_forgotten_without_their_tokens() {
+    let (_dir, leader) = fresh();
+    let temple = DiscoveredHub {
+        name: "temple".into(),
+        namespace: "temple".into(),
+        url: "https://temple.example.org/".into(),
+        users: vec!["probe-1".into(), "probe-2".into()],
+        last_seen: t(10),
+        gone: None,
+    };
+    let chapel = DiscoveredHub {
+        name: "chapel".into(),
+        url: "https://chapel.example.org/".into(),
+        namespace: "chapel".into(),
+        gone: Some((t(20), "its namespace chapel is gone".into())),
+        ..temple.clone()
+    };
+    leader.remember_discovered_hubs(&[temple.clone(), chapel.clone()]).unwrap();
+    assert_eq!(leader.discovered_hubs().unwrap(), [chapel.clone(), temple.clone()], "sorted by name");
+    let schema: String = leader
+        .conn()
+        .query_row("SELECT sql FROM sqlite_master WHERE name = 'discovered_hubs'", [], |r| r.get(0))
+        .unwrap();
+    assert!(!schema.contains("token"), "{schema}");
+
+    let (_dir2, standby) = fresh();
+    let report = standby.restore(&leader.snapshot().unwrap()).unwrap();
+    assert_eq!((report.rows, report.rejected.len()), (2, 0), "{:?}", report.rejected);
+    assert_eq!(standby.discovered_hubs().unwrap(), [chapel.clone(), temple.clone()], "failover keeps them");
+
+    assert!(leader.forget_discovered_hub("chapel").unwrap());
+    assert!(!leader.forget_discovered_hub("chapel").unwrap(), "already forgotten");
+    assert_eq!(leader.discovered_hubs().unwrap(), [temple]);
+    leader.remember_discovered_hubs(&[]).unwrap();
+    assert!(leader.discovered_hubs().unwrap().is_empty());
+}

@@ -42,6 +42,8 @@ pub fn router(state: WebState, access: Arc<Access>) -> Router {
         .route("/incidents", get(incidents))
         .route("/incidents/{key}", get(incident))
         .route("/incidents/{key}/report.md", get(report_md))
+        .route("/api/v1/discovered-hubs", get(discovered_hubs))
+        .route("/api/v1/discovered-hubs/{name}", axum::routing::delete(forget_discovered_hub))
         .route(pages::STYLE_PATH, get(style))
         .merge(scrape_routes())
         .with_state(state)
@@ -152,6 +154,42 @@ async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Re
             Ok(None) => not_found(&key),
             Err(e) => store_failed(e),
         }
+    })
+    .await
+}
+
+/// What discovery remembers: every hub it found, and since when and why the gone ones are gone.
+async fn discovered_hubs(State(state): State<WebState>) -> Response {
+    off_runtime(move || match state.store.discovered_hubs() {
+        Ok(hubs) => {
+            let time = |at: SystemTime| humantime::format_rfc3339_seconds(at).to_string();
+            let list: Vec<serde_json::Value> = hubs
+                .into_iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "name": h.name, "namespace": h.namespace, "url": h.url, "users": h.users,
+                        "last_seen": time(h.last_seen),
+                        "gone_since": h.gone.as_ref().map(|(since, _)| time(*since)),
+                        "gone_why": h.gone.as_ref().map(|(_, why)| why.clone()),
+                    })
+                })
+                .collect();
+            ([(header::CONTENT_TYPE, "application/json")], serde_json::Value::from(list).to_string()).into_response()
+        }
+        Err(e) => store_failed(e),
+    })
+    .await
+}
+
+/// An operator's "this hub is gone for good": no longer probed or reported gone (204; 404 if unknown).
+async fn forget_discovered_hub(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    off_runtime(move || match state.store.forget_discovered_hub(&name) {
+        Ok(true) => {
+            tracing::warn!(hub = %name, "a discovered hub was forgotten by an operator");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no discovered hub {name:?}\n")).into_response(),
+        Err(e) => store_failed(e),
     })
     .await
 }

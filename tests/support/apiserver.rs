@@ -162,6 +162,12 @@ impl ApiServer {
         let _ = self.changes.send((resource.to_string(), change, object));
     }
 
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.inner.lock().unwrap();
+        let list = inner.objects.get(resource)?;
+        list.iter().find(|o| o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace).cloned()
+    }
+
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         inner.resource_version += 1;
