@@ -5,7 +5,9 @@
 //! - the Kubernetes API slow while spawning fails for both probe users → the page still goes out on time,
 //!   saying the diagnostics are being collected, and the diagnostics (here: why they could not be had)
 //!   follow in an update;
-//! - no planted secret appears in any event or in the daemon's log.
+//! - no planted secret appears in any event or in the daemon's log;
+//! - real users failing in the hub's own log (the lab's real log, followed through the stand-in) page while
+//!   every probe passes, and resolve when their servers start.
 
 mod support;
 
@@ -399,4 +401,118 @@ async fn hubs_that_vanish_page_unless_decommissioned_or_forgotten(
         "a decommissioned hub never pages"
     );
     assert_eq!(river_triggers().len(), 2, "a forgotten hub pages no more");
+}
+
+/// Copies what the lab's processes write to its log, as it is written, into the stand-in's pod logs: the
+/// proxy's lines to its pod, the hub's (and its servers') to the hub's.
+async fn mirror_lab_log(path: std::path::PathBuf, api: ApiServer, stop: tokio_util::sync::CancellationToken) {
+    let mut read = std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0);
+    let mut partial = String::new();
+    while !stop.is_cancelled() {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if bytes.len() > read {
+            partial.push_str(&String::from_utf8_lossy(&bytes[read..]));
+            read = bytes.len();
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                let line = line.trim_end();
+                match line.contains("[ConfigProxy]") {
+                    true => api.write_log(k8s_fixtures::PROXY_POD, "chp", line),
+                    false => api.write_log(k8s_fixtures::HUB_POD, "hub", line),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() {
+    if !support::tiers::can_run(
+        "real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes",
+        &[support::tiers::Needs::Lab],
+    ) {
+        return;
+    }
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let api = ApiServer::default();
+    k8s_fixtures::load_control_pods(&api, SystemTime::now());
+    let api_url = api.start().await;
+    let lab = Lab::start_for_daemon("hub-logs", 18930);
+    let stop_mirror = tokio_util::sync::CancellationToken::new();
+    let mirror = tokio::spawn(mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
+    let listen = free_port();
+    let config_path = lab.dir.join("hub-logs.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 5m, recovery_successes: 2, update_interval: 10m}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
+{hub}"#,
+            state = fresh_state(&lab.dir, "hub-logs-state.db").display(),
+            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], &format!("    namespace: {NAMESPACE}\n")),
+        ),
+    )
+    .unwrap();
+    let token = lab.token();
+    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
+    let log = lab.dir.join("hub-logs.log");
+    let _ = std::fs::remove_file(&log);
+    let daemon = Daemon::start(&config_path, listen, &env, log);
+    daemon.wait_ready().await;
+    let follows =
+        |api: &ApiServer| api.requests().iter().filter(|r| r.contains("/log?") && r.contains("follow=true")).count();
+    wait_for("both logs followed", Duration::from_secs(30), async || follows(&api) >= 2).await;
+    api.end_log_streams();
+    wait_for("the logs reopened", Duration::from_secs(30), async || follows(&api) >= 4).await;
+
+    eprintln!("phase: two real users' spawns fail; every probe passes");
+    let hub_api = |method: reqwest::Method, user: &str| {
+        reqwest::Client::new()
+            .request(method, format!("{}/hub/api/users/{user}/server", lab.url))
+            .header("Authorization", format!("token {token}"))
+            .send()
+    };
+    for user in ["probe-3", "probe-4"] {
+        lab.set_flag("spawn-fail", Some(user), "");
+        hub_api(reqwest::Method::POST, user).await.unwrap();
+    }
+    let latency = wait_for("the trigger", Duration::from_secs(60), async || !triggers(&pd).is_empty()).await;
+    eprintln!("    trigger {latency:?} after the spawns failed");
+    let trigger = triggers(&pd)[0].clone();
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], serde_json::json!(["probe-3", "probe-4"]), "{trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(
+        reasons.contains("the hub could not start the server: injected spawn failure (flag spawn-fail)")
+            || reasons.contains("HTTP 500 on POST /hub/api/users/probe-3/server"),
+        "{reasons}"
+    );
+
+    eprintln!("phase: their servers start");
+    lab.clear_flags();
+    for user in ["probe-3", "probe-4"] {
+        wait_for("the failed spawn to end", Duration::from_secs(60), async || !lab.has_server(user).await).await;
+        hub_api(reqwest::Method::POST, user).await.unwrap();
+    }
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    wait_for("the resolve", Duration::from_secs(90), async || {
+        pd.accepted().iter().any(|e| e["event_action"] == "resolve" && e["dedup_key"] == key.as_str())
+    })
+    .await;
+    assert_eq!(triggers(&pd).len(), 1, "paged once");
+    for user in ["probe-3", "probe-4"] {
+        hub_api(reqwest::Method::DELETE, user).await.unwrap();
+    }
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+    stop_mirror.cancel();
+    mirror.await.unwrap();
+    let everything = format!("{:?}", pd.accepted());
+    assert!(!everything.contains(&token), "the hub token leaked");
 }

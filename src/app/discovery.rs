@@ -5,7 +5,7 @@
 use super::App;
 use crate::config::{Config, DiscoveryConfig, HubConfig};
 use crate::discovery::{self, memory::Change};
-use crate::domain::{Capability, RealUsers};
+use crate::domain::{Capability, RealUsers, SignalSource};
 use crate::tasks::off_runtime;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,7 +140,12 @@ impl App {
 /// Every remembered hub's state as a signal on `login`: its probe users, each with why the hub is gone; and,
 /// once, nobody for a hub that left the memory since (decommissioned or forgotten), so its signal clears.
 fn gone_signals(memory: &Memory, told: &mut BTreeSet<String>) -> Vec<RealUsers> {
-    let signal = |hub: &str, users| RealUsers { hub: hub.to_string(), capability: Capability::Login, users };
+    let signal = |hub: &str, users| RealUsers {
+        hub: hub.to_string(),
+        source: SignalSource::HubGone,
+        capability: Capability::Login,
+        users,
+    };
     let mut updates: Vec<RealUsers> = memory
         .states()
         .map(|hub| {

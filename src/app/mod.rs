@@ -21,6 +21,7 @@ use crate::notify::Notifier;
 use crate::probe::{self, HubProber};
 use crate::redact::Redactor;
 use crate::scheduler::{Rounds, Scheduler};
+use crate::signals::follow::HubLogs;
 use crate::signals::{Watch, changes};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
@@ -308,11 +309,12 @@ impl App {
         }
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
-        let rounds: Vec<Arc<dyn Rounds>> = probers.into_iter().map(|p| p as Arc<dyn Rounds>).collect();
+        let rounds: Vec<Arc<dyn Rounds>> = probers.iter().cloned().map(|p| p as Arc<dyn Rounds>).collect();
         let scheduler = Scheduler::new(&rounds, config.scheduler.clone(), self.metrics.clone(), outcomes_tx);
         tracing::info!(lanes = scheduler.lane_count(), "probing");
         self.health.set_started(true);
         scheduler.run(stop.clone()).await;
+        stop_kept_servers(&probers).await;
         // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
         let _ = recorder.await;
     }
@@ -338,6 +340,18 @@ impl App {
             };
             let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
             self.tasks.supervise("pod_watch", move || watch.clone().run(dask, users.clone(), stop_pods.clone()));
+            let logs = HubLogs {
+                client: client.clone(),
+                hub: hub.name.clone(),
+                namespace: namespace.clone(),
+                prefix: hub.url.path().to_string(),
+                probe_users: hub.users.iter().cloned().collect(),
+                window: config.incidents.window,
+                call_timeout: config.kubernetes.call_timeout,
+                redactor: self.redactor.clone(),
+            };
+            let (users, stop_logs) = (real_users.clone(), stop.clone());
+            self.tasks.supervise("hub_logs", move || logs.clone().run(users.clone(), stop_logs.clone()));
             let (client, name, sender, stop) = (client.clone(), hub.name.clone(), hub_changes.clone(), stop.clone());
             let redactor = self.redactor.clone();
             self.tasks.supervise("change_watch", move || {
@@ -447,6 +461,25 @@ async fn kubernetes_client(config: &Config) -> Option<kube::Client> {
             None
         }
     }
+}
+
+/// When probing ends (shutdown, or a new generation of hubs): every kept server is stopped, each within the
+/// clean-up timeout. (At start-up, the clean-up of leftovers stops one a crashed run kept, or one whose hub
+/// no longer asks for it.)
+async fn stop_kept_servers(probers: &[Arc<HubProber>]) {
+    let mut stops = tokio::task::JoinSet::new();
+    for prober in probers {
+        let Some(user) = prober.hub.sentinel_user().map(String::from) else { continue };
+        let prober = prober.clone();
+        stops.spawn(async move {
+            match prober.stop_kept_server(&user).await {
+                Ok(()) => tracing::info!(hub = %prober.hub.name, user, "the kept server was stopped"),
+                Err(failure) => tracing::warn!(hub = %prober.hub.name, user, reason = %failure.reason,
+                    "could not stop the kept server; the next start stops it"),
+            }
+        });
+    }
+    while stops.join_next().await.is_some() {}
 }
 
 /// Stops probe servers and deletes probe clusters a crashed earlier run left behind, at most `concurrency`

@@ -225,9 +225,18 @@ pub struct HubConfig {
     pub login: LoginMethod,
     pub dask_gateway: Option<DaskGatewayConfig>,
     pub probes: ProbeSettings,
+    /// The kept server: one probe user's server kept running and checked every `every` (`timeout`: the
+    /// route check; the kernel and home probes on it keep their own).
+    pub sentinel: Option<Schedule>,
 }
 
 impl HubConfig {
+    /// The probe user whose server is kept running (the last one), when the hub has a kept server; the
+    /// others go on starting and stopping theirs.
+    pub fn sentinel_user(&self) -> Option<&str> {
+        self.sentinel.and(self.users.last().map(String::as_str))
+    }
+
     /// What is probed on this hub: every capability, Dask Gateway only with a gateway.
     pub fn capabilities(&self) -> Vec<Capability> {
         Capability::ALL.into_iter().filter(|c| *c != Capability::DaskGateway || self.dask_gateway.is_some()).collect()
@@ -313,7 +322,7 @@ const DISCOVERY_KEYS: &[&str] =
 const Z2JH_HUB_SECRET: &str = "hub";
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
 const HUB_KEYS: &[&str] =
-    &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes", "kernel_cells"];
+    &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes", "kernel_cells", "sentinel"];
 
 impl Config {
     /// Reads and validates `path`, resolving secrets from the process environment.
@@ -941,6 +950,10 @@ impl Validator<'_> {
                 _ => probes = None,
             }
         }
+        let sentinel = match table.get("sentinel") {
+            None => Some(None),
+            Some(v) => self.sentinel(v, &join(path, "sentinel"), users.as_deref()).map(Some),
+        };
         table.finish(self.problems);
         Some(HubConfig {
             name: name?,
@@ -951,7 +964,31 @@ impl Validator<'_> {
             login: login?,
             dask_gateway: dask_gateway?,
             probes: probes?,
+            sentinel: sentinel?,
         })
+    }
+
+    /// A hub's kept server: `{every, timeout}` (defaults 1m and 30s). Its user is the last probe user, so a
+    /// hub with a kept server lists three: two go on starting servers, enough to see an outage of two.
+    fn sentinel(&mut self, value: &Value, path: &str, users: Option<&[String]>) -> Option<Schedule> {
+        let mut table = Table::new(value, path, probes::SCHEDULE_KEYS, self.problems)?;
+        let mut schedule = Schedule { every: Duration::from_secs(60), timeout: Duration::from_secs(30) };
+        let ok = self.durations(&mut table, [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)]);
+        table.finish(self.problems);
+        if ok && schedule.every < Duration::from_secs(1) {
+            self.problems.add(&join(path, "every"), "at least 1s: the kept server is checked that often");
+            return None;
+        }
+        if let Some(users) = users
+            && users.len() < 3
+        {
+            self.problems.add(
+                path,
+                format!("a kept server needs three probe users (found {}): the last keeps its server, the others go on starting theirs", users.len()),
+            );
+            return None;
+        }
+        ok.then_some(schedule)
     }
 
     /// Hub names appear in metric labels, incident keys and URLs, so they are kept plain.

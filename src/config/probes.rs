@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Reads one probe's keys from its table into the settings; false if any is invalid.
 type ProbeReader = fn(&mut Validator, &mut Table, &mut ProbeSettings) -> bool;
 const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "home", "dask_gateway"];
-const SCHEDULE_KEYS: &[&str] = &["every", "timeout"];
+pub(super) const SCHEDULE_KEYS: &[&str] = &["every", "timeout"];
 const SERVER_PROBE_KEYS: &[&str] = &["every", "timeout", "user_options"];
 const KERNEL_PROBE_KEYS: &[&str] = &["every", "timeout", "kernel_name", "code", "expect"];
 const DASK_PROBE_KEYS: &[&str] = &["every", "timeout", "workers"];

@@ -14,10 +14,13 @@
 //!   that capability for as long as the evidence holds (no window: the pod's state is current).
 //! - It recovers when nobody is affected any more — no probe failure within the window and no real-user
 //!   signal — and every probe user's last `recovery_successes` attempts at each capability of the kind
-//!   succeeded (a failure older than the window no longer holds it open).
+//!   that failed succeeded (a failure older than the window no longer holds it open; a capability that
+//!   never failed holds nothing open).
 //!   A capability that alternates fail/ok never has two successes in a row, so it stays one incident.
 
-use crate::domain::{Capability, IncidentKind, ProbeOutcome, ProbeResult, Stage, Symptoms, Transition, UserFailure};
+use crate::domain::{
+    Capability, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition, UserFailure,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
@@ -35,13 +38,17 @@ struct Attempts {
     failure: Option<UserFailure>,
     /// Successes in a row since the last failure.
     ok_streak: u32,
+    /// Whether it ever failed: one that never did needs no run of successes to count as recovered (a
+    /// capability probed rarely, such as home every 10 minutes, would otherwise hold an incident open).
+    has_failed: bool,
 }
 
 #[derive(Debug, Default)]
 struct KindState {
     attempts: HashMap<(String, Capability), Attempts>,
-    /// Real users affected now, from Kubernetes signals (not windowed: they hold while the evidence does).
-    signals: HashMap<(String, Capability), UserFailure>,
+    /// Real users affected now, from signals (not windowed: they hold while the evidence does), per source:
+    /// each source speaks only for itself.
+    signals: HashMap<(SignalSource, String, Capability), UserFailure>,
     /// Users who had a signal while the incident was open: a cleared signal is their recovery.
     signalled: BTreeSet<(String, Capability)>,
     /// While an incident is open: the symptoms last reported, and since when this detector has watched it
@@ -82,6 +89,7 @@ impl Detector {
                 let since = attempts.failure.as_ref().map_or(now, |previous| previous.since);
                 attempts.failure = Some(UserFailure { stage: f.stage, reason: f.reason.clone(), since, last: now });
                 attempts.ok_streak = 0;
+                attempts.has_failed = true;
             }
             // Blocked attempts were not tried, and monitor faults say nothing about users.
             _ => return Vec::new(),
@@ -89,18 +97,19 @@ impl Detector {
         self.evaluate(&outcome.hub.clone(), kind, now).into_iter().collect()
     }
 
-    /// Replaces the real users affected in `capability` of `hub` (from Kubernetes signals) and evaluates.
+    /// Replaces the real users `source` says are affected in `capability` of `hub`, and evaluates.
     /// `users` maps each user to their evidence: `since` when it began, `reason` what the cluster shows.
     pub fn signals(
         &mut self,
         hub: &str,
+        source: SignalSource,
         capability: Capability,
         users: BTreeMap<String, (String, SystemTime)>,
         now: SystemTime,
     ) -> Vec<Transition> {
         let kind = IncidentKind::of(capability);
         let state = self.state.entry((hub.to_string(), kind)).or_default();
-        state.signals.retain(|(_, c), _| *c != capability);
+        state.signals.retain(|(s, _, c), _| (*s, *c) != (source, capability));
         // The watcher speaks for every real user of the capability: those an open incident reported (also one
         // resumed after a restart) who are not probe users recover when their signal is gone.
         if let Some((reported, _)) = &state.open {
@@ -116,7 +125,7 @@ impl Detector {
                 state.signalled.insert((user.clone(), capability));
             }
             let failure = UserFailure { stage: Stage::UserPod, reason, since, last: now };
-            state.signals.insert((user, capability), failure);
+            state.signals.insert((source, user, capability), failure);
         }
         self.evaluate(hub, kind, now).into_iter().collect()
     }
@@ -139,7 +148,7 @@ impl Detector {
     fn current(&self, state: &KindState, now: SystemTime) -> Symptoms {
         let mut symptoms = Symptoms::default();
         // A probe's own failure (below) says more than a pod's state, so it takes the place of a signal.
-        for ((user, capability), failure) in &state.signals {
+        for ((_, user, capability), failure) in &state.signals {
             symptoms.affected.entry(*capability).or_default().insert(user.clone(), failure.clone());
         }
         for ((user, capability), attempts) in &state.attempts {
@@ -163,7 +172,7 @@ impl Detector {
         let Some((reported, watched_since)) = &state.open else { return false };
         let settled = |a: &Attempts| match &a.failure {
             Some(failure) => !self.within_window(failure.last, now),
-            None => a.ok_streak >= self.settings.recovery_successes,
+            None => !a.has_failed || a.ok_streak >= self.settings.recovery_successes,
         };
         let seen_again = reported.affected.iter().all(|(capability, users)| {
             users.keys().all(|user| {
@@ -171,7 +180,9 @@ impl Detector {
                 match state.attempts.get(&key) {
                     Some(attempts) => settled(attempts),
                     // A real user (no probe attempts): their signal has cleared.
-                    None if state.signalled.contains(&key) => !state.signals.contains_key(&key),
+                    None if state.signalled.contains(&key) => {
+                        !state.signals.keys().any(|(_, u, c)| (u, c) == (&key.0, &key.1))
+                    }
                     None => !self.within_window(*watched_since, now),
                 }
             })
@@ -187,7 +198,7 @@ impl Detector {
             None if current.users().len() >= self.settings.min_affected_users => {
                 let state = self.state.get_mut(&(hub.clone(), kind))?;
                 state.open = Some((current.clone(), now));
-                state.signalled = state.signals.keys().cloned().collect();
+                state.signalled = state.signals.keys().map(|(_, u, c)| (u.clone(), *c)).collect();
                 Some(Transition::Opened { hub, kind, symptoms: current, at: now })
             }
             None => None,

@@ -111,6 +111,32 @@ fn recovery_needs_two_successes_in_a_row_from_everyone() {
 }
 
 #[test]
+fn a_capability_that_never_failed_does_not_hold_a_recovery_back() {
+    // Home is probed every 10 minutes: one success before the outage, none since. Once the servers work
+    // again, the outage is over; home's single success must not keep it open until its next probe.
+    let mut d = Detector::new(settings());
+    for user in ["a", "b"] {
+        d.observe(&outcome(user, Capability::Home, ProbeResult::Ok), t(0));
+        d.observe(&outcome(user, Capability::Server, failed("x")), t(1));
+    }
+    assert!(d.is_open("temple", IncidentKind::HubAccess));
+    for minute in [2, 3] {
+        d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
+        d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
+    }
+    assert!(!d.is_open("temple", IncidentKind::HubAccess), "recovered without waiting for home's next probe");
+
+    // A capability that did fail still needs its run of successes.
+    for user in ["a", "b"] {
+        d.observe(&outcome(user, Capability::Home, failed("[Errno 28] No space left on device")), t(4));
+    }
+    for user in ["a", "b"] {
+        d.observe(&outcome(user, Capability::Home, ProbeResult::Ok), t(5));
+    }
+    assert!(d.is_open("temple", IncidentKind::HubAccess), "one success after a failure is not yet recovery");
+}
+
+#[test]
 fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
     let mut d = Detector::new(settings());
     d.resume("temple", IncidentKind::HubAccess, Symptoms::default(), t(0));
@@ -230,8 +256,11 @@ fn two_real_users_with_stuck_pods_open_an_incident_while_every_probe_passes() {
     for user in ["probe-1", "probe-2", "probe-1", "probe-2"] {
         d.observe(&outcome(user, Capability::Server, ProbeResult::Ok), t(0));
     }
-    assert!(d.signals("temple", Capability::Server, stuck(&["alice"], t(1)), t(2)).is_empty(), "one is a ticket");
-    let transitions = d.signals("temple", Capability::Server, stuck(&["alice", "bob"], t(1)), t(3));
+    assert!(
+        d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(1)), t(2)).is_empty(),
+        "one is a ticket"
+    );
+    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice", "bob"], t(1)), t(3));
     let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(symptoms.users(), BTreeSet::from(["alice", "bob"]));
     let alice = &symptoms.affected[&Capability::Server]["alice"];
@@ -242,21 +271,21 @@ fn two_real_users_with_stuck_pods_open_an_incident_while_every_probe_passes() {
     assert!(d.tick(t(63)).is_empty());
     assert!(d.is_open("temple", IncidentKind::HubAccess));
     // One pod recovers: a change, not material. Both recover: the incident recovers.
-    let transitions = d.signals("temple", Capability::Server, stuck(&["bob"], t(1)), t(64));
+    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["bob"], t(1)), t(64));
     assert!(matches!(transitions.as_slice(), [Transition::Updated { material: false, .. }]), "{transitions:?}");
-    let transitions = d.signals("temple", Capability::Server, BTreeMap::new(), t(65));
+    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(65));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }
 
 #[test]
 fn real_users_and_probe_users_count_together_and_a_probe_failure_says_more() {
     let mut d = Detector::new(settings());
-    d.signals("temple", Capability::Server, stuck(&["alice"], t(0)), t(1));
+    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
     let transitions = d.observe(&outcome("probe-1", Capability::Server, failed("Spawn failed: quota")), t(2));
     let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(symptoms.users(), BTreeSet::from(["alice", "probe-1"]));
     // A probe user who also has a stuck pod is counted once, with the probe's reason.
-    d.signals("temple", Capability::Server, stuck(&["alice", "probe-1"], t(0)), t(3));
+    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice", "probe-1"], t(0)), t(3));
     let now = d.symptoms("temple", IncidentKind::HubAccess, t(3));
     assert_eq!(now.users().len(), 2);
     assert_eq!(now.affected[&Capability::Server]["probe-1"].reason, "Spawn failed: quota");
@@ -271,6 +300,21 @@ fn a_resumed_incident_of_real_users_recovers_when_the_watcher_reports_them_gone(
         reported.affected.entry(Capability::Server).or_default().insert(user, failure);
     }
     d.resume("temple", IncidentKind::HubAccess, reported, t(2));
-    let transitions = d.signals("temple", Capability::Server, BTreeMap::new(), t(3));
+    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
+    assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
+}
+
+#[test]
+fn each_source_of_real_users_replaces_only_its_own_news() {
+    let mut d = Detector::new(settings());
+    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
+    let transitions = d.signals("temple", SignalSource::HubLogs, Capability::Server, stuck(&["bob"], t(0)), t(2));
+    assert_eq!(opened(&transitions), 1, "a stuck pod and a failed spawn in the hub's log: two users");
+    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
+    assert!(matches!(transitions.as_slice(), [Transition::Updated { material: false, .. }]), "{transitions:?}");
+    assert!(d.is_open("temple", IncidentKind::HubAccess), "the pods' news does not clear the logs' news");
+    let symptoms = d.symptoms("temple", IncidentKind::HubAccess, t(3));
+    assert_eq!(symptoms.users().into_iter().collect::<Vec<_>>(), ["bob"]);
+    let transitions = d.signals("temple", SignalSource::HubLogs, Capability::Server, BTreeMap::new(), t(4));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }

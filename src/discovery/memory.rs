@@ -126,6 +126,7 @@ mod tests {
             login: LoginMethod::Token,
             dask_gateway: None,
             probes: ProbeSettings::default(),
+            sentinel: None,
         }
     }
 

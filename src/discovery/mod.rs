@@ -250,6 +250,7 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
         login: LoginMethod::Token,
         dask_gateway,
         probes: settings.probes.clone(),
+        sentinel: None,
     })
 }
 

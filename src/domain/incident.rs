@@ -120,11 +120,33 @@ pub enum Transition {
     Recovered { hub: String, kind: IncidentKind, at: SystemTime },
 }
 
-/// The real users affected in one capability of one hub now (from Kubernetes: their server pods stuck or
-/// crashing), each with the evidence and since when; it replaces the previous set for that capability.
+/// Where the news of real users affected comes from; each source's news replaces only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignalSource {
+    /// Their server pods stuck or crashing.
+    Pods,
+    /// The hub's and the proxy's logs: errors on their requests, failed spawns.
+    HubLogs,
+    /// A discovered hub that is gone: its probe users cannot log in.
+    HubGone,
+}
+
+impl SignalSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalSource::Pods => "pods",
+            SignalSource::HubLogs => "hub_logs",
+            SignalSource::HubGone => "hub_gone",
+        }
+    }
+}
+
+/// The real users affected in one capability of one hub now, as one source sees them, each with the
+/// evidence and since when; it replaces that source's previous set for that capability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RealUsers {
     pub hub: String,
+    pub source: SignalSource,
     pub capability: Capability,
     pub users: BTreeMap<String, (String, SystemTime)>,
 }

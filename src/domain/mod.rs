@@ -6,7 +6,7 @@ mod probe;
 mod secret;
 pub mod wording;
 
-pub use incident::{AffectedEver, HubChange, IncidentKind, RealUsers, Symptoms, Transition, UserFailure};
+pub use incident::{AffectedEver, HubChange, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure};
 pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
 pub use secret::Secret;
 pub use wording::truncate;

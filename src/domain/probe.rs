@@ -52,6 +52,9 @@ pub enum Stage {
     RequestSpawn,
     Progress,
     StopServer,
+    /// The kept server: reading its state, then reaching it through the hub's public URL.
+    KeptServer,
+    Route,
     // kernel
     StartKernel,
     Connect,
@@ -86,6 +89,8 @@ impl Stage {
             Stage::RequestSpawn => "request_spawn",
             Stage::Progress => "progress",
             Stage::StopServer => "stop_server",
+            Stage::KeptServer => "kept_server",
+            Stage::Route => "route",
             Stage::StartKernel => "start_kernel",
             Stage::Connect => "connect",
             Stage::Execute => "execute",

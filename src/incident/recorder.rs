@@ -128,10 +128,10 @@ impl Recorder {
         let now = SystemTime::now();
         if !update.users.is_empty() {
             let users: Vec<&String> = update.users.keys().collect();
-            tracing::info!(hub = %update.hub, capability = update.capability.as_str(), ?users, "real users affected (Kubernetes)");
+            tracing::info!(hub = %update.hub, capability = update.capability.as_str(), source = update.source.as_str(), ?users, "real users affected");
         }
         let kind = IncidentKind::of(update.capability);
-        let transitions = self.detector.signals(&update.hub, update.capability, update.users, now);
+        let transitions = self.detector.signals(&update.hub, update.source, update.capability, update.users, now);
         self.decide_all(transitions, now);
         self.observers.refresh(&self.detector, &update.hub, kind, now);
     }

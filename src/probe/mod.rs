@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod login;
 mod oauth;
 pub mod round;
+mod sentinel;
 pub mod server;
 mod sse;
 

@@ -71,7 +71,7 @@ impl HubProber {
     }
 
     /// The server's steps: stop a leftover, request the spawn, follow the progress to ready or failed.
-    async fn spawn(
+    pub(super) async fn spawn(
         &self,
         user: &str,
         token: &Secret,
@@ -89,7 +89,7 @@ impl HubProber {
         stages.run(Stage::Progress, server.follow_progress(token, refused, deadline)).await
     }
 
-    fn server_of<'a>(&'a self, user: &'a str) -> UserServer<'a> {
+    pub(super) fn server_of<'a>(&'a self, user: &'a str) -> UserServer<'a> {
         UserServer { http: &self.http, hub: &self.hub.url, user }
     }
 
@@ -114,7 +114,12 @@ pub struct UserServer<'a> {
 }
 
 impl UserServer<'_> {
-    async fn state(&self, auth: Auth<'_>, stage: Stage, deadline: Deadline) -> Result<ServerState, StepFailure> {
+    pub(super) async fn state(
+        &self,
+        auth: Auth<'_>,
+        stage: Stage,
+        deadline: Deadline,
+    ) -> Result<ServerState, StepFailure> {
         let (http, hub, user) = (self.http, self.hub, self.user);
         let url = hub_url(hub, &format!("hub/api/users/{}", user_path(user)));
         let response = http
@@ -289,7 +294,7 @@ impl UserServer<'_> {
 
 /// What the hub's user model says of the default server.
 #[derive(Debug, PartialEq, Eq)]
-enum ServerState {
+pub(super) enum ServerState {
     Absent,
     Ready { url: Option<String> },
     Pending(String),
@@ -414,7 +419,7 @@ struct ProgressEvent {
 
 /// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else
 /// `/user/{u}/`; never on another host than the hub's (the probe user's token goes there).
-fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Result<Url, StepFailure> {
+pub(super) fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Result<Url, StepFailure> {
     let path = match url {
         Some(u) if !u.trim().is_empty() => u.to_string(),
         _ => format!("{}user/{}/", hub.path(), user_path(user)),

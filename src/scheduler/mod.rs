@@ -37,6 +37,8 @@ pub trait Rounds: Send + Sync {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Vec<ProbeOutcome>>;
     fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
+    /// A look at the kept server, and the kernel and home probes on it.
+    fn sentinel<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>>;
 }
 
 impl Rounds for HubProber {
@@ -60,13 +62,29 @@ impl Rounds for HubProber {
     fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
         Box::pin(self.probe_dask_gateway(user, cancel))
     }
+
+    fn sentinel<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
+        Box::pin(self.probe_sentinel(user, cancel))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum LaneKind {
     Login,
     Server,
+    /// The kept server's user: in place of its server lane.
+    Sentinel,
     DaskGateway,
+}
+
+impl LaneKind {
+    /// The lanes that corroborate each other: the kept server sees what server rounds see.
+    fn group(self) -> LaneKind {
+        match self {
+            LaneKind::Sentinel => LaneKind::Server,
+            other => other,
+        }
+    }
 }
 
 struct Lane {
@@ -166,9 +184,16 @@ impl Scheduler {
                     home: OnServerSchedule { due: now, every: probes.home.every },
                 };
                 lanes.push(lane(LaneKind::Login, probes.login.every));
-                let server_every =
-                    probes.server.schedule.every.min(probes.kernel.schedule.every).min(probes.home.every);
-                lanes.push(lane(LaneKind::Server, server_every));
+                match hub.sentinel {
+                    Some(sentinel) if hub.sentinel_user() == Some(user.as_str()) => {
+                        lanes.push(lane(LaneKind::Sentinel, sentinel.every));
+                    }
+                    _ => {
+                        let server_every =
+                            probes.server.schedule.every.min(probes.kernel.schedule.every).min(probes.home.every);
+                        lanes.push(lane(LaneKind::Server, server_every));
+                    }
+                }
                 if hub.dask_gateway.is_some() {
                     lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.schedule.every));
                 }
@@ -191,7 +216,7 @@ impl Scheduler {
         };
         let mut due = self.first_slots();
         let mut corroboration = Corroboration::new(
-            self.lanes.iter().map(|lane| (lane.prober.hub().name.clone(), lane.kind)).collect(),
+            self.lanes.iter().map(|lane| (lane.prober.hub().name.clone(), lane.kind.group())).collect(),
             self.lanes.iter().map(|lane| lane.every).collect(),
         );
         loop {
@@ -305,6 +330,7 @@ impl Scheduler {
             let results = match kind {
                 LaneKind::Login => prober.login(&user, &cancel).await.into_iter().collect(),
                 LaneKind::Server => prober.server(&user, on, &cancel).await,
+                LaneKind::Sentinel => prober.sentinel(&user, &cancel).await,
                 LaneKind::DaskGateway => prober.dask_gateway(&user, &cancel).await.into_iter().collect(),
             };
             let observed = observations(&results);
@@ -423,6 +449,10 @@ mod supervision {
         fn dask_gateway<'a>(&'a self, _: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
             Box::pin(async { None })
         }
+
+        fn sentinel<'a>(&'a self, _: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
+            Box::pin(async { Vec::new() })
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -436,6 +466,7 @@ mod supervision {
             login: LoginMethod::Token,
             dask_gateway: None,
             probes: ProbeSettings::default(),
+            sentinel: None,
         };
         let flaky = Arc::new(Flaky { hub, calls: Mutex::default() });
         let metrics = Arc::new(Metrics::new());

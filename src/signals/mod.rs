@@ -1,5 +1,5 @@
 //! Real-user signals: users whose server pods are stuck or crashing are affected users too ([`pods`] says
-//! when). One watch per hub namespace on its user pods (`component=singleuser-server`, the user from the
+//! when), and so are users the hub's own logs show failing ([`logs`], followed by [`follow`]). One watch per hub namespace on its user pods (`component=singleuser-server`, the user from the
 //! `hub.jupyter.org/username` annotation) and, when the hub has a Dask Gateway, on the gateway's cluster pods
 //! (label `gateway.dask.org/cluster`; their user is the DaskCluster's `spec.username`, because the gateway's
 //! Kubernetes backend does not label pods with the user). The affected set per capability goes to the
@@ -8,11 +8,13 @@
 
 pub mod certificates;
 pub mod changes;
+pub mod follow;
+pub mod logs;
 pub mod pods;
 
 use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
 use crate::diagnostics::kubectl::event_last_seen;
-use crate::domain::{Capability, RealUsers};
+use crate::domain::{Capability, RealUsers, SignalSource};
 use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
@@ -133,7 +135,7 @@ impl Watch {
                 for (reason, _) in users.values_mut() {
                     *reason = self.redactor.redact(reason);
                 }
-                let update = RealUsers { hub: self.hub.clone(), capability, users };
+                let update = RealUsers { hub: self.hub.clone(), source: SignalSource::Pods, capability, users };
                 if updates.send(update).await.is_err() {
                     return;
                 }

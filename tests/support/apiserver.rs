@@ -26,6 +26,10 @@ pub struct Inner {
     pub objects: HashMap<String, Vec<Value>>,
     /// Logs per (pod, container, previous).
     pub logs: HashMap<(String, String, bool), String>,
+    /// Lines written since, per (pod, container), with when: what `follow=true` streams.
+    pub written: HashMap<(String, String), Vec<(std::time::SystemTime, String)>>,
+    /// Bumped to end every open log stream (the API server or the kubelet dropping them).
+    pub streams_ended: u64,
     /// Resources the service account may not list: answered 403.
     pub forbidden: HashSet<String>,
     /// Every answer is 503, as an API server behind a failing load balancer.
@@ -207,6 +211,18 @@ impl ApiServer {
 
     pub fn set_log(&self, pod: &str, container: &str, previous: bool, text: &str) {
         self.inner.lock().unwrap().logs.insert((pod.into(), container.into(), previous), text.into());
+    }
+
+    /// A line the container writes now: sent to every open `follow=true` stream of it.
+    pub fn write_log(&self, pod: &str, container: &str, line: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let lines = inner.written.entry((pod.into(), container.into())).or_default();
+        lines.push((std::time::SystemTime::now(), line.to_string()));
+    }
+
+    /// Ends every open log stream, as a restarted API server or kubelet does; clients must reopen them.
+    pub fn end_log_streams(&self) {
+        self.inner.lock().unwrap().streams_ended += 1;
     }
 
     pub fn set_down(&self, down: bool) {
@@ -640,6 +656,10 @@ async fn pod_log(
         }
     };
     let previous = query.get("previous").is_some_and(|p| p == "true");
+    if query.get("follow").is_some_and(|f| f == "true") {
+        drop(inner);
+        return follow_log(server, (name, container), &query);
+    }
     let Some(text) = inner.logs.get(&(name.clone(), container.clone(), previous)) else {
         return if previous {
             status(
@@ -658,4 +678,46 @@ async fn pod_log(
     let limit = query.get("limitBytes").and_then(|l| l.parse::<usize>().ok()).unwrap_or(kept.len());
     let kept = kept.as_bytes()[..limit.min(kept.len())].to_vec();
     ([(header::CONTENT_TYPE, "text/plain")], kept).into_response()
+}
+
+/// `follow=true`: the lines written within `sinceSeconds` (each behind its RFC 3339 time with
+/// `timestamps=true`, as the kubelet writes them), then every line written while the stream is open, until
+/// the client goes away or [`ApiServer::end_log_streams`].
+fn follow_log(server: ApiServer, (pod, container): (String, String), query: &HashMap<String, String>) -> Response {
+    let since = query.get("sinceSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+    let stamped = query.get("timestamps").is_some_and(|t| t == "true");
+    let start = since.map_or(std::time::UNIX_EPOCH, |s| std::time::SystemTime::now() - s);
+    let (sent, ended_at_open) = {
+        let inner = server.inner.lock().unwrap();
+        let lines = inner.written.get(&(pod.clone(), container.clone()));
+        (lines.map_or(0, |l| l.iter().take_while(|(at, _)| *at < start).count()), inner.streams_ended)
+    };
+    // The state carried from chunk to chunk: how many lines were sent.
+    let stream = futures_util::stream::unfold(sent, move |sent| {
+        let (server, pod, container) = (server.clone(), pod.clone(), container.clone());
+        async move {
+            loop {
+                let (chunk, total, ended) = {
+                    let inner = server.inner.lock().unwrap();
+                    let lines = inner.written.get(&(pod.clone(), container.clone())).map(Vec::as_slice).unwrap_or(&[]);
+                    let chunk: String = lines[sent.min(lines.len())..]
+                        .iter()
+                        .map(|(at, line)| match stamped {
+                            true => format!("{} {line}\n", humantime::format_rfc3339_nanos(*at)),
+                            false => format!("{line}\n"),
+                        })
+                        .collect();
+                    (chunk, lines.len(), inner.streams_ended != ended_at_open)
+                };
+                if ended {
+                    return None;
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)), total));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response()
 }

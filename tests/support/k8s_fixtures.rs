@@ -276,6 +276,16 @@ FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memor
 ";
 
 /// Loads `scenario` into `server`, as seen at `t`.
+/// Only the hub's and the proxy's pods, healthy (for tests that follow their logs).
+pub fn load_control_pods(server: &ApiServer, t: SystemTime) {
+    server.put("pods", hub_pod(t, Scenario::NodePoolFull));
+    server.put("pods", proxy_pod(t, Scenario::NodePoolFull));
+}
+
+/// The hub's and the proxy's pod names, as [`load`] puts them.
+pub const HUB_POD: &str = "hub-7d9f8b6c5-x2k4p";
+pub const PROXY_POD: &str = "proxy-5c7d9f7b8-qwz9t";
+
 pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
     server.put("pods", hub_pod(t, scenario));
     server.put("pods", proxy_pod(t, scenario));

@@ -83,6 +83,54 @@ impl Lab {
         assert!(status.success(), "kill -{signal} {which}={pid}");
     }
 
+    /// The proxy's REST API (configurable-http-proxy on PORT+2) and its token.
+    fn proxy_api(&self, path: &str) -> (String, String) {
+        let port: u16 = self.url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+        let token = self.token();
+        (
+            format!("http://127.0.0.1:{}/api/routes{path}", port + 2),
+            format!("token lab-proxy-{}", &token[token.len() - 16..]),
+        )
+    }
+
+    /// The proxy's routing table, as its API lists it.
+    pub async fn routes(&self) -> serde_json::Value {
+        let (url, auth) = self.proxy_api("");
+        let answer = reqwest::Client::new().get(url).header("Authorization", auth).send().await.unwrap();
+        answer.json().await.unwrap()
+    }
+
+    /// Deletes a route (`/user/probe-3`) as a restarted proxy loses it; returns its target, to put it back.
+    pub async fn delete_route(&self, path: &str) -> String {
+        let target = self.routes().await[path]["target"].as_str().expect("the route exists").to_string();
+        let (url, auth) = self.proxy_api(path);
+        let answer = reqwest::Client::new().delete(url).header("Authorization", auth).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 204);
+        target
+    }
+
+    /// Puts a route back, as the hub does when it checks its routes.
+    pub async fn add_route(&self, path: &str, target: &str) {
+        let (url, auth) = self.proxy_api(path);
+        let body = serde_json::json!({"target": target, "jupyterhub": true});
+        let answer = reqwest::Client::new().post(url).header("Authorization", auth).json(&body).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 201);
+    }
+
+    /// Whether `user`'s default server is running (or starting), from the hub's REST API.
+    pub async fn has_server(&self, user: &str) -> bool {
+        let model: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/hub/api/users/{user}", self.url))
+            .header("Authorization", format!("token {}", self.token()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        model["servers"].get("").is_some()
+    }
+
     /// A token of the probe user itself, minted with hubwatch's service token.
     pub async fn mint_user_token(&self, user: &str) -> String {
         let minted: serde_json::Value = reqwest::Client::new()

@@ -1,0 +1,137 @@
+//! The kept server (`sentinel`) against the real lab, through `hubwatch run` with PagerDuty played by its
+//! stand-in: the last probe user's server is started and kept; a route the proxy loses is seen at the next
+//! look ("route lost", one user: no page) and healed when the route is back; a kernel that crashes is seen by
+//! the kept server within one interval and corroborated by the other probe users' rounds at once (a page,
+//! then its resolve); a kept server that dies is started again; on shutdown it is stopped.
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::daemon::{Daemon, free_port, fresh_state, get, wait_for};
+use support::lab::Lab;
+use support::pagerduty::{PagerDuty, ROUTING_KEY};
+
+const PORT: u16 = 18920;
+const KEPT: &str = "probe-3";
+
+async fn status(base: &str) -> Value {
+    let (code, body) = get(&format!("{base}/api/v1/status"), None).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The latest result of `capability` for `user` on the lab hub, and its reason.
+async fn latest(base: &str, capability: &str, user: &str) -> (String, String) {
+    let status = status(base).await;
+    let probe = &status["hubs"][0]["capabilities"][capability]["probes"][user];
+    (probe["result"].as_str().unwrap_or_default().to_string(), probe["reason"].as_str().unwrap_or_default().to_string())
+}
+
+fn actions(pd: &PagerDuty) -> Vec<String> {
+    pd.accepted().iter().map(|e| e["event_action"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interval() {
+    if !support::tiers::can_run(
+        "the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interval",
+        &[support::tiers::Needs::Lab],
+    ) {
+        return;
+    }
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start_for_daemon("sentinel", PORT);
+    let listen = free_port();
+    let config_path = lab.dir.join("sentinel.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+defaults:
+  probes:
+    login:  {{every: 5s, timeout: 10s}}
+    server: {{every: 30s, timeout: 60s}}
+    kernel: {{every: 30s, timeout: 10s}}
+    home:   {{every: 1h, timeout: 20s}}
+hubs:
+  - name: lab
+    url: {url}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-1, probe-2, {KEPT}]
+    sentinel: {{every: 5s, timeout: 10s}}
+"#,
+            state = fresh_state(&lab.dir, "sentinel-state.db").display(),
+            url = lab.url,
+        ),
+    )
+    .unwrap();
+    let token = lab.token();
+    let log = lab.dir.join("sentinel.log");
+    let _ = std::fs::remove_file(&log);
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let daemon = Daemon::start(&config_path, listen, &env, log);
+    daemon.wait_ready().await;
+    let base = daemon.base.clone();
+
+    eprintln!("phase: the kept server starts, and the kernel and home probes run on it");
+    wait_for("the kept server's first looks", Duration::from_secs(90), async || {
+        latest(&base, "kernel", KEPT).await.0 == "ok" && latest(&base, "home", KEPT).await.0 == "ok"
+    })
+    .await;
+    assert!(lab.has_server(KEPT).await, "kept between looks");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(latest(&base, "server", KEPT).await.0, "ok", "reached through the proxy");
+    assert!(daemon.log().matches("the kept server is not running: starting it").count() == 1, "started once");
+
+    eprintln!("phase: the proxy loses the kept server's route");
+    let target = lab.delete_route(&format!("/user/{KEPT}")).await;
+    wait_for("route lost", Duration::from_secs(30), async || {
+        latest(&base, "server", KEPT).await.1.contains("route lost")
+    })
+    .await;
+    let (_, reason) = latest(&base, "server", KEPT).await;
+    assert!(reason.contains(&format!("redirects to /hub/user/{KEPT}/api/status")), "{reason}");
+    assert_eq!(latest(&base, "kernel", KEPT).await.0, "blocked");
+    assert!(lab.has_server(KEPT).await, "a lost route is not repaired by restarting the server");
+    lab.add_route(&format!("/user/{KEPT}"), &target).await;
+    wait_for("the route back", Duration::from_secs(30), async || latest(&base, "server", KEPT).await.0 == "ok").await;
+    assert!(pd.accepted().is_empty(), "one user's lost route is a support ticket, not a page: {:?}", actions(&pd));
+
+    eprintln!("phase: kernels crash");
+    let crashed = Instant::now();
+    lab.set_flag("kernel-crash", None, "");
+    wait_for("the page", Duration::from_secs(90), async || actions(&pd).iter().any(|a| a == "trigger")).await;
+    // A crashed kernel shows as a websocket that never opens: seen at the kernel probe's timeout (10 s).
+    eprintln!("    paged {:?} after the kernels started crashing (kept server every 5 s)", crashed.elapsed());
+    let trigger = pd.accepted().into_iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let affected = &trigger["payload"]["custom_details"]["affected_users"]["kernel"];
+    assert!(affected.as_array().is_some_and(|users| users.len() >= 2), "{trigger:#}");
+    assert!(affected.as_array().unwrap().iter().any(|u| u == KEPT), "the kept server saw it: {trigger:#}");
+    lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(120), async || actions(&pd).iter().any(|a| a == "resolve")).await;
+
+    eprintln!("phase: the kept server dies");
+    let stopped = reqwest::Client::new()
+        .delete(format!("{}/hub/api/users/{KEPT}/server", lab.url))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success(), "{}", stopped.status());
+    wait_for("started again", Duration::from_secs(60), async || {
+        daemon.log().matches("the kept server is not running: starting it").count() == 2 && lab.has_server(KEPT).await
+    })
+    .await;
+
+    eprintln!("phase: shutdown stops the kept server");
+    assert_eq!(daemon.stop(Duration::from_secs(90)).await, Some(0));
+    assert!(!lab.has_server(KEPT).await, "the kept server is stopped on shutdown");
+    assert_eq!(actions(&pd), ["trigger", "resolve"], "one page for the crashing kernels, resolved");
+}
