@@ -109,6 +109,9 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert!(cells[2].expect.accepts(" 42\n") && !cells[2].expect.accepts("41"));
     let staging = config.hub("staging-hub").unwrap();
     assert_eq!(staging.probes.kernel.cells[0].code, "5 * 4", "the default cell where kernel_cells is not given");
+    let sentinel = staging.sentinel.expect("a kept server");
+    assert_eq!((sentinel.every, sentinel.timeout), (Duration::from_secs(120), Duration::from_secs(30)));
+    assert_eq!((staging.sentinel_user(), temple.sentinel_user()), (Some("c"), None), "the last probe user keeps it");
     assert_eq!(temple.probes.server.user_options["profile"], "small");
     assert_eq!(temple.probes.login.every, Duration::from_secs(60));
     assert_eq!(temple.dask_gateway.as_ref().unwrap().url.as_str(), "https://temple.example.org/services/dask-gateway/");
