@@ -40,7 +40,7 @@ trap 'lab/lab.sh stop "$LAB_DIR" || true; rm -f "$TMP"' EXIT
   echo
   cargo bench --quiet --bench hostile
   echo
-  echo "## Detection latency (real lab, local PagerDuty, fast intervals)"
+  echo "## Detection latency (real lab, local PagerDuty, fast intervals; then with a kept server)"
   echo
   cargo bench --quiet --bench latency
 } > "$TMP"

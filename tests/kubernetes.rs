@@ -403,29 +403,6 @@ async fn hubs_that_vanish_page_unless_decommissioned_or_forgotten(
     assert_eq!(river_triggers().len(), 2, "a forgotten hub pages no more");
 }
 
-/// Copies what the lab's processes write to its log, as it is written, into the stand-in's pod logs: the
-/// proxy's lines to its pod, the hub's (and its servers') to the hub's.
-async fn mirror_lab_log(path: std::path::PathBuf, api: ApiServer, stop: tokio_util::sync::CancellationToken) {
-    let mut read = std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0);
-    let mut partial = String::new();
-    while !stop.is_cancelled() {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        if bytes.len() > read {
-            partial.push_str(&String::from_utf8_lossy(&bytes[read..]));
-            read = bytes.len();
-            while let Some(end) = partial.find('\n') {
-                let line: String = partial.drain(..=end).collect();
-                let line = line.trim_end();
-                match line.contains("[ConfigProxy]") {
-                    true => api.write_log(k8s_fixtures::PROXY_POD, "chp", line),
-                    false => api.write_log(k8s_fixtures::HUB_POD, "hub", line),
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() {
     if !support::tiers::can_run(
@@ -442,7 +419,7 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     let api_url = api.start().await;
     let lab = Lab::start_for_daemon("hub-logs", 18930);
     let stop_mirror = tokio_util::sync::CancellationToken::new();
-    let mirror = tokio::spawn(mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
+    let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
     let listen = free_port();
     let config_path = lab.dir.join("hub-logs.yaml");
     std::fs::write(

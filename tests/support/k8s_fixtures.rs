@@ -524,3 +524,26 @@ mod base64_shim {
         out
     }
 }
+
+/// Copies what the lab's processes write to its log, as it is written, into the stand-in's pod logs: the
+/// proxy's lines to its pod, the hub's (and its servers') to the hub's.
+pub async fn mirror_lab_log(path: std::path::PathBuf, api: ApiServer, stop: tokio_util::sync::CancellationToken) {
+    let mut read = std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0);
+    let mut partial = String::new();
+    while !stop.is_cancelled() {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if bytes.len() > read {
+            partial.push_str(&String::from_utf8_lossy(&bytes[read..]));
+            read = bytes.len();
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                let line = line.trim_end();
+                match line.contains("[ConfigProxy]") {
+                    true => api.write_log(PROXY_POD, "chp", line),
+                    false => api.write_log(HUB_POD, "hub", line),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
