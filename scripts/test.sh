@@ -14,5 +14,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 lab/lab.sh install
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/support/tiers.rs).
-HUBWATCH_FULL_TESTS=1 cargo test --all-targets
+# --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
+status=0
+HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast || status=$?
 scripts/test-chart.sh
+exit "$status"

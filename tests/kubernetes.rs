@@ -487,6 +487,14 @@ kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
     for user in ["probe-3", "probe-4"] {
         hub_api(reqwest::Method::DELETE, user).await.unwrap();
     }
+    let (status, body) = support::daemon::get(&format!("{}/api/v1/availability?since=1d", daemon.base), None).await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let lab_row = rows.iter().find(|r| r["hub"] == "lab" && r["kind"] == "hub_access").unwrap();
+    assert_eq!(lab_row["incidents"], 1, "{lab_row}");
+    assert!(lab_row["availability"].as_f64().unwrap() < 1.0, "{lab_row}");
+    assert!(lab_row["mean_time_to_page_seconds"].as_f64().is_some_and(|s| s < 60.0), "{lab_row}");
+    assert!(lab_row["impact_minutes"].as_f64().is_some_and(|m| m > 0.0), "{lab_row}");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
     stop_mirror.cancel();
     mirror.await.unwrap();

@@ -14,13 +14,15 @@ use support::tls::certificate;
 
 const USER: &str = "oncall";
 const PASSWORD: &str = "correct horse battery staple";
-const PAGES: [&str; 7] = [
+const PAGES: [&str; 9] = [
     "/",
     "/incidents",
     "/incidents/nope",
     "/incidents/nope/report.md",
     "/api/v1/status",
     "/api/v1/discovered-hubs",
+    "/availability",
+    "/api/v1/availability",
     "/metrics",
 ];
 
@@ -80,6 +82,8 @@ async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttl
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["referrer-policy"], "no-referrer");
     }
+    let unreadable = answer(&client, &format!("{base}/availability?since=soon"), Some((USER, PASSWORD))).await;
+    assert_eq!(unreadable.status(), 400, "a period that is not a duration");
     let forget = format!("{base}/api/v1/discovered-hubs/nope");
     assert_eq!(client.delete(&forget).send().await.unwrap().status(), 401, "forgetting a hub needs credentials");
     let forgotten = client.delete(&forget).basic_auth(USER, Some(PASSWORD)).send().await.unwrap();

@@ -1,6 +1,7 @@
 //! The command line (a contract: see docs/configuration.md). Exit codes: 0 fine, 1 a probe failed or the daemon could
 //! not run, 2 a bad config or bad arguments.
 
+mod availability;
 mod check;
 mod hash_password;
 mod incidents;
@@ -73,6 +74,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Availability per hub and incident kind over a period, from the state the config names.
+    Availability {
+        #[arg(long, env = "HUBWATCH_CONFIG")]
+        config: PathBuf,
+        /// The period, back from now (30d, 7d, 12h).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// The bcrypt hash of the password given on stdin, for `web.basic_auth_users`.
     HashPassword,
     /// Draft the incident report of one incident (Markdown on stdout), from the state the config names.
@@ -99,6 +110,7 @@ pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
         Command::Validate { config } => validate::command(&config),
         Command::Check { config, hub, user, output } => check::command(&config, hub, user, output, redactor),
         Command::Incidents { config, output } => incidents::command(&config, output),
+        Command::Availability { config, since, output } => availability::command(&config, since, output),
         Command::Report { key, config } => report::command(&config, &key),
         Command::Run { config } => run::command(&config, redactor),
         Command::HashPassword => hash_password::command(),

@@ -2,6 +2,7 @@
 //! PagerDuty events (trigger on open, a rate-limited follow-up trigger on a material change, resolve on
 //! recovery), and after a restart hands the open incidents back to the detector.
 
+pub mod availability;
 pub mod backlog;
 pub mod notes;
 pub mod recorder;

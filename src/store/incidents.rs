@@ -322,6 +322,17 @@ impl Store {
         self.incidents("ORDER BY opened_at", [])
     }
 
+    /// When each incident's first trigger was accepted by PagerDuty (of those still on record).
+    pub fn first_pages(&self) -> Result<std::collections::HashMap<String, SystemTime>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT key, MIN(done_at) FROM outbox WHERE action = 'trigger' AND state = 'sent' AND done_at IS NOT NULL
+             GROUP BY key",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, from_millis(row.get(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Newest first, `limit` of them from `offset`; and how many there are in all.
     pub fn incidents_page(&self, offset: usize, limit: usize) -> Result<(Vec<IncidentRecord>, usize), StoreError> {
         let count: i64 = self.conn().query_row("SELECT COUNT(*) FROM incidents", [], |row| row.get(0))?;

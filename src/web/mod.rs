@@ -10,6 +10,7 @@ pub mod pages;
 pub mod tls;
 
 use crate::health::Health;
+use crate::incident::availability;
 use crate::incident::report::{self, ReportSettings};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
@@ -42,6 +43,8 @@ pub fn router(state: WebState, access: Arc<Access>) -> Router {
         .route("/incidents", get(incidents))
         .route("/incidents/{key}", get(incident))
         .route("/incidents/{key}/report.md", get(report_md))
+        .route("/availability", get(availability_page))
+        .route("/api/v1/availability", get(availability_json))
         .route("/api/v1/discovered-hubs", get(discovered_hubs))
         .route("/api/v1/discovered-hubs/{name}", axum::routing::delete(forget_discovered_hub))
         .route(pages::STYLE_PATH, get(style))
@@ -154,6 +157,65 @@ async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Re
             Ok(None) => not_found(&key),
             Err(e) => store_failed(e),
         }
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct AvailabilityQuery {
+    since: Option<String>,
+}
+
+/// Why the availability cannot be given.
+enum NoAvailability {
+    /// `?since=` is not a duration.
+    Period(String),
+    Store(StoreError),
+}
+
+impl NoAvailability {
+    fn answer(self) -> Response {
+        match self {
+            NoAvailability::Period(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+            NoAvailability::Store(e) => store_failed(e),
+        }
+    }
+}
+
+/// The figures over `?since=` (default 30d), for every hub on the board.
+fn availability_of(
+    state: &WebState,
+    query: &AvailabilityQuery,
+) -> Result<(String, Vec<availability::Availability>), NoAvailability> {
+    let text = query.since.clone().unwrap_or_else(|| "30d".to_string());
+    let since = humantime::parse_duration(&text)
+        .map_err(|e| NoAvailability::Period(format!("since={text:?} is not a duration such as 30d or 12h ({e})\n")))?;
+    let hubs: Vec<(String, bool)> = state
+        .board
+        .snapshot()
+        .into_iter()
+        .map(|(name, hub)| (name, hub.capabilities.contains_key(&crate::domain::Capability::DaskGateway)))
+        .collect();
+    let now = SystemTime::now();
+    let rows = availability::from_store(&state.store, &hubs, now - since, now).map_err(NoAvailability::Store)?;
+    Ok((text, rows))
+}
+
+async fn availability_page(State(state): State<WebState>, Query(query): Query<AvailabilityQuery>) -> Response {
+    off_runtime(move || match availability_of(&state, &query) {
+        Ok((since, rows)) => html(pages::availability(&since, &rows)),
+        Err(failure) => failure.answer(),
+    })
+    .await
+}
+
+async fn availability_json(State(state): State<WebState>, Query(query): Query<AvailabilityQuery>) -> Response {
+    off_runtime(move || match availability_of(&state, &query) {
+        Ok((_, rows)) => {
+            let list: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
+            ([(header::CONTENT_TYPE, "application/json")], serde_json::Value::from(list).to_string()).into_response()
+        }
+        Err(failure) => failure.answer(),
     })
     .await
 }

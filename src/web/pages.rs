@@ -5,6 +5,7 @@
 
 use crate::domain::wording::{summary, summary_of};
 use crate::domain::{Capability, IncidentKind};
+use crate::incident::availability::{Availability, shown};
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
@@ -71,7 +72,7 @@ fn layout(title: &str, refresh: bool, body: Markup) -> String {
                 link rel="stylesheet" href=(STYLE_PATH);
             }
             body {
-                nav { a href="/" { "Status" } a href="/incidents" { "Incidents" } a href="/api/v1/status" { "JSON" } a href="/metrics" { "Metrics" } }
+                nav { a href="/" { "Status" } a href="/incidents" { "Incidents" } a href="/availability" { "Availability" } a href="/api/v1/status" { "JSON" } a href="/metrics" { "Metrics" } }
                 (body)
             }
         }
@@ -281,6 +282,30 @@ pub fn incidents(listing: &IncidentsPage, now: SystemTime) -> String {
         }
     };
     layout("hubwatch incidents", false, body)
+}
+
+/// `/availability`: per hub and kind over the period.
+pub fn availability(since: &str, rows: &[Availability]) -> String {
+    let body = html! {
+        h1 { "Availability" }
+        p.muted { "Over the last " (since) ": the share of the time without an open incident. "
+            a href="/availability?since=7d" { "7d" } " · " a href="/availability?since=30d" { "30d" } " · "
+            a href="/availability?since=90d" { "90d" } " · " a href={ "/api/v1/availability?since=" (since) } { "JSON" } }
+        table.list {
+            thead { tr { th { "Hub" } th { "Kind" } th { "Availability" } th { "Incidents" } th { "Impact (min)" }
+                th { "Mean time to page" } th { "Mean time to resolve" } } }
+            tbody {
+                @for row in rows {
+                    tr {
+                        td { (row.hub) } td { (row.kind.as_str()) } td { (row.percent()) } td { (row.incidents) }
+                        td { (format!("{:.1}", row.impact_minutes)) } td { (shown(row.mean_time_to_page)) }
+                        td { (shown(row.mean_time_to_resolve)) }
+                    }
+                }
+            }
+        }
+    };
+    layout("hubwatch availability", false, body)
 }
 
 pub struct IncidentPage<'a> {
