@@ -67,7 +67,7 @@ const RULES: &[(&str, Replace)] = &[
     // Keys that hold secrets, in JSON (also JSON inside a JSON string), YAML and the environment:
     // "apiToken": "x", \"token\": \"x\", api_token: x, PASSWORD=x, aws_secret_access_key = x, "auth": "x".
     (
-        r#"(?i)((?:[\w.-]*(?:token|password|passwd|secret|secret[_-]?(?:access[_-]?)?key|api[_-]?key|cookie|credentials?|private[_-]?key)|\bauth)\\*[\x22']?\s*[:=]\s*)(\\+"[^"\n]*?\\+"|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;}\[\]\x22'\\]+)"#,
+        r#"(?i)((?:[\w.-]*(?:token|password|passwd|secret|secret[_-]?(?:access[_-]?)?key|api[_-]?key|cookie|credentials?|private[_-]?key)|\bauth)\\*[\x22']?\s*[:=]\s*)(\\+"[^"\n]*?\\+"|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|(?:\[redacted\]|[^\s,;}\[\]\x22'\\])+)"#,
         Replace::ValueKeepingQuotes,
     ),
     // Set-Cookie / Cookie header values.
@@ -272,6 +272,9 @@ mod tests {
             (format!(r#"{{"log": "{{\"token\": \"{CANARY}\"}}"}}"#), CANARY),
             ("creds AKIAIOSFODNN7EXAMPLE in use".into(), "AKIAIOSFODNN7EXAMPLE"),
             ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(), "wJalrXUtnFEMI"),
+            // A value whose long alphanumeric head was already scrubbed (the hub's words are scrubbed of
+            // token-like runs first): the rest of it goes too (REDACTION_SEED=11070682682302418565).
+            ("aws_secret_access_key = [redacted]+V1VE9D5K".into(), "V1VE9D5K"),
             (r#""SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY""#.into(), "wJalrXUtnFEMI"),
             (r#"{"auths":{"quay.io":{"auth":"dXNlcjpodW50ZXIy"}}}"#.into(), "dXNlcjpodW50ZXIy"),
             (".dockerconfigjson: eyJhdXRocyI6e319Cg==".into(), "eyJhdXRocyI6e319Cg"),

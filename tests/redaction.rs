@@ -100,7 +100,9 @@ fn pieces(planted: &Planted) -> Vec<&str> {
 fn assert_nothing_leaked(what: &str, output: &str, planted: &[Planted]) {
     for p in planted {
         for piece in pieces(p) {
-            assert!(!output.contains(piece), "{} ({piece:?} of {:?}) leaked into {what}", p.kind, p.secret);
+            if let Some(line) = output.lines().find(|l| l.contains(piece)) {
+                panic!("{} ({piece:?} of {:?}) leaked into {what}, in: {line}", p.kind, p.secret);
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The kept server (`sentinel`) against the real lab, through `hubwatch run` with PagerDuty played by its
 //! stand-in: the last probe user's server is started and kept; a route the proxy loses is seen at the next
-//! look ("route lost", one user: no page) and healed when the route is back; a kernel that crashes is seen by
+//! look ("route lost", one user: no page) and healed when the route is back; the proxy losing the routes of the
+//! kept server and of a real user working in theirs pages, the real user found in the hub's own log (the
+//! lab's real log, followed through the Kubernetes stand-in); a kernel that crashes is seen by
 //! the kept server within one interval and corroborated by the other probe users' rounds at once (a page,
 //! then its resolve); a kept server that dies is started again; on shutdown it is stopped.
 
@@ -8,7 +10,9 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::apiserver::ApiServer;
 use support::daemon::{Daemon, free_port, fresh_state, get, wait_for};
+use support::k8s_fixtures;
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
 
@@ -44,6 +48,11 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
     let lab = Lab::start_for_daemon("sentinel", PORT);
+    let api = ApiServer::default();
+    k8s_fixtures::load_control_pods(&api, std::time::SystemTime::now());
+    let kubeconfig = ApiServer::kubeconfig(&api.start().await, &lab.dir).display().to_string();
+    let stop_mirror = tokio_util::sync::CancellationToken::new();
+    let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
     let listen = free_port();
     let config_path = lab.dir.join("sentinel.yaml");
     std::fs::write(
@@ -54,6 +63,7 @@ state_path: {state}
 incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+kubernetes: {{enabled: true, call_timeout: 5s, diagnostics_wait: 2s}}
 defaults:
   probes:
     login:  {{every: 5s, timeout: 10s}}
@@ -63,19 +73,21 @@ defaults:
 hubs:
   - name: lab
     url: {url}
+    namespace: {namespace}
     token: {{env: HUBWATCH_TOKEN}}
     users: [probe-1, probe-2, {KEPT}]
     sentinel: {{every: 5s, timeout: 10s}}
 "#,
             state = fresh_state(&lab.dir, "sentinel-state.db").display(),
             url = lab.url,
+            namespace = k8s_fixtures::NAMESPACE,
         ),
     )
     .unwrap();
     let token = lab.token();
     let log = lab.dir.join("sentinel.log");
     let _ = std::fs::remove_file(&log);
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
     let daemon = Daemon::start(&config_path, listen, &env, log);
     daemon.wait_ready().await;
     let base = daemon.base.clone();
@@ -103,19 +115,22 @@ hubs:
     lab.add_route(&format!("/user/{KEPT}"), &target).await;
     wait_for("the route back", Duration::from_secs(30), async || latest(&base, "server", KEPT).await.0 == "ok").await;
     assert!(pd.accepted().is_empty(), "one user's lost route is a support ticket, not a page: {:?}", actions(&pd));
+    routes_lost_for_a_real_user_too(&lab, &pd).await;
 
     eprintln!("phase: kernels crash");
     let crashed = Instant::now();
     lab.set_flag("kernel-crash", None, "");
-    wait_for("the page", Duration::from_secs(90), async || actions(&pd).iter().any(|a| a == "trigger")).await;
+    let triggers =
+        |pd: &PagerDuty| pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger").collect::<Vec<_>>();
+    wait_for("the page", Duration::from_secs(90), async || triggers(&pd).len() == 2).await;
     // A crashed kernel shows as a websocket that never opens: seen at the kernel probe's timeout (10 s).
     eprintln!("    paged {:?} after the kernels started crashing (kept server every 5 s)", crashed.elapsed());
-    let trigger = pd.accepted().into_iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let trigger = triggers(&pd)[1].clone();
     let affected = &trigger["payload"]["custom_details"]["affected_users"]["kernel"];
     assert!(affected.as_array().is_some_and(|users| users.len() >= 2), "{trigger:#}");
     assert!(affected.as_array().unwrap().iter().any(|u| u == KEPT), "the kept server saw it: {trigger:#}");
     lab.clear_flags();
-    wait_for("the resolve", Duration::from_secs(120), async || actions(&pd).iter().any(|a| a == "resolve")).await;
+    wait_for("the resolve", Duration::from_secs(120), async || actions(&pd).len() == 4).await;
 
     eprintln!("phase: the kept server dies");
     let stopped = reqwest::Client::new()
@@ -133,5 +148,44 @@ hubs:
     eprintln!("phase: shutdown stops the kept server");
     assert_eq!(daemon.stop(Duration::from_secs(90)).await, Some(0));
     assert!(!lab.has_server(KEPT).await, "the kept server is stopped on shutdown");
-    assert_eq!(actions(&pd), ["trigger", "resolve"], "one page for the crashing kernels, resolved");
+    assert_eq!(actions(&pd), ["trigger", "resolve", "trigger", "resolve"], "one page per outage, each resolved");
+    stop_mirror.cancel();
+    mirror.await.unwrap();
+}
+
+/// probe-4, a real user, works in their server when the proxy loses its routes and the kept server's: their
+/// browser goes round the login loop, which the hub ends with `500 … ?redirects=4` in its log. Two users:
+/// a page, naming both, each with what they met; the routes back, the resolve.
+async fn routes_lost_for_a_real_user_too(lab: &Lab, pd: &PagerDuty) {
+    eprintln!("phase: the proxy loses the routes of the kept server and of a real user working");
+    let service = format!("token {}", lab.token());
+    let client = reqwest::Client::new();
+    let started = client.post(format!("{}/hub/api/users/probe-4/server", lab.url)).header("Authorization", &service);
+    assert!(started.send().await.unwrap().status().is_success());
+    wait_for("probe-4's server", Duration::from_secs(60), async || lab.routes().await.get("/user/probe-4").is_some())
+        .await;
+    let real_user = format!("token {}", lab.mint_user_token("probe-4").await);
+    let mut lost = Vec::new();
+    for user in [KEPT, "probe-4"] {
+        let path = format!("/user/{user}");
+        lost.push((path.clone(), lab.delete_route(&path).await));
+    }
+    wait_for("the page", Duration::from_secs(60), async || {
+        let _ =
+            client.get(format!("{}/user/probe-4/api/status", lab.url)).header("Authorization", &real_user).send().await;
+        pd.accepted().iter().any(|e| e["event_action"] == "trigger")
+    })
+    .await;
+    let trigger = pd.accepted().into_iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], serde_json::json!(["probe-3", "probe-4"]), "{trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("route lost"), "the kept server's words: {reasons}");
+    assert!(reasons.contains("HTTP 500 on GET /hub/user/probe-4/api/status"), "the hub's log: {reasons}");
+    for (path, target) in lost {
+        lab.add_route(&path, &target).await;
+    }
+    wait_for("the resolve", Duration::from_secs(150), async || actions(pd).len() == 2).await;
+    let stopped = client.delete(format!("{}/hub/api/users/probe-4/server", lab.url)).header("Authorization", &service);
+    assert!(stopped.send().await.unwrap().status().is_success());
 }

@@ -1,6 +1,6 @@
 //! A simulated fleet: one local server answering, instantly, the JupyterHub and Dask Gateway endpoints
 //! hubwatch uses, for any number of hubs under `/{hub}/` (tokens, user, login page, user model, spawn with a
-//! progress stream, kernels with a websocket, gateway clusters). It stands in for thousands of hubs so the
+//! progress stream, kernels with a websocket, files in home, gateway clusters). It stands in for thousands of hubs so the
 //! benchmarks measure hubwatch, not JupyterHub.
 
 #![allow(dead_code)]
@@ -9,8 +9,10 @@ use axum::Router;
 use axum::extract::{Path, WebSocketUpgrade, ws::Message};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 fn user_of(headers: &HeaderMap) -> String {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -47,12 +49,49 @@ pub fn router() -> Router {
         .route("/{hub}/user/{user}/api/kernels", post(|| async { (StatusCode::CREATED, axum::Json(json!({"id": "k", "name": "python3"}))) }))
         .route("/{hub}/user/{user}/api/kernels/{id}", delete(|| async { StatusCode::NO_CONTENT }))
         .route("/{hub}/user/{user}/api/kernels/{id}/channels", get(kernel_socket))
+        .route("/{hub}/user/{user}/api/contents/{name}", contents(Files::default()))
         .route("/{hub}/services/dask-gateway/api/v1/clusters/", get(|| async { axum::Json(json!({})) }).post(|| async {
             (StatusCode::CREATED, axum::Json(json!({"name": "c0ffee"})))
         }))
         .route("/{hub}/services/dask-gateway/api/v1/clusters/{name}", get(|| async { axum::Json(json!({"name": "c0ffee", "status": "RUNNING"})) }).delete(|| async { StatusCode::NO_CONTENT }))
         .route("/{hub}/services/dask-gateway/api/v1/clusters/{name}/scale", post(|| async { axum::Json(json!({"ok": true, "msg": null})) }))
         .route("/{hub}/services/dask-gateway/clusters/{name}/json/counts.json", get(|| async { axum::Json(json!({"workers": 4})) }))
+}
+
+/// The files the home probes saved, by hub, user and name, until they delete them.
+type Files = Arc<Mutex<HashMap<String, String>>>;
+type FilePath = Path<(String, String, String)>;
+
+/// The contents API of the home probe: a file saved is read back as saved, then deleted.
+fn contents(files: Files) -> MethodRouter {
+    let (saved, read, deleted) = (files.clone(), files.clone(), files);
+    put(move |Path((hub, user, name)): FilePath, axum::Json(model): axum::Json<serde_json::Value>| {
+        let files = saved.clone();
+        async move {
+            let content = model["content"].as_str().unwrap_or_default().to_string();
+            files.lock().unwrap().insert(format!("{hub}/{user}/{name}"), content);
+            (StatusCode::CREATED, axum::Json(json!({"name": name, "type": "file"})))
+        }
+    })
+    .get(move |Path((hub, user, name)): FilePath| {
+        let files = read.clone();
+        async move {
+            match files.lock().unwrap().get(&format!("{hub}/{user}/{name}")).cloned() {
+                Some(content) => {
+                    axum::Json(json!({"name": name, "type": "file", "format": "text", "content": content}))
+                        .into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    })
+    .delete(move |Path((hub, user, name)): FilePath| {
+        let files = deleted.clone();
+        async move {
+            files.lock().unwrap().remove(&format!("{hub}/{user}/{name}"));
+            StatusCode::NO_CONTENT
+        }
+    })
 }
 
 async fn kernel_socket(upgrade: WebSocketUpgrade) -> Response {
