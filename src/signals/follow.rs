@@ -57,10 +57,8 @@ impl HubLogs {
                 _ = &mut hub => {}
                 _ = &mut proxy => {}
                 _ = evaluate.tick() => {}
-                Some(one) = news.recv() => {
-                    window.take(one, SystemTime::now());
-                    continue;
-                }
+                // Evaluated at once: a page waits for no tick.
+                Some(one) = news.recv() => window.take(one, SystemTime::now()),
             }
             for capability in [Capability::Login, Capability::Server] {
                 let users = window.affected(capability, SystemTime::now(), self.window, &self.probe_users);
