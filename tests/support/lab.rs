@@ -119,16 +119,7 @@ impl Lab {
 
     /// Whether `user`'s default server is running (or starting), from the hub's REST API.
     pub async fn has_server(&self, user: &str) -> bool {
-        let model: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/hub/api/users/{user}", self.url))
-            .header("Authorization", format!("token {}", self.token()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        model["servers"].get("").is_some()
+        self.servers_of(user).await.get("").is_some()
     }
 
     /// A token of the probe user itself, minted with hubwatch's service token.
