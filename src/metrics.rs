@@ -21,6 +21,7 @@ pub struct Metrics {
     pub cleanup_failures: IntCounterVec,
     incidents: IncidentMetrics,
     pagerduty_events: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
     pub pagerduty_unsent: IntGauge,
     pub pagerduty_oldest_unsent_seconds: Gauge,
     task_restarts: IntCounterVec,
@@ -128,6 +129,11 @@ impl Metrics {
                 "PagerDuty deliveries by action (trigger, resolve, change, note) and outcome (sent, rejected, rate_limited, failed, dry_run)",
                 &["action", "outcome"],
             ),
+            webhook_deliveries: b.counters(
+                "hubwatch_webhook_deliveries_total",
+                "Webhook sink deliveries by event (incident_opened, incident_resolved, ticket_opened, ticket_closed) and outcome (sent, rejected, failed)",
+                &["event", "outcome"],
+            ),
             pagerduty_unsent: b.gauge(
                 "hubwatch_pagerduty_unsent_events",
                 "PagerDuty events (pages, not status notes) queued and not yet accepted",
@@ -183,6 +189,10 @@ impl Metrics {
 
     pub fn count_pagerduty_event(&self, action: &str, outcome: &str) {
         self.pagerduty_events.with_label_values(&[action, outcome]).inc();
+    }
+
+    pub fn count_webhook_delivery(&self, event: &str, outcome: &str) {
+        self.webhook_deliveries.with_label_values(&[event, outcome]).inc();
     }
 
     pub fn count_task_restart(&self, task: &str) {

@@ -185,8 +185,39 @@ impl StatusBoard {
     }
 }
 
-/// `/api/v1/status`: the board, with the open incidents' keys per hub.
-pub fn to_json(hubs: &BTreeMap<String, HubStatus>, open_incidents: &[(String, String)], now: SystemTime) -> Value {
+/// An open incident as `/api/v1/status` shows it: held pages say by what and until when.
+#[derive(Debug, Clone)]
+pub struct OpenIncident {
+    pub hub: String,
+    pub key: String,
+    pub kind: &'static str,
+    /// What holds its page (a silence or a rollout), and until when.
+    pub held: Option<(String, SystemTime)>,
+    /// The silence's id, when a silence holds it.
+    pub silence: Option<String>,
+}
+
+impl OpenIncident {
+    fn to_json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "kind": self.kind,
+            "silenced": self.silence.is_some(),
+            "silence": self.silence.as_ref().map(|id| json!({"id": id, "ends_at": self.held.as_ref().map(|(_, until)| rfc3339(*until))})),
+            "held_by": self.held.as_ref().map(|(why, _)| why),
+            "held_until": self.held.as_ref().map(|(_, until)| rfc3339(*until)),
+        })
+    }
+}
+
+/// `/api/v1/status`: the board, with the open incidents per hub (`open_incidents`: their keys, as before;
+/// `incidents`: each with whether its page is held, by which silence, until when) and the hub's silences.
+pub fn to_json(
+    hubs: &BTreeMap<String, HubStatus>,
+    open_incidents: &[OpenIncident],
+    silences: &[Value],
+    now: SystemTime,
+) -> Value {
     let hubs: Vec<Value> = hubs
         .iter()
         .map(|(name, hub)| {
@@ -220,9 +251,12 @@ pub fn to_json(hubs: &BTreeMap<String, HubStatus>, open_incidents: &[(String, St
                     (capability.as_str().to_string(), value)
                 })
                 .collect();
-            let incidents: Vec<&str> =
-                open_incidents.iter().filter(|(hub, _)| hub == name).map(|(_, key)| key.as_str()).collect();
-            json!({"name": name, "url": hub.url, "capabilities": capabilities, "open_incidents": incidents})
+            let open: Vec<&OpenIncident> = open_incidents.iter().filter(|i| i.hub == *name).collect();
+            let keys: Vec<&str> = open.iter().map(|i| i.key.as_str()).collect();
+            let incidents: Vec<Value> = open.iter().map(|i| i.to_json()).collect();
+            let silences: Vec<&Value> = silences.iter().filter(|s| s["hub"] == name.as_str()).collect();
+            json!({"name": name, "url": hub.url, "capabilities": capabilities, "open_incidents": keys,
+                "incidents": incidents, "silences": silences})
         })
         .collect();
     json!({"generated_at": rfc3339(now), "hubs": hubs})

@@ -41,9 +41,10 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         failures_ever: Default::default(),
         last_trigger_at: None,
         pending_update: false,
+        hold: None,
     };
     let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({"event_action": "trigger"}));
-    store.open_incident(&incident, "impact", "detected", trigger).unwrap();
+    store.open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger]).unwrap();
     let queued = store.due_events(SystemTime::now() + Duration::from_secs(60), 100).unwrap();
     let event = queued.iter().find(|e| e.key == s.key).unwrap();
     match s.page {
@@ -51,7 +52,7 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         None => store.finish_event(event, OutboxState::Rejected, at(s.detect), Some("400"), None).unwrap(),
     }
     let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({"event_action": "resolve"}));
-    store.recover_incident(s.key, at(s.last), "recovered", resolve, None).unwrap();
+    store.recover_incident(s.key, at(s.last), "recovered", &[resolve]).unwrap();
 }
 
 #[test]

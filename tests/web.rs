@@ -198,11 +198,12 @@ async fn incidents_are_listed_fifty_to_a_page() {
             failures_ever: Default::default(),
             last_trigger_at: None,
             pending_update: false,
+            hold: None,
         };
         let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
-        store.open_incident(&record, "impact", "detected", trigger).unwrap();
+        store.open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger]).unwrap();
         let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({}));
-        store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", resolve, None).unwrap();
+        store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", &[resolve]).unwrap();
     }
     drop(store);
     let (listen, metrics) = (free_port(), free_port());

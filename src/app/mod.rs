@@ -8,12 +8,13 @@ use crate::config::Config;
 use crate::config::TlsFiles;
 use crate::detector::DetectorSettings;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubChange, ProbeOutcome, RealUsers};
+use crate::domain::{HubNews, ProbeOutcome, RealUsers};
 use crate::ha::{Candidate, Fence};
 use crate::health::Health;
 use crate::http::HttpClient;
 use crate::incident::IncidentManager;
 use crate::incident::backlog::Backlog;
+use crate::incident::holds::Rollouts;
 use crate::incident::recorder::{Context, Inputs, Recorder};
 use crate::incident::report::ReportSettings;
 use crate::metrics::Metrics;
@@ -74,6 +75,8 @@ pub struct App {
     wake: Arc<Notify>,
     /// Decisions the store could not take yet; outlives every recorder.
     backlog: Arc<Mutex<Backlog>>,
+    /// Hub Deployments mid-rollout; outlives every recorder.
+    rollouts: Arc<Rollouts>,
     kube: Option<kube::Client>,
     candidate: Option<Candidate>,
     fence: Fence,
@@ -126,6 +129,7 @@ impl App {
             tasks: Tasks::new(metrics.clone(), health.clone()),
             wake: Arc::new(Notify::new()),
             backlog: Arc::default(),
+            rollouts: Arc::default(),
             fence: if candidate.is_some() { Fence::lease() } else { Fence::always() },
             config: Arc::new(config),
             metrics,
@@ -245,10 +249,11 @@ impl App {
     fn deliver(&self, stop: CancellationToken) -> JoinHandle<()> {
         let (store, http, metrics, wake, fence) =
             (self.store.clone(), self.http.clone(), self.metrics.clone(), self.wake.clone(), self.fence.clone());
-        let pagerduty = self.config.pagerduty.clone();
+        let (pagerduty, config) = (self.config.pagerduty.clone(), self.config.clone());
         let identity = self.candidate.as_ref().map(|c| c.identity().to_string()).unwrap_or_default();
         self.tasks.supervise("notifier", move || {
             let notifier = Notifier::new(store.clone(), http.clone(), pagerduty.clone(), metrics.clone(), wake.clone())
+                .configured(config.clone())
                 .fenced(fence.clone(), &identity);
             on_own_thread(notifier.run(stop.clone()))
         })
@@ -303,7 +308,7 @@ impl App {
 
         let (outcomes_tx, outcomes) = mpsc::channel::<ProbeOutcome>(1024);
         let (real_users_tx, real_users) = mpsc::channel::<RealUsers>(64);
-        let (changes_tx, changes) = mpsc::channel::<HubChange>(64);
+        let (changes_tx, changes) = mpsc::channel::<HubNews>(64);
         if let Some(memory) = memory {
             self.report_gone_hubs(memory.clone(), real_users_tx.clone(), stop.clone());
         }
@@ -324,7 +329,7 @@ impl App {
         &self,
         config: &Config,
         real_users: mpsc::Sender<RealUsers>,
-        hub_changes: mpsc::Sender<HubChange>,
+        hub_changes: mpsc::Sender<HubNews>,
         stop: &CancellationToken,
     ) {
         let Some(client) = &self.kube else { return };
@@ -365,12 +370,13 @@ impl App {
     fn record(&self, config: &Arc<Config>, inputs: Inputs) -> JoinHandle<()> {
         let inputs = Arc::new(tokio::sync::Mutex::new(inputs));
         let manager_for = {
-            let (config, store, wake, board) =
-                (config.clone(), self.store.clone(), self.wake.clone(), self.board.clone());
+            let (config, store, wake, board, rollouts) =
+                (config.clone(), self.store.clone(), self.wake.clone(), self.board.clone(), self.rollouts.clone());
             let no_client = config.kubernetes.enabled && self.kube.is_none();
             move || {
-                let manager =
-                    IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board.clone());
+                let manager = IncidentManager::new(store.clone(), &config, wake.clone())
+                    .with_status_board(board.clone())
+                    .with_rollouts(rollouts.clone());
                 if no_client {
                     manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)")
                 } else {

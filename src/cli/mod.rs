@@ -2,6 +2,7 @@
 //! not run, 2 a bad config or bad arguments.
 
 mod availability;
+mod silence;
 mod check;
 mod hash_password;
 mod incidents;
@@ -86,6 +87,9 @@ pub enum Command {
     },
     /// The bcrypt hash of the password given on stdin, for `web.basic_auth_users`.
     HashPassword,
+    /// Silences of a running hubwatch (through its API): add, list, expire.
+    #[command(subcommand)]
+    Silence(silence::SilenceCommand),
     /// Draft the incident report of one incident (Markdown on stdout), from the state the config names.
     Report {
         /// The incident key (`hubwatch incidents` lists them).
@@ -114,6 +118,7 @@ pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
         Command::Report { key, config } => report::command(&config, &key),
         Command::Run { config } => run::command(&config, redactor),
         Command::HashPassword => hash_password::command(),
+        Command::Silence(command) => silence::command(command),
     }
 }
 

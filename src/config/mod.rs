@@ -2,11 +2,13 @@
 //! the key, then immutable. See docs/configuration.md for the reference.
 
 mod probes;
+mod routing;
 mod secret;
 mod walk;
 mod web;
 
 pub use probes::{DaskProbeConfig, Expect, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
+pub use routing::{HubPaging, PageOverride, PageRoute, WebhookConfig};
 pub use secret::EnvLookup;
 pub use web::{TlsFiles, WebConfig};
 
@@ -41,6 +43,8 @@ pub struct Config {
     /// Several replicas, one leader (None: this replica always leads, state in `state_path` only).
     pub high_availability: Option<HaConfig>,
     pub hubs: Vec<HubConfig>,
+    /// The webhook sink (optional): incidents and support tickets as JSON POSTs.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// High availability: the Lease that elects the one replica that probes and pages, and the Secret its
@@ -146,6 +150,8 @@ pub struct IncidentsConfig {
     pub recovery_successes: u32,
     /// Least time between two follow-up triggers of one incident.
     pub update_interval: Duration,
+    /// How long a hub Deployment mid-rollout holds back its hub's pages (0: not at all).
+    pub rollout_grace: Duration,
 }
 
 impl Default for IncidentsConfig {
@@ -155,6 +161,7 @@ impl Default for IncidentsConfig {
             window: Duration::from_secs(900),
             recovery_successes: 2,
             update_interval: Duration::from_secs(600),
+            rollout_grace: Duration::from_secs(300),
         }
     }
 }
@@ -172,6 +179,8 @@ pub struct PagerDutyConfig {
     pub rate_limit_delay: Duration,
     /// Status notes on the PagerDuty incident through the REST API (optional).
     pub status_updates: Option<StatusUpdatesConfig>,
+    /// The priority set on every incident through the REST API (hubs may override it).
+    pub priority: Option<String>,
 }
 
 /// `pagerduty.api_token` and friends: a note with the incident's state on its PagerDuty incident every
@@ -228,6 +237,8 @@ pub struct HubConfig {
     /// The kept server: one probe user's server kept running and checked every `every` (`timeout`: the
     /// route check; the kernel and home probes on it keep their own).
     pub sentinel: Option<Schedule>,
+    /// The hub's own PagerDuty routing key, severity and priority (per kind if needed).
+    pub pagerduty: Option<HubPaging>,
 }
 
 impl HubConfig {
@@ -297,11 +308,13 @@ const TOP_KEYS: &[&str] = &[
     "high_availability",
     "defaults",
     "hubs",
+    "webhook",
 ];
 const HA_KEYS: &[&str] =
     &["enabled", "namespace", "lease", "state_secret", "lease_duration", "renew_deadline", "retry_period"];
 const STATE_KEYS: &[&str] = &["retention", "unhealthy_after"];
-const INCIDENTS_KEYS: &[&str] = &["min_affected_users", "window", "recovery_successes", "update_interval"];
+const INCIDENTS_KEYS: &[&str] =
+    &["min_affected_users", "window", "recovery_successes", "update_interval", "rollout_grace"];
 const PAGERDUTY_KEYS: &[&str] = &[
     "routing_key",
     "events_url",
@@ -313,6 +326,7 @@ const PAGERDUTY_KEYS: &[&str] = &[
     "from_email",
     "status_update_every",
     "api_url",
+    "priority",
 ];
 const KUBERNETES_KEYS: &[&str] =
     &["enabled", "diagnostics_wait", "call_timeout", "log_lines", "pending_after", "discovery"];
@@ -321,8 +335,19 @@ const DISCOVERY_KEYS: &[&str] =
 /// z2jh's Secret: the hub's cookie secret, the proxy's token and every service's token. Never hubwatch's to read.
 const Z2JH_HUB_SECRET: &str = "hub";
 const SCHEDULER_KEYS: &[&str] = &["max_concurrent_probes", "shutdown_grace", "cleanup_timeout"];
-const HUB_KEYS: &[&str] =
-    &["name", "url", "namespace", "token", "users", "login", "dask_gateway", "probes", "kernel_cells", "sentinel"];
+const HUB_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "namespace",
+    "token",
+    "users",
+    "login",
+    "dask_gateway",
+    "probes",
+    "kernel_cells",
+    "sentinel",
+    "pagerduty",
+];
 
 impl Config {
     /// Reads and validates `path`, resolving secrets from the process environment.
@@ -339,7 +364,11 @@ impl Config {
             .map_err(|e| ConfigError::Syntax { file: file.clone(), message: e.to_string() })?;
         let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut problems = Problems::default();
-        let config = Validator { config_dir: &config_dir, env, problems: &mut problems }.config(&tree, path);
+        let mut validator = Validator { config_dir: &config_dir, env, problems: &mut problems };
+        let config = validator.config(&tree, path);
+        if let Some(config) = &config {
+            validator.check_paging(config);
+        }
         match config {
             Some(config) if problems.list.is_empty() => Ok(config),
             _ => {
@@ -367,6 +396,14 @@ impl Config {
         }
         if let Some(DiscoveryToken::Held(token)) = self.kubernetes.discovery.as_ref().map(|d| &d.token) {
             secrets.push(token.expose());
+        }
+        for hub in &self.hubs {
+            let Some(paging) = &hub.pagerduty else { continue };
+            let overrides = std::iter::once(&paging.hub).chain(paging.kinds.values());
+            secrets.extend(overrides.filter_map(|o| o.routing_key.as_ref()).map(Secret::expose));
+        }
+        if let Some(webhook) = &self.webhook {
+            secrets.extend(webhook.headers.iter().map(|(_, value)| value.expose()));
         }
         if let Some(pagerduty) = &self.pagerduty {
             secrets.push(pagerduty.routing_key.expose());
@@ -425,6 +462,10 @@ impl Validator<'_> {
         };
         let discovering = kubernetes.as_ref().is_some_and(|k| k.enabled && k.discovery.is_some());
         let hubs = self.top_hubs(&mut top, discovering, defaults.as_ref());
+        let webhook = match top.get("webhook") {
+            None => Some(None),
+            Some(v) => self.webhook(v).map(Some),
+        };
         top.finish(self.problems);
         Some(Config {
             source: path.to_path_buf(),
@@ -440,6 +481,7 @@ impl Validator<'_> {
             kubernetes: kubernetes?,
             high_availability: high_availability?,
             hubs: hubs?,
+            webhook: webhook?,
         })
     }
 
@@ -492,15 +534,26 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
-        ok &= self
-            .durations(&mut table, [("window", &mut config.window), ("update_interval", &mut config.update_interval)]);
+        ok &= self.durations(
+            &mut table,
+            [
+                ("window", &mut config.window),
+                ("update_interval", &mut config.update_interval),
+                ("rollout_grace", &mut config.rollout_grace),
+            ],
+        );
         table.finish(self.problems);
         ok.then_some(config)
     }
 
     fn pagerduty(&mut self, value: &Value) -> Option<PagerDutyConfig> {
         let mut table = Table::new(value, "pagerduty", PAGERDUTY_KEYS, self.problems)?;
-        let routing_key = table.required("routing_key", self.problems).and_then(|v| self.routing_key(v));
+        let routing_key =
+            table.required("routing_key", self.problems).and_then(|v| self.routing_key(v, "pagerduty.routing_key"));
+        let priority = match table.get("priority") {
+            None => Some(None),
+            Some(v) => self.priority(v, "pagerduty.priority").map(Some),
+        };
         let (events_url, change_events_url, api_url) = self.pagerduty_endpoints(&mut table);
         let severity = match table.get("severity") {
             None => Some(Severity::Critical),
@@ -527,16 +580,16 @@ impl Validator<'_> {
             retry_delay,
             rate_limit_delay,
             status_updates: status_updates?,
+            priority: priority?,
         })
     }
 
     /// A routing key: a secret of 32 characters (only its length is ever said).
-    fn routing_key(&mut self, value: &Value) -> Option<Secret> {
-        let key = secret::resolve(value, "pagerduty.routing_key", self.config_dir, self.env, self.problems)?;
+    fn routing_key(&mut self, value: &Value, path: &str) -> Option<Secret> {
+        let key = secret::resolve(value, path, self.config_dir, self.env, self.problems)?;
         if key.expose().len() != 32 {
             let found = key.expose().len();
-            self.problems
-                .add("pagerduty.routing_key", format!("a routing key has 32 characters, this one has {found}"));
+            self.problems.add(path, format!("a routing key has 32 characters, this one has {found}"));
             return None;
         }
         Some(key)
@@ -954,6 +1007,10 @@ impl Validator<'_> {
             None => Some(None),
             Some(v) => self.sentinel(v, &join(path, "sentinel"), users.as_deref()).map(Some),
         };
+        let pagerduty = match table.get("pagerduty") {
+            None => Some(None),
+            Some(v) => self.hub_paging(v, &join(path, "pagerduty")).map(Some),
+        };
         table.finish(self.problems);
         Some(HubConfig {
             name: name?,
@@ -965,6 +1022,7 @@ impl Validator<'_> {
             dask_gateway: dask_gateway?,
             probes: probes?,
             sentinel: sentinel?,
+            pagerduty: pagerduty?,
         })
     }
 

@@ -127,6 +127,7 @@ mod tests {
             dask_gateway: None,
             probes: ProbeSettings::default(),
             sentinel: None,
+            pagerduty: None,
         }
     }
 

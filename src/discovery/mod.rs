@@ -251,6 +251,7 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
         dask_gateway,
         probes: settings.probes.clone(),
         sentinel: None,
+        pagerduty: None,
     })
 }
 

@@ -160,3 +160,12 @@ pub struct HubChange {
     pub generation: i64,
     pub changes: Vec<String>,
 }
+
+/// What the hub Deployment watch tells the recorder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubNews {
+    /// A new pod template (a Change Event).
+    Changed(HubChange),
+    /// Its rollout and silence annotations, whenever listed or changed.
+    Deployment(super::DeploymentState),
+}

@@ -1,12 +1,14 @@
 //! The domain's vocabulary, used by every stage of the flow and using nothing of hubwatch's own: what a
 //! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), and the [`Secret`] type.
 
+mod hold;
 mod incident;
 mod probe;
 mod secret;
 pub mod wording;
 
-pub use incident::{AffectedEver, HubChange, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure};
+pub use hold::{DeploymentState, Hold, Rollout, Silence, SilenceSource};
+pub use incident::{AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure};
 pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
 pub use secret::Secret;
 pub use wording::truncate;

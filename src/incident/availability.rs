@@ -186,6 +186,7 @@ mod tests {
             failures_ever: Default::default(),
             last_trigger_at: None,
             pending_update: false,
+            hold: None,
         }
     }
 

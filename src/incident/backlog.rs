@@ -5,7 +5,8 @@
 //! a few decisions per hub and kind, not one per probe.
 
 use crate::diagnostics::Diagnostics;
-use crate::domain::{HubChange, IncidentKind, Transition};
+use super::sinks::TicketNews;
+use crate::domain::{DeploymentState, HubChange, IncidentKind, Transition};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -20,6 +21,9 @@ pub enum Decision {
     Transition(Transition),
     HubChanged(HubChange),
     Diagnostics { key: String, diagnostics: Diagnostics },
+    /// A hub Deployment's rollout and silence annotations.
+    Deployment(DeploymentState),
+    Ticket(TicketNews),
 }
 
 impl Decision {
@@ -31,6 +35,9 @@ impl Decision {
             Decision::Transition(Transition::Recovered { hub, kind, .. }) => format!("recover {hub} {}", kind.as_str()),
             Decision::HubChanged(change) => format!("hub change {} {}", change.hub, change.deployment),
             Decision::Diagnostics { key, .. } => format!("diagnostics of {key}"),
+            Decision::Deployment(state) => format!("hub Deployment {} {}", state.hub, state.deployment),
+            Decision::Ticket(TicketNews::Opened { hub, kind, .. }) => format!("ticket opened {hub} {}", kind.as_str()),
+            Decision::Ticket(TicketNews::Closed { hub, kind, .. }) => format!("ticket closed {hub} {}", kind.as_str()),
         }
     }
 

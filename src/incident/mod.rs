@@ -4,17 +4,23 @@
 
 pub mod availability;
 pub mod backlog;
+pub mod holds;
 pub mod notes;
 pub mod recorder;
 pub mod report;
+pub mod sinks;
 
 use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
+use holds::Rollouts;
+use sinks::WebhookEvent;
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
 use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
 use crate::notify::pagerduty::{self, EventContext};
 use crate::status::StatusBoard;
-use crate::store::{DiagnosticsAttached, EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
+use crate::store::{
+    DiagnosticsAttached, EventAction, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +30,14 @@ use url::Url;
 pub struct IncidentManager {
     store: Arc<Store>,
     settings: IncidentsConfig,
-    severity: &'static str,
+    /// Routing, severity and priority per hub and kind (`Config::page_route`).
+    config: Arc<Config>,
+    /// Whether a webhook sink receives incidents and support tickets.
+    webhook: bool,
+    /// Hub Deployments mid-rollout (their pages wait out the grace).
+    rollouts: Arc<Rollouts>,
+    /// The latest template change per hub: an incident opened during the rollout that follows it shows it.
+    recent_changes: std::sync::Mutex<HashMap<String, (SystemTime, String)>>,
     public_url: Url,
     hub_urls: HashMap<String, Url>,
     /// Per hub: why no diagnostics are collected, or `None` when they are.
@@ -71,7 +84,10 @@ impl IncidentManager {
         IncidentManager {
             store,
             settings: config.incidents.clone(),
-            severity: config.pagerduty.as_ref().map_or("critical", |p| p.severity.as_str()),
+            config: Arc::new(config.clone()),
+            webhook: config.webhook.is_some(),
+            rollouts: Arc::default(),
+            recent_changes: Default::default(),
             public_url: config.public_url.clone(),
             hub_urls: config.hubs.iter().map(|h| (h.name.clone(), h.url.clone())).collect(),
             no_diagnostics: config
@@ -91,6 +107,12 @@ impl IncidentManager {
             status_updates: config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()),
             board: Arc::new(StatusBoard::default()),
         }
+    }
+
+    /// The rollouts the hub Deployment watches report (shared: they outlive a restarted recorder).
+    pub fn with_rollouts(mut self, rollouts: Arc<Rollouts>) -> Self {
+        self.rollouts = rollouts;
+        self
     }
 
     /// The status board the status notes quote ("what the probes see now").
@@ -148,6 +170,7 @@ impl IncidentManager {
         };
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
         let incident_url = self.incident_url(key);
+        let route = self.config.page_route(hub, Some(kind));
         let context = EventContext {
             key,
             hub,
@@ -157,13 +180,37 @@ impl IncidentManager {
             impact_start,
             threshold: self.settings.min_affected_users,
             window: self.settings.window,
-            severity: self.severity,
+            severity: route.as_ref().map_or("critical", |r| r.severity.as_str()),
             incident_url,
             diagnostics: &diagnostics,
+            routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
         };
         let body = pagerduty::trigger(&context, now);
         let hold_until = wanted.is_some().then(|| now + self.diagnostics_wait);
-        Ok((NewEvent { action: EventAction::Trigger, body, hold_until }, wanted))
+        let event = NewEvent { action: EventAction::Trigger, body, hold_until, route: None }.routed(hub, Some(kind));
+        Ok((event, wanted))
+    }
+
+    /// Everything that pages `incident` now: its trigger, the priority to set on it (when a rule gives one),
+    /// and the webhook; with the diagnostics the trigger waits for.
+    fn page_events(
+        &self,
+        incident: &IncidentRecord,
+        now: SystemTime,
+    ) -> Result<(Vec<NewEvent>, Option<DiagnosticsWanted>), StoreError> {
+        let (hub, kind) = (incident.hub.as_str(), incident.kind);
+        let (trigger, wanted) = self.trigger(&incident.key, hub, kind, &incident.symptoms, incident.impact_start, now)?;
+        let mut events = vec![trigger];
+        let route = self.config.page_route(hub, Some(kind));
+        if let Some((priority, rule)) = route.as_ref().and_then(|r| r.priority.clone()) {
+            let body = serde_json::json!({"priority": priority, "rule": rule});
+            events.push(NewEvent::now(EventAction::Priority, body).routed(hub, Some(kind)));
+        }
+        let severity = route.as_ref().map_or("critical", |r| r.severity.as_str());
+        let url = self.incident_url(&incident.key);
+        let opened = sinks::incident_body(WebhookEvent::IncidentOpened, incident, &url, severity, now);
+        events.extend(self.webhook(opened).map(|e| e.routed(hub, Some(kind))));
+        Ok((events, wanted))
     }
 
     /// Puts collected diagnostics where they belong: the incident's record and timeline, and PagerDuty (the
@@ -219,18 +266,55 @@ impl IncidentManager {
             failures_ever: symptoms.clone(),
             last_trigger_at: Some(at),
             pending_update: false,
+            hold: None,
         };
-        let entry = format!(
+        let detected = format!(
             "{summary} (threshold {} users within {}); {}",
             self.settings.min_affected_users,
             humantime::format_duration(self.settings.window),
             who(symptoms)
         );
-        let (trigger, wanted) = self.trigger(&key, hub, kind, symptoms, impact_start, at)?;
-        self.store.open_incident(&record, &earliest_failure(symptoms), &entry, trigger)?;
-        tracing::warn!(%key, %summary, "incident opened");
-        self.wake.notify_one();
+        let mut entries = vec![(TimelineKind::Detected, detected)];
+        let (record, events, wanted) = match self.hold(hub, kind, at)? {
+            None => {
+                let (events, wanted) = self.page_events(&record, at)?;
+                (record, events, wanted)
+            }
+            Some(hold) => {
+                let page = HeldPage::of(&hold);
+                let held = format!(
+                    "not paged: held by {} until {}; it pages then if the incident is still open",
+                    page.why,
+                    crate::timefmt::rfc3339(page.until())
+                );
+                entries.push((TimelineKind::Held, held));
+                if let Some((changed_at, change)) = self.recent_change(hub, &hold) {
+                    entries.push((TimelineKind::HubChanged, format!("{change} (at {})", crate::timefmt::rfc3339(changed_at))));
+                }
+                tracing::warn!(%key, %summary, held_by = %page.why, "incident opened, its page held");
+                // Diagnostics are still collected: the incident's page shows them while it is held.
+                let wanted = self.no_diagnostics.get(hub).copied().flatten().is_none().then(|| DiagnosticsWanted {
+                    key: key.clone(),
+                    hub: hub.to_string(),
+                    kind,
+                    users: symptoms.users().into_iter().map(String::from).collect(),
+                });
+                (IncidentRecord { hold: Some(page), last_trigger_at: None, ..record }, Vec::new(), wanted)
+            }
+        };
+        let entries: Vec<(TimelineKind, &str)> = entries.iter().map(|(k, e)| (*k, e.as_str())).collect();
+        self.store.open_incident(&record, &earliest_failure(symptoms), &entries, &events)?;
+        if !events.is_empty() {
+            tracing::warn!(%key, %summary, "incident opened");
+            self.wake.notify_one();
+        }
         Ok(Handled { key: Some(key), wanted })
+    }
+
+    /// The hub's template change behind a rollout hold, for the timeline of an incident opened during it.
+    fn recent_change(&self, hub: &str, hold: &crate::domain::Hold) -> Option<(SystemTime, String)> {
+        let crate::domain::Hold::Rollout { .. } = hold else { return None };
+        self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).get(hub).cloned()
     }
 
     /// New symptoms of the open incident; a follow-up trigger when users or capabilities were added and the
@@ -248,7 +332,8 @@ impl IncidentManager {
         let interval_passed = incident
             .last_trigger_at
             .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-        let (trigger, wanted) = if material && interval_passed {
+        let held = incident.hold.is_some() || self.hold(hub, kind, at)?.is_some();
+        let (trigger, wanted) = if material && interval_passed && !held {
             let impact_start = incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start));
             let (trigger, wanted) = self.trigger(&incident.key, hub, kind, symptoms, impact_start, at)?;
             (Some(trigger), wanted)
@@ -272,23 +357,37 @@ impl IncidentManager {
     /// The incident is over: recorded with its resolve (and its last status note) in one transaction.
     fn recover(&self, hub: &str, kind: IncidentKind, at: SystemTime) -> Result<Handled, StoreError> {
         let Some(incident) = self.open_key(hub, kind)? else { return Ok(Handled::default()) };
-        let entry = format!(
+        let mut entry = format!(
             "nobody is affected any more: every probe user's last {} attempts succeeded",
             self.settings.recovery_successes
         );
-        // The last note says it is over; it quotes the incident as recovered.
-        let note = match &self.status_updates {
-            Some(_) => {
-                let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..incident.clone() };
-                Some(self.status_note(&recovered, at)?)
+        let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..incident.clone() };
+        let events = match &incident.hold {
+            Some(held) => {
+                entry.push_str(&format!("; it recovered while held by {}: nothing was sent to PagerDuty", held.why));
+                Vec::new()
             }
-            None => None,
+            None => self.resolve_events(&recovered, at)?,
         };
-        let resolve = NewEvent::now(EventAction::Resolve, pagerduty::resolve(&incident.key));
-        self.store.recover_incident(&incident.key, at, &entry, resolve, note)?;
-        tracing::warn!(key = %incident.key, "incident recovered");
+        self.store.recover_incident(&incident.key, at, &entry, &events)?;
+        tracing::warn!(key = %incident.key, paged = incident.hold.is_none(), "incident recovered");
         self.wake.notify_one();
         Ok(Handled { key: Some(incident.key), wanted: None })
+    }
+
+    /// What a paged incident's recovery sends: the resolve, the last status note (it quotes the incident as
+    /// recovered), and the webhook.
+    fn resolve_events(&self, recovered: &IncidentRecord, at: SystemTime) -> Result<Vec<NewEvent>, StoreError> {
+        let (hub, kind) = (recovered.hub.as_str(), recovered.kind);
+        let mut events = vec![NewEvent::now(EventAction::Resolve, pagerduty::resolve(&recovered.key)).routed(hub, Some(kind))];
+        if self.status_updates.is_some() {
+            events.push(self.status_note(recovered, at)?);
+        }
+        let severity = self.config.page_route(hub, Some(kind)).map_or("critical", |r| r.severity.as_str());
+        let url = self.incident_url(&recovered.key);
+        let resolved = sinks::incident_body(WebhookEvent::IncidentResolved, recovered, &url, severity, at);
+        events.extend(self.webhook(resolved).map(|e| e.routed(hub, Some(kind))));
+        Ok(events)
     }
 
     /// Queues a Change Event for a hub Deployment's new pod template (once per Deployment generation).
@@ -302,15 +401,17 @@ impl IncidentManager {
             "hub": hub, "namespace": namespace, "deployment": deployment, "generation": generation, "changes": changes,
         });
         let key = format!("change-{hub}-{deployment}-{generation}");
-        if self.store.queue_change(&key, now, pagerduty::change(hub, &hub_url, &summary, details, now))? {
+        let text = format!(
+            "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
+            changes.join("; ")
+        );
+        self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).insert(hub.clone(), (now, text.clone()));
+        let event = NewEvent::now(EventAction::Change, pagerduty::change(hub, &hub_url, &summary, details, now));
+        if self.store.queue_change(&key, now, event.routed(hub, None))? {
             tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");
             // A change during an incident is part of its story (a fix rolled out, or the cause).
             for incident in self.store.open_incidents()?.iter().filter(|i| i.hub == *hub) {
-                let entry = format!(
-                    "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
-                    changes.join("; ")
-                );
-                self.store.add_timeline(&incident.key, now, TimelineKind::HubChanged, &entry)?;
+                self.store.add_timeline(&incident.key, now, TimelineKind::HubChanged, &text)?;
             }
             self.wake.notify_one();
         }
@@ -341,7 +442,8 @@ impl IncidentManager {
             incident_url: &self.incident_url(&incident.key),
             now,
         });
-        Ok(NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}})))
+        let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
+        Ok(note.routed(&incident.hub, Some(incident.kind)))
     }
 
     /// Queues a status note for every open incident whose last one (or whose detection) is
@@ -349,7 +451,8 @@ impl IncidentManager {
     pub fn queue_status_updates(&self, now: SystemTime) -> Result<usize, StoreError> {
         let Some(settings) = &self.status_updates else { return Ok(0) };
         let mut queued = 0;
-        for incident in self.store.open_incidents()? {
+        // A held incident has no PagerDuty incident to note on.
+        for incident in self.store.open_incidents()?.into_iter().filter(|i| i.hold.is_none()) {
             let last = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
             if now.duration_since(last).is_ok_and(|d| d >= settings.every) {
                 let note = self.status_note(&incident, now)?;
@@ -372,7 +475,7 @@ impl IncidentManager {
             let due = incident
                 .last_trigger_at
                 .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-            if incident.pending_update && due {
+            if incident.pending_update && due && incident.hold.is_none() && self.hold(&incident.hub, incident.kind, now)?.is_none() {
                 let (trigger, wants) = self.trigger(
                     &incident.key,
                     &incident.hub,

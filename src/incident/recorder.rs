@@ -10,7 +10,8 @@ use super::{DiagnosticsWanted, IncidentManager};
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubChange, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, Transition};
+use super::sinks::TicketNews;
+use crate::domain::{HubNews, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, Transition};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
@@ -29,7 +30,7 @@ const TICK: Duration = Duration::from_secs(5);
 pub struct Inputs {
     pub outcomes: mpsc::Receiver<ProbeOutcome>,
     pub real_users: mpsc::Receiver<RealUsers>,
-    pub changes: mpsc::Receiver<HubChange>,
+    pub changes: mpsc::Receiver<HubNews>,
 }
 
 /// What a recorder is made of that outlives it (shared with the rest of the daemon).
@@ -101,7 +102,13 @@ impl Recorder {
                     None => break,
                 },
                 Some(users) = inputs.real_users.recv() => self.on_real_users(users),
-                Some(change) = inputs.changes.recv() => self.decide(Decision::HubChanged(change), SystemTime::now()),
+                Some(news) = inputs.changes.recv() => {
+                    let decision = match news {
+                        HubNews::Changed(change) => Decision::HubChanged(change),
+                        HubNews::Deployment(state) => Decision::Deployment(state),
+                    };
+                    self.decide(decision, SystemTime::now());
+                }
                 Some((key, diagnostics)) = self.arrivals.recv() => {
                     self.decide(Decision::Diagnostics { key, diagnostics }, SystemTime::now());
                 }
@@ -146,14 +153,45 @@ impl Recorder {
         if let Err(e) = self.manager.queue_status_updates(now) {
             tracing::error!(error = %e, "cannot queue status notes; retrying");
         }
+        match self.manager.review_holds(now) {
+            Ok(wanted) => wanted.into_iter().for_each(|w| self.collect(w)),
+            Err(e) => tracing::error!(error = %e, "cannot review held pages; retrying"),
+        }
         let transitions = self.detector.tick(now);
         self.decide_all(transitions, now);
-        // Failures age out of the window with time alone: every hub and kind is looked at.
+        // Failures age out of the window with time alone: every hub and kind is looked at. Tickets wait while
+        // decisions wait (the store would not show the ticket the waiting one opens).
+        let tickets = lock(&self.context.backlog).is_empty();
         for hub in self.hubs.clone() {
             for kind in IncidentKind::ALL {
                 self.observers.refresh(&self.detector, &hub, kind, now);
+                if tickets {
+                    self.review_ticket(&hub, kind, now);
+                }
             }
         }
+    }
+
+    /// Opens or closes the support ticket of `hub` and `kind` when what the detector sees says so (looked at
+    /// every tick, off the hot path: a ticket is a few seconds late at most).
+    fn review_ticket(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) {
+        let users: Vec<String> =
+            self.detector.symptoms(hub, kind, now).users().into_iter().map(String::from).collect();
+        let incident = self.detector.is_open(hub, kind);
+        let wanted = !incident && !users.is_empty();
+        let open = match self.manager.open_ticket(hub, kind) {
+            Ok(ticket) => ticket.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the support tickets; retrying");
+                return;
+            }
+        };
+        let news = match (wanted, open) {
+            (true, false) => TicketNews::Opened { hub: hub.to_string(), kind, users },
+            (false, true) => TicketNews::Closed { hub: hub.to_string(), kind, escalated: incident },
+            _ => return,
+        };
+        self.decide(Decision::Ticket(news), now);
     }
 
     fn decide_all(&mut self, transitions: Vec<Transition>, now: SystemTime) {
@@ -222,6 +260,8 @@ impl Recorder {
             Decision::Diagnostics { key, diagnostics } => {
                 self.manager.attach_diagnostics(key, diagnostics, now).map(|()| None)
             }
+            Decision::Deployment(state) => self.manager.on_deployment(state, now).map(|()| None),
+            Decision::Ticket(news) => self.manager.record_ticket(news, now).map(|()| None),
         }
     }
 

@@ -215,6 +215,7 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
         TimelineKind::StateDelayed => "Recorded late (hubwatch could not write its state)",
         TimelineKind::Recovered => "Impact end",
         TimelineKind::ResolveSent => "Resolved in PagerDuty",
+        TimelineKind::Held => "Page held (silence or rollout)",
     }
 }
 

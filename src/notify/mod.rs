@@ -5,8 +5,9 @@
 
 pub mod pagerduty;
 pub mod rest;
+pub mod webhook;
 
-use crate::config::PagerDutyConfig;
+use crate::config::{Config, PagerDutyConfig, WebhookConfig};
 use crate::ha::Fence;
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
@@ -39,6 +40,9 @@ pub struct Notifier {
     fence: Fence,
     /// Sent as the User-Agent of every delivery (which replica sent it).
     identity: String,
+    /// Per-hub routing keys (`Config::page_route`); without it every event uses `pagerduty.routing_key`.
+    routes: Option<Arc<Config>>,
+    webhook: Option<WebhookConfig>,
     /// Answers PagerDuty gave that the store could not record yet (a full disk): recorded before anything
     /// else is sent, and never sent again meanwhile.
     unrecorded: Mutex<Vec<(OutboxEvent, Verdict)>>,
@@ -70,8 +74,17 @@ impl Notifier {
             send_timeout: SEND_TIMEOUT,
             fence: Fence::always(),
             identity: String::new(),
+            routes: None,
+            webhook: None,
             unrecorded: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Routes events by their hub's settings and delivers the webhook sink's events, as `config` says.
+    pub fn configured(mut self, config: Arc<Config>) -> Self {
+        self.webhook = config.webhook.clone();
+        self.routes = Some(config);
+        self
     }
 
     /// How long one delivery may take (default 30 s).
@@ -182,6 +195,9 @@ impl Notifier {
     /// fence does not hold: another replica may lead).
     async fn deliver(&self, event: &OutboxEvent, now: SystemTime) -> Result<Option<Verdict>, StoreError> {
         let action = event.action.as_str();
+        if event.action == EventAction::Webhook {
+            return Ok(self.deliver_webhook(event, now).await);
+        }
         let Some(pagerduty) = &self.pagerduty else {
             let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
@@ -194,10 +210,11 @@ impl Notifier {
             return Ok(None);
         };
         let (answer, pagerduty_incident) = match event.action {
-            EventAction::Note => self.post_note(event, pagerduty, budget).await?,
+            EventAction::Note | EventAction::Priority => self.rest_call(event, pagerduty, budget).await?,
             EventAction::Trigger | EventAction::Resolve | EventAction::Change => {
                 (self.send_event(event, pagerduty, budget).await, None)
             }
+            EventAction::Webhook => unreachable!("delivered above"),
         };
         Ok(Some(self.verdict(event, answer, pagerduty_incident.as_deref(), pagerduty, now)))
     }
@@ -243,9 +260,57 @@ impl Notifier {
         format!("hubwatch/{} {}", env!("CARGO_PKG_VERSION"), self.identity).trim_end().to_string()
     }
 
+    /// The webhook sink's event: sent when a sink is configured (a dry run when it was removed since).
+    async fn deliver_webhook(&self, event: &OutboxEvent, now: SystemTime) -> Option<Verdict> {
+        let kind = event.body["event"].as_str().unwrap_or("unknown").to_string();
+        let Some(webhook) = &self.webhook else {
+            tracing::warn!(key = %event.key, event = %kind, "no webhook section any more: not sent");
+            self.metrics.count_webhook_delivery(&kind, "dry_run");
+            return Some(Verdict::Finish { state: OutboxState::DryRun, at: now, error: None, entry: None });
+        };
+        let Some(budget) = self.fence.budget(webhook.timeout) else {
+            tracing::warn!(key = %event.key, "not leading (the lease's renew deadline passed): not sending");
+            return None;
+        };
+        let answer = webhook::post(&self.http, webhook, &event.body, &self.user_agent(), budget).await;
+        Some(match answer {
+            Answer::Accepted(message) => {
+                tracing::info!(key = %event.key, event = %kind, attempts = event.attempts + 1, "the webhook accepted the event");
+                self.metrics.count_webhook_delivery(&kind, "sent");
+                let entry = incident_entry(event, format!("webhook {kind} delivered: {message}"));
+                Verdict::Finish { state: OutboxState::Sent, at: now, error: None, entry }
+            }
+            Answer::Rejected(reason) => {
+                tracing::error!(key = %event.key, event = %kind, %reason, "the webhook refused the event; it is not retried");
+                self.metrics.count_webhook_delivery(&kind, "rejected");
+                let entry = incident_entry(event, format!("webhook {kind} refused: {reason}"));
+                Verdict::Finish { state: OutboxState::Rejected, at: now, error: Some(reason), entry }
+            }
+            Answer::RateLimited | Answer::Failed(_) => {
+                let reason = match answer {
+                    Answer::Failed(reason) => reason,
+                    _ => "HTTP 429 (rate limited)".into(),
+                };
+                let delay = backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts);
+                tracing::warn!(key = %event.key, event = %kind, %reason, retry_in = %humantime::format_duration(round(delay)), "webhook delivery failed; will retry");
+                self.metrics.count_webhook_delivery(&kind, "failed");
+                Verdict::Retry { at: now + delay, error: reason }
+            }
+        })
+    }
+
+    /// The routing key of `event`: its hub's (and kind's) when one is configured, else the global one.
+    fn routing_key<'a>(&'a self, event: &OutboxEvent, pagerduty: &'a PagerDutyConfig) -> &'a str {
+        let route = match (&self.routes, &event.route) {
+            (Some(config), Some(route)) => config.page_route(&route.hub, route.kind),
+            _ => None,
+        };
+        route.map_or(pagerduty.routing_key.expose(), |r| r.routing_key.expose())
+    }
+
     /// An Events API v2 event (the routing key is added here, never stored).
     async fn send_event(&self, event: &OutboxEvent, pagerduty: &PagerDutyConfig, budget: Duration) -> Answer {
-        let body = pagerduty::with_routing_key(&event.body, pagerduty.routing_key.expose());
+        let body = pagerduty::with_routing_key(&event.body, self.routing_key(event, pagerduty));
         let url = match event.action {
             EventAction::Change => &pagerduty.change_events_url,
             _ => &pagerduty.events_url,
@@ -258,15 +323,17 @@ impl Notifier {
         }
     }
 
-    /// A status note: finds the PagerDuty incident of the dedup key (once; kept), then posts the note.
-    async fn post_note(
+    /// A status note or a priority: finds the PagerDuty incident of the dedup key (once; kept), then posts
+    /// the note or sets the priority.
+    async fn rest_call(
         &self,
         event: &OutboxEvent,
         pagerduty: &PagerDutyConfig,
         budget: Duration,
     ) -> Result<(Answer, Option<String>), StoreError> {
         let Some(settings) = &pagerduty.status_updates else {
-            return Ok((Answer::Rejected("status notes are off (no pagerduty.api_token)".into()), None));
+            let off = "the REST API is off (no pagerduty.api_token): no status notes or priorities";
+            return Ok((Answer::Rejected(off.into()), None));
         };
         let rest = rest::RestClient { http: &self.http, settings, timeout: budget };
         let id = match self.store.pagerduty_incident(&event.key)? {
@@ -292,7 +359,16 @@ impl Notifier {
             return Ok((Answer::Failed("not leading any more".into()), Some(id)));
         };
         let rest = rest::RestClient { timeout: budget, ..rest };
-        let answer = rest.post_note(&id, &event.body).await;
+        let answer = match event.action {
+            EventAction::Priority => {
+                let name = event.body["priority"].as_str().unwrap_or_default();
+                match rest.priority_id(name).await {
+                    Ok(priority) => rest.set_priority(&id, &priority).await,
+                    Err(answer) => answer,
+                }
+            }
+            _ => rest.post_note(&id, &event.body).await,
+        };
         Ok((answer, Some(id)))
     }
 }
@@ -318,8 +394,22 @@ fn accepted_entry(
                 event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
             ),
         )),
-        EventAction::Change => None,
+        EventAction::Priority => Some((
+            TimelineKind::PageSent,
+            format!(
+                "priority {} set on PagerDuty incident {} (rule {})",
+                event.body["priority"].as_str().unwrap_or("?"),
+                pagerduty_incident.unwrap_or("?"),
+                event.body["rule"].as_str().unwrap_or("?")
+            ),
+        )),
+        EventAction::Change | EventAction::Webhook => None,
     }
+}
+
+/// A timeline entry for the incident an event belongs to (a ticket's or a change's key is none).
+fn incident_entry(event: &OutboxEvent, text: String) -> Option<(TimelineKind, String)> {
+    event.route.as_ref().filter(|r| r.kind.is_some()).map(|_| (TimelineKind::PageSent, text))
 }
 
 /// The timeline entry of a rejected event.
@@ -328,7 +418,8 @@ fn rejected_entry(event: &OutboxEvent, reason: &str) -> Option<(TimelineKind, St
         EventAction::Trigger => Some((TimelineKind::PageSent, format!("PagerDuty rejected the trigger: {reason}"))),
         EventAction::Resolve => Some((TimelineKind::ResolveSent, format!("PagerDuty rejected the resolve: {reason}"))),
         EventAction::Note => Some((TimelineKind::StatusUpdate, format!("status update not posted: {reason}"))),
-        EventAction::Change => None,
+        EventAction::Priority => Some((TimelineKind::PageSent, format!("priority not set: {reason}"))),
+        EventAction::Change | EventAction::Webhook => None,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct EventContext<'a> {
     pub incident_url: Url,
     /// Kubernetes evidence, or why there is none (yet).
     pub diagnostics: &'a str,
+    /// Which settings routed it (`PageRoute::details`); `Null` leaves it out.
+    pub routing: Value,
 }
 
 /// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.
@@ -52,6 +54,7 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         })
         .collect();
     errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let routing = (!context.routing.is_null()).then(|| context.routing.clone());
     let last_errors: Vec<Value> = errors.into_iter().take(ERRORS_LISTED).map(|(_, e)| e).collect();
     let source = context.hub_url.host_str().unwrap_or(context.hub).to_string();
     let event = json!({
@@ -85,6 +88,10 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         "client": "hubwatch",
         "client_url": context.incident_url.as_str(),
     });
+    let mut event = event;
+    if let Some(routing) = routing {
+        event["payload"]["custom_details"]["routing"] = routing;
+    }
     fit(event)
 }
 
@@ -232,6 +239,7 @@ mod tests {
             severity: "critical",
             incident_url: Url::parse("https://hubwatch.example.org/incidents/temple-hub_access-1795000000").unwrap(),
             diagnostics,
+            routing: Value::Null,
         }
     }
 

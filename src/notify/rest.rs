@@ -1,5 +1,6 @@
-//! PagerDuty's REST API, for status notes: find the PagerDuty incident of an alert by its dedup key
-//! (`GET /incidents?incident_key=`), then `POST /incidents/{id}/notes`. Every request carries
+//! PagerDuty's REST API, for status notes and priorities: find the PagerDuty incident of an alert by its
+//! dedup key (`GET /incidents?incident_key=`), then `POST /incidents/{id}/notes`, or look the priority's id
+//! up by name (`GET /priorities`) and `PUT /incidents/{id}` with it. Every request carries
 //! `Authorization: Token token=…`, `Accept: application/vnd.pagerduty+json;version=2`, and writes a non-empty
 //! `From` (a PagerDuty user's email).
 
@@ -81,6 +82,50 @@ impl RestClient<'_> {
         url.set_path(&format!("{}/incidents/{id}/notes", url.path().trim_end_matches('/')));
         let request = self.http.reqwest().post(url).json(note);
         match self.call(request, true).await {
+            Ok((status, body, headers)) => answer(status, &body, &headers),
+            Err(answer) => answer,
+        }
+    }
+}
+
+impl RestClient<'_> {
+    /// The id of the account's priority named `name` (`GET /priorities`, every page); `Rejected` naming the
+    /// ones there are when none has that name (priorities may be off for the account).
+    pub async fn priority_id(&self, name: &str) -> Result<String, Answer> {
+        let mut names = Vec::new();
+        let mut offset = 0;
+        loop {
+            let mut url = self.settings.api_url.clone();
+            url.set_path(&format!("{}/priorities", url.path().trim_end_matches('/')));
+            url.query_pairs_mut().append_pair("limit", "100").append_pair("offset", &offset.to_string());
+            let (status, body, headers) = self.call(self.http.reqwest().get(url), false).await?;
+            if status != 200 {
+                return Err(answer(status, &body, &headers));
+            }
+            let listed = body["priorities"].as_array().cloned().unwrap_or_default();
+            for priority in &listed {
+                match (priority["name"].as_str(), priority["id"].as_str()) {
+                    (Some(n), Some(id)) if n == name => return Ok(id.to_string()),
+                    (Some(n), _) => names.push(n.to_string()),
+                    _ => {}
+                }
+            }
+            if body["more"].as_bool() != Some(true) || listed.is_empty() || offset > 10_000 {
+                break;
+            }
+            offset += listed.len();
+        }
+        let there = if names.is_empty() { "none (priorities may be off for the account)".into() } else { names.join(", ") };
+        Err(Answer::Rejected(format!("PagerDuty has no priority named {name:?}; it has: {there}")))
+    }
+
+    /// Sets the priority `priority_id` on the incident `id` (`PUT /incidents/{id}`).
+    pub async fn set_priority(&self, id: &str, priority_id: &str) -> Answer {
+        let mut url = self.settings.api_url.clone();
+        url.set_path(&format!("{}/incidents/{id}", url.path().trim_end_matches('/')));
+        let body = serde_json::json!({"incident": {"type": "incident_reference",
+            "priority": {"id": priority_id, "type": "priority_reference"}}});
+        match self.call(self.http.reqwest().put(url).json(&body), true).await {
             Ok((status, body, headers)) => answer(status, &body, &headers),
             Err(answer) => answer,
         }

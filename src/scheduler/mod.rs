@@ -467,6 +467,7 @@ mod supervision {
             dask_gateway: None,
             probes: ProbeSettings::default(),
             sentinel: None,
+            pagerduty: None,
         };
         let flaky = Arc::new(Flaky { hub, calls: Mutex::default() });
         let metrics = Arc::new(Metrics::new());

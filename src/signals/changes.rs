@@ -1,8 +1,11 @@
 //! Change Events: when a hub's Deployment (label `component=hub`) gets a new pod template — a new image, a
 //! new config checksum — PagerDuty hears of it as a Change Event, so a responder sees "the hub was upgraded
 //! 4 minutes before the outage". The first listing only records what is there; changes after it are sent.
+//! The same watch reports each Deployment's state — mid-rollout or not, and its silence annotations — when
+//! listed and whenever it changes: a rollout holds pages for a short grace, and the annotations silence the
+//! hub (for teams that work through Git).
 
-use crate::domain::HubChange;
+use crate::domain::{DeploymentState, HubChange, HubNews};
 use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -21,6 +24,39 @@ pub struct Template {
     pub generation: i64,
     pub images: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+}
+
+/// "Expected, don't page" until this time (RFC 3339) on a hub's Deployment.
+pub const SILENCE_UNTIL_ANNOTATION: &str = "hubwatch.jupyter.org/silence-until";
+/// Why (required with `silence-until`).
+pub const SILENCE_REASON_ANNOTATION: &str = "hubwatch.jupyter.org/silence-reason";
+
+/// Whether the Deployment is mid-rollout: its controller has not seen the new spec yet, not every replica
+/// runs the new template, or the rollout is still progressing (z2jh's hub uses the Recreate strategy: the
+/// new pod is updated at once but not yet available).
+pub fn rolling_out(deployment: &Deployment) -> bool {
+    let Some(status) = &deployment.status else { return true };
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    let observed = status.observed_generation.unwrap_or_default() < deployment.metadata.generation.unwrap_or_default();
+    let progressing = status.conditions.iter().flatten().any(|c| {
+        c.type_.as_deref() == Some("Progressing")
+            && c.status.as_deref() == Some("True")
+            && matches!(c.reason.as_deref(), Some("ReplicaSetUpdated" | "NewReplicaSetCreated" | "FoundNewReplicaSet"))
+    });
+    observed || status.updated_replicas.unwrap_or_default() < wanted || progressing
+}
+
+pub fn state_of(hub: &str, namespace: &str, deployment: &Deployment) -> DeploymentState {
+    let annotation = |name: &str| deployment.metadata.annotations.as_ref().and_then(|a| a.get(name)).cloned();
+    DeploymentState {
+        hub: hub.to_string(),
+        namespace: namespace.to_string(),
+        deployment: deployment.metadata.name.clone().unwrap_or_default(),
+        generation: deployment.metadata.generation.unwrap_or_default(),
+        rolling_out: rolling_out(deployment),
+        silence_until: annotation(SILENCE_UNTIL_ANNOTATION),
+        silence_reason: annotation(SILENCE_REASON_ANNOTATION),
+    }
 }
 
 pub fn template_of(deployment: &Deployment) -> Template {
@@ -67,7 +103,7 @@ pub async fn watch(
     client: kube::Client,
     hub: String,
     namespace: String,
-    changes: mpsc::Sender<HubChange>,
+    changes: mpsc::Sender<HubNews>,
     shutdown: CancellationToken,
     redactor: Arc<Redactor>,
 ) {
@@ -75,6 +111,7 @@ pub async fn watch(
     let stream = watcher::watcher(api, watcher::Config::default().labels("component=hub")).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut known: HashMap<String, Template> = HashMap::new();
+    let mut states: HashMap<String, DeploymentState> = HashMap::new();
     let mut failing = false;
     loop {
         let event = tokio::select! {
@@ -92,6 +129,9 @@ pub async fn watch(
             }
             Some(Ok(Event::InitApply(d))) => {
                 known.insert(d.metadata.name.clone().unwrap_or_default(), template_of(&d));
+                if !send_state(&changes, &mut states, state_of(&hub, &namespace, &d)).await {
+                    return;
+                }
                 continue;
             }
             Some(Ok(Event::Apply(d))) => d,
@@ -100,22 +140,44 @@ pub async fn watch(
         failing = false;
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let after = template_of(&deployment);
-        let Some(before) = known.insert(name.clone(), after.clone()) else { continue };
-        let lines = differences(&before, &after, &redactor);
-        if lines.is_empty() {
+        let state = state_of(&hub, &namespace, &deployment);
+        let Some(before) = known.insert(name.clone(), after.clone()) else {
+            if !send_state(&changes, &mut states, state).await {
+                return;
+            }
             continue;
-        }
-        let change = HubChange {
-            hub: hub.clone(),
-            namespace: namespace.clone(),
-            deployment: name,
-            generation: after.generation,
-            changes: lines,
         };
-        if changes.send(change).await.is_err() {
-            return; // the recorder is gone: shutting down
+        let lines = differences(&before, &after, &redactor);
+        if !lines.is_empty() {
+            let change = HubChange {
+                hub: hub.clone(),
+                namespace: namespace.clone(),
+                deployment: name,
+                generation: after.generation,
+                changes: lines,
+            };
+            if changes.send(HubNews::Changed(change)).await.is_err() {
+                return; // the recorder is gone: shutting down
+            }
+        }
+        // After the change: a rollout's timeline entry follows the change it rolls out.
+        if !send_state(&changes, &mut states, state).await {
+            return;
         }
     }
+}
+
+/// Sends `state` when it differs from what was last sent for its Deployment; false when the recorder is gone.
+async fn send_state(
+    changes: &mpsc::Sender<HubNews>,
+    states: &mut HashMap<String, DeploymentState>,
+    state: DeploymentState,
+) -> bool {
+    if states.get(&state.deployment) == Some(&state) {
+        return true;
+    }
+    states.insert(state.deployment.clone(), state.clone());
+    changes.send(HubNews::Deployment(state)).await.is_ok()
 }
 
 #[cfg(test)]

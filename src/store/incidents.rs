@@ -25,6 +25,25 @@ pub struct IncidentRecord {
     pub last_trigger_at: Option<SystemTime>,
     /// A material change is waiting for the update interval before it is sent.
     pub pending_update: bool,
+    /// Its page is held back (a silence, a rollout): nothing has gone to PagerDuty for it yet.
+    pub hold: Option<HeldPage>,
+}
+
+/// Why an incident's page is held back, as recorded when it was decided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldPage {
+    /// What holds it (`silence ID (REASON, by WHO)`, or the rollout).
+    pub why: String,
+    /// The silence's id, when a silence holds it.
+    pub silence: Option<String>,
+    /// When the hold ends if nothing changes (milliseconds since the epoch).
+    pub until_ms: i64,
+}
+
+impl HeldPage {
+    pub fn until(&self) -> SystemTime {
+        from_millis(self.until_ms)
+    }
 }
 
 /// What a timeline entry records (the report and the pages pick entries by kind).
@@ -50,10 +69,12 @@ pub enum TimelineKind {
     Recovered,
     /// The resolve reached PagerDuty.
     ResolveSent,
+    /// A silence or a rollout began or ended holding back its page; the held page went out.
+    Held,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 10] = [
+    pub const ALL: [TimelineKind; 11] = [
         TimelineKind::ImpactStart,
         TimelineKind::Detected,
         TimelineKind::Changed,
@@ -64,6 +85,7 @@ impl TimelineKind {
         TimelineKind::StateDelayed,
         TimelineKind::Recovered,
         TimelineKind::ResolveSent,
+        TimelineKind::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +100,7 @@ impl TimelineKind {
             TimelineKind::StateDelayed => "state_delayed",
             TimelineKind::Recovered => "recovered",
             TimelineKind::ResolveSent => "resolve_sent",
+            TimelineKind::Held => "held",
         }
     }
 
@@ -105,19 +128,19 @@ pub enum DiagnosticsAttached {
 }
 
 impl Store {
-    /// Records a new open incident with its first timeline entries (impact start, detection) and its
-    /// trigger, atomically.
+    /// Records a new open incident with its first timeline entries (impact start, detection, and why its
+    /// page is held when it is) and its events (trigger, priority, webhook; none when held), atomically.
     pub fn open_incident(
         &self,
         record: &IncidentRecord,
         impact_entry: &str,
-        entry: &str,
-        trigger: NewEvent,
+        entries: &[(TimelineKind, &str)],
+        events: &[NewEvent],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?5, ?8)",
+                "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever, hold)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     record.key,
                     record.hub,
@@ -126,12 +149,40 @@ impl Store {
                     millis(record.opened_at),
                     serde_json::to_string(&record.symptoms)?,
                     serde_json::to_string(&record.affected_ever)?,
-                    serde_json::to_string(&record.failures_ever)?
+                    record.last_trigger_at.map(millis),
+                    serde_json::to_string(&record.failures_ever)?,
+                    record.hold.as_ref().map(serde_json::to_string).transpose()?,
                 ],
             )?;
             insert_timeline(tx, &record.key, record.impact_start, TimelineKind::ImpactStart, impact_entry)?;
-            insert_timeline(tx, &record.key, record.opened_at, TimelineKind::Detected, entry)?;
-            insert_event(tx, &record.key, record.opened_at, &trigger)
+            for (kind, entry) in entries {
+                insert_timeline(tx, &record.key, record.opened_at, *kind, entry)?;
+            }
+            events.iter().try_for_each(|event| insert_event(tx, &record.key, record.opened_at, event))
+        })
+    }
+
+    /// The hold on an open incident's page ended: its events (the trigger) are queued now, with the entry
+    /// that says so; or the hold changed (`events` empty, `hold` the new one).
+    pub fn set_hold(
+        &self,
+        key: &str,
+        at: SystemTime,
+        hold: Option<&HeldPage>,
+        entry: &str,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let hold = hold.map(serde_json::to_string).transpose()?;
+            tx.execute("UPDATE incidents SET hold = ?2 WHERE key = ?1", params![key, hold])?;
+            if !events.is_empty() {
+                tx.execute(
+                    "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+                    params![key, millis(at)],
+                )?;
+            }
+            insert_timeline(tx, key, at, TimelineKind::Held, entry)?;
+            events.iter().try_for_each(|event| insert_event(tx, key, at, event))
         })
     }
 
@@ -187,26 +238,16 @@ impl Store {
         })
     }
 
-    /// Marks the incident recovered and queues its resolve (and its last status note), atomically.
-    pub fn recover_incident(
-        &self,
-        key: &str,
-        at: SystemTime,
-        entry: &str,
-        resolve: NewEvent,
-        note: Option<NewEvent>,
-    ) -> Result<(), StoreError> {
+    /// Marks the incident recovered and queues its events (the resolve, the last status note, the webhook;
+    /// none for an incident whose page was held all along), atomically.
+    pub fn recover_incident(&self, key: &str, at: SystemTime, entry: &str, events: &[NewEvent]) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1",
                 params![key, millis(at)],
             )?;
             insert_timeline(tx, key, at, TimelineKind::Recovered, entry)?;
-            insert_event(tx, key, at, &resolve)?;
-            if let Some(note) = note {
-                insert_event(tx, key, at, &note)?;
-            }
-            Ok(())
+            events.iter().try_for_each(|event| insert_event(tx, key, at, event))
         })
     }
 
@@ -243,7 +284,10 @@ impl Store {
                 )?;
                 return Ok(DiagnosticsAttached::IntoWaitingTrigger);
             }
-            let open: bool = tx.query_row("SELECT open FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
+            // A held page is not sent by its diagnostics either: they wait on hubwatch's page until it goes out.
+            let open: bool = tx.query_row("SELECT open AND hold IS NULL FROM incidents WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })?;
             let last: Option<String> = tx
                 .query_row(
                     "SELECT body FROM outbox WHERE key = ?1 AND action = 'trigger' ORDER BY id DESC LIMIT 1",
@@ -350,7 +394,7 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
             "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update,
-             affected_ever, failures_ever FROM incidents {clause}"
+             affected_ever, failures_ever, hold FROM incidents {clause}"
         ))?;
         let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();
@@ -371,6 +415,7 @@ impl Store {
                 pending_update: row.get(9)?,
                 affected_ever: serde_json::from_str(&json(10)?)?,
                 failures_ever: serde_json::from_str(&json(11)?)?,
+                hold: row.get::<_, Option<String>>(12)?.map(|h| serde_json::from_str(&h)).transpose()?,
             });
         }
         Ok(out)

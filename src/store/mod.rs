@@ -11,11 +11,14 @@ mod hubs;
 mod incidents;
 mod outbox;
 mod retention;
+mod silences;
 mod snapshot;
+mod tickets;
 
 pub use hubs::DiscoveredHub;
-pub use incidents::{DiagnosticsAttached, IncidentRecord, TimelineEntry, TimelineKind};
-pub use outbox::{EventAction, NewEvent, OutboxEvent, OutboxState};
+pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, TimelineEntry, TimelineKind};
+pub use outbox::{EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
+pub use tickets::Ticket;
 pub use snapshot::{RestoreReport, Version};
 
 use rusqlite::{Connection, ErrorCode, Transaction};
@@ -112,7 +115,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     diagnostics_at INTEGER,
     last_status_update_at INTEGER,
     pagerduty_incident TEXT,
-    failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}'
+    failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}',
+    hold TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
@@ -132,7 +136,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at INTEGER NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT,
-    done_at INTEGER
+    done_at INTEGER,
+    route TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, key, id);
 CREATE TABLE IF NOT EXISTS meta (
@@ -150,10 +155,30 @@ CREATE TABLE IF NOT EXISTS discovered_hubs (
     gone_since INTEGER,
     gone_why TEXT
 );
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    hub TEXT NOT NULL,
+    kind TEXT,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'api',
+    end_noted INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id TEXT PRIMARY KEY,
+    hub TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    closed_at INTEGER,
+    users TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket ON tickets(hub, kind) WHERE closed_at IS NULL;
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -311,7 +336,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     };
     // Version 1 keeps the union of affected users (version 0: development builds); 2 the latest diagnostics;
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
-    // SCHEMA above).
+    // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns).
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -319,6 +344,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("incidents", "last_status_update_at", "INTEGER")?;
     add("incidents", "pagerduty_incident", "TEXT")?;
     add("incidents", "failures_ever", "TEXT NOT NULL DEFAULT '{\"affected\":{}}'")?;
+    add("incidents", "hold", "TEXT")?;
+    add("outbox", "route", "TEXT")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -3,6 +3,7 @@
 
 use super::incidents::{TimelineKind, insert_timeline};
 use super::{Store, StoreError, from_millis, millis};
+use crate::domain::IncidentKind;
 use rusqlite::{Connection, params};
 use std::time::SystemTime;
 
@@ -15,11 +16,21 @@ pub enum EventAction {
     /// A status note on the incident's PagerDuty incident (REST API). Notes go out in order among
     /// themselves, independently of the incident's events, so a REST API outage never holds back a resolve.
     Note,
+    /// The priority of the incident's PagerDuty incident (REST API), in order with its notes.
+    Priority,
+    /// A JSON POST to the webhook sink (incidents and support tickets), in order among themselves.
+    Webhook,
 }
 
 impl EventAction {
-    pub const ALL: [EventAction; 4] =
-        [EventAction::Trigger, EventAction::Resolve, EventAction::Change, EventAction::Note];
+    pub const ALL: [EventAction; 6] = [
+        EventAction::Trigger,
+        EventAction::Resolve,
+        EventAction::Change,
+        EventAction::Note,
+        EventAction::Priority,
+        EventAction::Webhook,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +38,8 @@ impl EventAction {
             EventAction::Resolve => "resolve",
             EventAction::Change => "change",
             EventAction::Note => "note",
+            EventAction::Priority => "priority",
+            EventAction::Webhook => "webhook",
         }
     }
 
@@ -75,6 +88,31 @@ pub struct OutboxEvent {
     pub body: serde_json::Value,
     pub attempts: u32,
     pub created_at: SystemTime,
+    pub route: Option<EventRoute>,
+}
+
+/// Whose PagerDuty settings an event goes out with: its hub's (and kind's) overrides, else the global ones.
+/// Stored with the event; the routing key itself never is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRoute {
+    pub hub: String,
+    pub kind: Option<IncidentKind>,
+}
+
+impl EventRoute {
+    fn to_text(&self) -> String {
+        match self.kind {
+            Some(kind) => format!("{} {}", self.hub, kind.as_str()),
+            None => self.hub.clone(),
+        }
+    }
+
+    fn parse(text: &str) -> EventRoute {
+        match text.split_once(' ') {
+            Some((hub, kind)) => EventRoute { hub: hub.to_string(), kind: IncidentKind::parse(kind) },
+            None => EventRoute { hub: text.to_string(), kind: None },
+        }
+    }
 }
 
 /// A new PagerDuty event to queue with a change.
@@ -84,25 +122,35 @@ pub struct NewEvent {
     /// Held until then (a trigger waiting briefly for its diagnostics); the incident's later events wait
     /// behind it, so the order holds.
     pub hold_until: Option<SystemTime>,
+    pub route: Option<EventRoute>,
 }
 
 impl NewEvent {
     pub fn now(action: EventAction, body: serde_json::Value) -> Self {
-        NewEvent { action, body, hold_until: None }
+        NewEvent { action, body, hold_until: None, route: None }
+    }
+
+    /// Sent with the settings of `hub` (and `kind`).
+    pub fn routed(mut self, hub: &str, kind: Option<IncidentKind>) -> Self {
+        self.route = Some(EventRoute { hub: hub.to_string(), kind });
+        self
     }
 }
 
-/// The oldest pending event of each incident (and, separately, its oldest pending note).
-const HEADS: &str = "SELECT MIN(id) FROM outbox WHERE state = 'pending' GROUP BY key, action = 'note'";
+/// The oldest pending event of each incident on each of its three channels: events (trigger, resolve,
+/// change), the REST API (notes, priority), and the webhook sink; one channel's outage never holds back
+/// another's.
+const HEADS: &str = "SELECT MIN(id) FROM outbox WHERE state = 'pending'
+    GROUP BY key, CASE action WHEN 'note' THEN 1 WHEN 'priority' THEN 1 WHEN 'webhook' THEN 2 ELSE 0 END";
 
 impl Store {
     /// Queues a Change Event under its own key (`change-…`), once: the same key queued again is ignored, so
     /// a watch that sees the same change twice (a restart, a re-list) does not send it twice.
-    pub fn queue_change(&self, key: &str, at: SystemTime, body: serde_json::Value) -> Result<bool, StoreError> {
+    pub fn queue_change(&self, key: &str, at: SystemTime, change: NewEvent) -> Result<bool, StoreError> {
         self.write(|tx| {
             let known = tx.prepare("SELECT 1 FROM outbox WHERE key = ?1")?.exists([key])?;
             if !known {
-                insert_event(tx, key, at, &NewEvent::now(EventAction::Change, body))?;
+                insert_event(tx, key, at, &change)?;
             }
             Ok(!known)
         })
@@ -117,7 +165,7 @@ impl Store {
         {
             let conn = self.conn();
             let mut statement = conn.prepare(&format!(
-                "SELECT id, key, action, body, attempts, created_at FROM outbox
+                "SELECT id, key, action, body, attempts, created_at, route FROM outbox
                  WHERE id IN ({HEADS}) AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
             ))?;
             let mut rows = statement.query(params![millis(now), limit as i64])?;
@@ -131,6 +179,7 @@ impl Store {
                         body,
                         attempts: row.get(4)?,
                         created_at: from_millis(row.get(5)?),
+                        route: row.get::<_, Option<String>>(6)?.map(|r| EventRoute::parse(&r)),
                     }),
                     (None, _) => unreadable.push((id, format!("unknown event action {action:?}"))),
                     (_, Err(e)) => unreadable.push((id, format!("unreadable event body: {e}"))),
@@ -192,10 +241,10 @@ impl Store {
         })
     }
 
-    /// How many events (pages; not status notes) are unsent, and when the oldest was queued.
+    /// How many events (pages; not status notes, priorities or webhooks) are unsent, and when the oldest was queued.
     pub fn unsent(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
         let (count, oldest): (i64, Option<i64>) = self.conn().query_row(
-            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND action != 'note'",
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND action IN ('trigger', 'resolve', 'change')",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
@@ -206,8 +255,15 @@ impl Store {
 pub(super) fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) -> Result<(), StoreError> {
     conn.execute(
         // Due at once (next_attempt_at 0) unless held; only a failed attempt schedules a later one.
-        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![key, event.action.as_str(), event.body.to_string(), millis(at), event.hold_until.map_or(0, millis)],
+        "INSERT INTO outbox (key, action, body, created_at, next_attempt_at, route) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            key,
+            event.action.as_str(),
+            event.body.to_string(),
+            millis(at),
+            event.hold_until.map_or(0, millis),
+            event.route.as_ref().map(EventRoute::to_text)
+        ],
     )?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Retention: incidents closed longer ago than `state.retention`, with their timelines and events, and
-//! delivered events of nothing open (change events), are deleted in small batches, so the database stays
+//! ended silences, closed support tickets, and delivered events of nothing open (change events, tickets), are deleted in small batches, so the database stays
 //! bounded and no single transaction holds the write lock for long.
 
 use super::{Store, StoreError, millis};
@@ -25,6 +25,14 @@ impl Store {
                 deleted += tx.execute("DELETE FROM outbox WHERE key = ?1", [key])?;
                 deleted += tx.execute("DELETE FROM incidents WHERE key = ?1", [key])?;
             }
+            deleted += tx.execute(
+                "DELETE FROM silences WHERE id IN (SELECT id FROM silences WHERE ends_at < ?1 LIMIT ?2)",
+                params![before, batch],
+            )?;
+            deleted += tx.execute(
+                "DELETE FROM tickets WHERE id IN (SELECT id FROM tickets WHERE closed_at < ?1 LIMIT ?2)",
+                params![before, batch],
+            )?;
             deleted += tx.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND done_at < ?1
                  AND key NOT IN (SELECT key FROM incidents) LIMIT ?2)",

@@ -33,7 +33,7 @@ pub struct RestoreReport {
 }
 
 /// The tables a snapshot carries, in an order that keeps references valid.
-pub const SNAPSHOT_TABLES: [&str; 4] = ["incidents", "timeline", "outbox", "discovered_hubs"];
+pub const SNAPSHOT_TABLES: [&str; 6] = ["incidents", "timeline", "outbox", "discovered_hubs", "silences", "tickets"];
 
 impl Store {
     /// Every row of every table, with the schema version and the state's [`Version`].
@@ -162,6 +162,16 @@ fn check_row<'a>(
         }
         "discovered_hubs" => {
             text("name").and_then(|name| if name.is_empty() { Err("empty name".into()) } else { Ok(()) })?;
+            json("users", |t| serde_json::from_str::<Vec<String>>(t).is_ok())?;
+        }
+        "silences" => {
+            text("id").and_then(|id| if id.is_empty() { Err("empty id".into()) } else { Ok(()) })?;
+            if let Some(kind) = object.get("kind").and_then(Value::as_str) {
+                IncidentKind::parse(kind).ok_or(format!("unknown incident kind {kind:?}"))?;
+            }
+        }
+        "tickets" => {
+            IncidentKind::parse(text("kind")?).ok_or(format!("unknown incident kind {}", object["kind"]))?;
             json("users", |t| serde_json::from_str::<Vec<String>>(t).is_ok())?;
         }
         _ => return Err("unknown table".into()),

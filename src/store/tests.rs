@@ -39,6 +39,7 @@ fn record(key: &str, open: bool, at: SystemTime) -> IncidentRecord {
         failures_ever: Default::default(),
         last_trigger_at: None,
         pending_update: false,
+        hold: None,
     }
 }
 
@@ -97,7 +98,7 @@ fn a_corrupt_database_is_moved_aside_and_a_new_one_started() {
 #[test]
 fn a_full_database_fails_writes_loudly_and_recovers_when_space_returns() {
     let (_dir, store) = fresh();
-    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
     assert!(store.health().failing().is_none());
     // As a full disk: no page may be added (SQLITE_FULL).
     let pages: i64 = store.conn().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
@@ -122,7 +123,7 @@ fn every_write_advances_the_sequence_and_the_term_is_kept() {
     let (_dir, store) = fresh();
     assert_eq!(store.version().unwrap(), Version::default());
     store.set_term(3).unwrap();
-    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
     assert_eq!(store.version().unwrap(), Version { term: 3, sequence: 2 });
 }
 
@@ -131,12 +132,12 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
     let (_dir, store) = fresh();
     for i in 0..5 {
         let key = format!("old-{i}");
-        store.open_incident(&record(&key, true, t(i)), "impact", "detected", trigger()).unwrap();
+        store.open_incident(&record(&key, true, t(i)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
         let resolve = NewEvent::now(EventAction::Resolve, json!({}));
-        store.recover_incident(&key, t(100 + i), "recovered", resolve, None).unwrap();
+        store.recover_incident(&key, t(100 + i), "recovered", &[resolve]).unwrap();
     }
-    store.open_incident(&record("open", true, t(0)), "impact", "detected", trigger()).unwrap();
-    store.queue_change("change-temple-hub-7", t(1), json!({})).unwrap();
+    store.open_incident(&record("open", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    store.queue_change("change-temple-hub-7", t(1), NewEvent::now(EventAction::Change, json!({}))).unwrap();
     let change = store.due_events(t(2), 10).unwrap().into_iter().find(|e| e.action == EventAction::Change).unwrap();
     store.finish_event(&change, OutboxState::Sent, t(3), None, None).unwrap();
     // Two incidents (each: its row, three timeline entries, its trigger and resolve) and the change event.
@@ -182,7 +183,7 @@ fn a_snapshot_from_an_older_leader_restores_and_one_from_a_newer_is_refused() {
 fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
     let (_dir, leader) = fresh();
     leader.set_term(4).unwrap();
-    leader.open_incident(&record("good", true, t(0)), "impact", "detected", trigger()).unwrap();
+    leader.open_incident(&record("good", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
     let mut snapshot = leader.snapshot().unwrap();
     let tables = snapshot["tables"].as_object_mut().unwrap();
     tables.insert("secrets".into(), json!([{"token": "x"}]));
@@ -226,7 +227,7 @@ fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
 #[test]
 fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
     let (_dir, store) = fresh();
-    store.open_incident(&record("a", true, t(0)), "impact", "detected", trigger()).unwrap();
+    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
     store.conn().execute("UPDATE outbox SET action = 'acknowledge'", []).unwrap();
     assert!(store.due_events(t(1), 10).unwrap().is_empty());
     let (state, error): (String, String) =

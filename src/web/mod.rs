@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod pages;
+pub mod silences;
 pub mod tls;
 
 use crate::health::Health;
@@ -45,6 +46,8 @@ pub fn router(state: WebState, access: Arc<Access>) -> Router {
         .route("/incidents/{key}/report.md", get(report_md))
         .route("/availability", get(availability_page))
         .route("/api/v1/availability", get(availability_json))
+        .route("/api/v1/silences", get(silences::list).post(silences::create))
+        .route("/api/v1/silences/{id}", axum::routing::delete(silences::expire))
         .route("/api/v1/discovered-hubs", get(discovered_hubs))
         .route("/api/v1/discovered-hubs/{name}", axum::routing::delete(forget_discovered_hub))
         .route(pages::STYLE_PATH, get(style))
@@ -77,8 +80,15 @@ fn store_failed(e: StoreError) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the state database\n").into_response()
 }
 
-fn open_incidents(store: &Store) -> Result<Vec<(String, String)>, StoreError> {
-    Ok(store.open_incidents()?.into_iter().map(|i| (i.hub, i.key)).collect())
+fn open_incidents(store: &Store) -> Result<Vec<status::OpenIncident>, StoreError> {
+    let open = store.open_incidents()?.into_iter().map(|i| status::OpenIncident {
+        kind: i.kind.as_str(),
+        held: i.hold.as_ref().map(|h| (h.why.clone(), h.until())),
+        silence: i.hold.and_then(|h| h.silence),
+        hub: i.hub,
+        key: i.key,
+    });
+    Ok(open.collect())
 }
 
 async fn grid(State(state): State<WebState>) -> Response {
@@ -90,9 +100,13 @@ async fn grid(State(state): State<WebState>) -> Response {
 }
 
 async fn status_json(State(state): State<WebState>) -> Response {
-    off_runtime(move || match open_incidents(&state.store) {
-        Ok(open) => {
-            let json = status::to_json(&state.board.snapshot(), &open, SystemTime::now());
+    let read = |store: &Store, now| -> Result<_, StoreError> {
+        let silences = store.silences(now)?.iter().map(|s| silences::to_json(s, now)).collect::<Vec<_>>();
+        Ok((open_incidents(store)?, silences))
+    };
+    off_runtime(move || match read(&state.store, SystemTime::now()) {
+        Ok((open, silences)) => {
+            let json = status::to_json(&state.board.snapshot(), &open, &silences, SystemTime::now());
             ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
         }
         Err(e) => store_failed(e),

@@ -186,9 +186,12 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         }
         @for incident in open {
             div.banner.incident {
-                span.state { "Incident" } " "
+                span.state { @if incident.hold.is_some() { "Incident (silenced)" } @else { "Incident" } } " "
                 a href={ "/incidents/" (incident.key) } { (summary(&incident.hub, incident.kind, &incident.symptoms)) }
                 " · impact started " (time(incident.impact_start, now))
+                @if let Some(held) = &incident.hold {
+                    " · not paged: held by " (held.why) " until " (rfc3339(held.until()))
+                }
             }
         }
         @for (hub, capability, users) in &tickets {
@@ -237,7 +240,11 @@ fn summary_ever(incident: &IncidentRecord) -> String {
 
 /// An incident's status in words, and its tone.
 fn status_of(incident: &IncidentRecord) -> (Tone, &'static str) {
-    if incident.open { (Tone::Incident, "open") } else { (Tone::Ok, "recovered") }
+    match (incident.open, &incident.hold) {
+        (true, Some(_)) => (Tone::Incident, "open, silenced (not paged)"),
+        (true, None) => (Tone::Incident, "open"),
+        (false, _) => (Tone::Ok, "recovered"),
+    }
 }
 
 /// One page of `/incidents`: which page, of how many, and the incidents on it (newest first).
@@ -328,6 +335,7 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
         TimelineKind::StateDelayed => "recorded late",
         TimelineKind::Recovered => "impact end",
         TimelineKind::ResolveSent => "resolved",
+        TimelineKind::Held => "held",
     }
 }
 
@@ -381,6 +389,9 @@ fn incident_facts(page: &IncidentPage, now: SystemTime) -> Markup {
             tr { th { "Detected" } td { (rfc3339(record.opened_at)) } }
             tr { th { "Impact end" } td { (record.recovered_at.map_or("ongoing".to_string(), rfc3339)) } }
             tr { th { "Duration" } td { (span(record.impact_start, record.recovered_at.unwrap_or(now))) } }
+            @if let Some(held) = &record.hold {
+                tr { th { "Page held by" } td { (held.why) " until " (rfc3339(held.until())) } }
+            }
             @if let Some(id) = page.pagerduty_incident { tr { th { "PagerDuty incident" } td { (id) } } }
             tr { th { "PagerDuty dedup key" } td { code { (record.key) } } }
         }

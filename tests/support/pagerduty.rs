@@ -7,7 +7,10 @@
 //! adds a note. Every REST request must carry `Authorization: Token token=<API_TOKEN>` (else 401) and
 //! `Accept: application/vnd.pagerduty+json;version=2` (else 406); writes need `Content-Type: application/json`
 //! and a `From` of a known user (else 400), a body of exactly `{"note": {"content": …}}` with 1 to 25000
-//! characters, and at most 2000 notes per incident.
+//! characters, and at most 2000 notes per incident. Priorities: `GET /priorities` lists P1..P3 (paged);
+//! `PUT /incidents/{id}` takes exactly `{"incident": {"type": "incident_reference", "priority": {"id",
+//! "type": "priority_reference"}}}` with a known priority id. Routing keys it does not know (two services:
+//! [`ROUTING_KEY`] and [`TEMPLE_ROUTING_KEY`]) are refused with 400, as an unknown integration key is.
 
 #![allow(dead_code)]
 
@@ -53,7 +56,12 @@ pub struct Inner {
     pub lookups_before_found: usize,
     /// A fault for every REST request until cleared.
     pub rest_outage: Option<Fault>,
+    /// Priorities set, in order: (incident id, priority name).
+    pub priorities_set: Vec<(String, String)>,
 }
+
+/// The account's priorities: (id, name).
+pub const PRIORITIES: [(&str, &str); 3] = [("PRIO001", "P1"), ("PRIO002", "P2"), ("PRIO003", "P3")];
 
 /// One accepted event, when it arrived and from whom.
 #[derive(Debug, Clone)]
@@ -69,6 +77,8 @@ pub struct PagerDuty {
 }
 
 pub const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
+/// The integration key of a second service (a hub routed to its own escalation policy).
+pub const TEMPLE_ROUTING_KEY: &str = "fedcba9876543210fedcba9876543210";
 /// The REST API token the stand-in accepts.
 pub const API_TOKEN: &str = "u+rest-api-token-for-tests";
 /// The one PagerDuty user the stand-in knows.
@@ -82,6 +92,8 @@ impl PagerDuty {
             .route("/v2/change/enqueue", post(change_enqueue))
             .route("/incidents", get(list_incidents))
             .route("/incidents/{id}/notes", post(add_note))
+            .route("/incidents/{id}", axum::routing::put(update_incident))
+            .route("/priorities", get(list_priorities))
             .with_state(self);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -120,6 +132,16 @@ impl PagerDuty {
     /// The notes added, as (incident id, content, From).
     pub fn notes(&self) -> Vec<(String, String, String)> {
         self.inner.lock().unwrap().notes.clone()
+    }
+
+    /// The priorities set, as (incident id, priority name).
+    pub fn priorities_set(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().priorities_set.clone()
+    }
+
+    /// The incident id PagerDuty made for `dedup_key`.
+    pub fn incident_of(&self, dedup_key: &str) -> Option<String> {
+        self.inner.lock().unwrap().incidents.iter().find(|(_, k, _)| k == dedup_key).map(|(id, _, _)| id.clone())
     }
 
     pub fn rest_requests(&self) -> Vec<(String, u16)> {
@@ -215,6 +237,65 @@ async fn add_note(State(pd): State<PagerDuty>, Path(id): Path<String>, headers: 
     });
     pd.inner.lock().unwrap().rest_requests.push((format!("POST /incidents/{id}/notes"), answer.status().as_u16()));
     answer
+}
+
+/// `GET /priorities?limit=&offset=`: two per page, so a client must follow `more`.
+async fn list_priorities(
+    State(pd): State<PagerDuty>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, false)).unwrap_or_else(|| {
+        let offset: usize = query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+        let page: Vec<Value> = PRIORITIES
+            .iter()
+            .skip(offset)
+            .take(2)
+            .map(|(id, name)| json!({"id": id, "type": "priority", "name": name, "summary": name}))
+            .collect();
+        let more = offset + page.len() < PRIORITIES.len();
+        (StatusCode::OK, axum::Json(json!({"priorities": page, "limit": 2, "offset": offset, "more": more})))
+            .into_response()
+    });
+    pd.inner.lock().unwrap().rest_requests.push(("GET /priorities".into(), answer.status().as_u16()));
+    answer
+}
+
+/// `PUT /incidents/{id}` with a priority reference (and nothing else).
+async fn update_incident(
+    State(pd): State<PagerDuty>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, true)).unwrap_or_else(|| {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let incident = &body["incident"];
+        let shape_ok = body.as_object().is_some_and(|o| o.len() == 1)
+            && incident["type"] == "incident_reference"
+            && incident["priority"]["type"] == "priority_reference"
+            && incident.as_object().is_some_and(|o| o.keys().all(|k| k == "type" || k == "priority"));
+        if !shape_ok {
+            return rest_error(400, "Invalid Input Provided", &["incident must be an incident_reference with a priority_reference"]);
+        }
+        let Some((_, name)) = PRIORITIES.iter().find(|(p, _)| incident["priority"]["id"] == *p) else {
+            return rest_error(400, "Invalid Input Provided", &["Priority not found"]);
+        };
+        let mut inner = pd.inner.lock().unwrap();
+        if !inner.incidents.iter().any(|(i, _, _)| *i == id) {
+            return rest_error(404, "Not Found", &[]);
+        }
+        inner.priorities_set.push((id.clone(), name.to_string()));
+        let answer = json!({"incident": {"id": id, "type": "incident", "priority": {"id": incident["priority"]["id"], "type": "priority", "name": name}}});
+        (StatusCode::OK, axum::Json(answer)).into_response()
+    });
+    pd.inner.lock().unwrap().rest_requests.push((format!("PUT /incidents/{id}"), answer.status().as_u16()));
+    answer
+}
+
+/// An integration key the stand-in's account has.
+fn known_routing_key(event: &Value) -> bool {
+    event["routing_key"].as_str().is_some_and(|k| k == ROUTING_KEY || k == TEMPLE_ROUTING_KEY)
 }
 
 /// The schema check: the reasons an event is invalid, as PagerDuty lists them in `errors`.
@@ -337,7 +418,10 @@ async fn enqueue(State(pd): State<PagerDuty>, headers: HeaderMap, body: Bytes) -
             event,
         );
     }
-    let errors = validate(&event);
+    let mut errors = validate(&event);
+    if errors.is_empty() && !known_routing_key(&event) {
+        errors.push("Invalid routing key".into());
+    }
     if !errors.is_empty() {
         return answer(
             400,
@@ -404,7 +488,10 @@ pub fn validate_change(event: &Value) -> Vec<String> {
 
 async fn change_enqueue(State(pd): State<PagerDuty>, body: Bytes) -> Response {
     let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let errors = validate_change(&event);
+    let mut errors = validate_change(&event);
+    if errors.is_empty() && !known_routing_key(&event) {
+        errors.push("Invalid routing key".into());
+    }
     let mut inner = pd.inner.lock().unwrap();
     if !errors.is_empty() {
         inner.requests.push((400, event));

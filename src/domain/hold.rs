@@ -1,0 +1,187 @@
+//! Why a page is held back: an engineer's silence ("expected, don't page") or a hub Deployment mid-rollout
+//! (a short grace). While held, an incident is detected, recorded and shown; nothing goes to PagerDuty.
+
+use super::IncidentKind;
+use std::time::SystemTime;
+
+/// Where a silence came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceSource {
+    /// `POST /api/v1/silences` (or `hubwatch silence add`).
+    Api,
+    /// The `hubwatch.jupyter.org/silence-until` annotation on the hub's Deployment.
+    Annotation,
+}
+
+impl SilenceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SilenceSource::Api => "api",
+            SilenceSource::Annotation => "annotation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SilenceSource> {
+        [SilenceSource::Api, SilenceSource::Annotation].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// "Expected, don't page" for a hub (and one kind, or every kind) until `ends_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub id: String,
+    pub hub: String,
+    /// `None`: every kind.
+    pub kind: Option<IncidentKind>,
+    pub starts_at: SystemTime,
+    pub ends_at: SystemTime,
+    pub reason: String,
+    pub created_by: String,
+    pub source: SilenceSource,
+}
+
+impl Silence {
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+
+    /// Whether it holds back pages of `kind` on `hub` at `now`.
+    pub fn covers(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> bool {
+        self.hub == hub && self.kind.is_none_or(|k| k == kind) && self.is_active(now)
+    }
+
+    /// What it says in a timeline: `silence ID (REASON, by WHO)`.
+    pub fn describe(&self) -> String {
+        format!("silence {} ({}, by {})", self.id, self.reason, self.created_by)
+    }
+}
+
+/// A hub Deployment whose new pods are not yet available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub hub: String,
+    pub deployment: String,
+    pub generation: i64,
+    /// When hubwatch first saw it mid-rollout.
+    pub since: SystemTime,
+}
+
+/// What the hub Deployment watch sees whenever a hub Deployment is listed or changes: whether it is
+/// mid-rollout (new pods not yet available) and what its silence annotations say (checked by the incident
+/// side, like a silence from the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentState {
+    pub hub: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub generation: i64,
+    pub rolling_out: bool,
+    /// `hubwatch.jupyter.org/silence-until`, as written.
+    pub silence_until: Option<String>,
+    /// `hubwatch.jupyter.org/silence-reason`, as written.
+    pub silence_reason: Option<String>,
+}
+
+/// Why an incident's page is held back now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    Silence(Silence),
+    /// Until the rollout completes or its grace ends (`until`), whichever comes first.
+    Rollout { rollout: Rollout, until: SystemTime },
+}
+
+impl Hold {
+    /// The first hold of `kind` on `hub` at `now`: a silence (the one that ends last), else a rollout within
+    /// its grace.
+    pub fn of(
+        hub: &str,
+        kind: IncidentKind,
+        silences: &[Silence],
+        rollouts: &[Rollout],
+        grace: std::time::Duration,
+        now: SystemTime,
+    ) -> Option<Hold> {
+        let silence = silences.iter().filter(|s| s.covers(hub, kind, now)).max_by_key(|s| s.ends_at);
+        if let Some(silence) = silence {
+            return Some(Hold::Silence(silence.clone()));
+        }
+        rollouts
+            .iter()
+            .filter(|r| r.hub == hub)
+            .map(|r| Hold::Rollout { rollout: r.clone(), until: r.since + grace })
+            .find(|h| matches!(h, Hold::Rollout { until, .. } if now < *until))
+    }
+
+    /// When it ends, if nothing changes.
+    pub fn until(&self) -> SystemTime {
+        match self {
+            Hold::Silence(s) => s.ends_at,
+            Hold::Rollout { until, .. } => *until,
+        }
+    }
+
+    /// One line for the timeline and the pages.
+    pub fn describe(&self) -> String {
+        match self {
+            Hold::Silence(s) => s.describe(),
+            Hold::Rollout { rollout, .. } => format!(
+                "the rollout of hub Deployment {} (generation {}), within its grace",
+                rollout.deployment, rollout.generation
+            ),
+        }
+    }
+
+    /// The silence's id, when it is one.
+    pub fn silence_id(&self) -> Option<&str> {
+        match self {
+            Hold::Silence(s) => Some(&s.id),
+            Hold::Rollout { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn t(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn silence(id: &str, kind: Option<IncidentKind>, ends: u64) -> Silence {
+        Silence {
+            id: id.into(),
+            hub: "temple".into(),
+            kind,
+            starts_at: t(100),
+            ends_at: t(ends),
+            reason: "upgrading".into(),
+            created_by: "yuvi".into(),
+            source: SilenceSource::Api,
+        }
+    }
+
+    #[test]
+    fn a_silence_covers_its_hub_and_kind_while_active() {
+        let s = silence("a", Some(IncidentKind::HubAccess), 200);
+        assert!(s.covers("temple", IncidentKind::HubAccess, t(150)));
+        assert!(!s.covers("temple", IncidentKind::DaskGateway, t(150)), "another kind");
+        assert!(!s.covers("other", IncidentKind::HubAccess, t(150)), "another hub");
+        assert!(!s.covers("temple", IncidentKind::HubAccess, t(200)), "ended");
+        assert!(!s.covers("temple", IncidentKind::HubAccess, t(99)), "not begun");
+        assert!(silence("b", None, 200).covers("temple", IncidentKind::DaskGateway, t(150)), "every kind");
+    }
+
+    #[test]
+    fn a_silence_wins_over_a_rollout_and_a_rollout_holds_only_within_its_grace() {
+        let rollout = Rollout { hub: "temple".into(), deployment: "hub".into(), generation: 4, since: t(100) };
+        let grace = Duration::from_secs(300);
+        let silences = [silence("short", None, 150), silence("long", None, 180)];
+        let held = Hold::of("temple", IncidentKind::HubAccess, &silences, std::slice::from_ref(&rollout), grace, t(120));
+        assert_eq!(held.as_ref().and_then(Hold::silence_id), Some("long"), "the silence that ends last");
+        let held = Hold::of("temple", IncidentKind::HubAccess, &[], std::slice::from_ref(&rollout), grace, t(399));
+        assert_eq!(held.map(|h| h.until()), Some(t(400)));
+        assert_eq!(Hold::of("temple", IncidentKind::HubAccess, &[], &[rollout], grace, t(400)), None, "grace over");
+    }
+}

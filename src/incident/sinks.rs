@@ -1,0 +1,128 @@
+//! What goes to the webhook sink (a JSON POST per incident opened or resolved and per support ticket opened
+//! or closed), and the support tickets themselves: a problem of fewer users than the threshold is a ticket
+//! from its first affected user until nobody is affected or it becomes an incident.
+
+use super::IncidentManager;
+use crate::domain::IncidentKind;
+use crate::domain::wording::summary;
+use crate::store::{EventAction, IncidentRecord, NewEvent, StoreError, Ticket};
+use crate::timefmt::rfc3339;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+use url::Url;
+
+/// The webhook body's version: a receiver can tell a future change of shape.
+pub const WEBHOOK_VERSION: u32 = 1;
+
+/// What happened, as the webhook's `event` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookEvent {
+    IncidentOpened,
+    IncidentResolved,
+    TicketOpened,
+    TicketClosed,
+}
+
+impl WebhookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::IncidentOpened => "incident_opened",
+            WebhookEvent::IncidentResolved => "incident_resolved",
+            WebhookEvent::TicketOpened => "ticket_opened",
+            WebhookEvent::TicketClosed => "ticket_closed",
+        }
+    }
+}
+
+/// The body for an incident: what a helpdesk or a chat needs to open (or close) a ticket of its own.
+pub fn incident_body(event: WebhookEvent, incident: &IncidentRecord, url: &Url, severity: &str, at: SystemTime) -> Value {
+    let users: std::collections::BTreeSet<&str> =
+        incident.affected_ever.values().flatten().map(String::as_str).collect();
+    json!({
+        "version": WEBHOOK_VERSION,
+        "event": event.as_str(),
+        "id": incident.key,
+        "hub": incident.hub,
+        "kind": incident.kind.as_str(),
+        "summary": summary(&incident.hub, incident.kind, &incident.symptoms),
+        "severity": severity,
+        "users": users,
+        "impact_start": rfc3339(incident.impact_start),
+        "resolved_at": incident.recovered_at.map(rfc3339),
+        "at": rfc3339(at),
+        "url": url.as_str(),
+    })
+}
+
+/// The body for a support ticket.
+pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str>, url: &Url, at: SystemTime) -> Value {
+    let count = ticket.users.len();
+    let who = if count == 1 { "1 user" } else { &format!("{count} users") };
+    json!({
+        "version": WEBHOOK_VERSION,
+        "event": event.as_str(),
+        "id": ticket.id,
+        "hub": ticket.hub,
+        "kind": ticket.kind.as_str(),
+        "summary": format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, ticket.kind.as_str()),
+        "severity": "info",
+        "users": ticket.users,
+        "impact_start": rfc3339(ticket.opened_at),
+        "closed_because": why_closed,
+        "at": rfc3339(at),
+        "url": url.as_str(),
+    })
+}
+
+/// A change of a support ticket the recorder saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketNews {
+    Opened { hub: String, kind: IncidentKind, users: Vec<String> },
+    /// Nobody is affected any more, or it became an incident (`escalated`).
+    Closed { hub: String, kind: IncidentKind, escalated: bool },
+}
+
+impl IncidentManager {
+    pub(super) fn webhook(&self, body: Value) -> Option<NewEvent> {
+        self.webhook.then(|| NewEvent::now(EventAction::Webhook, body))
+    }
+
+    /// The support ticket open on `hub` for `kind`, if any.
+    pub fn open_ticket(&self, hub: &str, kind: IncidentKind) -> Result<Option<Ticket>, StoreError> {
+        Ok(self.store.open_tickets()?.into_iter().find(|t| t.hub == hub && t.kind == kind))
+    }
+
+    /// Records a ticket's opening or closing, with its webhook event when a sink is configured.
+    pub fn record_ticket(&self, news: &TicketNews, now: SystemTime) -> Result<(), StoreError> {
+        let url = self.public_url.clone();
+        match news {
+            TicketNews::Opened { hub, kind, users } => {
+                if self.open_ticket(hub, *kind)?.is_some() {
+                    return Ok(());
+                }
+                let seconds = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let ticket = Ticket {
+                    id: format!("ticket-{hub}-{}-{seconds}", kind.as_str()),
+                    hub: hub.clone(),
+                    kind: *kind,
+                    opened_at: now,
+                    users: users.clone(),
+                };
+                let event = self.webhook(ticket_body(WebhookEvent::TicketOpened, &ticket, None, &url, now));
+                self.store.open_ticket(&ticket, event.as_ref())?;
+                tracing::info!(id = %ticket.id, ?users, "support ticket opened");
+            }
+            TicketNews::Closed { hub, kind, escalated } => {
+                let Some(ticket) = self.open_ticket(hub, *kind)? else { return Ok(()) };
+                let why = if *escalated { "it became an incident" } else { "nobody is affected any more" };
+                let event = self.webhook(ticket_body(WebhookEvent::TicketClosed, &ticket, Some(why), &url, now));
+                self.store.close_ticket(&ticket.id, now, event.as_ref())?;
+                tracing::info!(id = %ticket.id, why, "support ticket closed");
+            }
+        }
+        if self.webhook {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}

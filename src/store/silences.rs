@@ -1,0 +1,81 @@
+//! Silences: state like incidents (they survive restarts and failover, and are mirrored with the rest).
+
+use super::{Store, StoreError, from_millis, millis};
+use crate::domain::{IncidentKind, Silence, SilenceSource};
+use rusqlite::{OptionalExtension, Row, params};
+use std::time::SystemTime;
+
+const COLUMNS: &str = "id, hub, kind, starts_at, ends_at, reason, created_by, source";
+
+fn silence(row: &Row) -> Result<Silence, rusqlite::Error> {
+    let kind: Option<String> = row.get(2)?;
+    let source: String = row.get(7)?;
+    Ok(Silence {
+        id: row.get(0)?,
+        hub: row.get(1)?,
+        kind: kind.as_deref().and_then(IncidentKind::parse),
+        starts_at: from_millis(row.get(3)?),
+        ends_at: from_millis(row.get(4)?),
+        reason: row.get(5)?,
+        created_by: row.get(6)?,
+        source: SilenceSource::parse(&source).unwrap_or(SilenceSource::Api),
+    })
+}
+
+impl Store {
+    /// Adds `silence`, or replaces the one with its id (an annotation's silence changes in place).
+    pub fn put_silence(&self, silence: &Silence) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO silences ({COLUMNS}, end_noted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)"
+                ),
+                params![
+                    silence.id,
+                    silence.hub,
+                    silence.kind.map(IncidentKind::as_str),
+                    millis(silence.starts_at),
+                    millis(silence.ends_at),
+                    silence.reason,
+                    silence.created_by,
+                    silence.source.as_str(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The silences that end after `since` (active ones, and those that ended since then), newest first.
+    pub fn silences(&self, since: SystemTime) -> Result<Vec<Silence>, StoreError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE ends_at > ?1 ORDER BY starts_at DESC, id"))?;
+        let rows = statement.query_map([millis(since)], silence)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
+        let conn = self.conn();
+        Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM silences WHERE id = ?1"), [id], silence).optional()?)
+    }
+
+    /// Ends the silence `id` at `now` (if it ends later); the silence as it is now, `None` if unknown.
+    pub fn expire_silence(&self, id: &str, now: SystemTime) -> Result<Option<Silence>, StoreError> {
+        self.write(|tx| {
+            tx.execute("UPDATE silences SET ends_at = MIN(ends_at, ?2) WHERE id = ?1", params![id, millis(now)])?;
+            Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM silences WHERE id = ?1"), [id], silence).optional()?)
+        })
+    }
+
+    /// Silences that have ended by `now` and whose end the timelines have not been told of yet; marked told.
+    pub fn take_ended_silences(&self, now: SystemTime) -> Result<Vec<Silence>, StoreError> {
+        self.write(|tx| {
+            let ended: Vec<Silence> = tx
+                .prepare(&format!("SELECT {COLUMNS} FROM silences WHERE end_noted = 0 AND ends_at <= ?1"))?
+                .query_map([millis(now)], silence)?
+                .collect::<Result<_, _>>()?;
+            tx.execute("UPDATE silences SET end_noted = 1 WHERE end_noted = 0 AND ends_at <= ?1", [millis(now)])?;
+            Ok(ended)
+        })
+    }
+}

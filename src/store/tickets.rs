@@ -1,0 +1,66 @@
+//! Support tickets: a problem of fewer users than the incident threshold, open from the first affected user
+//! until nobody is affected (or it becomes an incident). Kept so that its closing is sent once even across a
+//! restart.
+
+use super::outbox::{NewEvent, insert_event};
+use super::{Store, StoreError, from_millis, millis};
+use crate::domain::IncidentKind;
+use rusqlite::params;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: String,
+    pub hub: String,
+    pub kind: IncidentKind,
+    pub opened_at: SystemTime,
+    pub users: Vec<String>,
+}
+
+impl Store {
+    /// Opens `ticket` with its webhook event (if any), atomically.
+    pub fn open_ticket(&self, ticket: &Ticket, event: Option<&NewEvent>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tickets (id, hub, kind, opened_at, users) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    ticket.id,
+                    ticket.hub,
+                    ticket.kind.as_str(),
+                    millis(ticket.opened_at),
+                    serde_json::to_string(&ticket.users)?
+                ],
+            )?;
+            event.into_iter().try_for_each(|e| insert_event(tx, &ticket.id, ticket.opened_at, e))
+        })
+    }
+
+    /// Closes the ticket `id` at `at` with its webhook event (if any), atomically.
+    pub fn close_ticket(&self, id: &str, at: SystemTime, event: Option<&NewEvent>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("UPDATE tickets SET closed_at = ?2 WHERE id = ?1", params![id, millis(at)])?;
+            event.into_iter().try_for_each(|e| insert_event(tx, id, at, e))
+        })
+    }
+
+    pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare("SELECT id, hub, kind, opened_at, users FROM tickets WHERE closed_at IS NULL ORDER BY id")?;
+        let mut rows = statement.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(2)?;
+            let Some(kind) = IncidentKind::parse(&kind) else { continue };
+            let users: String = row.get(4)?;
+            out.push(Ticket {
+                id: row.get(0)?,
+                hub: row.get(1)?,
+                kind,
+                opened_at: from_millis(row.get(3)?),
+                users: serde_json::from_str(&users)?,
+            });
+        }
+        Ok(out)
+    }
+}

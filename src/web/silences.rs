@@ -1,0 +1,83 @@
+//! `/api/v1/silences`: make (`POST`), list (`GET`: active and those ended in the last day) and end
+//! (`DELETE /api/v1/silences/{id}`) silences, behind the pages' authentication. Refusals are `400
+//! {"error": "..."}` naming what is wrong.
+
+use super::{WebState, store_failed};
+use crate::domain::{Silence, SilenceSource};
+use crate::incident::holds::{self, SilenceRequest};
+use crate::tasks::off_runtime;
+use crate::timefmt::rfc3339;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime};
+
+/// How long an ended silence is still listed.
+pub const ENDED_LISTED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+pub fn to_json(silence: &Silence, now: SystemTime) -> Value {
+    json!({
+        "id": silence.id,
+        "hub": silence.hub,
+        "kind": silence.kind.map(|k| k.as_str()),
+        "starts_at": rfc3339(silence.starts_at),
+        "ends_at": rfc3339(silence.ends_at),
+        "reason": silence.reason,
+        "created_by": silence.created_by,
+        "source": silence.source.as_str(),
+        "active": silence.is_active(now),
+    })
+}
+
+fn refuse(status: StatusCode, error: String) -> Response {
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> Response {
+    let request: SilenceRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not a silence as JSON: {e}")),
+    };
+    off_runtime(move || {
+        let now = SystemTime::now();
+        let hubs: Vec<String> = state.board.snapshot().into_keys().collect();
+        let silence = match holds::validate(&request, &hubs, holds::new_silence_id(), SilenceSource::Api, now) {
+            Ok(silence) => silence,
+            Err(refused) => return refuse(StatusCode::BAD_REQUEST, refused.to_string()),
+        };
+        match holds::start_silence(&state.store, &silence, now) {
+            Ok(()) => {
+                tracing::warn!(id = %silence.id, hub = %silence.hub, kind = silence.kind.map(|k| k.as_str()),
+                    until = %rfc3339(silence.ends_at), reason = %silence.reason, by = %silence.created_by, "silence added");
+                (StatusCode::CREATED, Json(to_json(&silence, now))).into_response()
+            }
+            Err(e) => store_failed(e),
+        }
+    })
+    .await
+}
+
+pub async fn list(State(state): State<WebState>) -> Response {
+    off_runtime(move || {
+        let now = SystemTime::now();
+        match state.store.silences(now - ENDED_LISTED_FOR) {
+            Ok(silences) => Json(silences.iter().map(|s| to_json(s, now)).collect::<Vec<_>>()).into_response(),
+            Err(e) => store_failed(e),
+        }
+    })
+    .await
+}
+
+pub async fn expire(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    off_runtime(move || match state.store.expire_silence(&id, SystemTime::now()) {
+        Ok(Some(silence)) => {
+            tracing::warn!(id = %silence.id, hub = %silence.hub, "silence expired by an operator");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(None) => refuse(StatusCode::NOT_FOUND, format!("no silence {id:?}")),
+        Err(e) => store_failed(e),
+    })
+    .await
+}
