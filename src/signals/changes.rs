@@ -35,7 +35,8 @@ pub const SILENCE_REASON_ANNOTATION: &str = "hubwatch.jupyter.org/silence-reason
 /// runs the new template, or the rollout is still progressing (z2jh's hub uses the Recreate strategy: the
 /// new pod is updated at once but not yet available).
 pub fn rolling_out(deployment: &Deployment) -> bool {
-    let Some(status) = &deployment.status else { return true };
+    // No status yet (just created): not known to be rolling out, and a page is never held on a guess.
+    let Some(status) = &deployment.status else { return false };
     let wanted = deployment.spec.replicas.unwrap_or(1);
     let observed = status.observed_generation.unwrap_or_default() < deployment.metadata.generation.unwrap_or_default();
     let progressing = status.conditions.iter().flatten().any(|c| {

@@ -463,8 +463,24 @@ pub fn hub_deployment(image: &str, checksum: &str, generation: i64) -> Value {
                 "spec": {"containers": [{"name": "hub", "image": image}]},
             },
         },
-        "status": {"replicas": 1, "readyReplicas": 1, "observedGeneration": generation},
+        "status": rolled_out(generation),
     })
+}
+
+/// A Deployment's status once its rollout is complete (as the controller writes it).
+pub fn rolled_out(generation: i64) -> Value {
+    json!({"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": generation,
+           "conditions": [
+               {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+               {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]})
+}
+
+/// A Deployment's status mid-rollout (z2jh's Recreate strategy: the new pod exists, not yet available).
+pub fn rolling_out(generation: i64) -> Value {
+    json!({"replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1, "observedGeneration": generation,
+           "conditions": [
+               {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+               {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]})
 }
 
 /// A hub found by discovery in `namespace`: its Deployment (URL and probe users in annotations), the
@@ -478,6 +494,7 @@ pub fn load_discoverable_hub(server: &ApiServer, namespace: &str, url: &str, use
         "spec": {"selector": {"matchLabels": {"component": "hub"}},
                  "template": {"metadata": {"labels": {"component": "hub"}},
                               "spec": {"containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.1.0"}]}}},
+        "status": rolled_out(1),
     }));
     server.put(
         "services",

@@ -10,3 +10,4 @@ pub mod pagerduty;
 pub mod stub_hub;
 pub mod tiers;
 pub mod tls;
+pub mod webhook;
