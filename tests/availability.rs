@@ -44,7 +44,9 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         hold: None,
     };
     let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({"event_action": "trigger"}));
-    store.open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger]).unwrap();
+    store
+        .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
+        .unwrap();
     let queued = store.due_events(SystemTime::now() + Duration::from_secs(60), 100).unwrap();
     let event = queued.iter().find(|e| e.key == s.key).unwrap();
     match s.page {

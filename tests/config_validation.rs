@@ -10,6 +10,8 @@ fn env(name: &str) -> Option<String> {
         "TEMPLE_TOKEN" => Some("service-token-value".into()),
         "PROBE_PASSWORD" => Some("probe-password".into()),
         "ROUTING_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
+        "STAGING_ROUTING_KEY" => Some("fedcba9876543210fedcba9876543210".into()),
+        "HELPDESK_AUTH" => Some("Bearer helpdesk".into()),
         _ => None,
     }
 }
@@ -122,6 +124,27 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
         matches!(&staging.login, hubwatch::config::LoginMethod::Form { password } if password.expose() == "probe-password")
     );
     assert!(staging.dask_gateway.is_none());
+    assert_eq!(config.incidents.rollout_grace, Duration::from_secs(600));
+    let webhook = config.webhook.as_ref().unwrap();
+    assert_eq!(webhook.url.as_str(), "https://helpdesk.example.org/hooks/hubwatch");
+    assert_eq!((webhook.retry_delay, webhook.timeout), (Duration::from_secs(5), Duration::from_secs(10)));
+    assert_eq!(webhook.headers[0].0, "Authorization");
+    use hubwatch::domain::IncidentKind::{DaskGateway, HubAccess};
+    let route = config.page_route("staging-hub", Some(HubAccess)).unwrap();
+    assert_eq!(route.routing_key.expose(), "fedcba9876543210fedcba9876543210");
+    assert_eq!(route.severity, hubwatch::config::Severity::Warning);
+    assert_eq!(route.priority, Some(("P3".into(), "hubs[staging-hub].pagerduty.kinds.hub_access.priority".into())));
+    let route = config.page_route("staging-hub", Some(DaskGateway)).unwrap();
+    assert_eq!(
+        (route.severity, route.priority.unwrap().1.as_str()),
+        (hubwatch::config::Severity::Info, "pagerduty.priority")
+    );
+    let route = config.page_route("temple", Some(HubAccess)).unwrap();
+    assert_eq!(
+        (route.routing_key_rule.as_str(), route.severity),
+        ("pagerduty.routing_key", hubwatch::config::Severity::Error)
+    );
+    assert!(config.secrets().contains(&"Bearer helpdesk"), "webhook headers are secrets to redact");
 }
 
 #[test]
@@ -152,6 +175,8 @@ fn validate_exits_2_and_names_the_file() {
         .env("TEMPLE_TOKEN", "x")
         .env("PROBE_PASSWORD", "y")
         .env("ROUTING_KEY", "0123456789abcdef0123456789abcdef")
+        .env("STAGING_ROUTING_KEY", "fedcba9876543210fedcba9876543210")
+        .env("HELPDESK_AUTH", "Bearer z")
         .output()
         .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));

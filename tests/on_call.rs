@@ -8,8 +8,8 @@ mod support;
 use hubwatch::config::Config;
 use hubwatch::detector::{Detector, DetectorSettings};
 use hubwatch::domain::{
-    Capability, DeploymentState, HubChange, IncidentKind, ProbeOutcome, ProbeResult, SilenceSource, Stage,
-    StepFailure, Transition,
+    Capability, DeploymentState, HubChange, IncidentKind, ProbeOutcome, ProbeResult, SilenceSource, Stage, StepFailure,
+    Transition,
 };
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
@@ -37,7 +37,9 @@ struct OnCall {
 fn config(pd_events: &str, webhook: Option<&str>, state: &Path) -> Config {
     let api = pd_events.trim_end_matches("/v2/enqueue");
     let webhook = webhook
-        .map(|url| format!("webhook: {{url: \"{url}\", headers: {{Authorization: {{env: HOOK_AUTH}}}}, retry_delay: 1s}}\n"))
+        .map(|url| {
+            format!("webhook: {{url: \"{url}\", headers: {{Authorization: {{env: HOOK_AUTH}}}}, retry_delay: 1s}}\n")
+        })
         .unwrap_or_default();
     let yaml = format!(
         r#"state_path: {state}
@@ -195,7 +197,10 @@ async fn a_silenced_outage_pages_once_when_the_silence_ends_and_never_if_it_reco
     assert_eq!(held.silence.as_deref(), Some(silence.as_str()));
     assert!(held.why.contains("upgrading to z2jh 4, by yuvi"), "{held:?}");
     let timeline = s.timeline(&key);
-    assert!(timeline.iter().any(|(k, t)| *k == TimelineKind::Held && t.starts_with("not paged: held by silence")), "{timeline:?}");
+    assert!(
+        timeline.iter().any(|(k, t)| *k == TimelineKind::Held && t.starts_with("not paged: held by silence")),
+        "{timeline:?}"
+    );
 
     eprintln!("phase: hubwatch restarts; the silence and the held incident are still there");
     drop(s);
@@ -219,7 +224,11 @@ async fn a_silenced_outage_pages_once_when_the_silence_ends_and_never_if_it_reco
     let incident_id = pd.incident_of(&key).unwrap();
     assert_eq!(pd.priorities_set(), [(incident_id, "P2".to_string())]);
     let timeline = s.timeline(&key);
-    assert!(timeline.iter().any(|(_, t)| t.contains("ended at")) || timeline.iter().any(|(_, t)| t.contains("is over with the incident still open: paged now")), "{timeline:?}");
+    assert!(
+        timeline.iter().any(|(_, t)| t.contains("ended at"))
+            || timeline.iter().any(|(_, t)| t.contains("is over with the incident still open: paged now")),
+        "{timeline:?}"
+    );
     assert!(timeline.iter().any(|(_, t)| t.starts_with("priority P2 set on PagerDuty incident")), "{timeline:?}");
     s.heal("lab", SystemTime::now());
     s.deliver_until(Duration::from_secs(5), || pd.accepted().len() >= 2).await;
@@ -258,8 +267,22 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
         changes: vec!["image of container hub: k8s-hub:4.1.0 -> k8s-hub:4.2.0".into()],
     };
     s.manager.record_change(&change, t0).unwrap();
-    s.manager.record_ticket(&TicketNews::Opened { hub: "temple".into(), kind: IncidentKind::DaskGateway, users: vec!["probe-3".into()] }, t0).unwrap();
-    s.manager.record_ticket(&TicketNews::Closed { hub: "temple".into(), kind: IncidentKind::DaskGateway, escalated: false }, t0 + Duration::from_secs(60)).unwrap();
+    s.manager
+        .record_ticket(
+            &TicketNews::Opened {
+                hub: "temple".into(),
+                kind: IncidentKind::DaskGateway,
+                users: vec!["probe-3".into()],
+            },
+            t0,
+        )
+        .unwrap();
+    s.manager
+        .record_ticket(
+            &TicketNews::Closed { hub: "temple".into(), kind: IncidentKind::DaskGateway, escalated: false },
+            t0 + Duration::from_secs(60),
+        )
+        .unwrap();
     s.deliver_until(Duration::from_secs(2), || false).await;
     assert!(pd.priorities_set().is_empty(), "the REST API is down: no priority yet");
     pd.inner.lock().unwrap().rest_outage = None;
@@ -274,14 +297,19 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
     assert_eq!(routing["routing_key_rule"], "hubs[temple].pagerduty.routing_key");
     assert!(!temple_trigger["payload"].to_string().contains(TEMPLE_ROUTING_KEY), "the key is only where it belongs");
     let lab_trigger = &triggers(&pd, &lab)[0];
-    assert_eq!((lab_trigger["routing_key"].as_str(), lab_trigger["payload"]["severity"].as_str()), (Some(ROUTING_KEY), Some("critical")));
+    assert_eq!(
+        (lab_trigger["routing_key"].as_str(), lab_trigger["payload"]["severity"].as_str()),
+        (Some(ROUTING_KEY), Some("critical"))
+    );
     assert_eq!(pd.changes()[0]["routing_key"], TEMPLE_ROUTING_KEY, "temple's change goes to temple's service");
     let mut priorities = pd.priorities_set();
     priorities.sort();
-    let mut expected = vec![(pd.incident_of(&temple).unwrap(), "P1".to_string()), (pd.incident_of(&lab).unwrap(), "P2".to_string())];
+    let mut expected =
+        vec![(pd.incident_of(&temple).unwrap(), "P1".to_string()), (pd.incident_of(&lab).unwrap(), "P2".to_string())];
     expected.sort();
     assert_eq!(priorities, expected, "each priority set once, after the REST API came back");
-    let failed_puts = pd.rest_requests().iter().filter(|(r, status)| r.starts_with("GET /incidents") && *status == 500).count();
+    let failed_puts =
+        pd.rest_requests().iter().filter(|(r, status)| r.starts_with("GET /incidents") && *status == 500).count();
     assert!(failed_puts >= 1, "the REST API's outage was met and retried");
 
     s.heal("temple", SystemTime::now());
@@ -294,19 +322,26 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
     events.dedup();
     assert_eq!(events.len(), delivered, "every webhook event delivered once: {:?}", receiver.events());
     let kinds: Vec<String> = receiver.events().into_iter().map(|(event, _)| event).collect();
-    for (event, count) in [("incident_opened", 2), ("incident_resolved", 2), ("ticket_opened", 1), ("ticket_closed", 1)] {
+    for (event, count) in [("incident_opened", 2), ("incident_resolved", 2), ("ticket_opened", 1), ("ticket_closed", 1)]
+    {
         assert_eq!(kinds.iter().filter(|k| **k == event).count(), count, "{event}: {kinds:?}");
     }
     assert!(receiver.attempts() >= 9, "three refused while the receiver was down, then six");
     let ticket = receiver.accepted().into_iter().find(|b| b["event"] == "ticket_closed").unwrap();
     assert_eq!(ticket["closed_because"], "nobody is affected any more");
     assert_eq!(ticket["users"], serde_json::json!(["probe-3"]));
-    let opened = receiver.accepted().into_iter().find(|b| b["event"] == "incident_opened" && b["hub"] == "temple").unwrap();
+    let opened =
+        receiver.accepted().into_iter().find(|b| b["event"] == "incident_opened" && b["hub"] == "temple").unwrap();
     assert_eq!(opened["url"], format!("https://hubwatch.example.org/incidents/{temple}"));
     assert_eq!(opened["severity"], "error");
 }
 
-fn deployment(hub: &str, generation: i64, rolling_out: bool, silence: Option<(String, Option<&str>)>) -> DeploymentState {
+fn deployment(
+    hub: &str,
+    generation: i64,
+    rolling_out: bool,
+    silence: Option<(String, Option<&str>)>,
+) -> DeploymentState {
     DeploymentState {
         hub: hub.into(),
         namespace: hub.into(),
@@ -343,8 +378,16 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
     s.deliver_until(Duration::from_millis(500), || false).await;
     assert!(triggers(&pd, &key).is_empty(), "held within the grace");
     let timeline = s.timeline(&key);
-    assert!(timeline.iter().any(|(k, t)| *k == TimelineKind::Held && t.contains("the rollout of hub Deployment hub (generation 9)")), "{timeline:?}");
-    assert!(timeline.iter().any(|(k, t)| *k == TimelineKind::HubChanged && t.contains("k8s-hub:4.2.0")), "the change is in the timeline: {timeline:?}");
+    assert!(
+        timeline
+            .iter()
+            .any(|(k, t)| *k == TimelineKind::Held && t.contains("the rollout of hub Deployment hub (generation 9)")),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline.iter().any(|(k, t)| *k == TimelineKind::HubChanged && t.contains("k8s-hub:4.2.0")),
+        "the change is in the timeline: {timeline:?}"
+    );
     eprintln!("phase: the rollout stays broken past the grace: it pages as usual");
     s.manager.review_holds(t0 + Duration::from_secs(301)).unwrap();
     s.manager.review_holds(t0 + Duration::from_secs(302)).unwrap();
@@ -353,7 +396,12 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
 
     eprintln!("phase: lab's Deployment carries a silence annotation");
     let until = hubwatch::timefmt::rfc3339(SystemTime::now() + Duration::from_secs(3600));
-    s.manager.on_deployment(&deployment("lab", 3, false, Some((until.clone(), Some("moving to a new cluster")))), SystemTime::now()).unwrap();
+    s.manager
+        .on_deployment(
+            &deployment("lab", 3, false, Some((until.clone(), Some("moving to a new cluster")))),
+            SystemTime::now(),
+        )
+        .unwrap();
     let silence = s.store.silence("annotation-lab").unwrap().expect("the annotation made a silence");
     assert_eq!(silence.source, SilenceSource::Annotation);
     assert_eq!(silence.created_by, "annotation on Deployment lab/hub");

@@ -92,8 +92,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
         assert!(triggers(&pd).is_empty(), "held within the grace");
     }
     eprintln!("phase: the rollout stays broken past the grace: it pages");
-    let latency =
-        wait_for("the trigger", GRACE + Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
+    let latency = wait_for("the trigger", GRACE + Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
     eprintln!("    trigger {:?} after the rollout was seen", rollout_seen.elapsed());
     let _ = latency;
     tokio::time::sleep(Duration::from_secs(6)).await;

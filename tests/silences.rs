@@ -119,13 +119,25 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     eprintln!("phase: bad silences are refused with what is wrong");
     let refused = silence(&base, &["add", "--hub", "nowhere", "--for", "1h", "--reason", "x"], false);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused.stderr).contains("unknown hub \"nowhere\" (hubwatch watches: lab)"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("unknown hub \"nowhere\" (hubwatch watches: lab)"),
+        "{}",
+        text(&refused.stderr)
+    );
     let refused = silence(&base, &["add", "--hub", "lab", "--until", "2020-01-01T00:00:00Z", "--reason", "x"], false);
-    assert!(text(&refused.stderr).contains("the end (2020-01-01T00:00:00Z) is in the past"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("the end (2020-01-01T00:00:00Z) is in the past"),
+        "{}",
+        text(&refused.stderr)
+    );
     let refused = silence(&base, &["add", "--hub", "lab", "--kind", "dask", "--for", "1h", "--reason", "x"], false);
     assert!(text(&refused.stderr).contains("unknown kind \"dask\""), "{}", text(&refused.stderr));
     let refused = silence(&base, &["add", "--hub", "lab", "--for", "1h", "--reason", "x"], true);
-    assert!(text(&refused.stderr).contains("set HUBWATCH_WEB_USER and HUBWATCH_WEB_PASSWORD"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("set HUBWATCH_WEB_USER and HUBWATCH_WEB_PASSWORD"),
+        "{}",
+        text(&refused.stderr)
+    );
     let no_reason = reqwest::Client::new()
         .post(format!("{base}/api/v1/silences"))
         .header("Authorization", basic())
@@ -184,7 +196,11 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"]);
 
     eprintln!("phase: silenced again; an outage that recovers while silenced sends nothing");
-    let made = silence(&base, &["add", "--hub", "lab", "--kind", "hub_access", "--for", "1h", "--reason", "chaos drill"], false);
+    let made = silence(
+        &base,
+        &["add", "--hub", "lab", "--kind", "hub_access", "--for", "1h", "--reason", "chaos drill"],
+        false,
+    );
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
     lab.set_flag("spawn-fail", None, "");
     wait_for("the second, silenced incident", DETECTION, async || !open_incidents(&base).await.is_empty()).await;

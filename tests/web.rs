@@ -201,7 +201,9 @@ async fn incidents_are_listed_fifty_to_a_page() {
             hold: None,
         };
         let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
-        store.open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger]).unwrap();
+        store
+            .open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
+            .unwrap();
         let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({}));
         store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", &[resolve]).unwrap();
     }

@@ -2,12 +2,12 @@
 //! not run, 2 a bad config or bad arguments.
 
 mod availability;
-mod silence;
 mod check;
 mod hash_password;
 mod incidents;
 mod report;
 mod run;
+mod silence;
 mod table;
 mod validate;
 

@@ -67,7 +67,11 @@ pub fn command(command: SilenceCommand) -> ExitCode {
                     "reason": reason, "created_by": author});
                 let silence = call(&http, reqwest::Method::POST, &url, "api/v1/silences", Some(body)).await?;
                 println!("{}", silence["id"].as_str().unwrap_or_default());
-                eprintln!("silenced {} until {}", silence["hub"].as_str().unwrap_or_default(), silence["ends_at"].as_str().unwrap_or_default());
+                eprintln!(
+                    "silenced {} until {}",
+                    silence["hub"].as_str().unwrap_or_default(),
+                    silence["ends_at"].as_str().unwrap_or_default()
+                );
                 Ok(())
             }
             SilenceCommand::List { url, output } => {
@@ -98,7 +102,11 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Result<Value, String> {
-    let base = if base.path().ends_with('/') { base.clone() } else { Url::parse(&format!("{base}/")).map_err(|e| e.to_string())? };
+    let base = if base.path().ends_with('/') {
+        base.clone()
+    } else {
+        Url::parse(&format!("{base}/")).map_err(|e| e.to_string())?
+    };
     let url = base.join(path).map_err(|e| e.to_string())?;
     let mut request = http.reqwest().request(method, url.clone());
     if let Ok(user) = std::env::var("HUBWATCH_WEB_USER") {

@@ -150,7 +150,7 @@ pub struct IncidentsConfig {
     pub recovery_successes: u32,
     /// Least time between two follow-up triggers of one incident.
     pub update_interval: Duration,
-    /// How long a hub Deployment mid-rollout holds back its hub's pages (0: not at all).
+    /// How long a hub Deployment mid-rollout holds back its hub's pages.
     pub rollout_grace: Duration,
 }
 

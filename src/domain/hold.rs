@@ -87,7 +87,10 @@ pub struct DeploymentState {
 pub enum Hold {
     Silence(Silence),
     /// Until the rollout completes or its grace ends (`until`), whichever comes first.
-    Rollout { rollout: Rollout, until: SystemTime },
+    Rollout {
+        rollout: Rollout,
+        until: SystemTime,
+    },
 }
 
 impl Hold {
@@ -178,7 +181,8 @@ mod tests {
         let rollout = Rollout { hub: "temple".into(), deployment: "hub".into(), generation: 4, since: t(100) };
         let grace = Duration::from_secs(300);
         let silences = [silence("short", None, 150), silence("long", None, 180)];
-        let held = Hold::of("temple", IncidentKind::HubAccess, &silences, std::slice::from_ref(&rollout), grace, t(120));
+        let held =
+            Hold::of("temple", IncidentKind::HubAccess, &silences, std::slice::from_ref(&rollout), grace, t(120));
         assert_eq!(held.as_ref().and_then(Hold::silence_id), Some("long"), "the silence that ends last");
         let held = Hold::of("temple", IncidentKind::HubAccess, &[], std::slice::from_ref(&rollout), grace, t(399));
         assert_eq!(held.map(|h| h.until()), Some(t(400)));

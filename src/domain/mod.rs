@@ -8,7 +8,9 @@ mod secret;
 pub mod wording;
 
 pub use hold::{DeploymentState, Hold, Rollout, Silence, SilenceSource};
-pub use incident::{AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure};
+pub use incident::{
+    AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure,
+};
 pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
 pub use secret::Secret;
 pub use wording::truncate;

@@ -4,8 +4,8 @@
 //! before its opening); consecutive changes of one incident are merged, so a long outage of the disk holds
 //! a few decisions per hub and kind, not one per probe.
 
-use crate::diagnostics::Diagnostics;
 use super::sinks::TicketNews;
+use crate::diagnostics::Diagnostics;
 use crate::domain::{DeploymentState, HubChange, IncidentKind, Transition};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -20,7 +20,10 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 pub enum Decision {
     Transition(Transition),
     HubChanged(HubChange),
-    Diagnostics { key: String, diagnostics: Diagnostics },
+    Diagnostics {
+        key: String,
+        diagnostics: Diagnostics,
+    },
     /// A hub Deployment's rollout and silence annotations.
     Deployment(DeploymentState),
     Ticket(TicketNews),

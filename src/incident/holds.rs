@@ -263,9 +263,8 @@ impl IncidentManager {
         let hubs = [state.hub.clone()];
         match validate(&request, &hubs, id.clone(), SilenceSource::Annotation, now) {
             Ok(silence) => {
-                let unchanged = existing
-                    .as_ref()
-                    .is_some_and(|e| e.ends_at == silence.ends_at && e.reason == silence.reason);
+                let unchanged =
+                    existing.as_ref().is_some_and(|e| e.ends_at == silence.ends_at && e.reason == silence.reason);
                 if !unchanged {
                     let silence = Silence { starts_at: existing.map_or(now, |e| e.starts_at), ..silence };
                     start_silence(&self.store, &silence, now)?;
@@ -304,7 +303,8 @@ mod tests {
     fn a_good_silence_is_made_with_its_end() {
         let s = check(serde_json::json!({"hub": "temple", "kind": "hub_access", "duration": "2h", "reason": "upgrading", "created_by": "yuvi"})).unwrap();
         assert_eq!((s.hub.as_str(), s.kind, s.ends_at), ("temple", Some(IncidentKind::HubAccess), t(1_800_007_200)));
-        let s = check(serde_json::json!({"hub": "lab", "ends_at": "2027-02-15T08:00:00+02:00", "reason": "move"})).unwrap();
+        let s =
+            check(serde_json::json!({"hub": "lab", "ends_at": "2027-02-15T08:00:00+02:00", "reason": "move"})).unwrap();
         assert_eq!(rfc3339(s.ends_at), "2027-02-15T06:00:00Z");
         assert_eq!((s.kind, s.created_by.as_str()), (None, "unknown"));
     }
@@ -313,11 +313,17 @@ mod tests {
     fn bad_silences_are_refused_with_what_is_wrong() {
         use serde_json::json;
         let cases = [
-            (json!({"hub": "nowhere", "duration": "2h", "reason": "x"}), "unknown hub \"nowhere\" (hubwatch watches: temple, lab)"),
+            (
+                json!({"hub": "nowhere", "duration": "2h", "reason": "x"}),
+                "unknown hub \"nowhere\" (hubwatch watches: temple, lab)",
+            ),
             (json!({"hub": "temple", "kind": "dask", "duration": "2h", "reason": "x"}), "unknown kind \"dask\""),
             (json!({"hub": "temple", "duration": "2h"}), "a reason is required"),
             (json!({"hub": "temple", "duration": "2h", "reason": "  "}), "a reason is required"),
-            (json!({"hub": "temple", "ends_at": "2020-01-01T00:00:00Z", "reason": "x"}), "the end (2020-01-01T00:00:00Z) is in the past"),
+            (
+                json!({"hub": "temple", "ends_at": "2020-01-01T00:00:00Z", "reason": "x"}),
+                "the end (2020-01-01T00:00:00Z) is in the past",
+            ),
             (json!({"hub": "temple", "reason": "x"}), "an end is required"),
             (json!({"hub": "temple", "duration": "soon", "reason": "x"}), "duration \"soon\" is not a duration"),
             (json!({"hub": "temple", "duration": "2h", "ends_at": "2027-01-01T00:00:00Z", "reason": "x"}), "not both"),

@@ -11,8 +11,6 @@ pub mod report;
 pub mod sinks;
 
 use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
-use holds::Rollouts;
-use sinks::WebhookEvent;
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
 use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
@@ -21,6 +19,8 @@ use crate::status::StatusBoard;
 use crate::store::{
     DiagnosticsAttached, EventAction, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind,
 };
+use holds::Rollouts;
+use sinks::WebhookEvent;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,7 +199,8 @@ impl IncidentManager {
         now: SystemTime,
     ) -> Result<(Vec<NewEvent>, Option<DiagnosticsWanted>), StoreError> {
         let (hub, kind) = (incident.hub.as_str(), incident.kind);
-        let (trigger, wanted) = self.trigger(&incident.key, hub, kind, &incident.symptoms, incident.impact_start, now)?;
+        let (trigger, wanted) =
+            self.trigger(&incident.key, hub, kind, &incident.symptoms, incident.impact_start, now)?;
         let mut events = vec![trigger];
         let route = self.config.page_route(hub, Some(kind));
         if let Some((priority, rule)) = route.as_ref().and_then(|r| r.priority.clone()) {
@@ -289,7 +290,10 @@ impl IncidentManager {
                 );
                 entries.push((TimelineKind::Held, held));
                 if let Some((changed_at, change)) = self.recent_change(hub, &hold) {
-                    entries.push((TimelineKind::HubChanged, format!("{change} (at {})", crate::timefmt::rfc3339(changed_at))));
+                    entries.push((
+                        TimelineKind::HubChanged,
+                        format!("{change} (at {})", crate::timefmt::rfc3339(changed_at)),
+                    ));
                 }
                 tracing::warn!(%key, %summary, held_by = %page.why, "incident opened, its page held");
                 // Diagnostics are still collected: the incident's page shows them while it is held.
@@ -379,7 +383,8 @@ impl IncidentManager {
     /// recovered), and the webhook.
     fn resolve_events(&self, recovered: &IncidentRecord, at: SystemTime) -> Result<Vec<NewEvent>, StoreError> {
         let (hub, kind) = (recovered.hub.as_str(), recovered.kind);
-        let mut events = vec![NewEvent::now(EventAction::Resolve, pagerduty::resolve(&recovered.key)).routed(hub, Some(kind))];
+        let mut events =
+            vec![NewEvent::now(EventAction::Resolve, pagerduty::resolve(&recovered.key)).routed(hub, Some(kind))];
         if self.status_updates.is_some() {
             events.push(self.status_note(recovered, at)?);
         }
@@ -475,7 +480,11 @@ impl IncidentManager {
             let due = incident
                 .last_trigger_at
                 .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-            if incident.pending_update && due && incident.hold.is_none() && self.hold(&incident.hub, incident.kind, now)?.is_none() {
+            if incident.pending_update
+                && due
+                && incident.hold.is_none()
+                && self.hold(&incident.hub, incident.kind, now)?.is_none()
+            {
                 let (trigger, wants) = self.trigger(
                     &incident.key,
                     &incident.hub,

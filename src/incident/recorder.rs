@@ -6,11 +6,11 @@
 //! backlog (both outlive it), so a panic loses nothing.
 
 use super::backlog::{Backlog, Decision};
+use super::sinks::TicketNews;
 use super::{DiagnosticsWanted, IncidentManager};
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
-use super::sinks::TicketNews;
 use crate::domain::{HubNews, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, Transition};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -175,8 +175,7 @@ impl Recorder {
     /// Opens or closes the support ticket of `hub` and `kind` when what the detector sees says so (looked at
     /// every tick, off the hot path: a ticket is a few seconds late at most).
     fn review_ticket(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) {
-        let users: Vec<String> =
-            self.detector.symptoms(hub, kind, now).users().into_iter().map(String::from).collect();
+        let users: Vec<String> = self.detector.symptoms(hub, kind, now).users().into_iter().map(String::from).collect();
         let incident = self.detector.is_open(hub, kind);
         let wanted = !incident && !users.is_empty();
         let open = match self.manager.open_ticket(hub, kind) {

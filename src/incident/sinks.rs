@@ -35,7 +35,13 @@ impl WebhookEvent {
 }
 
 /// The body for an incident: what a helpdesk or a chat needs to open (or close) a ticket of its own.
-pub fn incident_body(event: WebhookEvent, incident: &IncidentRecord, url: &Url, severity: &str, at: SystemTime) -> Value {
+pub fn incident_body(
+    event: WebhookEvent,
+    incident: &IncidentRecord,
+    url: &Url,
+    severity: &str,
+    at: SystemTime,
+) -> Value {
     let users: std::collections::BTreeSet<&str> =
         incident.affected_ever.values().flatten().map(String::as_str).collect();
     json!({
@@ -77,9 +83,17 @@ pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str
 /// A change of a support ticket the recorder saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketNews {
-    Opened { hub: String, kind: IncidentKind, users: Vec<String> },
+    Opened {
+        hub: String,
+        kind: IncidentKind,
+        users: Vec<String>,
+    },
     /// Nobody is affected any more, or it became an incident (`escalated`).
-    Closed { hub: String, kind: IncidentKind, escalated: bool },
+    Closed {
+        hub: String,
+        kind: IncidentKind,
+        escalated: bool,
+    },
 }
 
 impl IncidentManager {

@@ -115,7 +115,8 @@ impl RestClient<'_> {
             }
             offset += listed.len();
         }
-        let there = if names.is_empty() { "none (priorities may be off for the account)".into() } else { names.join(", ") };
+        let there =
+            if names.is_empty() { "none (priorities may be off for the account)".into() } else { names.join(", ") };
         Err(Answer::Rejected(format!("PagerDuty has no priority named {name:?}; it has: {there}")))
     }
 

@@ -193,6 +193,61 @@ mod tests {
         }
     }
 
+    fn deployment(status: serde_json::Value, annotations: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hub", "namespace": "temple", "generation": 8, "annotations": annotations},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_is_rolling_out_until_its_new_pods_are_available() {
+        let progressing =
+            |reason: &str| serde_json::json!([{"type": "Progressing", "status": "True", "reason": reason}]);
+        let cases = [
+            (
+                serde_json::json!({"observedGeneration": 7, "updatedReplicas": 1, "conditions": progressing("NewReplicaSetAvailable")}),
+                true,
+                "spec not yet seen",
+            ),
+            (
+                serde_json::json!({"observedGeneration": 8, "conditions": progressing("ReplicaSetUpdated")}),
+                true,
+                "no updated replica yet",
+            ),
+            (
+                serde_json::json!({"observedGeneration": 8, "updatedReplicas": 1, "unavailableReplicas": 1, "conditions": progressing("ReplicaSetUpdated")}),
+                true,
+                "Recreate: the new pod is not available",
+            ),
+            (
+                serde_json::json!({"observedGeneration": 8, "updatedReplicas": 1, "availableReplicas": 1, "conditions": progressing("NewReplicaSetAvailable")}),
+                false,
+                "done",
+            ),
+            (
+                serde_json::json!({"observedGeneration": 8, "updatedReplicas": 1, "unavailableReplicas": 1, "conditions": progressing("NewReplicaSetAvailable")}),
+                false,
+                "crashing later: not a rollout",
+            ),
+        ];
+        for (status, expected, why) in cases {
+            assert_eq!(rolling_out(&deployment(status, serde_json::json!({}))), expected, "{why}");
+        }
+    }
+
+    #[test]
+    fn the_state_carries_the_silence_annotations_as_written() {
+        let annotations = serde_json::json!({SILENCE_UNTIL_ANNOTATION: "2026-12-01T06:00:00Z", SILENCE_REASON_ANNOTATION: "upgrading"});
+        let state =
+            state_of("temple", "temple", &deployment(serde_json::json!({"observedGeneration": 8}), annotations));
+        assert_eq!(state.silence_until.as_deref(), Some("2026-12-01T06:00:00Z"));
+        assert_eq!(state.silence_reason.as_deref(), Some("upgrading"));
+        assert_eq!((state.deployment.as_str(), state.generation), ("hub", 8));
+    }
+
     #[test]
     fn an_upgrade_and_a_config_change_are_named_and_nothing_else() {
         let before = template("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c");

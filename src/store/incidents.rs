@@ -240,7 +240,13 @@ impl Store {
 
     /// Marks the incident recovered and queues its events (the resolve, the last status note, the webhook;
     /// none for an incident whose page was held all along), atomically.
-    pub fn recover_incident(&self, key: &str, at: SystemTime, entry: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    pub fn recover_incident(
+        &self,
+        key: &str,
+        at: SystemTime,
+        entry: &str,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE incidents SET open = 0, recovered_at = ?2, pending_update = 0 WHERE key = ?1",

@@ -18,8 +18,8 @@ mod tickets;
 pub use hubs::DiscoveredHub;
 pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, TimelineEntry, TimelineKind};
 pub use outbox::{EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
-pub use tickets::Ticket;
 pub use snapshot::{RestoreReport, Version};
+pub use tickets::Ticket;
 
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};

@@ -98,7 +98,9 @@ fn a_corrupt_database_is_moved_aside_and_a_new_one_started() {
 #[test]
 fn a_full_database_fails_writes_loudly_and_recovers_when_space_returns() {
     let (_dir, store) = fresh();
-    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    store
+        .open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
     assert!(store.health().failing().is_none());
     // As a full disk: no page may be added (SQLITE_FULL).
     let pages: i64 = store.conn().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
@@ -123,7 +125,9 @@ fn every_write_advances_the_sequence_and_the_term_is_kept() {
     let (_dir, store) = fresh();
     assert_eq!(store.version().unwrap(), Version::default());
     store.set_term(3).unwrap();
-    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    store
+        .open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
     assert_eq!(store.version().unwrap(), Version { term: 3, sequence: 2 });
 }
 
@@ -132,11 +136,15 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
     let (_dir, store) = fresh();
     for i in 0..5 {
         let key = format!("old-{i}");
-        store.open_incident(&record(&key, true, t(i)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+        store
+            .open_incident(&record(&key, true, t(i)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+            .unwrap();
         let resolve = NewEvent::now(EventAction::Resolve, json!({}));
         store.recover_incident(&key, t(100 + i), "recovered", &[resolve]).unwrap();
     }
-    store.open_incident(&record("open", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    store
+        .open_incident(&record("open", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
     store.queue_change("change-temple-hub-7", t(1), NewEvent::now(EventAction::Change, json!({}))).unwrap();
     let change = store.due_events(t(2), 10).unwrap().into_iter().find(|e| e.action == EventAction::Change).unwrap();
     store.finish_event(&change, OutboxState::Sent, t(3), None, None).unwrap();
@@ -183,7 +191,9 @@ fn a_snapshot_from_an_older_leader_restores_and_one_from_a_newer_is_refused() {
 fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
     let (_dir, leader) = fresh();
     leader.set_term(4).unwrap();
-    leader.open_incident(&record("good", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    leader
+        .open_incident(&record("good", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
     let mut snapshot = leader.snapshot().unwrap();
     let tables = snapshot["tables"].as_object_mut().unwrap();
     tables.insert("secrets".into(), json!([{"token": "x"}]));
@@ -227,7 +237,9 @@ fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
 #[test]
 fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
     let (_dir, store) = fresh();
-    store.open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()]).unwrap();
+    store
+        .open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
     store.conn().execute("UPDATE outbox SET action = 'acknowledge'", []).unwrap();
     assert!(store.due_events(t(1), 10).unwrap().is_empty());
     let (state, error): (String, String) =
@@ -271,4 +283,41 @@ fn discovered_hubs_are_remembered_mirrored_and_forgotten_without_their_tokens() 
     assert_eq!(leader.discovered_hubs().unwrap(), [temple]);
     leader.remember_discovered_hubs(&[]).unwrap();
     assert!(leader.discovered_hubs().unwrap().is_empty());
+}
+
+#[test]
+fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now() {
+    use crate::domain::{Silence, SilenceSource};
+    let (_dir, leader) = fresh();
+    let silence = Silence {
+        id: "s-1".into(),
+        hub: "temple".into(),
+        kind: Some(IncidentKind::HubAccess),
+        starts_at: t(0),
+        ends_at: t(7200),
+        reason: "upgrading".into(),
+        created_by: "yuvi".into(),
+        source: SilenceSource::Api,
+    };
+    leader.put_silence(&silence).unwrap();
+    let ticket = Ticket {
+        id: "ticket-temple-hub_access-5".into(),
+        hub: "temple".into(),
+        kind: IncidentKind::HubAccess,
+        opened_at: t(5),
+        users: vec!["ana".into()],
+    };
+    leader.open_ticket(&ticket, None).unwrap();
+    let snapshot = leader.snapshot().unwrap();
+    let (_dir2, standby) = fresh();
+    let report = standby.restore(&snapshot).unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(standby.silences(t(10)).unwrap(), [silence], "the silence survives a failover");
+    assert_eq!(standby.open_tickets().unwrap(), [ticket]);
+    let expired = standby.expire_silence("s-1", t(60)).unwrap().unwrap();
+    assert_eq!(expired.ends_at, t(60));
+    assert!(standby.silences(t(61)).unwrap().is_empty());
+    assert_eq!(standby.take_ended_silences(t(61)).unwrap().len(), 1, "its end is told once");
+    assert!(standby.take_ended_silences(t(62)).unwrap().is_empty());
+    assert_eq!(standby.expire_silence("s-unknown", t(60)).unwrap(), None);
 }

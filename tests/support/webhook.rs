@@ -73,7 +73,8 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not JSON".into());
     };
-    let complete = body["version"] == 1 && body["event"].is_string() && body["id"].is_string() && body["hub"].is_string();
+    let complete =
+        body["version"] == 1 && body["event"].is_string() && body["id"].is_string() && body["hub"].is_string();
     if !complete {
         return (StatusCode::UNPROCESSABLE_ENTITY, format!("missing fields in {body}"));
     }
