@@ -10,7 +10,7 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, sample, wait_for};
@@ -87,10 +87,10 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     .unwrap();
 }
 
-fn start(config: &Path, listen: std::net::SocketAddr, token: &str, log: &PathBuf) -> Daemon {
+fn start(config: &Path, listen: std::net::SocketAddr, token: &str, log: &Path) -> Daemon {
     let env = env(token);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Daemon::start(config, listen, &env, log.clone())
+    Daemon::start(config, listen, &env, log.to_path_buf())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
