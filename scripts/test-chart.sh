@@ -66,7 +66,7 @@ PY
   env_args=()
   for var in $env_names; do
     case "$var" in
-      PAGERDUTY_ROUTING_KEY) env_args+=("$var=0123456789abcdef0123456789abcdef") ;;
+      PAGERDUTY_ROUTING_KEY|HUB_*_ROUTING_KEY) env_args+=("$var=0123456789abcdef0123456789abcdef") ;;
       # A web user's value is a bcrypt hash (what `hubwatch hash-password` prints); anything else is refused.
       HUBWATCH_WEB_USER_*) env_args+=("$var=\$2b\$12\$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW") ;;
       *) env_args+=("$var=x") ;;

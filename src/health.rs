@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug)]
 pub struct Health {
     started: AtomicBool,
+    standing_by: AtomicBool,
     failed: Mutex<BTreeSet<&'static str>>,
     /// Decisions waiting to be stored (the recorder's backlog).
     unstored: AtomicUsize,
@@ -26,6 +27,7 @@ impl Health {
     pub fn new(unhealthy_after: Duration) -> Self {
         Health {
             started: AtomicBool::new(false),
+            standing_by: AtomicBool::new(false),
             failed: Mutex::new(BTreeSet::new()),
             unstored: AtomicUsize::new(0),
             failing_since: AtomicU64::new(0),
@@ -37,6 +39,16 @@ impl Health {
     /// Probing has begun, or this replica stands by (a standby is ready: it serves the pages).
     pub fn set_started(&self, started: bool) {
         self.started.store(started, Ordering::Release);
+    }
+
+    /// This replica stands by: its state is a copy of the leader's, replaced at every mirror, so it takes
+    /// no operator's change (a silence made here would be lost).
+    pub fn set_standing_by(&self, standing_by: bool) {
+        self.standing_by.store(standing_by, Ordering::Release);
+    }
+
+    pub fn is_standing_by(&self) -> bool {
+        self.standing_by.load(Ordering::Acquire)
     }
 
     pub fn task_failed(&self, task: &'static str) {

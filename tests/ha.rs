@@ -208,6 +208,16 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
     let (status, page) = support::daemon::get(&format!("{}/incidents/{key}", b.base), None).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("probe-1"), "{page}");
+    // A standby takes no silence: its state is the leader's copy, replaced at every mirror.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v1/silences", b.base))
+        .json(&serde_json::json!({"hub": "lab", "duration": "1h", "reason": "upgrading"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("this replica stands by"), "{body}");
     a.kill();
 
     eprintln!("phase: replica-a killed; replica-b takes over although a's renewTime is an hour ahead");

@@ -217,8 +217,10 @@ impl App {
     async fn lead(&self, candidate: &Candidate, shutdown: &CancellationToken) -> Option<Leading> {
         // A standby is ready: it serves the pages (a copy of the leader's state); false would stall rollouts.
         self.health.set_started(true);
+        self.health.set_standing_by(true);
         let term = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
         self.health.set_started(false);
+        self.health.set_standing_by(false);
         candidate.take_over(&self.store, &self.metrics, term).await;
         self.metrics.set_leader(true);
         let (lost, stop_mirror, stop_lease) =

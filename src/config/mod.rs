@@ -8,7 +8,7 @@ mod walk;
 mod web;
 
 pub use probes::{DaskProbeConfig, Expect, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
-pub use routing::{HubPaging, PageOverride, PageRoute, WebhookConfig};
+pub use routing::{HubPaging, PageOverride, PageRoute, WebhookConfig, WebhookFormat};
 pub use secret::EnvLookup;
 pub use web::{TlsFiles, WebConfig};
 

@@ -11,7 +11,7 @@ use url::Url;
 
 const OVERRIDE_KEYS: &[&str] = &["routing_key", "severity", "priority", "kinds"];
 const KIND_OVERRIDE_KEYS: &[&str] = &["routing_key", "severity", "priority"];
-const WEBHOOK_KEYS: &[&str] = &["url", "headers", "retry_delay", "timeout"];
+const WEBHOOK_KEYS: &[&str] = &["url", "headers", "retry_delay", "timeout", "format"];
 
 /// What a hub (or one kind on it) changes of the global `pagerduty` settings.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +58,16 @@ pub struct WebhookConfig {
     pub headers: Vec<(String, Secret)>,
     pub retry_delay: Duration,
     pub timeout: Duration,
+    pub format: WebhookFormat,
+}
+
+/// What the webhook's body looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// hubwatch's own JSON object (docs/on-call.md): for helpdesks, chat bridges, scripts.
+    Json,
+    /// A one-alert list for Alertmanager's `POST /api/v2/alerts`: firing until it ends (`endsAt`).
+    Alertmanager,
 }
 
 impl Config {
@@ -203,11 +213,21 @@ impl Validator<'_> {
             None => Some(Vec::new()),
             Some(v) => self.webhook_headers(v),
         };
+        let format = match table.get("format").map(|v| (v, string(v, "webhook.format", self.problems))) {
+            None => Some(WebhookFormat::Json),
+            Some((_, Some(f))) if f == "json" => Some(WebhookFormat::Json),
+            Some((_, Some(f))) if f == "alertmanager" => Some(WebhookFormat::Alertmanager),
+            Some((_, Some(f))) => {
+                self.problems.add("webhook.format", format!("unknown format {f:?} (expected json or alertmanager)"));
+                None
+            }
+            Some((_, None)) => None,
+        };
         let (mut retry_delay, mut timeout) = (Duration::from_secs(2), Duration::from_secs(30));
         let ok = self.durations(&mut table, [("retry_delay", &mut retry_delay), ("timeout", &mut timeout)]);
         table.finish(self.problems);
         ok.then_some(())?;
-        Some(WebhookConfig { url: url?, headers: headers?, retry_delay, timeout })
+        Some(WebhookConfig { url: url?, headers: headers?, retry_delay, timeout, format: format? })
     }
 
     fn webhook_headers(&mut self, value: &Value) -> Option<Vec<(String, Secret)>> {

@@ -185,6 +185,24 @@ impl IncidentManager {
         Ok(Hold::of(hub, kind, &silences, &self.rollouts.all(), self.settings.rollout_grace, now))
     }
 
+    /// The timeline entries of an incident opened under `hold`: why it is not paged, and for a rollout the
+    /// template change that started it.
+    pub(super) fn held_entries(&self, hub: &str, hold: &Hold) -> Vec<(TimelineKind, String)> {
+        let page = HeldPage::of(hold);
+        let held = format!(
+            "not paged: held by {} until {}; it pages then if the incident is still open",
+            page.why,
+            rfc3339(page.until())
+        );
+        let mut entries = vec![(TimelineKind::Held, held)];
+        if let Hold::Rollout { .. } = hold
+            && let Some((at, change)) = self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).get(hub)
+        {
+            entries.push((TimelineKind::HubChanged, format!("{change} (at {})", rfc3339(*at))));
+        }
+        entries
+    }
+
     /// Every tick: tells timelines of silences that ended, and sends the pages whose hold is over (once:
     /// the trigger is queued in the same transaction that clears the hold). Returns the diagnostics the
     /// released triggers wait for.

@@ -164,8 +164,7 @@ impl IncidentManager {
                     Some((_, earlier)) => format!("{pending}\n\nEarlier ones:\n{earlier}"),
                     None => pending,
                 };
-                let users = symptoms.users().into_iter().map(String::from).collect();
-                (text, Some(DiagnosticsWanted { key: key.to_string(), hub: hub.to_string(), kind, users }))
+                (text, self.diagnostics_wanted(key, hub, kind, symptoms))
             }
         };
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
@@ -189,6 +188,22 @@ impl IncidentManager {
         let hold_until = wanted.is_some().then(|| now + self.diagnostics_wait);
         let event = NewEvent { action: EventAction::Trigger, body, hold_until, route: None }.routed(hub, Some(kind));
         Ok((event, wanted))
+    }
+
+    /// The diagnostics to collect for the incident `key`, where they are collected.
+    fn diagnostics_wanted(
+        &self,
+        key: &str,
+        hub: &str,
+        kind: IncidentKind,
+        symptoms: &Symptoms,
+    ) -> Option<DiagnosticsWanted> {
+        self.no_diagnostics.get(hub).copied().flatten().is_none().then(|| DiagnosticsWanted {
+            key: key.to_string(),
+            hub: hub.to_string(),
+            kind,
+            users: symptoms.users().into_iter().map(String::from).collect(),
+        })
     }
 
     /// Everything that pages `incident` now: its trigger, the priority to set on it (when a rule gives one),
@@ -282,28 +297,12 @@ impl IncidentManager {
                 (record, events, wanted)
             }
             Some(hold) => {
-                let page = HeldPage::of(&hold);
-                let held = format!(
-                    "not paged: held by {} until {}; it pages then if the incident is still open",
-                    page.why,
-                    crate::timefmt::rfc3339(page.until())
-                );
-                entries.push((TimelineKind::Held, held));
-                if let Some((changed_at, change)) = self.recent_change(hub, &hold) {
-                    entries.push((
-                        TimelineKind::HubChanged,
-                        format!("{change} (at {})", crate::timefmt::rfc3339(changed_at)),
-                    ));
-                }
-                tracing::warn!(%key, %summary, held_by = %page.why, "incident opened, its page held");
+                entries.extend(self.held_entries(hub, &hold));
+                tracing::warn!(%key, %summary, held_by = %hold.describe(), "incident opened, its page held");
                 // Diagnostics are still collected: the incident's page shows them while it is held.
-                let wanted = self.no_diagnostics.get(hub).copied().flatten().is_none().then(|| DiagnosticsWanted {
-                    key: key.clone(),
-                    hub: hub.to_string(),
-                    kind,
-                    users: symptoms.users().into_iter().map(String::from).collect(),
-                });
-                (IncidentRecord { hold: Some(page), last_trigger_at: None, ..record }, Vec::new(), wanted)
+                let wanted = self.diagnostics_wanted(&key, hub, kind, symptoms);
+                let record = IncidentRecord { hold: Some(HeldPage::of(&hold)), last_trigger_at: None, ..record };
+                (record, Vec::new(), wanted)
             }
         };
         let entries: Vec<(TimelineKind, &str)> = entries.iter().map(|(k, e)| (*k, e.as_str())).collect();
@@ -313,12 +312,6 @@ impl IncidentManager {
             self.wake.notify_one();
         }
         Ok(Handled { key: Some(key), wanted })
-    }
-
-    /// The hub's template change behind a rollout hold, for the timeline of an incident opened during it.
-    fn recent_change(&self, hub: &str, hold: &crate::domain::Hold) -> Option<(SystemTime, String)> {
-        let crate::domain::Hold::Rollout { .. } = hold else { return None };
-        self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).get(hub).cloned()
     }
 
     /// New symptoms of the open incident; a follow-up trigger when users or capabilities were added and the

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::tasks::Tasks;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -159,32 +159,39 @@ impl Recorder {
         }
         let transitions = self.detector.tick(now);
         self.decide_all(transitions, now);
-        // Failures age out of the window with time alone: every hub and kind is looked at. Tickets wait while
-        // decisions wait (the store would not show the ticket the waiting one opens).
-        let tickets = lock(&self.context.backlog).is_empty();
+        // Failures age out of the window with time alone: every hub and kind is looked at.
+        let tickets = match self.context.store.open_tickets() {
+            Ok(open) if lock(&self.context.backlog).is_empty() => {
+                Some(open.into_iter().map(|t| (t.hub, t.kind)).collect::<HashSet<_>>())
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the support tickets; retrying");
+                None
+            }
+        };
         for hub in self.hubs.clone() {
             for kind in IncidentKind::ALL {
                 self.observers.refresh(&self.detector, &hub, kind, now);
-                if tickets {
-                    self.review_ticket(&hub, kind, now);
+                if let Some(tickets) = &tickets {
+                    let open = tickets.contains(&(hub.clone(), kind));
+                    self.review_ticket(&hub, kind, open, now);
                 }
             }
         }
     }
 
-    /// Opens or closes the support ticket of `hub` and `kind` when what the detector sees says so (looked at
-    /// every tick, off the hot path: a ticket is a few seconds late at most).
-    fn review_ticket(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) {
-        let users: Vec<String> = self.detector.symptoms(hub, kind, now).users().into_iter().map(String::from).collect();
+    /// Opens or closes the support ticket of `hub` and `kind` (`open`: one is) when what the detector sees
+    /// says so (looked at every tick, off the hot path: a ticket is a few seconds late at most). Tickets wait
+    /// while decisions wait (the store would not show the ticket a waiting one opens).
+    fn review_ticket(&mut self, hub: &str, kind: IncidentKind, open: bool, now: SystemTime) {
+        let symptoms = self.detector.symptoms(hub, kind, now);
         let incident = self.detector.is_open(hub, kind);
-        let wanted = !incident && !users.is_empty();
-        let open = match self.manager.open_ticket(hub, kind) {
-            Ok(ticket) => ticket.is_some(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the support tickets; retrying");
-                return;
-            }
-        };
+        let wanted = !incident && !symptoms.users().is_empty();
+        if wanted == open {
+            return;
+        }
+        let users: Vec<String> = symptoms.users().into_iter().map(String::from).collect();
         let news = match (wanted, open) {
             (true, false) => TicketNews::Opened { hub: hub.to_string(), kind, users },
             (false, true) => TicketNews::Closed { hub: hub.to_string(), kind, escalated: incident },

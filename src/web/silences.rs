@@ -35,7 +35,18 @@ fn refuse(status: StatusCode, error: String) -> Response {
     (status, Json(json!({"error": error}))).into_response()
 }
 
+/// A standby's state is the leader's copy, replaced at every mirror: a change made there would be lost.
+pub fn on_standby(state: &WebState) -> Option<Response> {
+    state.health.is_standing_by().then(|| {
+        let why = "this replica stands by: silences are changed on the leader (hubwatch_leader 1); try again";
+        refuse(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    })
+}
+
 pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = on_standby(&state) {
+        return refused;
+    }
     let request: SilenceRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not a silence as JSON: {e}")),
@@ -71,6 +82,9 @@ pub async fn list(State(state): State<WebState>) -> Response {
 }
 
 pub async fn expire(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    if let Some(refused) = on_standby(&state) {
+        return refused;
+    }
     off_runtime(move || match state.store.expire_silence(&id, SystemTime::now()) {
         Ok(Some(silence)) => {
             tracing::warn!(id = %silence.id, hub = %silence.hub, "silence expired by an operator");
