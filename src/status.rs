@@ -193,8 +193,8 @@ pub struct OpenIncident {
     pub kind: &'static str,
     /// What holds its page (a silence or a rollout), and until when.
     pub held: Option<(String, SystemTime)>,
-    /// The silence's id, when a silence holds it.
-    pub silence: Option<String>,
+    /// The active silence over it (its id and end), if any.
+    pub silence: Option<(String, SystemTime)>,
 }
 
 impl OpenIncident {
@@ -203,7 +203,7 @@ impl OpenIncident {
             "key": self.key,
             "kind": self.kind,
             "silenced": self.silence.is_some(),
-            "silence": self.silence.as_ref().map(|id| json!({"id": id, "ends_at": self.held.as_ref().map(|(_, until)| rfc3339(*until))})),
+            "silence": self.silence.as_ref().map(|(id, ends)| json!({"id": id, "ends_at": rfc3339(*ends)})),
             "held_by": self.held.as_ref().map(|(why, _)| why),
             "held_until": self.held.as_ref().map(|(_, until)| rfc3339(*until)),
         })

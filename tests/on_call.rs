@@ -414,6 +414,20 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
     s.manager.review_holds(SystemTime::now()).unwrap();
     s.deliver_until(Duration::from_secs(5), || !triggers(&pd, &lab).is_empty()).await;
     assert_eq!(triggers(&pd, &lab).len(), 1);
+    eprintln!("phase: temple heals; a second rollout completes within its grace and the hub comes back: no page");
+    s.heal("temple", SystemTime::now());
+    let t1 = SystemTime::now() + Duration::from_secs(10);
+    s.manager.on_deployment(&deployment("temple", 10, true, None), t1).unwrap();
+    let quiet = s.outage("temple", t1 + Duration::from_secs(5));
+    s.manager.on_deployment(&deployment("temple", 10, false, None), t1 + Duration::from_secs(30)).unwrap();
+    s.manager.review_holds(t1 + Duration::from_secs(60)).unwrap();
+    s.heal("temple", t1 + Duration::from_secs(90));
+    s.manager.review_holds(t1 + Duration::from_secs(400)).unwrap();
+    s.deliver_until(Duration::from_secs(2), || false).await;
+    assert!(triggers(&pd, &quiet).is_empty(), "the hub came back within the grace: nothing sent");
+    let timeline = s.timeline(&quiet);
+    assert!(timeline.iter().any(|(_, t)| t.contains("recovered while held by the rollout")), "{timeline:?}");
+
     eprintln!("phase: an annotation whose end is past silences nothing");
     let past = hubwatch::timefmt::rfc3339(SystemTime::now() - Duration::from_secs(60));
     s.manager.on_deployment(&deployment("lab", 4, false, Some((past, Some("done")))), SystemTime::now()).unwrap();

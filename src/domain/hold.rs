@@ -86,7 +86,7 @@ pub struct DeploymentState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
     Silence(Silence),
-    /// Until the rollout completes or its grace ends (`until`), whichever comes first.
+    /// Until its grace ends (`until`), even if the rollout completes sooner.
     Rollout {
         rollout: Rollout,
         until: SystemTime,

@@ -141,18 +141,19 @@ pub fn start_silence(store: &Store, silence: &Silence, now: SystemTime) -> Resul
     Ok(())
 }
 
-/// Hub Deployments mid-rollout, per hub: shared by every recorder (it outlives a restarted one).
+/// The latest rollout of each hub: shared by every recorder (it outlives a restarted one). A rollout holds
+/// its hub's pages for the whole grace from when it began, even when it completes sooner: the users'
+/// servers and the probes need a round or two to come back, and a hub that does recovers without a page.
 #[derive(Debug, Default)]
 pub struct Rollouts(Mutex<HashMap<String, Rollout>>);
 
 impl Rollouts {
     /// Takes in what the watch saw; the rollout when one begins (a new generation mid-rollout).
     pub fn update(&self, state: &DeploymentState, now: SystemTime) -> Option<Rollout> {
-        let mut rollouts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !state.rolling_out {
-            rollouts.remove(&state.hub);
             return None;
         }
+        let mut rollouts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let same = rollouts.get(&state.hub).is_some_and(|r| r.generation == state.generation);
         if same {
             return None;
@@ -355,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_is_taken_once_per_generation_and_forgotten_when_done() {
+    fn a_rollout_is_taken_once_per_generation_and_kept_for_its_grace_when_done() {
         let rollouts = Rollouts::default();
         let mut state = DeploymentState {
             hub: "temple".into(),
@@ -373,6 +374,6 @@ mod tests {
         assert_eq!(rollouts.update(&state, t(30)).map(|r| r.since), Some(t(30)), "a new generation starts anew");
         state.rolling_out = false;
         assert_eq!(rollouts.update(&state, t(40)), None);
-        assert!(rollouts.all().is_empty());
+        assert_eq!(rollouts.all()[0].since, t(30), "done, and still within its grace (Hold::of ends it)");
     }
 }

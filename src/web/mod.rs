@@ -10,6 +10,7 @@ pub mod pages;
 pub mod silences;
 pub mod tls;
 
+use crate::domain::Silence;
 use crate::health::Health;
 use crate::incident::availability;
 use crate::incident::report::{self, ReportSettings};
@@ -80,13 +81,27 @@ fn store_failed(e: StoreError) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the state database\n").into_response()
 }
 
-fn open_incidents(store: &Store) -> Result<Vec<status::OpenIncident>, StoreError> {
-    let open = store.open_incidents()?.into_iter().map(|i| status::OpenIncident {
-        kind: i.kind.as_str(),
-        held: i.hold.as_ref().map(|h| (h.why.clone(), h.until())),
-        silence: i.hold.and_then(|h| h.silence),
-        hub: i.hub,
-        key: i.key,
+/// The open incidents for `/api/v1/status`: a held page says by what; an incident under an active silence
+/// (held, or paged before the silence began: its follow-ups wait) names the silence.
+fn open_incidents(
+    store: &Store,
+    silences: &[Silence],
+    now: SystemTime,
+) -> Result<Vec<status::OpenIncident>, StoreError> {
+    let open = store.open_incidents()?.into_iter().map(|i| {
+        let held_by = i.hold.as_ref().and_then(|h| h.silence.as_deref());
+        let silence = silences
+            .iter()
+            .filter(|s| held_by.is_none_or(|id| id == s.id))
+            .find(|s| s.covers(&i.hub, i.kind, now))
+            .map(|s| (s.id.clone(), s.ends_at));
+        status::OpenIncident {
+            kind: i.kind.as_str(),
+            held: i.hold.as_ref().map(|h| (h.why.clone(), h.until())),
+            silence,
+            hub: i.hub,
+            key: i.key,
+        }
     });
     Ok(open.collect())
 }
@@ -101,8 +116,9 @@ async fn grid(State(state): State<WebState>) -> Response {
 
 async fn status_json(State(state): State<WebState>) -> Response {
     let read = |store: &Store, now| -> Result<_, StoreError> {
-        let silences = store.silences(now)?.iter().map(|s| silences::to_json(s, now)).collect::<Vec<_>>();
-        Ok((open_incidents(store)?, silences))
+        let active = store.silences(now)?;
+        let silences = active.iter().map(|s| silences::to_json(s, now)).collect::<Vec<_>>();
+        Ok((open_incidents(store, &active, now)?, silences))
     };
     off_runtime(move || match read(&state.store, SystemTime::now()) {
         Ok((open, silences)) => {
