@@ -25,6 +25,10 @@ use tokio::time::Instant;
 
 /// How often failures are aged out of the window and held-back updates and status notes are sent.
 const TICK: Duration = Duration::from_secs(5);
+/// How long a problem must stay below the threshold before its support ticket opens: the first of two users
+/// to meet an outage is a ticket only for the seconds it takes the others' rounds to corroborate it (within
+/// 5 s), and a helpdesk should not get a ticket that becomes an incident at once.
+const TICKET_SETTLE: Duration = Duration::from_secs(30);
 
 /// What the recorder hears.
 pub struct Inputs {
@@ -55,6 +59,8 @@ pub struct Recorder {
     /// Diagnostics collected in the background come back here, with their incident's key.
     collected: mpsc::Sender<(String, Diagnostics)>,
     arrivals: mpsc::Receiver<(String, Diagnostics)>,
+    /// Problems below the threshold not yet a support ticket, and since when (see [`TICKET_SETTLE`]).
+    settling: HashMap<(String, IncidentKind), SystemTime>,
 }
 
 impl Recorder {
@@ -83,7 +89,7 @@ impl Recorder {
         let observers =
             Observers { metrics: context.metrics.clone(), board: context.board.clone(), last: HashMap::new() };
         let (collected, arrivals) = mpsc::channel(16);
-        Recorder { detector, manager, context, observers, hubs, collected, arrivals }
+        Recorder { detector, manager, context, observers, hubs, collected, arrivals, settling: HashMap::new() }
     }
 
     /// Records until the outcomes channel closes (the scheduler is gone).
@@ -182,13 +188,22 @@ impl Recorder {
     }
 
     /// Opens or closes the support ticket of `hub` and `kind` (`open`: one is) when what the detector sees
-    /// says so (looked at every tick, off the hot path: a ticket is a few seconds late at most). Tickets wait
-    /// while decisions wait (the store would not show the ticket a waiting one opens).
+    /// says so (looked at every tick, off the hot path): it opens once the problem has stayed below the
+    /// threshold for [`TICKET_SETTLE`], and closes at once. Tickets wait while decisions wait (the store
+    /// would not show the ticket a waiting one opens).
     fn review_ticket(&mut self, hub: &str, kind: IncidentKind, open: bool, now: SystemTime) {
         let symptoms = self.detector.symptoms(hub, kind, now);
         let incident = self.detector.is_open(hub, kind);
-        let wanted = !incident && !symptoms.users().is_empty();
-        if wanted == open {
+        let below = !incident && !symptoms.users().is_empty();
+        let slot = (hub.to_string(), kind);
+        let since = if below {
+            *self.settling.entry(slot).or_insert(now)
+        } else {
+            self.settling.remove(&slot);
+            now
+        };
+        let wanted = below && now.duration_since(since).is_ok_and(|d| d >= TICKET_SETTLE);
+        if wanted == open || (below && open) {
             return;
         }
         let users: Vec<String> = symptoms.users().into_iter().map(String::from).collect();

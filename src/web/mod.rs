@@ -107,9 +107,13 @@ fn open_incidents(
 }
 
 async fn grid(State(state): State<WebState>) -> Response {
-    off_runtime(move || match state.store.open_incidents() {
-        Ok(open) => html(pages::grid(&state.board.snapshot(), &open, SystemTime::now())),
-        Err(e) => store_failed(e),
+    let read = |store: &Store, now| -> Result<_, StoreError> { Ok((store.open_incidents()?, store.silences(now)?)) };
+    off_runtime(move || {
+        let now = SystemTime::now();
+        match read(&state.store, now) {
+            Ok((open, silences)) => html(pages::grid(&state.board.snapshot(), &open, &silences, now)),
+            Err(e) => store_failed(e),
+        }
     })
     .await
 }

@@ -4,7 +4,7 @@
 //! shown as text. The style sheet is served beside the pages (no inline style or script).
 
 use crate::domain::wording::{summary, summary_of};
-use crate::domain::{Capability, IncidentKind};
+use crate::domain::{Capability, IncidentKind, Silence};
 use crate::incident::availability::{Availability, shown};
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
@@ -26,6 +26,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:t
 border-bottom:1px solid var(--line)}\
 .ok{background:var(--ok-bg);color:var(--ok)}.ticket{background:var(--warn-bg);color:var(--warn)}\
 .incident{background:var(--bad-bg);color:var(--bad)}.unknown{color:var(--muted)}\
+.silence{border:1px dashed var(--line);color:var(--muted)}\
 .state{font-weight:700;text-transform:uppercase;font-size:.85rem;letter-spacing:.03em}\
 ul.probes{list-style:none;margin:.2rem 0;padding:0;font-size:.9rem}\
 .banner{padding:.6rem .8rem;margin:.6rem 0;border-radius:.4rem}\
@@ -174,7 +175,12 @@ fn tickets(hubs: &BTreeMap<String, HubStatus>) -> Vec<(&str, Capability, usize)>
 
 /// `/`: every hub × capability (the hubs that need attention first), with the open incidents and support
 /// tickets on top.
-pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: SystemTime) -> String {
+pub fn grid(
+    hubs: &BTreeMap<String, HubStatus>,
+    open: &[IncidentRecord],
+    silences: &[Silence],
+    now: SystemTime,
+) -> String {
     let tickets = tickets(hubs);
     let mut rows: Vec<(&String, &HubStatus)> = hubs.iter().collect();
     rows.sort_by_key(|(name, hub)| (urgency(hub), *name));
@@ -186,12 +192,18 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         }
         @for incident in open {
             div.banner.incident {
-                span.state { @if incident.hold.is_some() { "Incident (silenced)" } @else { "Incident" } } " "
+                span.state { (incident_state(incident)) } " "
                 a href={ "/incidents/" (incident.key) } { (summary(&incident.hub, incident.kind, &incident.symptoms)) }
                 " · impact started " (time(incident.impact_start, now))
                 @if let Some(held) = &incident.hold {
                     " · not paged: held by " (held.why) " until " (rfc3339(held.until()))
                 }
+            }
+        }
+        @for silence in silences.iter().filter(|s| s.is_active(now)) {
+            div.banner.silence {
+                span.state { "Silenced" } " " (silence.hub) " · " (silence.kind.map_or("every kind", |k| k.as_str()))
+                " until " (rfc3339(silence.ends_at)) " · " (silence.reason) " (" (silence.created_by) ", " (silence.id) ")"
             }
         }
         @for (hub, capability, users) in &tickets {
@@ -208,6 +220,15 @@ pub fn grid(hubs: &BTreeMap<String, HubStatus>, open: &[IncidentRecord], now: Sy
         @if hubs.is_empty() { p { "No hubs are watched yet." } }
     };
     layout("hubwatch status", true, body)
+}
+
+/// An open incident's banner word: held pages say by what.
+fn incident_state(incident: &IncidentRecord) -> &'static str {
+    match &incident.hold {
+        Some(held) if held.silence.is_some() => "Incident (silenced)",
+        Some(_) => "Incident (held: rollout)",
+        None => "Incident",
+    }
 }
 
 fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], now: SystemTime) -> Markup {
