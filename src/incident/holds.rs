@@ -221,8 +221,7 @@ impl IncidentManager {
             }
         }
         let mut wanted = Vec::new();
-        for incident in open.iter().filter(|i| i.hold.is_some()) {
-            let held = incident.hold.as_ref().expect("filtered");
+        for (incident, held) in open.iter().filter_map(|i| i.hold.as_ref().map(|held| (i, held))) {
             match self.hold(&incident.hub, incident.kind, now)? {
                 Some(hold) if HeldPage::of(&hold).why == held.why => {}
                 Some(hold) => {
