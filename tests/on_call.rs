@@ -186,10 +186,10 @@ async fn a_silenced_outage_pages_once_when_the_silence_ends_and_never_if_it_reco
     let dir = tempfile::tempdir().unwrap();
     let config = config(&events, None, &state_path(&dir));
     let mut s = start(&config);
-    let t0 = SystemTime::now();
 
     let silence = s.silence("lab", 60, "upgrading to z2jh 4");
-    let key = s.outage("lab", t0);
+    // After the silence began (it starts when it is made): an outage decided a moment before it would page.
+    let key = s.outage("lab", SystemTime::now());
     s.deliver_until(Duration::from_millis(500), || false).await;
     assert!(pd.accepted().is_empty(), "a silenced outage sends nothing: {:?}", pd.accepted());
     let incident = s.store.incident(&key).unwrap().unwrap();
