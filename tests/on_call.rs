@@ -7,10 +7,7 @@ mod support;
 
 use hubwatch::config::Config;
 use hubwatch::detector::{Detector, DetectorSettings};
-use hubwatch::domain::{
-    Capability, DeploymentState, HubChange, IncidentKind, ProbeOutcome, ProbeResult, SilenceSource, Stage, StepFailure,
-    Transition,
-};
+use hubwatch::domain::{Capability, DeploymentState, HubChange, IncidentKind, SilenceSource, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::holds::{self, Rollouts, SilenceRequest};
@@ -99,19 +96,14 @@ fn start(config: &Config) -> OnCall {
     OnCall { store, detector, manager, notifier, rollouts }
 }
 
-fn outcome(hub: &str, user: &str, ok: bool) -> ProbeOutcome {
-    ProbeOutcome {
-        hub: hub.into(),
-        user: user.into(),
-        capability: Capability::Server,
-        started_at: SystemTime::now(),
-        duration: Duration::from_secs(1),
-        result: if ok {
-            ProbeResult::Ok
-        } else {
-            ProbeResult::Failed(StepFailure::hub(Stage::Progress, "Spawn failed: the hub is being upgraded"))
-        },
-        stages: vec![],
+/// The kind of hub change a rollout rolls out: temple upgraded (generation 9).
+fn temple_upgrade() -> HubChange {
+    HubChange {
+        hub: "temple".into(),
+        namespace: "temple".into(),
+        deployment: "hub".into(),
+        generation: 9,
+        changes: vec!["image of container hub: k8s-hub:4.1.0 -> k8s-hub:4.2.0".into()],
     }
 }
 
@@ -119,7 +111,9 @@ impl OnCall {
     fn feed(&mut self, hub: &str, users: &[&str], ok: bool, at: SystemTime) -> Vec<Transition> {
         let mut all = Vec::new();
         for user in users {
-            let transitions = self.detector.observe(&outcome(hub, user, ok), at);
+            let failure = (!ok).then_some("Spawn failed: the hub is being upgraded");
+            let outcome = support::outcomes::finished(hub, user, Capability::Server, failure, at);
+            let transitions = self.detector.observe(&outcome, at);
             for t in &transitions {
                 self.manager.handle(t).unwrap();
             }
@@ -259,14 +253,7 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
 
     let temple = s.outage("temple", t0);
     let lab = s.outage("lab", t0);
-    let change = HubChange {
-        hub: "temple".into(),
-        namespace: "temple".into(),
-        deployment: "hub".into(),
-        generation: 9,
-        changes: vec!["image of container hub: k8s-hub:4.1.0 -> k8s-hub:4.2.0".into()],
-    };
-    s.manager.record_change(&change, t0).unwrap();
+    s.manager.record_change(&temple_upgrade(), t0).unwrap();
     s.manager
         .record_ticket(
             &TicketNews::Opened {
@@ -363,14 +350,7 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
     let t0 = SystemTime::now();
 
     eprintln!("phase: temple's hub is upgraded and its new pod is not yet available");
-    let change = HubChange {
-        hub: "temple".into(),
-        namespace: "temple".into(),
-        deployment: "hub".into(),
-        generation: 9,
-        changes: vec!["image of container hub: k8s-hub:4.1.0 -> k8s-hub:4.2.0".into()],
-    };
-    s.manager.record_change(&change, t0).unwrap();
+    s.manager.record_change(&temple_upgrade(), t0).unwrap();
     s.manager.on_deployment(&deployment("temple", 9, true, None), t0).unwrap();
     assert_eq!(s.rollouts.all().len(), 1);
     let key = s.outage("temple", t0 + Duration::from_secs(30));

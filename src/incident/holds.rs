@@ -222,10 +222,9 @@ impl IncidentManager {
         }
         let mut wanted = Vec::new();
         for (incident, held) in open.iter().filter_map(|i| i.hold.as_ref().map(|held| (i, held))) {
-            match self.hold(&incident.hub, incident.kind, now)? {
-                Some(hold) if HeldPage::of(&hold).why == held.why => {}
-                Some(hold) => {
-                    let page = HeldPage::of(&hold);
+            match self.hold(&incident.hub, incident.kind, now)?.map(|hold| HeldPage::of(&hold)) {
+                Some(page) if page.why == held.why => {}
+                Some(page) => {
                     let entry = format!("page now held by {} until {}", page.why, rfc3339(page.until()));
                     self.store.set_hold(&incident.key, now, Some(&page), &entry, &[])?;
                 }
