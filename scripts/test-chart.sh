@@ -76,6 +76,24 @@ PY
   mkdir -p "$OUT/tls" && touch "$OUT/tls/tls.crt" "$OUT/tls/tls.key"
   sed -i "s|/etc/hubwatch-tls/|$OUT/tls/|g" "$OUT/$name-config.yaml"
   env "${env_args[@]}" POD_NAMESPACE=monitoring target/debug/hubwatch validate --config "$OUT/$name-config.yaml" >/dev/null
+  # The pod's grace period covers a whole stop: the drain, the clean-up, the last deliveries (10 s), the last
+  # mirror write and the lease's release (a Kubernetes call each) and the join (15 s).
+  "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" "$OUT/$name-config.yaml" <<'PY'
+import re, sys, yaml
+def seconds(text, default):
+    text = str(text or default)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d)", text) if u != "ms")
+config = yaml.safe_load(open(sys.argv[2]))
+scheduler, kube = config.get("scheduler", {}), config.get("kubernetes", {})
+needed = seconds(scheduler.get("shutdown_grace"), "1m") + seconds(scheduler.get("cleanup_timeout"), "2m") \
+    + 2 * seconds(kube.get("call_timeout"), "10s") + 10 + 15
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "Deployment":
+        grace = doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        if grace < needed:
+            sys.exit(f"terminationGracePeriodSeconds {grace} < {needed}, what a stop takes")
+PY
 done
 
 # The PrometheusRule's alerts: valid, and each one tested (promtool from Debian's prometheus package).

@@ -24,6 +24,7 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     pub pagerduty_unsent: IntGauge,
     pub pagerduty_oldest_unsent_seconds: Gauge,
+    delivery: DeliveryMetrics,
     task_restarts: IntCounterVec,
     tasks_failed: IntGauge,
     state: StateMetrics,
@@ -46,6 +47,15 @@ struct IncidentMetrics {
     affected_users: IntGaugeVec,
     open: IntGaugeVec,
     support_tickets: IntGaugeVec,
+}
+
+/// Every channel's backlog, refused routing keys, and hubwatch's own time against the host's.
+struct DeliveryMetrics {
+    unsent: IntGaugeVec,
+    oldest_unsent_seconds: GaugeVec,
+    routing_key_refused: IntGaugeVec,
+    clock_offset_seconds: Gauge,
+    decisions_dropped: IntCounter,
 }
 
 /// The state database: whether writes reach it, what waits for them, and how large it is.
@@ -142,6 +152,7 @@ impl Metrics {
                 "hubwatch_pagerduty_oldest_unsent_seconds",
                 "Age of the oldest PagerDuty event (page, not status note) not yet accepted (0 when none)",
             ),
+            delivery: DeliveryMetrics::new(&b),
             task_restarts: b.counters(
                 "hubwatch_task_restarts_total",
                 "Long-running tasks (probe lanes, the recorder, the notifier, watches, ...) restarted after a panic",
@@ -193,6 +204,25 @@ impl Metrics {
 
     pub fn count_webhook_delivery(&self, event: &str, outcome: &str) {
         self.webhook_deliveries.with_label_values(&[event, outcome]).inc();
+    }
+
+    /// One channel's backlog (events, rest, webhook): how many wait and how old the oldest is.
+    pub fn set_unsent(&self, channel: &str, count: u64, oldest: std::time::Duration) {
+        self.delivery.unsent.with_label_values(&[channel]).set(count as i64);
+        self.delivery.oldest_unsent_seconds.with_label_values(&[channel]).set(oldest.as_secs_f64());
+    }
+
+    /// Whether PagerDuty refuses the routing key `rule` (a config key path) names.
+    pub fn set_routing_key_refused(&self, rule: &str, refused: bool) {
+        self.delivery.routing_key_refused.with_label_values(&[rule]).set(i64::from(refused));
+    }
+
+    pub fn set_clock_offset(&self, seconds: f64) {
+        self.delivery.clock_offset_seconds.set(seconds);
+    }
+
+    pub fn count_decision_dropped(&self) {
+        self.delivery.decisions_dropped.inc();
     }
 
     pub fn count_task_restart(&self, task: &str) {
@@ -330,6 +360,51 @@ impl IncidentMetrics {
             support_tickets: by_kind(
                 "hubwatch_support_tickets",
                 "1 while some users are affected but fewer than the incident threshold",
+            ),
+        }
+    }
+}
+
+impl DeliveryMetrics {
+    fn new(b: &Builder) -> Self {
+        let unsent = b.gauges(
+            "hubwatch_outbox_unsent_events",
+            "Events queued and not yet accepted, by channel (events: PagerDuty triggers, resolves and change events; \
+             rest: status notes and priorities; webhook)",
+            &["channel"],
+        );
+        let oldest_unsent_seconds = b.add(
+            GaugeVec::new(
+                Opts::new(
+                    "hubwatch_outbox_oldest_unsent_seconds",
+                    "Age of the oldest event of the channel not yet accepted (0 when none)",
+                ),
+                &["channel"],
+            )
+            .expect("valid metric"),
+        );
+        for channel in ["events", "rest", "webhook"] {
+            unsent.with_label_values(&[channel]).set(0);
+            oldest_unsent_seconds.with_label_values(&[channel]).set(0.0);
+        }
+        DeliveryMetrics {
+            unsent,
+            oldest_unsent_seconds,
+            routing_key_refused: b.gauges(
+                "hubwatch_pagerduty_routing_key_refused",
+                "1 while PagerDuty refuses the routing key the config key `rule` names (401, 403, 404, an invalid or \
+                 missing key): its events wait and are retried every few minutes",
+                &["rule"],
+            ),
+            clock_offset_seconds: b.float_gauge(
+                "hubwatch_clock_offset_seconds",
+                "The host's wall clock minus hubwatch's own time (the wall clock at start plus the monotonic time \
+                 since): a wall-clock step since start",
+            ),
+            decisions_dropped: b.counter(
+                "hubwatch_decisions_dropped_total",
+                "Incident decisions the state database refused for good (not a full disk: a constraint or a \
+                 corrupt row); reported in the log and skipped, so later decisions are not held behind them",
             ),
         }
     }

@@ -47,11 +47,12 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
     store
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
         .unwrap();
-    let queued = store.due_events(SystemTime::now() + Duration::from_secs(60), 100).unwrap();
+    let queued =
+        store.due_events(SystemTime::now() + Duration::from_secs(60), hubwatch::store::Channel::Events, 100).unwrap();
     let event = queued.iter().find(|e| e.key == s.key).unwrap();
     match s.page {
-        Some(after) => store.finish_event(event, OutboxState::Sent, at(after), None, None).unwrap(),
-        None => store.finish_event(event, OutboxState::Rejected, at(s.detect), Some("400"), None).unwrap(),
+        Some(after) => store.finish_event(event, OutboxState::Sent, at(after), None, None, None).unwrap(),
+        None => store.finish_event(event, OutboxState::Rejected, at(s.detect), Some("400"), None, None).unwrap(),
     }
     let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({"event_action": "resolve"}));
     store.recover_incident(s.key, at(s.last), "recovered", &[resolve]).unwrap();

@@ -12,7 +12,6 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::DetectorSettings;
 use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use hubwatch::health::Health;
 use hubwatch::http::HttpClient;
@@ -44,7 +43,7 @@ fn daemon_config(lab: &Lab, state: &Path, events_url: &str, listen: std::net::So
             r#"listen: {listen}
 state_path: {state}
 state: {{unhealthy_after: 10m}}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 scheduler: {{shutdown_grace: 20s, cleanup_timeout: 20s}}
 {hub}"#,
@@ -186,7 +185,8 @@ async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
         backlog: Arc::default(),
         tasks: Tasks::new(metrics.clone(), health.clone()),
         collector: None,
-        settings: DetectorSettings { min_affected_users: 2, window: Duration::from_secs(900), recovery_successes: 2 },
+        settings: config.incidents.detector(),
+        clock: hubwatch::clock::Clock::start(),
     };
     let manager = IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board);
     let (outcomes_tx, outcomes) = mpsc::channel(16);
@@ -337,7 +337,7 @@ async fn a_locked_database_stalls_no_lease_renewal_health_check_or_page() {
             r#"listen: {listen}
 metrics_listen: {metrics_listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
 kubernetes: {{enabled: true, call_timeout: 2s}}
 high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}

@@ -139,7 +139,7 @@ impl Pair {
             format!(
                 r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
 kubernetes: {{enabled: true, call_timeout: 2s}}
 high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}

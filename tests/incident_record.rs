@@ -5,7 +5,7 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::detector::Detector;
 use hubwatch::diagnostics::{Diagnostics, Keep, Section};
 use hubwatch::domain::{Capability, HubChange, Transition};
 use hubwatch::http::HttpClient;
@@ -44,7 +44,7 @@ fn config(pd_base: &str, state: &Path) -> Config {
     let yaml = format!(
         "state_path: {}
 public_url: https://hubwatch.example.org
-incidents: {{update_interval: 10m}}
+incidents: {{update_interval: 10m, keep_open_for: 0s}}
 pagerduty:
   routing_key: {{env: ROUTING_KEY}}
   events_url: {pd_base}/v2/enqueue
@@ -79,11 +79,7 @@ fn script(pd_base: &str, state: &Path) -> Script {
     let wake = Arc::new(Notify::new());
     let board = Arc::new(StatusBoard::default());
     board.set_hubs(&config.hubs);
-    let detector = Detector::new(DetectorSettings {
-        min_affected_users: config.incidents.min_affected_users,
-        window: config.incidents.window,
-        recovery_successes: config.incidents.recovery_successes,
-    });
+    let detector = Detector::new(config.incidents.detector());
     let manager = Arc::new(IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board.clone()));
     let notifier = Notifier::new(
         store.clone(),

@@ -4,7 +4,7 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::detector::Detector;
 use hubwatch::domain::Transition;
 use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use hubwatch::http::HttpClient;
@@ -32,7 +32,7 @@ fn config(events_url: Option<&str>, state: &Path) -> Config {
         .map(|url| format!("pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: {url}}}\n"))
         .unwrap_or_default();
     let yaml = format!(
-        "state_path: {}\npublic_url: https://hubwatch.example.org\nincidents: {{update_interval: 10m}}\n{pagerduty}hubs:\n  - name: temple\n    url: https://temple.example.org\n    token: {{env: T}}\n    users: [probe-1, probe-2, probe-3]\n",
+        "state_path: {}\npublic_url: https://hubwatch.example.org\nincidents: {{update_interval: 10m, keep_open_for: 0s}}\n{pagerduty}hubs:\n  - name: temple\n    url: https://temple.example.org\n    token: {{env: T}}\n    users: [probe-1, probe-2, probe-3]\n",
         state.display()
     );
     let mut config = Config::parse(&yaml, Path::new("incidents.yaml"), &|name| match name {
@@ -54,11 +54,7 @@ fn setup(events_url: Option<&str>, state: &Path) -> Setup {
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let wake = Arc::new(Notify::new());
     let metrics = Arc::new(Metrics::new());
-    let mut detector = Detector::new(DetectorSettings {
-        min_affected_users: config.incidents.min_affected_users,
-        window: config.incidents.window,
-        recovery_successes: config.incidents.recovery_successes,
-    });
+    let mut detector = Detector::new(config.incidents.detector());
     let manager = IncidentManager::new(store.clone(), &config, wake.clone());
     // As the recorder does after a restart: the incidents open in the store are open for the detector.
     for incident in store.open_incidents().unwrap() {

@@ -71,7 +71,7 @@ async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays
         format!(
             r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
@@ -258,7 +258,7 @@ async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_ch
         format!(
             r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes:
   enabled: true
@@ -427,7 +427,7 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
         format!(
             r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 5m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 5m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
 {hub}"#,

@@ -6,7 +6,7 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::detector::Detector;
 use hubwatch::domain::{Capability, DeploymentState, HubChange, IncidentKind, SilenceSource, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
@@ -41,7 +41,7 @@ fn config(pd_events: &str, webhook: Option<&str>, state: &Path) -> Config {
     let yaml = format!(
         r#"state_path: {state}
 public_url: https://hubwatch.example.org
-incidents: {{update_interval: 10m, rollout_grace: 5m}}
+incidents: {{update_interval: 10m, rollout_grace: 5m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{pd_events}", api_url: "{api}", api_token: {{env: PD_API_TOKEN}},
   from_email: {FROM_EMAIL}, priority: P2, retry_delay: 1s}}
 {webhook}hubs:
@@ -80,11 +80,7 @@ fn start(config: &Config) -> OnCall {
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let wake = Arc::new(Notify::new());
     let metrics = Arc::new(Metrics::new());
-    let mut detector = Detector::new(DetectorSettings {
-        min_affected_users: config.incidents.min_affected_users,
-        window: config.incidents.window,
-        recovery_successes: config.incidents.recovery_successes,
-    });
+    let mut detector = Detector::new(config.incidents.detector());
     for incident in store.open_incidents().unwrap() {
         detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
     }

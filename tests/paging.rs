@@ -69,7 +69,7 @@ impl Paging {
             format!(
                 r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s,
   api_url: "{api_url}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}

@@ -153,7 +153,7 @@ fn config(listen: std::net::SocketAddr, metrics: std::net::SocketAddr, state: &s
 metrics_listen: {metrics}
 web: {{basic_auth_users: {{oncall: {{env: WEB_HASH}}}}}}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events}", retry_delay: 1s,
   api_url: "{api}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
 kubernetes: {{enabled: true, diagnostics_wait: 3s, call_timeout: 5s, pending_after: 1m}}

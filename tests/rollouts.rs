@@ -55,7 +55,7 @@ async fn a_rollout_holds_pages_for_its_grace_and_the_deployments_annotation_sile
         format!(
             r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, rollout_grace: {grace}s}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, rollout_grace: {grace}s, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}

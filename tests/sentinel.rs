@@ -60,7 +60,7 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
         format!(
             r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
 kubernetes: {{enabled: true, call_timeout: 5s, diagnostics_wait: 2s}}

@@ -73,7 +73,7 @@ fn write_config(path: &Path, lab: &Lab, listen: std::net::SocketAddr, state: &Pa
             r#"listen: {listen}
 state_path: {state}
 web: {{basic_auth_users: {{{USER}: "{hash}"}}}}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{pd}", retry_delay: 1s, rate_limit_delay: 2s,
   api_url: "{api}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, priority: P1}}
 webhook: {{url: "{hook}", headers: {{Authorization: {{env: HOOK_AUTH}}}}, retry_delay: 1s}}

@@ -6,7 +6,7 @@
 mod support;
 
 use hubwatch::config::Config;
-use hubwatch::detector::{Detector, DetectorSettings};
+use hubwatch::detector::Detector;
 use hubwatch::domain::Capability;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::ReportSettings;
@@ -57,11 +57,7 @@ async fn serve(dir: &Path) -> (String, String) {
     board.set_hubs(&config.hubs);
     let manager =
         IncidentManager::new(store.clone(), &config, Arc::new(Notify::new())).with_status_board(board.clone());
-    let mut detector = Detector::new(DetectorSettings {
-        min_affected_users: 2,
-        window: config.incidents.window,
-        recovery_successes: 2,
-    });
+    let mut detector = Detector::new(config.incidents.detector());
     let now = SystemTime::now();
     let ago = |minutes: u64| now - Duration::from_secs(60 * minutes);
     let mut outcomes = Vec::new();
@@ -100,6 +96,7 @@ async fn serve(dir: &Path) -> (String, String) {
         store,
         board,
         report: Arc::new(ReportSettings { public_url: config.public_url.clone(), threshold: 2 }),
+        clock: hubwatch::clock::Clock::start(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1,15 +1,15 @@
 //! The composition root of `hubwatch run`: [`App::build`] wires everything from the config;
 //! [`App::run_until`] starts every task under supervision ([`Tasks`]), follows the data flow — probes →
 //! recorder (detector, incidents, store) → notifier (PagerDuty) — and on shutdown stops them in the order
-//! that keeps the promise (probing, then the last deliveries, then the last mirror, then the lease) and
-//! joins them all.
+//! that keeps the promise (probing and its drain, whose decisions are stored; then the notifier's last pass;
+//! then the last mirror; then the lease) and joins them all.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::TlsFiles;
-use crate::detector::DetectorSettings;
 use crate::diagnostics::collect::Collector;
 use crate::domain::{HubNews, ProbeOutcome, RealUsers};
-use crate::ha::{Candidate, Fence};
+use crate::ha::{Candidate, Fence, Handover};
 use crate::health::Health;
 use crate::http::HttpClient;
 use crate::incident::IncidentManager;
@@ -42,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_BATCH: usize = 100;
 mod discovery;
+
+/// How long reconciling with PagerDuty may hold probing up at start.
+const RECONCILE_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long tasks get to end after everything was told to stop.
 const JOIN_GRACE: Duration = Duration::from_secs(15);
@@ -85,6 +88,8 @@ pub struct App {
     metrics_listener: Option<std::net::TcpListener>,
     /// Who may read the pages.
     access: Arc<Access>,
+    /// The one clock every decision reads.
+    clock: Clock,
     /// Shared with the log: everything taken from hubs and the cluster passes through it.
     redactor: Arc<Redactor>,
 }
@@ -92,6 +97,7 @@ pub struct App {
 /// A replica that leads: the tasks that keep its lease and mirror its state, and what stops them.
 struct Leading {
     lost: CancellationToken,
+    handover: Arc<Handover>,
     stop_mirror: CancellationToken,
     mirror: JoinHandle<()>,
     stop_lease: CancellationToken,
@@ -140,6 +146,7 @@ impl App {
             metrics_listener,
             access,
             redactor,
+            clock: Clock::start(),
         })
     }
 
@@ -166,11 +173,24 @@ impl App {
                 }
             }
         });
-        let notifier = self.deliver(work.clone());
+        // The notifier outlives probing: pages decided while the probes drain go out before the exit.
+        let deliveries = CancellationToken::new();
+        let notifier = self.deliver(leading.as_ref().map(|l| l.handover.clone()), deliveries.clone());
+        self.tasks.spawn_once("stop-deliveries-on-lost-lease", {
+            let (lost, deliveries) = (lost.clone(), deliveries.clone());
+            async move {
+                tokio::select! {
+                    _ = lost.cancelled() => deliveries.cancel(),
+                    _ = deliveries.cancelled() => {}
+                }
+            }
+        });
+        self.reconcile().await;
         self.retain(work.clone());
         self.probe(&work).await;
         // Probing is over and its last decisions stored: the last deliveries, the last mirror, the lease.
         work.cancel();
+        deliveries.cancel();
         let _ = notifier.await;
         if let Some(leading) = leading {
             leading.stop_mirror.cancel();
@@ -202,6 +222,7 @@ impl App {
                 public_url: self.config.public_url.clone(),
                 threshold: self.config.incidents.min_affected_users,
             }),
+            clock: self.clock,
         };
         if let Some(listener) = &self.metrics_listener {
             let (app, listener, stop) = (metrics_router(state.clone()), listener.try_clone(), stop.clone());
@@ -216,12 +237,24 @@ impl App {
     /// starts keeping the lease and mirroring.
     async fn lead(&self, candidate: &Candidate, shutdown: &CancellationToken) -> Option<Leading> {
         // A standby is ready: it serves the pages (a copy of the leader's state); false would stall rollouts.
+        // It stays a standby (refusing writes) until the takeover is done: a write the restore overwrote
+        // would be lost.
         self.health.set_started(true);
         self.health.set_standing_by(true);
-        let term = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
+        let term = loop {
+            let (mut elector, _) = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
+            match candidate.take_over(&mut elector, &self.store, &self.fence, &self.metrics).await {
+                Ok(term) => break term,
+                // Said why in the log; another replica (or this one, later) takes over.
+                Err(_) => tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                },
+            }
+        };
+        tracing::warn!(identity = candidate.identity(), term, "this replica leads now");
         self.health.set_started(false);
         self.health.set_standing_by(false);
-        candidate.take_over(&self.store, &self.metrics, term).await;
         self.metrics.set_leader(true);
         let (lost, stop_mirror, stop_lease) =
             (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
@@ -233,42 +266,56 @@ impl App {
                 async move { candidate.keep(term, fence, lost, stop).await }
             }
         });
+        let handover =
+            Arc::new(candidate.handover(self.store.clone(), self.fence.clone(), self.metrics.clone(), lost.clone()));
         let mirror = self.tasks.supervise("mirror", {
-            let (candidate, store, fence, metrics) =
-                (candidate.clone(), self.store.clone(), self.fence.clone(), self.metrics.clone());
-            let (lost, stop) = (lost.clone(), stop_mirror.clone());
-            move || {
-                let (candidate, store, fence, metrics) =
-                    (candidate.clone(), store.clone(), fence.clone(), metrics.clone());
-                let (lost, stop) = (lost.clone(), stop.clone());
-                async move { candidate.mirror_state(store, fence, metrics, lost, stop).await }
-            }
+            let (handover, lost, stop) = (handover.clone(), lost.clone(), stop_mirror.clone());
+            move || Candidate::mirror_state(handover.clone(), lost.clone(), stop.clone())
         });
-        Some(Leading { lost, stop_mirror, mirror, stop_lease, lease })
+        Some(Leading { lost, handover, stop_mirror, mirror, stop_lease, lease })
     }
 
-    /// The notifier, until `stop` (then one last pass, fenced like every other).
-    fn deliver(&self, stop: CancellationToken) -> JoinHandle<()> {
+    /// The notifier, until `stop` (then one last pass, fenced and handed over like every other).
+    fn deliver(&self, handover: Option<Arc<Handover>>, stop: CancellationToken) -> JoinHandle<()> {
         let (store, http, metrics, wake, fence) =
             (self.store.clone(), self.http.clone(), self.metrics.clone(), self.wake.clone(), self.fence.clone());
-        let (pagerduty, config) = (self.config.pagerduty.clone(), self.config.clone());
+        let (pagerduty, config, clock) = (self.config.pagerduty.clone(), self.config.clone(), self.clock);
         let identity = self.candidate.as_ref().map(|c| c.identity().to_string()).unwrap_or_default();
         self.tasks.supervise("notifier", move || {
             let notifier = Notifier::new(store.clone(), http.clone(), pagerduty.clone(), metrics.clone(), wake.clone())
                 .configured(config.clone())
-                .fenced(fence.clone(), &identity);
+                .with_clock(clock)
+                .fenced(fence.clone(), handover.clone(), &identity);
             on_own_thread(notifier.run(stop.clone()))
         })
     }
 
+    /// Before probing starts, with PagerDuty's REST API configured: adopts the open PagerDuty incidents this
+    /// state does not know (see [`crate::incident::reconcile`]). Bounded: it never holds probing up for long.
+    async fn reconcile(&self) {
+        let Some(settings) = self.config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()) else { return };
+        let hubs: Vec<String> = self.config.hubs.iter().map(|h| h.name.clone()).collect();
+        let reconciling = crate::incident::reconcile::reconcile(&self.store, &self.http, &settings, &hubs, self.clock);
+        match tokio::time::timeout(RECONCILE_LIMIT, reconciling).await {
+            Ok(Ok(done)) if done.is_empty() => tracing::info!("PagerDuty's open incidents match the state"),
+            Ok(Ok(done)) => {
+                tracing::warn!(?done, "reconciled with PagerDuty's open incidents");
+                self.wake.notify_one();
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot reconcile with PagerDuty's open incidents; going on"),
+            Err(_) => tracing::error!("reconciling with PagerDuty took too long; going on without it"),
+        }
+    }
+
     /// Retention: every hour, closed incidents past `state.retention` go, in small batches.
     fn retain(&self, stop: CancellationToken) {
-        let (store, metrics, retention) = (self.store.clone(), self.metrics.clone(), self.config.state.retention);
+        let (store, metrics, retention, clock) =
+            (self.store.clone(), self.metrics.clone(), self.config.state.retention, self.clock);
         self.tasks.supervise("retention", move || {
             let (store, metrics, stop) = (store.clone(), metrics.clone(), stop.clone());
             async move {
                 loop {
-                    let before = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let before = clock.now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
                     loop {
                         let batch = store.clone();
                         match off_runtime(move || batch.prune(before, RETENTION_BATCH)).await {
@@ -397,11 +444,8 @@ impl App {
                 .kube
                 .as_ref()
                 .map(|client| Arc::new(Collector::new(client.clone(), config, self.redactor.clone()))),
-            settings: DetectorSettings {
-                min_affected_users: config.incidents.min_affected_users,
-                window: config.incidents.window,
-                recovery_successes: config.incidents.recovery_successes,
-            },
+            settings: config.incidents.detector(),
+            clock: self.clock,
         };
         let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
         self.tasks.supervise("recorder", move || {

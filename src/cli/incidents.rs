@@ -55,7 +55,7 @@ pub fn command(path: &Path, output: Output) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let listed = Store::open(&config.state_path)
+    let listed = Store::open_read_only(&config.state_path)
         .and_then(|store| store.all_incidents())
         .map_err(|e| e.to_string())
         .and_then(|incidents| write(&incidents, output, &mut std::io::stdout().lock()).map_err(|e| e.to_string()));

@@ -8,7 +8,7 @@ mod walk;
 mod web;
 
 pub use probes::{DaskProbeConfig, Expect, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
-pub use routing::{HubPaging, PageOverride, PageRoute, WebhookConfig, WebhookFormat};
+pub use routing::{HubPaging, PageOverride, PageRoute, WebhookConfig, WebhookFormat, fingerprint};
 pub use secret::EnvLookup;
 pub use web::{TlsFiles, WebConfig};
 
@@ -152,6 +152,21 @@ pub struct IncidentsConfig {
     pub update_interval: Duration,
     /// How long a hub Deployment mid-rollout holds back its hub's pages.
     pub rollout_grace: Duration,
+    /// How long an incident's hub must stay healthy (after the successes recovery needs) before it resolves; a
+    /// failure inside it continues the same incident. `0s`: resolve at once.
+    pub keep_open_for: Duration,
+}
+
+impl IncidentsConfig {
+    /// What the detector decides by.
+    pub fn detector(&self) -> crate::detector::DetectorSettings {
+        crate::detector::DetectorSettings {
+            min_affected_users: self.min_affected_users,
+            window: self.window,
+            recovery_successes: self.recovery_successes,
+            keep_open_for: self.keep_open_for,
+        }
+    }
 }
 
 impl Default for IncidentsConfig {
@@ -162,6 +177,7 @@ impl Default for IncidentsConfig {
             recovery_successes: 2,
             update_interval: Duration::from_secs(600),
             rollout_grace: Duration::from_secs(300),
+            keep_open_for: Duration::from_secs(120),
         }
     }
 }
@@ -314,7 +330,7 @@ const HA_KEYS: &[&str] =
     &["enabled", "namespace", "lease", "state_secret", "lease_duration", "renew_deadline", "retry_period"];
 const STATE_KEYS: &[&str] = &["retention", "unhealthy_after"];
 const INCIDENTS_KEYS: &[&str] =
-    &["min_affected_users", "window", "recovery_successes", "update_interval", "rollout_grace"];
+    &["min_affected_users", "window", "recovery_successes", "update_interval", "rollout_grace", "keep_open_for"];
 const PAGERDUTY_KEYS: &[&str] = &[
     "routing_key",
     "events_url",
@@ -542,6 +558,12 @@ impl Validator<'_> {
                 ("rollout_grace", &mut config.rollout_grace),
             ],
         );
+        if let Some(v) = table.get("keep_open_for") {
+            match walk::duration_or_zero(v, "incidents.keep_open_for", self.problems) {
+                Some(d) => config.keep_open_for = d,
+                None => ok = false,
+            }
+        }
         table.finish(self.problems);
         ok.then_some(config)
     }

@@ -70,7 +70,24 @@ pub enum WebhookFormat {
     Alertmanager,
 }
 
+/// A fingerprint of a routing key: enough to tell two keys apart, nothing of the key itself (64 bits of its
+/// SHA-256; the key is a random 128-bit value).
+pub fn fingerprint(key: &Secret) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.expose().as_bytes());
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Config {
+    /// The routing key with this [`fingerprint`], wherever the configuration names it (globally, for a hub or
+    /// a kind): where an incident's later events go once its trigger went there.
+    pub fn routing_key_with(&self, wanted: &str) -> Option<&Secret> {
+        let global = self.pagerduty.iter().map(|p| &p.routing_key);
+        let overrides = self.hubs.iter().filter_map(|h| h.pagerduty.as_ref()).flat_map(|paging| {
+            std::iter::once(&paging.hub).chain(paging.kinds.values()).filter_map(|o| o.routing_key.as_ref())
+        });
+        global.chain(overrides).find(|key| fingerprint(key) == wanted)
+    }
+
     /// The PagerDuty settings of `hub` (and `kind`): the kind's override, the hub's, then the global ones.
     /// `None` without a `pagerduty` section.
     pub fn page_route(&self, hub: &str, kind: Option<IncidentKind>) -> Option<PageRoute<'_>> {

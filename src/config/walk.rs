@@ -145,6 +145,14 @@ pub fn duration(value: &Value, path: &str, problems: &mut Problems) -> Option<Du
     }
 }
 
+/// A duration where `0s` means "none" (a damping turned off), else as [`duration`].
+pub fn duration_or_zero(value: &Value, path: &str, problems: &mut Problems) -> Option<Duration> {
+    match value {
+        Value::String(text) if humantime::parse_duration(text).is_ok_and(|d| d.is_zero()) => Some(Duration::ZERO),
+        _ => duration(value, path, problems),
+    }
+}
+
 pub fn object(value: &Value, path: &str, problems: &mut Problems) -> Option<Map<String, Value>> {
     match value {
         Value::Object(map) => Some(map.clone()),

@@ -17,6 +17,9 @@
 //!   that failed succeeded (a failure older than the window no longer holds it open; a capability that
 //!   never failed holds nothing open).
 //!   A capability that alternates fail/ok never has two successes in a row, so it stays one incident.
+//! - And it stays recovered for `keep_open_for` (Prometheus' `keep_firing_for`): a failure inside that time
+//!   continues the same incident (an update that says so, never a second page). The recovery is dated when
+//!   service came back; it is decided `keep_open_for` later.
 
 use crate::domain::{
     Capability, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition, UserFailure,
@@ -29,6 +32,7 @@ pub struct DetectorSettings {
     pub min_affected_users: usize,
     pub window: Duration,
     pub recovery_successes: u32,
+    pub keep_open_for: Duration,
 }
 
 /// The latest attempts of one user at one capability.
@@ -54,6 +58,8 @@ struct KindState {
     /// While an incident is open: the symptoms last reported, and since when this detector has watched it
     /// (its opening, or its resumption after a restart).
     open: Option<(Symptoms, SystemTime)>,
+    /// While an open incident meets the recovery rule: since when (it recovers `keep_open_for` later).
+    healthy_since: Option<SystemTime>,
 }
 
 /// Per hub and incident kind, who is affected; emits transitions.
@@ -187,7 +193,12 @@ impl Detector {
                 }
             })
         });
-        current.is_empty() && seen_again && state.attempts.values().all(settled)
+        // An incident known only by its key (adopted from PagerDuty) reported nobody: it needs a sign that the
+        // hub works (a probe user's run of successes), or a whole window without any sign of trouble.
+        let evidence = !reported.is_empty()
+            || state.attempts.values().any(|a| a.failure.is_none() && a.ok_streak >= self.settings.recovery_successes)
+            || !self.within_window(*watched_since, now);
+        current.is_empty() && seen_again && evidence && state.attempts.values().all(settled)
     }
 
     fn evaluate(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
@@ -198,27 +209,39 @@ impl Detector {
             None if current.users().len() >= self.settings.min_affected_users => {
                 let state = self.state.get_mut(&(hub.clone(), kind))?;
                 state.open = Some((current.clone(), now));
+                state.healthy_since = None;
                 state.signalled = state.signals.keys().map(|(_, u, c)| (u.clone(), *c)).collect();
                 Some(Transition::Opened { hub, kind, symptoms: current, at: now })
             }
             None => None,
             Some(_) if self.recovered(state, &current, now) => {
+                let keep_open_for = self.settings.keep_open_for;
                 let state = self.state.get_mut(&(hub.clone(), kind))?;
-                state.open = None;
+                let since = *state.healthy_since.get_or_insert(now);
+                if now.duration_since(since).unwrap_or_default() < keep_open_for {
+                    return None;
+                }
+                (state.open, state.healthy_since) = (None, None);
                 state.signalled.clear();
-                Some(Transition::Recovered { hub, kind, at: now })
+                Some(Transition::Recovered { hub, kind, at: since })
             }
             Some((reported, watched_since)) => {
                 let watched_since = *watched_since;
                 let same_people =
                     reported.users() == current.users() && reported.capabilities() == current.capabilities();
-                if same_people || current.is_empty() {
-                    return None;
-                }
                 let material = !current.users().is_subset(&reported.users())
                     || !current.capabilities().is_subset(&reported.capabilities());
-                self.state.get_mut(&(hub.clone(), kind))?.open = Some((current.clone(), watched_since));
-                Some(Transition::Updated { hub, kind, symptoms: current, material, at: now })
+                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                // Healthy no more: a relapse when someone fails again (not merely a success still missing).
+                let relapse = match state.healthy_since.take() {
+                    Some(since) if !current.is_empty() => Some(now.duration_since(since).unwrap_or_default()),
+                    _ => None,
+                };
+                if current.is_empty() || (same_people && relapse.is_none()) {
+                    return None;
+                }
+                state.open = Some((current.clone(), watched_since));
+                Some(Transition::Updated { hub, kind, symptoms: current, material, relapse, at: now })
             }
         }
     }

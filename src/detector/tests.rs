@@ -5,7 +5,68 @@ use proptest::prelude::*;
 const MIN: Duration = Duration::from_secs(60);
 
 fn settings() -> DetectorSettings {
-    DetectorSettings { min_affected_users: 2, window: 15 * MIN, recovery_successes: 2 }
+    DetectorSettings { min_affected_users: 2, window: 15 * MIN, recovery_successes: 2, keep_open_for: Duration::ZERO }
+}
+
+fn seconds(s: u64) -> SystemTime {
+    t(0) + Duration::from_secs(s)
+}
+
+/// Both users' servers fail (`ok` false) or start (`ok` true) at `at`; the transitions.
+fn round(d: &mut Detector, ok: bool, at: SystemTime) -> Vec<Transition> {
+    let result = || if ok { ProbeResult::Ok } else { failed("Spawn failed") };
+    let mut transitions = d.observe(&outcome("a", Capability::Server, result()), at);
+    transitions.extend(d.observe(&outcome("b", Capability::Server, result()), at));
+    transitions
+}
+
+#[test]
+fn a_hub_that_flaps_inside_keep_open_for_stays_one_incident() {
+    let mut d = Detector::new(DetectorSettings { keep_open_for: 2 * MIN, ..settings() });
+    let mut all = Vec::new();
+    // Fails and works in turn every 12 s for two minutes; a healthy spell gathers its two successes each time.
+    for spell in 0..10u64 {
+        let failing = spell % 2 == 0;
+        for step in 0..3u64 {
+            let at = seconds(spell * 12 + step * 4);
+            all.extend(round(&mut d, !failing, at));
+            all.extend(d.tick(at));
+        }
+    }
+    assert_eq!(opened(&all), 1, "{all:#?}");
+    assert!(!all.iter().any(|t| matches!(t, Transition::Recovered { .. })), "{all:#?}");
+    let relapses = all.iter().filter(|t| matches!(t, Transition::Updated { relapse: Some(_), .. })).count();
+    assert_eq!(relapses, 4, "each failing spell after a healthy one is a relapse, not a new incident: {all:#?}");
+    // The last spell was healthy and it stays so: the recovery comes keep_open_for after the recovery rule
+    // was met (the last spell's second success), dated then.
+    let back = seconds(9 * 12 + 4);
+    assert!(d.tick(back + Duration::from_secs(119)).is_empty(), "not before keep_open_for");
+    let recovered = d.tick(back + Duration::from_secs(121));
+    let [Transition::Recovered { at, .. }] = recovered.as_slice() else { panic!("{recovered:?}") };
+    assert_eq!(*at, back, "dated when service came back");
+}
+
+#[test]
+fn an_incident_adopted_without_symptoms_recovers_only_on_a_sign_of_health() {
+    let mut d = Detector::new(settings());
+    d.resume("temple", IncidentKind::HubAccess, Symptoms::default(), t(0));
+    assert!(d.tick(t(1)).is_empty(), "nothing seen yet: still open");
+    round(&mut d, true, t(2));
+    let recovered = round(&mut d, true, t(3));
+    assert!(matches!(recovered.as_slice(), [Transition::Recovered { .. }]), "{recovered:?}");
+    let mut quiet = Detector::new(settings());
+    quiet.resume("temple", IncidentKind::DaskGateway, Symptoms::default(), t(0));
+    assert!(quiet.tick(t(14)).is_empty());
+    assert_eq!(quiet.tick(t(16)).len(), 1, "a whole window without a sign of trouble");
+}
+
+#[test]
+fn without_keep_open_for_the_recovery_is_at_once() {
+    let mut d = Detector::new(settings());
+    round(&mut d, false, t(1));
+    round(&mut d, true, t(2));
+    let recovered = round(&mut d, true, t(3));
+    assert!(matches!(recovered.as_slice(), [Transition::Recovered { .. }]), "{recovered:?}");
 }
 
 fn t(minutes: u64) -> SystemTime {

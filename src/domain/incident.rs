@@ -115,9 +115,28 @@ impl Symptoms {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Opened { hub: String, kind: IncidentKind, symptoms: Symptoms, at: SystemTime },
-    Updated { hub: String, kind: IncidentKind, symptoms: Symptoms, material: bool, at: SystemTime },
-    Recovered { hub: String, kind: IncidentKind, at: SystemTime },
+    Opened {
+        hub: String,
+        kind: IncidentKind,
+        symptoms: Symptoms,
+        at: SystemTime,
+    },
+    /// New symptoms; `relapse`: users fail again after this long healthy, inside `keep_open_for` (the same
+    /// incident goes on, nothing new is paged for it).
+    Updated {
+        hub: String,
+        kind: IncidentKind,
+        symptoms: Symptoms,
+        material: bool,
+        relapse: Option<std::time::Duration>,
+        at: SystemTime,
+    },
+    /// Service is back (since `at`) and stayed back for `keep_open_for`.
+    Recovered {
+        hub: String,
+        kind: IncidentKind,
+        at: SystemTime,
+    },
 }
 
 /// Where the news of real users affected comes from; each source's news replaces only its own.

@@ -6,7 +6,10 @@
 //! - every write carries the `resourceVersion` it read, so two candidates can never both win (409 Conflict);
 //! - every call has a deadline; the holder renews every `retry_period` and stops leading at once when no
 //!   renewal succeeded within `renew_deadline` (< `lease_duration`), before any other replica may take over;
-//! - `leaseTransitions` counts holders: it is the leader's *term*, which fences its mirrored state.
+//! - `leaseTransitions` counts holders: it is the leader's *term*, which fences its mirrored state. Terms never
+//!   go backwards: a candidate writes at least its *floor* (one more than the highest term it knows of, from
+//!   the mirrored state), so a Lease that was deleted and created again continues from the mirror's term
+//!   instead of starting at 0 below it (where every mirror write would be refused).
 //!
 //! kube 5 has no leader election of its own, and kube-lease-manager (0.13) judges expiry by `renewTime`
 //! against the local clock, which a skewed clock defeats; hence this small implementation.
@@ -69,13 +72,15 @@ pub enum Decision {
     Write(LeaderRecord),
 }
 
-/// client-go's `tryAcquireOrRenew`, without I/O: `current` was read at `now`. Updates `observed`.
+/// client-go's `tryAcquireOrRenew`, without I/O: `current` was read at `now`; the term written is at least
+/// `floor`. Updates `observed`.
 pub fn decide(
     observed: &mut Option<Observed>,
     current: &LeaderRecord,
     me: &str,
     lease_duration: Duration,
     now: Instant,
+    floor: i32,
 ) -> Decision {
     if observed.as_ref().is_none_or(|o| o.record != *current) {
         *observed = Some(Observed { record: current.clone(), at: now });
@@ -93,7 +98,7 @@ pub fn decide(
         lease_duration_seconds: i32::try_from(lease_duration.as_secs()).unwrap_or(i32::MAX),
         acquire_time: if mine { current.acquire_time.clone() } else { Some(wall.clone()) },
         renew_time: Some(wall),
-        transitions: if mine { current.transitions } else { current.transitions + 1 },
+        transitions: if mine { current.transitions.max(floor) } else { (current.transitions + 1).max(floor) },
     })
 }
 
@@ -110,6 +115,8 @@ pub struct Elector {
     lease_duration: Duration,
     call_timeout: Duration,
     observed: Option<Observed>,
+    /// The lowest term this candidate may write (see the module's notes).
+    floor: i32,
 }
 
 /// What one attempt found.
@@ -130,11 +137,17 @@ impl Elector {
             lease_duration,
             call_timeout,
             observed: None,
+            floor: 0,
         }
     }
 
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// From now on, the term written is at least `term` (a holder's next renewal moves to it).
+    pub fn raise_floor(&mut self, term: i64) {
+        self.floor = self.floor.max(i32::try_from(term).unwrap_or(i32::MAX));
     }
 
     /// One attempt to take or keep the lease, done within `budget` (each call also within the call timeout).
@@ -144,7 +157,8 @@ impl Elector {
         let read = call(deadline.min(started + self.call_timeout), self.api.get_opt(&self.name)).await?;
         let Some(mut lease) = read else { return self.create(deadline).await };
         let current = LeaderRecord::of(&lease);
-        let record = match decide(&mut self.observed, &current, &self.identity, self.lease_duration, started) {
+        let decided = decide(&mut self.observed, &current, &self.identity, self.lease_duration, started, self.floor);
+        let record = match decided {
             Decision::Wait { holder } => return Ok(Attempt::Held { holder }),
             Decision::Write(record) => record,
         };
@@ -167,11 +181,12 @@ impl Elector {
     async fn create(&mut self, deadline: Instant) -> Result<Attempt, HaError> {
         let started = Instant::now();
         let Decision::Write(record) =
-            decide(&mut None, &LeaderRecord::default(), &self.identity, self.lease_duration, started)
+            decide(&mut None, &LeaderRecord::default(), &self.identity, self.lease_duration, started, self.floor)
         else {
             unreachable!("an empty lease is always free");
         };
-        let record = LeaderRecord { transitions: 0, ..record };
+        // A Lease made afresh (the first, or one deleted) starts at the floor, not at 0 below the mirror's term.
+        let record = LeaderRecord { transitions: self.floor, ..record };
         let lease = Lease {
             metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
             spec: Some(record.to_spec()),
@@ -183,8 +198,9 @@ impl Elector {
             }
             Err(e) => Err(e),
             Ok(_) => {
+                let term = i64::from(record.transitions);
                 self.observed = Some(Observed { record, at: started });
-                Ok(Attempt::Leading { term: 0 })
+                Ok(Attempt::Leading { term })
             }
         }
     }
@@ -235,11 +251,11 @@ mod tests {
         // The holder's clock is an hour ahead: its renewTime lies in the future. A naive check would wait an
         // hour after it died; this one waits one lease duration of seeing no change.
         let ahead = held_by("a", "2099-01-01T00:00:00Z", 3);
-        assert_eq!(decide(&mut observed, &ahead, "b", LEASE, Instant::now()), Decision::Wait { holder: "a".into() });
+        assert_eq!(decide(&mut observed, &ahead, "b", LEASE, Instant::now(), 0), Decision::Wait { holder: "a".into() });
         tokio::time::advance(Duration::from_secs(14)).await;
-        assert!(matches!(decide(&mut observed, &ahead, "b", LEASE, Instant::now()), Decision::Wait { .. }));
+        assert!(matches!(decide(&mut observed, &ahead, "b", LEASE, Instant::now(), 0), Decision::Wait { .. }));
         tokio::time::advance(Duration::from_secs(2)).await;
-        let Decision::Write(taken) = decide(&mut observed, &ahead, "b", LEASE, Instant::now()) else { panic!() };
+        let Decision::Write(taken) = decide(&mut observed, &ahead, "b", LEASE, Instant::now(), 0) else { panic!() };
         assert_eq!((taken.holder.as_str(), taken.transitions), ("b", 4), "a new holder: a new term");
     }
 
@@ -249,7 +265,7 @@ mod tests {
         // An hour behind: a naive check would find it expired at every look and take it while it still leads.
         for minute in 0..5 {
             let behind = held_by("a", &format!("2000-01-01T00:{minute:02}:00Z"), 3);
-            assert!(matches!(decide(&mut observed, &behind, "b", LEASE, Instant::now()), Decision::Wait { .. }));
+            assert!(matches!(decide(&mut observed, &behind, "b", LEASE, Instant::now(), 0), Decision::Wait { .. }));
             tokio::time::advance(Duration::from_secs(10)).await;
         }
     }
@@ -258,14 +274,29 @@ mod tests {
     async fn the_holder_renews_its_own_term_and_a_released_lease_is_taken_at_once() {
         let mut observed = None;
         let mine = held_by("a", "2026-11-30T10:00:00Z", 7);
-        let Decision::Write(renewed) = decide(&mut observed, &mine, "a", LEASE, Instant::now()) else { panic!() };
+        let Decision::Write(renewed) = decide(&mut observed, &mine, "a", LEASE, Instant::now(), 0) else { panic!() };
         assert_eq!(
             (renewed.transitions, &renewed.acquire_time),
             (7, &mine.acquire_time),
             "same term, same acquisition"
         );
         let released = LeaderRecord { holder: String::new(), ..mine };
-        let Decision::Write(taken) = decide(&mut None, &released, "b", LEASE, Instant::now()) else { panic!() };
+        let Decision::Write(taken) = decide(&mut None, &released, "b", LEASE, Instant::now(), 0) else { panic!() };
         assert_eq!((taken.holder.as_str(), taken.transitions), ("b", 8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terms_never_go_backwards_below_the_floor() {
+        // A Lease deleted and made again reads as empty (term 0) while the mirror holds term 6.
+        let Decision::Write(taken) = decide(&mut None, &LeaderRecord::default(), "b", LEASE, Instant::now(), 7) else {
+            panic!()
+        };
+        assert_eq!(taken.transitions, 7, "continues from the mirror's term");
+        // The holder learns of a higher term (its takeover read the mirror): its next renewal moves to it.
+        let mine = held_by("a", "2026-11-30T10:00:00Z", 2);
+        let Decision::Write(renewed) = decide(&mut None, &mine, "a", LEASE, Instant::now(), 5) else { panic!() };
+        assert_eq!(renewed.transitions, 5);
+        let Decision::Write(kept) = decide(&mut None, &mine, "a", LEASE, Instant::now(), 0) else { panic!() };
+        assert_eq!(kept.transitions, 2, "a low floor changes nothing");
     }
 }

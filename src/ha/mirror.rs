@@ -83,19 +83,35 @@ impl Mirror {
 
     /// The mirrored state, if any: the Secret's, else what an earlier release left in its ConfigMap.
     pub async fn load(&self) -> Result<Option<Value>, HaError> {
+        let loaded = self.read().await?;
+        match loaded.unreadable {
+            Some(reason) => Err(HaError::State { name: self.name.clone(), reason }),
+            None => Ok(loaded.snapshot),
+        }
+    }
+
+    /// The mirrored state with the Secret it came from, so that a takeover can write over exactly that
+    /// Secret ([`Mirror::claim`]). A Secret whose content cannot be read is reported in `unreadable`, not an
+    /// error: the new leader writes over it.
+    pub async fn read(&self) -> Result<Loaded, HaError> {
         let secret = call(self.call_timeout, "state Secret", self.secrets.get_opt(&self.name)).await?;
-        if let Some(bytes) = secret.and_then(|s| s.data).and_then(|d| d.get(STATE_KEY).cloned()) {
-            return unpack(&bytes.0).map(Some).map_err(|reason| HaError::State { name: self.name.clone(), reason });
+        if let Some(bytes) = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(STATE_KEY)) {
+            return Ok(match unpack(&bytes.0) {
+                Ok(snapshot) => Loaded { snapshot: Some(snapshot), unreadable: None, secret },
+                Err(reason) => Loaded { snapshot: None, unreadable: Some(reason), secret },
+            });
         }
         let legacy =
             call(self.call_timeout, "legacy state ConfigMap", self.config_maps.get_opt(&self.legacy_config_map))
                 .await
                 .unwrap_or_default();
-        let Some(text) = legacy.and_then(|c| c.data).and_then(|d| d.get(LEGACY_STATE_KEY).cloned()) else {
-            return Ok(None);
+        let text = legacy.and_then(|c| c.data).and_then(|d| d.get(LEGACY_STATE_KEY).cloned());
+        let (snapshot, unreadable) = match text.map(|t| serde_json::from_str(&t)) {
+            None => (None, None),
+            Some(Ok(snapshot)) => (Some(snapshot), None),
+            Some(Err(e)) => (None, Some(format!("{}: {e}", self.legacy_config_map))),
         };
-        let name = self.legacy_config_map.clone();
-        serde_json::from_str(&text).map(Some).map_err(|e| HaError::State { name, reason: e.to_string() })
+        Ok(Loaded { snapshot, unreadable, secret })
     }
 
     /// Writes `packed` if the fence holds and the Secret holds nothing newer; the write itself gets only what
@@ -106,14 +122,26 @@ impl Mirror {
         if let Some(stored) = existing.as_ref().map(version_of).filter(|stored| *stored > packed.version) {
             return Ok(Saved::Superseded(stored));
         }
+        // Asked again right before the write: reading took part of the budget.
+        let Some(budget) = fence.budget(budget) else { return Ok(Saved::NotLeading) };
+        self.write(existing, packed, budget).await
+    }
+
+    /// Writes `packed` over exactly the Secret `loaded` came from: `Conflict` when anyone wrote it since (a
+    /// deposed leader's last write), so the takeover reads again and misses nothing.
+    pub async fn claim(&self, packed: &Packed, fence: &Fence, loaded: Loaded) -> Result<Saved, HaError> {
+        let Some(budget) = fence.budget(self.call_timeout) else { return Ok(Saved::NotLeading) };
+        self.write(loaded.secret, packed, budget).await
+    }
+
+    /// Replaces `existing` (its resourceVersion makes a concurrent write a 409) or creates the Secret.
+    async fn write(&self, existing: Option<Secret>, packed: &Packed, budget: Duration) -> Result<Saved, HaError> {
         let annotations = BTreeMap::from([
             (TERM_ANNOTATION.to_string(), packed.version.term.to_string()),
             (SEQUENCE_ANNOTATION.to_string(), packed.version.sequence.to_string()),
             (LEADER_ANNOTATION.to_string(), self.identity.clone()),
         ]);
         let data = BTreeMap::from([(STATE_KEY.to_string(), ByteString(packed.bytes.clone()))]);
-        // Asked again right before the write: reading took part of the budget.
-        let Some(budget) = fence.budget(budget) else { return Ok(Saved::NotLeading) };
         let written = match existing {
             Some(mut secret) => {
                 secret.metadata.annotations.get_or_insert_default().extend(annotations);
@@ -140,6 +168,14 @@ impl Mirror {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What a takeover read: the mirrored state (if any could be read), why not, and the Secret it came from.
+pub struct Loaded {
+    pub snapshot: Option<Value>,
+    /// The Secret (or the legacy ConfigMap) held something that is not a state: why.
+    pub unreadable: Option<String>,
+    secret: Option<Secret>,
 }
 
 fn version_of(secret: &Secret) -> Version {
@@ -173,8 +209,9 @@ fn unpack(bytes: &[u8]) -> Result<Value, String> {
 
 /// Compresses `snapshot` to fit in `limit` bytes, shedding in this order until it fits: delivered events,
 /// the diagnostics of closed incidents, the oldest closed incidents with their timelines, and last the
-/// diagnostics of open incidents. Open incidents, their timelines and unsent events are never dropped: if
-/// the diagnostics of open incidents had to go, or even that was not enough, the result is incomplete.
+/// diagnostics of open incidents. Open incidents, incidents with unsent events, their timelines and the unsent
+/// events are never dropped: if the diagnostics of open incidents had to go, or even that was not enough, the
+/// result is incomplete.
 pub fn pack(mut snapshot: Value, limit: usize) -> Packed {
     let version = Version::of(&snapshot);
     let mut dropped = Vec::new();
@@ -222,13 +259,21 @@ fn clear_diagnostics(snapshot: &mut Value, open: bool) -> bool {
     cleared
 }
 
-/// Drops the oldest tenth (at least one) of the closed incidents with their timelines and events.
+/// Drops the oldest tenth (at least one) of the closed incidents with their timelines and events; never one
+/// with an unsent event (a resolve still pending must reach the replica that takes over).
 fn drop_oldest_closed(snapshot: &mut Value) -> bool {
+    let unsent: Vec<Value> = snapshot["tables"]["outbox"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|row| row["state"] == "pending")
+        .map(|row| row["key"].clone())
+        .collect();
     let closed: Vec<Value> = snapshot["tables"]["incidents"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|row| row["open"] == 0)
+        .filter(|row| row["open"] == 0 && !unsent.contains(&row["key"]))
         .map(|row| row["key"].clone())
         .collect();
     let keys: Vec<Value> = closed.iter().take((closed.len() / 10).max(1)).cloned().collect();
@@ -291,6 +336,23 @@ mod tests {
         assert!(keys.contains(&"now") && keys.len() < 401);
         assert_eq!(kept["tables"]["outbox"], json!([{"key": "now", "state": "pending", "body": "{}"}]));
         assert!(kept["tables"]["timeline"].as_array().unwrap().contains(&json!({"key": "now", "entry": "detected"})));
+    }
+
+    #[test]
+    fn a_closed_incident_whose_resolve_is_unsent_is_never_trimmed() {
+        let mut state = snapshot(400, "pods");
+        state["tables"]["outbox"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "old-0", "state": "pending", "body": "{}"}));
+        let packed = pack(state, 20_000);
+        assert!(packed.complete, "{:?}", packed.dropped);
+        let kept = unpack(&packed.bytes).unwrap();
+        let keys: Vec<&str> =
+            kept["tables"]["incidents"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+        assert!(keys.contains(&"old-0") && keys.len() < 401, "the oldest closed incident stays: its resolve is unsent");
+        let pending = kept["tables"]["outbox"].as_array().unwrap().iter().filter(|r| r["state"] == "pending").count();
+        assert_eq!(pending, 2);
     }
 
     #[test]

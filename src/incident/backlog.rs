@@ -186,7 +186,7 @@ mod tests {
         let (hub, k, symptoms, at) = ("temple".to_string(), IncidentKind::HubAccess, symptoms(users), t(at));
         Decision::Transition(match kind {
             "opened" => Transition::Opened { hub, kind: k, symptoms, at },
-            "updated" => Transition::Updated { hub, kind: k, symptoms, material, at },
+            "updated" => Transition::Updated { hub, kind: k, symptoms, material, relapse: None, at },
             _ => Transition::Recovered { hub, kind: k, at },
         })
     }

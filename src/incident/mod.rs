@@ -6,6 +6,7 @@ pub mod availability;
 pub mod backlog;
 pub mod holds;
 pub mod notes;
+pub mod reconcile;
 pub mod recorder;
 pub mod report;
 pub mod sinks;
@@ -72,6 +73,18 @@ pub struct DiagnosticsWanted {
 pub fn incident_key(hub: &str, kind: IncidentKind, opened: SystemTime) -> String {
     let seconds = opened.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     format!("{hub}-{}-{seconds}", kind.as_str())
+}
+
+/// The hub, kind and opening second of an incident key of one of `hubs` (a key made unique carries `-N`).
+pub fn parse_key<'a>(key: &str, hubs: &'a [String]) -> Option<(&'a str, IncidentKind, u64)> {
+    hubs.iter().find_map(|hub| {
+        let rest = key.strip_prefix(hub.as_str())?.strip_prefix('-')?;
+        let kind = IncidentKind::ALL.into_iter().find(|k| rest.starts_with(&format!("{}-", k.as_str())))?;
+        let mut numbers = rest[kind.as_str().len() + 1..].split('-');
+        let seconds = numbers.next()?.parse().ok()?;
+        let suffix_ok = numbers.next().is_none_or(|n| n.parse::<u32>().is_ok()) && numbers.next().is_none();
+        suffix_ok.then_some((hub.as_str(), kind, seconds))
+    })
 }
 
 /// hubwatch's page for the incident `key` (the link every event and note carries).
@@ -255,8 +268,8 @@ impl IncidentManager {
     pub fn handle(&self, transition: &Transition) -> Result<Handled, StoreError> {
         match transition {
             Transition::Opened { hub, kind, symptoms, at } => self.open(hub, *kind, symptoms, *at),
-            Transition::Updated { hub, kind, symptoms, material, at } => {
-                self.update(hub, *kind, symptoms, *material, *at)
+            Transition::Updated { hub, kind, symptoms, material, relapse, at } => {
+                self.update(hub, *kind, symptoms, *material, *relapse, *at)
             }
             Transition::Recovered { hub, kind, at } => self.recover(hub, *kind, *at),
         }
@@ -264,7 +277,7 @@ impl IncidentManager {
 
     /// A new incident with its first timeline entries and its trigger.
     fn open(&self, hub: &str, kind: IncidentKind, symptoms: &Symptoms, at: SystemTime) -> Result<Handled, StoreError> {
-        let key = incident_key(hub, kind, at);
+        let key = self.store.unused_key(&incident_key(hub, kind, at))?;
         let impact_start = symptoms.impact_start().unwrap_or(at);
         let summary = summary(hub, kind, symptoms);
         let mut affected_ever = Default::default();
@@ -315,17 +328,26 @@ impl IncidentManager {
     }
 
     /// New symptoms of the open incident; a follow-up trigger when users or capabilities were added and the
-    /// update interval has passed (else it is held back until then).
+    /// update interval has passed (else it is held back until then). A relapse says so in its entry.
     fn update(
         &self,
         hub: &str,
         kind: IncidentKind,
         symptoms: &Symptoms,
         material: bool,
+        relapse: Option<std::time::Duration>,
         at: SystemTime,
     ) -> Result<Handled, StoreError> {
         let Some(incident) = self.open_key(hub, kind)? else { return Ok(Handled::default()) };
-        let entry = format!("{}; {}", summary(hub, kind, symptoms), who(symptoms));
+        let mut entry = format!("{}; {}", summary(hub, kind, symptoms), who(symptoms));
+        if let Some(healthy) = relapse {
+            entry = format!(
+                "failing again after {} healthy (within incidents.keep_open_for, {}): the same incident goes on, \
+                 no new page; {entry}",
+                humantime::format_duration(std::time::Duration::from_secs(healthy.as_secs())),
+                humantime::format_duration(self.settings.keep_open_for)
+            );
+        }
         let interval_passed = incident
             .last_trigger_at
             .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
@@ -358,6 +380,12 @@ impl IncidentManager {
             "nobody is affected any more: every probe user's last {} attempts succeeded",
             self.settings.recovery_successes
         );
+        if !self.settings.keep_open_for.is_zero() {
+            entry.push_str(&format!(
+                ", and it stayed so for {} (incidents.keep_open_for) before the resolve",
+                humantime::format_duration(self.settings.keep_open_for)
+            ));
+        }
         let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..incident.clone() };
         let events = match &incident.hold {
             Some(held) => {

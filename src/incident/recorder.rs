@@ -8,6 +8,7 @@
 use super::backlog::{Backlog, Decision};
 use super::sinks::TicketNews;
 use super::{DiagnosticsWanted, IncidentManager};
+use crate::clock::Clock;
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
@@ -48,6 +49,8 @@ pub struct Context {
     pub tasks: Tasks,
     pub collector: Option<Arc<Collector>>,
     pub settings: DetectorSettings,
+    /// Every decision's time (see [`Clock`]).
+    pub clock: Clock,
 }
 
 pub struct Recorder {
@@ -69,7 +72,7 @@ impl Recorder {
     /// store cannot be read: starting blind would page open incidents a second time.
     pub async fn start(manager: IncidentManager, hubs: Vec<String>, context: Context) -> Recorder {
         let mut detector = Detector::new(context.settings);
-        let now = SystemTime::now();
+        let now = context.clock.now();
         let open = loop {
             match context.store.open_incidents() {
                 Ok(open) => break open,
@@ -113,10 +116,10 @@ impl Recorder {
                         HubNews::Changed(change) => Decision::HubChanged(change),
                         HubNews::Deployment(state) => Decision::Deployment(state),
                     };
-                    self.decide(decision, SystemTime::now());
+                    self.decide(decision, self.context.clock.now());
                 }
                 Some((key, diagnostics)) = self.arrivals.recv() => {
-                    self.decide(Decision::Diagnostics { key, diagnostics }, SystemTime::now());
+                    self.decide(Decision::Diagnostics { key, diagnostics }, self.context.clock.now());
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     self.retry_backlog();
@@ -130,7 +133,7 @@ impl Recorder {
         self.observers.metrics.observe(&outcome);
         self.observers.board.record(&outcome);
         log_outcome(&outcome);
-        let now = SystemTime::now();
+        let now = self.context.clock.now();
         let transitions = self.detector.observe(&outcome, now);
         self.decide_all(transitions, now);
         // Only this hub and kind can have changed.
@@ -138,7 +141,7 @@ impl Recorder {
     }
 
     fn on_real_users(&mut self, update: RealUsers) {
-        let now = SystemTime::now();
+        let now = self.context.clock.now();
         if !update.users.is_empty() {
             let users: Vec<&String> = update.users.keys().collect();
             tracing::info!(hub = %update.hub, capability = update.capability.as_str(), source = update.source.as_str(), ?users, "real users affected");
@@ -150,7 +153,8 @@ impl Recorder {
     }
 
     fn on_tick(&mut self) {
-        let now = SystemTime::now();
+        let now = self.context.clock.now();
+        self.context.metrics.set_clock_offset(self.context.clock.wall_offset());
         self.retry_backlog();
         match self.manager.flush_pending_updates(now) {
             Ok(wanted) => wanted.into_iter().for_each(|w| self.collect(w)),
@@ -228,6 +232,7 @@ impl Recorder {
         if backlog.is_empty() {
             match self.store(&decision, now) {
                 Ok(_) => return,
+                Err(e) if e.is_permanent() => self.drop_decision(&decision, &e),
                 Err(e) => {
                     tracing::error!(error = %e, decision = %decision.describe(), "cannot store an incident decision: it waits and is retried");
                     backlog.push(decision, now);
@@ -246,7 +251,7 @@ impl Recorder {
         let mut backlog = lock(&backlog);
         while backlog.due(Instant::now()) {
             let Some(waiting) = backlog.front().cloned() else { break };
-            let now = SystemTime::now();
+            let now = self.context.clock.now();
             match self.store(&waiting.decision, now) {
                 Ok(key) => {
                     let error = backlog.first_error().unwrap_or("unknown").to_string();
@@ -258,6 +263,10 @@ impl Recorder {
                         tracing::warn!(error = %e, %key, "cannot note the late decision in the timeline");
                     }
                 }
+                Err(e) if e.is_permanent() => {
+                    self.drop_decision(&waiting.decision, &e);
+                    backlog.stored();
+                }
                 Err(e) => {
                     backlog.failed(e.to_string(), Instant::now());
                     tracing::error!(error = %e, waiting = backlog.len(), "the state database still cannot be written");
@@ -265,6 +274,13 @@ impl Recorder {
             }
         }
         self.context.health.set_unstored(backlog.len());
+    }
+
+    /// A decision the store refuses for good: reported and counted, never retried ahead of every later one.
+    fn drop_decision(&self, decision: &Decision, error: &StoreError) {
+        self.context.metrics.count_decision_dropped();
+        tracing::error!(%error, decision = %decision.describe(),
+            "the state database refuses this incident decision for good: skipped, so later ones are not held behind it");
     }
 
     /// One decision into the store; the incident it concerned (for a transition).

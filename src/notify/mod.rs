@@ -1,19 +1,29 @@
-//! Delivery of the outbox: every queued PagerDuty event is sent until PagerDuty accepts it (202) or rejects
-//! it as invalid (400). An event counts as sent only after the 202. 429 backs off for minutes; 5xx and
-//! network errors back off exponentially with jitter (backon). Without a `pagerduty` section it is a dry
-//! run: events are logged and marked `dry_run`, nothing is sent.
+//! Delivery of the outbox, on three channels that never wait for each other: PagerDuty's Events API
+//! (triggers, resolves, change events), its REST API (status notes, priorities) and the webhook sink. Each
+//! channel has its own worker, delivers up to [`CHANNEL_CONCURRENCY`] incidents at once (each incident's
+//! events in order), and its own deadlines, so a sink that hangs delays only itself.
+//!
+//! An event counts as sent only after the sink accepted it. 429 waits as long as the sink said
+//! (`Retry-After`), else backs off for minutes; 5xx and network errors back off exponentially with jitter
+//! (backon), counted from when the attempt ended; an invalid event (400) is never retried; a refused
+//! routing key (401/403/404) marks the key broken and is retried slowly, never hot and never dropped.
+//! With high availability, nothing leaves before the cluster copy of the state holds it ([`Handover`]).
+//! Without a `pagerduty` section it is a dry run: events are logged and marked `dry_run`, nothing is sent.
 
+mod deliver;
+mod entries;
 pub mod pagerduty;
 pub mod rest;
 pub mod webhook;
 
+use crate::clock::Clock;
 use crate::config::{Config, PagerDutyConfig, WebhookConfig};
-use crate::ha::Fence;
+use crate::ha::{Fence, Handover};
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
-use crate::store::{EventAction, OutboxEvent, OutboxState, Store, StoreError, TimelineKind};
+use crate::store::{Channel, OutboxEvent, OutboxState, RoutedTo, Store, StoreError, TimelineKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use pagerduty::Answer;
+use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
@@ -21,14 +31,18 @@ use tokio_util::sync::CancellationToken;
 
 /// How long one delivery may take before it counts as a network failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// The worker looks at the outbox at least this often, even without a wake-up.
+/// Each worker looks at its channel at least this often, even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(30);
-/// How often a status note looks for its PagerDuty incident before it is given up (PagerDuty makes the
-/// incident from the trigger asynchronously; a trigger that was rejected never makes one). With the retry
-/// backoff this is about a quarter of an hour.
-const NOTE_LOOKUPS: u32 = 8;
 /// The longest wait between passes while the outbox cannot be read or written.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How many incidents' events one channel delivers at once.
+const CHANNEL_CONCURRENCY: usize = 4;
+/// How long a pass waits after the hand-over to the cluster copy failed (the mirror says why).
+const HANDOVER_RETRY: Duration = Duration::from_secs(1);
+/// How long the last pass at a stop may take.
+const LAST_PASS: Duration = Duration::from_secs(10);
+/// A retry scheduled further out than this (a wall clock that stepped back between two runs) is due now.
+const LONGEST_RETRY: Duration = Duration::from_secs(3600);
 
 pub struct Notifier {
     store: Arc<Store>,
@@ -38,12 +52,15 @@ pub struct Notifier {
     wake: Arc<Notify>,
     send_timeout: Duration,
     fence: Fence,
+    /// With high availability: what writes the state to the cluster copy before anything is sent.
+    handover: Option<Arc<Handover>>,
     /// Sent as the User-Agent of every delivery (which replica sent it).
     identity: String,
     /// Per-hub routing keys (`Config::page_route`); without it every event uses `pagerduty.routing_key`.
     routes: Option<Arc<Config>>,
     webhook: Option<WebhookConfig>,
-    /// Answers PagerDuty gave that the store could not record yet (a full disk): recorded before anything
+    clock: Clock,
+    /// Answers a sink gave that the store could not record yet (a full disk): recorded before anything
     /// else is sent, and never sent again meanwhile.
     unrecorded: Mutex<Vec<(OutboxEvent, Verdict)>>,
 }
@@ -51,10 +68,38 @@ pub struct Notifier {
 /// What to record of one attempt.
 #[derive(Debug, Clone)]
 enum Verdict {
-    /// Done with at `at`: sent, rejected, or a dry run; with the timeline entry it makes.
-    Finish { state: OutboxState, at: SystemTime, error: Option<String>, entry: Option<(TimelineKind, String)> },
-    /// Try again at `at`.
-    Retry { at: SystemTime, error: String },
+    /// Done with at `at`: sent, rejected, or a dry run; with the timeline entry it makes, and where an
+    /// accepted trigger went.
+    Finish {
+        state: OutboxState,
+        at: SystemTime,
+        error: Option<String>,
+        entry: Option<(TimelineKind, String)>,
+        routed: Option<RoutedTo>,
+    },
+    /// Try again at `at`; with a timeline entry (and when it happened) when the failure is news for the
+    /// incident.
+    Retry { at: SystemTime, error: String, entry: Option<(SystemTime, TimelineKind, String)> },
+}
+
+impl Verdict {
+    fn finish(
+        state: OutboxState,
+        at: SystemTime,
+        error: Option<String>,
+        entry: Option<(TimelineKind, String)>,
+    ) -> Self {
+        Verdict::Finish { state, at, error, entry, routed: None }
+    }
+}
+
+/// How one pass over a channel ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// Everything due was tried.
+    Done,
+    /// Nothing may be sent now: the fence does not hold, or the state could not be handed over.
+    Blocked,
 }
 
 impl Notifier {
@@ -73,9 +118,11 @@ impl Notifier {
             wake,
             send_timeout: SEND_TIMEOUT,
             fence: Fence::always(),
+            handover: None,
             identity: String::new(),
             routes: None,
             webhook: None,
+            clock: Clock::start(),
             unrecorded: Mutex::new(Vec::new()),
         }
     }
@@ -93,71 +140,148 @@ impl Notifier {
         self
     }
 
-    /// Sends only while `fence` holds, each delivery within what it still allows; `identity` names this
-    /// replica in the User-Agent.
-    pub fn fenced(mut self, fence: Fence, identity: &str) -> Self {
+    /// hubwatch's clock (the daemon's one; tests pass one they move).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sends only while `fence` holds, each delivery within what it still allows, and (with `handover`) only
+    /// what the cluster copy of the state already holds; `identity` names this replica in the User-Agent.
+    pub fn fenced(mut self, fence: Fence, handover: Option<Arc<Handover>>, identity: &str) -> Self {
         self.fence = fence;
+        self.handover = handover;
         self.identity = identity.to_string();
         self
     }
 
-    /// Delivers until `shutdown`; then makes one last pass (what is still unsent stays queued for the next
-    /// start). When the store cannot be read or written it waits longer between passes (a full disk must
-    /// not become a busy loop against PagerDuty).
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Delivers every channel until `stop`; then makes one last pass of each (what is still unsent stays
+    /// queued for the next start). First, triggers whose incident recovered before they went out are
+    /// skipped, and retries a wall-clock step pushed far out are brought forward.
+    pub async fn run(self, stop: CancellationToken) {
+        self.prepare();
+        let wakes = Channel::ALL.map(|_| Notify::new());
+        // One wake-up for the outbox wakes every channel (a permit is kept for a worker mid-pass).
+        let fan_out = async {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.wake.notified() => wakes.iter().for_each(Notify::notify_one),
+                }
+            }
+        };
+        let workers = Channel::ALL.iter().zip(&wakes).map(|(channel, wake)| self.work(*channel, wake, &stop));
+        tokio::join!(fan_out, futures_util::future::join_all(workers));
+        let last = Channel::ALL.map(|channel| self.deliver_channel(channel, self.clock.now()));
+        let _ = tokio::time::timeout(LAST_PASS, futures_util::future::join_all(last)).await;
+        self.refresh_gauges();
+    }
+
+    fn prepare(&self) {
+        let now = self.clock.now();
+        match self.store.skip_triggers_behind_resolves(now) {
+            Ok(keys) if !keys.is_empty() => {
+                tracing::warn!(
+                    ?keys,
+                    "triggers of incidents that recovered before they went out: not sent, their resolves follow"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot look for triggers behind resolves"),
+        }
+        if let Err(e) = self.store.clamp_retries(now, LONGEST_RETRY) {
+            tracing::error!(error = %e, "cannot bring far-off retries forward");
+        }
+    }
+
+    /// One channel's worker, until `stop`. When the store cannot be read or written it waits longer between
+    /// passes (a full disk must not become a busy loop against PagerDuty).
+    async fn work(&self, channel: Channel, wake: &Notify, stop: &CancellationToken) {
         let mut failures = 0;
         loop {
-            let pause = match self.deliver_due(SystemTime::now()).await {
-                Ok(()) => {
+            let pause = match self.deliver_channel(channel, self.clock.now()).await {
+                Ok(Pass::Done) => {
                     failures = 0;
-                    self.until_next_due()
+                    self.until_next_due(channel)
                 }
+                Ok(Pass::Blocked) => HANDOVER_RETRY,
                 Err(e) => {
                     failures += 1;
-                    tracing::error!(error = %e, "the outbox cannot be read or written; retrying");
+                    tracing::error!(error = %e, channel = channel.as_str(), "the outbox cannot be read or written; retrying");
                     backoff(Duration::from_secs(1), STORE_RETRY_MAX, failures - 1)
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = stop.cancelled() => return,
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.deliver_due(SystemTime::now())).await;
     }
 
-    fn until_next_due(&self) -> Duration {
-        match self.store.next_due_at() {
-            Ok(Some(at)) => at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(IDLE_POLL),
+    fn until_next_due(&self, channel: Channel) -> Duration {
+        match self.store.next_due_at(channel) {
+            Ok(Some(at)) => at.duration_since(self.clock.now()).unwrap_or(Duration::ZERO).min(IDLE_POLL),
             _ => IDLE_POLL,
         }
     }
 
-    /// Sends every event that is due at `now` (the oldest unsent one of each incident), recording `now` as
-    /// the time of each answer (tests pass a scripted clock). Answers not yet recorded are recorded first.
+    /// Sends every event of every channel that is due at `now` (tests pass a scripted clock).
     pub async fn deliver_due(&self, now: SystemTime) -> Result<(), StoreError> {
+        for result in futures_util::future::join_all(Channel::ALL.map(|c| self.deliver_channel(c, now))).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Sends every event of `channel` that is due at `now` (the oldest unsent one of each incident), the
+    /// answers recorded at `now` plus the time the attempt took. Answers not yet recorded are recorded first.
+    async fn deliver_channel(&self, channel: Channel, now: SystemTime) -> Result<Pass, StoreError> {
         self.record_unrecorded()?;
+        let started = tokio::time::Instant::now();
         loop {
-            let due = self.store.due_events(now, 64)?;
+            let due = self.store.due_events(now, channel, 64)?;
             if due.is_empty() {
                 break;
             }
-            let mut progressed = false;
-            for event in due {
-                let Some(verdict) = self.deliver(&event, now).await? else { return Ok(()) };
+            if !self.handed_over().await? {
+                return Ok(Pass::Blocked);
+            }
+            let mut attempts = futures_util::stream::iter(due)
+                .map(|event| async move {
+                    let verdict = self.deliver(&event, now, started).await;
+                    (event, verdict)
+                })
+                .buffer_unordered(CHANNEL_CONCURRENCY);
+            let (mut progressed, mut blocked) = (false, false);
+            while let Some((event, verdict)) = attempts.next().await {
+                let Some(verdict) = verdict? else {
+                    blocked = true;
+                    continue;
+                };
                 progressed |= matches!(verdict, Verdict::Finish { .. });
                 if let Err(e) = self.record(&event, &verdict) {
                     self.lock_unrecorded().push((event, verdict));
                     return Err(e);
                 }
             }
+            if blocked {
+                return Ok(Pass::Blocked);
+            }
             if !progressed {
                 break;
             }
         }
         self.refresh_gauges();
-        Ok(())
+        Ok(Pass::Done)
+    }
+
+    /// Whether what is about to be sent may leave: with high availability, once the cluster copy holds the
+    /// state as it is now (every event read so far was written before this version).
+    async fn handed_over(&self) -> Result<bool, StoreError> {
+        let Some(handover) = &self.handover else { return Ok(true) };
+        let version = self.store.version()?;
+        Ok(handover.hold(version).await)
     }
 
     fn lock_unrecorded(&self) -> std::sync::MutexGuard<'_, Vec<(OutboxEvent, Verdict)>> {
@@ -175,251 +299,33 @@ impl Notifier {
 
     fn record(&self, event: &OutboxEvent, verdict: &Verdict) -> Result<(), StoreError> {
         match verdict {
-            Verdict::Finish { state, at, error, entry } => {
+            Verdict::Finish { state, at, error, entry, routed } => {
                 let entry = entry.as_ref().map(|(kind, text)| (*kind, text.as_str()));
-                self.store.finish_event(event, *state, *at, error.as_deref(), entry)
+                self.store.finish_event(event, *state, *at, error.as_deref(), entry, routed.as_ref())
             }
-            Verdict::Retry { at, error } => self.store.retry_event(event.id, *at, error),
+            Verdict::Retry { at, error, entry } => {
+                let entry = entry.as_ref().map(|(at, kind, text)| (*at, *kind, text.as_str()));
+                self.store.retry_event(event, *at, error, entry)
+            }
         }
     }
 
+    /// The backlog of every channel (pages alone also in the older, unlabelled gauges).
     fn refresh_gauges(&self) {
-        if let Ok((count, oldest)) = self.store.unsent() {
-            self.metrics.pagerduty_unsent.set(count as i64);
-            let age = oldest.and_then(|o| SystemTime::now().duration_since(o).ok()).unwrap_or_default();
-            self.metrics.pagerduty_oldest_unsent_seconds.set(age.as_secs_f64());
-        }
-    }
-
-    /// One attempt at one event: what to record of it, or `None` when this replica may not send now (the
-    /// fence does not hold: another replica may lead).
-    async fn deliver(&self, event: &OutboxEvent, now: SystemTime) -> Result<Option<Verdict>, StoreError> {
-        let action = event.action.as_str();
-        if event.action == EventAction::Webhook {
-            return Ok(self.deliver_webhook(event, now).await);
-        }
-        let Some(pagerduty) = &self.pagerduty else {
-            let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
-            tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
-            self.metrics.count_pagerduty_event(action, "dry_run");
-            return Ok(Some(Verdict::Finish { state: OutboxState::DryRun, at: now, error: None, entry: None }));
-        };
-        // Checked right before the send, and the send may not outlast it.
-        let Some(budget) = self.fence.budget(self.send_timeout) else {
-            tracing::warn!(key = %event.key, action, "not leading (the lease's renew deadline passed): not sending");
-            return Ok(None);
-        };
-        let (answer, pagerduty_incident) = match event.action {
-            EventAction::Note | EventAction::Priority => self.rest_call(event, pagerduty, budget).await?,
-            EventAction::Trigger | EventAction::Resolve | EventAction::Change => {
-                (self.send_event(event, pagerduty, budget).await, None)
-            }
-            EventAction::Webhook => unreachable!("delivered above"),
-        };
-        Ok(Some(self.verdict(event, answer, pagerduty_incident.as_deref(), pagerduty, now)))
-    }
-
-    fn verdict(
-        &self,
-        event: &OutboxEvent,
-        answer: Answer,
-        pagerduty_incident: Option<&str>,
-        pagerduty: &PagerDutyConfig,
-        now: SystemTime,
-    ) -> Verdict {
-        let action = event.action.as_str();
-        match answer {
-            Answer::Accepted(message) => {
-                tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
-                self.metrics.count_pagerduty_event(action, "sent");
-                let entry = accepted_entry(event, &message, pagerduty_incident);
-                Verdict::Finish { state: OutboxState::Sent, at: now, error: None, entry }
-            }
-            Answer::Rejected(reason) => {
-                tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
-                self.metrics.count_pagerduty_event(action, "rejected");
-                let entry = rejected_entry(event, &reason);
-                Verdict::Finish { state: OutboxState::Rejected, at: now, error: Some(reason), entry }
-            }
-            Answer::RateLimited => {
-                let delay = backoff(pagerduty.rate_limit_delay, Duration::from_secs(600), event.attempts);
-                tracing::warn!(key = %event.key, action, retry_in = %humantime::format_duration(round(delay)), "PagerDuty is rate limiting");
-                self.metrics.count_pagerduty_event(action, "rate_limited");
-                Verdict::Retry { at: now + delay, error: "HTTP 429 (rate limited)".into() }
-            }
-            Answer::Failed(reason) => {
-                let delay = backoff(pagerduty.retry_delay, Duration::from_secs(300), event.attempts);
-                tracing::warn!(key = %event.key, action, %reason, retry_in = %humantime::format_duration(round(delay)), "PagerDuty delivery failed; will retry");
-                self.metrics.count_pagerduty_event(action, "failed");
-                Verdict::Retry { at: now + delay, error: reason }
+        let now = self.clock.now();
+        for channel in Channel::ALL {
+            let Ok(backlog) = self.store.backlog(channel) else { continue };
+            let age = backlog.oldest.and_then(|o| now.duration_since(o).ok()).unwrap_or_default();
+            self.metrics.set_unsent(channel.as_str(), backlog.count, age);
+            if channel == Channel::Events {
+                self.metrics.pagerduty_unsent.set(backlog.count as i64);
+                self.metrics.pagerduty_oldest_unsent_seconds.set(age.as_secs_f64());
             }
         }
     }
 
     fn user_agent(&self) -> String {
         format!("hubwatch/{} {}", env!("CARGO_PKG_VERSION"), self.identity).trim_end().to_string()
-    }
-
-    /// The webhook sink's event: sent when a sink is configured (a dry run when it was removed since).
-    async fn deliver_webhook(&self, event: &OutboxEvent, now: SystemTime) -> Option<Verdict> {
-        let kind = event.body["event"].as_str().unwrap_or("unknown").to_string();
-        let Some(webhook) = &self.webhook else {
-            tracing::warn!(key = %event.key, event = %kind, "no webhook section any more: not sent");
-            self.metrics.count_webhook_delivery(&kind, "dry_run");
-            return Some(Verdict::Finish { state: OutboxState::DryRun, at: now, error: None, entry: None });
-        };
-        let Some(budget) = self.fence.budget(webhook.timeout) else {
-            tracing::warn!(key = %event.key, "not leading (the lease's renew deadline passed): not sending");
-            return None;
-        };
-        let answer = webhook::post(&self.http, webhook, &event.body, &self.user_agent(), budget).await;
-        Some(match answer {
-            Answer::Accepted(message) => {
-                tracing::info!(key = %event.key, event = %kind, attempts = event.attempts + 1, "the webhook accepted the event");
-                self.metrics.count_webhook_delivery(&kind, "sent");
-                let entry = incident_entry(event, format!("webhook {kind} delivered: {message}"));
-                Verdict::Finish { state: OutboxState::Sent, at: now, error: None, entry }
-            }
-            Answer::Rejected(reason) => {
-                tracing::error!(key = %event.key, event = %kind, %reason, "the webhook refused the event; it is not retried");
-                self.metrics.count_webhook_delivery(&kind, "rejected");
-                let entry = incident_entry(event, format!("webhook {kind} refused: {reason}"));
-                Verdict::Finish { state: OutboxState::Rejected, at: now, error: Some(reason), entry }
-            }
-            Answer::RateLimited | Answer::Failed(_) => {
-                let reason = match answer {
-                    Answer::Failed(reason) => reason,
-                    _ => "HTTP 429 (rate limited)".into(),
-                };
-                let delay = backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts);
-                tracing::warn!(key = %event.key, event = %kind, %reason, retry_in = %humantime::format_duration(round(delay)), "webhook delivery failed; will retry");
-                self.metrics.count_webhook_delivery(&kind, "failed");
-                Verdict::Retry { at: now + delay, error: reason }
-            }
-        })
-    }
-
-    /// The routing key of `event`: its hub's (and kind's) when one is configured, else the global one.
-    fn routing_key<'a>(&'a self, event: &OutboxEvent, pagerduty: &'a PagerDutyConfig) -> &'a str {
-        let route = match (&self.routes, &event.route) {
-            (Some(config), Some(route)) => config.page_route(&route.hub, route.kind),
-            _ => None,
-        };
-        route.map_or(pagerduty.routing_key.expose(), |r| r.routing_key.expose())
-    }
-
-    /// An Events API v2 event (the routing key is added here, never stored).
-    async fn send_event(&self, event: &OutboxEvent, pagerduty: &PagerDutyConfig, budget: Duration) -> Answer {
-        let body = pagerduty::with_routing_key(&event.body, self.routing_key(event, pagerduty));
-        let url = match event.action {
-            EventAction::Change => &pagerduty.change_events_url,
-            _ => &pagerduty.events_url,
-        };
-        let request =
-            self.http.reqwest().post(url.clone()).header(reqwest::header::USER_AGENT, self.user_agent()).json(&body);
-        match self.http.send(request, tokio::time::Instant::now() + budget).await {
-            Ok(response) => pagerduty::classify(response.status.as_u16(), &response.body),
-            Err(e) => Answer::Failed(e.to_string()),
-        }
-    }
-
-    /// A status note or a priority: finds the PagerDuty incident of the dedup key (once; kept), then posts
-    /// the note or sets the priority.
-    async fn rest_call(
-        &self,
-        event: &OutboxEvent,
-        pagerduty: &PagerDutyConfig,
-        budget: Duration,
-    ) -> Result<(Answer, Option<String>), StoreError> {
-        let Some(settings) = &pagerduty.status_updates else {
-            let off = "the REST API is off (no pagerduty.api_token): no status notes or priorities";
-            return Ok((Answer::Rejected(off.into()), None));
-        };
-        let rest = rest::RestClient { http: &self.http, settings, timeout: budget };
-        let id = match self.store.pagerduty_incident(&event.key)? {
-            Some(id) => id,
-            None => match rest.find_incident(&event.key).await {
-                rest::Lookup::Found(id) => {
-                    self.store.set_pagerduty_incident(&event.key, &id)?;
-                    id
-                }
-                rest::Lookup::NotFound if event.attempts + 1 >= NOTE_LOOKUPS => {
-                    let reason = format!("PagerDuty has no incident with dedup key {}", event.key);
-                    return Ok((Answer::Rejected(reason), None));
-                }
-                rest::Lookup::NotFound => {
-                    let reason = format!("PagerDuty has no incident with dedup key {} yet", event.key);
-                    return Ok((Answer::Failed(reason), None));
-                }
-                rest::Lookup::Failed(answer) => return Ok((answer, None)),
-            },
-        };
-        // The lookup took part of the budget: the note gets what the fence still allows.
-        let Some(budget) = self.fence.budget(budget) else {
-            return Ok((Answer::Failed("not leading any more".into()), Some(id)));
-        };
-        let rest = rest::RestClient { timeout: budget, ..rest };
-        let answer = match event.action {
-            EventAction::Priority => {
-                let name = event.body["priority"].as_str().unwrap_or_default();
-                match rest.priority_id(name).await {
-                    Ok(priority) => rest.set_priority(&id, &priority).await,
-                    Err(answer) => answer,
-                }
-            }
-            _ => rest.post_note(&id, &event.body).await,
-        };
-        Ok((answer, Some(id)))
-    }
-}
-
-/// The timeline entry of an accepted event (change events belong to no incident).
-fn accepted_entry(
-    event: &OutboxEvent,
-    message: &str,
-    pagerduty_incident: Option<&str>,
-) -> Option<(TimelineKind, String)> {
-    match event.action {
-        EventAction::Trigger => {
-            Some((TimelineKind::PageSent, format!("PagerDuty trigger sent (dedup key {}): {message}", event.key)))
-        }
-        EventAction::Resolve => {
-            Some((TimelineKind::ResolveSent, format!("PagerDuty resolve sent (dedup key {}): {message}", event.key)))
-        }
-        EventAction::Note => Some((
-            TimelineKind::StatusUpdate,
-            format!(
-                "status update posted as a note on PagerDuty incident {}: {}",
-                pagerduty_incident.unwrap_or("?"),
-                event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
-            ),
-        )),
-        EventAction::Priority => Some((
-            TimelineKind::PageSent,
-            format!(
-                "priority {} set on PagerDuty incident {} (rule {})",
-                event.body["priority"].as_str().unwrap_or("?"),
-                pagerduty_incident.unwrap_or("?"),
-                event.body["rule"].as_str().unwrap_or("?")
-            ),
-        )),
-        EventAction::Change | EventAction::Webhook => None,
-    }
-}
-
-/// A timeline entry for the incident an event belongs to (a ticket's or a change's key is none).
-fn incident_entry(event: &OutboxEvent, text: String) -> Option<(TimelineKind, String)> {
-    event.route.as_ref().filter(|r| r.kind.is_some()).map(|_| (TimelineKind::PageSent, text))
-}
-
-/// The timeline entry of a rejected event.
-fn rejected_entry(event: &OutboxEvent, reason: &str) -> Option<(TimelineKind, String)> {
-    match event.action {
-        EventAction::Trigger => Some((TimelineKind::PageSent, format!("PagerDuty rejected the trigger: {reason}"))),
-        EventAction::Resolve => Some((TimelineKind::ResolveSent, format!("PagerDuty rejected the resolve: {reason}"))),
-        EventAction::Note => Some((TimelineKind::StatusUpdate, format!("status update not posted: {reason}"))),
-        EventAction::Priority => Some((TimelineKind::PageSent, format!("priority not set: {reason}"))),
-        EventAction::Change | EventAction::Webhook => None,
     }
 }
 

@@ -1,13 +1,15 @@
 //! PagerDuty Events API v2: the events hubwatch sends, built as plain JSON from an incident (pure, tested
-//! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 is an invalid event (never
-//! retried); 429 is rate limiting (back off for minutes); 5xx and network errors are retried.
+//! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 and 422 are an invalid
+//! event (never retried), but "Invalid routing key" is the key's fault, not the event's; 401, 403 and 404
+//! say the routing key is not (any more) accepted; 429 is rate limiting (back off for minutes, or as long as
+//! `Retry-After` says); 5xx and network errors are retried.
 
 use crate::domain::wording::{SUMMARY_LIMIT, summary};
 use crate::domain::{IncidentKind, Symptoms};
 use crate::http::truncate;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use url::Url;
 
 /// PagerDuty refuses events larger than this.
@@ -160,20 +162,32 @@ fn fit(mut event: Value) -> Value {
     event
 }
 
-/// How PagerDuty's answer is to be taken.
+/// How a sink's answer is to be taken.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// With what PagerDuty said ("202 Event processed").
+    /// With what the sink said ("202 Event processed").
     Accepted(String),
-    /// 400: the event is invalid; retrying cannot help.
+    /// The event is invalid (400, 422): retrying cannot help.
     Rejected(String),
-    /// 429: back off for minutes.
-    RateLimited,
+    /// 429: back off, for as long as the sink said when it did (`Retry-After`, `ratelimit-reset`).
+    RateLimited(Option<Duration>),
+    /// The routing key is refused (401, 403, 404, or "Invalid routing key"): nothing with it can get through
+    /// until an operator fixes it; retried slowly, never dropped.
+    KeyRefused(String),
     /// 5xx or a network error: retry with backoff.
     Failed(String),
 }
 
-pub fn classify(status: u16, body: &[u8]) -> Answer {
+/// How long a 429 asks to wait: `Retry-After` in seconds (an HTTP date is not worth parsing here), else the
+/// REST API's `ratelimit-reset`; at most an hour, whatever the header says.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    ["retry-after", "ratelimit-reset"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds.min(3600)))
+}
+
+pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Answer {
     let message = || {
         serde_json::from_slice::<Value>(body)
             .ok()
@@ -188,11 +202,14 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
             })
             .unwrap_or_default()
     };
+    let said = |status: u16| truncate(format!("HTTP {status} {}", message()).trim(), 500);
     match status {
         202 => Answer::Accepted(truncate(format!("202 {}", message()).trim(), 200)),
-        400 => Answer::Rejected(truncate(&format!("HTTP 400 {}", message()), 500)),
-        429 => Answer::RateLimited,
-        s => Answer::Failed(truncate(format!("HTTP {s} {}", message()).trim(), 300)),
+        400 if message().to_lowercase().contains("routing key") => Answer::KeyRefused(said(400)),
+        400 | 422 => Answer::Rejected(said(status)),
+        401 | 403 | 404 => Answer::KeyRefused(said(status)),
+        429 => Answer::RateLimited(retry_after(headers)),
+        s => Answer::Failed(truncate(&said(s), 300)),
     }
 }
 
@@ -320,13 +337,31 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        assert_eq!(classify(202, b"{}"), Answer::Accepted("202".into()));
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(classify(202, &none, b"{}"), Answer::Accepted("202".into()));
         assert_eq!(
-            classify(202, br#"{"status":"success","message":"Event processed","dedup_key":"k"}"#),
+            classify(202, &none, br#"{"status":"success","message":"Event processed","dedup_key":"k"}"#),
             Answer::Accepted("202 Event processed".into())
         );
-        assert_eq!(classify(400, br#"{"status":"invalid event","message":"Event object is invalid","errors":["'routing_key' is missing"]}"#), Answer::Rejected("HTTP 400 Event object is invalid: 'routing_key' is missing".into()));
-        assert_eq!(classify(429, b""), Answer::RateLimited);
-        assert_eq!(classify(503, b""), Answer::Failed("HTTP 503".into()));
+        assert_eq!(classify(400, &none, br#"{"status":"invalid event","message":"Event object is invalid","errors":["'payload.summary' is missing"]}"#), Answer::Rejected("HTTP 400 Event object is invalid: 'payload.summary' is missing".into()));
+        assert!(matches!(
+            classify(
+                400,
+                &none,
+                br#"{"status":"invalid event","message":"Event object is invalid","errors":["Invalid routing key"]}"#
+            ),
+            Answer::KeyRefused(_)
+        ));
+        assert!(matches!(classify(422, &none, b"{}"), Answer::Rejected(_)));
+        for status in [401, 403, 404] {
+            assert!(matches!(classify(status, &none, b"{}"), Answer::KeyRefused(_)), "{status}");
+        }
+        assert_eq!(classify(429, &none, b""), Answer::RateLimited(None));
+        let mut later = reqwest::header::HeaderMap::new();
+        later.insert("retry-after", "120".parse().unwrap());
+        assert_eq!(classify(429, &later, b""), Answer::RateLimited(Some(Duration::from_secs(120))));
+        later.insert("retry-after", "999999".parse().unwrap());
+        assert_eq!(classify(429, &later, b""), Answer::RateLimited(Some(Duration::from_secs(3600))), "capped");
+        assert_eq!(classify(503, &none, b""), Answer::Failed("HTTP 503".into()));
     }
 }

@@ -76,6 +76,36 @@ impl RestClient<'_> {
         }
     }
 
+    /// Every open (triggered or acknowledged) PagerDuty incident the token can see, as (id, incident key),
+    /// following `more` page by page (at most 10,000).
+    pub async fn open_incidents(&self) -> Result<Vec<(String, String)>, Answer> {
+        let (mut found, mut offset) = (Vec::new(), 0);
+        loop {
+            let mut url = self.settings.api_url.clone();
+            url.set_path(&format!("{}/incidents", url.path().trim_end_matches('/')));
+            url.query_pairs_mut()
+                .append_pair("statuses[]", "triggered")
+                .append_pair("statuses[]", "acknowledged")
+                .append_pair("date_range", "all")
+                .append_pair("limit", "100")
+                .append_pair("offset", &offset.to_string());
+            let (status, body, headers) = self.call(self.http.reqwest().get(url), false).await?;
+            if status != 200 {
+                return Err(answer(status, &body, &headers));
+            }
+            let page = body["incidents"].as_array().cloned().unwrap_or_default();
+            offset += page.len();
+            for incident in &page {
+                if let (Some(id), Some(key)) = (incident["id"].as_str(), incident["incident_key"].as_str()) {
+                    found.push((id.to_string(), key.to_string()));
+                }
+            }
+            if body["more"].as_bool() != Some(true) || page.is_empty() || offset >= 10_000 {
+                return Ok(found);
+            }
+        }
+    }
+
     /// Posts `note` (`{"note": {"content": …}}`) to the incident `id`.
     pub async fn post_note(&self, id: &str, note: &Value) -> Answer {
         let mut url = self.settings.api_url.clone();
@@ -144,11 +174,7 @@ fn answer(status: u16, body: &Value, headers: &HeaderMap) -> Answer {
     let reason = truncate(format!("HTTP {status} {message} {errors}").trim(), 300);
     match status {
         200..=299 => Answer::Accepted(format!("HTTP {status}")),
-        429 => {
-            let reset = headers.get("ratelimit-reset").and_then(|v| v.to_str().ok()).unwrap_or("?");
-            tracing::warn!(reset_in_seconds = reset, "the PagerDuty REST API is rate limiting");
-            Answer::RateLimited
-        }
+        429 => Answer::RateLimited(super::pagerduty::retry_after(headers)),
         400..=499 => Answer::Rejected(reason),
         _ => Answer::Failed(reason),
     }

@@ -1,7 +1,7 @@
 //! The webhook sink: one JSON POST per event, with the configured headers; hubwatch's own object, or (format
-//! `alertmanager`) the same as a one-alert list for Alertmanager's `POST /api/v2/alerts`. 2xx is accepted; 408, 425, 429
-//! and 5xx (and network errors) are retried with backoff; any other 4xx is refused for good (retrying an
-//! event the receiver finds invalid cannot help).
+//! `alertmanager`) the same as a one-alert list for Alertmanager's `POST /api/v2/alerts`. 2xx is accepted; 408,
+//! 425 and 5xx (and network errors) are retried with backoff, 429 after its `Retry-After`; any other 4xx is
+//! refused for good (retrying an event the receiver finds invalid cannot help).
 
 use super::pagerduty::Answer;
 use crate::config::{WebhookConfig, WebhookFormat};
@@ -26,7 +26,7 @@ pub async fn post(http: &HttpClient, webhook: &WebhookConfig, body: &Value, agen
         request = request.header(name, value);
     }
     match http.send(request, Instant::now() + budget).await {
-        Ok(response) => classify(response.status.as_u16(), &response.body),
+        Ok(response) => classify(response.status.as_u16(), &response.headers, &response.body),
         Err(e) => Answer::Failed(e.to_string()),
     }
 }
@@ -61,11 +61,12 @@ pub fn alertmanager(body: &Value) -> Value {
     }])
 }
 
-fn classify(status: u16, body: &[u8]) -> Answer {
+fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Answer {
     let said = truncate(String::from_utf8_lossy(body).trim(), 200);
     match status {
         200..=299 => Answer::Accepted(format!("HTTP {status}")),
-        408 | 425 | 429 | 500..=599 => Answer::Failed(format!("HTTP {status} {said}").trim().to_string()),
+        429 => Answer::RateLimited(super::pagerduty::retry_after(headers)),
+        408 | 425 | 500..=599 => Answer::Failed(format!("HTTP {status} {said}").trim().to_string()),
         _ => Answer::Rejected(format!("HTTP {status} {said}").trim().to_string()),
     }
 }
@@ -95,9 +96,10 @@ mod tests {
 
     #[test]
     fn answers_are_classified_for_retrying() {
-        assert_eq!(classify(204, b""), Answer::Accepted("HTTP 204".into()));
-        assert!(matches!(classify(503, b"down"), Answer::Failed(r) if r == "HTTP 503 down"));
-        assert!(matches!(classify(429, b""), Answer::Failed(_)));
-        assert!(matches!(classify(400, b"bad field"), Answer::Rejected(r) if r == "HTTP 400 bad field"));
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(classify(204, &none, b""), Answer::Accepted("HTTP 204".into()));
+        assert!(matches!(classify(503, &none, b"down"), Answer::Failed(r) if r == "HTTP 503 down"));
+        assert_eq!(classify(429, &none, b""), Answer::RateLimited(None));
+        assert!(matches!(classify(400, &none, b"bad field"), Answer::Rejected(r) if r == "HTTP 400 bad field"));
     }
 }

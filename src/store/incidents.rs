@@ -46,6 +46,15 @@ impl HeldPage {
     }
 }
 
+/// Where an incident's first accepted trigger went: the config key that chose the routing key, and a
+/// fingerprint of the key itself (never the key). Its later events (follow-ups, the resolve) go to the same
+/// key, whatever the configuration says by then.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoutedTo {
+    pub rule: String,
+    pub fingerprint: String,
+}
+
 /// What a timeline entry records (the report and the pages pick entries by kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimelineKind {
@@ -346,6 +355,29 @@ impl Store {
             .query_row("SELECT last_status_update_at FROM incidents WHERE key = ?1", [key], |row| row.get(0))
             .optional()?;
         Ok(at.flatten().map(from_millis))
+    }
+
+    /// Where the incident's first accepted trigger went, once one was accepted.
+    pub fn routed_to(&self, key: &str) -> Result<Option<RoutedTo>, StoreError> {
+        let routing: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT routing FROM incidents WHERE key = ?1", [key], |row| row.get(0))
+            .optional()?;
+        Ok(routing.flatten().map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
+    /// `wanted`, or, if an incident already has that key (a wall clock that stepped back between two runs
+    /// can give a new incident an old one's opening second), `wanted-2`, `wanted-3`, …: a key is never reused.
+    pub fn unused_key(&self, wanted: &str) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let mut taken = conn.prepare("SELECT 1 FROM incidents WHERE key = ?1")?;
+        let mut key = wanted.to_string();
+        let mut n = 1;
+        while taken.exists([&key])? {
+            n += 1;
+            key = format!("{wanted}-{n}");
+        }
+        Ok(key)
     }
 
     /// The PagerDuty incident id found for the incident's dedup key, once known.

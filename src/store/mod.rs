@@ -16,8 +16,8 @@ mod snapshot;
 mod tickets;
 
 pub use hubs::DiscoveredHub;
-pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, TimelineEntry, TimelineKind};
-pub use outbox::{EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
+pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, RoutedTo, TimelineEntry, TimelineKind};
+pub use outbox::{Backlog, Channel, Delivery, EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
 pub use snapshot::{RestoreReport, Version};
 pub use tickets::Ticket;
 
@@ -36,6 +36,11 @@ pub enum StoreError {
          run that version, or move the file away to start from an empty state"
     )]
     NewerSchema { path: String, found: i64, known: i64 },
+    #[error(
+        "state database {path} was written by an older hubwatch (schema version {found}): `hubwatch run` of this \
+         version migrates it; reading it is refused until then"
+    )]
+    OlderSchema { path: String, found: i64 },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database holds symptoms that cannot be read: {0}")]
@@ -48,6 +53,16 @@ impl StoreError {
     /// The disk (or the database's size limit) is full: SQLITE_FULL.
     pub fn is_full(&self) -> bool {
         matches!(self, StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::DiskFull)
+    }
+
+    /// Retrying cannot help: the database refused the change itself (a constraint), or holds a row that
+    /// cannot be read. Unlike a full disk or a lock, waiting does not fix it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => e.code == ErrorCode::ConstraintViolation,
+            StoreError::Corrupt(_) | StoreError::Snapshot(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -116,7 +131,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     last_status_update_at INTEGER,
     pagerduty_incident TEXT,
     failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}',
-    hold TEXT
+    hold TEXT,
+    routing TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
@@ -178,7 +194,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket ON tickets(hub, kind) WHERE cl
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -198,6 +214,28 @@ impl Store {
             other => other,
         };
         let conn = opened.map_err(|failure| failure.into_error(path))?;
+        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), health: WriteHealth::default() })
+    }
+
+    /// Opens the state database at `path` to read it only (the CLI's `incidents`, `report`, `availability`,
+    /// beside a running daemon): no migration, nothing moved aside, no write; a database another version must
+    /// migrate first is refused with what to do.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let failed = |source| StoreError::Open { path: path.display().to_string(), source };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(failed)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(failed)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.display().to_string(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::OlderSchema { path: path.display().to_string(), found: version });
+        }
         Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), health: WriteHealth::default() })
     }
 
@@ -336,7 +374,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     };
     // Version 1 keeps the union of affected users (version 0: development builds); 2 the latest diagnostics;
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
-    // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns).
+    // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
+    // incident's trigger went (its later events follow it).
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -346,6 +385,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("incidents", "failures_ever", "TEXT NOT NULL DEFAULT '{\"affected\":{}}'")?;
     add("incidents", "hold", "TEXT")?;
     add("outbox", "route", "TEXT")?;
+    add("incidents", "routing", "TEXT")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -1,7 +1,7 @@
 //! The outbox: PagerDuty events queued in the same transaction as the change they report, and what became
 //! of each (sent, rejected, dry run, or still pending with its next attempt).
 
-use super::incidents::{TimelineKind, insert_timeline};
+use super::incidents::{RoutedTo, TimelineKind, insert_timeline};
 use super::{Store, StoreError, from_millis, millis};
 use crate::domain::IncidentKind;
 use rusqlite::{Connection, params};
@@ -49,6 +49,49 @@ impl EventAction {
     }
 }
 
+/// Where an event goes: each channel is delivered on its own, so a sink that hangs delays only itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// PagerDuty's Events API: triggers, resolves, change events.
+    Events,
+    /// PagerDuty's REST API: status notes and priorities.
+    Rest,
+    /// The webhook sink.
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Events, Channel::Rest, Channel::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Events => "events",
+            Channel::Rest => "rest",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    /// Which stored rows it carries, as SQL. The events channel also takes rows whose action no version of
+    /// hubwatch wrote, so that they are found and marked rejected rather than left pending for ever.
+    fn rows(self) -> &'static str {
+        match self {
+            Channel::Events => "action NOT IN ('note', 'priority', 'webhook')",
+            Channel::Rest => "action IN ('note', 'priority')",
+            Channel::Webhook => "action = 'webhook'",
+        }
+    }
+}
+
+impl EventAction {
+    pub fn channel(self) -> Channel {
+        match self {
+            EventAction::Trigger | EventAction::Resolve | EventAction::Change => Channel::Events,
+            EventAction::Note | EventAction::Priority => Channel::Rest,
+            EventAction::Webhook => Channel::Webhook,
+        }
+    }
+}
+
 /// Where an outbox event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
@@ -60,11 +103,15 @@ pub enum OutboxState {
     Rejected,
     /// No `pagerduty` section: logged, never sent.
     DryRun,
+    /// Not sent, on purpose: a trigger whose incident recovered before it went out (its resolve is queued
+    /// behind it). PagerDuty either has it, and the resolve closes it, or never had it, and nobody is woken
+    /// for an outage that is over.
+    Skipped,
 }
 
 impl OutboxState {
-    pub const ALL: [OutboxState; 4] =
-        [OutboxState::Pending, OutboxState::Sent, OutboxState::Rejected, OutboxState::DryRun];
+    pub const ALL: [OutboxState; 5] =
+        [OutboxState::Pending, OutboxState::Sent, OutboxState::Rejected, OutboxState::DryRun, OutboxState::Skipped];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +119,7 @@ impl OutboxState {
             OutboxState::Sent => "sent",
             OutboxState::Rejected => "rejected",
             OutboxState::DryRun => "dry_run",
+            OutboxState::Skipped => "skipped",
         }
     }
 
@@ -137,11 +185,29 @@ impl NewEvent {
     }
 }
 
-/// The oldest pending event of each incident on each of its three channels: events (trigger, resolve,
-/// change), the REST API (notes, priority), and the webhook sink; one channel's outage never holds back
-/// another's.
-const HEADS: &str = "SELECT MIN(id) FROM outbox WHERE state = 'pending'
-    GROUP BY key, CASE action WHEN 'note' THEN 1 WHEN 'priority' THEN 1 WHEN 'webhook' THEN 2 ELSE 0 END";
+/// The oldest pending event of each incident on `channel`: an incident's events go out in order on each
+/// channel (never a resolve before its trigger), and one channel's outage never holds back another's.
+fn heads(channel: Channel) -> String {
+    format!("SELECT MIN(id) FROM outbox WHERE state = 'pending' AND {} GROUP BY key", channel.rows())
+}
+
+/// One channel's backlog: how many events wait and when the oldest was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub channel: Channel,
+    pub count: u64,
+    pub oldest: Option<SystemTime>,
+}
+
+/// What became of an incident's events so far (for its page): per action, the latest state and error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub action: EventAction,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<SystemTime>,
+}
 
 impl Store {
     /// Queues a Change Event under its own key (`change-…`), once: the same key queued again is ignored, so
@@ -156,17 +222,17 @@ impl Store {
         })
     }
 
-    /// Events due now, at most one per incident (and one status note): the oldest unsent one, so an
-    /// incident's events go out in order (never a resolve before its trigger). A row whose action no
-    /// version of hubwatch wrote is marked rejected, not guessed at.
-    pub fn due_events(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    /// Events of `channel` due now, at most one per incident: the oldest unsent one, so an incident's events
+    /// go out in order. A row whose action no version of hubwatch wrote is marked rejected, not guessed at.
+    pub fn due_events(&self, now: SystemTime, channel: Channel, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         {
             let conn = self.conn();
             let mut statement = conn.prepare(&format!(
                 "SELECT id, key, action, body, attempts, created_at, route FROM outbox
-                 WHERE id IN ({HEADS}) AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2"
+                 WHERE id IN ({}) AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+                heads(channel)
             ))?;
             let mut rows = statement.query(params![millis(now), limit as i64])?;
             while let Some(row) = rows.next()? {
@@ -199,18 +265,18 @@ impl Store {
         Ok(out)
     }
 
-    /// When the next pending event is due (the worker sleeps until then).
-    pub fn next_due_at(&self) -> Result<Option<SystemTime>, StoreError> {
+    /// When the next pending event of `channel` is due (its worker sleeps until then).
+    pub fn next_due_at(&self, channel: Channel) -> Result<Option<SystemTime>, StoreError> {
         let at: Option<i64> = self.conn().query_row(
-            &format!("SELECT MIN(next_attempt_at) FROM outbox WHERE id IN ({HEADS})"),
+            &format!("SELECT MIN(next_attempt_at) FROM outbox WHERE id IN ({})", heads(channel)),
             [],
             |row| row.get(0),
         )?;
         Ok(at.map(from_millis))
     }
 
-    /// Records PagerDuty's final answer to `event` (sent, rejected or dry run), and its timeline entry with
-    /// it, in one transaction.
+    /// Records PagerDuty's final answer to `event` (sent, rejected or dry run), its timeline entry, and
+    /// where an accepted trigger went (`routed`), in one transaction.
     pub fn finish_event(
         &self,
         event: &OutboxEvent,
@@ -218,12 +284,20 @@ impl Store {
         at: SystemTime,
         error: Option<&str>,
         entry: Option<(TimelineKind, &str)>,
+        routed: Option<&RoutedTo>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE outbox SET state = ?2, done_at = ?3, last_error = ?4, attempts = attempts + 1 WHERE id = ?1",
                 params![event.id, state.as_str(), millis(at), error],
             )?;
+            // The first accepted trigger fixes where the incident's later events go.
+            if let Some(routed) = routed {
+                tx.execute(
+                    "UPDATE incidents SET routing = COALESCE(routing, ?2) WHERE key = ?1",
+                    params![event.key, serde_json::to_string(routed)?],
+                )?;
+            }
             if let Some((kind, text)) = entry {
                 insert_timeline(tx, &event.key, at, kind, text)?;
             }
@@ -231,24 +305,135 @@ impl Store {
         })
     }
 
-    pub fn retry_event(&self, id: i64, next_attempt_at: SystemTime, error: &str) -> Result<(), StoreError> {
+    /// Records a failed attempt at `event`, the next one at `next_attempt_at`, and the timeline entry it
+    /// makes (if any), in one transaction.
+    pub fn retry_event(
+        &self,
+        event: &OutboxEvent,
+        next_attempt_at: SystemTime,
+        error: &str,
+        entry: Option<(SystemTime, TimelineKind, &str)>,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, millis(next_attempt_at), error],
+                params![event.id, millis(next_attempt_at), error],
             )?;
+            if let Some((at, kind, text)) = entry {
+                insert_timeline(tx, &event.key, at, kind, text)?;
+            }
             Ok(())
         })
     }
 
     /// How many events (pages; not status notes, priorities or webhooks) are unsent, and when the oldest was queued.
     pub fn unsent(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
+        let backlog = self.backlog(Channel::Events)?;
+        Ok((backlog.count, backlog.oldest))
+    }
+
+    /// The unsent events of `channel`.
+    pub fn backlog(&self, channel: Channel) -> Result<Backlog, StoreError> {
         let (count, oldest): (i64, Option<i64>) = self.conn().query_row(
-            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND action IN ('trigger', 'resolve', 'change')",
+            &format!("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND {}", channel.rows()),
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        Ok((count as u64, oldest.map(from_millis)))
+        Ok(Backlog { channel, count: count as u64, oldest: oldest.map(from_millis) })
+    }
+
+    /// Marks as [`OutboxState::Skipped`] every pending trigger whose incident has a resolve queued behind it
+    /// (a trigger held for its diagnostics, or one a crash or a takeover left unrecorded); returns the keys.
+    /// Sending it would open a fresh PagerDuty incident for an outage that is over.
+    pub fn skip_triggers_behind_resolves(&self, at: SystemTime) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let keys: Vec<String> = tx
+                .prepare(
+                    "SELECT DISTINCT t.key FROM outbox t JOIN outbox r ON r.key = t.key AND r.id > t.id
+                     WHERE t.state = 'pending' AND t.action = 'trigger' AND r.state = 'pending' AND r.action = 'resolve'",
+                )?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for key in &keys {
+                tx.execute(
+                    "UPDATE outbox SET state = 'skipped', done_at = ?2,
+                     last_error = 'not sent: the incident recovered before it went out (its resolve follows)'
+                     WHERE key = ?1 AND state = 'pending' AND action = 'trigger'
+                     AND id < (SELECT MAX(id) FROM outbox WHERE key = ?1 AND state = 'pending' AND action = 'resolve')",
+                    params![key, millis(at)],
+                )?;
+                insert_timeline(
+                    tx,
+                    key,
+                    at,
+                    TimelineKind::PageSent,
+                    "trigger not (re)sent: the incident recovered before PagerDuty accepted it; the resolve follows, so \
+                     PagerDuty keeps no open incident for it",
+                )?;
+            }
+            Ok(keys)
+        })
+    }
+
+    /// Whether a resolve for `key` waits to be sent.
+    pub fn resolve_queued(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .prepare("SELECT 1 FROM outbox WHERE key = ?1 AND action = 'resolve' AND state = 'pending'")?
+            .exists([key])?)
+    }
+
+    /// Queues `resolve` for `key` (an incident PagerDuty has open that must not stay so), with `note` (an
+    /// incident's key and the entry) on the timeline of the incident it concerns.
+    pub fn queue_resolve(
+        &self,
+        key: &str,
+        at: SystemTime,
+        resolve: NewEvent,
+        note: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            insert_event(tx, key, at, &resolve)?;
+            if let Some((incident, text)) = note {
+                insert_timeline(tx, incident, at, TimelineKind::ResolveSent, text)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Per action, what became of the incident `key`'s latest event of that action.
+    pub fn deliveries(&self, key: &str) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT action, state, attempts, last_error, next_attempt_at FROM outbox
+             WHERE id IN (SELECT MAX(id) FROM outbox WHERE key = ?1 GROUP BY action) ORDER BY id",
+        )?;
+        let rows = statement.query_map([key], |row| {
+            let (action, state): (String, String) = (row.get(0)?, row.get(1)?);
+            Ok((action, state, row.get(2)?, row.get(3)?, row.get::<_, i64>(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (action, state, attempts, last_error, next): (String, String, u32, Option<String>, i64) = row?;
+            let (Some(action), Some(state)) = (EventAction::parse(&action), OutboxState::parse(&state)) else {
+                continue;
+            };
+            let next_attempt_at = (state == OutboxState::Pending && next > 0).then(|| from_millis(next));
+            out.push(Delivery { action, state, attempts, last_error, next_attempt_at });
+        }
+        Ok(out)
+    }
+
+    /// Brings retries scheduled further than `limit` after `now` forward to `now` (a wall clock that stepped
+    /// back between two runs must not hold a page for the length of the step); returns how many.
+    pub fn clamp_retries(&self, now: SystemTime, limit: std::time::Duration) -> Result<usize, StoreError> {
+        let latest = millis(now + limit);
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE outbox SET next_attempt_at = ?1 WHERE state = 'pending' AND next_attempt_at > ?2",
+                params![millis(now), latest],
+            )?)
+        })
     }
 }
 

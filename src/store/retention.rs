@@ -1,6 +1,8 @@
 //! Retention: incidents closed longer ago than `state.retention`, with their timelines and events, and
-//! ended silences, closed support tickets, and delivered events of nothing open (change events, tickets), are deleted in small batches, so the database stays
-//! bounded and no single transaction holds the write lock for long.
+//! ended silences, closed support tickets, and delivered events of nothing open (change events, tickets),
+//! are deleted in small batches, so the database stays bounded and no single transaction holds the write
+//! lock for long. Nothing with an unsent event goes: an expired incident whose resolve is still pending
+//! stays until PagerDuty has it.
 
 use super::{Store, StoreError, millis};
 use rusqlite::params;
@@ -15,7 +17,8 @@ impl Store {
         self.write(|tx| {
             let expired: Vec<String> = tx
                 .prepare(
-                    "SELECT key FROM incidents WHERE open = 0 AND recovered_at < ?1 ORDER BY recovered_at LIMIT ?2",
+                    "SELECT key FROM incidents WHERE open = 0 AND recovered_at < ?1
+                     AND key NOT IN (SELECT key FROM outbox WHERE state = 'pending') ORDER BY recovered_at LIMIT ?2",
                 )?
                 .query_map(params![before, batch], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;

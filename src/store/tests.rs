@@ -142,20 +142,50 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
         let resolve = NewEvent::now(EventAction::Resolve, json!({}));
         store.recover_incident(&key, t(100 + i), "recovered", &[resolve]).unwrap();
     }
+    // The last one's resolve never reached PagerDuty: it is not expired, however old.
+    store.conn().execute("UPDATE outbox SET state = 'sent' WHERE key != 'old-4'", []).unwrap();
     store
         .open_incident(&record("open", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
         .unwrap();
     store.queue_change("change-temple-hub-7", t(1), NewEvent::now(EventAction::Change, json!({}))).unwrap();
-    let change = store.due_events(t(2), 10).unwrap().into_iter().find(|e| e.action == EventAction::Change).unwrap();
-    store.finish_event(&change, OutboxState::Sent, t(3), None, None).unwrap();
+    let change = store
+        .due_events(t(2), Channel::Events, 10)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == EventAction::Change)
+        .unwrap();
+    store.finish_event(&change, OutboxState::Sent, t(3), None, None, None).unwrap();
     // Two incidents (each: its row, three timeline entries, its trigger and resolve) and the change event.
     assert_eq!(store.prune(t(102), 2).unwrap(), 2 * 6 + 1);
     assert_eq!(store.all_incidents().unwrap().len(), 4);
     while store.prune(t(1000), 2).unwrap() > 0 {}
-    let left: Vec<String> = store.all_incidents().unwrap().into_iter().map(|i| i.key).collect();
-    assert_eq!(left, ["open"], "the open incident stays");
+    let mut left: Vec<String> = store.all_incidents().unwrap().into_iter().map(|i| i.key).collect();
+    left.sort();
+    assert_eq!(left, ["old-4", "open"], "the open incident stays, and so does one whose resolve is unsent");
     let outbox: i64 = store.conn().query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
-    assert_eq!(outbox, 1, "only the open incident's trigger; the delivered change event went");
+    assert_eq!(outbox, 3, "the open incident's trigger and old-4's unsent events; the delivered change event went");
+}
+
+#[test]
+fn a_trigger_behind_its_resolve_is_skipped_and_retries_a_clock_step_pushed_out_come_forward() {
+    let (_dir, store) = fresh();
+    store
+        .open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
+        .unwrap();
+    let dask = IncidentRecord { kind: IncidentKind::DaskGateway, ..record("b", true, t(0)) };
+    store.open_incident(&dask, "impact", &[], &[trigger()]).unwrap();
+    store.recover_incident("a", t(10), "recovered", &[NewEvent::now(EventAction::Resolve, json!({}))]).unwrap();
+    assert_eq!(store.skip_triggers_behind_resolves(t(11)).unwrap(), ["a"]);
+    let due = store.due_events(t(12), Channel::Events, 10).unwrap();
+    let due: Vec<(&str, EventAction)> = due.iter().map(|e| (e.key.as_str(), e.action)).collect();
+    assert_eq!(due, [("b", EventAction::Trigger), ("a", EventAction::Resolve)], "b's trigger has no resolve behind it");
+    let trigger_b = store.due_events(t(12), Channel::Events, 10).unwrap().into_iter().find(|e| e.key == "b").unwrap();
+    store.retry_event(&trigger_b, t(12) + Duration::from_secs(7200), "HTTP 503", None).unwrap();
+    assert_eq!(store.clamp_retries(t(13), Duration::from_secs(3600)).unwrap(), 1);
+    assert!(store.due_events(t(12), Channel::Events, 10).unwrap().iter().all(|e| e.key != "b"));
+    assert!(store.due_events(t(13), Channel::Events, 10).unwrap().iter().any(|e| e.key == "b"), "due again");
+    assert_eq!(store.unused_key("a").unwrap(), "a-2", "a key is never reused");
+    assert_eq!(store.unused_key("c").unwrap(), "c");
 }
 
 #[test]
@@ -231,7 +261,7 @@ fn a_restore_takes_only_what_it_knows_and_reports_the_rest() {
         assert!(rejected.contains(expected), "{expected}: {rejected}");
     }
     assert_eq!(standby.version().unwrap(), leader.version().unwrap(), "the leader's version came along");
-    assert_eq!(standby.due_events(t(5), 10).unwrap().len(), 1, "no unknown action became a trigger");
+    assert_eq!(standby.due_events(t(5), Channel::Events, 10).unwrap().len(), 1, "no unknown action became a trigger");
 }
 
 #[test]
@@ -241,7 +271,7 @@ fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
         .open_incident(&record("a", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
         .unwrap();
     store.conn().execute("UPDATE outbox SET action = 'acknowledge'", []).unwrap();
-    assert!(store.due_events(t(1), 10).unwrap().is_empty());
+    assert!(store.due_events(t(1), Channel::Events, 10).unwrap().is_empty());
     let (state, error): (String, String) =
         store.conn().query_row("SELECT state, last_error FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((state.as_str(), error.as_str()), ("rejected", "unknown event action \"acknowledge\""));

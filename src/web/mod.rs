@@ -10,6 +10,7 @@ pub mod pages;
 pub mod silences;
 pub mod tls;
 
+use crate::clock::Clock;
 use crate::domain::Silence;
 use crate::health::Health;
 use crate::incident::availability;
@@ -34,6 +35,8 @@ pub struct WebState {
     pub store: Arc<Store>,
     pub board: Arc<StatusBoard>,
     pub report: Arc<ReportSettings>,
+    /// hubwatch's time (silences and holds are judged by it, as the recorder judges them).
+    pub clock: Clock,
 }
 
 /// The pages, the API, `/metrics` and the probes' endpoints, behind `access` (every path but `/healthz` and
@@ -53,6 +56,7 @@ pub fn router(state: WebState, access: Arc<Access>) -> Router {
         .route("/api/v1/discovered-hubs/{name}", axum::routing::delete(forget_discovered_hub))
         .route(pages::STYLE_PATH, get(style))
         .merge(scrape_routes())
+        .layer(middleware::from_fn_with_state(state.health.clone(), writes_on_the_leader_only))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, auth::require))
         .layer(middleware::from_fn(auth::headers))
@@ -109,7 +113,7 @@ fn open_incidents(
 async fn grid(State(state): State<WebState>) -> Response {
     let read = |store: &Store, now| -> Result<_, StoreError> { Ok((store.open_incidents()?, store.silences(now)?)) };
     off_runtime(move || {
-        let now = SystemTime::now();
+        let now = state.clock.now();
         match read(&state.store, now) {
             Ok((open, silences)) => html(pages::grid(&state.board.snapshot(), &open, &silences, now)),
             Err(e) => store_failed(e),
@@ -124,9 +128,10 @@ async fn status_json(State(state): State<WebState>) -> Response {
         let silences = active.iter().map(|s| silences::to_json(s, now)).collect::<Vec<_>>();
         Ok((open_incidents(store, &active, now)?, silences))
     };
-    off_runtime(move || match read(&state.store, SystemTime::now()) {
+    let now = state.clock.now();
+    off_runtime(move || match read(&state.store, now) {
         Ok((open, silences)) => {
-            let json = status::to_json(&state.board.snapshot(), &open, &silences, SystemTime::now());
+            let json = status::to_json(&state.board.snapshot(), &open, &silences, now);
             ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
         }
         Err(e) => store_failed(e),
@@ -150,7 +155,7 @@ async fn incidents(State(state): State<WebState>, Query(query): Query<IncidentsQ
             Ok((incidents, total)) => {
                 let pages = total.div_ceil(INCIDENTS_PER_PAGE).max(1);
                 let listing = pages::IncidentsPage { page, pages, total, incidents: &incidents };
-                html(pages::incidents(&listing, SystemTime::now()))
+                html(pages::incidents(&listing, state.clock.now()))
             }
             Err(e) => store_failed(e),
         }
@@ -167,14 +172,16 @@ fn incident_page(state: &WebState, key: &str) -> Response {
         let Some(record) = state.store.incident(key)? else { return Ok(None) };
         let (timeline, diagnostics) = (state.store.timeline(key)?, state.store.diagnostics(key)?);
         let pagerduty_incident = state.store.pagerduty_incident(key)?;
+        let deliveries = state.store.deliveries(key)?;
         let page = pages::IncidentPage {
+            deliveries: &deliveries,
             timeline: &timeline,
             diagnostics: diagnostics.as_ref(),
             pagerduty_incident: pagerduty_incident.as_deref(),
             hub_url: state.board.hub(&record.hub).map(|h| h.url),
             record: &record,
         };
-        Ok(Some(pages::incident(&page, SystemTime::now())))
+        Ok(Some(pages::incident(&page, state.clock.now())))
     };
     match read() {
         Ok(Some(page)) => html(page),
@@ -230,7 +237,7 @@ fn availability_of(
         .into_iter()
         .map(|(name, hub)| (name, hub.capabilities.contains_key(&crate::domain::Capability::DaskGateway)))
         .collect();
-    let now = SystemTime::now();
+    let now = state.clock.now();
     let rows = availability::from_store(&state.store, &hubs, now - since, now).map_err(NoAvailability::Store)?;
     Ok((text, rows))
 }
@@ -278,6 +285,25 @@ async fn discovered_hubs(State(state): State<WebState>) -> Response {
 }
 
 /// An operator's "this hub is gone for good": no longer probed or reported gone (204; 404 if unknown).
+/// A standby's state is the leader's copy, replaced at every mirror, and a replica taking over restores the
+/// mirror over its own: a change made on either would be lost. Every request that changes state (anything
+/// but GET and HEAD) is refused there with 503, to be made again on the leader.
+async fn writes_on_the_leader_only(
+    State(health): State<Arc<Health>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if reads || !health.is_standing_by() {
+        return next.run(request).await;
+    }
+    let why =
+        "this replica stands by (or is taking over): changes are made on the leader (hubwatch_ha_leader 1); try again";
+    let mut refused = silences::refuse(StatusCode::SERVICE_UNAVAILABLE, why.to_string());
+    refused.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    refused
+}
+
 async fn forget_discovered_hub(State(state): State<WebState>, Path(name): Path<String>) -> Response {
     off_runtime(move || match state.store.forget_discovered_hub(&name) {
         Ok(true) => {

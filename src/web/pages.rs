@@ -7,7 +7,7 @@ use crate::domain::wording::{summary, summary_of};
 use crate::domain::{Capability, IncidentKind, Silence};
 use crate::incident::availability::{Availability, shown};
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
-use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
+use crate::store::{Delivery, IncidentRecord, OutboxState, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use maud::{DOCTYPE, Markup, html};
 use std::collections::{BTreeMap, BTreeSet};
@@ -342,6 +342,8 @@ pub struct IncidentPage<'a> {
     pub diagnostics: Option<&'a (SystemTime, String)>,
     pub pagerduty_incident: Option<&'a str>,
     pub hub_url: Option<String>,
+    /// What became of its events so far (the latest of each action).
+    pub deliveries: &'a [Delivery],
 }
 
 fn timeline_label(kind: TimelineKind) -> &'static str {
@@ -415,6 +417,23 @@ fn incident_facts(page: &IncidentPage, now: SystemTime) -> Markup {
             }
             @if let Some(id) = page.pagerduty_incident { tr { th { "PagerDuty incident" } td { (id) } } }
             tr { th { "PagerDuty dedup key" } td { code { (record.key) } } }
+            @for delivery in page.deliveries {
+                tr { th { (delivery.action.as_str()) } td { (delivery_state(delivery)) } }
+            }
         }
+    }
+}
+
+/// "sent", or "waiting: attempt 3 failed (HTTP 403 …); next at …".
+fn delivery_state(delivery: &Delivery) -> String {
+    match (delivery.state, &delivery.last_error) {
+        (OutboxState::Pending, Some(error)) => format!(
+            "waiting: attempt {} failed ({error}); next at {}",
+            delivery.attempts,
+            delivery.next_attempt_at.map_or("once due".into(), rfc3339)
+        ),
+        (OutboxState::Pending, None) => "waiting to be sent".into(),
+        (state, Some(error)) => format!("{}: {error}", state.as_str()),
+        (state, None) => state.as_str().into(),
     }
 }

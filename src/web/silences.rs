@@ -31,28 +31,17 @@ pub fn to_json(silence: &Silence, now: SystemTime) -> Value {
     })
 }
 
-fn refuse(status: StatusCode, error: String) -> Response {
+pub(super) fn refuse(status: StatusCode, error: String) -> Response {
     (status, Json(json!({"error": error}))).into_response()
 }
 
-/// A standby's state is the leader's copy, replaced at every mirror: a change made there would be lost.
-pub fn on_standby(state: &WebState) -> Option<Response> {
-    state.health.is_standing_by().then(|| {
-        let why = "this replica stands by: silences are changed on the leader (hubwatch_leader 1); try again";
-        refuse(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
-    })
-}
-
 pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> Response {
-    if let Some(refused) = on_standby(&state) {
-        return refused;
-    }
     let request: SilenceRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not a silence as JSON: {e}")),
     };
     off_runtime(move || {
-        let now = SystemTime::now();
+        let now = state.clock.now();
         let hubs: Vec<String> = state.board.snapshot().into_keys().collect();
         let silence = match holds::validate(&request, &hubs, holds::new_silence_id(), SilenceSource::Api, now) {
             Ok(silence) => silence,
@@ -72,7 +61,7 @@ pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> R
 
 pub async fn list(State(state): State<WebState>) -> Response {
     off_runtime(move || {
-        let now = SystemTime::now();
+        let now = state.clock.now();
         match state.store.silences(now - ENDED_LISTED_FOR) {
             Ok(silences) => Json(silences.iter().map(|s| to_json(s, now)).collect::<Vec<_>>()).into_response(),
             Err(e) => store_failed(e),
@@ -82,10 +71,7 @@ pub async fn list(State(state): State<WebState>) -> Response {
 }
 
 pub async fn expire(State(state): State<WebState>, Path(id): Path<String>) -> Response {
-    if let Some(refused) = on_standby(&state) {
-        return refused;
-    }
-    off_runtime(move || match state.store.expire_silence(&id, SystemTime::now()) {
+    off_runtime(move || match state.store.expire_silence(&id, state.clock.now()) {
         Ok(Some(silence)) => {
             tracing::warn!(id = %silence.id, hub = %silence.hub, "silence expired by an operator");
             StatusCode::NO_CONTENT.into_response()

@@ -57,3 +57,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- $namespaces | uniq | sortAlpha | join "," }}
 {{- end }}
+
+{{/* Whole seconds in a duration as the config writes them (90s, 2m, 1h30m; milliseconds are dropped). */}}
+{{- define "hubwatch.seconds" -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d)" (toString .) -1 -}}
+{{- $n := regexFind "^[0-9]+" . | atoi -}}
+{{- $unit := regexFind "[a-z]+$" . -}}
+{{- if eq $unit "s" }}{{ $total = add $total $n }}{{ else if eq $unit "m" }}{{ $total = add $total (mul $n 60) }}{{ else if eq $unit "h" }}{{ $total = add $total (mul $n 3600) }}{{ else if eq $unit "d" }}{{ $total = add $total (mul $n 86400) }}{{ end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
