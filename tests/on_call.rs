@@ -1,7 +1,10 @@
 //! On-call ergonomics without a hub: outcomes → detector → incident manager → SQLite outbox → notifier → the
 //! PagerDuty stand-in (Events API and REST API, schema-checked, two services) and a webhook receiver that is
 //! down at first. Silences and rollouts hold pages and release them once; pages route by hub with their
-//! priority; the webhook sink receives every incident and support ticket once.
+//! priority; the webhook sink receives every incident and support ticket once. At the seams: a webhook and a
+//! REST API that hang delay only themselves; a resolve goes where its trigger went whatever the configuration
+//! says later; a refused routing key waits without hammering; `Retry-After` is honoured; PagerDuty's open
+//! incidents are adopted or resolved at start.
 
 mod support;
 
@@ -11,14 +14,16 @@ use hubwatch::domain::{Capability, DeploymentState, HubChange, IncidentKind, Sil
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::holds::{self, Rollouts, SilenceRequest};
+use hubwatch::incident::reconcile::{self, Reconciled};
 use hubwatch::incident::sinks::TicketNews;
 use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
-use hubwatch::store::{Store, TimelineKind};
+use hubwatch::store::{EventAction, OutboxState, Store, TimelineKind};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use support::daemon::{metric, wait_for};
 use support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY, TEMPLE_ROUTING_KEY};
 use support::webhook::{AUTHORIZATION, Receiver};
 use tokio::sync::Notify;
@@ -29,9 +34,28 @@ struct OnCall {
     manager: IncidentManager,
     notifier: Notifier,
     rollouts: Arc<Rollouts>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
 }
 
+/// Which routing keys the configuration names: the global one's variable, and temple's and lab's overrides.
+struct Keys {
+    global: &'static str,
+    temple: &'static str,
+    lab: &'static str,
+}
+
+const USUAL_KEYS: Keys = Keys {
+    global: "ROUTING_KEY",
+    temple: "    pagerduty: {routing_key: {env: TEMPLE_KEY}, severity: error, kinds: {hub_access: {priority: P1}}}\n",
+    lab: "",
+};
+
 fn config(pd_events: &str, webhook: Option<&str>, state: &Path) -> Config {
+    config_with(pd_events, webhook, state, &USUAL_KEYS)
+}
+
+fn config_with(pd_events: &str, webhook: Option<&str>, state: &Path, keys: &Keys) -> Config {
     let api = pd_events.trim_end_matches("/v2/enqueue");
     let webhook = webhook
         .map(|url| {
@@ -42,20 +66,22 @@ fn config(pd_events: &str, webhook: Option<&str>, state: &Path) -> Config {
         r#"state_path: {state}
 public_url: https://hubwatch.example.org
 incidents: {{update_interval: 10m, rollout_grace: 5m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{pd_events}", api_url: "{api}", api_token: {{env: PD_API_TOKEN}},
+pagerduty: {{routing_key: {{env: {global}}}, events_url: "{pd_events}", api_url: "{api}", api_token: {{env: PD_API_TOKEN}},
   from_email: {FROM_EMAIL}, priority: P2, retry_delay: 1s}}
 {webhook}hubs:
   - name: temple
     url: https://temple.example.org
     token: {{env: T}}
     users: [probe-1, probe-2, probe-3]
-    pagerduty: {{routing_key: {{env: TEMPLE_KEY}}, severity: error, kinds: {{hub_access: {{priority: P1}}}}}}
-  - name: lab
+{temple}  - name: lab
     url: https://lab.example.org
     token: {{env: T}}
     users: [probe-1, probe-2]
-"#,
-        state = state.display()
+{lab}"#,
+        state = state.display(),
+        global = keys.global,
+        temple = keys.temple,
+        lab = keys.lab,
     );
     let mut config = Config::parse(&yaml, Path::new("on-call.yaml"), &|name| match name {
         "ROUTING_KEY" => Some(ROUTING_KEY.into()),
@@ -86,10 +112,13 @@ fn start(config: &Config) -> OnCall {
     }
     let rollouts = Arc::new(Rollouts::default());
     let manager = IncidentManager::new(store.clone(), config, wake.clone()).with_rollouts(rollouts.clone());
-    let notifier = Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics, wake)
+    let notifier = notifier(&store, config, &metrics, &wake).with_send_timeout(Duration::from_secs(2));
+    OnCall { store, detector, manager, notifier, rollouts, metrics, wake }
+}
+
+fn notifier(store: &Arc<Store>, config: &Config, metrics: &Arc<Metrics>, wake: &Arc<Notify>) -> Notifier {
+    Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake.clone())
         .configured(Arc::new(config.clone()))
-        .with_send_timeout(Duration::from_secs(2));
-    OnCall { store, detector, manager, notifier, rollouts }
 }
 
 /// The kind of hub change a rollout rolls out: temple upgraded (generation 9).
@@ -408,4 +437,184 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
     let past = hubwatch::timefmt::rfc3339(SystemTime::now() - Duration::from_secs(60));
     s.manager.on_deployment(&deployment("lab", 4, false, Some((past, Some("done")))), SystemTime::now()).unwrap();
     assert!(s.store.silences(SystemTime::now()).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
+    let pd = PagerDuty::default();
+    let events = pd.clone().start().await;
+    let receiver = Receiver::default();
+    let hook = receiver.clone().start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&events, Some(&hook), &state_path(&dir));
+    let mut s = start(&config);
+    // The notifier as the daemon runs it (its own loop per channel), with the sinks' usual 30 s timeouts.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(notifier(&s.store, &config, &s.metrics, &s.wake).run(stop.clone()));
+
+    eprintln!("phase: the helpdesk and PagerDuty's REST API accept connections and never answer");
+    receiver.set_hang(true);
+    pd.inner.lock().unwrap().rest_outage = Some(Fault::Hang);
+    for user in ["probe-1", "probe-2"] {
+        let news =
+            TicketNews::Opened { hub: "temple".into(), kind: IncidentKind::DaskGateway, users: vec![user.into()] };
+        s.manager.record_ticket(&news, SystemTime::now()).unwrap();
+        let closed = TicketNews::Closed { hub: "temple".into(), kind: IncidentKind::DaskGateway, escalated: false };
+        s.manager.record_ticket(&closed, SystemTime::now()).unwrap();
+    }
+    let first = s.outage("temple", SystemTime::now());
+    s.wake.notify_one();
+    wait_for("the first trigger", Duration::from_secs(5), async || triggers(&pd, &first).len() == 1).await;
+    wait_for("webhook deliveries held", Duration::from_secs(5), async || receiver.attempts() >= 2).await;
+
+    eprintln!("phase: a second hub fails while the webhook and the REST API hang: paged at once all the same");
+    let second = s.outage("lab", SystemTime::now());
+    s.wake.notify_one();
+    let took = wait_for("the second trigger", Duration::from_secs(3), async || triggers(&pd, &second).len() == 1).await;
+    eprintln!("    paged {took:?} after the decision, with webhook and REST deliveries hanging");
+    assert!(receiver.accepted().is_empty() && pd.priorities_set().is_empty(), "both sinks still hang");
+    s.heal("lab", SystemTime::now());
+    s.wake.notify_one();
+    wait_for("the resolve", Duration::from_secs(3), async || pd.accepted_actions().contains(&"resolve".into())).await;
+    let metrics = s.metrics.render();
+    assert!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"webhook\""]) >= 4.0, "{metrics}");
+    assert!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"rest\""]) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"events\""]), 0.0, "{metrics}");
+    stop.cancel();
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_later() {
+    let pd = PagerDuty::default();
+    let events = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(&config(&events, None, &state_path(&dir)));
+    let key = s.outage("lab", SystemTime::now());
+    s.deliver_until(Duration::from_secs(5), || !triggers(&pd, &key).is_empty()).await;
+    assert_eq!(triggers(&pd, &key)[0]["routing_key"], ROUTING_KEY, "lab pages the global service");
+
+    eprintln!("phase: restarted with lab routed to its own service while its incident is open");
+    drop(s);
+    let lab_own = "    pagerduty: {routing_key: {env: TEMPLE_KEY}}\n";
+    let moved = config_with(&events, None, &state_path(&dir), &Keys { lab: lab_own, ..USUAL_KEYS });
+    let mut s = start(&moved);
+    s.heal("lab", SystemTime::now());
+    s.deliver_until(Duration::from_secs(5), || pd.accepted_actions().contains(&"resolve".into())).await;
+    let resolve = pd.accepted().into_iter().find(|e| e["event_action"] == "resolve").unwrap();
+    assert_eq!(resolve["routing_key"], ROUTING_KEY, "the resolve went where the trigger went");
+    assert!(pd.open_alerts(ROUTING_KEY).is_empty(), "nothing left triggered: {:?}", pd.open_alerts(ROUTING_KEY));
+    let next = s.outage("lab", SystemTime::now() + Duration::from_secs(5));
+    s.deliver_until(Duration::from_secs(5), || !triggers(&pd, &next).is_empty()).await;
+    assert_eq!(triggers(&pd, &next)[0]["routing_key"], TEMPLE_ROUTING_KEY, "a new incident takes the new route");
+
+    eprintln!("phase: restarted with that key named nowhere: the resolve waits, said loudly, and is never dropped");
+    drop(s);
+    let gone = config_with(&events, None, &state_path(&dir), &Keys { temple: "", lab: "", ..USUAL_KEYS });
+    let mut s = start(&gone);
+    s.heal("lab", SystemTime::now() + Duration::from_secs(10));
+    s.notifier.deliver_due(SystemTime::now()).await.unwrap();
+    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), std::slice::from_ref(&next), "not resolved on the wrong service");
+    let metrics = s.metrics.render();
+    let rule = "rule=\"hubs[lab].pagerduty.routing_key\"";
+    assert_eq!(metric(&metrics, "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0, "{metrics}");
+    let resolve = s.store.deliveries(&next).unwrap().into_iter().find(|d| d.action == EventAction::Resolve).unwrap();
+    assert_eq!(resolve.state, OutboxState::Pending);
+    assert!(resolve.last_error.unwrap().contains("is no longer in the configuration"));
+    drop(s);
+    eprintln!("phase: the key named again (by any hub): the resolve goes out");
+    let mut s = start(&config(&events, None, &state_path(&dir)));
+    s.notifier.deliver_due(SystemTime::now() + Duration::from_secs(3600)).await.unwrap();
+    assert!(pd.open_alerts(TEMPLE_ROUTING_KEY).is_empty());
+    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
+    s.detector.tick(SystemTime::now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honoured() {
+    let pd = PagerDuty::default();
+    let events = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(&config(&events, None, &state_path(&dir)));
+    let t0 = SystemTime::now();
+
+    eprintln!("phase: the integration was deleted (404): one attempt, then a slow retry, never a dropped page");
+    pd.set_outage(Some(Fault::Status(404)));
+    let key = s.outage("lab", t0);
+    s.notifier.deliver_due(t0).await.unwrap();
+    s.notifier.deliver_due(t0 + Duration::from_millis(100)).await.unwrap();
+    assert_eq!(pd.requests(), 1, "not retried at once");
+    let trigger = s.store.deliveries(&key).unwrap().remove(0);
+    assert!(trigger.last_error.as_deref().is_some_and(|e| e.starts_with("HTTP 404")), "{trigger:?}");
+    let next = trigger.next_attempt_at.unwrap();
+    assert!(next >= t0 + Duration::from_millis(150), "a slow retry: {:?}", next.duration_since(t0));
+    let rule = "rule=\"pagerduty.routing_key\"";
+    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0);
+    let timeline = s.timeline(&key);
+    assert!(
+        timeline.iter().any(|(_, t)| t.starts_with("PagerDuty refused the routing key of this trigger")),
+        "{timeline:?}"
+    );
+    pd.set_outage(None);
+    s.notifier.deliver_due(next + Duration::from_millis(1)).await.unwrap();
+    assert_eq!(triggers(&pd, &key).len(), 1);
+    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
+
+    eprintln!("phase: a 429 asks for two minutes: nothing before, the resolve after");
+    pd.inner.lock().unwrap().retry_after = Some(120);
+    pd.queue_faults([Fault::Status(429)]);
+    s.heal("lab", t0 + Duration::from_secs(10));
+    let t1 = SystemTime::now();
+    s.notifier.deliver_due(t1).await.unwrap();
+    let resolve = s.store.deliveries(&key).unwrap().into_iter().find(|d| d.action == EventAction::Resolve).unwrap();
+    let wait = resolve.next_attempt_at.unwrap().duration_since(t1).unwrap();
+    assert!(wait >= Duration::from_secs(120) && wait < Duration::from_secs(125), "{wait:?}");
+    let asked = pd.requests();
+    s.notifier.deliver_due(t1 + Duration::from_secs(60)).await.unwrap();
+    assert_eq!(pd.requests(), asked, "nothing sent before Retry-After");
+    s.notifier.deliver_due(t1 + Duration::from_secs(125)).await.unwrap();
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
+    let pd = PagerDuty::default();
+    let events = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&events, None, &state_path(&dir));
+    // What an earlier leader left in PagerDuty: an incident of lab this state never heard of (a lost volume),
+    // one of temple while this state has temple's outage open under another key, and someone else's.
+    let orphan = "lab-hub_access-1790000000";
+    let duplicate = "temple-hub_access-1790000100";
+    pd.open_alert(ROUTING_KEY, orphan);
+    pd.open_alert(TEMPLE_ROUTING_KEY, duplicate);
+    pd.open_alert(ROUTING_KEY, "someone-elses-alert");
+    let mut s = start(&config);
+    let temple = s.outage("temple", SystemTime::now());
+    let settings = config.pagerduty.as_ref().unwrap().status_updates.clone().unwrap();
+    let hubs = ["temple".to_string(), "lab".to_string()];
+    let clock = hubwatch::clock::Clock::start();
+    let http = HttpClient::new().unwrap();
+    let done = reconcile::reconcile(&s.store, &http, &settings, &hubs, clock).await.unwrap();
+    assert_eq!(
+        done,
+        [
+            Reconciled::Adopted { key: orphan.into() },
+            Reconciled::Duplicate { key: duplicate.into(), open: temple.clone() },
+        ]
+    );
+    s.deliver_until(Duration::from_secs(5), || pd.open_alerts(TEMPLE_ROUTING_KEY) == [temple.clone()]).await;
+    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), std::slice::from_ref(&temple), "the duplicate resolved at once");
+
+    eprintln!("phase: restarted (the detector resumes the adopted incident), lab healthy: resolved under its key");
+    drop(s);
+    let mut s = start(&config);
+    s.heal("lab", SystemTime::now());
+    s.deliver_until(Duration::from_secs(5), || !pd.open_alerts(ROUTING_KEY).contains(&orphan.to_string())).await;
+    assert_eq!(pd.open_alerts(ROUTING_KEY), ["someone-elses-alert"], "someone else's alert is left alone");
+    assert!(triggers(&pd, orphan).is_empty(), "adopted, never paged again");
+    let timeline = s.timeline(orphan);
+    assert!(timeline.iter().any(|(_, t)| t.starts_with("adopted from PagerDuty")), "{timeline:?}");
+    let again = reconcile::reconcile(&s.store, &http, &settings, &hubs, clock).await.unwrap();
+    assert!(again.is_empty(), "nothing left to reconcile: {again:?}");
 }

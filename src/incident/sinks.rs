@@ -116,7 +116,7 @@ impl IncidentManager {
                 }
                 let seconds = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let ticket = Ticket {
-                    id: format!("ticket-{hub}-{}-{seconds}", kind.as_str()),
+                    id: self.store.unused_key(&format!("ticket-{hub}-{}-{seconds}", kind.as_str()))?,
                     hub: hub.clone(),
                     kind: *kind,
                     opened_at: now,

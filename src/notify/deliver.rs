@@ -23,6 +23,12 @@ struct Route<'a> {
     routed: RoutedTo,
 }
 
+/// Why an event has no routing key to go with: the config key its incident's trigger went with, and why.
+struct NoRoute {
+    rule: String,
+    why: String,
+}
+
 impl Notifier {
     /// One attempt at one event: what to record of it (at `now` plus the time since `started`, when the
     /// attempt ended), or `None` when this replica may not send now (the fence does not hold).
@@ -54,9 +60,9 @@ impl Notifier {
         }
         let route = match self.route(event, pagerduty)? {
             Ok(route) => route,
-            Err(why) => {
-                let answer = Answer::KeyRefused(why);
-                return Ok(Some(self.verdict(event, answer, None, None, pagerduty, ended())));
+            Err(NoRoute { rule, why }) => {
+                let routed = RoutedTo { rule, fingerprint: String::new() };
+                return Ok(Some(self.verdict(event, Answer::KeyRefused(why), None, Some(routed), pagerduty, ended())));
             }
         };
         let answer = self.send_event(event, pagerduty, route.key, budget).await;
@@ -70,7 +76,7 @@ impl Notifier {
         &'a self,
         event: &OutboxEvent,
         pagerduty: &'a PagerDutyConfig,
-    ) -> Result<Result<Route<'a>, String>, StoreError> {
+    ) -> Result<Result<Route<'a>, NoRoute>, StoreError> {
         if let Some(routed) = self.store.routed_to(&event.key)? {
             let key = match &self.routes {
                 Some(config) => config.routing_key_with(&routed.fingerprint),
@@ -78,13 +84,16 @@ impl Notifier {
             };
             return Ok(match key {
                 Some(key) => Ok(Route { key: key.expose(), routed }),
-                None => Err(format!(
-                    "the routing key this incident's trigger went with ({}) is no longer in the configuration, so its \
-                     {} cannot reach that PagerDuty service: name the key again (any hub or kind may), or resolve \
-                     the incident in PagerDuty by hand",
-                    routed.rule,
-                    event.action.as_str()
-                )),
+                None => Err(NoRoute {
+                    why: format!(
+                        "the routing key this incident's trigger went with ({}) is no longer in the configuration, so \
+                         its {} cannot reach that PagerDuty service: name the key again (any hub or kind may), or \
+                         resolve the incident in PagerDuty by hand",
+                        routed.rule,
+                        event.action.as_str()
+                    ),
+                    rule: routed.rule,
+                }),
             });
         }
         let configured = match (&self.routes, &event.route) {

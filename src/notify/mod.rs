@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::{Channel, OutboxEvent, OutboxState, RoutedTo, Store, StoreError, TimelineKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
@@ -39,6 +40,8 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(60);
 const CHANNEL_CONCURRENCY: usize = 4;
 /// How long a pass waits after the hand-over to the cluster copy failed (the mirror says why).
 const HANDOVER_RETRY: Duration = Duration::from_secs(1);
+/// How soon a worker with deliveries in flight looks again for other due events.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 /// How long the last pass at a stop may take.
 const LAST_PASS: Duration = Duration::from_secs(10);
 /// A retry scheduled further out than this (a wall clock that stepped back between two runs) is due now.
@@ -64,6 +67,10 @@ pub struct Notifier {
     /// else is sent, and never sent again meanwhile.
     unrecorded: Mutex<Vec<(OutboxEvent, Verdict)>>,
 }
+
+/// An attempt in flight, and what it came to.
+type AttemptDone = (OutboxEvent, Result<Option<Verdict>, StoreError>);
+type Attempt<'a> = std::pin::Pin<Box<dyn Future<Output = AttemptDone> + Send + 'a>>;
 
 /// What to record of one attempt.
 #[derive(Debug, Clone)]
@@ -194,16 +201,19 @@ impl Notifier {
         }
     }
 
-    /// One channel's worker, until `stop`. When the store cannot be read or written it waits longer between
-    /// passes (a full disk must not become a busy loop against PagerDuty).
+    /// One channel's worker, until `stop`: keeps up to [`CHANNEL_CONCURRENCY`] incidents' deliveries in
+    /// flight and starts the next as soon as one is due and a slot is free, so an attempt that hangs holds
+    /// only its own incident (for its timeout), never the channel's other ones. When the store cannot be read
+    /// or written it waits longer between passes (a full disk must not become a busy loop against PagerDuty).
     async fn work(&self, channel: Channel, wake: &Notify, stop: &CancellationToken) {
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut busy: HashSet<String> = HashSet::new();
         let mut failures = 0;
         loop {
-            let pause = match self.deliver_channel(channel, self.clock.now()).await {
-                Ok(Pass::Done) => {
-                    failures = 0;
-                    self.until_next_due(channel)
-                }
+            let pause = match self.start_due(channel, &mut running, &mut busy).await {
+                Ok(Pass::Done) if busy.is_empty() => self.until_next_due(channel),
+                // A due head may be one in flight: look again soon, not at once.
+                Ok(Pass::Done) => self.until_next_due(channel).max(BUSY_POLL),
                 Ok(Pass::Blocked) => HANDOVER_RETRY,
                 Err(e) => {
                     failures += 1;
@@ -213,10 +223,74 @@ impl Notifier {
             };
             tokio::select! {
                 _ = stop.cancelled() => return,
+                Some((event, verdict)) = running.next(), if !running.is_empty() => {
+                    busy.remove(&event.key);
+                    match self.settle(event, verdict) {
+                        Ok(_) => failures = 0,
+                        Err(e) => tracing::error!(error = %e, channel = channel.as_str(), "cannot record a delivery; retrying"),
+                    }
+                    self.refresh_gauges();
+                }
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Starts the due events of `channel` whose incident has nothing in flight, as far as there are free slots.
+    async fn start_due<'a>(
+        &'a self,
+        channel: Channel,
+        running: &mut futures_util::stream::FuturesUnordered<Attempt<'a>>,
+        busy: &mut HashSet<String>,
+    ) -> Result<Pass, StoreError> {
+        self.record_unrecorded()?;
+        let room = CHANNEL_CONCURRENCY.saturating_sub(running.len());
+        if room == 0 {
+            return Ok(Pass::Done);
+        }
+        let now = self.clock.now();
+        let due: Vec<OutboxEvent> = self
+            .store
+            .due_events(now, channel, 64)?
+            .into_iter()
+            .filter(|e| !busy.contains(&e.key))
+            .take(room)
+            .collect();
+        if due.is_empty() {
+            return Ok(Pass::Done);
+        }
+        if !self.handed_over().await? {
+            return Ok(Pass::Blocked);
+        }
+        for event in due {
+            busy.insert(event.key.clone());
+            running.push(Box::pin(self.attempt(event, now)));
+        }
+        Ok(Pass::Done)
+    }
+
+    /// One attempt at `event`, started at `now`.
+    async fn attempt(&self, event: OutboxEvent, now: SystemTime) -> AttemptDone {
+        let started = tokio::time::Instant::now();
+        let verdict = self.deliver(&event, now, started).await;
+        (event, verdict)
+    }
+
+    /// Records what an attempt came to: `Ok(None)` when it could not be made (the fence did not hold), else
+    /// whether it finished the event. An answer the store cannot take yet is kept and recorded first later.
+    fn settle(
+        &self,
+        event: OutboxEvent,
+        verdict: Result<Option<Verdict>, StoreError>,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(verdict) = verdict? else { return Ok(None) };
+        let finished = matches!(verdict, Verdict::Finish { .. });
+        if let Err(e) = self.record(&event, &verdict) {
+            self.lock_unrecorded().push((event, verdict));
+            return Err(e);
+        }
+        Ok(Some(finished))
     }
 
     fn until_next_due(&self, channel: Channel) -> Duration {
@@ -235,10 +309,10 @@ impl Notifier {
     }
 
     /// Sends every event of `channel` that is due at `now` (the oldest unsent one of each incident), the
-    /// answers recorded at `now` plus the time the attempt took. Answers not yet recorded are recorded first.
+    /// answers recorded at `now` plus the time the attempt took, until none is left (the last pass at a
+    /// stop; tests). Answers not yet recorded are recorded first.
     async fn deliver_channel(&self, channel: Channel, now: SystemTime) -> Result<Pass, StoreError> {
         self.record_unrecorded()?;
-        let started = tokio::time::Instant::now();
         loop {
             let due = self.store.due_events(now, channel, 64)?;
             if due.is_empty() {
@@ -248,21 +322,13 @@ impl Notifier {
                 return Ok(Pass::Blocked);
             }
             let mut attempts = futures_util::stream::iter(due)
-                .map(|event| async move {
-                    let verdict = self.deliver(&event, now, started).await;
-                    (event, verdict)
-                })
+                .map(|event| self.attempt(event, now))
                 .buffer_unordered(CHANNEL_CONCURRENCY);
             let (mut progressed, mut blocked) = (false, false);
             while let Some((event, verdict)) = attempts.next().await {
-                let Some(verdict) = verdict? else {
-                    blocked = true;
-                    continue;
-                };
-                progressed |= matches!(verdict, Verdict::Finish { .. });
-                if let Err(e) = self.record(&event, &verdict) {
-                    self.lock_unrecorded().push((event, verdict));
-                    return Err(e);
+                match self.settle(event, verdict)? {
+                    None => blocked = true,
+                    Some(finished) => progressed |= finished,
                 }
             }
             if blocked {

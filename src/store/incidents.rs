@@ -366,11 +366,12 @@ impl Store {
         Ok(routing.flatten().map(|r| serde_json::from_str(&r)).transpose()?)
     }
 
-    /// `wanted`, or, if an incident already has that key (a wall clock that stepped back between two runs
-    /// can give a new incident an old one's opening second), `wanted-2`, `wanted-3`, …: a key is never reused.
+    /// `wanted`, or, if an incident or a support ticket already has that key (two in one second, or a wall
+    /// clock that stepped back between two runs), `wanted-2`, `wanted-3`, …: a key is never reused.
     pub fn unused_key(&self, wanted: &str) -> Result<String, StoreError> {
         let conn = self.conn();
-        let mut taken = conn.prepare("SELECT 1 FROM incidents WHERE key = ?1")?;
+        let mut taken =
+            conn.prepare("SELECT 1 FROM incidents WHERE key = ?1 UNION ALL SELECT 1 FROM tickets WHERE id = ?1")?;
         let mut key = wanted.to_string();
         let mut n = 1;
         while taken.exists([&key])? {

@@ -299,7 +299,7 @@ impl Store {
                 )?;
             }
             if let Some((kind, text)) = entry {
-                insert_timeline(tx, &event.key, at, kind, text)?;
+                note_on_incident(tx, &event.key, at, kind, text)?;
             }
             Ok(())
         })
@@ -320,7 +320,7 @@ impl Store {
                 params![event.id, millis(next_attempt_at), error],
             )?;
             if let Some((at, kind, text)) = entry {
-                insert_timeline(tx, &event.key, at, kind, text)?;
+                note_on_incident(tx, &event.key, at, kind, text)?;
             }
             Ok(())
         })
@@ -435,6 +435,21 @@ impl Store {
             )?)
         })
     }
+}
+
+/// A timeline entry for the incident `key`, if it is one (a resolve reconciling sends for a PagerDuty
+/// incident this state never had, a support ticket's or a change's event, belong to none).
+fn note_on_incident(
+    tx: &Connection,
+    key: &str,
+    at: SystemTime,
+    kind: TimelineKind,
+    text: &str,
+) -> Result<(), StoreError> {
+    if tx.prepare("SELECT 1 FROM incidents WHERE key = ?1")?.exists([key])? {
+        insert_timeline(tx, key, at, kind, text)?;
+    }
+    Ok(())
 }
 
 pub(super) fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: &NewEvent) -> Result<(), StoreError> {

@@ -5,7 +5,8 @@
 //! And the part of the REST API status notes use, on the same server: an accepted trigger that opens an
 //! alert makes an incident (`Q…` ids); `GET /incidents?incident_key=` finds it; `POST /incidents/{id}/notes`
 //! adds a note. Every REST request must carry `Authorization: Token token=<API_TOKEN>` (else 401) and
-//! `Accept: application/vnd.pagerduty+json;version=2` (else 406); writes need `Content-Type: application/json`
+//! `Accept: application/vnd.pagerduty+json;version=2` (else 406); `GET /incidents?statuses[]=…` lists open
+//! ones by status, paged (`limit`, `offset`, `more`); writes need `Content-Type: application/json`
 //! and a `From` of a known user (else 400), a body of exactly `{"note": {"content": …}}` with 1 to 25000
 //! characters, and at most 2000 notes per incident. Priorities: `GET /priorities` lists P1..P3 (paged);
 //! `PUT /incidents/{id}` takes exactly `{"incident": {"type": "incident_reference", "priority": {"id",
@@ -58,6 +59,8 @@ pub struct Inner {
     pub rest_outage: Option<Fault>,
     /// Priorities set, in order: (incident id, priority name).
     pub priorities_set: Vec<(String, String)>,
+    /// Seconds a 429 asks to wait (`Retry-After`), when set.
+    pub retry_after: Option<u64>,
 }
 
 /// The account's priorities: (id, name).
@@ -147,6 +150,25 @@ impl PagerDuty {
     pub fn rest_requests(&self) -> Vec<(String, u16)> {
         self.inner.lock().unwrap().rest_requests.clone()
     }
+
+    /// An alert (and its incident) already open on `routing_key` under `dedup_key`, as an earlier leader left
+    /// it; the incident's id.
+    pub fn open_alert(&self, routing_key: &str, dedup_key: &str) -> String {
+        let mut inner = self.inner.lock().unwrap();
+        inner.open_alerts.insert((routing_key.to_string(), dedup_key.to_string()));
+        let id = format!("Q{:06}", inner.incidents.len() + 1);
+        inner.incidents.push((id.clone(), dedup_key.to_string(), "triggered"));
+        id
+    }
+
+    /// The dedup keys of the alerts open on `routing_key`.
+    pub fn open_alerts(&self, routing_key: &str) -> Vec<String> {
+        let inner = self.inner.lock().unwrap();
+        let mut keys: Vec<String> =
+            inner.open_alerts.iter().filter(|(k, _)| k == routing_key).map(|(_, d)| d.clone()).collect();
+        keys.sort();
+        keys
+    }
 }
 
 /// The REST API's error body.
@@ -179,41 +201,64 @@ fn rest_fault(pd: &PagerDuty) -> Option<Response> {
     match pd.inner.lock().unwrap().rest_outage {
         Some(Fault::Status(429)) => Some(rest_error(429, "Rate Limit Exceeded", &[])),
         Some(Fault::Status(status)) => Some(rest_error(status, "Injected", &[])),
+        // Answered only by the client giving up: a REST API that accepts the request and never answers.
         Some(Fault::Hang) => Some(StatusCode::GATEWAY_TIMEOUT.into_response()),
         None => None,
     }
 }
 
+/// Holds a request for an hour when the REST API hangs.
+async fn rest_hang(pd: &PagerDuty) {
+    if pd.inner.lock().unwrap().rest_outage == Some(Fault::Hang) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// `GET /incidents`: by `incident_key`, or by `statuses[]` (repeated), two per page so that a client must
+/// follow `more`.
 async fn list_incidents(
     State(pd): State<PagerDuty>,
     headers: HeaderMap,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    rest_hang(&pd).await;
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let statuses: Vec<String> = pairs.iter().filter(|(k, _)| k == "statuses[]").map(|(_, v)| v.clone()).collect();
     let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, false)).unwrap_or_else(|| {
         let mut inner = pd.inner.lock().unwrap();
-        let key = query.get("incident_key").cloned().unwrap_or_default();
-        let found: Vec<Value> = if inner.lookups_before_found > 0 {
-            inner.lookups_before_found -= 1;
-            Vec::new()
-        } else {
-            inner
-                .incidents
-                .iter()
-                .filter(|(_, k, _)| *k == key)
-                .map(|(id, k, status)| json!({"id": id, "type": "incident", "incident_key": k, "status": status}))
-                .collect()
+        let listed = |(id, k, status): &(String, String, &str)| {
+            json!({"id": id, "type": "incident", "incident_key": k, "status": status})
         };
-        (
-            StatusCode::OK,
-            axum::Json(json!({"incidents": found, "limit": 25, "offset": 0, "more": false, "total": null})),
-        )
-            .into_response()
+        if let Some(key) = value("incident_key") {
+            let found: Vec<Value> = if inner.lookups_before_found > 0 {
+                inner.lookups_before_found -= 1;
+                Vec::new()
+            } else {
+                inner.incidents.iter().filter(|(_, k, _)| *k == key).map(listed).collect()
+            };
+            let body = json!({"incidents": found, "limit": 25, "offset": 0, "more": false, "total": null});
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+        let offset: usize = value("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+        let all: Vec<Value> = inner
+            .incidents
+            .iter()
+            .filter(|(_, _, status)| statuses.is_empty() || statuses.iter().any(|s| s == status))
+            .map(listed)
+            .collect();
+        let page: Vec<Value> = all.iter().skip(offset).take(2).cloned().collect();
+        let more = offset + page.len() < all.len();
+        let body = json!({"incidents": page, "limit": 2, "offset": offset, "more": more, "total": null});
+        (StatusCode::OK, axum::Json(body)).into_response()
     });
     pd.inner.lock().unwrap().rest_requests.push(("GET /incidents".into(), answer.status().as_u16()));
     answer
 }
 
 async fn add_note(State(pd): State<PagerDuty>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    rest_hang(&pd).await;
     let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, true)).unwrap_or_else(|| {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let content = body["note"]["content"].as_str().unwrap_or("");
@@ -245,6 +290,7 @@ async fn list_priorities(
     headers: HeaderMap,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
+    rest_hang(&pd).await;
     let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, false)).unwrap_or_else(|| {
         let offset: usize = query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
         let page: Vec<Value> = PRIORITIES
@@ -268,6 +314,7 @@ async fn update_incident(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    rest_hang(&pd).await;
     let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, true)).unwrap_or_else(|| {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let incident = &body["incident"];
@@ -395,11 +442,16 @@ async fn enqueue(State(pd): State<PagerDuty>, headers: HeaderMap, body: Bytes) -
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         Some(Fault::Status(429)) => {
-            return answer(
+            let retry_after = pd.inner.lock().unwrap().retry_after;
+            let mut throttled = answer(
                 429,
                 json!({"status": "throttle exceeded", "message": "Requests for this service are arriving too quickly."}),
                 event,
             );
+            if let Some(seconds) = retry_after {
+                throttled.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
+            }
+            return throttled;
         }
         Some(Fault::Status(status)) if status >= 500 => return answer(status, json!({}), event),
         Some(Fault::Status(status)) => {

@@ -1,6 +1,7 @@
 //! A local webhook receiver (a helpdesk, a chat bridge): answers 503 to the first `failures` POSTs (a receiver
-//! that is down, then recovers), then 200; keeps every body it accepted, and checks what every sink receiver
-//! would: JSON with a version, an event, an id, and the Authorization header it was configured with.
+//! that is down, then recovers), then 200, or holds every POST unanswered while told to hang; keeps every body
+//! it accepted, and checks what every sink receiver would: JSON with a version, an event, an id, and the
+//! Authorization header it was configured with.
 
 #![allow(dead_code)]
 
@@ -20,6 +21,8 @@ struct Inner {
     accepted: Vec<Value>,
     refused: usize,
     attempts: usize,
+    /// Accepts every connection and request, and never answers.
+    hang: bool,
 }
 
 #[derive(Clone, Default)]
@@ -57,11 +60,23 @@ impl Receiver {
     pub fn set_failures(&self, failures: usize) {
         self.inner.lock().unwrap().failures = failures;
     }
+
+    /// From now on, every POST is held and never answered (a helpdesk that hangs).
+    pub fn set_hang(&self, hang: bool) {
+        self.inner.lock().unwrap().hang = hang;
+    }
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let hang = {
+        let mut inner = receiver.inner.lock().unwrap();
+        inner.attempts += 1;
+        inner.hang
+    };
+    if hang {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let mut inner = receiver.inner.lock().unwrap();
-    inner.attempts += 1;
     if inner.failures > 0 {
         inner.failures -= 1;
         return (StatusCode::SERVICE_UNAVAILABLE, "the helpdesk is down".into());
