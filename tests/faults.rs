@@ -5,7 +5,10 @@
 //!   recovers; a later outage still opens its own incident;
 //! - SQLITE_FULL from the database's page limit, in process: the decision waits and is stored when it can;
 //! - PagerDuty answering 500 and then 429 for a while;
-//! - `kill -9` at random points, many times, while outages begin and end.
+//! - `kill -9` at random points, many times, while outages begin and end;
+//! - SIGTERM while an outage's first failing round runs: its trigger goes out before the exit;
+//! - the wall clock stepping an hour back and forward mid-incident (libfaketime): no held retry, no second
+//!   incident.
 //!
 //! High availability's faults (a partitioned leader, clocks an hour off) are in tests/ha.rs.
 
@@ -25,7 +28,9 @@ use hubwatch::tasks::Tasks;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, metric, wait_for};
+use support::daemon::{
+    Daemon, clock_from, free_port, fresh_state, get, lab_hub_yaml, metric, sample, stub_yaml, wait_for,
+};
 use support::disk::SmallDisk;
 use support::invariants::assert_promise;
 use support::lab::Lab;
@@ -331,24 +336,11 @@ async fn a_locked_database_stalls_no_lease_renewal_health_check_or_page() {
     let (listen, metrics_listen) = (free_port(), free_port());
     let state = dir.path().join("state.db");
     let config = dir.path().join("locked.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen: {listen}
-metrics_listen: {metrics_listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
-kubernetes: {{enabled: true, call_timeout: 2s}}
-high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}
-scheduler: {{shutdown_grace: 10s, cleanup_timeout: 5s}}
-defaults: {{probes: {{login: {{every: 1s, timeout: 5s}}, server: {{every: 1s, timeout: 5s}}}}}}
-hubs: [{{name: stub, url: "{hub_url}", token: {{env: HUB_TOKEN}}, users: [probe-1, probe-2]}}]
-"#,
-            state = state.display(),
-        ),
-    )
-    .unwrap();
+    let extra = format!(
+        "metrics_listen: {metrics_listen}\nkubernetes: {{enabled: true, call_timeout: 2s}}\n\
+         high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}\n"
+    );
+    std::fs::write(&config, stub_yaml(listen, &state, &hub_url, &events_url, &extra)).unwrap();
     let kubeconfig = ApiServer::kubeconfig(&api_url, dir.path()).display().to_string();
     let env = [
         ("HUB_TOKEN", SERVICE_TOKEN),
@@ -394,4 +386,116 @@ hubs: [{{name: stub, url: "{hub_url}", token: {{env: HUB_TOKEN}}, users: [probe-
     assert_eq!(pd.accepted_actions(), ["trigger"], "paged once");
     assert!(daemon.log().contains("database is locked"), "the log says why decisions waited");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+}
+
+/// `hubwatch run` (one replica, no Kubernetes) against the stub hub, and the PagerDuty stand-in.
+struct OnStub {
+    stub: support::stub_hub::Stub,
+    pd: PagerDuty,
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl OnStub {
+    /// Started with `env` added, and past its first healthy server rounds.
+    async fn start(env: &[(&str, String)]) -> OnStub {
+        use support::stub_hub::{SERVICE_TOKEN, Stub};
+        hubwatch::http::install_crypto_provider();
+        let stub = Stub::default();
+        let hub_url = stub.clone().start().await;
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (listen, config) = (free_port(), dir.path().join("hubwatch.yaml"));
+        let yaml =
+            stub_yaml(listen, &dir.path().join("state.db"), &hub_url, &events_url, "kubernetes: {enabled: false}\n");
+        std::fs::write(&config, yaml).unwrap();
+        let mut all = vec![("HUB_TOKEN", SERVICE_TOKEN.to_string()), ("ROUTING_KEY", ROUTING_KEY.to_string())];
+        all.extend(env.iter().cloned());
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let daemon = Daemon::start(&config, listen, &all, dir.path().join("hubwatch.log"));
+        daemon.wait_ready().await;
+        wait_for("healthy server rounds", Duration::from_secs(60), async || {
+            sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
+                .is_some_and(|runs| runs >= 2.0)
+        })
+        .await;
+        OnStub { stub, pd, daemon, dir }
+    }
+
+    fn spawns(&self, progress: support::stub_hub::Progress) {
+        self.stub.behaviour.lock().unwrap().progress = progress;
+    }
+
+    async fn server_failures(&self) -> f64 {
+        let metrics = self.daemon.metrics().await;
+        sample(&metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outages_first_failing_round_pages_before_the_exit() {
+    use support::stub_hub::Progress;
+    let s = OnStub::start(&[]).await;
+    // Both users' next spawns fail, and stopping what is left of them takes 3 s: a round reports when its
+    // clean-up is done, so the outage is decided only while the daemon drains.
+    let requests = || s.stub.record.lock().unwrap().requests.clone();
+    s.stub.behaviour.lock().unwrap().stop_delay = Duration::from_secs(3);
+    let before = requests().len();
+    s.spawns(Progress::FailedEmpty);
+    wait_for("both users' failed spawns being cleaned up", Duration::from_secs(20), async || {
+        let since = requests().split_off(before);
+        ["probe-1", "probe-2"].iter().all(|user| {
+            let progress = since.iter().position(|r| r.ends_with(&format!("/users/{user}/server/progress")));
+            progress.is_some_and(|at| since[at..].iter().any(|r| *r == format!("DELETE /hub/api/users/{user}/server")))
+        })
+    })
+    .await;
+    let metrics = s.daemon.metrics().await;
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["hub=\"stub\""]), 0.0, "not decided yet: {metrics}");
+    let log = s.daemon.log.clone();
+    assert_eq!(s.daemon.stop(Duration::from_secs(60)).await, Some(0));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(s.pd.accepted_actions(), ["trigger"], "the drain's decision was paged before the exit:\n{log}");
+    drop(s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_of_an_hour_either_way_holds_no_page_and_makes_no_second_incident() {
+    use support::stub_hub::Progress;
+    if !support::tiers::can_run(
+        "a_wall_clock_step_of_an_hour_either_way_holds_no_page_and_makes_no_second_incident",
+        &[support::tiers::Needs::Faketime],
+    ) {
+        return;
+    }
+    let offset = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let s = OnStub::start(&clock_from(offset.path())).await;
+
+    eprintln!("phase: the trigger's first attempt fails; the wall clock steps an hour back before its retry");
+    s.pd.queue_faults([Fault::Status(503)]);
+    s.spawns(Progress::FailedEmpty);
+    wait_for("the trigger attempted", Duration::from_secs(30), async || s.pd.requests() >= 1).await;
+    std::fs::write(offset.path(), "-1h\n").unwrap();
+    let took = wait_for("the retried trigger", Duration::from_secs(20), async || !s.pd.accepted().is_empty()).await;
+    eprintln!("    retried {took:?} after the step (not an hour)");
+    wait_for("the offset reported", Duration::from_secs(20), async || {
+        metric(&s.daemon.metrics().await, "hubwatch_clock_offset_seconds", &[]) < -3500.0
+    })
+    .await;
+
+    eprintln!("phase: the wall clock steps an hour forward, past the detection window, mid-incident");
+    std::fs::write(offset.path(), "+0\n").unwrap();
+    let failures = s.server_failures().await;
+    wait_for("more failing rounds after the step", Duration::from_secs(30), async || {
+        s.server_failures().await >= failures + 6.0
+    })
+    .await;
+    assert_eq!(s.pd.accepted_actions(), ["trigger"], "no resolve and no second incident: {:#?}", s.pd.accepted());
+
+    s.spawns(Progress::Ready);
+    wait_for("the resolve", Duration::from_secs(30), async || s.pd.accepted_actions().contains(&"resolve".into()))
+        .await;
+    assert_promise(&s.pd.received(), 1, true);
 }

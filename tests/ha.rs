@@ -6,8 +6,13 @@
 //! - a leader killed with an incident open, its clock an hour ahead: the standby takes over within a lease
 //!   duration (not an hour), restores the state, does not page again, and resolves when the hub heals;
 //! - a leader whose clock is an hour behind keeps its lease while it renews (no split brain); cut off from the
-//!   API server (its calls hang while the standby's are answered), it stops before its renew deadline ends,
-//!   sends nothing after it, exits, and the standby takes over and resolves.
+//!   API server (its calls hang while the standby's are answered) with a trigger queued, it stops before its
+//!   renew deadline ends, sends nothing after it, exits, and the standby sends that trigger and resolves;
+//! - at the seams (the stub hub, probed every second): a leader killed within 100 ms of PagerDuty's 202 (for
+//!   a trigger, and for a trigger sent with its resolve), many times with seeded random delays, never pages
+//!   twice; a deleted Lease or mirror Secret costs no step-down; a takeover that cannot read the mirror gives
+//!   the lease up rather than page again from an empty state; an API server answering every call after 4 s
+//!   during a takeover leaves the new leader its lease; and the promise check itself rejects what it must.
 
 mod support;
 
@@ -18,10 +23,11 @@ use hubwatch::store::Version;
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, clock_off, free_port, fresh_state, lab_hub_yaml, metric, sample, wait_for};
+use support::daemon::{Daemon, clock_off, free_port, fresh_state, lab_hub_yaml, metric, sample, stub_yaml, wait_for};
 use support::invariants::{assert_promise, from};
 use support::lab::Lab;
-use support::pagerduty::{PagerDuty, ROUTING_KEY};
+use support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
 
 const LEASE: Duration = Duration::from_secs(4);
 const RENEW_DEADLINE: Duration = Duration::from_secs(3);
@@ -203,7 +209,9 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
     let key = trigger_key(&pair.pd);
     // Let the leader mirror the sent trigger, then kill it with the incident open.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(metric(&a.metrics().await, "hubwatch_probe_runs_total", &[]) > 0.0, "the leader probes");
     assert_eq!(sample(&b.metrics().await, "hubwatch_probe_runs_total", &[]), None, "the standby never probes");
+    assert_eq!(metric(&b.metrics().await, "hubwatch_probes_in_flight", &[]), 0.0);
     // The standby's page for the incident (behind the same Service) shows the leader's state.
     let (status, page) = support::daemon::get(&format!("{}/incidents/{key}", b.base), None).await;
     assert_eq!(status, 200, "{page}");
@@ -218,6 +226,8 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
     assert_eq!(refused.status(), 503);
     let body = refused.text().await.unwrap();
     assert!(body.contains("this replica stands by"), "{body}");
+    let forget = reqwest::Client::new().delete(format!("{}/api/v1/discovered-hubs/lab", b.base)).send().await.unwrap();
+    assert_eq!(forget.status(), 503, "no write of any kind on a standby");
     a.kill();
 
     eprintln!("phase: replica-a killed; replica-b takes over although a's renewTime is an hour ahead");
@@ -264,14 +274,15 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_ove
     assert!(!b.log().contains("this replica leads now"), "{}", b.log());
     assert_eq!(metric(&b.metrics().await, "hubwatch_ha_leader", &[]), 0.0);
 
-    eprintln!("phase: spawning fails; replica-a pages");
+    eprintln!("phase: spawning fails while PagerDuty is down: replica-a's trigger waits, queued");
+    pair.pd.set_outage(Some(Fault::Status(503)));
     pair.lab.set_flag("spawn-fail", None, "");
-    wait_for("the trigger", Duration::from_secs(60), async || !pair.pd.accepted().is_empty()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("the trigger attempted", Duration::from_secs(60), async || pair.pd.requests() > 0).await;
 
-    eprintln!("phase: replica-a's API calls hang; replica-b can still reach the API server");
+    eprintln!("phase: replica-a's API calls hang (replica-b still reaches the API server); PagerDuty is back");
     let cut_at = SystemTime::now();
     pair.api.hang_client(&token_of("replica-a"), true);
+    pair.pd.set_outage(None);
     let took = pair.wait_leader("replica-b", LEASE + Duration::from_secs(15)).await;
     eprintln!("    replica-b leads after {took:?}");
     assert!(took >= LEASE - Duration::from_secs(1), "not before the lease could have expired: {took:?}");
@@ -287,7 +298,303 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_ove
     assert_promise(&received, 1, true);
     let deadline = cut_at + RENEW_DEADLINE + Duration::from_millis(500);
     let late: Vec<_> = from(&received, "replica-a").into_iter().filter(|r| r.at > deadline).collect();
-    assert!(late.is_empty(), "replica-a sent after its renew deadline: {late:#?}");
-    assert_eq!(from(&received, "replica-b").len(), 1, "replica-b sent only the resolve: {received:#?}");
+    assert!(late.is_empty(), "replica-a, with a trigger queued, sent after its renew deadline: {late:#?}");
+    let actions: Vec<String> =
+        from(&received, "replica-b").iter().map(|r| r.event["event_action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(actions, ["trigger", "resolve"], "replica-b sent the trigger replica-a could not, then the resolve");
     drop(b);
+}
+
+/// Replicas of `hubwatch run` watching the stub hub (login and server rounds every second: an outage is seen
+/// within seconds), one PagerDuty stand-in, one Kubernetes API stand-in.
+struct StubReplicas {
+    stub: Stub,
+    pd: PagerDuty,
+    api: ApiServer,
+    api_url: String,
+    events_url: String,
+    hub_url: String,
+    dir: tempfile::TempDir,
+}
+
+/// The lease and call timings of the stub replicas (fast, as in the lab pair).
+const FAST_HA: &str = "high_availability: {lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}\n\
+                       kubernetes: {enabled: true, call_timeout: 2s}\n";
+
+impl StubReplicas {
+    async fn start() -> StubReplicas {
+        hubwatch::http::install_crypto_provider();
+        let stub = Stub::default();
+        let hub_url = stub.clone().start().await;
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let api = ApiServer::default();
+        let api_url = api.start().await;
+        StubReplicas { stub, pd, api, api_url, events_url, hub_url, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A replica named `name` (its own state file, its own API token) with `ha` as its lease settings.
+    fn replica(&self, name: &str, ha: &str) -> Daemon {
+        let listen = free_port();
+        let state = self.dir.path().join(format!("{name}.db"));
+        let config = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&config, stub_yaml(listen, &state, &self.hub_url, &self.events_url, ha)).unwrap();
+        let kubeconfig = ApiServer::kubeconfig_for(&self.api_url, self.dir.path(), name, &token_of(name));
+        let kubeconfig = kubeconfig.display().to_string();
+        let env = [
+            ("HUB_TOKEN", SERVICE_TOKEN),
+            ("ROUTING_KEY", ROUTING_KEY),
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("POD_NAMESPACE", "monitoring"),
+            ("HOSTNAME", name),
+        ];
+        Daemon::start(&config, listen, &env, self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// Both probe users' spawns fail (`true`) or work.
+    fn outage(&self, on: bool) {
+        self.stub.behaviour.lock().unwrap().progress = if on { Progress::FailedEmpty } else { Progress::Ready };
+    }
+
+    async fn wait_leader(&self, who: impl Fn(&str) -> bool, limit: Duration) -> String {
+        wait_for("a leader", limit, async || who(&lease_holder(&self.api))).await;
+        lease_holder(&self.api)
+    }
+
+    /// Waits for PagerDuty to have accepted more than `seen` events, looking every 5 ms (a kill must land
+    /// within 100 ms of the 202).
+    async fn wait_accepted(&self, seen: usize, limit: Duration) {
+        let started = std::time::Instant::now();
+        while self.pd.accepted().len() <= seen {
+            assert!(started.elapsed() < limit, "no PagerDuty event within {limit:?}: {:#?}", self.pd.received());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The one replica of `replicas` named `name`, taken out.
+fn take(replicas: &mut Vec<(String, Daemon)>, name: &str) -> Daemon {
+    let i = replicas.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("no replica {name}"));
+    replicas.remove(i).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_right_after_a_page_never_pages_twice() {
+    let seed = std::env::var("HA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("HA_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let s = StubReplicas::start().await;
+    let mut replicas = vec![("r0".to_string(), s.replica("r0", FAST_HA))];
+    s.wait_leader(|h| h == "r0", Duration::from_secs(30)).await;
+    replicas.push(("r1".to_string(), s.replica("r1", FAST_HA)));
+    for round in 0..4 {
+        let leader = lease_holder(&s.api);
+        let seen = s.pd.accepted().len();
+        if round % 2 == 0 {
+            eprintln!("round {round}: {leader} pages and is killed within 100 ms of PagerDuty's 202");
+            s.outage(true);
+            s.wait_accepted(seen, Duration::from_secs(30)).await;
+        } else {
+            eprintln!(
+                "round {round}: {leader} sends a trigger and its resolve together, killed right after the resolve"
+            );
+            let asked = s.pd.requests();
+            s.pd.set_outage(Some(Fault::Status(503)));
+            s.outage(true);
+            wait_for("a trigger attempted", Duration::from_secs(30), async || s.pd.requests() > asked).await;
+            s.outage(false);
+            let daemon = &replicas.iter().find(|(n, _)| *n == leader).unwrap().1;
+            wait_for("the resolve queued behind it", Duration::from_secs(30), async || {
+                sample(&daemon.metrics().await, "hubwatch_outbox_unsent_events", &["channel=\"events\""]) == Some(2.0)
+            })
+            .await;
+            s.pd.set_outage(None);
+            s.wait_accepted(seen + 1, Duration::from_secs(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..100))).await;
+        take(&mut replicas, &leader).kill();
+        let fresh = format!("r{}", round + 2);
+        replicas.push((fresh.clone(), s.replica(&fresh, FAST_HA)));
+        let next = s.wait_leader(|h| !h.is_empty() && h != leader, LEASE + Duration::from_secs(20)).await;
+        let daemon = &replicas.iter().find(|(n, _)| *n == next).unwrap().1;
+        wait_for("the takeover", Duration::from_secs(20), async || daemon.log().contains("this replica leads now"))
+            .await;
+        s.outage(false);
+        wait_for("every outage resolved", Duration::from_secs(60), async || {
+            let by_key = support::invariants::actions_by_key(&s.pd.received());
+            by_key.len() > round && by_key.iter().all(|(_, actions)| actions.last().is_some_and(|a| a == "resolve"))
+        })
+        .await;
+        assert_promise(&s.pd.received(), round + 1, true);
+    }
+    // Nothing trails in after the last resolve.
+    let settled = s.pd.accepted().len();
+    wait_for("a round of probes on the leader", Duration::from_secs(10), async || {
+        let leader = lease_holder(&s.api);
+        let daemon = &replicas.iter().find(|(n, _)| *n == leader).unwrap().1;
+        metric(&daemon.metrics().await, "hubwatch_outbox_unsent_events", &["channel=\"events\""]) == 0.0
+    })
+    .await;
+    assert_eq!(s.pd.accepted().len(), settled, "{:#?}", s.pd.received());
+    assert_promise(&s.pd.received(), 4, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_lease_or_the_mirror_costs_at_most_a_lease_duration() {
+    let s = StubReplicas::start().await;
+    let mut replicas = vec![("r0".to_string(), s.replica("r0", FAST_HA))];
+    s.wait_leader(|h| h == "r0", Duration::from_secs(30)).await;
+    replicas.push(("r1".to_string(), s.replica("r1", FAST_HA)));
+    wait_for("r1 to stand by", Duration::from_secs(20), async || replicas[1].1.log().contains("standing by")).await;
+    eprintln!("phase: one failover, so that the mirror's term is above 0");
+    take(&mut replicas, "r0").kill();
+    s.wait_leader(|h| h == "r1", LEASE + Duration::from_secs(20)).await;
+    replicas.push(("r2".to_string(), s.replica("r2", FAST_HA)));
+    wait_for("r1's mirror in its term", Duration::from_secs(20), async || mirrored_term(&s.api) == lease_term(&s.api))
+        .await;
+    wait_for("r2 to stand by", Duration::from_secs(20), async || {
+        replicas[1].1.log().contains("copied the leader's state")
+    })
+    .await;
+
+    eprintln!("phase: kubectl delete lease: the leader makes it again in its own term, and nobody steps down");
+    let (leader, term) = (lease_holder(&s.api), mirrored_term(&s.api));
+    s.api.delete("leases", "monitoring", "hubwatch-leader");
+    let took = wait_for("the Lease again", LEASE, async || !lease_holder(&s.api).is_empty()).await;
+    eprintln!("    led again after {took:?}");
+    assert_eq!(lease_holder(&s.api), leader);
+    assert_eq!(lease_term(&s.api), term, "the term continues from the mirror's, never from 0");
+    stays_leading(&s, &mut replicas, LEASE * 3).await;
+
+    eprintln!("phase: the Lease deleted with its leader gone too: the standby makes it within a lease duration");
+    s.api.delete("leases", "monitoring", "hubwatch-leader");
+    take(&mut replicas, &leader).kill();
+    let took = wait_for("a new leader", LEASE * 2 + Duration::from_secs(5), async || {
+        !lease_holder(&s.api).is_empty() && lease_holder(&s.api) != leader
+    })
+    .await;
+    eprintln!("    led again after {took:?}");
+    wait_for("the mirror in the new term", Duration::from_secs(20), async || mirrored_term(&s.api) > term).await;
+    assert_eq!(lease_term(&s.api), mirrored_term(&s.api), "the new term is above the mirror's old one");
+    stays_leading(&s, &mut replicas, LEASE * 2).await;
+
+    eprintln!("phase: kubectl delete secret (the mirror): written again, nobody steps down");
+    s.api.delete("secrets", "monitoring", "hubwatch-state");
+    s.outage(true);
+    wait_for("the trigger", Duration::from_secs(30), async || !s.pd.accepted().is_empty()).await;
+    wait_for("the mirror written again", Duration::from_secs(20), async || s.api.mirrored_state().is_some()).await;
+    stays_leading(&s, &mut replicas, LEASE * 2).await;
+    s.outage(false);
+    wait_for("the resolve", Duration::from_secs(30), async || s.pd.accepted_actions().contains(&"resolve".into()))
+        .await;
+    assert_promise(&s.pd.received(), 1, true);
+}
+
+/// The Lease's term (its transitions).
+fn lease_term(api: &ApiServer) -> i64 {
+    api.get("leases", "monitoring", "hubwatch-leader")
+        .and_then(|l| l["spec"]["leaseTransitions"].as_i64())
+        .unwrap_or(-1)
+}
+
+/// The term the mirror Secret was last written in.
+fn mirrored_term(api: &ApiServer) -> i64 {
+    let secret = api.get("secrets", "monitoring", "hubwatch-state");
+    secret
+        .and_then(|s| s["metadata"]["annotations"]["hubwatch.jupyter.org/leader-term"].as_str()?.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// For `span`, the lease keeps one holder and every replica keeps running (no step-down, no crash loop).
+async fn stays_leading(s: &StubReplicas, replicas: &mut [(String, Daemon)], span: Duration) {
+    let holder = lease_holder(&s.api);
+    let started = std::time::Instant::now();
+    while started.elapsed() < span {
+        assert_eq!(lease_holder(&s.api), holder, "the lease changed hands");
+        for (name, daemon) in replicas.iter_mut() {
+            assert!(daemon.child.try_wait().unwrap().is_none(), "{name} exited:\n{}", daemon.log());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_that_cannot_read_the_mirror_gives_the_lease_up_rather_than_page_again() {
+    let s = StubReplicas::start().await;
+    let a = s.replica("a", FAST_HA);
+    s.wait_leader(|h| h == "a", Duration::from_secs(30)).await;
+    s.outage(true);
+    wait_for("the trigger", Duration::from_secs(30), async || !s.pd.accepted().is_empty()).await;
+    let key = s.pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
+    wait_for("the mirror holds the incident", Duration::from_secs(20), async || {
+        s.api.mirrored_state().is_some_and(|m| m.contains(&key))
+    })
+    .await;
+
+    eprintln!("phase: the Secret cannot be read; the leader dies; a replica with an empty volume wins the lease");
+    s.api.forbid("secrets");
+    a.kill();
+    let b = s.replica("b", FAST_HA);
+    wait_for("b to give the lease up", LEASE + Duration::from_secs(30), async || {
+        b.log().contains("giving the lease up rather than lead without it")
+    })
+    .await;
+    assert_eq!(sample(&b.metrics().await, "hubwatch_probe_runs_total", &[]), None, "b never probed");
+    assert_eq!(metric(&b.metrics().await, "hubwatch_ha_leader", &[]), 0.0);
+    assert_eq!(s.pd.accepted_actions(), ["trigger"], "nothing paged from an empty state");
+
+    eprintln!("phase: the Secret readable again: b takes over with the incident, and resolves it");
+    s.api.allow("secrets");
+    wait_for("b leads", Duration::from_secs(30), async || b.log().contains("this replica leads now")).await;
+    s.outage(false);
+    wait_for("the resolve", Duration::from_secs(30), async || s.pd.accepted_actions().contains(&"resolve".into()))
+        .await;
+    assert_promise(&s.pd.received(), 1, true);
+    assert!(s.pd.accepted().iter().all(|e| e["dedup_key"] == key.as_str()), "{:#?}", s.pd.accepted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_its_lease_while_the_api_server_answers_every_call_after_4s() {
+    // Every call takes 4 s: winning the lease (read, write) 8 s, reading the mirror 4 s, the renewal right
+    // after (one write over the Lease it wrote) 4 s, all within the renew deadline.
+    let slow = "high_availability: {lease_duration: 20s, renew_deadline: 18s, retry_period: 2s}\n\
+                kubernetes: {enabled: true, call_timeout: 6s}\n";
+    let s = StubReplicas::start().await;
+    let a = s.replica("a", slow);
+    s.wait_leader(|h| h == "a", Duration::from_secs(30)).await;
+    let mut b = s.replica("b", slow);
+    wait_for("b to stand by", Duration::from_secs(20), async || b.log().contains("standing by")).await;
+    s.api.set_delay(Some(Duration::from_secs(4)));
+    a.kill();
+    let took = s.wait_leader(|h| h == "b", Duration::from_secs(60)).await;
+    eprintln!("    {took} won the lease");
+    let started = std::time::Instant::now();
+    while !b.log().contains("this replica leads now") {
+        assert!(started.elapsed() < Duration::from_secs(40), "b did not take over:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        assert!(b.child.try_wait().unwrap().is_none(), "b exited:\n{}", b.log());
+        assert_eq!(lease_holder(&s.api), "b");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!b.log().contains("lost the leader lease"), "{}", b.log());
+    assert!(!b.log().contains("not leading after all"), "{}", b.log());
+}
+
+#[test]
+fn the_promise_check_rejects_one_outage_paged_under_two_keys() {
+    let event = |key: &str, action: &str| support::pagerduty::Received {
+        at: SystemTime::now(),
+        sender: "hubwatch/0.1.0 a".into(),
+        event: json!({"dedup_key": key, "event_action": action}),
+    };
+    let twice = [event("k1", "trigger"), event("k2", "trigger"), event("k1", "resolve"), event("k2", "resolve")];
+    assert!(std::panic::catch_unwind(|| assert_promise(&twice, 1, true)).is_err(), "two keys for one outage");
+    let late = [event("k1", "trigger"), event("k1", "resolve"), event("k1", "trigger")];
+    assert!(std::panic::catch_unwind(|| assert_promise(&late, 1, false)).is_err(), "a trigger after the resolve");
+    let unresolved = [event("k1", "trigger")];
+    assert!(std::panic::catch_unwind(|| assert_promise(&unresolved, 1, true)).is_err(), "healed, never resolved");
+    assert_promise(&[event("k1", "trigger"), event("k1", "trigger"), event("k1", "resolve")], 1, true);
 }

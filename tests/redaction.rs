@@ -9,9 +9,7 @@
 
 mod support;
 
-use flate2::read::GzDecoder;
 use serde_json::{Value, json};
-use std::io::Read;
 use std::time::{Duration, SystemTime};
 use support::apiserver::ApiServer;
 use support::daemon::{Daemon, free_port, get, wait_for};
@@ -174,16 +172,6 @@ hubs:
     )
 }
 
-fn mirror_of(api: &ApiServer) -> Option<String> {
-    use base64::Engine;
-    let secrets = api.inner.lock().unwrap().objects.get("secrets").cloned().unwrap_or_default();
-    let data = secrets.iter().find(|s| s["metadata"]["name"] == "hubwatch-state")?["data"]["state.json.gz"].clone();
-    let gzip = base64::engine::general_purpose::STANDARD.decode(data.as_str()?).ok()?;
-    let mut json = String::new();
-    GzDecoder::new(gzip.as_slice()).read_to_string(&mut json).ok()?;
-    Some(json)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_planted_secret_of_any_kind_reaches_any_output() {
     hubwatch::http::install_crypto_provider();
@@ -242,7 +230,7 @@ async fn no_planted_secret_of_any_kind_reaches_any_output() {
     wait_for("the change event", Duration::from_secs(30), async || !pd.changes().is_empty()).await;
     wait_for("a status note", Duration::from_secs(60), async || !pd.notes().is_empty()).await;
     wait_for("the mirror holds the incident", Duration::from_secs(30), async || {
-        mirror_of(&api).is_some_and(|m| m.contains(&key))
+        api.mirrored_state().is_some_and(|m| m.contains(&key))
     })
     .await;
 
@@ -288,7 +276,7 @@ async fn no_planted_secret_of_any_kind_reaches_any_output() {
     outputs.push(("the senders PagerDuty saw".into(), format!("{senders:?}")));
     outputs.push(("the change events".into(), without_key(pd.changes())));
     outputs.push(("the status notes".into(), format!("{:?}", pd.notes())));
-    outputs.push(("the mirror".into(), mirror_of(&api).unwrap()));
+    outputs.push(("the mirror".into(), api.mirrored_state().unwrap()));
     let log = daemon.log.clone();
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
     outputs.push(("the log".into(), std::fs::read_to_string(log).unwrap()));

@@ -241,10 +241,10 @@ impl App {
         // would be lost.
         self.health.set_started(true);
         self.health.set_standing_by(true);
-        let term = loop {
+        let (term, elector) = loop {
             let (mut elector, _) = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
             match candidate.take_over(&mut elector, &self.store, &self.fence, &self.metrics).await {
-                Ok(term) => break term,
+                Ok(term) => break (term, elector),
                 // Said why in the log; another replica (or this one, later) takes over.
                 Err(_) => tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -258,12 +258,15 @@ impl App {
         self.metrics.set_leader(true);
         let (lost, stop_mirror, stop_lease) =
             (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+        // The takeover's elector renews with one call; a restarted keeper makes a new one.
+        let elector = Arc::new(Mutex::new(Some(elector)));
         let lease = self.tasks.supervise("lease", {
             let (candidate, fence, lost, stop) =
                 (candidate.clone(), self.fence.clone(), lost.clone(), stop_lease.clone());
             move || {
                 let (candidate, fence, lost, stop) = (candidate.clone(), fence.clone(), lost.clone(), stop.clone());
-                async move { candidate.keep(term, fence, lost, stop).await }
+                let elector = elector.lock().unwrap_or_else(|p| p.into_inner()).take();
+                async move { candidate.keep(term, elector, fence, lost, stop).await }
             }
         });
         let handover =

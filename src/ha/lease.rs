@@ -9,7 +9,10 @@
 //! - `leaseTransitions` counts holders: it is the leader's *term*, which fences its mirrored state. Terms never
 //!   go backwards: a candidate writes at least its *floor* (one more than the highest term it knows of, from
 //!   the mirrored state), so a Lease that was deleted and created again continues from the mirror's term
-//!   instead of starting at 0 below it (where every mirror write would be refused).
+//!   instead of starting at 0 below it (where every mirror write would be refused). A Lease that vanished
+//!   (`kubectl delete lease`) is made again at once by its holder, while another candidate waits one lease
+//!   duration from when it last saw the holder renew, as if it were still there: the leader keeps leading
+//!   and nobody steps down.
 //!
 //! kube 5 has no leader election of its own, and kube-lease-manager (0.13) judges expiry by `renewTime`
 //! against the local clock, which a skewed clock defeats; hence this small implementation.
@@ -117,6 +120,8 @@ pub struct Elector {
     observed: Option<Observed>,
     /// The lowest term this candidate may write (see the module's notes).
     floor: i32,
+    /// The Lease as this candidate last wrote it, while it holds it.
+    held: Option<Lease>,
 }
 
 /// What one attempt found.
@@ -138,6 +143,7 @@ impl Elector {
             call_timeout,
             observed: None,
             floor: 0,
+            held: None,
         }
     }
 
@@ -154,28 +160,62 @@ impl Elector {
     pub async fn try_acquire_or_renew(&mut self, budget: Duration) -> Result<Attempt, HaError> {
         let started = Instant::now();
         let deadline = started + budget;
+        // The holder renews with one call, writing over the Lease it wrote last: a slow API server costs a
+        // renewal one call's time, not two. Anyone's write since makes it a 409, and then it reads first.
+        if let Some(held) = self.held.take() {
+            if let Some(attempt) = self.write(held, started, deadline).await? {
+                return Ok(attempt);
+            }
+        }
         let read = call(deadline.min(started + self.call_timeout), self.api.get_opt(&self.name)).await?;
-        let Some(mut lease) = read else { return self.create(deadline).await };
+        let Some(lease) = read else {
+            if let Some(holder) = self.vanished_holder(started) {
+                return Ok(Attempt::Held { holder });
+            }
+            return self.create(deadline).await;
+        };
+        let holder = LeaderRecord::of(&lease).holder;
+        Ok(self.write(lease, started, deadline).await?.unwrap_or(Attempt::Held { holder }))
+    }
+
+    /// Decides on `lease` (as read, or as this candidate last wrote it) and writes it if this candidate may
+    /// take or keep it; `None` on a 409 (someone wrote it since).
+    async fn write(
+        &mut self,
+        mut lease: Lease,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Option<Attempt>, HaError> {
         let current = LeaderRecord::of(&lease);
         let decided = decide(&mut self.observed, &current, &self.identity, self.lease_duration, started, self.floor);
         let record = match decided {
-            Decision::Wait { holder } => return Ok(Attempt::Held { holder }),
+            Decision::Wait { holder } => return Ok(Some(Attempt::Held { holder })),
             Decision::Write(record) => record,
         };
         lease.spec = Some(record.to_spec());
-        // `lease` still carries the resourceVersion read above: a concurrent writer makes this a 409.
+        // `lease` carries the resourceVersion it was read (or last written) with: a concurrent writer makes
+        // this a 409.
         let limit = deadline.min(Instant::now() + self.call_timeout);
         match call(limit, self.api.replace(&self.name, &PostParams::default(), &lease)).await {
-            Err(HaError::Api { source: kube::Error::Api(status), .. }) if status.code == 409 => {
-                Ok(Attempt::Held { holder: current.holder })
-            }
+            // 409: someone wrote it since; 404: it was deleted since (this candidate's copy was the last).
+            Err(HaError::Api { source: kube::Error::Api(status), .. }) if [404, 409].contains(&status.code) => Ok(None),
             Err(e) => Err(e),
-            Ok(_) => {
+            Ok(written) => {
                 let term = i64::from(record.transitions);
                 self.observed = Some(Observed { record, at: started });
-                Ok(Attempt::Leading { term })
+                self.held = Some(written);
+                Ok(Some(Attempt::Leading { term }))
             }
         }
+    }
+
+    /// When the Lease is gone: the other replica last seen holding it, while its lease duration since it was
+    /// last seen renewing has not passed (it may be alive, and making the Lease again).
+    fn vanished_holder(&self, now: Instant) -> Option<String> {
+        let seen = self.observed.as_ref()?;
+        let held_for = Duration::from_secs(u64::try_from(seen.record.lease_duration_seconds).unwrap_or(0));
+        let other = !seen.record.holder.is_empty() && seen.record.holder != self.identity;
+        (other && seen.at + held_for > now).then(|| seen.record.holder.clone())
     }
 
     async fn create(&mut self, deadline: Instant) -> Result<Attempt, HaError> {
@@ -197,7 +237,8 @@ impl Elector {
                 Ok(Attempt::Held { holder: String::new() })
             }
             Err(e) => Err(e),
-            Ok(_) => {
+            Ok(created) => {
+                self.held = Some(created);
                 let term = i64::from(record.transitions);
                 self.observed = Some(Observed { record, at: started });
                 Ok(Attempt::Leading { term })
@@ -207,6 +248,7 @@ impl Elector {
 
     /// Gives the lease up (a graceful stop), so a standby takes over at once instead of after its duration.
     pub async fn release(&mut self) -> Result<(), HaError> {
+        self.held = None;
         let Some(mut lease) = call(Instant::now() + self.call_timeout, self.api.get_opt(&self.name)).await? else {
             return Ok(());
         };

@@ -237,11 +237,19 @@ impl Candidate {
         }
     }
 
-    /// Renews the lease every retry period until `stop` (then gives it up). When no renewal succeeded
-    /// within the renew deadline, or another replica holds the lease, the fence is revoked at once and
-    /// `lost` cancelled. Restartable: it picks up from the fence.
-    pub async fn keep(&self, term: i64, fence: Fence, lost: CancellationToken, stop: CancellationToken) {
-        let mut elector = self.elector(term);
+    /// Renews the lease every retry period until `stop` (then gives it up), with the takeover's `elector`
+    /// (which renews with one call) or, restarted, a new one. When no renewal succeeded within the renew
+    /// deadline, or another replica holds the lease, the fence is revoked at once and `lost` cancelled.
+    /// Restartable: it picks up from the fence.
+    pub async fn keep(
+        &self,
+        term: i64,
+        elector: Option<Elector>,
+        fence: Fence,
+        lost: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        let mut elector = elector.unwrap_or_else(|| self.elector(term));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {

@@ -222,7 +222,7 @@ impl Notifier {
                 }
             };
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 Some((event, verdict)) = running.next(), if !running.is_empty() => {
                     busy.remove(&event.key);
                     match self.settle(event, verdict) {
@@ -235,6 +235,16 @@ impl Notifier {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        // Attempts in flight end (and are recorded) before the last pass: one dropped after its 202 would be
+        // sent again.
+        let finishing = async {
+            while let Some((event, verdict)) = running.next().await {
+                if let Err(e) = self.settle(event, verdict) {
+                    tracing::error!(error = %e, channel = channel.as_str(), "cannot record a delivery at the stop");
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LAST_PASS, finishing).await;
     }
 
     /// Starts the due events of `channel` whose incident has nothing in flight, as far as there are free slots.

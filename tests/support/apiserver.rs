@@ -237,6 +237,22 @@ impl ApiServer {
         self.inner.lock().unwrap().forbidden.insert(resource.into());
     }
 
+    pub fn allow(&self, resource: &str) {
+        self.inner.lock().unwrap().forbidden.remove(resource);
+    }
+
+    /// The state a leader mirrored into its Secret (`hubwatch-state`), as JSON text.
+    pub fn mirrored_state(&self) -> Option<String> {
+        use base64::Engine;
+        use std::io::Read;
+        let secrets = self.inner.lock().unwrap().objects.get("secrets").cloned().unwrap_or_default();
+        let secret = secrets.iter().find(|s| s["metadata"]["name"] == "hubwatch-state")?;
+        let gzip = base64::engine::general_purpose::STANDARD.decode(secret["data"]["state.json.gz"].as_str()?).ok()?;
+        let mut json = String::new();
+        flate2::read::GzDecoder::new(gzip.as_slice()).read_to_string(&mut json).ok()?;
+        Some(json)
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
     }

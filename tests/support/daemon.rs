@@ -130,6 +130,34 @@ pub fn lab_hub_yaml(url: &str, users: [&str; 2], extra: &str) -> String {
     )
 }
 
+/// The config of a daemon watching the stub hub (its two probe users log in and spawn every second, so an
+/// outage is seen within seconds), paging `events_url`, with `extra` top-level sections (high availability,
+/// kubernetes, metrics_listen, …).
+pub fn stub_yaml(listen: std::net::SocketAddr, state: &Path, hub_url: &str, events_url: &str, extra: &str) -> String {
+    format!(
+        r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
+{extra}scheduler: {{shutdown_grace: 20s, cleanup_timeout: 5s}}
+defaults: {{probes: {{login: {{every: 1s, timeout: 5s}}, server: {{every: 1s, timeout: 10s}}}}}}
+hubs: [{{name: stub, url: "{hub_url}", token: {{env: HUB_TOKEN}}, users: [probe-1, probe-2]}}]
+"#,
+        state = state.display()
+    )
+}
+
+/// The environment that runs a process whose wall clock is off by what `file` says (e.g. "+0", "-1h"), read
+/// again at every clock read: a test steps the clock by writing the file. The monotonic clock is untouched.
+pub fn clock_from(file: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", super::tiers::LIBFAKETIME.to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+    ]
+}
+
 /// The environment that runs a process with its wall clock `offset` off (e.g. "+1h", "-1h"), its
 /// monotonic clock untouched: a host whose clock is wrong (libfaketime; callers check `Needs::Faketime`).
 pub fn clock_off(offset: &str) -> Vec<(&'static str, String)> {

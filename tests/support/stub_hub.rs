@@ -94,6 +94,8 @@ pub struct Behaviour {
     pub home: Home,
     /// Where `/hub/oauth_login` redirects (an identity provider's authorize URL); 404 when unset.
     pub oauth_authorize: Option<String>,
+    /// How long stopping a server takes (a slow clean-up).
+    pub stop_delay: Duration,
 }
 
 #[derive(Default)]
@@ -208,6 +210,8 @@ async fn spawn(State(stub): State<Stub>) -> Response {
 }
 
 async fn stop(State(stub): State<Stub>) -> Response {
+    let delay = stub.behaviour(|b| b.stop_delay);
+    tokio::time::sleep(delay).await;
     let mut record = stub.record.lock().unwrap();
     record.server_running = false;
     record.server_stops += 1;
