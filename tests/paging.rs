@@ -7,7 +7,9 @@
 //!   prints the same report the daemon serves, and `hubwatch incidents` lists it;
 //! - spawning fails for one user only → no page, a support ticket in the metrics;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
-//!   after a restart the trigger arrives once, never twice, and the resolve follows healing.
+//!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
+//! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
+//!   `keep_open_for` after the last failure.
 
 mod support;
 
@@ -54,6 +56,11 @@ struct Paging {
 
 impl Paging {
     async fn start(name: &str, port: u16) -> Option<Paging> {
+        Paging::start_keeping_open(name, port, "0s").await
+    }
+
+    /// As [`Paging::start`], with `incidents.keep_open_for` set to `keep_open_for`.
+    async fn start_keeping_open(name: &str, port: u16, keep_open_for: &str) -> Option<Paging> {
         if !support::tiers::can_run(name, &[support::tiers::Needs::Lab]) {
             return None;
         }
@@ -69,7 +76,7 @@ impl Paging {
             format!(
                 r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: {keep_open_for}}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s,
   api_url: "{api_url}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
 scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
@@ -252,4 +259,45 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "{:#?}", pd.accepted());
     assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&s.token), "no secrets in the log");
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_open_for_after_it_settles() {
+    const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
+    let Some(s) = Paging::start_keeping_open("paging-flap", 18730, "30s").await else { return };
+    let (lab, pd) = (&s.lab, &s.pd);
+    // The hub's spawns fail and work in turn; each healthy spell is long enough for both users' two
+    // successes, so without keep_open_for every spell would resolve the incident and the next open another.
+    let mut turns = tokio::time::interval(Duration::from_secs(12));
+    for turn in 0..10 {
+        turns.tick().await;
+        if turn % 2 == 0 {
+            lab.set_flag("spawn-fail", None, "");
+        } else {
+            lab.clear_flags();
+        }
+    }
+    turns.tick().await;
+    lab.clear_flags();
+    let settled = SystemTime::now();
+    let failures = |metrics: &str| {
+        sample(metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
+    };
+    let failed = failures(&s.daemon.metrics().await);
+    assert!(failed >= 6.0, "the failing spells were seen: {failed}");
+    wait_for("the resolve", KEEP_OPEN_FOR + Duration::from_secs(60), async || {
+        pd.accepted_actions().contains(&"resolve".into())
+    })
+    .await;
+    let resolved = SystemTime::now();
+    let after = resolved.duration_since(settled).unwrap();
+    eprintln!("    resolved {after:?} after the hub settled (keep_open_for {KEEP_OPEN_FOR:?})");
+    assert!(after >= KEEP_OPEN_FOR, "not before keep_open_for: {after:?}");
+    assert_eq!(failures(&s.daemon.metrics().await), failed, "no failure after the hub settled");
+    let received = pd.received();
+    support::invariants::assert_promise(&received, 1, true);
+    let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
+    let (status, page) = support::daemon::get(&format!("{}/incidents/{key}", s.daemon.base), None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("failing again after"), "the relapses are in the timeline: {page}");
 }

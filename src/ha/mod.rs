@@ -1,13 +1,16 @@
 //! High availability: with several replicas, exactly one — the holder of a Kubernetes Lease ([`lease`]) —
 //! probes and pages. A standby waits, keeping a copy of the state the leader mirrors ([`mirror`]) so its
-//! pages are current; the replica that takes over keeps the newer of its own state and the mirror before
-//! anything can page, so open incidents resume without a second page and their resolves still go out.
+//! pages are current; the replica that takes over reads the mirror (a takeover that cannot read it gives the
+//! lease up rather than lead from an empty state), keeps the newer of its own state and the mirror, renews at
+//! once in a term above the mirror's, and claims the Secret over exactly what it read — before anything can
+//! page — so open incidents resume without a second page and their resolves still go out.
 //!
-//! Nothing a leader does outlives its lease: every PagerDuty send and every mirror write asks the
-//! [`Fence`] first, which holds only until the renew deadline after the last renewal. The keeper stops
-//! leading (and the daemon stops everything it does) as soon as that deadline passes without a renewal —
-//! before any standby may take over — and a late mirror write from a deposed leader is refused by the
-//! term in the Secret.
+//! Nothing a leader sends is unknown to its successor: every event is in the mirror, written in the
+//! leader's term, before it leaves ([`Handover`]). Nothing a leader does outlives its lease: every send and
+//! every mirror write asks the [`Fence`] first, which holds only until the renew deadline after the last
+//! renewal. The keeper stops leading (and the daemon stops everything it does) as soon as that deadline
+//! passes without a renewal — before any standby may take over — and a late mirror write from a deposed
+//! leader is refused by the term in the Secret.
 
 mod fence;
 pub mod handover;

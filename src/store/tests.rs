@@ -351,3 +351,22 @@ fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now(
     assert!(standby.take_ended_silences(t(62)).unwrap().is_empty());
     assert_eq!(standby.expire_silence("s-unknown", t(60)).unwrap(), None);
 }
+
+#[test]
+fn readers_open_the_state_read_only_and_never_migrate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    Connection::open(&old).unwrap().execute_batch(SCHEMA_V2).unwrap();
+    let before = std::fs::read(&old).unwrap();
+    let refused = Store::open_read_only(&old).err().expect("an older database is refused");
+    assert!(refused.to_string().contains("`hubwatch run` of this version migrates it"), "{refused}");
+    assert_eq!(std::fs::read(&old).unwrap(), before, "not migrated, not touched");
+
+    let (_dir, store) = fresh();
+    store.open_incident(&record("a", true, t(0)), "impact", &[], &[trigger()]).unwrap();
+    let reader = Store::open_read_only(store.path()).unwrap();
+    assert_eq!(reader.open_incidents().unwrap().len(), 1, "reads what the daemon wrote, beside it");
+    assert!(reader.add_timeline("a", t(1), TimelineKind::Changed, "x").is_err(), "and writes nothing");
+    assert!(Store::open_read_only(&dir.path().join("missing.db")).is_err(), "a missing file is an error, not created");
+    assert!(!dir.path().join("missing.db").exists());
+}
