@@ -74,6 +74,12 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     let daemon = Daemon::start(&config_path, listen, &env, log.clone());
     daemon.wait_ready().await;
     let base = daemon.base.clone();
+    // The Deployment watch must have its first view (generation 7) before the upgrade, or it takes the
+    // upgraded Deployment for where it started (a busy machine starts it late).
+    wait_for("the Deployment watch", Duration::from_secs(30), async || {
+        api.requests().iter().any(|r| r.contains("/deployments") && r.contains("watch=true"))
+    })
+    .await;
 
     eprintln!("phase: the hub is upgraded; its new pod is not available yet and spawning fails");
     let mut upgrading = k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.2.0", "5e2c", 8);
