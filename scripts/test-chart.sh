@@ -158,12 +158,48 @@ promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/networkpolicy.yaml \
   | grep -q "kind: NetworkPolicy" || { echo "chart: no NetworkPolicy by default" >&2; exit 1; }
 
-# The schema rejects unknown keys, more than one replica without leader election, and z2jh's hub Secret.
-for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "hubs[0].name=Temple" "highAvailability.x=1" \
+# The schema rejects unknown keys, more than one replica without leader election, a hub name hubwatch refuses.
+for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "config.hubs[0].name=Temple" "highAvailability.x=1" \
   "config.kubernetes.discovery.tokenSecret=hub"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
     echo "chart: the schema accepted --set $bad" >&2
     exit 1
   fi
 done
+# A misspelt key deep in the config is refused at `helm lint` with its key path, as `hubwatch validate` would.
+printf 'config:\n  hubs:\n    - {name: temple, url: https://temple.example.org, users: [a, b], nmespace: temple}\n' > "$OUT/misspelt.yaml"
+if lint="$("$HELM" lint --strict "$CHART" -f "$OUT/misspelt.yaml" 2>&1)"; then
+  echo "chart: helm lint accepted config.hubs[0].nmespace" >&2
+  exit 1
+fi
+grep -q "nmespace" <<< "$lint" || { echo "chart: helm lint did not name the misspelt key: $lint" >&2; exit 1; }
+# The values schema's config is the daemon's own.
+scripts/chart-schema.sh --check
+# Every key of the full example in docs/configuration.md, under config: (what the chart owns left out), renders
+# into a config hubwatch accepts.
+"$TOOLS/venv/bin/python" - docs/configuration.md "$OUT/full-values.yaml" <<'PY'
+import re, sys, yaml
+text = open(sys.argv[1]).read()
+example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+for key in ("listen", "metrics_listen", "state_path", "high_availability", "web"):
+    example.pop(key, None)
+yaml.safe_dump({"config": example, "secrets": {"create": False, "existingSecret": "x"}}, open(sys.argv[2], "w"))
+PY
+"$HELM" template hubwatch "$CHART" -f "$OUT/full-values.yaml" --namespace monitoring > "$OUT/full.yaml"
+"$TOOLS/venv/bin/python" - "$OUT/full.yaml" "$OUT/full-config.yaml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and "config.yaml" in doc.get("data", {}):
+        open(sys.argv[2], "w").write(doc["data"]["config.yaml"])
+PY
+env_args=()
+for var in $(grep -o 'env: [A-Z0-9_]*' "$OUT/full-config.yaml" | cut -d' ' -f2 | sort -u); do
+  case "$var" in
+    *ROUTING_KEY) env_args+=("$var=0123456789abcdef0123456789abcdef") ;;
+    *) env_args+=("$var=x") ;;
+  esac
+done
+mkdir -p "$(dirname "$OUT/full-config.yaml")/tls" && touch "$OUT/tls/tls.crt" "$OUT/tls/tls.key"
+sed -i "s|tls/tls\.|$OUT/tls/tls.|g" "$OUT/full-config.yaml"
+env "${env_args[@]}" POD_NAMESPACE=monitoring target/debug/hubwatch validate --config "$OUT/full-config.yaml" >/dev/null
 echo "chart: ok"

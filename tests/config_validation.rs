@@ -71,7 +71,7 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let config = Config::parse(&text, &file, &env).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:9464");
     assert_eq!(config.scheduler.max_concurrent_probes, 64);
-    assert_eq!(config.public_url.as_str(), "https://hubwatch.example.org/");
+    assert_eq!(config.public_url().as_str(), "https://hubwatch.example.org/");
     assert_eq!(config.incidents.window, Duration::from_secs(900));
     let pagerduty = config.pagerduty.as_ref().unwrap();
     assert_eq!(pagerduty.events_url.as_str(), "https://events.eu.pagerduty.com/v2/enqueue");
@@ -97,7 +97,10 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     );
     let temple = config.hub("temple").unwrap();
     assert_eq!(temple.token.expose(), "service-token-value");
-    assert_eq!(format!("{:?}", temple.token), "Secret([redacted])");
+    assert_eq!(
+        format!("{:?}", temple.token),
+        r#"SecretRef { env: Some("TEMPLE_TOKEN"), file: None, value: Secret([redacted]) }"#
+    );
     assert_eq!(temple.probes.server.schedule.every, Duration::from_secs(300), "per-hub override");
     assert_eq!(temple.probes.server.schedule.timeout, Duration::from_secs(600), "default kept beside the override");
     assert_eq!(temple.probes.home.every, Duration::from_secs(900));
@@ -128,7 +131,7 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     let webhook = config.webhook.as_ref().unwrap();
     assert_eq!(webhook.url.as_str(), "https://helpdesk.example.org/hooks/hubwatch");
     assert_eq!((webhook.retry_delay, webhook.timeout), (Duration::from_secs(5), Duration::from_secs(10)));
-    assert_eq!(webhook.headers[0].0, "Authorization");
+    assert_eq!(webhook.headers["Authorization"].expose(), "Bearer helpdesk");
     use hubwatch::domain::IncidentKind::{DaskGateway, HubAccess};
     let route = config.page_route("staging-hub", Some(HubAccess)).unwrap();
     assert_eq!(route.routing_key.expose(), "fedcba9876543210fedcba9876543210");
@@ -180,4 +183,90 @@ fn validate_exits_2_and_names_the_file() {
         .output()
         .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+/// The first ```yaml block after `heading` in the Markdown file `doc`.
+fn yaml_block(doc: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+    let after = &text[text.find(heading).unwrap_or_else(|| panic!("{doc}: no {heading:?}"))..];
+    let start = after.find("```yaml\n").unwrap() + "```yaml\n".len();
+    after[start..start + after[start..].find("```").unwrap()].to_string()
+}
+
+/// Parses `yaml` as a file of its own in a folder that has the TLS files it may name, every variable set.
+fn parse_anywhere(yaml: &str) -> Result<hubwatch::config::Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    for file in ["tls/tls.crt", "tls/tls.key"] {
+        std::fs::write(dir.path().join(file), "pem").unwrap();
+    }
+    let any = |name: &str| {
+        let hash = "$2b$12$PBh0ZC8CnQzWkqL5dlJNV.BCBz6g4e.Xf0rGX.DkZgtv0mgHAe4fG";
+        Some(
+            if name.contains("ROUTING_KEY") {
+                "0123456789abcdef0123456789abcdef"
+            } else if name.contains("WEB") {
+                hash
+            } else {
+                "x"
+            }
+            .into(),
+        )
+    };
+    Config::parse(yaml, &dir.path().join("hubwatch.yaml"), &any).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_documented_configuration_validates_and_documents_every_key() {
+    let example = yaml_block("docs/configuration.md", "# Configuration");
+    parse_anywhere(&example).unwrap_or_else(|e| panic!("docs/configuration.md's example: {e}"));
+    // Every key of the schema is on the page (in the example, or its comments and text).
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md")).unwrap();
+    let schema = hubwatch::config::schema();
+    let mut keys = std::collections::BTreeSet::new();
+    let mut stack = vec![schema.clone()];
+    while let Some(node) = stack.pop() {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                    keys.extend(properties.keys().cloned());
+                }
+                stack.extend(map.into_values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    let missing: Vec<&String> =
+        keys.iter().filter(|k| !page.contains(&format!("{k}:")) && !page.contains(&format!("`{k}`"))).collect();
+    assert!(missing.is_empty(), "keys of the schema that docs/configuration.md does not show: {missing:?}");
+}
+
+#[test]
+fn the_readmes_minimal_configuration_validates() {
+    let minimal = yaml_block("README.md", "## A minimal configuration");
+    parse_anywhere(&minimal).unwrap_or_else(|e| panic!("README's minimal configuration: {e}"));
+}
+
+#[test]
+fn the_schema_and_the_defaults_come_from_the_types() {
+    let bin = env!("CARGO_BIN_EXE_hubwatch");
+    let schema = std::process::Command::new(bin).args(["config", "schema"]).output().unwrap();
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).unwrap();
+    assert_eq!(schema, hubwatch::config::schema());
+    let incidents = &schema["definitions"]["IncidentsConfig"]["properties"]["min_affected_users"];
+    assert_eq!(incidents["description"], "N: an incident needs at least this many distinct affected users.");
+    let defaults = std::process::Command::new(bin).args(["config", "defaults"]).output().unwrap();
+    let defaults = String::from_utf8(defaults.stdout).unwrap();
+    for line in ["keep_open_for: 2m", "retention: 90d", "every: 10m", "lease_duration: 15s", "code: 5 * 4"] {
+        assert!(defaults.contains(line), "{line:?} not in:\n{defaults}");
+    }
+    // What `config defaults` prints is a configuration hubwatch takes (with a hub and the secrets it needs).
+    let mut document: serde_json::Value = serde_saphyr::from_str(&defaults).unwrap();
+    document["pagerduty"]["routing_key"] = serde_json::json!({"env": "ROUTING_KEY"});
+    document["high_availability"]["namespace"] = "monitoring".into();
+    document["kubernetes"]["enabled"] = true.into();
+    document["kubernetes"]["discovery"]["users"] = serde_json::json!(["a", "b"]);
+    let yaml = serde_saphyr::to_string(&document).unwrap();
+    parse_anywhere(&yaml).unwrap_or_else(|e| panic!("the defaults document: {e}\n{yaml}"));
 }

@@ -108,7 +108,7 @@ impl Script {
     }
 
     fn report(&self) -> String {
-        let settings = ReportSettings { public_url: self.config.public_url.clone(), threshold: 2 };
+        let settings = ReportSettings { public_url: self.config.public_url(), threshold: 2 };
         let hub_url = |_: &str| Some(self.config.hubs[0].url.clone());
         report::draft(&self.store, &self.key(), hub_url, &settings).unwrap().unwrap()
     }

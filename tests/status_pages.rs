@@ -95,7 +95,7 @@ async fn serve(dir: &Path) -> (String, String) {
         },
         store,
         board,
-        report: Arc::new(ReportSettings { public_url: config.public_url.clone(), threshold: 2 }),
+        report: Arc::new(ReportSettings { public_url: config.public_url(), threshold: 2 }),
         clock: hubwatch::clock::Clock::start(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -121,7 +121,7 @@ impl App {
         if let Some(files) = &config.web.tls {
             crate::web::tls::load(files)?;
         }
-        let access = Arc::new(Access::new(config.web.basic_auth_users.clone()));
+        let access = Arc::new(Access::new(config.web.users()));
         if !access.required() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen, "the pages, with logs and user names, are served to anyone who can reach \
                 this address: set web.basic_auth_users (or listen on loopback behind an authenticating proxy)");
@@ -219,7 +219,7 @@ impl App {
             store: self.store.clone(),
             board: self.board.clone(),
             report: Arc::new(ReportSettings {
-                public_url: self.config.public_url.clone(),
+                public_url: self.config.public_url(),
                 threshold: self.config.incidents.min_affected_users,
             }),
             clock: self.clock,

@@ -90,6 +90,9 @@ pub enum Command {
     /// Silences of a running hubwatch (through its API): add, list, expire.
     #[command(subcommand)]
     Silence(silence::SilenceCommand),
+    /// The configuration's own description: its JSON Schema, or every default written out.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Draft the incident report of one incident (Markdown on stdout), from the state the config names.
     Report {
         /// The incident key (`hubwatch incidents` lists them).
@@ -97,6 +100,14 @@ pub enum Command {
         #[arg(long, env = "HUBWATCH_CONFIG")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The JSON Schema of the configuration file (draft 7), each key with its description.
+    Schema,
+    /// The configuration with every default filled in (YAML), so you see what you get.
+    Defaults,
 }
 
 const BAD_CONFIG: u8 = 2;
@@ -119,7 +130,18 @@ pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
         Command::Run { config } => run::command(&config, redactor),
         Command::HashPassword => hash_password::command(),
         Command::Silence(command) => silence::command(command),
+        Command::Config(ConfigCommand::Schema) => print(&crate::config::schema()),
+        Command::Config(ConfigCommand::Defaults) => {
+            let yaml = serde_saphyr::to_string(&Config::defaults_document()).expect("the defaults serialize");
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
     }
+}
+
+fn print(json: &serde_json::Value) -> ExitCode {
+    println!("{}", serde_json::to_string_pretty(json).expect("JSON serializes"));
+    ExitCode::SUCCESS
 }
 
 /// Runs `work` on the runtime until it is done; a SIGTERM or Ctrl-C cancels the token it is given.

@@ -11,8 +11,7 @@ pub fn command(path: &Path, key: &str) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let settings =
-        ReportSettings { public_url: config.public_url.clone(), threshold: config.incidents.min_affected_users };
+    let settings = ReportSettings { public_url: config.public_url(), threshold: config.incidents.min_affected_users };
     let hub_url = |hub: &str| config.hub(hub).map(|h| h.url.clone());
     match Store::open_read_only(&config.state_path).and_then(|store| report::draft(&store, key, hub_url, &settings)) {
         Ok(Some(markdown)) => {

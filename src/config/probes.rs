@@ -1,21 +1,13 @@
-//! `defaults.probes` and a hub's `probes`: each capability's schedule and what it does, and a hub's
-//! `kernel_cells` (the code its users really run).
+//! What each capability's probe does and how often: the settings in force ([`ProbeSettings`]), and the
+//! overrides `defaults.probes` and a hub's `probes` write over them ([`ProbeOverrides`]).
 
-use super::Validator;
-use super::walk::{Table, join, object, positive_integer, string, type_name};
+use super::Span;
 use crate::domain::Capability;
 use regex::Regex;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
-
-/// Reads one probe's keys from its table into the settings; false if any is invalid.
-type ProbeReader = fn(&mut Validator, &mut Table, &mut ProbeSettings) -> bool;
-const PROBES_KEYS: &[&str] = &["login", "server", "kernel", "home", "dask_gateway"];
-pub(super) const SCHEDULE_KEYS: &[&str] = &["every", "timeout"];
-const SERVER_PROBE_KEYS: &[&str] = &["every", "timeout", "user_options"];
-const KERNEL_PROBE_KEYS: &[&str] = &["every", "timeout", "kernel_name", "code", "expect"];
-const DASK_PROBE_KEYS: &[&str] = &["every", "timeout", "workers"];
-const KERNEL_CELL_KEYS: &[&str] = &["code", "expect", "expect_regex"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -121,133 +113,203 @@ impl Default for ProbeSettings {
     }
 }
 
-impl Validator<'_> {
-    pub(super) fn defaults(&mut self, value: &Value) -> Option<ProbeSettings> {
-        let mut table = Table::new(value, "defaults", &["probes"], self.problems)?;
-        let settings = match table.get("probes") {
-            None => Some(ProbeSettings::default()),
-            Some(v) => self.probe_settings(v, "defaults.probes", &ProbeSettings::default()),
-        };
-        table.finish(self.problems);
+/// serde for optional durations.
+mod span_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::super::span::render(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// `every` and `timeout`, each over what is in force.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// How often each probe user's round runs.
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub every: Option<Duration>,
+    /// The probe's own deadline (clean-up runs after it anyway).
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub timeout: Option<Duration>,
+}
+
+impl ScheduleSpec {
+    pub fn over(&self, base: Schedule) -> Schedule {
+        Schedule { every: self.every.unwrap_or(base.every), timeout: self.timeout.unwrap_or(base.timeout) }
+    }
+
+    fn of(schedule: Schedule) -> Self {
+        ScheduleSpec { every: Some(schedule.every), timeout: Some(schedule.timeout) }
+    }
+}
+
+/// Probe settings over the defaults (`defaults.probes`) or over those (a hub's `probes`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<ScheduleSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelSpec>,
+    /// Writing, reading back and deleting a small file in the probe user's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<ScheduleSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dask_gateway: Option<DaskSpec>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub every: Option<Duration>,
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub timeout: Option<Duration>,
+    /// Sent with every spawn (a profile, an image): what the hub's spawner takes as user_options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_options: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub every: Option<Duration>,
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub timeout: Option<Duration>,
+    /// Default: the server's default kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_name: Option<String>,
+    /// The one cell's code (a hub's `kernel_cells` gives several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What that cell must give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaskSpec {
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub every: Option<Duration>,
+    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Span>")]
+    pub timeout: Option<Duration>,
+    /// Workers the probe scales its cluster to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub workers: Option<u32>,
+}
+
+/// One cell of a hub's `kernel_cells`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelCellSpec {
+    pub code: String,
+    /// Its result must be exactly this (else anything, as long as it raises nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Or a regular expression its result must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_regex: Option<String>,
+}
+
+impl ProbeOverrides {
+    /// `base` with these overrides written over it.
+    pub fn over(&self, base: &ProbeSettings) -> ProbeSettings {
+        let mut settings = base.clone();
+        let schedule =
+            |every: Option<Duration>, timeout: Option<Duration>, base| ScheduleSpec { every, timeout }.over(base);
+        if let Some(login) = &self.login {
+            settings.login = login.over(base.login);
+        }
+        if let Some(home) = &self.home {
+            settings.home = home.over(base.home);
+        }
+        if let Some(server) = &self.server {
+            settings.server.schedule = schedule(server.every, server.timeout, base.server.schedule);
+            if let Some(options) = &server.user_options {
+                settings.server.user_options = options.clone();
+            }
+        }
+        if let Some(kernel) = &self.kernel {
+            let kernel_settings = &mut settings.kernel;
+            kernel_settings.schedule = schedule(kernel.every, kernel.timeout, base.kernel.schedule);
+            kernel_settings.kernel_name = kernel.kernel_name.clone().or(base.kernel.kernel_name.clone());
+            // `code` and `expect` set the one cell of the default list.
+            if kernel.code.is_some() || kernel.expect.is_some() {
+                let (code, expect) = match base.kernel.cells.first() {
+                    Some(KernelCell { code, expect: Expect::Text(text) }) => (code.clone(), text.clone()),
+                    _ => (String::new(), String::new()),
+                };
+                let code = kernel.code.clone().unwrap_or(code);
+                let expect = Expect::Text(kernel.expect.clone().unwrap_or(expect));
+                kernel_settings.cells = vec![KernelCell { code, expect }];
+            }
+        }
+        if let Some(dask) = &self.dask_gateway {
+            settings.dask_gateway.schedule = schedule(dask.every, dask.timeout, base.dask_gateway.schedule);
+            settings.dask_gateway.workers = dask.workers.unwrap_or(base.dask_gateway.workers);
+        }
         settings
     }
+}
 
-    /// Probe settings at `path`, each key overriding `base` (the defaults, for a hub).
-    pub(super) fn probe_settings(&mut self, value: &Value, path: &str, base: &ProbeSettings) -> Option<ProbeSettings> {
-        let mut table = Table::new(value, path, PROBES_KEYS, self.problems)?;
-        let mut settings = base.clone();
-        let mut ok = true;
-        let probes: [(&str, &[&str], ProbeReader); 5] = [
-            ("login", SCHEDULE_KEYS, |v, t, s| v.schedule(t, &mut s.login)),
-            ("home", SCHEDULE_KEYS, |v, t, s| v.schedule(t, &mut s.home)),
-            ("server", SERVER_PROBE_KEYS, |v, t, s| v.server_probe(t, s)),
-            ("kernel", KERNEL_PROBE_KEYS, |v, t, s| v.kernel_probe(t, s)),
-            ("dask_gateway", DASK_PROBE_KEYS, |v, t, s| v.dask_probe(t, s)),
-        ];
-        for (key, keys, read) in probes {
-            let Some(v) = table.get(key) else { continue };
-            match Table::new(v, &join(path, key), keys, self.problems) {
-                Some(mut t) => {
-                    ok &= read(self, &mut t, &mut settings);
-                    t.finish(self.problems);
-                }
-                None => ok = false,
-            }
+/// Every setting written out (`hubwatch config defaults`).
+impl From<&ProbeSettings> for ProbeOverrides {
+    fn from(s: &ProbeSettings) -> Self {
+        let (server, kernel, dask) = (s.server.schedule, s.kernel.schedule, s.dask_gateway.schedule);
+        let cell = s.kernel.cells.first();
+        ProbeOverrides {
+            login: Some(ScheduleSpec::of(s.login)),
+            server: Some(ServerSpec {
+                every: Some(server.every),
+                timeout: Some(server.timeout),
+                user_options: Some(s.server.user_options.clone()),
+            }),
+            kernel: Some(KernelSpec {
+                every: Some(kernel.every),
+                timeout: Some(kernel.timeout),
+                kernel_name: s.kernel.kernel_name.clone(),
+                code: cell.map(|c| c.code.clone()),
+                expect: cell.and_then(|c| match &c.expect {
+                    Expect::Text(text) => Some(text.clone()),
+                    _ => None,
+                }),
+            }),
+            home: Some(ScheduleSpec::of(s.home)),
+            dask_gateway: Some(DaskSpec {
+                every: Some(dask.every),
+                timeout: Some(dask.timeout),
+                workers: Some(s.dask_gateway.workers),
+            }),
         }
-        table.finish(self.problems);
-        ok.then_some(settings)
     }
+}
 
-    fn server_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.server.schedule);
-        if let Some(v) = t.get("user_options") {
-            match object(v, &t.key_path("user_options"), self.problems) {
-                Some(map) => settings.server.user_options = map,
-                None => ok = false,
-            }
-        }
-        ok
-    }
-
-    fn kernel_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.kernel.schedule);
-        let kernel = &mut settings.kernel;
-        if let Some(v) = t.get("kernel_name") {
-            kernel.kernel_name = string(v, &t.key_path("kernel_name"), self.problems);
-            ok &= kernel.kernel_name.is_some();
-        }
-        // `code` and `expect` set the one cell of the default list.
-        let (code, expect) = (t.get("code"), t.get("expect"));
-        if code.is_some() || expect.is_some() {
-            let mut text = |value: Option<&Value>, key: &str, default: String| match value {
-                None => Some(default),
-                Some(v) => string(v, &t.key_path(key), self.problems),
-            };
-            let (old_code, old_expect) = match kernel.cells.first() {
-                Some(KernelCell { code, expect: Expect::Text(text) }) => (code.clone(), text.clone()),
-                _ => (String::new(), String::new()),
-            };
-            match (text(code, "code", old_code), text(expect, "expect", old_expect)) {
-                (Some(code), Some(expect)) => kernel.cells = vec![KernelCell { code, expect: Expect::Text(expect) }],
-                _ => ok = false,
-            }
-        }
-        ok
-    }
-
-    /// A hub's `kernel_cells`: the code its users really run, each cell with what it must give.
-    pub(super) fn kernel_cells(&mut self, value: &Value, path: &str) -> Option<Vec<KernelCell>> {
-        let Value::Array(items) = value else {
-            self.problems.add(path, format!("expected a list of cells, found {}", type_name(value)));
-            return None;
-        };
-        if items.is_empty() {
-            self.problems.add(path, "at least one cell is needed (leave kernel_cells out for the default 5 * 4)");
-            return None;
-        }
-        let cells: Vec<Option<KernelCell>> =
-            items.iter().enumerate().map(|(i, item)| self.kernel_cell(item, &format!("{path}[{i}]"))).collect();
-        cells.into_iter().collect()
-    }
-
-    fn kernel_cell(&mut self, value: &Value, path: &str) -> Option<KernelCell> {
-        let mut table = Table::new(value, path, KERNEL_CELL_KEYS, self.problems)?;
-        let code = table.required("code", self.problems).and_then(|v| string(v, &join(path, "code"), self.problems));
-        let expect = match (table.get("expect"), table.get("expect_regex")) {
-            (Some(_), Some(_)) => {
-                self.problems.add(path, "give either expect or expect_regex, not both");
-                None
-            }
-            (Some(v), None) => string(v, &join(path, "expect"), self.problems).map(Expect::Text),
-            (None, Some(v)) => {
-                let text = string(v, &join(path, "expect_regex"), self.problems)?;
-                match Regex::new(&text) {
-                    Ok(pattern) => Some(Expect::Matches(pattern)),
-                    Err(e) => {
-                        self.problems.add(&join(path, "expect_regex"), format!("not a regular expression: {e}"));
-                        None
-                    }
-                }
-            }
-            (None, None) => Some(Expect::Anything),
-        };
-        table.finish(self.problems);
-        Some(KernelCell { code: code?, expect: expect? })
-    }
-
-    fn dask_probe(&mut self, t: &mut Table, settings: &mut ProbeSettings) -> bool {
-        let mut ok = self.schedule(t, &mut settings.dask_gateway.schedule);
-        if let Some(v) = t.get("workers") {
-            match positive_integer(v, &t.key_path("workers"), 100, self.problems) {
-                Some(n) => settings.dask_gateway.workers = n as u32,
-                None => ok = false,
-            }
-        }
-        ok
-    }
-
-    /// Reads `every` and `timeout` from `table` into `schedule`; false if either is invalid.
-    fn schedule(&mut self, table: &mut Table, schedule: &mut Schedule) -> bool {
-        self.durations(table, [("every", &mut schedule.every), ("timeout", &mut schedule.timeout)])
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        write!(f, "every {}, timeout {}", show(self.every), show(self.timeout))
     }
 }

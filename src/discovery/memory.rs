@@ -107,7 +107,7 @@ fn remembered(hub: &HubConfig, now: SystemTime) -> DiscoveredHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LoginMethod, ProbeSettings};
+    use crate::config::ProbeSettings;
     use crate::domain::Secret;
     use std::collections::BTreeSet;
     use std::time::{Duration, UNIX_EPOCH};
@@ -117,18 +117,10 @@ mod tests {
     }
 
     fn hub(name: &str) -> HubConfig {
-        HubConfig {
-            name: name.into(),
-            url: format!("https://{name}.example.org/").parse().unwrap(),
-            namespace: Some(name.into()),
-            token: Secret::new("t"),
-            users: vec!["probe-1".into(), "probe-2".into()],
-            login: LoginMethod::Token,
-            dask_gateway: None,
-            probes: ProbeSettings::default(),
-            sentinel: None,
-            pagerduty: None,
-        }
+        let url = format!("https://{name}.example.org/").parse().unwrap();
+        let users = vec!["probe-1".into(), "probe-2".into()];
+        let hub = HubConfig::found(name, url, Secret::new("t"), users, ProbeSettings::default());
+        HubConfig { namespace: Some(name.into()), ..hub }
     }
 
     fn look(hubs: &[&str], unwatchable: &[(&str, &str)], decommissioned: &[&str]) -> Look {

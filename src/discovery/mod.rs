@@ -14,7 +14,7 @@
 
 use crate::domain::Secret;
 
-use crate::config::{DiscoveryConfig, DiscoveryToken, HubConfig, LoginMethod};
+use crate::config::{DiscoveryConfig, DiscoveryToken, HubConfig};
 use crate::kubeapi::{list, timed};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret as KubeSecret, Service};
@@ -241,18 +241,8 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
             cluster_options: Default::default(),
         }),
     };
-    Ok(HubConfig {
-        name: namespace.clone(),
-        url,
-        namespace: Some(namespace),
-        token: Secret::new(token.trim()),
-        users,
-        login: LoginMethod::Token,
-        dask_gateway,
-        probes: settings.probes.clone(),
-        sentinel: None,
-        pagerduty: None,
-    })
+    let hub = HubConfig::found(&namespace, url, Secret::new(token.trim()), users, settings.probes.clone());
+    Ok(HubConfig { namespace: Some(namespace), dask_gateway, ..hub })
 }
 
 /// The hubs found now, minus those `explicit` already names (by hub name or namespace). A hub that cannot be
@@ -354,18 +344,10 @@ pub fn same_hubs(a: &[HubConfig], b: &[HubConfig]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProbeSettings;
     use serde_json::json;
 
     fn settings() -> DiscoveryConfig {
-        DiscoveryConfig {
-            namespaces: vec![],
-            users: vec!["hubwatch-probe-1".into(), "hubwatch-probe-2".into()],
-            token: DiscoveryToken::Secret { name: "hubwatch".into(), key: "token".into() },
-            allowed_hosts: vec![],
-            every: Duration::from_secs(300),
-            probes: ProbeSettings::default(),
-        }
+        serde_json::from_value(json!({"users": ["hubwatch-probe-1", "hubwatch-probe-2"]})).unwrap()
     }
 
     fn deployment(annotations: serde_json::Value) -> Deployment {

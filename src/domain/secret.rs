@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// A secret value. `Debug` and `Display` never show it; call `expose` at the point of use.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {

@@ -90,14 +90,7 @@ impl Candidate {
 
     fn mirror(&self) -> Mirror {
         let c = &self.config;
-        Mirror::new(
-            self.client.clone(),
-            &c.namespace,
-            &c.state_secret,
-            &c.legacy_state_configmap,
-            &c.identity,
-            c.call_timeout,
-        )
+        Mirror::new(self.client.clone(), &c.namespace, &c.state_secret, &c.state_secret, &c.identity, c.call_timeout)
     }
 
     /// What writes this leader's state to the Secret: before every send and every [`MIRROR_EVERY`].

@@ -101,7 +101,7 @@ impl IncidentManager {
             webhook: config.webhook.is_some(),
             rollouts: Arc::default(),
             recent_changes: Default::default(),
-            public_url: config.public_url.clone(),
+            public_url: config.public_url(),
             hub_urls: config.hubs.iter().map(|h| (h.name.clone(), h.url.clone())).collect(),
             no_diagnostics: config
                 .hubs

@@ -212,11 +212,10 @@ impl Notifier {
     ) -> Answer {
         let body = pagerduty::with_routing_key(&event.body, routing_key);
         let url = match event.action {
-            EventAction::Change => &pagerduty.change_events_url,
-            _ => &pagerduty.events_url,
+            EventAction::Change => pagerduty.change_events_url(),
+            _ => pagerduty.events_url.clone(),
         };
-        let request =
-            self.http.reqwest().post(url.clone()).header(reqwest::header::USER_AGENT, self.user_agent()).json(&body);
+        let request = self.http.reqwest().post(url).header(reqwest::header::USER_AGENT, self.user_agent()).json(&body);
         match self.http.send(request, Instant::now() + budget).await {
             Ok(response) => pagerduty::classify(response.status.as_u16(), &response.headers, &response.body),
             Err(e) => Answer::Failed(e.to_string()),

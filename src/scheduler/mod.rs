@@ -411,7 +411,7 @@ mod tests {
 #[cfg(test)]
 mod supervision {
     use super::*;
-    use crate::config::{LoginMethod, ProbeSettings};
+    use crate::config::ProbeSettings;
     use crate::domain::{Capability, ProbeResult, Secret};
     use std::sync::Mutex;
 
@@ -457,18 +457,9 @@ mod supervision {
 
     #[tokio::test(start_paused = true)]
     async fn a_lane_whose_round_panics_is_restarted_and_counted_and_the_others_keep_probing() {
-        let hub = HubConfig {
-            name: "temple".into(),
-            url: "https://temple.example.org/".parse().unwrap(),
-            namespace: None,
-            token: Secret::new("t"),
-            users: vec!["broken".into(), "fine".into()],
-            login: LoginMethod::Token,
-            dask_gateway: None,
-            probes: ProbeSettings::default(),
-            sentinel: None,
-            pagerduty: None,
-        };
+        let url = "https://temple.example.org/".parse().unwrap();
+        let users = vec!["broken".into(), "fine".into()];
+        let hub = HubConfig::found("temple", url, Secret::new("t"), users, ProbeSettings::default());
         let flaky = Arc::new(Flaky { hub, calls: Mutex::default() });
         let metrics = Arc::new(Metrics::new());
         let (outcomes_tx, mut outcomes) = mpsc::channel(1024);

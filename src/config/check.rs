@@ -1,0 +1,307 @@
+//! The shape of a file, checked against the configuration's own JSON Schema before anything is read from
+//! it: every problem at once (serde stops at the first), each with its key path and what was expected.
+//! Knows the parts of JSON Schema that schemars writes: `$ref`, `allOf`, `anyOf`/`oneOf` (options, tagged
+//! and untagged enums), types, properties, required and unknown keys, items, enums, ranges, and the formats
+//! the config declares (durations, addresses, URLs).
+
+use serde_json::{Map, Value};
+
+/// What a duration looks like (the schema's pattern, for Helm; the check here also parses it).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d|w)\s*)+$";
+
+/// Keys that were renamed or dropped, with what to do instead of only "unknown key".
+const MOVED: &[(&str, &str)] = &[(
+    "high_availability.state_configmap",
+    "the state is mirrored into a Secret now (it holds logs and user names): use state_secret",
+)];
+
+/// Removes what `path` (`hubs[0].probes.login.every`) names from `tree`, if it is there.
+pub fn remove(tree: &mut Value, path: &str) {
+    let mut steps: Vec<String> = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        steps.extend(pieces.next().filter(|p| !p.is_empty()).map(String::from));
+        steps.extend(pieces.map(|i| format!("[{}", i.trim_end_matches(']'))));
+    }
+    let Some((last, parents)) = steps.split_last() else { return };
+    let mut node = tree;
+    for step in parents {
+        let next = match step.strip_prefix('[') {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| node.get_mut(i)),
+            None => node.get_mut(step.as_str()),
+        };
+        let Some(next) = next else { return };
+        node = next;
+    }
+    match (last.strip_prefix('['), node) {
+        (None, Value::Object(map)) => drop(map.remove(last.as_str())),
+        // An element is replaced by nothing rather than removed: the indices of the others stay.
+        (Some(i), Value::Array(items)) => {
+            if let Some(item) = i.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *item = Value::Null;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every problem of `value` against `schema` (a root schema with `definitions`), as (key path, problem).
+pub fn against(schema: &Value, value: &Value) -> Vec<(String, String)> {
+    let mut checker = Checker { root: schema, problems: Vec::new() };
+    checker.check(schema, value, "");
+    checker.problems
+}
+
+struct Checker<'a> {
+    root: &'a Value,
+    problems: Vec<(String, String)>,
+}
+
+fn at(path: &str) -> String {
+    if path.is_empty() { "(top level)".into() } else { path.to_string() }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// "a", "a or b", "a, b or c".
+fn alternatives(words: &[String]) -> String {
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.join(""),
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn add(&mut self, path: &str, problem: impl Into<String>) {
+        self.problems.push((at(path), problem.into()));
+    }
+
+    fn resolve(&self, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/definitions/")) {
+            Some(name) => self.resolve(&self.root["definitions"][name]),
+            None => schema,
+        }
+    }
+
+    fn check(&mut self, schema: &'a Value, value: &Value, path: &str) {
+        if schema["$ref"] == "#/definitions/SecretRef" && !self.secret_shape(value, path) {
+            return;
+        }
+        let schema = self.resolve(schema);
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            self.check(part, value, path);
+        }
+        let choices = schema["anyOf"].as_array().or(schema["oneOf"].as_array());
+        if let Some(choices) = choices {
+            return self.choose(choices, value, path);
+        }
+        if !self.type_matches(schema, value, path) {
+            return;
+        }
+        match value {
+            Value::Object(map) => self.object(schema, map, path),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.check(&schema["items"], item, &format!("{path}[{i}]"));
+                }
+            }
+            _ => self.scalar(schema, value, path),
+        }
+    }
+
+    /// `{env: NAME}` or `{file: PATH}`, never the secret itself.
+    fn secret_shape(&mut self, value: &Value, path: &str) -> bool {
+        let problem = match value {
+            Value::String(_) => "secrets must be given as {env: NAME} or {file: PATH}, never inline",
+            Value::Object(map) if map.contains_key("env") && map.contains_key("file") => {
+                "give either env or file, not both"
+            }
+            Value::Object(map) if map.is_empty() => "expected {env: NAME} or {file: PATH}",
+            Value::Object(_) => return true,
+            _ => "expected {env: NAME} or {file: PATH}",
+        };
+        self.add(path, problem);
+        false
+    }
+
+    fn type_matches(&mut self, schema: &Value, value: &Value, path: &str) -> bool {
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => return true,
+        };
+        let fits = |t: &str| match (t, value) {
+            ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+            ("number", Value::Number(_)) | ("string", Value::String(_)) | ("boolean", Value::Bool(_)) => true,
+            ("object", Value::Object(_)) | ("array", Value::Array(_)) | ("null", Value::Null) => true,
+            _ => false,
+        };
+        if types.iter().any(|t| fits(t)) {
+            return true;
+        }
+        let expected = match types.first().copied().unwrap_or("") {
+            "object" => "a mapping".to_string(),
+            "array" => "a list".to_string(),
+            "boolean" => "true or false".to_string(),
+            "integer" => return self.out_of_range(schema, value, path),
+            "string" if schema["format"].as_str().is_some_and(|f| f.starts_with("hubwatch-duration")) => {
+                "a duration like 30s or 10m".to_string()
+            }
+            other => format!("a {other}"),
+        };
+        let found = match value {
+            Value::Number(n) => n.to_string(),
+            other => type_name(other).to_string(),
+        };
+        self.add(path, format!("expected {expected}, found {found}"));
+        false
+    }
+
+    fn out_of_range(&mut self, schema: &Value, value: &Value, path: &str) -> bool {
+        let (min, max) = (schema["minimum"].as_f64().unwrap_or(0.0), schema["maximum"].as_f64());
+        let range = max.map_or(format!("{min} or more"), |max| format!("from {min} to {max}"));
+        let found = match value {
+            Value::String(s) => format!("{s:?}"),
+            other => other.to_string(),
+        };
+        self.add(path, format!("expected a whole number {range}, found {found}"));
+        false
+    }
+
+    fn object(&mut self, schema: &'a Value, map: &Map<String, Value>, path: &str) {
+        let properties = schema["properties"].as_object();
+        for key in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !map.contains_key(key) {
+                self.add(&join(path, key), "is required");
+            }
+        }
+        for (key, item) in map {
+            let key_path = join(path, key);
+            match properties.and_then(|p| p.get(key)) {
+                Some(property) => self.check(property, item, &key_path),
+                None => match &schema["additionalProperties"] {
+                    Value::Bool(false) => self.unknown(&key_path, properties),
+                    Value::Object(_) => self.check(&schema["additionalProperties"], item, &key_path),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn unknown(&mut self, path: &str, properties: Option<&Map<String, Value>>) {
+        if let Some((_, advice)) = MOVED.iter().find(|(key, _)| *key == path) {
+            return self.add(path, *advice);
+        }
+        let known: Vec<&str> = properties.into_iter().flat_map(|p| p.keys()).map(String::as_str).collect();
+        self.add(path, format!("unknown key (expected one of: {})", known.join(", ")));
+    }
+
+    fn scalar(&mut self, schema: &Value, value: &Value, path: &str) {
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let words: Vec<String> = allowed.iter().filter_map(Value::as_str).map(String::from).collect();
+            return self.add(path, format!("unknown {key} {value} (expected {})", alternatives(&words)));
+        }
+        if let Some(n) = value.as_f64() {
+            let (min, max) = (schema["minimum"].as_f64(), schema["maximum"].as_f64());
+            if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+                let range = match (min, max) {
+                    (Some(min), Some(max)) => format!("between {min} and {max}"),
+                    (Some(min), None) => format!("at least {min}"),
+                    (None, Some(max)) => format!("at most {max}"),
+                    (None, None) => unreachable!("a bound was crossed"),
+                };
+                return self.add(path, format!("must be {range}, found {value}"));
+            }
+        }
+        let Some(text) = value.as_str() else { return };
+        match schema["format"].as_str() {
+            Some("hubwatch-duration") => self.duration(text, false, path),
+            Some("hubwatch-duration-or-zero") => self.duration(text, true, path),
+            Some("hubwatch-address") if text.parse::<std::net::SocketAddr>().is_err() => {
+                self.add(path, format!("expected an address like 127.0.0.1:9464, found {text:?}"))
+            }
+            Some("uri") => {
+                if let Err(e) = url::Url::parse(text) {
+                    self.add(path, format!("{text:?} is not a URL: {e}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn duration(&mut self, text: &str, zero: bool, path: &str) {
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() && zero => {}
+            Ok(d) if d < std::time::Duration::from_secs(1) => {
+                self.add(path, format!("must be at least 1s, found {text:?}"))
+            }
+            Ok(_) => {}
+            Err(e) => self.add(path, format!("invalid duration {text:?} ({e}); use forms like 30s, 10m, 1h")),
+        }
+    }
+
+    /// One of several shapes: an option (null or the shape), a tagged enum (the branch its tag names), an
+    /// untagged one (the branch that fits best).
+    fn choose(&mut self, choices: &'a [Value], value: &Value, path: &str) {
+        let choices: Vec<&'a Value> = choices.iter().map(|c| self.resolve(c)).collect();
+        if value.is_null() && choices.iter().any(|c| c["type"] == "null") {
+            return;
+        }
+        let choices: Vec<&'a Value> = choices.into_iter().filter(|c| c["type"] != "null").collect();
+        if let Some(tag) = common_tag(&choices) {
+            let Value::Object(map) = value else {
+                return self.add(path, format!("expected a mapping, found {}", type_name(value)));
+            };
+            let Some(found) = map.get(tag) else { return self.add(&join(path, tag), "is required") };
+            return match choices.iter().find(|c| tag_of(c, tag).is_some_and(|name| found == name)) {
+                Some(branch) => self.check(branch, value, path),
+                None => {
+                    let names: Vec<String> = choices.iter().filter_map(|c| tag_of(c, tag)).map(String::from).collect();
+                    self.add(&join(path, tag), format!("unknown {tag} {found} (expected {})", alternatives(&names)))
+                }
+            };
+        }
+        let mut best: Option<Vec<(String, String)>> = None;
+        for choice in &choices {
+            let mut trial = Checker { root: self.root, problems: Vec::new() };
+            trial.check(choice, value, path);
+            if trial.problems.is_empty() {
+                return;
+            }
+            if best.as_ref().is_none_or(|b| trial.problems.len() < b.len()) {
+                best = Some(trial.problems);
+            }
+        }
+        self.problems.extend(best.unwrap_or_default());
+    }
+}
+
+/// The property every choice names with a constant of its own (a tagged enum's tag), if there is one.
+fn common_tag<'v>(choices: &[&'v Value]) -> Option<&'v str> {
+    let first = choices.first()?;
+    let required = first["required"].as_array()?.iter().filter_map(Value::as_str);
+    let tag = required.into_iter().find(|t| tag_of(first, t).is_some())?;
+    choices.iter().all(|c| tag_of(c, tag).is_some()).then_some(tag)
+}
+
+/// The constant a choice's `tag` property must have (`const`, or a one-value `enum`).
+fn tag_of<'v>(choice: &'v Value, tag: &str) -> Option<&'v str> {
+    let property = &choice["properties"][tag];
+    property["const"].as_str().or_else(|| property["enum"].as_array().filter(|e| e.len() == 1)?[0].as_str())
+}
