@@ -151,6 +151,14 @@ promtool check rules "$OUT/dashboard-rules.yaml" >/dev/null
 "$HELM" template hubwatch "$CHART" -f deploy/hubwatch-values.yaml --set-string secrets.routingKey=0123456789abcdef0123456789abcdef \
   --set-string secrets.hubTokens.temple=x --set-string secrets.hubTokens.river=x > "$OUT/deploy.yaml"
 "$VALIDATE" --strict --quiet --no-warn "$OUT/deploy.yaml"
+"$TOOLS/venv/bin/python" - "$OUT/deploy.yaml" "$OUT/deploy-config.yaml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and "config.yaml" in doc.get("data", {}):
+        open(sys.argv[2], "w").write(doc["data"]["config.yaml"])
+PY
+HUB_TEMPLE_TOKEN=x HUB_RIVER_TOKEN=x PAGERDUTY_ROUTING_KEY=0123456789abcdef0123456789abcdef \
+  target/debug/hubwatch validate --config "$OUT/deploy-config.yaml" >/dev/null
 promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$TOOLS/venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/daskhub-values.yaml
 

@@ -269,17 +269,18 @@ async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_
     // The hub's spawns fail and work in turn; each healthy spell is long enough for both users' two
     // successes, so without keep_open_for every spell would resolve the incident and the next open another.
     let mut turns = tokio::time::interval(Duration::from_secs(12));
+    let mut settled = SystemTime::now();
     for turn in 0..10 {
         turns.tick().await;
         if turn % 2 == 0 {
             lab.set_flag("spawn-fail", None, "");
         } else {
             lab.clear_flags();
+            settled = SystemTime::now();
         }
     }
+    // One more turn, so that a run which started before the last clear has finished before we count.
     turns.tick().await;
-    lab.clear_flags();
-    let settled = SystemTime::now();
     let failures = |metrics: &str| {
         sample(metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
     };

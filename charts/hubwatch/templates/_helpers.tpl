@@ -140,7 +140,7 @@ holds (docs/kubernetes.md lists them).
 {{- $namespaces | uniq | sortAlpha | join "," }}
 {{- end }}
 
-{{/* Discovery as the config has it, when it is on (empty otherwise), with heldToken and token_secret worked out. */}}
+{{/* Discovery as the config has it, when it is on (empty otherwise), with held_token and token_secret worked out. */}}
 {{- define "hubwatch.discovery" -}}
 {{- $c := fromYaml (include "hubwatch.config" .) }}
 {{- $d := dig "kubernetes" "discovery" nil $c }}
