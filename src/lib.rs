@@ -26,6 +26,7 @@ pub mod notify;
 pub mod probe;
 pub mod redact;
 pub mod scheduler;
+pub mod schema_check;
 pub mod signals;
 pub mod status;
 pub mod store;

@@ -62,6 +62,11 @@ fn all_problems_are_reported_in_one_pass() {
         assert!(error.contains(expect), "missing {expect:?} in:\n{error}");
     }
     assert!(error.contains("(6 problems)"), "{error}");
+    // Each where the file has it (the key's line and column), in the file's order.
+    let lines: Vec<&str> = error.lines().skip(1).map(str::trim).collect();
+    assert!(lines[0].starts_with("many.yaml:1:1: lisen: unknown key"), "{error}");
+    assert!(lines[1].starts_with("many.yaml:3:5: hubs[0].name:"), "{error}");
+    assert!(lines[5].starts_with("many.yaml:7:22: hubs[0].probes.login.every:"), "{error}");
 }
 
 #[test]
@@ -101,17 +106,13 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
         format!("{:?}", temple.token),
         r#"SecretRef { env: Some("TEMPLE_TOKEN"), file: None, value: Secret([redacted]) }"#
     );
-    assert_eq!(temple.probes.server.schedule.every, Duration::from_secs(300), "per-hub override");
-    assert_eq!(temple.probes.server.schedule.timeout, Duration::from_secs(600), "default kept beside the override");
+    assert_eq!(temple.probes.server.every, Duration::from_secs(300), "per-hub override");
+    assert_eq!(temple.probes.server.timeout, Duration::from_secs(600), "default kept beside the override");
     assert_eq!(temple.probes.home.every, Duration::from_secs(900));
     let cells = &temple.probes.kernel.cells;
     assert_eq!(cells.len(), 3);
-    assert!(
-        cells[0].expect.accepts("anything at all")
-            && cells[1].expect.accepts("'2.1.3'")
-            && !cells[1].expect.accepts("'1.26'")
-    );
-    assert!(cells[2].expect.accepts(" 42\n") && !cells[2].expect.accepts("41"));
+    assert!(cells[0].accepts("anything at all") && cells[1].accepts("'2.1.3'") && !cells[1].accepts("'1.26'"));
+    assert!(cells[2].accepts(" 42\n") && !cells[2].accepts("41"));
     let staging = config.hub("staging-hub").unwrap();
     assert_eq!(staging.probes.kernel.cells[0].code, "5 * 4", "the default cell where kernel_cells is not given");
     let sentinel = staging.sentinel.expect("a kept server");

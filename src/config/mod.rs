@@ -1,25 +1,21 @@
 //! The configuration, declared once: these types are what the YAML file holds (serde, unknown keys
-//! refused, every default on its field), what `hubwatch config schema` prints (schemars, each doc comment a
+//! refused, every default on its type), what `hubwatch config schema` prints (schemars, each doc comment a
 //! description), and, once [`validate`] has resolved secrets and checked the rules that span keys, what
 //! the daemon runs with — immutable from then on. A file is read in three steps that report every problem
 //! at once, each with the file and the key path: the YAML itself, its shape against the schema
-//! ([`check`]), then the rules across keys. See docs/configuration.md.
+//! ([`crate::schema_check`]), then the rules across keys. See docs/configuration.md.
 
-mod check;
 mod probes;
 mod routing;
 mod validate;
 
-pub use probes::{
-    DaskProbeConfig, Expect, KernelCell, KernelCellSpec, KernelProbeConfig, ProbeOverrides, ProbeSettings, Schedule,
-    ScheduleSpec, ServerProbeConfig,
-};
+pub use probes::{DaskProbeConfig, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
 pub use routing::{HubPaging, KindOverrides, PageOverride, PageRoute, WebhookConfig, WebhookFormat, fingerprint};
 pub use validate::redact_url;
 
 use crate::domain::{Capability, Secret};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,58 +26,79 @@ use url::Url;
 /// Reads the environment; injected so tests do not have to change the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Where the pages, the API, /metrics, /healthz and /readyz are served.
-    #[serde(default = "defaults::listen")]
-    #[schemars(extend("format" = "hubwatch-address"))]
-    pub listen: SocketAddr,
-    /// Optional second address for /metrics, /healthz and /readyz only, never authenticated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "hubwatch-address"))]
-    pub metrics_listen: Option<SocketAddr>,
-    /// Who may read the pages, and TLS for them.
-    #[serde(default)]
-    pub web: WebConfig,
-    /// Where people reach hubwatch's pages (the links in pages and events); default http://LISTEN/.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_url: Option<Url>,
-    /// The SQLite state (incidents, timelines, unsent events), relative to the config file.
-    #[serde(default = "defaults::state_path")]
-    pub state_path: PathBuf,
-    #[serde(default)]
-    pub state: StateConfig,
-    #[serde(default)]
-    pub scheduler: SchedulerConfig,
-    #[serde(default)]
-    pub incidents: IncidentsConfig,
-    /// Leave out for a dry run: incidents are logged and shown, never sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pagerduty: Option<PagerDutyConfig>,
-    #[serde(default)]
-    pub kubernetes: KubernetesConfig,
-    /// Several replicas, one leader (a Kubernetes Lease); the state mirrored into a Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub high_availability: Option<HaConfig>,
-    #[serde(default)]
-    pub defaults: Defaults,
-    /// The hubs to watch (may be empty when discovery finds them).
-    #[serde(default)]
-    pub hubs: Vec<HubConfig>,
-    /// A JSON POST per incident opened and resolved and per support ticket opened and closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookConfig>,
-    /// The file it was read from.
-    #[serde(skip)]
-    pub source: PathBuf,
+/// A section of the file whose every field has its default beside it: the struct (serde: unknown keys
+/// refused, a missing key takes its default) and its `Default`, from one list of `field: Type = default`.
+macro_rules! section {
+    ($(#[$attr:meta])* pub struct $name:ident {
+        $($(#[$field_attr:meta])* pub $field:ident: $ty:ty = $default:expr,)*
+    }) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name { $($(#[$field_attr])* pub $field: $ty,)* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: $default,)* }
+            }
+        }
+    };
+}
+pub(crate) use section;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Keys that were renamed or dropped, with what to do instead of only "unknown key".
+const MOVED: &[(&str, &str)] = &[(
+    "high_availability.state_configmap",
+    "the state is mirrored into a Secret now (it holds logs and user names): use state_secret",
+)];
+
+section! {
+    pub struct Config {
+        /// Where the pages, the API, /metrics, /healthz and /readyz are served.
+        #[schemars(extend("format" = "hubwatch-address"))]
+        pub listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)),
+        /// Optional second address for /metrics, /healthz and /readyz only, never authenticated.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schemars(extend("format" = "hubwatch-address"))]
+        pub metrics_listen: Option<SocketAddr> = None,
+        /// Who may read the pages, and TLS for them.
+        pub web: WebConfig = WebConfig::default(),
+        /// Where people reach hubwatch's pages (the links in pages and events); default http://LISTEN/.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub public_url: Option<Url> = None,
+        /// The SQLite state (incidents, timelines, unsent events), relative to the config file.
+        pub state_path: PathBuf = "hubwatch-state.db".into(),
+        pub state: StateConfig = StateConfig::default(),
+        pub scheduler: SchedulerConfig = SchedulerConfig::default(),
+        pub incidents: IncidentsConfig = IncidentsConfig::default(),
+        /// Leave out for a dry run: incidents are logged and shown, never sent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub pagerduty: Option<PagerDutyConfig> = None,
+        pub kubernetes: KubernetesConfig = KubernetesConfig::default(),
+        /// Several replicas, one leader (a Kubernetes Lease); the state mirrored into a Secret.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub high_availability: Option<HaConfig> = None,
+        pub defaults: Defaults = Defaults::default(),
+        /// The hubs to watch (may be empty when discovery finds them).
+        pub hubs: Vec<HubConfig> = Vec::new(),
+        /// A JSON POST per incident opened and resolved and per support ticket opened and closed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub webhook: Option<WebhookConfig> = None,
+        /// The file it was read from.
+        #[serde(skip)]
+        pub source: PathBuf = PathBuf::new(),
+    }
 }
 
 /// A secret, given as `{env: NAME}` or `{file: PATH}` (relative to the config file), never inline.
 // It never prints its value, and derefs to the `Secret` once `validate` has read it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1, "x-secret" = true))]
 pub struct SecretRef {
     /// An environment variable holding it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,45 +125,17 @@ impl std::ops::Deref for SecretRef {
     }
 }
 
-/// A duration as the file writes it: `30s`, `10m`, `1h30m` (at least 1s).
+/// A duration as the file writes it: `30s`, `10m`, `1h30m` (at least 1s). Named in `#[serde(with)]`, it is
+/// both the field's serde and its schema.
 pub struct Span;
 
-impl JsonSchema for Span {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string", "format": "hubwatch-duration", "pattern": check::DURATION_PATTERN,
-            "description": "a duration like 30s, 10m, 1h30m",
-        })
-    }
-}
-
-/// A [`Span`] that may also be `0s` (a damping turned off).
-pub struct SpanOrZero;
-
-impl JsonSchema for SpanOrZero {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "DurationOrZero".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string", "format": "hubwatch-duration-or-zero", "pattern": check::DURATION_PATTERN,
-            "description": "a duration like 30s, 10m, 1h30m, or 0s",
-        })
-    }
-}
-
-/// serde for durations written as [`Span`]s.
-mod span {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
+impl Span {
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&render(*d))
+        s.serialize_str(&Span::render(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 
     /// `90d`, `1h30m`, `30s`: whole units, largest first, as a person writes them.
@@ -161,9 +150,44 @@ mod span {
         }
         if text.is_empty() { "0s".into() } else { text }
     }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string", "format": "hubwatch-duration", "pattern": crate::schema_check::DURATION_PATTERN,
+            "description": "a duration like 30s, 10m, 1h30m",
+        })
+    }
+}
+
+/// A [`Span`] that may also be `0s` (a damping turned off).
+pub struct SpanOrZero;
+
+impl SpanOrZero {
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        Span::serialize(d, s)
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+        Span::deserialize(d)
+    }
+}
+
+impl JsonSchema for SpanOrZero {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationOrZero".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string", "format": "hubwatch-duration-or-zero", "pattern": crate::schema_check::DURATION_PATTERN,
+            "description": "a duration like 30s, 10m, 1h30m, or 0s",
+        })
     }
 }
 
@@ -174,7 +198,7 @@ pub struct WebConfig {
     /// /healthz and /readyz needs it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub basic_auth_users: BTreeMap<String, Hash>,
-    /// TLS for the pages.
+    /// TLS for the pages: PEM files relative to the config file (re-read when they change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }
@@ -187,18 +211,22 @@ pub enum Hash {
     Secret(SecretRef),
 }
 
-impl WebConfig {
-    /// User name to bcrypt hash.
-    pub fn users(&self) -> BTreeMap<String, String> {
-        let hash = |h: &Hash| match h {
-            Hash::Inline(text) => text.clone(),
-            Hash::Secret(secret) => secret.expose().to_string(),
-        };
-        self.basic_auth_users.iter().map(|(user, h)| (user.clone(), hash(h))).collect()
+impl Hash {
+    pub fn text(&self) -> &str {
+        match self {
+            Hash::Inline(text) => text,
+            Hash::Secret(secret) => secret.expose(),
+        }
     }
 }
 
-/// A certificate chain and its key, PEM files relative to the config file (re-read when they change).
+impl WebConfig {
+    /// User name to bcrypt hash.
+    pub fn users(&self) -> BTreeMap<String, String> {
+        self.basic_auth_users.iter().map(|(user, h)| (user.clone(), h.text().to_string())).collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
@@ -206,63 +234,55 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
-/// The state database: how long closed incidents are kept, and how long writes may fail before /healthz
-/// asks the kubelet for a restart.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct StateConfig {
-    /// Closed incidents (with timelines and events) are deleted after this long.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub retention: Duration,
-    /// /healthz fails when the state database has taken no write for this long.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub unhealthy_after: Duration,
+section! {
+    /// The state database: how long closed incidents are kept, and how long writes may fail before /healthz
+    /// asks the kubelet for a restart.
+    pub struct StateConfig {
+        /// Closed incidents (with timelines and events) are deleted after this long.
+        #[serde(with = "Span")]
+        pub retention: Duration = secs(90 * 86_400),
+        /// /healthz fails when the state database has taken no write for this long.
+        #[serde(with = "Span")]
+        pub unhealthy_after: Duration = secs(600),
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct SchedulerConfig {
-    /// Probe rounds running at once, over all hubs.
-    #[schemars(range(min = 1, max = 100_000))]
-    pub max_concurrent_probes: usize,
-    /// On SIGTERM, how long running rounds get to clean up (stop servers, delete clusters).
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub shutdown_grace: Duration,
-    /// Deadline of each clean-up step after a probe (they run even when the probe timed out).
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub cleanup_timeout: Duration,
+section! {
+    pub struct SchedulerConfig {
+        /// Probe rounds running at once, over all hubs.
+        #[schemars(range(min = 1, max = 100_000))]
+        pub max_concurrent_probes: usize = 256,
+        /// On SIGTERM, how long running rounds get to clean up (stop servers, delete clusters).
+        #[serde(with = "Span")]
+        pub shutdown_grace: Duration = secs(60),
+        /// Deadline of each clean-up step after a probe (they run even when the probe timed out).
+        #[serde(with = "Span")]
+        pub cleanup_timeout: Duration = secs(120),
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct IncidentsConfig {
-    /// N: an incident needs at least this many distinct affected users.
-    #[schemars(range(min = 1, max = 10_000))]
-    pub min_affected_users: usize,
-    /// How long a failed attempt keeps a user counted as affected.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub window: Duration,
-    /// Successes in a row, per probe user and capability, before an incident recovers.
-    #[schemars(range(min = 1, max = 100))]
-    pub recovery_successes: u32,
-    /// Least time between two follow-up triggers of one incident.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub update_interval: Duration,
-    /// How long a hub Deployment mid-rollout holds back its hub's pages.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub rollout_grace: Duration,
-    /// How long a hub must stay healthy before its incident resolves; a failure inside it continues the
-    /// same incident (`0s`: at once).
-    #[serde(with = "span")]
-    #[schemars(with = "SpanOrZero")]
-    pub keep_open_for: Duration,
+section! {
+    pub struct IncidentsConfig {
+        /// N: an incident needs at least this many distinct affected users.
+        #[schemars(range(min = 1, max = 10_000))]
+        pub min_affected_users: usize = 2,
+        /// How long a failed attempt keeps a user counted as affected.
+        #[serde(with = "Span")]
+        pub window: Duration = secs(900),
+        /// Successes in a row, per probe user and capability, before an incident recovers.
+        #[schemars(range(min = 1, max = 100))]
+        pub recovery_successes: u32 = 2,
+        /// Least time between two follow-up triggers of one incident.
+        #[serde(with = "Span")]
+        pub update_interval: Duration = secs(600),
+        /// How long a hub Deployment mid-rollout holds back its hub's pages.
+        #[serde(with = "Span")]
+        pub rollout_grace: Duration = secs(300),
+        /// How long a hub must stay healthy before its incident resolves; a failure inside it continues the
+        /// same incident (`0s`: at once).
+        #[serde(with = "SpanOrZero")]
+        pub keep_open_for: Duration = secs(120),
+    }
 }
 
 impl IncidentsConfig {
@@ -277,47 +297,41 @@ impl IncidentsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PagerDutyConfig {
-    /// The 32-character integration key (Events API v2).
-    #[serde(default)]
-    pub routing_key: SecretRef,
-    /// events.eu.pagerduty.com for EU accounts.
-    #[serde(default = "defaults::events_url")]
-    pub events_url: Url,
-    /// Change Events (hub upgrades); default: the events URL's host with /v2/change/enqueue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_events_url: Option<Url>,
-    #[serde(default)]
-    pub severity: Severity,
-    /// First delay after a 5xx or network error (doubles, with jitter, up to 5m).
-    #[serde(default = "defaults::retry_delay", with = "span")]
-    #[schemars(with = "Span")]
-    pub retry_delay: Duration,
-    /// First delay after a 429 without Retry-After, and after a refused routing key.
-    #[serde(default = "defaults::rate_limit_delay", with = "span")]
-    #[schemars(with = "Span")]
-    pub rate_limit_delay: Duration,
-    /// A REST API token: status notes, priorities, and reconciling with PagerDuty at start (needs from_email).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_token: Option<SecretRef>,
-    /// The email of a PagerDuty user, sent as From on REST writes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_email: Option<String>,
-    /// How often an open incident gets a status note.
-    #[serde(default = "defaults::status_update_every", with = "span")]
-    #[schemars(with = "Span")]
-    pub status_update_every: Duration,
-    /// The REST API's base URL.
-    #[serde(default = "defaults::api_url")]
-    pub api_url: Url,
-    /// The priority set on every incident through the REST API (hubs may override it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<String>,
-    /// Status notes and priorities (with api_token and from_email).
-    #[serde(skip)]
-    pub status_updates: Option<StatusUpdatesConfig>,
+section! {
+    pub struct PagerDutyConfig {
+        /// The 32-character integration key (Events API v2).
+        pub routing_key: SecretRef = SecretRef::default(),
+        /// events.eu.pagerduty.com for EU accounts.
+        pub events_url: Url = Url::parse("https://events.pagerduty.com/v2/enqueue").expect("a URL"),
+        /// Change Events (hub upgrades); default: the events URL's host with /v2/change/enqueue.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub change_events_url: Option<Url> = None,
+        pub severity: Severity = Severity::Critical,
+        /// First delay after a 5xx or network error (doubles, with jitter, up to 5m).
+        #[serde(with = "Span")]
+        pub retry_delay: Duration = secs(2),
+        /// First delay after a 429 without Retry-After, and after a refused routing key.
+        #[serde(with = "Span")]
+        pub rate_limit_delay: Duration = secs(60),
+        /// A REST API token: status notes, priorities, and reconciling with PagerDuty at start (needs
+        /// from_email).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub api_token: Option<SecretRef> = None,
+        /// The email of a PagerDuty user, sent as From on REST writes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub from_email: Option<String> = None,
+        /// How often an open incident gets a status note.
+        #[serde(with = "Span")]
+        pub status_update_every: Duration = secs(3 * 3600),
+        /// The REST API's base URL.
+        pub api_url: Url = Url::parse("https://api.pagerduty.com").expect("a URL"),
+        /// The priority set on every incident through the REST API (hubs may override it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub priority: Option<String> = None,
+        /// Status notes and priorities (with api_token and from_email).
+        #[serde(skip)]
+        pub status_updates: Option<StatusUpdatesConfig> = None,
+    }
 }
 
 impl PagerDutyConfig {
@@ -360,66 +374,58 @@ impl Severity {
     }
 }
 
-/// Kubernetes awareness: diagnostics on pages, real users' stuck pods, change events, discovery.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct KubernetesConfig {
-    /// In-cluster config or KUBECONFIG; off: no diagnostics, no pod signals, no discovery.
-    pub enabled: bool,
-    /// How long a page waits for its diagnostics (they follow when collected later).
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub diagnostics_wait: Duration,
-    /// Deadline of each Kubernetes API call.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub call_timeout: Duration,
-    /// Lines of hub, proxy and gateway logs in diagnostics.
-    #[schemars(range(min = 1, max = 10_000))]
-    pub log_lines: u32,
-    /// A user pod Pending longer than this makes its user affected.
-    #[serde(with = "span")]
-    #[schemars(with = "Span")]
-    pub pending_after: Duration,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discovery: Option<DiscoveryConfig>,
+section! {
+    /// Kubernetes awareness: diagnostics on pages, real users' stuck pods, change events, discovery.
+    pub struct KubernetesConfig {
+        /// In-cluster config or KUBECONFIG; off: no diagnostics, no pod signals, no discovery.
+        pub enabled: bool = false,
+        /// How long a page waits for its diagnostics (they follow when collected later).
+        #[serde(with = "Span")]
+        pub diagnostics_wait: Duration = secs(5),
+        /// Deadline of each Kubernetes API call.
+        #[serde(with = "Span")]
+        pub call_timeout: Duration = secs(10),
+        /// Lines of hub, proxy and gateway logs in diagnostics.
+        #[schemars(range(min = 1, max = 10_000))]
+        pub log_lines: u32 = 50,
+        /// A user pod Pending longer than this makes its user affected.
+        #[serde(with = "Span")]
+        pub pending_after: Duration = secs(300),
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub discovery: Option<DiscoveryConfig> = None,
+    }
 }
 
-/// Hub Deployments labelled `component=hub` become hubs named after their namespace, unless `hubs` names
-/// that hub or namespace.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryConfig {
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
-    /// Where to look; empty: every namespace.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Probe users on discovered hubs (the Deployment's hubwatch.jupyter.org/users annotation overrides).
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// One token for every discovered hub, held by hubwatch (no Secret is read); else token_secret.
-    #[serde(default, rename = "token", skip_serializing_if = "Option::is_none")]
-    pub held_token: Option<SecretRef>,
-    /// A Secret of hubwatch's own in each hub's namespace holding its token (default `hubwatch`; never
-    /// z2jh's hub Secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_secret: Option<String>,
-    /// The key of that Secret holding the token (default `token`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_key: Option<String>,
-    /// Hosts a hub's URL annotation may name besides its namespace's Ingress hosts (`*.example.org`).
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// How often to look again.
-    #[serde(default = "defaults::discovery_every", with = "span")]
-    #[schemars(with = "Span")]
-    pub every: Duration,
-    #[serde(skip)]
-    pub token: DiscoveryToken,
-    /// The probe settings of discovered hubs (`defaults.probes`).
-    #[serde(skip)]
-    pub probes: ProbeSettings,
+section! {
+    /// Hub Deployments labelled `component=hub` become hubs named after their namespace, unless `hubs` names
+    /// that hub or namespace.
+    pub struct DiscoveryConfig {
+        pub enabled: bool = true,
+        /// Where to look; empty: every namespace.
+        pub namespaces: Vec<String> = Vec::new(),
+        /// Probe users on discovered hubs (the Deployment's hubwatch.jupyter.org/users annotation overrides).
+        pub users: Vec<String> = Vec::new(),
+        /// One token for every discovered hub, held by hubwatch (no Secret is read); else token_secret.
+        #[serde(rename = "token", skip_serializing_if = "Option::is_none")]
+        pub held_token: Option<SecretRef> = None,
+        /// A Secret of hubwatch's own in each hub's namespace holding its token (default `hubwatch`; never
+        /// z2jh's hub Secret).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub token_secret: Option<String> = None,
+        /// The key of that Secret holding the token (default `token`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub token_key: Option<String> = None,
+        /// Hosts a hub's URL annotation may name besides its namespace's Ingress hosts (`*.example.org`).
+        pub allowed_hosts: Vec<String> = Vec::new(),
+        /// How often to look again.
+        #[serde(with = "Span")]
+        pub every: Duration = secs(300),
+        #[serde(skip)]
+        pub token: DiscoveryToken = DiscoveryToken::default(),
+        /// The probe settings of discovered hubs (`defaults.probes`).
+        #[serde(skip)]
+        pub probes: ProbeSettings = ProbeSettings::default(),
+    }
 }
 
 /// hubwatch's token for a discovered hub.
@@ -437,46 +443,41 @@ impl Default for DiscoveryToken {
     }
 }
 
-/// Timings follow client-go's leader election; the Lease and the state's Secret are in `namespace`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HaConfig {
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
-    /// Default: POD_NAMESPACE (the chart sets it).
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default = "defaults::lease")]
-    pub lease: String,
-    /// The Secret the leader mirrors incidents, timelines and unsent events into.
-    #[serde(default = "defaults::state_secret")]
-    pub state_secret: String,
-    /// How long a standby waits, after it last saw the lease change, before it takes over.
-    #[serde(default = "defaults::lease_duration", with = "span")]
-    #[schemars(with = "Span")]
-    pub lease_duration: Duration,
-    /// The leader stops everything when no renewal succeeded for this long (< lease_duration).
-    #[serde(default = "defaults::renew_deadline", with = "span")]
-    #[schemars(with = "Span")]
-    pub renew_deadline: Duration,
-    /// How often the leader renews and a standby looks again.
-    #[serde(default = "defaults::retry_period", with = "span")]
-    #[schemars(with = "Span")]
-    pub retry_period: Duration,
-    /// `kubernetes.call_timeout`.
-    #[serde(skip)]
-    pub call_timeout: Duration,
-    /// This replica's name in the Lease (HOSTNAME, the pod's name).
-    #[serde(skip)]
-    pub identity: String,
+section! {
+    /// Timings follow client-go's leader election; the Lease and the state's Secret are in `namespace`.
+    pub struct HaConfig {
+        pub enabled: bool = true,
+        /// Default: POD_NAMESPACE (the chart sets it).
+        pub namespace: String = String::new(),
+        pub lease: String = "hubwatch-leader".into(),
+        /// The Secret the leader mirrors incidents, timelines and unsent events into.
+        pub state_secret: String = "hubwatch-state".into(),
+        /// How long a standby waits, after it last saw the lease change, before it takes over.
+        #[serde(with = "Span")]
+        pub lease_duration: Duration = secs(15),
+        /// The leader stops everything when no renewal succeeded for this long (< lease_duration).
+        #[serde(with = "Span")]
+        pub renew_deadline: Duration = secs(10),
+        /// How often the leader renews and a standby looks again.
+        #[serde(with = "Span")]
+        pub retry_period: Duration = secs(2),
+        /// `kubernetes.call_timeout`.
+        #[serde(skip)]
+        pub call_timeout: Duration = Duration::ZERO,
+        /// This replica's name in the Lease (HOSTNAME, the pod's name).
+        #[serde(skip)]
+        pub identity: String = String::new(),
+    }
 }
 
 /// `defaults.probes`: every hub's probe settings unless the hub says otherwise.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    #[serde(default)]
-    pub probes: ProbeOverrides,
+    /// Written over the built-in settings, key by key.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[schemars(with = "ProbeSettings")]
+    pub probes: Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -499,24 +500,22 @@ pub struct HubConfig {
     pub login: LoginMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dask_gateway: Option<DaskGatewayConfig>,
-    /// Overrides of `defaults.probes` for this hub.
-    #[serde(default, rename = "probes")]
-    pub probe_overrides: ProbeOverrides,
-    /// What the kernel probe runs (default `5 * 4` giving `20`).
+    /// Written over `defaults.probes` for this hub, key by key; the settings in force once validated.
+    #[serde(default, rename = "probes", skip_serializing_if = "Value::is_null")]
+    #[schemars(with = "ProbeSettings")]
+    pub probe_overrides: Value,
+    /// What the kernel probe runs, in order, on one kernel (default `5 * 4` giving `20`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_cells: Option<Vec<KernelCellSpec>>,
+    pub kernel_cells: Option<Vec<KernelCell>>,
     /// Keep the last probe user's server running and check it this often (default every 1m, timeout 30s).
-    #[serde(default, rename = "sentinel", skip_serializing_if = "Option::is_none")]
-    pub sentinel_spec: Option<ScheduleSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<Schedule>,
     /// The hub's own routing key, severity and priority (and per incident kind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagerduty: Option<HubPaging>,
     /// The probe settings in force (defaults, overrides, kernel cells).
     #[serde(skip)]
     pub probes: ProbeSettings,
-    /// The kept server's schedule, when the hub has one.
-    #[serde(skip)]
-    pub sentinel: Option<Schedule>,
 }
 
 impl HubConfig {
@@ -530,12 +529,11 @@ impl HubConfig {
             users,
             login: LoginMethod::Token,
             dask_gateway: None,
-            probe_overrides: ProbeOverrides::default(),
+            probe_overrides: Value::Null,
             kernel_cells: None,
-            sentinel_spec: None,
+            sentinel: None,
             pagerduty: None,
             probes,
-            sentinel: None,
         }
     }
 
@@ -583,14 +581,23 @@ pub enum ConfigError {
     #[error("{file}: not valid YAML: {message}")]
     Syntax { file: String, message: String },
     #[error("{}", render_problems(.file, .problems))]
-    Invalid { file: String, problems: Vec<(String, String)> },
+    Invalid { file: String, problems: Vec<Problem> },
 }
 
-fn render_problems(file: &str, problems: &[(String, String)]) -> String {
+/// What is wrong at one key path, and where the file has it (line and column, when the parser gives them).
+#[derive(Debug)]
+pub struct Problem {
+    pub key: String,
+    pub at: Option<(u64, u64)>,
+    pub problem: String,
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
     let plural = if problems.len() == 1 { "" } else { "s" };
     let mut out = format!("{file}: invalid configuration ({} problem{plural})", problems.len());
-    for (key, problem) in problems {
-        out.push_str(&format!("\n  {file}: {key}: {problem}"));
+    for Problem { key, at, problem } in problems {
+        let at = at.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default();
+        out.push_str(&format!("\n  {file}{at}: {key}: {problem}"));
     }
     out
 }
@@ -607,18 +614,26 @@ impl Config {
     /// the schema, then the rules across keys, each step reporting every problem it finds.
     pub fn parse(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let invalid = |problems: Vec<(String, String)>| ConfigError::Invalid { file: file.clone(), problems };
+        let located: Option<crate::schema_check::Located> = serde_saphyr::from_str(text).ok();
+        let invalid = |problems: Vec<(String, String)>| {
+            let at = |key: &str| located.as_ref().and_then(|tree| tree.find(key));
+            let mut problems: Vec<_> =
+                problems.into_iter().map(|(key, problem)| Problem { at: at(&key), key, problem }).collect();
+            // In the file's order, as an editor shows them.
+            problems.sort_by_key(|p| p.at.unwrap_or((u64::MAX, 0)));
+            ConfigError::Invalid { file: file.clone(), problems }
+        };
         let tree: Value = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError::Syntax { file: file.clone(), message: e.to_string() })?;
         if tree.is_null() {
             return Err(invalid(vec![("(top level)".into(), "the file is empty".into())]));
         }
-        let mut problems = check::against(&schema(), &tree);
+        let mut problems = crate::schema_check::against(&schema(), &tree, MOVED);
         // What has the schema's shape is still checked across keys: every problem at once. A value whose
         // shape is wrong is left out for that, and nothing is said twice of one key.
         let hubs_given = tree.get("hubs").is_some();
         let mut pruned = tree;
-        problems.iter().for_each(|(at, _)| check::remove(&mut pruned, at));
+        problems.iter().for_each(|(at, _)| crate::schema_check::remove(&mut pruned, at));
         let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Ok(mut config) = serde_json::from_value::<Config>(pruned) {
             config.source = path.to_path_buf();
@@ -666,10 +681,7 @@ impl Config {
             secrets.push(pagerduty.routing_key.expose());
             secrets.extend(pagerduty.api_token.iter().map(|s| s.expose()));
         }
-        secrets.extend(self.web.basic_auth_users.values().map(|h| match h {
-            Hash::Inline(text) => text.as_str(),
-            Hash::Secret(secret) => secret.expose(),
-        }));
+        secrets.extend(self.web.basic_auth_users.values().map(Hash::text));
         secrets.retain(|s| !s.is_empty());
         secrets
     }
@@ -677,10 +689,10 @@ impl Config {
     /// The configuration with every default filled in (`hubwatch config defaults`).
     pub fn defaults_document() -> Value {
         let mut config: Config = serde_json::from_value(serde_json::json!({})).expect("every key has a default");
-        config.defaults.probes = ProbeOverrides::from(&ProbeSettings::default());
-        config.pagerduty = serde_json::from_value(serde_json::json!({})).ok();
-        config.kubernetes.discovery = serde_json::from_value(serde_json::json!({})).ok();
-        config.high_availability = serde_json::from_value(serde_json::json!({})).ok();
+        config.defaults.probes = serde_json::to_value(ProbeSettings::default()).expect("probe settings serialize");
+        config.pagerduty = Some(PagerDutyConfig::default());
+        config.kubernetes.discovery = Some(DiscoveryConfig::default());
+        config.high_availability = Some(HaConfig::default());
         serde_json::to_value(&config).expect("the configuration serializes")
     }
 }
@@ -689,95 +701,4 @@ impl Config {
 pub fn schema() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     generator.into_root_schema_for::<Config>().to_value()
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig { retention: Duration::from_secs(90 * 86_400), unhealthy_after: Duration::from_secs(600) }
-    }
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            max_concurrent_probes: 256,
-            shutdown_grace: Duration::from_secs(60),
-            cleanup_timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-impl Default for IncidentsConfig {
-    fn default() -> Self {
-        IncidentsConfig {
-            min_affected_users: 2,
-            window: Duration::from_secs(900),
-            recovery_successes: 2,
-            update_interval: Duration::from_secs(600),
-            rollout_grace: Duration::from_secs(300),
-            keep_open_for: Duration::from_secs(120),
-        }
-    }
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        KubernetesConfig {
-            enabled: false,
-            diagnostics_wait: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(10),
-            log_lines: 50,
-            pending_after: Duration::from_secs(300),
-            discovery: None,
-        }
-    }
-}
-
-/// The defaults serde fills in (named, since serde takes only functions).
-mod defaults {
-    use std::time::Duration;
-    use url::Url;
-
-    pub fn listen() -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
-    }
-    pub fn state_path() -> std::path::PathBuf {
-        "hubwatch-state.db".into()
-    }
-    pub fn events_url() -> Url {
-        Url::parse("https://events.pagerduty.com/v2/enqueue").expect("a URL")
-    }
-    pub fn api_url() -> Url {
-        Url::parse("https://api.pagerduty.com").expect("a URL")
-    }
-    pub fn retry_delay() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn rate_limit_delay() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn status_update_every() -> Duration {
-        Duration::from_secs(3 * 3600)
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn discovery_every() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn lease() -> String {
-        "hubwatch-leader".into()
-    }
-    pub fn state_secret() -> String {
-        "hubwatch-state".into()
-    }
-    pub fn lease_duration() -> Duration {
-        Duration::from_secs(15)
-    }
-    pub fn renew_deadline() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn retry_period() -> Duration {
-        Duration::from_secs(2)
-    }
 }

@@ -1,310 +1,169 @@
-//! What each capability's probe does and how often: the settings in force ([`ProbeSettings`]), and the
-//! overrides `defaults.probes` and a hub's `probes` write over them ([`ProbeOverrides`]).
+//! What each capability's probe does and how often. The built-in settings are [`ProbeSettings`]'s
+//! defaults; `defaults.probes` and then a hub's `probes` are written over them key by key ([`merged`]),
+//! so one type is the file's shape, the schema, the defaults and the settings in force.
 
-use super::Span;
+use super::{Span, secs, section};
 use crate::domain::Capability;
 use regex::Regex;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct Schedule {
+    /// How often each probe user's round runs.
+    #[serde(with = "Span")]
     pub every: Duration,
+    /// The probe's own deadline (clean-up runs after it anyway).
+    #[serde(with = "Span")]
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProbeSettings {
-    pub login: Schedule,
-    pub server: ServerProbeConfig,
-    pub kernel: KernelProbeConfig,
-    /// Saving to the home directory, on a server a round (or the kept server) has.
-    pub home: Schedule,
-    pub dask_gateway: DaskProbeConfig,
+/// A kept server's schedule, unless it says otherwise.
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule { every: secs(60), timeout: secs(30) }
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct ServerProbeConfig {
-    pub schedule: Schedule,
-    pub user_options: Map<String, Value>,
+fn schedule(every: u64, timeout: u64) -> Schedule {
+    Schedule { every: secs(every), timeout: secs(timeout) }
 }
 
-#[derive(Debug, Clone)]
-pub struct KernelProbeConfig {
-    pub schedule: Schedule,
-    /// None: the server's default kernel.
-    pub kernel_name: Option<String>,
-    /// What the probe runs, in order, on one kernel (default: `5 * 4`, expecting `20`).
-    pub cells: Vec<KernelCell>,
+section! {
+    pub struct ProbeSettings {
+        pub login: Schedule = schedule(60, 30),
+        pub server: ServerProbeConfig = ServerProbeConfig::default(),
+        pub kernel: KernelProbeConfig = KernelProbeConfig::default(),
+        /// Writing, reading back and deleting a small file in the probe user's home, on a server a round
+        /// (or the kept server) has.
+        pub home: Schedule = schedule(600, 60),
+        pub dask_gateway: DaskProbeConfig = DaskProbeConfig::default(),
+    }
 }
 
-/// One cell the kernel probe runs, and what it must give.
-#[derive(Debug, Clone)]
+section! {
+    pub struct ServerProbeConfig {
+        #[serde(with = "Span")]
+        pub every: Duration = secs(600),
+        #[serde(with = "Span")]
+        pub timeout: Duration = secs(600),
+        /// Sent with every spawn (a profile, an image): what the hub's spawner takes as user_options.
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        pub user_options: Map<String, Value> = Map::new(),
+    }
+}
+
+section! {
+    pub struct KernelProbeConfig {
+        #[serde(with = "Span")]
+        pub every: Duration = secs(600),
+        #[serde(with = "Span")]
+        pub timeout: Duration = secs(120),
+        /// Default: the server's default kernel.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub kernel_name: Option<String> = None,
+        /// The one cell's code (a hub's `kernel_cells` gives several).
+        pub code: String = "5 * 4".into(),
+        /// What that cell must give.
+        pub expect: String = "20".into(),
+        /// What the probe runs, in order, on one kernel: the hub's `kernel_cells`, else `code` and `expect`.
+        #[serde(skip)]
+        pub cells: Vec<KernelCell> = Vec::new(),
+    }
+}
+
+section! {
+    pub struct DaskProbeConfig {
+        #[serde(with = "Span")]
+        pub every: Duration = secs(1800),
+        #[serde(with = "Span")]
+        pub timeout: Duration = secs(600),
+        /// Workers the probe scales its cluster to.
+        #[schemars(range(min = 1, max = 100))]
+        pub workers: u32 = 1,
+    }
+}
+
+/// One cell the kernel probe runs, and what its `text/plain` result (or, without one, its printed output)
+/// must be: `expect`, text `expect_regex` finds, or anything as long as the cell raises nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KernelCell {
     pub code: String,
-    pub expect: Expect,
+    /// Its result must be exactly this (surrounding whitespace aside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Or a regular expression its result must match.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "OptionalRegex")]
+    pub expect_regex: Option<Regex>,
 }
 
-/// What a cell's `text/plain` result (or, without one, its printed output) must be.
-#[derive(Debug, Clone)]
-pub enum Expect {
-    /// Anything, as long as the cell raises nothing.
-    Anything,
-    /// Exactly this text (surrounding whitespace aside).
-    Text(String),
-    /// Text this pattern finds.
-    Matches(Regex),
+/// An optional regular expression, written as its text (its serde and its schema).
+struct OptionalRegex;
+
+impl OptionalRegex {
+    fn serialize<S: Serializer>(pattern: &Option<Regex>, s: S) -> Result<S::Ok, S::Error> {
+        pattern.as_ref().map(Regex::as_str).serialize(s)
+    }
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Regex>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| Regex::new(&t).map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
-impl Expect {
+impl JsonSchema for OptionalRegex {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Regex".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "regex" })
+    }
+}
+
+impl KernelCell {
     pub fn accepts(&self, got: &str) -> bool {
-        match self {
-            Expect::Anything => true,
-            Expect::Text(text) => got.trim() == text.trim(),
-            Expect::Matches(pattern) => pattern.is_match(got),
-        }
+        let text = self.expect.as_ref().is_none_or(|text| got.trim() == text.trim());
+        text && self.expect_regex.as_ref().is_none_or(|pattern| pattern.is_match(got))
     }
 
-    /// "\"20\"", "text matching /^1\./": for a failure's reason.
+    /// "\"20\"", "text matching /^1\./", "anything": for a failure's reason.
     pub fn describe(&self) -> String {
-        match self {
-            Expect::Anything => "anything".to_string(),
-            Expect::Text(text) => format!("{:?}", text.trim()),
-            Expect::Matches(pattern) => format!("text matching /{}/", pattern.as_str()),
+        match (&self.expect, &self.expect_regex) {
+            (Some(text), _) => format!("{:?}", text.trim()),
+            (None, Some(pattern)) => format!("text matching /{}/", pattern.as_str()),
+            (None, None) => "anything".to_string(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct DaskProbeConfig {
-    pub schedule: Schedule,
-    pub workers: u32,
 }
 
 impl ProbeSettings {
     pub fn schedule(&self, capability: Capability) -> Schedule {
+        let (server, kernel, dask) = (&self.server, &self.kernel, &self.dask_gateway);
         match capability {
             Capability::Login => self.login,
-            Capability::Server => self.server.schedule,
-            Capability::Kernel => self.kernel.schedule,
+            Capability::Server => Schedule { every: server.every, timeout: server.timeout },
+            Capability::Kernel => Schedule { every: kernel.every, timeout: kernel.timeout },
             Capability::Home => self.home,
-            Capability::DaskGateway => self.dask_gateway.schedule,
+            Capability::DaskGateway => Schedule { every: dask.every, timeout: dask.timeout },
         }
     }
 }
 
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        let schedule =
-            |every, timeout| Schedule { every: Duration::from_secs(every), timeout: Duration::from_secs(timeout) };
-        ProbeSettings {
-            login: schedule(60, 30),
-            server: ServerProbeConfig { schedule: schedule(600, 600), user_options: Map::new() },
-            kernel: KernelProbeConfig {
-                schedule: schedule(600, 120),
-                kernel_name: None,
-                cells: vec![KernelCell { code: "5 * 4".into(), expect: Expect::Text("20".into()) }],
-            },
-            home: schedule(600, 60),
-            dask_gateway: DaskProbeConfig { schedule: schedule(1800, 600), workers: 1 },
+/// `base` with `over` (a `probes` mapping of the file) written over it: each key given replaces the one in
+/// `base` (a `user_options` mapping as a whole).
+pub fn merged(base: &ProbeSettings, over: &Value) -> Result<ProbeSettings, serde_json::Error> {
+    let mut settings = serde_json::to_value(base)?;
+    for (capability, keys) in over.as_object().into_iter().flatten() {
+        for (key, value) in keys.as_object().into_iter().flatten() {
+            settings[capability][key] = value.clone();
         }
     }
-}
-
-/// serde for optional durations.
-mod span_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&super::super::span::render(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
-/// `every` and `timeout`, each over what is in force.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSpec {
-    /// How often each probe user's round runs.
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub every: Option<Duration>,
-    /// The probe's own deadline (clean-up runs after it anyway).
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub timeout: Option<Duration>,
-}
-
-impl ScheduleSpec {
-    pub fn over(&self, base: Schedule) -> Schedule {
-        Schedule { every: self.every.unwrap_or(base.every), timeout: self.timeout.unwrap_or(base.timeout) }
-    }
-
-    fn of(schedule: Schedule) -> Self {
-        ScheduleSpec { every: Some(schedule.every), timeout: Some(schedule.timeout) }
-    }
-}
-
-/// Probe settings over the defaults (`defaults.probes`) or over those (a hub's `probes`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeOverrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login: Option<ScheduleSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<ServerSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<KernelSpec>,
-    /// Writing, reading back and deleting a small file in the probe user's home.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home: Option<ScheduleSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dask_gateway: Option<DaskSpec>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSpec {
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub every: Option<Duration>,
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub timeout: Option<Duration>,
-    /// Sent with every spawn (a profile, an image): what the hub's spawner takes as user_options.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_options: Option<Map<String, Value>>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KernelSpec {
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub every: Option<Duration>,
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub timeout: Option<Duration>,
-    /// Default: the server's default kernel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_name: Option<String>,
-    /// The one cell's code (a hub's `kernel_cells` gives several).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// What that cell must give.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DaskSpec {
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub every: Option<Duration>,
-    #[serde(default, with = "span_opt", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Span>")]
-    pub timeout: Option<Duration>,
-    /// Workers the probe scales its cluster to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
-    pub workers: Option<u32>,
-}
-
-/// One cell of a hub's `kernel_cells`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KernelCellSpec {
-    pub code: String,
-    /// Its result must be exactly this (else anything, as long as it raises nothing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect: Option<String>,
-    /// Or a regular expression its result must match.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_regex: Option<String>,
-}
-
-impl ProbeOverrides {
-    /// `base` with these overrides written over it.
-    pub fn over(&self, base: &ProbeSettings) -> ProbeSettings {
-        let mut settings = base.clone();
-        let schedule =
-            |every: Option<Duration>, timeout: Option<Duration>, base| ScheduleSpec { every, timeout }.over(base);
-        if let Some(login) = &self.login {
-            settings.login = login.over(base.login);
-        }
-        if let Some(home) = &self.home {
-            settings.home = home.over(base.home);
-        }
-        if let Some(server) = &self.server {
-            settings.server.schedule = schedule(server.every, server.timeout, base.server.schedule);
-            if let Some(options) = &server.user_options {
-                settings.server.user_options = options.clone();
-            }
-        }
-        if let Some(kernel) = &self.kernel {
-            let kernel_settings = &mut settings.kernel;
-            kernel_settings.schedule = schedule(kernel.every, kernel.timeout, base.kernel.schedule);
-            kernel_settings.kernel_name = kernel.kernel_name.clone().or(base.kernel.kernel_name.clone());
-            // `code` and `expect` set the one cell of the default list.
-            if kernel.code.is_some() || kernel.expect.is_some() {
-                let (code, expect) = match base.kernel.cells.first() {
-                    Some(KernelCell { code, expect: Expect::Text(text) }) => (code.clone(), text.clone()),
-                    _ => (String::new(), String::new()),
-                };
-                let code = kernel.code.clone().unwrap_or(code);
-                let expect = Expect::Text(kernel.expect.clone().unwrap_or(expect));
-                kernel_settings.cells = vec![KernelCell { code, expect }];
-            }
-        }
-        if let Some(dask) = &self.dask_gateway {
-            settings.dask_gateway.schedule = schedule(dask.every, dask.timeout, base.dask_gateway.schedule);
-            settings.dask_gateway.workers = dask.workers.unwrap_or(base.dask_gateway.workers);
-        }
-        settings
-    }
-}
-
-/// Every setting written out (`hubwatch config defaults`).
-impl From<&ProbeSettings> for ProbeOverrides {
-    fn from(s: &ProbeSettings) -> Self {
-        let (server, kernel, dask) = (s.server.schedule, s.kernel.schedule, s.dask_gateway.schedule);
-        let cell = s.kernel.cells.first();
-        ProbeOverrides {
-            login: Some(ScheduleSpec::of(s.login)),
-            server: Some(ServerSpec {
-                every: Some(server.every),
-                timeout: Some(server.timeout),
-                user_options: Some(s.server.user_options.clone()),
-            }),
-            kernel: Some(KernelSpec {
-                every: Some(kernel.every),
-                timeout: Some(kernel.timeout),
-                kernel_name: s.kernel.kernel_name.clone(),
-                code: cell.map(|c| c.code.clone()),
-                expect: cell.and_then(|c| match &c.expect {
-                    Expect::Text(text) => Some(text.clone()),
-                    _ => None,
-                }),
-            }),
-            home: Some(ScheduleSpec::of(s.home)),
-            dask_gateway: Some(DaskSpec {
-                every: Some(dask.every),
-                timeout: Some(dask.timeout),
-                workers: Some(s.dask_gateway.workers),
-            }),
-        }
-    }
+    serde_json::from_value(settings)
 }
 
 impl std::fmt::Display for Schedule {

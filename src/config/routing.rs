@@ -1,7 +1,7 @@
 //! Where pages go: per-hub (and per-kind) PagerDuty overrides of the routing key, the severity and the
 //! priority, and the optional webhook sink (a JSON POST for incidents and support tickets).
 
-use super::{Config, SecretRef, Severity, Span, span};
+use super::{Config, SecretRef, Severity, Span, secs};
 use crate::domain::IncidentKind;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -50,27 +50,39 @@ pub struct KindOverrides {
 
 impl HubPaging {
     /// The hub's own overrides, then each kind's, with the key path that names them.
-    pub fn layers(&self, path: &str) -> Vec<(String, Option<IncidentKind>, PageOverride)> {
-        let hub = PageOverride {
-            routing_key: self.routing_key.clone(),
+    pub fn layers(&self, path: &str) -> Vec<Layer<'_>> {
+        let hub = Layer {
+            at: path.to_string(),
+            kind: None,
+            routing_key: self.routing_key.as_ref(),
             severity: self.severity,
-            priority: self.priority.clone(),
+            priority: self.priority.as_ref(),
         };
-        let mut layers = vec![(path.to_string(), None, hub)];
-        for (kind, over) in
-            [(IncidentKind::HubAccess, &self.kinds.hub_access), (IncidentKind::DaskGateway, &self.kinds.dask_gateway)]
-        {
-            if let Some(over) = over {
-                layers.push((format!("{path}.kinds.{}", kind.as_str()), Some(kind), over.clone()));
-            }
-        }
-        layers
+        let kinds =
+            [(IncidentKind::HubAccess, &self.kinds.hub_access), (IncidentKind::DaskGateway, &self.kinds.dask_gateway)];
+        let kinds = kinds.into_iter().filter_map(|(kind, over)| Some((kind, over.as_ref()?)));
+        let kinds = kinds.map(|(kind, over)| Layer {
+            at: format!("{path}.kinds.{}", kind.as_str()),
+            kind: Some(kind),
+            routing_key: over.routing_key.as_ref(),
+            severity: over.severity,
+            priority: over.priority.as_ref(),
+        });
+        std::iter::once(hub).chain(kinds).collect()
     }
 
     pub fn routing_keys(&self) -> impl Iterator<Item = &SecretRef> {
-        let kinds = [&self.kinds.hub_access, &self.kinds.dask_gateway];
-        self.routing_key.iter().chain(kinds.into_iter().flatten().filter_map(|o| o.routing_key.as_ref()))
+        self.layers("").into_iter().filter_map(|layer| layer.routing_key)
     }
+}
+
+/// One set of overrides (a hub's, or one kind's on it) and the key path that names it.
+pub struct Layer<'a> {
+    pub at: String,
+    pub kind: Option<IncidentKind>,
+    pub routing_key: Option<&'a SecretRef>,
+    pub severity: Option<Severity>,
+    pub priority: Option<&'a String>,
 }
 
 /// The settings one page goes out with, and the config key each came from (the page names them).
@@ -103,23 +115,21 @@ pub struct WebhookConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretRef>,
     /// First delay after a failed delivery (doubles, with jitter, up to 5m).
-    #[serde(default = "retry_delay", with = "span")]
-    #[schemars(with = "Span")]
+    #[serde(default = "webhook_retry_delay", with = "Span")]
     pub retry_delay: Duration,
     /// How long one delivery may take.
-    #[serde(default = "timeout", with = "span")]
-    #[schemars(with = "Span")]
+    #[serde(default = "webhook_timeout", with = "Span")]
     pub timeout: Duration,
     #[serde(default)]
     pub format: WebhookFormat,
 }
 
-fn retry_delay() -> Duration {
-    Duration::from_secs(2)
+fn webhook_retry_delay() -> Duration {
+    secs(2)
 }
 
-fn timeout() -> Duration {
-    Duration::from_secs(30)
+fn webhook_timeout() -> Duration {
+    secs(30)
 }
 
 /// What the webhook's body looks like.
@@ -160,27 +170,17 @@ impl Config {
             priority: global.priority.clone().map(|p| (p, "pagerduty.priority".into())),
         };
         let Some(paging) = self.hub(hub).and_then(|h| h.pagerduty.as_ref()) else { return Some(route) };
-        let path = format!("hubs[{hub}].pagerduty");
-        let kinds = [
-            (IncidentKind::HubAccess, &paging.kinds.hub_access),
-            (IncidentKind::DaskGateway, &paging.kinds.dask_gateway),
-        ];
-        let chosen = kinds.into_iter().find(|(k, _)| Some(*k) == kind).and_then(|(k, over)| Some((k, over.as_ref()?)));
-        let mut layers = vec![(path.clone(), paging.routing_key.as_ref(), paging.severity, paging.priority.as_ref())];
-        if let Some((kind, over)) = chosen {
-            let at = format!("{path}.kinds.{}", kind.as_str());
-            layers.push((at, over.routing_key.as_ref(), over.severity, over.priority.as_ref()));
-        }
-        for (at, key, severity, priority) in layers {
-            if let Some(key) = key {
+        for layer in paging.layers(&format!("hubs[{hub}].pagerduty")) {
+            if layer.kind.is_some() && layer.kind != kind {
+                continue;
+            }
+            if let Some(key) = layer.routing_key {
                 route.routing_key = key;
-                route.routing_key_rule = format!("{at}.routing_key");
+                route.routing_key_rule = format!("{}.routing_key", layer.at);
             }
-            if let Some(severity) = severity {
-                route.severity = severity;
-            }
-            if let Some(priority) = priority {
-                route.priority = Some((priority.clone(), format!("{at}.priority")));
+            route.severity = layer.severity.unwrap_or(route.severity);
+            if let Some(priority) = layer.priority {
+                route.priority = Some((priority.clone(), format!("{}.priority", layer.at)));
             }
         }
         Some(route)

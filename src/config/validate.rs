@@ -3,15 +3,12 @@
 //! for a kept server, a renew deadline under the lease duration, a priority needs a REST token, …). Every
 //! problem is reported, each with its key path.
 
-use super::{
-    Config, DiscoveryToken, EnvLookup, Hash, HubConfig, LoginMethod, ProbeSettings, SecretRef, StatusUpdatesConfig,
-};
-use super::{Expect, KernelCell, KernelCellSpec, Schedule};
+use super::StatusUpdatesConfig;
+use super::probes::merged;
+use super::{Config, DiscoveryToken, EnvLookup, Hash, HubConfig, KernelCell, LoginMethod, ProbeSettings, SecretRef};
 use crate::domain::Secret;
-use regex::Regex;
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
 use url::Url;
 
 /// z2jh's Secret: the hub's cookie secret, the proxy's token and every service's token. Never hubwatch's.
@@ -36,7 +33,7 @@ pub fn validate(
     rules.web(&mut config);
     rules.pagerduty(&mut config);
     rules.kubernetes(&mut config);
-    let defaults = config.defaults.probes.over(&ProbeSettings::default());
+    let defaults = rules.probes(&ProbeSettings::default(), &config.defaults.probes, "defaults.probes");
     if let Some(discovery) = &mut config.kubernetes.discovery {
         discovery.probes = defaults.clone();
     }
@@ -136,15 +133,12 @@ impl Rules<'_> {
             if user.is_empty() || user.contains(':') {
                 self.add(&path, "a user name may not be empty or hold ':'");
             }
-            let text = match hash {
-                Hash::Inline(text) => text.clone(),
-                Hash::Secret(secret) => {
-                    self.secret(secret, &path);
-                    secret.expose().to_string()
-                }
-            };
+            if let Hash::Secret(secret) = hash {
+                self.secret(secret, &path);
+            }
+            let text = hash.text();
             // Never quote what was given: it may be a password written where its hash belongs.
-            if !text.is_empty() && !is_bcrypt(&text) {
+            if !text.is_empty() && !is_bcrypt(text) {
                 self.add(&path, "expected a bcrypt hash ($2b$12$..., see `hubwatch hash-password`)");
             }
         }
@@ -211,10 +205,8 @@ impl Rules<'_> {
             if config.pagerduty.is_none() {
                 self.add(&path, "needs the top-level pagerduty section (it overrides its settings)");
             }
-            for (at, _, over) in paging.layers(&path) {
-                if let Some(priority) = over.priority {
-                    priorities.push((format!("{at}.priority"), priority));
-                }
+            for layer in paging.layers(&path) {
+                priorities.extend(layer.priority.map(|p| (format!("{}.priority", layer.at), p.clone())));
             }
         }
         for (at, priority) in priorities {
@@ -291,18 +283,27 @@ impl Rules<'_> {
             }
         }
         self.users(&hub.users, &format!("{path}.users"));
-        hub.probes = hub.probe_overrides.over(defaults);
+        hub.probes = self.probes(defaults, &hub.probe_overrides, &format!("{path}.probes"));
         if let Some(cells) = &hub.kernel_cells {
-            hub.probes.kernel.cells = self.kernel_cells(cells, &format!("{path}.kernel_cells"));
+            self.kernel_cells(cells, &format!("{path}.kernel_cells"));
+            hub.probes.kernel.cells = cells.clone();
         }
-        if let Some(spec) = hub.sentinel_spec {
-            if hub.users.len() < 3 {
-                let found = hub.users.len();
-                self.add(&format!("{path}.sentinel"), format!("a kept server needs three probe users (found {found}): the last keeps its server, the others go on starting theirs"));
-            }
-            hub.sentinel =
-                Some(spec.over(Schedule { every: Duration::from_secs(60), timeout: Duration::from_secs(30) }));
+        if hub.sentinel.is_some() && hub.users.len() < 3 {
+            let found = hub.users.len();
+            self.add(&format!("{path}.sentinel"), format!("a kept server needs three probe users (found {found}): the last keeps its server, the others go on starting theirs"));
         }
+    }
+
+    /// `over` written over `base`, with the kernel's one cell from `code` and `expect`.
+    fn probes(&mut self, base: &ProbeSettings, over: &serde_json::Value, path: &str) -> ProbeSettings {
+        let mut settings = merged(base, over).unwrap_or_else(|e| {
+            self.add(path, e.to_string());
+            base.clone()
+        });
+        let kernel = &mut settings.kernel;
+        let cell = KernelCell { code: kernel.code.clone(), expect: Some(kernel.expect.clone()), expect_regex: None };
+        kernel.cells = vec![cell];
+        settings
     }
 
     fn users(&mut self, users: &[String], path: &str) {
@@ -316,31 +317,15 @@ impl Rules<'_> {
         }
     }
 
-    fn kernel_cells(&mut self, cells: &[KernelCellSpec], path: &str) -> Vec<KernelCell> {
+    fn kernel_cells(&mut self, cells: &[KernelCell], path: &str) {
         if cells.is_empty() {
             self.add(path, "at least one cell is needed (leave kernel_cells out for the default 5 * 4)");
         }
-        let mut out = Vec::new();
         for (i, cell) in cells.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            let expect = match (&cell.expect, &cell.expect_regex) {
-                (Some(_), Some(_)) => {
-                    self.add(&at, "give either expect or expect_regex, not both");
-                    continue;
-                }
-                (Some(text), None) => Expect::Text(text.clone()),
-                (None, Some(pattern)) => match Regex::new(pattern) {
-                    Ok(pattern) => Expect::Matches(pattern),
-                    Err(e) => {
-                        self.add(&format!("{at}.expect_regex"), format!("not a regular expression: {e}"));
-                        continue;
-                    }
-                },
-                (None, None) => Expect::Anything,
-            };
-            out.push(KernelCell { code: cell.code.clone(), expect });
+            if cell.expect.is_some() && cell.expect_regex.is_some() {
+                self.add(&format!("{path}[{i}]"), "give either expect or expect_regex, not both");
+            }
         }
-        out
     }
 
     /// No duplicate names; two entries for one hub share no probe user (they would stop each other's servers).

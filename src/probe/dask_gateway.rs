@@ -28,7 +28,7 @@ impl HubProber {
     ) -> Option<ProbeOutcome> {
         let config = self.hub.dask_gateway.as_ref()?;
         let settings = &self.hub.probes.dask_gateway;
-        let round = self.round(user, Capability::DaskGateway, settings.schedule.timeout);
+        let round = self.round(user, Capability::DaskGateway, settings.timeout);
         let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {
             return Some(round.blocked(Capability::Login));
         };

@@ -37,7 +37,7 @@ impl HubProber {
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<ProbeOutcome> {
         let settings = &self.hub.probes.kernel;
-        let round = self.round(user, Capability::Kernel, settings.schedule.timeout);
+        let round = self.round(user, Capability::Kernel, settings.timeout);
         let (stages, deadline) = (&round.stages, round.deadline);
         let kernel_id: std::sync::Mutex<Option<String>> = Default::default();
         let executed = round
@@ -249,10 +249,10 @@ fn check_result(replies: Replies, cell: &KernelCell) -> Result<(), StepFailure> 
         ));
     }
     let got = replies.result.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or(replies.stdout.trim());
-    if !cell.expect.accepts(got) {
+    if !cell.accepts(got) {
         return Err(StepFailure::hub(
             stage,
-            format!("expected {} from {:?}, got {:?}", cell.expect.describe(), cell.code, truncate(&scrub(got), 200)),
+            format!("expected {} from {:?}, got {:?}", cell.describe(), cell.code, truncate(&scrub(got), 200)),
         ));
     }
     Ok(())

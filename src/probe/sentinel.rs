@@ -71,7 +71,7 @@ impl HubProber {
         cancel: &CancellationToken,
     ) -> Option<(Option<ProbeOutcome>, Option<Url>)> {
         tracing::info!(hub = %self.hub.name, user, "the kept server is not running: starting it");
-        let start = self.round(user, Capability::Server, self.hub.probes.server.schedule.timeout);
+        let start = self.round(user, Capability::Server, self.hub.probes.server.timeout);
         let spawned = start.steps(cancel, self.spawn(user, token, &start.stages, start.deadline)).await?;
         let duration = start.elapsed();
         match spawned {

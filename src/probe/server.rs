@@ -26,7 +26,7 @@ impl HubProber {
     /// The server capability, and on the server it started the kernel and home capabilities `on` asks for.
     /// The server is stopped at the end whatever happened. Empty when cancelled.
     pub async fn probe_server(&self, user: &str, on: OnServer, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
-        let round = self.round(user, Capability::Server, self.hub.probes.server.schedule.timeout);
+        let round = self.round(user, Capability::Server, self.hub.probes.server.timeout);
         let siblings: Vec<_> = [(on.kernel, Capability::Kernel), (on.home, Capability::Home)]
             .into_iter()
             .filter(|(wanted, _)| *wanted)

@@ -180,7 +180,7 @@ impl Scheduler {
                     due: None,
                     started_for: now,
                     corroborating: false,
-                    kernel: OnServerSchedule { due: now, every: probes.kernel.schedule.every },
+                    kernel: OnServerSchedule { due: now, every: probes.kernel.every },
                     home: OnServerSchedule { due: now, every: probes.home.every },
                 };
                 lanes.push(lane(LaneKind::Login, probes.login.every));
@@ -189,13 +189,12 @@ impl Scheduler {
                         lanes.push(lane(LaneKind::Sentinel, sentinel.every));
                     }
                     _ => {
-                        let server_every =
-                            probes.server.schedule.every.min(probes.kernel.schedule.every).min(probes.home.every);
+                        let server_every = probes.server.every.min(probes.kernel.every).min(probes.home.every);
                         lanes.push(lane(LaneKind::Server, server_every));
                     }
                 }
                 if hub.dask_gateway.is_some() {
-                    lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.schedule.every));
+                    lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.every));
                 }
             }
         }

@@ -1,28 +1,19 @@
-//! The shape of a file, checked against the configuration's own JSON Schema before anything is read from
-//! it: every problem at once (serde stops at the first), each with its key path and what was expected.
-//! Knows the parts of JSON Schema that schemars writes: `$ref`, `allOf`, `anyOf`/`oneOf` (options, tagged
-//! and untagged enums), types, properties, required and unknown keys, items, enums, ranges, and the formats
-//! the config declares (durations, addresses, URLs).
+//! A document checked against a JSON Schema before anything is read from it: every problem at once (serde
+//! stops at the first), each with its key path and what was expected, in words for the person who wrote
+//! it. Knows the parts of JSON Schema that schemars writes: `$ref`, `allOf`, `anyOf`/`oneOf` (options,
+//! tagged and untagged enums), types, properties, required and unknown keys, items, enums, ranges; the
+//! formats `uri` and `regex`, and hubwatch's own: `hubwatch-duration`, `hubwatch-duration-or-zero`,
+//! `hubwatch-address`, and `x-secret: true` (a `{env: NAME}` / `{file: PATH}` reference, never inline).
+//! Knows nothing of hubwatch's configuration itself (`config` gives it the schema and the moved keys).
 
 use serde_json::{Map, Value};
 
 /// What a duration looks like (the schema's pattern, for Helm; the check here also parses it).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d|w)\s*)+$";
 
-/// Keys that were renamed or dropped, with what to do instead of only "unknown key".
-const MOVED: &[(&str, &str)] = &[(
-    "high_availability.state_configmap",
-    "the state is mirrored into a Secret now (it holds logs and user names): use state_secret",
-)];
-
 /// Removes what `path` (`hubs[0].probes.login.every`) names from `tree`, if it is there.
 pub fn remove(tree: &mut Value, path: &str) {
-    let mut steps: Vec<String> = Vec::new();
-    for part in path.split('.') {
-        let mut pieces = part.split('[');
-        steps.extend(pieces.next().filter(|p| !p.is_empty()).map(String::from));
-        steps.extend(pieces.map(|i| format!("[{}", i.trim_end_matches(']'))));
-    }
+    let steps = steps(path);
     let Some((last, parents)) = steps.split_last() else { return };
     let mut node = tree;
     for step in parents {
@@ -45,15 +36,28 @@ pub fn remove(tree: &mut Value, path: &str) {
     }
 }
 
-/// Every problem of `value` against `schema` (a root schema with `definitions`), as (key path, problem).
-pub fn against(schema: &Value, value: &Value) -> Vec<(String, String)> {
-    let mut checker = Checker { root: schema, problems: Vec::new() };
+/// `hubs[0].probes` as `hubs`, `[0]`, `probes`.
+fn steps(path: &str) -> Vec<String> {
+    let mut steps: Vec<String> = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        steps.extend(pieces.next().filter(|p| !p.is_empty()).map(String::from));
+        steps.extend(pieces.map(|i| format!("[{}", i.trim_end_matches(']'))));
+    }
+    steps
+}
+
+/// Every problem of `value` against `schema` (a root schema with `definitions`), as (key path, problem);
+/// `moved`: key paths renamed or dropped, with what to do instead of only "unknown key".
+pub fn against(schema: &Value, value: &Value, moved: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut checker = Checker { root: schema, moved, problems: Vec::new() };
     checker.check(schema, value, "");
     checker.problems
 }
 
 struct Checker<'a> {
     root: &'a Value,
+    moved: &'a [(&'a str, &'a str)],
     problems: Vec<(String, String)>,
 }
 
@@ -97,10 +101,10 @@ impl<'a> Checker<'a> {
     }
 
     fn check(&mut self, schema: &'a Value, value: &Value, path: &str) {
-        if schema["$ref"] == "#/definitions/SecretRef" && !self.secret_shape(value, path) {
+        let schema = self.resolve(schema);
+        if schema["x-secret"] == true && !self.secret_shape(value, path) {
             return;
         }
-        let schema = self.resolve(schema);
         for part in schema["allOf"].as_array().into_iter().flatten() {
             self.check(part, value, path);
         }
@@ -202,7 +206,7 @@ impl<'a> Checker<'a> {
     }
 
     fn unknown(&mut self, path: &str, properties: Option<&Map<String, Value>>) {
-        if let Some((_, advice)) = MOVED.iter().find(|(key, _)| *key == path) {
+        if let Some((_, advice)) = self.moved.iter().find(|(key, _)| *key == path) {
             return self.add(path, *advice);
         }
         let known: Vec<&str> = properties.into_iter().flat_map(|p| p.keys()).map(String::as_str).collect();
@@ -235,6 +239,11 @@ impl<'a> Checker<'a> {
             Some("hubwatch-duration-or-zero") => self.duration(text, true, path),
             Some("hubwatch-address") if text.parse::<std::net::SocketAddr>().is_err() => {
                 self.add(path, format!("expected an address like 127.0.0.1:9464, found {text:?}"))
+            }
+            Some("regex") => {
+                if let Err(e) = regex::Regex::new(text) {
+                    self.add(path, format!("not a regular expression: {e}"));
+                }
             }
             Some("uri") => {
                 if let Err(e) = url::Url::parse(text) {
@@ -279,7 +288,7 @@ impl<'a> Checker<'a> {
         }
         let mut best: Option<Vec<(String, String)>> = None;
         for choice in &choices {
-            let mut trial = Checker { root: self.root, problems: Vec::new() };
+            let mut trial = Checker { root: self.root, moved: self.moved, problems: Vec::new() };
             trial.check(choice, value, path);
             if trial.problems.is_empty() {
                 return;
@@ -304,4 +313,99 @@ fn common_tag<'v>(choices: &[&'v Value]) -> Option<&'v str> {
 fn tag_of<'v>(choice: &'v Value, tag: &str) -> Option<&'v str> {
     let property = &choice["properties"][tag];
     property["const"].as_str().or_else(|| property["enum"].as_array().filter(|e| e.len() == 1)?[0].as_str())
+}
+
+/// A YAML document with where each node is, to give a problem's line and column.
+pub struct Located(serde_saphyr::Spanned<Node>);
+
+pub enum Node {
+    /// Each key with where it is written, and its value.
+    Map(Vec<(String, serde_saphyr::Location, Located)>),
+    List(Vec<Located>),
+    Scalar,
+}
+
+impl Located {
+    /// The line and column of what `path` names (a key where it is written), or of the nearest thing above
+    /// it that is there (a missing key's mapping).
+    pub fn find(&self, path: &str) -> Option<(u64, u64)> {
+        let (mut node, mut at) = (self, self.0.referenced);
+        for step in steps(path) {
+            let next = match (&node.0.value, step.strip_prefix('[')) {
+                (Node::Map(entries), None) => entries.iter().find(|(k, ..)| *k == step).map(|(_, at, v)| (*at, v)),
+                (Node::List(items), Some(i)) => {
+                    i.parse::<usize>().ok().and_then(|i| items.get(i)).map(|item| (item.0.referenced, item))
+                }
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            (at, node) = next;
+        }
+        (at.line() > 0).then(|| (at.line(), at.column()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Located {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_saphyr::Spanned::deserialize(d).map(Located)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some((key, value)) = map.next_entry::<serde_saphyr::Spanned<Value>, Located>()? {
+            let name = key.value.as_str().map_or_else(|| key.value.to_string(), String::from);
+            entries.push((name, key.referenced, value));
+        }
+        Ok(Node::Map(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Located>()? {
+            items.push(item);
+        }
+        Ok(Node::List(items))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
 }
