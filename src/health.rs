@@ -17,9 +17,9 @@ pub struct Health {
     failed: Mutex<BTreeSet<&'static str>>,
     /// Decisions waiting to be stored (the recorder's backlog).
     unstored: AtomicUsize,
-    /// From the store: since when writes fail (unix ms, 0 when they succeed), and the latest error.
+    /// From the store: since when writes fail (unix ms, 0 when they succeed). Never why: these answers are
+    /// served on the open metrics port, and the log has the database's error.
     failing_since: AtomicU64,
-    failing_error: Mutex<String>,
     unhealthy_after: Duration,
 }
 
@@ -31,7 +31,6 @@ impl Health {
             failed: Mutex::new(BTreeSet::new()),
             unstored: AtomicUsize::new(0),
             failing_since: AtomicU64::new(0),
-            failing_error: Mutex::new(String::new()),
             unhealthy_after,
         }
     }
@@ -69,23 +68,19 @@ impl Health {
 
     /// Takes in what the store says of its writes (called before every answer that depends on it).
     pub fn observe_writes(&self, writes: &WriteHealth) {
-        self.set_state_writes(writes.failing());
+        self.set_state_writes(writes.failing().map(|(since, _)| since));
     }
 
-    /// `None` while writes succeed, else since when they fail and why.
-    fn set_state_writes(&self, failing: Option<(SystemTime, String)>) {
-        let (since, error) = match failing {
-            Some((since, error)) => (crate_millis(since).max(1), error),
-            None => (0, String::new()),
-        };
+    /// `None` while writes succeed, else since when they fail.
+    fn set_state_writes(&self, failing_since: Option<SystemTime>) {
+        let since = failing_since.map_or(0, |since| crate_millis(since).max(1));
         self.failing_since.store(since, Ordering::Release);
-        *self.failing_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
     }
 
-    fn state_problem(&self) -> Option<(SystemTime, String)> {
+    /// Since when the state database takes no write.
+    fn state_problem(&self) -> Option<SystemTime> {
         let since = self.failing_since.load(Ordering::Acquire);
-        let error = self.failing_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (since != 0).then(|| (SystemTime::UNIX_EPOCH + Duration::from_millis(since), error))
+        (since != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(since))
     }
 
     /// `Ok(what)` when ready, `Err(why not)` otherwise.
@@ -93,10 +88,8 @@ impl Health {
         if !self.started.load(Ordering::Acquire) {
             return Err("starting: cleaning up what an earlier run left behind".into());
         }
-        if let Some((_, error)) = self.state_problem() {
-            return Err(format!(
-                "the state database cannot be written ({error}): decisions wait, nothing is paged for them"
-            ));
+        if self.state_problem().is_some() {
+            return Err("state database unwritable: decisions wait, nothing is paged for them".into());
         }
         match self.unstored() {
             0 => Ok("ready"),
@@ -111,11 +104,12 @@ impl Health {
             let names: Vec<&str> = failed.into_iter().collect();
             return Err(format!("tasks given up after repeated panics: {}", names.join(", ")));
         }
-        if let Some((since, error)) = self.state_problem()
+        // The database's own error stays in the log: this answer is served on the open metrics port.
+        if let Some(since) = self.state_problem()
             && now.duration_since(since).is_ok_and(|d| d > self.unhealthy_after)
         {
             let minutes = now.duration_since(since).unwrap_or_default().as_secs() / 60;
-            return Err(format!("the state database has not taken a write for {minutes} minutes ({error})"));
+            return Err(format!("state database unwritable: no write for {minutes} minutes (the log says why)"));
         }
         Ok(())
     }
@@ -136,11 +130,12 @@ mod tests {
         health.set_started(true);
         assert_eq!(health.readiness(), Ok("ready"));
         let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        health.set_state_writes(Some((since, "database or disk is full".into())));
+        health.set_state_writes(Some(since));
         health.set_unstored(1);
-        assert!(health.readiness().unwrap_err().contains("database or disk is full"));
+        assert!(health.readiness().unwrap_err().contains("state database unwritable"));
         assert!(health.liveness(since + Duration::from_secs(599)).is_ok());
-        assert!(health.liveness(since + Duration::from_secs(601)).unwrap_err().contains("10 minutes"));
+        let dead = health.liveness(since + Duration::from_secs(601)).unwrap_err();
+        assert!(dead.contains("state database unwritable") && dead.contains("10 minutes"), "{dead}");
         health.set_state_writes(None);
         assert!(health.readiness().unwrap_err().contains("1 incident decisions wait"));
         health.set_unstored(0);

@@ -240,6 +240,9 @@ impl<'a> Checker<'a> {
             Some("hubwatch-address") if text.parse::<std::net::SocketAddr>().is_err() => {
                 self.add(path, format!("expected an address like 127.0.0.1:9464, found {text:?}"))
             }
+            Some("cidr") if text.parse::<ipnet::IpNet>().is_err() => {
+                self.add(path, format!("expected an address block like 10.0.0.0/8, found {text:?}"))
+            }
             Some("regex") => {
                 if let Err(e) = regex::Regex::new(text) {
                     self.add(path, format!("not a regular expression: {e}"));

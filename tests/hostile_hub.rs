@@ -347,11 +347,10 @@ async fn an_identity_provider_that_refuses_fails_login_in_its_own_words_and_sees
     ];
     for (answer, expected) in cases {
         let (authorize, seen) = identity_provider(answer).await;
+        let origin = url::Url::parse(&authorize).unwrap().origin().ascii_serialization();
         let (_, url) = stub_with(|b| b.oauth_authorize = Some(authorize)).await;
-        let outcome = prober_with(&url, "    login: {method: oauth}\n")
-            .probe_login("probe-1", &CancellationToken::new())
-            .await
-            .unwrap();
+        let login = format!("    login: {{method: oauth, identity_providers: [\"{origin}\"]}}\n");
+        let outcome = prober_with(&url, &login).probe_login("probe-1", &CancellationToken::new()).await.unwrap();
         let stages: Vec<Stage> = outcome.stages.iter().map(|s| s.stage).collect();
         assert!(stages.ends_with(&[Stage::OAuthLogin, Stage::Authorize]), "{answer:?}: {stages:?}");
         match expected {
@@ -377,4 +376,16 @@ async fn an_identity_provider_that_refuses_fails_login_in_its_own_words_and_sees
     let (stage, reason, _) = failure(&outcome);
     assert_eq!(stage, Stage::OAuthLogin);
     assert!(reason.contains("/hub/oauth_login did not redirect to the identity provider: HTTP 404"), "{reason}");
+
+    // A hostile hub sends the check to a loopback (or metadata) address: not without identity_providers.
+    let (authorize, seen) = identity_provider(Provider::SignIn).await;
+    let (_, url) = stub_with(|b| b.oauth_authorize = Some(authorize)).await;
+    let outcome = prober_with(&url, "    login: {method: oauth}\n")
+        .probe_login("probe-1", &CancellationToken::new())
+        .await
+        .unwrap();
+    let (stage, reason, _) = failure(&outcome);
+    assert_eq!(stage, Stage::Authorize);
+    assert!(reason.contains("which is not https") && reason.contains("hubwatch does not go there"), "{reason}");
+    assert!(seen.lock().unwrap().is_empty(), "the provider was never asked");
 }

@@ -501,3 +501,66 @@ kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
     let everything = format!("{:?}", pd.accepted());
     assert!(!everything.contains(&token), "the hub token leaked");
 }
+
+/// A tenant of a cluster-wide discovery with a held token: its Deployment labelled `component=hub`, a plain
+/// http Ingress to a host of its own and a `proxy-public` Service of its own. The held token works on every
+/// hub, so none of that may steer it: the tenant's hub is refused (logged, never probed) while a hub at an
+/// allowed place (loopback here) is probed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_ingress_never_receives_the_held_token() {
+    hubwatch::http::install_crypto_provider();
+    let stub = support::stub_hub::Stub::default();
+    let stub_url = stub.clone().start().await;
+    let api = ApiServer::default();
+    let api_url = api.start().await;
+    k8s_fixtures::load_discoverable_hub(&api, "temple", &stub_url, "probe-1,probe-2", None);
+    k8s_fixtures::load_discoverable_hub(&api, "tenant", &stub_url, "probe-3,probe-4", None);
+    let mut tenant = api.get("deployments", "tenant", "hub").unwrap();
+    tenant["metadata"]["annotations"].as_object_mut().unwrap().remove("hubwatch.jupyter.org/url");
+    api.put("deployments", tenant);
+    let to_proxy = serde_json::json!({"paths": [{"path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "proxy-public", "port": {"name": "http"}}}}]});
+    api.put(
+        "ingresses",
+        serde_json::json!({"metadata": {"name": "jupyterhub", "namespace": "tenant"},
+        "spec": {"rules": [{"host": "evil.example", "http": to_proxy}]}}),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let config = dir.path().join("held.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {listen}\nstate_path: {}\nkubernetes:\n  enabled: true\n  discovery: {{token: {{env: HELD_TOKEN}}, \
+             users: [probe-1, probe-2], every: 2s}}\ndefaults:\n  probes:\n    login: {{every: 2s, timeout: 5s}}\n    \
+             server: {{every: 1h}}\n    kernel: {{every: 1h}}\n    home: {{every: 1h}}\n",
+            dir.path().join("state.db").display()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = ApiServer::kubeconfig(&api_url, dir.path()).display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("HELD_TOKEN", support::stub_hub::SERVICE_TOKEN)];
+    let daemon = Daemon::start(&config, listen, &env, dir.path().join("held.log"));
+    daemon.wait_ready().await;
+    let logins = |metrics: &str, hub: &str| {
+        support::daemon::sample(
+            metrics,
+            "hubwatch_probe_runs_total",
+            &[&format!("hub=\"{hub}\""), "capability=\"login\""],
+        )
+    };
+    wait_for("logins with the held token on the allowed hub", Duration::from_secs(40), async || {
+        logins(&daemon.metrics().await, "temple").unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    wait_for("the tenant's hub refused", Duration::from_secs(20), async || {
+        let log = daemon.log();
+        log.contains("namespace=\"tenant\"") && log.contains("is plain http to evil.example")
+    })
+    .await;
+    let log = daemon.log();
+    assert_eq!(logins(&daemon.metrics().await, "tenant"), None, "the tenant's hub is never probed");
+    assert!(!log.contains(support::stub_hub::SERVICE_TOKEN), "the token is never logged");
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}

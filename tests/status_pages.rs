@@ -101,8 +101,9 @@ async fn serve(dir: &Path) -> (String, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let users = std::collections::BTreeMap::from([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap())]);
-    let access = std::sync::Arc::new(hubwatch::web::auth::Access::new(users));
-    let app = router(state, access).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let access = std::sync::Arc::new(hubwatch::web::auth::Access::new(users, Vec::new()));
+    let served = std::sync::Arc::new(hubwatch::web::origin::Served::new(None, &[]));
+    let app = router(state, access, served).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, key)
 }

@@ -230,3 +230,102 @@ async fn incidents_are_listed_fifty_to_a_page() {
     assert_eq!(rows(&page("?page=9").await), 0, "past the end: an empty page, not an error");
     assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
 }
+
+/// As an attacker would try it: a foreign page makes the on-call engineer's browser (with its cached Basic
+/// credentials) post a silence as a text/plain, urlencoded or multipart form, or send JSON from its origin; a
+/// DNS-rebound name reaches the pages. None makes a silence. The CLI (JSON, no Origin) still silences, as the
+/// user it authenticated as; an unknown field is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_writes_and_rebound_hosts_are_refused_and_the_cli_still_silences() {
+    hubwatch::http::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir.path(), listen, metrics, "");
+    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    let silences = format!("http://{listen}/api/v1/silences");
+    // The form's single field name holds the JSON; its value closes it (text/plain's `name=value`).
+    let smuggled = r#"{"hub":"nowhere","duration":"2159h","reason":"x","pad":"=1"}"#;
+    let post = |content_type: &'static str, body: String, origin: Option<&'static str>| {
+        let mut request =
+            client.post(&silences).basic_auth(USER, Some(PASSWORD)).header("content-type", content_type).body(body);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let forms = [
+        ("text/plain", smuggled.to_string()),
+        ("application/x-www-form-urlencoded", format!("{}=1", urlencode(smuggled))),
+        (
+            "multipart/form-data; boundary=b",
+            format!("--b\r\nContent-Disposition: form-data; name=\"{smuggled}\"\r\n\r\n1\r\n--b--\r\n"),
+        ),
+    ];
+    for (content_type, body) in forms {
+        let answer = post(content_type, body, Some("https://evil.example")).await.unwrap();
+        assert!(matches!(answer.status().as_u16(), 403 | 415), "{content_type}: {}", answer.status());
+    }
+    let json = r#"{"hub":"nowhere","duration":"1h","reason":"from evil"}"#;
+    let from_evil = post("application/json", json.into(), Some("https://evil.example")).await.unwrap();
+    assert_eq!(from_evil.status(), 403, "JSON from a foreign origin");
+    let fetch_site = client
+        .post(&silences)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetch_site.status(), 403, "Sec-Fetch-Site: cross-site");
+    let rebound = client
+        .get(format!("http://{listen}/"))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("host", format!("evil.example:{}", listen.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421, "a rebound name");
+    let rebound_delete = client.delete(format!("{silences}/x")).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(rebound_delete.status(), 421, "DELETE through a rebound name");
+
+    let unknown = post("application/json", r#"{"hub":"nowhere","duration":"1h","reason":"r","pad":"x"}"#.into(), None)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400, "an unknown field");
+    assert!(unknown.text().await.unwrap().contains("pad"));
+    let listed = || async {
+        let answer = answer(&client, &silences, Some((USER, PASSWORD))).await;
+        answer.json::<Vec<serde_json::Value>>().await.unwrap()
+    };
+    assert!(listed().await.is_empty(), "no silence was made");
+
+    let own_page = post(
+        "application/json",
+        r#"{"hub":"nowhere","duration":"1h","reason":"from the page","created_by":"mallory"}"#.into(),
+        Some("leak"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(own_page.status(), 403, "an Origin that is not a URL");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["silence", "add", "--url", &format!("http://{listen}"), "--hub", "nowhere", "--for", "1h"])
+        .args(["--reason", "upgrading", "--created-by", "mallory"])
+        .env("HUBWATCH_WEB_USER", USER)
+        .env("HUBWATCH_WEB_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let made = listed().await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0]["created_by"], USER, "the authenticated user, not what the body says");
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -28,6 +28,7 @@ use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::tasks::{Tasks, off_runtime, on_own_thread};
 use crate::web::auth::Access;
+use crate::web::origin::Served;
 use crate::web::tls::TlsListener;
 use crate::web::{WebState, metrics_router, router};
 use discovery::Memory;
@@ -121,7 +122,7 @@ impl App {
         if let Some(files) = &config.web.tls {
             crate::web::tls::load(files)?;
         }
-        let access = Arc::new(Access::new(config.web.users()));
+        let access = Arc::new(Access::new(config.web.users(), config.web.trusted_proxies.clone()));
         if !access.required() && !config.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.listen, "the pages, with logs and user names, are served to anyone who can reach \
                 this address: set web.basic_auth_users (or listen on loopback behind an authenticating proxy)");
@@ -228,8 +229,9 @@ impl App {
             let (app, listener, stop) = (metrics_router(state.clone()), listener.try_clone(), stop.clone());
             self.tasks.supervise("metrics_web", move || serve_on(copy(&listener), None, app.clone(), stop.clone()));
         }
+        let served = Arc::new(Served::new(self.config.public_url.as_ref(), &self.config.web.hosts));
         let (app, listener, tls) =
-            (router(state, self.access.clone()), self.listener.try_clone(), self.config.web.tls.clone());
+            (router(state, self.access.clone(), served), self.listener.try_clone(), self.config.web.tls.clone());
         self.tasks.supervise("web", move || serve_on(copy(&listener), tls.clone(), app.clone(), stop.clone()))
     }
 

@@ -49,7 +49,7 @@ pub fn command(path: &Path, since: Duration, output: Output) -> ExitCode {
     let hubs: Vec<(String, bool)> = config.hubs.iter().map(|h| (h.name.clone(), h.dask_gateway.is_some())).collect();
     let now = SystemTime::now();
     let written = Store::open_read_only(&config.state_path)
-        .and_then(|store| from_store(&store, &hubs, now - since, now))
+        .and_then(|store| from_store(&store, &hubs, now.checked_sub(since).unwrap_or(std::time::UNIX_EPOCH), now))
         .map_err(|e| e.to_string())
         .and_then(|rows| write(&rows, output, &mut std::io::stdout().lock()).map_err(|e| e.to_string()));
     match written {

@@ -201,6 +201,28 @@ pub struct WebConfig {
     /// TLS for the pages: PEM files relative to the config file (re-read when they change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// Host names the pages are reached at besides public_url's, IP addresses and localhost (an ingress's,
+    /// a Service's DNS name); a request naming another host is refused (DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Proxies (CIDRs, `10.0.0.0/8`) whose `X-Forwarded-For` names the client that failed logins are counted
+    /// against; without them every client behind an ingress shares the ingress's count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<Cidr>")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// An address block, `10.0.0.0/8` or `fd00::/8`.
+struct Cidr;
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cidr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "cidr", "description": "an address block like 10.0.0.0/8" })
+    }
 }
 
 /// A bcrypt hash, inline (it opens nothing) or from a secret.
@@ -561,7 +583,12 @@ pub enum LoginMethod {
     },
     /// The token flow, and the identity provider: /hub/oauth_login must reach its authorize page.
     #[serde(rename = "oauth")]
-    OAuth,
+    OAuth {
+        /// The origins (`https://github.com`) the hub may send the check to; empty: any https origin at a
+        /// public address (never loopback, link-local, private or cluster-internal).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        identity_providers: Vec<Url>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

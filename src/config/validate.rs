@@ -142,6 +142,17 @@ impl Rules<'_> {
                 self.add(&path, "expected a bcrypt hash ($2b$12$..., see `hubwatch hash-password`)");
             }
         }
+        let costs: std::collections::BTreeSet<&str> =
+            config.web.basic_auth_users.values().filter_map(|h| h.text().get(4..6)).collect();
+        if costs.len() > 1 {
+            let costs: Vec<&str> = costs.into_iter().collect();
+            self.add("web.basic_auth_users", format!("every hash needs the same bcrypt cost (found {}): the time a login takes would tell which users exist; make them again with `hubwatch hash-password`", costs.join(" and ")));
+        }
+        for (i, host) in config.web.hosts.iter().enumerate() {
+            if host.starts_with("*.") || !host_pattern(host) {
+                self.add(&format!("web.hosts[{i}]"), format!("{host:?} is not a host name (no port, no wildcard)"));
+            }
+        }
         if let Some(tls) = &mut config.web.tls {
             for (key, file) in [("cert_file", &mut tls.cert_file), ("key_file", &mut tls.key_file)] {
                 *file = self.dir.join(&*file);

@@ -64,18 +64,23 @@ fn with_slash(mut url: Url) -> Url {
     url
 }
 
-/// Where hubwatch may send a hub's token when an annotation names the URL.
+/// Where hubwatch may send a hub's token. A namespace's own token (its Secret) may go where the namespace
+/// says: its Ingress hosts and Services. The held token works on every hub, so it goes only where the operator
+/// said: https to `allowed_hosts` (or loopback), whatever a tenant's Ingress, Service or annotation names.
 #[derive(Debug, Clone)]
 pub struct TrustedHosts {
     namespace: String,
     /// Host names and `*.domain` wildcards (one label, as Ingress rules read them).
     patterns: Vec<String>,
+    /// The token is hubwatch's held one.
+    held: bool,
 }
 
 impl TrustedHosts {
-    pub fn new(namespace: &str, ingress_hosts: Vec<String>, allowed_hosts: &[String]) -> Self {
-        let patterns = ingress_hosts.into_iter().chain(allowed_hosts.iter().cloned()).collect();
-        TrustedHosts { namespace: namespace.to_string(), patterns }
+    pub fn new(namespace: &str, ingress_hosts: Vec<String>, allowed_hosts: &[String], held: bool) -> Self {
+        let ingress_hosts = ingress_hosts.into_iter().filter(|_| !held);
+        let patterns = ingress_hosts.chain(allowed_hosts.iter().cloned()).collect();
+        TrustedHosts { namespace: namespace.to_string(), patterns, held }
     }
 
     /// Also `host` (the hub's own, for its gateway).
@@ -85,7 +90,8 @@ impl TrustedHosts {
         trusted
     }
 
-    /// Loopback, or a Service of the hub's namespace (`NAME.NAMESPACE.svc`, optionally `.cluster.local`).
+    /// Loopback, or (for the namespace's own token) a Service of the hub's namespace (`NAME.NAMESPACE.svc`,
+    /// optionally `.cluster.local`).
     fn local(&self, host: &str) -> bool {
         let in_namespace = |domain: &str| {
             host.strip_suffix(domain)
@@ -93,7 +99,8 @@ impl TrustedHosts {
                 .is_some_and(|service| !service.is_empty() && !service.contains('.'))
         };
         let loopback = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        loopback || host == "localhost" || in_namespace(".svc") || in_namespace(".svc.cluster.local")
+        let service = !self.held && (in_namespace(".svc") || in_namespace(".svc.cluster.local"));
+        loopback || host == "localhost" || service
     }
 
     fn named(&self, host: &str) -> bool {
@@ -110,25 +117,35 @@ impl TrustedHosts {
     pub fn check(&self, annotation: &str, text: &str) -> Result<Url, String> {
         let url =
             Url::parse(text.trim()).map_err(|e| format!("annotation {annotation} {text:?} is not a URL ({e})"))?;
+        let what = format!("annotation {annotation}");
+        self.permits(&url, &what).map(|()| with_slash(url))
+    }
+
+    /// Whether hubwatch may send the hub's token to `url` (`what` names where the URL came from).
+    pub fn permits(&self, url: &Url, what: &str) -> Result<(), String> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let local = self.local(&host);
+        let allowed = if self.held {
+            "in kubernetes.discovery.allowed_hosts (the held token goes nowhere else)"
+        } else {
+            "a host of the namespace's Ingresses nor in kubernetes.discovery.allowed_hosts"
+        };
         let refused = match url.scheme() {
             _ if !url.username().is_empty() || url.password().is_some() => Some("carries credentials".to_string()),
             "https" if local || self.named(&host) => None,
             "http" if local => None,
-            "https" => Some(format!(
-                "names {host}, which is neither a host of the namespace's Ingresses nor in \
-                 kubernetes.discovery.allowed_hosts"
-            )),
+            "https" if self.held => Some(format!("names {host}, which is not {allowed}")),
+            "https" => Some(format!("names {host}, which is neither {allowed}")),
             "http" => Some(format!(
                 "is plain http to {host}: the token would cross the network in clear text (http is only for \
-                 loopback and the Services of the hub's namespace)"
+                 loopback{})",
+                if self.held { "" } else { " and the Services of the hub's namespace" }
             )),
             _ => Some("is not an http(s) URL".to_string()),
         };
         match refused {
-            None => Ok(with_slash(url)),
-            Some(why) => Err(format!("annotation {annotation} {why}; hubwatch does not send the hub's token there")),
+            None => Ok(()),
+            Some(why) => Err(format!("{what} {why}; hubwatch does not send the hub's token there")),
         }
     }
 }
@@ -185,7 +202,7 @@ pub fn hub_url(deployment: &Deployment, found: &Found<'_>, namespace: &str) -> R
         return found.trusted.check(URL_ANNOTATION, text).map(|url| (url, UrlSource::Annotation));
     }
     if let Some(url) = ingress_url(found.ingresses) {
-        return Ok((url, UrlSource::Ingress));
+        return held_may_go(found, url, "the namespace's Ingress URL").map(|url| (url, UrlSource::Ingress));
     }
     let Some(proxy) = found.proxy else {
         return Err(format!(
@@ -206,7 +223,16 @@ pub fn hub_url(deployment: &Deployment, found: &Found<'_>, namespace: &str) -> R
     let host = ingress.unwrap_or_else(|| format!("{PROXY_SERVICE}.{namespace}.svc.cluster.local"));
     let url =
         Url::parse(&format!("{scheme}://{host}/")).map_err(|e| format!("{PROXY_SERVICE} gives no usable URL ({e})"))?;
-    Ok((url, source))
+    held_may_go(found, url, &format!("the {PROXY_SERVICE} Service's URL")).map(|url| (url, source))
+}
+
+/// `url` (which the namespace chose), if the token may go there: always for the namespace's own token, only
+/// to an allowed host for the held one.
+fn held_may_go(found: &Found<'_>, url: Url, what: &str) -> Result<Url, String> {
+    match found.trusted.held {
+        true => found.trusted.permits(&url, what).map(|()| url),
+        false => Ok(url),
+    }
 }
 
 /// What discovery found in a hub's namespace besides its Deployment.
@@ -320,7 +346,8 @@ async fn look_at(
     };
     let (proxy, token, ingresses) = tokio::join!(timed(timeout, services.get_opt(PROXY_SERVICE)), token, ingresses);
     let ingresses = ingresses?;
-    let trusted = TrustedHosts::new(namespace, ingress_hosts(&ingresses), &settings.allowed_hosts);
+    let held = matches!(settings.token, DiscoveryToken::Held(_));
+    let trusted = TrustedHosts::new(namespace, ingress_hosts(&ingresses), &settings.allowed_hosts, held);
     let proxy = proxy?;
     let found = Found { proxy: proxy.as_ref(), ingresses: &ingresses, token: token?, trusted: &trusted };
     let (_, source) = hub_url(deployment, &found, namespace)?;
@@ -373,7 +400,7 @@ mod tests {
             "spec": {"rules": [{"host": "temple.example.org"}], "tls": [{"hosts": ["*.temple.example.org"]}]},
         }))
         .unwrap();
-        TrustedHosts::new("temple", ingress_hosts(&[ingress]), &["hubs.example.net".to_string()])
+        TrustedHosts::new("temple", ingress_hosts(&[ingress]), &["hubs.example.net".to_string()], false)
     }
 
     fn ingress(spec: serde_json::Value) -> Ingress {
@@ -455,12 +482,52 @@ mod tests {
     }
 
     #[test]
+    fn the_held_token_goes_only_over_https_to_allowed_hosts_whatever_a_tenant_says() {
+        let to_proxy = json!({"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "proxy-public", "port": {"name": "http"}}}}]});
+        let hostile = ingress(json!({"rules": [{"host": "evil.example", "http": to_proxy}]}));
+        let hostile_tls = ingress(json!({"rules": [{"host": "evil.example", "http": to_proxy}],
+            "tls": [{"hosts": ["evil.example"], "secretName": "tls"}]}));
+        let held = TrustedHosts::new(
+            "tenant",
+            ingress_hosts(std::slice::from_ref(&hostile_tls)),
+            &["*.hubs.example.net".into()],
+            true,
+        );
+        let url = |deployment: &Deployment, proxy: Option<&Service>, ingresses: &[Ingress]| {
+            let found = Found { proxy, ingresses, token: Some("held".into()), trusted: &held };
+            hub_url(deployment, &found, "tenant").map(|(url, _)| url.to_string())
+        };
+        let plain = deployment(json!({}));
+        for ingresses in [&hostile, &hostile_tls] {
+            let refused = url(&plain, None, std::slice::from_ref(ingresses)).unwrap_err();
+            assert!(
+                refused.contains("the held token goes nowhere else") || refused.contains("plain http"),
+                "{refused}"
+            );
+        }
+        let balanced = service(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}), 443);
+        assert!(url(&plain, Some(&balanced), &[]).is_err(), "a tenant's load balancer");
+        let internal = service(json!({}), 80);
+        assert!(url(&plain, Some(&internal), &[]).unwrap_err().contains("plain http"), "a tenant's Service");
+        let annotated = |to: &str| deployment(json!({URL_ANNOTATION: to}));
+        assert!(url(&annotated("https://evil.example/"), None, &[hostile_tls]).is_err(), "its annotation");
+        assert!(url(&annotated("http://proxy-public.tenant.svc/"), None, &[]).is_err(), "its Service by name");
+        assert_eq!(
+            url(&annotated("https://tenant.hubs.example.net/"), None, &[]).unwrap(),
+            "https://tenant.hubs.example.net/"
+        );
+        assert!(url(&annotated("http://tenant.hubs.example.net/"), None, &[]).is_err(), "never in clear text");
+        assert_eq!(url(&annotated("http://127.0.0.1:18500/"), None, &[]).unwrap(), "http://127.0.0.1:18500/");
+    }
+
+    #[test]
     fn a_gateway_may_also_be_on_the_hubs_own_host() {
         let found = |trusted: &TrustedHosts, url: &str, gateway: &str| {
             let annotated = deployment(json!({URL_ANNOTATION: url, DASK_GATEWAY_ANNOTATION: gateway}));
             hub_from(&annotated, Found { proxy: None, ingresses: &[], token: Some("t".into()), trusted }, &settings())
         };
-        let own = TrustedHosts::new("temple", vec![], &["hubs.example.net".into()]);
+        let own = TrustedHosts::new("temple", vec![], &["hubs.example.net".into()], false);
         let hub =
             found(&own, "https://hubs.example.net/temple", "https://hubs.example.net/services/dask-gateway").unwrap();
         assert_eq!(hub.dask_gateway.unwrap().url.as_str(), "https://hubs.example.net/services/dask-gateway/");

@@ -15,8 +15,9 @@ const TEXT_LIMIT: usize = 500;
 /// The longest silence: a forgotten one must not mute a hub for good.
 pub const LONGEST_SILENCE: Duration = Duration::from_secs(90 * 24 * 3600);
 
-/// `POST /api/v1/silences`, as sent.
+/// `POST /api/v1/silences`, as sent (an unknown field is refused, as a config key is).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
     pub hub: Option<String>,
     pub kind: Option<String>,
@@ -77,7 +78,13 @@ pub fn validate(
         (Some(_), Some(_)) => return Err(SilenceRefused::BothEnds),
         (None, None) => return Err(SilenceRefused::NoEnd),
         (Some(d), None) => {
-            now + humantime::parse_duration(d.trim()).map_err(|_| SilenceRefused::BadDuration(d.to_string()))?
+            let duration =
+                humantime::parse_duration(d.trim()).map_err(|_| SilenceRefused::BadDuration(d.to_string()))?;
+            // Checked before the sum: an absurd duration is too long, never an overflow.
+            if duration > LONGEST_SILENCE {
+                return Err(SilenceRefused::TooLong);
+            }
+            now + duration
         }
         (None, Some(t)) => humantime::parse_rfc3339_weak(t.trim())
             .or_else(|_| chrono_like(t.trim()))
@@ -102,7 +109,8 @@ fn chrono_like(text: &str) -> Result<SystemTime, ()> {
     let seconds = hours.parse::<u64>().map_err(|_| ())? * 3600 + minutes.parse::<u64>().map_err(|_| ())? * 60;
     let local = humantime::parse_rfc3339_weak(local).map_err(|_| ())?;
     let shift = Duration::from_secs(seconds);
-    Ok(if sign == "+" { local - shift } else { local + shift })
+    let shifted = if sign == "+" { local.checked_sub(shift) } else { local.checked_add(shift) };
+    shifted.ok_or(())
 }
 
 fn text(value: Option<&str>, what: &'static str) -> Result<Option<String>, SilenceRefused> {

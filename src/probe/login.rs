@@ -36,9 +36,10 @@ impl HubProber {
                         let login = form_login(&self.http, &self.hub.url, user, password, deadline);
                         stages.run(Stage::LoginSubmit, login).await
                     }
-                    LoginMethod::OAuth => {
+                    LoginMethod::OAuth { identity_providers } => {
                         self.token_login(user, stages, deadline).await?;
-                        super::oauth::identity_provider(&self.http, &self.hub.url, stages, deadline).await
+                        let (http, hub) = (&self.http, &self.hub.url);
+                        super::oauth::identity_provider(http, hub, identity_providers, stages, deadline).await
                     }
                 }
             })

@@ -3,7 +3,9 @@
 //! `GET /hub/oauth_login` must redirect to the provider's authorize URL, and the provider must serve that page
 //! without an error: a 4xx/5xx, an OAuth error (`redirect_uri_mismatch`, `invalid_client`, …) in the page or
 //! in a redirect back, fails `login` in the provider's words. Nothing is sent to the provider but that GET —
-//! no token, no cookie, no password — and its redirects are not followed.
+//! no token, no cookie, no password — and its redirects are not followed. The hub chooses where that GET
+//! goes, so it goes only to an origin `identity_providers` names, or, without them, over https to a public
+//! address: never loopback, link-local (the cloud's metadata service), private or cluster-internal.
 
 use super::login::hub_url;
 use super::{Deadline, Stages};
@@ -11,7 +13,8 @@ use crate::domain::{Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response, hub_message, truncate};
 use reqwest::Method;
 use reqwest::header::LOCATION;
-use url::Url;
+use std::net::IpAddr;
+use url::{Host, Url};
 
 /// The OAuth errors a provider names in its authorize page or its redirect (RFC 6749 4.1.2.1, and the
 /// providers' own `redirect_uri_mismatch`).
@@ -30,11 +33,88 @@ const OAUTH_ERRORS: &[&str] = &[
 pub async fn identity_provider(
     http: &HttpClient,
     hub: &Url,
+    providers: &[Url],
     stages: &Stages,
     deadline: Deadline,
 ) -> Result<(), StepFailure> {
     let authorize = stages.run(Stage::OAuthLogin, authorize_url(http, hub, deadline)).await?;
-    stages.run(Stage::Authorize, authorize_page(http, &authorize, deadline)).await
+    let visit = async {
+        may_visit(&authorize, providers).await.map_err(|why| StepFailure::hub(Stage::Authorize, why))?;
+        authorize_page(http, &authorize, deadline).await
+    };
+    stages.run(Stage::Authorize, visit).await
+}
+
+/// Whether the check may GET `url`, where the hub redirected it: an origin of `providers`, or without them
+/// https to a host whose every address is public.
+async fn may_visit(url: &Url, providers: &[Url]) -> Result<(), String> {
+    let origin = url.origin().ascii_serialization();
+    let refused =
+        |why: &str| Err(format!("/hub/oauth_login redirected to {origin}, {why}; hubwatch does not go there"));
+    if !providers.is_empty() {
+        if providers.iter().any(|p| p.origin() == url.origin()) {
+            return Ok(());
+        }
+        return refused("which is not one of login.identity_providers");
+    }
+    if url.scheme() != "https" {
+        return refused("which is not https (name it in login.identity_providers to allow it)");
+    }
+    let addresses: Vec<IpAddr> = match url.host() {
+        Some(Host::Ipv4(ip)) => vec![ip.into()],
+        Some(Host::Ipv6(ip)) => vec![ip.into()],
+        Some(Host::Domain(name)) if internal_name(name) => return refused("a cluster-internal name"),
+        Some(Host::Domain(name)) => {
+            let port = url.port_or_known_default().unwrap_or(443);
+            match tokio::net::lookup_host((name, port)).await {
+                Ok(found) => found.map(|a| a.ip()).collect(),
+                Err(e) => return Err(format!("the identity provider {name} cannot be resolved ({e})")),
+            }
+        }
+        None => return refused("which has no host"),
+    };
+    match addresses.iter().find(|ip| !public(**ip)) {
+        Some(ip) => refused(&format!(
+            "which is at {ip}, not a public address (name it in login.identity_providers to allow it)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `localhost`, a Service's or node's name: never an identity provider on the internet.
+fn internal_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || [".localhost", ".local", ".svc", ".internal", ".cluster.local"].iter().any(|s| name.ends_with(s))
+        || !name.contains('.')
+}
+
+/// An address on the internet: not loopback, link-local, private, shared (CGNAT), unspecified or multicast.
+fn public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_private()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+                || a == 0)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public(v4.into()),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
 }
 
 async fn authorize_url(http: &HttpClient, hub: &Url, deadline: Deadline) -> Result<Url, StepFailure> {
@@ -91,6 +171,33 @@ fn refusal(answer: &Response) -> Option<String> {
 mod tests {
     use super::*;
     use reqwest::StatusCode;
+
+    #[tokio::test]
+    async fn the_check_goes_only_to_configured_origins_or_public_https() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        let refused = async |text: &str, providers: &[Url]| may_visit(&url(text), providers).await.unwrap_err();
+        for internal in [
+            "https://169.254.169.254/latest/meta-data/",
+            "https://127.0.0.1/authorize",
+            "https://10.0.0.5/authorize",
+            "https://[::1]/authorize",
+            "https://[fd00::1]/authorize",
+            "https://[::ffff:169.254.169.254]/",
+            "https://100.64.0.1/",
+            "https://keycloak.auth.svc.cluster.local/authorize",
+            "https://localhost/authorize",
+            "https://metadata/computeMetadata",
+        ] {
+            let why = refused(internal, &[]).await;
+            assert!(why.contains("hubwatch does not go there"), "{internal}: {why}");
+        }
+        assert!(refused("http://github.com/login/oauth/authorize", &[]).await.contains("not https"));
+        assert!(may_visit(&url("https://203.0.113.9/authorize"), &[]).await.is_ok(), "a public address");
+        let configured = [url("http://127.0.0.1:8080")];
+        assert!(may_visit(&url("http://127.0.0.1:8080/authorize?x=1"), &configured).await.is_ok(), "configured");
+        let other = refused("https://github.com/login/oauth/authorize", &configured).await;
+        assert!(other.contains("not one of login.identity_providers") && !other.contains("authorize"), "{other}");
+    }
     use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
     fn answer(status: u16, headers: &[(reqwest::header::HeaderName, &str)], body: &str) -> Response {

@@ -6,6 +6,7 @@
 //! the cluster is escaped.
 
 pub mod auth;
+pub mod origin;
 pub mod pages;
 pub mod silences;
 pub mod tls;
@@ -25,6 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
+use origin::Served;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -39,9 +41,10 @@ pub struct WebState {
     pub clock: Clock,
 }
 
-/// The pages, the API, `/metrics` and the probes' endpoints, behind `access` (every path but `/healthz` and
-/// `/readyz`), every answer with security headers. Serve it with `into_make_service_with_connect_info`.
-pub fn router(state: WebState, access: Arc<Access>) -> Router {
+/// The pages, the API, `/metrics` and the probes' endpoints, behind `served` (no foreign Host, no cross-site
+/// write) and then `access` (every path but `/healthz` and `/readyz`), every answer with security headers.
+/// Serve it with `into_make_service_with_connect_info`.
+pub fn router(state: WebState, access: Arc<Access>, served: Arc<Served>) -> Router {
     Router::new()
         .route("/", get(grid))
         .route("/api/v1/status", get(status_json))
@@ -59,6 +62,7 @@ pub fn router(state: WebState, access: Arc<Access>) -> Router {
         .layer(middleware::from_fn_with_state(state.health.clone(), writes_on_the_leader_only))
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, auth::require))
+        .layer(middleware::from_fn_with_state(served, origin::require))
         .layer(middleware::from_fn(auth::headers))
 }
 
@@ -238,7 +242,9 @@ fn availability_of(
         .map(|(name, hub)| (name, hub.capabilities.contains_key(&crate::domain::Capability::DaskGateway)))
         .collect();
     let now = state.clock.now();
-    let rows = availability::from_store(&state.store, &hubs, now - since, now).map_err(NoAvailability::Store)?;
+    let rows =
+        availability::from_store(&state.store, &hubs, now.checked_sub(since).unwrap_or(std::time::UNIX_EPOCH), now)
+            .map_err(NoAvailability::Store)?;
     Ok((text, rows))
 }
 

@@ -2,20 +2,23 @@
 //! (`DELETE /api/v1/silences/{id}`) silences, behind the pages' authentication. Refusals are `400
 //! {"error": "..."}` naming what is wrong.
 
+use super::auth::Authenticated;
 use super::{WebState, store_failed};
 use crate::domain::{Silence, SilenceSource};
 use crate::incident::holds::{self, SilenceRequest};
 use crate::tasks::off_runtime;
 use crate::timefmt::rfc3339;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
 /// How long an ended silence is still listed.
 pub const ENDED_LISTED_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Active silences at most: each is shown on every page and checked on every decision.
+pub const ACTIVE_SILENCES_MAX: usize = 1000;
 
 pub fn to_json(silence: &Silence, now: SystemTime) -> Value {
     json!({
@@ -35,13 +38,31 @@ pub(super) fn refuse(status: StatusCode, error: String) -> Response {
     (status, Json(json!({"error": error}))).into_response()
 }
 
-pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> Response {
-    let request: SilenceRequest = match serde_json::from_slice(&body) {
+/// Makes a silence; its author is the user the request authenticated as (the body's `created_by` only when
+/// the pages need no login, else "anonymous").
+pub async fn create(
+    State(state): State<WebState>,
+    user: Option<Extension<Authenticated>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut request: SilenceRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not a silence as JSON: {e}")),
     };
+    request.created_by = match user {
+        Some(Extension(Authenticated(user))) => Some(user),
+        None => request.created_by.or_else(|| Some("anonymous".into())),
+    };
     off_runtime(move || {
         let now = state.clock.now();
+        match state.store.silences(now) {
+            Ok(silences) if silences.iter().filter(|s| s.is_active(now)).count() >= ACTIVE_SILENCES_MAX => {
+                let why = format!("there are {ACTIVE_SILENCES_MAX} active silences already: expire some first");
+                return refuse(StatusCode::CONFLICT, why);
+            }
+            Ok(_) => {}
+            Err(e) => return store_failed(e),
+        }
         let hubs: Vec<String> = state.board.snapshot().into_keys().collect();
         let silence = match holds::validate(&request, &hubs, holds::new_silence_id(), SilenceSource::Api, now) {
             Ok(silence) => silence,
@@ -62,7 +83,7 @@ pub async fn create(State(state): State<WebState>, body: axum::body::Bytes) -> R
 pub async fn list(State(state): State<WebState>) -> Response {
     off_runtime(move || {
         let now = state.clock.now();
-        match state.store.silences(now - ENDED_LISTED_FOR) {
+        match state.store.silences(now.checked_sub(ENDED_LISTED_FOR).unwrap_or(now)) {
             Ok(silences) => Json(silences.iter().map(|s| to_json(s, now)).collect::<Vec<_>>()).into_response(),
             Err(e) => store_failed(e),
         }

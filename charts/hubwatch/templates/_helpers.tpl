@@ -77,7 +77,11 @@ holds (docs/kubernetes.md lists them).
 {{- $_ := set $web "basic_auth_users" $users }}
 {{- end }}
 {{- if .Values.web.tlsSecret }}{{ $_ := set $web "tls" (dict "cert_file" "/etc/hubwatch-tls/tls.crt" "key_file" "/etc/hubwatch-tls/tls.key") }}{{ end }}
-{{- if $web }}{{ $_ := set $c "web" $web }}{{ end }}
+{{- $service := printf "%s.%s" (include "hubwatch.fullname" .) .Release.Namespace }}
+{{- $hosts := list (include "hubwatch.fullname" .) $service (printf "%s.svc" $service) (printf "%s.svc.cluster.local" $service) }}
+{{- $_ := set $web "hosts" (concat $hosts (default list .Values.web.hosts)) }}
+{{- with .Values.web.trustedProxies }}{{ $_ := set $web "trusted_proxies" . }}{{ end }}
+{{- $_ := set $c "web" $web }}
 {{- with .Values.highAvailability }}{{ if .enabled }}
 {{- $_ := set $c "high_availability" (dict "namespace" $.Release.Namespace "lease" (printf "%s-leader" (include "hubwatch.fullname" $)) "state_secret" (printf "%s-state" (include "hubwatch.fullname" $)) "lease_duration" .leaseDuration "renew_deadline" .renewDeadline "retry_period" .retryPeriod) }}
 {{- end }}{{ end }}
