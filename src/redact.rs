@@ -2,20 +2,26 @@
 //! messages, logs, `describe` output, Deployment annotations) and every line it logs passes through one
 //! [`Redactor`] before it is stored, shown, sent or written. It replaces
 //! - the secrets hubwatch itself holds (hub tokens, probe passwords, the routing key, the PagerDuty REST token,
-//!   tokens found by discovery), verbatim, JSON-escaped or percent-encoded;
+//!   tokens found by discovery), verbatim, JSON-escaped, percent-encoded, and in base64 (standard and
+//!   URL-safe, at any alignment: inside `Basic …` or a Secret's data);
 //! - credentials recognisable by their shape: JupyterHub tokens (runs of 32 or more hex digits, also inside
-//!   `/authorizations/token/...` paths), JWTs, GitHub tokens, Slack tokens and webhook URLs, AWS access key
-//!   ids, private key blocks;
-//! - credentials recognisable by what names them: `Authorization` headers, bearer tokens, `token=` and
-//!   `_xsrf=` in URLs, OAuth `code=`/`state=`, URL user-info (`postgresql://u:pw@`), JupyterHub cookies,
-//!   `.dockerconfigjson` and docker `auth`, and any key ending in token, password, secret, secret key, API
-//!   key, cookie or credentials (JSON, JSON inside JSON, YAML, environment variables).
+//!   `/authorizations/token/...` paths), JWTs, GitHub, GitLab, Slack, Google, Hugging Face, OpenAI and Stripe
+//!   tokens, Slack and Discord webhook URLs, AWS access key ids, private key blocks, and base64 blobs whose
+//!   decoded text holds a secret (a service account's JSON key);
+//! - credentials recognisable by what names them: `Authorization` headers, `Basic` and bearer credentials,
+//!   secret query parameters (`token=`, `sig=`, `key=`, `X-Amz-Signature=`, OAuth `code=`/`state=`, …), URL
+//!   user-info (`postgresql://u:pw@`), JupyterHub cookies, `.dockerconfigjson` and docker `auth`, and the value
+//!   of any key one of whose words is a secret word ([`secret_key`]: `DB_PASSWORD_PROD`, `routing_key`,
+//!   `AccountKey`, `JUPYTERHUB_CRYPT_KEY`, `pwd`, …) in JSON (also JSON inside a JSON string, and
+//!   HTML-escaped), YAML (block scalars too) and the environment — to the closing quote, else to the end of
+//!   the line.
 //!
 //! Redact before cutting a text short: a cut can separate a secret from the key that identifies it.
 //! Hex runs are kept where they are never secrets and a responder needs them: image digests (`sha256:`) and
 //! container ids (`containerd://`). Dask Gateway's cluster names are 32 hex digits too, like a token: they
 //! are redacted (the cluster's user and state still say which one it is).
 
+use base64::Engine;
 use regex::Regex;
 use std::sync::RwLock;
 
@@ -26,6 +32,85 @@ pub const REDACTED: &str = "[redacted]";
 const SHORTEST_KNOWN: usize = 8;
 /// A hex run this long is taken for a token (JupyterHub's are 32, `openssl rand -hex 32` gives 64).
 const HEX_TOKEN: usize = 32;
+/// A base64 run this long is decoded and redacted if what it holds has a secret.
+const BASE64_BLOB: usize = 48;
+
+/// A word that makes a key's value a secret, wherever it stands in the key (`DB_PASSWORD_PROD`).
+const SECRET_WORDS: &[&str] = &[
+    "token",
+    "tokens",
+    "secret",
+    "secrets",
+    "password",
+    "passwords",
+    "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
+    "credential",
+    "credentials",
+    "creds",
+    "auth",
+    "sig",
+    "signature",
+    "cookie",
+    "cookies",
+    "session",
+    "apikey",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+    "connectionstring",
+];
+/// A last word that makes the value describe a secret rather than be one (`token_type`, `secret_name`,
+/// `password_file`).
+const DESCRIBING: &[&str] = &[
+    "name",
+    "names",
+    "file",
+    "path",
+    "dir",
+    "type",
+    "kind",
+    "id",
+    "ids",
+    "ref",
+    "rule",
+    "count",
+    "total",
+    "length",
+    "env",
+    "fingerprint",
+    "expires",
+    "expiry",
+    "expiration",
+    "at",
+    "since",
+    "url",
+    "uri",
+    "endpoint",
+    "source",
+    "hint",
+    "timeout",
+    "ttl",
+    "age",
+    "format",
+    "mode",
+    "enabled",
+    "required",
+];
+/// Keys with "key" among several words whose value is no secret (an incident's key is how responders
+/// name it).
+const NOT_SECRET_KEYS: &[&str] = &[
+    "dedup_key",
+    "incident_key",
+    "public_key",
+    "sort_key",
+    "partition_key",
+    "primary_key",
+    "foreign_key",
+    "cache_key",
+];
 
 /// Patterns and what replaces their match; applied in order.
 const RULES: &[(&str, Replace)] = &[
@@ -36,11 +121,18 @@ const RULES: &[(&str, Replace)] = &[
     ),
     // URL user-info: scheme://user:password@host.
     (r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@\x22'<>\\]*:)[^\s@/\x22'<>\\]+@", Replace::With("${1}[redacted]@")),
-    // Slack incoming webhooks and tokens.
-    (r"(?i)\b(https?://hooks\.slack(?:-gov)?\.com/)[^\s\x22'<>\\]+", Replace::With("${1}[redacted]")),
-    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", Replace::With(REDACTED)),
-    // GitHub tokens (classic and fine-grained).
-    (r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})", Replace::With(REDACTED)),
+    // Slack and Discord webhooks, Slack tokens.
+    (
+        r"(?i)\b(https?://(?:hooks\.slack(?:-gov)?\.com/|(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/))[^\s\x22'<>\\]+",
+        Replace::With("${1}[redacted]"),
+    ),
+    (r"\bxox[abposre]-[A-Za-z0-9.-]{10,}|\bxapp-[A-Za-z0-9-]{10,}", Replace::With(REDACTED)),
+    // GitHub (classic and fine-grained), GitLab, Hugging Face, Google API keys and OAuth access tokens,
+    // OpenAI and Stripe keys.
+    (
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|AIza[0-9A-Za-z_-]{35}|ya29\.[0-9A-Za-z_-]{20,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,})",
+        Replace::With(REDACTED),
+    ),
     // JWTs: base64url header and payload (both JSON objects, so both start with eyJ) and signature.
     (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", Replace::With(REDACTED)),
     // AWS access key ids.
@@ -50,11 +142,11 @@ const RULES: &[(&str, Replace)] = &[
         r"(?i)\b((?:proxy-)?authorization\\*[\x22']?\s*[:=]\s*\\*[\x22']?)(?:(?:bearer|token|basic|jupyterhub)\s+)?[^\s\x22',;\\]+",
         Replace::With("${1}[redacted]"),
     ),
-    // Bearer tokens anywhere.
-    (r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", Replace::With("${1}[redacted]")),
-    // token=..., access_token=..., _xsrf=... in URLs and logs; OAuth's code= and state= in query strings.
+    // Bearer and Basic credentials anywhere.
+    (r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", Replace::With("${1}[redacted]")),
+    // Secret query parameters and `token=` in logs; OAuth's code= and state= in query strings.
     (
-        r"(?i)(\b(?:access_|api_|auth_|refresh_|id_)?token|\b_xsrf|[?&]code|[?&]state)=[^\s&\x22'<>;,\\]+",
+        r"(?i)(\b(?:access_|api_|auth_|refresh_|id_|security_)?token|\b_xsrf|[?&;](?:code|state|sig|signature|key|api_?key|password|pwd|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|client_secret))=[^\s&\x22'<>;,\\]+",
         Replace::With("${1}=[redacted]"),
     ),
     // JupyterHub's cookies: jupyterhub-hub-login, jupyterhub-session-id, jupyterhub-user-NAME.
@@ -64,14 +156,14 @@ const RULES: &[(&str, Replace)] = &[
         r#"(?i)(\.docker(?:configjson|cfg)\\*[\x22']?\s*[:=]\s*)(\\+"[^"\n]*?\\+"|"(?:[^"\\\n]|\\.)*"|\S+)"#,
         Replace::ValueKeepingQuotes,
     ),
-    // Keys that hold secrets, in JSON (also JSON inside a JSON string), YAML and the environment:
-    // "apiToken": "x", \"token\": \"x\", api_token: x, PASSWORD=x, aws_secret_access_key = x, "auth": "x".
-    (
-        r#"(?i)((?:[\w.-]*(?:token|password|passwd|secret|secret[_-]?(?:access[_-]?)?key|api[_-]?key|cookie|credentials?|private[_-]?key)|\bauth)\\*[\x22']?\s*[:=]\s*)(\\+"[^"\n]*?\\+"|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|(?:\[redacted\]|[^\s,;}\[\]\x22'\\])+)"#,
-        Replace::ValueKeepingQuotes,
-    ),
     // Set-Cookie / Cookie header values.
     (r"(?i)\b((?:set-)?cookie[\x22']?\s*[:=]\s*)[^\n]+", Replace::With("${1}[redacted]")),
+    // Any key and its value, in JSON (also JSON inside a JSON string, or HTML-escaped), YAML (block scalars
+    // too) and the environment; the value goes when the key is a secret's (`secret_key`).
+    (
+        r#"((?:&quot;|&#34;|\b)([A-Za-z_][A-Za-z0-9_.-]*)(?:\\*[\x22']|&quot;|&#34;)?[ \t]*[:=][ \t]*)(\\+"[^"\n]*?\\+"|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|(?:&quot;|&#34;).*?(?:&quot;|&#34;)|[|>][-+]?[ \t]*\n(?:(?:\[[^\]\n]*\] )?[ \t]+[^\n]*(?:\n|\z))+|[^\n]*)"#,
+        Replace::SecretKeysValue,
+    ),
 ];
 
 /// What replaces a rule's match.
@@ -82,12 +174,15 @@ enum Replace {
     /// The first group, then the value (the second group) as `[redacted]` inside the value's own quotes, so
     /// that JSON stays JSON: `"token": "x"` → `"token": "[redacted]"`, `\"token\": \"x\"` likewise.
     ValueKeepingQuotes,
+    /// As `ValueKeepingQuotes` (the value is the third group), when the key (the second) is a secret's.
+    SecretKeysValue,
 }
 
 /// Replaces secrets in text; shared (behind an `Arc`) by everything that takes text in or writes it out.
 pub struct Redactor {
     rules: Vec<(Regex, Replace)>,
     hex: Regex,
+    base64: Regex,
     /// Longest first, so a secret that contains another is replaced whole.
     known: RwLock<Vec<String>>,
 }
@@ -104,7 +199,8 @@ impl Redactor {
         let rules =
             RULES.iter().map(|(pattern, with)| (Regex::new(pattern).expect("a valid pattern"), *with)).collect();
         let hex = Regex::new(&format!("[0-9a-fA-F]{{{HEX_TOKEN},}}")).expect("a valid pattern");
-        Redactor { rules, hex, known: RwLock::new(Vec::new()) }
+        let base64 = Regex::new(&format!("[A-Za-z0-9+/_-]{{{BASE64_BLOB},}}={{0,2}}")).expect("a valid pattern");
+        Redactor { rules, hex, base64, known: RwLock::new(Vec::new()) }
     }
 
     pub fn knowing<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Self {
@@ -114,7 +210,7 @@ impl Redactor {
     }
 
     /// Adds secrets to replace verbatim wherever they appear, with their JSON-escaped and percent-encoded
-    /// forms (a password with a quote or a space is written that way in logs and URLs).
+    /// forms (a password with a quote or a space is written that way in logs and URLs) and base64 ones.
     pub fn learn<S: AsRef<str>>(&self, secrets: impl IntoIterator<Item = S>) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         for secret in secrets {
@@ -123,7 +219,9 @@ impl Redactor {
                 continue;
             }
             let escaped = serde_json::to_string(secret).unwrap_or_default();
-            let forms = [secret.to_string(), escaped[1..escaped.len() - 1].to_string(), percent_encoded(secret)];
+            let mut forms =
+                vec![secret.to_string(), escaped[1..escaped.len() - 1].to_string(), percent_encoded(secret)];
+            forms.extend(base64_forms(secret.as_bytes()));
             for form in forms {
                 if !known.contains(&form) {
                     known.push(form);
@@ -140,22 +238,42 @@ impl Redactor {
                 out = out.replace(secret.as_str(), REDACTED);
             }
         }
+        let out = self.redact_hex_runs(&self.apply_rules(out));
+        self.redact_base64_blobs(&out)
+    }
+
+    fn apply_rules(&self, mut text: String) -> String {
         for (pattern, replace) in &self.rules {
-            if !pattern.is_match(&out) {
+            if !pattern.is_match(&text) {
                 continue;
             }
-            out = match replace {
-                Replace::With(with) => pattern.replace_all(&out, *with).into_owned(),
+            text = match replace {
+                Replace::With(with) => pattern.replace_all(&text, *with).into_owned(),
                 Replace::ValueKeepingQuotes => pattern
-                    .replace_all(&out, |found: &regex::Captures| {
-                        let value = &found[2];
-                        let quotes = &value[..value.len() - value.trim_start_matches(['\\', '"', '\'']).len()];
-                        format!("{}{quotes}{REDACTED}{quotes}", &found[1])
-                    })
+                    .replace_all(&text, |found: &regex::Captures| keeping_quotes(&found[1], &found[2]))
                     .into_owned(),
+                Replace::SecretKeysValue => secret_keys_values(pattern, &text),
             };
         }
-        self.redact_hex_runs(&out)
+        text
+    }
+
+    /// Base64 runs long enough to hold a document (a service account's JSON key, a kubeconfig), decoded:
+    /// a run whose text holds a secret by shape or by name is replaced whole.
+    fn redact_base64_blobs(&self, text: &str) -> String {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        self.base64
+            .replace_all(text, |found: &regex::Captures| {
+                let run = &found[0];
+                let bytes = [&STANDARD, &URL_SAFE].iter().find_map(|engine| engine.decode(run).ok());
+                match bytes.and_then(|b| String::from_utf8(b).ok()) {
+                    Some(inner) if self.redact_hex_runs(&self.apply_rules(inner.clone())) != inner => {
+                        REDACTED.to_string()
+                    }
+                    _ => run.to_string(),
+                }
+            })
+            .into_owned()
     }
 
     /// As [`Redactor::redact`], except for `names` (Kubernetes object names this text is about: a Dask
@@ -201,6 +319,18 @@ impl Redactor {
     }
 }
 
+/// Panics report through the redactor: the default hook would print a panic's message (which may quote a
+/// hub's or the cluster's text) to stderr as it is.
+pub fn install_panic_hook(redactor: std::sync::Arc<Redactor>) {
+    std::panic::set_hook(Box::new(move |info| eprintln!("{}", panic_report(&redactor, info))));
+}
+
+/// What [`install_panic_hook`] prints for a panic: where, and the message, redacted.
+pub fn panic_report(redactor: &Redactor, info: &std::panic::PanicHookInfo<'_>) -> String {
+    let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+    redactor.redact(&format!("thread '{thread}' {info}"))
+}
+
 /// A run of only digits (a number) or only letters is no token.
 fn cannot_be_a_token(run: &str) -> bool {
     run.bytes().all(|b| b.is_ascii_digit()) || run.bytes().all(|b| b.is_ascii_alphabetic())
@@ -211,6 +341,135 @@ fn cannot_be_a_token(run: &str) -> bool {
 fn not_a_secret_here(before: &str) -> bool {
     const NAMED_BY: [&str; 4] = ["sha256:", "containerd://", "docker://", "cri-o://"];
     NAMED_BY.iter().any(|prefix| before.ends_with(prefix))
+}
+
+/// The value as `keeping_quotes`: `[redacted]` inside the value's own quotes, so that JSON stays JSON.
+fn keeping_quotes(key: &str, value: &str) -> String {
+    let quotes = &value[..value.len() - value.trim_start_matches(['\\', '"', '\'']).len()];
+    let quotes = if value.starts_with("&quot;") {
+        "&quot;"
+    } else if value.starts_with("&#34;") {
+        "&#34;"
+    } else {
+        quotes
+    };
+    format!("{key}{quotes}{REDACTED}{quotes}")
+}
+
+/// Every `key: value` of `text` (the [`RULES`]' last pattern) whose key is a secret's, with its value
+/// redacted. A key that is not a secret's gives its value back to the search: it may hold `token=…`.
+fn secret_keys_values(pattern: &Regex, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = pattern.captures_at(text, from) {
+        let (key, value) = (found.get(1).expect("a key"), found.get(3).expect("a value"));
+        // Redacted already by a rule that knew where the value ends (`token=[redacted] (@10.0.0.1) 1ms`),
+        // unless the value goes on right after it (`[redacted]+V1VE9D5K`).
+        let bare = value.as_str().trim_start_matches(['\\', '"', '\'']);
+        let already = bare
+            .strip_prefix(REDACTED)
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || "+/=-_.%".contains(c)));
+        if secret_key(&found[2]) && !value.as_str().trim().is_empty() && !already {
+            out.push_str(&text[copied..key.start()]);
+            let block = value.as_str().starts_with(['|', '>']);
+            out.push_str(&if block {
+                format!("{}{REDACTED}\n", key.as_str())
+            } else {
+                keeping_quotes(key.as_str(), value.as_str())
+            });
+            // A value to the end of the line that ends in a block scalar's `|` (another key's, swallowed
+            // with it): the indented lines after it go too.
+            let mut end = value.end();
+            if !block && value.as_str().trim_end().trim_end_matches(['-', '+']).ends_with(['|', '>']) {
+                end += indented_lines(&text[end..]);
+            }
+            copied = end;
+            from = end;
+        } else {
+            from = key.end();
+        }
+        if from >= text.len() {
+            break;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// The length of the indented lines `text` starts with (after the newline that ends a line), also when
+/// each has kubectl's `--prefix` (`[pod/NAME/CONTAINER] `) before its indentation.
+fn indented_lines(text: &str) -> usize {
+    let mut length = 0;
+    while let Some(rest) = text[length..].strip_prefix('\n') {
+        let content = match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            Some((prefix, after)) if !prefix.contains('\n') => after,
+            _ => rest,
+        };
+        if !content.starts_with([' ', '\t']) {
+            break;
+        }
+        length += 1 + rest.find('\n').unwrap_or(rest.len());
+    }
+    length
+}
+
+/// Whether a key names a secret: one of its words (split at `_`, `-`, `.`, digits and camel case) is a
+/// secret word, or it is a compound of "key" (`routing_key`, `AccountKey`) other than the few that name
+/// no secret; unless its last word says it describes one (`token_type`, `secret_name`).
+pub fn secret_key(key: &str) -> bool {
+    let words = words(key);
+    if words.len() > 1 && words.last().is_some_and(|last| DESCRIBING.contains(&last.as_str())) {
+        return false;
+    }
+    if words.iter().any(|w| SECRET_WORDS.contains(&w.as_str())) {
+        return true;
+    }
+    words.len() > 1 && words.iter().any(|w| w == "key") && !NOT_SECRET_KEYS.contains(&words.join("_").as_str())
+}
+
+/// `SharedAccessKey` → shared, access, key; `DB_PASSWORD_PROD` → db, password, prod; `HUB_TOKEN_1` → hub,
+/// token, 1.
+fn words(key: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let chars: Vec<char> = key.chars().collect();
+    let mut word = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let previous = i.checked_sub(1).map(|p| chars[p]);
+        let boundary = match previous {
+            Some(p) if c.is_uppercase() => p.is_lowercase() || p.is_ascii_digit() || (p.is_uppercase() && next_lower),
+            Some(p) => c.is_ascii_digit() != p.is_ascii_digit() && c.is_alphanumeric() && p.is_alphanumeric(),
+            None => false,
+        };
+        if !c.is_alphanumeric() || boundary {
+            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word).to_lowercase()));
+        }
+        if c.is_alphanumeric() {
+            word.push(c);
+        }
+    }
+    words.extend((!word.is_empty()).then(|| word.to_lowercase()));
+    words
+}
+
+/// The base64 text only `secret` decides, standard and URL-safe, at each of the three alignments it may have
+/// inside a longer encoding (`Basic base64(user:password)`, a Secret's data).
+fn base64_forms(secret: &[u8]) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms = Vec::new();
+    for offset in 0..3 {
+        let mut bytes = vec![0u8; offset];
+        bytes.extend_from_slice(secret);
+        // Characters that also hold bits of the bytes before or after are left out.
+        let (first, last) = ((offset * 8).div_ceil(6), (bytes.len() * 8) / 6);
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&bytes);
+            if let Some(core) = encoded.get(first..last).filter(|c| c.len() >= SHORTEST_KNOWN) {
+                forms.push(core.to_string());
+            }
+        }
+    }
+    forms
 }
 
 fn percent_encoded(secret: &str) -> String {
@@ -297,6 +556,94 @@ mod tests {
         }
     }
 
+    /// The shapes an operator found leaking, each as a hub's log or a Secret would hold it.
+    #[test]
+    fn keys_by_their_words_whole_values_blocks_parameters_prefixes_and_base64() {
+        let redactor = Redactor::knowing(["correct-horse-battery", "probe-password-1234"]);
+        let key = "53cr3tV4lu3Xy9Qw";
+        let cases = [
+            (format!("HUB_TOKEN_1={key}"), key.to_string()),
+            (format!("DB_PASSWORD_PROD={key}"), key.into()),
+            (format!("GCP_CREDENTIALS_B64={key}"), key.into()),
+            (format!("routing_key: {key}"), key.into()),
+            (format!("\"service_key\": \"{key}\""), key.into()),
+            (format!("integration_key={key}"), key.into()),
+            (
+                format!("DefaultEndpointsProtocol=https;AccountName=x;AccountKey={key}==;EndpointSuffix=core"),
+                key.into(),
+            ),
+            (format!("SharedAccessKey={key}"), key.into()),
+            (format!("JUPYTERHUB_CRYPT_KEY={key}"), key.into()),
+            (format!("pass: {key}"), key.into()),
+            (format!("pwd={key}"), key.into()),
+            (format!("passphrase = {key}"), key.into()),
+            ("password: correct horse battery".to_string(), "horse battery".into()),
+            (format!("token: |\n    {key}\n    more{key}\nnext: line"), key.into()),
+            (format!("https://acct.blob.core.windows.net/c/b?sv=2022&sig={key}%3D&se=2026"), key.into()),
+            ("https://maps.googleapis.com/x?key=AIzaSyA1234567890abcdefghijklmnopqrstuv".into(), "AIzaSyA12345".into()),
+            (format!("https://s3.amazonaws.com/b/k?X-Amz-Signature={key}&X-Amz-Date=1"), key.into()),
+            ("using AIzaSyA1234567890abcdefghijklmnopqrstuv".into(), "AIzaSyA12345".into()),
+            ("auth ya29.a0AfH6SMBx1234567890abcdefghijk".into(), "a0AfH6SMBx12".into()),
+            ("HF hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345".into(), "AbCdEfGhIjKlMn".into()),
+            ("git clone https://gitlab.com/o/r with glpat-AbCdEfGhIjKlMnOpQrSt".into(), "AbCdEfGhIjKlMn".into()),
+            ("OPENAI sk-proj-AbCdEfGhIjKlMnOpQrStUvWx".into(), "AbCdEfGhIjKlMn".into()),
+            ("stripe sk_live_AbCdEfGhIjKlMnOpQrSt".into(), "AbCdEfGhIjKlMn".into()),
+            ("slack xapp-1-A0123-456-abcdef0123 and xoxe-1-AbCdEfGhIjKl".into(), "abcdef0123".into()),
+            ("https://discord.com/api/webhooks/123456789/AbCdEfGhIjKlMnOp".into(), "AbCdEfGhIjKlMnOp".into()),
+            ("Proxy header: Basic dXNlcjpwcm9iZS1wYXNzd29yZC0xMjM0".into(), "dXNlcjpwcm9iZS1wYXNzd29yZC0xMjM0".into()),
+            (format!("&quot;token&quot;: &quot;{key}&quot;"), key.into()),
+            ("pw in data: Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5".into(), "Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5".into()),
+            ("xx: eHhjb3JyZWN0LWhvcnNlLWJhdHRlcnk".into(), "LWhvcnNlLWJhdHRl".into()),
+        ];
+        for (line, secret) in cases {
+            let out = redactor.redact(&line);
+            assert!(!out.contains(&secret) && out.contains("redacted"), "{line:?} became {out:?}");
+        }
+        // A service account's JSON key, base64 as a Secret's data holds it.
+        let key_json = r#"{"type": "service_account", "private_key_id": "abc", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "client_email": "x@y.iam.gserviceaccount.com"}"#;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key_json);
+        let out = redactor.redact(&format!("key.json: {encoded}"));
+        assert!(!out.contains(&encoded[..40]), "{out}");
+    }
+
+    #[test]
+    fn keys_that_only_describe_a_secret_and_incident_keys_stay() {
+        let redactor = Redactor::new();
+        let kept = [
+            "dedup_key: temple-hub_access-1796533412",
+            "key=temple-hub_access-1796533412 hub=temple",
+            "SecretName:  hub-tls",
+            "token_type: bearer",
+            "routing_key_rule=hubs[temple].pagerduty.routing_key",
+            "key_file: /etc/hubwatch-tls/tls.key",
+            "token_expires_at: 2026-12-06T10:00:00Z",
+            "keyboard: us",
+        ];
+        for line in kept {
+            assert_eq!(redactor.redact(line), line);
+        }
+        assert_eq!(words("SharedAccessKey"), ["shared", "access", "key"]);
+        assert_eq!(words("AWSSecretKey"), ["aws", "secret", "key"]);
+        assert_eq!(words("HUB_TOKEN_1"), ["hub", "token", "1"]);
+        assert_eq!(words("apiToken"), ["api", "token"]);
+    }
+
+    #[test]
+    fn a_panic_is_reported_redacted() {
+        let redactor = std::sync::Arc::new(redactor());
+        let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (seen, for_hook) = (reports.clone(), redactor.clone());
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| seen.lock().unwrap().push(panic_report(&for_hook, info))));
+        let result = std::panic::catch_unwind(|| panic!("the hub said password: {CANARY} and known-secret-value"));
+        std::panic::set_hook(previous);
+        assert!(result.is_err());
+        let reports = reports.lock().unwrap();
+        let report = reports.iter().find(|r| r.contains("the hub said")).expect("the panic was reported");
+        assert!(!report.contains(CANARY) && !report.contains("known-secret-value"), "{report}");
+        assert!(report.contains("src/redact.rs"), "where it panicked: {report}");
+    }
+
     #[test]
     fn ordinary_text_and_what_a_responder_needs_stay() {
         let redactor = redactor();
@@ -374,6 +721,17 @@ mod tests {
                         Just(format!("\"auth\": \"{s}\"")),
                         Just(format!(".dockerconfigjson: {s}")),
                         Just(format!("aws_secret_access_key = {s}")),
+                        Just(format!("HUB_TOKEN_1={s}")),
+                        Just(format!("DB_PASSWORD_PROD={s}")),
+                        Just(format!("routing_key: {s}")),
+                        Just(format!("AccountKey={s};EndpointSuffix=core.windows.net")),
+                        Just(format!("password: correct horse {s}")),
+                        Just(format!("token: |\n  {s}\n")),
+                        Just(format!("?sv=1&sig={s}&se=2")),
+                        Just(format!("&quot;token&quot;: &quot;{s}&quot;")),
+                        Just(format!("glpat-{s}")),
+                        Just(format!("hf_{s}{s}")),
+                        Just(format!("Basic {s}")),
                     ]
                     .prop_map(move |line| (s.clone(), line))
                 }),
@@ -456,6 +814,13 @@ mod tests {
                 let text = wrapped(&format!("{before}{secret}{before}"), how);
                 let out = redactor.redact(&text);
                 prop_assert!(!out.contains(&secret), "{secret:?} survives in {out:?}");
+                // Also in base64, at whatever alignment it has inside a longer encoding.
+                for prefix in ["", "u:", "ab:"] {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{secret}"));
+                    let out = redactor.redact(&format!("{before} x-data {encoded} {before}"));
+                    let middle = &encoded[4..encoded.len() - 4];
+                    prop_assert!(!out.contains(middle), "{secret:?} in base64 {encoded:?} survives in {out:?}");
+                }
             }
         }
     }

@@ -75,6 +75,38 @@ fn planted(seed: u64, web_hash: &str) -> Vec<Planted> {
     shape("Slack webhook", s.clone(), format!("notify https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/{s}"));
     let s = chars(&mut rng, ALNUM, 32);
     shape("bearer token", s.clone(), format!("headers: {{'Authorization': 'Bearer {s}'}}"));
+    // What an operator found leaking: keys whose secret word is not their last, values with spaces, block
+    // scalars, signed URLs, API keys by their prefix, Basic credentials outside an Authorization header.
+    let s = chars(&mut rng, ALNUM, 24);
+    shape("a numbered token variable", s.clone(), format!("HUB_TOKEN_1={s}"));
+    let s = chars(&mut rng, ALNUM, 20);
+    shape("a password variable per environment", s.clone(), format!("DB_PASSWORD_PROD={s}"));
+    let (a, b) = (chars(&mut rng, ALNUM, 10), chars(&mut rng, ALNUM, 10));
+    shape("a password with spaces", format!("{a} {b}"), format!("password: correct {a} {b}"));
+    let s = chars(&mut rng, ALNUM, 30);
+    shape("a YAML block scalar", s.clone(), format!("token: |\n    {s}"));
+    let s = chars(&mut rng, ALNUM, 40);
+    shape(
+        "an Azure SAS signature",
+        s.clone(),
+        format!("GET https://a.blob.core.windows.net/c/b?sv=2022-11-02&sig={s}%3D&se=2026"),
+    );
+    let s = chars(&mut rng, &format!("{ALNUM}_-"), 35);
+    shape("a Google API key", s.clone(), format!("GET https://maps.googleapis.com/maps/api/js?key=AIza{s}"));
+    let s = chars(&mut rng, ALNUM, 34);
+    shape("a Hugging Face token", s.clone(), format!("HF_HUB hf_{s}"));
+    let s = chars(&mut rng, ALNUM, 20);
+    shape(
+        "a GitLab token in a clone URL",
+        s.clone(),
+        format!("git clone https://oauth2:glpat-{s}@gitlab.example.org/g/r.git"),
+    );
+    let s = chars(&mut rng, ALNUM, 28);
+    shape("Basic credentials in a proxy header", s.clone(), format!("X-Upstream-Auth: Basic {s}"));
+    let s = chars(&mut rng, HEX, 40);
+    shape("the hub's crypt key", s.clone(), format!("JUPYTERHUB_CRYPT_KEY={s}"));
+    let s = chars(&mut rng, ALNUM, 24);
+    shape("a routing key by name", s.clone(), format!("\"routing_key\": \"{s}\""));
     for (kind, secret) in [
         ("the hub token", SERVICE_TOKEN),
         ("the routing key", ROUTING_KEY),
