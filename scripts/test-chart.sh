@@ -52,6 +52,8 @@ for doc in docs:
             sys.exit(f"{where} lists or watches Secrets: {rule}")
         if "hub" in rule.get("resourceNames", []):
             sys.exit(f"{where} reads z2jh's hub Secret: {rule}")
+        if set(rule["verbs"]) & {"create", "*"}:
+            sys.exit(f"{where} may create Secrets (one could be another account's token): {rule}")
         if doc["kind"] == "ClusterRole" and len(rule.get("resourceNames", [])) != 1:
             sys.exit(f"{where} reads more than hubwatch's own token Secret: {rule}")
 PY
@@ -162,9 +164,37 @@ HUB_TEMPLE_TOKEN=x HUB_RIVER_TOKEN=x PAGERDUTY_ROUTING_KEY=0123456789abcdef01234
 promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$TOOLS/venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' deploy/daskhub-values.yaml
 
-# By default the pages are not open to the cluster: a NetworkPolicy admits only what values name.
+# By default the pages are not open to the cluster (a NetworkPolicy admits only what values name), and
+# hubwatch reaches no link-local (cloud metadata) or private address but its hubs' namespaces; allowAll
+# leaves egress open. The state Secret is the chart's (kept on uninstall); a digest pins the image.
 "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/networkpolicy.yaml \
-  | grep -q "kind: NetworkPolicy" || { echo "chart: no NetworkPolicy by default" >&2; exit 1; }
+  > "$OUT/netpol.yaml"
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/networkpolicy.yaml \
+  --set networkPolicy.egress.allowAll=true > "$OUT/netpol-open.yaml"
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/ha-values.yaml" --show-only templates/state-secret.yaml > "$OUT/state.yaml"
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/deployment.yaml \
+  --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef > "$OUT/pinned.yaml"
+"$TOOLS/venv/bin/python" - "$OUT" <<'PY'
+import ipaddress, sys, yaml
+out = sys.argv[1]
+policy = yaml.safe_load(open(f"{out}/netpol.yaml"))
+assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"], policy["spec"]["policyTypes"]
+metadata = ipaddress.ip_address("169.254.169.254")
+for rule in policy["spec"]["egress"]:
+    for peer in rule.get("to", []):
+        block = peer.get("ipBlock")
+        if block and metadata in ipaddress.ip_network(block["cidr"]):
+            excepted = any(metadata in ipaddress.ip_network(e) for e in block.get("except", []))
+            assert excepted, f"egress reaches the metadata service: {rule}"
+    assert rule.get("to") or {p["port"] for p in rule["ports"]} == {53}, f"only DNS goes anywhere: {rule}"
+opened = yaml.safe_load(open(f"{out}/netpol-open.yaml"))
+assert opened["spec"]["policyTypes"] == ["Ingress"] and "egress" not in opened["spec"], opened["spec"]
+state = yaml.safe_load(open(f"{out}/state.yaml"))
+assert state["kind"] == "Secret" and state["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", state
+assert "data" not in state, "the chart never writes the state"
+image = yaml.safe_load(open(f"{out}/pinned.yaml"))["spec"]["template"]["spec"]["containers"][0]["image"]
+assert image.endswith("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), image
+PY
 
 # The schema rejects unknown keys, more than one replica without leader election, a hub name hubwatch refuses.
 for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "config.hubs[0].name=Temple" "highAvailability.x=1" \
