@@ -16,6 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at once. Past it, connections wait in the kernel's backlog (and, when that is full,
+/// are refused by it): a flood of clients that never finish a handshake costs a bounded amount of memory.
+const HANDSHAKES_AT_ONCE: usize = 128;
 /// How often the certificate files are looked at for a change.
 const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,14 @@ fn modified(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
     Some((at(&files.cert_file)?, at(&files.key_file)?))
 }
 
+/// How many handshakes may be under way, and for how long each.
+struct Limits {
+    at_once: usize,
+    timeout: Duration,
+    /// The most that were under way at once (tests read it).
+    peak: std::sync::atomic::AtomicUsize,
+}
+
 /// Connections whose TLS handshake completed.
 pub struct TlsListener {
     incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -59,7 +70,8 @@ impl TlsListener {
         let local =
             tcp.local_addr().map_err(|e| TlsError::Read { file: "the listener".into(), reason: e.to_string() })?;
         let (sender, incoming) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept(tcp, files, config, sender));
+        let limits = Limits { at_once: HANDSHAKES_AT_ONCE, timeout: HANDSHAKE_TIMEOUT, peak: Default::default() };
+        let acceptor = tokio::spawn(accept(tcp, files, config, sender, Arc::new(limits)));
         Ok(TlsListener { incoming, local, acceptor })
     }
 }
@@ -77,12 +89,13 @@ async fn accept(
     files: TlsFiles,
     mut config: Arc<ServerConfig>,
     done: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    limits: Arc<Limits>,
 ) {
     let mut handshakes = JoinSet::new();
     let (mut stamp, mut looked) = (modified(&files), tokio::time::Instant::now());
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = tcp.accept() => match accepted {
+            accepted = tcp.accept(), if handshakes.len() < limits.at_once => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -108,12 +121,13 @@ async fn accept(
                 }
             }
         }
-        let (acceptor, done) = (TlsAcceptor::from(config.clone()), done.clone());
+        let (acceptor, done, timeout) = (TlsAcceptor::from(config.clone()), done.clone(), limits.timeout);
         handshakes.spawn(async move {
-            if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            if let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 let _ = done.send((tls, peer)).await;
             }
         });
+        limits.peak.fetch_max(handshakes.len(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -131,5 +145,63 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// A self-signed certificate for 127.0.0.1 (openssl, as tests/support/tls.rs makes them).
+    fn certificate(dir: &std::path::Path) -> TlsFiles {
+        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key_file)
+            .arg("-out")
+            .arg(&cert_file)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success());
+        TlsFiles { cert_file, key_file }
+    }
+
+    /// Clients that open a connection and never start the handshake hold at most `at_once` slots; the rest
+    /// wait in the backlog, and a real client gets through once the idle ones time out.
+    #[tokio::test]
+    async fn handshakes_under_way_are_bounded_and_idle_ones_give_way() {
+        crate::http::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate(dir.path());
+        let config = load(&files).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        let (sender, mut incoming) = mpsc::channel(4);
+        // Real time (sockets), but no assertion on it: a slow machine only makes the test take longer.
+        let limits = Arc::new(Limits { at_once: 2, timeout: Duration::from_secs(2), peak: Default::default() });
+        let acceptor = tokio::spawn(accept(tcp, files.clone(), config, sender, limits.clone()));
+        let mut idle = Vec::new();
+        for _ in 0..5 {
+            idle.push(TcpStream::connect(address).await.unwrap());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&files.cert_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream = TcpStream::connect(address).await.unwrap();
+        let handshake = tokio::spawn(async move { connector.connect(name, stream).await.map(|_| ()) });
+        let (_, peer) = incoming.recv().await.expect("the real client's connection came through");
+        assert_eq!(handshake.await.unwrap().map_err(|e| e.to_string()), Ok(()));
+        assert_eq!(peer.ip(), address.ip());
+        assert_eq!(limits.peak.load(Ordering::Relaxed), 2, "never more than two handshakes at once");
+        acceptor.abort();
+        drop(idle);
     }
 }
