@@ -12,6 +12,8 @@ command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=nonint
 [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
+python3 scripts/audit.py
 lab/lab.sh install
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/support/tiers.rs).
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
