@@ -159,6 +159,7 @@ mod tests {
         let status = std::process::Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
             .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .arg("-keyout")
             .arg(&key_file)
             .arg("-out")
@@ -197,8 +198,8 @@ mod tests {
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let stream = TcpStream::connect(address).await.unwrap();
         let handshake = tokio::spawn(async move { connector.connect(name, stream).await.map(|_| ()) });
-        let (_, peer) = incoming.recv().await.expect("the real client's connection came through");
         assert_eq!(handshake.await.unwrap().map_err(|e| e.to_string()), Ok(()));
+        let (_, peer) = incoming.recv().await.expect("the real client's connection came through");
         assert_eq!(peer.ip(), address.ip());
         assert_eq!(limits.peak.load(Ordering::Relaxed), 2, "never more than two handshakes at once");
         acceptor.abort();
