@@ -34,7 +34,8 @@ pub enum SilenceCommand {
         /// Why nobody should be paged (required).
         #[arg(long)]
         reason: String,
-        /// Who is silencing (default: $HUBWATCH_WEB_USER, else $USER).
+        /// Who is silencing, when the pages need no login (default: $USER); with a login, hubwatch records
+        /// the user it authenticated.
         #[arg(long)]
         created_by: Option<String>,
     },
