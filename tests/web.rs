@@ -329,3 +329,46 @@ fn urlencode(text: &str) -> String {
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
+
+/// A thousand active silences are the most: the next is refused (409) and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_active_silences_are_the_most() {
+    hubwatch::http::install_crypto_provider();
+    use hubwatch::domain::{Silence, SilenceSource};
+    let dir = tempfile::tempdir().unwrap();
+    let store = hubwatch::store::Store::open(&dir.path().join("state.db")).unwrap();
+    let now = std::time::SystemTime::now();
+    for i in 0..1000 {
+        store
+            .put_silence(&Silence {
+                id: format!("s-{i:04}"),
+                hub: "nowhere".into(),
+                kind: None,
+                starts_at: now - Duration::from_secs(60),
+                ends_at: now + Duration::from_secs(86_400),
+                reason: "maintenance".into(),
+                created_by: "test".into(),
+                source: SilenceSource::Api,
+            })
+            .unwrap();
+    }
+    drop(store);
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir.path(), listen, metrics, "");
+    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    let silences = format!("http://{listen}/api/v1/silences");
+    let refused = client
+        .post(&silences)
+        .basic_auth(USER, Some(PASSWORD))
+        .json(&serde_json::json!({"hub": "nowhere", "duration": "1h", "reason": "one more"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().await.unwrap().contains("1000 active silences already"));
+    let listed = answer(&client, &silences, Some((USER, PASSWORD))).await.json::<Vec<serde_json::Value>>().await;
+    assert_eq!(listed.unwrap().len(), 1000, "nothing was made");
+    assert_eq!(daemon.stop(Duration::from_secs(30)).await, Some(0));
+}
