@@ -229,10 +229,7 @@ pub fn hub_url(deployment: &Deployment, found: &Found<'_>, namespace: &str) -> R
 /// `url` (which the namespace chose), if the token may go there: always for the namespace's own token, only
 /// to an allowed host for the held one.
 fn held_may_go(found: &Found<'_>, url: Url, what: &str) -> Result<Url, String> {
-    match found.trusted.held {
-        true => found.trusted.permits(&url, what).map(|()| url),
-        false => Ok(url),
-    }
+    if found.trusted.held { found.trusted.permits(&url, what).map(|()| url) } else { Ok(url) }
 }
 
 /// What discovery found in a hub's namespace besides its Deployment.
