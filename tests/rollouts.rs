@@ -11,7 +11,7 @@ mod support;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 use support::apiserver::ApiServer;
-use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, more_probe_runs, wait_for};
 use support::k8s_fixtures::{self, NAMESPACE};
 use support::lab::Lab;
 use support::pagerduty::{PagerDuty, ROUTING_KEY};
@@ -101,7 +101,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     let latency = wait_for("the trigger", GRACE + Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
     eprintln!("    trigger {:?} after the rollout was seen", rollout_seen.elapsed());
     let _ = latency;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
     assert_eq!(triggers(&pd).len(), 1, "exactly one trigger");
     assert_eq!(triggers(&pd)[0]["dedup_key"], key.as_str());
     let (_, report) = get(&format!("{base}/incidents/{key}/report.md"), None).await;
@@ -131,13 +131,13 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     let incident = lab_incidents(&base).await[0].clone();
     assert_eq!(incident["silenced"], true, "{incident}");
     assert_eq!(incident["silence"]["id"], "annotation-lab", "{incident}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
     assert_eq!(triggers(&pd).len(), 1, "the annotation holds the page");
 
     eprintln!("phase: the annotation is removed: the page goes out, once");
     api.put("deployments", done);
     wait_for("the trigger", Duration::from_secs(30), async || triggers(&pd).len() >= 2).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
     assert_eq!(triggers(&pd).len(), 2, "one trigger for the second incident");
     lab.clear_flags();
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));

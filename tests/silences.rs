@@ -58,16 +58,10 @@ async fn status(base: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Waits for `rounds` more server probes ending in `result` ("ok" or "failed"): decisions the daemon made,
-/// and could have paged for — what "nothing was sent" is asserted after.
-async fn more_rounds(base: &str, result: &str, rounds: f64) {
-    let label = format!("result=\"{result}\"");
-    let count = async || {
-        let (_, metrics) = get(&format!("{base}/metrics"), Some(&basic())).await;
-        sample(&metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", &label]).unwrap_or(0.0)
-    };
-    let from = count().await;
-    wait_for("more rounds of probes", DETECTION, async || count().await >= from + rounds).await;
+/// Waits for two more server probes ending in `result`, read from the pages' /metrics (with credentials).
+async fn more_rounds(base: &str, result: &str) {
+    let metrics = async || get(&format!("{base}/metrics"), Some(&basic())).await.1;
+    support::daemon::more_probe_runs(metrics, "server", result, 2.0).await;
 }
 
 /// The lab's open incidents as `/api/v1/status` shows them.
@@ -180,7 +174,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     );
     let (_, page) = get(&format!("{base}/incidents/{key}"), Some(&basic())).await;
     assert!(page.contains("open, silenced (not paged)"), "{page}");
-    more_rounds(&base, "failed", 2.0).await;
+    more_rounds(&base, "failed").await;
     assert!(pd.accepted().is_empty(), "silenced: nothing to PagerDuty: {:?}", pd.accepted());
 
     eprintln!("phase: hubwatch restarts; the silence holds");
@@ -192,7 +186,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     assert!(listed.iter().any(|s| s["id"] == id.as_str() && s["active"] == true), "{listed:?}");
     let table = text(&silence(&base, &["list"], false).stdout);
     assert!(table.starts_with("ID") && table.contains("upgrading the lab"), "{table}");
-    more_rounds(&base, "failed", 2.0).await;
+    more_rounds(&base, "failed").await;
     assert!(pd.accepted().is_empty(), "still silenced after the restart");
     assert_eq!(open_incidents(&base).await[0]["silenced"], true);
 
@@ -201,7 +195,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     assert_eq!(expired.status.code(), Some(0), "{}", text(&expired.stderr));
     wait_for("the trigger", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
     wait_for("the priority", Duration::from_secs(30), async || !pd.priorities_set().is_empty()).await;
-    more_rounds(&base, "failed", 2.0).await;
+    more_rounds(&base, "failed").await;
     assert_eq!(pd.accepted_actions(), ["trigger"], "exactly one trigger when the silence ended");
     assert_eq!(pd.accepted()[0]["dedup_key"], key.as_str());
     assert_eq!(pd.priorities_set()[0].1, "P1");
@@ -222,7 +216,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     wait_for("the second, silenced incident", DETECTION, async || !open_incidents(&base).await.is_empty()).await;
     lab.clear_flags();
     wait_for("its recovery", DETECTION, async || open_incidents(&base).await.is_empty()).await;
-    more_rounds(&base, "ok", 2.0).await;
+    more_rounds(&base, "ok").await;
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "nothing for the incident that recovered silenced");
 
     eprintln!("phase: one user failing is a support ticket, opened and closed on the webhook");

@@ -26,6 +26,18 @@ pub async fn wait_for(what: &str, limit: Duration, mut condition: impl AsyncFnMu
     started.elapsed()
 }
 
+/// Waits for `runs` more `capability` probes ending in `result` ("ok" or "failed") in what `metrics` reads:
+/// decisions the daemon made and could have paged for, after which "nothing more was sent" may be asserted.
+pub async fn more_probe_runs(mut metrics: impl AsyncFnMut() -> String, capability: &str, result: &str, runs: f64) {
+    let labels = [format!("capability=\"{capability}\""), format!("result=\"{result}\"")];
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let from = sample(&metrics().await, "hubwatch_probe_runs_total", &labels).unwrap_or(0.0);
+    wait_for("more rounds of probes", Duration::from_secs(90), async || {
+        sample(&metrics().await, "hubwatch_probe_runs_total", &labels).unwrap_or(0.0) >= from + runs
+    })
+    .await;
+}
+
 /// The sum of the samples of `name` whose labels contain every one of `labels`; `None` when no such sample
 /// is exported (a counter vector exports nothing until its first count).
 pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
