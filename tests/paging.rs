@@ -16,7 +16,7 @@ mod support;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
-use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, sample, wait_for};
+use support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, more_probe_runs, sample, wait_for};
 use support::lab::Lab;
 use support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
 
@@ -124,7 +124,7 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     lab.set_flag("spawn-fail", None, "");
     let latency = wait_for("the trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
     eprintln!("    trigger after {latency:?}");
-    tokio::time::sleep(EVERY * 2).await;
+    more_probe_runs(async || s.daemon.metrics().await, "server", "failed", 2.0).await;
     let accepted = pd.accepted();
     assert_eq!(pd.accepted_actions(), ["trigger"], "exactly one trigger while it lasts");
     let trigger = &accepted[0];
@@ -149,7 +149,7 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
         pd.notes().last().is_some_and(|(_, content, _)| content.starts_with("hubwatch: RESOLVED."))
     })
     .await;
-    tokio::time::sleep(EVERY * 2).await;
+    more_probe_runs(async || s.daemon.metrics().await, "server", "ok", 2.0).await;
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "exactly one resolve");
     assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
     let notes = pd.notes();
@@ -170,7 +170,7 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     }
     assert!(report.contains("injected spawn failure (flag spawn-fail)"), "{report}");
     let notes_at_resolve = pd.notes().len();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    more_probe_runs(async || s.daemon.metrics().await, "server", "ok", 2.0).await;
     assert_eq!(pd.notes().len(), notes_at_resolve, "no notes once every incident is resolved");
     let Paging { daemon, config_path, token, .. } = s;
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
@@ -211,7 +211,7 @@ async fn one_user_failing_is_a_support_ticket_never_a_page() {
         metric(&daemon.metrics().await, "hubwatch_support_tickets", &["hub=\"lab\"", "kind=\"hub_access\""]) == 1.0
     })
     .await;
-    tokio::time::sleep(EVERY * 3).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 3.0).await;
     let metrics = daemon.metrics().await;
     assert_eq!(metric(&metrics, "hubwatch_support_tickets", &["kind=\"hub_access\""]), 1.0);
     assert_eq!(metric(&metrics, "hubwatch_affected_users", &["kind=\"hub_access\""]), 1.0);
@@ -246,7 +246,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
     daemon.wait_ready().await;
     wait_for("the unsent trigger", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
     let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
-    tokio::time::sleep(EVERY * 3).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 3.0).await;
     assert_eq!(events_for(&pd.accepted(), &key, "trigger").len(), 1, "once, not again after the restart");
     assert!(daemon.log().contains("resumed an open incident"));
 
@@ -255,7 +255,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
         !events_for(&pd.accepted(), &key, "resolve").is_empty()
     })
     .await;
-    tokio::time::sleep(EVERY * 2).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "{:#?}", pd.accepted());
     assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&s.token), "no secrets in the log");
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
