@@ -395,7 +395,10 @@ async fn hubs_that_vanish_page_unless_decommissioned_or_forgotten(
     wait_for("the resolve after forgetting", Duration::from_secs(90), async || actions_of(pd, &second).len() == 2)
         .await;
     assert_eq!(actions_of(pd, &second), ["trigger", "resolve"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Two more discovery passes: the decommissioned hub had its chances to page.
+    let passes = || api.requests().iter().filter(|r| r.starts_with("/apis/apps/v1/deployments?labelSelector")).count();
+    let before = passes();
+    wait_for("two more discovery passes", Duration::from_secs(30), async || passes() >= before + 2).await;
     assert!(
         triggers(pd).iter().all(|t| !t["payload"]["summary"].as_str().unwrap_or_default().starts_with("temple:")),
         "a decommissioned hub never pages"
