@@ -51,6 +51,14 @@ fn write_config(
     path
 }
 
+/// `hubwatch run` on [`write_config`]'s configuration (with `extra` under `web:`) in `dir`, logging to `log`;
+/// the daemon with its `listen` and `metrics_listen` addresses.
+fn start(dir: &Path, extra: &str, log: &str) -> (Daemon, std::net::SocketAddr, std::net::SocketAddr) {
+    let (listen, metrics) = (free_port(), free_port());
+    let config = write_config(dir, listen, metrics, extra);
+    (Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.join(log)), listen, metrics)
+}
+
 async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, &str)>) -> reqwest::Response {
     let mut request = client.get(url);
     if let Some((user, password)) = credentials {
@@ -63,9 +71,7 @@ async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, 
 async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttled() {
     hubwatch::http::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, metrics) = (free_port(), free_port());
-    let config = write_config(dir.path(), listen, metrics, "");
-    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    let (daemon, listen, metrics) = start(dir.path(), "", "web.log");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
     let base = format!("http://{listen}");
@@ -123,9 +129,7 @@ async fn the_pages_are_served_over_tls_and_a_renewed_certificate_is_taken_withou
     let (first_ca, first_cert, first_key) = certificate(dir.path(), "first");
     std::fs::copy(&first_cert, dir.path().join("tls.crt")).unwrap();
     std::fs::copy(&first_key, dir.path().join("tls.key")).unwrap();
-    let (listen, metrics) = (free_port(), free_port());
-    let config = write_config(dir.path(), listen, metrics, "  tls: {cert_file: tls.crt, key_file: tls.key}\n");
-    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("tls.log"));
+    let (daemon, listen, metrics) = start(dir.path(), "  tls: {cert_file: tls.crt, key_file: tls.key}\n", "tls.log");
     // /readyz over plain HTTP on the metrics listener (the pages' listener speaks TLS only).
     let ready = format!("http://{metrics}/readyz");
     wait_for("ready", Duration::from_secs(60), async || support::daemon::get(&ready, None).await.0 == 200).await;
@@ -208,9 +212,7 @@ async fn incidents_are_listed_fifty_to_a_page() {
         store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", &[resolve]).unwrap();
     }
     drop(store);
-    let (listen, metrics) = (free_port(), free_port());
-    let config = write_config(dir.path(), listen, metrics, "");
-    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    let (daemon, listen, _) = start(dir.path(), "", "web.log");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
     let page = async |query: &str| {
@@ -239,9 +241,7 @@ async fn incidents_are_listed_fifty_to_a_page() {
 async fn cross_site_writes_and_rebound_hosts_are_refused_and_the_cli_still_silences() {
     hubwatch::http::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, metrics) = (free_port(), free_port());
-    let config = write_config(dir.path(), listen, metrics, "");
-    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    let (daemon, listen, _) = start(dir.path(), "", "web.log");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
     let silences = format!("http://{listen}/api/v1/silences");
@@ -353,9 +353,7 @@ async fn a_thousand_active_silences_are_the_most() {
             .unwrap();
     }
     drop(store);
-    let (listen, metrics) = (free_port(), free_port());
-    let config = write_config(dir.path(), listen, metrics, "");
-    let daemon = Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.path().join("web.log"));
+    let (daemon, listen, _) = start(dir.path(), "", "web.log");
     daemon.wait_ready().await;
     let client = reqwest::Client::new();
     let silences = format!("http://{listen}/api/v1/silences");

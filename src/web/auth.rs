@@ -56,8 +56,8 @@ pub struct Authenticated(pub String);
 /// What a request's credentials got it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// As this user; `None` when the pages need no login.
-    Allowed(Option<String>),
+    /// As this user.
+    Allowed(String),
     Denied,
     /// Too many failed attempts from this client lately.
     Throttled,
@@ -110,11 +110,8 @@ impl Access {
         context.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 
-    /// Checks `authorization` (a `Basic` header) from `client`.
+    /// Checks `authorization` (a `Basic` header) from `client`; only when [`Access::required`].
     pub async fn check(self: &Arc<Self>, authorization: Option<&HeaderValue>, client: IpAddr) -> Verdict {
-        if !self.required() {
-            return Verdict::Allowed(None);
-        }
         let now = Instant::now();
         // No credentials is how every browser asks first: not an attempt, so not counted.
         let Some(authorization) = authorization else {
@@ -135,7 +132,7 @@ impl Access {
             verified.retain(|_, at| now.duration_since(*at) < REMEMBER);
         }
         verified.insert(digest, now);
-        Verdict::Allowed(Some(user))
+        Verdict::Allowed(user)
     }
 
     /// bcrypt, on a thread of its own, at most [`VERIFYING_AT_ONCE`] at once.
@@ -208,9 +205,7 @@ pub async fn require(
     let client = access.client(client.ip(), request.headers());
     match access.check(request.headers().get(header::AUTHORIZATION), client).await {
         Verdict::Allowed(user) => {
-            if let Some(user) = user {
-                request.extensions_mut().insert(Authenticated(user));
-            }
+            request.extensions_mut().insert(Authenticated(user));
             next.run(request).await
         }
         Verdict::Denied => (
@@ -268,7 +263,7 @@ mod tests {
     async fn only_the_right_user_and_password_get_in_and_a_check_is_remembered() {
         let access = access();
         let client: IpAddr = [10, 0, 0, 1].into();
-        let oncall = Verdict::Allowed(Some("oncall".into()));
+        let oncall = Verdict::Allowed("oncall".into());
         assert_eq!(access.check(Some(&basic("oncall", "correct horse")), client).await, oncall);
         assert_eq!(access.check(Some(&basic("oncall", "wrong")), client).await, Verdict::Denied);
         assert_eq!(access.check(Some(&basic("nobody", "correct horse")), client).await, Verdict::Denied);
@@ -288,7 +283,7 @@ mod tests {
         }
         let right = basic("oncall", "correct horse");
         assert_eq!(access.check(Some(&right), attacker).await, Verdict::Throttled, "even with the right password");
-        let oncall = Verdict::Allowed(Some("oncall".into()));
+        let oncall = Verdict::Allowed("oncall".into());
         assert_eq!(access.check(Some(&right), colleague).await, oncall, "other clients are not affected");
         tokio::time::advance(FAILURE_WINDOW).await;
         assert_eq!(access.check(Some(&right), attacker).await, oncall, "the window ended");
