@@ -641,8 +641,9 @@ impl Config {
     /// the schema, then the rules across keys, each step reporting every problem it finds.
     pub fn parse(text: &str, path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let located: Option<crate::schema_check::Located> = serde_saphyr::from_str(text).ok();
         let invalid = |problems: Vec<(String, String)>| {
+            // Where each key is written: read again with positions only for a file that has problems.
+            let located: Option<crate::schema_check::Located> = serde_saphyr::from_str(text).ok();
             let at = |key: &str| located.as_ref().and_then(|tree| tree.find(key));
             let mut problems: Vec<_> =
                 problems.into_iter().map(|(key, problem)| Problem { at: at(&key), key, problem }).collect();
