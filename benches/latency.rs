@@ -8,13 +8,17 @@
 //! the defaults (login 1 m, server and kernel 10 m, the kept server 1 m), which takes about an hour. Under
 //! `cargo test --all-targets` it runs the first case only.
 
-#[path = "../tests/support/apiserver.rs"]
+#[path = "../tests/it/support/apiserver.rs"]
+#[allow(dead_code)]
 mod apiserver;
-#[path = "../tests/support/k8s_fixtures.rs"]
+#[path = "../tests/it/support/k8s_fixtures.rs"]
+#[allow(dead_code)]
 mod k8s_fixtures;
-#[path = "../tests/support/lab.rs"]
+#[path = "../tests/it/support/lab.rs"]
+#[allow(dead_code)]
 mod lab;
-#[path = "../tests/support/pagerduty.rs"]
+#[path = "../tests/it/support/pagerduty.rs"]
+#[allow(dead_code)]
 mod pagerduty;
 mod support;
 

@@ -6,18 +6,18 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-# Headless Chromium checks the status pages (tests/status_pages.rs).
+# Headless Chromium checks the status pages (tests/it/status_pages.rs).
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-# libfaketime runs an HA replica with its clock an hour off (tests/ha.rs).
+# libfaketime runs an HA replica with its clock an hour off (tests/it/ha.rs).
 [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 # The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
 python3 scripts/audit.py
 lab/lab.sh install
-# Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/support/tiers.rs).
+# Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
 status=0
-HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast || status=$?
+HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast -- --include-ignored || status=$?
 scripts/test-chart.sh
 exit "$status"

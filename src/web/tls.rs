@@ -153,7 +153,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
-    /// A self-signed certificate for 127.0.0.1 (openssl, as tests/support/tls.rs makes them).
+    /// A self-signed certificate for 127.0.0.1 (openssl, as tests/it/support/tls.rs makes them).
     fn certificate(dir: &std::path::Path) -> TlsFiles {
         let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
         let status = std::process::Command::new("openssl")

@@ -1,0 +1,76 @@
+//! TLS certificate expiry: hubwatch reads the certificate an https hub serves (here a TLS server on loopback
+//! with a certificate made by openssl for the test, valid two days) and exports its `notAfter`; the chart's
+//! alerts on that gauge are tested with promtool (charts/hubwatch/tests-promtool).
+
+use crate::support::tls::certificate;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Serves TLS with `cert`/`key` on loopback (each connection: handshake, then nothing); returns the port.
+async fn serve(cert: &std::path::Path, key: &std::path::Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    hubwatch::http::install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    port
+}
+
+/// `notAfter` as openssl reads it.
+fn openssl_end_date(cert: &std::path::Path) -> SystemTime {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let date = text.trim().strip_prefix("notAfter=").unwrap_or_else(|| panic!("{text}"));
+    humantime::parse_rfc3339(&date.replace(' ', "T")).unwrap()
+}
+
+#[tokio::test]
+async fn the_expiry_of_the_certificate_a_hub_serves_is_read_and_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = certificate(dir.path(), "hub");
+    let port = serve(&cert, &key).await;
+    let url = url::Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let expires = hubwatch::signals::certificates::expiry(&url).await.unwrap();
+    assert_eq!(expires, openssl_end_date(&cert));
+    let left = expires.duration_since(SystemTime::now()).unwrap();
+    assert!(left > Duration::from_secs(86_400) && left <= Duration::from_secs(2 * 86_400), "two days: {left:?}");
+
+    let metrics = Arc::new(hubwatch::metrics::Metrics::new());
+    let yaml = format!(
+        "hubs: [{{name: tls, url: \"{url}\", token: {{env: T}}, users: [a, b]}}, {{name: closed, url: \"https://127.0.0.1:9/\", token: {{env: T}}, users: [c, d]}}]\n"
+    );
+    let config = hubwatch::config::Config::parse(&yaml, std::path::Path::new("c.yaml"), &|_| Some("t".into())).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watching =
+        tokio::spawn(hubwatch::signals::certificates::watch(config.hubs.clone(), metrics.clone(), stop.clone()));
+    let exported = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    crate::support::daemon::wait_for("the gauge", Duration::from_secs(20), async || {
+        metrics
+            .render()
+            .contains(&format!("hubwatch_tls_certificate_expiry_timestamp_seconds{{hub=\"tls\"}} {exported}"))
+    })
+    .await;
+    crate::support::daemon::wait_for("the failure count", Duration::from_secs(20), async || {
+        metrics.render().contains("hubwatch_tls_certificate_check_failures_total{hub=\"closed\"} 1")
+    })
+    .await;
+    stop.cancel();
+    watching.await.unwrap();
+}

@@ -1,0 +1,306 @@
+//! Paging end to end: `hubwatch run` against the real lab, PagerDuty played by a local server that checks
+//! every event against the documented schema. Three tests, each on its own lab:
+//! - spawning fails for both probe users → exactly one trigger naming both users and the hub's reason,
+//!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
+//!   status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none
+//!   after; the report draft has the right impact start and end and every timeline entry, `hubwatch report`
+//!   prints the same report the daemon serves, and `hubwatch incidents` lists it;
+//! - spawning fails for one user only → no page, a support ticket in the metrics;
+//! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
+//!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
+//! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
+//!   `keep_open_for` after the last failure.
+
+use crate::support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, more_probe_runs, sample, wait_for};
+use crate::support::lab::Lab;
+use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
+use crate::support::tiers::{Needs, require};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+const EVERY: Duration = Duration::from_secs(4);
+const TIMEOUT: Duration = Duration::from_secs(30);
+const MARGIN: Duration = Duration::from_secs(8);
+
+/// The time in a report's table row `| {label} | 2026-…Z (…) |`.
+fn report_time(report: &str, label: &str) -> SystemTime {
+    let row =
+        report.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("{label}: {report}"));
+    let value = row.split('|').nth(2).unwrap().split_whitespace().next().unwrap();
+    humantime::parse_rfc3339(value).unwrap_or_else(|e| panic!("{value}: {e}"))
+}
+
+/// Whole seconds (the report's precision).
+fn floor(at: SystemTime) -> SystemTime {
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Value> {
+    accepted.iter().filter(|e| e["dedup_key"] == key && e["event_action"] == action).collect()
+}
+
+/// A lab, the PagerDuty stand-in (events and REST API) and `hubwatch run` watching the lab, ready and past
+/// its first healthy server rounds.
+struct Paging {
+    lab: Lab,
+    pd: PagerDuty,
+    daemon: Daemon,
+    config_path: PathBuf,
+    listen: std::net::SocketAddr,
+    token: String,
+    log: PathBuf,
+}
+
+impl Paging {
+    async fn start(name: &str, port: u16) -> Paging {
+        Paging::start_keeping_open(name, port, "0s").await
+    }
+
+    /// As [`Paging::start`], with `incidents.keep_open_for` set to `keep_open_for`.
+    async fn start_keeping_open(name: &str, port: u16, keep_open_for: &str) -> Paging {
+        require(&[Needs::Lab]);
+        hubwatch::http::install_crypto_provider();
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let lab = Lab::start_for_daemon(name, port);
+        let listen = free_port();
+        let state = fresh_state(&lab.dir, "paging-state.db");
+        let config_path = lab.dir.join("paging.yaml");
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: {keep_open_for}}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s,
+  api_url: "{api_url}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
+scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+{hub}"#,
+                state = state.display(),
+                api_url = events_url.trim_end_matches("/v2/enqueue"),
+                hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
+            ),
+        )
+        .unwrap();
+        let token = lab.token();
+        let log = lab.dir.join("paging.log");
+        let _ = std::fs::remove_file(&log);
+        let daemon = Daemon::start(&config_path, listen, &env(&token), log.clone());
+        daemon.wait_ready().await;
+        wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
+            sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
+                .is_some_and(|runs| runs >= 2.0)
+        })
+        .await;
+        assert!(pd.accepted().is_empty(), "a healthy hub pages nobody");
+        Paging { lab, pd, daemon, config_path, listen, token, log }
+    }
+}
+
+/// `hubwatch ARGS --config CONFIG` with the daemon's environment.
+fn cli(config: &std::path::Path, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .envs(env(token))
+        .output()
+        .unwrap()
+}
+
+fn env(token: &str) -> [(&str, &str); 3] {
+    [("HUBWATCH_TOKEN", token), ("ROUTING_KEY", ROUTING_KEY), ("PD_API_TOKEN", API_TOKEN)]
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a_report() {
+    let s = Paging::start("paging", 18700).await;
+    let (lab, pd) = (&s.lab, &s.pd);
+    let broken_at = floor(SystemTime::now());
+    lab.set_flag("spawn-fail", None, "");
+    let latency = wait_for("the trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
+    eprintln!("    trigger after {latency:?}");
+    more_probe_runs(async || s.daemon.metrics().await, "server", "failed", 2.0).await;
+    let accepted = pd.accepted();
+    assert_eq!(pd.accepted_actions(), ["trigger"], "exactly one trigger while it lasts");
+    let trigger = &accepted[0];
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot start their servers");
+    assert_eq!(
+        trigger["payload"]["custom_details"]["affected_users"]["server"],
+        serde_json::json!(["probe-1", "probe-2"])
+    );
+    let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("Spawn failed: injected spawn failure (flag spawn-fail)"), "{reasons}");
+    assert_eq!(trigger["payload"]["source"], "127.0.0.1");
+    assert!(!trigger.to_string().contains(&s.token), "no hub token in the page");
+    wait_for("a status note while it is open", Duration::from_secs(20), async || !pd.notes().is_empty()).await;
+
+    eprintln!("phase: healed");
+    let healed_at = floor(SystemTime::now());
+    lab.clear_flags();
+    let latency = wait_for("the resolve", EVERY * 3 + TIMEOUT + MARGIN, async || pd.accepted().len() >= 2).await;
+    eprintln!("    resolve after {latency:?}");
+    wait_for("the last status note", Duration::from_secs(20), async || {
+        pd.notes().last().is_some_and(|(_, content, _)| content.starts_with("hubwatch: RESOLVED."))
+    })
+    .await;
+    more_probe_runs(async || s.daemon.metrics().await, "server", "ok", 2.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "exactly one resolve");
+    assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
+    let notes = pd.notes();
+    assert!(notes.iter().all(|(id, _, from)| id == "Q000001" && from == FROM_EMAIL), "{notes:#?}");
+    assert!(notes[..notes.len() - 1].iter().all(|(_, c, _)| c.starts_with("hubwatch status update: ONGOING.")));
+    assert!(notes.last().unwrap().1.starts_with("hubwatch: RESOLVED."), "one last note, after the updates");
+    assert!(pd.rest_requests().iter().all(|(_, status)| *status < 300), "{:?}", pd.rest_requests());
+
+    let (status, report) =
+        crate::support::daemon::get(&format!("{}/incidents/{key}/report.md", s.daemon.base), None).await;
+    assert_eq!(status, 200, "{report}");
+    let detected = report_time(&report, "Detected");
+    let impact_start = report_time(&report, "Impact Start Time");
+    let impact_end = report_time(&report, "Impact End Time");
+    assert!(broken_at <= impact_start && impact_start <= detected, "{broken_at:?} {impact_start:?} {detected:?}");
+    assert!(healed_at <= impact_end, "impact end after healing: {healed_at:?} {impact_end:?}");
+    for entry in ["Impact start", "Detected", "Paged", "Status update", "Impact end", "Resolved in PagerDuty"] {
+        assert!(report.contains(&format!("Z** {entry}: ")), "missing {entry:?} in the timeline:\n{report}");
+    }
+    assert!(report.contains("injected spawn failure (flag spawn-fail)"), "{report}");
+    let notes_at_resolve = pd.notes().len();
+    more_probe_runs(async || s.daemon.metrics().await, "server", "ok", 2.0).await;
+    assert_eq!(pd.notes().len(), notes_at_resolve, "no notes once every incident is resolved");
+    let Paging { daemon, config_path, token, .. } = s;
+    assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+    the_cli_reads_what_the_daemon_stored(&config_path, &token, &key, &report);
+}
+
+/// `hubwatch report` prints what the daemon served, and `hubwatch incidents` lists the incident.
+fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, key: &str, report: &str) {
+    let cli = |args: &[&str]| cli(config, token, args);
+    let printed = cli(&["report", key]);
+    assert_eq!(printed.status.code(), Some(0), "{}", String::from_utf8_lossy(&printed.stderr));
+    assert_eq!(String::from_utf8(printed.stdout).unwrap(), report, "the CLI prints what the daemon serves");
+    let unknown = cli(&["report", "no-such-incident"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no incident \"no-such-incident\""));
+
+    let listed = cli(&["incidents", "--output", "json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+    let incidents: Vec<Value> =
+        String::from_utf8(listed.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let [incident] = incidents.as_slice() else { panic!("{incidents:#?}") };
+    assert_eq!(incident["key"], key);
+    assert_eq!(incident["status"], "recovered");
+    assert_eq!(incident["users"], serde_json::json!(["probe-1", "probe-2"]));
+    assert_eq!(incident["summary"], "lab: 2 users cannot start their servers");
+    let time = |field: &str| {
+        humantime::parse_rfc3339(incident[field].as_str().unwrap_or_else(|| panic!("{field}: {incident}"))).unwrap()
+    };
+    assert!(time("impact_start") <= time("opened") && time("opened") <= time("impact_end"), "{incident}");
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_failing_is_a_support_ticket_never_a_page() {
+    let s = Paging::start("paging-ticket", 18710).await;
+    let (lab, pd, daemon) = (&s.lab, &s.pd, &s.daemon);
+    lab.set_flag("spawn-fail", Some("probe-1"), "");
+    wait_for("a support ticket", EVERY + TIMEOUT + MARGIN, async || {
+        metric(&daemon.metrics().await, "hubwatch_support_tickets", &["hub=\"lab\"", "kind=\"hub_access\""]) == 1.0
+    })
+    .await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 3.0).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(metric(&metrics, "hubwatch_support_tickets", &["kind=\"hub_access\""]), 1.0);
+    assert_eq!(metric(&metrics, "hubwatch_affected_users", &["kind=\"hub_access\""]), 1.0);
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["kind=\"hub_access\""]), 0.0);
+    assert!(pd.accepted().is_empty(), "a support ticket is never paged");
+    lab.clear_flags();
+    wait_for("the support ticket to clear", EVERY * 3 + TIMEOUT, async || {
+        metric(&daemon.metrics().await, "hubwatch_support_tickets", &["kind=\"hub_access\""]) == 0.0
+    })
+    .await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_the_restart() {
+    let s = Paging::start("paging-restart", 18720).await;
+    let (lab, pd) = (&s.lab, &s.pd);
+    pd.set_outage(Some(Fault::Status(500)));
+    let before = pd.requests();
+    lab.set_flag("spawn-fail", None, "");
+    wait_for("failed deliveries", EVERY + TIMEOUT + MARGIN, async || pd.requests() >= before + 2).await;
+    pd.set_outage(Some(Fault::Status(429)));
+    let before = pd.requests();
+    wait_for("a rate-limited delivery", Duration::from_secs(60), async || pd.requests() > before).await;
+    let metrics = s.daemon.metrics().await;
+    assert!(metric(&metrics, "hubwatch_pagerduty_unsent_events", &[]) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["kind=\"hub_access\""]), 1.0);
+    s.daemon.kill();
+    assert!(pd.accepted().is_empty(), "nothing was accepted during the outage");
+
+    pd.set_outage(None);
+    let daemon = Daemon::start(&s.config_path, s.listen, &env(&s.token), s.log.clone());
+    daemon.wait_ready().await;
+    wait_for("the unsent trigger", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
+    let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 3.0).await;
+    assert_eq!(events_for(&pd.accepted(), &key, "trigger").len(), 1, "once, not again after the restart");
+    assert!(daemon.log().contains("resumed an open incident"));
+
+    lab.clear_flags();
+    wait_for("the resolve after the restart", EVERY * 3 + TIMEOUT + MARGIN, async || {
+        !events_for(&pd.accepted(), &key, "resolve").is_empty()
+    })
+    .await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "{:#?}", pd.accepted());
+    assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&s.token), "no secrets in the log");
+    assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_open_for_after_it_settles() {
+    const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
+    let s = Paging::start_keeping_open("paging-flap", 18730, "30s").await;
+    let (lab, pd) = (&s.lab, &s.pd);
+    // The hub's spawns fail and work in turn; each healthy spell is long enough for both users' two
+    // successes, so without keep_open_for every spell would resolve the incident and the next open another.
+    let mut turns = tokio::time::interval(Duration::from_secs(12));
+    let mut settled = SystemTime::now();
+    for turn in 0..10 {
+        turns.tick().await;
+        if turn % 2 == 0 {
+            lab.set_flag("spawn-fail", None, "");
+        } else {
+            lab.clear_flags();
+            settled = SystemTime::now();
+        }
+    }
+    // One more turn, so that a run which started before the last clear has finished before we count.
+    turns.tick().await;
+    let failures = |metrics: &str| {
+        sample(metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
+    };
+    let failed = failures(&s.daemon.metrics().await);
+    assert!(failed >= 6.0, "the failing spells were seen: {failed}");
+    wait_for("the resolve", KEEP_OPEN_FOR + Duration::from_secs(60), async || {
+        pd.accepted_actions().contains(&"resolve".into())
+    })
+    .await;
+    let resolved = SystemTime::now();
+    let after = resolved.duration_since(settled).unwrap();
+    eprintln!("    resolved {after:?} after the hub settled (keep_open_for {KEEP_OPEN_FOR:?})");
+    assert!(after >= KEEP_OPEN_FOR, "not before keep_open_for: {after:?}");
+    assert_eq!(failures(&s.daemon.metrics().await), failed, "no failure after the hub settled");
+    let received = pd.received();
+    crate::support::invariants::assert_promise(&received, 1, true);
+    let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
+    let (status, page) = crate::support::daemon::get(&format!("{}/incidents/{key}", s.daemon.base), None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("failing again after"), "the relapses are in the timeline: {page}");
+}

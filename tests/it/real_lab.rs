@@ -1,0 +1,394 @@
+//! The probes against a real JupyterHub, proxy, single-user servers, kernels and Dask Gateway, with faults
+//! switched on and off while they run. Each fault is reported against the right capability and stage,
+//! later steps are blocked, every probe ends within its timeout, and afterwards nothing is left running
+//! (checked through the hub's and the gateway's APIs).
+//!
+//! One test per group of faults, each on its own lab, one lab at a time (the machine is small). Healthy
+//! spawns get realistic timeouts: on a busy 2-core machine a spawn can take 6 s.
+
+use crate::support::disk::SmallDisk;
+use crate::support::lab::Lab;
+use crate::support::tiers::{Needs, require};
+use Capability::*;
+use hubwatch::cli::run_all;
+use hubwatch::config::Config;
+use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
+use hubwatch::redact::Redactor;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
+
+const PORT: u16 = 18500;
+const EVERYONE: [&str; 4] = ["probe-1", "probe-2", "probe-3", "probe-4"];
+
+/// One lab at a time, each test with its own (a failure in one leaves the next a fresh hub).
+static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// Probe timeouts in seconds: login, server, kernel, Dask Gateway.
+struct Timeouts(u64, u64, u64, u64);
+
+const USUAL: Timeouts = Timeouts(10, 40, 10, 30);
+
+/// A lab for `name` (after the previous test's is gone), its spawner giving a silent server `http_timeout`
+/// seconds, and hubwatch's config for it.
+async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> (MutexGuard<'static, ()>, Lab, Config) {
+    require(&[Needs::Lab]);
+    hubwatch::http::install_crypto_provider();
+    let serial = ONE_LAB_AT_A_TIME.lock().await;
+    let http_timeout = http_timeout.to_string();
+    let lab = Lab::start_with(name, PORT, &[("SPAWN_HTTP_TIMEOUT", &http_timeout), ("SPAWN_TIMEOUT", "90")]);
+    let config = config(&lab, timeouts);
+    (serial, lab, config)
+}
+
+fn config(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts) -> Config {
+    let url = &lab.url;
+    let yaml = format!(
+        r#"
+scheduler: {{cleanup_timeout: 60s}}
+defaults:
+  probes:
+    login: {{timeout: {login}s}}
+    server: {{timeout: {server}s}}
+    kernel: {{timeout: {kernel}s}}
+    dask_gateway: {{timeout: {dask}s}}
+hubs:
+  - name: lab
+    url: {url}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-1, probe-2]
+    dask_gateway: {{url: {url}/services/dask-gateway}}
+  - name: lab-form
+    url: {url}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-3, probe-4]
+    login: {{method: form, password: {{env: PROBE_PASSWORD}}}}
+    kernel_cells:
+      - {{code: "import labpackage"}}
+      - {{code: "labpackage.VERSION", expect_regex: "^'1\\."}}
+"#
+    );
+    let token = lab.token();
+    Config::parse(&yaml, Path::new("real-lab.yaml"), &|name| match name {
+        "HUBWATCH_TOKEN" => Some(token.clone()),
+        "PROBE_PASSWORD" => Some("probe-password".into()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+struct Run {
+    outcomes: Vec<ProbeOutcome>,
+}
+
+impl Run {
+    fn get(&self, capability: Capability, user: &str) -> &ProbeOutcome {
+        self.outcomes
+            .iter()
+            .find(|o| o.capability == capability && o.user == user)
+            .unwrap_or_else(|| panic!("no {capability} outcome for {user}: {:#?}", self.outcomes))
+    }
+
+    fn assert_ok(&self, capability: Capability, user: &str) {
+        let outcome = self.get(capability, user);
+        assert_eq!(outcome.result, ProbeResult::Ok, "{capability} for {user}: {outcome:#?}");
+    }
+
+    /// Asserts a hub-caused failure at `stage` whose reason contains `reason`.
+    fn assert_failed(&self, capability: Capability, user: &str, stage: Stage, reason: &str) {
+        let outcome = self.get(capability, user);
+        match &outcome.result {
+            ProbeResult::Failed(f) => {
+                assert_eq!(f.stage, stage, "{capability} for {user}: {f:#?}");
+                assert!(f.reason.contains(reason), "{capability} for {user}: reason {:?} lacks {reason:?}", f.reason);
+                assert_eq!(f.cause, FailureCause::Hub);
+            }
+            other => panic!("{capability} for {user}: expected a failure at {stage}, got {other:?}"),
+        }
+    }
+
+    fn assert_blocked(&self, capability: Capability, user: &str, by: Capability) {
+        assert_eq!(self.get(capability, user).result, ProbeResult::Blocked { by }, "{capability} for {user}");
+    }
+
+    /// No probe took longer than its timeout plus a small margin.
+    fn assert_within(&self, config: &Config) {
+        for o in &self.outcomes {
+            let hub = config.hub(&o.hub).unwrap();
+            let limit = hub.probes.schedule(o.capability).timeout + Duration::from_secs(2);
+            assert!(o.duration <= limit, "{} for {} took {:?} (limit {limit:?})", o.capability, o.user, o.duration);
+        }
+    }
+}
+
+async fn check(config: &Config, hub: &str) -> Run {
+    let redactor = std::sync::Arc::new(Redactor::knowing(config.secrets()));
+    let outcomes = run_all(config, Some(hub), None, &CancellationToken::new(), &redactor).await.unwrap();
+    for o in &outcomes {
+        eprintln!("    {} {} {} {:?} {:.2}s", o.hub, o.capability, o.user, o.result, o.duration.as_secs_f64());
+    }
+    Run { outcomes }
+}
+
+/// Asserts through the hub and gateway APIs that no probe server, kernel or cluster is left.
+async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
+    let http = reqwest::Client::new();
+    for user in users {
+        assert!(lab.has_no_server(user).await, "{user} still has a server: {}", lab.servers_of(user).await);
+        let user_token = lab.mint_user_token(user).await;
+        let clusters: Value = http
+            .get(format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url))
+            .header("Authorization", format!("jupyterhub {user_token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let clusters = clusters.as_object().unwrap_or_else(|| panic!("the gateway lists clusters: {clusters}"));
+        assert!(clusters.is_empty(), "{user} still has clusters: {clusters:?}");
+    }
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_round_passes_for_every_user_with_both_login_methods() {
+    let (_serial, lab, config) = lab("probes-healthy", 30, USUAL).await;
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        for capability in [Login, Server, Kernel, Home, DaskGateway] {
+            run.assert_ok(capability, user);
+        }
+    }
+    let run = check(&config, "lab-form").await;
+    for user in ["probe-3", "probe-4"] {
+        for capability in [Login, Server, Kernel, Home] {
+            run.assert_ok(capability, user);
+        }
+    }
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refused_erroring_or_too_slow_fails_login_and_blocks_the_rest() {
+    let (_serial, lab, config) = lab("probes-login", 30, Timeouts(3, 40, 10, 30)).await;
+    eprintln!("login refused (403) for one user of the form hub");
+    lab.set_flag("login-403", Some("probe-3"), "");
+    let run = check(&config, "lab-form").await;
+    run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 403 Forbidden: Invalid username or password");
+    run.assert_blocked(Server, "probe-3", Login);
+    run.assert_blocked(Kernel, "probe-3", Login);
+    run.assert_ok(Login, "probe-4");
+    run.assert_ok(Kernel, "probe-4");
+    lab.clear_flags();
+
+    eprintln!("login erroring (500): the authenticator for one user, the login page for everyone");
+    lab.set_flag("login-500", Some("probe-3"), "");
+    let run = check(&config, "lab-form").await;
+    run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "HTTP 500");
+    run.assert_ok(Login, "probe-4");
+    lab.clear_flags();
+    lab.set_flag("login-500", None, "");
+    let run = check(&config, "lab").await;
+    run.assert_failed(Login, "probe-1", Stage::LoginPage, "HTTP 500");
+    run.assert_failed(Login, "probe-2", Stage::LoginPage, "HTTP 500");
+    run.assert_blocked(DaskGateway, "probe-1", Login);
+    lab.clear_flags();
+
+    eprintln!("login too slow");
+    lab.set_flag("login-slow", Some("probe-3"), "10");
+    let run = check(&config, "lab-form").await;
+    run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "no answer within the 3s timeout");
+    run.assert_within(&config);
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_reason() {
+    let (_serial, lab, config) = lab("probes-spawn", 30, USUAL).await;
+    lab.set_flag("spawn-fail", None, "");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_ok(Login, user);
+        run.assert_failed(Server, user, Stage::Progress, "Spawn failed: injected spawn failure (flag spawn-fail)");
+        run.assert_blocked(Kernel, user, Server);
+        run.assert_ok(DaskGateway, user);
+    }
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("spawn failing for one user only");
+    lab.set_flag("spawn-fail", Some("probe-1"), "");
+    let run = check(&config, "lab").await;
+    run.assert_failed(Server, "probe-1", Stage::Progress, "injected spawn failure");
+    run.assert_ok(Server, "probe-2");
+    run.assert_ok(Kernel, "probe-2");
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeout() {
+    // The spawner gives a silent server 15 s (a crash is seen then); the probe allows 25 s.
+    let (_serial, lab, config) = lab("probes-slow", 15, Timeouts(10, 25, 10, 30)).await;
+    eprintln!("spawn timing out (the spawner takes 35 s, the probe allows 25 s)");
+    lab.set_flag("spawn-slow", None, "35");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(Server, user, Stage::Progress, "not ready within the 25s timeout; last progress:");
+        run.assert_blocked(Kernel, user, Server);
+    }
+    run.assert_within(&config);
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("the single-user process crashes at start");
+    lab.set_flag("spawn-crash", Some("probe-1"), "");
+    let run = check(&config, "lab").await;
+    run.assert_failed(Server, "probe-1", Stage::Progress, "Spawn failed");
+    run.assert_ok(Server, "probe-2");
+    run.assert_within(&config);
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
+    let (_serial, lab, config) = lab("probes-kernel", 30, USUAL).await;
+    lab.set_flag("kernel-crash", Some("probe-1"), "");
+    let run = check(&config, "lab").await;
+    run.assert_ok(Server, "probe-1");
+    run.assert_failed(Kernel, "probe-1", Stage::Connect, "did not complete within the 10s timeout");
+    run.assert_ok(Kernel, "probe-2");
+    run.assert_within(&config);
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("the kernel hangs");
+    lab.set_flag("kernel-hang", None, "");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_ok(Server, user);
+        run.assert_failed(Kernel, user, Stage::Connect, "did not complete within the 10s timeout");
+    }
+    run.assert_within(&config);
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() {
+    let (_serial, lab, config) = lab("probes-dask", 30, Timeouts(10, 40, 10, 15)).await;
+    lab.set_flag("dask-fail", None, "");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(DaskGateway, user, Stage::WaitRunning, "FAILED");
+        run.assert_ok(Kernel, user);
+    }
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("the gateway is down (frozen: every call hangs)");
+    lab.signal("GATEWAY_PID", "STOP");
+    let run = check(&config, "lab").await;
+    lab.signal("GATEWAY_PID", "CONT");
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(DaskGateway, user, Stage::DeleteLeftoverClusters, "no answer within the 15s timeout");
+        run.assert_ok(Kernel, user);
+    }
+    run.assert_within(&config);
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
+    let (_serial, lab, config) = lab("probes-proxy", 30, Timeouts(3, 40, 10, 30)).await;
+    lab.signal("PROXY_PID", "STOP");
+    let run = check(&config, "lab").await;
+    lab.signal("PROXY_PID", "CONT");
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(Login, user, Stage::MintToken, "no answer within the 3s timeout");
+        run.assert_blocked(Server, user, Login);
+        run.assert_blocked(Kernel, user, Login);
+        run.assert_blocked(DaskGateway, user, Login);
+    }
+    run.assert_within(&config);
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("a revoked service token is a monitor fault, not an outage");
+    let mut broken = config.clone();
+    broken.hubs[0] = hubwatch::config::HubConfig {
+        token: hubwatch::config::SecretRef::holding(hubwatch::domain::Secret::new("revoked-token")),
+        ..broken.hubs[0].clone()
+    };
+    let run = check(&broken, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        let outcome = run.get(Login, user);
+        let ProbeResult::Failed(f) = &outcome.result else { panic!("{outcome:?}") };
+        assert_eq!((f.stage, f.cause), (Stage::MintToken, FailureCause::Monitor), "{f:?}");
+        assert!(f.reason.contains("refused hubwatch's service token"), "{}", f.reason);
+        assert!(!outcome.result.is_user_affecting());
+    }
+}
+
+#[ignore = "needs the lab and root for a tmpfs (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_home_fails_saving_only_in_the_servers_words() {
+    require(&[Needs::Mount]);
+    let (_serial, lab, config) = lab("probes-home", 30, USUAL).await;
+    eprintln!("home full for one user (the server's writes fail with ENOSPC)");
+    lab.set_flag("home-full", Some("probe-1"), "");
+    let run = check(&config, "lab").await;
+    run.assert_ok(Server, "probe-1");
+    run.assert_ok(Kernel, "probe-1");
+    run.assert_failed(Home, "probe-1", Stage::WriteFile, "[Errno 28] No space left on device");
+    run.assert_ok(Home, "probe-2");
+    lab.clear_flags();
+
+    eprintln!("homes read-only for everyone");
+    lab.set_flag("home-readonly", None, "");
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(Home, user, Stage::WriteFile, "[Errno 30] Read-only file system");
+    }
+    lab.clear_flags();
+
+    // probe-2's home on a tmpfs that is really full.
+    eprintln!("probe-2's home on a small tmpfs, filled up");
+    let disk = SmallDisk::mount(lab.dir.join("home").join("probe-2")).expect("a tmpfs mounts");
+    disk.fill();
+    let run = check(&config, "lab").await;
+    run.assert_ok(Server, "probe-2");
+    run.assert_failed(Home, "probe-2", Stage::WriteFile, "No space left on device");
+    run.assert_ok(Home, "probe-1");
+    disk.free();
+    check(&config, "lab").await.assert_ok(Home, "probe-2");
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_package_fails_the_kernel_at_the_cell_that_imports_it() {
+    let (_serial, lab, config) = lab("probes-cells", 30, USUAL).await;
+    lab.set_flag("package-broken", Some("probe-3"), "");
+    let run = check(&config, "lab-form").await;
+    run.assert_ok(Server, "probe-3");
+    run.assert_failed(
+        Kernel,
+        "probe-3",
+        Stage::Execute,
+        "cell 1 of 2 (import labpackage): the code raised ImportError: libopenblas.so.0: cannot open shared object file",
+    );
+    run.assert_ok(Kernel, "probe-4");
+    lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}

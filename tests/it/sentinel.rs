@@ -1,0 +1,190 @@
+//! The kept server (`sentinel`) against the real lab, through `hubwatch run` with PagerDuty played by its
+//! stand-in: the last probe user's server is started and kept; a route the proxy loses is seen at the next
+//! look ("route lost", one user: no page) and healed when the route is back; the proxy losing the routes of the
+//! kept server and of a real user working in theirs pages, the real user found in the hub's own log (the
+//! lab's real log, followed through the Kubernetes stand-in); a kernel that crashes is seen by
+//! the kept server within one interval and corroborated by the other probe users' rounds at once (a page,
+//! then its resolve); a kept server that dies is started again; on shutdown it is stopped.
+
+use crate::support::apiserver::ApiServer;
+use crate::support::daemon::{Daemon, free_port, fresh_state, get, wait_for};
+use crate::support::k8s_fixtures;
+use crate::support::lab::Lab;
+use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
+use crate::support::tiers::{Needs, require};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 18920;
+const KEPT: &str = "probe-3";
+
+async fn status(base: &str) -> Value {
+    let (code, body) = get(&format!("{base}/api/v1/status"), None).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The latest result of `capability` for `user` on the lab hub, and its reason.
+async fn latest(base: &str, capability: &str, user: &str) -> (String, String) {
+    let status = status(base).await;
+    let probe = &status["hubs"][0]["capabilities"][capability]["probes"][user];
+    (probe["result"].as_str().unwrap_or_default().to_string(), probe["reason"].as_str().unwrap_or_default().to_string())
+}
+
+fn actions(pd: &PagerDuty) -> Vec<String> {
+    pd.accepted().iter().map(|e| e["event_action"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interval() {
+    require(&[Needs::Lab]);
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let events_url = pd.clone().start().await;
+    let lab = Lab::start_for_daemon("sentinel", PORT);
+    let api = ApiServer::default();
+    k8s_fixtures::load_control_pods(&api, std::time::SystemTime::now());
+    let kubeconfig = ApiServer::kubeconfig(&api.start().await, &lab.dir).display().to_string();
+    let stop_mirror = tokio_util::sync::CancellationToken::new();
+    let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
+    let listen = free_port();
+    let config_path = lab.dir.join("sentinel.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen: {listen}
+state_path: {state}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
+pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
+scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
+kubernetes: {{enabled: true, call_timeout: 5s, diagnostics_wait: 2s}}
+defaults:
+  probes:
+    login:  {{every: 5s, timeout: 10s}}
+    server: {{every: 30s, timeout: 60s}}
+    kernel: {{every: 30s, timeout: 10s}}
+    home:   {{every: 1h, timeout: 20s}}
+hubs:
+  - name: lab
+    url: {url}
+    namespace: {namespace}
+    token: {{env: HUBWATCH_TOKEN}}
+    users: [probe-1, probe-2, {KEPT}]
+    sentinel: {{every: 5s, timeout: 10s}}
+"#,
+            state = fresh_state(&lab.dir, "sentinel-state.db").display(),
+            url = lab.url,
+            namespace = k8s_fixtures::NAMESPACE,
+        ),
+    )
+    .unwrap();
+    let token = lab.token();
+    let log = lab.dir.join("sentinel.log");
+    let _ = std::fs::remove_file(&log);
+    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
+    let daemon = Daemon::start(&config_path, listen, &env, log);
+    daemon.wait_ready().await;
+    let base = daemon.base.clone();
+
+    eprintln!("phase: the kept server starts, and the kernel and home probes run on it");
+    wait_for("the kept server's first looks", Duration::from_secs(90), async || {
+        latest(&base, "kernel", KEPT).await.0 == "ok" && latest(&base, "home", KEPT).await.0 == "ok"
+    })
+    .await;
+    assert!(lab.has_server(KEPT).await, "kept between looks");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(latest(&base, "server", KEPT).await.0, "ok", "reached through the proxy");
+    assert!(daemon.log().matches("the kept server is not running: starting it").count() == 1, "started once");
+
+    eprintln!("phase: the proxy loses the kept server's route");
+    let target = lab.delete_route(&format!("/user/{KEPT}")).await;
+    wait_for("route lost", Duration::from_secs(30), async || {
+        latest(&base, "server", KEPT).await.1.contains("route lost")
+    })
+    .await;
+    let (_, reason) = latest(&base, "server", KEPT).await;
+    assert!(reason.contains(&format!("redirects to /hub/user/{KEPT}/api/status")), "{reason}");
+    assert_eq!(latest(&base, "kernel", KEPT).await.0, "blocked");
+    assert!(lab.has_server(KEPT).await, "a lost route is not repaired by restarting the server");
+    lab.add_route(&format!("/user/{KEPT}"), &target).await;
+    wait_for("the route back", Duration::from_secs(30), async || latest(&base, "server", KEPT).await.0 == "ok").await;
+    assert!(pd.accepted().is_empty(), "one user's lost route is a support ticket, not a page: {:?}", actions(&pd));
+    routes_lost_for_a_real_user_too(&lab, &pd).await;
+
+    eprintln!("phase: kernels crash");
+    let crashed = Instant::now();
+    lab.set_flag("kernel-crash", None, "");
+    let triggers =
+        |pd: &PagerDuty| pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger").collect::<Vec<_>>();
+    wait_for("the page", Duration::from_secs(90), async || triggers(&pd).len() == 2).await;
+    // A crashed kernel shows as a websocket that never opens: seen at the kernel probe's timeout (10 s).
+    eprintln!("    paged {:?} after the kernels started crashing (kept server every 5 s)", crashed.elapsed());
+    let trigger = triggers(&pd)[1].clone();
+    let affected = &trigger["payload"]["custom_details"]["affected_users"]["kernel"];
+    assert!(affected.as_array().is_some_and(|users| users.len() >= 2), "{trigger:#}");
+    // The kept server sees it too, at its next look — before or after the rounds' users made the page.
+    wait_for("the kept server's kernel look failing", Duration::from_secs(60), async || {
+        latest(&base, "kernel", KEPT).await.0 == "failed"
+    })
+    .await;
+    lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(120), async || actions(&pd).len() == 4).await;
+
+    eprintln!("phase: the kept server dies");
+    let stopped = reqwest::Client::new()
+        .delete(format!("{}/hub/api/users/{KEPT}/server", lab.url))
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(stopped.status().is_success(), "{}", stopped.status());
+    wait_for("started again", Duration::from_secs(60), async || {
+        daemon.log().matches("the kept server is not running: starting it").count() == 2 && lab.has_server(KEPT).await
+    })
+    .await;
+
+    eprintln!("phase: shutdown stops the kept server");
+    assert_eq!(daemon.stop(Duration::from_secs(90)).await, Some(0));
+    assert!(!lab.has_server(KEPT).await, "the kept server is stopped on shutdown");
+    assert_eq!(actions(&pd), ["trigger", "resolve", "trigger", "resolve"], "one page per outage, each resolved");
+    stop_mirror.cancel();
+    mirror.await.unwrap();
+}
+
+/// probe-4, a real user, works in their server when the proxy loses its routes and the kept server's: their
+/// browser goes round the login loop, which the hub ends with `500 … ?redirects=4` in its log. Two users:
+/// a page, naming both, each with what they met; the routes back, the resolve.
+async fn routes_lost_for_a_real_user_too(lab: &Lab, pd: &PagerDuty) {
+    eprintln!("phase: the proxy loses the routes of the kept server and of a real user working");
+    let service = format!("token {}", lab.token());
+    let client = reqwest::Client::new();
+    let started = client.post(format!("{}/hub/api/users/probe-4/server", lab.url)).header("Authorization", &service);
+    assert!(started.send().await.unwrap().status().is_success());
+    wait_for("probe-4's server", Duration::from_secs(60), async || lab.routes().await.get("/user/probe-4").is_some())
+        .await;
+    let real_user = format!("token {}", lab.mint_user_token("probe-4").await);
+    let mut lost = Vec::new();
+    for user in [KEPT, "probe-4"] {
+        let path = format!("/user/{user}");
+        lost.push((path.clone(), lab.delete_route(&path).await));
+    }
+    wait_for("the page", Duration::from_secs(60), async || {
+        let _ =
+            client.get(format!("{}/user/probe-4/api/status", lab.url)).header("Authorization", &real_user).send().await;
+        pd.accepted().iter().any(|e| e["event_action"] == "trigger")
+    })
+    .await;
+    let trigger = pd.accepted().into_iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], serde_json::json!(["probe-3", "probe-4"]), "{trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("route lost"), "the kept server's words: {reasons}");
+    assert!(reasons.contains("HTTP 500 on GET /hub/user/probe-4/api/status"), "the hub's log: {reasons}");
+    for (path, target) in lost {
+        lab.add_route(&path, &target).await;
+    }
+    wait_for("the resolve", Duration::from_secs(150), async || actions(pd).len() == 2).await;
+    let stopped = client.delete(format!("{}/hub/api/users/probe-4/server", lab.url)).header("Authorization", &service);
+    assert!(stopped.send().await.unwrap().status().is_success());
+}

@@ -1,0 +1,206 @@
+//! The status pages as a browser shows them: hubwatch's web endpoints serve a board and a store with an open
+//! incident, and headless Chromium (Debian's `chromium`; `scripts/test.sh` installs it) loads them. The grid
+//! shows every hub and capability, the incident page its timeline, and a hub error message holding
+//! `<script>` is shown as text and never runs. Screenshots (phone and desktop) go to `target/`.
+
+use crate::support::outcomes::finished;
+use crate::support::tiers::{Needs, require};
+use hubwatch::config::Config;
+use hubwatch::detector::Detector;
+use hubwatch::domain::Capability;
+use hubwatch::incident::IncidentManager;
+use hubwatch::incident::report::ReportSettings;
+use hubwatch::metrics::Metrics;
+use hubwatch::status::StatusBoard;
+use hubwatch::store::Store;
+use hubwatch::web::{WebState, router};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// What a hostile hub answers when a spawn fails: it must reach the page as text.
+const HOSTILE: &str =
+    "Spawn failed: <script>document.title='pwned';document.body.innerHTML='pwned'</script> & <b>bold</b>";
+
+fn config(state: &Path) -> Config {
+    let yaml = format!(
+        "state_path: {}
+public_url: http://127.0.0.1/
+hubs:
+  - name: temple
+    url: https://temple.example.org
+    token: {{env: T}}
+    users: [probe-1, probe-2]
+    dask_gateway: {{url: https://temple.example.org/services/dask-gateway}}
+  - name: river
+    url: https://river.example.org
+    token: {{env: T}}
+    users: [probe-1, probe-2]
+  - name: staging
+    url: https://staging.example.org
+    token: {{env: T}}
+    users: [probe-1, probe-2]
+",
+        state.display()
+    );
+    Config::parse(&yaml, Path::new("pages.yaml"), &|_| Some("token".into())).unwrap()
+}
+
+/// Serves the pages of: temple with an open incident (both users cannot start servers, with a hostile
+/// reason), river with a support ticket (one user cannot execute code), staging all well.
+async fn serve(dir: &Path) -> (String, String) {
+    let config = config(&dir.join("state.db"));
+    let store = Arc::new(Store::open(&config.state_path).unwrap());
+    let board = Arc::new(StatusBoard::default());
+    board.set_hubs(&config.hubs);
+    let manager =
+        IncidentManager::new(store.clone(), &config, Arc::new(Notify::new())).with_status_board(board.clone());
+    let mut detector = Detector::new(config.incidents.detector());
+    let now = SystemTime::now();
+    let ago = |minutes: u64| now - Duration::from_secs(60 * minutes);
+    let mut outcomes = Vec::new();
+    for hub in ["temple", "river", "staging"] {
+        for user in ["probe-1", "probe-2"] {
+            for capability in [Capability::Login, Capability::Server, Capability::Kernel] {
+                outcomes.push(finished(hub, user, capability, None, ago(30)));
+            }
+        }
+    }
+    outcomes.push(finished("temple", "probe-1", Capability::DaskGateway, None, ago(20)));
+    outcomes.push(finished("temple", "probe-2", Capability::DaskGateway, None, ago(20)));
+    for (user, minutes) in [("probe-1", 12), ("probe-2", 11), ("probe-1", 2), ("probe-2", 1)] {
+        outcomes.push(finished("temple", user, Capability::Server, Some(HOSTILE), ago(minutes)));
+    }
+    outcomes.push(finished("river", "probe-2", Capability::Kernel, Some("Kernel died: exit code 137"), ago(3)));
+    for outcome in &outcomes {
+        board.record(outcome);
+        for transition in detector.observe(outcome, outcome.started_at + outcome.duration) {
+            manager.handle(&transition).unwrap();
+        }
+    }
+    for hub in ["temple", "river"] {
+        let symptoms = detector.symptoms(hub, hubwatch::domain::IncidentKind::HubAccess, now);
+        let open = detector.is_open(hub, hubwatch::domain::IncidentKind::HubAccess);
+        board.set_affected(hub, hubwatch::domain::IncidentKind::HubAccess.capabilities(), &symptoms, open);
+    }
+    let key = store.open_incidents().unwrap()[0].key.clone();
+    let state = WebState {
+        metrics: Arc::new(Metrics::new()),
+        health: {
+            let health = hubwatch::health::Health::new(Duration::from_secs(600));
+            health.set_started(true);
+            Arc::new(health)
+        },
+        store,
+        board,
+        report: Arc::new(ReportSettings { public_url: config.public_url(), threshold: 2 }),
+        clock: hubwatch::clock::Clock::start(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let users = std::collections::BTreeMap::from([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap())]);
+    let access = std::sync::Arc::new(hubwatch::web::auth::Access::new(users, Vec::new()));
+    let served = std::sync::Arc::new(hubwatch::web::origin::Served::new(None, &[]));
+    let app = router(state, access, served).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, key)
+}
+
+/// The pages need a login: Chromium gives it in the URL.
+const USER: &str = "oncall";
+const PASSWORD: &str = "chromium-test-password";
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromium"));
+    let found = std::process::Command::new(&path).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found, "no Chromium at {} (Debian's chromium package; scripts/test.sh installs it)", path.display());
+    path
+}
+
+/// Runs headless Chromium with a fresh profile on `url` with `args` (`--dump-dom`, `--screenshot=…`).
+async fn browse(url: &str, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(chromium());
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("Chromium finishes within 2 minutes")
+        .unwrap();
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn title(dom: &str) -> &str {
+    dom.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap_or("")
+}
+
+#[ignore = "needs Chromium (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
+    require(&[Needs::Chromium]);
+    let dir = tempfile::tempdir().unwrap();
+    let (address, key) = serve(dir.path()).await;
+    let refused = browse(&format!("{address}/"), &["--dump-dom"]).await;
+    assert!(!refused.contains("temple"), "nothing shown without a login: {refused}");
+    let base = address.replace("http://", &format!("http://{USER}:{PASSWORD}@"));
+
+    let grid = browse(&format!("{base}/"), &["--dump-dom"]).await;
+    assert_eq!(title(&grid), "hubwatch status", "no script ran");
+    assert!(!grid.contains("<script"), "no script element made it into the page");
+    assert!(grid.contains("&lt;script&gt;document.title='pwned'"), "the hostile reason is shown as text: {grid}");
+    assert!(grid.contains("&lt;b&gt;bold&lt;/b&gt;") && !grid.contains("<b>bold</b>"));
+    for hub in ["temple", "river", "staging"] {
+        assert!(grid.contains(&format!(">{hub}</a>")), "the grid shows {hub}");
+    }
+    for capability in ["Log in", "Start a server", "Execute code", "Dask Gateway"] {
+        assert!(grid.contains(&format!("<th>{capability}</th>")), "the grid has a {capability} column");
+        assert!(grid.contains(&format!("data-label=\"{capability}\"")), "cells are labelled for phones");
+    }
+    assert!(grid.contains("Incident · 2 users"), "temple's servers are an incident");
+    assert!(grid.contains("Support ticket · 1 user"), "river's kernel failure is a support ticket");
+    assert!(grid.contains(&format!("href=\"/incidents/{key}\"")), "the open incident is linked");
+    assert!(grid.contains("not configured"), "river has no Dask Gateway");
+
+    let page = browse(&format!("{base}/incidents/{key}"), &["--dump-dom"]).await;
+    assert!(title(&page).starts_with("temple hub_access incident"), "{}", title(&page));
+    assert!(!page.contains("<script"));
+    assert!(page.contains("&lt;script&gt;document.title='pwned'"), "escaped on the incident page too");
+    for entry in ["impact start</span>", "detected</span>"] {
+        assert!(page.contains(entry), "the timeline shows {entry}: {page}");
+    }
+    assert!(page.contains(&format!("href=\"/incidents/{key}/report.md\"")), "links to the report draft");
+
+    let list = browse(&format!("{base}/incidents"), &["--dump-dom"]).await;
+    assert!(list.contains("temple: 2 users cannot start their servers") && list.contains(">open<"), "{list}");
+
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let incident_page = format!("/incidents/{key}");
+    for (name, path, size) in [
+        ("status-page-phone.png", "/", "412,1400"),
+        ("status-page.png", "/", "1280,900"),
+        ("incident-page-phone.png", incident_page.as_str(), "412,1400"),
+    ] {
+        let file = target.join(name);
+        let _ = std::fs::remove_file(&file);
+        let (screenshot, window) = (format!("--screenshot={}", file.display()), format!("--window-size={size}"));
+        browse(&format!("{base}{path}"), &[&screenshot, &window]).await;
+        let png = std::fs::read(&file).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}: a real screenshot");
+    }
+}
