@@ -5,6 +5,7 @@
 //! or a task was given up, so that the kubelet restarts the pod.
 
 use crate::store::WriteHealth;
+use crate::sync::lock;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -51,11 +52,11 @@ impl Health {
     }
 
     pub fn task_failed(&self, task: &'static str) {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(task);
+        lock(&self.failed).insert(task);
     }
 
     pub fn failed_tasks(&self) -> BTreeSet<&'static str> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.failed).clone()
     }
 
     pub fn set_unstored(&self, decisions: usize) {

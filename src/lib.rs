@@ -30,6 +30,7 @@ pub mod schema_check;
 pub mod signals;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod tasks;
 pub mod timefmt;
 pub mod web;

@@ -301,7 +301,7 @@ impl Redactor {
 
     /// Redacted, then cut to at most `limit` characters (never the other way round).
     pub fn redact_bounded(&self, text: &str, limit: usize) -> String {
-        crate::domain::truncate(&self.redact(text), limit)
+        crate::domain::wording::truncate(&self.redact(text), limit)
     }
 
     fn redact_hex_runs(&self, text: &str) -> String {

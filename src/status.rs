@@ -5,6 +5,7 @@
 use crate::config::HubConfig;
 use crate::domain::Symptoms;
 use crate::domain::{Capability, ProbeOutcome, ProbeResult};
+use crate::sync::lock;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -114,7 +115,7 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     fn hubs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HubStatus>> {
-        self.hubs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.hubs)
     }
 
     /// The hubs watched now: new ones are added (every capability and probe user, not yet probed); hubs no

@@ -6,6 +6,7 @@ use super::App;
 use crate::config::{Config, DiscoveryConfig, HubConfig};
 use crate::discovery::{self, memory::Change};
 use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::sync::lock;
 use crate::tasks::off_runtime;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +19,6 @@ pub use crate::discovery::memory::Memory;
 
 /// How often the remembered hubs' state is told to the recorder (it is a state, sent again and again).
 const GONE_EVERY: Duration = Duration::from_secs(15);
-
-fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
-    memory.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl App {
     /// Probes until `stop`. With discovery, the hubs probed are the configured ones plus those discovery found

@@ -21,11 +21,12 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::probe::{self, HubProber};
 use crate::redact::Redactor;
-use crate::scheduler::{Rounds, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::signals::follow::HubLogs;
 use crate::signals::{Watch, changes};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 use crate::tasks::{Tasks, off_runtime, on_own_thread};
 use crate::web::auth::Access;
 use crate::web::origin::Served;
@@ -267,7 +268,7 @@ impl App {
                 (candidate.clone(), self.fence.clone(), lost.clone(), stop_lease.clone());
             move || {
                 let (candidate, fence, lost, stop) = (candidate.clone(), fence.clone(), lost.clone(), stop.clone());
-                let elector = elector.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let elector = lock(&elector).take();
                 async move { candidate.keep(term, elector, fence, lost, stop).await }
             }
         });
@@ -368,8 +369,8 @@ impl App {
         }
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
-        let rounds: Vec<Arc<dyn Rounds>> = probers.iter().cloned().map(|p| p as Arc<dyn Rounds>).collect();
-        let scheduler = Scheduler::new(&rounds, config.scheduler.clone(), self.metrics.clone(), outcomes_tx);
+        let lanes = probe::lanes(&probers);
+        let scheduler = Scheduler::new(lanes, config.scheduler.clone(), self.metrics.clone(), outcomes_tx);
         tracing::info!(lanes = scheduler.lane_count(), "probing");
         self.health.set_started(true);
         scheduler.run(stop.clone()).await;

@@ -185,4 +185,9 @@ impl Config {
         }
         Some(route)
     }
+
+    /// The severity of pages for `hub`'s `kind` incidents (also on the webhook without a pagerduty section).
+    pub fn severity(&self, hub: &str, kind: IncidentKind) -> Severity {
+        self.page_route(hub, Some(kind)).map_or_else(Severity::default, |r| r.severity)
+    }
 }

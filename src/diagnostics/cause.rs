@@ -40,7 +40,7 @@ fn found_in<'s>(section: &'s Section, words: &[&str]) -> Option<&'s str> {
 }
 
 fn describe(cause: &str, line: &str, section: &Section) -> String {
-    let quoted = crate::domain::truncate(&line.split_whitespace().collect::<Vec<_>>().join(" "), QUOTED);
+    let quoted = crate::domain::wording::truncate(&line.split_whitespace().collect::<Vec<_>>().join(" "), QUOTED);
     format!("{cause}: `{}` (in `{}`)", quoted.replace('`', "'"), section.command)
 }
 

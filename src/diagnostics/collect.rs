@@ -1,26 +1,23 @@
 //! Collecting diagnostics from the Kubernetes API: the calls run at once, each under its own deadline, so a
 //! slow or broken API server makes sections say "not collected", never makes the page wait.
 
-use super::kubectl::{self, event_last_seen};
+use super::kubectl;
 use super::{Diagnostics, Keep, Section};
 use crate::domain::IncidentKind;
+use crate::kubeapi::{
+    DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource, event_last_seen, to_system_time,
+};
 use crate::kubeapi::{list, timed};
 use crate::redact::Redactor;
 use crate::tasks::off_runtime;
 use futures_util::future::join_all;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams};
+use kube::api::{Api, DynamicObject, ListParams, LogParams};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// The label z2jh puts on user server pods, and the annotation that names their user.
-pub const USER_POD_SELECTOR: &str = "component=singleuser-server";
-pub const USERNAME_ANNOTATION: &str = "hub.jupyter.org/username";
-/// Dask Gateway's Kubernetes backend labels its pods with the cluster; the user is the DaskCluster's
-/// `spec.username` (dask_gateway_server/backends/kubernetes: `get_labels`, `make_cluster_object`).
-pub const DASK_CLUSTER_LABEL: &str = "gateway.dask.org/cluster";
 const GATEWAY_SELECTOR: &str = "app.kubernetes.io/name=dask-gateway";
 const GATEWAY_LABEL: (&str, Option<&str>) = ("app.kubernetes.io/name", Some("dask-gateway"));
 
@@ -49,13 +46,6 @@ pub struct Request {
     pub users: BTreeSet<String>,
     pub log_lines: i64,
     pub call_timeout: Duration,
-}
-
-pub fn daskcluster_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.dask.org", "v1alpha1", "DaskCluster"),
-        "daskclusters",
-    )
 }
 
 /// The container `kubectl logs` picks: the annotated default, else the first.
@@ -160,11 +150,12 @@ const RECENT_RESTART: Duration = Duration::from_secs(3600);
 fn healthy(pod: &Pod, now: SystemTime) -> bool {
     let summary = kubectl::pod_summary(pod, now);
     let (ready, total) = summary.ready.split_once('/').unwrap_or(("0", "0"));
-    let recently_restarted = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
-        c.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).is_some_and(
-            |finished| now.duration_since(kubectl::to_system_time(finished)).is_ok_and(|age| age < RECENT_RESTART),
-        )
-    });
+    let recently_restarted =
+        pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).any(|c| {
+            c.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).is_some_and(
+                |finished| now.duration_since(to_system_time(finished)).is_ok_and(|age| age < RECENT_RESTART),
+            )
+        });
     summary.status == "Running" && ready == total && !recently_restarted
 }
 

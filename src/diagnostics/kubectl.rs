@@ -3,61 +3,13 @@
 //! the same status words ("CrashLoopBackOff", "Init:0/1", "2 (5m ago)"), the same ages ("5m30s", "3d4h") and
 //! the same alignment (Go's text/tabwriter, padding 3 for `get`, 2 for `describe`). Pure: `now` is an argument.
 
+use crate::kubeapi::human_duration;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStatus, Event, Node, PersistentVolumeClaim, Pod, ResourceQuota,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// apimachinery's `duration.HumanDuration`.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".into();
-    }
-    if seconds < 0 {
-        return "0s".into();
-    }
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        return match seconds % 60 {
-            0 => format!("{minutes}m"),
-            s => format!("{minutes}m{s}s"),
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = seconds / 3600;
-    if hours < 8 {
-        return match minutes % 60 {
-            0 => format!("{hours}h"),
-            m => format!("{hours}h{m}m"),
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        return match hours % 24 {
-            0 => format!("{}d", hours / 24),
-            h => format!("{}d{h}h", hours / 24),
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        return match (hours / 24) % 365 {
-            0 => format!("{}y", hours / 24 / 365),
-            d => format!("{}y{d}d", hours / 24 / 365),
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn millis(at: SystemTime) -> i64 {
     match at.duration_since(UNIX_EPOCH) {
@@ -84,11 +36,6 @@ fn since_micro(at: Option<&MicroTime>, now: SystemTime) -> String {
         Some(MicroTime(t)) => age_of_millis(t.as_millisecond(), now),
         None => "<unknown>".into(),
     }
-}
-
-pub fn to_system_time(at: &Time) -> SystemTime {
-    let ms = at.0.as_millisecond();
-    if ms >= 0 { UNIX_EPOCH + Duration::from_millis(ms as u64) } else { UNIX_EPOCH }
 }
 
 /// Go's text/tabwriter as kubectl configures it: a cell is terminated by a tab, the last cell of a line is
@@ -329,19 +276,6 @@ pub fn get_pods_wide(pods: &[Pod], now: SystemTime) -> String {
         })
         .collect();
     table(&header, rows)
-}
-
-/// When an event was last seen, as kubectl orders and prints it.
-pub fn event_last_seen(event: &Event) -> Option<SystemTime> {
-    if let Some(series) = &event.series {
-        return series.last_observed_time.as_ref().map(|MicroTime(t)| to_system_time(&Time(*t)));
-    }
-    event
-        .last_timestamp
-        .as_ref()
-        .or(event.first_timestamp.as_ref())
-        .map(to_system_time)
-        .or_else(|| event.event_time.as_ref().map(|MicroTime(t)| to_system_time(&Time(*t))))
 }
 
 fn event_last_seen_text(event: &Event, now: SystemTime) -> String {

@@ -7,7 +7,7 @@ pub mod cause;
 pub mod collect;
 pub mod kubectl;
 
-use crate::http::truncate;
+use crate::domain::wording::truncate;
 use std::time::SystemTime;
 
 /// A section longer than this keeps its head (tables: the header and the first rows) or its tail (logs: the

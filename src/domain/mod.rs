@@ -13,4 +13,3 @@ pub use incident::{
 };
 pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
 pub use secret::Secret;
-pub use wording::truncate;

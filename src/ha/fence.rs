@@ -3,6 +3,7 @@
 //! it acts and takes no longer than the fence still allows, so a deposed leader sends nothing once another
 //! replica may lead. Without high availability the fence always holds.
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,7 +26,7 @@ impl Fence {
     }
 
     fn slot(&self) -> Option<std::sync::MutexGuard<'_, Option<Instant>>> {
-        self.lease.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
+        self.lease.as_ref().map(|l| lock(l))
     }
 
     /// This replica may act until `until` (a renewal succeeded).

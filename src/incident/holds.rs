@@ -5,6 +5,7 @@
 use super::IncidentManager;
 use crate::domain::{DeploymentState, Hold, IncidentKind, Rollout, Silence, SilenceSource};
 use crate::store::{HeldPage, Store, StoreError, TimelineKind, millis};
+use crate::sync::lock;
 use crate::timefmt::rfc3339;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -161,7 +162,7 @@ impl Rollouts {
         if !state.rolling_out {
             return None;
         }
-        let mut rollouts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rollouts = lock(&self.0);
         let same = rollouts.get(&state.hub).is_some_and(|r| r.generation == state.generation);
         if same {
             return None;
@@ -177,7 +178,7 @@ impl Rollouts {
     }
 
     pub fn all(&self) -> Vec<Rollout> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        lock(&self.0).values().cloned().collect()
     }
 }
 
@@ -205,7 +206,7 @@ impl IncidentManager {
         );
         let mut entries = vec![(TimelineKind::Held, held)];
         if let Hold::Rollout { .. } = hold
-            && let Some((at, change)) = self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).get(hub)
+            && let Some((at, change)) = lock(&self.recent_changes).get(hub)
         {
             entries.push((TimelineKind::HubChanged, format!("{change} (at {})", rfc3339(*at))));
         }

@@ -20,6 +20,7 @@ use crate::status::StatusBoard;
 use crate::store::{
     DiagnosticsAttached, EventAction, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind,
 };
+use crate::sync::lock;
 use holds::Rollouts;
 use sinks::WebhookEvent;
 use std::collections::{BTreeSet, HashMap};
@@ -192,7 +193,7 @@ impl IncidentManager {
             impact_start,
             threshold: self.settings.min_affected_users,
             window: self.settings.window,
-            severity: route.as_ref().map_or("critical", |r| r.severity.as_str()),
+            severity: self.config.severity(hub, kind),
             incident_url,
             diagnostics: &diagnostics,
             routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
@@ -235,7 +236,7 @@ impl IncidentManager {
             let body = serde_json::json!({"priority": priority, "rule": rule});
             events.push(NewEvent::now(EventAction::Priority, body).routed(hub, Some(kind)));
         }
-        let severity = route.as_ref().map_or("critical", |r| r.severity.as_str());
+        let severity = self.config.severity(hub, kind);
         let url = self.incident_url(&incident.key);
         let opened = sinks::incident_body(WebhookEvent::IncidentOpened, incident, &url, severity, now);
         events.extend(self.webhook(opened).map(|e| e.routed(hub, Some(kind))));
@@ -409,7 +410,7 @@ impl IncidentManager {
         if self.status_updates.is_some() {
             events.push(self.status_note(recovered, at)?);
         }
-        let severity = self.config.page_route(hub, Some(kind)).map_or("critical", |r| r.severity.as_str());
+        let severity = self.config.severity(hub, kind);
         let url = self.incident_url(&recovered.key);
         let resolved = sinks::incident_body(WebhookEvent::IncidentResolved, recovered, &url, severity, at);
         events.extend(self.webhook(resolved).map(|e| e.routed(hub, Some(kind))));
@@ -431,7 +432,7 @@ impl IncidentManager {
             "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
             changes.join("; ")
         );
-        self.recent_changes.lock().unwrap_or_else(|p| p.into_inner()).insert(hub.clone(), (now, text.clone()));
+        lock(&self.recent_changes).insert(hub.clone(), (now, text.clone()));
         let event = NewEvent::now(EventAction::Change, pagerduty::change(hub, &hub_url, &summary, details, now));
         if self.store.queue_change(&key, now, event.routed(hub, None))? {
             tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");

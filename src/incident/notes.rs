@@ -2,8 +2,7 @@
 //! few hours"): who is affected, what the probes see now, what changed since the last note. Pure: built from
 //! the stored incident, the status board and the timeline.
 
-use crate::domain::wording::summary_of;
-use crate::http::truncate;
+use crate::domain::wording::{summary_of, truncate};
 use crate::status::{HubStatus, LatestResult};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};

@@ -17,6 +17,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 use crate::tasks::Tasks;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -312,10 +313,6 @@ impl Recorder {
             let _ = back.send((wanted.key, diagnostics)).await;
         });
     }
-}
-
-fn lock(backlog: &Mutex<Backlog>) -> std::sync::MutexGuard<'_, Backlog> {
-    backlog.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What observes outcomes and never decides: the metrics (the affected-users gauges written only when what

@@ -3,6 +3,7 @@
 //! from its first affected user until nobody is affected or it becomes an incident.
 
 use super::IncidentManager;
+use crate::config::Severity;
 use crate::domain::IncidentKind;
 use crate::domain::wording::summary;
 use crate::store::{EventAction, IncidentRecord, NewEvent, StoreError, Ticket};
@@ -39,7 +40,7 @@ pub fn incident_body(
     event: WebhookEvent,
     incident: &IncidentRecord,
     url: &Url,
-    severity: &str,
+    severity: Severity,
     at: SystemTime,
 ) -> Value {
     let users: std::collections::BTreeSet<&str> =
@@ -51,7 +52,7 @@ pub fn incident_body(
         "hub": incident.hub,
         "kind": incident.kind.as_str(),
         "summary": summary(&incident.hub, incident.kind, &incident.symptoms),
-        "severity": severity,
+        "severity": severity.as_str(),
         "users": users,
         "impact_start": rfc3339(incident.impact_start),
         "resolved_at": incident.recovered_at.map(rfc3339),
@@ -71,7 +72,7 @@ pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str
         "hub": ticket.hub,
         "kind": ticket.kind.as_str(),
         "summary": format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, ticket.kind.as_str()),
-        "severity": "info",
+        "severity": Severity::Info.as_str(),
         "users": ticket.users,
         "impact_start": rfc3339(ticket.opened_at),
         "closed_because": why_closed,

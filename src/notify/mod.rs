@@ -22,6 +22,7 @@ use crate::ha::{Fence, Handover};
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
 use crate::store::{Channel, OutboxEvent, OutboxState, RoutedTo, Store, StoreError, TimelineKind};
+use crate::sync::lock;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use std::collections::HashSet;
@@ -361,7 +362,7 @@ impl Notifier {
     }
 
     fn lock_unrecorded(&self) -> std::sync::MutexGuard<'_, Vec<(OutboxEvent, Verdict)>> {
-        self.unrecorded.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.unrecorded)
     }
 
     fn record_unrecorded(&self) -> Result<(), StoreError> {

@@ -4,9 +4,9 @@
 //! say the routing key is not (any more) accepted; 429 is rate limiting (back off for minutes, or as long as
 //! `Retry-After` says); 5xx and network errors are retried.
 
-use crate::domain::wording::{SUMMARY_LIMIT, summary};
+use crate::config::Severity;
+use crate::domain::wording::{SUMMARY_LIMIT, summary, truncate};
 use crate::domain::{IncidentKind, Symptoms};
-use crate::http::truncate;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
@@ -27,7 +27,7 @@ pub struct EventContext<'a> {
     pub impact_start: SystemTime,
     pub threshold: usize,
     pub window: std::time::Duration,
-    pub severity: &'a str,
+    pub severity: Severity,
     /// hubwatch's page for the incident.
     pub incident_url: Url,
     /// Kubernetes evidence, or why there is none (yet).
@@ -65,7 +65,7 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         "payload": {
             "summary": summary(context.hub, context.kind, context.symptoms),
             "source": source,
-            "severity": context.severity,
+            "severity": context.severity.as_str(),
             "timestamp": rfc3339(now),
             "component": "jupyterhub",
             "group": context.hub,
@@ -253,7 +253,7 @@ mod tests {
             impact_start: at(0),
             threshold: 2,
             window: Duration::from_secs(900),
-            severity: "critical",
+            severity: Severity::Critical,
             incident_url: Url::parse("https://hubwatch.example.org/incidents/temple-hub_access-1795000000").unwrap(),
             diagnostics,
             routing: Value::Null,

@@ -6,7 +6,8 @@
 
 use super::pagerduty::Answer;
 use crate::config::StatusUpdatesConfig;
-use crate::http::{HttpClient, truncate};
+use crate::domain::wording::truncate;
+use crate::http::HttpClient;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 
 use super::pagerduty::Answer;
 use crate::config::{WebhookConfig, WebhookFormat};
-use crate::http::{HttpClient, truncate};
+use crate::domain::wording::truncate;
+use crate::http::HttpClient;
 use reqwest::header::{HeaderName, HeaderValue, USER_AGENT};
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -2,11 +2,14 @@
 //! scale to N workers, wait until the scheduler really has them (its `json/counts.json`, proxied by the
 //! gateway), then delete the cluster. The cluster is deleted whatever happened: leaked clusters cost money.
 
+use super::answers::Text;
+use super::lane::{Plain, PlainRound, Probe};
 use super::round::HubProber;
 use super::{Deadline, Look, Stages, poll_until};
 use crate::config::DaskGatewayConfig;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response, Text};
+use crate::http::{Auth, HttpClient, Response};
+use crate::sync::lock;
 use reqwest::{Method, StatusCode};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -18,6 +21,14 @@ use url::Url;
 const POLL: Duration = Duration::from_millis(500);
 /// The gateway long-polls `?wait` for up to 20 s; each wait gets a little more than that.
 const LONG_POLL: Duration = Duration::from_secs(25);
+
+/// With a gateway configured, every probe user makes and uses a cluster, on the Dask Gateway interval.
+pub(super) fn lane(prober: &HubProber, _: &str) -> Option<Box<dyn Probe>> {
+    prober.hub.dask_gateway.as_ref()?;
+    let round: PlainRound =
+        |c, cancel| Box::pin(async move { c.prober.probe_dask_gateway(&c.user, &cancel).await.into_iter().collect() });
+    Some(Box::new(Plain { capability: Capability::DaskGateway, every: prober.hub.probes.dask_gateway.every, round }))
+}
 
 impl HubProber {
     /// The dask_gateway capability; None when the hub has no gateway configured or the round was cancelled.
@@ -40,7 +51,7 @@ impl HubProber {
                 stages.run(Stage::DeleteLeftoverClusters, gateway.delete_leftovers(deadline)).await?;
                 let created = gateway.create(&config.cluster_options, deadline);
                 let name = stages.run(Stage::CreateCluster, created).await?;
-                *cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.clone());
+                *lock(&cluster) = Some(name.clone());
                 stages.run(Stage::WaitRunning, gateway.wait_running(&name, deadline)).await?;
                 stages.run(Stage::Scale, gateway.scale(&name, settings.workers, deadline)).await?;
                 stages.run(Stage::WaitWorker, gateway.wait_workers(&name, settings.workers, deadline)).await
@@ -48,7 +59,7 @@ impl HubProber {
             .await;
         let duration = round.elapsed();
         // Deleted whatever happened: a leaked cluster costs money.
-        let deleted = match cluster.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let deleted = match crate::sync::into_inner(cluster) {
             Some(name) => {
                 let delete = |deadline| async move { gateway.delete(&name, deadline).await };
                 round.clean_up(Stage::DeleteCluster, delete).await
@@ -112,7 +123,7 @@ impl<'a> Gateway<'a> {
         }
         let clusters: HashMap<String, IgnoredAny> = response.json().map_err(|e| StepFailure::hub(stage, e))?;
         let names: Vec<String> = clusters.into_keys().collect();
-        let (names, odd): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| crate::http::path_segment(n));
+        let (names, odd): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| super::answers::path_segment(n));
         for name in &names {
             self.delete_as(name, stage, deadline).await?;
         }
@@ -141,7 +152,7 @@ impl<'a> Gateway<'a> {
         model
             .name
             .0
-            .filter(|n| crate::http::path_segment(n))
+            .filter(|n| super::answers::path_segment(n))
             .ok_or_else(|| StepFailure::hub(stage, "the gateway answered without a usable cluster name"))
     }
 

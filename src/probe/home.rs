@@ -5,10 +5,11 @@
 //! the failure's reason quotes them. Home full is the outage users meet most often, and every other probe
 //! passes through it: the server starts, the kernel runs, only saving fails.
 
+use super::answers::Text;
 use super::round::HubProber;
 use super::{Deadline, Stages};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response, Text};
+use crate::http::{Auth, HttpClient, Response};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,10 +4,13 @@
 //! hold a handshake for 60 s, and pings would keep a naive read waiting forever.
 
 use super::Deadline;
+use super::answers::Text;
 use super::round::HubProber;
 use crate::config::KernelCell;
+use crate::domain::wording::truncate;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Text, scrub, truncate};
+use crate::http::{Auth, HttpClient, scrub};
+use crate::sync::lock;
 use backon::{ConstantBuilder, Retryable};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -44,7 +47,7 @@ impl HubProber {
             .steps(cancel, async {
                 let start = start_kernel(&self.http, server_url, token, settings.kernel_name.as_deref(), deadline);
                 let id = stages.run(Stage::StartKernel, start).await?;
-                *kernel_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+                *lock(&kernel_id) = Some(id.clone());
                 let mut socket = stages.run(Stage::Connect, connect(server_url, token, &id, deadline)).await?;
                 let executed = stages.run(Stage::Execute, run_cells(&mut socket, &settings.cells, deadline)).await;
                 let _ = timeout_at(deadline.at, socket.close(None)).await;
@@ -52,7 +55,7 @@ impl HubProber {
             })
             .await;
         let duration = round.elapsed();
-        let deleted = match kernel_id.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        let deleted = match crate::sync::into_inner(kernel_id) {
             Some(id) => {
                 let delete =
                     |deadline| async move { delete_kernel(&self.http, server_url, token, &id, deadline).await };
@@ -99,7 +102,7 @@ pub async fn start_kernel(
     }
     let model: KernelModel = response.json().map_err(|e| StepFailure::hub(stage, e))?;
     match model.id.as_deref() {
-        Some(id) if crate::http::path_segment(id) => Ok(id.to_string()),
+        Some(id) if super::answers::path_segment(id) => Ok(id.to_string()),
         Some(_) => {
             Err(StepFailure::hub(stage, "the server answered with a kernel id that is not one (not used in a URL)"))
         }

@@ -1,12 +1,14 @@
 //! The login capability: the token flow (hubwatch's service token mints a short-lived token for the probe
 //! user, who must then be recognised) and the browser's form flow (`_xsrf` cookie and field, POST, 302).
 
+use super::answers::{Text, html_element_text, hub_message};
+use super::lane::{Plain, PlainRound, Probe};
 use super::round::HubProber;
 use super::{Deadline, Stages, user_path};
 use crate::config::LoginMethod;
 use crate::domain::ProbeOutcome;
 use crate::domain::{Capability, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response, Text, html_element_text, hub_message};
+use crate::http::{Auth, HttpClient, Response};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
@@ -21,6 +23,13 @@ const RENEW_BEFORE: Duration = Duration::from_secs(1800);
 pub struct CachedToken {
     token: Secret,
     renew_at: tokio::time::Instant,
+}
+
+/// Every probe user logs in, on the login interval.
+pub(super) fn lane(prober: &HubProber, _: &str) -> Option<Box<dyn Probe>> {
+    let round: PlainRound =
+        |c, cancel| Box::pin(async move { c.prober.probe_login(&c.user, &cancel).await.into_iter().collect() });
+    Some(Box::new(Plain { capability: Capability::Login, every: prober.hub.probes.login.every, round }))
 }
 
 impl HubProber {
@@ -232,7 +241,7 @@ pub async fn form_login(
         .ok_or_else(|| StepFailure::hub(Stage::LoginPage, "the login page has no login form with an _xsrf field"))?;
     let action = form_action(&html).unwrap_or_else(|| "/hub/login?next=".to_string());
     // The password goes where the form says only if that is the hub.
-    let action = crate::http::on_origin(hub, &action)
+    let action = super::answers::on_origin(hub, &action)
         .map_err(|why| StepFailure::hub(Stage::LoginPage, format!("the login form's action is not used: {why}")))?;
 
     let stage = Stage::LoginSubmit;

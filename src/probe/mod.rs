@@ -7,9 +7,11 @@
 //! outage. Every round follows one contract ([`round`]): steps under the probe's deadline, blocked steps,
 //! clean-up whatever happened.
 
+mod answers;
 pub mod dask_gateway;
 pub mod home;
 pub mod kernel;
+pub mod lane;
 pub mod login;
 mod oauth;
 pub mod round;
@@ -17,12 +19,14 @@ mod sentinel;
 pub mod server;
 mod sse;
 
+pub use lane::{Lane, lanes};
 pub use round::HubProber;
 
 use crate::config::Config;
 use crate::domain::{Stage, StageTiming, StepFailure, round_ms};
 use crate::http;
 use crate::redact::Redactor;
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,12 +95,8 @@ impl Stages {
     }
 
     pub fn into_list(self) -> Vec<StageTiming> {
-        self.list.into_inner().unwrap_or_else(|p| p.into_inner())
+        crate::sync::into_inner(self.list)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What one look at something a probe waits for found.

@@ -7,10 +7,12 @@
 //! goes, so it goes only to an origin `identity_providers` names, or, without them, over https to a public
 //! address: never loopback, link-local (the cloud's metadata service), private or cluster-internal.
 
+use super::answers::hub_message;
 use super::login::hub_url;
 use super::{Deadline, Stages};
+use crate::domain::wording::truncate;
 use crate::domain::{Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response, hub_message, truncate};
+use crate::http::{Auth, HttpClient, Response};
 use reqwest::Method;
 use reqwest::header::LOCATION;
 use std::net::IpAddr;

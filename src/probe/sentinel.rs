@@ -7,15 +7,25 @@
 //! started again; that start is the server attempt. A lost route is not repaired by restarting: the kept
 //! server goes on showing what users see until the hub puts the routes back.
 
+use super::answers::on_origin;
+use super::lane::{Plain, PlainRound, Probe};
 use super::round::HubProber;
 use super::server::{ServerState, server_url};
 use super::{Deadline, OnServer, Stages};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, on_origin};
+use crate::http::Auth;
 use reqwest::{Method, StatusCode, header::LOCATION};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
+
+/// The kept server's user looks at it on the sentinel interval, in place of server rounds; its looks see
+/// what server rounds see, so they corroborate each other.
+pub(super) fn lane(prober: &HubProber, user: &str) -> Option<Box<dyn Probe>> {
+    let sentinel = prober.hub.sentinel.filter(|_| prober.hub.sentinel_user() == Some(user))?;
+    let round: PlainRound = |c, cancel| Box::pin(async move { c.prober.probe_sentinel(&c.user, &cancel).await });
+    Some(Box::new(Plain { capability: Capability::Server, every: sentinel.every, round }))
+}
 
 impl HubProber {
     /// One look at `user`'s kept server, and the kernel and home probes on it; blocked when it is not

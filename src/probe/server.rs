@@ -2,12 +2,15 @@
 //! progress stream to `ready` or `failed` (201 and 202 both only mean "maybe"), and stop the server again,
 //! waiting until the hub says it is gone.
 
+use super::lane::{Context, Probe, Slot, Within};
 use super::login::hub_url;
 use super::round::HubProber;
 use super::sse::SseParser;
 use super::{Deadline, Look, OnServer, Stages, poll_until, user_path};
+use crate::domain::wording::truncate;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub, truncate};
+use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub};
+use futures_util::future::BoxFuture;
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
@@ -21,6 +24,44 @@ use url::Url;
 const PROGRESS_KEPT: usize = 8;
 const PROGRESS_EVENT_LIMIT: usize = 64 * 1024;
 const POLL: Duration = Duration::from_millis(500);
+
+/// Every probe user but the kept server's starts a server, on the shortest of the server, kernel and home
+/// intervals; the kernel and home probes run on it, each when due (all of them when corroborating).
+pub(super) fn lane(prober: &HubProber, user: &str) -> Option<Box<dyn Probe>> {
+    if prober.hub.sentinel_user() == Some(user) {
+        return None;
+    }
+    let probes = &prober.hub.probes;
+    Some(Box::new(ServerLane {
+        every: probes.server.every.min(probes.kernel.every).min(probes.home.every),
+        kernel: Within::every(probes.kernel.every),
+        home: Within::every(probes.home.every),
+    }))
+}
+
+struct ServerLane {
+    every: Duration,
+    kernel: Within,
+    home: Within,
+}
+
+impl Probe for ServerLane {
+    fn capability(&self) -> Capability {
+        Capability::Server
+    }
+
+    fn every(&self) -> Duration {
+        self.every
+    }
+
+    fn round(&self, c: Context, slot: Slot, cancel: CancellationToken) -> BoxFuture<'static, Vec<ProbeOutcome>> {
+        let on = match slot.corroborating {
+            true => OnServer::ALL,
+            false => OnServer { kernel: self.kernel.take(slot.due), home: self.home.take(slot.due) },
+        };
+        Box::pin(async move { c.prober.probe_server(&c.user, on, &cancel).await })
+    }
+}
 
 impl HubProber {
     /// The server capability, and on the server it started the kernel and home capabilities `on` asks for.
@@ -399,22 +440,22 @@ struct ServerModel {
     #[serde(default)]
     stopped: Option<bool>,
     #[serde(default)]
-    pending: crate::http::Text,
+    pending: super::answers::Text,
     #[serde(default)]
-    url: crate::http::Text,
+    url: super::answers::Text,
 }
 
 /// One spawn progress event.
 #[derive(serde::Deserialize)]
 struct ProgressEvent {
     #[serde(default)]
-    message: crate::http::Text,
+    message: super::answers::Text,
     #[serde(default)]
     failed: Option<bool>,
     #[serde(default)]
     ready: Option<bool>,
     #[serde(default)]
-    url: crate::http::Text,
+    url: super::answers::Text,
 }
 
 /// The server's base URL: the hub's `url` for it when given (it carries the hub's base path), else
@@ -424,7 +465,7 @@ pub(super) fn server_url(hub: &Url, url: Option<&str>, user: &str) -> Result<Url
         Some(u) if !u.trim().is_empty() => u.to_string(),
         _ => format!("{}user/{}/", hub.path(), user_path(user)),
     };
-    let mut base = crate::http::on_origin(hub, &path).map_err(|why| {
+    let mut base = super::answers::on_origin(hub, &path).map_err(|why| {
         StepFailure::hub(Stage::Progress, format!("the hub gave a server URL hubwatch will not use: {why}"))
     })?;
     if !base.path().ends_with('/') {

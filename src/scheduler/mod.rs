@@ -3,19 +3,18 @@
 //! overlaps itself (a round that overruns skips the slots it missed); a global semaphore bounds the rounds
 //! running at once; every round has its own deadline, so one slow hub never holds up the others beyond it.
 //!
-//! Lanes per probe user: `login`; `server` (the kernel and home probes run on the server that round starts,
-//! each when due, because they need a running server); `dask_gateway` when the hub has a gateway.
+//! It knows lanes, not capabilities: which lanes a probe user has, and what their rounds do, is the probe
+//! contract's ([`crate::probe::lane`]).
 //!
 //! When a round's result flips, the lanes of the same hub and kind run again soon (see [`corroborate`]).
 
 mod corroborate;
 
-use crate::config::{HubConfig, SchedulerConfig};
+use crate::config::SchedulerConfig;
 use crate::domain::ProbeOutcome;
 use crate::metrics::Metrics;
-use crate::probe::{HubProber, OnServer};
+use crate::probe::lane::{Lane, Slot, next_slot};
 use corroborate::{Corroboration, Observation, confirm_delay, observations};
-use futures_util::future::BoxFuture;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -25,72 +24,9 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-/// What a lane runs: the rounds of one hub, for one probe user at a time. [`HubProber`] is the real one.
-pub trait Rounds: Send + Sync {
-    fn hub(&self) -> &HubConfig;
-    fn login<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
-    /// The server round, with the probes `on` asks for on the server it starts.
-    fn server<'a>(
-        &'a self,
-        user: &'a str,
-        on: OnServer,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Vec<ProbeOutcome>>;
-    fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>>;
-    /// A look at the kept server, and the kernel and home probes on it.
-    fn sentinel<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>>;
-}
-
-impl Rounds for HubProber {
-    fn hub(&self) -> &HubConfig {
-        &self.hub
-    }
-
-    fn login<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
-        Box::pin(self.probe_login(user, cancel))
-    }
-
-    fn server<'a>(
-        &'a self,
-        user: &'a str,
-        on: OnServer,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Vec<ProbeOutcome>> {
-        Box::pin(self.probe_server(user, on, cancel))
-    }
-
-    fn dask_gateway<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
-        Box::pin(self.probe_dask_gateway(user, cancel))
-    }
-
-    fn sentinel<'a>(&'a self, user: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
-        Box::pin(self.probe_sentinel(user, cancel))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum LaneKind {
-    Login,
-    Server,
-    /// The kept server's user: in place of its server lane.
-    Sentinel,
-    DaskGateway,
-}
-
-impl LaneKind {
-    /// The lanes that corroborate each other: the kept server sees what server rounds see.
-    fn group(self) -> LaneKind {
-        match self {
-            LaneKind::Sentinel => LaneKind::Server,
-            other => other,
-        }
-    }
-}
-
-struct Lane {
-    prober: Arc<dyn Rounds>,
-    user: String,
-    kind: LaneKind,
+/// A lane and where it is in its schedule.
+struct Scheduled {
+    lane: Lane,
     every: Duration,
     /// A slot of the lane's phase: its rounds are due at `anchor + k * every`.
     anchor: Instant,
@@ -101,27 +37,6 @@ struct Lane {
     /// The next round was pulled forward to corroborate a flip (a server round then also runs everything
     /// on the server).
     corroborating: bool,
-    /// Server lanes only: the kernel and home probes, each with its own interval.
-    kernel: OnServerSchedule,
-    home: OnServerSchedule,
-}
-
-/// When a probe that runs on a server round's server is next due.
-#[derive(Debug, Clone, Copy)]
-struct OnServerSchedule {
-    due: Instant,
-    every: Duration,
-}
-
-impl OnServerSchedule {
-    /// Whether it is due in the round started for the slot `was_due`; if so, its next slot is taken.
-    fn take(&mut self, was_due: Instant) -> bool {
-        let due = self.due <= was_due;
-        if due {
-            self.due = next_slot(self.due, self.every, was_due);
-        }
-        due
-    }
 }
 
 /// The lanes' next slots, soonest first.
@@ -152,52 +67,32 @@ impl Running {
 const BATCH: Duration = Duration::from_millis(100);
 
 pub struct Scheduler {
-    lanes: Vec<Lane>,
+    lanes: Vec<Scheduled>,
     config: SchedulerConfig,
     metrics: Arc<Metrics>,
     outcomes: mpsc::Sender<ProbeOutcome>,
 }
 
 impl Scheduler {
+    /// Schedules `lanes` (see [`crate::probe::lanes`]).
     pub fn new(
-        probers: &[Arc<dyn Rounds>],
+        lanes: Vec<Lane>,
         config: SchedulerConfig,
         metrics: Arc<Metrics>,
         outcomes: mpsc::Sender<ProbeOutcome>,
     ) -> Self {
         let now = Instant::now();
-        let mut lanes = Vec::new();
-        for prober in probers {
-            let hub = prober.hub();
-            let probes = &hub.probes;
-            for user in &hub.users {
-                let lane = |kind, every| Lane {
-                    prober: prober.clone(),
-                    user: user.clone(),
-                    kind,
-                    every,
-                    anchor: now,
-                    due: None,
-                    started_for: now,
-                    corroborating: false,
-                    kernel: OnServerSchedule { due: now, every: probes.kernel.every },
-                    home: OnServerSchedule { due: now, every: probes.home.every },
-                };
-                lanes.push(lane(LaneKind::Login, probes.login.every));
-                match hub.sentinel {
-                    Some(sentinel) if hub.sentinel_user() == Some(user.as_str()) => {
-                        lanes.push(lane(LaneKind::Sentinel, sentinel.every));
-                    }
-                    _ => {
-                        let server_every = probes.server.every.min(probes.kernel.every).min(probes.home.every);
-                        lanes.push(lane(LaneKind::Server, server_every));
-                    }
-                }
-                if hub.dask_gateway.is_some() {
-                    lanes.push(lane(LaneKind::DaskGateway, probes.dask_gateway.every));
-                }
-            }
-        }
+        let lanes = lanes
+            .into_iter()
+            .map(|lane| Scheduled {
+                every: lane.probe.every(),
+                lane,
+                anchor: now,
+                due: None,
+                started_for: now,
+                corroborating: false,
+            })
+            .collect();
         Scheduler { lanes, config, metrics, outcomes }
     }
 
@@ -215,7 +110,7 @@ impl Scheduler {
         };
         let mut due = self.first_slots();
         let mut corroboration = Corroboration::new(
-            self.lanes.iter().map(|lane| (lane.prober.hub().name.clone(), lane.kind.group())).collect(),
+            self.lanes.iter().map(|s| (s.lane.hub().to_string(), s.lane.probe.capability())).collect(),
             self.lanes.iter().map(|lane| lane.every).collect(),
         );
         loop {
@@ -248,7 +143,7 @@ impl Scheduler {
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             let phase = start + lane.every.mul_f64(fastrand::f64());
             due.push(Reverse((phase, index)));
-            (lane.anchor, lane.due, lane.kernel.due, lane.home.due) = (phase, Some(phase), phase, phase);
+            (lane.anchor, lane.due) = (phase, Some(phase));
         }
         due
     }
@@ -283,9 +178,9 @@ impl Scheduler {
             }
             Err(e) => {
                 let index = rounds.lanes_of.remove(&e.id())?;
-                let lane = &self.lanes[index];
+                let lane = &self.lanes[index].lane;
                 self.metrics.count_task_restart("probe_lane");
-                tracing::error!(hub = %lane.prober.hub().name, user = %lane.user, lane = ?lane.kind, error = %e,
+                tracing::error!(hub = lane.hub(), user = lane.user(), lane = lane.probe.capability().as_str(), error = %e,
                     "a probe round panicked: its lane goes on at its next slot");
                 Some((index, Vec::new()))
             }
@@ -312,26 +207,15 @@ impl Scheduler {
         shutdown: &CancellationToken,
     ) -> tokio::task::Id {
         let lane = &mut self.lanes[index];
-        let on = match lane.kind {
-            LaneKind::Server if lane.corroborating => OnServer::ALL,
-            LaneKind::Server => OnServer { kernel: lane.kernel.take(was_due), home: lane.home.take(was_due) },
-            _ => OnServer::default(),
-        };
+        let round = lane.lane.round(Slot { due: was_due, corroborating: lane.corroborating }, shutdown.clone());
         // A round may start up to BATCH before its slot and end before it: the next one is after that slot.
         (lane.due, lane.corroborating, lane.started_for) = (None, false, was_due);
-        let (prober, user, kind) = (lane.prober.clone(), lane.user.clone(), lane.kind);
-        let (permits, metrics, outcomes, cancel) =
-            (permits.clone(), self.metrics.clone(), self.outcomes.clone(), shutdown.clone());
+        let (permits, metrics, outcomes) = (permits.clone(), self.metrics.clone(), self.outcomes.clone());
         let handle = running.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return (index, Vec::new()) };
             metrics.schedule_lag.observe(was_due.elapsed().as_secs_f64());
             let _in_flight = InFlight::start(&metrics);
-            let results = match kind {
-                LaneKind::Login => prober.login(&user, &cancel).await.into_iter().collect(),
-                LaneKind::Server => prober.server(&user, on, &cancel).await,
-                LaneKind::Sentinel => prober.sentinel(&user, &cancel).await,
-                LaneKind::DaskGateway => prober.dask_gateway(&user, &cancel).await.into_iter().collect(),
-            };
+            let results = round.await;
             let observed = observations(&results);
             for outcome in results {
                 // The receiver lives as long as the daemon; a send error only happens while shutting down.
@@ -363,17 +247,6 @@ impl Drop for InFlight<'_> {
 /// up to [`BATCH`] early and end before its slot, which must not make it due again for the same slot.
 fn after_round(anchor: Instant, every: Duration, started_for: Instant, finished: Instant) -> Instant {
     next_slot(anchor, every, finished.max(started_for))
-}
-
-/// The first slot `phase + k * every` strictly after `after` (k >= 1 from `phase`).
-fn next_slot(phase: Instant, every: Duration, after: Instant) -> Instant {
-    let mut next = phase + every;
-    if next <= after {
-        let behind = after.duration_since(next);
-        let skipped = (behind.as_secs_f64() / every.as_secs_f64()).floor() as u32 + 1;
-        next += every * skipped;
-    }
-    next
 }
 
 #[cfg(test)]
@@ -410,47 +283,43 @@ mod tests {
 #[cfg(test)]
 mod supervision {
     use super::*;
-    use crate::config::ProbeSettings;
+    use crate::config::{HubConfig, ProbeSettings};
     use crate::domain::{Capability, ProbeResult, Secret};
+    use crate::probe::HubProber;
+    use crate::probe::lane::{Context, Probe};
+    use futures_util::future::BoxFuture;
     use std::sync::Mutex;
 
-    /// A hub whose login round panics for one user and succeeds for the other.
+    /// Logins whose round panics for one user and succeeds for the other.
+    #[derive(Clone, Default)]
     struct Flaky {
-        hub: HubConfig,
-        calls: Mutex<Vec<String>>,
+        calls: Arc<Mutex<Vec<String>>>,
     }
 
-    impl Rounds for Flaky {
-        fn hub(&self) -> &HubConfig {
-            &self.hub
+    impl Probe for Flaky {
+        fn capability(&self) -> Capability {
+            Capability::Login
         }
 
-        fn login<'a>(&'a self, user: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
+        fn every(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+
+        fn round(&self, c: Context, _: Slot, _: CancellationToken) -> BoxFuture<'static, Vec<ProbeOutcome>> {
+            let calls = self.calls.clone();
             Box::pin(async move {
-                self.calls.lock().unwrap().push(user.to_string());
-                assert_ne!(user, "broken", "injected panic in a probe round");
-                Some(ProbeOutcome {
-                    hub: self.hub.name.clone(),
-                    user: user.into(),
+                calls.lock().unwrap().push(c.user.to_string());
+                assert_ne!(&*c.user, "broken", "injected panic in a probe round");
+                vec![ProbeOutcome {
+                    hub: c.prober.hub.name.clone(),
+                    user: c.user.to_string(),
                     capability: Capability::Login,
                     started_at: std::time::SystemTime::now(),
                     duration: Duration::ZERO,
                     result: ProbeResult::Ok,
                     stages: vec![],
-                })
+                }]
             })
-        }
-
-        fn server<'a>(&'a self, _: &'a str, _: OnServer, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
-            Box::pin(async { Vec::new() })
-        }
-
-        fn dask_gateway<'a>(&'a self, _: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Option<ProbeOutcome>> {
-            Box::pin(async { None })
-        }
-
-        fn sentinel<'a>(&'a self, _: &'a str, _: &'a CancellationToken) -> BoxFuture<'a, Vec<ProbeOutcome>> {
-            Box::pin(async { Vec::new() })
         }
     }
 
@@ -459,7 +328,16 @@ mod supervision {
         let url = "https://temple.example.org/".parse().unwrap();
         let users = vec!["broken".into(), "fine".into()];
         let hub = HubConfig::found("temple", url, Secret::new("t"), users, ProbeSettings::default());
-        let flaky = Arc::new(Flaky { hub, calls: Mutex::default() });
+        let http = crate::http::HttpClient::new().unwrap();
+        let redactor = Arc::new(crate::redact::Redactor::new());
+        let prober = Arc::new(HubProber::new(Arc::new(hub), http, Duration::from_secs(5), redactor));
+        let flaky = Flaky::default();
+        let lanes = ["broken", "fine"]
+            .map(|user| Lane {
+                context: Context { prober: prober.clone(), user: user.into() },
+                probe: Box::new(flaky.clone()),
+            })
+            .into();
         let metrics = Arc::new(Metrics::new());
         let (outcomes_tx, mut outcomes) = mpsc::channel(1024);
         let config = SchedulerConfig {
@@ -467,8 +345,7 @@ mod supervision {
             shutdown_grace: Duration::from_secs(5),
             cleanup_timeout: Duration::from_secs(5),
         };
-        let rounds: Vec<Arc<dyn Rounds>> = vec![flaky.clone()];
-        let scheduler = Scheduler::new(&rounds, config, metrics.clone(), outcomes_tx);
+        let scheduler = Scheduler::new(lanes, config, metrics.clone(), outcomes_tx);
         let stop = CancellationToken::new();
         let running = tokio::spawn(scheduler.run(stop.clone()));
         // Logins every minute by default: ten minutes of (paused) time.

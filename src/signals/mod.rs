@@ -12,9 +12,10 @@ pub mod follow;
 pub mod logs;
 pub mod pods;
 
-use crate::diagnostics::collect::{DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource};
-use crate::diagnostics::kubectl::event_last_seen;
 use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::kubeapi::{
+    DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource, event_last_seen,
+};
 use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};

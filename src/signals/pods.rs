@@ -7,7 +7,7 @@
 //!
 //! A pod being deleted is on its way out and says nothing; a Running, ready pod is fine.
 
-use crate::diagnostics::kubectl::{human_duration, to_system_time};
+use crate::kubeapi::{human_duration, to_system_time};
 use k8s_openapi::api::core::v1::Pod;
 use std::time::{Duration, SystemTime};
 

@@ -1,7 +1,7 @@
 //! Incidents and their timelines: the rows, and the changes that page (each one transaction with its outbox
 //! entries).
 
-use super::outbox::{EventAction, NewEvent, insert_event};
+use super::outbox::{EventAction, NewEvent, OutboxState, insert_event};
 use super::{Store, StoreError, from_millis, millis};
 use crate::domain::{AffectedEver, IncidentKind, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -153,7 +153,7 @@ impl Store {
                 params![
                     record.key,
                     record.hub,
-                    record.kind.as_str(),
+                    record.kind,
                     millis(record.impact_start),
                     millis(record.opened_at),
                     serde_json::to_string(&record.symptoms)?,
@@ -212,8 +212,8 @@ impl Store {
         self.write(|tx| {
             if let Some((impact_start, impact_entry)) = impact {
                 tx.execute(
-                    "UPDATE timeline SET at = ?2, entry = ?3 WHERE key = ?1 AND kind = 'impact_start'",
-                    params![key, millis(impact_start), impact_entry],
+                    "UPDATE timeline SET at = ?2, entry = ?3 WHERE key = ?1 AND kind = ?4",
+                    params![key, millis(impact_start), impact_entry, TimelineKind::ImpactStart],
                 )?;
             }
             merge_symptoms(tx, key, symptoms)?;
@@ -285,9 +285,9 @@ impl Store {
             insert_timeline(tx, key, at, TimelineKind::Diagnostics, entry)?;
             let waiting: Option<(i64, String)> = tx
                 .query_row(
-                    "SELECT id, body FROM outbox WHERE key = ?1 AND action = 'trigger' AND state = 'pending' AND attempts = 0
+                    "SELECT id, body FROM outbox WHERE key = ?1 AND action = ?2 AND state = ?3 AND attempts = 0
                      ORDER BY id DESC LIMIT 1",
-                    [key],
+                    params![key, EventAction::Trigger, OutboxState::Pending],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
@@ -300,13 +300,12 @@ impl Store {
                 return Ok(DiagnosticsAttached::IntoWaitingTrigger);
             }
             // A held page is not sent by its diagnostics either: they wait on hubwatch's page until it goes out.
-            let open: bool = tx.query_row("SELECT open AND hold IS NULL FROM incidents WHERE key = ?1", [key], |row| {
-                row.get(0)
-            })?;
+            let open: bool =
+                tx.query_row("SELECT open AND hold IS NULL FROM incidents WHERE key = ?1", [key], |row| row.get(0))?;
             let last: Option<String> = tx
                 .query_row(
-                    "SELECT body FROM outbox WHERE key = ?1 AND action = 'trigger' ORDER BY id DESC LIMIT 1",
-                    [key],
+                    "SELECT body FROM outbox WHERE key = ?1 AND action = ?2 ORDER BY id DESC LIMIT 1",
+                    params![key, EventAction::Trigger],
                     |row| row.get(0),
                 )
                 .optional()?;
@@ -409,10 +408,12 @@ impl Store {
     pub fn first_pages(&self) -> Result<std::collections::HashMap<String, SystemTime>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare(
-            "SELECT key, MIN(done_at) FROM outbox WHERE action = 'trigger' AND state = 'sent' AND done_at IS NOT NULL
+            "SELECT key, MIN(done_at) FROM outbox WHERE action = ?1 AND state = ?2 AND done_at IS NOT NULL
              GROUP BY key",
         )?;
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, from_millis(row.get(1)?))))?;
+        let rows = statement.query_map(params![EventAction::Trigger, OutboxState::Sent], |row| {
+            Ok((row.get::<_, String>(0)?, from_millis(row.get(1)?)))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -438,8 +439,13 @@ impl Store {
         let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let kind: String = row.get(2)?;
-            let Some(kind) = IncidentKind::parse(&kind) else { continue };
+            let kind = match row.get(2) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    self.unreadable.report("incidents", &row.get::<_, String>(0)?, &e);
+                    continue;
+                }
+            };
             let json = |i: usize| -> Result<String, rusqlite::Error> { row.get(i) };
             out.push(IncidentRecord {
                 key: row.get(0)?,
@@ -463,15 +469,15 @@ impl Store {
     pub fn timeline(&self, key: &str) -> Result<Vec<TimelineEntry>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare("SELECT at, kind, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
-        let rows = statement.query_map([key], |row| {
-            let kind: String = row.get(1)?;
-            Ok(TimelineEntry {
-                at: from_millis(row.get(0)?),
-                kind: TimelineKind::parse(&kind).unwrap_or(TimelineKind::Changed),
-                text: row.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = statement.query([key])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            match row.get(1) {
+                Ok(kind) => out.push(TimelineEntry { at: from_millis(row.get(0)?), kind, text: row.get(2)? }),
+                Err(e) => self.unreadable.report("timeline", key, &e),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -509,7 +515,7 @@ pub(super) fn insert_timeline(
 ) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO timeline (key, at, entry, kind) VALUES (?1, ?2, ?3, ?4)",
-        params![key, millis(at), entry, kind.as_str()],
+        params![key, millis(at), entry, kind],
     )?;
     Ok(())
 }

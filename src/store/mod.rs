@@ -14,6 +14,7 @@ mod retention;
 mod silences;
 mod snapshot;
 mod tickets;
+mod words;
 
 pub use hubs::DiscoveredHub;
 pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, RoutedTo, TimelineEntry, TimelineKind};
@@ -21,6 +22,7 @@ pub use outbox::{Backlog, Channel, Delivery, EventAction, EventRoute, NewEvent, 
 pub use snapshot::{RestoreReport, Version};
 pub use tickets::Ticket;
 
+use crate::sync::lock;
 use rusqlite::{Connection, ErrorCode, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -81,11 +83,11 @@ impl WriteHealth {
 
     /// Since when writes fail, and the latest error; `None` while they succeed.
     pub fn failing(&self) -> Option<(SystemTime, String)> {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.failing).clone()
     }
 
     fn record<T>(&self, result: &Result<T, StoreError>) {
-        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failing = lock(&self.failing);
         match result {
             Ok(_) => *failing = None,
             Err(e) => {
@@ -103,6 +105,7 @@ pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     health: WriteHealth,
+    unreadable: words::Unreadable,
 }
 
 pub fn millis(at: SystemTime) -> i64 {
@@ -214,7 +217,12 @@ impl Store {
             other => other,
         };
         let conn = opened.map_err(|failure| failure.into_error(path))?;
-        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), health: WriteHealth::default() })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            health: WriteHealth::default(),
+            unreadable: Default::default(),
+        })
     }
 
     /// Opens the state database at `path` to read it only (the CLI's `incidents`, `report`, `availability`,
@@ -236,7 +244,12 @@ impl Store {
         if version < SCHEMA_VERSION {
             return Err(StoreError::OlderSchema { path: path.display().to_string(), found: version });
         }
-        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf(), health: WriteHealth::default() })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            health: WriteHealth::default(),
+            unreadable: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -257,7 +270,7 @@ impl Store {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.conn)
     }
 
     /// Runs `change` in one transaction that also advances the write sequence; every write goes through

@@ -2,6 +2,7 @@
 //! of each (sent, rejected, dry run, or still pending with its next attempt).
 
 use super::incidents::{RoutedTo, TimelineKind, insert_timeline};
+use super::words::{among, is};
 use super::{Store, StoreError, from_millis, millis};
 use crate::domain::IncidentKind;
 use rusqlite::{Connection, params};
@@ -73,11 +74,13 @@ impl Channel {
 
     /// Which stored rows it carries, as SQL. The events channel also takes rows whose action no version of
     /// hubwatch wrote, so that they are found and marked rejected rather than left pending for ever.
-    fn rows(self) -> &'static str {
+    fn rows(self) -> String {
+        let others: Vec<EventAction> =
+            EventAction::ALL.into_iter().filter(|a| a.channel() != Channel::Events).collect();
+        let mine: Vec<EventAction> = EventAction::ALL.into_iter().filter(|a| a.channel() == self).collect();
         match self {
-            Channel::Events => "action NOT IN ('note', 'priority', 'webhook')",
-            Channel::Rest => "action IN ('note', 'priority')",
-            Channel::Webhook => "action = 'webhook'",
+            Channel::Events => format!("NOT ({})", among("action", &others)),
+            Channel::Rest | Channel::Webhook => among("action", &mine),
         }
     }
 }
@@ -188,7 +191,11 @@ impl NewEvent {
 /// The oldest pending event of each incident on `channel`: an incident's events go out in order on each
 /// channel (never a resolve before its trigger), and one channel's outage never holds back another's.
 fn heads(channel: Channel) -> String {
-    format!("SELECT MIN(id) FROM outbox WHERE state = 'pending' AND {} GROUP BY key", channel.rows())
+    format!(
+        "SELECT MIN(id) FROM outbox WHERE {} AND {} GROUP BY key",
+        is("state", OutboxState::Pending),
+        channel.rows()
+    )
 }
 
 /// One channel's backlog: how many events wait and when the oldest was queued.
@@ -256,8 +263,8 @@ impl Store {
             tracing::error!(id, %reason, "an outbox row cannot be sent: marked rejected");
             self.write(|tx| {
                 tx.execute(
-                    "UPDATE outbox SET state = 'rejected', last_error = ?2, done_at = ?3 WHERE id = ?1",
-                    params![id, reason, millis(now)],
+                    "UPDATE outbox SET state = ?4, last_error = ?2, done_at = ?3 WHERE id = ?1",
+                    params![id, reason, millis(now), OutboxState::Rejected],
                 )?;
                 Ok(())
             })?;
@@ -289,7 +296,7 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "UPDATE outbox SET state = ?2, done_at = ?3, last_error = ?4, attempts = attempts + 1 WHERE id = ?1",
-                params![event.id, state.as_str(), millis(at), error],
+                params![event.id, state, millis(at), error],
             )?;
             // The first accepted trigger fixes where the incident's later events go.
             if let Some(routed) = routed {
@@ -335,7 +342,11 @@ impl Store {
     /// The unsent events of `channel`.
     pub fn backlog(&self, channel: Channel) -> Result<Backlog, StoreError> {
         let (count, oldest): (i64, Option<i64>) = self.conn().query_row(
-            &format!("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' AND {}", channel.rows()),
+            &format!(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE {} AND {}",
+                is("state", OutboxState::Pending),
+                channel.rows()
+            ),
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
@@ -350,17 +361,24 @@ impl Store {
             let keys: Vec<String> = tx
                 .prepare(
                     "SELECT DISTINCT t.key FROM outbox t JOIN outbox r ON r.key = t.key AND r.id > t.id
-                     WHERE t.state = 'pending' AND t.action = 'trigger' AND r.state = 'pending' AND r.action = 'resolve'",
+                     WHERE t.state = ?1 AND t.action = ?2 AND r.state = ?1 AND r.action = ?3",
                 )?
-                .query_map([], |row| row.get(0))?
+                .query_map(params![OutboxState::Pending, EventAction::Trigger, EventAction::Resolve], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             for key in &keys {
                 tx.execute(
-                    "UPDATE outbox SET state = 'skipped', done_at = ?2,
+                    "UPDATE outbox SET state = ?3, done_at = ?2,
                      last_error = 'not sent: the incident recovered before it went out (its resolve follows)'
-                     WHERE key = ?1 AND state = 'pending' AND action = 'trigger'
-                     AND id < (SELECT MAX(id) FROM outbox WHERE key = ?1 AND state = 'pending' AND action = 'resolve')",
-                    params![key, millis(at)],
+                     WHERE key = ?1 AND state = ?4 AND action = ?5
+                     AND id < (SELECT MAX(id) FROM outbox WHERE key = ?1 AND state = ?4 AND action = ?6)",
+                    params![
+                        key,
+                        millis(at),
+                        OutboxState::Skipped,
+                        OutboxState::Pending,
+                        EventAction::Trigger,
+                        EventAction::Resolve
+                    ],
                 )?;
                 insert_timeline(
                     tx,
@@ -379,8 +397,8 @@ impl Store {
     pub fn resolve_queued(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn()
-            .prepare("SELECT 1 FROM outbox WHERE key = ?1 AND action = 'resolve' AND state = 'pending'")?
-            .exists([key])?)
+            .prepare("SELECT 1 FROM outbox WHERE key = ?1 AND action = ?2 AND state = ?3")?
+            .exists(params![key, EventAction::Resolve, OutboxState::Pending])?)
     }
 
     /// Queues `resolve` for `key` (an incident PagerDuty has open that must not stay so), with `note` (an
@@ -408,16 +426,17 @@ impl Store {
             "SELECT action, state, attempts, last_error, next_attempt_at FROM outbox
              WHERE id IN (SELECT MAX(id) FROM outbox WHERE key = ?1 GROUP BY action) ORDER BY id",
         )?;
-        let rows = statement.query_map([key], |row| {
-            let (action, state): (String, String) = (row.get(0)?, row.get(1)?);
-            Ok((action, state, row.get(2)?, row.get(3)?, row.get::<_, i64>(4)?))
-        })?;
+        let mut rows = statement.query([key])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (action, state, attempts, last_error, next): (String, String, u32, Option<String>, i64) = row?;
-            let (Some(action), Some(state)) = (EventAction::parse(&action), OutboxState::parse(&state)) else {
-                continue;
+        while let Some(row) = rows.next()? {
+            let (action, state) = match (row.get(0), row.get(1)) {
+                (Ok(action), Ok(state)) => (action, state),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.unreadable.report("outbox", key, &e);
+                    continue;
+                }
             };
+            let (attempts, last_error, next): (u32, Option<String>, i64) = (row.get(2)?, row.get(3)?, row.get(4)?);
             let next_attempt_at = (state == OutboxState::Pending && next > 0).then(|| from_millis(next));
             out.push(Delivery { action, state, attempts, last_error, next_attempt_at });
         }
@@ -430,8 +449,8 @@ impl Store {
         let latest = millis(now + limit);
         self.write(|tx| {
             Ok(tx.execute(
-                "UPDATE outbox SET next_attempt_at = ?1 WHERE state = 'pending' AND next_attempt_at > ?2",
-                params![millis(now), latest],
+                "UPDATE outbox SET next_attempt_at = ?1 WHERE state = ?3 AND next_attempt_at > ?2",
+                params![millis(now), latest, OutboxState::Pending],
             )?)
         })
     }
@@ -458,7 +477,7 @@ pub(super) fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: 
         "INSERT INTO outbox (key, action, body, created_at, next_attempt_at, route) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             key,
-            event.action.as_str(),
+            event.action,
             event.body.to_string(),
             millis(at),
             event.hold_until.map_or(0, millis),

@@ -4,6 +4,7 @@
 //! lock for long. Nothing with an unsent event goes: an expired incident whose resolve is still pending
 //! stays until PagerDuty has it.
 
+use super::outbox::OutboxState;
 use super::{Store, StoreError, millis};
 use rusqlite::params;
 use std::time::SystemTime;
@@ -18,9 +19,9 @@ impl Store {
             let expired: Vec<String> = tx
                 .prepare(
                     "SELECT key FROM incidents WHERE open = 0 AND recovered_at < ?1
-                     AND key NOT IN (SELECT key FROM outbox WHERE state = 'pending') ORDER BY recovered_at LIMIT ?2",
+                     AND key NOT IN (SELECT key FROM outbox WHERE state = ?3) ORDER BY recovered_at LIMIT ?2",
                 )?
-                .query_map(params![before, batch], |row| row.get(0))?
+                .query_map(params![before, batch, OutboxState::Pending], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut deleted = 0;
             for key in &expired {
@@ -37,9 +38,9 @@ impl Store {
                 params![before, batch],
             )?;
             deleted += tx.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND done_at < ?1
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != ?3 AND done_at < ?1
                  AND key NOT IN (SELECT key FROM incidents) LIMIT ?2)",
-                params![before, batch],
+                params![before, batch, OutboxState::Pending],
             )?;
             Ok(deleted)
         })

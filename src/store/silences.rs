@@ -1,24 +1,22 @@
 //! Silences: state like incidents (they survive restarts and failover, and are mirrored with the rest).
 
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{IncidentKind, Silence, SilenceSource};
+use crate::domain::Silence;
 use rusqlite::{OptionalExtension, Row, params};
 use std::time::SystemTime;
 
 const COLUMNS: &str = "id, hub, kind, starts_at, ends_at, reason, created_by, source";
 
 fn silence(row: &Row) -> Result<Silence, rusqlite::Error> {
-    let kind: Option<String> = row.get(2)?;
-    let source: String = row.get(7)?;
     Ok(Silence {
         id: row.get(0)?,
         hub: row.get(1)?,
-        kind: kind.as_deref().and_then(IncidentKind::parse),
+        kind: row.get(2)?,
         starts_at: from_millis(row.get(3)?),
         ends_at: from_millis(row.get(4)?),
         reason: row.get(5)?,
         created_by: row.get(6)?,
-        source: SilenceSource::parse(&source).unwrap_or(SilenceSource::Api),
+        source: row.get(7)?,
     })
 }
 
@@ -33,12 +31,12 @@ impl Store {
                 params![
                     silence.id,
                     silence.hub,
-                    silence.kind.map(IncidentKind::as_str),
+                    silence.kind,
                     millis(silence.starts_at),
                     millis(silence.ends_at),
                     silence.reason,
                     silence.created_by,
-                    silence.source.as_str(),
+                    silence.source,
                 ],
             )?;
             Ok(())
@@ -51,7 +49,7 @@ impl Store {
         let mut statement =
             conn.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE ends_at > ?1 ORDER BY starts_at DESC, id"))?;
         let rows = statement.query_map([millis(since)], silence)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self.unreadable.keep("silences", rows)?)
     }
 
     pub fn silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
@@ -79,10 +77,9 @@ impl Store {
             return Ok(Vec::new());
         }
         self.write(|tx| {
-            let ended: Vec<Silence> = tx
-                .prepare(&format!("SELECT {COLUMNS} FROM silences WHERE end_noted = 0 AND ends_at <= ?1"))?
-                .query_map([millis(now)], silence)?
-                .collect::<Result<_, _>>()?;
+            let mut ended =
+                tx.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE end_noted = 0 AND ends_at <= ?1"))?;
+            let ended = self.unreadable.keep("silences", ended.query_map([millis(now)], silence)?)?;
             tx.execute("UPDATE silences SET end_noted = 1 WHERE end_noted = 0 AND ends_at <= ?1", [millis(now)])?;
             Ok(ended)
         })

@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::IncidentKind;
+use crate::sync::lock;
 use serde_json::json;
 
 /// The tables as schema version 2 wrote them (before timeline kinds and status notes).
@@ -275,6 +276,29 @@ fn an_unknown_action_in_the_outbox_is_rejected_never_sent_as_a_trigger() {
     let (state, error): (String, String) =
         store.conn().query_row("SELECT state, last_error FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert_eq!((state.as_str(), error.as_str()), ("rejected", "unknown event action \"acknowledge\""));
+}
+
+#[test]
+fn a_word_no_version_wrote_is_left_out_and_reported_never_read_as_a_default() {
+    let (_dir, store) = fresh();
+    let open = |key| {
+        store.open_incident(&record(key, true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[]).unwrap()
+    };
+    open("b");
+    store.conn().execute("UPDATE incidents SET kind = 'quota' WHERE key = 'b'", []).unwrap();
+    open("a");
+    store
+        .conn()
+        .execute("UPDATE timeline SET kind = 'acknowledged' WHERE key = 'a' AND kind = 'detected'", [])
+        .unwrap();
+    let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(open, ["a"], "the unreadable incident is left out, not taken for another kind");
+    let kinds: Vec<TimelineKind> = store.timeline("a").unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(!kinds.contains(&TimelineKind::Changed) && !kinds.contains(&TimelineKind::Detected), "{kinds:?}");
+    let reported = lock(&store.unreadable.reported).clone();
+    assert!(reported.contains(&("incidents", "b".to_string())) && reported.contains(&("timeline", "a".to_string())));
+    store.open_incidents().unwrap();
+    assert_eq!(lock(&store.unreadable.reported).len(), 2, "each reported once");
 }
 
 #[test]

@@ -26,7 +26,7 @@ impl Store {
                 params![
                     ticket.id,
                     ticket.hub,
-                    ticket.kind.as_str(),
+                    ticket.kind,
                     millis(ticket.opened_at),
                     serde_json::to_string(&ticket.users)?
                 ],
@@ -50,8 +50,13 @@ impl Store {
         let mut rows = statement.query([])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let kind: String = row.get(2)?;
-            let Some(kind) = IncidentKind::parse(&kind) else { continue };
+            let kind = match row.get(2) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    self.unreadable.report("tickets", &row.get::<_, String>(0)?, &e);
+                    continue;
+                }
+            };
             let users: String = row.get(4)?;
             out.push(Ticket {
                 id: row.get(0)?,

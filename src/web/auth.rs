@@ -8,6 +8,7 @@
 //! race past the limit: past it a client gets 429 until its window ends. The client is the peer, or behind
 //! a proxy `web.trusted_proxies` lists, the address it forwarded. Every answer carries security headers.
 
+use crate::sync::lock;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -178,10 +179,6 @@ impl Access {
             entry.0 = entry.0.saturating_sub(1);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `Basic base64(user:password)`.

@@ -3,7 +3,7 @@
 
 use crate::support::apiserver::ApiServer;
 use crate::support::golden::assert_golden;
-use crate::support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
+use crate::support::k8s_fixtures::{self, CANARY, NAMESPACE, Trouble};
 use hubwatch::diagnostics::collect::{Request, collect};
 use hubwatch::domain::IncidentKind;
 use hubwatch::redact::Redactor;
@@ -27,9 +27,9 @@ fn request(kind: IncidentKind, users: &[&str], call_timeout: Duration) -> Reques
     }
 }
 
-async fn diagnostics_of(scenario: Scenario, kind: IncidentKind, users: &[&str]) -> String {
+async fn diagnostics_of(trouble: Trouble, kind: IncidentKind, users: &[&str]) -> String {
     let server = ApiServer::default();
-    k8s_fixtures::load(&server, scenario, k8s_fixtures::now());
+    k8s_fixtures::load(&server, trouble, k8s_fixtures::now());
     let client = client_for(&server).await;
     let redactor = Arc::new(Redactor::knowing(["hubwatch-0123456789abcdef0123456789abcdef"]));
     let diagnostics =
@@ -45,7 +45,7 @@ async fn diagnostics_of(scenario: Scenario, kind: IncidentKind, users: &[&str]) 
 
 #[tokio::test]
 async fn node_pool_full_shows_pending_pods_their_scheduling_events_and_the_pressured_node() {
-    let text = diagnostics_of(Scenario::NodePoolFull, IncidentKind::HubAccess, &["alice", "bob"]).await;
+    let text = diagnostics_of(Trouble::NodePoolFull, IncidentKind::HubAccess, &["alice", "bob"]).await;
     assert!(text.contains("jupyter-alice           0/1     Pending"), "{text}");
     assert!(text.contains("FailedScheduling"), "{text}");
     assert!(text.contains("NotTriggerScaleUp"), "{text}");
@@ -56,7 +56,7 @@ async fn node_pool_full_shows_pending_pods_their_scheduling_events_and_the_press
 
 #[tokio::test]
 async fn broken_image_shows_image_pull_backoff_and_the_pull_error() {
-    let text = diagnostics_of(Scenario::BrokenImage, IncidentKind::HubAccess, &["carol", "erin"]).await;
+    let text = diagnostics_of(Trouble::BrokenImage, IncidentKind::HubAccess, &["carol", "erin"]).await;
     assert!(text.contains("ImagePullBackOff"), "{text}");
     assert!(text.contains("failed to pull and unpack image"), "{text}");
     assert_golden("diagnostics-broken-image.txt", &text);
@@ -64,7 +64,7 @@ async fn broken_image_shows_image_pull_backoff_and_the_pull_error() {
 
 #[tokio::test]
 async fn hub_oom_killed_shows_crash_loop_the_termination_and_the_previous_logs() {
-    let text = diagnostics_of(Scenario::HubOomKilled, IncidentKind::HubAccess, &["alice", "bob"]).await;
+    let text = diagnostics_of(Trouble::HubOomKilled, IncidentKind::HubAccess, &["alice", "bob"]).await;
     assert!(text.contains("CrashLoopBackOff"), "{text}");
     assert!(text.contains("6 (2m50s ago)"), "{text}");
     assert!(text.contains("$ kubectl -n temple logs -l component=hub --tail=50 --prefix --previous"), "{text}");
@@ -74,7 +74,7 @@ async fn hub_oom_killed_shows_crash_loop_the_termination_and_the_previous_logs()
 
 #[tokio::test]
 async fn proxy_restarting_shows_restarts_and_the_crashed_proxy_log() {
-    let text = diagnostics_of(Scenario::ProxyRestarting, IncidentKind::HubAccess, &["alice", "bob"]).await;
+    let text = diagnostics_of(Trouble::ProxyRestarting, IncidentKind::HubAccess, &["alice", "bob"]).await;
     assert!(text.contains("7 (95s ago)"), "{text}");
     assert!(text.contains("JavaScript heap out of memory"), "{text}");
     assert_golden("diagnostics-proxy-restarting.txt", &text);
@@ -83,7 +83,7 @@ async fn proxy_restarting_shows_restarts_and_the_crashed_proxy_log() {
 #[tokio::test]
 async fn denied_resources_are_named_and_the_rest_is_collected() {
     let server = ApiServer::default();
-    k8s_fixtures::load(&server, Scenario::NodePoolFull, k8s_fixtures::now());
+    k8s_fixtures::load(&server, Trouble::NodePoolFull, k8s_fixtures::now());
     server.forbid("nodes");
     let client = client_for(&server).await;
     let diagnostics = collect(
@@ -104,7 +104,7 @@ async fn denied_resources_are_named_and_the_rest_is_collected() {
 #[tokio::test]
 async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_the_deadline() {
     let server = ApiServer::default();
-    k8s_fixtures::load(&server, Scenario::NodePoolFull, k8s_fixtures::now());
+    k8s_fixtures::load(&server, Trouble::NodePoolFull, k8s_fixtures::now());
     server.set_down(true);
     let client = client_for(&server).await;
     let down = collect(
@@ -138,7 +138,7 @@ async fn an_api_server_that_is_down_or_slow_gives_sections_that_say_so_within_th
 async fn dask_gateway_incidents_show_the_gateway_its_clusters_and_their_users() {
     let server = ApiServer::default();
     let t = k8s_fixtures::now();
-    k8s_fixtures::load(&server, Scenario::NodePoolFull, t);
+    k8s_fixtures::load(&server, Trouble::NodePoolFull, t);
     k8s_fixtures::load_dask(&server, t);
     let client = client_for(&server).await;
     let text = collect(
@@ -161,7 +161,7 @@ async fn dask_gateway_incidents_show_the_gateway_its_clusters_and_their_users() 
 async fn a_crowded_namespace_is_listed_in_pages_and_a_flooding_log_read_in_bounded_bytes() {
     let server = ApiServer::default();
     let t = k8s_fixtures::now();
-    k8s_fixtures::load(&server, Scenario::NodePoolFull, t);
+    k8s_fixtures::load(&server, Trouble::NodePoolFull, t);
     // 1,200 events: three pages of 500.
     for i in 0..1_200u64 {
         let message = format!("crowd event {i:04}");
@@ -221,7 +221,7 @@ async fn a_crowded_namespace_is_listed_in_pages_and_a_flooding_log_read_in_bound
 async fn a_probe_users_own_server_log_is_shown_and_a_full_home_named_as_the_likely_cause() {
     let server = ApiServer::default();
     let t = k8s_fixtures::now();
-    k8s_fixtures::load(&server, Scenario::BrokenImage, t);
+    k8s_fixtures::load(&server, Trouble::BrokenImage, t);
     server.put("pods", k8s_fixtures::running_user_pod("probe-1", t));
     server.set_log(
         "jupyter-probe-1",

@@ -13,12 +13,13 @@
 //! High availability's faults (a partitioned leader, clocks an hour off) are in tests/it/ha.rs.
 
 use crate::support::daemon::{
-    Daemon, clock_from, free_port, fresh_state, get, lab_hub_yaml, metric, sample, stub_yaml, wait_for,
+    Daemon, clock_from, free_port, fresh_state, get, metric, more_probe_runs, sample, stub_yaml, wait_for,
 };
 use crate::support::disk::SmallDisk;
 use crate::support::invariants::assert_promise;
 use crate::support::lab::Lab;
 use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use crate::support::scenario::Scenario;
 use crate::support::tiers::{Needs, require};
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
@@ -31,6 +32,7 @@ use hubwatch::notify::Notifier;
 use hubwatch::status::StatusBoard;
 use hubwatch::store::Store;
 use hubwatch::tasks::Tasks;
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,64 +41,26 @@ use tokio::sync::{Notify, mpsc};
 /// Long enough for a failing round to be seen (server every 4 s, its timeout 30 s) on a busy machine.
 const DETECT: Duration = Duration::from_secs(60);
 
-fn daemon_config(lab: &Lab, state: &Path, events_url: &str, listen: std::net::SocketAddr) -> PathBuf {
-    let path = lab.dir.join("faults.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-state: {{unhealthy_after: 10m}}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-scheduler: {{shutdown_grace: 20s, cleanup_timeout: 20s}}
-{hub}"#,
-            state = state.display(),
-            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// The lab, the PagerDuty stand-in and the config of `hubwatch run` for a fault test; `start` starts (or
-/// restarts) the daemon on its state.
-struct Setup {
-    pd: PagerDuty,
-    lab: Lab,
-    config: PathBuf,
-    listen: std::net::SocketAddr,
-    token: String,
-    log: PathBuf,
-}
-
-impl Setup {
-    async fn new(name: &str, port: u16, state: impl FnOnce(&Lab) -> PathBuf) -> Setup {
-        hubwatch::http::install_crypto_provider();
-        let pd = PagerDuty::default();
-        let events_url = pd.clone().start().await;
-        let lab = Lab::start_for_daemon(name, port);
-        let listen = free_port();
-        let config = daemon_config(&lab, &state(&lab), &events_url, listen);
-        let (token, log) = (lab.token(), lab.dir.join(format!("{name}.log")));
-        let _ = std::fs::remove_file(&log);
-        Setup { pd, lab, config, listen, token, log }
-    }
-
-    fn start(&self) -> Daemon {
-        let env = [("HUBWATCH_TOKEN", self.token.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
-        Daemon::start(&self.config, self.listen, &env, self.log.clone())
-    }
+/// A fault test's scenario, its state database where `state` puts it (the faults make writes fail for a
+/// while on purpose: `unhealthy_after` is long).
+async fn scenario(name: &str, port: u16, state: impl FnOnce(&Lab) -> PathBuf) -> Scenario {
+    let s = Scenario::on_lab(name, port).await;
+    let state = state(&s.lab);
+    s.config(json!({
+        "state_path": state,
+        "state": {"unhealthy_after": "10m"},
+        "scheduler": {"shutdown_grace": "20s", "cleanup_timeout": "20s"},
+    }))
 }
 
 #[ignore = "needs the lab and root for a tmpfs (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_volume_delays_pages_and_never_loses_them() {
     require(&[Needs::Lab, Needs::Mount]);
-    let setup = Setup::new("faults-disk", 18830, |lab| lab.dir.join("state-volume/state.db")).await;
+    let setup = scenario("faults-disk", 18830, |lab| lab.dir.join("state-volume/state.db")).await;
     let disk = SmallDisk::mount(setup.lab.dir.join("state-volume")).expect("a tmpfs mounts (checked above)");
     let (lab, pd) = (&setup.lab, &setup.pd);
-    let daemon = setup.start();
+    let daemon = setup.daemon();
     daemon.wait_ready().await;
     let unstored = async || metric(&daemon.metrics().await, "hubwatch_state_unstored_decisions", &[]);
 
@@ -110,7 +74,7 @@ async fn a_full_state_volume_delays_pages_and_never_loses_them() {
     let metrics = daemon.metrics().await;
     assert!(metric(&metrics, "hubwatch_state_write_failures_total", &[]) >= 1.0, "{metrics}");
     assert_eq!(metric(&metrics, "hubwatch_state_writable", &[]), 0.0);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
     assert!(pd.accepted().is_empty(), "nothing can be paged before it is stored");
     assert!(daemon.log().contains("database or disk is full"), "the log says why");
 
@@ -139,7 +103,7 @@ async fn a_full_state_volume_delays_pages_and_never_loses_them() {
     wait_for("the second trigger", DETECT, async || pd.accepted().len() >= 3).await;
     lab.clear_flags();
     wait_for("the second resolve", DETECT, async || pd.accepted().len() >= 4).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
     assert_promise(&pd.received(), 2, true);
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }
@@ -224,9 +188,9 @@ async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_them() {
     require(&[Needs::Lab]);
-    let setup = Setup::new("faults-pagerduty", 18840, |lab| fresh_state(&lab.dir, "state.db")).await;
+    let setup = scenario("faults-pagerduty", 18840, |lab| fresh_state(&lab.dir, "state.db")).await;
     let (lab, pd) = (&setup.lab, &setup.pd);
-    let daemon = setup.start();
+    let daemon = setup.daemon();
     daemon.wait_ready().await;
 
     eprintln!("phase: PagerDuty answers 500 while an outage begins");
@@ -246,7 +210,7 @@ async fn pagerduty_failing_for_a_while_delays_pages_and_never_drops_or_repeats_t
     pd.queue_faults([Fault::Status(500), Fault::Status(502), Fault::Status(429)]);
     lab.clear_flags();
     wait_for("the resolve", DETECT, async || pd.accepted_actions().contains(&"resolve".into())).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
     assert_promise(&pd.received(), 1, true);
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "each once");
     assert_eq!(metric(&daemon.metrics().await, "hubwatch_pagerduty_unsent_events", &[]), 0.0);
@@ -269,9 +233,9 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("FAULTS_SEED={seed} replays this run");
-    let setup = Setup::new("faults-kill", 18850, |lab| fresh_state(&lab.dir, "state.db")).await;
+    let setup = scenario("faults-kill", 18850, |lab| fresh_state(&lab.dir, "state.db")).await;
     let (lab, pd) = (&setup.lab, &setup.pd);
-    let start = || setup.start();
+    let start = || setup.daemon();
     let mut daemon = start();
     daemon.wait_ready().await;
     let mut kills = 0;
@@ -300,7 +264,7 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
         let resolved = async || pd.accepted().iter().filter(|e| e["event_action"] == "resolve").count();
         wait_for("this outage's resolve", DETECT * 2, async || resolved().await >= outage).await;
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
     eprintln!("{kills} kills; PagerDuty received {:#?}", crate::support::invariants::actions_by_key(&pd.received()));
     assert_promise(&pd.received(), 2, true);
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
@@ -372,7 +336,8 @@ async fn a_locked_database_stalls_no_lease_renewal_health_check_or_page() {
     drop(locker);
 
     wait_for("the outage to be paged", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    more_probe_runs(async || get(&format!("http://{metrics_listen}/metrics"), None).await.1, "server", "failed", 2.0)
+        .await;
     assert_eq!(pd.accepted_actions(), ["trigger"], "paged once");
     assert!(daemon.log().contains("database is locked"), "the log says why decisions waited");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));

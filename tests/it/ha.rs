@@ -15,12 +15,10 @@
 //!   during a takeover leaves the new leader its lease; and the promise check itself rejects what it must.
 
 use crate::support::apiserver::ApiServer;
-use crate::support::daemon::{
-    Daemon, clock_off, free_port, fresh_state, lab_hub_yaml, metric, sample, stub_yaml, wait_for,
-};
+use crate::support::daemon::{Daemon, clock_off, free_port, metric, more_probe_runs, sample, stub_yaml, wait_for};
 use crate::support::invariants::{assert_promise, from};
-use crate::support::lab::Lab;
 use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use crate::support::scenario::Scenario;
 use crate::support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
 use crate::support::tiers::{Needs, require};
 use hubwatch::ha::Fence;
@@ -118,64 +116,34 @@ async fn a_deposed_leaders_late_mirror_write_never_overwrites_its_successors_sta
 
 /// Two replicas of `hubwatch run` against one lab, one PagerDuty and one API server.
 struct Pair {
-    lab: Lab,
-    pd: PagerDuty,
-    api: ApiServer,
-    api_url: String,
-    events_url: String,
+    world: Scenario,
 }
 
 impl Pair {
     async fn start(name: &str, port: u16) -> Pair {
-        hubwatch::http::install_crypto_provider();
-        let pd = PagerDuty::default();
-        let events_url = pd.clone().start().await;
-        let api = ApiServer::default();
-        let api_url = api.start().await;
-        let lab = Lab::start_for_daemon(name, port);
-        Pair { lab, pd, api, api_url, events_url }
+        let world = Scenario::on_lab(name, port).await.with_api(|_| {}).await.config(json!({
+            "kubernetes": {"call_timeout": "2s"},
+            "high_availability": {"lease_duration": "4s", "renew_deadline": "3s", "retry_period": "1s"},
+            "scheduler": {"shutdown_grace": "20s", "cleanup_timeout": "20s"},
+        }));
+        Pair { world }
     }
 
+    /// Replica `replica`, with its own Kubernetes identity (its token in its kubeconfig).
     fn replica(&self, replica: &str, extra_env: &[(&str, String)]) -> Daemon {
-        let lab = &self.lab;
-        let listen = free_port();
-        let state = fresh_state(&lab.dir, &format!("{replica}.db"));
-        let config = lab.dir.join(format!("{replica}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
-kubernetes: {{enabled: true, call_timeout: 2s}}
-high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}
-scheduler: {{shutdown_grace: 20s, cleanup_timeout: 20s}}
-{hub}"#,
-                state = state.display(),
-                events_url = self.events_url,
-                hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
-            ),
-        )
-        .unwrap();
-        let log = lab.dir.join(format!("{replica}.log"));
-        let _ = std::fs::remove_file(&log);
-        let kubeconfig = ApiServer::kubeconfig_for(&self.api_url, &lab.dir, replica, &token_of(replica));
-        let token = lab.token();
+        let (world, token) = (&self.world, token_of(replica));
+        let kubeconfig = ApiServer::kubeconfig_for(world.api_url(), &world.lab.dir, replica, &token);
         let mut env: Vec<(&str, String)> = vec![
-            ("HUBWATCH_TOKEN", token),
-            ("ROUTING_KEY", ROUTING_KEY.into()),
             ("KUBECONFIG", kubeconfig.display().to_string()),
             ("POD_NAMESPACE", "monitoring".into()),
             ("HOSTNAME", replica.into()),
         ];
         env.extend(extra_env.iter().cloned());
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Daemon::start(&config, listen, &env, log)
+        world.replica(replica, &env)
     }
 
     async fn wait_leader(&self, replica: &str, limit: Duration) -> Duration {
-        wait_for(&format!("{replica} to lead"), limit, async || lease_holder(&self.api) == replica).await
+        wait_for(&format!("{replica} to lead"), limit, async || lease_holder(self.world.api()) == replica).await
     }
 }
 
@@ -201,11 +169,14 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
     wait_for("replica-b to stand by", Duration::from_secs(10), async || b.log().contains("standing by")).await;
 
     eprintln!("phase: spawning fails for both users; replica-a pages");
-    pair.lab.set_flag("spawn-fail", None, "");
-    wait_for("the trigger", Duration::from_secs(60), async || !pair.pd.accepted().is_empty()).await;
-    let key = trigger_key(&pair.pd);
-    // Let the leader mirror the sent trigger, then kill it with the incident open.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    pair.world.lab.set_flag("spawn-fail", None, "");
+    wait_for("the trigger", Duration::from_secs(60), async || !pair.world.pd.accepted().is_empty()).await;
+    let key = trigger_key(&pair.world.pd);
+    // Once the mirror holds the trigger as sent, kill the leader with the incident open.
+    wait_for("the mirror to hold the trigger as sent", Duration::from_secs(20), async || {
+        mirror_holds_sent(pair.world.api(), &key)
+    })
+    .await;
     assert!(metric(&a.metrics().await, "hubwatch_probe_runs_total", &[]) > 0.0, "the leader probes");
     assert_eq!(sample(&b.metrics().await, "hubwatch_probe_runs_total", &[]), None, "the standby never probes");
     assert_eq!(metric(&b.metrics().await, "hubwatch_probes_in_flight", &[]), 0.0);
@@ -234,19 +205,19 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
         b.log().contains("taking over with the state")
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(pair.pd.accepted_actions(), ["trigger"], "no second page after the takeover");
+    more_probe_runs(async || b.metrics().await, "server", "failed", 2.0).await;
+    assert_eq!(pair.world.pd.accepted_actions(), ["trigger"], "no second page after the takeover");
 
     eprintln!("phase: healed; replica-b resolves");
-    pair.lab.clear_flags();
-    wait_for("the resolve", Duration::from_secs(90), async || pair.pd.accepted().len() >= 2).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_promise(&pair.pd.received(), 1, true);
-    assert!(from(&pair.pd.received(), "replica-b").iter().all(|r| r.event["event_action"] == "resolve"));
+    pair.world.lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(90), async || pair.world.pd.accepted().len() >= 2).await;
+    more_probe_runs(async || b.metrics().await, "server", "ok", 2.0).await;
+    assert_promise(&pair.world.pd.received(), 1, true);
+    assert!(from(&pair.world.pd.received(), "replica-b").iter().all(|r| r.event["event_action"] == "resolve"));
 
     // A graceful stop gives the lease up at once.
     assert_eq!(b.stop(Duration::from_secs(60)).await, Some(0));
-    assert_eq!(lease_holder(&pair.api), "", "released");
+    assert_eq!(lease_holder(pair.world.api()), "", "released");
 }
 
 #[ignore = "needs the lab and libfaketime (scripts/test.sh runs it)"]
@@ -263,19 +234,19 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_ove
 
     eprintln!("phase: replica-a's clock is an hour behind; it keeps its lease while it renews");
     tokio::time::sleep(LEASE * 3).await;
-    assert_eq!(lease_holder(&pair.api), "replica-a", "no split brain");
+    assert_eq!(lease_holder(pair.world.api()), "replica-a", "no split brain");
     assert!(!b.log().contains("this replica leads now"), "{}", b.log());
     assert_eq!(metric(&b.metrics().await, "hubwatch_ha_leader", &[]), 0.0);
 
     eprintln!("phase: spawning fails while PagerDuty is down: replica-a's trigger waits, queued");
-    pair.pd.set_outage(Some(Fault::Status(503)));
-    pair.lab.set_flag("spawn-fail", None, "");
-    wait_for("the trigger attempted", Duration::from_secs(60), async || pair.pd.requests() > 0).await;
+    pair.world.pd.set_outage(Some(Fault::Status(503)));
+    pair.world.lab.set_flag("spawn-fail", None, "");
+    wait_for("the trigger attempted", Duration::from_secs(60), async || pair.world.pd.requests() > 0).await;
 
     eprintln!("phase: replica-a's API calls hang (replica-b still reaches the API server); PagerDuty is back");
     let cut_at = SystemTime::now();
-    pair.api.hang_client(&token_of("replica-a"), true);
-    pair.pd.set_outage(None);
+    pair.world.api().hang_client(&token_of("replica-a"), true);
+    pair.world.pd.set_outage(None);
     let took = pair.wait_leader("replica-b", LEASE + Duration::from_secs(15)).await;
     eprintln!("    replica-b leads after {took:?}");
     assert!(took >= LEASE - Duration::from_secs(1), "not before the lease could have expired: {took:?}");
@@ -283,11 +254,13 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_ove
     assert!(a.log().contains("lost the leader lease"), "{}", a.log());
 
     eprintln!("phase: healed; replica-b resolves");
-    pair.lab.clear_flags();
-    wait_for("the resolve", Duration::from_secs(90), async || pair.pd.accepted_actions().contains(&"resolve".into()))
-        .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let received = pair.pd.received();
+    pair.world.lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(90), async || {
+        pair.world.pd.accepted_actions().contains(&"resolve".into())
+    })
+    .await;
+    more_probe_runs(async || b.metrics().await, "server", "ok", 2.0).await;
+    let received = pair.world.pd.received();
     assert_promise(&received, 1, true);
     let deadline = cut_at + RENEW_DEADLINE + Duration::from_millis(500);
     let late: Vec<_> = from(&received, "replica-a").into_iter().filter(|r| r.at > deadline).collect();
@@ -501,6 +474,17 @@ fn lease_term(api: &ApiServer) -> i64 {
 }
 
 /// The term the mirror Secret was last written in.
+/// True once the mirror holds `key`'s events and none of them pending (none a new leader would send again).
+fn mirror_holds_sent(api: &ApiServer, key: &str) -> bool {
+    let Some(state) = api.mirrored_state().and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    else {
+        return false;
+    };
+    let rows: Vec<&serde_json::Value> =
+        state["tables"]["outbox"].as_array().into_iter().flatten().filter(|row| row["key"] == key).collect();
+    !rows.is_empty() && rows.iter().all(|row| row["state"] != "pending")
+}
+
 fn mirrored_term(api: &ApiServer) -> i64 {
     let secret = api.get("secrets", "monitoring", "hubwatch-state");
     secret
@@ -571,11 +555,7 @@ async fn a_new_leader_keeps_its_lease_while_the_api_server_answers_every_call_af
     a.kill();
     let took = s.wait_leader(|h| h == "b", Duration::from_secs(60)).await;
     eprintln!("    {took} won the lease");
-    let started = std::time::Instant::now();
-    while !b.log().contains("this replica leads now") {
-        assert!(started.elapsed() < Duration::from_secs(40), "b did not take over:\n{}", b.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for("b to take over", Duration::from_secs(40), async || b.log().contains("this replica leads now")).await;
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         assert!(b.child.try_wait().unwrap().is_none(), "b exited:\n{}", b.log());

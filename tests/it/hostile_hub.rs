@@ -202,12 +202,14 @@ async fn a_wrong_result_is_a_kernel_failure() {
 async fn a_cancelled_round_reports_nothing_but_still_stops_the_server() {
     let (stub, url) = stub_with(|b| b.progress = Progress::Endless).await;
     let cancel = CancellationToken::new();
-    let canceller = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        canceller.cancel();
-    });
-    let outcomes = prober(&url).probe_server("probe-1", KERNEL, &cancel).await;
+    // Cancelled mid-spawn: once the endless progress stream is being read.
+    let reading = || stub.record.lock().unwrap().requests.iter().any(|r| r.ends_with("/server/progress"));
+    let cancelling = async {
+        crate::support::daemon::wait_for("the progress stream read", Duration::from_secs(20), async || reading()).await;
+        cancel.cancel();
+    };
+    let prober = prober(&url);
+    let (outcomes, ()) = tokio::join!(prober.probe_server("probe-1", KERNEL, &cancel), cancelling);
     assert!(outcomes.is_empty(), "{outcomes:?}");
     assert!(!stub.record.lock().unwrap().server_running);
 }

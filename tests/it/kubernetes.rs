@@ -10,12 +10,12 @@
 //!   every probe passes, and resolve when their servers start.
 
 use crate::support::apiserver::ApiServer;
-use crate::support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, wait_for};
-use crate::support::k8s_fixtures::{self, CANARY, NAMESPACE, Scenario};
-use crate::support::lab::Lab;
-use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
-use crate::support::tiers::{Needs, require};
-use serde_json::Value;
+use crate::support::daemon::wait_for;
+use crate::support::daemon::{Daemon, free_port};
+use crate::support::k8s_fixtures::{self, CANARY, NAMESPACE};
+use crate::support::pagerduty::PagerDuty;
+use crate::support::scenario::Scenario;
+use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
 const PORT: u16 = 18760;
@@ -48,46 +48,23 @@ fn write_sample_page(trigger: &Value) {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays_a_page() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let api = ApiServer::default();
-    k8s_fixtures::load(&api, Scenario::BrokenImage, SystemTime::now());
-    api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
-    let api_url = api.start().await;
-    let lab = Lab::start_for_daemon("kubernetes", PORT);
-    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
-    let listen = free_port();
-    let state = fresh_state(&lab.dir, "kubernetes-state.db");
-    let config_path = lab.dir.join("kubernetes.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
-scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-{hub}"#,
-            state = state.display(),
-            hub = lab_hub_yaml(lab.url.as_str(), ["probe-3", "probe-4"], &format!("    namespace: {NAMESPACE}\n")),
-        ),
-    )
-    .unwrap();
-    let token = lab.token();
-    let kubeconfig = kubeconfig.display().to_string();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
-    let log = lab.dir.join("kubernetes.log");
-    let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
-    daemon.wait_ready().await;
+    let s = Scenario::on_lab("kubernetes", PORT)
+        .await
+        .with_api(|api| {
+            k8s_fixtures::load(api, k8s_fixtures::Trouble::BrokenImage, SystemTime::now());
+            api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
+        })
+        .await
+        .hub(json!({"namespace": k8s_fixtures::NAMESPACE}))
+        .config(json!({"kubernetes": {"pending_after": "1m"}}))
+        .hub(json!({"users": ["probe-3", "probe-4"]}));
+    let (pd, lab, api, token) = (&s.pd, &s.lab, s.api(), s.token.clone());
+    let daemon = s.start().await;
 
     eprintln!("phase: two real users' pods stuck in ImagePullBackOff, every probe passing");
-    let latency = wait_for("the trigger", Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
+    let latency = wait_for("the trigger", Duration::from_secs(30), async || !triggers(pd).is_empty()).await;
     eprintln!("    trigger after {latency:?}");
-    let trigger = &triggers(&pd)[0];
+    let trigger = &triggers(pd)[0];
     let details = &trigger["payload"]["custom_details"];
     assert_eq!(details["affected_users"]["server"], serde_json::json!(["carol", "erin"]), "{trigger:#}");
     assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot start their servers");
@@ -128,7 +105,7 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     })
     .await;
     eprintln!("    resolve after {latency:?}");
-    assert_eq!(triggers(&pd).len(), 1, "paged once");
+    assert_eq!(triggers(pd).len(), 1, "paged once");
     let (status, report) =
         crate::support::daemon::get(&format!("{}/incidents/{key}/report.md", daemon.base), None).await;
     assert_eq!(status, 200, "{report}");
@@ -148,17 +125,17 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     eprintln!("phase: the Kubernetes API answers after 30 s while spawning fails for both probe users");
     api.set_delay(Some(Duration::from_secs(30)));
     lab.set_flag("spawn-fail", None, "");
-    let latency = wait_for("the second trigger", EVERY + TIMEOUT + MARGIN, async || triggers(&pd).len() >= 2).await;
+    let latency = wait_for("the second trigger", EVERY + TIMEOUT + MARGIN, async || triggers(pd).len() >= 2).await;
     eprintln!("    trigger after {latency:?}");
-    let trigger = triggers(&pd)[1].clone();
+    let trigger = triggers(pd)[1].clone();
     assert_eq!(
         trigger["payload"]["custom_details"]["affected_users"]["server"],
         serde_json::json!(["probe-3", "probe-4"])
     );
     let diagnostics = trigger["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
     assert!(diagnostics.starts_with("being collected: not ready within 2s"), "{diagnostics}");
-    wait_for("the diagnostics to follow", Duration::from_secs(30), async || triggers(&pd).len() >= 3).await;
-    let follow_up = triggers(&pd)[2].clone();
+    wait_for("the diagnostics to follow", Duration::from_secs(30), async || triggers(pd).len() >= 3).await;
+    let follow_up = triggers(pd)[2].clone();
     assert_eq!(follow_up["dedup_key"], trigger["dedup_key"]);
     let diagnostics = follow_up["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
     assert!(diagnostics.contains("(not collected: the Kubernetes API did not answer within 5s)"), "{diagnostics}");
@@ -177,7 +154,7 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
     hubwatch::http::install_crypto_provider();
     let api = ApiServer::default();
     let t = SystemTime::now();
-    k8s_fixtures::load(&api, Scenario::NodePoolFull, t);
+    k8s_fixtures::load(&api, k8s_fixtures::Trouble::NodePoolFull, t);
     k8s_fixtures::load_dask(&api, t);
     let client = kube::Client::try_from(kube::Config::new(api.start().await.parse().unwrap())).unwrap();
     let watch = hubwatch::signals::Watch {
@@ -223,53 +200,25 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_hubs_are_probed_and_a_new_one_is_watched_without_a_config_change() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let api = ApiServer::default();
-    let api_url = api.start().await;
-    let lab = Lab::start_for_daemon("discovery", 18770);
-    let token = lab.token();
-    k8s_fixtures::load_discoverable_hub(&api, "temple", lab.url.as_str(), "probe-1,probe-2", Some(&token));
-    // No token for this one: found, but not watchable; it is logged and skipped.
-    k8s_fixtures::load_discoverable_hub(&api, "lake", lab.url.as_str(), "probe-3,probe-4", None);
-    // This one's annotation would send the token to a host none of its Ingresses serve: refused.
-    k8s_fixtures::load_discoverable_hub(
-        &api,
-        "marsh",
-        "https://collector.example.com/",
-        "probe-3,probe-4",
-        Some(&token),
-    );
-    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
-    let listen = free_port();
-    let config_path = lab.dir.join("discovery.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-kubernetes:
-  enabled: true
-  discovery: {{users: [nobody-1, nobody-2], every: 2s}}
-defaults:
-  probes:
-    login:  {{every: 2s, timeout: 5s}}
-    server: {{every: 1h, timeout: 30s}}
-    kernel: {{every: 1h, timeout: 10s}}
-"#,
-            state = fresh_state(&lab.dir, "discovery-state.db").display(),
-        ),
-    )
-    .unwrap();
-    let log = lab.dir.join("discovery.log");
-    let _ = std::fs::remove_file(&log);
-    let env = [("KUBECONFIG", kubeconfig.as_str()), ("ROUTING_KEY", ROUTING_KEY)];
-    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
-    daemon.wait_ready().await;
+    let s = Scenario::on_lab("discovery", 18770).await;
+    let (token, url) = (s.token.clone(), s.lab.url.to_string());
+    let s = s
+        .with_api(|api| {
+            k8s_fixtures::load_discoverable_hub(api, "temple", &url, "probe-1,probe-2", Some(&token));
+            // No token for this one: found, but not watchable; it is logged and skipped.
+            k8s_fixtures::load_discoverable_hub(api, "lake", &url, "probe-3,probe-4", None);
+            // This one's annotation would send the token to a host none of its Ingresses serve: refused.
+            let elsewhere = "https://collector.example.com/";
+            k8s_fixtures::load_discoverable_hub(api, "marsh", elsewhere, "probe-3,probe-4", Some(&token));
+        })
+        .await
+        .config(json!({
+            "kubernetes": {"discovery": {"users": ["nobody-1", "nobody-2"], "every": "2s"}},
+            "defaults": {"probes": {"server": {"every": "1h"}, "kernel": {"every": "1h"}}},
+            "hubs": [],
+        }));
+    let (pd, lab, api, listen) = (&s.pd, &s.lab, s.api(), s.listen);
+    let daemon = s.start().await;
     let login_ok = |metrics: &str, hub: &str| {
         crate::support::daemon::sample(
             metrics,
@@ -291,7 +240,7 @@ defaults:
     assert!(log.contains("namespace=\"marsh\"") && log.contains("names collector.example.com"), "{log}");
 
     eprintln!("phase: a new hub appears");
-    k8s_fixtures::load_discoverable_hub(&api, "river", lab.url.as_str(), "probe-3,probe-4", Some(&token));
+    k8s_fixtures::load_discoverable_hub(api, "river", lab.url.as_str(), "probe-3,probe-4", Some(&token));
     wait_for("logins on the new hub", Duration::from_secs(40), async || {
         login_ok(&daemon.metrics().await, "river") >= 2.0
     })
@@ -306,7 +255,7 @@ defaults:
     assert!(!requests.iter().any(|r| r.contains("/secrets/hub?") || r.ends_with("/secrets/hub")), "never z2jh's");
     assert!(!requests.iter().any(|r| r.ends_with("/secrets") || r.contains("/secrets?")), "Secrets never listed");
     assert!(requests.iter().any(|r| r.starts_with("/apis/networking.k8s.io/v1/namespaces/marsh/ingresses")));
-    hubs_that_vanish_page_unless_decommissioned_or_forgotten(&api, &pd, listen, (lab.url.as_str(), &token)).await;
+    hubs_that_vanish_page_unless_decommissioned_or_forgotten(api, pd, listen, (lab.url.as_str(), &token)).await;
     assert!(!daemon.log().contains(&token) && !daemon.log().contains(CANARY), "no secret in the log");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
     let sent = pd.accepted().into_iter().map(|e| e.to_string()).collect::<String>();
@@ -401,44 +350,21 @@ async fn hubs_that_vanish_page_unless_decommissioned_or_forgotten(
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let api = ApiServer::default();
-    k8s_fixtures::load_control_pods(&api, SystemTime::now());
-    let api_url = api.start().await;
-    let lab = Lab::start_for_daemon("hub-logs", 18930);
+    let s = Scenario::on_lab("hub-logs", 18930)
+        .await
+        .with_api(|api| k8s_fixtures::load_control_pods(api, SystemTime::now()))
+        .await
+        .hub(json!({"namespace": k8s_fixtures::NAMESPACE}))
+        .config(json!({"incidents": {"window": "5m"}}));
+    let (pd, lab, api, token) = (&s.pd, &s.lab, s.api(), s.token.clone());
     let stop_mirror = tokio_util::sync::CancellationToken::new();
     let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
-    let listen = free_port();
-    let config_path = lab.dir.join("hub-logs.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 5m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
-{hub}"#,
-            state = fresh_state(&lab.dir, "hub-logs-state.db").display(),
-            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], &format!("    namespace: {NAMESPACE}\n")),
-        ),
-    )
-    .unwrap();
-    let token = lab.token();
-    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir).display().to_string();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
-    let log = lab.dir.join("hub-logs.log");
-    let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(&config_path, listen, &env, log);
-    daemon.wait_ready().await;
+    let daemon = s.start().await;
     let follows =
         |api: &ApiServer| api.requests().iter().filter(|r| r.contains("/log?") && r.contains("follow=true")).count();
-    wait_for("both logs followed", Duration::from_secs(30), async || follows(&api) >= 2).await;
+    wait_for("both logs followed", Duration::from_secs(30), async || follows(api) >= 2).await;
     api.end_log_streams();
-    wait_for("the logs reopened", Duration::from_secs(30), async || follows(&api) >= 4).await;
+    wait_for("the logs reopened", Duration::from_secs(30), async || follows(api) >= 4).await;
 
     eprintln!("phase: two real users' spawns fail; every probe passes");
     let hub_api = |method: reqwest::Method, user: &str| {
@@ -451,9 +377,9 @@ kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
         lab.set_flag("spawn-fail", Some(user), "");
         hub_api(reqwest::Method::POST, user).await.unwrap();
     }
-    let latency = wait_for("the trigger", Duration::from_secs(60), async || !triggers(&pd).is_empty()).await;
+    let latency = wait_for("the trigger", Duration::from_secs(60), async || !triggers(pd).is_empty()).await;
     eprintln!("    trigger {latency:?} after the spawns failed");
-    let trigger = triggers(&pd)[0].clone();
+    let trigger = triggers(pd)[0].clone();
     let details = &trigger["payload"]["custom_details"];
     assert_eq!(details["affected_users"]["server"], serde_json::json!(["probe-3", "probe-4"]), "{trigger:#}");
     let reasons = details["last_errors"].to_string();
@@ -474,7 +400,7 @@ kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s}}
         pd.accepted().iter().any(|e| e["event_action"] == "resolve" && e["dedup_key"] == key.as_str())
     })
     .await;
-    assert_eq!(triggers(&pd).len(), 1, "paged once");
+    assert_eq!(triggers(pd).len(), 1, "paged once");
     for user in ["probe-3", "probe-4"] {
         hub_api(reqwest::Method::DELETE, user).await.unwrap();
     }

@@ -11,12 +11,10 @@
 //! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
 //!   `keep_open_for` after the last failure.
 
-use crate::support::daemon::{Daemon, free_port, fresh_state, lab_hub_yaml, metric, more_probe_runs, sample, wait_for};
-use crate::support::lab::Lab;
-use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
-use crate::support::tiers::{Needs, require};
-use serde_json::Value;
-use std::path::PathBuf;
+use crate::support::daemon::{Daemon, metric, more_probe_runs, sample, wait_for};
+use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, ROUTING_KEY};
+use crate::support::scenario::Scenario;
+use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
 const EVERY: Duration = Duration::from_secs(4);
@@ -41,16 +39,11 @@ fn events_for<'a>(accepted: &'a [Value], key: &str, action: &str) -> Vec<&'a Val
     accepted.iter().filter(|e| e["dedup_key"] == key && e["event_action"] == action).collect()
 }
 
-/// A lab, the PagerDuty stand-in (events and REST API) and `hubwatch run` watching the lab, ready and past
-/// its first healthy server rounds.
+/// The paging scenario (the PagerDuty stand-in's events and REST API, notes every 5 s) and `hubwatch run` on
+/// it, ready and past its first healthy server rounds.
 struct Paging {
-    lab: Lab,
-    pd: PagerDuty,
+    world: Scenario,
     daemon: Daemon,
-    config_path: PathBuf,
-    listen: std::net::SocketAddr,
-    token: String,
-    log: PathBuf,
 }
 
 impl Paging {
@@ -60,42 +53,18 @@ impl Paging {
 
     /// As [`Paging::start`], with `incidents.keep_open_for` set to `keep_open_for`.
     async fn start_keeping_open(name: &str, port: u16, keep_open_for: &str) -> Paging {
-        require(&[Needs::Lab]);
-        hubwatch::http::install_crypto_provider();
-        let pd = PagerDuty::default();
-        let events_url = pd.clone().start().await;
-        let lab = Lab::start_for_daemon(name, port);
-        let listen = free_port();
-        let state = fresh_state(&lab.dir, "paging-state.db");
-        let config_path = lab.dir.join("paging.yaml");
-        std::fs::write(
-            &config_path,
-            format!(
-                r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: {keep_open_for}}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s,
-  api_url: "{api_url}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, status_update_every: 5s}}
-scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-{hub}"#,
-                state = state.display(),
-                api_url = events_url.trim_end_matches("/v2/enqueue"),
-                hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
-            ),
-        )
-        .unwrap();
-        let token = lab.token();
-        let log = lab.dir.join("paging.log");
-        let _ = std::fs::remove_file(&log);
-        let daemon = Daemon::start(&config_path, listen, &env(&token), log.clone());
-        daemon.wait_ready().await;
+        let world = Scenario::on_lab(name, port).await.with_rest_api().config(json!({
+            "incidents": {"keep_open_for": keep_open_for},
+            "pagerduty": {"status_update_every": "5s"},
+        }));
+        let daemon = world.start().await;
         wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
             sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
                 .is_some_and(|runs| runs >= 2.0)
         })
         .await;
-        assert!(pd.accepted().is_empty(), "a healthy hub pages nobody");
-        Paging { lab, pd, daemon, config_path, listen, token, log }
+        assert!(world.pd.accepted().is_empty(), "a healthy hub pages nobody");
+        Paging { world, daemon }
     }
 }
 
@@ -117,7 +86,7 @@ fn env(token: &str) -> [(&str, &str); 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a_report() {
     let s = Paging::start("paging", 18700).await;
-    let (lab, pd) = (&s.lab, &s.pd);
+    let (lab, pd) = (&s.world.lab, &s.world.pd);
     let broken_at = floor(SystemTime::now());
     lab.set_flag("spawn-fail", None, "");
     let latency = wait_for("the trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
@@ -135,7 +104,7 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
     assert!(reasons.contains("Spawn failed: injected spawn failure (flag spawn-fail)"), "{reasons}");
     assert_eq!(trigger["payload"]["source"], "127.0.0.1");
-    assert!(!trigger.to_string().contains(&s.token), "no hub token in the page");
+    assert!(!trigger.to_string().contains(&s.world.token), "no hub token in the page");
     wait_for("a status note while it is open", Duration::from_secs(20), async || !pd.notes().is_empty()).await;
 
     eprintln!("phase: healed");
@@ -171,9 +140,9 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     let notes_at_resolve = pd.notes().len();
     more_probe_runs(async || s.daemon.metrics().await, "server", "ok", 2.0).await;
     assert_eq!(pd.notes().len(), notes_at_resolve, "no notes once every incident is resolved");
-    let Paging { daemon, config_path, token, .. } = s;
+    let Paging { daemon, world } = s;
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
-    the_cli_reads_what_the_daemon_stored(&config_path, &token, &key, &report);
+    the_cli_reads_what_the_daemon_stored(&world.config_path, &world.token, &key, &report);
 }
 
 /// `hubwatch report` prints what the daemon served, and `hubwatch incidents` lists the incident.
@@ -205,7 +174,7 @@ fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_failing_is_a_support_ticket_never_a_page() {
     let s = Paging::start("paging-ticket", 18710).await;
-    let (lab, pd, daemon) = (&s.lab, &s.pd, &s.daemon);
+    let (lab, pd, daemon) = (&s.world.lab, &s.world.pd, &s.daemon);
     lab.set_flag("spawn-fail", Some("probe-1"), "");
     wait_for("a support ticket", EVERY + TIMEOUT + MARGIN, async || {
         metric(&daemon.metrics().await, "hubwatch_support_tickets", &["hub=\"lab\"", "kind=\"hub_access\""]) == 1.0
@@ -228,7 +197,7 @@ async fn one_user_failing_is_a_support_ticket_never_a_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_the_restart() {
     let s = Paging::start("paging-restart", 18720).await;
-    let (lab, pd) = (&s.lab, &s.pd);
+    let (lab, pd) = (&s.world.lab, &s.world.pd);
     pd.set_outage(Some(Fault::Status(500)));
     let before = pd.requests();
     lab.set_flag("spawn-fail", None, "");
@@ -243,8 +212,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
     assert!(pd.accepted().is_empty(), "nothing was accepted during the outage");
 
     pd.set_outage(None);
-    let daemon = Daemon::start(&s.config_path, s.listen, &env(&s.token), s.log.clone());
-    daemon.wait_ready().await;
+    let daemon = s.world.start().await;
     wait_for("the unsent trigger", Duration::from_secs(30), async || !pd.accepted().is_empty()).await;
     let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
     more_probe_runs(async || daemon.metrics().await, "server", "failed", 3.0).await;
@@ -258,7 +226,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
     .await;
     more_probe_runs(async || daemon.metrics().await, "server", "ok", 2.0).await;
     assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "{:#?}", pd.accepted());
-    assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&s.token), "no secrets in the log");
+    assert!(!daemon.log().contains(ROUTING_KEY) && !daemon.log().contains(&s.world.token), "no secrets in the log");
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
 }
 
@@ -267,7 +235,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
 async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_open_for_after_it_settles() {
     const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
     let s = Paging::start_keeping_open("paging-flap", 18730, "30s").await;
-    let (lab, pd) = (&s.lab, &s.pd);
+    let (lab, pd) = (&s.world.lab, &s.world.pd);
     // The hub's spawns fail and work in turn; each healthy spell is long enough for both users' two
     // successes, so without keep_open_for every spell would resolve the incident and the next open another.
     let mut turns = tokio::time::interval(Duration::from_secs(12));

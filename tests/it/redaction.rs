@@ -9,7 +9,7 @@
 
 use crate::support::apiserver::ApiServer;
 use crate::support::daemon::{Daemon, free_port, get, wait_for};
-use crate::support::k8s_fixtures::{self, NAMESPACE, Scenario};
+use crate::support::k8s_fixtures::{self, NAMESPACE, Trouble};
 use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
 use crate::support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
 use serde_json::{Value, json};
@@ -220,7 +220,7 @@ async fn no_planted_secret_of_any_kind_reaches_any_output() {
     let pd = PagerDuty::default();
     let events_url = pd.clone().start().await;
     let api = ApiServer::default();
-    k8s_fixtures::load(&api, Scenario::BrokenImage, SystemTime::now());
+    k8s_fixtures::load(&api, Trouble::BrokenImage, SystemTime::now());
     plant_in_the_cluster(&api, &planted);
     let api_url = api.start().await;
 

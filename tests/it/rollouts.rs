@@ -6,13 +6,11 @@
 //! - `hubwatch.jupyter.org/silence-until` and `-reason` on the Deployment silence the hub: an outage is held;
 //!   removing the annotation pages it, once.
 
-use crate::support::apiserver::ApiServer;
-use crate::support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, more_probe_runs, wait_for};
-use crate::support::k8s_fixtures::{self, NAMESPACE};
-use crate::support::lab::Lab;
-use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
-use crate::support::tiers::{Needs, require};
-use serde_json::Value;
+use crate::support::daemon::{get, more_probe_runs, wait_for};
+use crate::support::k8s_fixtures;
+use crate::support::pagerduty::PagerDuty;
+use crate::support::scenario::Scenario;
+use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
 const PORT: u16 = 18970;
@@ -34,42 +32,20 @@ async fn lab_incidents(base: &str) -> Vec<Value> {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_holds_pages_for_its_grace_and_the_deployments_annotation_silences_the_hub() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let api = ApiServer::default();
-    k8s_fixtures::load_control_pods(&api, SystemTime::now());
-    api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
-    let api_url = api.start().await;
-    let lab = Lab::start_for_daemon("rollouts", PORT);
-    let kubeconfig = ApiServer::kubeconfig(&api_url, &lab.dir);
-    let listen = free_port();
-    let state = fresh_state(&lab.dir, "rollouts-state.db");
-    let config_path = lab.dir.join("rollouts.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, rollout_grace: {grace}s, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-kubernetes: {{enabled: true, diagnostics_wait: 2s, call_timeout: 5s, pending_after: 1m}}
-scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-{hub}"#,
-            state = state.display(),
-            grace = GRACE.as_secs(),
-            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], &format!("    namespace: {NAMESPACE}\n")),
-        ),
-    )
-    .unwrap();
-    let token = lab.token();
-    let kubeconfig = kubeconfig.display().to_string();
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
-    let log = lab.dir.join("rollouts.log");
-    let _ = std::fs::remove_file(&log);
-    let daemon = Daemon::start(&config_path, listen, &env, log.clone());
-    daemon.wait_ready().await;
+    let s = Scenario::on_lab("rollouts", PORT)
+        .await
+        .with_api(|api| {
+            k8s_fixtures::load_control_pods(api, SystemTime::now());
+            api.put("deployments", k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.1.0", "5e2c", 7));
+        })
+        .await
+        .hub(json!({"namespace": k8s_fixtures::NAMESPACE}))
+        .config(json!({
+            "kubernetes": {"pending_after": "1m"},
+            "incidents": {"rollout_grace": format!("{}s", GRACE.as_secs())},
+        }));
+    let (pd, lab, api) = (&s.pd, &s.lab, s.api());
+    let daemon = s.start().await;
     let base = daemon.base.clone();
     // The Deployment watch must have its first view (generation 7) before the upgrade, or it takes the
     // upgraded Deployment for where it started (a busy machine starts it late).
@@ -92,15 +68,15 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     if rollout_seen.elapsed() < GRACE {
         assert!(held_by.contains("the rollout of hub Deployment hub (generation 8)"), "{incident}");
         assert_eq!(incident["silenced"], false, "a rollout is not a silence: {incident}");
-        assert!(triggers(&pd).is_empty(), "held within the grace");
+        assert!(triggers(pd).is_empty(), "held within the grace");
     }
     eprintln!("phase: the rollout stays broken past the grace: it pages");
-    let latency = wait_for("the trigger", GRACE + Duration::from_secs(30), async || !triggers(&pd).is_empty()).await;
+    let latency = wait_for("the trigger", GRACE + Duration::from_secs(30), async || !triggers(pd).is_empty()).await;
     eprintln!("    trigger {:?} after the rollout was seen", rollout_seen.elapsed());
     let _ = latency;
     more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
-    assert_eq!(triggers(&pd).len(), 1, "exactly one trigger");
-    assert_eq!(triggers(&pd)[0]["dedup_key"], key.as_str());
+    assert_eq!(triggers(pd).len(), 1, "exactly one trigger");
+    assert_eq!(triggers(pd)[0]["dedup_key"], key.as_str());
     let (_, report) = get(&format!("{base}/incidents/{key}/report.md"), None).await;
     assert!(report.contains("** Hub changed: hub Deployment hub changed (namespace temple, generation 8)"), "{report}");
     assert!(report.contains("** Page held (silence or rollout): "), "{report}");
@@ -129,13 +105,13 @@ scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
     assert_eq!(incident["silenced"], true, "{incident}");
     assert_eq!(incident["silence"]["id"], "annotation-lab", "{incident}");
     more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
-    assert_eq!(triggers(&pd).len(), 1, "the annotation holds the page");
+    assert_eq!(triggers(pd).len(), 1, "the annotation holds the page");
 
     eprintln!("phase: the annotation is removed: the page goes out, once");
     api.put("deployments", done);
-    wait_for("the trigger", Duration::from_secs(30), async || triggers(&pd).len() >= 2).await;
+    wait_for("the trigger", Duration::from_secs(30), async || triggers(pd).len() >= 2).await;
     more_probe_runs(async || daemon.metrics().await, "server", "failed", 2.0).await;
-    assert_eq!(triggers(&pd).len(), 2, "one trigger for the second incident");
+    assert_eq!(triggers(pd).len(), 2, "one trigger for the second incident");
     lab.clear_flags();
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }

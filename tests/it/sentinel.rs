@@ -6,13 +6,12 @@
 //! the kept server within one interval and corroborated by the other probe users' rounds at once (a page,
 //! then its resolve); a kept server that dies is started again; on shutdown it is stopped.
 
-use crate::support::apiserver::ApiServer;
-use crate::support::daemon::{Daemon, free_port, fresh_state, get, wait_for};
+use crate::support::daemon::{get, wait_for};
 use crate::support::k8s_fixtures;
 use crate::support::lab::Lab;
-use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
-use crate::support::tiers::{Needs, require};
-use serde_json::Value;
+use crate::support::pagerduty::PagerDuty;
+use crate::support::scenario::Scenario;
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 18920;
@@ -38,53 +37,22 @@ fn actions(pd: &PagerDuty) -> Vec<String> {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interval() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let lab = Lab::start_for_daemon("sentinel", PORT);
-    let api = ApiServer::default();
-    k8s_fixtures::load_control_pods(&api, std::time::SystemTime::now());
-    let kubeconfig = ApiServer::kubeconfig(&api.start().await, &lab.dir).display().to_string();
+    let s = Scenario::on_lab("sentinel", PORT)
+        .await
+        .with_api(|api| k8s_fixtures::load_control_pods(api, std::time::SystemTime::now()))
+        .await
+        .config(json!({"defaults": {"probes": {
+            "login": {"every": "5s", "timeout": "10s"},
+            "server": {"every": "30s", "timeout": "60s"},
+            "kernel": {"every": "30s", "timeout": "10s"},
+            "home": {"every": "1h", "timeout": "20s"},
+        }}}))
+        .hub(json!({"namespace": k8s_fixtures::NAMESPACE}))
+        .hub(json!({"users": ["probe-1", "probe-2", KEPT], "sentinel": {"every": "5s", "timeout": "10s"}}));
+    let (pd, lab, api, token) = (&s.pd, &s.lab, s.api(), s.token.clone());
     let stop_mirror = tokio_util::sync::CancellationToken::new();
     let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
-    let listen = free_port();
-    let config_path = lab.dir.join("sentinel.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s, rate_limit_delay: 2s}}
-scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-kubernetes: {{enabled: true, call_timeout: 5s, diagnostics_wait: 2s}}
-defaults:
-  probes:
-    login:  {{every: 5s, timeout: 10s}}
-    server: {{every: 30s, timeout: 60s}}
-    kernel: {{every: 30s, timeout: 10s}}
-    home:   {{every: 1h, timeout: 20s}}
-hubs:
-  - name: lab
-    url: {url}
-    namespace: {namespace}
-    token: {{env: HUBWATCH_TOKEN}}
-    users: [probe-1, probe-2, {KEPT}]
-    sentinel: {{every: 5s, timeout: 10s}}
-"#,
-            state = fresh_state(&lab.dir, "sentinel-state.db").display(),
-            url = lab.url,
-            namespace = k8s_fixtures::NAMESPACE,
-        ),
-    )
-    .unwrap();
-    let token = lab.token();
-    let log = lab.dir.join("sentinel.log");
-    let _ = std::fs::remove_file(&log);
-    let env = [("HUBWATCH_TOKEN", token.as_str()), ("ROUTING_KEY", ROUTING_KEY), ("KUBECONFIG", kubeconfig.as_str())];
-    let daemon = Daemon::start(&config_path, listen, &env, log);
-    daemon.wait_ready().await;
+    let daemon = s.start().await;
     let base = daemon.base.clone();
 
     eprintln!("phase: the kept server starts, and the kernel and home probes run on it");
@@ -93,8 +61,10 @@ hubs:
     })
     .await;
     assert!(lab.has_server(KEPT).await, "kept between looks");
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(latest(&base, "server", KEPT).await.0, "ok", "reached through the proxy");
+    wait_for("the kept server reached through the proxy", Duration::from_secs(60), async || {
+        latest(&base, "server", KEPT).await.0 == "ok"
+    })
+    .await;
     assert!(daemon.log().matches("the kept server is not running: starting it").count() == 1, "started once");
 
     eprintln!("phase: the proxy loses the kept server's route");
@@ -109,18 +79,18 @@ hubs:
     assert!(lab.has_server(KEPT).await, "a lost route is not repaired by restarting the server");
     lab.add_route(&format!("/user/{KEPT}"), &target).await;
     wait_for("the route back", Duration::from_secs(30), async || latest(&base, "server", KEPT).await.0 == "ok").await;
-    assert!(pd.accepted().is_empty(), "one user's lost route is a support ticket, not a page: {:?}", actions(&pd));
-    routes_lost_for_a_real_user_too(&lab, &pd).await;
+    assert!(pd.accepted().is_empty(), "one user's lost route is a support ticket, not a page: {:?}", actions(pd));
+    routes_lost_for_a_real_user_too(lab, pd).await;
 
     eprintln!("phase: kernels crash");
     let crashed = Instant::now();
     lab.set_flag("kernel-crash", None, "");
     let triggers =
         |pd: &PagerDuty| pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger").collect::<Vec<_>>();
-    wait_for("the page", Duration::from_secs(90), async || triggers(&pd).len() == 2).await;
+    wait_for("the page", Duration::from_secs(90), async || triggers(pd).len() == 2).await;
     // A crashed kernel shows as a websocket that never opens: seen at the kernel probe's timeout (10 s).
     eprintln!("    paged {:?} after the kernels started crashing (kept server every 5 s)", crashed.elapsed());
-    let trigger = triggers(&pd)[1].clone();
+    let trigger = triggers(pd)[1].clone();
     let affected = &trigger["payload"]["custom_details"]["affected_users"]["kernel"];
     assert!(affected.as_array().is_some_and(|users| users.len() >= 2), "{trigger:#}");
     // The kept server sees it too, at its next look — before or after the rounds' users made the page.
@@ -129,7 +99,7 @@ hubs:
     })
     .await;
     lab.clear_flags();
-    wait_for("the resolve", Duration::from_secs(120), async || actions(&pd).len() == 4).await;
+    wait_for("the resolve", Duration::from_secs(120), async || actions(pd).len() == 4).await;
 
     eprintln!("phase: the kept server dies");
     let stopped = reqwest::Client::new()
@@ -147,7 +117,7 @@ hubs:
     eprintln!("phase: shutdown stops the kept server");
     assert_eq!(daemon.stop(Duration::from_secs(90)).await, Some(0));
     assert!(!lab.has_server(KEPT).await, "the kept server is stopped on shutdown");
-    assert_eq!(actions(&pd), ["trigger", "resolve", "trigger", "resolve"], "one page per outage, each resolved");
+    assert_eq!(actions(pd), ["trigger", "resolve", "trigger", "resolve"], "one page per outage, each resolved");
     stop_mirror.cancel();
     mirror.await.unwrap();
 }

@@ -7,13 +7,10 @@
 //! - an outage that recovers while silenced sends nothing at all;
 //! - one user failing is a support ticket: the webhook hears it opened and closed, once each.
 
-use crate::support::daemon::{Daemon, free_port, fresh_state, get, lab_hub_yaml, sample, wait_for};
-use crate::support::lab::Lab;
-use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
-use crate::support::tiers::{Needs, require};
+use crate::support::daemon::{get, sample, wait_for};
+use crate::support::scenario::Scenario;
 use crate::support::webhook::{AUTHORIZATION, Receiver};
-use serde_json::Value;
-use std::path::Path;
+use serde_json::{Value, json};
 use std::process::Output;
 use std::time::Duration;
 
@@ -26,15 +23,6 @@ const DETECTION: Duration = Duration::from_secs(60);
 fn basic() -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")))
-}
-
-fn env(token: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("HUBWATCH_TOKEN", token.to_string()),
-        ("ROUTING_KEY", ROUTING_KEY.to_string()),
-        ("PD_API_TOKEN", API_TOKEN.to_string()),
-        ("HOOK_AUTH", AUTHORIZATION.to_string()),
-    ]
 }
 
 /// `hubwatch silence ARGS` as an engineer runs it (with the pages' credentials unless `anonymous`).
@@ -70,53 +58,19 @@ async fn open_incidents(base: &str) -> Vec<Value> {
     lab["incidents"].as_array().cloned().unwrap_or_default()
 }
 
-fn write_config(path: &Path, lab: &Lab, listen: std::net::SocketAddr, state: &Path, pd: &str, hook: &str) {
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    std::fs::write(
-        path,
-        format!(
-            r#"listen: {listen}
-state_path: {state}
-web: {{basic_auth_users: {{{USER}: "{hash}"}}}}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, update_interval: 10m, keep_open_for: 0s}}
-pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{pd}", retry_delay: 1s, rate_limit_delay: 2s,
-  api_url: "{api}", api_token: {{env: PD_API_TOKEN}}, from_email: {FROM_EMAIL}, priority: P1}}
-webhook: {{url: "{hook}", headers: {{Authorization: {{env: HOOK_AUTH}}}}, retry_delay: 1s}}
-scheduler: {{shutdown_grace: 30s, cleanup_timeout: 30s}}
-{hub}"#,
-            state = state.display(),
-            api = pd.trim_end_matches("/v2/enqueue"),
-            hub = lab_hub_yaml(lab.url.as_str(), ["probe-1", "probe-2"], ""),
-        ),
-    )
-    .unwrap();
-}
-
-fn start(config: &Path, listen: std::net::SocketAddr, token: &str, log: &Path) -> Daemon {
-    let env = env(token);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Daemon::start(config, listen, &env, log.to_path_buf())
-}
-
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
-    require(&[Needs::Lab]);
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
     let receiver = Receiver::default();
     let hook = receiver.clone().start(2).await;
-    let lab = Lab::start_for_daemon("silences", PORT);
-    let listen = free_port();
-    let state = fresh_state(&lab.dir, "silences-state.db");
-    let config = lab.dir.join("silences.yaml");
-    write_config(&config, &lab, listen, &state, &events, &hook);
-    let token = lab.token();
-    let log = lab.dir.join("silences.log");
-    let _ = std::fs::remove_file(&log);
-    let daemon = start(&config, listen, &token, &log);
-    daemon.wait_ready().await;
+    let users = serde_json::Map::from_iter([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap().into())]);
+    let s = Scenario::on_lab("silences", PORT).await.with_rest_api().env("HOOK_AUTH", AUTHORIZATION).config(json!({
+        "web": {"basic_auth_users": users},
+        "pagerduty": {"priority": "P1"},
+        "webhook": {"url": hook, "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"},
+    }));
+    let (pd, lab, token) = (&s.pd, &s.lab, s.token.clone());
+    let daemon = s.start().await;
     let base = daemon.base.clone();
 
     eprintln!("phase: bad silences are refused with what is wrong");
@@ -176,8 +130,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
 
     eprintln!("phase: hubwatch restarts; the silence holds");
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
-    let daemon = start(&config, listen, &token, &log);
-    daemon.wait_ready().await;
+    let daemon = s.start().await;
     let listed = silence(&base, &["list", "--output", "json"], false);
     let listed: Vec<Value> = text(&listed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(listed.iter().any(|s| s["id"] == id.as_str() && s["active"] == true), "{listed:?}");

@@ -129,17 +129,6 @@ pub fn fresh_state(dir: &Path, name: &str) -> PathBuf {
     state
 }
 
-/// The part of a daemon test's config that names the lab hub, with the fast schedule those tests share
-/// (logins every 2 s, server and kernel rounds every 4 s). `extra` adds hub keys (e.g. a namespace).
-pub fn lab_hub_yaml(url: &str, users: [&str; 2], extra: &str) -> String {
-    format!(
-        "defaults:\n  probes:\n    login:  {{every: 2s, timeout: 5s}}\n    server: {{every: 4s, timeout: 30s}}\n    \
-         kernel: {{every: 4s, timeout: 10s}}\nhubs:\n  - name: lab\n    url: {url}\n{extra}    token: {{env: HUBWATCH_TOKEN}}\n    \
-         users: [{}, {}]\n",
-        users[0], users[1]
-    )
-}
-
 /// The config of a daemon watching the stub hub (its two probe users log in and spawn every second, so an
 /// outage is seen within seconds), paging `events_url`, with `extra` top-level sections (high availability,
 /// kubernetes, metrics_listen, …).

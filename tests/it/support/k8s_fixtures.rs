@@ -21,7 +21,7 @@ pub fn ago(at: SystemTime, seconds: u64) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
+pub enum Trouble {
     NodePoolFull,
     BrokenImage,
     HubOomKilled,
@@ -57,14 +57,14 @@ fn pod(name: &str, labels: Value, annotations: Value, created: &str, spec: Value
     })
 }
 
-fn hub_pod(t: SystemTime, scenario: Scenario) -> Value {
+fn hub_pod(t: SystemTime, trouble: Trouble) -> Value {
     let spec = json!({
         "containers": [{"name": "hub", "image": "quay.io/jupyterhub/k8s-hub:4.1.0",
                         "env": [{"name": "CONFIGPROXY_AUTH_TOKEN", "value": CANARY}],
                         "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}}],
         "nodeName": "pool-a-1", "serviceAccountName": "hub",
     });
-    let status = if scenario == Scenario::HubOomKilled {
+    let status = if trouble == Trouble::HubOomKilled {
         json!({
             "phase": "Running", "podIP": "10.8.0.12", "podIPs": [{"ip": "10.8.0.12"}], "startTime": ago(t, 86_400),
             "conditions": [
@@ -96,12 +96,9 @@ fn hub_pod(t: SystemTime, scenario: Scenario) -> Value {
     )
 }
 
-fn proxy_pod(t: SystemTime, scenario: Scenario) -> Value {
-    let (restarts, last) = if scenario == Scenario::ProxyRestarting {
-        (7, Some(oom_killed(&ago(t, 400), &ago(t, 95))))
-    } else {
-        (0, None)
-    };
+fn proxy_pod(t: SystemTime, trouble: Trouble) -> Value {
+    let (restarts, last) =
+        if trouble == Trouble::ProxyRestarting { (7, Some(oom_killed(&ago(t, 400), &ago(t, 95)))) } else { (0, None) };
     pod(
         "proxy-5c7d9f7b8-qwz9t",
         json!({"app": "jupyterhub", "component": "proxy", "release": "temple"}),
@@ -273,20 +270,20 @@ const PROXY_PREVIOUS_LOG: &str = "09:56:00.000 [ConfigProxy] info: Proxying http
 FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory
 ";
 
-/// Loads `scenario` into `server`, as seen at `t`.
+/// Loads `trouble` into `server`, as seen at `t`.
 /// Only the hub's and the proxy's pods, healthy (for tests that follow their logs).
 pub fn load_control_pods(server: &ApiServer, t: SystemTime) {
-    server.put("pods", hub_pod(t, Scenario::NodePoolFull));
-    server.put("pods", proxy_pod(t, Scenario::NodePoolFull));
+    server.put("pods", hub_pod(t, Trouble::NodePoolFull));
+    server.put("pods", proxy_pod(t, Trouble::NodePoolFull));
 }
 
 /// The hub's and the proxy's pod names, as [`load`] puts them.
 pub const HUB_POD: &str = "hub-7d9f8b6c5-x2k4p";
 pub const PROXY_POD: &str = "proxy-5c7d9f7b8-qwz9t";
 
-pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
-    server.put("pods", hub_pod(t, scenario));
-    server.put("pods", proxy_pod(t, scenario));
+pub fn load(server: &ApiServer, trouble: Trouble, t: SystemTime) {
+    server.put("pods", hub_pod(t, trouble));
+    server.put("pods", proxy_pod(t, trouble));
     server.set_log("hub-7d9f8b6c5-x2k4p", "hub", false, &HUB_LOG.replace("CANARY", CANARY));
     server.set_log("proxy-5c7d9f7b8-qwz9t", "chp", false, &PROXY_LOG.replace("CANARY", CANARY));
     server.put(
@@ -308,7 +305,7 @@ pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
     for n in ["pool-a-1", "pool-a-2"] {
         server.put("nodes", node(t, n, false));
     }
-    server.put("nodes", node(t, "user-pool-7f2c", scenario == Scenario::NodePoolFull));
+    server.put("nodes", node(t, "user-pool-7f2c", trouble == Trouble::NodePoolFull));
     server.put("persistentvolumeclaims", pvc(t, "hub-db-dir", "1Gi"));
     server.put("persistentvolumeclaims", pvc(t, "claim-alice", "10Gi"));
     server.put("resourcequotas", json!({
@@ -317,8 +314,8 @@ pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
         "status": {"hard": {"pods": "200", "requests.memory": "400Gi"}, "used": {"pods": "57", "requests.memory": "114Gi"}},
     }));
     server.put("pods", user_pod(t, "dave", 3_600, running_user(t, 3_600), Some("user-pool-7f2c")));
-    match scenario {
-        Scenario::NodePoolFull => {
+    match trouble {
+        Trouble::NodePoolFull => {
             for (user, age) in [("alice", 420), ("bob", 380)] {
                 server.put("pods", user_pod(t, user, age, pending_unschedulable(t, age), None));
                 server.put("events", event(t, "2", "Pod", &format!("jupyter-{user}"), "Warning", "FailedScheduling",
@@ -342,7 +339,7 @@ pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
                 );
             }
         }
-        Scenario::BrokenImage => {
+        Trouble::BrokenImage => {
             for (user, age) in [("carol", 500), ("erin", 260)] {
                 server.put("pods", user_pod(t, user, age, image_pull_backoff(t, age), Some("user-pool-7f2c")));
                 server.put("events", event(t, "4", "Pod", &format!("jupyter-{user}"), "Warning", "Failed",
@@ -366,7 +363,7 @@ pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
                 );
             }
         }
-        Scenario::HubOomKilled => {
+        Trouble::HubOomKilled => {
             server.set_log("hub-7d9f8b6c5-x2k4p", "hub", true, &HUB_PREVIOUS_LOG.replace("CANARY", CANARY));
             server.put(
                 "events",
@@ -385,7 +382,7 @@ pub fn load(server: &ApiServer, scenario: Scenario, t: SystemTime) {
                 ),
             );
         }
-        Scenario::ProxyRestarting => {
+        Trouble::ProxyRestarting => {
             server.set_log("proxy-5c7d9f7b8-qwz9t", "chp", true, &PROXY_PREVIOUS_LOG.replace("CANARY", CANARY));
             server.put("events", event(t, "7", "Pod", "proxy-5c7d9f7b8-qwz9t", "Warning", "Unhealthy",
                 "Readiness probe failed: Get \"http://10.8.1.7:8000/_chp_healthz\": dial tcp 10.8.1.7:8000: connect: connection refused",

@@ -7,6 +7,7 @@ pub mod k8s_fixtures;
 pub mod lab;
 pub mod outcomes;
 pub mod pagerduty;
+pub mod scenario;
 pub mod stub_hub;
 pub mod tiers;
 pub mod tls;

@@ -1,0 +1,153 @@
+//! A daemon test's world, built in one place: the real lab, the PagerDuty stand-in (and when asked the
+//! Kubernetes stand-in), and `hubwatch run` on a config that starts from what every daemon test shares —
+//! two probe users, logins every 2 s and server rounds every 4 s, two users make an outage, quick retries —
+//! and takes each test's own keys as patches. The config is written as JSON (which is YAML) and checked by
+//! the daemon's own schema, so a misspelt key fails the test at start.
+
+use super::apiserver::ApiServer;
+use super::daemon::{Daemon, free_port, fresh_state};
+use super::lab::Lab;
+use super::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
+use super::tiers::{Needs, require};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub struct Scenario {
+    pub lab: Lab,
+    pub pd: PagerDuty,
+    /// The Kubernetes stand-in and its URL, after [`Scenario::with_api`].
+    pub kube: Option<(ApiServer, String)>,
+    pub listen: SocketAddr,
+    pub config_path: PathBuf,
+    /// The daemon's log (stderr), kept across restarts.
+    pub log: PathBuf,
+    /// The lab's service token, which the daemon reads from `HUBWATCH_TOKEN`.
+    pub token: String,
+    config: Value,
+    env: Vec<(String, String)>,
+}
+
+impl Scenario {
+    /// The lab `name` on ports `port`.., the PagerDuty stand-in, and the shared config.
+    pub async fn on_lab(name: &str, port: u16) -> Scenario {
+        require(&[Needs::Lab]);
+        hubwatch::http::install_crypto_provider();
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let lab = Lab::start_for_daemon(name, port);
+        let listen = free_port();
+        let log = lab.dir.join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let config = json!({
+            "listen": listen.to_string(),
+            "state_path": fresh_state(&lab.dir, &format!("{name}-state.db")),
+            "incidents": {"min_affected_users": 2, "window": "1m", "recovery_successes": 2, "update_interval": "10m",
+                "keep_open_for": "0s"},
+            "pagerduty": {"routing_key": {"env": "ROUTING_KEY"}, "events_url": events_url, "retry_delay": "1s",
+                "rate_limit_delay": "2s"},
+            "scheduler": {"shutdown_grace": "30s", "cleanup_timeout": "30s"},
+            "defaults": {"probes": {
+                "login": {"every": "2s", "timeout": "5s"},
+                "server": {"every": "4s", "timeout": "30s"},
+                "kernel": {"every": "4s", "timeout": "10s"},
+            }},
+            "hubs": [{"name": "lab", "url": lab.url.as_str(), "token": {"env": "HUBWATCH_TOKEN"},
+                "users": ["probe-1", "probe-2"]}],
+        });
+        let token = lab.token();
+        let env = vec![("HUBWATCH_TOKEN".into(), token.clone()), ("ROUTING_KEY".into(), ROUTING_KEY.into())];
+        let config_path = lab.dir.join(format!("{name}.yaml"));
+        Scenario { lab, pd, kube: None, listen, config_path, log, token, config, env }
+    }
+
+    /// The Kubernetes stand-in, loaded by `load` before it serves; the daemon reaches it through `KUBECONFIG`,
+    /// with Kubernetes on. (A hub in its namespace: `.hub(json!({"namespace": NAMESPACE}))`.)
+    pub async fn with_api(mut self, load: impl FnOnce(&ApiServer)) -> Scenario {
+        let api = ApiServer::default();
+        load(&api);
+        let url = api.start().await;
+        let kubeconfig = ApiServer::kubeconfig(&url, &self.lab.dir);
+        self.kube = Some((api, url));
+        self.env("KUBECONFIG", &kubeconfig.display().to_string())
+            .config(json!({"kubernetes": {"enabled": true, "diagnostics_wait": "2s", "call_timeout": "5s"}}))
+    }
+
+    /// PagerDuty's REST API on the same stand-in (status notes, priorities), with its token.
+    pub fn with_rest_api(self) -> Scenario {
+        let events_url = self.config["pagerduty"]["events_url"].as_str().unwrap().to_string();
+        let api_url = events_url.trim_end_matches("/v2/enqueue");
+        self.env("PD_API_TOKEN", API_TOKEN).config(json!({"pagerduty": {
+            "api_url": api_url, "api_token": {"env": "PD_API_TOKEN"}, "from_email": FROM_EMAIL,
+        }}))
+    }
+
+    /// Merges `patch` into the config: objects key by key, anything else (arrays too) replaced.
+    pub fn config(mut self, patch: Value) -> Scenario {
+        merge(&mut self.config, patch);
+        self
+    }
+
+    /// Merges `patch` into the (one) hub's entry.
+    pub fn hub(mut self, patch: Value) -> Scenario {
+        merge(&mut self.config["hubs"][0], patch);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Scenario {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn api(&self) -> &ApiServer {
+        &self.kube.as_ref().expect("the scenario has the Kubernetes stand-in (Scenario::with_api)").0
+    }
+
+    /// The Kubernetes stand-in's URL.
+    pub fn api_url(&self) -> &str {
+        &self.kube.as_ref().expect("the scenario has the Kubernetes stand-in (Scenario::with_api)").1
+    }
+
+    /// Writes the config and starts `hubwatch run` on it (again after a stop or a kill: the same state).
+    pub fn daemon(&self) -> Daemon {
+        run(&self.config, &self.config_path, self.listen, &self.env, self.log.clone())
+    }
+
+    /// Another `hubwatch run` on this config as replica `name` (its own address, state database, config
+    /// file and log), with `env` added to the scenario's.
+    pub fn replica(&self, name: &str, env: &[(&str, String)]) -> Daemon {
+        let (mut config, listen) = (self.config.clone(), free_port());
+        config["listen"] = listen.to_string().into();
+        config["state_path"] = json!(fresh_state(&self.lab.dir, &format!("{name}.db")));
+        let log = self.lab.dir.join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        run(&config, &self.lab.dir.join(format!("{name}.yaml")), listen, &all, log)
+    }
+
+    /// As [`Scenario::daemon`], once it is ready.
+    pub async fn start(&self) -> Daemon {
+        let daemon = self.daemon();
+        daemon.wait_ready().await;
+        daemon
+    }
+}
+
+/// `hubwatch run` on `config`, written to `path`.
+fn run(config: &Value, path: &Path, listen: SocketAddr, env: &[(String, String)], log: PathBuf) -> Daemon {
+    std::fs::write(path, serde_json::to_string_pretty(config).unwrap()).unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Daemon::start(path, listen, &env, log)
+}
+
+fn merge(into: &mut Value, patch: Value) {
+    match (into, patch) {
+        (Value::Object(into), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (into, patch) => *into = patch,
+    }
+}
