@@ -20,6 +20,8 @@ mod lab;
 #[path = "../tests/it/support/pagerduty.rs"]
 #[allow(dead_code)]
 mod pagerduty;
+#[path = "../tests/it/support/serve.rs"]
+mod serve;
 mod support;
 
 use pagerduty::{PagerDuty, ROUTING_KEY};

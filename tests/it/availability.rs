@@ -3,8 +3,9 @@
 //! outage that ended before the period; the same figures from `/api/v1/availability`.
 
 use crate::support::golden::assert_golden;
+use crate::support::outcomes::open_incident;
 use hubwatch::domain::IncidentKind;
-use hubwatch::store::{EventAction, IncidentRecord, NewEvent, OutboxState, Store};
+use hubwatch::store::{EventAction, NewEvent, OutboxState, Store};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -26,21 +27,7 @@ struct Scripted {
 fn record(store: &Store, now: SystemTime, s: &Scripted) {
     let start = now - Duration::from_secs(s.days_ago * DAY);
     let at = |seconds: u64| start + Duration::from_secs(seconds);
-    let incident = IncidentRecord {
-        key: s.key.into(),
-        hub: s.hub.into(),
-        kind: s.kind,
-        open: true,
-        impact_start: start,
-        opened_at: at(s.detect),
-        recovered_at: None,
-        symptoms: Default::default(),
-        affected_ever: Default::default(),
-        failures_ever: Default::default(),
-        last_trigger_at: None,
-        pending_update: false,
-        hold: None,
-    };
+    let incident = open_incident(s.key, s.hub, s.kind, start, at(s.detect));
     let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({"event_action": "trigger"}));
     store
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])

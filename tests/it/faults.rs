@@ -13,13 +13,13 @@
 //! High availability's faults (a partitioned leader, clocks an hour off) are in tests/it/ha.rs.
 
 use crate::support::daemon::{
-    Daemon, clock_from, free_port, fresh_state, get, metric, more_probe_runs, sample, stub_yaml, wait_for,
+    Daemon, clock_from, free_port, fresh_state, get, metric, more_probe_runs, sample, wait_for,
 };
 use crate::support::disk::SmallDisk;
 use crate::support::invariants::assert_promise;
 use crate::support::lab::Lab;
 use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
-use crate::support::scenario::Scenario;
+use crate::support::scenario::{FAST_HA, Scenario, StubReplicas};
 use crate::support::tiers::{Needs, require};
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
@@ -239,9 +239,8 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
     let mut daemon = start();
     daemon.wait_ready().await;
     let mut kills = 0;
-    for outage in 1..=2 {
-        eprintln!("phase: outage {outage} begins; kill -9 at random points while it is detected and paged");
-        lab.set_flag("spawn-fail", None, "");
+    // Three kills at random points within the next 36 s (the fault's schedule, replayed by FAULTS_SEED).
+    let mut kill_thrice = async |mut daemon: Daemon| {
         for _ in 0..3 {
             tokio::time::sleep(pause(&mut seed, Duration::from_secs(12))).await;
             daemon.kill();
@@ -249,18 +248,18 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
             daemon = start();
             daemon.wait_ready().await;
         }
+        daemon
+    };
+    for outage in 1..=2 {
+        eprintln!("phase: outage {outage} begins; kill -9 at random points while it is detected and paged");
+        lab.set_flag("spawn-fail", None, "");
+        daemon = kill_thrice(daemon).await;
         let triggered = async || pd.accepted().iter().filter(|e| e["event_action"] == "trigger").count();
         let keys = async || crate::support::invariants::actions_by_key(&pd.received()).len();
         wait_for("this outage's trigger", DETECT * 2, async || keys().await >= outage && triggered().await >= 1).await;
         eprintln!("phase: outage {outage} ends; kill -9 at random points while it recovers and resolves");
         lab.clear_flags();
-        for _ in 0..3 {
-            tokio::time::sleep(pause(&mut seed, Duration::from_secs(12))).await;
-            daemon.kill();
-            kills += 1;
-            daemon = start();
-            daemon.wait_ready().await;
-        }
+        daemon = kill_thrice(daemon).await;
         let resolved = async || pd.accepted().iter().filter(|e| e["event_action"] == "resolve").count();
         wait_for("this outage's resolve", DETECT * 2, async || resolved().await >= outage).await;
     }
@@ -276,33 +275,12 @@ async fn kill_9_at_random_points_never_loses_or_repeats_a_page() {
 /// lock goes, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_stalls_no_lease_renewal_health_check_or_page() {
-    use crate::support::apiserver::ApiServer;
-    use crate::support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
-    hubwatch::http::install_crypto_provider();
-    let stub = Stub::default();
-    let hub_url = stub.clone().start().await;
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
-    let api = ApiServer::default();
-    let api_url = api.start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, metrics_listen) = (free_port(), free_port());
-    let state = dir.path().join("state.db");
-    let config = dir.path().join("locked.yaml");
-    let extra = format!(
-        "metrics_listen: {metrics_listen}\nkubernetes: {{enabled: true, call_timeout: 2s}}\n\
-         high_availability: {{lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}}\n"
-    );
-    std::fs::write(&config, stub_yaml(listen, &state, &hub_url, &events_url, &extra)).unwrap();
-    let kubeconfig = ApiServer::kubeconfig(&api_url, dir.path()).display().to_string();
-    let env = [
-        ("HUB_TOKEN", SERVICE_TOKEN),
-        ("ROUTING_KEY", ROUTING_KEY),
-        ("KUBECONFIG", kubeconfig.as_str()),
-        ("POD_NAMESPACE", "monitoring"),
-        ("HOSTNAME", "leader"),
-    ];
-    let mut daemon = Daemon::start(&config, listen, &env, dir.path().join("locked.log"));
+    use crate::support::stub_hub::Progress;
+    let s = StubReplicas::start().await;
+    let (stub, pd, api) = (&s.stub, &s.pd, &s.api);
+    let metrics_listen = free_port();
+    let mut daemon = s.replica("leader", &format!("metrics_listen: {metrics_listen}\n{FAST_HA}"));
+    let state = s.dir.path().join("leader.db");
     let health = format!("http://{metrics_listen}/healthz");
     wait_for("the leader to probe", Duration::from_secs(60), async || {
         let metrics = get(&format!("http://{metrics_listen}/metrics"), None).await.1;
@@ -354,27 +332,15 @@ struct OnStub {
 impl OnStub {
     /// Started with `env` added, and past its first healthy server rounds.
     async fn start(env: &[(&str, String)]) -> OnStub {
-        use crate::support::stub_hub::{SERVICE_TOKEN, Stub};
-        hubwatch::http::install_crypto_provider();
-        let stub = Stub::default();
-        let hub_url = stub.clone().start().await;
-        let pd = PagerDuty::default();
-        let events_url = pd.clone().start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let (listen, config) = (free_port(), dir.path().join("hubwatch.yaml"));
-        let yaml =
-            stub_yaml(listen, &dir.path().join("state.db"), &hub_url, &events_url, "kubernetes: {enabled: false}\n");
-        std::fs::write(&config, yaml).unwrap();
-        let mut all = vec![("HUB_TOKEN", SERVICE_TOKEN.to_string()), ("ROUTING_KEY", ROUTING_KEY.to_string())];
-        all.extend(env.iter().cloned());
-        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let daemon = Daemon::start(&config, listen, &all, dir.path().join("hubwatch.log"));
+        let world = StubReplicas::start().await;
+        let daemon = world.replica_with("hubwatch", "kubernetes: {enabled: false}\n", env);
         daemon.wait_ready().await;
         wait_for("healthy server rounds", Duration::from_secs(60), async || {
             sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
                 .is_some_and(|runs| runs >= 2.0)
         })
         .await;
+        let StubReplicas { stub, pd, dir, .. } = world;
         OnStub { stub, pd, daemon, dir }
     }
 

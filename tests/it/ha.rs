@@ -15,11 +15,10 @@
 //!   during a takeover leaves the new leader its lease; and the promise check itself rejects what it must.
 
 use crate::support::apiserver::ApiServer;
-use crate::support::daemon::{Daemon, clock_off, free_port, metric, more_probe_runs, sample, stub_yaml, wait_for};
+use crate::support::daemon::{Daemon, clock_off, metric, more_probe_runs, sample, wait_for};
 use crate::support::invariants::{assert_promise, from};
-use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
-use crate::support::scenario::Scenario;
-use crate::support::stub_hub::{Progress, SERVICE_TOKEN, Stub};
+use crate::support::pagerduty::{Fault, PagerDuty};
+use crate::support::scenario::{FAST_HA, Scenario, StubReplicas, lease_holder, token_of};
 use crate::support::tiers::{Needs, require};
 use hubwatch::ha::Fence;
 use hubwatch::ha::lease::{Attempt, Elector};
@@ -31,14 +30,12 @@ use std::time::{Duration, SystemTime};
 const LEASE: Duration = Duration::from_secs(4);
 const RENEW_DEADLINE: Duration = Duration::from_secs(3);
 
-fn lease_holder(api: &ApiServer) -> String {
-    api.inner
-        .lock()
-        .unwrap()
-        .objects
-        .get("leases")
-        .and_then(|l| l.first().cloned())
-        .map_or(String::new(), |l| l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
+/// The Kubernetes stand-in and a client of it.
+async fn stand_in() -> (ApiServer, kube::Client) {
+    hubwatch::http::install_crypto_provider();
+    let api = ApiServer::default();
+    let client = client(&api).await;
+    (api, client)
 }
 
 async fn client(api: &ApiServer) -> kube::Client {
@@ -47,9 +44,7 @@ async fn client(api: &ApiServer) -> kube::Client {
 
 #[tokio::test]
 async fn one_lease_one_leader_and_an_expired_lease_changes_hands_with_a_new_term() {
-    hubwatch::http::install_crypto_provider();
-    let api = ApiServer::default();
-    let client = client(&api).await;
+    let (api, client) = stand_in().await;
     let elector = |identity: &str| {
         Elector::new(
             kube::Api::namespaced(client.clone(), "monitoring"),
@@ -82,9 +77,7 @@ async fn one_lease_one_leader_and_an_expired_lease_changes_hands_with_a_new_term
 
 #[tokio::test]
 async fn a_deposed_leaders_late_mirror_write_never_overwrites_its_successors_state() {
-    hubwatch::http::install_crypto_provider();
-    let api = ApiServer::default();
-    let client = client(&api).await;
+    let (api, client) = stand_in().await;
     let mirror = |identity: &str| {
         Mirror::new(client.clone(), "monitoring", "hubwatch-state", "hubwatch-state", identity, Duration::from_secs(2))
     };
@@ -145,10 +138,16 @@ impl Pair {
     async fn wait_leader(&self, replica: &str, limit: Duration) -> Duration {
         wait_for(&format!("{replica} to lead"), limit, async || lease_holder(self.world.api()) == replica).await
     }
-}
 
-fn token_of(replica: &str) -> String {
-    format!("token-of-{replica}")
+    /// replica-a (with `a_env`), leading, then replica-b, ready.
+    async fn leader_and_standby(&self, a_env: &[(&str, String)]) -> (Daemon, Daemon) {
+        let a = self.replica("replica-a", a_env);
+        a.wait_ready().await;
+        self.wait_leader("replica-a", Duration::from_secs(30)).await;
+        let b = self.replica("replica-b", &[]);
+        b.wait_ready().await;
+        (a, b)
+    }
 }
 
 fn trigger_key(pd: &PagerDuty) -> String {
@@ -160,12 +159,7 @@ fn trigger_key(pd: &PagerDuty) -> String {
 async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease_duration() {
     require(&[Needs::Lab, Needs::Faketime]);
     let pair = Pair::start("ha-ahead", 18780).await;
-    let ahead = clock_off("+1h");
-    let a = pair.replica("replica-a", &ahead);
-    a.wait_ready().await;
-    pair.wait_leader("replica-a", Duration::from_secs(30)).await;
-    let b = pair.replica("replica-b", &[]);
-    b.wait_ready().await;
+    let (a, b) = pair.leader_and_standby(&clock_off("+1h")).await;
     wait_for("replica-b to stand by", Duration::from_secs(10), async || b.log().contains("standing by")).await;
 
     eprintln!("phase: spawning fails for both users; replica-a pages");
@@ -225,12 +219,7 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
 async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_over_and_sends_nothing_after() {
     require(&[Needs::Lab, Needs::Faketime]);
     let pair = Pair::start("ha-partition", 18790).await;
-    let behind = clock_off("-1h");
-    let mut a = pair.replica("replica-a", &behind);
-    a.wait_ready().await;
-    pair.wait_leader("replica-a", Duration::from_secs(30)).await;
-    let b = pair.replica("replica-b", &[]);
-    b.wait_ready().await;
+    let (mut a, b) = pair.leader_and_standby(&clock_off("-1h")).await;
 
     eprintln!("phase: replica-a's clock is an hour behind; it keeps its lease while it renews");
     tokio::time::sleep(LEASE * 3).await;
@@ -269,73 +258,6 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_standby_takes_ove
         from(&received, "replica-b").iter().map(|r| r.event["event_action"].as_str().unwrap().to_string()).collect();
     assert_eq!(actions, ["trigger", "resolve"], "replica-b sent the trigger replica-a could not, then the resolve");
     drop(b);
-}
-
-/// Replicas of `hubwatch run` watching the stub hub (login and server rounds every second: an outage is seen
-/// within seconds), one PagerDuty stand-in, one Kubernetes API stand-in.
-struct StubReplicas {
-    stub: Stub,
-    pd: PagerDuty,
-    api: ApiServer,
-    api_url: String,
-    events_url: String,
-    hub_url: String,
-    dir: tempfile::TempDir,
-}
-
-/// The lease and call timings of the stub replicas (fast, as in the lab pair).
-const FAST_HA: &str = "high_availability: {lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}\n\
-                       kubernetes: {enabled: true, call_timeout: 2s}\n";
-
-impl StubReplicas {
-    async fn start() -> StubReplicas {
-        hubwatch::http::install_crypto_provider();
-        let stub = Stub::default();
-        let hub_url = stub.clone().start().await;
-        let pd = PagerDuty::default();
-        let events_url = pd.clone().start().await;
-        let api = ApiServer::default();
-        let api_url = api.start().await;
-        StubReplicas { stub, pd, api, api_url, events_url, hub_url, dir: tempfile::tempdir().unwrap() }
-    }
-
-    /// A replica named `name` (its own state file, its own API token) with `ha` as its lease settings.
-    fn replica(&self, name: &str, ha: &str) -> Daemon {
-        let listen = free_port();
-        let state = self.dir.path().join(format!("{name}.db"));
-        let config = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&config, stub_yaml(listen, &state, &self.hub_url, &self.events_url, ha)).unwrap();
-        let kubeconfig = ApiServer::kubeconfig_for(&self.api_url, self.dir.path(), name, &token_of(name));
-        let kubeconfig = kubeconfig.display().to_string();
-        let env = [
-            ("HUB_TOKEN", SERVICE_TOKEN),
-            ("ROUTING_KEY", ROUTING_KEY),
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("POD_NAMESPACE", "monitoring"),
-            ("HOSTNAME", name),
-        ];
-        Daemon::start(&config, listen, &env, self.dir.path().join(format!("{name}.log")))
-    }
-
-    /// Both probe users' spawns fail (`true`) or work.
-    fn outage(&self, on: bool) {
-        self.stub.behaviour.lock().unwrap().progress = if on { Progress::FailedEmpty } else { Progress::Ready };
-    }
-
-    async fn wait_leader(&self, who: impl Fn(&str) -> bool, limit: Duration) -> String {
-        wait_for("a leader", limit, async || who(&lease_holder(&self.api))).await;
-        lease_holder(&self.api)
-    }
-
-    /// Waits for PagerDuty to have accepted more than `seen` events, looking every 5 ms (a kill must land
-    /// within 100 ms of the 202).
-    async fn wait_accepted(&self, seen: usize, limit: Duration) {
-        let started = std::time::Instant::now();
-        while self.pd.accepted().len() <= seen {
-            assert!(started.elapsed() < limit, "no PagerDuty event within {limit:?}: {:#?}", self.pd.received());
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
 }
 
 /// The one replica of `replicas` named `name`, taken out.

@@ -150,6 +150,23 @@ fn keep_failing(s: &mut Script, minutes: std::ops::RangeInclusive<u64>, users: &
 }
 
 /// The whole life of one incident, minute by minute; returns the script for the checks.
+/// A script in a fresh state directory, with its PagerDuty stand-in; nothing played yet.
+async fn fresh_script() -> (PagerDuty, tempfile::TempDir, Script) {
+    let pd = PagerDuty::default();
+    let base = pd.clone().start().await.trim_end_matches("/v2/enqueue").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let script = script(&base, &dir.path().join("state.db"));
+    (pd, dir, script)
+}
+
+/// [`scripted_incident`] in a fresh state directory, with its PagerDuty stand-in.
+async fn scripted() -> (PagerDuty, tempfile::TempDir, Script) {
+    let pd = PagerDuty::default();
+    let dir = tempfile::tempdir().unwrap();
+    let script = scripted_incident(&pd, &dir.path().join("state.db")).await;
+    (pd, dir, script)
+}
+
 async fn scripted_incident(pd: &PagerDuty, state: &Path) -> Script {
     let base = pd.clone().start().await.trim_end_matches("/v2/enqueue").to_string();
     let mut s = script(&base, state);
@@ -213,9 +230,7 @@ async fn scripted_incident(pd: &PagerDuty, state: &Path) -> Script {
 
 #[tokio::test]
 async fn a_scripted_incident_records_its_timeline_and_drafts_its_report() {
-    let pd = PagerDuty::default();
-    let dir = tempfile::tempdir().unwrap();
-    let s = scripted_incident(&pd, &dir.path().join("state.db")).await;
+    let (_pd, _dir, s) = scripted().await;
     let key = s.key();
     let timeline = s.store.timeline(&key).unwrap();
     let kinds: Vec<TimelineKind> = timeline.iter().map(|e| e.kind).collect();
@@ -238,9 +253,7 @@ async fn a_scripted_incident_records_its_timeline_and_drafts_its_report() {
 
 #[tokio::test]
 async fn status_notes_carry_the_right_headers_keep_their_interval_and_stop_after_resolve() {
-    let pd = PagerDuty::default();
-    let dir = tempfile::tempdir().unwrap();
-    let _s = scripted_incident(&pd, &dir.path().join("state.db")).await;
+    let (pd, _dir, _s) = scripted().await;
     let notes = pd.notes();
     assert_eq!(notes.len(), 2, "one at the interval, one at the resolve: {notes:#?}");
     assert!(notes.iter().all(|(id, _, from)| id == "Q000001" && from == FROM_EMAIL), "{notes:?}");
@@ -249,17 +262,18 @@ async fn status_notes_carry_the_right_headers_keep_their_interval_and_stop_after
         update.starts_with("hubwatch status update: ONGOING. temple: 3 users cannot start their servers"),
         "{update}"
     );
-    for expected in [
-        "Affected now:",
-        "- server probe-3: progress since 2026-11-20T09:18:20Z",
-        "What the probes see now:",
-        "- server: probe-1 failed at",
-        "What changed since the last update:",
-        "hub Deployment hub changed (namespace temple, generation 8): container hub image quay.io/jupyterhub/k8s-hub:4.1.0",
-        "Timeline and Kubernetes diagnostics: https://hubwatch.example.org/incidents/temple-hub_access-",
-    ] {
-        assert!(update.contains(expected), "missing {expected:?} in:\n{update}");
-    }
+    crate::support::golden::assert_contains_all(
+        update,
+        &[
+            "Affected now:",
+            "- server probe-3: progress since 2026-11-20T09:18:20Z",
+            "What the probes see now:",
+            "- server: probe-1 failed at",
+            "What changed since the last update:",
+            "hub Deployment hub changed (namespace temple, generation 8): container hub image quay.io/jupyterhub/k8s-hub:4.1.0",
+            "Timeline and Kubernetes diagnostics: https://hubwatch.example.org/incidents/temple-hub_access-",
+        ],
+    );
     assert!(resolved.starts_with("hubwatch: RESOLVED. temple: 3 users cannot start their servers"), "{resolved}");
     assert!(resolved.contains("impact 2026-11-20T08:58:20Z to 2026-11-20T12:14:20Z, 3h 16m"), "{resolved}");
     assert!(resolved.contains("- server: probe-1 ok at"), "{resolved}");
@@ -273,10 +287,7 @@ async fn status_notes_carry_the_right_headers_keep_their_interval_and_stop_after
 
 #[tokio::test]
 async fn notes_wait_for_the_incident_and_a_rest_outage_never_holds_back_the_resolve() {
-    let pd = PagerDuty::default();
-    let base = pd.clone().start().await.trim_end_matches("/v2/enqueue").to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = script(&base, &dir.path().join("state.db"));
+    let (pd, _dir, mut s) = fresh_script().await;
     let failure = Some("Spawn failed");
     s.probe("probe-1", Capability::Kernel, failure, t(0));
     s.probe("probe-2", Capability::Kernel, failure, t(MINUTE));
@@ -313,10 +324,7 @@ async fn notes_wait_for_the_incident_and_a_rest_outage_never_holds_back_the_reso
 
 #[tokio::test]
 async fn a_wrong_api_token_is_not_retried_and_the_timeline_says_so() {
-    let pd = PagerDuty::default();
-    let base = pd.clone().start().await.trim_end_matches("/v2/enqueue").to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = script(&base, &dir.path().join("state.db"));
+    let (pd, _dir, mut s) = fresh_script().await;
     if let Some(notes) = s.config.pagerduty.as_mut().and_then(|p| p.status_updates.as_mut()) {
         notes.api_token = hubwatch::domain::Secret::new("not-the-token");
     }

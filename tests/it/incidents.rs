@@ -89,6 +89,13 @@ impl Setup {
         transitions
     }
 
+    /// Both probe users failing at `capability` at `at` (an outage: the incident opens).
+    fn both_fail(&mut self, capability: Capability, at: SystemTime) {
+        for user in ["probe-1", "probe-2"] {
+            self.feed(user, capability, false, at);
+        }
+    }
+
     /// Runs deliveries until nothing is pending or `limit` passes.
     async fn deliver_until_done(&self, limit: Duration) {
         let until = tokio::time::Instant::now() + limit;
@@ -176,8 +183,7 @@ async fn errors_and_rate_limits_delay_the_trigger_but_it_arrives_exactly_once() 
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let now = SystemTime::now();
-    s.feed("probe-1", Capability::Login, false, now);
-    s.feed("probe-2", Capability::Login, false, now);
+    s.both_fail(Capability::Login, now);
     s.deliver_until_done(Duration::from_secs(15)).await;
     assert_eq!(pd.accepted_actions(), ["trigger"], "delivered once after the faults");
     assert_eq!(pd.requests(), 5, "four answered faults and the success; the hung one never answered");
@@ -194,8 +200,7 @@ async fn a_resolve_never_goes_before_its_trigger() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let t0 = SystemTime::now();
-    s.feed("probe-1", Capability::Kernel, false, t0);
-    s.feed("probe-2", Capability::Kernel, false, t0);
+    s.both_fail(Capability::Kernel, t0);
     for minute in [1, 2] {
         for user in ["probe-1", "probe-2"] {
             s.feed(user, Capability::Kernel, true, t0 + Duration::from_secs(60 * minute));
@@ -228,8 +233,7 @@ async fn an_invalid_event_is_not_retried_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let now = SystemTime::now();
-    s.feed("probe-1", Capability::Login, false, now);
-    s.feed("probe-2", Capability::Login, false, now);
+    s.both_fail(Capability::Login, now);
     s.deliver_until_done(Duration::from_secs(2)).await;
     s.notifier.deliver_due(SystemTime::now()).await.unwrap();
     assert_eq!(pd.requests(), 1, "a 400 is final");
@@ -245,8 +249,7 @@ async fn after_a_restart_the_open_incident_is_not_paged_again_and_its_resolve_is
     let t0 = SystemTime::now();
     {
         let mut s = setup(Some(&url), &state);
-        s.feed("probe-1", Capability::Server, false, t0);
-        s.feed("probe-2", Capability::Server, false, t0);
+        s.both_fail(Capability::Server, t0);
         s.deliver_until_done(Duration::from_secs(5)).await;
         assert_eq!(pd.accepted_actions(), ["trigger"]);
     } // the process "dies": nothing in memory survives
@@ -281,9 +284,7 @@ async fn after_a_restart_the_open_incident_is_not_paged_again_and_its_resolve_is
 async fn without_a_pagerduty_section_nothing_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(None, &dir.path().join("state.db"));
-    let now = SystemTime::now();
-    s.feed("probe-1", Capability::DaskGateway, false, now);
-    s.feed("probe-2", Capability::DaskGateway, false, now);
+    s.both_fail(Capability::DaskGateway, SystemTime::now());
     s.deliver_until_done(Duration::from_secs(1)).await;
     assert_eq!(s.store.unsent().unwrap().0, 0);
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"dry_run\"}"), 1.0);
@@ -315,8 +316,7 @@ async fn a_snapshot_restored_into_another_store_carries_incidents_timelines_and_
     let dir = tempfile::tempdir().unwrap();
     let mut leader = setup(None, &dir.path().join("leader.db"));
     let t0 = SystemTime::now();
-    leader.feed("probe-1", Capability::Server, false, t0);
-    leader.feed("probe-2", Capability::Server, false, t0);
+    leader.both_fail(Capability::Server, t0);
     let snapshot = leader.store.snapshot().unwrap();
 
     // The standby already holds an older copy with rows referencing each other: replaced whole.

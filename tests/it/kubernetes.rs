@@ -109,17 +109,18 @@ async fn real_users_stuck_pods_page_with_diagnostics_and_a_slow_api_never_delays
     let (status, report) =
         crate::support::daemon::get(&format!("{}/incidents/{key}/report.md", daemon.base), None).await;
     assert_eq!(status, 200, "{report}");
-    for expected in [
-        "| Users affected | 2: carol, erin |",
-        "** Diagnostics collected: kubectl -n temple get pods -o wide;",
-        "  - `kubectl -n temple get pods -o wide` showed:",
-        "** Hub changed: hub Deployment hub changed (namespace temple, generation 8): image of container hub",
-        "** Impact end: ",
-        "- server failed for carol at stage `user_pod`",
-        "- Pod `jupyter-carol`: ImagePullBackOff, 0/1 ready",
-    ] {
-        assert!(report.contains(expected), "missing {expected:?} in the report:\n{report}");
-    }
+    crate::support::golden::assert_contains_all(
+        &report,
+        &[
+            "| Users affected | 2: carol, erin |",
+            "** Diagnostics collected: kubectl -n temple get pods -o wide;",
+            "  - `kubectl -n temple get pods -o wide` showed:",
+            "** Hub changed: hub Deployment hub changed (namespace temple, generation 8): image of container hub",
+            "** Impact end: ",
+            "- server failed for carol at stage `user_pod`",
+            "- Pod `jupyter-carol`: ImagePullBackOff, 0/1 ready",
+        ],
+    );
     assert!(!report.contains(CANARY), "a planted secret leaked into the report");
 
     eprintln!("phase: the Kubernetes API answers after 30 s while spawning fails for both probe users");

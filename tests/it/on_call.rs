@@ -192,16 +192,28 @@ fn triggers(pd: &PagerDuty, key: &str) -> Vec<Value> {
     pd.accepted().into_iter().filter(|e| e["event_action"] == "trigger" && e["dedup_key"] == key).collect()
 }
 
+/// The PagerDuty stand-in, a state directory and the usual config (no webhook).
+async fn usual() -> (PagerDuty, tempfile::TempDir, Config) {
+    let pd = PagerDuty::default();
+    let events = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&events, None, &state_path(&dir));
+    (pd, dir, config)
+}
+
+/// As [`usual`], the parts started.
+async fn usual_started() -> (PagerDuty, tempfile::TempDir, OnCall) {
+    let (pd, dir, config) = usual().await;
+    (pd, dir, start(&config))
+}
+
 fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("on-call.db")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silenced_outage_pages_once_when_the_silence_ends_and_never_if_it_recovers_first() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&events, None, &state_path(&dir));
+    let (pd, _dir, config) = usual().await;
     let mut s = start(&config);
 
     let silence = s.silence("lab", 60, "upgrading to z2jh 4");
@@ -365,11 +377,7 @@ fn deployment(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it_is_removed() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&events, None, &state_path(&dir));
-    let mut s = start(&config);
+    let (pd, _dir, mut s) = usual_started().await;
     let t0 = SystemTime::now();
 
     eprintln!("phase: temple's hub is upgraded and its new pod is not yet available");
@@ -530,10 +538,7 @@ async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honoured() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = start(&config(&events, None, &state_path(&dir)));
+    let (pd, _dir, mut s) = usual_started().await;
     let t0 = SystemTime::now();
 
     eprintln!("phase: the integration was deleted (404): one attempt, then a slow retry, never a dropped page");
@@ -576,10 +581,7 @@ async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honour
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&events, None, &state_path(&dir));
+    let (pd, _dir, config) = usual().await;
     // What an earlier leader left in PagerDuty: an incident of lab this state never heard of (a lost volume),
     // one of temple while this state has temple's outage open under another key, and someone else's.
     let orphan = "lab-hub_access-1790000000";

@@ -57,6 +57,14 @@ fn start(dir: &Path, extra: &str, log: &str) -> (Daemon, std::net::SocketAddr, s
     (Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.join(log)), listen, metrics)
 }
 
+/// As [`start`] with the usual configuration, once it is ready.
+async fn ready(dir: &Path) -> (Daemon, std::net::SocketAddr, std::net::SocketAddr) {
+    hubwatch::http::install_crypto_provider();
+    let started = start(dir, "", "web.log");
+    started.0.wait_ready().await;
+    started
+}
+
 async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, &str)>) -> reqwest::Response {
     let mut request = client.get(url);
     if let Some((user, password)) = credentials {
@@ -67,10 +75,8 @@ async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttled() {
-    hubwatch::http::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (daemon, listen, metrics) = start(dir.path(), "", "web.log");
-    daemon.wait_ready().await;
+    let (daemon, listen, metrics) = ready(dir.path()).await;
     let client = reqwest::Client::new();
     let base = format!("http://{listen}");
     for path in PAGES {
@@ -180,28 +186,14 @@ fn hash_password_prints_a_hash_that_verifies() {
 async fn incidents_are_listed_fifty_to_a_page() {
     hubwatch::http::install_crypto_provider();
     use hubwatch::domain::IncidentKind;
-    use hubwatch::store::{EventAction, IncidentRecord, NewEvent, Store};
+    use hubwatch::store::{EventAction, NewEvent, Store};
     use std::time::UNIX_EPOCH;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
     let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i * 3600);
     for i in 0..120u64 {
         let key = format!("nowhere-hub_access-{i:03}");
-        let record = IncidentRecord {
-            key: key.clone(),
-            hub: "nowhere".into(),
-            kind: IncidentKind::HubAccess,
-            open: true,
-            impact_start: at(i),
-            opened_at: at(i),
-            recovered_at: None,
-            symptoms: Default::default(),
-            affected_ever: Default::default(),
-            failures_ever: Default::default(),
-            last_trigger_at: None,
-            pending_update: false,
-            hold: None,
-        };
+        let record = crate::support::outcomes::open_incident(&key, "nowhere", IncidentKind::HubAccess, at(i), at(i));
         let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
         store
             .open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
@@ -237,10 +229,8 @@ async fn incidents_are_listed_fifty_to_a_page() {
 /// user it authenticated as; an unknown field is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_writes_and_rebound_hosts_are_refused_and_the_cli_still_silences() {
-    hubwatch::http::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (daemon, listen, _) = start(dir.path(), "", "web.log");
-    daemon.wait_ready().await;
+    let (daemon, listen, _) = ready(dir.path()).await;
     let client = reqwest::Client::new();
     let silences = format!("http://{listen}/api/v1/silences");
     // The form's single field name holds the JSON; its value closes it (text/plain's `name=value`).

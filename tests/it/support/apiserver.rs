@@ -123,9 +123,7 @@ impl ApiServer {
             .fallback(|| async { status(404, "NotFound", "the server could not find the requested resource".into()) })
             .layer(axum::middleware::from_fn_with_state(self.clone(), partition))
             .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve::on_loopback(app).await;
         format!("http://{addr}")
     }
 

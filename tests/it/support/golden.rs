@@ -1,5 +1,5 @@
-//! Golden files: `tests/golden/NAME` holds the expected text; `UPDATE_GOLDEN=1` rewrites it (review the diff
-//! like code).
+//! Expected text: golden files (`tests/golden/NAME` holds the expected text; `UPDATE_GOLDEN=1` rewrites it;
+//! review the diff like code), and lines a text must contain.
 
 use std::path::PathBuf;
 
@@ -11,4 +11,11 @@ pub fn assert_golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(actual, expected, "differs from {} (UPDATE_GOLDEN=1 to accept)", path.display());
+}
+
+/// Each of `expected` is in `text` (the first missing one named, with the whole text).
+pub fn assert_contains_all(text: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
 }

@@ -117,31 +117,25 @@ impl Lab {
 
     /// A token of the probe user itself, minted with hubwatch's service token.
     pub async fn mint_user_token(&self, user: &str) -> String {
-        let minted: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/hub/api/users/{user}/tokens", self.url))
-            .header("Authorization", format!("token {}", self.token()))
-            .json(&serde_json::json!({"expires_in": 600, "note": "hubwatch tests"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = serde_json::json!({"expires_in": 600, "note": "hubwatch tests"});
+        let minted = self.answer(reqwest::Method::POST, &format!("hub/api/users/{user}/tokens"), Some(body)).await;
         minted["token"].as_str().expect("the hub minted a token").to_string()
     }
 
     /// The user's servers as the hub lists them (through hubwatch's service token).
     pub async fn servers_of(&self, user: &str) -> serde_json::Value {
-        let model: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/hub/api/users/{user}", self.url))
-            .header("Authorization", format!("token {}", self.token()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        model["servers"].clone()
+        self.answer(reqwest::Method::GET, &format!("hub/api/users/{user}"), None).await["servers"].clone()
+    }
+
+    /// The hub's JSON answer to `method` on `path` (under the hub's URL) with hubwatch's service token.
+    async fn answer(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .header("Authorization", format!("token {}", self.token()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
     }
 
     /// True when the hub lists no server for the user (after waiting up to 10 s for it to forget one).

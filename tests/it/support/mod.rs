@@ -8,6 +8,7 @@ pub mod lab;
 pub mod outcomes;
 pub mod pagerduty;
 pub mod scenario;
+pub mod serve;
 pub mod stub_hub;
 pub mod tiers;
 pub mod tls;

@@ -96,9 +96,7 @@ impl PagerDuty {
             .route("/incidents/{id}", axum::routing::put(update_incident))
             .route("/priorities", get(list_priorities))
             .with_state(self);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve::on_loopback(app).await;
         format!("http://{addr}/v2/enqueue")
     }
 

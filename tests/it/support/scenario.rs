@@ -5,13 +5,15 @@
 //! the daemon's own schema, so a misspelt key fails the test at start.
 
 use super::apiserver::ApiServer;
-use super::daemon::{Daemon, free_port, fresh_state};
+use super::daemon::{Daemon, free_port, fresh_state, stub_yaml, wait_for};
 use super::lab::Lab;
 use super::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
+use super::stub_hub::{Progress, SERVICE_TOKEN, Stub};
 use super::tiers::{Needs, require};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub struct Scenario {
     pub lab: Lab,
@@ -150,4 +152,94 @@ fn merge(into: &mut Value, patch: Value) {
         }
         (into, patch) => *into = patch,
     }
+}
+
+/// Replicas of `hubwatch run` watching the stub hub (login and server rounds every second: an outage is seen
+/// within seconds), one PagerDuty stand-in, one Kubernetes API stand-in.
+pub struct StubReplicas {
+    pub stub: Stub,
+    pub pd: PagerDuty,
+    pub api: ApiServer,
+    api_url: String,
+    events_url: String,
+    hub_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// The lease and call timings of the stub replicas (fast, as in the lab pair).
+pub const FAST_HA: &str = "high_availability: {lease_duration: 4s, renew_deadline: 3s, retry_period: 1s}\n\
+                       kubernetes: {enabled: true, call_timeout: 2s}\n";
+
+impl StubReplicas {
+    pub async fn start() -> StubReplicas {
+        hubwatch::http::install_crypto_provider();
+        let stub = Stub::default();
+        let hub_url = stub.clone().start().await;
+        let pd = PagerDuty::default();
+        let events_url = pd.clone().start().await;
+        let api = ApiServer::default();
+        let api_url = api.start().await;
+        StubReplicas { stub, pd, api, api_url, events_url, hub_url, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A replica named `name` (its own state file `DIR/NAME.db`, its own API token) with `extra` in its config
+    /// (its lease settings).
+    pub fn replica(&self, name: &str, extra: &str) -> Daemon {
+        self.replica_with(name, extra, &[])
+    }
+
+    /// As [`StubReplicas::replica`], with `env` added.
+    pub fn replica_with(&self, name: &str, extra: &str, env: &[(&str, String)]) -> Daemon {
+        let listen = free_port();
+        let state = self.dir.path().join(format!("{name}.db"));
+        let config = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&config, stub_yaml(listen, &state, &self.hub_url, &self.events_url, extra)).unwrap();
+        let kubeconfig = ApiServer::kubeconfig_for(&self.api_url, self.dir.path(), name, &token_of(name));
+        let mut all: Vec<(&str, String)> = vec![
+            ("HUB_TOKEN", SERVICE_TOKEN.into()),
+            ("ROUTING_KEY", ROUTING_KEY.into()),
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("POD_NAMESPACE", "monitoring".into()),
+            ("HOSTNAME", name.into()),
+        ];
+        all.extend(env.iter().cloned());
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Daemon::start(&config, listen, &all, self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// Both probe users' spawns fail (`true`) or work.
+    pub fn outage(&self, on: bool) {
+        self.stub.behaviour.lock().unwrap().progress = if on { Progress::FailedEmpty } else { Progress::Ready };
+    }
+
+    pub async fn wait_leader(&self, who: impl Fn(&str) -> bool, limit: Duration) -> String {
+        wait_for("a leader", limit, async || who(&lease_holder(&self.api))).await;
+        lease_holder(&self.api)
+    }
+
+    /// Waits for PagerDuty to have accepted more than `seen` events, looking every 5 ms (a kill must land
+    /// within 100 ms of the 202).
+    pub async fn wait_accepted(&self, seen: usize, limit: Duration) {
+        let started = std::time::Instant::now();
+        while self.pd.accepted().len() <= seen {
+            assert!(started.elapsed() < limit, "no PagerDuty event within {limit:?}: {:#?}", self.pd.received());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The lease's holder in the Kubernetes stand-in ("" when there is none).
+pub fn lease_holder(api: &ApiServer) -> String {
+    api.inner
+        .lock()
+        .unwrap()
+        .objects
+        .get("leases")
+        .and_then(|l| l.first().cloned())
+        .map_or(String::new(), |l| l["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
+}
+
+/// The Kubernetes API token replica `replica` uses (its kubeconfig's).
+pub fn token_of(replica: &str) -> String {
+    format!("token-of-{replica}")
 }

@@ -135,9 +135,7 @@ impl Stub {
             .route("/services/dask-gateway/api/v1/clusters/{name}", get(cluster).delete(delete_cluster))
             .layer(axum::middleware::from_fn_with_state(self.clone(), record_request))
             .with_state(self);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve::on_loopback(app).await;
         format!("http://{addr}/")
     }
 
@@ -369,9 +367,7 @@ pub async fn bystander() -> (String, Arc<Mutex<Vec<String>>>) {
             StatusCode::OK
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = super::serve::on_loopback(app).await;
     (format!("127.0.0.1:{}", addr.port()), seen)
 }
 
@@ -461,9 +457,7 @@ pub async fn identity_provider(answer: Provider) -> (String, Arc<Mutex<Vec<Heade
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = super::serve::on_loopback(app).await;
     let url = format!(
         "http://{addr}/login/oauth/authorize?client_id=hub-temple&redirect_uri=https%3A%2F%2Fhub.example.org%2Fhub%2Foauth_callback&response_type=code&state=eyJzdGF0ZV9pZCI6ICIxIn0"
     );

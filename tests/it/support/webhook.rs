@@ -33,9 +33,7 @@ impl Receiver {
     pub async fn start(self, failures: usize) -> String {
         self.inner.lock().unwrap().failures = failures;
         let app = Router::new().route("/hooks/hubwatch", post(receive)).with_state(self);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = super::serve::on_loopback(app).await;
         format!("http://{addr}/hooks/hubwatch")
     }
 
