@@ -174,19 +174,9 @@ mod tests {
         end: Option<u64>,
     ) -> IncidentRecord {
         IncidentRecord {
-            key: key.into(),
-            hub: hub.into(),
-            kind,
             open: end.is_none(),
-            impact_start: at(impact),
-            opened_at: at(opened),
             recovered_at: end.map(at),
-            symptoms: Default::default(),
-            affected_ever: Default::default(),
-            failures_ever: Default::default(),
-            last_trigger_at: None,
-            pending_update: false,
-            hold: None,
+            ..IncidentRecord::opened(key, hub, kind, at(impact), at(opened))
         }
     }
 

@@ -284,19 +284,11 @@ impl IncidentManager {
         let mut affected_ever = Default::default();
         symptoms.merge_into(&mut affected_ever);
         let record = IncidentRecord {
-            key: key.clone(),
-            hub: hub.to_string(),
-            kind,
-            open: true,
-            impact_start,
-            opened_at: at,
-            recovered_at: None,
             symptoms: symptoms.clone(),
             affected_ever,
             failures_ever: symptoms.clone(),
             last_trigger_at: Some(at),
-            pending_update: false,
-            hold: None,
+            ..IncidentRecord::opened(&key, hub, kind, impact_start, at)
         };
         let detected = format!(
             "{summary} (threshold {} users within {}); {}",

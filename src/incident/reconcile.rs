@@ -9,7 +9,7 @@
 use super::parse_key;
 use crate::clock::Clock;
 use crate::config::StatusUpdatesConfig;
-use crate::domain::{IncidentKind, Symptoms};
+use crate::domain::IncidentKind;
 use crate::http::HttpClient;
 use crate::notify::pagerduty::{self, Answer};
 use crate::notify::rest::RestClient;
@@ -111,21 +111,7 @@ fn resolve(key: &str, hub: &str, kind: IncidentKind) -> NewEvent {
 /// An open incident known only by its key: who was affected is unknown, so the detector holds it open
 /// until it sees the hub healthy.
 fn adopted(key: &str, hub: &str, kind: IncidentKind, opened: SystemTime) -> IncidentRecord {
-    IncidentRecord {
-        key: key.to_string(),
-        hub: hub.to_string(),
-        kind,
-        open: true,
-        impact_start: opened,
-        opened_at: opened,
-        recovered_at: None,
-        symptoms: Symptoms::default(),
-        affected_ever: Default::default(),
-        failures_ever: Symptoms::default(),
-        last_trigger_at: Some(opened),
-        pending_update: false,
-        hold: None,
-    }
+    IncidentRecord { last_trigger_at: Some(opened), ..IncidentRecord::opened(key, hub, kind, opened, opened) }
 }
 
 #[cfg(test)]

@@ -29,6 +29,28 @@ pub struct IncidentRecord {
     pub hold: Option<HeldPage>,
 }
 
+impl IncidentRecord {
+    /// An open incident `key` of `kind` on `hub`, its impact from `impact_start`, opened at `opened_at`: no
+    /// symptoms, nobody affected and nothing sent yet (the caller adds what it knows).
+    pub fn opened(key: &str, hub: &str, kind: IncidentKind, impact_start: SystemTime, opened_at: SystemTime) -> Self {
+        IncidentRecord {
+            key: key.into(),
+            hub: hub.into(),
+            kind,
+            open: true,
+            impact_start,
+            opened_at,
+            recovered_at: None,
+            symptoms: Symptoms::default(),
+            affected_ever: AffectedEver::default(),
+            failures_ever: Symptoms::default(),
+            last_trigger_at: None,
+            pending_update: false,
+            hold: None,
+        }
+    }
+}
+
 /// Why an incident's page is held back, as recorded when it was decided.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldPage {

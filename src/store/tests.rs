@@ -27,21 +27,7 @@ fn fresh() -> (tempfile::TempDir, Store) {
 }
 
 fn record(key: &str, open: bool, at: SystemTime) -> IncidentRecord {
-    IncidentRecord {
-        key: key.into(),
-        hub: "temple".into(),
-        kind: IncidentKind::HubAccess,
-        open,
-        impact_start: at,
-        opened_at: at,
-        recovered_at: None,
-        symptoms: Default::default(),
-        affected_ever: Default::default(),
-        failures_ever: Default::default(),
-        last_trigger_at: None,
-        pending_update: false,
-        hold: None,
-    }
+    IncidentRecord { open, ..IncidentRecord::opened(key, "temple", IncidentKind::HubAccess, at, at) }
 }
 
 fn trigger() -> NewEvent {

@@ -3,9 +3,8 @@
 //! outage that ended before the period; the same figures from `/api/v1/availability`.
 
 use crate::support::golden::assert_golden;
-use crate::support::outcomes::open_incident;
 use hubwatch::domain::IncidentKind;
-use hubwatch::store::{EventAction, NewEvent, OutboxState, Store};
+use hubwatch::store::{EventAction, IncidentRecord, NewEvent, OutboxState, Store};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +26,7 @@ struct Scripted {
 fn record(store: &Store, now: SystemTime, s: &Scripted) {
     let start = now - Duration::from_secs(s.days_ago * DAY);
     let at = |seconds: u64| start + Duration::from_secs(seconds);
-    let incident = open_incident(s.key, s.hub, s.kind, start, at(s.detect));
+    let incident = IncidentRecord::opened(s.key, s.hub, s.kind, start, at(s.detect));
     let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({"event_action": "trigger"}));
     store
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])

@@ -186,14 +186,14 @@ fn hash_password_prints_a_hash_that_verifies() {
 async fn incidents_are_listed_fifty_to_a_page() {
     hubwatch::http::install_crypto_provider();
     use hubwatch::domain::IncidentKind;
-    use hubwatch::store::{EventAction, NewEvent, Store};
+    use hubwatch::store::{EventAction, IncidentRecord, NewEvent, Store};
     use std::time::UNIX_EPOCH;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
     let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i * 3600);
     for i in 0..120u64 {
         let key = format!("nowhere-hub_access-{i:03}");
-        let record = crate::support::outcomes::open_incident(&key, "nowhere", IncidentKind::HubAccess, at(i), at(i));
+        let record = IncidentRecord::opened(&key, "nowhere", IncidentKind::HubAccess, at(i), at(i));
         let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
         store
             .open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])

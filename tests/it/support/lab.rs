@@ -130,7 +130,7 @@ impl Lab {
     /// The hub's JSON answer to `method` on `path` (under the hub's URL) with hubwatch's service token.
     async fn answer(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
         let mut request = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
+            .request(method, format!("{}/{path}", self.url))
             .header("Authorization", format!("token {}", self.token()));
         if let Some(body) = body {
             request = request.json(&body);
