@@ -28,7 +28,7 @@ impl App {
         let discovery = self.config.kubernetes.discovery.clone().zip(self.kube.clone());
         let memory = match &discovery {
             Some((settings, client)) => {
-                let store = self.store.clone();
+                let store = self.pipeline.store.clone();
                 let remembered = off_runtime(move || store.discovered_hubs()).await.unwrap_or_else(|e| {
                     tracing::error!(error = %e, "cannot read the discovered hubs remembered; starting without them");
                     Vec::new()
@@ -70,7 +70,7 @@ impl App {
         ended: CancellationToken,
     ) {
         let app = self.looker();
-        self.tasks.supervise("discovery", move || {
+        self.pipeline.tasks.supervise("discovery", move || {
             let (app, client, settings, memory, found, changed, ended) = (
                 app.clone(),
                 client.clone(),
@@ -98,7 +98,7 @@ impl App {
     }
 
     fn looker(&self) -> Looker {
-        Looker { config: self.config.clone(), store: self.store.clone() }
+        Looker { config: self.config.clone(), store: self.pipeline.store.clone() }
     }
 
     async fn look(&self, client: &kube::Client, settings: &DiscoveryConfig, memory: &Arc<Mutex<Memory>>) {
@@ -113,7 +113,7 @@ impl App {
         real_users: mpsc::Sender<RealUsers>,
         stop: CancellationToken,
     ) {
-        self.tasks.supervise("gone_hubs", move || {
+        self.pipeline.tasks.supervise("gone_hubs", move || {
             let (memory, real_users, stop) = (memory.clone(), real_users.clone(), stop.clone());
             async move {
                 let mut told = BTreeSet::new();

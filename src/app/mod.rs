@@ -10,32 +10,25 @@ use crate::config::TlsFiles;
 use crate::diagnostics::collect::Collector;
 use crate::domain::{HubNews, ProbeOutcome, RealUsers};
 use crate::ha::{Candidate, Fence, Handover};
-use crate::health::Health;
 use crate::http::HttpClient;
-use crate::incident::IncidentManager;
-use crate::incident::backlog::Backlog;
-use crate::incident::holds::Rollouts;
-use crate::incident::recorder::{Context, Inputs, Recorder};
-use crate::incident::report::ReportSettings;
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::incident::recorder::{Inputs, Recorder};
 use crate::probe::{self, HubProber};
 use crate::redact::Redactor;
 use crate::scheduler::Scheduler;
 use crate::signals::follow::HubLogs;
 use crate::signals::{Watch, changes};
-use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
-use crate::tasks::{Tasks, off_runtime, on_own_thread};
+use crate::tasks::{off_runtime, on_own_thread};
 use crate::web::auth::Access;
 use crate::web::origin::Served;
 use crate::web::tls::TlsListener;
-use crate::web::{WebState, metrics_router, router};
+use crate::web::{metrics_router, router};
 use discovery::Memory;
+use pipeline::Pipeline;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const RETENTION_BATCH: usize = 100;
 mod discovery;
+pub mod pipeline;
 
 /// How long reconciling with PagerDuty may hold probing up at start.
 const RECONCILE_LIMIT: Duration = Duration::from_secs(30);
@@ -70,18 +64,8 @@ pub enum DaemonError {
 /// Everything `hubwatch run` is made of; built once.
 pub struct App {
     config: Arc<Config>,
-    http: HttpClient,
-    metrics: Arc<Metrics>,
-    board: Arc<StatusBoard>,
-    store: Arc<Store>,
-    health: Arc<Health>,
-    tasks: Tasks,
-    /// Wakes the notifier when an event is queued.
-    wake: Arc<Notify>,
-    /// Decisions the store could not take yet; outlives every recorder.
-    backlog: Arc<Mutex<Backlog>>,
-    /// Hub Deployments mid-rollout; outlives every recorder.
-    rollouts: Arc<Rollouts>,
+    /// The decision and delivery side: store, metrics, health, tasks, clock, …
+    pipeline: Pipeline,
     kube: Option<kube::Client>,
     candidate: Option<Candidate>,
     fence: Fence,
@@ -90,8 +74,6 @@ pub struct App {
     metrics_listener: Option<std::net::TcpListener>,
     /// Who may read the pages.
     access: Arc<Access>,
-    /// The one clock every decision reads.
-    clock: Clock,
     /// Shared with the log: everything taken from hubs and the cluster passes through it.
     redactor: Arc<Redactor>,
 }
@@ -128,27 +110,17 @@ impl App {
             tracing::warn!(listen = %config.listen, "the pages, with logs and user names, are served to anyone who can reach \
                 this address: set web.basic_auth_users (or listen on loopback behind an authenticating proxy)");
         }
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::new(config.state.unhealthy_after));
+        let store = Arc::new(Store::open(&config.state_path)?);
         Ok(App {
-            http: HttpClient::new()?,
-            board: Arc::new(StatusBoard::default()),
-            store: Arc::new(Store::open(&config.state_path)?),
-            tasks: Tasks::new(metrics.clone(), health.clone()),
-            wake: Arc::new(Notify::new()),
-            backlog: Arc::default(),
-            rollouts: Arc::default(),
+            pipeline: Pipeline::new(&config, store, HttpClient::new()?, Clock::start()),
             fence: if candidate.is_some() { Fence::lease() } else { Fence::always() },
             config: Arc::new(config),
-            metrics,
-            health,
             kube,
             candidate,
             listener,
             metrics_listener,
             access,
             redactor,
-            clock: Clock::start(),
         })
     }
 
@@ -166,7 +138,7 @@ impl App {
         // Everything that probes and pages stops on a shutdown or on a lost lease.
         let lost = leading.as_ref().map(|l| l.lost.clone()).unwrap_or_default();
         let work = shutdown.child_token();
-        self.tasks.spawn_once("stop-on-lost-lease", {
+        self.pipeline.tasks.spawn_once("stop-on-lost-lease", {
             let (lost, work) = (lost.clone(), work.clone());
             async move {
                 tokio::select! {
@@ -178,7 +150,7 @@ impl App {
         // The notifier outlives probing: pages decided while the probes drain go out before the exit.
         let deliveries = CancellationToken::new();
         let notifier = self.deliver(leading.as_ref().map(|l| l.handover.clone()), deliveries.clone());
-        self.tasks.spawn_once("stop-deliveries-on-lost-lease", {
+        self.pipeline.tasks.spawn_once("stop-deliveries-on-lost-lease", {
             let (lost, deliveries) = (lost.clone(), deliveries.clone());
             async move {
                 tokio::select! {
@@ -199,7 +171,7 @@ impl App {
             let _ = leading.mirror.await;
             leading.stop_lease.cancel();
             let _ = leading.lease.await;
-            self.metrics.set_leader(false);
+            self.pipeline.metrics.set_leader(false);
         }
         self.finish(web_stop, web, lost.is_cancelled()).await
     }
@@ -207,7 +179,7 @@ impl App {
     async fn finish(&self, web_stop: CancellationToken, web: JoinHandle<()>, lost: bool) -> Result<(), DaemonError> {
         web_stop.cancel();
         let _ = web.await;
-        self.tasks.join(JOIN_GRACE).await;
+        self.pipeline.tasks.join(JOIN_GRACE).await;
         tracing::info!("hubwatch stopped");
         if lost { Err(DaemonError::LostLeadership) } else { Ok(()) }
     }
@@ -215,25 +187,17 @@ impl App {
     /// The HTTP endpoints, until `stop` (the last thing to go): the pages on `listen` (authenticated, over
     /// TLS when configured), and `/metrics`, `/healthz`, `/readyz` on `metrics_listen`.
     fn serve(&self, stop: CancellationToken) -> JoinHandle<()> {
-        let state = WebState {
-            metrics: self.metrics.clone(),
-            health: self.health.clone(),
-            store: self.store.clone(),
-            board: self.board.clone(),
-            report: Arc::new(ReportSettings {
-                public_url: self.config.public_url(),
-                threshold: self.config.incidents.min_affected_users,
-            }),
-            clock: self.clock,
-        };
+        let state = self.pipeline.web_state(&self.config);
         if let Some(listener) = &self.metrics_listener {
             let (app, listener, stop) = (metrics_router(state.clone()), listener.try_clone(), stop.clone());
-            self.tasks.supervise("metrics_web", move || serve_on(copy(&listener), None, app.clone(), stop.clone()));
+            self.pipeline
+                .tasks
+                .supervise("metrics_web", move || serve_on(copy(&listener), None, app.clone(), stop.clone()));
         }
         let served = Arc::new(Served::new(self.config.public_url.as_ref(), &self.config.web.hosts));
         let (app, listener, tls) =
             (router(state, self.access.clone(), served), self.listener.try_clone(), self.config.web.tls.clone());
-        self.tasks.supervise("web", move || serve_on(copy(&listener), tls.clone(), app.clone(), stop.clone()))
+        self.pipeline.tasks.supervise("web", move || serve_on(copy(&listener), tls.clone(), app.clone(), stop.clone()))
     }
 
     /// Stands by until this replica leads (`None`: shutdown came first), then takes over the state and
@@ -242,11 +206,12 @@ impl App {
         // A standby is ready: it serves the pages (a copy of the leader's state); false would stall rollouts.
         // It stays a standby (refusing writes) until the takeover is done: a write the restore overwrote
         // would be lost.
-        self.health.set_started(true);
-        self.health.set_standing_by(true);
+        self.pipeline.health.set_started(true);
+        self.pipeline.health.set_standing_by(true);
         let (term, elector) = loop {
-            let (mut elector, _) = candidate.stand_by(&self.store, &self.fence, &self.metrics, shutdown).await?;
-            match candidate.take_over(&mut elector, &self.store, &self.fence, &self.metrics).await {
+            let (mut elector, _) =
+                candidate.stand_by(&self.pipeline.store, &self.fence, &self.pipeline.metrics, shutdown).await?;
+            match candidate.take_over(&mut elector, &self.pipeline.store, &self.fence, &self.pipeline.metrics).await {
                 Ok(term) => break (term, elector),
                 // Said why in the log; another replica (or this one, later) takes over.
                 Err(_) => tokio::select! {
@@ -256,14 +221,14 @@ impl App {
             }
         };
         tracing::warn!(identity = candidate.identity(), term, "this replica leads now");
-        self.health.set_started(false);
-        self.health.set_standing_by(false);
-        self.metrics.set_leader(true);
+        self.pipeline.health.set_started(false);
+        self.pipeline.health.set_standing_by(false);
+        self.pipeline.metrics.set_leader(true);
         let (lost, stop_mirror, stop_lease) =
             (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
         // The takeover's elector renews with one call; a restarted keeper makes a new one.
         let elector = Arc::new(Mutex::new(Some(elector)));
-        let lease = self.tasks.supervise("lease", {
+        let lease = self.pipeline.tasks.supervise("lease", {
             let (candidate, fence, lost, stop) =
                 (candidate.clone(), self.fence.clone(), lost.clone(), stop_lease.clone());
             move || {
@@ -272,9 +237,13 @@ impl App {
                 async move { candidate.keep(term, elector, fence, lost, stop).await }
             }
         });
-        let handover =
-            Arc::new(candidate.handover(self.store.clone(), self.fence.clone(), self.metrics.clone(), lost.clone()));
-        let mirror = self.tasks.supervise("mirror", {
+        let handover = Arc::new(candidate.handover(
+            self.pipeline.store.clone(),
+            self.fence.clone(),
+            self.pipeline.metrics.clone(),
+            lost.clone(),
+        ));
+        let mirror = self.pipeline.tasks.supervise("mirror", {
             let (handover, lost, stop) = (handover.clone(), lost.clone(), stop_mirror.clone());
             move || Candidate::mirror_state(handover.clone(), lost.clone(), stop.clone())
         });
@@ -283,15 +252,11 @@ impl App {
 
     /// The notifier, until `stop` (then one last pass, fenced and handed over like every other).
     fn deliver(&self, handover: Option<Arc<Handover>>, stop: CancellationToken) -> JoinHandle<()> {
-        let (store, http, metrics, wake, fence) =
-            (self.store.clone(), self.http.clone(), self.metrics.clone(), self.wake.clone(), self.fence.clone());
-        let (pagerduty, config, clock) = (self.config.pagerduty.clone(), self.config.clone(), self.clock);
+        let fence = self.fence.clone();
         let identity = self.candidate.as_ref().map(|c| c.identity().to_string()).unwrap_or_default();
-        self.tasks.supervise("notifier", move || {
-            let notifier = Notifier::new(store.clone(), http.clone(), pagerduty.clone(), metrics.clone(), wake.clone())
-                .configured(config.clone())
-                .with_clock(clock)
-                .fenced(fence.clone(), handover.clone(), &identity);
+        let (pipeline, config) = (self.pipeline.clone(), self.config.clone());
+        self.pipeline.tasks.supervise("notifier", move || {
+            let notifier = pipeline.notifier(config.clone()).fenced(fence.clone(), handover.clone(), &identity);
             on_own_thread(notifier.run(stop.clone()))
         })
     }
@@ -301,12 +266,18 @@ impl App {
     async fn reconcile(&self) {
         let Some(settings) = self.config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()) else { return };
         let hubs: Vec<String> = self.config.hubs.iter().map(|h| h.name.clone()).collect();
-        let reconciling = crate::incident::reconcile::reconcile(&self.store, &self.http, &settings, &hubs, self.clock);
+        let reconciling = crate::incident::reconcile::reconcile(
+            &self.pipeline.store,
+            &self.pipeline.http,
+            &settings,
+            &hubs,
+            self.pipeline.clock,
+        );
         match tokio::time::timeout(RECONCILE_LIMIT, reconciling).await {
             Ok(Ok(done)) if done.is_empty() => tracing::info!("PagerDuty's open incidents match the state"),
             Ok(Ok(done)) => {
                 tracing::warn!(?done, "reconciled with PagerDuty's open incidents");
-                self.wake.notify_one();
+                self.pipeline.wake.notify_one();
             }
             Ok(Err(e)) => tracing::error!(error = %e, "cannot reconcile with PagerDuty's open incidents; going on"),
             Err(_) => tracing::error!("reconciling with PagerDuty took too long; going on without it"),
@@ -315,9 +286,13 @@ impl App {
 
     /// Retention: every hour, closed incidents past `state.retention` go, in small batches.
     fn retain(&self, stop: CancellationToken) {
-        let (store, metrics, retention, clock) =
-            (self.store.clone(), self.metrics.clone(), self.config.state.retention, self.clock);
-        self.tasks.supervise("retention", move || {
+        let (store, metrics, retention, clock) = (
+            self.pipeline.store.clone(),
+            self.pipeline.metrics.clone(),
+            self.config.state.retention,
+            self.pipeline.clock,
+        );
+        self.pipeline.tasks.supervise("retention", move || {
             let (store, metrics, stop) = (store.clone(), metrics.clone(), stop.clone());
             async move {
                 loop {
@@ -347,15 +322,15 @@ impl App {
     /// and the scheduler; returns when the scheduler's rounds are done and the recorder stored the last
     /// of their outcomes.
     async fn generation(&self, config: &Arc<Config>, stop: &CancellationToken, memory: Option<&Arc<Mutex<Memory>>>) {
-        self.board.set_hubs(&config.hubs);
+        self.pipeline.board.set_hubs(&config.hubs);
         for hub in &config.hubs {
-            self.metrics.set_probe_users(&hub.name, hub.users.len());
+            self.pipeline.metrics.set_probe_users(&hub.name, hub.users.len());
         }
         // Discovered hubs bring tokens the config did not have.
         self.redactor.learn(config.secrets());
-        let probers = probe::probers(config, &self.http, &self.redactor);
-        let (hubs, metrics, until) = (config.hubs.clone(), self.metrics.clone(), stop.clone());
-        self.tasks.supervise("certificates", move || {
+        let probers = probe::probers(config, &self.pipeline.http, &self.redactor);
+        let (hubs, metrics, until) = (config.hubs.clone(), self.pipeline.metrics.clone(), stop.clone());
+        self.pipeline.tasks.supervise("certificates", move || {
             crate::signals::certificates::watch(hubs.clone(), metrics.clone(), until.clone())
         });
         tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
@@ -370,9 +345,9 @@ impl App {
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
         let lanes = probe::lanes(&probers);
-        let scheduler = Scheduler::new(lanes, config.scheduler.clone(), self.metrics.clone(), outcomes_tx);
+        let scheduler = Scheduler::new(lanes, config.scheduler.clone(), self.pipeline.metrics.clone(), outcomes_tx);
         tracing::info!(lanes = scheduler.lane_count(), "probing");
-        self.health.set_started(true);
+        self.pipeline.health.set_started(true);
         scheduler.run(stop.clone()).await;
         stop_kept_servers(&probers).await;
         // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
@@ -399,7 +374,9 @@ impl App {
                 redactor: self.redactor.clone(),
             };
             let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
-            self.tasks.supervise("pod_watch", move || watch.clone().run(dask, users.clone(), stop_pods.clone()));
+            self.pipeline
+                .tasks
+                .supervise("pod_watch", move || watch.clone().run(dask, users.clone(), stop_pods.clone()));
             let logs = HubLogs {
                 client: client.clone(),
                 hub: hub.name.clone(),
@@ -411,10 +388,10 @@ impl App {
                 redactor: self.redactor.clone(),
             };
             let (users, stop_logs) = (real_users.clone(), stop.clone());
-            self.tasks.supervise("hub_logs", move || logs.clone().run(users.clone(), stop_logs.clone()));
+            self.pipeline.tasks.supervise("hub_logs", move || logs.clone().run(users.clone(), stop_logs.clone()));
             let (client, name, sender, stop) = (client.clone(), hub.name.clone(), hub_changes.clone(), stop.clone());
             let redactor = self.redactor.clone();
-            self.tasks.supervise("change_watch", move || {
+            self.pipeline.tasks.supervise("change_watch", move || {
                 let (client, name, namespace) = (client.clone(), name.clone(), namespace.clone());
                 changes::watch(client, name, namespace, sender.clone(), stop.clone(), redactor.clone())
             });
@@ -424,37 +401,15 @@ impl App {
     /// The recorder of this generation, restarted (resuming from the store and the backlog) if it panics.
     fn record(&self, config: &Arc<Config>, inputs: Inputs) -> JoinHandle<()> {
         let inputs = Arc::new(tokio::sync::Mutex::new(inputs));
-        let manager_for = {
-            let (config, store, wake, board, rollouts) =
-                (config.clone(), self.store.clone(), self.wake.clone(), self.board.clone(), self.rollouts.clone());
-            let no_client = config.kubernetes.enabled && self.kube.is_none();
-            move || {
-                let manager = IncidentManager::new(store.clone(), &config, wake.clone())
-                    .with_status_board(board.clone())
-                    .with_rollouts(rollouts.clone());
-                if no_client {
-                    manager.without_diagnostics("not collected: hubwatch has no Kubernetes client (see its log)")
-                } else {
-                    manager
-                }
-            }
-        };
-        let context = Context {
-            store: self.store.clone(),
-            metrics: self.metrics.clone(),
-            board: self.board.clone(),
-            health: self.health.clone(),
-            backlog: self.backlog.clone(),
-            tasks: self.tasks.clone(),
-            collector: self
-                .kube
-                .as_ref()
-                .map(|client| Arc::new(Collector::new(client.clone(), config, self.redactor.clone()))),
-            settings: config.incidents.detector(),
-            clock: self.clock,
-        };
+        let no_client = config.kubernetes.enabled && self.kube.is_none();
+        let no_diagnostics = no_client.then_some("not collected: hubwatch has no Kubernetes client (see its log)");
+        let collector =
+            self.kube.as_ref().map(|client| Arc::new(Collector::new(client.clone(), config, self.redactor.clone())));
+        let context = self.pipeline.context(config, collector);
+        let (pipeline, config_of_generation) = (self.pipeline.clone(), config.clone());
+        let manager_for = move || pipeline.manager(&config_of_generation, no_diagnostics);
         let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
-        self.tasks.supervise("recorder", move || {
+        self.pipeline.tasks.supervise("recorder", move || {
             let (inputs, context, hubs, manager) = (inputs.clone(), context.clone(), hubs.clone(), manager_for());
             // SQLite on every decision: on a thread of its own (see tasks::on_own_thread).
             on_own_thread(async move {

@@ -21,22 +21,18 @@ use crate::support::lab::Lab;
 use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
 use crate::support::scenario::{FAST_HA, Scenario, StubReplicas};
 use crate::support::tiers::{Needs, require};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
-use hubwatch::health::Health;
 use hubwatch::http::HttpClient;
-use hubwatch::incident::IncidentManager;
-use hubwatch::incident::recorder::{Context, Inputs, Recorder};
-use hubwatch::metrics::Metrics;
-use hubwatch::notify::Notifier;
-use hubwatch::status::StatusBoard;
+use hubwatch::incident::recorder::{Inputs, Recorder};
 use hubwatch::store::Store;
-use hubwatch::tasks::Tasks;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// Long enough for a failing round to be seen (server every 4 s, its timeout 30 s) on a busy machine.
 const DETECT: Duration = Duration::from_secs(60);
@@ -138,28 +134,15 @@ async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
     })
     .unwrap();
     let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let (metrics, health) = (Arc::new(Metrics::new()), Arc::new(Health::new(Duration::from_secs(600))));
-    let wake = Arc::new(Notify::new());
-    let board = Arc::new(StatusBoard::default());
-    let context = Context {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        board: board.clone(),
-        health: health.clone(),
-        backlog: Arc::default(),
-        tasks: Tasks::new(metrics.clone(), health.clone()),
-        collector: None,
-        settings: config.incidents.detector(),
-        clock: hubwatch::clock::Clock::start(),
-    };
-    let manager = IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board);
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
+    let health = pipeline.health.clone();
     let (outcomes_tx, outcomes) = mpsc::channel(16);
     let (_real_users_tx, real_users) = mpsc::channel(1);
     let (_changes_tx, changes) = mpsc::channel(1);
+    let (manager, context) = (pipeline.manager(&config, None), pipeline.context(&config, None));
     let recorder = Recorder::start(manager, vec!["temple".into()], context).await;
     let recording = tokio::spawn(async move { recorder.run(&mut Inputs { outcomes, real_users, changes }).await });
-    let notifier =
-        Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake);
+    let notifier = pipeline.notifier(Arc::new(config.clone()));
 
     // The database may not grow by a single page (the limit cannot go below its size): a write that needs
     // one fails with SQLITE_FULL, as on a full disk.

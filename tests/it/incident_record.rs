@@ -5,6 +5,8 @@
 use crate::support::golden::assert_golden;
 use crate::support::outcomes::finished;
 use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
 use hubwatch::diagnostics::{Diagnostics, Keep, Section};
@@ -12,14 +14,11 @@ use hubwatch::domain::{Capability, HubChange, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::{self, ReportSettings};
-use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
-use hubwatch::status::StatusBoard;
 use hubwatch::store::{Store, TimelineKind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
 
 /// 2026-11-20T08:53:20Z: where the script's clock starts.
 fn t(seconds: u64) -> SystemTime {
@@ -30,11 +29,11 @@ const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 
 struct Script {
+    pipeline: Pipeline,
     store: Arc<Store>,
     detector: Detector,
     manager: Arc<IncidentManager>,
     notifier: Notifier,
-    board: Arc<StatusBoard>,
     config: Config,
 }
 
@@ -70,30 +69,23 @@ hubs:
     config
 }
 
+/// The daemon's decision and delivery side as `hubwatch run` wires it ([`Pipeline`]), on `state`.
 fn script(pd_base: &str, state: &Path) -> Script {
     hubwatch::http::install_crypto_provider();
     let config = config(pd_base, state);
     let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let wake = Arc::new(Notify::new());
-    let board = Arc::new(StatusBoard::default());
-    board.set_hubs(&config.hubs);
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
+    pipeline.board.set_hubs(&config.hubs);
     let detector = Detector::new(config.incidents.detector());
-    let manager = Arc::new(IncidentManager::new(store.clone(), &config, wake.clone()).with_status_board(board.clone()));
-    let notifier = Notifier::new(
-        store.clone(),
-        HttpClient::new().unwrap(),
-        config.pagerduty.clone(),
-        Arc::new(Metrics::new()),
-        wake,
-    )
-    .with_send_timeout(Duration::from_secs(5));
-    Script { store, detector, manager, notifier, board, config }
+    let manager = Arc::new(pipeline.manager(&config, None));
+    let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_secs(5));
+    Script { pipeline, store, detector, manager, notifier, config }
 }
 
 impl Script {
     fn probe(&mut self, user: &str, capability: Capability, failure: Option<&str>, at: SystemTime) -> Vec<Transition> {
         let outcome = finished("temple", user, capability, failure, at);
-        self.board.record(&outcome);
+        self.pipeline.board.record(&outcome);
         let transitions = self.detector.observe(&outcome, at);
         for transition in &transitions {
             self.manager.handle(transition).unwrap();
@@ -328,13 +320,7 @@ async fn a_wrong_api_token_is_not_retried_and_the_timeline_says_so() {
     if let Some(notes) = s.config.pagerduty.as_mut().and_then(|p| p.status_updates.as_mut()) {
         notes.api_token = hubwatch::domain::Secret::new("not-the-token");
     }
-    s.notifier = Notifier::new(
-        s.store.clone(),
-        HttpClient::new().unwrap(),
-        s.config.pagerduty.clone(),
-        Arc::new(Metrics::new()),
-        Arc::new(Notify::new()),
-    );
+    s.notifier = s.pipeline.notifier(Arc::new(s.config.clone()));
     s.probe("probe-1", Capability::Login, Some("HTTP 502"), t(0));
     s.probe("probe-2", Capability::Login, Some("HTTP 502"), t(10));
     s.manager.queue_status_updates(t(3 * HOUR + 10)).unwrap();

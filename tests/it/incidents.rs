@@ -2,6 +2,8 @@
 //! PagerDuty that checks every event against the documented schema.
 
 use crate::support::pagerduty::{Fault, PagerDuty, ROUTING_KEY};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
 use hubwatch::domain::Transition;
@@ -14,7 +16,6 @@ use hubwatch::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
 
 struct Setup {
     config: Config,
@@ -46,21 +47,21 @@ fn config(events_url: Option<&str>, state: &Path) -> Config {
     config
 }
 
+/// The daemon's decision and delivery side as `hubwatch run` wires it ([`Pipeline`]), on `state`, with a
+/// detector the test feeds.
 fn setup(events_url: Option<&str>, state: &Path) -> Setup {
     hubwatch::http::install_crypto_provider();
     let config = config(events_url, state);
     let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let wake = Arc::new(Notify::new());
-    let metrics = Arc::new(Metrics::new());
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
     let mut detector = Detector::new(config.incidents.detector());
-    let manager = IncidentManager::new(store.clone(), &config, wake.clone());
     // As the recorder does after a restart: the incidents open in the store are open for the detector.
     for incident in store.open_incidents().unwrap() {
         detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
     }
-    let notifier =
-        Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake)
-            .with_send_timeout(Duration::from_millis(500));
+    let manager = pipeline.manager(&config, None);
+    let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
+    let metrics = pipeline.metrics.clone();
     Setup { config, store, detector, manager, notifier, metrics }
 }
 

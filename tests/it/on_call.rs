@@ -9,31 +9,31 @@
 use crate::support::daemon::{metric, wait_for};
 use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY, TEMPLE_ROUTING_KEY};
 use crate::support::webhook::{AUTHORIZATION, Receiver};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
 use hubwatch::domain::{Capability, DeploymentState, HubChange, IncidentKind, SilenceSource, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
-use hubwatch::incident::holds::{self, Rollouts, SilenceRequest};
+use hubwatch::incident::holds::{self, SilenceRequest};
 use hubwatch::incident::reconcile::{self, Reconciled};
 use hubwatch::incident::sinks::TicketNews;
-use hubwatch::metrics::Metrics;
 use hubwatch::notify::Notifier;
 use hubwatch::store::{EventAction, OutboxState, Store, TimelineKind};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
 
+/// The daemon's decision and delivery side ([`Pipeline`], as `hubwatch run` wires it) with a detector fed by
+/// the test, every time an argument.
 struct OnCall {
+    pipeline: Pipeline,
     store: Arc<Store>,
     detector: Detector,
     manager: IncidentManager,
     notifier: Notifier,
-    rollouts: Arc<Rollouts>,
-    metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
 }
 
 /// Which routing keys the configuration names: the global one's variable, and temple's and lab's overrides.
@@ -102,21 +102,14 @@ pagerduty: {{routing_key: {{env: {global}}}, events_url: "{pd_events}", api_url:
 fn start(config: &Config) -> OnCall {
     hubwatch::http::install_crypto_provider();
     let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let wake = Arc::new(Notify::new());
-    let metrics = Arc::new(Metrics::new());
+    let pipeline = Pipeline::new(config, store.clone(), HttpClient::new().unwrap(), Clock::start());
     let mut detector = Detector::new(config.incidents.detector());
     for incident in store.open_incidents().unwrap() {
         detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
     }
-    let rollouts = Arc::new(Rollouts::default());
-    let manager = IncidentManager::new(store.clone(), config, wake.clone()).with_rollouts(rollouts.clone());
-    let notifier = notifier(&store, config, &metrics, &wake).with_send_timeout(Duration::from_secs(2));
-    OnCall { store, detector, manager, notifier, rollouts, metrics, wake }
-}
-
-fn notifier(store: &Arc<Store>, config: &Config, metrics: &Arc<Metrics>, wake: &Arc<Notify>) -> Notifier {
-    Notifier::new(store.clone(), HttpClient::new().unwrap(), config.pagerduty.clone(), metrics.clone(), wake.clone())
-        .configured(Arc::new(config.clone()))
+    let manager = pipeline.manager(config, None);
+    let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_secs(2));
+    OnCall { pipeline, store, detector, manager, notifier }
 }
 
 /// The kind of hub change a rollout rolls out: temple upgraded (generation 9).
@@ -383,7 +376,7 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
     eprintln!("phase: temple's hub is upgraded and its new pod is not yet available");
     s.manager.record_change(&temple_upgrade(), t0).unwrap();
     s.manager.on_deployment(&deployment("temple", 9, true, None), t0).unwrap();
-    assert_eq!(s.rollouts.all().len(), 1);
+    assert_eq!(s.pipeline.rollouts.all().len(), 1);
     let key = s.outage("temple", t0 + Duration::from_secs(30));
     s.manager.review_holds(t0 + Duration::from_secs(240)).unwrap();
     s.deliver_until(Duration::from_millis(500), || false).await;
@@ -456,7 +449,7 @@ async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
     let mut s = start(&config);
     // The notifier as the daemon runs it (its own loop per channel), with the sinks' usual 30 s timeouts.
     let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(notifier(&s.store, &config, &s.metrics, &s.wake).run(stop.clone()));
+    let running = tokio::spawn(s.pipeline.notifier(Arc::new(config.clone())).run(stop.clone()));
 
     eprintln!("phase: the helpdesk and PagerDuty's REST API accept connections and never answer");
     receiver.set_hang(true);
@@ -469,20 +462,20 @@ async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
         s.manager.record_ticket(&closed, SystemTime::now()).unwrap();
     }
     let first = s.outage("temple", SystemTime::now());
-    s.wake.notify_one();
+    s.pipeline.wake.notify_one();
     wait_for("the first trigger", Duration::from_secs(5), async || triggers(&pd, &first).len() == 1).await;
     wait_for("webhook deliveries held", Duration::from_secs(5), async || receiver.attempts() >= 2).await;
 
     eprintln!("phase: a second hub fails while the webhook and the REST API hang: paged at once all the same");
     let second = s.outage("lab", SystemTime::now());
-    s.wake.notify_one();
+    s.pipeline.wake.notify_one();
     let took = wait_for("the second trigger", Duration::from_secs(3), async || triggers(&pd, &second).len() == 1).await;
     eprintln!("    paged {took:?} after the decision, with webhook and REST deliveries hanging");
     assert!(receiver.accepted().is_empty() && pd.priorities_set().is_empty(), "both sinks still hang");
     s.heal("lab", SystemTime::now());
-    s.wake.notify_one();
+    s.pipeline.wake.notify_one();
     wait_for("the resolve", Duration::from_secs(3), async || pd.accepted_actions().contains(&"resolve".into())).await;
-    let metrics = s.metrics.render();
+    let metrics = s.pipeline.metrics.render();
     assert!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"webhook\""]) >= 4.0, "{metrics}");
     assert!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"rest\""]) >= 1.0, "{metrics}");
     assert_eq!(metric(&metrics, "hubwatch_outbox_unsent_events", &["channel=\"events\""]), 0.0, "{metrics}");
@@ -521,7 +514,7 @@ async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_l
     s.heal("lab", SystemTime::now() + Duration::from_secs(10));
     s.notifier.deliver_due(SystemTime::now()).await.unwrap();
     assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), std::slice::from_ref(&next), "not resolved on the wrong service");
-    let metrics = s.metrics.render();
+    let metrics = s.pipeline.metrics.render();
     let rule = "rule=\"hubs[lab].pagerduty.routing_key\"";
     assert_eq!(metric(&metrics, "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0, "{metrics}");
     let resolve = s.store.deliveries(&next).unwrap().into_iter().find(|d| d.action == EventAction::Resolve).unwrap();
@@ -532,7 +525,7 @@ async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_l
     let mut s = start(&config(&events, None, &state_path(&dir)));
     s.notifier.deliver_due(SystemTime::now() + Duration::from_secs(3600)).await.unwrap();
     assert!(pd.open_alerts(TEMPLE_ROUTING_KEY).is_empty());
-    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
+    assert_eq!(metric(&s.pipeline.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
     s.detector.tick(SystemTime::now());
 }
 
@@ -552,7 +545,7 @@ async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honour
     let next = trigger.next_attempt_at.unwrap();
     assert!(next >= t0 + Duration::from_millis(150), "a slow retry: {:?}", next.duration_since(t0));
     let rule = "rule=\"pagerduty.routing_key\"";
-    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0);
+    assert_eq!(metric(&s.pipeline.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0);
     let timeline = s.timeline(&key);
     assert!(
         timeline.iter().any(|(_, t)| t.starts_with("PagerDuty refused the routing key of this trigger")),
@@ -561,7 +554,7 @@ async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honour
     pd.set_outage(None);
     s.notifier.deliver_due(next + Duration::from_millis(1)).await.unwrap();
     assert_eq!(triggers(&pd, &key).len(), 1);
-    assert_eq!(metric(&s.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
+    assert_eq!(metric(&s.pipeline.metrics.render(), "hubwatch_pagerduty_routing_key_refused", &[rule]), 0.0);
 
     eprintln!("phase: a 429 asks for two minutes: nothing before, the resolve after");
     pd.inner.lock().unwrap().retry_after = Some(120);

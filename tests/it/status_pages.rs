@@ -5,19 +5,17 @@
 
 use crate::support::outcomes::finished;
 use crate::support::tiers::{Needs, require};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
 use hubwatch::domain::Capability;
-use hubwatch::incident::IncidentManager;
-use hubwatch::incident::report::ReportSettings;
-use hubwatch::metrics::Metrics;
-use hubwatch::status::StatusBoard;
+use hubwatch::http::HttpClient;
 use hubwatch::store::Store;
-use hubwatch::web::{WebState, router};
+use hubwatch::web::router;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
 
 /// What a hostile hub answers when a spawn fails: it must reach the page as text.
 const HOSTILE: &str =
@@ -52,10 +50,10 @@ hubs:
 async fn serve(dir: &Path) -> (String, String) {
     let config = config(&dir.join("state.db"));
     let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let board = Arc::new(StatusBoard::default());
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
+    let board = pipeline.board.clone();
     board.set_hubs(&config.hubs);
-    let manager =
-        IncidentManager::new(store.clone(), &config, Arc::new(Notify::new())).with_status_board(board.clone());
+    let manager = pipeline.manager(&config, None);
     let mut detector = Detector::new(config.incidents.detector());
     let now = SystemTime::now();
     let ago = |minutes: u64| now - Duration::from_secs(60 * minutes);
@@ -85,18 +83,8 @@ async fn serve(dir: &Path) -> (String, String) {
         board.set_affected(hub, hubwatch::domain::IncidentKind::HubAccess.capabilities(), &symptoms, open);
     }
     let key = store.open_incidents().unwrap()[0].key.clone();
-    let state = WebState {
-        metrics: Arc::new(Metrics::new()),
-        health: {
-            let health = hubwatch::health::Health::new(Duration::from_secs(600));
-            health.set_started(true);
-            Arc::new(health)
-        },
-        store,
-        board,
-        report: Arc::new(ReportSettings { public_url: config.public_url(), threshold: 2 }),
-        clock: hubwatch::clock::Clock::start(),
-    };
+    pipeline.health.set_started(true);
+    let state = pipeline.web_state(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let users = std::collections::BTreeMap::from([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap())]);
