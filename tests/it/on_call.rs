@@ -166,8 +166,14 @@ impl OnCall {
     }
 
     fn silence(&self, hub: &str, minutes: u64, reason: &str) -> String {
+        self.silence_of(hub, None, minutes, reason)
+    }
+
+    /// As [`OnCall::silence`], of one incident kind when `kind` names it.
+    fn silence_of(&self, hub: &str, kind: Option<&str>, minutes: u64, reason: &str) -> String {
         let request = SilenceRequest {
             hub: Some(hub.into()),
+            kind: kind.map(String::from),
             duration: Some(format!("{minutes}m")),
             reason: Some(reason.into()),
             created_by: Some("yuvi".into()),
@@ -202,6 +208,17 @@ async fn usual_started() -> (PagerDuty, tempfile::TempDir, OnCall) {
 
 fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("on-call.db")
+}
+
+/// A silence of one kind holds that kind's pages only: the hub's other outages page as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_of_one_kind_holds_only_that_kind() {
+    let (pd, _dir, mut s) = usual_started().await;
+    s.silence_of("lab", Some("dask_gateway"), 60, "gateway upgrade");
+    let key = s.outage("lab", SystemTime::now());
+    s.deliver_until(Duration::from_secs(5), || !triggers(&pd, &key).is_empty()).await;
+    assert_eq!(triggers(&pd, &key).len(), 1, "users who cannot start servers page through a gateway silence");
+    assert!(s.store.incident(&key).unwrap().unwrap().hold.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
