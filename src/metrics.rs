@@ -1,7 +1,7 @@
 //! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages, results and task
 //! names only: never user names or URLs. Observers only: nothing decides from these.
 
-use crate::domain::{FailureCause, ProbeOutcome, ProbeResult};
+use crate::domain::{FailureCause, IncidentKind, ProbeOutcome, ProbeResult};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -12,6 +12,35 @@ use std::time::UNIX_EPOCH;
 /// Probe durations reach the server probe's 10 m timeout.
 const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 const LAG_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// What became of one delivery (the `outcome` label of `hubwatch_pagerduty_events_total` and
+/// `hubwatch_webhook_deliveries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    Sent,
+    /// Refused as invalid: never retried.
+    Rejected,
+    /// PagerDuty refused the routing key (retried slowly).
+    KeyRefused,
+    RateLimited,
+    /// Not answered, or answered with an error worth retrying.
+    Failed,
+    /// No sink configured: logged, never sent.
+    DryRun,
+}
+
+impl Delivered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivered::Sent => "sent",
+            Delivered::Rejected => "rejected",
+            Delivered::KeyRefused => "key_refused",
+            Delivered::RateLimited => "rate_limited",
+            Delivered::Failed => "failed",
+            Delivered::DryRun => "dry_run",
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -192,18 +221,19 @@ impl Metrics {
     }
 
     /// The state of one hub and kind: affected users, and whether that is an incident or a support ticket.
-    pub fn set_affected(&self, hub: &str, kind: &str, affected: usize, open: bool) {
-        self.incidents.affected_users.with_label_values(&[hub, kind]).set(affected as i64);
-        self.incidents.open.with_label_values(&[hub, kind]).set(i64::from(open));
-        self.incidents.support_tickets.with_label_values(&[hub, kind]).set(i64::from(affected > 0 && !open));
+    pub fn set_affected(&self, hub: &str, kind: IncidentKind, affected: usize, open: bool) {
+        let labels = [hub, kind.as_str()];
+        self.incidents.affected_users.with_label_values(&labels).set(affected as i64);
+        self.incidents.open.with_label_values(&labels).set(i64::from(open));
+        self.incidents.support_tickets.with_label_values(&labels).set(i64::from(affected > 0 && !open));
     }
 
-    pub fn count_pagerduty_event(&self, action: &str, outcome: &str) {
-        self.pagerduty_events.with_label_values(&[action, outcome]).inc();
+    pub fn count_pagerduty_event(&self, action: &str, outcome: Delivered) {
+        self.pagerduty_events.with_label_values(&[action, outcome.as_str()]).inc();
     }
 
-    pub fn count_webhook_delivery(&self, event: &str, outcome: &str) {
-        self.webhook_deliveries.with_label_values(&[event, outcome]).inc();
+    pub fn count_webhook_delivery(&self, event: &str, outcome: Delivered) {
+        self.webhook_deliveries.with_label_values(&[event, outcome.as_str()]).inc();
     }
 
     /// One channel's backlog (events, rest, webhook): how many wait and how old the oldest is.

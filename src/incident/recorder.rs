@@ -330,7 +330,7 @@ impl Observers {
         let now = (users, detector.is_open(hub, kind));
         let previous = self.last.insert((hub.to_string(), kind), now);
         if previous != Some(now) {
-            self.metrics.set_affected(hub, kind.as_str(), now.0, now.1);
+            self.metrics.set_affected(hub, kind, now.0, now.1);
         }
         previous
     }
