@@ -97,7 +97,8 @@ impl Setup {
         }
     }
 
-    /// Runs deliveries until nothing is pending or `limit` passes.
+    /// Runs deliveries until nothing is pending or `limit` passes (a deadline for a busy machine: it returns as
+    /// soon as the outbox is empty).
     async fn deliver_until_done(&self, limit: Duration) {
         let until = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < until {
@@ -127,7 +128,7 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let t0 = SystemTime::now();
     assert!(s.feed("probe-1", Capability::Server, false, t0).is_empty(), "one user: a support ticket");
-    s.deliver_until_done(Duration::from_secs(1)).await;
+    s.deliver_until_done(Duration::from_secs(10)).await;
     assert_eq!(pd.requests(), 0, "support tickets are never paged");
     assert!(matches!(s.feed("probe-2", Capability::Server, false, t0).as_slice(), [Transition::Opened { .. }]));
     s.feed("probe-2", Capability::Server, false, t0 + Duration::from_secs(60));
@@ -235,7 +236,7 @@ async fn an_invalid_event_is_not_retried_and_is_counted() {
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let now = SystemTime::now();
     s.both_fail(Capability::Login, now);
-    s.deliver_until_done(Duration::from_secs(2)).await;
+    s.deliver_until_done(Duration::from_secs(10)).await;
     s.notifier.deliver_due(SystemTime::now()).await.unwrap();
     assert_eq!(pd.requests(), 1, "a 400 is final");
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"rejected\"}"), 1.0);
@@ -286,7 +287,7 @@ async fn without_a_pagerduty_section_nothing_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(None, &dir.path().join("state.db"));
     s.both_fail(Capability::DaskGateway, SystemTime::now());
-    s.deliver_until_done(Duration::from_secs(1)).await;
+    s.deliver_until_done(Duration::from_secs(10)).await;
     assert_eq!(s.store.unsent().unwrap().0, 0);
     assert_eq!(s.metric("hubwatch_pagerduty_events_total{action=\"trigger\",outcome=\"dry_run\"}"), 1.0);
     assert_eq!(s.store.open_incidents().unwrap().len(), 1, "the incident is still recorded and shown");
