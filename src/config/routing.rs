@@ -96,6 +96,11 @@ pub struct PageRoute<'a> {
 }
 
 impl PageRoute<'_> {
+    /// The severity of pages `route` sends, `Severity`'s default without one (no pagerduty section).
+    pub fn severity_of(route: Option<&PageRoute<'_>>) -> Severity {
+        route.map_or_else(Severity::default, |r| r.severity)
+    }
+
     /// What the page's `custom_details.routing` says (no secret: only where the key came from).
     pub fn details(&self) -> Value {
         serde_json::json!({
@@ -188,6 +193,6 @@ impl Config {
 
     /// The severity of pages for `hub`'s `kind` incidents (also on the webhook without a pagerduty section).
     pub fn severity(&self, hub: &str, kind: IncidentKind) -> Severity {
-        self.page_route(hub, Some(kind)).map_or_else(Severity::default, |r| r.severity)
+        PageRoute::severity_of(self.page_route(hub, Some(kind)).as_ref())
     }
 }

@@ -11,7 +11,7 @@ pub mod recorder;
 pub mod report;
 pub mod sinks;
 
-use crate::config::{Config, IncidentsConfig, StatusUpdatesConfig};
+use crate::config::{Config, IncidentsConfig, PageRoute, StatusUpdatesConfig};
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
 use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
@@ -193,7 +193,7 @@ impl IncidentManager {
             impact_start,
             threshold: self.settings.min_affected_users,
             window: self.settings.window,
-            severity: self.config.severity(hub, kind),
+            severity: PageRoute::severity_of(route.as_ref()),
             incident_url,
             diagnostics: &diagnostics,
             routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
@@ -236,7 +236,7 @@ impl IncidentManager {
             let body = serde_json::json!({"priority": priority, "rule": rule});
             events.push(NewEvent::now(EventAction::Priority, body).routed(hub, Some(kind)));
         }
-        let severity = self.config.severity(hub, kind);
+        let severity = PageRoute::severity_of(route.as_ref());
         let url = self.incident_url(&incident.key);
         let opened = sinks::incident_body(WebhookEvent::IncidentOpened, incident, &url, severity, now);
         events.extend(self.webhook(opened).map(|e| e.routed(hub, Some(kind))));

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 /// A lane and where it is in its schedule.
 struct Scheduled {
     lane: Lane,
-    every: Duration,
     /// A slot of the lane's phase: its rounds are due at `anchor + k * every`.
     anchor: Instant,
     /// When its next round is due; `None` while a round runs.
@@ -37,6 +36,12 @@ struct Scheduled {
     /// The next round was pulled forward to corroborate a flip (a server round then also runs everything
     /// on the server).
     corroborating: bool,
+}
+
+impl Scheduled {
+    fn every(&self) -> Duration {
+        self.lane.probe.every()
+    }
 }
 
 /// The lanes' next slots, soonest first.
@@ -84,14 +89,7 @@ impl Scheduler {
         let now = Instant::now();
         let lanes = lanes
             .into_iter()
-            .map(|lane| Scheduled {
-                every: lane.probe.every(),
-                lane,
-                anchor: now,
-                due: None,
-                started_for: now,
-                corroborating: false,
-            })
+            .map(|lane| Scheduled { lane, anchor: now, due: None, started_for: now, corroborating: false })
             .collect();
         Scheduler { lanes, config, metrics, outcomes }
     }
@@ -111,7 +109,7 @@ impl Scheduler {
         let mut due = self.first_slots();
         let mut corroboration = Corroboration::new(
             self.lanes.iter().map(|s| (s.lane.hub().to_string(), s.lane.probe.capability())).collect(),
-            self.lanes.iter().map(|lane| lane.every).collect(),
+            self.lanes.iter().map(|lane| lane.every()).collect(),
         );
         loop {
             let next = due.peek().map(|Reverse((at, _))| *at);
@@ -121,7 +119,7 @@ impl Scheduler {
                     let Some((index, observed)) = self.ended(done, &mut rounds) else { continue };
                     let now = Instant::now();
                     let lane = &mut self.lanes[index];
-                    let next = after_round(lane.anchor, lane.every, lane.started_for, now);
+                    let next = after_round(lane.anchor, lane.every(), lane.started_for, now);
                     lane.due = Some(next);
                     due.push(Reverse((next, index)));
                     for peer in corroboration.on_round(index, &observed, now) {
@@ -141,7 +139,7 @@ impl Scheduler {
         let start = Instant::now();
         let mut due = BinaryHeap::new();
         for (index, lane) in self.lanes.iter_mut().enumerate() {
-            let phase = start + lane.every.mul_f64(fastrand::f64());
+            let phase = start + lane.every().mul_f64(fastrand::f64());
             due.push(Reverse((phase, index)));
             (lane.anchor, lane.due) = (phase, Some(phase));
         }
@@ -190,7 +188,7 @@ impl Scheduler {
     /// Runs lane `index` soon, unless it is running (its result is on the way) or due sooner anyway.
     fn pull_forward(&mut self, index: usize, now: Instant, due: &mut Due) {
         let lane = &mut self.lanes[index];
-        let at = now + confirm_delay(lane.every);
+        let at = now + confirm_delay(lane.every());
         if lane.due.is_some_and(|current| at < current) {
             lane.due = Some(at);
             lane.corroborating = true;
