@@ -86,13 +86,18 @@ c.Authenticator.allowed_users = set(USERS)
 
 
 class FlaggedSpawner(SimpleLocalProcessSpawner):
-    """Local single-user servers that honour spawn-slow, spawn-fail and spawn-crash for their user."""
+    """Local single-user servers that honour spawn-slow, spawn-hang, spawn-fail and spawn-crash for their
+    user."""
 
     async def start(self):
         user = self.user.name
         slow = seconds("spawn-slow", user)
         if slow:
             await asyncio.sleep(slow)
+        if flag("spawn-hang", user):
+            # A spawner that stopped hearing from the cluster: no progress, no failure, until the hub's
+            # start_timeout ends it or a stop interrupts it.
+            await asyncio.Event().wait()
         if flag("spawn-fail", user):
             raise RuntimeError("injected spawn failure (flag spawn-fail)")
         if flag("spawn-crash", user):

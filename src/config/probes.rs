@@ -50,6 +50,15 @@ section! {
         pub every: Duration = secs(600),
         #[serde(with = "Span")]
         pub timeout: Duration = secs(600),
+        /// A start whose progress stream says nothing new for this long fails at stage `progress` ("no
+        /// progress for 3m; last: …") without waiting for `timeout`: a spawner that stopped watching the
+        /// cluster, or a pod no node can take, ends here. The hub's keep-alives are not progress.
+        #[serde(with = "Span")]
+        pub stuck_after: Duration = secs(180),
+        /// A start that succeeds but takes longer than this is `slow`: shown and counted, a support ticket
+        /// when N or more users are slow, never a page.
+        #[serde(with = "Span")]
+        pub slow_after: Duration = secs(120),
         /// Sent with every spawn (a profile, an image): what the hub's spawner takes as user_options.
         #[serde(skip_serializing_if = "Map::is_empty")]
         pub user_options: Map<String, Value> = Map::new(),

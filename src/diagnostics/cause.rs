@@ -7,6 +7,12 @@ use super::{Diagnostics, Section};
 
 /// A cause and the words that give it away (any of them, case-sensitive as the systems print them).
 const SIGNATURES: &[(&str, &[&str])] = &[
+    (
+        // KubeSpawner halts the hub when a watch dies ("Events reflector failed, halting Hub."); until it is
+        // restarted every start waits for news that never comes.
+        "the hub's spawner stopped watching Kubernetes (its reflector failed)",
+        &["reflector failed, halting Hub", "Reflector failed", "reflector failed"],
+    ),
     ("a home directory (or another volume) is full", &["No space left on device", "[Errno 28]", "ENOSPC"]),
     ("a disk quota is exceeded", &["Disk quota exceeded", "[Errno 122]", "EDQUOT"]),
     ("a home directory (or another volume) is read-only", &["Read-only file system", "[Errno 30]", "EROFS"]),
@@ -15,7 +21,15 @@ const SIGNATURES: &[(&str, &[&str])] = &[
     ("an image cannot be pulled", &["ErrImagePull", "ImagePullBackOff", "Failed to pull image"]),
     (
         "no node has room for the pods, and none is being added",
-        &["Insufficient memory", "Insufficient cpu", "didn't trigger scale-up", "max node group size reached"],
+        &[
+            "Insufficient memory",
+            "Insufficient cpu",
+            "Insufficient nvidia.com/gpu",
+            "didn't trigger scale-up",
+            "max node group size reached",
+            "didn't match Pod's node affinity/selector",
+            "had untolerated taint",
+        ],
     ),
 ];
 
@@ -26,12 +40,34 @@ const QUOTED: usize = 160;
 /// OSError: [Errno 28] No space left on device` (in `kubectl -n temple logs -l component=singleuser-server
 /// --tail=50 --prefix`)"; `None` when no signature is found.
 pub fn likely_cause(diagnostics: &Diagnostics) -> Option<String> {
-    SIGNATURES.iter().find_map(|(cause, words)| {
+    let signed = SIGNATURES.iter().find_map(|(cause, words)| {
         diagnostics
             .sections
             .iter()
             .find_map(|section| found_in(section, words).map(|line| describe(cause, line, section)))
+    });
+    signed.or_else(|| {
+        diagnostics.sections.iter().find_map(|section| {
+            pull_still_running(section).map(|line| describe("an image is still being pulled", line, section))
+        })
     })
+}
+
+/// In an events listing (`LAST SEEN TYPE REASON OBJECT MESSAGE`, oldest first), the last `Pulling` of an
+/// object that no `Pulled` followed: a start waiting on a large image or a slow registry. Only a cause when
+/// nothing more specific is found, since every fresh node pulls.
+fn pull_still_running(section: &Section) -> Option<&str> {
+    let text = section.output.as_ref().ok()?;
+    let mut pulling: Vec<(&str, &str)> = Vec::new();
+    for line in text.lines() {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        match columns.as_slice() {
+            [_, _, "Pulling", object, ..] => pulling.push((object, line)),
+            [_, _, "Pulled", object, ..] => pulling.retain(|(pulled, _)| pulled != object),
+            _ => {}
+        }
+    }
+    pulling.last().map(|(_, line)| *line)
 }
 
 fn found_in<'s>(section: &'s Section, words: &[&str]) -> Option<&'s str> {
@@ -76,6 +112,33 @@ mod tests {
             "a home directory (or another volume) is full: `[pod/jupyter-probe-1/notebook] OSError: [Errno 28] No space \
              left on device: '/home/jovyan/.local'` (in `kubectl -n temple logs -l component=singleuser-server --tail=50 --prefix`)"
         );
+    }
+
+    #[test]
+    fn a_halted_spawner_and_a_pull_that_never_ended_are_named() {
+        let hub_log = Section::ok(
+            "kubectl -n temple logs -l component=hub --tail=200",
+            "[E 2026-12-06 03:01:02.000 JupyterHub reflector:385] Events reflector failed, halting Hub.\n".into(),
+            Keep::Tail,
+        );
+        let halted = likely_cause(&diagnostics(vec![hub_log])).unwrap();
+        assert!(halted.starts_with("the hub's spawner stopped watching Kubernetes (its reflector failed): `[E"), "{halted}");
+        let events = |lines: &str| {
+            Section::ok("kubectl -n temple get events --sort-by=.lastTimestamp", lines.into(), Keep::Tail)
+        };
+        let still = events(
+            "LAST SEEN   TYPE     REASON    OBJECT                MESSAGE\n\
+             5m          Normal   Pulling   pod/jupyter-probe-1   Pulling image \"big:1\"\n\
+             4m          Normal   Pulling   pod/jupyter-alice     Pulling image \"big:1\"\n\
+             1m          Normal   Pulled    pod/jupyter-alice     Successfully pulled image \"big:1\"\n",
+        );
+        let pulling = likely_cause(&diagnostics(vec![still])).unwrap();
+        assert!(pulling.starts_with("an image is still being pulled: `5m Normal Pulling pod/jupyter-probe-1"), "{pulling}");
+        let done = events(
+            "5m   Normal   Pulling   pod/jupyter-probe-1   Pulling image \"big:1\"\n\
+             1m   Normal   Pulled    pod/jupyter-probe-1   Successfully pulled image \"big:1\"\n",
+        );
+        assert_eq!(likely_cause(&diagnostics(vec![done])), None);
     }
 
     #[test]

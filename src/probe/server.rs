@@ -127,7 +127,8 @@ impl HubProber {
             SpawnAnswer::Accepted => None,
             SpawnAnswer::Refused(reason) => Some(reason),
         };
-        stages.run(Stage::Progress, server.follow_progress(token, refused, deadline)).await
+        let stuck_after = self.hub.probes.server.stuck_after;
+        stages.run(Stage::Progress, server.follow_progress(token, refused, stuck_after, deadline)).await
     }
 
     pub(super) fn server_of<'a>(&'a self, user: &'a str) -> UserServer<'a> {
@@ -263,11 +264,14 @@ impl UserServer<'_> {
         }
     }
 
-    /// Follows `GET .../server/progress` until `ready` or `failed`.
+    /// Follows `GET .../server/progress` until `ready` or `failed`, or until the hub has said nothing new for
+    /// `stuck_after` (a spawner that stopped watching the cluster, a pod no node can take): the start is
+    /// failed then, without waiting for the timeout.
     pub async fn follow_progress(
         &self,
         token: &Secret,
         refused: Option<String>,
+        stuck_after: Duration,
         deadline: Deadline,
     ) -> Result<StartedServer, StepFailure> {
         let (hub, user) = (self.hub, self.user);
@@ -291,7 +295,7 @@ impl UserServer<'_> {
             }
         };
         let mut progress = Progress::default();
-        if let Some(url) = read_events(&mut response, &mut progress, deadline).await? {
+        if let Some(url) = read_events(&mut response, &mut progress, stuck_after, deadline).await? {
             return Ok(StartedServer { url: server_url(hub, url.as_deref(), user)?, progress: progress.kept.into() });
         }
         // The stream ended without a final event: the user model decides.
@@ -368,19 +372,30 @@ impl Progress {
     fn last(&self) -> String {
         self.kept.back().map(|m| format!("; last progress: {m}")).unwrap_or_default()
     }
+
+    /// Why a start that went quiet was given up: "no progress for 3m; last: Pod is pending".
+    fn stuck(&self, stuck_after: Duration) -> StepFailure {
+        let quiet = humantime::format_duration(stuck_after);
+        let last = self.kept.back().map_or("no message since the spawn was requested", String::as_str);
+        StepFailure::hub(Stage::Progress, format!("no progress for {quiet}; last: {last}")).with_detail(self.detail())
+    }
 }
 
 /// Reads progress events until `ready` (`Some(the server's url, if the hub gave one)`), `failed` (an error
-/// with the hub's message) or the end of the stream (`None`).
+/// with the hub's message), the end of the stream (`None`), or `stuck_after` without a new event (the hub's
+/// keep-alive blank lines are not progress).
 async fn read_events(
     response: &mut reqwest::Response,
     progress: &mut Progress,
+    stuck_after: Duration,
     deadline: Deadline,
 ) -> Result<Option<Option<String>>, StepFailure> {
     let stage = Stage::Progress;
     let mut parser = SseParser::new(PROGRESS_EVENT_LIMIT);
+    let mut quiet_until = tokio::time::Instant::now() + stuck_after;
     loop {
-        let chunk = match timeout_at(deadline.at, response.chunk()).await {
+        let chunk = match timeout_at(deadline.at.min(quiet_until), response.chunk()).await {
+            Err(_) if quiet_until < deadline.at => return Err(progress.stuck(stuck_after)),
             Err(_) => {
                 let budget = humantime::format_duration(deadline.budget);
                 let reason = format!("the server was not ready within the {budget} timeout{}", progress.last());
@@ -392,6 +407,9 @@ async fn read_events(
         };
         let events =
             parser.push(&chunk).map_err(|e| StepFailure::hub(stage, format!("the progress stream sent {e}")))?;
+        if !events.is_empty() {
+            quiet_until = tokio::time::Instant::now() + stuck_after;
+        }
         for event in events {
             if let Some(ready) = final_event(&event, progress)? {
                 return Ok(Some(ready));

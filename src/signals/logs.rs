@@ -9,7 +9,9 @@
 //! - `Unhandled error starting NAME's server: …` → `server`;
 //! - a 5xx on `hub/oauth_callback` or `hub/login` → `login` (before the login the hub knows no user: such
 //!   failures count once per client address);
-//! - the proxy's `error: 503 GET /user/NAME/…` → `server`.
+//! - the proxy's `error: 503 GET /user/NAME/…` → `server`;
+//! - a 429 on a spawn path (`hub/spawn…`, `hub/api/users/NAME/server`): the hub's `concurrent_spawn_limit`
+//!   turned the user away ("Too many users trying to log in right now") → `server`.
 //!
 //! `Server NAME is ready` or `User NAME took … to start` clears that user's `server` failure. A failure
 //! counts within `incidents.window` of when it was logged; probe users are left out (their probes speak for
@@ -46,12 +48,16 @@ pub fn news_in(line: &str, prefix: &str) -> Option<LogNews> {
         return Some(news);
     }
     let (status, method, target, logged_for) = request(&line)?;
-    if !(500..600).contains(&status) {
+    let throttled = status == 429;
+    if !(500..600).contains(&status) && !throttled {
         return None;
     }
     let path = target.split('?').next().unwrap_or_default();
     let path = path.strip_prefix(prefix).or_else(|| path.strip_prefix('/'))?;
     let (capability, named) = classify(path)?;
+    if throttled && !is_spawn(path) {
+        return None;
+    }
     let user_of = |logged: &'_ str| logged.rsplit_once('@').map_or(logged, |(user, _)| user).to_string();
     let who = match (named, logged_for) {
         (Some(user), _) => user,
@@ -59,8 +65,18 @@ pub fn news_in(line: &str, prefix: &str) -> Option<LogNews> {
         (None, Some(logged)) => format!("someone at {}", logged.rsplit('@').next().unwrap_or_default()),
         (None, None) => "someone".to_string(),
     };
-    let reason = cut(&format!("HTTP {status} on {method} {}", target.split('?').next().unwrap_or_default()));
+    let request = format!("HTTP {status} on {method} {}", target.split('?').next().unwrap_or_default());
+    let reason = match throttled {
+        true => cut(&format!("the hub is refusing new servers: too many starting at once ({request})")),
+        false => cut(&request),
+    };
     Some(LogNews::Failed { who, capability, reason })
+}
+
+/// A request that starts a server: where the hub's spawn throttle answers 429.
+fn is_spawn(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    matches!(segments.as_slice(), ["hub", "spawn", ..] | ["hub", "api", "users", _, "server" | "servers", ..])
 }
 
 /// `Unhandled error starting NAME's server: why`, `Server NAME is ready`, `User NAME took 6.4 seconds to
@@ -239,6 +255,24 @@ mod tests {
                 "[I 2026-11-30 12:49:32.823 JupyterHub base:1192] User alice took 6.410 seconds to start",
                 Some(LogNews::Started { who: "alice".into() }),
             ),
+            (
+                // JupyterHub's concurrent_spawn_limit: "Too many users trying to log in right now."
+                "[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 POST /hub/api/users/frank/server (frank@10.0.3.8) 4.02ms",
+                failed(
+                    "frank",
+                    Capability::Server,
+                    "the hub is refusing new servers: too many starting at once (HTTP 429 on POST /hub/api/users/frank/server)",
+                ),
+            ),
+            (
+                "[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 GET /hub/spawn/gina (gina@10.0.3.9) 2.1ms",
+                failed(
+                    "gina",
+                    Capability::Server,
+                    "the hub is refusing new servers: too many starting at once (HTTP 429 on GET /hub/spawn/gina)",
+                ),
+            ),
+            ("[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 GET /user/gina/api/kernels (gina@10.0.3.9) 2.1ms", None),
             ("[I 2026-11-30 12:49:32.823 JupyterHub log:192] 200 GET /hub/spawn/alice (alice@10.0.3.7) 3.1ms", None),
             ("[W 2026-11-30 12:49:32.823 JupyterHub log:192] 404 GET /hub/user/alice/lab (alice@10.0.3.7) 3.1ms", None),
             ("[E 2026-11-30 12:49:32.823 JupyterHub log:192] 500 GET /hub/api/info (alice@10.0.3.7) 3.1ms", None),

@@ -43,7 +43,12 @@ async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> (MutexGuard<'
     (serial, lab, config)
 }
 
-fn config(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts) -> Config {
+fn config(lab: &Lab, timeouts: Timeouts) -> Config {
+    config_with(lab, timeouts, "")
+}
+
+/// The config with more keys for `probes.server` (`", stuck_after: 6s"`).
+fn config_with(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts, server_keys: &str) -> Config {
     let url = &lab.url;
     let yaml = format!(
         r#"
@@ -51,7 +56,7 @@ scheduler: {{cleanup_timeout: 60s}}
 defaults:
   probes:
     login: {{timeout: {login}s}}
-    server: {{timeout: {server}s}}
+    server: {{timeout: {server}s{server_keys}}}
     kernel: {{timeout: {kernel}s}}
     dask_gateway: {{timeout: {dask}s}}
 hubs:
@@ -255,6 +260,18 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
     run.assert_ok(Server, "probe-2");
     run.assert_within(&config);
     lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("a stuck spawner: no progress after `Spawning server...`; given up after stuck_after, not the 25 s");
+    let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), ", stuck_after: 6s");
+    lab.set_flag("spawn-hang", Some("probe-1"), "");
+    let run = check(&stuck, "lab").await;
+    run.assert_failed(Server, "probe-1", Stage::Progress, "no progress for 6s; last: Spawning server...");
+    let given_up = run.get(Server, "probe-1").stages.iter().find(|s| s.stage == Stage::Progress).unwrap().seconds;
+    assert!(given_up < 20.0, "the stuck start was given up after {given_up} s of progress, not at the timeout");
+    run.assert_ok(Server, "probe-2");
+    lab.clear_flags();
+    // The hub (JupyterHub 6) interrupts a pending start on DELETE: the stuck request is stopped, not left.
     assert_nothing_left(&lab, &EVERYONE).await;
 }
 
