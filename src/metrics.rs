@@ -1,13 +1,30 @@
 //! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages, results and task
 //! names only: never user names or URLs. Observers only: nothing decides from these.
 
-use crate::domain::{FailureCause, IncidentKind, ProbeOutcome, ProbeResult};
+use crate::domain::{FailureCause, IncidentKind, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 use std::time::UNIX_EPOCH;
+
+/// Whose server start a `hubwatch_server_start_seconds` observation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartSource {
+    Probe,
+    /// Real users, from the hub's log ("User NAME took X seconds to start").
+    Users,
+}
+
+impl StartSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartSource::Probe => "probe",
+            StartSource::Users => "users",
+        }
+    }
+}
 
 /// Probe durations reach the server probe's 10 m timeout.
 const DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -66,6 +83,7 @@ struct ProbeMetrics {
     failures: IntCounterVec,
     duration: HistogramVec,
     last_success: GaugeVec,
+    server_start: HistogramVec,
     users: IntGaugeVec,
     certificate_expiry: GaugeVec,
     certificate_check_failures: IntCounterVec,
@@ -300,6 +318,7 @@ impl Metrics {
         let capability = outcome.capability.as_str();
         let result = match &outcome.result {
             ProbeResult::Ok => "ok",
+            ProbeResult::Slow { .. } => "slow",
             ProbeResult::Blocked { .. } => "blocked",
             ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => "monitor_fault",
             ProbeResult::Failed(_) => "failed",
@@ -314,11 +333,18 @@ impl Metrics {
                 .with_label_values(&[&outcome.hub, capability, result])
                 .observe(outcome.duration.as_secs_f64());
         }
-        if outcome.result == ProbeResult::Ok {
+        if let Some(took) = outcome.start_time() {
+            self.observe_server_start(&outcome.hub, StartSource::Probe, took);
+        }
+        if outcome.result.is_success() {
             let finished = outcome.started_at + outcome.duration;
             let seconds = finished.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             self.probes.last_success.with_label_values(&[&outcome.hub, capability]).set(seconds);
         }
+    }
+
+    pub fn observe_server_start(&self, hub: &str, source: StartSource, took: std::time::Duration) {
+        self.probes.server_start.with_label_values(&[hub, source.as_str()]).observe(took.as_secs_f64());
     }
 
     /// The text exposition format.
@@ -334,7 +360,7 @@ impl ProbeMetrics {
         ProbeMetrics {
             runs: b.counters(
                 "hubwatch_probe_runs_total",
-                "Probe attempts by hub, capability and result (ok, failed, monitor_fault, blocked)",
+                "Probe attempts by hub, capability and result (ok, slow, failed, monitor_fault, blocked)",
                 &["hub", "capability", "result"],
             ),
             failures: b.counters(
@@ -357,6 +383,12 @@ impl ProbeMetrics {
                     &["hub", "capability"],
                 )
                 .expect("valid metric"),
+            ),
+            server_start: b.histograms(
+                "hubwatch_server_start_seconds",
+                "How long servers took to start, from the spawn request to ready: probe users' (source=probe) and real users' from the hub's log (source=users)",
+                &SERVER_START_BUCKETS,
+                &["hub", "source"],
             ),
             users: b.gauges("hubwatch_probe_users", "Probe users configured per hub", &["hub"]),
             certificate_expiry: b.add(

@@ -4,11 +4,11 @@
 
 use crate::config::HubConfig;
 use crate::domain::Symptoms;
-use crate::domain::{Capability, ProbeOutcome, ProbeResult};
+use crate::domain::{Capability, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS};
 use crate::sync::lock;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,14 +24,24 @@ pub struct LatestProbe {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LatestResult {
     Ok,
-    Failed { stage: String, reason: String },
-    Blocked { by: Capability },
+    /// Started, slowly: "the server took 2m 31s to start (slow after 2m)".
+    Slow {
+        reason: String,
+    },
+    Failed {
+        stage: String,
+        reason: String,
+    },
+    Blocked {
+        by: Capability,
+    },
 }
 
 impl LatestResult {
     pub fn as_str(&self) -> &'static str {
         match self {
             LatestResult::Ok => "ok",
+            LatestResult::Slow { .. } => "slow",
             LatestResult::Failed { .. } => "failed",
             LatestResult::Blocked { .. } => "blocked",
         }
@@ -41,6 +51,7 @@ impl LatestResult {
     pub fn describe(&self) -> String {
         match self {
             LatestResult::Ok => String::new(),
+            LatestResult::Slow { reason } => reason.clone(),
             LatestResult::Failed { stage, reason } => format!("{stage}: {reason}"),
             LatestResult::Blocked { by } => format!("not tried: {} failed first", by.as_str()),
         }
@@ -65,6 +76,8 @@ pub enum CapabilityState {
     Incident,
     /// Users affected, below the threshold.
     SupportTicket,
+    /// Nobody affected, but a probe user's latest start was slow.
+    Slow,
     /// Every latest attempt was blocked: an earlier step (login, the server) fails, so this was not tried.
     NotTried,
     NotProbedYet,
@@ -76,6 +89,7 @@ impl CapabilityState {
         match self {
             CapabilityState::Incident => "incident",
             CapabilityState::SupportTicket => "support_ticket",
+            CapabilityState::Slow => "slow",
             CapabilityState::NotTried => "not_tried",
             CapabilityState::NotProbedYet => "not_probed_yet",
             CapabilityState::Working => "ok",
@@ -92,6 +106,8 @@ impl CapabilityStatus {
             CapabilityState::NotProbedYet
         } else if latest.iter().all(|p| matches!(p.result, LatestResult::Blocked { .. })) {
             CapabilityState::NotTried
+        } else if latest.iter().any(|p| matches!(p.result, LatestResult::Slow { .. })) {
+            CapabilityState::Slow
         } else {
             CapabilityState::Working
         }
@@ -106,6 +122,77 @@ impl CapabilityStatus {
 pub struct HubStatus {
     pub url: String,
     pub capabilities: BTreeMap<Capability, CapabilityStatus>,
+    /// How long servers took to start over the last day: probe users' and real users' (the hub's log).
+    pub starts: StartTimes,
+}
+
+/// Hours of server starts kept.
+const START_HOURS: u64 = 24;
+
+/// Server start times over the last day, as hourly counts in [`SERVER_START_BUCKETS`] (and one more for
+/// longer): about 800 bytes a hub however many start, and quantiles computed as Prometheus'
+/// `histogram_quantile` does (linear within a bucket), so the page and the chart's rules agree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartTimes {
+    /// (hour since the epoch, counts per bucket), oldest first.
+    hours: VecDeque<(u64, [u16; SERVER_START_BUCKETS.len() + 1])>,
+}
+
+impl StartTimes {
+    pub fn record(&mut self, at: SystemTime, took: Duration) {
+        let hour = hour_of(at);
+        let seconds = took.as_secs_f64();
+        let bucket = SERVER_START_BUCKETS.iter().position(|le| seconds <= *le).unwrap_or(SERVER_START_BUCKETS.len());
+        if self.hours.back().is_none_or(|(h, _)| *h < hour) {
+            self.hours.push_back((hour, [0; SERVER_START_BUCKETS.len() + 1]));
+        }
+        // A start logged late (an earlier hour) counts in the latest hour: close enough for a day's figure.
+        let (_, counts) = self.hours.back_mut().expect("pushed above");
+        counts[bucket] = counts[bucket].saturating_add(1);
+        while self.hours.front().is_some_and(|(h, _)| *h + START_HOURS <= hour) {
+            self.hours.pop_front();
+        }
+    }
+
+    /// The counts per bucket over the day before `now`.
+    fn day(&self, now: SystemTime) -> [u32; SERVER_START_BUCKETS.len() + 1] {
+        let hour = hour_of(now);
+        let mut total = [0u32; SERVER_START_BUCKETS.len() + 1];
+        for (_, counts) in self.hours.iter().filter(|(h, _)| h + START_HOURS > hour) {
+            total.iter_mut().zip(counts).for_each(|(t, c)| *t += u32::from(*c));
+        }
+        total
+    }
+
+    /// Starts over the last day, and their p50 and p90 in seconds (`None` without a start).
+    pub fn figures(&self, now: SystemTime) -> (u32, Option<(f64, f64)>) {
+        let counts = self.day(now);
+        let total: u32 = counts.iter().sum();
+        let quantiles = (total > 0).then(|| (quantile(&counts, 0.5), quantile(&counts, 0.9)));
+        (total, quantiles)
+    }
+}
+
+fn hour_of(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 3600)
+}
+
+/// The `q` quantile of bucketed counts, linear within the bucket it falls in; in the overflow bucket, its
+/// lower bound (as `histogram_quantile` answers for `+Inf`).
+fn quantile(counts: &[u32], q: f64) -> f64 {
+    let total: u32 = counts.iter().sum();
+    let rank = q * f64::from(total);
+    let mut below = 0.0;
+    for (i, count) in counts.iter().enumerate() {
+        let count = f64::from(*count);
+        if below + count >= rank && count > 0.0 {
+            let Some(upper) = SERVER_START_BUCKETS.get(i) else { break };
+            let lower = if i == 0 { 0.0 } else { SERVER_START_BUCKETS[i - 1] };
+            return lower + (upper - lower) * (rank - below) / count;
+        }
+        below += count;
+    }
+    SERVER_START_BUCKETS[SERVER_START_BUCKETS.len() - 1]
 }
 
 #[derive(Debug, Default)]
@@ -124,9 +211,11 @@ impl StatusBoard {
         let mut board = self.hubs();
         board.retain(|name, _| hubs.iter().any(|h| &h.name == name));
         for hub in hubs {
-            let status = board
-                .entry(hub.name.clone())
-                .or_insert_with(|| HubStatus { url: hub.url.to_string(), capabilities: BTreeMap::new() });
+            let status = board.entry(hub.name.clone()).or_insert_with(|| HubStatus {
+                url: hub.url.to_string(),
+                capabilities: BTreeMap::new(),
+                starts: StartTimes::default(),
+            });
             status.url = hub.url.to_string();
             let capabilities = hub.capabilities();
             status.capabilities.retain(|c, _| capabilities.contains(c));
@@ -150,11 +239,22 @@ impl StatusBoard {
         let earlier_success = slot.as_ref().and_then(|p| p.last_success);
         let result = match &outcome.result {
             ProbeResult::Ok => LatestResult::Ok,
+            slow @ ProbeResult::Slow { .. } => LatestResult::Slow { reason: slow.slowness().unwrap_or_default() },
             ProbeResult::Failed(f) => LatestResult::Failed { stage: f.stage.as_str().into(), reason: f.reason.clone() },
             ProbeResult::Blocked { by } => LatestResult::Blocked { by: *by },
         };
-        let last_success = if result == LatestResult::Ok { Some(finished) } else { earlier_success };
+        let last_success = if outcome.result.is_success() { Some(finished) } else { earlier_success };
         *slot = Some(LatestProbe { at: finished, duration: outcome.duration, result, last_success });
+        if let Some(took) = outcome.start_time() {
+            hub.starts.record(finished, took);
+        }
+    }
+
+    /// A real user's server start, from the hub's log.
+    pub fn record_start(&self, hub: &str, at: SystemTime, took: Duration) {
+        if let Some(hub) = self.hubs().get_mut(hub) {
+            hub.starts.record(at, took);
+        }
     }
 
     /// The users affected now for the capabilities of one incident kind, as the detector sees them.
@@ -256,8 +356,11 @@ pub fn to_json(
             let keys: Vec<&str> = open.iter().map(|i| i.key.as_str()).collect();
             let incidents: Vec<Value> = open.iter().map(|i| i.to_json()).collect();
             let silences: Vec<&Value> = silences.iter().filter(|s| s["hub"] == name.as_str()).collect();
+            let (starts, quantiles) = hub.starts.figures(now);
+            let server_starts = json!({"last_day": starts, "p50_seconds": quantiles.map(|q| q.0),
+                "p90_seconds": quantiles.map(|q| q.1)});
             json!({"name": name, "url": hub.url, "capabilities": capabilities, "open_incidents": keys,
-                "incidents": incidents, "silences": silences})
+                "incidents": incidents, "silences": silences, "server_starts": server_starts})
         })
         .collect();
     json!({"generated_at": rfc3339(now), "hubs": hubs})
@@ -272,6 +375,24 @@ mod tests {
     }
 
     #[test]
+    fn start_times_over_the_last_day_give_the_quantiles_prometheus_would() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let mut starts = StartTimes::default();
+        assert_eq!(starts.figures(at(0)), (0, None));
+        // Nine starts within 5 s and one of 100 s (the bucket 90..120 s).
+        for i in 0..9 {
+            starts.record(at(i * 60), Duration::from_secs(4));
+        }
+        starts.record(at(600), Duration::from_secs(100));
+        let (count, Some((p50, p90))) = starts.figures(at(700)) else { panic!("figures") };
+        assert_eq!(count, 10);
+        assert!((p50 - 5.0 * 5.0 / 9.0).abs() < 1e-9, "p50 {p50}");
+        assert!((p90 - 5.0).abs() < 1e-9, "p90 at the ninth of ten is the top of the first bucket: {p90}");
+        starts.record(at(3_600 * 30), Duration::from_secs(1_000));
+        assert_eq!(starts.figures(at(3_600 * 30)), (1, Some((900.0, 900.0))), "the day before is gone; over 900 s");
+    }
+
+    #[test]
     fn a_capability_says_incident_ticket_not_tried_or_working() {
         let blocked = LatestResult::Blocked { by: Capability::Server };
         let mut status = CapabilityStatus::default();
@@ -282,11 +403,14 @@ mod tests {
         assert_eq!(status.state(), CapabilityState::NotTried, "blocked everywhere is not 'working'");
         status.probes.insert("probe-2".into(), latest(LatestResult::Ok));
         assert_eq!(status.state(), CapabilityState::Working);
+        status.probes.insert("probe-1".into(), latest(LatestResult::Slow { reason: "took 3m".into() }));
+        assert_eq!(status.state(), CapabilityState::Slow);
         status.affected.insert("carol".into(), "user_pod: ImagePullBackOff".into());
         assert_eq!(status.state(), CapabilityState::SupportTicket);
         status.incident_open = true;
         assert_eq!(status.state(), CapabilityState::Incident);
         status.affected.clear();
+        status.probes.insert("probe-1".into(), latest(LatestResult::Ok));
         assert_eq!(status.state(), CapabilityState::Working, "an incident open on the hub, this capability fine");
     }
 }

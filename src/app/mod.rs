@@ -386,6 +386,8 @@ impl App {
                 window: config.incidents.window,
                 call_timeout: config.kubernetes.call_timeout,
                 redactor: self.redactor.clone(),
+                metrics: self.pipeline.metrics.clone(),
+                board: self.pipeline.board.clone(),
             };
             let (users, stop_logs) = (real_users.clone(), stop.clone());
             self.pipeline.tasks.supervise("hub_logs", move || logs.clone().run(users.clone(), stop_logs.clone()));

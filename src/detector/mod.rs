@@ -20,6 +20,8 @@
 //! - And it stays recovered for `keep_open_for` (Prometheus' `keep_firing_for`): a failure inside that time
 //!   continues the same incident (an update that says so, never a second page). The recovery is dated when
 //!   service came back; it is decided `keep_open_for` later.
+//! - A probe user whose latest server start was slow (it started, after `slow_after`) within `window` is
+//!   *slow*; at least `min_affected_users` slow users are a support ticket of their own, never an incident.
 
 use crate::domain::{
     Capability, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition, UserFailure,
@@ -67,11 +69,13 @@ struct KindState {
 pub struct Detector {
     settings: DetectorSettings,
     state: HashMap<(String, IncidentKind), KindState>,
+    /// Per hub, the probe users whose latest server start was slow, and when it ended.
+    slow: HashMap<String, BTreeMap<String, SystemTime>>,
 }
 
 impl Detector {
     pub fn new(settings: DetectorSettings) -> Self {
-        Detector { settings, state: HashMap::new() }
+        Detector { settings, state: HashMap::new(), slow: HashMap::new() }
     }
 
     /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is
@@ -82,11 +86,12 @@ impl Detector {
 
     /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.
     pub fn observe(&mut self, outcome: &ProbeOutcome, now: SystemTime) -> Vec<Transition> {
+        self.observe_start(outcome, now);
         let kind = IncidentKind::of(outcome.capability);
         let state = self.state.entry((outcome.hub.clone(), kind)).or_default();
         let attempts = state.attempts.entry((outcome.user.clone(), outcome.capability)).or_default();
         match &outcome.result {
-            ProbeResult::Ok => {
+            ProbeResult::Ok | ProbeResult::Slow { .. } => {
                 attempts.failure = None;
                 attempts.ok_streak = attempts.ok_streak.saturating_add(1);
             }
@@ -145,6 +150,39 @@ impl Detector {
     /// The users affected now, per capability (also below the threshold: a support ticket).
     pub fn symptoms(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Symptoms {
         self.state.get(&(hub.to_string(), kind)).map(|s| self.current(s, now)).unwrap_or_default()
+    }
+
+    /// The probe users whose server starts are slow (within the window), when there are enough of them to be
+    /// a support ticket; empty otherwise.
+    pub fn slow_starts(&self, hub: &str, now: SystemTime) -> Vec<String> {
+        let slow: Vec<String> = self
+            .slow
+            .get(hub)
+            .into_iter()
+            .flatten()
+            .filter(|(_, at)| self.within_window(**at, now))
+            .map(|(user, _)| user.clone())
+            .collect();
+        if slow.len() >= self.settings.min_affected_users { slow } else { Vec::new() }
+    }
+
+    /// A server start that was slow marks its user slow; one in time, or a failure (which is worse, and
+    /// counted as such), clears it.
+    fn observe_start(&mut self, outcome: &ProbeOutcome, now: SystemTime) {
+        if outcome.capability != Capability::Server {
+            return;
+        }
+        match &outcome.result {
+            ProbeResult::Slow { .. } => {
+                self.slow.entry(outcome.hub.clone()).or_default().insert(outcome.user.clone(), now);
+            }
+            ProbeResult::Ok | ProbeResult::Failed(_) => {
+                if let Some(slow) = self.slow.get_mut(&outcome.hub) {
+                    slow.remove(&outcome.user);
+                }
+            }
+            ProbeResult::Blocked { .. } => {}
+        }
     }
 
     pub fn is_open(&self, hub: &str, kind: IncidentKind) -> bool {

@@ -379,3 +379,22 @@ fn each_source_of_real_users_replaces_only_its_own_news() {
     let transitions = d.signals("temple", SignalSource::HubLogs, Capability::Server, BTreeMap::new(), t(4));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }
+
+#[test]
+fn slow_starts_of_enough_users_are_a_ticket_never_an_incident() {
+    let mut d = Detector::new(settings());
+    let slow = || ProbeResult::Slow { took: MIN * 3, limit: MIN * 2 };
+    assert!(d.observe(&outcome("a", Capability::Server, slow()), t(1)).is_empty());
+    assert!(d.slow_starts("temple", t(1)).is_empty(), "one slow user is below the threshold");
+    assert!(d.observe(&outcome("b", Capability::Server, slow()), t(2)).is_empty(), "slow is never an incident");
+    assert_eq!(d.slow_starts("temple", t(2)), ["a", "b"]);
+    assert!(d.symptoms("temple", IncidentKind::HubAccess, t(2)).is_empty(), "nobody is affected: they started");
+    d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(3));
+    assert!(d.slow_starts("temple", t(3)).is_empty(), "a start in time clears its user");
+    d.observe(&outcome("b", Capability::Server, slow()), t(4));
+    d.observe(&outcome("b", Capability::Kernel, ProbeResult::Blocked { by: Capability::Login }), t(4));
+    assert_eq!(d.slow_starts("temple", t(4)), ["a", "b"], "other capabilities say nothing of starts");
+    assert!(d.slow_starts("temple", t(17)).is_empty(), "a's slow start aged out of the window");
+    d.observe(&outcome("a", Capability::Server, failed("quota")), t(5));
+    assert!(d.slow_starts("temple", t(5)).is_empty(), "a failed start is a failure, not slow");
+}

@@ -122,7 +122,10 @@ mod tests {
             Keep::Tail,
         );
         let halted = likely_cause(&diagnostics(vec![hub_log])).unwrap();
-        assert!(halted.starts_with("the hub's spawner stopped watching Kubernetes (its reflector failed): `[E"), "{halted}");
+        assert!(
+            halted.starts_with("the hub's spawner stopped watching Kubernetes (its reflector failed): `[E"),
+            "{halted}"
+        );
         let events = |lines: &str| {
             Section::ok("kubectl -n temple get events --sort-by=.lastTimestamp", lines.into(), Keep::Tail)
         };
@@ -133,7 +136,10 @@ mod tests {
              1m          Normal   Pulled    pod/jupyter-alice     Successfully pulled image \"big:1\"\n",
         );
         let pulling = likely_cause(&diagnostics(vec![still])).unwrap();
-        assert!(pulling.starts_with("an image is still being pulled: `5m Normal Pulling pod/jupyter-probe-1"), "{pulling}");
+        assert!(
+            pulling.starts_with("an image is still being pulled: `5m Normal Pulling pod/jupyter-probe-1"),
+            "{pulling}"
+        );
         let done = events(
             "5m   Normal   Pulling   pod/jupyter-probe-1   Pulling image \"big:1\"\n\
              1m   Normal   Pulled    pod/jupyter-probe-1   Successfully pulled image \"big:1\"\n",

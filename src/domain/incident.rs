@@ -42,6 +42,40 @@ impl IncidentKind {
     }
 }
 
+/// What a support ticket is about: users affected below the incident threshold in one kind, or starts that
+/// were slow (never an incident).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketKind {
+    HubAccess,
+    DaskGateway,
+    SlowStarts,
+}
+
+impl TicketKind {
+    pub const ALL: [TicketKind; 3] = [TicketKind::HubAccess, TicketKind::DaskGateway, TicketKind::SlowStarts];
+
+    pub fn of(kind: IncidentKind) -> TicketKind {
+        match kind {
+            IncidentKind::HubAccess => TicketKind::HubAccess,
+            IncidentKind::DaskGateway => TicketKind::DaskGateway,
+        }
+    }
+
+    /// The same words as [`IncidentKind::as_str`] for the kinds an incident also has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketKind::HubAccess => "hub_access",
+            TicketKind::DaskGateway => "dask_gateway",
+            TicketKind::SlowStarts => "slow_starts",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TicketKind> {
+        TicketKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 /// Why one user is affected in one capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserFailure {

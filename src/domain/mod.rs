@@ -9,7 +9,11 @@ pub mod wording;
 
 pub use hold::{DeploymentState, Hold, Rollout, Silence, SilenceSource};
 pub use incident::{
-    AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, Transition, UserFailure,
+    AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, TicketKind, Transition,
+    UserFailure,
 };
-pub use probe::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage, StageTiming, StepFailure, round_ms};
+pub use probe::{
+    Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Stage, StageTiming, StepFailure,
+    round_ms,
+};
 pub use secret::Secret;

@@ -115,6 +115,11 @@ impl fmt::Display for Stage {
     }
 }
 
+/// The buckets (seconds) server start times are counted in, by the metrics and the status page alike: from
+/// a warm start to the 10 minute probe timeout.
+pub const SERVER_START_BUCKETS: [f64; 15] =
+    [5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 450.0, 600.0, 900.0];
+
 /// Who is at fault when a step fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,6 +158,12 @@ impl StepFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Ok,
+    /// The server started, but took `took`, longer than `limit` (`probes.server.slow_after`): users wait,
+    /// yet can work. Not a failure: a support ticket when enough users are slow, never a page.
+    Slow {
+        took: Duration,
+        limit: Duration,
+    },
     Failed(StepFailure),
     /// `by` failed first, so this capability could not be tried; not a failure of its own.
     Blocked {
@@ -164,9 +175,22 @@ impl ProbeResult {
     pub fn label(&self) -> &'static str {
         match self {
             ProbeResult::Ok => "ok",
+            ProbeResult::Slow { .. } => "slow",
             ProbeResult::Failed(_) => "failed",
             ProbeResult::Blocked { .. } => "blocked",
         }
+    }
+
+    /// It worked (slowly or not).
+    pub fn is_success(&self) -> bool {
+        matches!(self, ProbeResult::Ok | ProbeResult::Slow { .. })
+    }
+
+    /// "the server took 2m 31s to start (slow after 2m)" for a slow start.
+    pub fn slowness(&self) -> Option<String> {
+        let ProbeResult::Slow { took, limit } = self else { return None };
+        let took = humantime::format_duration(Duration::from_secs(took.as_secs()));
+        Some(format!("the server took {took} to start (slow after {})", humantime::format_duration(*limit)))
     }
 
     /// A failure that affects users (not a monitor fault, not blocked).
@@ -194,10 +218,32 @@ pub struct ProbeOutcome {
 }
 
 impl ProbeOutcome {
+    /// How long a server that started took to: from the spawn request to ready (the stages the hub's own
+    /// "User NAME took X seconds to start" measures). `None` for anything but a server that started.
+    pub fn start_time(&self) -> Option<Duration> {
+        if self.capability != Capability::Server || !self.result.is_success() {
+            return None;
+        }
+        let spawning = self.stages.iter().filter(|s| matches!(s.stage, Stage::RequestSpawn | Stage::Progress));
+        let seconds: f64 = spawning.map(|s| s.seconds).sum();
+        (seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+    }
+
+    /// A started server's outcome marked slow when it took longer than `limit` to start.
+    pub fn slow_after(mut self, limit: Duration) -> Self {
+        if let (ProbeResult::Ok, Some(took)) = (&self.result, self.start_time())
+            && took > limit
+        {
+            self.result = ProbeResult::Slow { took, limit };
+        }
+        self
+    }
     /// The JSON line `hubwatch check --output json` prints (keys are part of the CLI contract).
     pub fn to_json(&self) -> serde_json::Value {
+        let slowness = self.result.slowness();
         let (stage, reason, detail, cause, blocked_by) = match &self.result {
             ProbeResult::Ok => (None, None, None, None, None),
+            ProbeResult::Slow { .. } => (Some(Stage::Progress.as_str()), slowness.as_deref(), None, None, None),
             ProbeResult::Failed(f) => {
                 (Some(f.stage.as_str()), Some(f.reason.as_str()), f.detail.as_deref(), Some(f.cause), None)
             }

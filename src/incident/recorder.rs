@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubNews, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, Transition};
+use crate::domain::{HubNews, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, TicketKind, Transition};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
@@ -185,9 +185,13 @@ impl Recorder {
             for kind in IncidentKind::ALL {
                 self.observers.refresh(&self.detector, &hub, kind, now);
                 if let Some(tickets) = &tickets {
-                    let open = tickets.contains(&(hub.clone(), kind));
+                    let open = tickets.contains(&(hub.clone(), TicketKind::of(kind)));
                     self.review_ticket(&hub, kind, open, now);
                 }
+            }
+            if let Some(tickets) = &tickets {
+                let open = tickets.contains(&(hub.clone(), TicketKind::SlowStarts));
+                self.review_slow_ticket(&hub, open, now);
             }
         }
     }
@@ -212,9 +216,23 @@ impl Recorder {
             return;
         }
         let users: Vec<String> = symptoms.users().into_iter().map(String::from).collect();
+        let (hub, kind) = (hub.to_string(), TicketKind::of(kind));
         let news = match (wanted, open) {
-            (true, false) => TicketNews::Opened { hub: hub.to_string(), kind, users },
-            (false, true) => TicketNews::Closed { hub: hub.to_string(), kind, escalated: incident },
+            (true, false) => TicketNews::Opened { hub, kind, users },
+            (false, true) => TicketNews::Closed { hub, kind, escalated: incident },
+            _ => return,
+        };
+        self.decide(Decision::Ticket(news), now);
+    }
+
+    /// Opens the slow-starts ticket of `hub` when enough probe users' starts are slow, and closes it when
+    /// they are not. Slowness is already a run of minutes: no settling.
+    fn review_slow_ticket(&mut self, hub: &str, open: bool, now: SystemTime) {
+        let users = self.detector.slow_starts(hub, now);
+        let (hub, kind) = (hub.to_string(), TicketKind::SlowStarts);
+        let news = match (!users.is_empty(), open) {
+            (true, false) => TicketNews::Opened { hub, kind, users },
+            (false, true) => TicketNews::Closed { hub, kind, escalated: false },
             _ => return,
         };
         self.decide(Decision::Ticket(news), now);
@@ -358,6 +376,9 @@ fn log_outcome(outcome: &ProbeOutcome) {
         (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
     match &outcome.result {
         ProbeResult::Ok => tracing::debug!(hub, user, capability, seconds, "probe ok"),
+        slow @ ProbeResult::Slow { .. } => {
+            tracing::info!(hub, user, capability, seconds, reason = slow.slowness().unwrap_or_default(), "probe slow")
+        }
         ProbeResult::Blocked { by } => tracing::info!(hub, user, capability, blocked_by = by.as_str(), "probe blocked"),
         ProbeResult::Failed(f) => tracing::warn!(
             hub, user, capability, seconds, stage = f.stage.as_str(), cause = ?f.cause, reason = %f.reason,

@@ -4,7 +4,7 @@
 
 use super::IncidentManager;
 use crate::config::Severity;
-use crate::domain::IncidentKind;
+use crate::domain::TicketKind;
 use crate::domain::wording::summary;
 use crate::store::{EventAction, IncidentRecord, NewEvent, StoreError, Ticket};
 use crate::timefmt::rfc3339;
@@ -65,13 +65,19 @@ pub fn incident_body(
 pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str>, url: &Url, at: SystemTime) -> Value {
     let count = ticket.users.len();
     let who = if count == 1 { "1 user" } else { &format!("{count} users") };
+    let summary = match ticket.kind {
+        TicketKind::SlowStarts => {
+            format!("{}: servers slow to start for {who} (they started: not an incident)", ticket.hub)
+        }
+        kind => format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, kind.as_str()),
+    };
     json!({
         "version": WEBHOOK_VERSION,
         "event": event.as_str(),
         "id": ticket.id,
         "hub": ticket.hub,
         "kind": ticket.kind.as_str(),
-        "summary": format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, ticket.kind.as_str()),
+        "summary": summary,
         "severity": Severity::Info.as_str(),
         "users": ticket.users,
         "impact_start": rfc3339(ticket.opened_at),
@@ -86,13 +92,13 @@ pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str
 pub enum TicketNews {
     Opened {
         hub: String,
-        kind: IncidentKind,
+        kind: TicketKind,
         users: Vec<String>,
     },
-    /// Nobody is affected any more, or it became an incident (`escalated`).
+    /// Nobody is affected (or slow) any more, or it became an incident (`escalated`).
     Closed {
         hub: String,
-        kind: IncidentKind,
+        kind: TicketKind,
         escalated: bool,
     },
 }
@@ -103,7 +109,7 @@ impl IncidentManager {
     }
 
     /// The support ticket open on `hub` for `kind`, if any.
-    pub fn open_ticket(&self, hub: &str, kind: IncidentKind) -> Result<Option<Ticket>, StoreError> {
+    pub fn open_ticket(&self, hub: &str, kind: TicketKind) -> Result<Option<Ticket>, StoreError> {
         Ok(self.store.open_tickets()?.into_iter().find(|t| t.hub == hub && t.kind == kind))
     }
 
@@ -129,7 +135,11 @@ impl IncidentManager {
             }
             TicketNews::Closed { hub, kind, escalated } => {
                 let Some(ticket) = self.open_ticket(hub, *kind)? else { return Ok(()) };
-                let why = if *escalated { "it became an incident" } else { "nobody is affected any more" };
+                let why = match (kind, escalated) {
+                    (_, true) => "it became an incident",
+                    (TicketKind::SlowStarts, false) => "servers start in time again",
+                    (_, false) => "nobody is affected any more",
+                };
                 let event = self.webhook(ticket_body(WebhookEvent::TicketClosed, &ticket, Some(why), &url, now));
                 self.store.close_ticket(&ticket.id, now, event.as_ref())?;
                 tracing::info!(id = %ticket.id, why, "support ticket closed");

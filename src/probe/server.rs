@@ -88,6 +88,7 @@ impl HubProber {
         let stop = |deadline| server.stop(&token, deadline);
         let stopped = round.clean_up(Stage::StopServer, stop).await;
         let server = round.finish(spawned.map(|r| r.map(|_| ())), stopped, spawn_duration);
+        let server = server.map(|outcome| outcome.slow_after(self.hub.probes.server.slow_after));
         server.into_iter().chain(on_server).collect()
     }
 

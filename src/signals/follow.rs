@@ -7,7 +7,9 @@
 
 use super::logs::{LogNews, LogWindow, news_in};
 use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::metrics::{Metrics, StartSource};
 use crate::redact::Redactor;
+use crate::status::StatusBoard;
 use futures_util::io::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
@@ -38,6 +40,9 @@ pub struct HubLogs {
     pub window: Duration,
     pub call_timeout: Duration,
     pub redactor: Arc<Redactor>,
+    /// Where real users' start times go: the metrics' histogram and the status board's day of starts.
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<StatusBoard>,
 }
 
 impl HubLogs {
@@ -58,7 +63,10 @@ impl HubLogs {
                 _ = &mut proxy => {}
                 _ = evaluate.tick() => {}
                 // Evaluated at once: a page waits for no tick.
-                Some(one) = news.recv() => window.take(one, SystemTime::now()),
+                Some(one) = news.recv() => {
+                    self.count_start(&one);
+                    window.take(one, SystemTime::now());
+                }
             }
             for capability in [Capability::Login, Capability::Server] {
                 let users = window.affected(capability, SystemTime::now(), self.window, &self.probe_users);
@@ -71,6 +79,16 @@ impl HubLogs {
                     return;
                 }
             }
+        }
+    }
+
+    /// A real user's start time, for the figures (probe users' starts are counted by their probes).
+    fn count_start(&self, news: &LogNews) {
+        if let LogNews::Started { who, took: Some(took) } = news
+            && !self.probe_users.contains(who)
+        {
+            self.metrics.observe_server_start(&self.hub, StartSource::Users, *took);
+            self.board.record_start(&self.hub, SystemTime::now(), *took);
         }
     }
 

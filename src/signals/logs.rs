@@ -32,9 +32,10 @@ pub enum LogNews {
         capability: Capability,
         reason: String,
     },
-    /// The user's server started.
+    /// The user's server started, in `took` when the hub said ("User NAME took 6.410 seconds to start").
     Started {
         who: String,
+        took: Option<Duration>,
     },
 }
 
@@ -93,11 +94,13 @@ fn spawn_news(line: &str) -> Option<LogNews> {
     if let Some((_, rest)) = line.split_once("] Server ")
         && let Some(who) = rest.strip_suffix(" is ready").or_else(|| rest.trim_end().strip_suffix(" is ready"))
     {
-        return Some(LogNews::Started { who: who.trim().to_string() });
+        return Some(LogNews::Started { who: who.trim().to_string(), took: None });
     }
     let (_, rest) = line.split_once("] User ")?;
     let (who, after) = rest.split_once(" took ")?;
-    after.trim_end().ends_with("to start").then(|| LogNews::Started { who: who.trim().to_string() })
+    let seconds = after.trim_end().strip_suffix("seconds to start")?;
+    let took = seconds.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64);
+    Some(LogNews::Started { who: who.trim().to_string(), took })
 }
 
 /// A request line: the hub's `] 500 GET /path (user@ip) 12.3ms` or the proxy's `error: 503 GET /path …`.
@@ -183,7 +186,7 @@ impl LogWindow {
                 let entry = self.failures.entry((capability, who)).or_insert((String::new(), at, at));
                 (entry.0, entry.2) = (reason, at);
             }
-            LogNews::Started { who } => {
+            LogNews::Started { who, .. } => {
                 self.failures.remove(&(Capability::Server, who));
             }
         }
@@ -249,11 +252,11 @@ mod tests {
             ),
             (
                 "[I 2026-11-30 12:49:32.836 JupyterHub users:1105] Server alice is ready",
-                Some(LogNews::Started { who: "alice".into() }),
+                Some(LogNews::Started { who: "alice".into(), took: None }),
             ),
             (
                 "[I 2026-11-30 12:49:32.823 JupyterHub base:1192] User alice took 6.410 seconds to start",
-                Some(LogNews::Started { who: "alice".into() }),
+                Some(LogNews::Started { who: "alice".into(), took: Some(Duration::from_millis(6_410)) }),
             ),
             (
                 // JupyterHub's concurrent_spawn_limit: "Too many users trying to log in right now."
@@ -272,7 +275,10 @@ mod tests {
                     "the hub is refusing new servers: too many starting at once (HTTP 429 on GET /hub/spawn/gina)",
                 ),
             ),
-            ("[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 GET /user/gina/api/kernels (gina@10.0.3.9) 2.1ms", None),
+            (
+                "[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 GET /user/gina/api/kernels (gina@10.0.3.9) 2.1ms",
+                None,
+            ),
             ("[I 2026-11-30 12:49:32.823 JupyterHub log:192] 200 GET /hub/spawn/alice (alice@10.0.3.7) 3.1ms", None),
             ("[W 2026-11-30 12:49:32.823 JupyterHub log:192] 404 GET /hub/user/alice/lab (alice@10.0.3.7) 3.1ms", None),
             ("[E 2026-11-30 12:49:32.823 JupyterHub log:192] 500 GET /hub/api/info (alice@10.0.3.7) 3.1ms", None),
@@ -305,7 +311,7 @@ mod tests {
         assert_eq!(affected.keys().collect::<Vec<_>>(), ["alice", "bob"]);
         assert_eq!(affected["alice"].1, at(0), "since the first failure");
         assert!(logs.affected(Capability::Login, at(30), window, &probe_users).is_empty());
-        logs.take(LogNews::Started { who: "bob".into() }, at(40));
+        logs.take(LogNews::Started { who: "bob".into(), took: None }, at(40));
         assert_eq!(
             logs.affected(Capability::Server, at(41), window, &probe_users).keys().collect::<Vec<_>>(),
             ["alice"]

@@ -343,7 +343,7 @@ fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now(
     let ticket = Ticket {
         id: "ticket-temple-hub_access-5".into(),
         hub: "temple".into(),
-        kind: IncidentKind::HubAccess,
+        kind: crate::domain::TicketKind::HubAccess,
         opened_at: t(5),
         users: vec!["ana".into()],
     };

@@ -4,7 +4,7 @@
 
 use super::outbox::{NewEvent, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::IncidentKind;
+use crate::domain::TicketKind;
 use rusqlite::params;
 use std::time::SystemTime;
 
@@ -12,7 +12,7 @@ use std::time::SystemTime;
 pub struct Ticket {
     pub id: String,
     pub hub: String,
-    pub kind: IncidentKind,
+    pub kind: TicketKind,
     pub opened_at: SystemTime,
     pub users: Vec<String>,
 }

@@ -1,11 +1,11 @@
-//! The closed sets of words the store keeps in TEXT columns — incident kinds, timeline kinds, event actions,
+//! The closed sets of words the store keeps in TEXT columns — incident and ticket kinds, timeline kinds, event actions,
 //! outbox states, silence sources — each bound and read through one `ToSql`/`FromSql`. A word no version of
 //! hubwatch wrote is an error when read (reported once by [`Unreadable`]), never taken for a default; a
 //! query's fixed condition names its words through [`is`] and [`among`], never typed into the SQL.
 
 use super::incidents::TimelineKind;
 use super::outbox::{EventAction, OutboxState};
-use crate::domain::{IncidentKind, SilenceSource};
+use crate::domain::{IncidentKind, SilenceSource, TicketKind};
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use std::collections::HashSet;
@@ -41,7 +41,7 @@ macro_rules! stored_words {
     )*};
 }
 
-stored_words!(IncidentKind, TimelineKind, EventAction, OutboxState, SilenceSource);
+stored_words!(IncidentKind, TicketKind, TimelineKind, EventAction, OutboxState, SilenceSource);
 
 /// `column = 'word'`.
 pub fn is(column: &str, word: impl Word) -> String {

@@ -114,6 +114,7 @@ fn state_of(status: &CapabilityStatus) -> (Tone, String) {
     match status.state() {
         CapabilityState::Incident => (Tone::Incident, format!("Incident · {users}")),
         CapabilityState::SupportTicket => (Tone::Ticket, format!("Support ticket · {users}")),
+        CapabilityState::Slow => (Tone::Ticket, "Working, slowly".to_string()),
         CapabilityState::NotTried => (Tone::Unknown, "Not tried: an earlier step fails".to_string()),
         CapabilityState::NotProbedYet => (Tone::Unknown, "Not probed yet".to_string()),
         CapabilityState::Working => (Tone::Ok, "Working".to_string()),
@@ -127,6 +128,9 @@ fn probe_line(user: &str, latest: Option<&LatestProbe>, now: SystemTime) -> Mark
             @match latest {
                 None => { (user) ": not probed yet" }
                 Some(p) if p.result == LatestResult::Ok => { "✓ " (user) " ok " (time(p.at, now)) }
+                Some(p) if matches!(p.result, LatestResult::Slow { .. }) => {
+                    "◔ " (user) " slow " (time(p.at, now)) ": " (p.result.describe())
+                }
                 Some(p) if matches!(p.result, LatestResult::Blocked { .. }) => {
                     "– " (user) " " (p.result.describe()) " " (time(p.at, now))
                 }
@@ -149,6 +153,14 @@ fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> M
             }
             @if !affected.is_empty() { div { "affected: " (affected.join(", ")) } }
         }
+    }
+}
+
+/// "12 s", "2m 5s".
+fn seconds(value: f64) -> String {
+    match value {
+        v if v < 100.0 => format!("{v:.0} s"),
+        v => humantime::format_duration(std::time::Duration::from_secs(v.round() as u64)).to_string(),
     }
 }
 
@@ -238,6 +250,11 @@ fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], now: SystemTime
                 a href=(hub.url) { (name) }
                 @for incident in open.iter().filter(|i| i.hub == name) {
                     div { a href={ "/incidents/" (incident.key) } { "incident " (incident.key) } }
+                }
+                @if let (starts, Some((p50, p90))) = hub.starts.figures(now) {
+                    div.muted title="how long servers took to start over the last day (probe and real users)" {
+                        "server starts: p50 " (seconds(p50)) " · p90 " (seconds(p90)) " (" (count(starts as usize, "start", "starts")) ", last day)"
+                    }
                 }
             }
             @for capability in Capability::ALL {

@@ -13,7 +13,7 @@ use hubwatch::app::pipeline::Pipeline;
 use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
-use hubwatch::domain::{Capability, DeploymentState, HubChange, IncidentKind, SilenceSource, Transition};
+use hubwatch::domain::{Capability, DeploymentState, HubChange, SilenceSource, TicketKind, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::holds::{self, SilenceRequest};
@@ -301,17 +301,13 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
     s.manager.record_change(&temple_upgrade(), t0).unwrap();
     s.manager
         .record_ticket(
-            &TicketNews::Opened {
-                hub: "temple".into(),
-                kind: IncidentKind::DaskGateway,
-                users: vec!["probe-3".into()],
-            },
+            &TicketNews::Opened { hub: "temple".into(), kind: TicketKind::DaskGateway, users: vec!["probe-3".into()] },
             t0,
         )
         .unwrap();
     s.manager
         .record_ticket(
-            &TicketNews::Closed { hub: "temple".into(), kind: IncidentKind::DaskGateway, escalated: false },
+            &TicketNews::Closed { hub: "temple".into(), kind: TicketKind::DaskGateway, escalated: false },
             t0 + Duration::from_secs(60),
         )
         .unwrap();
@@ -473,10 +469,9 @@ async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
     receiver.set_hang(true);
     pd.inner.lock().unwrap().rest_outage = Some(Fault::Hang);
     for user in ["probe-1", "probe-2"] {
-        let news =
-            TicketNews::Opened { hub: "temple".into(), kind: IncidentKind::DaskGateway, users: vec![user.into()] };
+        let news = TicketNews::Opened { hub: "temple".into(), kind: TicketKind::DaskGateway, users: vec![user.into()] };
         s.manager.record_ticket(&news, SystemTime::now()).unwrap();
-        let closed = TicketNews::Closed { hub: "temple".into(), kind: IncidentKind::DaskGateway, escalated: false };
+        let closed = TicketNews::Closed { hub: "temple".into(), kind: TicketKind::DaskGateway, escalated: false };
         s.manager.record_ticket(&closed, SystemTime::now()).unwrap();
     }
     let first = s.outage("temple", SystemTime::now());

@@ -5,15 +5,18 @@
 //!   status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none
 //!   after; the report draft has the right impact start and end and every timeline entry, `hubwatch report`
 //!   prints the same report the daemon serves, and `hubwatch incidents` lists it;
-//! - spawning fails for one user only → no page, a support ticket in the metrics;
+//! - spawning fails for one user only → no page, a support ticket in the metrics; then both users' spawns
+//!   slow (past `slow_after`) → `slow` results and a slow-starts ticket on the webhook, never a page, and
+//!   start times in the histogram and on `/api/v1/status`;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
 //! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
 //!   `keep_open_for` after the last failure.
 
-use crate::support::daemon::{Daemon, metric, more_probe_runs, sample, wait_for};
+use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
 use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, ROUTING_KEY};
 use crate::support::scenario::Scenario;
+use crate::support::webhook::{AUTHORIZATION, Receiver};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
@@ -53,10 +56,19 @@ impl Paging {
 
     /// As [`Paging::start`], with `incidents.keep_open_for` set to `keep_open_for`.
     async fn start_keeping_open(name: &str, port: u16, keep_open_for: &str) -> Paging {
-        let world = Scenario::on_lab(name, port).await.with_rest_api().config(json!({
-            "incidents": {"keep_open_for": keep_open_for},
-            "pagerduty": {"status_update_every": "5s"},
-        }));
+        Paging::start_with(name, port, json!({"incidents": {"keep_open_for": keep_open_for}}), &[]).await
+    }
+
+    /// As [`Paging::start`], with `patch` merged into the config and `env` added to the daemon's.
+    async fn start_with(name: &str, port: u16, patch: Value, env: &[(&str, &str)]) -> Paging {
+        let mut world = Scenario::on_lab(name, port)
+            .await
+            .with_rest_api()
+            .config(json!({"incidents": {"keep_open_for": "0s"}, "pagerduty": {"status_update_every": "5s"}}))
+            .config(patch);
+        for (key, value) in env {
+            world = world.env(key, value);
+        }
         let daemon = world.start().await;
         wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
             sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
@@ -172,8 +184,13 @@ fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, k
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_user_failing_is_a_support_ticket_never_a_page() {
-    let s = Paging::start("paging-ticket", 18710).await;
+async fn one_user_failing_or_slow_starts_are_support_tickets_never_a_page() {
+    let receiver = Receiver::default();
+    let hook = receiver.clone().start(0).await;
+    // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more.
+    let patch = json!({"defaults": {"probes": {"server": {"slow_after": "9s"}}}, "webhook": {"url": hook,
+        "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"}});
+    let s = Paging::start_with("paging-ticket", 18710, patch, &[("HOOK_AUTH", AUTHORIZATION)]).await;
     let (lab, pd, daemon) = (&s.world.lab, &s.world.pd, &s.daemon);
     lab.set_flag("spawn-fail", Some("probe-1"), "");
     wait_for("a support ticket", EVERY + TIMEOUT + MARGIN, async || {
@@ -191,6 +208,33 @@ async fn one_user_failing_is_a_support_ticket_never_a_page() {
         metric(&daemon.metrics().await, "hubwatch_support_tickets", &["kind=\"hub_access\""]) == 0.0
     })
     .await;
+
+    eprintln!("phase: every start takes 12 s, past slow_after (9 s)");
+    lab.set_flag("spawn-slow", None, "12");
+    let slow_ticket =
+        |event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == "slow_starts");
+    wait_for("a slow-starts ticket", (EVERY + TIMEOUT) * 2, async || slow_ticket("ticket_opened").is_some()).await;
+    let opened = slow_ticket("ticket_opened").unwrap();
+    assert_eq!(opened["users"], json!(["probe-1", "probe-2"]));
+    assert_eq!(opened["summary"], "lab: servers slow to start for 2 users (they started: not an incident)");
+    more_probe_runs(async || daemon.metrics().await, "server", "slow", 2.0).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(metric(&metrics, "hubwatch_incidents_open", &["kind=\"hub_access\""]), 0.0);
+    assert!(pd.accepted().is_empty(), "slow starts are never paged: {:?}", pd.accepted_actions());
+    let slow_starts = sample(&metrics, "hubwatch_server_start_seconds_bucket", &["source=\"probe\"", "le=\"10\""]);
+    let all_starts = sample(&metrics, "hubwatch_server_start_seconds_count", &["source=\"probe\""]);
+    assert!(all_starts.unwrap() > slow_starts.unwrap(), "starts past 10 s are in the histogram");
+    let status: Value = serde_json::from_str(&get(&format!("{}/api/v1/status", daemon.base), None).await.1).unwrap();
+    let lab_status = &status["hubs"][0];
+    assert_eq!(lab_status["capabilities"]["server"]["state"], "slow", "{lab_status}");
+    let p90 = lab_status["server_starts"]["p90_seconds"].as_f64().unwrap();
+    assert!(p90 > 10.0, "the day's p90 shows the slow starts: {lab_status}");
+
+    lab.clear_flags();
+    wait_for("the slow-starts ticket closed", (EVERY + TIMEOUT) * 2, async || slow_ticket("ticket_closed").is_some())
+        .await;
+    assert_eq!(slow_ticket("ticket_closed").unwrap()["closed_because"], "servers start in time again");
+    assert!(pd.accepted().is_empty(), "nothing was paged");
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
