@@ -16,6 +16,7 @@ use crate::probe::{self, HubProber};
 use crate::redact::Redactor;
 use crate::scheduler::Scheduler;
 use crate::signals::follow::HubLogs;
+use crate::signals::losses::StopRequests;
 use crate::signals::{Watch, changes};
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
@@ -365,6 +366,7 @@ impl App {
         let Some(client) = &self.kube else { return };
         for hub in &config.hubs {
             let Some(namespace) = hub.namespace.clone() else { continue };
+            let stops = Arc::new(StopRequests::default());
             let watch = Watch {
                 client: client.clone(),
                 hub: hub.name.clone(),
@@ -372,6 +374,9 @@ impl App {
                 pending_after: config.kubernetes.pending_after,
                 call_timeout: config.kubernetes.call_timeout,
                 redactor: self.redactor.clone(),
+                lost_for: config.incidents.window,
+                stops: stops.clone(),
+                loss_grace: crate::signals::losses::GRACE,
             };
             let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
             self.pipeline
@@ -388,6 +393,7 @@ impl App {
                 redactor: self.redactor.clone(),
                 metrics: self.pipeline.metrics.clone(),
                 board: self.pipeline.board.clone(),
+                stops,
             };
             let (users, stop_logs) = (real_users.clone(), stop.clone());
             self.pipeline.tasks.supervise("hub_logs", move || logs.clone().run(users.clone(), stop_logs.clone()));

@@ -6,6 +6,7 @@
 //! a hung connection and a quiet hub look alike.
 
 use super::logs::{LogNews, LogWindow, news_in};
+use super::losses::StopRequests;
 use crate::domain::{Capability, RealUsers, SignalSource};
 use crate::metrics::{Metrics, StartSource};
 use crate::redact::Redactor;
@@ -27,7 +28,9 @@ const REOPEN_EVERY: Duration = Duration::from_secs(300);
 const EVALUATE_EVERY: Duration = Duration::from_secs(5);
 
 /// The logs followed: z2jh's hub and proxy pods, by label, and their containers.
-const SOURCES: [(&str, &str); 2] = [("component=hub", "hub"), ("component=proxy", "chp")];
+const SOURCES: [(&str, &str); 2] = [("component=hub", HUB_CONTAINER), ("component=proxy", "chp")];
+/// The hub's container: the log that says which stops were asked for.
+const HUB_CONTAINER: &str = "hub";
 
 #[derive(Clone)]
 pub struct HubLogs {
@@ -43,6 +46,8 @@ pub struct HubLogs {
     /// Where real users' start times go: the metrics' histogram and the status board's day of starts.
     pub metrics: Arc<Metrics>,
     pub board: Arc<StatusBoard>,
+    /// The stop requests the hub's log shows, for the pod watch to tell a stop from a lost server.
+    pub stops: Arc<StopRequests>,
 }
 
 impl HubLogs {
@@ -65,7 +70,10 @@ impl HubLogs {
                 // Evaluated at once: a page waits for no tick.
                 Some(one) = news.recv() => {
                     self.count_start(&one);
-                    window.take(one, SystemTime::now());
+                    match one {
+                        LogNews::StopRequested { who } => self.stops.asked(&who, SystemTime::now()),
+                        one => window.take(one, SystemTime::now()),
+                    }
                 }
             }
             for capability in [Capability::Login, Capability::Server] {
@@ -111,6 +119,9 @@ impl HubLogs {
                     }
                 }
                 Err(e) => {
+                    if container == HUB_CONTAINER {
+                        self.stops.set_following(false);
+                    }
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(hub = %self.hub, selector, error = %self.redactor.redact(&e), "cannot follow the log; retrying");
                     }
@@ -157,6 +168,9 @@ impl HubLogs {
             .await
             .map_err(|_| format!("opening the log of {name} took over {:?}", self.call_timeout))?
             .map_err(|e| e.to_string())?;
+        if container == HUB_CONTAINER {
+            self.stops.set_following(true);
+        }
         let _ = tokio::time::timeout(REOPEN_EVERY, self.read_lines(stream, last_read, news)).await;
         Ok(())
     }

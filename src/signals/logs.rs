@@ -32,6 +32,11 @@ pub enum LogNews {
         capability: Capability,
         reason: String,
     },
+    /// A stop of the user's server was asked for and done (`DELETE /hub/api/users/NAME/server`, by the
+    /// user, an admin or the culler; or the user deleted).
+    StopRequested {
+        who: String,
+    },
     /// The user's server started, in `took` when the hub said ("User NAME took 6.410 seconds to start").
     Started {
         who: String,
@@ -49,6 +54,9 @@ pub fn news_in(line: &str, prefix: &str) -> Option<LogNews> {
         return Some(news);
     }
     let (status, method, target, logged_for) = request(&line)?;
+    if method == "DELETE" && (200..300).contains(&status) {
+        return stop_requested(target, prefix);
+    }
     let throttled = status == 429;
     if !(500..600).contains(&status) && !throttled {
         return None;
@@ -72,6 +80,19 @@ pub fn news_in(line: &str, prefix: &str) -> Option<LogNews> {
         false => cut(&request),
     };
     Some(LogNews::Failed { who, capability, reason })
+}
+
+/// `DELETE hub/api/users/NAME/server[s/…]` or `DELETE hub/api/users/NAME`, answered: a stop asked for.
+fn stop_requested(target: &str, prefix: &str) -> Option<LogNews> {
+    let path = target.split('?').next().unwrap_or_default();
+    let path = path.strip_prefix(prefix).or_else(|| path.strip_prefix('/'))?;
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["hub", "api", "users", who] | ["hub", "api", "users", who, "server" | "servers", ..] => {
+            Some(LogNews::StopRequested { who: percent_decoded(who) })
+        }
+        _ => None,
+    }
 }
 
 /// A request that starts a server: where the hub's spawn throttle answers 429.
@@ -189,6 +210,7 @@ impl LogWindow {
             LogNews::Started { who, .. } => {
                 self.failures.remove(&(Capability::Server, who));
             }
+            LogNews::StopRequested { .. } => {}
         }
     }
 
@@ -277,6 +299,19 @@ mod tests {
             ),
             (
                 "[W 2026-11-30 12:50:01.118 JupyterHub log:192] 429 GET /user/gina/api/kernels (gina@10.0.3.9) 2.1ms",
+                None,
+            ),
+            (
+                // The culler (a service) stopping alice's server; the request line is written when it ended.
+                "[I 2026-11-30 12:55:10.002 JupyterHub log:192] 204 DELETE /hub/api/users/alice/server (cull-idle@127.0.0.1) 10521.3ms",
+                Some(LogNews::StopRequested { who: "alice".into() }),
+            ),
+            (
+                "[I 2026-11-30 12:55:10.002 JupyterHub log:192] 202 DELETE /hub/api/users/erin%40example.org/server (admin@10.0.0.2) 10003.0ms",
+                Some(LogNews::StopRequested { who: "erin@example.org".into() }),
+            ),
+            (
+                "[W 2026-11-30 12:55:10.002 JupyterHub log:192] 400 DELETE /hub/api/users/alice/server (alice@10.0.0.2) 3.0ms",
                 None,
             ),
             ("[I 2026-11-30 12:49:32.823 JupyterHub log:192] 200 GET /hub/spawn/alice (alice@10.0.3.7) 3.1ms", None),

@@ -10,6 +10,7 @@ pub mod certificates;
 pub mod changes;
 pub mod follow;
 pub mod logs;
+pub mod losses;
 pub mod pods;
 
 use crate::domain::{Capability, RealUsers, SignalSource};
@@ -22,6 +23,7 @@ use k8s_openapi::api::core::v1::{Event as KubeEvent, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use losses::{Losses, StopRequests};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,7 +44,8 @@ struct Pods {
 }
 
 impl Pods {
-    fn take(&mut self, event: Result<Event<Pod>, watcher::Error>, hub: &str, selector: &str) {
+    /// Takes one event; returns the pod it changed (and whether it was deleted), outside of a re-list.
+    fn take(&mut self, event: Result<Event<Pod>, watcher::Error>, hub: &str, selector: &str) -> Option<(Pod, bool)> {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
@@ -51,7 +54,7 @@ impl Pods {
                     tracing::warn!(%hub, selector, error = %e, "cannot watch pods; retrying");
                     self.failing = true;
                 }
-                return;
+                return None;
             }
         };
         if std::mem::take(&mut self.failing) {
@@ -68,12 +71,23 @@ impl Pods {
                 self.synced = true;
             }
             Event::Apply(pod) => {
-                self.known.insert(name(&pod), pod);
+                self.known.insert(name(&pod), pod.clone());
+                return Some((pod, false));
             }
             Event::Delete(pod) => {
                 self.known.remove(&name(&pod));
+                return Some((pod, true));
             }
         }
+        None
+    }
+}
+
+/// A user's server pod gone or ended by the cluster: seen, to be judged (see [`losses`]).
+fn saw_loss(pod: &Pod, deleted: bool, losses: &mut Losses) {
+    let user = pod.metadata.annotations.as_ref().and_then(|a| a.get(USERNAME_ANNOTATION));
+    if let (Some(user), Some(loss)) = (user, pods::loss(pod, deleted)) {
+        losses.saw(user, loss, SystemTime::now());
     }
 }
 
@@ -87,6 +101,12 @@ pub struct Watch {
     pub call_timeout: Duration,
     /// Pod and event messages are the cluster's words: redacted before they become evidence.
     pub redactor: Arc<Redactor>,
+    /// How long a user whose server was lost stays affected (`incidents.window`).
+    pub lost_for: Duration,
+    /// The hub's stop requests, from its log: what tells a stop from a loss.
+    pub stops: Arc<StopRequests>,
+    /// How long after a server went it is judged ([`losses::GRACE`]).
+    pub loss_grace: Duration,
 }
 
 impl Watch {
@@ -112,22 +132,36 @@ impl Watch {
         let stream = watcher::watcher(api, watcher::Config::default().labels(selector)).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let mut pods = Pods::default();
+        let mut losses = Losses::default();
         let mut owners: HashMap<String, String> = HashMap::new();
         let mut sent: Option<BTreeMap<String, SystemTime>> = None;
         let mut evaluate = tokio::time::interval(EVALUATE_EVERY);
         loop {
+            let judgement = losses.due_in(SystemTime::now(), self.loss_grace).unwrap_or(EVALUATE_EVERY);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = evaluate.tick() => {}
+                _ = tokio::time::sleep(judgement) => {}
                 event = stream.next() => match event {
                     None => return,
-                    Some(event) => pods.take(event, &self.hub, selector),
+                    Some(event) => {
+                        if let Some((pod, deleted)) = pods.take(event, &self.hub, selector)
+                            && capability == Capability::Server
+                        {
+                            saw_loss(&pod, deleted, &mut losses);
+                        }
+                    }
                 },
             }
             if !pods.synced {
                 continue;
             }
             let (mut users, pending) = self.affected(&pods.known, capability, &mut owners).await;
+            let now = SystemTime::now();
+            losses.judge(now, self.loss_grace, &self.stops);
+            for (user, lost) in losses.current(now, self.lost_for) {
+                users.entry(user).or_insert(lost);
+            }
             let changed: BTreeMap<String, SystemTime> =
                 users.iter().map(|(u, (_, since))| (u.clone(), *since)).collect();
             if sent.as_ref() != Some(&changed) {

@@ -6,6 +6,9 @@
 //! - A container OOMKilled again and again (its last termination OOMKilled after at least two restarts).
 //!
 //! A pod being deleted is on its way out and says nothing; a Running, ready pod is fine.
+//!
+//! A running server that goes away is another matter: [`loss`] says when a user's server was taken from them
+//! (evicted, preempted, its node drained or gone) rather than stopped at the hub's request, and how.
 
 use crate::kubeapi::{human_duration, to_system_time};
 use k8s_openapi::api::core::v1::Pod;
@@ -21,6 +24,52 @@ pub struct Trouble {
     pub reason: String,
     /// Since when (the pod's creation: when the user asked for it).
     pub since: SystemTime,
+}
+
+/// Pod phases' reasons the kubelet gives a server it ended on its own account.
+const ENDED_BY_NODE: [&str; 5] = ["Evicted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated"];
+
+/// How a running server pod that ended or is being deleted was lost, when the cluster says it took it (a
+/// `DisruptionTarget` condition: an eviction, a drain, a preemption, a taint, a node gone; or the kubelet's
+/// own `Evicted`): `Marked`. A deletion the pod says nothing about (`kubectl delete`, a node pool scaled
+/// away, or the hub's own stop) is `Unmarked`: lost only if the hub did not ask for it. `None` for a pod
+/// that was not serving, or that ended by itself (its server exited).
+pub fn loss(pod: &Pod, deleted: bool) -> Option<Loss> {
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let status = pod.status.as_ref()?;
+    let node =
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).map(|n| format!(" on node {n}")).unwrap_or_default();
+    let disruption = status.conditions.iter().flatten().find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if let Some(condition) = disruption {
+        let reason = condition.reason.as_deref().unwrap_or("DisruptionTarget");
+        let message = condition.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        return Some(Loss::Marked(format!("server lost: pod {name}{node}: {reason}{message}")));
+    }
+    if status.phase.as_deref() == Some("Failed")
+        && let Some(reason) = status.reason.as_deref().filter(|r| ENDED_BY_NODE.contains(r))
+    {
+        let message = status.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        return Some(Loss::Marked(format!("server lost: pod {name}{node}: {reason}{message}")));
+    }
+    let serving = status.phase.as_deref() == Some("Running");
+    (deleted && serving).then(|| Loss::Unmarked(format!("server lost: pod {name}{node} was deleted")))
+}
+
+/// A running server gone, with the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loss {
+    /// The cluster says it took the server.
+    Marked(String),
+    /// Deleted without a word: by the hub (a stop), or from outside.
+    Unmarked(String),
+}
+
+impl Loss {
+    pub fn reason(&self) -> &str {
+        match self {
+            Loss::Marked(reason) | Loss::Unmarked(reason) => reason,
+        }
+    }
 }
 
 pub fn trouble(pod: &Pod, now: SystemTime, pending_after: Duration) -> Option<Trouble> {
@@ -150,6 +199,42 @@ mod tests {
             trouble(&oom(3), at(10), PENDING_AFTER).unwrap().reason,
             "pod jupyter-alice: container notebook OOMKilled, restarted 3 times"
         );
+    }
+
+    #[test]
+    fn a_server_taken_by_the_cluster_is_a_marked_loss_a_bare_deletion_unmarked() {
+        let running = |extra: serde_json::Value| {
+            let mut status = json!({"phase": "Running", "containerStatuses": [{"name": "notebook", "image": "i",
+                "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]});
+            for (key, value) in extra.as_object().unwrap() {
+                status[key] = value.clone();
+            }
+            let mut pod = pod(status);
+            pod.spec.as_mut().unwrap().node_name = Some("user-pool-7f2c".into());
+            pod
+        };
+        let drained = running(json!({"conditions": [{"type": "DisruptionTarget", "status": "True",
+            "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}]}));
+        assert_eq!(
+            loss(&drained, true),
+            Some(Loss::Marked(
+                "server lost: pod jupyter-alice on node user-pool-7f2c: EvictionByEvictionAPI: Eviction API: evicting"
+                    .into()
+            ))
+        );
+        let evicted = running(json!({"phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory."}));
+        assert_eq!(
+            loss(&evicted, false).unwrap().reason(),
+            "server lost: pod jupyter-alice on node user-pool-7f2c: Evicted: The node was low on resource: memory."
+        );
+        assert_eq!(
+            loss(&running(json!({})), true),
+            Some(Loss::Unmarked("server lost: pod jupyter-alice on node user-pool-7f2c was deleted".into()))
+        );
+        assert_eq!(loss(&running(json!({})), false), None, "a running pod is not lost");
+        assert_eq!(loss(&pod(json!({"phase": "Pending"})), true), None, "a start cancelled is not a loss");
+        assert_eq!(loss(&running(json!({"phase": "Succeeded"})), true), None, "a server that exited by itself");
     }
 
     #[test]

@@ -10,11 +10,12 @@
 //!   every probe passes, and resolve when their servers start.
 
 use crate::support::apiserver::ApiServer;
-use crate::support::daemon::wait_for;
 use crate::support::daemon::{Daemon, free_port};
+use crate::support::daemon::{sample, wait_for};
 use crate::support::k8s_fixtures::{self, CANARY, NAMESPACE};
 use crate::support::pagerduty::PagerDuty;
 use crate::support::scenario::Scenario;
+use hubwatch::signals::losses::StopRequests;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 
@@ -157,7 +158,11 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
     let t = SystemTime::now();
     k8s_fixtures::load(&api, k8s_fixtures::Trouble::NodePoolFull, t);
     k8s_fixtures::load_dask(&api, t);
+    for user in ["carol", "erin", "frank"] {
+        api.put("pods", k8s_fixtures::running_user_pod(user, t));
+    }
     let client = kube::Client::try_from(kube::Config::new(api.start().await.parse().unwrap())).unwrap();
+    let stops = std::sync::Arc::new(StopRequests::default());
     let watch = hubwatch::signals::Watch {
         client,
         hub: "temple".into(),
@@ -165,6 +170,9 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
         pending_after: Duration::from_secs(60),
         call_timeout: Duration::from_secs(5),
         redactor: std::sync::Arc::new(hubwatch::redact::Redactor::new()),
+        lost_for: Duration::from_secs(900),
+        stops: stops.clone(),
+        loss_grace: Duration::from_millis(500),
     };
     let (updates, mut received) = tokio::sync::mpsc::channel(16);
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -194,6 +202,33 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
     let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
     assert_eq!(update.capability, hubwatch::domain::Capability::Server);
     assert_eq!(update.users.keys().collect::<Vec<_>>(), ["alice"]);
+
+    // Running servers taken: carol's node drained (the eviction marks the pod, then it goes), erin's evicted
+    // by the kubelet; frank's deleted after a stop the hub's log showed (the culler's): not a loss.
+    stops.set_following(true);
+    let mut drained = k8s_fixtures::running_user_pod("carol", t);
+    drained["status"]["conditions"] = serde_json::json!([{"type": "DisruptionTarget", "status": "True",
+        "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}]);
+    api.put("pods", drained);
+    api.delete("pods", NAMESPACE, "jupyter-carol");
+    let mut evicted = k8s_fixtures::running_user_pod("erin", t);
+    evicted["status"] = serde_json::json!({"phase": "Failed", "reason": "Evicted",
+        "message": "The node was low on resource: memory."});
+    api.put("pods", evicted);
+    stops.asked("frank", SystemTime::now());
+    api.delete("pods", NAMESPACE, "jupyter-frank");
+    let lost = loop {
+        let update = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap().unwrap();
+        if update.capability == hubwatch::domain::Capability::Server && update.users.len() >= 3 {
+            break update.users;
+        }
+    };
+    assert_eq!(lost.keys().collect::<Vec<_>>(), ["alice", "carol", "erin"], "frank's server was stopped, not lost");
+    assert_eq!(
+        lost["carol"].0,
+        "server lost: pod jupyter-carol on node user-pool-7f2c: EvictionByEvictionAPI: Eviction API: evicting"
+    );
+    assert!(lost["erin"].0.ends_with(": Evicted: The node was low on resource: memory."), "{lost:?}");
     shutdown.cancel();
     watching.await.unwrap();
 }
@@ -405,12 +440,14 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     for user in ["probe-3", "probe-4"] {
         hub_api(reqwest::Method::DELETE, user).await.unwrap();
     }
+    throttled_users_page_and_their_starts_are_counted(&daemon, api, pd).await;
+    servers_taken_from_their_users_page_and_stops_do_not(api, pd).await;
     let (status, body) =
         crate::support::daemon::get(&format!("{}/api/v1/availability?since=1d", daemon.base), None).await;
     assert_eq!(status, 200, "{body}");
     let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
     let lab_row = rows.iter().find(|r| r["hub"] == "lab" && r["kind"] == "hub_access").unwrap();
-    assert_eq!(lab_row["incidents"], 1, "{lab_row}");
+    assert_eq!(lab_row["incidents"], 3, "spawns failing, throttled, servers lost: {lab_row}");
     assert!(lab_row["availability"].as_f64().unwrap() < 1.0, "{lab_row}");
     assert!(lab_row["mean_time_to_page_seconds"].as_f64().is_some_and(|s| s < 60.0), "{lab_row}");
     assert!(lab_row["impact_minutes"].as_f64().is_some_and(|m| m > 0.0), "{lab_row}");
@@ -419,6 +456,70 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     mirror.await.unwrap();
     let everything = format!("{:?}", pd.accepted());
     assert!(!everything.contains(&token), "the hub token leaked");
+}
+
+/// Two real users turned away by the hub's spawn throttle (`429`, as JupyterHub logs it) page, in the hub's
+/// terms; their later starts ("took … seconds to start") clear them and feed the start-time histogram.
+async fn throttled_users_page_and_their_starts_are_counted(daemon: &Daemon, api: &ApiServer, pd: &PagerDuty) {
+    eprintln!("phase: two real users throttled by concurrent_spawn_limit");
+    let hub_log = |line: &str| api.write_log(k8s_fixtures::HUB_POD, "hub", line);
+    for user in ["frank", "gina"] {
+        hub_log(&format!(
+            "[W 2026-12-06 03:10:01.118 JupyterHub log:192] 429 POST /hub/api/users/{user}/server ({user}@10.0.3.8) 4.02ms"
+        ));
+    }
+    wait_for("the throttling trigger", Duration::from_secs(60), async || triggers(pd).len() == 2).await;
+    let trigger = triggers(pd)[1].clone();
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], json!(["frank", "gina"]), "{trigger:#}");
+    assert!(details["last_errors"].to_string().contains("the hub is refusing new servers: too many starting at once"));
+    for (user, seconds) in [("frank", "131.502"), ("gina", "4.210")] {
+        hub_log(&format!(
+            "[I 2026-12-06 03:12:13.000 JupyterHub base:1192] User {user} took {seconds} seconds to start"
+        ));
+    }
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    wait_for("the throttling resolve", Duration::from_secs(60), async || {
+        pd.accepted().iter().any(|e| e["event_action"] == "resolve" && e["dedup_key"] == key.as_str())
+    })
+    .await;
+    let metrics = daemon.metrics().await;
+    let real = |labels: &[&str]| sample(&metrics, "hubwatch_server_start_seconds_bucket", labels).unwrap_or(0.0);
+    assert!(real(&["source=\"users\"", "le=\"+Inf\""]) >= 2.0, "real users' starts are counted");
+    assert!(
+        real(&["source=\"users\"", "le=\"120\""]) < real(&["source=\"users\"", "le=\"+Inf\""]),
+        "frank's 131 s start is past 120 s"
+    );
+}
+
+/// Running servers taken from their users page ("server lost"): harry's node drained (the eviction marks the
+/// pod), ivy's pod deleted from outside while the hub's log is followed; jack's deleted after the culler's
+/// stop request in the hub's log is a stop, not a loss.
+async fn servers_taken_from_their_users_page_and_stops_do_not(api: &ApiServer, pd: &PagerDuty) {
+    eprintln!("phase: servers taken from running users");
+    for user in ["harry", "ivy", "jack"] {
+        api.put("pods", k8s_fixtures::running_user_pod(user, SystemTime::now()));
+    }
+    let mut drained = k8s_fixtures::running_user_pod("harry", SystemTime::now());
+    drained["status"]["conditions"] = json!([{"type": "DisruptionTarget", "status": "True",
+        "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"}]);
+    api.put("pods", drained);
+    api.delete("pods", NAMESPACE, "jupyter-harry");
+    api.delete("pods", NAMESPACE, "jupyter-ivy");
+    api.delete("pods", NAMESPACE, "jupyter-jack");
+    // The request line is written when the stop has ended: after the pod went.
+    api.write_log(
+        k8s_fixtures::HUB_POD,
+        "hub",
+        "[I 2026-12-06 03:20:11.000 JupyterHub log:192] 204 DELETE /hub/api/users/jack/server (cull-idle@127.0.0.1) 10012.00ms",
+    );
+    wait_for("the lost-servers trigger", Duration::from_secs(90), async || triggers(pd).len() == 3).await;
+    let trigger = triggers(pd)[2].clone();
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], json!(["harry", "ivy"]), "jack was stopped: {trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("EvictionByEvictionAPI: Eviction API: evicting"), "{reasons}");
+    assert!(reasons.contains("server lost: pod jupyter-ivy on node user-pool-7f2c was deleted"), "{reasons}");
 }
 
 /// A tenant of a cluster-wide discovery with a held token: its Deployment labelled `component=hub`, a plain

@@ -7,7 +7,8 @@
 //!   prints the same report the daemon serves, and `hubwatch incidents` lists it;
 //! - spawning fails for one user only → no page, a support ticket in the metrics; then both users' spawns
 //!   slow (past `slow_after`) → `slow` results and a slow-starts ticket on the webhook, never a page, and
-//!   start times in the histogram and on `/api/v1/status`;
+//!   start times in the histogram and on `/api/v1/status`; then both users' spawns stuck (no progress) → a
+//!   page after `stuck_after`, long before the probe's timeout;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
 //! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
@@ -184,11 +185,13 @@ fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, k
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_user_failing_or_slow_starts_are_support_tickets_never_a_page() {
+async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     let receiver = Receiver::default();
     let hook = receiver.clone().start(0).await;
-    // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more.
-    let patch = json!({"defaults": {"probes": {"server": {"slow_after": "9s"}}}, "webhook": {"url": hook,
+    // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more, with 12 s of
+    // silence in the progress stream (stuck only after 20 s); the probe's timeout is 30 s.
+    let server = json!({"slow_after": "9s", "stuck_after": "20s", "timeout": "60s"});
+    let patch = json!({"defaults": {"probes": {"server": server}}, "webhook": {"url": hook,
         "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"}});
     let s = Paging::start_with("paging-ticket", 18710, patch, &[("HOOK_AUTH", AUTHORIZATION)]).await;
     let (lab, pd, daemon) = (&s.world.lab, &s.world.pd, &s.daemon);
@@ -235,6 +238,16 @@ async fn one_user_failing_or_slow_starts_are_support_tickets_never_a_page() {
         .await;
     assert_eq!(slow_ticket("ticket_closed").unwrap()["closed_because"], "servers start in time again");
     assert!(pd.accepted().is_empty(), "nothing was paged");
+
+    eprintln!("phase: every start stuck after `Spawning server...` (stuck_after 20 s, timeout 60 s)");
+    lab.set_flag("spawn-hang", None, "");
+    let latency =
+        wait_for("the stuck-spawns trigger", Duration::from_secs(90), async || !pd.accepted().is_empty()).await;
+    eprintln!("    stuck spawns paged {latency:?} after they began (stuck_after 20 s, server every 4 s)");
+    let trigger = &pd.accepted()[0];
+    let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("no progress for 20s; last: Spawning server..."), "{reasons}");
+    lab.clear_flags();
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
