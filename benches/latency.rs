@@ -37,6 +37,8 @@ struct Intervals {
     login_timeout: u64,
     server_every: u64,
     server_timeout: u64,
+    /// `probes.server.stuck_after`: a start silent that long fails.
+    stuck_after: u64,
     kernel_timeout: u64,
     /// With a kept server: its interval, and the other users' server rounds'.
     sentinel_every: u64,
@@ -48,6 +50,7 @@ const FAST: Intervals = Intervals {
     login_timeout: 5,
     server_every: 10,
     server_timeout: 20,
+    stuck_after: 10,
     kernel_timeout: 8,
     sentinel_every: 10,
     sentinel_server_every: 60,
@@ -58,6 +61,7 @@ const DEFAULT: Intervals = Intervals {
     login_timeout: 30,
     server_every: 600,
     server_timeout: 600,
+    stuck_after: 180,
     kernel_timeout: 120,
     sentinel_every: 60,
     sentinel_server_every: 600,
@@ -155,7 +159,8 @@ fn measure(pd: &PagerDuty, cases: Vec<Case>) {
         // Since the fault: a follow-up trigger (more users) must not pass for the resolve.
         let sent = |action: &str| pd.accepted().iter().skip(before).any(|e| e["event_action"] == action);
         fault(true);
-        let paged = wait("trigger", Duration::from_secs(every + timeout + 60), || sent("trigger"));
+        // The second user's corroborating round must time out (or go stuck) too.
+        let paged = wait("trigger", Duration::from_secs(every + 2 * timeout + 60), || sent("trigger"));
         fault(false);
         let limit = Duration::from_secs(resolve_every * 4 + timeout + keep + 60);
         let resolved = wait("resolve", limit, || sent("resolve"));
@@ -173,13 +178,14 @@ fn measure(pd: &PagerDuty, cases: Vec<Case>) {
 
 /// The probe rounds alone.
 fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &Intervals) {
-    let Intervals { login_every, login_timeout, server_every, server_timeout, kernel_timeout, .. } = *intervals;
+    let Intervals { login_every, login_timeout, server_every, server_timeout, stuck_after, kernel_timeout, .. } =
+        *intervals;
     let keep = keep_open_for();
     let daemon = start_daemon(
         lab,
         &format!(
             "incidents: {{window: 2m, keep_open_for: {keep}s}}\npagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: \"{events_url}\", retry_delay: 1s}}\n\
-             defaults:\n  probes:\n    login: {{every: {login_every}s, timeout: {login_timeout}s}}\n    server: {{every: {server_every}s, timeout: {server_timeout}s}}\n    kernel: {{every: {server_every}s, timeout: {kernel_timeout}s}}\n\
+             defaults:\n  probes:\n    login: {{every: {login_every}s, timeout: {login_timeout}s}}\n    server: {{every: {server_every}s, timeout: {server_timeout}s, stuck_after: {stuck_after}s}}\n    kernel: {{every: {server_every}s, timeout: {kernel_timeout}s}}\n\
              hubs:\n  - name: lab\n    url: {}\n    token: {{env: HUBWATCH_TOKEN}}\n    users: [probe-1, probe-2]\n",
             lab.url
         ),
@@ -193,6 +199,13 @@ fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &In
             every: server_every,
             timeout: server_timeout,
             fault: Box::new(|on| if on { lab.set_flag("spawn-fail", None, "") } else { lab.clear_flags() }),
+            resolve_every: server_every,
+        },
+        Case {
+            name: "spawns stuck for both users (timeout column: stuck_after)",
+            every: server_every,
+            timeout: stuck_after,
+            fault: Box::new(|on| if on { lab.set_flag("spawn-hang", None, "") } else { lab.clear_flags() }),
             resolve_every: server_every,
         },
         Case {
@@ -211,7 +224,7 @@ fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &In
         },
     ];
     // Under `cargo test` the first case only: it still runs end to end, in well under a minute.
-    measure(pd, cases.into_iter().take(if support::smoke() { 1 } else { 3 }).collect());
+    measure(pd, cases.into_iter().take(if support::smoke() { 1 } else { 4 }).collect());
     stop_daemon(daemon);
 }
 

@@ -122,7 +122,18 @@ c.Spawner.environment = {
     # Runtime files outside the home directory, as many images keep them: a full home then fails saving, not
     # the server's start (the outage users actually meet).
     "JUPYTER_RUNTIME_DIR": lambda spawner: str(LAB_DIR / "runtime" / spawner.user.name),
+    # What daskhub sets in every user server, so that users' `Gateway()` finds the gateway. With the
+    # dask-no-route flag (read at spawn) the scheduler proxy address leads nowhere, as when a NetworkPolicy
+    # blocks user servers from it: the gateway's HTTP API answers, a client never reaches its scheduler.
+    "DASK_GATEWAY__ADDRESS": f"http://127.0.0.1:{PORT}/services/dask-gateway",
+    "DASK_GATEWAY__PROXY_ADDRESS": lambda spawner: (
+        f"gateway://127.0.0.1:{PORT + 9}" if flag("dask-no-route", spawner.user.name) else f"gateway://127.0.0.1:{PORT + 5}"
+    ),
+    "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
 }
+# Users' servers may use the gateway as users (daskhub does the same): their token carries the access scope
+# the gateway's JupyterHub authenticator checks.
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "access:services!service=dask-gateway"]
 c.SimpleLocalProcessSpawner.home_dir_template = str(LAB_DIR / "home" / "{username}")
 
 c.JupyterHub.services = [

@@ -598,6 +598,13 @@ pub struct DaskGatewayConfig {
     /// Sent with every cluster created (the gateway's cluster options).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub cluster_options: Map<String, Value>,
+    /// Also try the gateway from inside a user server, as users do: on a server round when the Dask probe is
+    /// due, the server's kernel runs `Gateway()` with the server's own settings, creates a cluster, connects
+    /// a client to its scheduler (`gateway://` through the gateway's TLS proxy), computes a small sum and shuts
+    /// the cluster down (stage `connect_from_server`, the exception as the reason). A NetworkPolicy that
+    /// blocks user servers from the scheduler leaves the probe from hubwatch's pod green; this one fails.
+    #[serde(default)]
+    pub from_server: bool,
 }
 
 /// A configuration that failed to load or validate. Its `Display` is what `hubwatch` prints before exiting 2.

@@ -260,6 +260,7 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
     let dask_gateway = match annotation(deployment, DASK_GATEWAY_ANNOTATION) {
         None => None,
         Some(text) => Some(crate::config::DaskGatewayConfig {
+            from_server: false,
             url: gateway_hosts.check(DASK_GATEWAY_ANNOTATION, text)?,
             cluster_options: Default::default(),
         }),

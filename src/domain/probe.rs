@@ -71,6 +71,9 @@ pub enum Stage {
     Scale,
     WaitWorker,
     DeleteCluster,
+    /// From inside a user server: a kernel creates a cluster through the gateway, connects to its scheduler,
+    /// computes, and shuts it down.
+    ConnectFromServer,
     // real users (Kubernetes signals, not a probe step)
     /// A real user's pod is stuck or crashing.
     UserPod,
@@ -104,6 +107,7 @@ impl Stage {
             Stage::Scale => "scale",
             Stage::WaitWorker => "wait_worker",
             Stage::DeleteCluster => "delete_cluster",
+            Stage::ConnectFromServer => "connect_from_server",
             Stage::UserPod => "user_pod",
         }
     }

@@ -3,10 +3,11 @@
 //! gateway), then delete the cluster. The cluster is deleted whatever happened: leaked clusters cost money.
 
 use super::answers::Text;
+use super::kernel::KernelWork;
 use super::lane::{Plain, PlainRound, Probe};
 use super::round::HubProber;
 use super::{Deadline, Look, Stages, poll_until};
-use crate::config::DaskGatewayConfig;
+use crate::config::{DaskGatewayConfig, KernelCell};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response};
 use crate::sync::lock;
@@ -30,7 +31,49 @@ pub(super) fn lane(prober: &HubProber, _: &str) -> Option<Box<dyn Probe>> {
     Some(Box::new(Plain { capability: Capability::DaskGateway, every: prober.hub.probes.dask_gateway.every, round }))
 }
 
+/// The cell a user server's kernel runs for Dask from inside: the server's own gateway settings (`Gateway()`
+/// as users call it), one worker, a sum computed on it, the cluster shut down whatever happened. Python's
+/// own timeouts end before the probe's, so a blocked route fails with Dask's words, not a cut-off.
+fn from_server_cell(cluster_options: &serde_json::Map<String, Value>, timeout: Duration) -> KernelCell {
+    let wait = timeout.saturating_sub(Duration::from_secs(15)).max(Duration::from_secs(30)).as_secs() / 3;
+    let options = serde_json::to_string(&Value::Object(cluster_options.clone()).to_string()).expect("a string");
+    let code = format!(
+        r#"import json as _hubwatch_json
+import dask as _hubwatch_dask
+from dask_gateway import Gateway as _HubwatchGateway
+_hubwatch_dask.config.set({{"distributed.comm.timeouts.connect": "{wait}s"}})
+with _HubwatchGateway() as _hubwatch_gateway:
+    _hubwatch_cluster = _hubwatch_gateway.new_cluster(**_hubwatch_json.loads({options}))
+    try:
+        _hubwatch_cluster.scale(1)
+        with _hubwatch_cluster.get_client(set_as_default=False) as _hubwatch_client:
+            _hubwatch_client.wait_for_workers(1, timeout={wait})
+            _hubwatch_sum = _hubwatch_client.submit(sum, [1, 2]).result(timeout={wait})
+    finally:
+        _hubwatch_cluster.shutdown()
+_hubwatch_sum"#
+    );
+    KernelCell { code, expect: Some("3".into()), expect_regex: None }
+}
+
 impl HubProber {
+    /// Dask Gateway from inside the running server at `server_url`: the dask_gateway capability, at stage
+    /// `connect_from_server`. None when the hub has no gateway or the round was cancelled.
+    pub(super) async fn probe_dask_from_server(
+        &self,
+        user: &str,
+        token: &Secret,
+        server_url: &Url,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Option<ProbeOutcome> {
+        let gateway = self.hub.dask_gateway.as_ref()?;
+        let timeout = self.hub.probes.dask_gateway.timeout;
+        let cells = [from_server_cell(&gateway.cluster_options, timeout)];
+        let work =
+            KernelWork { capability: Capability::DaskGateway, timeout, cells: &cells, stage: Stage::ConnectFromServer };
+        self.on_kernel(user, token, server_url, work, cancel).await
+    }
+
     /// The dask_gateway capability; None when the hub has no gateway configured or the round was cancelled.
     pub async fn probe_dask_gateway(
         &self,

@@ -30,6 +30,15 @@ const MESSAGE_LIMIT: usize = crate::http::BODY_LIMIT;
 
 pub type KernelSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Code run on a kernel of a user's server, as one capability's attempt.
+pub(super) struct KernelWork<'a> {
+    pub capability: Capability,
+    pub timeout: Duration,
+    pub cells: &'a [KernelCell],
+    /// The stage the cells' execution is recorded and fails at.
+    pub stage: Stage,
+}
+
 impl HubProber {
     /// The kernel capability on a running server; the kernel is deleted afterwards. None when cancelled.
     pub(super) async fn probe_kernel(
@@ -40,16 +49,40 @@ impl HubProber {
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<ProbeOutcome> {
         let settings = &self.hub.probes.kernel;
-        let round = self.round(user, Capability::Kernel, settings.timeout);
+        let work = KernelWork {
+            capability: Capability::Kernel,
+            timeout: settings.timeout,
+            cells: &settings.cells,
+            stage: Stage::Execute,
+        };
+        self.on_kernel(user, token, server_url, work, cancel).await
+    }
+
+    /// Starts a kernel on the running server, runs `work`'s cells on it, and deletes it. None when cancelled.
+    pub(super) async fn on_kernel(
+        &self,
+        user: &str,
+        token: &Secret,
+        server_url: &Url,
+        work: KernelWork<'_>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Option<ProbeOutcome> {
+        let kernel_name = self.hub.probes.kernel.kernel_name.as_deref();
+        let round = self.round(user, work.capability, work.timeout);
         let (stages, deadline) = (&round.stages, round.deadline);
         let kernel_id: std::sync::Mutex<Option<String>> = Default::default();
         let executed = round
             .steps(cancel, async {
-                let start = start_kernel(&self.http, server_url, token, settings.kernel_name.as_deref(), deadline);
+                let start = start_kernel(&self.http, server_url, token, kernel_name, deadline);
                 let id = stages.run(Stage::StartKernel, start).await?;
                 *lock(&kernel_id) = Some(id.clone());
                 let mut socket = stages.run(Stage::Connect, connect(server_url, token, &id, deadline)).await?;
-                let executed = stages.run(Stage::Execute, run_cells(&mut socket, &settings.cells, deadline)).await;
+                let cells = run_cells(&mut socket, work.cells, deadline);
+                let executed = stages
+                    .run(work.stage, async {
+                        cells.await.map_err(|failure| StepFailure { stage: work.stage, ..failure })
+                    })
+                    .await;
                 let _ = timeout_at(deadline.at, socket.close(None)).await;
                 executed
             })

@@ -35,11 +35,13 @@ use std::time::Duration;
 pub struct OnServer {
     pub kernel: bool,
     pub home: bool,
+    /// Dask Gateway from inside the server (when the hub asks for it: `dask_gateway.from_server`).
+    pub dask: bool,
 }
 
 impl OnServer {
     /// Everything (`hubwatch check`, a corroborating round).
-    pub const ALL: OnServer = OnServer { kernel: true, home: true };
+    pub const ALL: OnServer = OnServer { kernel: true, home: true, dask: true };
 }
 
 /// When a probe must be done by, and the budget it was given (for messages).

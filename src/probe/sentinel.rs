@@ -63,7 +63,7 @@ impl HubProber {
             }
         };
         let on_server = match &reachable {
-            Some(url) => self.on_server(user, &token, url, OnServer::ALL, cancel).await,
+            Some(url) => self.on_server(user, &token, url, OnServer { dask: false, ..OnServer::ALL }, cancel).await,
             None => [Capability::Kernel, Capability::Home]
                 .into_iter()
                 .map(|c| self.round(user, c, Duration::ZERO).blocked(Capability::Server))

@@ -36,6 +36,7 @@ pub(super) fn lane(prober: &HubProber, user: &str) -> Option<Box<dyn Probe>> {
         every: probes.server.every.min(probes.kernel.every).min(probes.home.every),
         kernel: Within::every(probes.kernel.every),
         home: Within::every(probes.home.every),
+        dask: Within::every(probes.dask_gateway.every),
     }))
 }
 
@@ -43,6 +44,8 @@ struct ServerLane {
     every: Duration,
     kernel: Within,
     home: Within,
+    /// Dask from inside the server, on the Dask probe's interval (only for hubs that ask for it).
+    dask: Within,
 }
 
 impl Probe for ServerLane {
@@ -57,7 +60,11 @@ impl Probe for ServerLane {
     fn round(&self, c: Context, slot: Slot, cancel: CancellationToken) -> BoxFuture<'static, Vec<ProbeOutcome>> {
         let on = match slot.corroborating {
             true => OnServer::ALL,
-            false => OnServer { kernel: self.kernel.take(slot.due), home: self.home.take(slot.due) },
+            false => OnServer {
+                kernel: self.kernel.take(slot.due),
+                home: self.home.take(slot.due),
+                dask: self.dask.take(slot.due),
+            },
         };
         Box::pin(async move { c.prober.probe_server(&c.user, on, &cancel).await })
     }
@@ -68,11 +75,13 @@ impl HubProber {
     /// The server is stopped at the end whatever happened. Empty when cancelled.
     pub async fn probe_server(&self, user: &str, on: OnServer, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
         let round = self.round(user, Capability::Server, self.hub.probes.server.timeout);
-        let siblings: Vec<_> = [(on.kernel, Capability::Kernel), (on.home, Capability::Home)]
-            .into_iter()
-            .filter(|(wanted, _)| *wanted)
-            .map(|(_, capability)| round.sibling(capability))
-            .collect();
+        let on = OnServer { dask: on.dask && self.dask_from_server(), ..on };
+        let siblings: Vec<_> =
+            [(on.kernel, Capability::Kernel), (on.home, Capability::Home), (on.dask, Capability::DaskGateway)]
+                .into_iter()
+                .filter(|(wanted, _)| *wanted)
+                .map(|(_, capability)| round.sibling(capability))
+                .collect();
         let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {
             return std::iter::once(round).chain(siblings).map(|r| r.blocked(Capability::Login)).collect();
         };
@@ -109,7 +118,16 @@ impl HubProber {
             true => self.probe_home(user, token, url, cancel).await,
             false => None,
         };
-        kernel.into_iter().chain(home).collect()
+        let dask = match on.dask && self.dask_from_server() {
+            true => self.probe_dask_from_server(user, token, url, cancel).await,
+            false => None,
+        };
+        kernel.into_iter().chain(home).chain(dask).collect()
+    }
+
+    /// Whether the hub asks for Dask Gateway from inside its servers.
+    fn dask_from_server(&self) -> bool {
+        self.hub.dask_gateway.as_ref().is_some_and(|gateway| gateway.from_server)
     }
 
     /// The server's steps: stop a leftover, request the spawn, follow the progress to ready or failed.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// A server round with the kernel probe on its server.
-const KERNEL: OnServer = OnServer { kernel: true, home: false };
+const KERNEL: OnServer = OnServer { kernel: true, home: false, dask: false };
 
 fn prober(hub_url: &str) -> HubProber {
     prober_with(hub_url, "")

@@ -44,11 +44,17 @@ async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> (MutexGuard<'
 }
 
 fn config(lab: &Lab, timeouts: Timeouts) -> Config {
-    config_with(lab, timeouts, "")
+    config_with(lab, timeouts, "", "")
 }
 
-/// The config with more keys for `probes.server` (`", stuck_after: 6s"`).
-fn config_with(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts, server_keys: &str) -> Config {
+/// The config with more keys for `probes.server` (`", stuck_after: 6s"`) and for hub lab's `dask_gateway`
+/// (`", from_server: true"`).
+fn config_with(
+    lab: &Lab,
+    Timeouts(login, server, kernel, dask): Timeouts,
+    server_keys: &str,
+    dask_keys: &str,
+) -> Config {
     let url = &lab.url;
     let yaml = format!(
         r#"
@@ -64,7 +70,7 @@ hubs:
     url: {url}
     token: {{env: HUBWATCH_TOKEN}}
     users: [probe-1, probe-2]
-    dask_gateway: {{url: {url}/services/dask-gateway}}
+    dask_gateway: {{url: {url}/services/dask-gateway{dask_keys}}}
   - name: lab-form
     url: {url}
     token: {{env: HUBWATCH_TOKEN}}
@@ -263,7 +269,7 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
     assert_nothing_left(&lab, &EVERYONE).await;
 
     eprintln!("a stuck spawner: no progress after `Spawning server...`; given up after stuck_after, not the 25 s");
-    let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), ", stuck_after: 6s");
+    let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), ", stuck_after: 6s", "");
     lab.set_flag("spawn-hang", Some("probe-1"), "");
     let run = check(&stuck, "lab").await;
     run.assert_failed(Server, "probe-1", Stage::Progress, "no progress for 6s; last: Spawning server...");
@@ -322,6 +328,31 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
         run.assert_ok(Kernel, user);
     }
     run.assert_within(&config);
+    assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("Dask from inside the servers; probe-1's server has no route to the scheduler proxy");
+    let inside = config_with(&lab, Timeouts(10, 40, 10, 60), "", ", from_server: true");
+    lab.set_flag("dask-no-route", Some("probe-1"), "");
+    let run = check(&inside, "lab").await;
+    let from_server = |user: &str| {
+        let inside = |o: &&ProbeOutcome| o.stages.iter().any(|s| s.stage == Stage::ConnectFromServer);
+        let found = run.outcomes.iter().filter(|o| o.capability == DaskGateway && o.user == user).find(inside);
+        found.unwrap_or_else(|| panic!("no Dask outcome from {user}'s server: {:#?}", run.outcomes)).clone()
+    };
+    assert_eq!(from_server("probe-2").result, ProbeResult::Ok, "{:#?}", from_server("probe-2"));
+    match from_server("probe-1").result {
+        ProbeResult::Failed(f) => {
+            assert_eq!(f.stage, Stage::ConnectFromServer, "{f:#?}");
+            assert!(f.reason.contains("the code raised"), "Dask's own words: {f:#?}");
+        }
+        other => panic!("probe-1's Dask from inside: {other:?}"),
+    }
+    let from_pod = |o: &&ProbeOutcome| {
+        o.capability == DaskGateway && !o.stages.iter().any(|s| s.stage == Stage::ConnectFromServer)
+    };
+    assert!(run.outcomes.iter().filter(from_pod).all(|o| o.result == ProbeResult::Ok), "the gateway answers hubwatch");
+    run.assert_within(&inside);
+    lab.clear_flags();
     assert_nothing_left(&lab, &EVERYONE).await;
 }
 
