@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Runs every probe user of the selected hubs through login, server with kernel, and Dask Gateway (users
-/// and hubs in parallel, each user's capabilities in order). Returns the outcomes in a stable order.
+/// Runs every probe user of the selected hubs through login, server with kernel, Dask Gateway and a Binder
+/// launch (users and hubs in parallel, each user's capabilities in order). Returns the outcomes in a stable order.
 pub async fn run_all(
     config: &Config,
     hub: Option<&str>,
@@ -40,6 +40,7 @@ pub async fn run_all(
                 let mut outcomes = vec![login];
                 outcomes.extend(prober.probe_server(&user, probe::OnServer::ALL, &cancel).await);
                 outcomes.extend(prober.probe_dask_gateway(&user, &cancel).await);
+                outcomes.extend(prober.probe_binder(&user, false, &cancel).await);
                 outcomes
             });
         }

@@ -522,6 +522,9 @@ pub struct HubConfig {
     pub login: LoginMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dask_gateway: Option<DaskGatewayConfig>,
+    /// The BinderHub that launches servers on this hub (`probes.binderhub` says how often).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binderhub: Option<BinderHubConfig>,
     /// Written over `defaults.probes` for this hub, key by key; the settings in force once validated.
     #[serde(default, rename = "probes", skip_serializing_if = "Value::is_null")]
     #[schemars(with = "ProbeSettings")]
@@ -551,6 +554,7 @@ impl HubConfig {
             users,
             login: LoginMethod::Token,
             dask_gateway: None,
+            binderhub: None,
             probe_overrides: Value::Null,
             kernel_cells: None,
             sentinel: None,
@@ -564,9 +568,17 @@ impl HubConfig {
         self.sentinel.and(self.users.last().map(String::as_str))
     }
 
-    /// What is probed on this hub: every capability, Dask Gateway only with a gateway.
+    /// What is probed on this hub: every capability, Dask Gateway only with a gateway, Binder only with a
+    /// BinderHub.
     pub fn capabilities(&self) -> Vec<Capability> {
-        Capability::ALL.into_iter().filter(|c| *c != Capability::DaskGateway || self.dask_gateway.is_some()).collect()
+        Capability::ALL
+            .into_iter()
+            .filter(|c| match c {
+                Capability::DaskGateway => self.dask_gateway.is_some(),
+                Capability::Binder => self.binderhub.is_some(),
+                _ => true,
+            })
+            .collect()
     }
 }
 
@@ -605,6 +617,38 @@ pub struct DaskGatewayConfig {
     /// blocks user servers from the scheduler leaves the probe from hubwatch's pod green; this one fails.
     #[serde(default)]
     pub from_server: bool,
+}
+
+/// A BinderHub that launches servers on the hub: each probe user's round checks its `/health`, asks it to
+/// build and launch `repo` at `ref` (`GET /build/{repo}/{ref}`, an event stream), reaches the launched server
+/// with the token it returns, and shuts it down.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BinderHubConfig {
+    pub url: Url,
+    /// The provider and repository, as in a Binder URL: `gh/binder-examples/requirements`.
+    #[schemars(regex(pattern = r"^[a-z]+/[^\s]+[^/\s]$"))]
+    pub repo: String,
+    /// Pin it to a commit: its image is cached, so each round is a launch only (seconds, no build).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// A rarer real build: a branch that something commits to (a scheduled CI job pushing a timestamp), so
+    /// that the ref resolves to a new commit each time; every `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BinderBuild>,
+    /// Sent as `Authorization: token …` when the BinderHub needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BinderBuild {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(with = "Span")]
+    #[schemars(with = "Span")]
+    pub every: Duration,
 }
 
 /// A configuration that failed to load or validate. Its `Display` is what `hubwatch` prints before exiting 2.
@@ -707,6 +751,7 @@ impl Config {
                 secrets.push(password.expose());
             }
             secrets.extend(hub.pagerduty.iter().flat_map(HubPaging::routing_keys).map(|s| s.expose()));
+            secrets.extend(hub.binderhub.iter().filter_map(|b| b.token.as_ref()).map(|s| s.expose()));
         }
         if let Some(DiscoveryToken::Held(token)) = self.kubernetes.discovery.as_ref().map(|d| &d.token) {
             secrets.push(token.expose());

@@ -41,6 +41,8 @@ section! {
         /// (or the kept server) has.
         pub home: Schedule = schedule(600, 60),
         pub dask_gateway: DaskProbeConfig = DaskProbeConfig::default(),
+        /// Launching the hub's `binderhub` repository (a cached image: cheap).
+        pub binderhub: Schedule = schedule(1800, 600),
     }
 }
 
@@ -159,6 +161,7 @@ impl ProbeSettings {
             Capability::Kernel => Schedule { every: kernel.every, timeout: kernel.timeout },
             Capability::Home => self.home,
             Capability::DaskGateway => Schedule { every: dask.every, timeout: dask.timeout },
+            Capability::Binder => self.binderhub,
         }
     }
 }

@@ -46,6 +46,27 @@ pub struct KindOverrides {
     pub hub_access: Option<PageOverride>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dask_gateway: Option<PageOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binder: Option<PageOverride>,
+}
+
+impl KindOverrides {
+    /// Each kind's overrides, named by the kind.
+    pub fn each_mut(&mut self) -> [(IncidentKind, &mut Option<PageOverride>); 3] {
+        [
+            (IncidentKind::HubAccess, &mut self.hub_access),
+            (IncidentKind::DaskGateway, &mut self.dask_gateway),
+            (IncidentKind::Binder, &mut self.binder),
+        ]
+    }
+
+    fn each(&self) -> [(IncidentKind, &Option<PageOverride>); 3] {
+        [
+            (IncidentKind::HubAccess, &self.hub_access),
+            (IncidentKind::DaskGateway, &self.dask_gateway),
+            (IncidentKind::Binder, &self.binder),
+        ]
+    }
 }
 
 impl HubPaging {
@@ -58,8 +79,7 @@ impl HubPaging {
             severity: self.severity,
             priority: self.priority.as_ref(),
         };
-        let kinds =
-            [(IncidentKind::HubAccess, &self.kinds.hub_access), (IncidentKind::DaskGateway, &self.kinds.dask_gateway)];
+        let kinds = self.kinds.each();
         let kinds = kinds.into_iter().filter_map(|(kind, over)| Some((kind, over.as_ref()?)));
         let kinds = kinds.map(|(kind, over)| Layer {
             at: format!("{path}.kinds.{}", kind.as_str()),

@@ -277,6 +277,12 @@ impl Rules<'_> {
         if let Some(gateway) = &mut hub.dask_gateway {
             gateway.url = self.url(&gateway.url, &format!("{path}.dask_gateway.url"), true);
         }
+        if let Some(binder) = &mut hub.binderhub {
+            binder.url = self.url(&binder.url, &format!("{path}.binderhub.url"), true);
+            if let Some(token) = &mut binder.token {
+                self.secret(token, &format!("{path}.binderhub.token"));
+            }
+        }
         self.secret(&mut hub.token, &format!("{path}.token"));
         if let LoginMethod::Form { password } = &mut hub.login {
             self.secret(password, &format!("{path}.login.password"));
@@ -285,11 +291,9 @@ impl Rules<'_> {
             if let Some(key) = &mut paging.routing_key {
                 self.routing_key(key, &format!("{path}.pagerduty.routing_key"));
             }
-            for (kind, over) in
-                [("hub_access", &mut paging.kinds.hub_access), ("dask_gateway", &mut paging.kinds.dask_gateway)]
-            {
+            for (kind, over) in paging.kinds.each_mut() {
                 if let Some(key) = over.as_mut().and_then(|o| o.routing_key.as_mut()) {
-                    self.routing_key(key, &format!("{path}.pagerduty.kinds.{kind}.routing_key"));
+                    self.routing_key(key, &format!("{path}.pagerduty.kinds.{}.routing_key", kind.as_str()));
                 }
             }
         }

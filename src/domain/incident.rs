@@ -10,15 +10,18 @@ use std::time::SystemTime;
 pub enum IncidentKind {
     HubAccess,
     DaskGateway,
+    /// The hub's BinderHub cannot build or launch.
+    Binder,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 2] = [IncidentKind::HubAccess, IncidentKind::DaskGateway];
+    pub const ALL: [IncidentKind; 3] = [IncidentKind::HubAccess, IncidentKind::DaskGateway, IncidentKind::Binder];
 
     pub fn of(capability: Capability) -> IncidentKind {
         match capability {
             Capability::Login | Capability::Server | Capability::Kernel | Capability::Home => IncidentKind::HubAccess,
             Capability::DaskGateway => IncidentKind::DaskGateway,
+            Capability::Binder => IncidentKind::Binder,
         }
     }
 
@@ -27,6 +30,7 @@ impl IncidentKind {
         match self {
             IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel, Capability::Home],
             IncidentKind::DaskGateway => &[Capability::DaskGateway],
+            IncidentKind::Binder => &[Capability::Binder],
         }
     }
 
@@ -34,6 +38,7 @@ impl IncidentKind {
         match self {
             IncidentKind::HubAccess => "hub_access",
             IncidentKind::DaskGateway => "dask_gateway",
+            IncidentKind::Binder => "binder",
         }
     }
 
@@ -49,16 +54,19 @@ impl IncidentKind {
 pub enum TicketKind {
     HubAccess,
     DaskGateway,
+    Binder,
     SlowStarts,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 3] = [TicketKind::HubAccess, TicketKind::DaskGateway, TicketKind::SlowStarts];
+    pub const ALL: [TicketKind; 4] =
+        [TicketKind::HubAccess, TicketKind::DaskGateway, TicketKind::Binder, TicketKind::SlowStarts];
 
     pub fn of(kind: IncidentKind) -> TicketKind {
         match kind {
             IncidentKind::HubAccess => TicketKind::HubAccess,
             IncidentKind::DaskGateway => TicketKind::DaskGateway,
+            IncidentKind::Binder => TicketKind::Binder,
         }
     }
 
@@ -67,6 +75,7 @@ impl TicketKind {
         match self {
             TicketKind::HubAccess => "hub_access",
             TicketKind::DaskGateway => "dask_gateway",
+            TicketKind::Binder => "binder",
             TicketKind::SlowStarts => "slow_starts",
         }
     }

@@ -13,11 +13,19 @@ pub enum Capability {
     /// Saving to the home directory (write, read back, delete a small file through the server).
     Home,
     DaskGateway,
+    /// Launching a repository through the hub's BinderHub (build or cached image, then a server).
+    Binder,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] =
-        [Capability::Login, Capability::Server, Capability::Kernel, Capability::Home, Capability::DaskGateway];
+    pub const ALL: [Capability; 6] = [
+        Capability::Login,
+        Capability::Server,
+        Capability::Kernel,
+        Capability::Home,
+        Capability::DaskGateway,
+        Capability::Binder,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -26,6 +34,7 @@ impl Capability {
             Capability::Kernel => "kernel",
             Capability::Home => "home",
             Capability::DaskGateway => "dask_gateway",
+            Capability::Binder => "binder",
         }
     }
 }
@@ -74,6 +83,17 @@ pub enum Stage {
     /// From inside a user server: a kernel creates a cluster through the gateway, connects to its scheduler,
     /// computes, and shuts it down.
     ConnectFromServer,
+    // binder: BinderHub's health, then its build stream's phases, then the launched server
+    BinderHealth,
+    /// `waiting`, `fetching`: the repository and ref resolved.
+    Resolve,
+    Build,
+    Push,
+    /// `built`, `launching`: a server started for the image.
+    Launch,
+    /// `ready`: the launched server answers with the returned token.
+    Ready,
+    StopBinder,
     // real users (Kubernetes signals, not a probe step)
     /// A real user's pod is stuck or crashing.
     UserPod,
@@ -108,6 +128,13 @@ impl Stage {
             Stage::WaitWorker => "wait_worker",
             Stage::DeleteCluster => "delete_cluster",
             Stage::ConnectFromServer => "connect_from_server",
+            Stage::BinderHealth => "binder_health",
+            Stage::Resolve => "resolve",
+            Stage::Build => "build",
+            Stage::Push => "push",
+            Stage::Launch => "launch",
+            Stage::Ready => "ready",
+            Stage::StopBinder => "stop_binder",
             Stage::UserPod => "user_pod",
         }
     }

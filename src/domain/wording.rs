@@ -24,6 +24,7 @@ pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BT
 pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String {
     match kind {
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
+        IncidentKind::Binder => "launch repositories through the hub's BinderHub".to_string(),
         IncidentKind::HubAccess => {
             let phrases: Vec<&str> = capabilities
                 .iter()
@@ -33,6 +34,7 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
                     Capability::Kernel => "execute code",
                     Capability::Home => "save to their home directories",
                     Capability::DaskGateway => "use Dask Gateway",
+                    Capability::Binder => "launch through BinderHub",
                 })
                 .collect();
             match phrases.as_slice() {

@@ -56,6 +56,7 @@ fn what_users_could_not_do(kind: IncidentKind) -> &'static str {
     match kind {
         IncidentKind::HubAccess => "log in, start their servers or execute code",
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters",
+        IncidentKind::Binder => "launch repositories through the hub's BinderHub",
     }
 }
 

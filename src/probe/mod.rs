@@ -8,6 +8,7 @@
 //! clean-up whatever happened.
 
 mod answers;
+pub mod binder;
 pub mod dask_gateway;
 pub mod home;
 pub mod kernel;
@@ -84,11 +85,22 @@ impl Stages {
         step: impl std::future::Future<Output = Result<T, StepFailure>>,
     ) -> Result<T, StepFailure> {
         let started = tokio::time::Instant::now();
-        *lock(&self.running) = Some(stage);
+        self.enter(stage);
         let result = step.await;
-        *lock(&self.running) = None;
-        lock(&self.list).push(StageTiming { stage, seconds: round_ms(started.elapsed().as_secs_f64()) });
+        self.leave(stage, started);
         result
+    }
+
+    /// Marks `stage` as running, for a step whose stages are the phases of one stream ([`Stages::leave`]
+    /// records it).
+    pub fn enter(&self, stage: Stage) {
+        *lock(&self.running) = Some(stage);
+    }
+
+    /// Records `stage`, entered at `since`, as ended now.
+    pub fn leave(&self, stage: Stage, since: tokio::time::Instant) {
+        *lock(&self.running) = None;
+        lock(&self.list).push(StageTiming { stage, seconds: round_ms(since.elapsed().as_secs_f64()) });
     }
 
     /// The stage that started and has not ended (when the round was cut off in it).

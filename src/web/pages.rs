@@ -105,6 +105,7 @@ fn capability_title(capability: Capability) -> &'static str {
         Capability::Kernel => "Execute code",
         Capability::Home => "Save to home",
         Capability::DaskGateway => "Dask Gateway",
+        Capability::Binder => "Binder",
     }
 }
 

@@ -389,3 +389,68 @@ async fn an_identity_provider_that_refuses_fails_login_in_its_own_words_and_sees
     assert!(reason.contains("which is not https") && reason.contains("hubwatch does not go there"), "{reason}");
     assert!(seen.lock().unwrap().is_empty(), "the provider was never asked");
 }
+
+#[tokio::test]
+async fn binderhub_failures_are_named_at_their_phase_in_its_words() {
+    use crate::support::binderhub::{BinderHub, Script, TOKEN};
+    let binder = BinderHub::default();
+    let binder_url = binder.clone().start().await;
+    let yaml = format!(
+        "hubs:\n  - name: stub\n    url: http://127.0.0.1:9/\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n    \
+         binderhub: {{url: \"{binder_url}\", repo: gh/binder-examples/requirements, ref: 0123abc, token: {{env: BINDER_TOKEN}}, \
+         build: {{ref: main, every: 1d}}}}\n    probes: {{binderhub: {{timeout: 5s}}}}\nscheduler: {{cleanup_timeout: 2s}}\n"
+    );
+    let config = Config::parse(&yaml, Path::new("binder.yaml"), &|name| match name {
+        "BINDER_TOKEN" => Some(TOKEN.to_string()),
+        _ => Some(SERVICE_TOKEN.to_string()),
+    })
+    .unwrap();
+    let redactor = Arc::new(Redactor::knowing(config.secrets()));
+    let prober = HubProber::new(Arc::new(config.hubs[0].clone()), HttpClient::new().unwrap(), TIMEOUT, redactor);
+    let cancel = CancellationToken::new();
+    let cases = [
+        (
+            Script::RateLimited,
+            Stage::Resolve,
+            "Error resolving ref for gh:binder-examples/requirements/0123abc: GitHub rate limit exceeded. Try again in 5 minutes.",
+        ),
+        (
+            Script::PushRefused,
+            Stage::Push,
+            "Failed to push image registry.example.org/binder/r2d-abc:0123abc: denied: requested access to the resource is denied",
+        ),
+        (Script::LaunchExhausted, Stage::Launch, "Failed to launch image registry.example.org/binder/r2d-abc:0123abc"),
+    ];
+    for (script, stage, reason) in cases {
+        binder.set_script(script);
+        let outcome = prober.probe_binder("probe-1", false, &cancel).await.unwrap();
+        assert_eq!(outcome.capability, Capability::Binder);
+        assert_eq!(failure(&outcome), (stage, reason.to_string(), FailureCause::Hub), "{script:?}");
+        let ProbeResult::Failed(f) = &outcome.result else { unreachable!() };
+        assert!(f.detail.as_deref().unwrap_or_default().starts_with("binderhub: "), "BinderHub's messages: {f:?}");
+    }
+    let ProbeResult::Failed(exhausted) = prober.probe_binder("probe-1", false, &cancel).await.unwrap().result else {
+        panic!("a failure")
+    };
+    assert!(exhausted.detail.unwrap().contains("Launch attempt 4 failed, retrying..."), "the retries are kept");
+
+    binder.set_unhealthy(Some("Docker registry"));
+    let outcome = prober.probe_binder("probe-1", true, &cancel).await.unwrap();
+    assert_eq!(
+        failure(&outcome),
+        (Stage::BinderHealth, "BinderHub is unhealthy: Docker registry failing".into(), FailureCause::Hub)
+    );
+    binder.set_unhealthy(None);
+    prober.probe_binder("probe-1", true, &cancel).await.unwrap();
+    let requested = binder.requested();
+    assert_eq!(
+        requested.first().map(String::as_str),
+        Some("gh/binder-examples/requirements/0123abc"),
+        "the pinned ref"
+    );
+    assert_eq!(
+        requested.last().map(String::as_str),
+        Some("gh/binder-examples/requirements/main"),
+        "a build round's ref"
+    );
+}

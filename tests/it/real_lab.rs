@@ -44,17 +44,20 @@ async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> (MutexGuard<'
 }
 
 fn config(lab: &Lab, timeouts: Timeouts) -> Config {
-    config_with(lab, timeouts, "", "")
+    config_with(lab, timeouts, Extra::default())
 }
 
-/// The config with more keys for `probes.server` (`", stuck_after: 6s"`) and for hub lab's `dask_gateway`
-/// (`", from_server: true"`).
-fn config_with(
-    lab: &Lab,
-    Timeouts(login, server, kernel, dask): Timeouts,
-    server_keys: &str,
-    dask_keys: &str,
-) -> Config {
+/// More keys: for `probes.server` (`", stuck_after: 6s"`), for hub lab's `dask_gateway` (`", from_server:
+/// true"`), and for hub lab itself (`"\n    binderhub: {…}"`).
+#[derive(Default)]
+struct Extra<'a> {
+    server: &'a str,
+    dask: &'a str,
+    hub: &'a str,
+}
+
+fn config_with(lab: &Lab, Timeouts(login, server, kernel, dask): Timeouts, extra: Extra) -> Config {
+    let Extra { server: server_keys, dask: dask_keys, hub: hub_keys } = extra;
     let url = &lab.url;
     let yaml = format!(
         r#"
@@ -70,7 +73,7 @@ hubs:
     url: {url}
     token: {{env: HUBWATCH_TOKEN}}
     users: [probe-1, probe-2]
-    dask_gateway: {{url: {url}/services/dask-gateway{dask_keys}}}
+    dask_gateway: {{url: {url}/services/dask-gateway{dask_keys}}}{hub_keys}
   - name: lab-form
     url: {url}
     token: {{env: HUBWATCH_TOKEN}}
@@ -85,6 +88,7 @@ hubs:
     Config::parse(&yaml, Path::new("real-lab.yaml"), &|name| match name {
         "HUBWATCH_TOKEN" => Some(token.clone()),
         "PROBE_PASSWORD" => Some("probe-password".into()),
+        "BINDER_TOKEN" => Some(crate::support::binderhub::TOKEN.into()),
         _ => None,
     })
     .unwrap()
@@ -269,7 +273,7 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
     assert_nothing_left(&lab, &EVERYONE).await;
 
     eprintln!("a stuck spawner: no progress after `Spawning server...`; given up after stuck_after, not the 25 s");
-    let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), ", stuck_after: 6s", "");
+    let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), Extra { server: ", stuck_after: 6s", ..Extra::default() });
     lab.set_flag("spawn-hang", Some("probe-1"), "");
     let run = check(&stuck, "lab").await;
     run.assert_failed(Server, "probe-1", Stage::Progress, "no progress for 6s; last: Spawning server...");
@@ -331,7 +335,7 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
     assert_nothing_left(&lab, &EVERYONE).await;
 
     eprintln!("Dask from inside the servers; probe-1's server has no route to the scheduler proxy");
-    let inside = config_with(&lab, Timeouts(10, 40, 10, 60), "", ", from_server: true");
+    let inside = config_with(&lab, Timeouts(10, 40, 10, 60), Extra { dask: ", from_server: true", ..Extra::default() });
     lab.set_flag("dask-no-route", Some("probe-1"), "");
     let run = check(&inside, "lab").await;
     let from_server = |user: &str| {
@@ -353,6 +357,31 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
     assert!(run.outcomes.iter().filter(from_pod).all(|o| o.result == ProbeResult::Ok), "the gateway answers hubwatch");
     run.assert_within(&inside);
     lab.clear_flags();
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
+    use crate::support::binderhub::BinderHub;
+    let (_serial, lab, _) = lab("probes-binder", 30, USUAL).await;
+    let binder = BinderHub::default();
+    let binder_url = binder.clone().start().await;
+    // The stand-in launches on the lab as probe-3 and probe-4: users the probed hub's rounds never start.
+    binder.launching_on(&lab.url, &lab.token(), &["probe-3", "probe-4"]);
+    let keys = format!(
+        "\n    binderhub: {{url: \"{binder_url}\", repo: gh/binder-examples/requirements, ref: 0123abc, token: {{env: BINDER_TOKEN}}}}"
+    );
+    let config = config_with(&lab, USUAL, Extra { hub: &keys, ..Extra::default() });
+    let run = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_ok(Binder, user);
+        let stages: Vec<Stage> = run.get(Binder, user).stages.iter().map(|s| s.stage).collect();
+        let expected = [Stage::BinderHealth, Stage::Resolve, Stage::Launch, Stage::Ready, Stage::StopBinder];
+        assert_eq!(stages, expected, "{user}: the request until the first event is resolving");
+    }
+    assert_eq!(binder.requested(), ["gh/binder-examples/requirements/0123abc"; 2], "the pinned ref, once per user");
+    // The launched servers shut themselves down; the hub forgets them at its next poll.
     assert_nothing_left(&lab, &EVERYONE).await;
 }
 

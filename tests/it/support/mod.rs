@@ -1,4 +1,5 @@
 pub mod apiserver;
+pub mod binderhub;
 pub mod daemon;
 pub mod disk;
 pub mod golden;

@@ -1,0 +1,167 @@
+//! A local BinderHub: `/health` and `/build/{provider}/{spec}` as BinderHub answers them (docs and the notes
+//! in ../shared/notes/binderhub.md), replaying the event sequences BinderHub sends — a cached launch, a build,
+//! a GitHub rate limit at resolve, a refused push, launch attempts exhausted — and keeping the stream open
+//! after `ready`, as BinderHub does. A launch is real: the server is started on the lab's JupyterHub and the
+//! ready event carries its URL and a token of its user. It wants `Authorization: token {TOKEN}`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const TOKEN: &str = "binderhub-api-token-0123456789";
+
+/// What the next build request replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// A cached image: built, launching (one retry), ready.
+    Launch,
+    RateLimited,
+    PushRefused,
+    LaunchExhausted,
+}
+
+#[derive(Default)]
+struct Inner {
+    script: Option<Script>,
+    /// The failing health check's service, if any.
+    unhealthy: Option<&'static str>,
+    /// The lab's URL and hubwatch's token there, and the users whose servers launches start, in turn.
+    lab: Option<(String, String)>,
+    users: Vec<String>,
+    launches: usize,
+    requested: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct BinderHub {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl BinderHub {
+    /// Serves on a random loopback port; returns its URL (with a trailing slash).
+    pub async fn start(self) -> String {
+        let app = Router::new().route("/health", get(health)).route("/build/{*spec}", get(build)).with_state(self);
+        let addr = super::serve::on_loopback(app).await;
+        format!("http://{addr}/")
+    }
+
+    /// Launches start servers for `users`, in turn, on the lab at `url` (hubwatch's `token` there).
+    pub fn launching_on(&self, url: &str, token: &str, users: &[&str]) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.lab = Some((url.to_string(), token.to_string()));
+        inner.users = users.iter().map(|u| u.to_string()).collect();
+    }
+
+    pub fn set_script(&self, script: Script) {
+        self.inner.lock().unwrap().script = Some(script);
+    }
+
+    pub fn set_unhealthy(&self, service: Option<&'static str>) {
+        self.inner.lock().unwrap().unhealthy = service;
+    }
+
+    /// The specs build requests asked for (`gh/org/repo/ref`).
+    pub fn requested(&self) -> Vec<String> {
+        self.inner.lock().unwrap().requested.clone()
+    }
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("token {TOKEN}"))
+}
+
+async fn health(State(binder): State<BinderHub>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return (StatusCode::FORBIDDEN, "no").into_response();
+    }
+    let unhealthy = binder.inner.lock().unwrap().unhealthy;
+    let check = |service: &str| json!({"service": service, "ok": unhealthy != Some(service)});
+    let checks = json!([check("Docker registry"), check("JupyterHub API"),
+        {"service": "Pod quota", "total_pods": 12, "build_pods": 1, "user_pods": 11, "quota": 100, "ok": true}]);
+    let status = if unhealthy.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, axum::Json(json!({"ok": unhealthy.is_none(), "checks": checks}))).into_response()
+}
+
+async fn build(State(binder): State<BinderHub>, Path(spec): Path<String>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return (StatusCode::FORBIDDEN, "no").into_response();
+    }
+    let script = {
+        let mut inner = binder.inner.lock().unwrap();
+        inner.requested.push(spec.clone());
+        inner.script.unwrap_or(Script::Launch)
+    };
+    let mut events = match script {
+        Script::Launch => vec![
+            json!({"phase": "built", "imageName": "registry.example.org/binder/r2d-abc:0123abc",
+                "message": "Found built image, launching...\n"}),
+            json!({"phase": "launching", "message": "Launching server...\n"}),
+            json!({"phase": "launching", "message": "Launch attempt 1 failed, retrying...\n"}),
+        ],
+        Script::RateLimited => vec![
+            json!({"phase": "waiting", "message": "Waiting for build to start...\n"}),
+            json!({"phase": "failed", "message": format!("Error resolving ref for gh:{}: GitHub rate limit exceeded. Try again in 5 minutes.\n",
+                spec.split_once('/').map_or(spec.as_str(), |(_, rest)| rest))}),
+        ],
+        Script::PushRefused => vec![
+            json!({"phase": "waiting", "message": "Waiting for build to start...\n"}),
+            json!({"phase": "fetching", "message": "Picked Git content provider.\n"}),
+            json!({"phase": "building", "message": "Step 1/9 : FROM docker.io/library/buildpack-deps:jammy\n"}),
+            json!({"phase": "pushing", "message": "Pushing image\n", "progress": {"layer": "pushing"}}),
+            json!({"phase": "failed", "message": "Failed to push image registry.example.org/binder/r2d-abc:0123abc: denied: requested access to the resource is denied\n"}),
+        ],
+        Script::LaunchExhausted => (1..=4)
+            .map(|n| json!({"phase": "launching", "message": format!("Launch attempt {n} failed, retrying...\n")}))
+            .chain([json!({"phase": "failed", "message": "Failed to launch image registry.example.org/binder/r2d-abc:0123abc\n"})])
+            .collect(),
+    };
+    if script == Script::Launch {
+        events.push(launch(&binder).await);
+    }
+    let lines: Vec<Result<String, std::io::Error>> = events.iter().map(|e| Ok(format!("data: {e}\n\n"))).collect();
+    // BinderHub keeps the stream open after the last event: the client closes it.
+    let body = futures_util::stream::iter(lines).chain(futures_util::stream::pending());
+    Response::builder().header("Content-Type", "text/event-stream").body(Body::from_stream(body)).unwrap()
+}
+
+use futures_util::StreamExt;
+
+/// Starts the next user's server on the lab and mints a token for it: the ready event.
+async fn launch(binder: &BinderHub) -> Value {
+    let ((url, token), user) = {
+        let mut inner = binder.inner.lock().unwrap();
+        let user = inner.users[inner.launches % inner.users.len()].clone();
+        inner.launches += 1;
+        (inner.lab.clone().expect("a launch needs the lab"), user)
+    };
+    let hub = |method: reqwest::Method, path: &str| {
+        reqwest::Client::new()
+            .request(method, format!("{url}/hub/api/users/{user}{path}"))
+            .header("Authorization", format!("token {token}"))
+    };
+    hub(reqwest::Method::POST, "/server").send().await.unwrap();
+    for _ in 0..120 {
+        let model: Value = hub(reqwest::Method::GET, "").send().await.unwrap().json().await.unwrap();
+        if model["servers"][""]["ready"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let minted: Value = hub(reqwest::Method::POST, "/tokens")
+        .json(&json!({"expires_in": 600, "note": "binderhub stand-in launch"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let server = format!("{url}/user/{user}/");
+    json!({"phase": "ready", "message": format!("server running at {server}\n"), "image": "registry.example.org/binder/r2d-abc:0123abc",
+        "repo_url": "https://github.com/binder-examples/requirements", "url": server, "token": minted["token"]})
+}
