@@ -100,6 +100,9 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
             await asyncio.Event().wait()
         if flag("spawn-fail", user):
             raise RuntimeError("injected spawn failure (flag spawn-fail)")
+        profile = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
+        if profile and flag("profile-fail") == profile:
+            raise RuntimeError(f"injected failure of profile {profile} (flag profile-fail)")
         if flag("spawn-crash", user):
             self.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]
         else:

@@ -221,9 +221,11 @@ impl StatusBoard {
             status.capabilities.retain(|c, _| capabilities.contains(c));
             for capability in capabilities {
                 let entry = status.capabilities.entry(capability).or_default();
-                entry.probes.retain(|user, _| hub.users.contains(user));
-                for user in &hub.users {
-                    entry.probes.entry(user.clone()).or_insert(None);
+                entry
+                    .probes
+                    .retain(|user, _| hub.probe_users().any(|u| u == user) && hub.user_probes(user, capability));
+                for user in hub.probe_users().filter(|user| hub.user_probes(user, capability)) {
+                    entry.probes.entry(user.to_string()).or_insert(None);
                 }
             }
         }

@@ -325,7 +325,7 @@ impl App {
     async fn generation(&self, config: &Arc<Config>, stop: &CancellationToken, memory: Option<&Arc<Mutex<Memory>>>) {
         self.pipeline.board.set_hubs(&config.hubs);
         for hub in &config.hubs {
-            self.pipeline.metrics.set_probe_users(&hub.name, hub.users.len());
+            self.pipeline.metrics.set_probe_users(&hub.name, hub.probe_users().count());
         }
         // Discovered hubs bring tokens the config did not have.
         self.redactor.learn(config.secrets());
@@ -387,7 +387,7 @@ impl App {
                 hub: hub.name.clone(),
                 namespace: namespace.clone(),
                 prefix: hub.url.path().to_string(),
-                probe_users: hub.users.iter().cloned().collect(),
+                probe_users: hub.probe_users().map(String::from).collect(),
                 window: config.incidents.window,
                 call_timeout: config.kubernetes.call_timeout,
                 redactor: self.redactor.clone(),
@@ -509,7 +509,7 @@ async fn clean_up_leftovers(probers: &[Arc<HubProber>], concurrency: usize, shut
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut cleanups = tokio::task::JoinSet::new();
     for prober in probers {
-        for user in prober.hub.users.clone() {
+        for user in prober.hub.probe_users().map(String::from).collect::<Vec<_>>() {
             let prober = prober.clone();
             let permits = permits.clone();
             cleanups.spawn(async move {

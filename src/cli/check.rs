@@ -27,10 +27,16 @@ pub async fn run_all(
     let mut rounds = tokio::task::JoinSet::new();
     for prober in probers.into_iter().filter(|p| hub.is_none_or(|h| p.hub.name == h)) {
         let users: Vec<String> =
-            prober.hub.users.iter().filter(|u| user.is_none_or(|only| only == *u)).cloned().collect();
+            prober.hub.probe_users().filter(|u| user.is_none_or(|only| only == *u)).map(String::from).collect();
         for user in users {
             let (prober, cancel) = (prober.clone(), cancel.clone());
             rounds.spawn(async move {
+                if prober.hub.profile_of(&user).is_some() {
+                    // A profile's users only start its servers (and use them).
+                    return prober
+                        .probe_server(&user, probe::OnServer { dask: false, ..probe::OnServer::ALL }, &cancel)
+                        .await;
+                }
                 let Some(login) = prober.probe_login(&user, &cancel).await else { return Vec::new() };
                 if login.result != ProbeResult::Ok {
                     // A user who cannot log in cannot do the rest: those are blocked, not tried.
@@ -52,7 +58,7 @@ pub async fn run_all(
     let order = |o: &ProbeOutcome| {
         let hub_index = config.hubs.iter().position(|h| h.name == o.hub).unwrap_or(usize::MAX);
         let user_index =
-            config.hubs.get(hub_index).and_then(|h| h.users.iter().position(|u| *u == o.user)).unwrap_or(usize::MAX);
+            config.hubs.get(hub_index).and_then(|h| h.probe_users().position(|u| u == o.user)).unwrap_or(usize::MAX);
         (hub_index, o.capability, user_index)
     };
     outcomes.sort_by_key(order);
@@ -143,7 +149,7 @@ fn check_selection(config: &Config, hub: Option<&str>, user: Option<&str>) -> Re
             .hubs
             .iter()
             .filter(|h| hub.is_none_or(|only| only == h.name))
-            .any(|h| h.users.iter().any(|u| u == name))
+            .any(|h| h.probe_users().any(|u| u == name))
     {
         return Err(format!("--user {name:?} is not a probe user of the selected hubs"));
     }

@@ -522,6 +522,11 @@ pub struct HubConfig {
     pub login: LoginMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dask_gateway: Option<DaskGatewayConfig>,
+    /// Server options users choose (a GPU profile, a large node, an image), each with probe users of its own
+    /// who start servers with its `user_options` (and run the kernel and home probes on them). They add to
+    /// the hub's users for the threshold; an incident of theirs names the profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<ProfileConfig>,
     /// The BinderHub that launches servers on this hub (`probes.binderhub` says how often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binderhub: Option<BinderHubConfig>,
@@ -554,6 +559,7 @@ impl HubConfig {
             users,
             login: LoginMethod::Token,
             dask_gateway: None,
+            profiles: Vec::new(),
             binderhub: None,
             probe_overrides: Value::Null,
             kernel_cells: None,
@@ -561,6 +567,25 @@ impl HubConfig {
             pagerduty: None,
             probes,
         }
+    }
+
+    /// Every probe user: the hub's, then each profile's.
+    pub fn probe_users(&self) -> impl Iterator<Item = &str> {
+        let profiles = self.profiles.iter().flat_map(|p| p.users.iter());
+        self.users.iter().chain(profiles).map(String::as_str)
+    }
+
+    /// Whether `user` probes `capability`: a profile's users only start its servers and use them.
+    pub fn user_probes(&self, user: &str, capability: Capability) -> bool {
+        match self.profile_of(user) {
+            Some(_) => matches!(capability, Capability::Server | Capability::Kernel | Capability::Home),
+            None => true,
+        }
+    }
+
+    /// The profile `user` probes, if it is a profile's probe user.
+    pub fn profile_of(&self, user: &str) -> Option<&ProfileConfig> {
+        self.profiles.iter().find(|p| p.users.iter().any(|u| u == user))
     }
 
     /// The probe user whose server is kept running (the last one), when the hub has a kept server.
@@ -617,6 +642,19 @@ pub struct DaskGatewayConfig {
     /// blocks user servers from the scheduler leaves the probe from hubwatch's pod green; this one fails.
     #[serde(default)]
     pub from_server: bool,
+}
+
+/// One server option users choose, probed by users of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Short, as users know it: `gpu`, `large`, `r-image`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub name: String,
+    /// Sent with every spawn of this profile (KubeSpawner's `{"profile": "gpu"}`, an image choice).
+    pub user_options: Map<String, Value>,
+    /// Its probe users (one or more; not the hub's own, nor another profile's).
+    pub users: Vec<String>,
 }
 
 /// A BinderHub that launches servers on the hub: each probe user's round checks its `/health`, asks it to

@@ -298,6 +298,7 @@ impl Rules<'_> {
             }
         }
         self.users(&hub.users, &format!("{path}.users"));
+        self.profiles(hub, path);
         hub.probes = self.probes(defaults, &hub.probe_overrides, &format!("{path}.probes"));
         if let Some(cells) = &hub.kernel_cells {
             self.kernel_cells(cells, &format!("{path}.kernel_cells"));
@@ -319,6 +320,31 @@ impl Rules<'_> {
         let cell = KernelCell { code: kernel.code.clone(), expect: Some(kernel.expect.clone()), expect_regex: None };
         kernel.cells = vec![cell];
         settings
+    }
+
+    /// Profiles: distinct names, at least one user each, and no probe user twice on the hub.
+    fn profiles(&mut self, hub: &HubConfig, path: &str) {
+        let mut names = HashSet::new();
+        let mut users: HashSet<&str> = hub.users.iter().map(String::as_str).collect();
+        for (i, profile) in hub.profiles.iter().enumerate() {
+            let at = format!("{path}.profiles[{i}]");
+            if !names.insert(profile.name.as_str()) {
+                self.add(&format!("{at}.name"), format!("duplicate profile {:?}", profile.name));
+            }
+            if profile.users.is_empty() {
+                self.add(&format!("{at}.users"), "a profile needs at least one probe user of its own");
+            }
+            for (j, user) in profile.users.iter().enumerate() {
+                if !users.insert(user) {
+                    self.add(
+                        &format!("{at}.users[{j}]"),
+                        format!(
+                            "{user:?} is already a probe user of this hub: a profile's users start only its servers"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn users(&mut self, users: &[String], path: &str) {

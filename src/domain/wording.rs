@@ -8,9 +8,31 @@ use std::collections::BTreeSet;
 /// PagerDuty's limit for a summary (the longest wording anywhere).
 pub const SUMMARY_LIMIT: usize = 1024;
 
-/// "temple: 3 users cannot start their servers or execute code".
+/// "temple: 3 users cannot start their servers or execute code"; "… (profile gpu)" when every affected user
+/// probes that one profile.
 pub fn summary(hub: &str, kind: IncidentKind, symptoms: &Symptoms) -> String {
-    summary_of(hub, kind, symptoms.users().len(), &symptoms.capabilities())
+    let summary = summary_of(hub, kind, symptoms.users().len(), &symptoms.capabilities());
+    let mut profiles = symptoms.affected.values().flat_map(|users| users.values()).map(|f| profile_in(&f.reason));
+    match profiles.next() {
+        Some(Some(profile)) if profiles.all(|p| p == Some(profile)) => {
+            truncate(&format!("{summary} (profile {profile})"), SUMMARY_LIMIT - 4)
+        }
+        _ => summary,
+    }
+}
+
+/// A profile probe user's failure, in words that name the profile: "profile gpu: Spawn failed: …".
+pub fn in_profile(profile: Option<&str>, reason: &str) -> String {
+    match profile {
+        Some(profile) => format!("profile {profile}: {reason}"),
+        None => reason.to_string(),
+    }
+}
+
+/// The profile [`in_profile`] named in a failure's words.
+pub fn profile_in(reason: &str) -> Option<&str> {
+    let (profile, _) = reason.strip_prefix("profile ")?.split_once(": ")?;
+    (!profile.is_empty() && !profile.contains(' ')).then_some(profile)
 }
 
 /// The summary for `users` users failing `capabilities`.
@@ -85,6 +107,30 @@ pub fn truncate(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incident_of_one_profiles_users_names_the_profile() {
+        use super::super::incident::UserFailure;
+        use super::super::probe::Stage;
+        let failure = |reason: &str| UserFailure {
+            stage: Stage::Progress,
+            reason: reason.into(),
+            since: std::time::UNIX_EPOCH,
+            last: std::time::UNIX_EPOCH,
+        };
+        let mut symptoms = Symptoms::default();
+        let server = symptoms.affected.entry(Capability::Server).or_default();
+        server.insert("gpu-1".into(), failure(&in_profile(Some("gpu"), "Spawn failed: no GPU node")));
+        server.insert("gpu-2".into(), failure(&in_profile(Some("gpu"), "Spawn failed: no GPU node")));
+        assert_eq!(
+            summary("temple", IncidentKind::HubAccess, &symptoms),
+            "temple: 2 users cannot start their servers (profile gpu)"
+        );
+        symptoms.affected.get_mut(&Capability::Server).unwrap().insert("ana".into(), failure("Spawn failed: quota"));
+        assert_eq!(summary("temple", IncidentKind::HubAccess, &symptoms), "temple: 3 users cannot start their servers");
+        assert_eq!(profile_in("profile gpu: Spawn failed"), Some("gpu"));
+        assert_eq!(profile_in("Spawn failed: profile gpu: x"), None);
+    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

@@ -69,9 +69,10 @@ impl Lane {
 pub fn lanes(probers: &[Arc<HubProber>]) -> Vec<Lane> {
     let mut lanes = Vec::new();
     for prober in probers {
-        for user in &prober.hub.users {
-            for probe in REGISTRY.iter().filter_map(|lane| lane(prober, user)) {
-                lanes.push(Lane { context: Context { prober: prober.clone(), user: user.as_str().into() }, probe });
+        for user in prober.hub.probe_users() {
+            let lanes_of_user = REGISTRY.iter().filter_map(|lane| lane(prober, user));
+            for probe in lanes_of_user.filter(|probe| prober.hub.user_probes(user, probe.capability())) {
+                lanes.push(Lane { context: Context { prober: prober.clone(), user: user.into() }, probe });
             }
         }
     }

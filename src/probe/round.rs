@@ -7,6 +7,7 @@
 
 use super::{Deadline, Stages};
 use crate::config::HubConfig;
+use crate::domain::wording::in_profile;
 use crate::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
 use crate::http::HttpClient;
 use crate::redact::Redactor;
@@ -34,7 +35,7 @@ pub struct HubProber {
 
 impl HubProber {
     pub fn new(hub: Arc<HubConfig>, http: HttpClient, cleanup_timeout: Duration, redactor: Arc<Redactor>) -> Self {
-        let tokens = hub.users.iter().map(|u| (u.clone(), Mutex::new(None))).collect();
+        let tokens = hub.probe_users().map(|u| (u.to_string(), Mutex::new(None))).collect();
         HubProber { hub, http, cleanup_timeout, redactor, tokens }
     }
 
@@ -154,12 +155,14 @@ impl<'a> Round<'a> {
         self.outcome(ProbeResult::Blocked { by }, Duration::ZERO)
     }
 
-    /// The attempt's outcome; a failure's words (which quote the hub) redacted.
+    /// The attempt's outcome; a failure's words (which quote the hub) redacted, and naming the profile when
+    /// the user probes one.
     pub fn outcome(self, result: ProbeResult, duration: Duration) -> ProbeOutcome {
         let redactor = &self.prober.redactor;
+        let profile = self.prober.hub.profile_of(self.user).map(|p| p.name.as_str());
         let result = match result {
             ProbeResult::Failed(failure) => ProbeResult::Failed(StepFailure {
-                reason: redactor.redact(&failure.reason),
+                reason: in_profile(profile, &redactor.redact(&failure.reason)),
                 detail: failure.detail.map(|d| redactor.redact(&d)),
                 ..failure
             }),

@@ -75,7 +75,8 @@ impl HubProber {
     /// The server is stopped at the end whatever happened. Empty when cancelled.
     pub async fn probe_server(&self, user: &str, on: OnServer, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
         let round = self.round(user, Capability::Server, self.hub.probes.server.timeout);
-        let on = OnServer { dask: on.dask && self.dask_from_server(), ..on };
+        let dask = on.dask && self.dask_from_server() && self.hub.user_probes(user, Capability::DaskGateway);
+        let on = OnServer { dask, ..on };
         let siblings: Vec<_> =
             [(on.kernel, Capability::Kernel), (on.home, Capability::Home), (on.dask, Capability::DaskGateway)]
                 .into_iter()
@@ -140,7 +141,7 @@ impl HubProber {
     ) -> Result<StartedServer, StepFailure> {
         let server = self.server_of(user);
         stages.run(Stage::StopLeftover, server.stop_leftover(Auth::Token(token), deadline)).await?;
-        let options = &self.hub.probes.server.user_options;
+        let options = self.hub.profile_of(user).map_or(&self.hub.probes.server.user_options, |p| &p.user_options);
         let answer = stages.run(Stage::RequestSpawn, server.request_spawn(token, options, deadline)).await?;
         let refused = match answer {
             SpawnAnswer::Accepted => None,

@@ -245,6 +245,29 @@ async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_
     run.assert_ok(Kernel, "probe-2");
     lab.clear_flags();
     assert_nothing_left(&lab, &EVERYONE).await;
+
+    eprintln!("one profile broken: its users' spawns fail, the hub's own users' work");
+    let profile = "\n    profiles: [{name: gpu, user_options: {profile: gpu}, users: [probe-3, probe-4]}]";
+    let with_profile = config_with(&lab, USUAL, Extra { hub: profile, ..Extra::default() });
+    lab.set_flag("profile-fail", None, "gpu");
+    let run = check(&with_profile, "lab").await;
+    for user in ["probe-3", "probe-4"] {
+        let reason = "profile gpu: Spawn failed: injected failure of profile gpu (flag profile-fail)";
+        run.assert_failed(Server, user, Stage::Progress, reason);
+        run.assert_blocked(Kernel, user, Server);
+        assert!(
+            !run.outcomes.iter().any(|o| o.user == user && o.capability == Login),
+            "a profile's users only start servers"
+        );
+    }
+    for user in ["probe-1", "probe-2"] {
+        run.assert_ok(Server, user);
+    }
+    lab.clear_flags();
+    let run = check(&with_profile, "lab").await;
+    run.assert_ok(Server, "probe-3");
+    run.assert_ok(Kernel, "probe-4");
+    assert_nothing_left(&lab, &EVERYONE).await;
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
