@@ -26,6 +26,8 @@ NODE_BIN = Path(os.environ["LAB_NODE_BIN"])
 USERS = os.environ.get("LAB_USERS", "probe-1 probe-2 probe-3 probe-4").split()
 PASSWORD = os.environ.get("PROBE_PASSWORD", "probe-password")
 HUBWATCH_TOKEN = os.environ.get("HUBWATCH_TOKEN", "hubwatch-0123456789abcdef0123456789abcdef")
+# The first-login check's own service: it creates and deletes users, so it holds a token of its own.
+FIRST_LOGIN_TOKEN = "hubwatch-first-login-" + HUBWATCH_TOKEN[-16:]
 # Every process of this lab carries the tag, so lab.sh stop finds them all (servers start new sessions).
 TAG = {"HUBWATCH_LAB_ID": str(LAB_DIR), "LAB_DIR": str(LAB_DIR)}
 
@@ -94,6 +96,10 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
         slow = seconds("spawn-slow", user)
         if slow:
             await asyncio.sleep(slow)
+        if flag("new-home-fail") and not Path(self.home_dir).exists():
+            # A brand-new user whose home cannot be made (a storage provisioner failing, a quota on the
+            # parent): only a user who never started a server meets it.
+            raise PermissionError(13, "Permission denied", self.home_dir)
         if flag("spawn-hang", user):
             # A spawner that stopped hearing from the cluster: no progress, no failure, until the hub's
             # start_timeout ends it or a stop interrupts it.
@@ -141,6 +147,7 @@ c.SimpleLocalProcessSpawner.home_dir_template = str(LAB_DIR / "home" / "{usernam
 
 c.JupyterHub.services = [
     {"name": "hubwatch", "api_token": HUBWATCH_TOKEN},
+    {"name": "hubwatch-first-login", "api_token": FIRST_LOGIN_TOKEN},
     {
         "name": "dask-gateway",
         "url": f"http://127.0.0.1:{PORT + 3}",
@@ -155,4 +162,7 @@ scopes = [f"{s}!user={u}" for u in USERS for s in ("servers", "access:servers", 
 c.JupyterHub.load_roles = [
     {"name": "hubwatch", "scopes": scopes + ["access:services!service=dask-gateway"], "services": ["hubwatch"]},
     {"name": "user", "scopes": ["self", "access:services!service=dask-gateway"]},
+    # The first-login check: make a user, start, use and stop their server, delete them (names are random).
+    {"name": "hubwatch-first-login", "scopes": ["admin:users", "admin:servers", "tokens", "access:servers"],
+     "services": ["hubwatch-first-login"]},
 ]

@@ -245,6 +245,17 @@ impl StatusBoard {
             ProbeResult::Failed(f) => LatestResult::Failed { stage: f.stage.as_str().into(), reason: f.reason.clone() },
             ProbeResult::Blocked { by } => LatestResult::Blocked { by: *by },
         };
+        if outcome.capability == Capability::FirstLogin {
+            // One check, not users: its failure is its own support ticket (the detector's), shown here.
+            match &outcome.result {
+                ProbeResult::Failed(f) if outcome.result.is_user_affecting() => {
+                    capability.affected =
+                        BTreeMap::from([(outcome.user.clone(), format!("{}: {}", f.stage, f.reason))]);
+                }
+                result if result.is_success() => capability.affected.clear(),
+                _ => {}
+            }
+        }
         let last_success = if outcome.result.is_success() { Some(finished) } else { earlier_success };
         *slot = Some(LatestProbe { at: finished, duration: outcome.duration, result, last_success });
         if let Some(took) = outcome.start_time() {

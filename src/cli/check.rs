@@ -3,7 +3,7 @@
 use super::table::{Output, write_columns};
 use super::{BAD_CONFIG, load, until_signal};
 use crate::config::Config;
-use crate::domain::{ProbeOutcome, ProbeResult, Stage, round_ms};
+use crate::domain::{Capability, ProbeOutcome, ProbeResult, Stage, round_ms};
 use crate::http::HttpClient;
 use crate::probe;
 use crate::redact::Redactor;
@@ -47,6 +47,9 @@ pub async fn run_all(
                 outcomes.extend(prober.probe_server(&user, probe::OnServer::ALL, &cancel).await);
                 outcomes.extend(prober.probe_dask_gateway(&user, &cancel).await);
                 outcomes.extend(prober.probe_binder(&user, false, &cancel).await);
+                if prober.hub.user_probes(&user, Capability::FirstLogin) {
+                    outcomes.extend(prober.probe_first_login(&user, &cancel).await);
+                }
                 outcomes
             });
         }

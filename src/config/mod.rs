@@ -527,6 +527,11 @@ pub struct HubConfig {
     /// the hub's users for the threshold; an incident of theirs names the profile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<ProfileConfig>,
+    /// The first-login check (opt-in): every `probes.first_login.every` (a day), a fresh user
+    /// `hubwatch-first-<random>` is created, gets a token, starts a server, saves a file in their home, stops
+    /// it and is deleted. A failure is a support ticket naming the stage, never a page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_login: Option<FirstLoginConfig>,
     /// The BinderHub that launches servers on this hub (`probes.binderhub` says how often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binderhub: Option<BinderHubConfig>,
@@ -560,6 +565,7 @@ impl HubConfig {
             login: LoginMethod::Token,
             dask_gateway: None,
             profiles: Vec::new(),
+            first_login: None,
             binderhub: None,
             probe_overrides: Value::Null,
             kernel_cells: None,
@@ -576,10 +582,14 @@ impl HubConfig {
     }
 
     /// Whether `user` probes `capability`: a profile's users only start its servers and use them.
+    /// The first-login check runs once per hub: in the first probe user's lane.
     pub fn user_probes(&self, user: &str, capability: Capability) -> bool {
-        match self.profile_of(user) {
-            Some(_) => matches!(capability, Capability::Server | Capability::Kernel | Capability::Home),
-            None => true,
+        match (self.profile_of(user), capability) {
+            (Some(_), capability) => matches!(capability, Capability::Server | Capability::Kernel | Capability::Home),
+            (None, Capability::FirstLogin) => {
+                self.first_login.is_some() && self.users.first().is_some_and(|u| u == user)
+            }
+            (None, _) => true,
         }
     }
 
@@ -601,6 +611,7 @@ impl HubConfig {
             .filter(|c| match c {
                 Capability::DaskGateway => self.dask_gateway.is_some(),
                 Capability::Binder => self.binderhub.is_some(),
+                Capability::FirstLogin => self.first_login.is_some(),
                 _ => true,
             })
             .collect()
@@ -642,6 +653,16 @@ pub struct DaskGatewayConfig {
     /// blocks user servers from the scheduler leaves the probe from hubwatch's pod green; this one fails.
     #[serde(default)]
     pub from_server: bool,
+}
+
+/// The first-login check's own credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirstLoginConfig {
+    /// A token of a service of its own whose role has `admin:users`, `admin:servers`, `tokens` and
+    /// `access:servers` (the users it makes have random names, so no scope can name them): close to an
+    /// admin's, which is why the check is opt-in and its token is not the hub token.
+    pub token: SecretRef,
 }
 
 /// One server option users choose, probed by users of its own.
@@ -790,6 +811,7 @@ impl Config {
             }
             secrets.extend(hub.pagerduty.iter().flat_map(HubPaging::routing_keys).map(|s| s.expose()));
             secrets.extend(hub.binderhub.iter().filter_map(|b| b.token.as_ref()).map(|s| s.expose()));
+            secrets.extend(hub.first_login.iter().map(|f| f.token.expose()));
         }
         if let Some(DiscoveryToken::Held(token)) = self.kubernetes.discovery.as_ref().map(|d| &d.token) {
             secrets.push(token.expose());

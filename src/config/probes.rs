@@ -43,6 +43,8 @@ section! {
         pub dask_gateway: DaskProbeConfig = DaskProbeConfig::default(),
         /// Launching the hub's `binderhub` repository (a cached image: cheap).
         pub binderhub: Schedule = schedule(1800, 600),
+        /// The first-login check (with a hub's `first_login`): a fresh user from creation to a saved file.
+        pub first_login: Schedule = schedule(86400, 600),
     }
 }
 
@@ -162,6 +164,7 @@ impl ProbeSettings {
             Capability::Home => self.home,
             Capability::DaskGateway => Schedule { every: dask.every, timeout: dask.timeout },
             Capability::Binder => self.binderhub,
+            Capability::FirstLogin => self.first_login,
         }
     }
 }

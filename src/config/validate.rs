@@ -277,6 +277,9 @@ impl Rules<'_> {
         if let Some(gateway) = &mut hub.dask_gateway {
             gateway.url = self.url(&gateway.url, &format!("{path}.dask_gateway.url"), true);
         }
+        if let Some(first) = &mut hub.first_login {
+            self.secret(&mut first.token, &format!("{path}.first_login.token"));
+        }
         if let Some(binder) = &mut hub.binderhub {
             binder.url = self.url(&binder.url, &format!("{path}.binderhub.url"), true);
             if let Some(token) = &mut binder.token {

@@ -20,6 +20,8 @@
 //! - And it stays recovered for `keep_open_for` (Prometheus' `keep_firing_for`): a failure inside that time
 //!   continues the same incident (an update that says so, never a second page). The recovery is dated when
 //!   service came back; it is decided `keep_open_for` later.
+//! - The first-login check (a fresh user, once a day) is one check, not a user: its failure is a support
+//!   ticket of its own until it passes, never counted toward an incident.
 //! - A probe user whose latest server start was slow (it started, after `slow_after`) within `window` is
 //!   *slow*; at least `min_affected_users` slow users are a support ticket of their own, never an incident.
 
@@ -71,11 +73,13 @@ pub struct Detector {
     state: HashMap<(String, IncidentKind), KindState>,
     /// Per hub, the probe users whose latest server start was slow, and when it ended.
     slow: HashMap<String, BTreeMap<String, SystemTime>>,
+    /// Per hub, how its latest first-login check failed (none: it passed, or never ran).
+    first_login: HashMap<String, UserFailure>,
 }
 
 impl Detector {
     pub fn new(settings: DetectorSettings) -> Self {
-        Detector { settings, state: HashMap::new(), slow: HashMap::new() }
+        Detector { settings, state: HashMap::new(), slow: HashMap::new(), first_login: HashMap::new() }
     }
 
     /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is
@@ -86,6 +90,10 @@ impl Detector {
 
     /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.
     pub fn observe(&mut self, outcome: &ProbeOutcome, now: SystemTime) -> Vec<Transition> {
+        if outcome.capability == Capability::FirstLogin {
+            self.observe_first_login(outcome, now);
+            return Vec::new();
+        }
         self.observe_start(outcome, now);
         let kind = IncidentKind::of(outcome.capability);
         let state = self.state.entry((outcome.hub.clone(), kind)).or_default();
@@ -182,6 +190,26 @@ impl Detector {
                 }
             }
             ProbeResult::Blocked { .. } => {}
+        }
+    }
+
+    /// How the hub's latest first-login check failed, if it did.
+    pub fn first_login_failure(&self, hub: &str) -> Option<&UserFailure> {
+        self.first_login.get(hub)
+    }
+
+    /// A first login is one check, not a user among users: its failure is a support ticket of its own.
+    fn observe_first_login(&mut self, outcome: &ProbeOutcome, now: SystemTime) {
+        match &outcome.result {
+            ProbeResult::Failed(f) if outcome.result.is_user_affecting() => {
+                let since = self.first_login.get(&outcome.hub).map_or(now, |previous| previous.since);
+                let failure = UserFailure { stage: f.stage, reason: f.reason.clone(), since, last: now };
+                self.first_login.insert(outcome.hub.clone(), failure);
+            }
+            result if result.is_success() => {
+                self.first_login.remove(&outcome.hub);
+            }
+            _ => {}
         }
     }
 

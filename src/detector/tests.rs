@@ -398,3 +398,18 @@ fn slow_starts_of_enough_users_are_a_ticket_never_an_incident() {
     d.observe(&outcome("a", Capability::Server, failed("quota")), t(5));
     assert!(d.slow_starts("temple", t(5)).is_empty(), "a failed start is a failure, not slow");
 }
+
+#[test]
+fn a_first_login_failure_is_its_own_ticket_never_an_affected_user() {
+    let mut d = Detector::new(settings());
+    let first = |result| outcome("a", Capability::FirstLogin, result);
+    assert!(d.observe(&first(failed("Permission denied")), t(1)).is_empty());
+    assert!(d.observe(&outcome("b", Capability::Server, failed("quota")), t(1)).is_empty(), "b alone: a ticket");
+    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users(), BTreeSet::from(["b"]), "not a user");
+    let failure = d.first_login_failure("temple").unwrap();
+    assert_eq!((failure.stage, failure.reason.as_str()), (Stage::Progress, "Permission denied"));
+    d.observe(&first(failed("Permission denied")), t(2));
+    assert_eq!(d.first_login_failure("temple").unwrap().since, t(1), "since the first failure");
+    d.observe(&first(ProbeResult::Ok), t(3));
+    assert!(d.first_login_failure("temple").is_none(), "a pass closes it");
+}

@@ -19,7 +19,10 @@ impl IncidentKind {
 
     pub fn of(capability: Capability) -> IncidentKind {
         match capability {
-            Capability::Login | Capability::Server | Capability::Kernel | Capability::Home => IncidentKind::HubAccess,
+            // A first login's failure is a support ticket of its own, never counted in an incident.
+            Capability::Login | Capability::Server | Capability::Kernel | Capability::Home | Capability::FirstLogin => {
+                IncidentKind::HubAccess
+            }
             Capability::DaskGateway => IncidentKind::DaskGateway,
             Capability::Binder => IncidentKind::Binder,
         }
@@ -56,11 +59,18 @@ pub enum TicketKind {
     DaskGateway,
     Binder,
     SlowStarts,
+    /// The first-login check failed.
+    FirstLogin,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 4] =
-        [TicketKind::HubAccess, TicketKind::DaskGateway, TicketKind::Binder, TicketKind::SlowStarts];
+    pub const ALL: [TicketKind; 5] = [
+        TicketKind::HubAccess,
+        TicketKind::DaskGateway,
+        TicketKind::Binder,
+        TicketKind::SlowStarts,
+        TicketKind::FirstLogin,
+    ];
 
     pub fn of(kind: IncidentKind) -> TicketKind {
         match kind {
@@ -77,6 +87,7 @@ impl TicketKind {
             TicketKind::DaskGateway => "dask_gateway",
             TicketKind::Binder => "binder",
             TicketKind::SlowStarts => "slow_starts",
+            TicketKind::FirstLogin => "first_login",
         }
     }
 

@@ -15,16 +15,19 @@ pub enum Capability {
     DaskGateway,
     /// Launching a repository through the hub's BinderHub (build or cached image, then a server).
     Binder,
+    /// A brand-new user gets started: created, logged in, a server, saving home (a support ticket at most).
+    FirstLogin,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Login,
         Capability::Server,
         Capability::Kernel,
         Capability::Home,
         Capability::DaskGateway,
         Capability::Binder,
+        Capability::FirstLogin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Capability {
             Capability::Home => "home",
             Capability::DaskGateway => "dask_gateway",
             Capability::Binder => "binder",
+            Capability::FirstLogin => "first_login",
         }
     }
 }
@@ -94,6 +98,9 @@ pub enum Stage {
     /// `ready`: the launched server answers with the returned token.
     Ready,
     StopBinder,
+    // first login: a user made for the check, and deleted after it
+    CreateUser,
+    DeleteUser,
     // real users (Kubernetes signals, not a probe step)
     /// A real user's pod is stuck or crashing.
     UserPod,
@@ -135,6 +142,8 @@ impl Stage {
             Stage::Launch => "launch",
             Stage::Ready => "ready",
             Stage::StopBinder => "stop_binder",
+            Stage::CreateUser => "create_user",
+            Stage::DeleteUser => "delete_user",
             Stage::UserPod => "user_pod",
         }
     }

@@ -57,6 +57,7 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
                     Capability::Home => "save to their home directories",
                     Capability::DaskGateway => "use Dask Gateway",
                     Capability::Binder => "launch through BinderHub",
+                    Capability::FirstLogin => "log in for the first time",
                 })
                 .collect();
             match phrases.as_slice() {

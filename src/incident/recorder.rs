@@ -190,8 +190,8 @@ impl Recorder {
                 }
             }
             if let Some(tickets) = &tickets {
-                let open = tickets.contains(&(hub.clone(), TicketKind::SlowStarts));
-                self.review_slow_ticket(&hub, open, now);
+                self.review_slow_ticket(&hub, tickets.contains(&(hub.clone(), TicketKind::SlowStarts)), now);
+                self.review_first_login_ticket(&hub, tickets.contains(&(hub.clone(), TicketKind::FirstLogin)), now);
             }
         }
     }
@@ -218,7 +218,7 @@ impl Recorder {
         let users: Vec<String> = symptoms.users().into_iter().map(String::from).collect();
         let (hub, kind) = (hub.to_string(), TicketKind::of(kind));
         let news = match (wanted, open) {
-            (true, false) => TicketNews::Opened { hub, kind, users },
+            (true, false) => TicketNews::Opened { hub, kind, users, reason: None },
             (false, true) => TicketNews::Closed { hub, kind, escalated: incident },
             _ => return,
         };
@@ -231,8 +231,21 @@ impl Recorder {
         let users = self.detector.slow_starts(hub, now);
         let (hub, kind) = (hub.to_string(), TicketKind::SlowStarts);
         let news = match (!users.is_empty(), open) {
-            (true, false) => TicketNews::Opened { hub, kind, users },
+            (true, false) => TicketNews::Opened { hub, kind, users, reason: None },
             (false, true) => TicketNews::Closed { hub, kind, escalated: false },
+            _ => return,
+        };
+        self.decide(Decision::Ticket(news), now);
+    }
+
+    /// Opens the first-login ticket of `hub` when its latest first-login check failed (with the stage and
+    /// the words), and closes it when one succeeds.
+    fn review_first_login_ticket(&mut self, hub: &str, open: bool, now: SystemTime) {
+        let failed = self.detector.first_login_failure(hub).map(|f| format!("{}: {}", f.stage.as_str(), f.reason));
+        let (hub, kind) = (hub.to_string(), TicketKind::FirstLogin);
+        let news = match (failed, open) {
+            (Some(reason), false) => TicketNews::Opened { hub, kind, users: Vec::new(), reason: Some(reason) },
+            (None, true) => TicketNews::Closed { hub, kind, escalated: false },
             _ => return,
         };
         self.decide(Decision::Ticket(news), now);

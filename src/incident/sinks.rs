@@ -69,6 +69,11 @@ pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str
         TicketKind::SlowStarts => {
             format!("{}: servers slow to start for {who} (they started: not an incident)", ticket.hub)
         }
+        TicketKind::FirstLogin => format!(
+            "{}: a brand-new user cannot get started: {}",
+            ticket.hub,
+            ticket.reason.as_deref().unwrap_or("the first-login check failed")
+        ),
         kind => format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, kind.as_str()),
     };
     json!({
@@ -94,13 +99,11 @@ pub enum TicketNews {
         hub: String,
         kind: TicketKind,
         users: Vec<String>,
+        /// What failed, for a ticket about one check.
+        reason: Option<String>,
     },
     /// Nobody is affected (or slow) any more, or it became an incident (`escalated`).
-    Closed {
-        hub: String,
-        kind: TicketKind,
-        escalated: bool,
-    },
+    Closed { hub: String, kind: TicketKind, escalated: bool },
 }
 
 impl IncidentManager {
@@ -117,7 +120,7 @@ impl IncidentManager {
     pub fn record_ticket(&self, news: &TicketNews, now: SystemTime) -> Result<(), StoreError> {
         let url = self.public_url.clone();
         match news {
-            TicketNews::Opened { hub, kind, users } => {
+            TicketNews::Opened { hub, kind, users, reason } => {
                 if self.open_ticket(hub, *kind)?.is_some() {
                     return Ok(());
                 }
@@ -128,6 +131,7 @@ impl IncidentManager {
                     kind: *kind,
                     opened_at: now,
                     users: users.clone(),
+                    reason: reason.clone(),
                 };
                 let event = self.webhook(ticket_body(WebhookEvent::TicketOpened, &ticket, None, &url, now));
                 self.store.open_ticket(&ticket, event.as_ref())?;
@@ -138,6 +142,7 @@ impl IncidentManager {
                 let why = match (kind, escalated) {
                     (_, true) => "it became an incident",
                     (TicketKind::SlowStarts, false) => "servers start in time again",
+                    (TicketKind::FirstLogin, false) => "a brand-new user got started again",
                     (_, false) => "nobody is affected any more",
                 };
                 let event = self.webhook(ticket_body(WebhookEvent::TicketClosed, &ticket, Some(why), &url, now));

@@ -44,7 +44,7 @@ impl HubProber {
 }
 
 /// The probe's file in the user's home, through their server's contents API.
-struct HomeFile<'a> {
+pub(super) struct HomeFile<'a> {
     http: &'a HttpClient,
     token: &'a Secret,
     url: Url,
@@ -53,7 +53,7 @@ struct HomeFile<'a> {
 }
 
 impl<'a> HomeFile<'a> {
-    fn new(http: &'a HttpClient, server: &Url, token: &'a Secret, user: &str) -> Self {
+    pub(super) fn new(http: &'a HttpClient, server: &Url, token: &'a Secret, user: &str) -> Self {
         // Not a dot-file: jupyter-server refuses hidden files by default. Short: a long hex run in a name would
         // be taken for a token by the redactor and hide the name in reasons.
         let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
@@ -65,7 +65,7 @@ impl<'a> HomeFile<'a> {
     }
 
     /// Write, then read back.
-    async fn save(&self, stages: &Stages, deadline: Deadline) -> Result<(), StepFailure> {
+    pub(super) async fn save(&self, stages: &Stages, deadline: Deadline) -> Result<(), StepFailure> {
         stages.run(Stage::WriteFile, self.write(deadline)).await?;
         stages.run(Stage::ReadFile, self.read_back(deadline)).await
     }

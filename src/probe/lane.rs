@@ -13,8 +13,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Every kind of lane, each deciding from the hub's config whether a probe user has it.
-const REGISTRY: [Builder; 5] =
-    [super::login::lane, super::server::lane, super::sentinel::lane, super::dask_gateway::lane, super::binder::lane];
+const REGISTRY: [Builder; 6] = [
+    super::login::lane,
+    super::server::lane,
+    super::sentinel::lane,
+    super::dask_gateway::lane,
+    super::binder::lane,
+    super::first_login::lane,
+];
 
 /// A capability's lane for one probe user of a hub, when the hub's config gives them one.
 type Builder = fn(&HubProber, &str) -> Option<Box<dyn Probe>>;

@@ -10,6 +10,7 @@
 mod answers;
 pub mod binder;
 pub mod dask_gateway;
+pub mod first_login;
 pub mod home;
 pub mod kernel;
 pub mod lane;

@@ -76,6 +76,9 @@ impl HubProber {
         if self.delete_leftover_clusters(user, deadline).await? > 0 {
             cleaned.push("dask clusters");
         }
+        if self.hub.user_probes(user, Capability::FirstLogin) && self.delete_leftover_fresh_users(deadline).await? > 0 {
+            cleaned.push("first-login users");
+        }
         Ok(cleaned)
     }
 }

@@ -197,7 +197,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket ON tickets(hub, kind) WHERE cl
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -388,7 +388,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     // Version 1 keeps the union of affected users (version 0: development builds); 2 the latest diagnostics;
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
     // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
-    // incident's trigger went (its later events follow it).
+    // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed.
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -399,6 +399,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("incidents", "hold", "TEXT")?;
     add("outbox", "route", "TEXT")?;
     add("incidents", "routing", "TEXT")?;
+    add("tickets", "reason", "TEXT")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

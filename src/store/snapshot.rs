@@ -6,7 +6,7 @@
 use super::incidents::TimelineKind;
 use super::outbox::{EventAction, OutboxState};
 use super::{SCHEMA_VERSION, Store, StoreError};
-use crate::domain::{AffectedEver, IncidentKind, Symptoms};
+use crate::domain::{AffectedEver, IncidentKind, Symptoms, TicketKind};
 use rusqlite::Connection;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use serde_json::{Map, Value};
@@ -137,7 +137,7 @@ fn check_row<'a>(
     match table {
         "incidents" => {
             text("key").and_then(|key| if key.is_empty() { Err("empty key".into()) } else { Ok(()) })?;
-            IncidentKind::parse(text("kind")?).ok_or(format!("unknown incident kind {}", object["kind"]))?;
+            TicketKind::parse(text("kind")?).ok_or(format!("unknown ticket kind {}", object["kind"]))?;
             json("symptoms", |t| serde_json::from_str::<Symptoms>(t).is_ok())?;
             json("failures_ever", |t| serde_json::from_str::<Symptoms>(t).is_ok())?;
             json("affected_ever", |t| serde_json::from_str::<AffectedEver>(t).is_ok())?;

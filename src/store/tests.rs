@@ -346,6 +346,7 @@ fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now(
         kind: crate::domain::TicketKind::HubAccess,
         opened_at: t(5),
         users: vec!["ana".into()],
+        reason: None,
     };
     leader.open_ticket(&ticket, None).unwrap();
     let snapshot = leader.snapshot().unwrap();

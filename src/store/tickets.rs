@@ -15,6 +15,8 @@ pub struct Ticket {
     pub kind: TicketKind,
     pub opened_at: SystemTime,
     pub users: Vec<String>,
+    /// What failed, when the ticket is about one check rather than users (the first login's stage and words).
+    pub reason: Option<String>,
 }
 
 impl Store {
@@ -22,13 +24,14 @@ impl Store {
     pub fn open_ticket(&self, ticket: &Ticket, event: Option<&NewEvent>) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO tickets (id, hub, kind, opened_at, users) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tickets (id, hub, kind, opened_at, users, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     ticket.id,
                     ticket.hub,
                     ticket.kind,
                     millis(ticket.opened_at),
-                    serde_json::to_string(&ticket.users)?
+                    serde_json::to_string(&ticket.users)?,
+                    ticket.reason,
                 ],
             )?;
             event.into_iter().try_for_each(|e| insert_event(tx, &ticket.id, ticket.opened_at, e))
@@ -45,8 +48,9 @@ impl Store {
 
     pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
         let conn = self.conn();
-        let mut statement =
-            conn.prepare("SELECT id, hub, kind, opened_at, users FROM tickets WHERE closed_at IS NULL ORDER BY id")?;
+        let mut statement = conn.prepare(
+            "SELECT id, hub, kind, opened_at, users, reason FROM tickets WHERE closed_at IS NULL ORDER BY id",
+        )?;
         let mut rows = statement.query([])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -64,6 +68,7 @@ impl Store {
                 kind,
                 opened_at: from_millis(row.get(3)?),
                 users: serde_json::from_str(&users)?,
+                reason: row.get(5)?,
             });
         }
         Ok(out)

@@ -106,6 +106,7 @@ fn capability_title(capability: Capability) -> &'static str {
         Capability::Home => "Save to home",
         Capability::DaskGateway => "Dask Gateway",
         Capability::Binder => "Binder",
+        Capability::FirstLogin => "First login",
     }
 }
 

@@ -301,7 +301,12 @@ async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_e
     s.manager.record_change(&temple_upgrade(), t0).unwrap();
     s.manager
         .record_ticket(
-            &TicketNews::Opened { hub: "temple".into(), kind: TicketKind::DaskGateway, users: vec!["probe-3".into()] },
+            &TicketNews::Opened {
+                hub: "temple".into(),
+                kind: TicketKind::DaskGateway,
+                users: vec!["probe-3".into()],
+                reason: None,
+            },
             t0,
         )
         .unwrap();
@@ -469,7 +474,12 @@ async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
     receiver.set_hang(true);
     pd.inner.lock().unwrap().rest_outage = Some(Fault::Hang);
     for user in ["probe-1", "probe-2"] {
-        let news = TicketNews::Opened { hub: "temple".into(), kind: TicketKind::DaskGateway, users: vec![user.into()] };
+        let news = TicketNews::Opened {
+            hub: "temple".into(),
+            kind: TicketKind::DaskGateway,
+            users: vec![user.into()],
+            reason: None,
+        };
         s.manager.record_ticket(&news, SystemTime::now()).unwrap();
         let closed = TicketNews::Closed { hub: "temple".into(), kind: TicketKind::DaskGateway, escalated: false };
         s.manager.record_ticket(&closed, SystemTime::now()).unwrap();

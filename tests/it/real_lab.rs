@@ -16,6 +16,7 @@ use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stag
 use hubwatch::redact::Redactor;
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -84,9 +85,10 @@ hubs:
       - {{code: "labpackage.VERSION", expect_regex: "^'1\\."}}
 "#
     );
-    let token = lab.token();
+    let (token, first_login_token) = (lab.token(), lab.first_login_token());
     Config::parse(&yaml, Path::new("real-lab.yaml"), &|name| match name {
         "HUBWATCH_TOKEN" => Some(token.clone()),
+        "FIRST_LOGIN_TOKEN" => Some(first_login_token.clone()),
         "PROBE_PASSWORD" => Some("probe-password".into()),
         "BINDER_TOKEN" => Some(crate::support::binderhub::TOKEN.into()),
         _ => None,
@@ -405,6 +407,61 @@ async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
     }
     assert_eq!(binder.requested(), ["gh/binder-examples/requirements/0123abc"; 2], "the pinned ref, once per user");
     // The launched servers shut themselves down; the hub forgets them at its next poll.
+    assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+/// The lab's users whose names start with `prefix`, through the first-login check's token.
+async fn users_named(lab: &Lab, prefix: &str) -> Vec<String> {
+    let users: Value = reqwest::Client::new()
+        .get(format!("{}/hub/api/users?name_filter={prefix}", lab.url))
+        .header("Authorization", format!("token {}", lab.first_login_token()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    users.as_array().unwrap().iter().filter_map(|u| u["name"].as_str().map(String::from)).collect()
+}
+
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brand_new_user_gets_started_or_the_stage_that_stops_them_is_named() {
+    let (_serial, lab, _) = lab("probes-first-login", 30, USUAL).await;
+    let keys = "\n    first_login: {token: {env: FIRST_LOGIN_TOKEN}}";
+    let config = config_with(&lab, USUAL, Extra { hub: keys, ..Extra::default() });
+    eprintln!("a user an earlier (crashed) run left is deleted at start-up");
+    let leftover = reqwest::Client::new()
+        .post(format!("{}/hub/api/users/hubwatch-first-0badc0de", lab.url))
+        .header("Authorization", format!("token {}", lab.first_login_token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(leftover.status().as_u16(), 201);
+    let redactor = Arc::new(Redactor::knowing(config.secrets()));
+    let probers = hubwatch::probe::probers(&config, &hubwatch::http::HttpClient::new().unwrap(), &redactor);
+    let cleaned = probers[0].clean_up_leftovers("probe-1").await.unwrap();
+    assert_eq!(cleaned, ["first-login users"]);
+    assert!(users_named(&lab, "hubwatch-first-").await.is_empty());
+
+    eprintln!("a fresh user: created, a token, a server, a file saved, stopped, deleted");
+    let run = check(&config, "lab").await;
+    run.assert_ok(FirstLogin, "probe-1");
+    let stages: Vec<&str> = run.get(FirstLogin, "probe-1").stages.iter().map(|s| s.stage.as_str()).collect();
+    let expected = ["create_user", "mint_token", "whoami", "stop_leftover", "request_spawn", "progress"];
+    assert_eq!(stages[..6], expected);
+    assert_eq!(stages[6..], ["write_file", "read_file", "stop_server", "delete_user"]);
+    assert!(!run.outcomes.iter().any(|o| o.capability == FirstLogin && o.user == "probe-2"), "once per hub");
+    assert!(users_named(&lab, "hubwatch-first-").await.is_empty(), "the fresh user is deleted");
+
+    eprintln!("a brand-new user's home cannot be made; the probe users' homes exist");
+    lab.set_flag("new-home-fail", None, "");
+    let run = check(&config, "lab").await;
+    run.assert_failed(FirstLogin, "probe-1", Stage::Progress, "Permission denied");
+    run.assert_ok(Server, "probe-1");
+    run.assert_ok(Home, "probe-2");
+    lab.clear_flags();
+    assert!(users_named(&lab, "hubwatch-first-").await.is_empty(), "deleted after a failure too");
     assert_nothing_left(&lab, &EVERYONE).await;
 }
 

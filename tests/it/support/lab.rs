@@ -53,6 +53,12 @@ impl Lab {
         self.env["HUBWATCH_TOKEN"].clone()
     }
 
+    /// The first-login check's service token (lab/jupyterhub_config.py).
+    pub fn first_login_token(&self) -> String {
+        let token = self.token();
+        format!("hubwatch-first-login-{}", &token[token.len() - 16..])
+    }
+
     /// Switches a fault on: for one user, or for everyone when `user` is None.
     pub fn set_flag(&self, name: &str, user: Option<&str>, content: &str) {
         let dir = match user {
