@@ -377,6 +377,10 @@ impl App {
                 lost_for: config.incidents.window,
                 stops: stops.clone(),
                 loss_grace: crate::signals::losses::GRACE,
+                own_users: {
+                    let hub = hub.clone();
+                    Arc::new(move |user: &str| hub.stops_own_servers(user))
+                },
             };
             let (dask, users, stop_pods) = (hub.dask_gateway.is_some(), real_users.clone(), stop.clone());
             self.pipeline

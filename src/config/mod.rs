@@ -581,6 +581,13 @@ impl HubConfig {
         self.users.iter().chain(profiles).map(String::as_str)
     }
 
+    /// Whether hubwatch itself stops `user`'s servers as a matter of course: every probe user's but the kept
+    /// server's (rounds stop theirs), and the first-login check's fresh users. Their servers going away is
+    /// never a lost session.
+    pub fn stops_own_servers(&self, user: &str) -> bool {
+        (self.probe_users().any(|u| u == user) && self.sentinel_user() != Some(user)) || user.starts_with(FRESH_PREFIX)
+    }
+
     /// Whether `user` probes `capability`: a profile's users only start its servers and use them.
     /// The first-login check runs once per hub: in the first probe user's lane.
     pub fn user_probes(&self, user: &str, capability: Capability) -> bool {
@@ -654,6 +661,9 @@ pub struct DaskGatewayConfig {
     #[serde(default)]
     pub from_server: bool,
 }
+
+/// The first-login check's fresh users' names start with this (the start-up clean-up looks for it).
+pub const FRESH_PREFIX: &str = "hubwatch-first-";
 
 /// The first-login check's own credentials.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

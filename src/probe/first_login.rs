@@ -10,6 +10,7 @@ use super::lane::{Plain, PlainRound, Probe};
 use super::login::{hub_url, mint_token, whoami};
 use super::round::HubProber;
 use super::{Deadline, user_path};
+use crate::config::FRESH_PREFIX;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::Auth;
 use reqwest::{Method, StatusCode};
@@ -17,8 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The fresh users' names start with this: what the start-up clean-up looks for.
-pub const FRESH_PREFIX: &str = "hubwatch-first-";
 /// The fresh user's token lives no longer than the check can.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 

@@ -84,9 +84,9 @@ impl Pods {
 }
 
 /// A user's server pod gone or ended by the cluster: seen, to be judged (see [`losses`]).
-fn saw_loss(pod: &Pod, deleted: bool, losses: &mut Losses) {
+fn saw_loss(pod: &Pod, deleted: bool, losses: &mut Losses, own_users: &dyn Fn(&str) -> bool) {
     let user = pod.metadata.annotations.as_ref().and_then(|a| a.get(USERNAME_ANNOTATION));
-    if let (Some(user), Some(loss)) = (user, pods::loss(pod, deleted)) {
+    if let (Some(user), Some(loss)) = (user.filter(|u| !own_users(u)), pods::loss(pod, deleted)) {
         losses.saw(user, loss, SystemTime::now());
     }
 }
@@ -107,6 +107,8 @@ pub struct Watch {
     pub stops: Arc<StopRequests>,
     /// How long after a server went it is judged ([`losses::GRACE`]).
     pub loss_grace: Duration,
+    /// Users whose servers hubwatch stops itself (round probe users, first-login users): never lost.
+    pub own_users: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 impl Watch {
@@ -148,7 +150,7 @@ impl Watch {
                         if let Some((pod, deleted)) = pods.take(event, &self.hub, selector)
                             && capability == Capability::Server
                         {
-                            saw_loss(&pod, deleted, &mut losses);
+                            saw_loss(&pod, deleted, &mut losses, self.own_users.as_ref());
                         }
                     }
                 },

@@ -137,7 +137,7 @@ fn check_row<'a>(
     match table {
         "incidents" => {
             text("key").and_then(|key| if key.is_empty() { Err("empty key".into()) } else { Ok(()) })?;
-            TicketKind::parse(text("kind")?).ok_or(format!("unknown ticket kind {}", object["kind"]))?;
+            IncidentKind::parse(text("kind")?).ok_or(format!("unknown incident kind {}", object["kind"]))?;
             json("symptoms", |t| serde_json::from_str::<Symptoms>(t).is_ok())?;
             json("failures_ever", |t| serde_json::from_str::<Symptoms>(t).is_ok())?;
             json("affected_ever", |t| serde_json::from_str::<AffectedEver>(t).is_ok())?;
@@ -171,7 +171,7 @@ fn check_row<'a>(
             }
         }
         "tickets" => {
-            IncidentKind::parse(text("kind")?).ok_or(format!("unknown incident kind {}", object["kind"]))?;
+            TicketKind::parse(text("kind")?).ok_or(format!("unknown ticket kind {}", object["kind"]))?;
             json("users", |t| serde_json::from_str::<Vec<String>>(t).is_ok())?;
         }
         _ => return Err("unknown table".into()),

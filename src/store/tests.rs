@@ -349,12 +349,21 @@ fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now(
         reason: None,
     };
     leader.open_ticket(&ticket, None).unwrap();
+    // A kind no incident has, with what failed: a failover keeps it too.
+    let first_login = Ticket {
+        id: "ticket-temple-first_login-5".into(),
+        kind: crate::domain::TicketKind::FirstLogin,
+        users: vec![],
+        reason: Some("progress: Spawn failed: [Errno 13] Permission denied".into()),
+        ..ticket.clone()
+    };
+    leader.open_ticket(&first_login, None).unwrap();
     let snapshot = leader.snapshot().unwrap();
     let (_dir2, standby) = fresh();
     let report = standby.restore(&snapshot).unwrap();
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     assert_eq!(standby.silences(t(10)).unwrap(), [silence], "the silence survives a failover");
-    assert_eq!(standby.open_tickets().unwrap(), [ticket]);
+    assert_eq!(standby.open_tickets().unwrap(), [first_login, ticket]);
     let expired = standby.expire_silence("s-1", t(60)).unwrap().unwrap();
     assert_eq!(expired.ends_at, t(60));
     assert!(standby.silences(t(61)).unwrap().is_empty());

@@ -173,6 +173,7 @@ async fn the_watch_names_real_users_from_pod_annotations_and_from_dask_clusters(
         lost_for: Duration::from_secs(900),
         stops: stops.clone(),
         loss_grace: Duration::from_millis(500),
+        own_users: std::sync::Arc::new(|user: &str| user.starts_with("probe-")),
     };
     let (updates, mut received) = tokio::sync::mpsc::channel(16);
     let shutdown = tokio_util::sync::CancellationToken::new();
