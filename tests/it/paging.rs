@@ -8,7 +8,8 @@
 //! - spawning fails for one user only → no page, a support ticket in the metrics; then both users' spawns
 //!   slow (past `slow_after`) → `slow` results and a slow-starts ticket on the webhook, never a page, and
 //!   start times in the histogram and on `/api/v1/status`; then both users' spawns stuck (no progress) → a
-//!   page after `stuck_after`, long before the probe's timeout;
+//!   page after `stuck_after`, long before the probe's timeout; and a brand-new user whose home cannot be made
+//!   (the first-login check) → a first-login ticket with the stage, closed when the check passes, never a page;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
 //! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
@@ -57,19 +58,17 @@ impl Paging {
 
     /// As [`Paging::start`], with `incidents.keep_open_for` set to `keep_open_for`.
     async fn start_keeping_open(name: &str, port: u16, keep_open_for: &str) -> Paging {
-        Paging::start_with(name, port, json!({"incidents": {"keep_open_for": keep_open_for}}), &[]).await
+        Paging::start_with(name, port, |world| world.config(json!({"incidents": {"keep_open_for": keep_open_for}})))
+            .await
     }
 
-    /// As [`Paging::start`], with `patch` merged into the config and `env` added to the daemon's.
-    async fn start_with(name: &str, port: u16, patch: Value, env: &[(&str, &str)]) -> Paging {
-        let mut world = Scenario::on_lab(name, port)
+    /// As [`Paging::start`], with the scenario made by `configure` from the usual one.
+    async fn start_with(name: &str, port: u16, configure: impl FnOnce(Scenario) -> Scenario) -> Paging {
+        let world = Scenario::on_lab(name, port)
             .await
             .with_rest_api()
-            .config(json!({"incidents": {"keep_open_for": "0s"}, "pagerduty": {"status_update_every": "5s"}}))
-            .config(patch);
-        for (key, value) in env {
-            world = world.env(key, value);
-        }
+            .config(json!({"incidents": {"keep_open_for": "0s"}, "pagerduty": {"status_update_every": "5s"}}));
+        let world = configure(world);
         let daemon = world.start().await;
         wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
             sample(&daemon.metrics().await, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"ok\""])
@@ -191,9 +190,18 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more, with 12 s of
     // silence in the progress stream (stuck only after 20 s); the probe's timeout is 30 s.
     let server = json!({"slow_after": "9s", "stuck_after": "20s", "timeout": "60s"});
-    let patch = json!({"defaults": {"probes": {"server": server}}, "webhook": {"url": hook,
+    let first_login = json!({"every": "30s", "timeout": "60s"});
+    let patch = json!({"defaults": {"probes": {"server": server, "first_login": first_login}}, "webhook": {"url": hook,
         "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"}});
-    let s = Paging::start_with("paging-ticket", 18710, patch, &[("HOOK_AUTH", AUTHORIZATION)]).await;
+    let s = Paging::start_with("paging-ticket", 18710, |world| {
+        let token = world.lab.first_login_token();
+        world
+            .config(patch)
+            .hub(json!({"first_login": {"token": {"env": "FIRST_LOGIN_TOKEN"}}}))
+            .env("HOOK_AUTH", AUTHORIZATION)
+            .env("FIRST_LOGIN_TOKEN", &token)
+    })
+    .await;
     let (lab, pd, daemon) = (&s.world.lab, &s.world.pd, &s.daemon);
     lab.set_flag("spawn-fail", Some("probe-1"), "");
     wait_for("a support ticket", EVERY + TIMEOUT + MARGIN, async || {
@@ -238,6 +246,24 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
         .await;
     assert_eq!(slow_ticket("ticket_closed").unwrap()["closed_because"], "servers start in time again");
     assert!(pd.accepted().is_empty(), "nothing was paged");
+
+    eprintln!("phase: a brand-new user's home cannot be made (the first-login check, every 30 s)");
+    lab.set_flag("new-home-fail", None, "");
+    let first_login_ticket =
+        |event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == "first_login");
+    wait_for("a first-login ticket", Duration::from_secs(120), async || first_login_ticket("ticket_opened").is_some())
+        .await;
+    let opened = first_login_ticket("ticket_opened").unwrap();
+    let summary = opened["summary"].as_str().unwrap();
+    assert!(summary.starts_with("lab: a brand-new user cannot get started: progress: "), "{summary}");
+    assert!(summary.contains("Permission denied"), "{summary}");
+    lab.clear_flags();
+    wait_for("the first-login ticket closed", Duration::from_secs(120), async || {
+        first_login_ticket("ticket_closed").is_some()
+    })
+    .await;
+    assert_eq!(first_login_ticket("ticket_closed").unwrap()["closed_because"], "a brand-new user got started again");
+    assert!(pd.accepted().is_empty(), "a first login's failure is never paged");
 
     eprintln!("phase: every start stuck after `Spawning server...` (stuck_after 20 s, timeout 60 s)");
     lab.set_flag("spawn-hang", None, "");
