@@ -9,6 +9,26 @@ use prometheus::{
 };
 use std::time::UNIX_EPOCH;
 
+/// What became of one heartbeat (the `outcome` label of `hubwatch_heartbeat_pings_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ping {
+    Sent,
+    /// Not answered, or refused.
+    Failed,
+    /// Not sent: hubwatch is not healthy, and its silence is the alarm.
+    Withheld,
+}
+
+impl Ping {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ping::Sent => "sent",
+            Ping::Failed => "failed",
+            Ping::Withheld => "withheld",
+        }
+    }
+}
+
 /// Whose server start a `hubwatch_server_start_seconds` observation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartSource {
@@ -68,6 +88,7 @@ pub struct Metrics {
     incidents: IncidentMetrics,
     pagerduty_events: IntCounterVec,
     webhook_deliveries: IntCounterVec,
+    heartbeat_pings: IntCounterVec,
     pub pagerduty_unsent: IntGauge,
     pub pagerduty_oldest_unsent_seconds: Gauge,
     delivery: DeliveryMetrics,
@@ -191,6 +212,11 @@ impl Metrics {
                 "Webhook sink deliveries by event (incident_opened, incident_resolved, ticket_opened, ticket_closed) and outcome (sent, rejected, failed)",
                 &["event", "outcome"],
             ),
+            heartbeat_pings: b.counters(
+                "hubwatch_heartbeat_pings_total",
+                "Pings of the dead-man's switch (heartbeat.url) by outcome (sent, failed, withheld while unhealthy)",
+                &["outcome"],
+            ),
             pagerduty_unsent: b.gauge(
                 "hubwatch_pagerduty_unsent_events",
                 "PagerDuty events (pages, not status notes) queued and not yet accepted",
@@ -252,6 +278,10 @@ impl Metrics {
 
     pub fn count_webhook_delivery(&self, event: &str, outcome: Delivered) {
         self.webhook_deliveries.with_label_values(&[event, outcome.as_str()]).inc();
+    }
+
+    pub fn count_heartbeat(&self, ping: Ping) {
+        self.heartbeat_pings.with_label_values(&[ping.as_str()]).inc();
     }
 
     /// One channel's backlog (events, rest, webhook): how many wait and how old the oldest is.

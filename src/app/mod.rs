@@ -162,6 +162,7 @@ impl App {
         });
         self.reconcile().await;
         self.retain(work.clone());
+        self.heartbeat(work.clone());
         self.probe(&work).await;
         // Probing is over and its last decisions stored: the last deliveries, the last mirror, the lease.
         work.cancel();
@@ -283,6 +284,22 @@ impl App {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot reconcile with PagerDuty's open incidents; going on"),
             Err(_) => tracing::error!("reconciling with PagerDuty took too long; going on without it"),
         }
+    }
+
+    /// The dead-man's switch, pinged while this replica leads (this runs only then) and is healthy.
+    fn heartbeat(&self, stop: CancellationToken) {
+        let Some(config) = self.config.heartbeat.clone() else { return };
+        let pipeline = self.pipeline.clone();
+        self.pipeline.tasks.supervise("heartbeat", move || {
+            let heartbeat = crate::notify::heartbeat::Heartbeat {
+                config: config.clone(),
+                http: pipeline.http.clone(),
+                health: pipeline.health.clone(),
+                store: pipeline.store.clone(),
+                metrics: pipeline.metrics.clone(),
+            };
+            heartbeat.run(stop.clone())
+        });
     }
 
     /// Retention: every hour, closed incidents past `state.retention` go, in small batches.

@@ -10,7 +10,10 @@ mod routing;
 mod validate;
 
 pub use probes::{DaskProbeConfig, KernelCell, KernelProbeConfig, ProbeSettings, Schedule, ServerProbeConfig};
-pub use routing::{HubPaging, KindOverrides, PageOverride, PageRoute, WebhookConfig, WebhookFormat, fingerprint};
+pub use routing::{
+    HeartbeatConfig, HeartbeatMethod, HubPaging, KindOverrides, PageOverride, PageRoute, WebhookConfig, WebhookFormat,
+    fingerprint,
+};
 pub use validate::redact_url;
 
 use crate::domain::{Capability, Secret};
@@ -88,6 +91,10 @@ section! {
         /// A JSON POST per incident opened and resolved and per support ticket opened and closed.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub webhook: Option<WebhookConfig> = None,
+        /// A dead-man's switch elsewhere (healthchecks.io, Cronitor, Dead Man's Snitch, an Opsgenie heartbeat):
+        /// pinged every `every` while hubwatch leads and is healthy, so that its silence pages from there.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub heartbeat: Option<HeartbeatConfig> = None,
         /// The file it was read from.
         #[serde(skip)]
         pub source: PathBuf = PathBuf::new(),
@@ -827,6 +834,7 @@ impl Config {
             secrets.push(token.expose());
         }
         secrets.extend(self.webhook.iter().flat_map(|w| w.headers.values()).map(|s| s.expose()));
+        secrets.extend(self.heartbeat.iter().flat_map(|h| h.headers.values()).map(|s| s.expose()));
         if let Some(pagerduty) = &self.pagerduty {
             secrets.push(pagerduty.routing_key.expose());
             secrets.extend(pagerduty.api_token.iter().map(|s| s.expose()));

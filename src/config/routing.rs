@@ -149,6 +149,34 @@ pub struct WebhookConfig {
     pub format: WebhookFormat,
 }
 
+/// A dead-man's switch hubwatch pings while it leads and is healthy.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// The check's ping URL (it may carry the check's key: it is never logged).
+    pub url: Url,
+    /// How often; set the service's period to this and its grace to a few more.
+    #[serde(default = "heartbeat_every", with = "Span")]
+    pub every: Duration,
+    #[serde(default)]
+    pub method: HeartbeatMethod,
+    /// Sent with every ping (an Opsgenie `Authorization: GenieKey …`); values are secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretRef>,
+}
+
+fn heartbeat_every() -> Duration {
+    secs(60)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatMethod {
+    #[default]
+    Get,
+    Post,
+}
+
 fn webhook_retry_delay() -> Duration {
     secs(2)
 }

@@ -51,13 +51,11 @@ pub fn validate(
     rules.paging(&config);
     if let Some(webhook) = &mut config.webhook {
         webhook.url = rules.url(&webhook.url, "webhook.url", false);
-        for (name, value) in &mut webhook.headers {
-            let path = format!("webhook.headers.{name}");
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                rules.add(&path, "not a valid HTTP header name");
-            }
-            rules.secret(value, &path);
-        }
+        rules.headers(&mut webhook.headers, "webhook.headers");
+    }
+    if let Some(heartbeat) = &mut config.heartbeat {
+        heartbeat.url = rules.url(&heartbeat.url, "heartbeat.url", false);
+        rules.headers(&mut heartbeat.headers, "heartbeat.headers");
     }
     rules.high_availability(&mut config);
     if rules.problems.is_empty() { Ok(config) } else { Err(rules.problems) }
@@ -66,6 +64,17 @@ pub fn validate(
 impl Rules<'_> {
     fn add(&mut self, path: &str, problem: impl Into<String>) {
         self.problems.push((path.to_string(), problem.into()));
+    }
+
+    /// Headers whose values are secrets: valid names, values read.
+    fn headers(&mut self, headers: &mut std::collections::BTreeMap<String, SecretRef>, path: &str) {
+        for (name, value) in headers {
+            let path = format!("{path}.{name}");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.add(&path, "not a valid HTTP header name");
+            }
+            self.secret(value, &path);
+        }
     }
 
     /// Reads `secret` from where it points; reports (never quoting it) when it cannot.

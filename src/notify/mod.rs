@@ -12,6 +12,7 @@
 
 mod deliver;
 mod entries;
+pub mod heartbeat;
 pub mod pagerduty;
 pub mod rest;
 pub mod webhook;

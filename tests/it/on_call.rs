@@ -638,3 +638,68 @@ async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
     let again = reconcile::reconcile(&s.store, &http, &settings, &hubs, clock).await.unwrap();
     assert!(again.is_empty(), "nothing left to reconcile: {again:?}");
 }
+
+/// A dead-man's switch (healthchecks.io and the like): counts the pings that carry its key header.
+async fn dead_mans_switch() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::HeaderMap;
+    let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pings.clone();
+    let app = axum::Router::new().route(
+        "/ping/{key}",
+        axum::routing::get(move |headers: HeaderMap| async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("GenieKey switch-secret") {
+                return axum::http::StatusCode::UNAUTHORIZED;
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            axum::http::StatusCode::OK
+        }),
+    );
+    let addr = crate::support::serve::on_loopback(app).await;
+    (format!("http://{addr}/ping/5f1a9c2e-check-key"), pings)
+}
+
+#[tokio::test]
+async fn a_heartbeat_pings_while_healthy_and_falls_silent_when_not() {
+    use hubwatch::config::{HeartbeatConfig, HeartbeatMethod, SecretRef};
+    use hubwatch::domain::Secret;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&config("http://127.0.0.1:9/v2/enqueue", None, &dir.path().join("state.db")));
+    let (url, pings) = dead_mans_switch().await;
+    let headers = [("Authorization".to_string(), SecretRef::holding(Secret::new("GenieKey switch-secret")))].into();
+    let config = HeartbeatConfig {
+        url: url.parse().unwrap(),
+        every: Duration::from_millis(100),
+        method: HeartbeatMethod::Get,
+        headers,
+    };
+    let heartbeat = hubwatch::notify::heartbeat::Heartbeat {
+        config,
+        http: s.pipeline.http.clone(),
+        health: s.pipeline.health.clone(),
+        store: s.store.clone(),
+        metrics: s.pipeline.metrics.clone(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let beating = tokio::spawn(heartbeat.run(stop.clone()));
+    let pinged_as = |outcome: &str| {
+        let labels = format!("outcome=\"{outcome}\"");
+        crate::support::daemon::sample(&s.pipeline.metrics.render(), "hubwatch_heartbeat_pings_total", &[&labels])
+            .unwrap_or(0.0)
+    };
+    let withheld = || pinged_as("withheld");
+    wait_for("a ping withheld while starting", Duration::from_secs(10), async || withheld() >= 1.0).await;
+    assert_eq!(pings.load(Ordering::SeqCst), 0, "not ready yet: no ping");
+    s.pipeline.health.set_started(true);
+    wait_for("pings while healthy", Duration::from_secs(10), async || pings.load(Ordering::SeqCst) >= 3).await;
+    s.pipeline.health.task_failed("recorder");
+    let before = withheld();
+    wait_for("pings withheld while unhealthy", Duration::from_secs(10), async || withheld() >= before + 3.0).await;
+    let pinged = pings.load(Ordering::SeqCst);
+    let more = withheld() + 2.0;
+    wait_for("more rounds withheld", Duration::from_secs(10), async || withheld() >= more).await;
+    assert_eq!(pings.load(Ordering::SeqCst), pinged, "silent while unhealthy: the switch pages");
+    assert_eq!(pinged_as("failed"), 0.0, "every ping carried its key");
+    stop.cancel();
+    beating.await.unwrap();
+}
