@@ -89,6 +89,7 @@ pub struct Metrics {
     pagerduty_events: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     heartbeat_pings: IntCounterVec,
+    peer_up: IntGaugeVec,
     pub pagerduty_unsent: IntGauge,
     pub pagerduty_oldest_unsent_seconds: Gauge,
     delivery: DeliveryMetrics,
@@ -217,6 +218,11 @@ impl Metrics {
                 "Pings of the dead-man's switch (heartbeat.url) by outcome (sent, failed, withheld while unhealthy)",
                 &["outcome"],
             ),
+            peer_up: b.gauges(
+                "hubwatch_peer_up",
+                "1 while a peer hubwatch (peers[].name) answers /healthz with 200 at the latest look, else 0",
+                &["peer"],
+            ),
             pagerduty_unsent: b.gauge(
                 "hubwatch_pagerduty_unsent_events",
                 "PagerDuty events (pages, not status notes) queued and not yet accepted",
@@ -278,6 +284,10 @@ impl Metrics {
 
     pub fn count_webhook_delivery(&self, event: &str, outcome: Delivered) {
         self.webhook_deliveries.with_label_values(&[event, outcome.as_str()]).inc();
+    }
+
+    pub fn set_peer_up(&self, peer: &str, up: bool) {
+        self.peer_up.with_label_values(&[peer]).set(i64::from(up));
     }
 
     pub fn count_heartbeat(&self, ping: Ping) {

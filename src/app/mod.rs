@@ -360,6 +360,14 @@ impl App {
         if let Some(memory) = memory {
             self.report_gone_hubs(memory.clone(), real_users_tx.clone(), stop.clone());
         }
+        for peer in &config.peers {
+            let (peer, http, metrics) = (peer.clone(), self.pipeline.http.clone(), self.pipeline.metrics.clone());
+            let (users, stop) = (real_users_tx.clone(), stop.clone());
+            self.pipeline.tasks.supervise("peer_watch", move || {
+                let (peer, http, metrics) = (peer.clone(), http.clone(), metrics.clone());
+                crate::signals::peers::watch(peer, http, metrics, users.clone(), stop.clone())
+            });
+        }
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
         let lanes = probe::lanes(&probers);

@@ -95,6 +95,11 @@ section! {
         /// pinged every `every` while hubwatch leads and is healthy, so that its silence pages from there.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub heartbeat: Option<HeartbeatConfig> = None,
+        /// hubwatch instances in other clusters, watched through their `/healthz` (the metrics listener's, which
+        /// needs no credentials): one unreachable or unhealthy for `after` is an incident of kind `monitor`
+        /// named after it (no threshold), resolved when it answers again.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub peers: Vec<PeerConfig> = Vec::new(),
         /// The file it was read from.
         #[serde(skip)]
         pub source: PathBuf = PathBuf::new(),
@@ -626,6 +631,7 @@ impl HubConfig {
                 Capability::DaskGateway => self.dask_gateway.is_some(),
                 Capability::Binder => self.binderhub.is_some(),
                 Capability::FirstLogin => self.first_login.is_some(),
+                Capability::Monitor => false,
                 _ => true,
             })
             .collect()
@@ -667,6 +673,24 @@ pub struct DaskGatewayConfig {
     /// blocks user servers from the scheduler leaves the probe from hubwatch's pod green; this one fails.
     #[serde(default)]
     pub from_server: bool,
+}
+
+/// Another hubwatch instance, watched.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// How its incident is named (like a hub: lowercase letters, digits, - and _), e.g. the cluster's name.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub name: String,
+    /// Its metrics listener: `GET {url}healthz` must answer 200.
+    pub url: Url,
+    /// How long it may fail before it is an incident.
+    #[serde(default = "peer_after", with = "Span")]
+    pub after: Duration,
+}
+
+fn peer_after() -> Duration {
+    secs(180)
 }
 
 /// The first-login check's fresh users' names start with this (the start-up clean-up looks for it).

@@ -165,6 +165,8 @@ impl ProbeSettings {
             Capability::DaskGateway => Schedule { every: dask.every, timeout: dask.timeout },
             Capability::Binder => self.binderhub,
             Capability::FirstLogin => self.first_login,
+            // Peers are not probed by users: their checks have a schedule of their own.
+            Capability::Monitor => self.login,
         }
     }
 }

@@ -53,6 +53,7 @@ pub fn validate(
         webhook.url = rules.url(&webhook.url, "webhook.url", false);
         rules.headers(&mut webhook.headers, "webhook.headers");
     }
+    rules.peers(&mut config);
     if let Some(heartbeat) = &mut config.heartbeat {
         heartbeat.url = rules.url(&heartbeat.url, "heartbeat.url", false);
         rules.headers(&mut heartbeat.headers, "heartbeat.headers");
@@ -64,6 +65,18 @@ pub fn validate(
 impl Rules<'_> {
     fn add(&mut self, path: &str, problem: impl Into<String>) {
         self.problems.push((path.to_string(), problem.into()));
+    }
+
+    /// Peers: named like hubs, never like one of them (their incidents share the namespace), each once.
+    fn peers(&mut self, config: &mut Config) {
+        let mut names: HashSet<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
+        for (i, peer) in config.peers.iter_mut().enumerate() {
+            let path = format!("peers[{i}]");
+            if !names.insert(peer.name.clone()) {
+                self.add(&format!("{path}.name"), format!("{:?} is already the name of a hub or a peer", peer.name));
+            }
+            peer.url = self.url(&peer.url, &format!("{path}.url"), true);
+        }
     }
 
     /// Headers whose values are secrets: valid names, values read.

@@ -272,7 +272,7 @@ impl Detector {
         let current = self.current(state, now);
         let hub = hub.to_string();
         match &state.open {
-            None if current.users().len() >= self.settings.min_affected_users => {
+            None if current.users().len() >= kind.threshold(self.settings.min_affected_users) => {
                 let state = self.state.get_mut(&(hub.clone(), kind))?;
                 state.open = Some((current.clone(), now));
                 state.healthy_since = None;

@@ -205,6 +205,7 @@ async fn fetch(client: &Client, request: &Request) -> Fetched {
         IncidentKind::DaskGateway => &["app.kubernetes.io/component=gateway", "app.kubernetes.io/component=controller"],
         // BinderHub's chart: the binder pod and its build pods.
         IncidentKind::Binder => &["component=binder", "component=binderhub-build"],
+        IncidentKind::Monitor => &[],
     };
     let mut selectors: Vec<(&str, Whose)> = log_selectors.iter().map(|label| (*label, Whose::Everyone)).collect();
     if request.kind == IncidentKind::HubAccess {
@@ -218,7 +219,7 @@ async fn fetch(client: &Client, request: &Request) -> Fetched {
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &daskcluster_resource());
         match request.kind {
             IncidentKind::DaskGateway => Some(list(api, all(), timeout).await),
-            IncidentKind::HubAccess | IncidentKind::Binder => None,
+            IncidentKind::HubAccess | IncidentKind::Binder | IncidentKind::Monitor => None,
         }
     };
     let ((pods, events, nodes, claims, quotas), logs, clusters) = tokio::join!(

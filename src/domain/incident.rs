@@ -12,10 +12,13 @@ pub enum IncidentKind {
     DaskGateway,
     /// The hub's BinderHub cannot build or launch.
     Binder,
+    /// A peer hubwatch (in another cluster) is down or unhealthy: one "user", the peer; no threshold.
+    Monitor,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 3] = [IncidentKind::HubAccess, IncidentKind::DaskGateway, IncidentKind::Binder];
+    pub const ALL: [IncidentKind; 4] =
+        [IncidentKind::HubAccess, IncidentKind::DaskGateway, IncidentKind::Binder, IncidentKind::Monitor];
 
     pub fn of(capability: Capability) -> IncidentKind {
         match capability {
@@ -25,6 +28,7 @@ impl IncidentKind {
             }
             Capability::DaskGateway => IncidentKind::DaskGateway,
             Capability::Binder => IncidentKind::Binder,
+            Capability::Monitor => IncidentKind::Monitor,
         }
     }
 
@@ -34,6 +38,7 @@ impl IncidentKind {
             IncidentKind::HubAccess => &[Capability::Login, Capability::Server, Capability::Kernel, Capability::Home],
             IncidentKind::DaskGateway => &[Capability::DaskGateway],
             IncidentKind::Binder => &[Capability::Binder],
+            IncidentKind::Monitor => &[Capability::Monitor],
         }
     }
 
@@ -42,6 +47,15 @@ impl IncidentKind {
             IncidentKind::HubAccess => "hub_access",
             IncidentKind::DaskGateway => "dask_gateway",
             IncidentKind::Binder => "binder",
+            IncidentKind::Monitor => "monitor",
+        }
+    }
+
+    /// How many affected users make an incident: a peer's outage is one "user" and always one.
+    pub fn threshold(self, min_affected_users: usize) -> usize {
+        match self {
+            IncidentKind::Monitor => 1,
+            _ => min_affected_users,
         }
     }
 
@@ -58,16 +72,18 @@ pub enum TicketKind {
     HubAccess,
     DaskGateway,
     Binder,
+    Monitor,
     SlowStarts,
     /// The first-login check failed.
     FirstLogin,
 }
 
 impl TicketKind {
-    pub const ALL: [TicketKind; 5] = [
+    pub const ALL: [TicketKind; 6] = [
         TicketKind::HubAccess,
         TicketKind::DaskGateway,
         TicketKind::Binder,
+        TicketKind::Monitor,
         TicketKind::SlowStarts,
         TicketKind::FirstLogin,
     ];
@@ -77,6 +93,7 @@ impl TicketKind {
             IncidentKind::HubAccess => TicketKind::HubAccess,
             IncidentKind::DaskGateway => TicketKind::DaskGateway,
             IncidentKind::Binder => TicketKind::Binder,
+            IncidentKind::Monitor => TicketKind::Monitor,
         }
     }
 
@@ -86,6 +103,7 @@ impl TicketKind {
             TicketKind::HubAccess => "hub_access",
             TicketKind::DaskGateway => "dask_gateway",
             TicketKind::Binder => "binder",
+            TicketKind::Monitor => "monitor",
             TicketKind::SlowStarts => "slow_starts",
             TicketKind::FirstLogin => "first_login",
         }
@@ -202,6 +220,8 @@ pub enum SignalSource {
     HubLogs,
     /// A discovered hub that is gone: its probe users cannot log in.
     HubGone,
+    /// A peer hubwatch that does not answer as healthy.
+    Peer,
 }
 
 impl SignalSource {
@@ -210,6 +230,7 @@ impl SignalSource {
             SignalSource::Pods => "pods",
             SignalSource::HubLogs => "hub_logs",
             SignalSource::HubGone => "hub_gone",
+            SignalSource::Peer => "peer",
         }
     }
 }

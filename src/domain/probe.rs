@@ -17,10 +17,12 @@ pub enum Capability {
     Binder,
     /// A brand-new user gets started: created, logged in, a server, saving home (a support ticket at most).
     FirstLogin,
+    /// Another hubwatch instance answers `/healthz` (`peers`): the watcher watched.
+    Monitor,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Login,
         Capability::Server,
         Capability::Kernel,
@@ -28,6 +30,7 @@ impl Capability {
         Capability::DaskGateway,
         Capability::Binder,
         Capability::FirstLogin,
+        Capability::Monitor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Capability {
             Capability::DaskGateway => "dask_gateway",
             Capability::Binder => "binder",
             Capability::FirstLogin => "first_login",
+            Capability::Monitor => "monitor",
         }
     }
 }

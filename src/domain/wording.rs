@@ -37,6 +37,9 @@ pub fn profile_in(reason: &str) -> Option<&str> {
 
 /// The summary for `users` users failing `capabilities`.
 pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BTreeSet<Capability>) -> String {
+    if kind == IncidentKind::Monitor {
+        return format!("{hub}: the hubwatch instance there is down or unhealthy: its hubs go unwatched");
+    }
     let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
     let what = cannot(kind, capabilities);
     truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
@@ -47,6 +50,7 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
     match kind {
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters".to_string(),
         IncidentKind::Binder => "launch repositories through the hub's BinderHub".to_string(),
+        IncidentKind::Monitor => "be watched (the hubwatch instance watching them is down)".to_string(),
         IncidentKind::HubAccess => {
             let phrases: Vec<&str> = capabilities
                 .iter()
@@ -58,6 +62,7 @@ pub fn cannot(kind: IncidentKind, capabilities: &BTreeSet<Capability>) -> String
                     Capability::DaskGateway => "use Dask Gateway",
                     Capability::Binder => "launch through BinderHub",
                     Capability::FirstLogin => "log in for the first time",
+                    Capability::Monitor => "be watched",
                 })
                 .collect();
             match phrases.as_slice() {

@@ -57,6 +57,7 @@ fn what_users_could_not_do(kind: IncidentKind) -> &'static str {
         IncidentKind::HubAccess => "log in, start their servers or execute code",
         IncidentKind::DaskGateway => "create or use Dask Gateway clusters",
         IncidentKind::Binder => "launch repositories through the hub's BinderHub",
+        IncidentKind::Monitor => "be watched: the hubwatch instance watching their hubs was down",
     }
 }
 

@@ -11,6 +11,7 @@ pub mod changes;
 pub mod follow;
 pub mod logs;
 pub mod losses;
+pub mod peers;
 pub mod pods;
 
 use crate::domain::{Capability, RealUsers, SignalSource};

@@ -107,6 +107,7 @@ fn capability_title(capability: Capability) -> &'static str {
         Capability::DaskGateway => "Dask Gateway",
         Capability::Binder => "Binder",
         Capability::FirstLogin => "First login",
+        Capability::Monitor => "Watched",
     }
 }
 
@@ -196,6 +197,9 @@ pub fn grid(
     now: SystemTime,
 ) -> String {
     let tickets = tickets(hubs);
+    // A column for each capability some hub has: an optional one (Binder, first login) only where used.
+    let columns: Vec<Capability> =
+        Capability::ALL.into_iter().filter(|c| hubs.values().any(|h| h.capabilities.contains_key(c))).collect();
     let mut rows: Vec<(&String, &HubStatus)> = hubs.iter().collect();
     rows.sort_by_key(|(name, hub)| (urgency(hub), *name));
     let body = html! {
@@ -228,8 +232,8 @@ pub fn grid(
             }
         }
         table.grid {
-            thead { tr { th { "Hub" } @for capability in Capability::ALL { th { (capability_title(capability)) } } } }
-            tbody { @for (name, hub) in rows { (hub_row(name, hub, open, now)) } }
+            thead { tr { th { "Hub" } @for capability in &columns { th { (capability_title(*capability)) } } } }
+            tbody { @for (name, hub) in rows { (hub_row(name, hub, open, &columns, now)) } }
         }
         @if hubs.is_empty() { p { "No hubs are watched yet." } }
     };
@@ -245,7 +249,7 @@ fn incident_state(incident: &IncidentRecord) -> &'static str {
     }
 }
 
-fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], now: SystemTime) -> Markup {
+fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], columns: &[Capability], now: SystemTime) -> Markup {
     html! {
         tr {
             th scope="row" {
@@ -259,7 +263,7 @@ fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], now: SystemTime
                     }
                 }
             }
-            @for capability in Capability::ALL {
+            @for capability in columns.iter().copied() {
                 @match hub.capabilities.get(&capability) {
                     Some(status) => (cell(capability, status, now)),
                     None => td.unknown data-label=(capability_title(capability)) { "not configured" },

@@ -18,6 +18,7 @@ mod incidents;
 mod kubernetes;
 mod on_call;
 mod paging;
+mod peers;
 mod real_lab;
 mod redaction;
 mod rollouts;
