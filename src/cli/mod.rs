@@ -89,7 +89,7 @@ pub enum Command {
     HashPassword,
     /// Silences of a running hubwatch (through its API): add, list, expire.
     #[command(subcommand)]
-    Silence(silence::SilenceCommand),
+    Silence(Box<silence::SilenceCommand>),
     /// The configuration's own description: its JSON Schema, or every default written out.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -129,7 +129,7 @@ pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
         Command::Report { key, config } => report::command(&config, &key),
         Command::Run { config } => run::command(&config, redactor),
         Command::HashPassword => hash_password::command(),
-        Command::Silence(command) => silence::command(command),
+        Command::Silence(command) => silence::command(*command),
         Command::Config(ConfigCommand::Schema) => print(&crate::config::schema()),
         Command::Config(ConfigCommand::Defaults) => {
             let yaml = serde_saphyr::to_string(&Config::defaults_document()).expect("the defaults serialize");

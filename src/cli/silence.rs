@@ -22,12 +22,18 @@ pub enum SilenceCommand {
         url: Url,
         #[arg(long)]
         hub: String,
-        /// hub_access or dask_gateway; every kind when absent.
+        /// hub_access, dask_gateway, binder or monitor; every kind when absent.
         #[arg(long)]
         kind: Option<String>,
-        /// How long, from now (90m, 2h, 1d).
+        /// How long, from now or from --from (90m, 2h, 1d).
         #[arg(long = "for", conflicts_with = "until", required_unless_present = "until")]
         duration: Option<String>,
+        /// Planned: from when (RFC 3339, e.g. 2026-12-05T22:00:00Z); default now.
+        #[arg(long = "from")]
+        from: Option<String>,
+        /// Recurring: the same window again every so often (1w, 1d; at least 1h), until expired.
+        #[arg(long)]
+        every: Option<String>,
         /// Until when (RFC 3339, e.g. 2026-12-01T06:00:00Z).
         #[arg(long)]
         until: Option<String>,
@@ -60,19 +66,17 @@ pub fn command(command: SilenceCommand) -> ExitCode {
     let result = super::runtime().block_on(async {
         let http = HttpClient::new().map_err(|e| e.to_string())?;
         match command {
-            SilenceCommand::Add { url, hub, kind, duration, until, reason, created_by } => {
+            SilenceCommand::Add { url, hub, kind, duration, from, every, until, reason, created_by } => {
                 let author = created_by
                     .or_else(|| std::env::var("HUBWATCH_WEB_USER").ok())
                     .or_else(|| std::env::var("USER").ok());
                 let body = json!({"hub": hub, "kind": kind, "duration": duration, "ends_at": until,
-                    "reason": reason, "created_by": author});
+                    "starts_at": from, "every": every, "reason": reason, "created_by": author});
                 let silence = call(&http, reqwest::Method::POST, &url, "api/v1/silences", Some(body)).await?;
                 println!("{}", silence["id"].as_str().unwrap_or_default());
-                eprintln!(
-                    "silenced {} until {}",
-                    silence["hub"].as_str().unwrap_or_default(),
-                    silence["ends_at"].as_str().unwrap_or_default()
-                );
+                let field = |key: &str| silence[key].as_str().unwrap_or_default().to_string();
+                let every = silence["every"].as_str().map(|e| format!(", every {e}")).unwrap_or_default();
+                eprintln!("silenced {} from {} until {}{every}", field("hub"), field("starts_at"), field("ends_at"));
                 Ok(())
             }
             SilenceCommand::List { url, output } => {

@@ -2,7 +2,7 @@
 //! (a short grace). While held, an incident is detected, recorded and shown; nothing goes to PagerDuty.
 
 use super::IncidentKind;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Where a silence came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +26,19 @@ impl SilenceSource {
     }
 }
 
-/// "Expected, don't page" for a hub (and one kind, or every kind) until `ends_at`.
+/// "Expected, don't page" for a hub (and one kind, or every kind) from `starts_at` until `ends_at` — planned
+/// maintenance when that is ahead — and, with `every`, again every `every` after (a weekly upgrade slot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silence {
     pub id: String,
     pub hub: String,
     /// `None`: every kind.
     pub kind: Option<IncidentKind>,
+    /// The first window.
     pub starts_at: SystemTime,
     pub ends_at: SystemTime,
+    /// Recurring: the window again every `every` from `starts_at`, until the silence is expired.
+    pub every: Option<Duration>,
     pub reason: String,
     pub created_by: String,
     pub source: SilenceSource,
@@ -42,7 +46,34 @@ pub struct Silence {
 
 impl Silence {
     pub fn is_active(&self, now: SystemTime) -> bool {
-        self.starts_at <= now && now < self.ends_at
+        self.window_at(now).is_some()
+    }
+
+    /// The window `now` falls in, if any.
+    pub fn window_at(&self, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
+        let (start, end) = self.next_window(now)?;
+        (start <= now).then_some((start, end))
+    }
+
+    /// The window `now` falls in, else the next one (`None`: none is left).
+    pub fn next_window(&self, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
+        let length = self.ends_at.duration_since(self.starts_at).unwrap_or_default();
+        let elapsed = now.duration_since(self.starts_at).unwrap_or_default();
+        let start = match self.every.filter(|every| !every.is_zero()) {
+            Some(every) if now > self.starts_at => {
+                let periods = (elapsed.as_secs_f64() / every.as_secs_f64()).floor() as u32;
+                let start = self.starts_at + every * periods;
+                if now < start + length { start } else { start + every }
+            }
+            _ => self.starts_at,
+        };
+        (now < start + length).then_some((start, start + length))
+    }
+
+    /// This silence as its window at `now` (its one window when it does not recur): what holds a page.
+    pub fn as_window(&self, now: SystemTime) -> Silence {
+        let (starts_at, ends_at) = self.window_at(now).unwrap_or((self.starts_at, self.ends_at));
+        Silence { starts_at, ends_at, ..self.clone() }
     }
 
     /// Whether it holds back pages of `kind` on `hub` at `now`.
@@ -104,9 +135,10 @@ impl Hold {
         grace: std::time::Duration,
         now: SystemTime,
     ) -> Option<Hold> {
-        let silence = silences.iter().filter(|s| s.covers(hub, kind, now)).max_by_key(|s| s.ends_at);
+        let silence =
+            silences.iter().filter(|s| s.covers(hub, kind, now)).map(|s| s.as_window(now)).max_by_key(|s| s.ends_at);
         if let Some(silence) = silence {
-            return Some(Hold::Silence(silence.clone()));
+            return Some(Hold::Silence(silence));
         }
         rollouts
             .iter()
@@ -159,6 +191,7 @@ mod tests {
             kind,
             starts_at: t(100),
             ends_at: t(ends),
+            every: None,
             reason: "upgrading".into(),
             created_by: "yuvi".into(),
             source: SilenceSource::Api,
@@ -174,6 +207,38 @@ mod tests {
         assert!(!s.covers("temple", IncidentKind::HubAccess, t(200)), "ended");
         assert!(!s.covers("temple", IncidentKind::HubAccess, t(99)), "not begun");
         assert!(silence("b", None, 200).covers("temple", IncidentKind::DaskGateway, t(150)), "every kind");
+    }
+
+    #[test]
+    fn a_weekly_window_holds_every_week_and_nothing_outside_it() {
+        const HOUR: u64 = 3600;
+        const WEEK: u64 = 7 * 24 * HOUR;
+        // Saturdays 22:00 to Sundays 02:00, from a first Saturday at t(WEEK).
+        let weekly = Silence {
+            starts_at: t(WEEK),
+            ends_at: t(WEEK + 4 * HOUR),
+            every: Some(Duration::from_secs(WEEK)),
+            ..silence("w", None, 0)
+        };
+        let held = |at: u64| weekly.covers("temple", IncidentKind::HubAccess, t(at));
+        assert!(!held(WEEK - 1), "planned: not before its first window");
+        assert!(held(WEEK) && held(WEEK + 4 * HOUR - 1), "the first window");
+        assert!(!held(WEEK + 4 * HOUR) && !held(2 * WEEK - 1), "between windows");
+        assert!(held(2 * WEEK + HOUR) && held(9 * WEEK + 3 * HOUR), "every week after");
+        assert!(!held(9 * WEEK + 4 * HOUR), "and nothing outside it");
+        assert_eq!(weekly.next_window(t(WEEK + 5 * HOUR)), Some((t(2 * WEEK), t(2 * WEEK + 4 * HOUR))));
+        let hold = Hold::of(
+            "temple",
+            IncidentKind::HubAccess,
+            std::slice::from_ref(&weekly),
+            &[],
+            Duration::ZERO,
+            t(3 * WEEK + HOUR),
+        );
+        assert_eq!(hold.map(|h| h.until()), Some(t(3 * WEEK + 4 * HOUR)), "held until this window's end");
+        let once = Silence { every: None, ..weekly.clone() };
+        assert!(!once.covers("temple", IncidentKind::HubAccess, t(2 * WEEK + HOUR)), "a one-off window does not recur");
+        assert_eq!(once.next_window(t(WEEK + 5 * HOUR)), None);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct SilenceRequest {
     pub duration: Option<String>,
     /// …until when (RFC 3339).
     pub ends_at: Option<String>,
+    /// Planned: from when (RFC 3339; default now); `duration` then counts from here.
+    pub starts_at: Option<String>,
+    /// Recurring: the same window again every so often (`1w`, at least `1h`), until expired.
+    pub every: Option<String>,
     pub reason: Option<String>,
     pub created_by: Option<String>,
 }
@@ -37,7 +41,7 @@ pub enum SilenceRefused {
     NoHub,
     #[error("unknown hub {0:?} (hubwatch watches: {1})")]
     UnknownHub(String, String),
-    #[error("unknown kind {0:?} (expected hub_access or dask_gateway, or no kind for every kind)")]
+    #[error("unknown kind {0:?} (expected hub_access, dask_gateway, binder or monitor, or no kind for every kind)")]
     UnknownKind(String),
     #[error("a reason is required: say why nobody should be paged (e.g. \"upgrading to z2jh 4\")")]
     NoReason,
@@ -55,6 +59,12 @@ pub enum SilenceRefused {
     TooLong,
     #[error("{0} is longer than {TEXT_LIMIT} characters")]
     TooLongText(&'static str),
+    #[error("starts_at {0:?} is not an RFC 3339 time like 2026-12-05T22:00:00Z")]
+    BadStart(String),
+    #[error("the end ({0}) is not after the start")]
+    EndBeforeStart(String),
+    #[error("every {0:?} is not a duration of at least 1h (and no shorter than the window), like 1w or 1d")]
+    BadEvery(String),
 }
 
 /// Checks `request` against the hubs hubwatch knows, at `now`; the silence it makes (its id from `id`).
@@ -75,6 +85,32 @@ pub fn validate(
     };
     let reason = text(request.reason.as_deref(), "reason")?.ok_or(SilenceRefused::NoReason)?;
     let created_by = text(request.created_by.as_deref(), "created_by")?.unwrap_or_else(|| "unknown".into());
+    let starts_at = match request.starts_at.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => now,
+        Some(t) => parse_time(t).map_err(|_| SilenceRefused::BadStart(t.to_string()))?.max(now),
+    };
+    let ends_at = window_end(request, starts_at, now)?;
+    let every = match request.every.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        None => None,
+        Some(e) => {
+            let every = humantime::parse_duration(e).map_err(|_| SilenceRefused::BadEvery(e.to_string()))?;
+            let window = ends_at.duration_since(starts_at).unwrap_or_default();
+            if every < Duration::from_secs(3600) || every < window {
+                return Err(SilenceRefused::BadEvery(e.to_string()));
+            }
+            Some(every)
+        }
+    };
+    Ok(Silence { id, hub: hub.to_string(), kind, starts_at, ends_at, every, reason, created_by, source })
+}
+
+/// An RFC 3339 time, with `Z` or an offset.
+fn parse_time(text: &str) -> Result<SystemTime, ()> {
+    humantime::parse_rfc3339_weak(text).or_else(|_| chrono_like(text))
+}
+
+/// The (first) window's end: `duration` after its start, or `ends_at`; never past, never over 90 days away.
+fn window_end(request: &SilenceRequest, starts_at: SystemTime, now: SystemTime) -> Result<SystemTime, SilenceRefused> {
     let ends_at = match (request.duration.as_deref(), request.ends_at.as_deref()) {
         (Some(_), Some(_)) => return Err(SilenceRefused::BothEnds),
         (None, None) => return Err(SilenceRefused::NoEnd),
@@ -85,19 +121,20 @@ pub fn validate(
             if duration > LONGEST_SILENCE {
                 return Err(SilenceRefused::TooLong);
             }
-            now + duration
+            starts_at + duration
         }
-        (None, Some(t)) => humantime::parse_rfc3339_weak(t.trim())
-            .or_else(|_| chrono_like(t.trim()))
-            .map_err(|_| SilenceRefused::BadTime(t.to_string()))?,
+        (None, Some(t)) => parse_time(t.trim()).map_err(|_| SilenceRefused::BadTime(t.to_string()))?,
     };
     if ends_at <= now {
         return Err(SilenceRefused::EndInPast(rfc3339(ends_at)));
     }
+    if ends_at <= starts_at {
+        return Err(SilenceRefused::EndBeforeStart(rfc3339(ends_at)));
+    }
     if ends_at.duration_since(now).unwrap_or_default() > LONGEST_SILENCE {
         return Err(SilenceRefused::TooLong);
     }
-    Ok(Silence { id, hub: hub.to_string(), kind, starts_at: now, ends_at, reason, created_by, source })
+    Ok(ends_at)
 }
 
 /// RFC 3339 with an offset (`+02:00`), which humantime does not read: the offset applied by hand.
@@ -333,6 +370,16 @@ mod tests {
             check(serde_json::json!({"hub": "lab", "ends_at": "2027-02-15T08:00:00+02:00", "reason": "move"})).unwrap();
         assert_eq!(rfc3339(s.ends_at), "2027-02-15T06:00:00Z");
         assert_eq!((s.kind, s.created_by.as_str()), (None, "unknown"));
+        // Planned, weekly: 4 hours from a Saturday 22:00 (1_800_000_000 is a Friday), every week.
+        let s = check(serde_json::json!({"hub": "lab", "starts_at": "2027-01-16T22:00:00Z", "duration": "4h",
+            "every": "1w", "reason": "weekly upgrade slot"}))
+        .unwrap();
+        assert_eq!(
+            (rfc3339(s.starts_at), rfc3339(s.ends_at)),
+            ("2027-01-16T22:00:00Z".into(), "2027-01-17T02:00:00Z".into())
+        );
+        assert_eq!(s.every, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert!(!s.is_active(t(1_800_000_000)), "planned, not active yet");
     }
 
     #[test]
@@ -355,6 +402,19 @@ mod tests {
             (json!({"hub": "temple", "duration": "2h", "ends_at": "2027-01-01T00:00:00Z", "reason": "x"}), "not both"),
             (json!({"hub": "temple", "duration": "200d", "reason": "x"}), "more than 90 days"),
             (json!({"duration": "2h", "reason": "x"}), "hub is required"),
+            (
+                json!({"hub": "temple", "starts_at": "saturday", "duration": "2h", "reason": "x"}),
+                "starts_at \"saturday\"",
+            ),
+            (
+                json!({"hub": "temple", "starts_at": "2027-01-16T22:00:00Z", "ends_at": "2027-01-16T21:00:00Z", "reason": "x"}),
+                "the end (2027-01-16T21:00:00Z) is not after the start",
+            ),
+            (
+                json!({"hub": "temple", "duration": "2h", "every": "30m", "reason": "x"}),
+                "every \"30m\" is not a duration of at least 1h",
+            ),
+            (json!({"hub": "temple", "duration": "2d", "every": "1d", "reason": "x"}), "no shorter than the window"),
         ];
         for (json, expected) in cases {
             let refused = check(json.clone()).expect_err(&json.to_string()).to_string();

@@ -388,7 +388,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     // Version 1 keeps the union of affected users (version 0: development builds); 2 the latest diagnostics;
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
     // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
-    // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed.
+    // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed, and
+    // how often a silence recurs.
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -400,6 +401,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("outbox", "route", "TEXT")?;
     add("incidents", "routing", "TEXT")?;
     add("tickets", "reason", "TEXT")?;
+    add("silences", "every_ms", "INTEGER")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -5,7 +5,9 @@ use crate::domain::Silence;
 use rusqlite::{OptionalExtension, Row, params};
 use std::time::SystemTime;
 
-const COLUMNS: &str = "id, hub, kind, starts_at, ends_at, reason, created_by, source";
+const COLUMNS: &str = "id, hub, kind, starts_at, ends_at, reason, created_by, source, every_ms";
+/// Silences that ended by `?1` and whose end the timelines were not told of (a recurring one never ends).
+const ENDED_UNTOLD: &str = "end_noted = 0 AND ends_at <= ?1 AND every_ms IS NULL";
 
 fn silence(row: &Row) -> Result<Silence, rusqlite::Error> {
     Ok(Silence {
@@ -17,6 +19,7 @@ fn silence(row: &Row) -> Result<Silence, rusqlite::Error> {
         reason: row.get(5)?,
         created_by: row.get(6)?,
         source: row.get(7)?,
+        every: row.get::<_, Option<i64>>(8)?.map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
     })
 }
 
@@ -26,7 +29,7 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT OR REPLACE INTO silences ({COLUMNS}, end_noted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)"
+                    "INSERT OR REPLACE INTO silences ({COLUMNS}, end_noted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"
                 ),
                 params![
                     silence.id,
@@ -37,17 +40,20 @@ impl Store {
                     silence.reason,
                     silence.created_by,
                     silence.source,
+                    silence.every.map(|every| every.as_millis() as i64),
                 ],
             )?;
             Ok(())
         })
     }
 
-    /// The silences that end after `since` (active ones, and those that ended since then), newest first.
+    /// The silences that end after `since` (active and planned ones, those that ended since then, and every
+    /// recurring one), newest first.
     pub fn silences(&self, since: SystemTime) -> Result<Vec<Silence>, StoreError> {
         let conn = self.conn();
-        let mut statement =
-            conn.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE ends_at > ?1 ORDER BY starts_at DESC, id"))?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM silences WHERE ends_at > ?1 OR every_ms IS NOT NULL ORDER BY starts_at DESC, id"
+        ))?;
         let rows = statement.query_map([millis(since)], silence)?;
         Ok(self.unreadable.keep("silences", rows)?)
     }
@@ -60,7 +66,11 @@ impl Store {
     /// Ends the silence `id` at `now` (if it ends later); the silence as it is now, `None` if unknown.
     pub fn expire_silence(&self, id: &str, now: SystemTime) -> Result<Option<Silence>, StoreError> {
         self.write(|tx| {
-            tx.execute("UPDATE silences SET ends_at = MIN(ends_at, ?2) WHERE id = ?1", params![id, millis(now)])?;
+            // A recurring silence recurs no more.
+            tx.execute(
+                "UPDATE silences SET ends_at = MIN(ends_at, ?2), every_ms = NULL WHERE id = ?1",
+                params![id, millis(now)],
+            )?;
             Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM silences WHERE id = ?1"), [id], silence).optional()?)
         })
     }
@@ -69,18 +79,15 @@ impl Store {
     /// Looked at every few seconds: it writes (and so advances the state's sequence, which a mirror follows)
     /// only when there is one.
     pub fn take_ended_silences(&self, now: SystemTime) -> Result<Vec<Silence>, StoreError> {
-        let any = self
-            .conn()
-            .prepare("SELECT 1 FROM silences WHERE end_noted = 0 AND ends_at <= ?1")?
-            .exists([millis(now)])?;
+        let any =
+            self.conn().prepare(&format!("SELECT 1 FROM silences WHERE {ENDED_UNTOLD}"))?.exists([millis(now)])?;
         if !any {
             return Ok(Vec::new());
         }
         self.write(|tx| {
-            let mut ended =
-                tx.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE end_noted = 0 AND ends_at <= ?1"))?;
+            let mut ended = tx.prepare(&format!("SELECT {COLUMNS} FROM silences WHERE {ENDED_UNTOLD}"))?;
             let ended = self.unreadable.keep("silences", ended.query_map([millis(now)], silence)?)?;
-            tx.execute("UPDATE silences SET end_noted = 1 WHERE end_noted = 0 AND ends_at <= ?1", [millis(now)])?;
+            tx.execute(&format!("UPDATE silences SET end_noted = 1 WHERE {ENDED_UNTOLD}"), [millis(now)])?;
             Ok(ended)
         })
     }

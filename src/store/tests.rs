@@ -338,6 +338,7 @@ fn silences_and_tickets_are_state_a_snapshot_carries_and_expiring_ends_them_now(
         reason: "upgrading".into(),
         created_by: "yuvi".into(),
         source: SilenceSource::Api,
+        every: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
     };
     leader.put_silence(&silence).unwrap();
     let ticket = Ticket {

@@ -218,10 +218,16 @@ pub fn grid(
                 }
             }
         }
-        @for silence in silences.iter().filter(|s| s.is_active(now)) {
-            div.banner.silence {
-                span.state { "Silenced" } " " (silence.hub) " · " (silence.kind.map_or("every kind", |k| k.as_str()))
-                " until " (rfc3339(silence.ends_at)) " · " (silence.reason) " (" (silence.created_by) ", " (silence.id) ")"
+        @for silence in silences {
+            @if let Some((start, end)) = silence.next_window(now) {
+                div.banner.silence {
+                    span.state { @if start <= now { "Silenced" } @else { "Planned" } } " " (silence.hub) " · "
+                    (silence.kind.map_or("every kind", |k| k.as_str()))
+                    @if start > now { " from " (rfc3339(start)) }
+                    " until " (rfc3339(end))
+                    @if let Some(every) = silence.every { " · every " (humantime::format_duration(every)) }
+                    " · " (silence.reason) " (" (silence.created_by) ", " (silence.id) ")"
+                }
             }
         }
         @for (hub, capability, users) in &tickets {

@@ -27,10 +27,13 @@ pub fn to_json(silence: &Silence, now: SystemTime) -> Value {
         "kind": silence.kind.map(|k| k.as_str()),
         "starts_at": rfc3339(silence.starts_at),
         "ends_at": rfc3339(silence.ends_at),
+        "every": silence.every.map(|every| humantime::format_duration(every).to_string()),
+        "next_window": silence.next_window(now).map(|(start, end)| json!({"starts_at": rfc3339(start), "ends_at": rfc3339(end)})),
         "reason": silence.reason,
         "created_by": silence.created_by,
         "source": silence.source.as_str(),
         "active": silence.is_active(now),
+        "planned": !silence.is_active(now) && silence.next_window(now).is_some(),
     })
 }
 

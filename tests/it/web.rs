@@ -334,6 +334,7 @@ async fn a_thousand_active_silences_are_the_most() {
                 kind: None,
                 starts_at: now - Duration::from_secs(60),
                 ends_at: now + Duration::from_secs(86_400),
+                every: None,
                 reason: "maintenance".into(),
                 created_by: "test".into(),
                 source: SilenceSource::Api,
