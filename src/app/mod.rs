@@ -370,11 +370,14 @@ impl App {
         }
         self.watch(config, real_users_tx, changes_tx, stop);
         let recorder = self.record(config, Inputs { outcomes, real_users, changes });
+        self.pipeline.on_demand.probing(probers.clone(), outcomes_tx.clone(), stop.clone());
         let lanes = probe::lanes(&probers);
         let scheduler = Scheduler::new(lanes, config.scheduler.clone(), self.pipeline.metrics.clone(), outcomes_tx);
         tracing::info!(lanes = scheduler.lane_count(), "probing");
         self.pipeline.health.set_started(true);
         scheduler.run(stop.clone()).await;
+        // Its outcomes sender goes too: the recorder ends once every sender has.
+        self.pipeline.on_demand.stopped();
         stop_kept_servers(&probers).await;
         // The scheduler dropped its sender; the recorder ends once the last outcome is recorded.
         let _ = recorder.await;

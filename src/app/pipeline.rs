@@ -14,6 +14,7 @@ use crate::incident::recorder::Context;
 use crate::incident::report::ReportSettings;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::probe::on_demand::{Notes, OnDemand};
 use crate::status::StatusBoard;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -38,6 +39,8 @@ pub struct Pipeline {
     pub rollouts: Arc<Rollouts>,
     /// The one clock every decision reads.
     pub clock: Clock,
+    /// Checks on demand (`POST /api/v1/hubs/{hub}/check`), lent each generation's probers.
+    pub on_demand: Arc<OnDemand>,
 }
 
 impl Pipeline {
@@ -45,6 +48,10 @@ impl Pipeline {
     pub fn new(config: &Config, store: Arc<Store>, http: HttpClient, clock: Clock) -> Pipeline {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(config.state.unhealthy_after));
+        let wake = Arc::new(Notify::new());
+        // Notes need PagerDuty's REST API.
+        let rest = config.pagerduty.as_ref().is_some_and(|p| p.status_updates.is_some());
+        let notes = rest.then(|| Notes { store: store.clone(), wake: wake.clone() });
         Pipeline {
             store,
             http,
@@ -52,10 +59,11 @@ impl Pipeline {
             metrics,
             health,
             board: Arc::new(StatusBoard::default()),
-            wake: Arc::new(Notify::new()),
+            wake,
             backlog: Arc::default(),
             rollouts: Arc::default(),
             clock,
+            on_demand: Arc::new(OnDemand::new(notes)),
         }
     }
 
@@ -98,6 +106,7 @@ impl Pipeline {
                 threshold: config.incidents.min_affected_users,
             }),
             clock: self.clock,
+            on_demand: self.on_demand.clone(),
         }
     }
 

@@ -3,14 +3,16 @@
 use super::table::{Output, write_columns};
 use super::{BAD_CONFIG, load, until_signal};
 use crate::config::Config;
-use crate::domain::{Capability, ProbeOutcome, ProbeResult, Stage, round_ms};
+use crate::domain::{ProbeOutcome, ProbeResult, Stage, round_ms};
 use crate::http::HttpClient;
 use crate::probe;
 use crate::redact::Redactor;
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs every probe user of the selected hubs through login, server with kernel, Dask Gateway and a Binder
@@ -30,28 +32,7 @@ pub async fn run_all(
             prober.hub.probe_users().filter(|u| user.is_none_or(|only| only == *u)).map(String::from).collect();
         for user in users {
             let (prober, cancel) = (prober.clone(), cancel.clone());
-            rounds.spawn(async move {
-                if prober.hub.profile_of(&user).is_some() {
-                    // A profile's users only start its servers (and use them).
-                    return prober
-                        .probe_server(&user, probe::OnServer { dask: false, ..probe::OnServer::ALL }, &cancel)
-                        .await;
-                }
-                let Some(login) = prober.probe_login(&user, &cancel).await else { return Vec::new() };
-                if login.result != ProbeResult::Ok {
-                    // A user who cannot log in cannot do the rest: those are blocked, not tried.
-                    let blocked = prober.blocked_after_login(&login);
-                    return std::iter::once(login).chain(blocked).collect();
-                }
-                let mut outcomes = vec![login];
-                outcomes.extend(prober.probe_server(&user, probe::OnServer::ALL, &cancel).await);
-                outcomes.extend(prober.probe_dask_gateway(&user, &cancel).await);
-                outcomes.extend(prober.probe_binder(&user, false, &cancel).await);
-                if prober.hub.user_probes(&user, Capability::FirstLogin) {
-                    outcomes.extend(prober.probe_first_login(&user, &cancel).await);
-                }
-                outcomes
-            });
+            rounds.spawn(async move { prober.check_user(&user, false, &cancel).await });
         }
     }
     let mut outcomes = Vec::new();
@@ -105,6 +86,63 @@ fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
         stage,
         reason,
     ]
+}
+
+/// How long a check on demand may take: the longest probe (a server start) and its clean-up.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// `hubwatch check --url URL --hub NAME`: the running hubwatch checks the hub now; its rows printed as here.
+pub fn remote(url: &url::Url, hub: &str, output: Output) -> ExitCode {
+    crate::http::install_crypto_provider();
+    let path = format!("api/v1/hubs/{}/check", crate::probe::user_path(hub));
+    let answered = super::runtime().block_on(async {
+        let http = HttpClient::new().map_err(|e| e.to_string())?;
+        // A write is JSON (the API refuses other bodies: no form can post it cross-site).
+        let body = Some(serde_json::json!({}));
+        super::remote::call(&http, reqwest::Method::POST, url, &path, body, REMOTE_TIMEOUT).await
+    });
+    let rows = match answered {
+        Ok(Value::Array(rows)) => rows,
+        Ok(other) => {
+            eprintln!("hubwatch check: an answer that is not a list of results: {other}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("hubwatch check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = print_rows(&rows, output, &mut std::io::stdout().lock()) {
+        eprintln!("hubwatch: cannot write the results: {e}");
+        return ExitCode::FAILURE;
+    }
+    if rows.iter().any(|row| row["result"] == "failed") { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// The rows of a check's JSON answer, as `write` prints outcomes.
+fn print_rows(rows: &[Value], output: Output, out: &mut impl Write) -> std::io::Result<()> {
+    if output == Output::Json {
+        return rows.iter().try_for_each(|row| writeln!(out, "{row}"));
+    }
+    let text = |row: &Value, key: &str| match &row[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let header = ["HUB", "CAPABILITY", "USER", "RESULT", "SECONDS", "STAGE", "REASON"].map(String::from);
+    let table: Vec<[String; 7]> = rows
+        .iter()
+        .map(|row| {
+            let reason = match text(row, "blocked_by") {
+                by if !by.is_empty() => format!("{by} failed first"),
+                _ => text(row, "reason"),
+            };
+            let keys = ["hub", "capability", "user", "result", "seconds", "stage"];
+            let [hub, capability, user, result, seconds, stage] = keys.map(|key| text(row, key));
+            [hub, capability, user, result, seconds, stage, reason]
+        })
+        .collect();
+    write_columns(&header, &table, out)
 }
 
 pub fn command(

@@ -5,6 +5,7 @@ mod availability;
 mod check;
 mod hash_password;
 mod incidents;
+mod remote;
 mod report;
 mod run;
 mod silence;
@@ -50,10 +51,14 @@ pub enum Command {
         #[arg(long, env = "HUBWATCH_CONFIG")]
         config: PathBuf,
     },
-    /// Every capability once for every probe user; exit 0 when all pass, 1 when any fails.
+    /// Every capability once for every probe user; exit 0 when all pass, 1 when any fails. With --url, a
+    /// running hubwatch checks --hub now (its outcomes count, and are noted on the hub's open incidents).
     Check {
-        #[arg(long, env = "HUBWATCH_CONFIG")]
-        config: PathBuf,
+        #[arg(long, env = "HUBWATCH_CONFIG", required_unless_present = "url")]
+        config: Option<PathBuf>,
+        /// A running hubwatch's address (as its pages are served): it runs the check.
+        #[arg(long, requires = "hub", conflicts_with = "user")]
+        url: Option<url::Url>,
         /// Only this hub.
         #[arg(long)]
         hub: Option<String>,
@@ -123,7 +128,10 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 pub fn run(cli: Cli, redactor: Arc<Redactor>) -> ExitCode {
     match cli.command {
         Command::Validate { config } => validate::command(&config),
-        Command::Check { config, hub, user, output } => check::command(&config, hub, user, output, redactor),
+        Command::Check { url: Some(url), hub, output, .. } => check::remote(&url, &hub.unwrap_or_default(), output),
+        Command::Check { config, hub, user, output, .. } => {
+            check::command(&config.unwrap_or_default(), hub, user, output, redactor)
+        }
         Command::Incidents { config, output } => incidents::command(&config, output),
         Command::Availability { config, since, output } => availability::command(&config, since, output),
         Command::Report { key, config } => report::command(&config, &key),

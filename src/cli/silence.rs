@@ -2,6 +2,7 @@
 //! talks to Alertmanager; credentials from `HUBWATCH_WEB_USER` / `HUBWATCH_WEB_PASSWORD` when its pages need
 //! them. Exit 0 on success, 1 when hubwatch refuses or cannot be reached (its message on stderr).
 
+use super::remote::call;
 use super::table::{Output, write_columns};
 use crate::http::{HttpClient, install_crypto_provider};
 use clap::Subcommand;
@@ -72,7 +73,7 @@ pub fn command(command: SilenceCommand) -> ExitCode {
                     .or_else(|| std::env::var("USER").ok());
                 let body = json!({"hub": hub, "kind": kind, "duration": duration, "ends_at": until,
                     "starts_at": from, "every": every, "reason": reason, "created_by": author});
-                let silence = call(&http, reqwest::Method::POST, &url, "api/v1/silences", Some(body)).await?;
+                let silence = call(&http, reqwest::Method::POST, &url, "api/v1/silences", Some(body), TIMEOUT).await?;
                 println!("{}", silence["id"].as_str().unwrap_or_default());
                 let field = |key: &str| silence[key].as_str().unwrap_or_default().to_string();
                 let every = silence["every"].as_str().map(|e| format!(", every {e}")).unwrap_or_default();
@@ -80,11 +81,11 @@ pub fn command(command: SilenceCommand) -> ExitCode {
                 Ok(())
             }
             SilenceCommand::List { url, output } => {
-                let list = call(&http, reqwest::Method::GET, &url, "api/v1/silences", None).await?;
+                let list = call(&http, reqwest::Method::GET, &url, "api/v1/silences", None, TIMEOUT).await?;
                 print_list(list.as_array().map_or(&[][..], Vec::as_slice), output).map_err(|e| e.to_string())
             }
             SilenceCommand::Expire { url, id } => {
-                call(&http, reqwest::Method::DELETE, &url, &format!("api/v1/silences/{id}"), None).await?;
+                call(&http, reqwest::Method::DELETE, &url, &format!("api/v1/silences/{id}"), None, TIMEOUT).await?;
                 eprintln!("silence {id} expired");
                 Ok(())
             }
@@ -96,43 +97,6 @@ pub fn command(command: SilenceCommand) -> ExitCode {
             eprintln!("hubwatch silence: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// One request to the API; its JSON answer, or what went wrong (hubwatch's own `error` when it gives one).
-async fn call(
-    http: &HttpClient,
-    method: reqwest::Method,
-    base: &Url,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let base = if base.path().ends_with('/') {
-        base.clone()
-    } else {
-        Url::parse(&format!("{base}/")).map_err(|e| e.to_string())?
-    };
-    let url = base.join(path).map_err(|e| e.to_string())?;
-    let mut request = http.reqwest().request(method, url.clone());
-    if let Ok(user) = std::env::var("HUBWATCH_WEB_USER") {
-        request = request.basic_auth(user, std::env::var("HUBWATCH_WEB_PASSWORD").ok());
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = http
-        .send(request, tokio::time::Instant::now() + TIMEOUT)
-        .await
-        .map_err(|e| format!("cannot reach hubwatch at {base}: {e}"))?;
-    let status = response.status.as_u16();
-    let json: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    match status {
-        200..=299 => Ok(json),
-        401 => Err("hubwatch wants credentials: set HUBWATCH_WEB_USER and HUBWATCH_WEB_PASSWORD".into()),
-        _ => Err(json["error"].as_str().map_or_else(
-            || format!("HTTP {status} from {url}: {}", String::from_utf8_lossy(&response.body).trim()),
-            String::from,
-        )),
     }
 }
 

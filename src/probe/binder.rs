@@ -71,6 +71,7 @@ impl HubProber {
     /// names no BinderHub or the round was cancelled.
     pub async fn probe_binder(&self, user: &str, build: bool, cancel: &CancellationToken) -> Option<ProbeOutcome> {
         let binder = self.hub.binderhub.as_ref()?;
+        let _alone = self.exclusive(user, Capability::Binder).await;
         let round = self.round(user, Capability::Binder, self.hub.probes.binderhub.timeout);
         let (stages, deadline) = (&round.stages, round.deadline);
         let git_ref = match (build, &binder.build) {

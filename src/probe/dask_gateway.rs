@@ -67,6 +67,8 @@ impl HubProber {
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<ProbeOutcome> {
         let gateway = self.hub.dask_gateway.as_ref()?;
+        // The user's Dask round deletes their clusters it finds as leftovers: not while this one computes.
+        let _alone = self.exclusive(user, Capability::DaskGateway).await;
         let timeout = self.hub.probes.dask_gateway.timeout;
         let cells = [from_server_cell(&gateway.cluster_options, timeout)];
         let work =
@@ -81,6 +83,7 @@ impl HubProber {
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<ProbeOutcome> {
         let config = self.hub.dask_gateway.as_ref()?;
+        let _alone = self.exclusive(user, Capability::DaskGateway).await;
         let settings = &self.hub.probes.dask_gateway;
         let round = self.round(user, Capability::DaskGateway, settings.timeout);
         let Ok((token, _)) = self.user_token(user, round.deadline, &Stages::default()).await else {

@@ -34,6 +34,7 @@ impl HubProber {
     /// does not ask for it or the round was cancelled.
     pub async fn probe_first_login(&self, user: &str, cancel: &CancellationToken) -> Option<ProbeOutcome> {
         let admin = &self.hub.first_login.as_ref()?.token;
+        let _alone = self.exclusive(user, Capability::FirstLogin).await;
         // Eight hex digits: unique enough for one check a day, short enough not to pass for a token.
         let fresh = format!("{FRESH_PREFIX}{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let round = self.round(user, Capability::FirstLogin, self.hub.probes.first_login.timeout);

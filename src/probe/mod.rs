@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod lane;
 pub mod login;
 mod oauth;
+pub mod on_demand;
 pub mod round;
 mod sentinel;
 pub mod server;

@@ -31,12 +31,25 @@ pub struct HubProber {
     redactor: Arc<Redactor>,
     /// Each probe user's minted token (see `login.rs`).
     pub(super) tokens: HashMap<String, Mutex<Option<super::login::CachedToken>>>,
+    /// Per probe user and capability with something to clean up (a server, clusters, a launch, a fresh user):
+    /// taken by each such round, so that a check on demand and a scheduled round of the same user never
+    /// tread on each other (one would stop the other's server as a leftover).
+    exclusive: std::sync::Mutex<HashMap<(String, Capability), Exclusive>>,
 }
+
+/// One probe user's capability, taken by one round at a time.
+type Exclusive = Arc<Mutex<()>>;
 
 impl HubProber {
     pub fn new(hub: Arc<HubConfig>, http: HttpClient, cleanup_timeout: Duration, redactor: Arc<Redactor>) -> Self {
         let tokens = hub.probe_users().map(|u| (u.to_string(), Mutex::new(None))).collect();
-        HubProber { hub, http, cleanup_timeout, redactor, tokens }
+        HubProber { hub, http, cleanup_timeout, redactor, tokens, exclusive: Default::default() }
+    }
+
+    /// Waits until no other round of `capability` for `user` runs; it holds while the guard lives.
+    pub(super) async fn exclusive(&self, user: &str, capability: Capability) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = crate::sync::lock(&self.exclusive).entry((user.to_string(), capability)).or_default().clone();
+        lock.lock_owned().await
     }
 
     /// A round of `capability` for `user`, starting now, with `timeout` for its steps.
@@ -63,6 +76,33 @@ impl HubProber {
                 round.blocked(Capability::Login)
             })
             .collect()
+    }
+
+    /// Every capability `user` probes, once, in order (`hubwatch check`, a check on demand): login first (a
+    /// user who cannot log in cannot do the rest: those are blocked, not tried), then the server with its
+    /// kernel and home, Dask Gateway, Binder and the first login. With `keep_kept`, the kept server's user
+    /// looks at it as its lane does (a running daemon's check must not stop it).
+    pub async fn check_user(&self, user: &str, keep_kept: bool, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
+        if keep_kept && self.hub.sentinel_user() == Some(user) {
+            return self.probe_sentinel(user, cancel).await;
+        }
+        if self.hub.profile_of(user).is_some() {
+            // A profile's users only start its servers (and use them).
+            return self.probe_server(user, super::OnServer { dask: false, ..super::OnServer::ALL }, cancel).await;
+        }
+        let Some(login) = self.probe_login(user, cancel).await else { return Vec::new() };
+        if login.result != ProbeResult::Ok {
+            let blocked = self.blocked_after_login(&login);
+            return std::iter::once(login).chain(blocked).collect();
+        }
+        let mut outcomes = vec![login];
+        outcomes.extend(self.probe_server(user, super::OnServer::ALL, cancel).await);
+        outcomes.extend(self.probe_dask_gateway(user, cancel).await);
+        outcomes.extend(self.probe_binder(user, false, cancel).await);
+        if self.hub.user_probes(user, Capability::FirstLogin) {
+            outcomes.extend(self.probe_first_login(user, cancel).await);
+        }
+        outcomes
     }
 
     /// At start-up: stop a probe server and delete probe clusters that a crashed earlier run left behind.

@@ -31,6 +31,7 @@ impl HubProber {
     /// One look at `user`'s kept server, and the kernel and home probes on it; blocked when it is not
     /// reachable. Empty when cancelled. The server is left running (see [`HubProber::stop_kept_server`]).
     pub async fn probe_sentinel(&self, user: &str, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
+        let _alone = self.exclusive(user, Capability::Server).await;
         let timeout = self.hub.sentinel.map_or(Duration::from_secs(30), |s| s.timeout);
         let look = self.round(user, Capability::Server, timeout);
         let Ok((token, _)) = self.user_token(user, look.deadline, &Stages::default()).await else {

@@ -74,6 +74,7 @@ impl HubProber {
     /// The server capability, and on the server it started the kernel and home capabilities `on` asks for.
     /// The server is stopped at the end whatever happened. Empty when cancelled.
     pub async fn probe_server(&self, user: &str, on: OnServer, cancel: &CancellationToken) -> Vec<ProbeOutcome> {
+        let _alone = self.exclusive(user, Capability::Server).await;
         let round = self.round(user, Capability::Server, self.hub.probes.server.timeout);
         let dask = on.dask && self.dask_from_server() && self.hub.user_probes(user, Capability::DaskGateway);
         let on = OnServer { dask, ..on };

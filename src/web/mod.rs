@@ -6,6 +6,7 @@
 //! the cluster is escaped.
 
 pub mod auth;
+mod checks;
 pub mod origin;
 pub mod pages;
 pub mod silences;
@@ -39,6 +40,8 @@ pub struct WebState {
     pub report: Arc<ReportSettings>,
     /// hubwatch's time (silences and holds are judged by it, as the recorder judges them).
     pub clock: Clock,
+    /// Checks on demand.
+    pub on_demand: Arc<crate::probe::on_demand::OnDemand>,
 }
 
 /// The pages, the API, `/metrics` and the probes' endpoints, behind `served` (no foreign Host, no cross-site
@@ -55,6 +58,7 @@ pub fn router(state: WebState, access: Arc<Access>, served: Arc<Served>) -> Rout
         .route("/api/v1/availability", get(availability_json))
         .route("/api/v1/silences", get(silences::list).post(silences::create))
         .route("/api/v1/silences/{id}", axum::routing::delete(silences::expire))
+        .route("/api/v1/hubs/{hub}/check", axum::routing::post(checks::run))
         .route("/api/v1/discovered-hubs", get(discovered_hubs))
         .route("/api/v1/discovered-hubs/{name}", axum::routing::delete(forget_discovered_hub))
         .route(pages::STYLE_PATH, get(style))

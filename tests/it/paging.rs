@@ -118,6 +118,7 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     assert_eq!(trigger["payload"]["source"], "127.0.0.1");
     assert!(!trigger.to_string().contains(&s.world.token), "no hub token in the page");
     wait_for("a status note while it is open", Duration::from_secs(20), async || !pd.notes().is_empty()).await;
+    a_check_on_demand_answers_now_and_notes_the_incident(&s).await;
 
     eprintln!("phase: healed");
     let healed_at = floor(SystemTime::now());
@@ -133,7 +134,10 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
     let notes = pd.notes();
     assert!(notes.iter().all(|(id, _, from)| id == "Q000001" && from == FROM_EMAIL), "{notes:#?}");
-    assert!(notes[..notes.len() - 1].iter().all(|(_, c, _)| c.starts_with("hubwatch status update: ONGOING.")));
+    let updates = |(_, c, _): &&(String, String, String)| {
+        c.starts_with("hubwatch status update: ONGOING.") || c.starts_with("checked on demand: ")
+    };
+    assert!(notes[..notes.len() - 1].iter().all(|n| updates(&n)), "{notes:#?}");
     assert!(notes.last().unwrap().1.starts_with("hubwatch: RESOLVED."), "one last note, after the updates");
     assert!(pd.rest_requests().iter().all(|(_, status)| *status < 300), "{:?}", pd.rest_requests());
 
@@ -155,6 +159,45 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     let Paging { daemon, world } = s;
     assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
     the_cli_reads_what_the_daemon_stored(&world.config_path, &world.token, &key, &report);
+}
+
+/// `hubwatch check --url … --hub lab`, run off the runtime (it blocks until the daemon answers).
+async fn check_on_demand(s: &Paging) -> std::process::Output {
+    let (config, token, base) = (s.world.config_path.clone(), s.world.token.clone(), s.daemon.base.clone());
+    let args = ["check", "--url", &base, "--hub", "lab", "--output", "json"].map(String::from);
+    tokio::task::spawn_blocking(move || cli(&config, &token, &args.each_ref().map(String::as_str))).await.unwrap()
+}
+
+/// "Is it fixed?": the daemon runs every capability now (beside its own rounds of the same users, never over
+/// them), the CLI prints the rows, and the result is noted on the open incident; a second check within the
+/// minute is refused.
+async fn a_check_on_demand_answers_now_and_notes_the_incident(s: &Paging) {
+    eprintln!("phase: a check on demand while it is open");
+    let checked = check_on_demand(s).await;
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "failures exit 1: {stderr}");
+    let rows: Vec<Value> =
+        String::from_utf8(checked.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let result = |capability: &str, user: &str| {
+        let row = rows.iter().find(|r| r["capability"] == capability && r["user"] == user);
+        row.unwrap_or_else(|| panic!("no {capability} row for {user}: {rows:?} ({stderr})"))["result"].clone()
+    };
+    for user in ["probe-1", "probe-2"] {
+        assert_eq!(
+            (result("login", user), result("server", user), result("kernel", user)),
+            (json!("ok"), json!("failed"), json!("blocked"))
+        );
+    }
+    let note = || {
+        let notes = s.world.pd.notes();
+        notes.into_iter().map(|(_, content, _)| content).find(|c| c.starts_with("checked on demand: "))
+    };
+    wait_for("the check's note on the incident", Duration::from_secs(20), async || note().is_some()).await;
+    let note = note().unwrap();
+    assert!(note.contains("failed: probe-1 server (progress: Spawn failed: injected spawn failure"), "{note}");
+    let again = check_on_demand(s).await;
+    let refused = String::from_utf8_lossy(&again.stderr);
+    assert!(refused.contains("lab was checked less than a minute ago: one check a minute"), "{refused}");
 }
 
 /// `hubwatch report` prints what the daemon served, and `hubwatch incidents` lists the incident.
