@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Where the notes of a check go: the outbox, and the notifier woken for them.
+#[derive(Clone)]
 pub struct Notes {
     pub store: Arc<Store>,
     pub wake: Arc<Notify>,
@@ -87,7 +88,11 @@ impl OnDemand {
             // Counted like any round; a recorder gone (shutting down) is no reason to lose the answer.
             let _ = outcomes.send(outcome.clone()).await;
         }
-        self.note(hub, &results)?;
+        if let Some(notes) = self.notes.clone() {
+            // The store's writes wait on the disk: never on the runtime.
+            let (hub, text) = (hub.to_string(), summary(&results));
+            crate::tasks::off_runtime(move || notes.note(&hub, &text)).await?;
+        }
         Ok(results)
     }
 
@@ -107,22 +112,22 @@ impl OnDemand {
         checks.insert(hub.to_string(), (Instant::now(), true));
         Ok(Running { checks: &self.checks, hub })
     }
+}
 
-    /// The result as a note on each of the hub's open incidents that PagerDuty has (not held).
-    fn note(&self, hub: &str, results: &[ProbeOutcome]) -> Result<(), CheckRefused> {
-        let Some(notes) = &self.notes else { return Ok(()) };
-        let open = notes.store.open_incidents()?;
+impl Notes {
+    /// `text` as a note on each of the hub's open incidents that PagerDuty has (not held).
+    fn note(&self, hub: &str, text: &str) -> Result<(), CheckRefused> {
+        let open = self.store.open_incidents()?;
         let open: Vec<_> = open.iter().filter(|i| i.hub == hub && i.hold.is_none()).collect();
         if open.is_empty() {
             return Ok(());
         }
-        let text = summary(results);
         let now = SystemTime::now();
         for incident in open {
             let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
-            notes.store.queue_status_note(&incident.key, now, note.routed(&incident.hub, Some(incident.kind)))?;
+            self.store.queue_status_note(&incident.key, now, note.routed(&incident.hub, Some(incident.kind)))?;
         }
-        notes.wake.notify_one();
+        self.wake.notify_one();
         Ok(())
     }
 }
