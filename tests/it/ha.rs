@@ -174,9 +174,14 @@ async fn a_killed_leader_whose_clock_is_an_hour_ahead_is_replaced_within_a_lease
     assert!(metric(&a.metrics().await, "hubwatch_probe_runs_total", &[]) > 0.0, "the leader probes");
     assert_eq!(sample(&b.metrics().await, "hubwatch_probe_runs_total", &[]), None, "the standby never probes");
     assert_eq!(metric(&b.metrics().await, "hubwatch_probes_in_flight", &[]), 0.0);
-    // The standby's page for the incident (behind the same Service) shows the leader's state.
-    let (status, page) = crate::support::daemon::get(&format!("{}/incidents/{key}", b.base), None).await;
-    assert_eq!(status, 200, "{page}");
+    // The standby's page for the incident (behind the same Service) shows the leader's state, once it has
+    // copied the mirror (it looks every retry period).
+    let page_url = format!("{}/incidents/{key}", b.base);
+    wait_for("the standby to copy the leader's incident", Duration::from_secs(10), async || {
+        crate::support::daemon::get(&page_url, None).await.0 == 200
+    })
+    .await;
+    let (_, page) = crate::support::daemon::get(&page_url, None).await;
     assert!(page.contains("probe-1"), "{page}");
     // A standby takes no silence: its state is the leader's copy, replaced at every mirror.
     let refused = reqwest::Client::new()
