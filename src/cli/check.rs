@@ -173,7 +173,9 @@ pub fn command(
             eprintln!("hubwatch: cannot write the results: {e}");
             return ExitCode::FAILURE;
         }
-        if outcomes.iter().all(|o| o.result == ProbeResult::Ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        // A slow start passed; blocked steps follow a failure that is counted already.
+        let failed = outcomes.iter().any(|o| matches!(o.result, ProbeResult::Failed(_)));
+        if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
     })
 }
 

@@ -66,12 +66,7 @@ impl HubProber {
     /// `POST /hub/api/users/{name}`: the user exists (a 409 is a leftover of the same name: an error).
     async fn create_user(&self, name: &str, admin: &Secret, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::CreateUser;
-        let url = hub_url(&self.hub.url, &format!("hub/api/users/{}", user_path(name)));
-        let response = self
-            .http
-            .call(Method::POST, url, Auth::Token(admin), None, deadline.at)
-            .await
-            .map_err(|e| deadline.request_failure(stage, e))?;
+        let response = self.user_call(Method::POST, name, admin, stage, deadline).await?;
         match response.status {
             StatusCode::CREATED | StatusCode::OK => Ok(()),
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(StepFailure::monitor(
@@ -85,16 +80,27 @@ impl HubProber {
     /// `DELETE /hub/api/users/{name}`; a user already gone is fine.
     async fn delete_user(&self, name: &str, admin: &Secret, deadline: Deadline) -> Result<(), StepFailure> {
         let stage = Stage::DeleteUser;
-        let url = hub_url(&self.hub.url, &format!("hub/api/users/{}", user_path(name)));
-        let response = self
-            .http
-            .call(Method::DELETE, url, Auth::Token(admin), None, deadline.at)
-            .await
-            .map_err(|e| deadline.request_failure(stage, e))?;
+        let response = self.user_call(Method::DELETE, name, admin, stage, deadline).await?;
         match response.status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             _ => Err(StepFailure::hub(stage, format!("deleting the new user {name}: {}", response.describe()))),
         }
+    }
+
+    /// `method` on `/hub/api/users/{name}` with the check's token; a request that got no answer fails `stage`.
+    async fn user_call(
+        &self,
+        method: Method,
+        name: &str,
+        admin: &Secret,
+        stage: Stage,
+        deadline: Deadline,
+    ) -> Result<crate::http::Response, StepFailure> {
+        let url = hub_url(&self.hub.url, &format!("hub/api/users/{}", user_path(name)));
+        self.http
+            .call(method, url, Auth::Token(admin), None, deadline.at)
+            .await
+            .map_err(|e| deadline.request_failure(stage, e))
     }
 
     /// At start-up: deletes the fresh users an earlier run left (`GET /hub/api/users?name_filter=…`); how many.
