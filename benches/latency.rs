@@ -106,7 +106,7 @@ fn main() {
     let events_url = runtime.block_on(pd.clone().start());
     // LATENCY_LAB_PORT moves the lab, so a long run can go on beside the test suite (which runs this too).
     let port = std::env::var("LATENCY_LAB_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(18950);
-    let lab = lab::Lab::start_for_daemon("latency", port);
+    let lab = lab::Lab::start_for_daemon("latency", port, &[]);
     probe_rounds(&lab, &pd, &events_url, &intervals);
     if !support::smoke() {
         kept_server(&runtime, &lab, &pd, &events_url, &intervals);

@@ -316,6 +316,23 @@ section! {
         /// same incident (`0s`: at once).
         #[serde(with = "SpanOrZero")]
         pub keep_open_for: Duration = secs(120),
+        /// One page for one cause: hubs of one cluster (`hubs[].cluster`) failing together page one cluster
+        /// incident.
+        pub fold: FoldConfig = FoldConfig::default(),
+    }
+}
+
+section! {
+    /// When `min_hubs` or more hubs of one cluster that page the same PagerDuty service open incidents of one
+    /// kind within `within`, one cluster incident is paged for them; each such hub's page waits up to `within`
+    /// to see whether others follow.
+    pub struct FoldConfig {
+        /// Hubs that make a cluster incident (`0`: never fold, every hub pages at once; else at least 2).
+        #[schemars(range(min = 0, max = 10_000))]
+        pub min_hubs: usize = 3,
+        /// How long a clustered hub's page waits for the others.
+        #[serde(with = "Span")]
+        pub within: Duration = secs(120),
     }
 }
 
@@ -449,6 +466,9 @@ section! {
         /// The key of that Secret holding the token (default `token`).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub token_key: Option<String> = None,
+        /// The cluster discovered hubs run on (the one hubwatch runs in), as `hubs[].cluster` names it.
+        #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        pub cluster: String = "local".to_string(),
         /// Hosts a hub's URL annotation may name besides its namespace's Ingress hosts (`*.example.org`).
         pub allowed_hosts: Vec<String> = Vec::new(),
         /// How often to look again.
@@ -522,6 +542,11 @@ pub struct HubConfig {
     pub name: String,
     /// The hub's public URL.
     pub url: Url,
+    /// The cluster it runs on (named like a hub): hubs of one cluster failing together page once
+    /// (`incidents.fold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub cluster: Option<String>,
     /// For diagnostics, real-user signals and change events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -571,6 +596,7 @@ impl HubConfig {
         HubConfig {
             name: name.to_string(),
             url,
+            cluster: None,
             namespace: None,
             token: SecretRef::holding(token),
             users,

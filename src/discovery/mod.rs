@@ -266,7 +266,7 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
         }),
     };
     let hub = HubConfig::found(&namespace, url, Secret::new(token.trim()), users, settings.probes.clone());
-    Ok(HubConfig { namespace: Some(namespace), dask_gateway, ..hub })
+    Ok(HubConfig { namespace: Some(namespace), dask_gateway, cluster: Some(settings.cluster.clone()), ..hub })
 }
 
 /// The hubs found now, minus those `explicit` already names (by hub name or namespace). A hub that cannot be

@@ -122,6 +122,12 @@ pub enum Hold {
         rollout: Rollout,
         until: SystemTime,
     },
+    /// A hub of `cluster` just failed: its page waits until `until` for other hubs of the cluster to fail
+    /// too (`incidents.fold`), which would page one cluster incident for them all.
+    Fold {
+        cluster: String,
+        until: SystemTime,
+    },
 }
 
 impl Hold {
@@ -151,7 +157,7 @@ impl Hold {
     pub fn until(&self) -> SystemTime {
         match self {
             Hold::Silence(s) => s.ends_at,
-            Hold::Rollout { until, .. } => *until,
+            Hold::Rollout { until, .. } | Hold::Fold { until, .. } => *until,
         }
     }
 
@@ -163,6 +169,9 @@ impl Hold {
                 "the rollout of hub Deployment {} (generation {}), within its grace",
                 rollout.deployment, rollout.generation
             ),
+            Hold::Fold { cluster, .. } => {
+                format!("a wait for other hubs of cluster {cluster} to fail too (incidents.fold)")
+            }
         }
     }
 
@@ -170,7 +179,7 @@ impl Hold {
     pub fn silence_id(&self) -> Option<&str> {
         match self {
             Hold::Silence(s) => Some(&s.id),
-            Hold::Rollout { .. } => None,
+            Hold::Rollout { .. } | Hold::Fold { .. } => None,
         }
     }
 }

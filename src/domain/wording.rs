@@ -40,9 +40,18 @@ pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BT
     if kind == IncidentKind::Monitor {
         return format!("{hub}: the hubwatch instance there is down or unhealthy: its hubs go unwatched");
     }
-    let who = if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") };
-    let what = cannot(kind, capabilities);
-    truncate(&format!("{hub}: {who} {what}"), SUMMARY_LIMIT - 4)
+    truncate(&format!("{hub}: {} {}", users_cannot(users), cannot(kind, capabilities)), SUMMARY_LIMIT - 4)
+}
+
+/// A cluster incident's summary: "cluster east: 3 hubs, 41 users cannot start their servers".
+pub fn cluster_summary(cluster: &str, hubs: usize, kind: IncidentKind, symptoms: &Symptoms) -> String {
+    let hubs = if hubs == 1 { "1 hub".to_string() } else { format!("{hubs} hubs") };
+    let (users, what) = (users_cannot(symptoms.users().len()), cannot(kind, &symptoms.capabilities()));
+    truncate(&format!("cluster {cluster}: {hubs}, {users} {what}"), SUMMARY_LIMIT - 4)
+}
+
+fn users_cannot(users: usize) -> String {
+    if users == 1 { "1 user cannot".to_string() } else { format!("{users} users cannot") }
 }
 
 /// What users cannot do: "start their servers or execute code".

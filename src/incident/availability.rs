@@ -41,7 +41,9 @@ pub fn availability(
         }
     }
     let mut by_key: BTreeMap<(String, IncidentKind), Vec<&IncidentRecord>> = BTreeMap::new();
-    for incident in incidents.iter().filter(|i| i.recovered_at.is_none_or(|end| end > since) && i.opened_at < now) {
+    // A cluster incident counts through its hubs' own incidents (each hub's once), not as a hub of its own.
+    let counted = incidents.iter().filter(|i| i.cluster.is_none());
+    for incident in counted.filter(|i| i.recovered_at.is_none_or(|end| end > since) && i.opened_at < now) {
         keys.insert((incident.hub.clone(), incident.kind));
         by_key.entry((incident.hub.clone(), incident.kind)).or_default().push(incident);
     }
@@ -105,7 +107,15 @@ fn row(
     let impact: Duration = merged(incidents.iter().map(|i| (i.impact_start, i.recovered_at)), since, now);
     let to_page = incidents
         .iter()
-        .filter_map(|i| first_pages.get(&i.key).map(|paged| paged.duration_since(i.impact_start).unwrap_or_default()));
+        // A hub's incident folded into a cluster incident was paged by that one.
+        .filter_map(|i| {
+            Some(
+                first_pages
+                    .get(i.part_of.as_ref().unwrap_or(&i.key))?
+                    .duration_since(i.impact_start)
+                    .unwrap_or_default(),
+            )
+        });
     let to_resolve = incidents
         .iter()
         .filter_map(|i| i.recovered_at.map(|end| end.duration_since(i.impact_start).unwrap_or_default()));

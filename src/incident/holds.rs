@@ -221,7 +221,16 @@ impl Rollouts {
 
 impl HeldPage {
     pub fn of(hold: &Hold) -> HeldPage {
-        HeldPage { why: hold.describe(), silence: hold.silence_id().map(String::from), until_ms: millis(hold.until()) }
+        let fold = match hold {
+            Hold::Fold { cluster, .. } => Some(cluster.clone()),
+            _ => None,
+        };
+        HeldPage {
+            why: hold.describe(),
+            silence: hold.silence_id().map(String::from),
+            until_ms: millis(hold.until()),
+            fold,
+        }
     }
 }
 
@@ -254,6 +263,7 @@ impl IncidentManager {
     /// the trigger is queued in the same transaction that clears the hold). Returns the diagnostics the
     /// released triggers wait for.
     pub fn review_holds(&self, now: SystemTime) -> Result<Vec<super::DiagnosticsWanted>, StoreError> {
+        self.review_folds(now)?;
         let open = self.store.open_incidents()?;
         for silence in self.store.take_ended_silences(now)? {
             let covered = open.iter().filter(|i| {
@@ -269,6 +279,8 @@ impl IncidentManager {
         let mut wanted = Vec::new();
         for (incident, held) in open.iter().filter_map(|i| i.hold.as_ref().map(|held| (i, held))) {
             match self.hold(&incident.hub, incident.kind, now)?.map(|hold| HeldPage::of(&hold)) {
+                // Still waiting for the cluster's other hubs (a fold would have taken it just before).
+                None if held.fold.is_some() && now < held.until() => {}
                 Some(page) if page.why == held.why => {}
                 Some(page) => {
                     let entry = format!("page now held by {} until {}", page.why, rfc3339(page.until()));

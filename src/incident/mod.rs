@@ -4,6 +4,7 @@
 
 pub mod availability;
 pub mod backlog;
+pub mod fold;
 pub mod holds;
 pub mod notes;
 pub mod reconcile;
@@ -14,7 +15,7 @@ pub mod sinks;
 use crate::config::{Config, IncidentsConfig, PageRoute, StatusUpdatesConfig};
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
-use crate::domain::{HubChange, IncidentKind, Symptoms, Transition};
+use crate::domain::{Hold, HubChange, IncidentKind, Symptoms, Transition};
 use crate::notify::pagerduty::{self, EventContext};
 use crate::status::StatusBoard;
 use crate::store::{
@@ -151,6 +152,14 @@ impl IncidentManager {
         &self.store
     }
 
+    /// The hub whose routing an incident's events follow: its own, or a cluster incident's first part's.
+    fn route_hub(&self, incident: &IncidentRecord) -> Result<String, StoreError> {
+        Ok(match incident.cluster {
+            Some(_) => self.store.parts(&incident.key)?.into_iter().next().map_or(incident.hub.clone(), |p| p.hub),
+            None => incident.hub.clone(),
+        })
+    }
+
     fn open_key(&self, hub: &str, kind: IncidentKind) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
@@ -197,6 +206,8 @@ impl IncidentManager {
             incident_url,
             diagnostics: &diagnostics,
             routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
+            parts: serde_json::Value::Null,
+            summary: summary(hub, kind, symptoms),
         };
         let body = pagerduty::trigger(&context, now);
         let hold_until = wanted.is_some().then(|| now + self.diagnostics_wait);
@@ -220,27 +231,35 @@ impl IncidentManager {
         })
     }
 
-    /// Everything that pages `incident` now: its trigger, the priority to set on it (when a rule gives one),
-    /// and the webhook; with the diagnostics the trigger waits for.
+    /// Everything that pages `incident` now: its trigger and [`Self::opening_extras`]; with the diagnostics the
+    /// trigger waits for.
     fn page_events(
         &self,
         incident: &IncidentRecord,
         now: SystemTime,
     ) -> Result<(Vec<NewEvent>, Option<DiagnosticsWanted>), StoreError> {
-        let (hub, kind) = (incident.hub.as_str(), incident.kind);
         let (trigger, wanted) =
-            self.trigger(&incident.key, hub, kind, &incident.symptoms, incident.impact_start, now)?;
+            self.trigger(&incident.key, &incident.hub, incident.kind, &incident.symptoms, incident.impact_start, now)?;
         let mut events = vec![trigger];
-        let route = self.config.page_route(hub, Some(kind));
+        events.extend(self.opening_extras(incident, &incident.hub, now));
+        Ok((events, wanted))
+    }
+
+    /// What goes with an incident's first trigger: the priority to set on it (when a rule gives one) and the
+    /// webhook; routed as `route_hub`'s pages are.
+    fn opening_extras(&self, incident: &IncidentRecord, route_hub: &str, now: SystemTime) -> Vec<NewEvent> {
+        let kind = incident.kind;
+        let route = self.config.page_route(route_hub, Some(kind));
+        let mut events = Vec::new();
         if let Some((priority, rule)) = route.as_ref().and_then(|r| r.priority.clone()) {
             let body = serde_json::json!({"priority": priority, "rule": rule});
-            events.push(NewEvent::now(EventAction::Priority, body).routed(hub, Some(kind)));
+            events.push(NewEvent::now(EventAction::Priority, body).routed(route_hub, Some(kind)));
         }
         let severity = PageRoute::severity_of(route.as_ref());
         let url = self.incident_url(&incident.key);
         let opened = sinks::incident_body(WebhookEvent::IncidentOpened, incident, &url, severity, now);
-        events.extend(self.webhook(opened).map(|e| e.routed(hub, Some(kind))));
-        Ok((events, wanted))
+        events.extend(self.webhook(opened).map(|e| e.routed(route_hub, Some(kind))));
+        events
     }
 
     /// Puts collected diagnostics where they belong: the incident's record and timeline, and PagerDuty (the
@@ -262,7 +281,7 @@ impl IncidentManager {
         if attached != DiagnosticsAttached::Stored {
             self.wake.notify_one();
         }
-        Ok(())
+        self.part_diagnostics(key, now)
     }
 
     /// Stores the transition and queues its PagerDuty event.
@@ -297,7 +316,12 @@ impl IncidentManager {
             who(symptoms)
         );
         let mut entries = vec![(TimelineKind::Detected, detected)];
-        let (record, events, wanted) = match self.hold(hub, kind, at)? {
+        let hold = match self.hold(hub, kind, at)? {
+            Some(hold) => Some(hold),
+            None => self.fold_hold(hub, kind, at),
+        };
+        let folding = matches!(hold, Some(Hold::Fold { .. }));
+        let (record, events, wanted) = match hold {
             None => {
                 let (events, wanted) = self.page_events(&record, at)?;
                 (record, events, wanted)
@@ -316,6 +340,10 @@ impl IncidentManager {
         if !events.is_empty() {
             tracing::warn!(%key, %summary, "incident opened");
             self.wake.notify_one();
+        }
+        // Folded at once when it is the hub that makes the cluster's count; a failure here is retried every tick.
+        if folding && let Err(e) = self.review_folds(at) {
+            tracing::error!(%key, error = %e, "cannot fold the cluster's incidents yet; retrying");
         }
         Ok(Handled { key: Some(key), wanted })
     }
@@ -340,6 +368,14 @@ impl IncidentManager {
                 humantime::format_duration(std::time::Duration::from_secs(healthy.as_secs())),
                 humantime::format_duration(self.settings.keep_open_for)
             );
+        }
+        if let Some(cluster_key) = &incident.part_of {
+            let earlier = symptoms.impact_start().filter(|start| *start < incident.impact_start);
+            let impact_text = earliest_failure(symptoms);
+            let impact = earlier.map(|start| (start, impact_text.as_str()));
+            self.store.update_incident(&incident.key, symptoms, at, &entry, impact, None, false)?;
+            self.part_changed(cluster_key, &format!("hub {hub}: {entry}"), material, at)?;
+            return Ok(Handled { key: Some(incident.key), wanted: None });
         }
         let interval_passed = incident
             .last_trigger_at
@@ -380,27 +416,39 @@ impl IncidentManager {
             ));
         }
         let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..incident.clone() };
-        let events = match &incident.hold {
-            Some(held) => {
+        let events = match (&incident.hold, &incident.part_of) {
+            (Some(held), _) => {
                 entry.push_str(&format!("; it recovered while held by {}: nothing was sent to PagerDuty", held.why));
                 Vec::new()
             }
-            None => self.resolve_events(&recovered, at)?,
+            (None, Some(cluster_key)) => {
+                entry.push_str(&format!("; its cluster incident {cluster_key} resolves with the last of its hubs"));
+                Vec::new()
+            }
+            (None, None) => self.resolve_events(&recovered, hub, at)?,
         };
         self.store.recover_incident(&incident.key, at, &entry, &events)?;
+        if let Some(cluster_key) = &incident.part_of {
+            self.part_recovered(cluster_key, hub, at)?;
+        }
         tracing::warn!(key = %incident.key, paged = incident.hold.is_none(), "incident recovered");
         self.wake.notify_one();
         Ok(Handled { key: Some(incident.key), wanted: None })
     }
 
     /// What a paged incident's recovery sends: the resolve, the last status note (it quotes the incident as
-    /// recovered), and the webhook.
-    fn resolve_events(&self, recovered: &IncidentRecord, at: SystemTime) -> Result<Vec<NewEvent>, StoreError> {
-        let (hub, kind) = (recovered.hub.as_str(), recovered.kind);
+    /// recovered), and the webhook; routed as `hub`'s pages are.
+    fn resolve_events(
+        &self,
+        recovered: &IncidentRecord,
+        hub: &str,
+        at: SystemTime,
+    ) -> Result<Vec<NewEvent>, StoreError> {
+        let kind = recovered.kind;
         let mut events =
             vec![NewEvent::now(EventAction::Resolve, pagerduty::resolve(&recovered.key)).routed(hub, Some(kind))];
         if self.status_updates.is_some() {
-            events.push(self.status_note(recovered, at)?);
+            events.push(self.status_note(recovered, hub, at)?);
         }
         let severity = self.config.severity(hub, kind);
         let url = self.incident_url(&recovered.key);
@@ -449,8 +497,9 @@ impl IncidentManager {
         self.store.add_timeline(key, now, TimelineKind::StateDelayed, &entry)
     }
 
-    /// A status note for `incident` as of `now`: what changed since the last one (or since detection).
-    fn status_note(&self, incident: &IncidentRecord, now: SystemTime) -> Result<NewEvent, StoreError> {
+    /// A status note for `incident` as of `now`: what changed since the last one (or since detection); routed
+    /// as `route_hub`'s pages are.
+    fn status_note(&self, incident: &IncidentRecord, route_hub: &str, now: SystemTime) -> Result<NewEvent, StoreError> {
         let since = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
         let since_last: Vec<_> = self.store.timeline(&incident.key)?.into_iter().filter(|e| e.at > since).collect();
         let hub = self.board.hub(&incident.hub);
@@ -462,7 +511,7 @@ impl IncidentManager {
             now,
         });
         let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
-        Ok(note.routed(&incident.hub, Some(incident.kind)))
+        Ok(note.routed(route_hub, Some(incident.kind)))
     }
 
     /// Queues a status note for every open incident whose last one (or whose detection) is
@@ -470,11 +519,12 @@ impl IncidentManager {
     pub fn queue_status_updates(&self, now: SystemTime) -> Result<usize, StoreError> {
         let Some(settings) = &self.status_updates else { return Ok(0) };
         let mut queued = 0;
-        // A held incident has no PagerDuty incident to note on.
-        for incident in self.store.open_incidents()?.into_iter().filter(|i| i.hold.is_none()) {
+        // A held incident, or one folded into a cluster's, has no PagerDuty incident of its own to note on.
+        for incident in self.store.open_incidents()?.into_iter().filter(|i| i.hold.is_none() && i.part_of.is_none()) {
             let last = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
             if now.duration_since(last).is_ok_and(|d| d >= settings.every) {
-                let note = self.status_note(&incident, now)?;
+                let route_hub = self.route_hub(&incident)?;
+                let note = self.status_note(&incident, &route_hub, now)?;
                 self.store.queue_status_note(&incident.key, now, note)?;
                 tracing::info!(key = %incident.key, "status note queued");
                 queued += 1;
@@ -494,7 +544,12 @@ impl IncidentManager {
             let due = incident
                 .last_trigger_at
                 .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
-            if incident.pending_update
+            if incident.pending_update && due && incident.cluster.is_some() {
+                let parts = self.store.parts(&incident.key)?;
+                let trigger = self.cluster_trigger(&incident, &parts, now)?;
+                self.store.send_pending_update(&incident.key, now, trigger)?;
+                self.wake.notify_one();
+            } else if incident.pending_update
                 && due
                 && incident.hold.is_none()
                 && self.hold(&incident.hub, incident.kind, now)?.is_none()

@@ -83,8 +83,9 @@ impl Recorder {
                 }
             }
         };
+        // A cluster incident is the manager's: the detector knows only its hubs' own.
         let stored: Vec<(String, IncidentKind, Symptoms)> =
-            open.into_iter().map(|i| (i.hub, i.kind, i.symptoms)).collect();
+            open.into_iter().filter(|i| i.cluster.is_none()).map(|i| (i.hub, i.kind, i.symptoms)).collect();
         let resumed = lock(&context.backlog).open_after(stored, Symptoms::clone);
         for (hub, kind, symptoms) in &resumed {
             detector.resume(hub, *kind, symptoms.clone(), now);

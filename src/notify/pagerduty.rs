@@ -5,7 +5,7 @@
 //! `Retry-After` says); 5xx and network errors are retried.
 
 use crate::config::Severity;
-use crate::domain::wording::{SUMMARY_LIMIT, summary, truncate};
+use crate::domain::wording::{SUMMARY_LIMIT, truncate};
 use crate::domain::{IncidentKind, Symptoms};
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
@@ -34,6 +34,11 @@ pub struct EventContext<'a> {
     pub diagnostics: &'a str,
     /// Which settings routed it (`PageRoute::details`); `Null` leaves it out.
     pub routing: Value,
+    /// A cluster incident's hubs (`custom_details.hubs`): each one's incident, link and summary; `Null` for
+    /// a hub's own incident.
+    pub parts: Value,
+    /// The page's one line: [`summary`] of the hub, or the cluster's ("cluster east: 3 hubs, …").
+    pub summary: String,
 }
 
 /// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.
@@ -63,7 +68,7 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         "event_action": "trigger",
         "dedup_key": context.key,
         "payload": {
-            "summary": summary(context.hub, context.kind, context.symptoms),
+            "summary": context.summary,
             "source": source,
             "severity": context.severity.as_str(),
             "timestamp": rfc3339(now),
@@ -93,6 +98,9 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
     let mut event = event;
     if let Some(routing) = routing {
         event["payload"]["custom_details"]["routing"] = routing;
+    }
+    if !context.parts.is_null() {
+        event["payload"]["custom_details"]["hubs"] = context.parts.clone();
     }
     fit(event)
 }
@@ -216,6 +224,7 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::wording::summary;
     use crate::domain::{Capability, Stage, UserFailure};
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -257,6 +266,8 @@ mod tests {
             incident_url: Url::parse("https://hubwatch.example.org/incidents/temple-hub_access-1795000000").unwrap(),
             diagnostics,
             routing: Value::Null,
+            parts: Value::Null,
+            summary: summary("temple", IncidentKind::HubAccess, symptoms),
         }
     }
 

@@ -115,7 +115,8 @@ impl OnDemand {
 }
 
 impl Notes {
-    /// `text` as a note on each of the hub's open incidents that PagerDuty has (not held).
+    /// `text` as a note on each of the hub's open incidents that PagerDuty has (not held): for one folded
+    /// into a cluster incident, on that one, naming the hub.
     fn note(&self, hub: &str, text: &str) -> Result<(), CheckRefused> {
         let open = self.store.open_incidents()?;
         let open: Vec<_> = open.iter().filter(|i| i.hub == hub && i.hold.is_none()).collect();
@@ -124,8 +125,12 @@ impl Notes {
         }
         let now = SystemTime::now();
         for incident in open {
+            let (key, text) = match &incident.part_of {
+                Some(cluster_key) => (cluster_key, format!("hub {hub}: {text}")),
+                None => (&incident.key, text.to_string()),
+            };
             let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
-            self.store.queue_status_note(&incident.key, now, note.routed(&incident.hub, Some(incident.kind)))?;
+            self.store.queue_status_note(key, now, note.routed(&incident.hub, Some(incident.kind)))?;
         }
         self.wake.notify_one();
         Ok(())

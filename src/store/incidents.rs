@@ -25,8 +25,13 @@ pub struct IncidentRecord {
     pub last_trigger_at: Option<SystemTime>,
     /// A material change is waiting for the update interval before it is sent.
     pub pending_update: bool,
-    /// Its page is held back (a silence, a rollout): nothing has gone to PagerDuty for it yet.
+    /// Its page is held back (a silence, a rollout, a possible fold): nothing has gone to PagerDuty for it yet.
     pub hold: Option<HeldPage>,
+    /// A cluster incident's cluster (its `hub` is then `cluster NAME`): it pages for the hub incidents folded
+    /// into it.
+    pub cluster: Option<String>,
+    /// The cluster incident this hub incident is folded into: paged there, never on its own.
+    pub part_of: Option<String>,
 }
 
 impl IncidentRecord {
@@ -47,6 +52,8 @@ impl IncidentRecord {
             last_trigger_at: None,
             pending_update: false,
             hold: None,
+            cluster: None,
+            part_of: None,
         }
     }
 }
@@ -60,6 +67,9 @@ pub struct HeldPage {
     pub silence: Option<String>,
     /// When the hold ends if nothing changes (milliseconds since the epoch).
     pub until_ms: i64,
+    /// The cluster whose other hubs it waits for (`incidents.fold`), when that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<String>,
 }
 
 impl HeldPage {
@@ -169,28 +179,47 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever, hold)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    record.key,
-                    record.hub,
-                    record.kind,
-                    millis(record.impact_start),
-                    millis(record.opened_at),
-                    serde_json::to_string(&record.symptoms)?,
-                    serde_json::to_string(&record.affected_ever)?,
-                    record.last_trigger_at.map(millis),
-                    serde_json::to_string(&record.failures_ever)?,
-                    record.hold.as_ref().map(serde_json::to_string).transpose()?,
-                ],
-            )?;
-            insert_timeline(tx, &record.key, record.impact_start, TimelineKind::ImpactStart, impact_entry)?;
+            insert_incident(tx, record, impact_entry)?;
             for (kind, entry) in entries {
                 insert_timeline(tx, &record.key, record.opened_at, *kind, entry)?;
             }
             events.iter().try_for_each(|event| insert_event(tx, &record.key, record.opened_at, event))
         })
+    }
+
+    /// Folds hub incidents into a cluster incident, opening it first when it is new: each part's hold ends
+    /// and it records the incident that pages for it, with its entry; the cluster incident takes the parts'
+    /// symptoms, its entries and its events (its trigger, or a follow-up). One transaction.
+    pub fn fold(&self, fold: &FoldWrite<'_>) -> Result<(), StoreError> {
+        let (cluster, at) = (fold.cluster, fold.at);
+        self.write(|tx| {
+            match fold.new {
+                Some(impact_entry) => insert_incident(tx, cluster, impact_entry)?,
+                None => merge_symptoms(tx, &cluster.key, &cluster.symptoms)?,
+            }
+            for (part, entry) in fold.parts {
+                tx.execute(
+                    "UPDATE incidents SET part_of = ?2, hold = NULL WHERE key = ?1",
+                    params![part, cluster.key],
+                )?;
+                insert_timeline(tx, part, at, TimelineKind::Held, entry)?;
+            }
+            for (kind, entry) in fold.entries {
+                insert_timeline(tx, &cluster.key, at, *kind, entry)?;
+            }
+            if fold.events.iter().any(|e| e.action == EventAction::Trigger) {
+                tx.execute(
+                    "UPDATE incidents SET last_trigger_at = ?2, pending_update = 0 WHERE key = ?1",
+                    params![cluster.key, millis(at)],
+                )?;
+            }
+            fold.events.iter().try_for_each(|event| insert_event(tx, &cluster.key, at, event))
+        })
+    }
+
+    /// The hub incidents folded into the cluster incident `key`, first folded first.
+    pub fn parts(&self, key: &str) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("WHERE part_of = ?1 ORDER BY opened_at, key", [key])
     }
 
     /// The hold on an open incident's page ended: its events (the trigger) are queued now, with the entry
@@ -456,7 +485,7 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
             "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update,
-             affected_ever, failures_ever, hold FROM incidents {clause}"
+             affected_ever, failures_ever, hold, cluster, part_of FROM incidents {clause}"
         ))?;
         let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();
@@ -483,6 +512,8 @@ impl Store {
                 affected_ever: serde_json::from_str(&json(10)?)?,
                 failures_ever: serde_json::from_str(&json(11)?)?,
                 hold: row.get::<_, Option<String>>(12)?.map(|h| serde_json::from_str(&h)).transpose()?,
+                cluster: row.get(13)?,
+                part_of: row.get(14)?,
             });
         }
         Ok(out)
@@ -501,6 +532,42 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Inserts a new open incident with its impact start entry.
+fn insert_incident(tx: &Connection, record: &IncidentRecord, impact_entry: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO incidents (key, hub, kind, open, impact_start, opened_at, symptoms, affected_ever, last_trigger_at, failures_ever, hold, cluster, part_of)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            record.key,
+            record.hub,
+            record.kind,
+            millis(record.impact_start),
+            millis(record.opened_at),
+            serde_json::to_string(&record.symptoms)?,
+            serde_json::to_string(&record.affected_ever)?,
+            record.last_trigger_at.map(millis),
+            serde_json::to_string(&record.failures_ever)?,
+            record.hold.as_ref().map(serde_json::to_string).transpose()?,
+            record.cluster,
+            record.part_of,
+        ],
+    )?;
+    insert_timeline(tx, &record.key, record.impact_start, TimelineKind::ImpactStart, impact_entry)
+}
+
+/// A fold as [`Store::fold`] writes it.
+pub struct FoldWrite<'a> {
+    /// The cluster incident, with its symptoms now.
+    pub cluster: &'a IncidentRecord,
+    /// A new cluster incident: its impact start entry.
+    pub new: Option<&'a str>,
+    pub entries: &'a [(TimelineKind, String)],
+    /// The hub incidents folded now, each with its entry.
+    pub parts: &'a [(String, String)],
+    pub events: &'a [NewEvent],
+    pub at: SystemTime,
 }
 
 /// Adds `symptoms` to the incident: its current symptoms, everyone affected, how each failed, and an

@@ -17,7 +17,7 @@ mod tickets;
 mod words;
 
 pub use hubs::DiscoveredHub;
-pub use incidents::{DiagnosticsAttached, HeldPage, IncidentRecord, RoutedTo, TimelineEntry, TimelineKind};
+pub use incidents::{DiagnosticsAttached, FoldWrite, HeldPage, IncidentRecord, RoutedTo, TimelineEntry, TimelineKind};
 pub use outbox::{Backlog, Channel, Delivery, EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
 pub use snapshot::{RestoreReport, Version};
 pub use tickets::Ticket;
@@ -135,7 +135,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     pagerduty_incident TEXT,
     failures_ever TEXT NOT NULL DEFAULT '{\"affected\":{}}',
     hold TEXT,
-    routing TEXT
+    routing TEXT,
+    cluster TEXT,
+    part_of TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
@@ -197,7 +199,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket ON tickets(hub, kind) WHERE cl
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -389,7 +391,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
     // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
     // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed, and
-    // how often a silence recurs.
+    // how often a silence recurs; 9 cluster incidents and the hub incidents folded into them.
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -402,6 +404,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("incidents", "routing", "TEXT")?;
     add("tickets", "reason", "TEXT")?;
     add("silences", "every_ms", "INTEGER")?;
+    add("incidents", "cluster", "TEXT")?;
+    add("incidents", "part_of", "TEXT")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -181,8 +181,10 @@ fn incident_page(state: &WebState, key: &str) -> Response {
         let (timeline, diagnostics) = (state.store.timeline(key)?, state.store.diagnostics(key)?);
         let pagerduty_incident = state.store.pagerduty_incident(key)?;
         let deliveries = state.store.deliveries(key)?;
+        let parts = if record.cluster.is_some() { state.store.parts(key)? } else { Vec::new() };
         let page = pages::IncidentPage {
             deliveries: &deliveries,
+            parts: &parts,
             timeline: &timeline,
             diagnostics: diagnostics.as_ref(),
             pagerduty_incident: pagerduty_incident.as_deref(),

@@ -248,10 +248,13 @@ pub fn grid(
 
 /// An open incident's banner word: held pages say by what.
 fn incident_state(incident: &IncidentRecord) -> &'static str {
-    match &incident.hold {
-        Some(held) if held.silence.is_some() => "Incident (silenced)",
-        Some(_) => "Incident (held: rollout)",
-        None => "Incident",
+    match (&incident.hold, &incident.part_of) {
+        (Some(held), _) if held.silence.is_some() => "Incident (silenced)",
+        (Some(held), _) if held.fold.is_some() => "Incident (waiting for its cluster)",
+        (Some(_), _) => "Incident (held: rollout)",
+        (None, Some(_)) => "Incident (paged with its cluster)",
+        (None, None) if incident.cluster.is_some() => "Cluster incident",
+        (None, None) => "Incident",
     }
 }
 
@@ -290,10 +293,14 @@ fn summary_ever(incident: &IncidentRecord) -> String {
 
 /// An incident's status in words, and its tone.
 fn status_of(incident: &IncidentRecord) -> (Tone, &'static str) {
-    match (incident.open, &incident.hold) {
-        (true, Some(_)) => (Tone::Incident, "open, silenced (not paged)"),
-        (true, None) => (Tone::Incident, "open"),
-        (false, _) => (Tone::Ok, "recovered"),
+    match (incident.open, &incident.hold, &incident.part_of) {
+        (true, Some(held), _) if held.fold.is_some() => {
+            (Tone::Incident, "open, waiting for its cluster (not paged yet)")
+        }
+        (true, Some(_), _) => (Tone::Incident, "open, silenced (not paged)"),
+        (true, None, Some(_)) => (Tone::Incident, "open, paged as part of a cluster incident"),
+        (true, None, None) => (Tone::Incident, "open"),
+        (false, _, _) => (Tone::Ok, "recovered"),
     }
 }
 
@@ -373,6 +380,8 @@ pub struct IncidentPage<'a> {
     pub hub_url: Option<String>,
     /// What became of its events so far (the latest of each action).
     pub deliveries: &'a [Delivery],
+    /// A cluster incident's hubs' incidents.
+    pub parts: &'a [IncidentRecord],
 }
 
 fn timeline_label(kind: TimelineKind) -> &'static str {
@@ -403,6 +412,17 @@ pub fn incident(page: &IncidentPage, now: SystemTime) -> String {
             a href={ "/incidents/" (record.key) "/report.md" } { "Incident report draft (Markdown)" }
             @if let Some(url) = &page.hub_url { " · " a href=(url) { "the hub" } }
             " · " a href="/" { "status of every hub" }
+        }
+        @if !page.parts.is_empty() {
+            h2 { "Hubs" }
+            ul {
+                @for part in page.parts {
+                    li {
+                        a href={ "/incidents/" (part.key) } { (part.hub) } " — "
+                        @if part.open { "failing" } @else { "recovered" } ": " (summary_ever(part))
+                    }
+                }
+            }
         }
         h2 { @if record.open { "Affected now" } @else { "Last symptoms" } }
         ul {
@@ -443,6 +463,9 @@ fn incident_facts(page: &IncidentPage, now: SystemTime) -> Markup {
             tr { th { "Duration" } td { (span(record.impact_start, record.recovered_at.unwrap_or(now))) } }
             @if let Some(held) = &record.hold {
                 tr { th { "Page held by" } td { (held.why) " until " (rfc3339(held.until())) } }
+            }
+            @if let Some(cluster_key) = &record.part_of {
+                tr { th { "Paged as part of" } td { a href={ "/incidents/" (cluster_key) } { (cluster_key) } } }
             }
             @if let Some(id) = page.pagerduty_incident { tr { th { "PagerDuty incident" } td { (id) } } }
             tr { th { "PagerDuty dedup key" } td { code { (record.key) } } }

@@ -14,7 +14,7 @@ const PORT: u16 = 18600;
 async fn the_daemon_cleans_up_probes_and_shuts_down_cleanly() {
     require(&[Needs::Lab]);
     hubwatch::http::install_crypto_provider();
-    let lab = Lab::start_for_daemon("daemon", PORT);
+    let lab = Lab::start_for_daemon("daemon", PORT, &[]);
     let token = lab.token();
     let service = format!("token {token}");
     let http = reqwest::Client::new();

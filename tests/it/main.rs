@@ -11,6 +11,7 @@ mod config_validation;
 mod daemon;
 mod diagnostics;
 mod faults;
+mod folds;
 mod ha;
 mod hostile_hub;
 mod incident_record;

@@ -18,8 +18,10 @@ pub fn repo() -> PathBuf {
 impl Lab {
     /// A lab for a running daemon: every healthy spawn must succeed (a failed one would page), so spawns get
     /// the hub's usual 30 s HTTP timeout and a minute in all.
-    pub fn start_for_daemon(name: &str, port: u16) -> Lab {
-        Lab::start_with(name, port, &[("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")])
+    pub fn start_for_daemon(name: &str, port: u16, extra: &[(&str, &str)]) -> Lab {
+        let mut settings = vec![("SPAWN_HTTP_TIMEOUT", "30"), ("SPAWN_TIMEOUT", "60")];
+        settings.extend_from_slice(extra);
+        Lab::start_with(name, port, &settings)
     }
 
     /// Starts a lab in `target/lab-tests/NAME` on ports PORT..PORT+5, with spawner settings overridden

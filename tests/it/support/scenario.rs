@@ -33,11 +33,16 @@ pub struct Scenario {
 impl Scenario {
     /// The lab `name` on ports `port`.., the PagerDuty stand-in, and the shared config.
     pub async fn on_lab(name: &str, port: u16) -> Scenario {
+        Scenario::on_lab_with(name, port, &[]).await
+    }
+
+    /// As [`Scenario::on_lab`], the lab started with `lab_env` too (`LAB_USERS`, spawner settings).
+    pub async fn on_lab_with(name: &str, port: u16, lab_env: &[(&str, &str)]) -> Scenario {
         require(&[Needs::Lab]);
         hubwatch::http::install_crypto_provider();
         let pd = PagerDuty::default();
         let events_url = pd.clone().start().await;
-        let lab = Lab::start_for_daemon(name, port);
+        let lab = Lab::start_for_daemon(name, port, lab_env);
         let listen = free_port();
         let log = lab.dir.join(format!("{name}.log"));
         let _ = std::fs::remove_file(&log);

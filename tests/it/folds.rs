@@ -1,0 +1,246 @@
+//! One page per cause: hubs of one cluster failing together page one cluster incident (`incidents.fold`),
+//! decided by the incident manager as the daemon wires it and delivered to the PagerDuty stand-in, with the
+//! decisions' time an argument (no waiting).
+
+use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
+use hubwatch::app::pipeline::Pipeline;
+use hubwatch::clock::Clock;
+use hubwatch::config::Config;
+use hubwatch::domain::{Capability, IncidentKind, Stage, Symptoms, Transition, UserFailure};
+use hubwatch::http::HttpClient;
+use hubwatch::incident::IncidentManager;
+use hubwatch::notify::Notifier;
+use hubwatch::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+struct Fold {
+    store: Arc<Store>,
+    manager: IncidentManager,
+    notifier: Notifier,
+    pd: PagerDuty,
+    /// An hour ago: every decision is in the past, so its events are due at once.
+    t0: SystemTime,
+    _dir: tempfile::TempDir,
+}
+
+/// Hubs a, b, c and d on cluster east, e on cluster west, with `fold` as `incidents.fold`.
+async fn setup(fold: &str) -> Fold {
+    hubwatch::http::install_crypto_provider();
+    let pd = PagerDuty::default();
+    let url = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hubs: String = [("a", "east"), ("b", "east"), ("c", "east"), ("d", "east"), ("e", "west")]
+        .iter()
+        .map(|(hub, cluster)| {
+            format!(
+                "  - {{name: {hub}, cluster: {cluster}, url: https://{hub}.example.org, token: {{env: T}}, users: [p1, p2]}}\n"
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "state_path: {}\npublic_url: https://hubwatch.example.org\nincidents: {{keep_open_for: 0s, fold: {fold}}}\n\
+         pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: {url}}}\nhubs:\n{hubs}",
+        dir.path().join("state.db").display()
+    );
+    let config = Config::parse(&yaml, Path::new("fold.yaml"), &|name| match name {
+        "ROUTING_KEY" => Some(ROUTING_KEY.into()),
+        _ => Some("token".into()),
+    })
+    .unwrap();
+    let store = Arc::new(Store::open(&config.state_path).unwrap());
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
+    let manager = pipeline.manager(&config, None);
+    let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    Fold { store, manager, notifier, pd, t0, _dir: dir }
+}
+
+fn failing(at: SystemTime) -> Symptoms {
+    let failure =
+        UserFailure { stage: Stage::Progress, reason: "Spawn failed: node pool full".into(), since: at, last: at };
+    let users = [("p1".to_string(), failure.clone()), ("p2".to_string(), failure)].into();
+    Symptoms { affected: [(Capability::Server, users)].into() }
+}
+
+impl Fold {
+    fn at(&self, seconds: u64) -> SystemTime {
+        self.t0 + Duration::from_secs(seconds)
+    }
+
+    /// `hub`'s two probe users fail at `seconds` (the detector's decision).
+    fn fails(&self, hub: &str, seconds: u64) {
+        let at = self.at(seconds);
+        let opened = Transition::Opened { hub: hub.into(), kind: IncidentKind::HubAccess, symptoms: failing(at), at };
+        self.manager.handle(&opened).unwrap();
+    }
+
+    fn recovers(&self, hub: &str, seconds: u64) {
+        let recovered = Transition::Recovered { hub: hub.into(), kind: IncidentKind::HubAccess, at: self.at(seconds) };
+        self.manager.handle(&recovered).unwrap();
+    }
+
+    /// The recorder's tick at `seconds`: waits that ended page as before.
+    fn tick(&self, seconds: u64) {
+        self.manager.review_holds(self.at(seconds)).unwrap();
+    }
+
+    /// Delivers until the outbox is empty (a deadline for a busy machine); then what PagerDuty accepted, as
+    /// (action, dedup key).
+    async fn delivered(&self) -> Vec<(String, String)> {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.store.unsent().unwrap().0 > 0 && tokio::time::Instant::now() < until {
+            self.notifier.deliver_due(SystemTime::now()).await.unwrap();
+        }
+        assert_eq!(self.store.unsent().unwrap().0, 0, "everything queued was delivered");
+        let accepted = self.pd.accepted();
+        accepted
+            .iter()
+            .map(|e| (e["event_action"].as_str().unwrap().into(), e["dedup_key"].as_str().unwrap().into()))
+            .collect()
+    }
+
+    fn key_of(&self, hub: &str) -> String {
+        let all = self.store.all_incidents().unwrap();
+        all.into_iter().rev().find(|i| i.hub == hub).map(|i| i.key).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with_the_last() {
+    let f = setup("{min_hubs: 3, within: 2m}").await;
+    f.fails("a", 0);
+    f.fails("e", 5);
+    f.fails("b", 10);
+    assert_eq!(f.delivered().await, [], "clustered hubs' pages wait for their cluster's others");
+    f.fails("c", 20);
+    let sent = f.delivered().await;
+    assert_eq!(sent.len(), 1, "one page for three hubs: {sent:?}");
+    let cluster_key = sent[0].1.clone();
+    assert!(cluster_key.starts_with("cluster.east-hub_access-"), "{cluster_key}");
+    let trigger = &f.pd.accepted()[0];
+    assert_eq!(trigger["payload"]["summary"], "cluster east: 3 hubs, 6 users cannot start their servers");
+    let hubs: Vec<&str> = trigger["payload"]["custom_details"]["hubs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hub"].as_str().unwrap())
+        .collect();
+    assert_eq!(hubs, ["a", "b", "c"]);
+    assert_eq!(trigger["payload"]["custom_details"]["affected_users"]["server"][0], "a/p1");
+    let diagnostics = trigger["payload"]["custom_details"]["diagnostics"].as_str().unwrap();
+    assert!(diagnostics.contains("=== hub c (incident c-hub_access-"), "each hub's evidence: {diagnostics}");
+    let part = f.store.incident(&f.key_of("a")).unwrap().unwrap();
+    assert_eq!(part.part_of.as_deref(), Some(cluster_key.as_str()));
+    assert!(part.hold.is_none());
+    let timeline: Vec<String> = f.store.timeline(&part.key).unwrap().into_iter().map(|e| e.text).collect();
+    assert!(
+        timeline.iter().any(|e| e.starts_with(&format!("folded into cluster incident {cluster_key}"))),
+        "{timeline:?}"
+    );
+
+    f.fails("d", 60);
+    let sent = f.delivered().await;
+    assert_eq!(sent[1], ("trigger".into(), cluster_key.clone()), "a hub that joins later is a follow-up: {sent:?}");
+    assert_eq!(f.pd.accepted()[1]["payload"]["summary"], "cluster east: 4 hubs, 8 users cannot start their servers");
+    f.tick(125);
+    let sent = f.delivered().await;
+    assert_eq!(sent[2].1, f.key_of("e"), "another cluster's hub pages on its own once its wait ends: {sent:?}");
+    assert_eq!(sent.len(), 3, "the folded hubs' waits ended in the fold: nothing of theirs pages: {sent:?}");
+
+    for (hub, at) in [("a", 300), ("b", 310), ("c", 320)] {
+        f.recovers(hub, at);
+    }
+    assert_eq!(f.delivered().await.len(), 3, "no resolve while a hub of it still fails");
+    let cluster = f.store.incident(&cluster_key).unwrap().unwrap();
+    assert!(cluster.open && cluster.symptoms.users().into_iter().all(|u| u.starts_with("d/")), "{cluster:?}");
+    f.recovers("d", 330);
+    let sent = f.delivered().await;
+    assert_eq!(sent[3], ("resolve".into(), cluster_key.clone()), "resolved once, with the last: {sent:?}");
+    assert_eq!(sent.len(), 4);
+
+    let since = f.t0;
+    let hubs: Vec<(String, bool)> = ["a", "b", "c", "d", "e"].iter().map(|h| (h.to_string(), false)).collect();
+    let rows = hubwatch::incident::availability::from_store(&f.store, &hubs, since, f.at(3000)).unwrap();
+    let counted: Vec<(&str, usize)> = rows.iter().map(|r| (r.hub.as_str(), r.incidents)).collect();
+    assert_eq!(counted, [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)], "a folded incident counts once per hub");
+    assert!(rows[0].mean_time_to_page.is_some(), "a folded hub was paged by its cluster's incident");
+}
+
+#[tokio::test]
+async fn two_hubs_of_a_cluster_page_as_today_once_their_wait_ends_and_a_later_third_does_not_fold() {
+    let f = setup("{min_hubs: 3, within: 2m}").await;
+    f.fails("a", 0);
+    f.fails("b", 10);
+    f.tick(119);
+    assert_eq!(f.delivered().await, [], "within the wait");
+    f.tick(120);
+    f.tick(130);
+    let sent = f.delivered().await;
+    assert_eq!(sent, [("trigger".into(), f.key_of("a")), ("trigger".into(), f.key_of("b"))], "two incidents as today");
+    f.fails("c", 150);
+    f.fails("d", 160);
+    f.tick(270);
+    let sent = f.delivered().await;
+    assert_eq!(sent.len(), 3, "a and b paged before: only c and d wait, two are no fold: {sent:?}");
+    f.tick(280);
+    let sent = f.delivered().await;
+    assert_eq!(sent[2..], [("trigger".into(), f.key_of("c")), ("trigger".into(), f.key_of("d"))]);
+    f.recovers("a", 400);
+    assert_eq!(f.delivered().await[4], ("resolve".into(), f.key_of("a")));
+}
+
+#[tokio::test]
+async fn with_folding_off_a_clustered_hub_pages_at_once_and_a_hub_recovered_while_waiting_sends_nothing() {
+    let off = setup("{min_hubs: 0}").await;
+    off.fails("a", 0);
+    assert_eq!(off.delivered().await, [("trigger".into(), off.key_of("a"))]);
+
+    let on = setup("{min_hubs: 3, within: 2m}").await;
+    on.fails("a", 0);
+    on.recovers("a", 60);
+    on.tick(200);
+    assert_eq!(on.delivered().await, [], "it recovered within its wait: nothing to page");
+}
+
+/// The lab as three hubs of cluster east (three entries, two probe users each), broken before hubwatch
+/// starts: one page naming the three, and one resolve once every hub is healthy again.
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hub_entries_on_the_lab_down_at_once_page_once_and_resolve_once() {
+    use crate::support::daemon::{get, more_probe_runs, wait_for};
+    use crate::support::scenario::Scenario;
+    use serde_json::json;
+    let users = "probe-1 probe-2 probe-3 probe-4 probe-5 probe-6";
+    let world = Scenario::on_lab_with("fold", 18860, &[("LAB_USERS", users)]).await;
+    let url = world.lab.url.clone();
+    let hubs: Vec<serde_json::Value> = [("north", ["probe-1", "probe-2"]), ("south", ["probe-3", "probe-4"]), ("west", ["probe-5", "probe-6"])]
+        .into_iter()
+        .map(|(name, users)| json!({"name": name, "cluster": "east", "url": url, "token": {"env": "HUBWATCH_TOKEN"}, "users": users}))
+        .collect();
+    let world = world.config(json!({"hubs": hubs, "incidents": {"fold": {"min_hubs": 3, "within": "1m"}},
+        "defaults": {"probes": {"server": {"every": "6s", "timeout": "30s"}, "kernel": {"every": "6s", "timeout": "10s"}}}}));
+    world.lab.set_flag("spawn-fail", None, "");
+    let daemon = world.start().await;
+    let pd = &world.pd;
+    wait_for("the cluster's page", Duration::from_secs(120), async || !pd.accepted().is_empty()).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "failed", 6.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger"], "one page for three hubs while they fail");
+    let trigger = &pd.accepted()[0];
+    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    let summary = trigger["payload"]["summary"].as_str().unwrap();
+    assert!(summary.starts_with("cluster east: 3 hubs, 6 users cannot start their servers"), "{summary}");
+    let (status, page) = get(&format!("{}/incidents/{key}", daemon.base), None).await;
+    assert_eq!(status, 200, "{page}");
+    for hub in ["north", "south", "west"] {
+        assert!(page.contains(&format!(">{hub}</a> — failing")), "the cluster incident's page lists {hub}: {page}");
+    }
+
+    world.lab.clear_flags();
+    wait_for("the resolve", Duration::from_secs(180), async || pd.accepted().len() >= 2).await;
+    more_probe_runs(async || daemon.metrics().await, "server", "ok", 6.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "resolved once, when the last hub recovered");
+    assert_eq!(pd.accepted()[1]["dedup_key"], key.as_str());
+    assert_eq!(daemon.stop(Duration::from_secs(40)).await, Some(0));
+}
