@@ -309,6 +309,10 @@ pub struct OpenIncident {
     pub held: Option<(String, SystemTime)>,
     /// The active silence over it (its id and end), if any.
     pub silence: Option<(String, SystemTime)>,
+    /// Who has it in PagerDuty, as last read back ("acknowledged by Ana").
+    pub responder: Option<String>,
+    /// The cluster incident it is folded into, which pages for it.
+    pub part_of: Option<String>,
 }
 
 impl OpenIncident {
@@ -320,6 +324,8 @@ impl OpenIncident {
             "silence": self.silence.as_ref().map(|(id, ends)| json!({"id": id, "ends_at": rfc3339(*ends)})),
             "held_by": self.held.as_ref().map(|(why, _)| why),
             "held_until": self.held.as_ref().map(|(_, until)| rfc3339(*until)),
+            "responder": self.responder,
+            "part_of": self.part_of,
         })
     }
 }

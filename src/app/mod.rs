@@ -163,6 +163,7 @@ impl App {
         self.reconcile().await;
         self.retain(work.clone());
         self.heartbeat(work.clone());
+        self.read_responses(work.clone());
         self.probe(&work).await;
         // Probing is over and its last decisions stored: the last deliveries, the last mirror, the lease.
         work.cancel();
@@ -299,6 +300,21 @@ impl App {
                 metrics: pipeline.metrics.clone(),
             };
             heartbeat.run(stop.clone())
+        });
+    }
+
+    /// With a REST token, what responders do in PagerDuty is read back while this replica leads.
+    fn read_responses(&self, stop: CancellationToken) {
+        let Some(settings) = self.config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()) else { return };
+        let pipeline = self.pipeline.clone();
+        self.pipeline.tasks.supervise("responses", move || {
+            let reader = crate::incident::responses::ResponseReader {
+                store: pipeline.store.clone(),
+                http: pipeline.http.clone(),
+                settings: settings.clone(),
+                clock: pipeline.clock,
+            };
+            reader.run(stop.clone())
         });
     }
 

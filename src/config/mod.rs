@@ -374,6 +374,10 @@ section! {
         /// How often an open incident gets a status note.
         #[serde(with = "Span")]
         pub status_update_every: Duration = secs(3 * 3600),
+        /// How often the open incidents' acknowledgements, assignments and resolves are read back from
+        /// PagerDuty (with api_token; a 429 waits as long as PagerDuty asks).
+        #[serde(with = "Span")]
+        pub read_back_every: Duration = secs(60),
         /// The REST API's base URL.
         pub api_url: Url = Url::parse("https://api.pagerduty.com").expect("a URL"),
         /// The priority set on every incident through the REST API (hubs may override it).
@@ -402,6 +406,8 @@ pub struct StatusUpdatesConfig {
     pub from_email: String,
     pub every: Duration,
     pub api_url: Url,
+    /// How often responses are read back.
+    pub read_back_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -221,6 +221,7 @@ impl Rules<'_> {
                     from_email: from_email.clone(),
                     every: pd.status_update_every,
                     api_url: pd.api_url.clone(),
+                    read_back_every: pd.read_back_every,
                 });
             }
             (None, None) => {}

@@ -4,6 +4,7 @@
 mod hold;
 mod incident;
 mod probe;
+mod response;
 mod secret;
 pub mod wording;
 
@@ -16,4 +17,5 @@ pub use probe::{
     Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Stage, StageTiming, StepFailure,
     round_ms,
 };
+pub use response::{Act, Response, ResponseChange, ResponseStatus};
 pub use secret::Secret;

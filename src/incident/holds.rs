@@ -230,6 +230,7 @@ impl HeldPage {
             silence: hold.silence_id().map(String::from),
             until_ms: millis(hold.until()),
             fold,
+            resolved_in_pagerduty: false,
         }
     }
 }
@@ -277,7 +278,9 @@ impl IncidentManager {
             }
         }
         let mut wanted = Vec::new();
-        for (incident, held) in open.iter().filter_map(|i| i.hold.as_ref().map(|held| (i, held))) {
+        // Resolved in PagerDuty: nothing is sent for it again, whatever else holds or ends.
+        let held = open.iter().filter_map(|i| i.hold.as_ref().filter(|h| !h.resolved_in_pagerduty).map(|h| (i, h)));
+        for (incident, held) in held {
             match self.hold(&incident.hub, incident.kind, now)?.map(|hold| HeldPage::of(&hold)) {
                 // Still waiting for the cluster's other hubs (a fold would have taken it just before).
                 None if held.fold.is_some() && now < held.until() => {}

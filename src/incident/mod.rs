@@ -10,6 +10,7 @@ pub mod notes;
 pub mod reconcile;
 pub mod recorder;
 pub mod report;
+pub mod responses;
 pub mod sinks;
 
 use crate::config::{Config, IncidentsConfig, PageRoute, StatusUpdatesConfig};

@@ -139,6 +139,16 @@ fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
     if let Some(id) = input.pagerduty_incident {
         let _ = writeln!(md, "| PagerDuty incident | {id} |");
     }
+    let paged = input.timeline.iter().find(|e| e.kind == TimelineKind::PageSent).map(|e| e.at);
+    let acknowledged = input.timeline.iter().find(|e| e.kind == TimelineKind::Acknowledged);
+    if let (Some(paged), Some(ack)) = (paged, acknowledged) {
+        let _ = writeln!(
+            md,
+            "| Time to acknowledge | {} after the page ({}) |",
+            span(paged, ack.at.max(paged)),
+            shown(&ack.text)
+        );
+    }
 }
 
 fn summary(md: &mut String, input: &ReportInput, facts: &Facts) {
@@ -217,7 +227,10 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
         TimelineKind::StateDelayed => "Recorded late (hubwatch could not write its state)",
         TimelineKind::Recovered => "Impact end",
         TimelineKind::ResolveSent => "Resolved in PagerDuty",
-        TimelineKind::Held => "Page held (silence or rollout)",
+        TimelineKind::Held => "Page held (silence, rollout or cluster wait)",
+        TimelineKind::Acknowledged => "Acknowledged in PagerDuty",
+        TimelineKind::Assigned => "Assigned in PagerDuty",
+        TimelineKind::ResolvedInPagerDuty => "Resolved in PagerDuty by a responder",
     }
 }
 

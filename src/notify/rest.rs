@@ -2,11 +2,12 @@
 //! dedup key (`GET /incidents?incident_key=`), then `POST /incidents/{id}/notes`, or look the priority's id
 //! up by name (`GET /priorities`) and `PUT /incidents/{id}` with it. Every request carries
 //! `Authorization: Token token=…`, `Accept: application/vnd.pagerduty+json;version=2`, and writes a non-empty
-//! `From` (a PagerDuty user's email).
+//! `From` (a PagerDuty user's email). And what responders did: `GET /incidents/{id}`.
 
 use super::pagerduty::Answer;
 use crate::config::StatusUpdatesConfig;
 use crate::domain::wording::truncate;
+use crate::domain::{Act, Response, ResponseStatus};
 use crate::http::HttpClient;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
@@ -107,6 +108,17 @@ impl RestClient<'_> {
         }
     }
 
+    /// What responders did with the incident `id` (`GET /incidents/{id}`).
+    pub async fn response(&self, id: &str) -> Result<Response, Answer> {
+        let mut url = self.settings.api_url.clone();
+        url.set_path(&format!("{}/incidents/{id}", url.path().trim_end_matches('/')));
+        match self.call(self.http.reqwest().get(url), false).await? {
+            (200, body, _) => read_response(&body["incident"])
+                .ok_or_else(|| Answer::Rejected(format!("PagerDuty's incident {id} has no status hubwatch knows"))),
+            (status, body, headers) => Err(answer(status, &body, &headers)),
+        }
+    }
+
     /// Posts `note` (`{"note": {"content": …}}`) to the incident `id`.
     pub async fn post_note(&self, id: &str, note: &Value) -> Answer {
         let mut url = self.settings.api_url.clone();
@@ -162,6 +174,39 @@ impl RestClient<'_> {
             Err(answer) => answer,
         }
     }
+}
+
+/// An incident object as the REST API gives it: `status`, `acknowledgements[{at, acknowledger{summary}}]`
+/// (while acknowledged), `assignments[{assignee{summary}}]` (until resolved), and who changed its status last
+/// (`last_status_change_by`: a user, or its service for an event or an auto-resolve) and when.
+fn read_response(incident: &Value) -> Option<Response> {
+    let status = match incident["status"].as_str()? {
+        "triggered" => ResponseStatus::Triggered,
+        "acknowledged" => ResponseStatus::Acknowledged,
+        "resolved" => ResponseStatus::Resolved,
+        _ => return None,
+    };
+    let time = |v: &Value| v.as_str().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    let name = |v: &Value| v["summary"].as_str().filter(|s| !s.is_empty()).map(|s| truncate(s, 200));
+    let acknowledged = incident["acknowledgements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some(Act { by: name(&a["acknowledger"])?, at: time(&a["at"])? }))
+        .max_by_key(|act| act.at);
+    let assignees =
+        incident["assignments"].as_array().into_iter().flatten().filter_map(|a| name(&a["assignee"])).collect();
+    let resolved = (status == ResponseStatus::Resolved).then(|| {
+        let changer = &incident["last_status_change_by"];
+        let by = match (changer["type"].as_str(), name(changer)) {
+            (Some(t), Some(n)) if t.starts_with("service") => format!("its service {n} (an event or an auto-resolve)"),
+            (_, Some(n)) => n,
+            (_, None) => "someone PagerDuty does not name".to_string(),
+        };
+        let at = time(&incident["resolved_at"]).or_else(|| time(&incident["last_status_change_at"]));
+        Act { by, at: at.unwrap_or_else(std::time::SystemTime::now) }
+    });
+    Some(Response { status, acknowledged, assignees, resolved })
 }
 
 /// 2xx accepted; 429 rate limited; 5xx retried; any other 4xx (a bad token, no such incident, an invalid

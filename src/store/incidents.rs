@@ -3,7 +3,7 @@
 
 use super::outbox::{EventAction, NewEvent, OutboxState, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{AffectedEver, IncidentKind, Symptoms};
+use crate::domain::{AffectedEver, IncidentKind, Response, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::SystemTime;
 
@@ -32,6 +32,8 @@ pub struct IncidentRecord {
     pub cluster: Option<String>,
     /// The cluster incident this hub incident is folded into: paged there, never on its own.
     pub part_of: Option<String>,
+    /// What responders did with its PagerDuty incident, as last read back (REST token only).
+    pub response: Option<Response>,
 }
 
 impl IncidentRecord {
@@ -54,6 +56,7 @@ impl IncidentRecord {
             hold: None,
             cluster: None,
             part_of: None,
+            response: None,
         }
     }
 }
@@ -70,6 +73,10 @@ pub struct HeldPage {
     /// The cluster whose other hubs it waits for (`incidents.fold`), when that holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<String>,
+    /// Its PagerDuty incident was resolved there while the outage went on: nothing is sent for it again (a
+    /// trigger would open a new PagerDuty incident); it ends with the incident.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resolved_in_pagerduty: bool,
 }
 
 impl HeldPage {
@@ -112,10 +119,16 @@ pub enum TimelineKind {
     ResolveSent,
     /// A silence or a rollout began or ended holding back its page; the held page went out.
     Held,
+    /// A responder acknowledged its PagerDuty incident (read back).
+    Acknowledged,
+    /// Its PagerDuty incident was assigned or reassigned (read back): who has it.
+    Assigned,
+    /// Its PagerDuty incident was resolved there while the outage went on (read back).
+    ResolvedInPagerDuty,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 11] = [
+    pub const ALL: [TimelineKind; 14] = [
         TimelineKind::ImpactStart,
         TimelineKind::Detected,
         TimelineKind::Changed,
@@ -127,6 +140,9 @@ impl TimelineKind {
         TimelineKind::Recovered,
         TimelineKind::ResolveSent,
         TimelineKind::Held,
+        TimelineKind::Acknowledged,
+        TimelineKind::Assigned,
+        TimelineKind::ResolvedInPagerDuty,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +158,9 @@ impl TimelineKind {
             TimelineKind::Recovered => "recovered",
             TimelineKind::ResolveSent => "resolve_sent",
             TimelineKind::Held => "held",
+            TimelineKind::Acknowledged => "acknowledged",
+            TimelineKind::Assigned => "assigned",
+            TimelineKind::ResolvedInPagerDuty => "resolved_in_pagerduty",
         }
     }
 
@@ -214,6 +233,30 @@ impl Store {
                 )?;
             }
             fold.events.iter().try_for_each(|event| insert_event(tx, &cluster.key, at, event))
+        })
+    }
+
+    /// What responders did with the incident's PagerDuty incident, as read now, with its timeline entries
+    /// (each at when it happened) and, once resolved there, the hold that keeps anything more from being sent.
+    pub fn set_response(
+        &self,
+        key: &str,
+        response: &Response,
+        entries: &[(SystemTime, TimelineKind, String)],
+        hold: Option<&HeldPage>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE incidents SET response = ?2 WHERE key = ?1",
+                params![key, serde_json::to_string(response)?],
+            )?;
+            if let Some(hold) = hold {
+                tx.execute(
+                    "UPDATE incidents SET hold = ?2 WHERE key = ?1",
+                    params![key, serde_json::to_string(hold)?],
+                )?;
+            }
+            entries.iter().try_for_each(|(at, kind, entry)| insert_timeline(tx, key, *at, *kind, entry))
         })
     }
 
@@ -485,7 +528,7 @@ impl Store {
         let conn = self.conn();
         let mut statement = conn.prepare(&format!(
             "SELECT key, hub, kind, open, impact_start, opened_at, recovered_at, symptoms, last_trigger_at, pending_update,
-             affected_ever, failures_ever, hold, cluster, part_of FROM incidents {clause}"
+             affected_ever, failures_ever, hold, cluster, part_of, response FROM incidents {clause}"
         ))?;
         let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();
@@ -514,6 +557,7 @@ impl Store {
                 hold: row.get::<_, Option<String>>(12)?.map(|h| serde_json::from_str(&h)).transpose()?,
                 cluster: row.get(13)?,
                 part_of: row.get(14)?,
+                response: row.get::<_, Option<String>>(15)?.map(|r| serde_json::from_str(&r)).transpose()?,
             });
         }
         Ok(out)

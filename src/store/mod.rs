@@ -137,7 +137,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     hold TEXT,
     routing TEXT,
     cluster TEXT,
-    part_of TEXT
+    part_of TEXT,
+    response TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_incident ON incidents(hub, kind) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS timeline (
@@ -391,7 +392,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     // 3 timeline kinds and the state of status notes; 4 the meta row; 5 the discovered hubs (both created by
     // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
     // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed, and
-    // how often a silence recurs; 9 cluster incidents and the hub incidents folded into them.
+    // how often a silence recurs; 9 cluster incidents and the hub incidents folded into them, and what
+    // responders did in PagerDuty.
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;
@@ -406,6 +408,7 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     add("silences", "every_ms", "INTEGER")?;
     add("incidents", "cluster", "TEXT")?;
     add("incidents", "part_of", "TEXT")?;
+    add("incidents", "response", "TEXT")?;
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }

@@ -111,6 +111,8 @@ fn open_incidents(
             kind: i.kind.as_str(),
             held: i.hold.as_ref().map(|h| (h.why.clone(), h.until())),
             silence,
+            responder: i.response.as_ref().map(|r| r.who_has_it()),
+            part_of: i.part_of,
             hub: i.hub,
             key: i.key,
         }

@@ -213,9 +213,10 @@ pub fn grid(
                 span.state { (incident_state(incident)) } " "
                 a href={ "/incidents/" (incident.key) } { (summary(&incident.hub, incident.kind, &incident.symptoms)) }
                 " · impact started " (time(incident.impact_start, now))
-                @if let Some(held) = &incident.hold {
+                @if let Some(held) = incident.hold.as_ref().filter(|h| !h.resolved_in_pagerduty) {
                     " · not paged: held by " (held.why) " until " (rfc3339(held.until()))
                 }
+                @if let Some(response) = &incident.response { " · " (response.who_has_it()) }
             }
         }
         @for silence in silences {
@@ -249,6 +250,7 @@ pub fn grid(
 /// An open incident's banner word: held pages say by what.
 fn incident_state(incident: &IncidentRecord) -> &'static str {
     match (&incident.hold, &incident.part_of) {
+        (Some(held), _) if held.resolved_in_pagerduty => "Incident (resolved in PagerDuty)",
         (Some(held), _) if held.silence.is_some() => "Incident (silenced)",
         (Some(held), _) if held.fold.is_some() => "Incident (waiting for its cluster)",
         (Some(_), _) => "Incident (held: rollout)",
@@ -397,6 +399,9 @@ fn timeline_label(kind: TimelineKind) -> &'static str {
         TimelineKind::Recovered => "impact end",
         TimelineKind::ResolveSent => "resolved",
         TimelineKind::Held => "held",
+        TimelineKind::Acknowledged => "acknowledged",
+        TimelineKind::Assigned => "assigned",
+        TimelineKind::ResolvedInPagerDuty => "resolved in PagerDuty",
     }
 }
 
@@ -462,7 +467,14 @@ fn incident_facts(page: &IncidentPage, now: SystemTime) -> Markup {
             tr { th { "Impact end" } td { (record.recovered_at.map_or("ongoing".to_string(), rfc3339)) } }
             tr { th { "Duration" } td { (span(record.impact_start, record.recovered_at.unwrap_or(now))) } }
             @if let Some(held) = &record.hold {
-                tr { th { "Page held by" } td { (held.why) " until " (rfc3339(held.until())) } }
+                @if held.resolved_in_pagerduty {
+                    tr { th { "Not paged again" } td { (held.why) } }
+                } @else {
+                    tr { th { "Page held by" } td { (held.why) " until " (rfc3339(held.until())) } }
+                }
+            }
+            @if let Some(response) = &record.response {
+                tr { th { "In PagerDuty" } td { (response.who_has_it()) } }
             }
             @if let Some(cluster_key) = &record.part_of {
                 tr { th { "Paged as part of" } td { a href={ "/incidents/" (cluster_key) } { (cluster_key) } } }

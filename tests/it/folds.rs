@@ -2,114 +2,12 @@
 //! decided by the incident manager as the daemon wires it and delivered to the PagerDuty stand-in, with the
 //! decisions' time an argument (no waiting).
 
-use crate::support::pagerduty::{PagerDuty, ROUTING_KEY};
-use hubwatch::app::pipeline::Pipeline;
-use hubwatch::clock::Clock;
-use hubwatch::config::Config;
-use hubwatch::domain::{Capability, IncidentKind, Stage, Symptoms, Transition, UserFailure};
-use hubwatch::http::HttpClient;
-use hubwatch::incident::IncidentManager;
-use hubwatch::notify::Notifier;
-use hubwatch::store::Store;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-struct Fold {
-    store: Arc<Store>,
-    manager: IncidentManager,
-    notifier: Notifier,
-    pd: PagerDuty,
-    /// An hour ago: every decision is in the past, so its events are due at once.
-    t0: SystemTime,
-    _dir: tempfile::TempDir,
-}
-
-/// Hubs a, b, c and d on cluster east, e on cluster west, with `fold` as `incidents.fold`.
-async fn setup(fold: &str) -> Fold {
-    hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let hubs: String = [("a", "east"), ("b", "east"), ("c", "east"), ("d", "east"), ("e", "west")]
-        .iter()
-        .map(|(hub, cluster)| {
-            format!(
-                "  - {{name: {hub}, cluster: {cluster}, url: https://{hub}.example.org, token: {{env: T}}, users: [p1, p2]}}\n"
-            )
-        })
-        .collect();
-    let yaml = format!(
-        "state_path: {}\npublic_url: https://hubwatch.example.org\nincidents: {{keep_open_for: 0s, fold: {fold}}}\n\
-         pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: {url}}}\nhubs:\n{hubs}",
-        dir.path().join("state.db").display()
-    );
-    let config = Config::parse(&yaml, Path::new("fold.yaml"), &|name| match name {
-        "ROUTING_KEY" => Some(ROUTING_KEY.into()),
-        _ => Some("token".into()),
-    })
-    .unwrap();
-    let store = Arc::new(Store::open(&config.state_path).unwrap());
-    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
-    let manager = pipeline.manager(&config, None);
-    let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
-    let t0 = SystemTime::now() - Duration::from_secs(3600);
-    Fold { store, manager, notifier, pd, t0, _dir: dir }
-}
-
-fn failing(at: SystemTime) -> Symptoms {
-    let failure =
-        UserFailure { stage: Stage::Progress, reason: "Spawn failed: node pool full".into(), since: at, last: at };
-    let users = [("p1".to_string(), failure.clone()), ("p2".to_string(), failure)].into();
-    Symptoms { affected: [(Capability::Server, users)].into() }
-}
-
-impl Fold {
-    fn at(&self, seconds: u64) -> SystemTime {
-        self.t0 + Duration::from_secs(seconds)
-    }
-
-    /// `hub`'s two probe users fail at `seconds` (the detector's decision).
-    fn fails(&self, hub: &str, seconds: u64) {
-        let at = self.at(seconds);
-        let opened = Transition::Opened { hub: hub.into(), kind: IncidentKind::HubAccess, symptoms: failing(at), at };
-        self.manager.handle(&opened).unwrap();
-    }
-
-    fn recovers(&self, hub: &str, seconds: u64) {
-        let recovered = Transition::Recovered { hub: hub.into(), kind: IncidentKind::HubAccess, at: self.at(seconds) };
-        self.manager.handle(&recovered).unwrap();
-    }
-
-    /// The recorder's tick at `seconds`: waits that ended page as before.
-    fn tick(&self, seconds: u64) {
-        self.manager.review_holds(self.at(seconds)).unwrap();
-    }
-
-    /// Delivers until the outbox is empty (a deadline for a busy machine); then what PagerDuty accepted, as
-    /// (action, dedup key).
-    async fn delivered(&self) -> Vec<(String, String)> {
-        let until = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.store.unsent().unwrap().0 > 0 && tokio::time::Instant::now() < until {
-            self.notifier.deliver_due(SystemTime::now()).await.unwrap();
-        }
-        assert_eq!(self.store.unsent().unwrap().0, 0, "everything queued was delivered");
-        let accepted = self.pd.accepted();
-        accepted
-            .iter()
-            .map(|e| (e["event_action"].as_str().unwrap().into(), e["dedup_key"].as_str().unwrap().into()))
-            .collect()
-    }
-
-    fn key_of(&self, hub: &str) -> String {
-        let all = self.store.all_incidents().unwrap();
-        all.into_iter().rev().find(|i| i.hub == hub).map(|i| i.key).unwrap()
-    }
-}
+use crate::support::decisions::setup;
+use std::time::Duration;
 
 #[tokio::test]
 async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with_the_last() {
-    let f = setup("{min_hubs: 3, within: 2m}").await;
+    let f = setup("{min_hubs: 3, within: 2m}", false).await;
     f.fails("a", 0);
     f.fails("e", 5);
     f.fails("b", 10);
@@ -170,7 +68,7 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
 
 #[tokio::test]
 async fn two_hubs_of_a_cluster_page_as_today_once_their_wait_ends_and_a_later_third_does_not_fold() {
-    let f = setup("{min_hubs: 3, within: 2m}").await;
+    let f = setup("{min_hubs: 3, within: 2m}", false).await;
     f.fails("a", 0);
     f.fails("b", 10);
     f.tick(119);
@@ -193,11 +91,11 @@ async fn two_hubs_of_a_cluster_page_as_today_once_their_wait_ends_and_a_later_th
 
 #[tokio::test]
 async fn with_folding_off_a_clustered_hub_pages_at_once_and_a_hub_recovered_while_waiting_sends_nothing() {
-    let off = setup("{min_hubs: 0}").await;
+    let off = setup("{min_hubs: 0}", false).await;
     off.fails("a", 0);
     assert_eq!(off.delivered().await, [("trigger".into(), off.key_of("a"))]);
 
-    let on = setup("{min_hubs: 3, within: 2m}").await;
+    let on = setup("{min_hubs: 3, within: 2m}", false).await;
     on.fails("a", 0);
     on.recovers("a", 60);
     on.tick(200);

@@ -22,6 +22,7 @@ mod paging;
 mod peers;
 mod real_lab;
 mod redaction;
+mod responses;
 mod rollouts;
 mod sentinel;
 mod silences;

@@ -1,6 +1,7 @@
 pub mod apiserver;
 pub mod binderhub;
 pub mod daemon;
+pub mod decisions;
 pub mod disk;
 pub mod golden;
 pub mod invariants;

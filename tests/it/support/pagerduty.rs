@@ -10,7 +10,8 @@
 //! and a `From` of a known user (else 400), a body of exactly `{"note": {"content": …}}` with 1 to 25000
 //! characters, and at most 2000 notes per incident. Priorities: `GET /priorities` lists P1..P3 (paged);
 //! `PUT /incidents/{id}` takes exactly `{"incident": {"type": "incident_reference", "priority": {"id",
-//! "type": "priority_reference"}}}` with a known priority id. Routing keys it does not know (two services:
+//! "type": "priority_reference"}}}` with a known priority id. `GET /incidents/{id}` shows what responders did,
+//! which a test makes happen ([`PagerDuty::acknowledge`], [`PagerDuty::reassign`], [`PagerDuty::resolve_by`]). Routing keys it does not know (two services:
 //! [`ROUTING_KEY`] and [`TEMPLE_ROUTING_KEY`]) are refused with 400, as an unknown integration key is.
 
 use axum::Router;
@@ -59,7 +60,22 @@ pub struct Inner {
     pub priorities_set: Vec<(String, String)>,
     /// Seconds a 429 asks to wait (`Retry-After`), when set.
     pub retry_after: Option<u64>,
+    /// What responders did, per incident id.
+    pub responders: std::collections::HashMap<String, Responders>,
 }
+
+/// What responders did with one incident, as `GET /incidents/{id}` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Responders {
+    /// (at, who), while acknowledged.
+    pub acknowledgements: Vec<(String, String)>,
+    pub assignees: Vec<String>,
+    /// (reference type, name, at) of the last status change.
+    pub last_change: Option<(&'static str, String, String)>,
+}
+
+/// Who the escalation policy assigns a new incident to.
+pub const FIRST_RESPONDER: &str = "Ana Oncall";
 
 /// The account's priorities: (id, name).
 pub const PRIORITIES: [(&str, &str); 3] = [("PRIO001", "P1"), ("PRIO002", "P2"), ("PRIO003", "P3")];
@@ -93,7 +109,7 @@ impl PagerDuty {
             .route("/v2/change/enqueue", post(change_enqueue))
             .route("/incidents", get(list_incidents))
             .route("/incidents/{id}/notes", post(add_note))
-            .route("/incidents/{id}", axum::routing::put(update_incident))
+            .route("/incidents/{id}", get(show_incident).put(update_incident))
             .route("/priorities", get(list_priorities))
             .with_state(self);
         let addr = super::serve::on_loopback(app).await;
@@ -149,6 +165,43 @@ impl PagerDuty {
 
     /// An alert (and its incident) already open on `routing_key` under `dedup_key`, as an earlier leader left
     /// it; the incident's id.
+    /// A responder acknowledges the incident of `dedup_key` in PagerDuty.
+    pub fn acknowledge(&self, dedup_key: &str, by: &str) {
+        self.respond(dedup_key, |status, responders| {
+            *status = "acknowledged";
+            responders.acknowledgements.push((now_rfc3339(), by.to_string()));
+            responders.last_change = Some(("user_reference", by.to_string(), now_rfc3339()));
+        });
+    }
+
+    /// The incident is handed to `to`: as in PagerDuty, a reassignment makes it triggered again for them.
+    pub fn reassign(&self, dedup_key: &str, to: &str) {
+        self.respond(dedup_key, |status, responders| {
+            *status = "triggered";
+            responders.acknowledgements.clear();
+            responders.assignees = vec![to.to_string()];
+        });
+    }
+
+    /// A responder resolves it in PagerDuty: its alert closes, so a later trigger with the key opens a new one.
+    pub fn resolve_by(&self, dedup_key: &str, by: &str) {
+        self.respond(dedup_key, |status, responders| {
+            *status = "resolved";
+            responders.acknowledgements.clear();
+            responders.assignees.clear();
+            responders.last_change = Some(("user_reference", by.to_string(), now_rfc3339()));
+        });
+        self.inner.lock().unwrap().open_alerts.retain(|(_, key)| key != dedup_key);
+    }
+
+    fn respond(&self, dedup_key: &str, change: impl FnOnce(&mut &'static str, &mut Responders)) {
+        let mut inner = self.inner.lock().unwrap();
+        let Inner { incidents, responders, .. } = &mut *inner;
+        let (id, _, status) =
+            incidents.iter_mut().rev().find(|(_, k, _)| k == dedup_key).expect("an incident with the key");
+        change(status, responders.entry(id.clone()).or_default());
+    }
+
     pub fn open_alert(&self, routing_key: &str, dedup_key: &str) -> String {
         let mut inner = self.inner.lock().unwrap();
         inner.open_alerts.insert((routing_key.to_string(), dedup_key.to_string()));
@@ -194,8 +247,15 @@ fn check_rest_headers(headers: &HeaderMap, write: bool) -> Option<Response> {
 }
 
 fn rest_fault(pd: &PagerDuty) -> Option<Response> {
-    match pd.inner.lock().unwrap().rest_outage {
-        Some(Fault::Status(429)) => Some(rest_error(429, "Rate Limit Exceeded", &[])),
+    let inner = pd.inner.lock().unwrap();
+    match inner.rest_outage {
+        Some(Fault::Status(429)) => {
+            let mut throttled = rest_error(429, "Rate Limit Exceeded", &[]);
+            if let Some(seconds) = inner.retry_after {
+                throttled.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
+            }
+            Some(throttled)
+        }
         Some(Fault::Status(status)) => Some(rest_error(status, "Injected", &[])),
         // Answered only by the client giving up: a REST API that accepts the request and never answers.
         Some(Fault::Hang) => Some(StatusCode::GATEWAY_TIMEOUT.into_response()),
@@ -333,6 +393,49 @@ async fn update_incident(
         (StatusCode::OK, axum::Json(answer)).into_response()
     });
     pd.inner.lock().unwrap().rest_requests.push((format!("PUT /incidents/{id}"), answer.status().as_u16()));
+    answer
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// `GET /incidents/{id}`: the incident with its acknowledgements (while acknowledged), assignments (until
+/// resolved) and the last status change, as the REST API shows them.
+async fn show_incident(State(pd): State<PagerDuty>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    rest_hang(&pd).await;
+    let answer = rest_fault(&pd).or_else(|| check_rest_headers(&headers, false)).unwrap_or_else(|| {
+        let inner = pd.inner.lock().unwrap();
+        let Some((_, key, status)) = inner.incidents.iter().find(|(i, _, _)| *i == id) else {
+            return rest_error(404, "Not Found", &[]);
+        };
+        let responders = inner.responders.get(&id).cloned().unwrap_or_default();
+        let person = |name: &str| json!({"id": "PUSER01", "type": "user_reference", "summary": name});
+        let acknowledgements: Vec<Value> = match *status {
+            "acknowledged" => responders
+                .acknowledgements
+                .iter()
+                .map(|(at, by)| json!({"at": at, "acknowledger": person(by)}))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let assignments: Vec<Value> = match *status {
+            "resolved" => Vec::new(),
+            _ => responders.assignees.iter().map(|to| json!({"at": now_rfc3339(), "assignee": person(to)})).collect(),
+        };
+        let (by, at) = match &responders.last_change {
+            Some((kind, name, at)) => (json!({"id": "PCHANGE", "type": kind, "summary": name}), json!(at)),
+            None => {
+                (json!({"id": "PSERVICE", "type": "service_reference", "summary": "hubwatch"}), json!(now_rfc3339()))
+            }
+        };
+        let resolved_at = if *status == "resolved" { at.clone() } else { Value::Null };
+        let incident = json!({"id": id, "type": "incident", "incident_key": key, "status": status,
+            "acknowledgements": acknowledgements, "assignments": assignments, "last_status_change_by": by,
+            "last_status_change_at": at, "resolved_at": resolved_at});
+        (StatusCode::OK, axum::Json(json!({"incident": incident}))).into_response()
+    });
+    pd.inner.lock().unwrap().rest_requests.push((format!("GET /incidents/{id}"), answer.status().as_u16()));
     answer
 }
 
@@ -485,12 +588,14 @@ async fn enqueue(State(pd): State<PagerDuty>, headers: HeaderMap, body: Bytes) -
         // A trigger that opens an alert makes an incident; the resolve of an open alert resolves it.
         if action == "trigger" && inner.open_alerts.insert(alert.clone()) {
             let id = format!("Q{:06}", inner.incidents.len() + 1);
+            let assigned = Responders { assignees: vec![FIRST_RESPONDER.to_string()], ..Responders::default() };
+            inner.responders.insert(id.clone(), assigned);
             inner.incidents.push((id, key.clone(), "triggered"));
         }
         if action == "resolve"
             && inner.open_alerts.remove(&alert)
             && let Some(incident) =
-                inner.incidents.iter_mut().rev().find(|(_, k, status)| *k == key && *status == "triggered")
+                inner.incidents.iter_mut().rev().find(|(_, k, status)| *k == key && *status != "resolved")
         {
             incident.2 = "resolved";
         }
