@@ -273,10 +273,7 @@ fn a_word_no_version_wrote_is_left_out_and_reported_never_read_as_a_default() {
     open("b");
     store.conn().execute("UPDATE incidents SET kind = 'quota' WHERE key = 'b'", []).unwrap();
     open("a");
-    store
-        .conn()
-        .execute("UPDATE timeline SET kind = 'escalated' WHERE key = 'a' AND kind = 'detected'", [])
-        .unwrap();
+    store.conn().execute("UPDATE timeline SET kind = 'escalated' WHERE key = 'a' AND kind = 'detected'", []).unwrap();
     let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.key).collect();
     assert_eq!(open, ["a"], "the unreadable incident is left out, not taken for another kind");
     let kinds: Vec<TimelineKind> = store.timeline("a").unwrap().into_iter().map(|e| e.kind).collect();

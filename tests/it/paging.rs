@@ -16,7 +16,7 @@
 //!   `keep_open_for` after the last failure.
 
 use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
-use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, ROUTING_KEY};
+use crate::support::pagerduty::{API_TOKEN, FIRST_RESPONDER, FROM_EMAIL, Fault, ROUTING_KEY};
 use crate::support::scenario::Scenario;
 use crate::support::webhook::{AUTHORIZATION, Receiver};
 use serde_json::{Value, json};
@@ -64,10 +64,9 @@ impl Paging {
 
     /// As [`Paging::start`], with the scenario made by `configure` from the usual one.
     async fn start_with(name: &str, port: u16, configure: impl FnOnce(Scenario) -> Scenario) -> Paging {
-        let world = Scenario::on_lab(name, port)
-            .await
-            .with_rest_api()
-            .config(json!({"incidents": {"keep_open_for": "0s"}, "pagerduty": {"status_update_every": "5s"}}));
+        let world =
+            Scenario::on_lab(name, port).await.with_rest_api().config(json!({"incidents": {"keep_open_for": "0s"},
+                "pagerduty": {"status_update_every": "5s", "read_back_every": "1s"}}));
         let world = configure(world);
         let daemon = world.start().await;
         wait_for("healthy server rounds for both users", Duration::from_secs(60), async || {
@@ -118,6 +117,12 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     assert_eq!(trigger["payload"]["source"], "127.0.0.1");
     assert!(!trigger.to_string().contains(&s.world.token), "no hub token in the page");
     wait_for("a status note while it is open", Duration::from_secs(20), async || !pd.notes().is_empty()).await;
+    pd.acknowledge(&key, FIRST_RESPONDER);
+    wait_for("the acknowledgement read back onto the status API", Duration::from_secs(30), async || {
+        let (_, status) = crate::support::daemon::get(&format!("{}/api/v1/status", s.daemon.base), None).await;
+        status.contains(&format!("acknowledged by {FIRST_RESPONDER}"))
+    })
+    .await;
     a_check_on_demand_answers_now_and_notes_the_incident(&s).await;
 
     eprintln!("phase: healed");
@@ -149,7 +154,16 @@ async fn an_outage_of_two_users_pages_once_resolves_once_with_status_notes_and_a
     let impact_end = report_time(&report, "Impact End Time");
     assert!(broken_at <= impact_start && impact_start <= detected, "{broken_at:?} {impact_start:?} {detected:?}");
     assert!(healed_at <= impact_end, "impact end after healing: {healed_at:?} {impact_end:?}");
-    for entry in ["Impact start", "Detected", "Paged", "Status update", "Impact end", "Resolved in PagerDuty"] {
+    assert!(report.contains("| Time to acknowledge | "), "{report}");
+    for entry in [
+        "Impact start",
+        "Detected",
+        "Paged",
+        "Acknowledged in PagerDuty",
+        "Status update",
+        "Impact end",
+        "Resolved in PagerDuty",
+    ] {
         assert!(report.contains(&format!("Z** {entry}: ")), "missing {entry:?} in the timeline:\n{report}");
     }
     assert!(report.contains("injected spawn failure (flag spawn-fail)"), "{report}");
