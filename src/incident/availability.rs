@@ -132,7 +132,7 @@ fn row(
 }
 
 /// The time the intervals cover within `[since, now]`, counting an overlap once (an open interval ends now).
-fn merged(
+pub(super) fn merged(
     intervals: impl Iterator<Item = (SystemTime, Option<SystemTime>)>,
     since: SystemTime,
     now: SystemTime,

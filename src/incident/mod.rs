@@ -5,6 +5,7 @@
 pub mod availability;
 pub mod backlog;
 pub mod fold;
+pub mod history;
 pub mod holds;
 pub mod notes;
 pub mod reconcile;

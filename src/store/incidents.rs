@@ -494,6 +494,11 @@ impl Store {
         self.incidents("WHERE open = 1 ORDER BY opened_at", [])
     }
 
+    /// The incidents open at some time since `since`.
+    pub fn incidents_since(&self, since: SystemTime) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.incidents("WHERE recovered_at IS NULL OR recovered_at > ?1 ORDER BY opened_at", [millis(since)])
+    }
+
     pub fn all_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
         self.incidents("ORDER BY opened_at", [])
     }

@@ -47,11 +47,24 @@ impl Store {
     }
 
     pub fn open_tickets(&self) -> Result<Vec<Ticket>, StoreError> {
+        Ok(self.tickets("WHERE closed_at IS NULL ORDER BY id", [])?.into_iter().map(|(ticket, _)| ticket).collect())
+    }
+
+    /// The tickets open at some time since `since`, each with when it closed (`None`: still open).
+    pub fn tickets_since(&self, since: SystemTime) -> Result<Vec<(Ticket, Option<SystemTime>)>, StoreError> {
+        self.tickets("WHERE closed_at IS NULL OR closed_at > ?1 ORDER BY opened_at", [millis(since)])
+    }
+
+    /// The tickets `clause` (WHERE, ORDER BY) selects, with their closing.
+    fn tickets<P: rusqlite::Params>(
+        &self,
+        clause: &str,
+        parameters: P,
+    ) -> Result<Vec<(Ticket, Option<SystemTime>)>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare(
-            "SELECT id, hub, kind, opened_at, users, reason FROM tickets WHERE closed_at IS NULL ORDER BY id",
-        )?;
-        let mut rows = statement.query([])?;
+        let mut statement =
+            conn.prepare(&format!("SELECT id, hub, kind, opened_at, users, reason, closed_at FROM tickets {clause}"))?;
+        let mut rows = statement.query(parameters)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let kind = match row.get(2) {
@@ -62,14 +75,15 @@ impl Store {
                 }
             };
             let users: String = row.get(4)?;
-            out.push(Ticket {
+            let ticket = Ticket {
                 id: row.get(0)?,
                 hub: row.get(1)?,
                 kind,
                 opened_at: from_millis(row.get(3)?),
                 users: serde_json::from_str(&users)?,
                 reason: row.get(5)?,
-            });
+            };
+            out.push((ticket, row.get::<_, Option<i64>>(6)?.map(from_millis)));
         }
         Ok(out)
     }

@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::domain::Silence;
 use crate::health::Health;
 use crate::incident::availability;
+use crate::incident::history::Spans;
 use crate::incident::report::{self, ReportSettings};
 use crate::metrics::Metrics;
 use crate::status::{self, StatusBoard};
@@ -121,11 +122,15 @@ fn open_incidents(
 }
 
 async fn grid(State(state): State<WebState>) -> Response {
-    let read = |store: &Store, now| -> Result<_, StoreError> { Ok((store.open_incidents()?, store.silences(now)?)) };
+    let read = |store: &Store, now| -> Result<_, StoreError> {
+        Ok((store.open_incidents()?, store.silences(now)?, Spans::from_store(store, now)?))
+    };
     off_runtime(move || {
         let now = state.clock.now();
         match read(&state.store, now) {
-            Ok((open, silences)) => html(pages::grid(&state.board.snapshot(), &open, &silences, now)),
+            Ok((open, silences, history)) => {
+                html(pages::grid(&state.board.snapshot(), &open, &silences, &history, now))
+            }
             Err(e) => store_failed(e),
         }
     })
@@ -239,7 +244,7 @@ impl NoAvailability {
 fn availability_of(
     state: &WebState,
     query: &AvailabilityQuery,
-) -> Result<(String, Vec<availability::Availability>), NoAvailability> {
+) -> Result<(String, Vec<availability::Availability>, SystemTime), NoAvailability> {
     let text = query.since.clone().unwrap_or_else(|| "30d".to_string());
     let since = humantime::parse_duration(&text)
         .map_err(|e| NoAvailability::Period(format!("since={text:?} is not a duration such as 30d or 12h ({e})\n")))?;
@@ -253,12 +258,15 @@ fn availability_of(
     let rows =
         availability::from_store(&state.store, &hubs, now.checked_sub(since).unwrap_or(std::time::UNIX_EPOCH), now)
             .map_err(NoAvailability::Store)?;
-    Ok((text, rows))
+    Ok((text, rows, now))
 }
 
 async fn availability_page(State(state): State<WebState>, Query(query): Query<AvailabilityQuery>) -> Response {
     off_runtime(move || match availability_of(&state, &query) {
-        Ok((since, rows)) => html(pages::availability(&since, &rows)),
+        Ok((since, rows, now)) => match Spans::from_store(&state.store, now) {
+            Ok(history) => html(pages::availability(&since, &rows, &history, now)),
+            Err(e) => store_failed(e),
+        },
         Err(failure) => failure.answer(),
     })
     .await
@@ -266,7 +274,7 @@ async fn availability_page(State(state): State<WebState>, Query(query): Query<Av
 
 async fn availability_json(State(state): State<WebState>, Query(query): Query<AvailabilityQuery>) -> Response {
     off_runtime(move || match availability_of(&state, &query) {
-        Ok((_, rows)) => {
+        Ok((_, rows, _)) => {
             let list: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
             ([(header::CONTENT_TYPE, "application/json")], serde_json::Value::from(list).to_string()).into_response()
         }

@@ -6,6 +6,7 @@
 use crate::domain::wording::{summary, summary_of};
 use crate::domain::{Capability, IncidentKind, Silence};
 use crate::incident::availability::{Availability, shown};
+use crate::incident::history::{self, Day, DayTone, Spans};
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
 use crate::store::{Delivery, IncidentRecord, OutboxState, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
@@ -37,7 +38,10 @@ ol.timeline{padding-left:1.2rem}ol.timeline li{margin:.35rem 0}\
 border:1px solid var(--line);border-radius:.4rem}table.grid th,table.grid td{display:block;border:0}\
 table.grid td::before{content:attr(data-label);display:block;font-weight:600;color:var(--muted);font-size:.8rem}\
 table.list thead{display:none}table.list tr{display:block;border-bottom:1px solid var(--line)}\
-table.list td{display:block;border:0;padding:.1rem .5rem}}";
+table.list td{display:block;border:0;padding:.1rem .5rem}table.list td[data-label]::before{\
+content:attr(data-label) ': ';font-weight:600;color:var(--muted)}}.strip{display:flex;gap:1px;margin:.35rem 0 .15rem;max-width:26rem}.strip span{flex:1;height:1rem;\
+border-radius:2px;background:#2da44e}.strip .dt,.strip .da{background:#d4a72c}.strip .di{background:#e5534b}\
+.strip .dl{background:#a40e26}.small{font-size:.8rem}";
 pub const STYLE_PATH: &str = "/style.css";
 
 /// How much attention something needs, in the order hubs are listed (the most urgent first); also its
@@ -194,6 +198,7 @@ pub fn grid(
     hubs: &BTreeMap<String, HubStatus>,
     open: &[IncidentRecord],
     silences: &[Silence],
+    history: &Spans,
     now: SystemTime,
 ) -> String {
     let tickets = tickets(hubs);
@@ -240,11 +245,60 @@ pub fn grid(
         }
         table.grid {
             thead { tr { th { "Hub" } @for capability in &columns { th { (capability_title(*capability)) } } } }
-            tbody { @for (name, hub) in rows { (hub_row(name, hub, open, &columns, now)) } }
+            tbody { @for (name, hub) in rows { (hub_row(name, hub, open, &history.hub_days(name, now), &columns, now)) } }
         }
         @if hubs.is_empty() { p { "No hubs are watched yet." } }
     };
     layout("hubwatch status", true, body)
+}
+
+/// A hub's last 30 days, a cell a day (today last), with the same in words: colour is never all it says.
+fn strip(days: &[Day]) -> Markup {
+    html! {
+        div.strip aria-hidden="true" {
+            @for day in days { span class=(day_class(day.tone())) {} }
+        }
+        div.muted.small { (history::words(days)) }
+    }
+}
+
+fn day_class(tone: DayTone) -> &'static str {
+    match tone {
+        DayTone::Clear => "d0",
+        DayTone::Ticket => "dt",
+        DayTone::ShortIncident => "di",
+        DayTone::LongIncident => "dl",
+    }
+}
+
+/// An incident's course as a strip from impact start to impact end (or now), each cell the phase it was in:
+/// unseen, detected (not yet paged), paged, acknowledged; and the same in words.
+fn course(record: &IncidentRecord, timeline: &[TimelineEntry], now: SystemTime) -> Markup {
+    const CELLS: u32 = 48;
+    let first = |kind: TimelineKind| timeline.iter().find(|e| e.kind == kind).map(|e| e.at);
+    let (start, end) = (record.impact_start, record.recovered_at.unwrap_or(now).max(record.impact_start));
+    let (paged, acknowledged) = (first(TimelineKind::PageSent), first(TimelineKind::Acknowledged));
+    let length = end.duration_since(start).unwrap_or_default();
+    let phase = |at: SystemTime| match () {
+        _ if at < record.opened_at => "di",
+        _ if acknowledged.is_some_and(|a| at >= a) => "da",
+        _ if paged.is_some_and(|p| at >= p) => "dl",
+        _ => "di",
+    };
+    let mut words =
+        vec![format!("impact start {}", rfc3339(start)), format!("detected after {}", span(start, record.opened_at))];
+    words.extend(paged.map(|p| format!("paged after {}", span(start, p))));
+    words.extend(acknowledged.map(|a| format!("acknowledged after {}", span(start, a))));
+    words.push(match record.recovered_at {
+        Some(end) => format!("impact end after {}", span(start, end)),
+        None => format!("ongoing after {}", span(start, now)),
+    });
+    html! {
+        div.strip aria-hidden="true" {
+            @for cell in 0..CELLS { span class=(phase(start + length * (2 * cell + 1) / (2 * CELLS))) {} }
+        }
+        p.muted.small { (words.join(" → ")) }
+    }
 }
 
 /// An open incident's banner word: held pages say by what.
@@ -260,11 +314,19 @@ fn incident_state(incident: &IncidentRecord) -> &'static str {
     }
 }
 
-fn hub_row(name: &str, hub: &HubStatus, open: &[IncidentRecord], columns: &[Capability], now: SystemTime) -> Markup {
+fn hub_row(
+    name: &str,
+    hub: &HubStatus,
+    open: &[IncidentRecord],
+    days: &[Day],
+    columns: &[Capability],
+    now: SystemTime,
+) -> Markup {
     html! {
         tr {
             th scope="row" {
                 a href=(hub.url) { (name) }
+                (strip(days))
                 @for incident in open.iter().filter(|i| i.hub == name) {
                     div { a href={ "/incidents/" (incident.key) } { "incident " (incident.key) } }
                 }
@@ -351,7 +413,7 @@ pub fn incidents(listing: &IncidentsPage, now: SystemTime) -> String {
 }
 
 /// `/availability`: per hub and kind over the period.
-pub fn availability(since: &str, rows: &[Availability]) -> String {
+pub fn availability(since: &str, rows: &[Availability], history: &Spans, now: SystemTime) -> String {
     let body = html! {
         h1 { "Availability" }
         p.muted { "Over the last " (since) ": the share of the time without an open incident. "
@@ -363,9 +425,13 @@ pub fn availability(since: &str, rows: &[Availability]) -> String {
             tbody {
                 @for row in rows {
                     tr {
-                        td { (row.hub) } td { (row.kind.as_str()) } td { (row.percent()) } td { (row.incidents) }
-                        td { (format!("{:.1}", row.impact_minutes)) } td { (shown(row.mean_time_to_page)) }
-                        td { (shown(row.mean_time_to_resolve)) }
+                        td { (row.hub) (strip(&history.kind_days(&row.hub, row.kind, now))) }
+                        td data-label="Kind" { (row.kind.as_str()) }
+                        td data-label="Availability" { (row.percent()) }
+                        td data-label="Incidents" { (row.incidents) }
+                        td data-label="Impact (min)" { (format!("{:.1}", row.impact_minutes)) }
+                        td data-label="Mean time to page" { (shown(row.mean_time_to_page)) }
+                        td data-label="Mean time to resolve" { (shown(row.mean_time_to_resolve)) }
                     }
                 }
             }
@@ -412,6 +478,7 @@ pub fn incident(page: &IncidentPage, now: SystemTime) -> String {
     let body = html! {
         h1 { (summary_ever(record)) }
         div class={ "banner " (tone.class()) } { span.state { (status) } " · " (record.key) " · " (record.kind.as_str()) }
+        (course(record, page.timeline, now))
         (incident_facts(page, now))
         p {
             a href={ "/incidents/" (record.key) "/report.md" } { "Incident report draft (Markdown)" }

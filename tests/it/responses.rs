@@ -56,7 +56,7 @@ async fn acknowledgements_and_hand_offs_are_read_back_into_the_timeline_the_repo
         "{report}"
     );
     let open = d.store.open_incidents().unwrap();
-    let grid = hubwatch::web::pages::grid(&Default::default(), &open, &[], d.at(60));
+    let grid = hubwatch::web::pages::grid(&Default::default(), &open, &[], &Default::default(), d.at(60));
     assert!(grid.contains("assigned to Ben Commander, not acknowledged"), "the status page says who has it: {grid}");
 }
 

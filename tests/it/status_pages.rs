@@ -45,9 +45,13 @@ hubs:
     Config::parse(&yaml, Path::new("pages.yaml"), &|_| Some("token".into())).unwrap()
 }
 
-/// Serves the pages of: temple with an open incident (both users cannot start servers, with a hostile
-/// reason), river with a support ticket (one user cannot execute code), staging all well.
-async fn serve(dir: &Path) -> (String, String) {
+/// What a real outage looks like on the page (the README's picture is taken of it).
+const REALISTIC: &str =
+    "Spawn failed: the server's pod did not start in 300 seconds: 0/5 nodes are available: 5 Insufficient memory";
+
+/// Serves the pages of: temple with an open incident (both users cannot start servers, for `reason`),
+/// river with a support ticket (one user cannot execute code), staging all well.
+async fn serve(dir: &Path, reason: &str) -> (String, String) {
     let config = config(&dir.join("state.db"));
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
@@ -68,7 +72,7 @@ async fn serve(dir: &Path) -> (String, String) {
     outcomes.push(finished("temple", "probe-1", Capability::DaskGateway, None, ago(20)));
     outcomes.push(finished("temple", "probe-2", Capability::DaskGateway, None, ago(20)));
     for (user, minutes) in [("probe-1", 12), ("probe-2", 11), ("probe-1", 2), ("probe-2", 1)] {
-        outcomes.push(finished("temple", user, Capability::Server, Some(HOSTILE), ago(minutes)));
+        outcomes.push(finished("temple", user, Capability::Server, Some(reason), ago(minutes)));
     }
     outcomes.push(finished("river", "probe-2", Capability::Kernel, Some("Kernel died: exit code 137"), ago(3)));
     for outcome in &outcomes {
@@ -83,6 +87,7 @@ async fn serve(dir: &Path) -> (String, String) {
         board.set_affected(hub, hubwatch::domain::IncidentKind::HubAccess.capabilities(), &symptoms, open);
     }
     let key = store.open_incidents().unwrap()[0].key.clone();
+    past_trouble(&manager, &store, now);
     pipeline.health.set_started(true);
     let state = pipeline.web_state(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,6 +98,32 @@ async fn serve(dir: &Path) -> (String, String) {
     let app = router(state, access, served).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (base, key)
+}
+
+/// History for the strips: river had a 40-minute incident three days ago, staging a two-hour support ticket
+/// five days ago.
+fn past_trouble(manager: &hubwatch::incident::IncidentManager, store: &Store, now: SystemTime) {
+    use hubwatch::domain::{IncidentKind, Stage, Symptoms, TicketKind, Transition, UserFailure};
+    let days_ago = |days: u64| now - Duration::from_secs(days * 86_400);
+    let at = days_ago(3);
+    let failure =
+        UserFailure { stage: Stage::Progress, reason: "Spawn failed: node pool full".into(), since: at, last: at };
+    let users = [("probe-1".to_string(), failure.clone()), ("probe-2".to_string(), failure)].into();
+    let symptoms = Symptoms { affected: [(Capability::Server, users)].into() };
+    let kind = IncidentKind::HubAccess;
+    manager.handle(&Transition::Opened { hub: "river".into(), kind, symptoms, at }).unwrap();
+    let recovered = Transition::Recovered { hub: "river".into(), kind, at: at + Duration::from_secs(40 * 60) };
+    manager.handle(&recovered).unwrap();
+    let ticket = hubwatch::store::Ticket {
+        id: "staging-ticket".into(),
+        hub: "staging".into(),
+        kind: TicketKind::HubAccess,
+        opened_at: days_ago(5),
+        users: vec!["probe-1".into()],
+        reason: None,
+    };
+    store.open_ticket(&ticket, None).unwrap();
+    store.close_ticket(&ticket.id, days_ago(5) + Duration::from_secs(2 * 3600), None).unwrap();
 }
 
 /// The pages need a login: Chromium gives it in the URL.
@@ -143,7 +174,7 @@ fn title(dom: &str) -> &str {
 async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
     require(&[Needs::Chromium]);
     let dir = tempfile::tempdir().unwrap();
-    let (address, key) = serve(dir.path()).await;
+    let (address, key) = serve(dir.path(), HOSTILE).await;
     let refused = browse(&format!("{address}/"), &["--dump-dom"]).await;
     assert!(!refused.contains("temple"), "nothing shown without a login: {refused}");
     let base = address.replace("http://", &format!("http://{USER}:{PASSWORD}@"));
@@ -164,6 +195,23 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
     assert!(grid.contains("Support ticket · 1 user"), "river's kernel failure is a support ticket");
     assert!(grid.contains(&format!("href=\"/incidents/{key}\"")), "the open incident is linked");
     assert!(grid.contains("not configured"), "river has no Dask Gateway");
+    assert_eq!(grid.matches("<div class=\"strip\" aria-hidden=\"true\">").count(), 3, "a 30-day strip per hub");
+    assert_eq!(
+        grid.matches("class=\"d0\"").count()
+            + grid.matches("class=\"dt\"").count()
+            + grid.matches("class=\"di\"").count()
+            + grid.matches("class=\"dl\"").count(),
+        90,
+        "30 days each"
+    );
+    for words in ["incidents on 1 day (40m)", "support tickets on 1 more day", "last 30 days: incidents on 1 day ("] {
+        assert!(grid.contains(words), "the strips say it in words too: {words}");
+    }
+    let availability = browse(&format!("{base}/availability"), &["--dump-dom"]).await;
+    assert!(
+        availability.contains("incidents on 1 day (40m)") && availability.contains("class=\"strip\""),
+        "{availability}"
+    );
 
     let page = browse(&format!("{base}/incidents/{key}"), &["--dump-dom"]).await;
     assert!(title(&page).starts_with("temple hub_access incident"), "{}", title(&page));
@@ -172,6 +220,7 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
     for entry in ["impact start</span>", "detected</span>"] {
         assert!(page.contains(entry), "the timeline shows {entry}: {page}");
     }
+    assert!(page.contains("→ detected after") && page.contains("→ ongoing after"), "its course in words: {page}");
     assert!(page.contains(&format!("href=\"/incidents/{key}/report.md\"")), "links to the report draft");
 
     let list = browse(&format!("{base}/incidents"), &["--dump-dom"]).await;
@@ -183,6 +232,7 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
         ("status-page-phone.png", "/", "412,1400"),
         ("status-page.png", "/", "1280,900"),
         ("incident-page-phone.png", incident_page.as_str(), "412,1400"),
+        ("availability-phone.png", "/availability", "412,1400"),
     ] {
         let file = target.join(name);
         let _ = std::fs::remove_file(&file);
@@ -190,5 +240,15 @@ async fn the_pages_show_every_hub_and_the_incident_and_hub_text_never_runs() {
         browse(&format!("{base}{path}"), &[&screenshot, &window]).await;
         let png = std::fs::read(&file).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{name}: a real screenshot");
+    }
+    // The README's picture (docs/status-page.png is a copy): the same grid with a real outage's words.
+    let realistic = tempfile::tempdir().unwrap();
+    let (address, _) = serve(realistic.path(), REALISTIC).await;
+    let base = address.replace("http://", &format!("http://{USER}:{PASSWORD}@"));
+    for (name, size) in [("readme-status-page.png", "1280,820"), ("readme-status-page-phone.png", "412,1400")] {
+        let file = target.join(name);
+        let (screenshot, window) = (format!("--screenshot={}", file.display()), format!("--window-size={size}"));
+        browse(&format!("{base}/"), &[&screenshot, &window]).await;
+        assert!(std::fs::read(&file).unwrap().starts_with(b"\x89PNG"));
     }
 }
