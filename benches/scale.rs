@@ -3,7 +3,8 @@
 //! RSS, probes per second, schedule lag (p50/p99, as histogram bucket bounds) and the per-hub cost.
 //!
 //! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]` (under `cargo test`: 20 hubs, 2 s); with `SCALE_DEBUG=1` it also prints the
-//! probe runs by capability and result (how the probes/s figure was made up).
+//! probe runs by capability and result (how the probes/s figure was made up); with `SCALE_HEAPTRACK=DIR` each
+//! row runs under heaptrack (`heaptrack_print DIR/heaptrack-5000.*` shows where the memory went).
 
 mod support;
 
@@ -47,7 +48,18 @@ fn run(hubs: usize, seconds: u64, base: &str) {
     std::fs::File::create(&path).unwrap().write_all(config.as_bytes()).unwrap();
 
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+    // SCALE_HEAPTRACK=DIR: a heap profile of this row in DIR/heaptrack-HUBS.* (the figures are then heaptrack's).
+    let profile =
+        std::env::var_os("SCALE_HEAPTRACK").map(|dir| std::path::PathBuf::from(dir).join(format!("heaptrack-{hubs}")));
+    let mut command = match &profile {
+        Some(out) => {
+            let mut c = Command::new("heaptrack");
+            c.arg("-o").arg(out).arg(env!("CARGO_BIN_EXE_hubwatch"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_hubwatch")),
+    };
+    let mut child = command
         .args(["run", "--config", path.to_str().unwrap()])
         .env("SIM_TOKEN", "sim-service")
         .env("RUST_LOG", "warn")
@@ -80,6 +92,10 @@ fn run(hubs: usize, seconds: u64, base: &str) {
     let cpu = measure::cpu_time(pid) - cpu_before;
     let elapsed = window.elapsed();
     let metrics_after = measure::scrape(&metrics_base);
+    // SCALE_METRICS=FILE: the last scrape, to see what /metrics costs per hub.
+    if let Some(file) = std::env::var_os("SCALE_METRICS") {
+        std::fs::write(file, &metrics_after).unwrap();
+    }
     let peak_kb = measure::status_kb(pid, "VmHWM:");
 
     let runs = measure::sum(&metrics_after, "hubwatch_probe_runs_total")
@@ -115,5 +131,9 @@ fn run(hubs: usize, seconds: u64, base: &str) {
         eprintln!("note: {failed} probe failures against the simulator with {hubs} hubs");
     }
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    if profile.is_some() {
+        // heaptrack runs hubwatch as its child: that one must end for the profile to be written.
+        let _ = Command::new("pkill").args(["-TERM", "-f", &format!("run --config {}", path.display())]).status();
+    }
     let _ = child.wait();
 }

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::TlsFiles;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubNews, ProbeOutcome, RealUsers};
+use crate::domain::{HubNews, IncidentKind, ProbeOutcome, RealUsers};
 use crate::ha::{Candidate, Fence, Handover};
 use crate::http::HttpClient;
 use crate::incident::recorder::{Inputs, Recorder};
@@ -363,9 +363,9 @@ impl App {
         // Discovered hubs bring tokens the config did not have.
         self.redactor.learn(config.secrets());
         let probers = probe::probers(config, &self.pipeline.http, &self.redactor);
-        let (hubs, metrics, until) = (config.hubs.clone(), self.pipeline.metrics.clone(), stop.clone());
+        let (shared, metrics, until) = (config.clone(), self.pipeline.metrics.clone(), stop.clone());
         self.pipeline.tasks.supervise("certificates", move || {
-            crate::signals::certificates::watch(hubs.clone(), metrics.clone(), until.clone())
+            crate::signals::certificates::watch(shared.clone(), metrics.clone(), until.clone())
         });
         tracing::info!(listen = %config.listen, hubs = config.hubs.len(), "hubwatch started");
         clean_up_leftovers(&probers, config.scheduler.max_concurrent_probes, stop).await;
@@ -464,7 +464,7 @@ impl App {
         let context = self.pipeline.context(config, collector);
         let (pipeline, config_of_generation) = (self.pipeline.clone(), config.clone());
         let manager_for = move || pipeline.manager(&config_of_generation, no_diagnostics);
-        let hubs: Vec<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
+        let hubs: Vec<(String, Vec<IncidentKind>)> = config.hubs.iter().map(|h| (h.name.clone(), h.kinds())).collect();
         self.pipeline.tasks.supervise("recorder", move || {
             let (inputs, context, hubs, manager) = (inputs.clone(), context.clone(), hubs.clone(), manager_for());
             // SQLite on every decision: on a thread of its own (see tasks::on_own_thread).

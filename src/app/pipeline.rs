@@ -69,7 +69,7 @@ impl Pipeline {
 
     /// The incident manager for `config`'s hubs; with `no_diagnostics`, none are collected and every page
     /// says why.
-    pub fn manager(&self, config: &Config, no_diagnostics: Option<&'static str>) -> IncidentManager {
+    pub fn manager(&self, config: &Arc<Config>, no_diagnostics: Option<&'static str>) -> IncidentManager {
         let manager = IncidentManager::new(self.store.clone(), config, self.wake.clone())
             .with_status_board(self.board.clone())
             .with_rollouts(self.rollouts.clone());

@@ -16,7 +16,7 @@ pub use routing::{
 };
 pub use validate::redact_url;
 
-use crate::domain::{Capability, Secret};
+use crate::domain::{Capability, IncidentKind, Secret};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -667,6 +667,12 @@ impl HubConfig {
                 _ => true,
             })
             .collect()
+    }
+
+    /// The incident kinds its capabilities can make (its metrics and tickets exist for these only).
+    pub fn kinds(&self) -> Vec<IncidentKind> {
+        let capabilities = self.capabilities();
+        IncidentKind::ALL.into_iter().filter(|k| k.capabilities().iter().any(|c| capabilities.contains(c))).collect()
     }
 }
 

@@ -47,6 +47,8 @@ pub fn validate(
         rules.hub(hub, &format!("hubs[{i}]"), &defaults);
     }
     rules.shared_hubs(&hubs);
+    // Read with room to grow (a doubling vector): 7 MB spare at 5,000 hubs, given back.
+    hubs.shrink_to_fit();
     config.hubs = hubs;
     rules.paging(&config);
     if let Some(webhook) = &mut config.webhook {

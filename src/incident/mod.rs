@@ -97,11 +97,11 @@ pub fn incident_url(public_url: &Url, key: &str) -> Url {
 }
 
 impl IncidentManager {
-    pub fn new(store: Arc<Store>, config: &Config, wake: Arc<Notify>) -> Self {
+    pub fn new(store: Arc<Store>, config: &Arc<Config>, wake: Arc<Notify>) -> Self {
         IncidentManager {
             store,
             settings: config.incidents.clone(),
-            config: Arc::new(config.clone()),
+            config: config.clone(),
             webhook: config.webhook.is_some(),
             rollouts: Arc::default(),
             recent_changes: Default::default(),

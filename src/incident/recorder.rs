@@ -59,7 +59,8 @@ pub struct Recorder {
     manager: IncidentManager,
     context: Context,
     observers: Observers,
-    hubs: Vec<String>,
+    /// Each hub with the incident kinds it can have.
+    hubs: Vec<(String, Vec<IncidentKind>)>,
     /// Diagnostics collected in the background come back here, with their incident's key.
     collected: mpsc::Sender<(String, Diagnostics)>,
     arrivals: mpsc::Receiver<(String, Diagnostics)>,
@@ -71,7 +72,7 @@ impl Recorder {
     /// A recorder for `hubs`, its detector resumed from the incidents open in the store once the waiting
     /// decisions are stored (so none is opened, i.e. paged, again, and each still recovers). Waits while the
     /// store cannot be read: starting blind would page open incidents a second time.
-    pub async fn start(manager: IncidentManager, hubs: Vec<String>, context: Context) -> Recorder {
+    pub async fn start(manager: IncidentManager, hubs: Vec<(String, Vec<IncidentKind>)>, context: Context) -> Recorder {
         let mut detector = Detector::new(context.settings);
         let now = context.clock.now();
         let open = loop {
@@ -100,8 +101,8 @@ impl Recorder {
     /// Records until the outcomes channel closes (the scheduler is gone).
     pub async fn run(mut self, inputs: &mut Inputs) {
         let mut tick = tokio::time::interval(TICK);
-        for hub in self.hubs.clone() {
-            for kind in IncidentKind::ALL {
+        for (hub, kinds) in self.hubs.clone() {
+            for kind in kinds {
                 self.observers.set(&self.detector, &hub, kind, 0);
             }
         }
@@ -182,8 +183,8 @@ impl Recorder {
                 None
             }
         };
-        for hub in self.hubs.clone() {
-            for kind in IncidentKind::ALL {
+        for (hub, kinds) in self.hubs.clone() {
+            for kind in kinds {
                 self.observers.refresh(&self.detector, &hub, kind, now);
                 if let Some(tickets) = &tickets {
                     let open = tickets.contains(&(hub.clone(), TicketKind::of(kind)));

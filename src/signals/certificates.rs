@@ -5,7 +5,7 @@
 //! nothing is sent on this connection, it only reads the date, and an expired or untrusted certificate is
 //! exactly what must still be read.
 
-use crate::config::HubConfig;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -35,9 +35,9 @@ pub enum CertificateError {
 }
 
 /// Reads every https hub's certificate now and every [`EVERY`] until `stop`, into `metrics`.
-pub async fn watch(hubs: Vec<HubConfig>, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub async fn watch(config: Arc<Config>, metrics: Arc<Metrics>, stop: CancellationToken) {
     loop {
-        for hub in hubs.iter().filter(|h| h.url.scheme() == "https") {
+        for hub in config.hubs.iter().filter(|h| h.url.scheme() == "https") {
             match expiry(&hub.url).await {
                 Ok(at) => metrics.set_certificate_expiry(&hub.name, at),
                 Err(e) => {

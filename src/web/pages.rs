@@ -153,7 +153,7 @@ fn cell(capability: Capability, status: &CapabilityStatus, now: SystemTime) -> M
     html! {
         td class=(tone.class()) data-label=(capability_title(capability)) {
             div.state { (state) }
-            ul.probes { @for (user, latest) in &status.probes { (probe_line(user, latest.as_ref(), now)) } }
+            ul.probes { @for (user, latest) in status.probes.iter() { (probe_line(user, latest.as_ref(), now)) } }
             @match status.last_success() {
                 Some(at) => div.muted { "last success " (time(at, now)) },
                 None => div.muted { "no success yet" },

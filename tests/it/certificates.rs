@@ -59,7 +59,7 @@ async fn the_expiry_of_the_certificate_a_hub_serves_is_read_and_exported() {
     let config = hubwatch::config::Config::parse(&yaml, std::path::Path::new("c.yaml"), &|_| Some("t".into())).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let watching =
-        tokio::spawn(hubwatch::signals::certificates::watch(config.hubs.clone(), metrics.clone(), stop.clone()));
+        tokio::spawn(hubwatch::signals::certificates::watch(Arc::new(config.clone()), metrics.clone(), stop.clone()));
     let exported = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
     crate::support::daemon::wait_for("the gauge", Duration::from_secs(20), async || {
         metrics

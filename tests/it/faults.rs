@@ -140,8 +140,10 @@ async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
     let (outcomes_tx, outcomes) = mpsc::channel(16);
     let (_real_users_tx, real_users) = mpsc::channel(1);
     let (_changes_tx, changes) = mpsc::channel(1);
-    let (manager, context) = (pipeline.manager(&config, None), pipeline.context(&config, None));
-    let recorder = Recorder::start(manager, vec!["temple".into()], context).await;
+    let (manager, context) = (pipeline.manager(&Arc::new(config.clone()), None), pipeline.context(&config, None));
+    let recorder =
+        Recorder::start(manager, vec![("temple".into(), vec![hubwatch::domain::IncidentKind::HubAccess])], context)
+            .await;
     let recording = tokio::spawn(async move { recorder.run(&mut Inputs { outcomes, real_users, changes }).await });
     let notifier = pipeline.notifier(Arc::new(config.clone()));
 

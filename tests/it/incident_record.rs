@@ -77,7 +77,7 @@ fn script(pd_base: &str, state: &Path) -> Script {
     let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
     pipeline.board.set_hubs(&config.hubs);
     let detector = Detector::new(config.incidents.detector());
-    let manager = Arc::new(pipeline.manager(&config, None));
+    let manager = Arc::new(pipeline.manager(&Arc::new(config.clone()), None));
     let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_secs(5));
     Script { pipeline, store, detector, manager, notifier, config }
 }

@@ -59,7 +59,7 @@ fn setup(events_url: Option<&str>, state: &Path) -> Setup {
     for incident in store.open_incidents().unwrap() {
         detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
     }
-    let manager = pipeline.manager(&config, None);
+    let manager = pipeline.manager(&Arc::new(config.clone()), None);
     let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
     let metrics = pipeline.metrics.clone();
     Setup { config, store, detector, manager, notifier, metrics }

@@ -107,7 +107,7 @@ fn start(config: &Config) -> OnCall {
     for incident in store.open_incidents().unwrap() {
         detector.resume(&incident.hub, incident.kind, incident.symptoms, SystemTime::now());
     }
-    let manager = pipeline.manager(config, None);
+    let manager = pipeline.manager(&Arc::new(config.clone()), None);
     let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_secs(2));
     OnCall { pipeline, store, detector, manager, notifier }
 }

@@ -57,7 +57,7 @@ async fn serve(dir: &Path, reason: &str) -> (String, String) {
     let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
     let board = pipeline.board.clone();
     board.set_hubs(&config.hubs);
-    let manager = pipeline.manager(&config, None);
+    let manager = pipeline.manager(&Arc::new(config.clone()), None);
     let mut detector = Detector::new(config.incidents.detector());
     let now = SystemTime::now();
     let ago = |minutes: u64| now - Duration::from_secs(60 * minutes);

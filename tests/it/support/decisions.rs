@@ -60,7 +60,7 @@ pub async fn setup(fold: &str, rest: bool) -> Decisions {
     .unwrap();
     let store = Arc::new(Store::open(&config.state_path).unwrap());
     let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
-    let manager = pipeline.manager(&config, None);
+    let manager = pipeline.manager(&Arc::new(config.clone()), None);
     let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
     let t0 = SystemTime::now() - Duration::from_secs(3600);
     Decisions { config, store, manager, notifier, pd, t0, _dir: dir }
