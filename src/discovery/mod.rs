@@ -547,6 +547,7 @@ mod tests {
         assert_eq!((hub.name.as_str(), hub.namespace.as_deref()), ("temple", Some("temple")));
         assert_eq!(hub.users, ["a", "b"]);
         assert_eq!(hub.token.expose(), "token");
+        assert_eq!(hub.cluster.as_deref(), Some("local"), "discovered hubs share the cluster hubwatch runs in");
         let missing = hub_from(&annotated, found(None), &settings()).unwrap_err();
         assert!(missing.contains("Secret \"hubwatch\" has no key \"token\""), "{missing}");
         let one = deployment(json!({URL_ANNOTATION: "https://temple.example.org", USERS_ANNOTATION: "a"}));

@@ -79,7 +79,7 @@ async fn a_rollout_holds_pages_for_its_grace_and_the_deployments_annotation_sile
     assert_eq!(triggers(pd)[0]["dedup_key"], key.as_str());
     let (_, report) = get(&format!("{base}/incidents/{key}/report.md"), None).await;
     assert!(report.contains("** Hub changed: hub Deployment hub changed (namespace temple, generation 8)"), "{report}");
-    assert!(report.contains("** Page held (silence or rollout): "), "{report}");
+    assert!(report.contains("** Page held (silence, rollout or cluster wait): "), "{report}");
 
     eprintln!("phase: healed, the rollout done");
     let mut done = k8s_fixtures::hub_deployment("quay.io/jupyterhub/k8s-hub:4.2.0", "5e2c", 8);
