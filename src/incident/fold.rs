@@ -193,9 +193,7 @@ impl IncidentManager {
     ) -> Result<(), StoreError> {
         let Some(cluster) = self.store.incident(cluster_key)?.filter(|c| c.open) else { return Ok(()) };
         let parts = self.store.parts(cluster_key)?;
-        let due = cluster
-            .last_trigger_at
-            .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+        let due = self.follow_up_due(&cluster, at);
         let symptoms = cluster_symptoms(&parts);
         let trigger = match material && due {
             true => Some(self.cluster_trigger(

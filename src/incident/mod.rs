@@ -162,6 +162,13 @@ impl IncidentManager {
         })
     }
 
+    /// Whether `incident`'s next follow-up trigger may go at `at`: `update_interval` after its last trigger.
+    fn follow_up_due(&self, incident: &IncidentRecord, at: SystemTime) -> bool {
+        incident
+            .last_trigger_at
+            .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval))
+    }
+
     fn open_key(&self, hub: &str, kind: IncidentKind) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
@@ -379,9 +386,7 @@ impl IncidentManager {
             self.part_changed(cluster_key, &format!("hub {hub}: {entry}"), material, at)?;
             return Ok(Handled { key: Some(incident.key), wanted: None });
         }
-        let interval_passed = incident
-            .last_trigger_at
-            .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+        let interval_passed = self.follow_up_due(&incident, at);
         let held = incident.hold.is_some() || self.hold(hub, kind, at)?.is_some();
         let (trigger, wanted) = if material && interval_passed && !held {
             let impact_start = incident.impact_start.min(symptoms.impact_start().unwrap_or(incident.impact_start));
@@ -543,9 +548,7 @@ impl IncidentManager {
     pub fn flush_pending_updates(&self, now: SystemTime) -> Result<Vec<DiagnosticsWanted>, StoreError> {
         let mut wanted = Vec::new();
         for incident in self.store.open_incidents()? {
-            let due = incident
-                .last_trigger_at
-                .is_none_or(|last| now.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval));
+            let due = self.follow_up_due(&incident, now);
             if incident.pending_update && due && incident.cluster.is_some() {
                 let parts = self.store.parts(&incident.key)?;
                 let trigger = self.cluster_trigger(&incident, &parts, now)?;

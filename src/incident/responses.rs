@@ -102,10 +102,10 @@ impl ResponseReader {
         // Held or folded incidents have no PagerDuty incident of their own (or one resolved already).
         for incident in open.into_iter().filter(|i| i.hold.is_none() && i.part_of.is_none()) {
             let Some(response) = self.read(&incident).await? else { continue };
-            let (entries, hold) = read_back(&incident, &response, self.clock.now());
             if incident.response.as_ref() == Some(&response) {
                 continue;
             }
+            let (entries, hold) = read_back(&incident, &response, self.clock.now());
             let store = self.store.clone();
             let key = incident.key.clone();
             let stored = off_runtime(move || store.set_response(&key, &response, &entries, hold.as_ref())).await;
