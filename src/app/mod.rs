@@ -268,12 +268,12 @@ impl App {
     /// state does not know (see [`crate::incident::reconcile`]). Bounded: it never holds probing up for long.
     async fn reconcile(&self) {
         let Some(settings) = self.config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()) else { return };
-        let hubs: Vec<String> = self.config.hubs.iter().map(|h| h.name.clone()).collect();
+        let owners = crate::incident::reconcile::KeyOwners::of(&self.config);
         let reconciling = crate::incident::reconcile::reconcile(
             &self.pipeline.store,
             &self.pipeline.http,
             &settings,
-            &hubs,
+            &owners,
             self.pipeline.clock,
         );
         match tokio::time::timeout(RECONCILE_LIMIT, reconciling).await {

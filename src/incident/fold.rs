@@ -70,12 +70,15 @@ impl IncidentManager {
     /// recovered (a restart between the two) resolves.
     pub fn review_folds(&self, now: SystemTime) -> Result<(), StoreError> {
         let open = self.store.open_incidents()?;
-        let mut clusters = BTreeMap::new();
+        let (mut clusters, mut adopted) = (BTreeMap::new(), BTreeMap::new());
         for incident in open.iter().filter(|i| i.cluster.is_some()) {
             let parts = self.store.parts(&incident.key)?;
             match (parts.iter().find(|p| p.open), &incident.cluster) {
                 (Some(part), Some(cluster)) => {
                     clusters.insert(self.fold_group(&part.hub, cluster, incident.kind), (incident, parts));
+                }
+                (None, Some(cluster)) if parts.is_empty() && self.still_joinable(incident, now) => {
+                    adopted.insert((cluster.clone(), incident.kind), (incident, parts));
                 }
                 _ => self.recover_cluster(incident, &parts, now)?,
             }
@@ -91,13 +94,19 @@ impl IncidentManager {
         }
         let min_hubs = self.settings.fold.min_hubs;
         for (group, joining) in waiting {
-            match clusters.get(&group) {
+            match clusters.get(&group).or_else(|| adopted.get(&(group.cluster.clone(), group.kind))) {
                 Some((cluster, parts)) => self.join(cluster, parts, &joining, now)?,
                 None if min_hubs > 0 && joining.len() >= min_hubs => self.fold(&group, &joining, now)?,
                 None => {}
             }
         }
         Ok(())
+    }
+
+    /// A cluster incident adopted from PagerDuty (it has no parts) waits `incidents.window` from its adoption
+    /// for the hubs of it that still fail: their incidents need that long at most to open again.
+    fn still_joinable(&self, cluster: &IncidentRecord, now: SystemTime) -> bool {
+        cluster.last_trigger_at.is_some_and(|adopted| now < adopted + self.settings.window)
     }
 
     /// Opens the cluster incident of `parts` and pages it: one transaction with their folding.
@@ -231,9 +240,16 @@ impl IncidentManager {
         at: SystemTime,
     ) -> Result<(), StoreError> {
         let hubs: Vec<&str> = parts.iter().map(|p| p.hub.as_str()).collect();
-        let entry = format!("every hub of it recovered ({})", hubs.join(", "));
+        let entry = match hubs.is_empty() {
+            true => format!(
+                "adopted from PagerDuty and no hub of it failed within {} (incidents.window): it ended while this \
+                 state was away",
+                humantime::format_duration(self.settings.window)
+            ),
+            false => format!("every hub of it recovered ({})", hubs.join(", ")),
+        };
         let recovered = IncidentRecord { open: false, recovered_at: Some(at), ..cluster.clone() };
-        let route_hub = parts.first().map_or(cluster.hub.as_str(), |p| p.hub.as_str());
+        let route_hub = self.cluster_route(cluster, parts.first());
         let events = self.resolve_events(&recovered, route_hub, at)?;
         self.store.recover_incident(&cluster.key, at, &entry, &events)?;
         tracing::warn!(key = %cluster.key, "cluster incident recovered");
@@ -252,6 +268,20 @@ impl IncidentManager {
         Ok(())
     }
 
+    /// The hub a cluster incident's events are routed as: `part`'s, or (adopted, with no parts yet) the
+    /// cluster's first configured hub's.
+    pub(super) fn cluster_route<'a>(
+        &'a self,
+        cluster: &'a IncidentRecord,
+        part: Option<&'a IncidentRecord>,
+    ) -> &'a str {
+        let first_configured = || self.config.hubs.iter().find(|h| h.cluster.is_some() && h.cluster == cluster.cluster);
+        match part {
+            Some(part) => &part.hub,
+            None => first_configured().map_or(cluster.hub.as_str(), |h| h.name.as_str()),
+        }
+    }
+
     /// The cluster incident's trigger: its failing hubs' users and reasons, each hub's incident and evidence.
     pub(super) fn cluster_trigger(
         &self,
@@ -260,7 +290,7 @@ impl IncidentManager {
         now: SystemTime,
     ) -> Result<NewEvent, StoreError> {
         let failing: Vec<&IncidentRecord> = parts.iter().filter(|p| p.open).collect();
-        let route_hub = failing.first().copied().or(parts.first()).map_or(cluster.hub.as_str(), |p| p.hub.as_str());
+        let route_hub = self.cluster_route(cluster, failing.first().copied().or(parts.first()));
         let route = self.config.page_route(route_hub, Some(cluster.kind));
         // Each hub's evidence gets an equal share of the event, so the last hub's is never the one cut.
         let share = pagerduty::EVENT_LIMIT / 2 / failing.len().max(1);

@@ -157,7 +157,7 @@ impl IncidentManager {
     /// The hub whose routing an incident's events follow: its own, or a cluster incident's first part's.
     fn route_hub(&self, incident: &IncidentRecord) -> Result<String, StoreError> {
         Ok(match incident.cluster {
-            Some(_) => self.store.parts(&incident.key)?.into_iter().next().map_or(incident.hub.clone(), |p| p.hub),
+            Some(_) => self.cluster_route(incident, self.store.parts(&incident.key)?.first()).to_string(),
             None => incident.hub.clone(),
         })
     }

@@ -1,14 +1,18 @@
 //! Reconciling with PagerDuty, the on-call process's source of truth, when a replica starts leading (also a
 //! single replica at start), where a REST token is configured. Every open PagerDuty incident whose key is one
-//! of hubwatch's (a configured hub, a kind, a second) and that this state does not know — a state lost with
-//! a volume, a takeover from a copy that missed it — is *adopted*: recorded as open, so it resolves when the
-//! hub is healthy instead of staying triggered for ever while the same outage pages again under a new key.
-//! One that duplicates an incident this state has open for the same hub and kind is resolved at once; one
-//! this state has closed, with no resolve still queued, gets its resolve again.
+//! of hubwatch's (a configured hub or `cluster.NAME` of a cluster hubs name, a kind, a second) and that this
+//! state does not know — a state lost with a volume, a takeover from a copy that missed it — is *adopted*:
+//! recorded as open, so it resolves when the hub is healthy instead of staying triggered for ever while the
+//! same outage pages again under a new key. An adopted cluster incident has no parts yet: the hubs of it that
+//! still fail join it when their incidents open (a follow-up, not a second page), and it resolves with them,
+//! or after `incidents.window` if none does. One that duplicates an incident this state has open for the
+//! same hub (or cluster) and kind is resolved at once; one this state has closed, with no resolve still
+//! queued, gets its resolve again.
 
+use super::fold::cluster_label;
 use super::parse_key;
 use crate::clock::Clock;
-use crate::config::StatusUpdatesConfig;
+use crate::config::{Config, StatusUpdatesConfig};
 use crate::domain::IncidentKind;
 use crate::http::HttpClient;
 use crate::notify::pagerduty::{self, Answer};
@@ -40,30 +44,76 @@ pub enum Reconciled {
     Resolved { key: String },
 }
 
+/// Whose incident keys reconciling knows: the configured hubs' and their clusters' (`cluster.NAME-…`).
+#[derive(Debug, Clone, Default)]
+pub struct KeyOwners {
+    /// Each key prefix: a hub's name, or `cluster.NAME`.
+    prefixes: Vec<String>,
+    /// Each cluster's prefix → (its name, the hub its events are routed as: its first configured hub).
+    clusters: std::collections::BTreeMap<String, (String, String)>,
+}
+
+impl KeyOwners {
+    pub fn of(config: &Config) -> Self {
+        let mut owners = KeyOwners::default();
+        for hub in &config.hubs {
+            owners.prefixes.push(hub.name.clone());
+            if let Some(cluster) = &hub.cluster {
+                let prefix = format!("cluster.{cluster}");
+                if !owners.clusters.contains_key(&prefix) {
+                    owners.prefixes.push(prefix.clone());
+                    owners.clusters.insert(prefix, (cluster.clone(), hub.name.clone()));
+                }
+            }
+        }
+        owners
+    }
+
+    /// `key`'s owner: the hub column it is recorded under, its cluster (for a cluster incident), the hub its
+    /// events are routed as, its kind and its second; `None` for a key that is not hubwatch's.
+    fn parse<'a>(&'a self, key: &str) -> Option<KeyOwner<'a>> {
+        let (prefix, kind, seconds) = parse_key(key, &self.prefixes)?;
+        Some(match self.clusters.get(prefix) {
+            Some((cluster, route)) => {
+                KeyOwner { label: cluster_label(cluster), cluster: Some(cluster), route, kind, seconds }
+            }
+            None => KeyOwner { label: prefix.to_string(), cluster: None, route: prefix, kind, seconds },
+        })
+    }
+}
+
+struct KeyOwner<'a> {
+    label: String,
+    cluster: Option<&'a String>,
+    route: &'a str,
+    kind: IncidentKind,
+    seconds: u64,
+}
+
 pub async fn reconcile(
     store: &Arc<Store>,
     http: &HttpClient,
     settings: &StatusUpdatesConfig,
-    hubs: &[String],
+    owners: &KeyOwners,
     clock: Clock,
 ) -> Result<Vec<Reconciled>, ReconcileError> {
     let rest = RestClient { http, settings, timeout: LIST_TIMEOUT };
     let open = rest.open_incidents().await.map_err(ReconcileError::Api)?;
-    let (store, hubs) = (store.clone(), hubs.to_vec());
+    let (store, owners) = (store.clone(), owners.clone());
     let now = clock.now();
-    Ok(off_runtime(move || apply(&store, &hubs, &open, now)).await?)
+    Ok(off_runtime(move || apply(&store, &owners, &open, now)).await?)
 }
 
 /// Adopts, resolves or leaves each of PagerDuty's open incidents (`(id, incident key)`).
 fn apply(
     store: &Store,
-    hubs: &[String],
+    owners: &KeyOwners,
     open: &[(String, String)],
     now: SystemTime,
 ) -> Result<Vec<Reconciled>, StoreError> {
     let mut done = Vec::new();
     for (id, key) in open {
-        let Some((hub, kind, seconds)) = parse_key(key, hubs) else { continue };
+        let Some(owner) = owners.parse(key) else { continue };
         if store.resolve_queued(key)? {
             continue;
         }
@@ -72,29 +122,31 @@ fn apply(
                 let note = format!(
                     "PagerDuty incident {id} was still open although this incident had recovered: resolved again"
                 );
-                store.queue_resolve(key, now, resolve(key, hub, kind), Some((key, &note)))?;
+                store.queue_resolve(key, now, owner.resolve(key), Some((key, &note)))?;
                 done.push(Reconciled::Resolved { key: key.clone() });
             }
             continue;
         }
-        let open_here = store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind);
+        let open_here = store.open_incidents()?.into_iter().find(|i| i.hub == owner.label && i.kind == owner.kind);
         if let Some(open_here) = open_here {
             let note = format!(
                 "PagerDuty incident {id} ({key}) was open for the same outage, unknown to this state: resolved, so \
                  this incident is the only one"
             );
-            store.queue_resolve(key, now, resolve(key, hub, kind), Some((&open_here.key, &note)))?;
+            store.queue_resolve(key, now, owner.resolve(key), Some((&open_here.key, &note)))?;
             done.push(Reconciled::Duplicate { key: key.clone(), open: open_here.key });
             continue;
         }
-        let opened = UNIX_EPOCH + Duration::from_secs(seconds);
-        let record = adopted(key, hub, kind, opened);
         let entry = format!(
             "adopted from PagerDuty: its incident {id} was open under this key, unknown to this state (a state lost \
-             or a takeover from a copy that missed it); it resolves when the hub is healthy, under this key"
+             or a takeover from a copy that missed it); it resolves when {} healthy, under this key",
+            match owner.cluster {
+                Some(_) => "the hubs of it that still fail are",
+                None => "the hub is",
+            }
         );
         store.open_incident(
-            &record,
+            &owner.adopted(key, now),
             "impact start unknown: adopted from PagerDuty",
             &[(TimelineKind::Detected, &entry)],
             &[],
@@ -104,14 +156,22 @@ fn apply(
     Ok(done)
 }
 
-fn resolve(key: &str, hub: &str, kind: IncidentKind) -> NewEvent {
-    NewEvent::now(EventAction::Resolve, pagerduty::resolve(key)).routed(hub, Some(kind))
-}
+impl KeyOwner<'_> {
+    fn resolve(&self, key: &str) -> NewEvent {
+        NewEvent::now(EventAction::Resolve, pagerduty::resolve(key)).routed(self.route, Some(self.kind))
+    }
 
-/// An open incident known only by its key: who was affected is unknown, so the detector holds it open
-/// until it sees the hub healthy.
-fn adopted(key: &str, hub: &str, kind: IncidentKind, opened: SystemTime) -> IncidentRecord {
-    IncidentRecord { last_trigger_at: Some(opened), ..IncidentRecord::opened(key, hub, kind, opened, opened) }
+    /// An open incident known only by its key: who was affected is unknown, so the detector holds a hub's
+    /// open until it sees the hub healthy. A cluster incident's adoption (`now`) counts as its last trigger:
+    /// its hubs that still fail have `incidents.window` from then to join it.
+    fn adopted(&self, key: &str, now: SystemTime) -> IncidentRecord {
+        let opened = UNIX_EPOCH + Duration::from_secs(self.seconds);
+        let record = IncidentRecord::opened(key, &self.label, self.kind, opened, opened);
+        match self.cluster {
+            Some(cluster) => IncidentRecord { last_trigger_at: Some(now), cluster: Some(cluster.clone()), ..record },
+            None => IncidentRecord { last_trigger_at: Some(opened), ..record },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,8 +186,9 @@ mod tests {
     fn unknown_incidents_are_adopted_duplicates_resolved_and_foreign_keys_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
-        let hubs = vec!["temple".to_string(), "chapel".to_string()];
-        let chapel = adopted("chapel-hub_access-1800000000", "chapel", IncidentKind::HubAccess, t(0));
+        let owners = KeyOwners { prefixes: vec!["temple".into(), "chapel".into()], ..KeyOwners::default() };
+        let chapel =
+            owners.parse("chapel-hub_access-1800000000").unwrap().adopted("chapel-hub_access-1800000000", t(0));
         store.open_incident(&chapel, "x", &[], &[]).unwrap();
         let open = [
             ("Q1".to_string(), "temple-hub_access-1800000100".to_string()),
@@ -135,7 +196,7 @@ mod tests {
             ("Q3".to_string(), "someone-elses-key".to_string()),
             ("Q4".to_string(), "chapel-hub_access-1800000000".to_string()),
         ];
-        let done = apply(&store, &hubs, &open, t(300)).unwrap();
+        let done = apply(&store, &owners, &open, t(300)).unwrap();
         assert_eq!(
             done,
             [
@@ -149,6 +210,6 @@ mod tests {
         let temple = store.incident("temple-hub_access-1800000100").unwrap().unwrap();
         assert!(temple.open && temple.symptoms.is_empty());
         assert!(store.resolve_queued("chapel-hub_access-1800000200-2").unwrap());
-        assert_eq!(apply(&store, &hubs, &open, t(301)).unwrap(), [], "a second run changes nothing");
+        assert_eq!(apply(&store, &owners, &open, t(301)).unwrap(), [], "a second run changes nothing");
     }
 }

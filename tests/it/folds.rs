@@ -102,6 +102,58 @@ async fn with_folding_off_a_clustered_hub_pages_at_once_and_a_hub_recovered_whil
     assert_eq!(on.delivered().await, [], "it recovered within its wait: nothing to page");
 }
 
+#[tokio::test]
+async fn a_cluster_incident_open_in_pagerduty_when_the_state_is_lost_is_adopted_joined_and_resolved_once() {
+    use hubwatch::incident::reconcile::Reconciled;
+    let before = setup("{min_hubs: 3, within: 2m}", true).await;
+    for (hub, at) in [("a", 0), ("b", 5), ("c", 10)] {
+        before.fails(hub, at);
+    }
+    let sent = before.delivered().await;
+    let key = sent[0].1.clone();
+    assert!(key.starts_with("cluster.east-"), "{sent:?}");
+
+    let after = before.state_lost();
+    assert_eq!(after.reconcile(3600).await, [Reconciled::Adopted { key: key.clone() }]);
+    let adopted = after.store.incident(&key).unwrap().unwrap();
+    assert_eq!((adopted.hub.as_str(), adopted.cluster.as_deref()), ("cluster east", Some("east")));
+    after.fails("a", 3660);
+    after.fails("b", 3670);
+    after.tick(3900);
+    let sent = after.delivered().await;
+    assert!(sent.iter().all(|(_, k)| k == &key), "the hubs still failing join the adopted incident: {sent:?}");
+    assert_eq!(after.pd.accepted()[1]["payload"]["summary"], "cluster east: 1 hub, 2 users cannot start their servers");
+    assert_eq!(
+        after.pd.accepted().last().unwrap()["payload"]["summary"],
+        "cluster east: 2 hubs, 4 users cannot start their servers"
+    );
+    after.recovers("a", 4000);
+    assert_eq!(after.delivered().await.last().unwrap().0, "trigger", "b still fails");
+    after.recovers("b", 4010);
+    let sent = after.delivered().await;
+    assert_eq!(sent.last().unwrap(), &("resolve".into(), key.clone()), "{sent:?}");
+    assert_eq!(sent.iter().filter(|(action, _)| action == "resolve").count(), 1);
+    assert_eq!(after.pd.open_alerts(crate::support::pagerduty::ROUTING_KEY), Vec::<String>::new());
+    assert_eq!(after.reconcile(4100).await, [], "nothing left to reconcile");
+}
+
+#[tokio::test]
+async fn an_adopted_cluster_incident_that_no_hub_joins_resolves_after_the_window() {
+    let before = setup("{min_hubs: 3, within: 2m}", true).await;
+    for (hub, at) in [("a", 0), ("b", 5), ("c", 10)] {
+        before.fails(hub, at);
+    }
+    let key = before.delivered().await[0].1.clone();
+    let after = before.state_lost();
+    after.reconcile(3600).await;
+    after.tick(3600 + 899);
+    assert_eq!(after.delivered().await.len(), 1, "within incidents.window its hubs may still join it");
+    after.tick(3600 + 901);
+    assert_eq!(after.delivered().await[1], ("resolve".into(), key.clone()));
+    let timeline: Vec<String> = after.store.timeline(&key).unwrap().into_iter().map(|e| e.text).collect();
+    assert!(timeline.iter().any(|e| e.contains("no hub of it failed within 15m")), "{timeline:?}");
+}
+
 /// The lab as three hubs of cluster east (three entries, two probe users each), broken before hubwatch
 /// starts: one page naming the three, and one resolve once every hub is healthy again.
 #[ignore = "needs the lab (scripts/test.sh runs it)"]

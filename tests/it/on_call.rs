@@ -612,10 +612,10 @@ async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
     let mut s = start(&config);
     let temple = s.outage("temple", SystemTime::now());
     let settings = config.pagerduty.as_ref().unwrap().status_updates.clone().unwrap();
-    let hubs = ["temple".to_string(), "lab".to_string()];
+    let owners = reconcile::KeyOwners::of(&config);
     let clock = hubwatch::clock::Clock::start();
     let http = HttpClient::new().unwrap();
-    let done = reconcile::reconcile(&s.store, &http, &settings, &hubs, clock).await.unwrap();
+    let done = reconcile::reconcile(&s.store, &http, &settings, &owners, clock).await.unwrap();
     assert_eq!(
         done,
         [
@@ -635,7 +635,7 @@ async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
     assert!(triggers(&pd, orphan).is_empty(), "adopted, never paged again");
     let timeline = s.timeline(orphan);
     assert!(timeline.iter().any(|(_, t)| t.starts_with("adopted from PagerDuty")), "{timeline:?}");
-    let again = reconcile::reconcile(&s.store, &http, &settings, &hubs, clock).await.unwrap();
+    let again = reconcile::reconcile(&s.store, &http, &settings, &owners, clock).await.unwrap();
     assert!(again.is_empty(), "nothing left to reconcile: {again:?}");
 }
 

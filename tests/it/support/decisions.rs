@@ -21,6 +21,8 @@ pub struct Decisions {
     pub manager: IncidentManager,
     pub notifier: Notifier,
     pub pd: PagerDuty,
+    pd_url: String,
+    fold: String,
     /// An hour ago: every decision is in the past, so its events are due at once.
     pub t0: SystemTime,
     _dir: tempfile::TempDir,
@@ -31,6 +33,12 @@ pub async fn setup(fold: &str, rest: bool) -> Decisions {
     hubwatch::http::install_crypto_provider();
     let pd = PagerDuty::default();
     let url = pd.clone().start().await;
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    on_state(fold, rest, pd, url, t0)
+}
+
+/// A fresh state on `pd` (at `url`), its time from `t0`.
+fn on_state(fold: &str, rest: bool, pd: PagerDuty, url: String, t0: SystemTime) -> Decisions {
     let dir = tempfile::tempdir().unwrap();
     let hubs: String = [("a", "east"), ("b", "east"), ("c", "east"), ("d", "east"), ("e", "west")]
         .iter()
@@ -62,8 +70,7 @@ pub async fn setup(fold: &str, rest: bool) -> Decisions {
     let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
     let manager = pipeline.manager(&Arc::new(config.clone()), None);
     let notifier = pipeline.notifier(Arc::new(config.clone())).with_send_timeout(Duration::from_millis(500));
-    let t0 = SystemTime::now() - Duration::from_secs(3600);
-    Decisions { config, store, manager, notifier, pd, t0, _dir: dir }
+    Decisions { config, store, manager, notifier, pd, pd_url: url, fold: fold.into(), t0, _dir: dir }
 }
 
 fn failing(at: SystemTime) -> Symptoms {
@@ -108,6 +115,21 @@ impl Decisions {
             .iter()
             .map(|e| (e["event_action"].as_str().unwrap().into(), e["dedup_key"].as_str().unwrap().into()))
             .collect()
+    }
+
+    /// The same hubs and PagerDuty on a fresh state (a volume lost, a takeover from a copy that missed it).
+    pub fn state_lost(&self) -> Decisions {
+        let rest = self.config.pagerduty.as_ref().is_some_and(|p| p.status_updates.is_some());
+        on_state(&self.fold, rest, self.pd.clone(), self.pd_url.clone(), self.t0)
+    }
+
+    /// What a replica starting to lead at `seconds` does first: reconciles with PagerDuty's open incidents.
+    pub async fn reconcile(&self, seconds: u64) -> Vec<hubwatch::incident::reconcile::Reconciled> {
+        use hubwatch::incident::reconcile::{KeyOwners, reconcile};
+        let settings = self.config.pagerduty.as_ref().unwrap().status_updates.clone().unwrap();
+        let clock = Clock::starting_at(self.at(seconds));
+        let http = HttpClient::new().unwrap();
+        reconcile(&self.store, &http, &settings, &KeyOwners::of(&self.config), clock).await.unwrap()
     }
 
     pub fn key_of(&self, hub: &str) -> String {
