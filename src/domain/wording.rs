@@ -45,9 +45,24 @@ pub fn summary_of(hub: &str, kind: IncidentKind, users: usize, capabilities: &BT
 
 /// A cluster incident's summary: "cluster east: 3 hubs, 41 users cannot start their servers".
 pub fn cluster_summary(cluster: &str, hubs: usize, kind: IncidentKind, symptoms: &Symptoms) -> String {
-    let hubs = if hubs == 1 { "1 hub".to_string() } else { format!("{hubs} hubs") };
-    let (users, what) = (users_cannot(symptoms.users().len()), cannot(kind, &symptoms.capabilities()));
+    cluster_summary_of(cluster, hubs, kind, symptoms.users().len(), &symptoms.capabilities())
+}
+
+/// [`cluster_summary`] from counts (the report's, over everyone ever affected).
+pub fn cluster_summary_of(
+    cluster: &str,
+    hubs: usize,
+    kind: IncidentKind,
+    users: usize,
+    capabilities: &BTreeSet<Capability>,
+) -> String {
+    let (hubs, users, what) = (hub_count(hubs), users_cannot(users), cannot(kind, capabilities));
     truncate(&format!("cluster {cluster}: {hubs}, {users} {what}"), SUMMARY_LIMIT - 4)
+}
+
+/// "1 hub", "3 hubs".
+pub fn hub_count(hubs: usize) -> String {
+    if hubs == 1 { "1 hub".to_string() } else { format!("{hubs} hubs") }
 }
 
 fn users_cannot(users: usize) -> String {

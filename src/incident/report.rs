@@ -4,7 +4,7 @@
 //! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
 
 use crate::domain::IncidentKind;
-use crate::domain::wording::{cannot, summary_of};
+use crate::domain::wording::{cannot, cluster_summary_of, hub_count, summary_of};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,8 @@ pub struct ReportInput<'a> {
     pub hub_url: Option<&'a Url>,
     /// The affected-users threshold (N).
     pub threshold: usize,
+    /// A cluster incident's parts (each hub's incident) with their pages; empty for a hub's incident.
+    pub parts: &'a [(IncidentRecord, Url)],
 }
 
 /// One command of stored diagnostics and its output.
@@ -63,7 +65,7 @@ fn what_users_could_not_do(kind: IncidentKind) -> &'static str {
 
 /// The whole draft, section by section.
 pub fn render(input: &ReportInput) -> String {
-    let facts = Facts::of(input.incident);
+    let facts = Facts::of(input);
     let mut md = String::new();
     let _ = writeln!(md, "# Incident report: {}\n", facts.summary);
     md.push_str(
@@ -73,6 +75,7 @@ pub fn render(input: &ReportInput) -> String {
     );
     overview(&mut md, input, &facts);
     summary(&mut md, input, &facts);
+    hubs(&mut md, input);
     data_sources(&mut md, input, &facts);
     timeline(&mut md, input);
     analysis(&mut md, input);
@@ -94,12 +97,48 @@ struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    fn of(incident: &'a IncidentRecord) -> Self {
+    fn of(input: &ReportInput<'a>) -> Self {
+        let incident = input.incident;
         let users: BTreeSet<&str> = incident.affected_ever.values().flatten().map(String::as_str).collect();
         let capabilities: BTreeSet<_> = incident.affected_ever.keys().copied().collect();
-        let summary = summary_of(&incident.hub, incident.kind, users.len(), &capabilities);
+        let summary = match &incident.cluster {
+            Some(cluster) => cluster_summary_of(cluster, input.parts.len(), incident.kind, users.len(), &capabilities),
+            None => summary_of(&incident.hub, incident.kind, users.len(), &capabilities),
+        };
         let end = incident.recovered_at.map_or_else(|| "ongoing".to_string(), rfc3339);
         Facts { users, capabilities, summary, end }
+    }
+}
+
+/// What the report calls the incident's place: `the hub NAME`, or `3 hubs of cluster east (a, b, c)`.
+fn place(input: &ReportInput) -> String {
+    match &input.incident.cluster {
+        Some(cluster) => {
+            let hubs: Vec<&str> = input.parts.iter().map(|(p, _)| p.hub.as_str()).collect();
+            format!("{} of cluster {cluster} ({})", hub_count(hubs.len()), hubs.join(", "))
+        }
+        None => format!("the hub {}", input.incident.hub),
+    }
+}
+
+/// A cluster incident's hubs, each with its own incident: where its evidence and its own timeline are.
+fn hubs(md: &mut String, input: &ReportInput) {
+    if input.incident.cluster.is_none() {
+        return;
+    }
+    md.push_str("\n## Hubs\n\nPaged once for them all; each hub's incident keeps its own timeline and evidence.\n\n");
+    for (part, url) in input.parts {
+        let users: BTreeSet<&str> = part.affected_ever.values().flatten().map(String::as_str).collect();
+        let _ = writeln!(
+            md,
+            "- **{}**: incident `{}` (<{url}>, report <{url}/report.md>), impact {} to {}, {} users: {}",
+            part.hub,
+            part.key,
+            rfc3339(part.impact_start),
+            part.recovered_at.map_or_else(|| "ongoing".to_string(), rfc3339),
+            users.len(),
+            users.iter().map(|u| shown(u)).collect::<Vec<_>>().join(", ")
+        );
     }
 }
 
@@ -113,7 +152,10 @@ fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
     let users = facts.users.iter().map(|u| shown(u)).collect::<Vec<_>>().join(", ");
     let rows = [
         ("Incident key (PagerDuty dedup key)", format!("`{}`", incident.key)),
-        ("Hub", incident.hub.clone()),
+        match &incident.cluster {
+            Some(_) => ("Hubs", place(input)),
+            None => ("Hub", incident.hub.clone()),
+        },
         ("Kind", format!("{} (users cannot {})", incident.kind.as_str(), what_users_could_not_do(incident.kind))),
         ("Status", status.to_string()),
         (
@@ -135,6 +177,10 @@ fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
     md.push_str("| | |\n|---|---|\n");
     for (label, value) in rows {
         let _ = writeln!(md, "| {label} | {value} |");
+    }
+    if let Some(cluster_key) = &incident.part_of {
+        let _ =
+            writeln!(md, "| Paged as part of | `{cluster_key}` (one page for its cluster's hubs failing at once) |");
     }
     if let Some(id) = input.pagerduty_incident {
         let _ = writeln!(md, "| PagerDuty incident | {id} |");
@@ -163,12 +209,12 @@ fn summary(md: &mut String, input: &ReportInput, facts: &Facts) {
         .collect();
     let _ = write!(
         md,
-        "Between {} and {}, {} users of the hub {} could not {} ({}). hubwatch detected it at {} when {} or more \
+        "Between {} and {}, {} users of {} could not {} ({}). hubwatch detected it at {} when {} or more \
          users were affected, and paged. ",
         rfc3339(incident.impact_start),
         facts.end,
         facts.users.len(),
-        incident.hub,
+        place(input),
         cannot(incident.kind, &facts.capabilities),
         per_capability.join("; "),
         rfc3339(incident.opened_at),
@@ -197,11 +243,17 @@ fn data_sources(md: &mut String, input: &ReportInput, facts: &Facts) {
         incident.key,
         input.pagerduty_incident.map(|id| format!(" ({id})")).unwrap_or_default()
     );
+    let matcher = match incident.cluster {
+        Some(_) => {
+            let hubs: Vec<&str> = input.parts.iter().map(|(p, _)| p.hub.as_str()).collect();
+            format!("hub=~\"{}\"", hubs.join("|"))
+        }
+        None => format!("hub=\"{}\"", incident.hub),
+    };
     let _ = writeln!(
         md,
-        "- Prometheus: `hubwatch_probe_runs_total{{hub=\"{}\"}}` (by result) and `hubwatch_affected_users{{hub=\"{}\"}}` from {} to {}",
-        incident.hub,
-        incident.hub,
+        "- Prometheus: `hubwatch_probe_runs_total{{{matcher}}}` (by result) and `hubwatch_affected_users{{{matcher}}}` \
+         from {} to {}",
         rfc3339(incident.impact_start),
         facts.end
     );
@@ -285,6 +337,9 @@ fn analysis(md: &mut String, input: &ReportInput) {
     md.push_str("\n### What the Kubernetes diagnostics showed\n\n");
     match input.diagnostics {
         Some((_, text)) => md.push_str(&diagnostics_findings(text)),
+        None if input.incident.cluster.is_some() => {
+            md.push_str("- Each hub's incident holds its own (listed under Hubs); the page carried them all.\n")
+        }
         None => {
             md.push_str("- None were collected for this incident (see the diagnostics entry of the incident page).\n")
         }
@@ -397,6 +452,17 @@ pub fn draft(
     let diagnostics = store.diagnostics(key)?;
     let pagerduty_incident = store.pagerduty_incident(key)?;
     let incident_url = super::incident_url(&settings.public_url, key);
+    let parts: Vec<(IncidentRecord, Url)> = match incident.cluster {
+        Some(_) => store
+            .parts(key)?
+            .into_iter()
+            .map(|p| {
+                let url = super::incident_url(&settings.public_url, &p.key);
+                (p, url)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Some(render(&ReportInput {
         incident: &incident,
         timeline: &timeline,
@@ -405,6 +471,7 @@ pub fn draft(
         incident_url: &incident_url,
         hub_url: hub_url.as_ref(),
         threshold: settings.threshold,
+        parts: &parts,
     })))
 }
 

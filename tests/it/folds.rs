@@ -58,6 +58,25 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
     assert_eq!(sent[3], ("resolve".into(), cluster_key.clone()), "resolved once, with the last: {sent:?}");
     assert_eq!(sent.len(), 4);
 
+    let report = |key: &str| {
+        let settings = hubwatch::incident::report::ReportSettings {
+            public_url: "https://hubwatch.example.org/".parse().unwrap(),
+            threshold: 2,
+        };
+        hubwatch::incident::report::draft(&f.store, key, |_| None, &settings).unwrap().unwrap()
+    };
+    let cluster_report = report(&cluster_key);
+    assert!(cluster_report.starts_with("# Incident report: cluster east: 4 hubs, 8 users cannot"), "{cluster_report}");
+    assert!(cluster_report.contains("8 users of 4 hubs of cluster east (a, b, c, d) could not"), "{cluster_report}");
+    let a_key = f.key_of("a");
+    assert!(
+        cluster_report
+            .contains(&format!("- **a**: incident `{a_key}` (<https://hubwatch.example.org/incidents/{a_key}>")),
+        "each hub's incident is listed: {cluster_report}"
+    );
+    assert!(cluster_report.contains("hubwatch_probe_runs_total{hub=~\"a|b|c|d\"}"), "{cluster_report}");
+    assert!(report(&a_key).contains(&format!("| Paged as part of | `{cluster_key}`")));
+
     let since = f.t0;
     let hubs: Vec<(String, bool)> = ["a", "b", "c", "d", "e"].iter().map(|h| (h.to_string(), false)).collect();
     let rows = hubwatch::incident::availability::from_store(&f.store, &hubs, since, f.at(3000)).unwrap();
