@@ -313,6 +313,7 @@ impl App {
                 http: pipeline.http.clone(),
                 settings: settings.clone(),
                 clock: pipeline.clock,
+                call_timeout: crate::incident::responses::CALL_TIMEOUT,
             };
             reader.run(stop.clone())
         });

@@ -1,6 +1,6 @@
 //! Responses read back: with a REST token, the leader reads each open, paged incident's PagerDuty incident
-//! every `pagerduty.read_back_every` (one request each, stopping the pass at a 429 and waiting as long as
-//! PagerDuty asks) and records what responders did: "acknowledged by NAME", "assigned to NAME", the
+//! every `pagerduty.read_back_every` (one request each; a 429 ends the pass and the next waits as long as
+//! PagerDuty asks, a call that fails or hangs past its deadline ends it too) and records what responders did: "acknowledged by NAME", "assigned to NAME", the
 //! hand-offs, and a resolve by a person while the outage goes on — after which nothing is sent for the
 //! incident again (a trigger would open a new PagerDuty incident) until it recovers and a new one pages.
 
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// Each REST request's deadline.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a reading means for the incident: its timeline entries (each at when it happened) and, once it was
 /// resolved in PagerDuty, the hold that keeps anything more from being sent.
@@ -73,12 +73,20 @@ pub struct ResponseReader {
     pub http: HttpClient,
     pub settings: StatusUpdatesConfig,
     pub clock: Clock,
+    /// Each REST request's deadline ([`CALL_TIMEOUT`]).
+    pub call_timeout: Duration,
 }
 
 impl ResponseReader {
+    /// Passes until `stop`, which also ends a pass whose call is still waiting (a hung API never holds up a
+    /// shutdown or a hand-over).
     pub async fn run(self, stop: CancellationToken) {
         loop {
-            let wait = match self.read_all().await {
+            let pass = tokio::select! {
+                _ = stop.cancelled() => return,
+                pass = self.read_all() => pass,
+            };
+            let wait = match pass {
                 Err(Some(after)) => after.max(self.settings.read_back_every),
                 _ => self.settings.read_back_every,
             };
@@ -89,7 +97,8 @@ impl ResponseReader {
         }
     }
 
-    /// One pass over the open, paged incidents; `Err(retry_after)` when PagerDuty rate-limited it.
+    /// One pass over the open, paged incidents; `Err(retry_after)` when PagerDuty rate-limited it, `Err(None)`
+    /// when a call failed or hung (the API is down for every incident, not one: the next pass tries again).
     pub async fn read_all(&self) -> Result<(), Option<Duration>> {
         let store = self.store.clone();
         let open = match off_runtime(move || store.open_incidents()).await {
@@ -122,7 +131,7 @@ impl ResponseReader {
     /// The incident's PagerDuty response, finding (and remembering) its PagerDuty incident first; `None` when
     /// PagerDuty has none yet or cannot say now.
     async fn read(&self, incident: &IncidentRecord) -> Result<Option<Response>, Option<Duration>> {
-        let rest = RestClient { http: &self.http, settings: &self.settings, timeout: CALL_TIMEOUT };
+        let rest = RestClient { http: &self.http, settings: &self.settings, timeout: self.call_timeout };
         let key = incident.key.clone();
         let known = {
             let store = self.store.clone();
@@ -152,13 +161,18 @@ impl ResponseReader {
     }
 }
 
-/// A failed read: a 429 ends the pass (`Err`, with how long PagerDuty asked to wait); anything else is logged
-/// and the next incident read.
+/// A failed read: a 429 ends the pass (`Err`, with how long PagerDuty asked to wait), and so does a call
+/// that failed or hung (5xx, unreachable, past its deadline); a refusal of this one incident is logged and
+/// the next incident read.
 fn skip(key: &str, answer: Answer) -> Result<Option<Response>, Option<Duration>> {
     match answer {
         Answer::RateLimited(after) => {
             tracing::warn!(%key, ?after, "PagerDuty's REST API rate-limits reading responses back: waiting");
             Err(Some(after.unwrap_or(Duration::from_secs(60))))
+        }
+        Answer::Failed(why) => {
+            tracing::warn!(%key, %why, "PagerDuty's REST API did not answer reading responses back; next pass");
+            Err(None)
         }
         other => {
             tracing::warn!(%key, answer = ?other, "cannot read the response back from PagerDuty; next pass");

@@ -9,12 +9,13 @@ use hubwatch::clock::Clock;
 use hubwatch::domain::{Capability, IncidentKind, Stage, Transition, UserFailure};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::report::{ReportSettings, draft};
-use hubwatch::incident::responses::ResponseReader;
+use hubwatch::incident::responses::{CALL_TIMEOUT, ResponseReader};
 use std::time::Duration;
 
 fn reader(d: &Decisions) -> ResponseReader {
     let settings = d.config.pagerduty.as_ref().and_then(|p| p.status_updates.clone()).unwrap();
-    ResponseReader { store: d.store.clone(), http: HttpClient::new().unwrap(), settings, clock: Clock::start() }
+    let http = HttpClient::new().unwrap();
+    ResponseReader { store: d.store.clone(), http, settings, clock: Clock::start(), call_timeout: CALL_TIMEOUT }
 }
 
 fn timeline(d: &Decisions, key: &str) -> Vec<String> {
@@ -116,4 +117,28 @@ async fn a_rate_limited_pass_stops_at_once_and_asks_to_wait_as_long_as_pagerduty
     let before = d.pd.rest_requests().len();
     assert_eq!(reader(&d).read_all().await, Err(Some(Duration::from_secs(120))));
     assert_eq!(d.pd.rest_requests().len(), before + 1, "the pass stopped at the first 429");
+}
+
+#[tokio::test]
+async fn a_hanging_rest_api_ends_the_pass_at_its_first_call_delays_no_page_and_holds_up_no_stop() {
+    let d = setup("{min_hubs: 0}", true).await;
+    d.fails("a", 0);
+    d.fails("b", 0);
+    d.delivered().await;
+    d.pd.inner.lock().unwrap().rest_outage = Some(Fault::Hang);
+    let received = || d.pd.inner.lock().unwrap().rest_received;
+    let before = received();
+    let quick = ResponseReader { call_timeout: Duration::from_millis(300), ..reader(&d) };
+    assert_eq!(quick.read_all().await, Err(None), "a call past its deadline ends the pass");
+    assert_eq!(received(), before + 1, "one hanging call, not one per incident");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let patient = ResponseReader { call_timeout: Duration::from_secs(3600), ..reader(&d) };
+    let task = tokio::spawn(patient.run(stop.clone()));
+    crate::support::daemon::wait_for("the reader's call", Duration::from_secs(20), async || received() > before + 1)
+        .await;
+    d.fails("c", 10);
+    assert_eq!(d.delivered().await.len(), 3, "a new page goes out while the reader waits on the REST API");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task).await.expect("a stop ends a hanging pass").unwrap();
 }

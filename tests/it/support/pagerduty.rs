@@ -52,6 +52,8 @@ pub struct Inner {
     pub notes: Vec<(String, String, String)>,
     /// Every REST request: (method and path, status answered).
     pub rest_requests: Vec<(String, u16)>,
+    /// REST requests received, answered or not (a hung one is never answered).
+    pub rest_received: usize,
     /// Lookups to answer with no incident (PagerDuty makes incidents asynchronously).
     pub lookups_before_found: usize,
     /// A fault for every REST request until cleared.
@@ -263,9 +265,14 @@ fn rest_fault(pd: &PagerDuty) -> Option<Response> {
     }
 }
 
-/// Holds a request for an hour when the REST API hangs.
+/// Counts a REST request, and holds it for an hour when the REST API hangs.
 async fn rest_hang(pd: &PagerDuty) {
-    if pd.inner.lock().unwrap().rest_outage == Some(Fault::Hang) {
+    let hangs = {
+        let mut inner = pd.inner.lock().unwrap();
+        inner.rest_received += 1;
+        inner.rest_outage == Some(Fault::Hang)
+    };
+    if hangs {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
