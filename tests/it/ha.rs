@@ -10,11 +10,13 @@
 //!   renew deadline ends, sends nothing after it, exits, and the standby sends that trigger and resolves;
 //! - at the seams (the stub hub, probed every second): a leader killed within 100 ms of PagerDuty's 202 (for
 //!   a trigger, and for a trigger sent with its resolve), many times with seeded random delays, never pages
-//!   twice; a deleted Lease or mirror Secret costs no step-down; a takeover that cannot read the mirror gives
+//!   twice, nor does one killed while three hubs' pages wait to fold into one cluster incident or right after
+//!   that incident's page; a deleted Lease or mirror Secret costs no step-down; a takeover that cannot read the mirror gives
 //!   the lease up rather than page again from an empty state; an API server answering every call after 4 s
 //!   during a takeover leaves the new leader its lease; and the promise check itself rejects what it must.
 
 use crate::support::apiserver::ApiServer;
+use crate::support::daemon::StubHubs;
 use crate::support::daemon::{Daemon, clock_off, metric, more_probe_runs, sample, wait_for};
 use crate::support::invariants::{assert_promise, from};
 use crate::support::pagerduty::{Fault, PagerDuty};
@@ -340,6 +342,52 @@ async fn a_leader_killed_right_after_a_page_never_pages_twice() {
     let trailing = s.pd.accepted()[settled..].to_vec();
     assert!(trailing.iter().all(|e| e["event_action"] == "resolve"), "{:#?}", s.pd.received());
     assert_promise(&s.pd.received(), 4, true);
+}
+
+/// Three hubs of cluster east on the stub page one cluster incident: a leader killed while their pages wait
+/// for each other (its successor folds them from the mirrored state, or from its own probes if the mirror
+/// missed them), and one killed within 100 ms of the cluster page's 202, never make a second page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_incident_pages_once_across_a_leader_killed_before_or_right_after_its_page() {
+    let mut s = StubReplicas::start().await;
+    s.hubs = StubHubs::Cluster(&["north", "south", "west"]);
+    let mut replicas = vec![("r0".to_string(), s.replica("r0", FAST_HA))];
+    s.wait_leader(|h| h == "r0", Duration::from_secs(30)).await;
+    replicas.push(("r1".to_string(), s.replica("r1", FAST_HA)));
+    for round in 0..2 {
+        let leader = lease_holder(&s.api);
+        let seen = s.pd.accepted().len();
+        s.outage(true);
+        if round == 0 {
+            eprintln!("round 0: {leader} is killed once a hub's incident is open, before the cluster's page");
+            let daemon = &replicas.iter().find(|(n, _)| *n == leader).unwrap().1;
+            wait_for("an incident open", Duration::from_secs(30), async || {
+                sample(&daemon.metrics().await, "hubwatch_incidents_open", &[]).unwrap_or(0.0) >= 1.0
+            })
+            .await;
+        } else {
+            eprintln!("round 1: {leader} pages the cluster and is killed within 100 ms of PagerDuty's 202");
+            s.wait_accepted(seen, Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..100))).await;
+        }
+        take(&mut replicas, &leader).kill();
+        let fresh = format!("r{}", round + 2);
+        replicas.push((fresh.clone(), s.replica(&fresh, FAST_HA)));
+        let next = s.wait_leader(|h| !h.is_empty() && h != leader, LEASE + Duration::from_secs(20)).await;
+        let daemon = &replicas.iter().find(|(n, _)| *n == next).unwrap().1;
+        wait_for("the takeover", Duration::from_secs(20), async || daemon.log().contains("this replica leads now"))
+            .await;
+        s.wait_accepted(seen, Duration::from_secs(30)).await;
+        s.outage(false);
+        wait_for("the cluster incident resolved", Duration::from_secs(60), async || {
+            let by_key = crate::support::invariants::actions_by_key(&s.pd.received());
+            by_key.len() > round && by_key.iter().all(|(_, actions)| actions.last().is_some_and(|a| a == "resolve"))
+        })
+        .await;
+        assert_promise(&s.pd.received(), round + 1, true);
+        let keys = crate::support::invariants::actions_by_key(&s.pd.received());
+        assert!(keys.iter().all(|(key, _)| key.starts_with("cluster.east-")), "one page for the cluster: {keys:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,14 +133,51 @@ pub fn fresh_state(dir: &Path, name: &str) -> PathBuf {
 /// outage is seen within seconds), paging `events_url`, with `extra` top-level sections (high availability,
 /// kubernetes, metrics_listen, …).
 pub fn stub_yaml(listen: std::net::SocketAddr, state: &Path, hub_url: &str, events_url: &str, extra: &str) -> String {
+    stub_yaml_for(&StubHubs::One, listen, state, hub_url, events_url, extra)
+}
+
+/// The hub entries a config of the stub holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum StubHubs {
+    /// One hub, `stub`.
+    #[default]
+    One,
+    /// These hubs on cluster east, all on the stub (probe users NAME-1 and NAME-2), folding when all of them
+    /// fail within 4 s.
+    Cluster(&'static [&'static str]),
+}
+
+/// [`stub_yaml`] with `hubs` as its hub entries.
+pub fn stub_yaml_for(
+    hubs: &StubHubs,
+    listen: std::net::SocketAddr,
+    state: &Path,
+    hub_url: &str,
+    events_url: &str,
+    extra: &str,
+) -> String {
+    let entry = |name: &str, cluster: &str, users: &str| {
+        format!("{{name: {name},{cluster} url: \"{hub_url}\", token: {{env: HUB_TOKEN}}, users: [{users}]}}")
+    };
+    let (fold, entries) = match hubs {
+        StubHubs::One => ("0".to_string(), entry("stub", "", "probe-1, probe-2")),
+        StubHubs::Cluster(names) => (
+            names.len().to_string(),
+            names
+                .iter()
+                .map(|name| entry(name, " cluster: east,", &format!("{name}-1, {name}-2")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    };
     format!(
         r#"listen: {listen}
 state_path: {state}
-incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s}}
+incidents: {{min_affected_users: 2, window: 1m, recovery_successes: 2, keep_open_for: 0s, fold: {{min_hubs: {fold}, within: 4s}}}}
 pagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: "{events_url}", retry_delay: 1s}}
 {extra}scheduler: {{shutdown_grace: 20s, cleanup_timeout: 5s}}
 defaults: {{probes: {{login: {{every: 1s, timeout: 5s}}, server: {{every: 1s, timeout: 10s}}}}}}
-hubs: [{{name: stub, url: "{hub_url}", token: {{env: HUB_TOKEN}}, users: [probe-1, probe-2]}}]
+hubs: [{entries}]
 "#,
         state = state.display()
     )

@@ -5,7 +5,7 @@
 //! the daemon's own schema, so a misspelt key fails the test at start.
 
 use super::apiserver::ApiServer;
-use super::daemon::{Daemon, free_port, fresh_state, stub_yaml, wait_for};
+use super::daemon::{Daemon, StubHubs, free_port, fresh_state, stub_yaml_for, wait_for};
 use super::lab::Lab;
 use super::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
 use super::stub_hub::{Progress, SERVICE_TOKEN, Stub};
@@ -169,6 +169,8 @@ pub struct StubReplicas {
     events_url: String,
     hub_url: String,
     pub dir: tempfile::TempDir,
+    /// The hub entries each replica's config holds.
+    pub hubs: StubHubs,
 }
 
 /// The lease and call timings of the stub replicas (fast, as in the lab pair).
@@ -184,7 +186,8 @@ impl StubReplicas {
         let events_url = pd.clone().start().await;
         let api = ApiServer::default();
         let api_url = api.start().await;
-        StubReplicas { stub, pd, api, api_url, events_url, hub_url, dir: tempfile::tempdir().unwrap() }
+        let dir = tempfile::tempdir().unwrap();
+        StubReplicas { stub, pd, api, api_url, events_url, hub_url, dir, hubs: StubHubs::One }
     }
 
     /// A replica named `name` (its own state file `DIR/NAME.db`, its own API token) with `extra` in its config
@@ -198,7 +201,8 @@ impl StubReplicas {
         let listen = free_port();
         let state = self.dir.path().join(format!("{name}.db"));
         let config = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&config, stub_yaml(listen, &state, &self.hub_url, &self.events_url, extra)).unwrap();
+        std::fs::write(&config, stub_yaml_for(&self.hubs, listen, &state, &self.hub_url, &self.events_url, extra))
+            .unwrap();
         let kubeconfig = ApiServer::kubeconfig_for(&self.api_url, self.dir.path(), name, &token_of(name));
         let mut all: Vec<(&str, String)> = vec![
             ("HUB_TOKEN", SERVICE_TOKEN.into()),
