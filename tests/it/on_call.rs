@@ -587,7 +587,8 @@ async fn a_refused_routing_key_waits_without_hammering_and_retry_after_is_honour
     pd.inner.lock().unwrap().retry_after = Some(120);
     pd.queue_faults([Fault::Status(429)]);
     s.heal("lab", t0 + Duration::from_secs(10));
-    let t1 = SystemTime::now();
+    // The notifier's clock, which Retry-After is counted on (the wall clock differs by microseconds).
+    let t1 = s.pipeline.clock.now();
     s.notifier.deliver_due(t1).await.unwrap();
     let resolve = s.store.deliveries(&key).unwrap().into_iter().find(|d| d.action == EventAction::Resolve).unwrap();
     let wait = resolve.next_attempt_at.unwrap().duration_since(t1).unwrap();
