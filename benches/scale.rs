@@ -2,7 +2,11 @@
 //! the other capabilities at their defaults) for a fixed time. Prints hubwatch's CPU (% of one core), peak
 //! RSS, probes per second, schedule lag (p50/p99, as histogram bucket bounds) and the per-hub cost.
 //!
-//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60]` (under `cargo test`: 20 hubs, 2 s); with `SCALE_DEBUG=1` it also prints the
+//! The hubs are spread over `--origins` (64) loopback ports of the simulator: real hubs each have an origin
+//! of their own, and a single one (`--origins 1`) measures the client's connection pool churning (it keeps
+//! four idle connections an origin) rather than hubwatch.
+//!
+//! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60] [--origins 64]` (under `cargo test`: 20 hubs, 2 s); with `SCALE_DEBUG=1` it also prints the
 //! probe runs by capability and result (how the probes/s figure was made up); with `SCALE_HEAPTRACK=DIR` each
 //! row runs under heaptrack (`heaptrack_print DIR/heaptrack-5000.*` shows where the memory went).
 
@@ -22,17 +26,18 @@ fn main() {
     let (default_hubs, default_seconds) = if support::smoke() { ("20", "2") } else { ("100,1000,5000", "60") };
     let hubs: Vec<usize> = arg("--hubs", default_hubs).split(',').map(|n| n.parse().unwrap()).collect();
     let seconds: u64 = arg("--seconds", default_seconds).parse().unwrap();
-    let base = hubsim::start(1);
+    let origins: usize = arg("--origins", "64").parse().unwrap();
+    let bases = hubsim::start_origins(1, origins);
     println!(
         "| hubs | probe users | lanes | start-up to ready (s) | CPU (% of one core) | CPU per hub (% of one core) | peak RSS (MB) | RSS per hub (KB) | probes/s | lag p50 ≤ (s) | lag p99 ≤ (s) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in hubs {
-        run(n, seconds, &base);
+        run(n, seconds, &bases);
     }
 }
 
-fn run(hubs: usize, seconds: u64, base: &str) {
+fn run(hubs: usize, seconds: u64, bases: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = format!(
@@ -40,6 +45,7 @@ fn run(hubs: usize, seconds: u64, base: &str) {
         dir.path().join("state.db").display()
     );
     for i in 0..hubs {
+        let base = &bases[i % bases.len()];
         config.push_str(&format!(
             "  - name: h{i}\n    url: {base}/h{i}/\n    token: {{env: SIM_TOKEN}}\n    users: [u1, u2]\n    dask_gateway: {{url: {base}/h{i}/services/dask-gateway}}\n"
         ));

@@ -249,7 +249,7 @@ impl StatusBoard {
 
     /// The hubs watched now: new ones are added (every capability and probe user, not yet probed); hubs no
     /// longer watched are dropped; what is known of the others is kept.
-    pub fn set_hubs(&self, hubs: &[HubConfig]) {
+    pub fn set_hubs(&self, hubs: &[std::sync::Arc<HubConfig>]) {
         let mut board = self.hubs();
         board.retain(|name, _| hubs.iter().any(|h| &h.name == name));
         for hub in hubs {

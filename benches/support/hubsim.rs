@@ -21,16 +21,29 @@ fn user_of(headers: &HeaderMap) -> String {
 
 /// Serves on a random loopback port with `threads` worker threads of its own; returns the base URL.
 pub fn start(threads: usize) -> String {
+    start_origins(threads, 1).remove(0)
+}
+
+/// The same fleet behind `origins` loopback ports (each a base URL): hubs spread over them have origins of
+/// their own, as real hubs do, so a client's per-origin connection pool works as it would against them.
+pub fn start_origins(threads: usize, origins: usize) -> Vec<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, router()).await.unwrap();
+            let app = router();
+            let mut served = Vec::new();
+            for _ in 0..origins {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                served.push(tokio::spawn(axum::serve(listener, app.clone()).into_future()));
+            }
+            for serving in served {
+                serving.await.unwrap().unwrap();
+            }
         });
     });
-    format!("http://{}", rx.recv().unwrap())
+    (0..origins).map(|_| format!("http://{}", rx.recv().unwrap())).collect()
 }
 
 pub fn router() -> Router {

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -87,7 +88,7 @@ section! {
         pub high_availability: Option<HaConfig> = None,
         pub defaults: Defaults = Defaults::default(),
         /// The hubs to watch (may be empty when discovery finds them).
-        pub hubs: Vec<HubConfig> = Vec::new(),
+        pub hubs: Vec<Arc<HubConfig>> = Vec::new(),
         /// A JSON POST per incident opened and resolved and per support ticket opened and closed.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub webhook: Option<WebhookConfig> = None,
@@ -871,7 +872,7 @@ impl Config {
     }
 
     pub fn hub(&self, name: &str) -> Option<&HubConfig> {
-        self.hubs.iter().find(|h| h.name == name)
+        self.hubs.iter().find(|h| h.name == name).map(|h| &**h)
     }
 
     /// Where people reach hubwatch's pages.

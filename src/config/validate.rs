@@ -9,6 +9,7 @@ use super::{Config, DiscoveryToken, EnvLookup, Hash, HubConfig, KernelCell, Logi
 use crate::domain::Secret;
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use url::Url;
 
 /// z2jh's Secret: the hub's cookie secret, the proxy's token and every service's token. Never hubwatch's.
@@ -44,7 +45,8 @@ pub fn validate(
     }
     let mut hubs = std::mem::take(&mut config.hubs);
     for (i, hub) in hubs.iter_mut().enumerate() {
-        rules.hub(hub, &format!("hubs[{i}]"), &defaults);
+        // Just read: nothing else holds it yet, so this never copies.
+        rules.hub(Arc::make_mut(hub), &format!("hubs[{i}]"), &defaults);
     }
     rules.shared_hubs(&hubs);
     // Read with room to grow (a doubling vector): 7 MB spare at 5,000 hubs, given back.
@@ -406,7 +408,7 @@ impl Rules<'_> {
     }
 
     /// No duplicate names; two entries for one hub share no probe user (they would stop each other's servers).
-    fn shared_hubs(&mut self, hubs: &[HubConfig]) {
+    fn shared_hubs(&mut self, hubs: &[Arc<HubConfig>]) {
         let mut names = HashSet::new();
         for (i, hub) in hubs.iter().enumerate() {
             if !names.insert(&hub.name) {

@@ -42,8 +42,9 @@ pub struct DetectorSettings {
 /// The latest attempts of one user at one capability.
 #[derive(Debug, Clone, Default)]
 struct Attempts {
-    /// The current run of failures, if the latest attempt failed.
-    failure: Option<UserFailure>,
+    /// The current run of failures, if the latest attempt failed (boxed: most users never fail, and each
+    /// of the tens of thousands of records stays 16 bytes).
+    failure: Option<Box<UserFailure>>,
     /// Successes in a row since the last failure.
     ok_streak: u32,
     /// Whether it ever failed: one that never did needs no run of successes to count as recovered (a
@@ -53,7 +54,8 @@ struct Attempts {
 
 #[derive(Debug, Default)]
 struct KindState {
-    attempts: HashMap<(String, Capability), Attempts>,
+    /// Each probe user's attempts, by capability (a few each: a vector).
+    attempts: HashMap<String, Vec<(Capability, Attempts)>>,
     /// Real users affected now, from signals (not windowed: they hold while the evidence does), per source:
     /// each source speaks only for itself.
     signals: HashMap<(SignalSource, String, Capability), UserFailure>,
@@ -66,11 +68,39 @@ struct KindState {
     healthy_since: Option<SystemTime>,
 }
 
+impl KindState {
+    fn attempts(&self, user: &str, capability: Capability) -> Option<&Attempts> {
+        self.attempts.get(user)?.iter().find(|(c, _)| *c == capability).map(|(_, a)| a)
+    }
+
+    /// `user`'s record of `capability`, made on their first attempt (the name is copied only then).
+    fn attempts_mut(&mut self, user: &str, capability: Capability) -> &mut Attempts {
+        if !self.attempts.contains_key(user) {
+            self.attempts.insert(user.to_string(), Vec::new());
+        }
+        let records = self.attempts.get_mut(user).expect("inserted above");
+        let at = match records.iter().position(|(c, _)| *c == capability) {
+            Some(at) => at,
+            None => {
+                records.push((capability, Attempts::default()));
+                records.len() - 1
+            }
+        };
+        &mut records[at].1
+    }
+
+    fn every_attempts(&self) -> impl Iterator<Item = (&String, Capability, &Attempts)> {
+        self.attempts.iter().flat_map(|(user, records)| records.iter().map(move |(c, a)| (user, *c, a)))
+    }
+}
+
 /// Per hub and incident kind, who is affected; emits transitions.
 #[derive(Debug)]
 pub struct Detector {
     settings: DetectorSettings,
-    state: HashMap<(String, IncidentKind), KindState>,
+    /// Per hub, each incident kind's state (a few kinds: a vector). Looked up by the hub's name as given:
+    /// an observation copies no name unless the hub or user is new.
+    state: HashMap<String, Vec<(IncidentKind, KindState)>>,
     /// Per hub, the probe users whose latest server start was slow, and when it ended.
     slow: HashMap<String, BTreeMap<String, SystemTime>>,
     /// Per hub, how its latest first-login check failed (none: it passed, or never ran).
@@ -85,7 +115,27 @@ impl Detector {
     /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is
     /// met by attempts seen after the restart.
     pub fn resume(&mut self, hub: &str, kind: IncidentKind, symptoms: Symptoms, now: SystemTime) {
-        self.state.entry((hub.to_string(), kind)).or_default().open = Some((symptoms, now));
+        self.kind_state_mut(hub, kind).open = Some((symptoms, now));
+    }
+
+    fn kind_state(&self, hub: &str, kind: IncidentKind) -> Option<&KindState> {
+        self.state.get(hub)?.iter().find(|(k, _)| *k == kind).map(|(_, s)| s)
+    }
+
+    /// `hub`'s state of `kind`, made on first use.
+    fn kind_state_mut(&mut self, hub: &str, kind: IncidentKind) -> &mut KindState {
+        if !self.state.contains_key(hub) {
+            self.state.insert(hub.to_string(), Vec::new());
+        }
+        let kinds = self.state.get_mut(hub).expect("inserted above");
+        let at = match kinds.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                kinds.push((kind, KindState::default()));
+                kinds.len() - 1
+            }
+        };
+        &mut kinds[at].1
     }
 
     /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.
@@ -96,8 +146,7 @@ impl Detector {
         }
         self.observe_start(outcome, now);
         let kind = IncidentKind::of(outcome.capability);
-        let state = self.state.entry((outcome.hub.clone(), kind)).or_default();
-        let attempts = state.attempts.entry((outcome.user.clone(), outcome.capability)).or_default();
+        let attempts = self.kind_state_mut(&outcome.hub, kind).attempts_mut(&outcome.user, outcome.capability);
         match &outcome.result {
             ProbeResult::Ok | ProbeResult::Slow { .. } => {
                 attempts.failure = None;
@@ -106,14 +155,15 @@ impl Detector {
             failed if failed.is_user_affecting() => {
                 let ProbeResult::Failed(f) = failed else { unreachable!("is_user_affecting means Failed") };
                 let since = attempts.failure.as_ref().map_or(now, |previous| previous.since);
-                attempts.failure = Some(UserFailure { stage: f.stage, reason: f.reason.clone(), since, last: now });
+                let failure = UserFailure { stage: f.stage, reason: f.reason.clone(), since, last: now };
+                attempts.failure = Some(Box::new(failure));
                 attempts.ok_streak = 0;
                 attempts.has_failed = true;
             }
             // Blocked attempts were not tried, and monitor faults say nothing about users.
             _ => return Vec::new(),
         }
-        self.evaluate(&outcome.hub.clone(), kind, now).into_iter().collect()
+        self.evaluate(&outcome.hub, kind, now).into_iter().collect()
     }
 
     /// Replaces the real users `source` says are affected in `capability` of `hub`, and evaluates.
@@ -127,15 +177,14 @@ impl Detector {
         now: SystemTime,
     ) -> Vec<Transition> {
         let kind = IncidentKind::of(capability);
-        let state = self.state.entry((hub.to_string(), kind)).or_default();
+        let state = self.kind_state_mut(hub, kind);
         state.signals.retain(|(s, _, c), _| (*s, *c) != (source, capability));
         // The watcher speaks for every real user of the capability: those an open incident reported (also one
         // resumed after a restart) who are not probe users recover when their signal is gone.
         if let Some((reported, _)) = &state.open {
             for user in reported.affected.get(&capability).into_iter().flat_map(BTreeMap::keys) {
-                let key = (user.clone(), capability);
-                if !state.attempts.contains_key(&key) {
-                    state.signalled.insert(key);
+                if state.attempts(user, capability).is_none() {
+                    state.signalled.insert((user.clone(), capability));
                 }
             }
         }
@@ -151,13 +200,14 @@ impl Detector {
 
     /// Re-evaluates everything at `now`, so failures older than the window stop counting.
     pub fn tick(&mut self, now: SystemTime) -> Vec<Transition> {
-        let keys: Vec<(String, IncidentKind)> = self.state.keys().cloned().collect();
+        let keys: Vec<(String, IncidentKind)> =
+            self.state.iter().flat_map(|(hub, kinds)| kinds.iter().map(|(kind, _)| (hub.clone(), *kind))).collect();
         keys.into_iter().filter_map(|(hub, kind)| self.evaluate(&hub, kind, now)).collect()
     }
 
     /// The users affected now, per capability (also below the threshold: a support ticket).
     pub fn symptoms(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Symptoms {
-        self.state.get(&(hub.to_string(), kind)).map(|s| self.current(s, now)).unwrap_or_default()
+        self.kind_state(hub, kind).map(|s| self.current(s, now)).unwrap_or_default()
     }
 
     /// The probe users whose server starts are slow (within the window), when there are enough of them to be
@@ -214,7 +264,7 @@ impl Detector {
     }
 
     pub fn is_open(&self, hub: &str, kind: IncidentKind) -> bool {
-        self.state.get(&(hub.to_string(), kind)).is_some_and(|s| s.open.is_some())
+        self.kind_state(hub, kind).is_some_and(|s| s.open.is_some())
     }
 
     fn current(&self, state: &KindState, now: SystemTime) -> Symptoms {
@@ -223,11 +273,11 @@ impl Detector {
         for ((_, user, capability), failure) in &state.signals {
             symptoms.affected.entry(*capability).or_default().insert(user.clone(), failure.clone());
         }
-        for ((user, capability), attempts) in &state.attempts {
+        for (user, capability, attempts) in state.every_attempts() {
             if let Some(failure) = &attempts.failure
                 && self.within_window(failure.last, now)
             {
-                symptoms.affected.entry(*capability).or_default().insert(user.clone(), failure.clone());
+                symptoms.affected.entry(capability).or_default().insert(user.clone(), (**failure).clone());
             }
         }
         symptoms
@@ -247,49 +297,50 @@ impl Detector {
             None => !a.has_failed || a.ok_streak >= self.settings.recovery_successes,
         };
         let seen_again = reported.affected.iter().all(|(capability, users)| {
-            users.keys().all(|user| {
-                let key = (user.clone(), *capability);
-                match state.attempts.get(&key) {
-                    Some(attempts) => settled(attempts),
-                    // A real user (no probe attempts): their signal has cleared.
-                    None if state.signalled.contains(&key) => {
-                        !state.signals.keys().any(|(_, u, c)| (u, c) == (&key.0, &key.1))
-                    }
-                    None => !self.within_window(*watched_since, now),
+            users.keys().all(|user| match state.attempts(user, *capability) {
+                Some(attempts) => settled(attempts),
+                // A real user (no probe attempts): their signal has cleared.
+                None if state.signalled.contains(&(user.clone(), *capability)) => {
+                    !state.signals.keys().any(|(_, u, c)| (u, c) == (user, capability))
                 }
+                None => !self.within_window(*watched_since, now),
             })
         });
         // An incident known only by its key (adopted from PagerDuty) reported nobody: it needs a sign that the
         // hub works (a probe user's run of successes), or a whole window without any sign of trouble.
         let evidence = !reported.is_empty()
-            || state.attempts.values().any(|a| a.failure.is_none() && a.ok_streak >= self.settings.recovery_successes)
+            || state
+                .every_attempts()
+                .any(|(_, _, a)| a.failure.is_none() && a.ok_streak >= self.settings.recovery_successes)
             || !self.within_window(*watched_since, now);
-        current.is_empty() && seen_again && evidence && state.attempts.values().all(settled)
+        current.is_empty() && seen_again && evidence && state.every_attempts().all(|(_, _, a)| settled(a))
     }
 
     fn evaluate(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
-        let state = self.state.get(&(hub.to_string(), kind))?;
+        let state = self.kind_state(hub, kind)?;
         let current = self.current(state, now);
-        let hub = hub.to_string();
+        if state.open.is_none() && current.is_empty() {
+            return None; // the common case, decided without a copy of anything
+        }
         match &state.open {
             None if current.users().len() >= kind.threshold(self.settings.min_affected_users) => {
-                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                let state = self.kind_state_mut(hub, kind);
                 state.open = Some((current.clone(), now));
                 state.healthy_since = None;
                 state.signalled = state.signals.keys().map(|(_, u, c)| (u.clone(), *c)).collect();
-                Some(Transition::Opened { hub, kind, symptoms: current, at: now })
+                Some(Transition::Opened { hub: hub.to_string(), kind, symptoms: current, at: now })
             }
             None => None,
             Some(_) if self.recovered(state, &current, now) => {
                 let keep_open_for = self.settings.keep_open_for;
-                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                let state = self.kind_state_mut(hub, kind);
                 let since = *state.healthy_since.get_or_insert(now);
                 if now.duration_since(since).unwrap_or_default() < keep_open_for {
                     return None;
                 }
                 (state.open, state.healthy_since) = (None, None);
                 state.signalled.clear();
-                Some(Transition::Recovered { hub, kind, at: since })
+                Some(Transition::Recovered { hub: hub.to_string(), kind, at: since })
             }
             Some((reported, watched_since)) => {
                 let watched_since = *watched_since;
@@ -297,7 +348,7 @@ impl Detector {
                     reported.users() == current.users() && reported.capabilities() == current.capabilities();
                 let material = !current.users().is_subset(&reported.users())
                     || !current.capabilities().is_subset(&reported.capabilities());
-                let state = self.state.get_mut(&(hub.clone(), kind))?;
+                let state = self.kind_state_mut(hub, kind);
                 // Healthy no more: a relapse when someone fails again (not merely a success still missing).
                 let relapse = match state.healthy_since.take() {
                     Some(since) if !current.is_empty() => Some(now.duration_since(since).unwrap_or_default()),
@@ -307,7 +358,7 @@ impl Detector {
                     return None;
                 }
                 state.open = Some((current.clone(), watched_since));
-                Some(Transition::Updated { hub, kind, symptoms: current, material, relapse, at: now })
+                Some(Transition::Updated { hub: hub.to_string(), kind, symptoms: current, material, relapse, at: now })
             }
         }
     }

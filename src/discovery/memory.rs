@@ -9,6 +9,7 @@ use super::Look;
 use crate::config::HubConfig;
 use crate::store::DiscoveredHub;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What one look changed, for the log.
@@ -29,7 +30,7 @@ pub enum Change {
 pub struct Memory {
     hubs: BTreeMap<String, DiscoveredHub>,
     /// The settings (with the token) of each hub as last found by this process.
-    configs: BTreeMap<String, HubConfig>,
+    configs: BTreeMap<String, Arc<HubConfig>>,
 }
 
 impl Memory {
@@ -62,7 +63,7 @@ impl Memory {
                 Some(p) if p.gone.is_some() => changes.push(Change::Back(hub.name.clone())),
                 Some(_) => {}
             }
-            self.configs.insert(hub.name.clone(), hub);
+            self.configs.insert(hub.name.clone(), Arc::new(hub));
         }
         for (name, hub) in self.hubs.iter_mut() {
             if hub.last_seen == now || hub.gone.is_some() {
@@ -78,7 +79,7 @@ impl Memory {
     }
 
     /// The hubs to probe: every one found, and every gone one whose settings this process still holds.
-    pub fn probed(&self) -> Vec<HubConfig> {
+    pub fn probed(&self) -> Vec<Arc<HubConfig>> {
         self.configs.values().cloned().collect()
     }
 

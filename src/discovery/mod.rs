@@ -20,6 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret as KubeSecret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -274,7 +275,7 @@ pub fn hub_from(deployment: &Deployment, found: Found<'_>, settings: &DiscoveryC
 pub async fn discover(
     client: &kube::Client,
     settings: &DiscoveryConfig,
-    explicit: &[HubConfig],
+    explicit: &[Arc<HubConfig>],
     timeout: Duration,
 ) -> Result<Look, DiscoveryError> {
     let selector = ListParams::default().labels("component=hub");
@@ -353,7 +354,7 @@ async fn look_at(
 }
 
 /// Whether two hub lists would be probed the same way (same hubs, URLs, users, tokens and gateways).
-pub fn same_hubs(a: &[HubConfig], b: &[HubConfig]) -> bool {
+pub fn same_hubs(a: &[Arc<HubConfig>], b: &[Arc<HubConfig>]) -> bool {
     let key = |h: &HubConfig| {
         (
             h.name.clone(),

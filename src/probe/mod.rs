@@ -164,6 +164,6 @@ pub fn probers(config: &Config, http: &http::HttpClient, redactor: &Arc<Redactor
     config
         .hubs
         .iter()
-        .map(|hub| Arc::new(HubProber::new(Arc::new(hub.clone()), http.clone(), cleanup, redactor.clone())))
+        .map(|hub| Arc::new(HubProber::new(hub.clone(), http.clone(), cleanup, redactor.clone())))
         .collect()
 }

@@ -31,12 +31,7 @@ fn prober_with(hub_url: &str, extra: &str) -> HubProber {
     );
     let config = Config::parse(&yaml, Path::new("stub.yaml"), &|_| Some(SERVICE_TOKEN.to_string())).unwrap();
     let redactor = Arc::new(Redactor::knowing(config.secrets()));
-    HubProber::new(
-        Arc::new(config.hubs[0].clone()),
-        HttpClient::new().unwrap(),
-        config.scheduler.cleanup_timeout,
-        redactor,
-    )
+    HubProber::new(config.hubs[0].clone(), HttpClient::new().unwrap(), config.scheduler.cleanup_timeout, redactor)
 }
 
 fn with_gateway(hub_url: &str) -> HubProber {
@@ -406,7 +401,7 @@ async fn binderhub_failures_are_named_at_their_phase_in_its_words() {
     })
     .unwrap();
     let redactor = Arc::new(Redactor::knowing(config.secrets()));
-    let prober = HubProber::new(Arc::new(config.hubs[0].clone()), HttpClient::new().unwrap(), TIMEOUT, redactor);
+    let prober = HubProber::new(config.hubs[0].clone(), HttpClient::new().unwrap(), TIMEOUT, redactor);
     let cancel = CancellationToken::new();
     let cases = [
         (

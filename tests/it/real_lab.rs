@@ -483,10 +483,10 @@ async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
 
     eprintln!("a revoked service token is a monitor fault, not an outage");
     let mut broken = config.clone();
-    broken.hubs[0] = hubwatch::config::HubConfig {
+    broken.hubs[0] = Arc::new(hubwatch::config::HubConfig {
         token: hubwatch::config::SecretRef::holding(hubwatch::domain::Secret::new("revoked-token")),
-        ..broken.hubs[0].clone()
-    };
+        ..(*broken.hubs[0]).clone()
+    });
     let run = check(&broken, "lab").await;
     for user in ["probe-1", "probe-2"] {
         let outcome = run.get(Login, user);

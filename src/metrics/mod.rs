@@ -1,6 +1,8 @@
 //! Prometheus metrics (prefix `hubwatch_`). Labels carry hub names, capabilities, stages, results and task
 //! names only: never user names or URLs. Observers only: nothing decides from these.
 
+mod tallies;
+
 use crate::domain::{FailureCause, IncidentKind, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS};
 use prometheus::core::Collector;
 use prometheus::{
@@ -8,6 +10,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 use std::time::UNIX_EPOCH;
+use tallies::{ProbeTallies, Run, RunResult};
 
 /// What became of one heartbeat (the `outcome` label of `hubwatch_heartbeat_pings_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,13 +107,11 @@ pub struct Metrics {
     collectors: Vec<Box<dyn Collector>>,
 }
 
-/// What the probes did: runs, failures by stage, durations, the last success, probe users.
+/// What the probes did: runs, failures by stage, the latest duration and the last success per hub and
+/// capability (the tallies), durations over every hub, server starts, probe users.
 struct ProbeMetrics {
-    runs: IntCounterVec,
-    failures: IntCounterVec,
+    tallies: ProbeTallies,
     duration: HistogramVec,
-    last_duration: GaugeVec,
-    last_success: GaugeVec,
     server_start: HistogramVec,
     users: IntGaugeVec,
     certificate_expiry: GaugeVec,
@@ -363,32 +364,29 @@ impl Metrics {
     }
 
     pub fn observe(&self, outcome: &ProbeOutcome) {
-        let capability = outcome.capability.as_str();
         let result = match &outcome.result {
-            ProbeResult::Ok => "ok",
-            ProbeResult::Slow { .. } => "slow",
-            ProbeResult::Blocked { .. } => "blocked",
-            ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => "monitor_fault",
-            ProbeResult::Failed(_) => "failed",
+            ProbeResult::Ok => RunResult::Ok,
+            ProbeResult::Slow { .. } => RunResult::Slow,
+            ProbeResult::Blocked { .. } => RunResult::Blocked,
+            ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => RunResult::MonitorFault,
+            ProbeResult::Failed(_) => RunResult::Failed,
         };
-        self.probes.runs.with_label_values(&[&outcome.hub, capability, result]).inc();
-        if let ProbeResult::Failed(failure) = &outcome.result {
-            self.probes.failures.with_label_values(&[&outcome.hub, capability, failure.stage.as_str()]).inc();
-        }
+        let failed_at = match &outcome.result {
+            ProbeResult::Failed(failure) => Some(failure.stage),
+            _ => None,
+        };
         // Successes only: a failure's time is mostly its timeout. The distribution is per capability (a
         // histogram per hub was 70% of /metrics at 5,000 hubs); per hub, the latest duration.
-        if outcome.result.is_success() {
+        let success = outcome.result.is_success().then(|| {
             let seconds = outcome.duration.as_secs_f64();
-            self.probes.duration.with_label_values(&[capability]).observe(seconds);
-            self.probes.last_duration.with_label_values(&[&outcome.hub, capability]).set(seconds);
-        }
+            self.probes.duration.with_label_values(&[outcome.capability.as_str()]).observe(seconds);
+            let finished = outcome.started_at + outcome.duration;
+            (seconds, finished.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0))
+        });
+        let run = Run { hub: &outcome.hub, capability: outcome.capability, result, failed_at, success };
+        self.probes.tallies.count(&run);
         if let Some(took) = outcome.start_time() {
             self.observe_server_start(&outcome.hub, StartSource::Probe, took);
-        }
-        if outcome.result.is_success() {
-            let finished = outcome.started_at + outcome.duration;
-            let seconds = finished.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            self.probes.last_success.with_label_values(&[&outcome.hub, capability]).set(seconds);
         }
     }
 
@@ -406,49 +404,22 @@ impl Metrics {
             let families: Vec<_> = collector.collect().into_iter().filter(|f| !f.get_metric().is_empty()).collect();
             encoder.encode(&families, &mut buffer).expect("encoding to memory cannot fail");
         }
-        self.rendered_len.store(buffer.len(), Ordering::Relaxed);
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(buffer).expect("the text format is UTF-8");
+        self.probes.tallies.render(&mut text);
+        self.rendered_len.store(text.len(), Ordering::Relaxed);
+        text
     }
 }
 
 impl ProbeMetrics {
     fn new(b: &Builder) -> Self {
         ProbeMetrics {
-            runs: b.counters(
-                "hubwatch_probe_runs_total",
-                "Probe attempts by hub, capability and result (ok, slow, failed, monitor_fault, blocked)",
-                &["hub", "capability", "result"],
-            ),
-            failures: b.counters(
-                "hubwatch_probe_failures_total",
-                "Failed probe attempts by hub, capability and the stage that failed",
-                &["hub", "capability", "stage"],
-            ),
+            tallies: ProbeTallies::default(),
             duration: b.histograms(
                 "hubwatch_probe_duration_seconds",
                 "How long successful probes (ok or slow) took, over every hub",
                 DURATION_BUCKETS,
                 &["capability"],
-            ),
-            last_duration: b.add(
-                GaugeVec::new(
-                    Opts::new(
-                        "hubwatch_probe_last_duration_seconds",
-                        "How long the latest successful probe of a capability on a hub took",
-                    ),
-                    &["hub", "capability"],
-                )
-                .expect("valid metric"),
-            ),
-            last_success: b.add(
-                GaugeVec::new(
-                    Opts::new(
-                        "hubwatch_probe_last_success_timestamp_seconds",
-                        "Unix time of the last successful probe of a capability, by any probe user",
-                    ),
-                    &["hub", "capability"],
-                )
-                .expect("valid metric"),
             ),
             server_start: b.histograms(
                 "hubwatch_server_start_seconds",
