@@ -130,10 +130,11 @@ grep -q 'hubwatch_probe_runs_total{capability="login",hub="nowhere",result="fail
 promtool check metrics < "$OUT/metrics.txt"
 
 # The dashboard: every query parses (as a recording rule) and names only metrics hubwatch defines.
-"$TOOLS/venv/bin/python" - "$CHART/dashboards/hubwatch.json" src/metrics.rs "$OUT/dashboard-rules.yaml" <<'PY'
-import json, re, sys, yaml
+"$TOOLS/venv/bin/python" - "$CHART/dashboards/hubwatch.json" src/metrics "$OUT/dashboard-rules.yaml" <<'PY'
+import json, pathlib, re, sys, yaml
 dashboard = json.load(open(sys.argv[1]))
-exported = set(re.findall(r'"(hubwatch_\w+)"', open(sys.argv[2]).read()))
+sources = "".join(p.read_text() for p in sorted(pathlib.Path(sys.argv[2]).glob("*.rs")))
+exported = set(re.findall(r'"(hubwatch_\w+)"', sources))
 rules, missing = [], []
 for panel in dashboard["panels"]:
     for target in panel["targets"]:
