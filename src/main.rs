@@ -4,6 +4,19 @@ use hubwatch::redact::Redactor;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// jemalloc: at 5,000 simulated hubs glibc's malloc spent a seventh of hubwatch's CPU keeping its free lists
+/// (11.1% of a core in all); jemalloc 8.6–9.4% (docs/benchmarks.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Two arenas (not four a core) and freed pages given back within a second: with jemalloc's defaults 5,000
+/// hubs held 136 MB, with these 116 MB, for the same CPU. `_RJEM_MALLOC_CONF` in the environment still
+/// overrides them.
+#[cfg(not(target_env = "msvc"))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
@@ -14,9 +27,9 @@ fn main() -> ExitCode {
     run(cli, redactor)
 }
 
-/// glibc gives each thread that allocates an arena of its own (up to eight a core) and keeps what each held:
-/// at 5,000 hubs that was 70 MB resident above the heap (docs/benchmarks.md). Two arenas serve hubwatch's
-/// few threads (the runtime's, SQLite's, the blocking pool) with no measurable contention.
+/// glibc's malloc still serves the C code (SQLite): it gives each thread that allocates an arena of its own
+/// (up to eight a core) and keeps what each held (70 MB resident above the heap at 5,000 hubs when it served
+/// everything: docs/benchmarks.md). Two arenas serve those few threads with no measurable contention.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called first thing, before any other thread exists.
