@@ -10,7 +10,11 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin hubwatch \
+# jemalloc is built for the page size of the build host; arm64 kernels may use 4, 16 or 64 KiB pages, and a
+# 64 KiB build runs on all three.
+ARG TARGETARCH
+RUN if [ "$TARGETARCH" = arm64 ]; then export JEMALLOC_SYS_WITH_LG_PAGE=16; fi \
+ && cargo build --release --locked --bin hubwatch \
  && strip target/release/hubwatch
 
 # glibc and CA certificates, nothing else; uid/gid 65532 ("nonroot").
