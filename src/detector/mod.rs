@@ -25,6 +25,7 @@
 //! - A probe user whose latest server start was slow (it started, after `slow_after`) within `window` is
 //!   *slow*; at least `min_affected_users` slow users are a support ticket of their own, never an incident.
 
+use crate::domain::lookup::{named, paired};
 use crate::domain::{
     Capability, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition, UserFailure,
 };
@@ -75,18 +76,7 @@ impl KindState {
 
     /// `user`'s record of `capability`, made on their first attempt (the name is copied only then).
     fn attempts_mut(&mut self, user: &str, capability: Capability) -> &mut Attempts {
-        if !self.attempts.contains_key(user) {
-            self.attempts.insert(user.to_string(), Vec::new());
-        }
-        let records = self.attempts.get_mut(user).expect("inserted above");
-        let at = match records.iter().position(|(c, _)| *c == capability) {
-            Some(at) => at,
-            None => {
-                records.push((capability, Attempts::default()));
-                records.len() - 1
-            }
-        };
-        &mut records[at].1
+        paired(named(&mut self.attempts, user), capability)
     }
 
     fn every_attempts(&self) -> impl Iterator<Item = (&String, Capability, &Attempts)> {
@@ -124,18 +114,7 @@ impl Detector {
 
     /// `hub`'s state of `kind`, made on first use.
     fn kind_state_mut(&mut self, hub: &str, kind: IncidentKind) -> &mut KindState {
-        if !self.state.contains_key(hub) {
-            self.state.insert(hub.to_string(), Vec::new());
-        }
-        let kinds = self.state.get_mut(hub).expect("inserted above");
-        let at = match kinds.iter().position(|(k, _)| *k == kind) {
-            Some(at) => at,
-            None => {
-                kinds.push((kind, KindState::default()));
-                kinds.len() - 1
-            }
-        };
-        &mut kinds[at].1
+        paired(named(&mut self.state, hub), kind)
     }
 
     /// Takes in one outcome, observed at `now` (the attempt's end), and evaluates its hub and kind.

@@ -3,6 +3,7 @@
 
 mod hold;
 mod incident;
+pub mod lookup;
 mod probe;
 mod response;
 mod secret;

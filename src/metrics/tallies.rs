@@ -4,6 +4,7 @@
 //! its family's description (about 400 bytes): at 5,000 hubs these four were a quarter of the heap, and
 //! updating them hashed every label of every probe's outcome four times.
 
+use crate::domain::lookup::{named, paired};
 use crate::domain::{Capability, Stage};
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -92,18 +93,7 @@ impl ProbeTallies {
     /// Counts one run (a hub's name is copied only the first time it is seen).
     pub fn count(&self, run: &Run) {
         let mut hubs = lock(&self.hubs);
-        if !hubs.contains_key(run.hub) {
-            hubs.insert(run.hub.to_string(), Vec::new());
-        }
-        let tallies = hubs.get_mut(run.hub).expect("inserted above");
-        let at = match tallies.iter().position(|(c, _)| *c == run.capability) {
-            Some(at) => at,
-            None => {
-                tallies.push((run.capability, Tally::default()));
-                tallies.len() - 1
-            }
-        };
-        let tally = &mut tallies[at].1;
+        let tally = paired(named(&mut hubs, run.hub), run.capability);
         let result = RunResult::ALL.iter().position(|r| *r == run.result).expect("every result is in ALL");
         tally.runs[result] += 1;
         if let Some(stage) = run.failed_at {
