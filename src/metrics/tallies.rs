@@ -61,7 +61,7 @@ pub struct ProbeTallies {
     hubs: Mutex<HashMap<String, Vec<(Capability, Tally)>>>,
 }
 
-/// A family's name, help and type, and what its series say of a tally (`None`: no series).
+/// A family's name, help and type (its `# HELP` and `# TYPE` lines).
 struct Family {
     name: &'static str,
     help: &'static str,

@@ -273,6 +273,17 @@ fn take(replicas: &mut Vec<(String, Daemon)>, name: &str) -> Daemon {
     replicas.remove(i).1
 }
 
+/// Kills the leader `leader` with kill -9, starts replica `r{round + 2}` in its place, and waits until another
+/// replica leads and says so.
+async fn kill_and_replace(s: &StubReplicas, replicas: &mut Vec<(String, Daemon)>, leader: &str, round: usize) {
+    take(replicas, leader).kill();
+    let fresh = format!("r{}", round + 2);
+    replicas.push((fresh.clone(), s.replica(&fresh, FAST_HA)));
+    let next = s.wait_leader(|h| !h.is_empty() && h != leader, LEASE + Duration::from_secs(20)).await;
+    let daemon = &replicas.iter().find(|(n, _)| *n == next).unwrap().1;
+    wait_for("the takeover", Duration::from_secs(20), async || daemon.log().contains("this replica leads now")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_right_after_a_page_never_pages_twice() {
     let seed = std::env::var("HA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
@@ -307,13 +318,7 @@ async fn a_leader_killed_right_after_a_page_never_pages_twice() {
             s.wait_accepted(seen + 1, Duration::from_secs(30)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..100))).await;
-        take(&mut replicas, &leader).kill();
-        let fresh = format!("r{}", round + 2);
-        replicas.push((fresh.clone(), s.replica(&fresh, FAST_HA)));
-        let next = s.wait_leader(|h| !h.is_empty() && h != leader, LEASE + Duration::from_secs(20)).await;
-        let daemon = &replicas.iter().find(|(n, _)| *n == next).unwrap().1;
-        wait_for("the takeover", Duration::from_secs(20), async || daemon.log().contains("this replica leads now"))
-            .await;
+        kill_and_replace(&s, &mut replicas, &leader, round).await;
         s.outage(false);
         wait_for("every outage resolved", Duration::from_secs(60), async || {
             let by_key = crate::support::invariants::actions_by_key(&s.pd.received());
@@ -370,13 +375,7 @@ async fn a_cluster_incident_pages_once_across_a_leader_killed_before_or_right_af
             s.wait_accepted(seen, Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..100))).await;
         }
-        take(&mut replicas, &leader).kill();
-        let fresh = format!("r{}", round + 2);
-        replicas.push((fresh.clone(), s.replica(&fresh, FAST_HA)));
-        let next = s.wait_leader(|h| !h.is_empty() && h != leader, LEASE + Duration::from_secs(20)).await;
-        let daemon = &replicas.iter().find(|(n, _)| *n == next).unwrap().1;
-        wait_for("the takeover", Duration::from_secs(20), async || daemon.log().contains("this replica leads now"))
-            .await;
+        kill_and_replace(&s, &mut replicas, &leader, round).await;
         s.wait_accepted(seen, Duration::from_secs(30)).await;
         s.outage(false);
         wait_for("the cluster incident resolved", Duration::from_secs(60), async || {
