@@ -16,7 +16,7 @@ pub use routing::{
 };
 pub use validate::redact_url;
 
-use crate::domain::{Capability, IncidentKind, Secret};
+use crate::domain::{Capability, IncidentKind, Secret, Severity};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -409,27 +409,6 @@ pub struct StatusUpdatesConfig {
     pub api_url: Url,
     /// How often responses are read back.
     pub read_back_every: Duration,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    #[default]
-    Critical,
-    Error,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
 }
 
 section! {

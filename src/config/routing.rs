@@ -1,11 +1,10 @@
 //! Where pages go: per-hub (and per-kind) PagerDuty overrides of the routing key, the severity and the
 //! priority, and the optional webhook sink (a JSON POST for incidents and support tickets).
 
-use super::{Config, SecretRef, Severity, Span, secs};
-use crate::domain::IncidentKind;
+use super::{Config, SecretRef, Span, secs};
+use crate::domain::{IncidentKind, RouteNotice, Severity};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use url::Url;
@@ -121,14 +120,14 @@ impl PageRoute<'_> {
         route.map_or_else(Severity::default, |r| r.severity)
     }
 
-    /// What the page's `custom_details.routing` says (no secret: only where the key came from).
-    pub fn details(&self) -> Value {
-        serde_json::json!({
-            "routing_key_rule": self.routing_key_rule,
-            "severity": self.severity.as_str(),
-            "priority": self.priority.as_ref().map(|(p, _)| p),
-            "priority_rule": self.priority.as_ref().map_or("none (no pagerduty.priority applies)", |(_, rule)| rule),
-        })
+    /// Where the page's settings came from (no secret: only where the key came from).
+    pub fn notice(&self) -> RouteNotice {
+        RouteNotice {
+            routing_key_rule: self.routing_key_rule.clone(),
+            severity: self.severity,
+            priority: self.priority.as_ref().map(|(p, _)| p.clone()),
+            priority_rule: self.priority.as_ref().map(|(_, rule)| rule.clone()),
+        }
     }
 }
 

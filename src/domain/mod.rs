@@ -1,9 +1,11 @@
 //! The domain's vocabulary, used by every stage of the flow and using nothing of hubwatch's own: what a
-//! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), and the [`Secret`] type.
+//! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), what a
+//! sink is asked to say ([`Message`]), and the [`Secret`] type.
 
 mod hold;
 mod incident;
 pub mod lookup;
+mod outgoing;
 mod probe;
 mod response;
 mod secret;
@@ -14,6 +16,7 @@ pub use incident::{
     AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, TicketKind, Transition,
     UserFailure,
 };
+pub use outgoing::{ChangeNotice, Message, Notice, NoticeEvent, NoticeKind, Page, PartNotice, RouteNotice, Severity};
 pub use probe::{
     Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Stage, StageTiming, StepFailure,
     round_ms,

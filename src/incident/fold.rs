@@ -9,12 +9,14 @@
 use super::{IncidentManager, incident_url};
 use crate::config::{PageRoute, fingerprint};
 use crate::domain::wording::{cluster_summary, summary, truncate, who};
-use crate::domain::{Hold, IncidentKind, Symptoms};
-use crate::notify::pagerduty::{self, EventContext};
-use crate::store::{EventAction, FoldWrite, IncidentRecord, NewEvent, StoreError, TimelineKind};
-use serde_json::json;
+use crate::domain::{Hold, IncidentKind, Message, Page, PartNotice, Symptoms};
+use crate::store::{FoldWrite, IncidentRecord, NewEvent, StoreError, TimelineKind};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The evidence a cluster incident's page carries, shared equally among its hubs so that the last hub's is
+/// never the one cut: half of PagerDuty's event limit (512 KB), the rest for users and reasons.
+const EVIDENCE_LIMIT: usize = 256 * 1024;
 
 /// The hub incidents that may fold into one cluster incident: one cluster, one kind, one PagerDuty service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -293,7 +295,7 @@ impl IncidentManager {
         let route_hub = self.cluster_route(cluster, failing.first().copied().or(parts.first()));
         let route = self.config.page_route(route_hub, Some(cluster.kind));
         // Each hub's evidence gets an equal share of the event, so the last hub's is never the one cut.
-        let share = pagerduty::EVENT_LIMIT / 2 / failing.len().max(1);
+        let share = EVIDENCE_LIMIT / failing.len().max(1);
         let mut diagnostics = String::new();
         let mut listed = Vec::new();
         for part in &failing {
@@ -313,33 +315,31 @@ impl IncidentManager {
                 part.key,
                 truncate(&evidence, share)
             ));
-            listed.push(json!({
-                "hub": part.hub,
-                "incident": part.key,
-                "url": incident_url(&self.public_url, &part.key).as_str(),
-                "summary": summary(&part.hub, part.kind, &part.symptoms),
-                "affected": who(&part.symptoms),
-            }));
+            listed.push(PartNotice {
+                hub: part.hub.clone(),
+                incident: part.key.clone(),
+                url: incident_url(&self.public_url, &part.key),
+                summary: summary(&part.hub, part.kind, &part.symptoms),
+                affected: who(&part.symptoms),
+            });
         }
         let cluster_name = cluster.cluster.as_deref().unwrap_or(&cluster.hub);
-        let context = EventContext {
-            key: &cluster.key,
-            hub: &cluster.hub,
-            hub_url: &self.public_url,
+        let page = Page {
+            hub: cluster.hub.clone(),
+            hub_url: self.public_url.clone(),
             kind: cluster.kind,
-            symptoms: &cluster.symptoms,
+            summary: cluster_summary(cluster_name, failing.len(), cluster.kind, &cluster.symptoms),
+            severity: PageRoute::severity_of(route.as_ref()),
+            symptoms: cluster.symptoms.clone(),
             impact_start: cluster.impact_start,
             threshold: self.settings.min_affected_users,
             window: self.settings.window,
-            severity: PageRoute::severity_of(route.as_ref()),
             incident_url: self.incident_url(&cluster.key),
-            diagnostics: &diagnostics,
-            routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
-            parts: json!(listed),
-            summary: cluster_summary(cluster_name, failing.len(), cluster.kind, &cluster.symptoms),
+            diagnostics,
+            routing: route.as_ref().map(PageRoute::notice),
+            parts: listed,
+            at: now,
         };
-        let mut body = pagerduty::trigger(&context, now);
-        body["links"][0] = json!({"href": self.public_url.as_str(), "text": "hubwatch: every hub's status"});
-        Ok(NewEvent::now(EventAction::Trigger, body).routed(route_hub, Some(cluster.kind)))
+        Ok(NewEvent::now(Message::Trigger(Box::new(page))).routed(route_hub, Some(cluster.kind)))
     }
 }

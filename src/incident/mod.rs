@@ -17,15 +17,11 @@ pub mod sinks;
 use crate::config::{Config, IncidentsConfig, PageRoute, StatusUpdatesConfig};
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
-use crate::domain::{Hold, HubChange, IncidentKind, Symptoms, Transition};
-use crate::notify::pagerduty::{self, EventContext};
+use crate::domain::{ChangeNotice, Hold, HubChange, IncidentKind, Message, NoticeEvent, Page, Symptoms, Transition};
 use crate::status::StatusBoard;
-use crate::store::{
-    DiagnosticsAttached, EventAction, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind,
-};
+use crate::store::{DiagnosticsAttached, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use crate::sync::lock;
 use holds::Rollouts;
-use sinks::WebhookEvent;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -200,27 +196,25 @@ impl IncidentManager {
             }
         };
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
-        let incident_url = self.incident_url(key);
         let route = self.config.page_route(hub, Some(kind));
-        let context = EventContext {
-            key,
-            hub,
-            hub_url: &hub_url,
+        let page = Page {
+            hub: hub.to_string(),
+            hub_url,
             kind,
-            symptoms,
+            summary: summary(hub, kind, symptoms),
+            severity: PageRoute::severity_of(route.as_ref()),
+            symptoms: symptoms.clone(),
             impact_start,
             threshold: self.settings.min_affected_users,
             window: self.settings.window,
-            severity: PageRoute::severity_of(route.as_ref()),
-            incident_url,
-            diagnostics: &diagnostics,
-            routing: route.as_ref().map_or(serde_json::Value::Null, |r| r.details()),
-            parts: serde_json::Value::Null,
-            summary: summary(hub, kind, symptoms),
+            incident_url: self.incident_url(key),
+            diagnostics,
+            routing: route.as_ref().map(PageRoute::notice),
+            parts: Vec::new(),
+            at: now,
         };
-        let body = pagerduty::trigger(&context, now);
         let hold_until = wanted.is_some().then(|| now + self.diagnostics_wait);
-        let event = NewEvent { action: EventAction::Trigger, body, hold_until, route: None }.routed(hub, Some(kind));
+        let event = NewEvent::now(Message::Trigger(Box::new(page))).held(hold_until).routed(hub, Some(kind));
         Ok((event, wanted))
     }
 
@@ -261,12 +255,11 @@ impl IncidentManager {
         let route = self.config.page_route(route_hub, Some(kind));
         let mut events = Vec::new();
         if let Some((priority, rule)) = route.as_ref().and_then(|r| r.priority.clone()) {
-            let body = serde_json::json!({"priority": priority, "rule": rule});
-            events.push(NewEvent::now(EventAction::Priority, body).routed(route_hub, Some(kind)));
+            events.push(NewEvent::now(Message::Priority { name: priority, rule }).routed(route_hub, Some(kind)));
         }
         let severity = PageRoute::severity_of(route.as_ref());
         let url = self.incident_url(&incident.key);
-        let opened = sinks::incident_body(WebhookEvent::IncidentOpened, incident, &url, severity, now);
+        let opened = sinks::incident_notice(NoticeEvent::IncidentOpened, incident, &url, severity, now);
         events.extend(self.webhook(opened).map(|e| e.routed(route_hub, Some(kind))));
         events
     }
@@ -284,8 +277,7 @@ impl IncidentManager {
         if let Some(cause) = diagnostics.likely_cause() {
             entry.push_str(&format!("; likely cause: {cause}"));
         }
-        let attached =
-            self.store.attach_diagnostics(key, &text, now, &entry, |body| pagerduty::with_diagnostics(body, &text))?;
+        let attached = self.store.attach_diagnostics(key, &text, now, &entry)?;
         tracing::info!(%key, sections = diagnostics.sections.len(), failed, ?attached, "diagnostics attached");
         if attached != DiagnosticsAttached::Stored {
             self.wake.notify_one();
@@ -452,14 +444,13 @@ impl IncidentManager {
         at: SystemTime,
     ) -> Result<Vec<NewEvent>, StoreError> {
         let kind = recovered.kind;
-        let mut events =
-            vec![NewEvent::now(EventAction::Resolve, pagerduty::resolve(&recovered.key)).routed(hub, Some(kind))];
+        let mut events = vec![NewEvent::now(Message::Resolve).routed(hub, Some(kind))];
         if self.status_updates.is_some() {
             events.push(self.status_note(recovered, hub, at)?);
         }
         let severity = self.config.severity(hub, kind);
         let url = self.incident_url(&recovered.key);
-        let resolved = sinks::incident_body(WebhookEvent::IncidentResolved, recovered, &url, severity, at);
+        let resolved = sinks::incident_notice(NoticeEvent::IncidentResolved, recovered, &url, severity, at);
         events.extend(self.webhook(resolved).map(|e| e.routed(hub, Some(kind))));
         Ok(events)
     }
@@ -471,16 +462,23 @@ impl IncidentManager {
         let more = if changes.len() > 1 { format!(" (and {} more)", changes.len() - 1) } else { String::new() };
         let summary =
             format!("hub Deployment {deployment} changed: {}{more}", changes.first().map_or("", String::as_str));
-        let details = serde_json::json!({
-            "hub": hub, "namespace": namespace, "deployment": deployment, "generation": generation, "changes": changes,
-        });
         let key = format!("change-{hub}-{deployment}-{generation}");
         let text = format!(
             "hub Deployment {deployment} changed (namespace {namespace}, generation {generation}): {}",
             changes.join("; ")
         );
         lock(&self.recent_changes).insert(hub.clone(), (now, text.clone()));
-        let event = NewEvent::now(EventAction::Change, pagerduty::change(hub, &hub_url, &summary, details, now));
+        let notice = ChangeNotice {
+            hub: hub.clone(),
+            hub_url,
+            summary,
+            namespace: namespace.clone(),
+            deployment: deployment.clone(),
+            generation: *generation,
+            changes: changes.clone(),
+            at: now,
+        };
+        let event = NewEvent::now(Message::Change(notice));
         if self.store.queue_change(&key, now, event.routed(hub, None))? {
             tracing::info!(%hub, %deployment, generation, ?changes, "the hub changed: change event queued");
             // A change during an incident is part of its story (a fix rolled out, or the cause).
@@ -517,7 +515,7 @@ impl IncidentManager {
             incident_url: &self.incident_url(&incident.key),
             now,
         });
-        let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
+        let note = NewEvent::now(Message::Note { content: text });
         Ok(note.routed(route_hub, Some(incident.kind)))
     }
 

@@ -13,11 +13,11 @@ use super::fold::cluster_label;
 use super::parse_key;
 use crate::clock::Clock;
 use crate::config::{Config, StatusUpdatesConfig};
-use crate::domain::IncidentKind;
+use crate::domain::{IncidentKind, Message};
 use crate::http::HttpClient;
-use crate::notify::pagerduty::{self, Answer};
+use crate::notify::pagerduty::Answer;
 use crate::notify::rest::RestClient;
-use crate::store::{EventAction, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
+use crate::store::{IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use crate::tasks::off_runtime;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,7 +122,7 @@ fn apply(
                 let note = format!(
                     "PagerDuty incident {id} was still open although this incident had recovered: resolved again"
                 );
-                store.queue_resolve(key, now, owner.resolve(key), Some((key, &note)))?;
+                store.queue_resolve(key, now, owner.resolve(), Some((key, &note)))?;
                 done.push(Reconciled::Resolved { key: key.clone() });
             }
             continue;
@@ -133,7 +133,7 @@ fn apply(
                 "PagerDuty incident {id} ({key}) was open for the same outage, unknown to this state: resolved, so \
                  this incident is the only one"
             );
-            store.queue_resolve(key, now, owner.resolve(key), Some((&open_here.key, &note)))?;
+            store.queue_resolve(key, now, owner.resolve(), Some((&open_here.key, &note)))?;
             done.push(Reconciled::Duplicate { key: key.clone(), open: open_here.key });
             continue;
         }
@@ -157,8 +157,8 @@ fn apply(
 }
 
 impl KeyOwner<'_> {
-    fn resolve(&self, key: &str) -> NewEvent {
-        NewEvent::now(EventAction::Resolve, pagerduty::resolve(key)).routed(self.route, Some(self.kind))
+    fn resolve(&self) -> NewEvent {
+        NewEvent::now(Message::Resolve).routed(self.route, Some(self.kind))
     }
 
     /// An open incident known only by its key: who was affected is unknown, so the detector holds a hub's

@@ -3,66 +3,45 @@
 //! from its first affected user until nobody is affected or it becomes an incident.
 
 use super::IncidentManager;
-use crate::config::Severity;
-use crate::domain::TicketKind;
 use crate::domain::wording::summary;
-use crate::store::{EventAction, IncidentRecord, NewEvent, StoreError, Ticket};
-use crate::timefmt::rfc3339;
-use serde_json::{Value, json};
+use crate::domain::{Message, Notice, NoticeEvent, NoticeKind, Severity, TicketKind};
+use crate::store::{IncidentRecord, NewEvent, StoreError, Ticket};
 use std::time::{SystemTime, UNIX_EPOCH};
 use url::Url;
 
-/// The webhook body's version: a receiver can tell a future change of shape.
-pub const WEBHOOK_VERSION: u32 = 1;
-
-/// What happened, as the webhook's `event` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookEvent {
-    IncidentOpened,
-    IncidentResolved,
-    TicketOpened,
-    TicketClosed,
-}
-
-impl WebhookEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookEvent::IncidentOpened => "incident_opened",
-            WebhookEvent::IncidentResolved => "incident_resolved",
-            WebhookEvent::TicketOpened => "ticket_opened",
-            WebhookEvent::TicketClosed => "ticket_closed",
-        }
-    }
-}
-
-/// The body for an incident: what a helpdesk or a chat needs to open (or close) a ticket of its own.
-pub fn incident_body(
-    event: WebhookEvent,
+/// The notice of an incident: what a helpdesk or a chat needs to open (or close) a ticket of its own.
+pub fn incident_notice(
+    event: NoticeEvent,
     incident: &IncidentRecord,
     url: &Url,
     severity: Severity,
     at: SystemTime,
-) -> Value {
-    let users: std::collections::BTreeSet<&str> =
-        incident.affected_ever.values().flatten().map(String::as_str).collect();
-    json!({
-        "version": WEBHOOK_VERSION,
-        "event": event.as_str(),
-        "id": incident.key,
-        "hub": incident.hub,
-        "kind": incident.kind.as_str(),
-        "summary": summary(&incident.hub, incident.kind, &incident.symptoms),
-        "severity": severity.as_str(),
-        "users": users,
-        "impact_start": rfc3339(incident.impact_start),
-        "resolved_at": incident.recovered_at.map(rfc3339),
-        "at": rfc3339(at),
-        "url": url.as_str(),
-    })
+) -> Notice {
+    let users: std::collections::BTreeSet<&String> = incident.affected_ever.values().flatten().collect();
+    Notice {
+        event,
+        id: incident.key.clone(),
+        hub: incident.hub.clone(),
+        kind: NoticeKind::Incident(incident.kind),
+        summary: summary(&incident.hub, incident.kind, &incident.symptoms),
+        severity,
+        users: users.into_iter().cloned().collect(),
+        impact_start: incident.impact_start,
+        resolved_at: incident.recovered_at,
+        closed_because: None,
+        at,
+        url: url.clone(),
+    }
 }
 
-/// The body for a support ticket.
-pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str>, url: &Url, at: SystemTime) -> Value {
+/// The notice of a support ticket.
+pub fn ticket_notice(
+    event: NoticeEvent,
+    ticket: &Ticket,
+    why_closed: Option<&str>,
+    url: &Url,
+    at: SystemTime,
+) -> Notice {
     let count = ticket.users.len();
     let who = if count == 1 { "1 user" } else { &format!("{count} users") };
     let summary = match ticket.kind {
@@ -76,20 +55,20 @@ pub fn ticket_body(event: WebhookEvent, ticket: &Ticket, why_closed: Option<&str
         ),
         kind => format!("{}: {who} affected ({}), below the incident threshold", ticket.hub, kind.as_str()),
     };
-    json!({
-        "version": WEBHOOK_VERSION,
-        "event": event.as_str(),
-        "id": ticket.id,
-        "hub": ticket.hub,
-        "kind": ticket.kind.as_str(),
-        "summary": summary,
-        "severity": Severity::Info.as_str(),
-        "users": ticket.users,
-        "impact_start": rfc3339(ticket.opened_at),
-        "closed_because": why_closed,
-        "at": rfc3339(at),
-        "url": url.as_str(),
-    })
+    Notice {
+        event,
+        id: ticket.id.clone(),
+        hub: ticket.hub.clone(),
+        kind: NoticeKind::Ticket(ticket.kind),
+        summary,
+        severity: Severity::Info,
+        users: ticket.users.clone(),
+        impact_start: ticket.opened_at,
+        resolved_at: None,
+        closed_because: why_closed.map(str::to_string),
+        at,
+        url: url.clone(),
+    }
 }
 
 /// A change of a support ticket the recorder saw.
@@ -107,8 +86,8 @@ pub enum TicketNews {
 }
 
 impl IncidentManager {
-    pub(super) fn webhook(&self, body: Value) -> Option<NewEvent> {
-        self.webhook.then(|| NewEvent::now(EventAction::Webhook, body))
+    pub(super) fn webhook(&self, notice: Notice) -> Option<NewEvent> {
+        self.webhook.then(|| NewEvent::now(Message::Webhook(notice)))
     }
 
     /// The support ticket open on `hub` for `kind`, if any.
@@ -133,7 +112,7 @@ impl IncidentManager {
                     users: users.clone(),
                     reason: reason.clone(),
                 };
-                let event = self.webhook(ticket_body(WebhookEvent::TicketOpened, &ticket, None, &url, now));
+                let event = self.webhook(ticket_notice(NoticeEvent::TicketOpened, &ticket, None, &url, now));
                 self.store.open_ticket(&ticket, event.as_ref())?;
                 tracing::info!(id = %ticket.id, ?users, "support ticket opened");
             }
@@ -145,7 +124,7 @@ impl IncidentManager {
                     (TicketKind::FirstLogin, false) => "a brand-new user got started again",
                     (_, false) => "nobody is affected any more",
                 };
-                let event = self.webhook(ticket_body(WebhookEvent::TicketClosed, &ticket, Some(why), &url, now));
+                let event = self.webhook(ticket_notice(NoticeEvent::TicketClosed, &ticket, Some(why), &url, now));
                 self.store.close_ticket(&ticket.id, now, event.as_ref())?;
                 tracing::info!(id = %ticket.id, why, "support ticket closed");
             }

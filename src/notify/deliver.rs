@@ -4,6 +4,7 @@ use super::entries;
 use super::pagerduty::{self, Answer};
 use super::{Notifier, Verdict, backoff, rest, round, webhook};
 use crate::config::{PagerDutyConfig, fingerprint};
+use crate::domain::Message;
 use crate::metrics::Delivered;
 use crate::store::{Channel, EventAction, OutboxEvent, OutboxState, RoutedTo, StoreError};
 use std::time::{Duration, SystemTime};
@@ -45,7 +46,12 @@ impl Notifier {
         }
         let action = event.action.as_str();
         let Some(pagerduty) = &self.pagerduty else {
-            let summary = event.body["payload"]["summary"].as_str().unwrap_or("");
+            let summary = match &event.message {
+                Message::Trigger(page) => page.summary.as_str(),
+                Message::Change(notice) => notice.summary.as_str(),
+                Message::Rendered { body } => body["payload"]["summary"].as_str().unwrap_or(""),
+                _ => "",
+            };
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
             self.metrics.count_pagerduty_event(action, Delivered::DryRun);
             return Ok(Some(Verdict::finish(OutboxState::DryRun, now, None, None)));
@@ -162,28 +168,41 @@ impl Notifier {
 
     /// The webhook sink's event: sent when a sink is configured (a dry run when it was removed since).
     async fn deliver_webhook(&self, event: &OutboxEvent, now: SystemTime, started: Instant) -> Option<Verdict> {
-        let kind = event.body["event"].as_str().unwrap_or("unknown").to_string();
+        let kind = match &event.message {
+            Message::Webhook(notice) => notice.event.as_str(),
+            Message::Rendered { body } => body["event"].as_str().unwrap_or("unknown"),
+            _ => "unknown",
+        };
         let Some(webhook) = &self.webhook else {
             tracing::warn!(key = %event.key, event = %kind, "no webhook section any more: not sent");
-            self.metrics.count_webhook_delivery(&kind, Delivered::DryRun);
+            self.metrics.count_webhook_delivery(kind, Delivered::DryRun);
             return Some(Verdict::finish(OutboxState::DryRun, now, None, None));
         };
         let Some(budget) = self.fence.budget(webhook.timeout) else {
             tracing::warn!(key = %event.key, "not leading (the lease's renew deadline passed): not sending");
             return None;
         };
-        let answer = webhook::post(&self.http, webhook, &event.body, &self.user_agent(), budget).await;
+        let body = match &event.message {
+            Message::Webhook(notice) => webhook::render(notice, webhook.format),
+            // An older version's body, sent as it was written.
+            Message::Rendered { body } => body.clone(),
+            _ => {
+                let reason = "not a webhook notice".to_string();
+                return Some(Verdict::finish(OutboxState::Rejected, now, Some(reason), None));
+            }
+        };
+        let answer = webhook::post(&self.http, webhook, &body, &self.user_agent(), budget).await;
         let at = now + started.elapsed();
         Some(match answer {
             Answer::Accepted(message) => {
                 tracing::info!(key = %event.key, event = %kind, attempts = event.attempts + 1, "the webhook accepted the event");
-                self.metrics.count_webhook_delivery(&kind, Delivered::Sent);
+                self.metrics.count_webhook_delivery(kind, Delivered::Sent);
                 let entry = entries::for_incident(event, format!("webhook {kind} delivered: {message}"));
                 Verdict::finish(OutboxState::Sent, at, None, entry)
             }
             Answer::Rejected(reason) | Answer::KeyRefused(reason) => {
                 tracing::error!(key = %event.key, event = %kind, %reason, "the webhook refused the event; it is not retried");
-                self.metrics.count_webhook_delivery(&kind, Delivered::Rejected);
+                self.metrics.count_webhook_delivery(kind, Delivered::Rejected);
                 let entry = entries::for_incident(event, format!("webhook {kind} refused: {reason}"));
                 Verdict::finish(OutboxState::Rejected, at, Some(reason), entry)
             }
@@ -191,13 +210,13 @@ impl Notifier {
                 let delay =
                     asked.unwrap_or_else(|| backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts));
                 tracing::warn!(key = %event.key, event = %kind, retry_in = %humantime::format_duration(round(delay)), "the webhook is rate limiting");
-                self.metrics.count_webhook_delivery(&kind, Delivered::Failed);
+                self.metrics.count_webhook_delivery(kind, Delivered::Failed);
                 Verdict::Retry { at: at + delay, error: "HTTP 429 (rate limited)".into(), entry: None }
             }
             Answer::Failed(reason) => {
                 let delay = backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts);
                 tracing::warn!(key = %event.key, event = %kind, %reason, retry_in = %humantime::format_duration(round(delay)), "webhook delivery failed; will retry");
-                self.metrics.count_webhook_delivery(&kind, Delivered::Failed);
+                self.metrics.count_webhook_delivery(kind, Delivered::Failed);
                 Verdict::Retry { at: at + delay, error: reason, entry: None }
             }
         })
@@ -211,7 +230,10 @@ impl Notifier {
         routing_key: &str,
         budget: Duration,
     ) -> Answer {
-        let body = pagerduty::with_routing_key(&event.body, routing_key);
+        let Some(body) = pagerduty::event(&event.key, &event.message) else {
+            return Answer::Rejected(format!("a {} is not an Events API event", event.action.as_str()));
+        };
+        let body = pagerduty::with_routing_key(body, routing_key);
         let url = match event.action {
             EventAction::Change => pagerduty.change_events_url(),
             _ => pagerduty.events_url.clone(),
@@ -260,14 +282,11 @@ impl Notifier {
         };
         let rest = rest::RestClient { timeout: budget, ..rest };
         let answer = match event.action {
-            EventAction::Priority => {
-                let name = event.body["priority"].as_str().unwrap_or_default();
-                match rest.priority_id(name).await {
-                    Ok(priority) => rest.set_priority(&id, &priority).await,
-                    Err(answer) => answer,
-                }
-            }
-            _ => rest.post_note(&id, &event.body).await,
+            EventAction::Priority => match rest.priority_id(entries::priority(&event.message).0).await {
+                Ok(priority) => rest.set_priority(&id, &priority).await,
+                Err(answer) => answer,
+            },
+            _ => rest.post_note(&id, entries::note_content(&event.message)).await,
         };
         Ok((answer, Some(id)))
     }

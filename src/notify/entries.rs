@@ -1,5 +1,6 @@
 //! The timeline entries a delivery leaves on its incident (change events and support tickets belong to none).
 
+use crate::domain::Message;
 use crate::store::{EventAction, OutboxEvent, TimelineKind};
 
 pub type Entry = Option<(TimelineKind, String)>;
@@ -18,16 +19,16 @@ pub fn accepted(event: &OutboxEvent, message: &str, pagerduty_incident: Option<&
             format!(
                 "status update posted as a note on PagerDuty incident {}: {}",
                 pagerduty_incident.unwrap_or("?"),
-                event.body["note"]["content"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                note_content(&event.message).lines().next().unwrap_or("")
             ),
         )),
         EventAction::Priority => Some((
             TimelineKind::PageSent,
             format!(
                 "priority {} set on PagerDuty incident {} (rule {})",
-                event.body["priority"].as_str().unwrap_or("?"),
+                priority(&event.message).0,
                 pagerduty_incident.unwrap_or("?"),
-                event.body["rule"].as_str().unwrap_or("?")
+                priority(&event.message).1
             ),
         )),
         EventAction::Change | EventAction::Webhook => None,
@@ -65,4 +66,22 @@ pub fn key_refused(event: &OutboxEvent, reason: &str) -> Entry {
 /// An entry for the incident the event belongs to (a ticket's or a change's key is none).
 pub fn for_incident(event: &OutboxEvent, text: String) -> Entry {
     event.route.as_ref().filter(|r| r.kind.is_some()).map(|_| (TimelineKind::PageSent, text))
+}
+
+/// A status note's content (an older version's rendered note read for it).
+pub fn note_content(message: &Message) -> &str {
+    match message {
+        Message::Note { content } => content,
+        Message::Rendered { body } => body["note"]["content"].as_str().unwrap_or(""),
+        _ => "",
+    }
+}
+
+/// A priority's name and the config key that chose it (an older version's rendered priority read for them).
+pub fn priority(message: &Message) -> (&str, &str) {
+    match message {
+        Message::Priority { name, rule } => (name, rule),
+        Message::Rendered { body } => (body["priority"].as_str().unwrap_or("?"), body["rule"].as_str().unwrap_or("?")),
+        _ => ("?", "?"),
+    }
 }

@@ -4,53 +4,40 @@
 //! say the routing key is not (any more) accepted; 429 is rate limiting (back off for minutes, or as long as
 //! `Retry-After` says); 5xx and network errors are retried.
 
-use crate::config::Severity;
 use crate::domain::wording::{SUMMARY_LIMIT, truncate};
-use crate::domain::{IncidentKind, Symptoms};
+use crate::domain::{ChangeNotice, Message, Page};
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime};
-use url::Url;
+use std::time::Duration;
 
 /// PagerDuty refuses events larger than this.
 pub const EVENT_LIMIT: usize = 512 * 1024;
 /// Last errors listed in an event, newest first.
 const ERRORS_LISTED: usize = 20;
 
-/// What an event says about one incident.
-pub struct EventContext<'a> {
-    pub key: &'a str,
-    pub hub: &'a str,
-    pub hub_url: &'a Url,
-    pub kind: IncidentKind,
-    pub symptoms: &'a Symptoms,
-    pub impact_start: SystemTime,
-    pub threshold: usize,
-    pub window: std::time::Duration,
-    pub severity: Severity,
-    /// hubwatch's page for the incident.
-    pub incident_url: Url,
-    /// Kubernetes evidence, or why there is none (yet).
-    pub diagnostics: &'a str,
-    /// Which settings routed it (`PageRoute::details`); `Null` leaves it out.
-    pub routing: Value,
-    /// A cluster incident's hubs (`custom_details.hubs`): each one's incident, link and summary; `Null` for
-    /// a hub's own incident.
-    pub parts: Value,
-    /// The page's one line: [`summary`] of the hub, or the cluster's ("cluster east: 3 hubs, …").
-    pub summary: String,
+/// The Events API body of `message` under the dedup key `key` (a trigger, a resolve, a change event),
+/// without the routing key, which [`with_routing_key`] adds as it is sent; `None` for a REST or webhook message.
+pub fn event(key: &str, message: &Message) -> Option<Value> {
+    match message {
+        Message::Trigger(page) => Some(trigger(key, page)),
+        Message::Resolve => Some(json!({"event_action": "resolve", "dedup_key": key})),
+        Message::Change(notice) => Some(change(notice)),
+        // An older version's row on this channel: an event it rendered already.
+        Message::Rendered { body } => Some(body.clone()),
+        Message::Note { .. } | Message::Priority { .. } | Message::Webhook(_) => None,
+    }
 }
 
-/// A `trigger` (also a follow-up: same dedup key), without the routing key, which is added when sent.
-pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
-    let affected: serde_json::Map<String, Value> = context
+/// A `trigger` (also a follow-up: same dedup key), within PagerDuty's size limit.
+fn trigger(key: &str, page: &Page) -> Value {
+    let affected: serde_json::Map<String, Value> = page
         .symptoms
         .affected
         .iter()
         .filter(|(_, users)| !users.is_empty())
         .map(|(capability, users)| (capability.as_str().to_string(), json!(users.keys().collect::<Vec<_>>())))
         .collect();
-    let mut errors: Vec<(SystemTime, Value)> = context
+    let mut errors: Vec<_> = page
         .symptoms
         .affected
         .iter()
@@ -61,83 +48,84 @@ pub fn trigger(context: &EventContext, now: SystemTime) -> Value {
         })
         .collect();
     errors.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let routing = (!context.routing.is_null()).then(|| context.routing.clone());
     let last_errors: Vec<Value> = errors.into_iter().take(ERRORS_LISTED).map(|(_, e)| e).collect();
-    let source = context.hub_url.host_str().unwrap_or(context.hub).to_string();
-    let event = json!({
+    let source = page.hub_url.host_str().unwrap_or(&page.hub).to_string();
+    // A cluster incident's first link is hubwatch's grid of every hub; a hub's, the hub.
+    let first_link = match page.parts.is_empty() {
+        true => format!("{} (the hub)", page.hub),
+        false => "hubwatch: every hub's status".to_string(),
+    };
+    let mut event = json!({
         "event_action": "trigger",
-        "dedup_key": context.key,
+        "dedup_key": key,
         "payload": {
-            "summary": context.summary,
+            "summary": page.summary,
             "source": source,
-            "severity": context.severity.as_str(),
-            "timestamp": rfc3339(now),
+            "severity": page.severity.as_str(),
+            "timestamp": rfc3339(page.at),
             "component": "jupyterhub",
-            "group": context.hub,
-            "class": context.kind.as_str(),
+            "group": page.hub,
+            "class": page.kind.as_str(),
             "custom_details": {
-                "hub": context.hub,
-                "incident": context.key,
-                "kind": context.kind.as_str(),
+                "hub": page.hub,
+                "incident": key,
+                "kind": page.kind.as_str(),
                 "affected_users": affected,
-                "affected_user_count": context.symptoms.users().len(),
-                "threshold": context.threshold,
-                "window": humantime::format_duration(context.window).to_string(),
-                "impact_start": rfc3339(context.impact_start),
+                "affected_user_count": page.symptoms.users().len(),
+                "threshold": page.threshold,
+                "window": humantime::format_duration(page.window).to_string(),
+                "impact_start": rfc3339(page.impact_start),
                 "last_errors": last_errors,
-                "diagnostics": context.diagnostics,
+                "diagnostics": page.diagnostics,
             },
         },
         "links": [
-            {"href": context.hub_url.as_str(), "text": format!("{} (the hub)", context.hub)},
-            {"href": context.incident_url.as_str(), "text": "hubwatch: this incident"},
+            {"href": page.hub_url.as_str(), "text": first_link},
+            {"href": page.incident_url.as_str(), "text": "hubwatch: this incident"},
         ],
         "client": "hubwatch",
-        "client_url": context.incident_url.as_str(),
+        "client_url": page.incident_url.as_str(),
     });
-    let mut event = event;
-    if let Some(routing) = routing {
-        event["payload"]["custom_details"]["routing"] = routing;
+    if let Some(routing) = &page.routing {
+        event["payload"]["custom_details"]["routing"] = json!({
+            "routing_key_rule": routing.routing_key_rule,
+            "severity": routing.severity.as_str(),
+            "priority": routing.priority,
+            "priority_rule": routing.priority_rule.as_deref().unwrap_or("none (no pagerduty.priority applies)"),
+        });
     }
-    if !context.parts.is_null() {
-        event["payload"]["custom_details"]["hubs"] = context.parts.clone();
+    if !page.parts.is_empty() {
+        event["payload"]["custom_details"]["hubs"] = json!(page.parts);
     }
-    fit(event)
-}
-
-/// A queued trigger with `diagnostics` in place of what it carried, still within the size limit.
-pub fn with_diagnostics(event: &Value, diagnostics: &str) -> Value {
-    let mut event = event.clone();
-    event["payload"]["custom_details"]["diagnostics"] = json!(diagnostics);
     fit(event)
 }
 
 /// A Change Event (no notification; shown beside incidents so responders see "the hub was upgraded 4
-/// minutes before the outage"), without the routing key.
-pub fn change(hub: &str, hub_url: &Url, summary: &str, details: Value, now: SystemTime) -> Value {
+/// minutes before the outage").
+fn change(notice: &ChangeNotice) -> Value {
+    let ChangeNotice { hub, hub_url, summary, namespace, deployment, generation, changes, at } = notice;
     json!({
         "payload": {
             "summary": truncate(&format!("{hub}: {summary}"), SUMMARY_LIMIT - 4),
             "source": hub_url.host_str().unwrap_or(hub),
-            "timestamp": rfc3339(now),
-            "custom_details": details,
+            "timestamp": rfc3339(*at),
+            "custom_details": {
+                "hub": hub, "namespace": namespace, "deployment": deployment, "generation": generation,
+                "changes": changes,
+            },
         },
         "links": [{"href": hub_url.as_str(), "text": format!("{hub} (the hub)")}],
     })
 }
 
-pub fn resolve(key: &str) -> Value {
-    json!({"event_action": "resolve", "dedup_key": key})
-}
-
-/// The event with its routing key, within PagerDuty's size limit: diagnostics and error reasons are cut
-/// first; the event itself is never dropped.
-pub fn with_routing_key(event: &Value, routing_key: &str) -> Value {
-    let mut event = event.clone();
+/// The event with its routing key (added as it is sent, never stored).
+pub fn with_routing_key(mut event: Value, routing_key: &str) -> Value {
     event["routing_key"] = json!(routing_key);
     event
 }
 
+/// The event within PagerDuty's size limit: diagnostics and error reasons are cut first; the event itself is
+/// never dropped.
 fn fit(mut event: Value) -> Value {
     // Room for the routing key and slack for serialisation differences.
     let limit = EVENT_LIMIT - 256;
@@ -225,9 +213,9 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) 
 mod tests {
     use super::*;
     use crate::domain::wording::summary;
-    use crate::domain::{Capability, Stage, UserFailure};
+    use crate::domain::{Capability, IncidentKind, Severity, Stage, Symptoms, UserFailure};
     use std::collections::BTreeMap;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     fn at(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + seconds)
@@ -252,24 +240,26 @@ mod tests {
         Symptoms { affected }
     }
 
-    fn context<'a>(symptoms: &'a Symptoms, url: &'a Url, diagnostics: &'a str) -> EventContext<'a> {
-        EventContext {
-            key: "temple-hub_access-1795000000",
-            hub: "temple",
-            hub_url: url,
+    fn page(symptoms: Symptoms, diagnostics: &str) -> Page {
+        Page {
+            hub: "temple".into(),
+            hub_url: "https://temple.example.org/".parse().unwrap(),
             kind: IncidentKind::HubAccess,
+            summary: summary("temple", IncidentKind::HubAccess, &symptoms),
+            severity: Severity::Critical,
             symptoms,
             impact_start: at(0),
             threshold: 2,
             window: Duration::from_secs(900),
-            severity: Severity::Critical,
-            incident_url: Url::parse("https://hubwatch.example.org/incidents/temple-hub_access-1795000000").unwrap(),
-            diagnostics,
-            routing: Value::Null,
-            parts: Value::Null,
-            summary: summary("temple", IncidentKind::HubAccess, symptoms),
+            incident_url: "https://hubwatch.example.org/incidents/temple-hub_access-1795000000".parse().unwrap(),
+            diagnostics: diagnostics.into(),
+            routing: None,
+            parts: Vec::new(),
+            at: at(120),
         }
     }
+
+    const KEY: &str = "temple-hub_access-1795000000";
 
     #[test]
     fn summaries_say_who_and_what() {
@@ -286,10 +276,8 @@ mod tests {
 
     #[test]
     fn the_trigger_is_exactly_this() {
-        let s = symptoms();
-        let url = Url::parse("https://temple.example.org/").unwrap();
-        let event =
-            trigger(&context(&s, &url, "not collected: Kubernetes awareness is off (kubernetes.enabled)"), at(120));
+        let page = page(symptoms(), "not collected: Kubernetes awareness is off (kubernetes.enabled)");
+        let event = super::event(KEY, &Message::Trigger(Box::new(page))).unwrap();
         let expected = json!({
             "event_action": "trigger",
             "dedup_key": "temple-hub_access-1795000000",
@@ -326,19 +314,15 @@ mod tests {
             "client_url": "https://hubwatch.example.org/incidents/temple-hub_access-1795000000",
         });
         assert_eq!(event, expected);
-        assert_eq!(resolve("k"), json!({"event_action": "resolve", "dedup_key": "k"}));
-        let sent = with_routing_key(&event, "0123456789abcdef0123456789abcdef");
+        assert_eq!(super::event("k", &Message::Resolve), Some(json!({"event_action": "resolve", "dedup_key": "k"})));
+        let sent = with_routing_key(event, "0123456789abcdef0123456789abcdef");
         assert_eq!(sent["routing_key"], "0123456789abcdef0123456789abcdef");
-        assert!(event.get("routing_key").is_none(), "the stored body never holds the routing key");
     }
 
     #[test]
     fn huge_diagnostics_are_truncated_never_the_event() {
-        let s = symptoms();
-        let url = Url::parse("https://temple.example.org/").unwrap();
-        let diagnostics = "kubectl get events\n".repeat(60_000);
-        let event =
-            with_routing_key(&trigger(&context(&s, &url, &diagnostics), at(0)), "0123456789abcdef0123456789abcdef");
+        let page = page(symptoms(), &"kubectl get events\n".repeat(60_000));
+        let event = with_routing_key(trigger(KEY, &page), "0123456789abcdef0123456789abcdef");
         let size = event.to_string().len();
         assert!(size <= EVENT_LIMIT, "{size}");
         let kept = event["payload"]["custom_details"]["diagnostics"].as_str().unwrap();

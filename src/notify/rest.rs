@@ -120,10 +120,10 @@ impl RestClient<'_> {
     }
 
     /// Posts `note` (`{"note": {"content": …}}`) to the incident `id`.
-    pub async fn post_note(&self, id: &str, note: &Value) -> Answer {
+    pub async fn post_note(&self, id: &str, content: &str) -> Answer {
         let mut url = self.settings.api_url.clone();
         url.set_path(&format!("{}/incidents/{id}/notes", url.path().trim_end_matches('/')));
-        let request = self.http.reqwest().post(url).json(note);
+        let request = self.http.reqwest().post(url).json(&serde_json::json!({"note": {"content": content}}));
         match self.call(request, true).await {
             Ok((status, body, headers)) => answer(status, &body, &headers),
             Err(answer) => answer,

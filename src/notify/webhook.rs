@@ -5,19 +5,21 @@
 
 use super::pagerduty::Answer;
 use crate::config::{WebhookConfig, WebhookFormat};
+use crate::domain::Notice;
 use crate::domain::wording::truncate;
 use crate::http::HttpClient;
+use crate::timefmt::rfc3339;
 use reqwest::header::{HeaderName, HeaderValue, USER_AGENT};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The webhook body's version: a receiver can tell a future change of shape.
+pub const WEBHOOK_VERSION: u32 = 1;
+
+/// Posts `body` (from [`render`], or an older version's stored body) with the configured headers.
 pub async fn post(http: &HttpClient, webhook: &WebhookConfig, body: &Value, agent: &str, budget: Duration) -> Answer {
-    let body = match webhook.format {
-        WebhookFormat::Json => body.clone(),
-        WebhookFormat::Alertmanager => alertmanager(body),
-    };
-    let mut request = http.reqwest().post(webhook.url.clone()).header(USER_AGENT, agent).json(&body);
+    let mut request = http.reqwest().post(webhook.url.clone()).header(USER_AGENT, agent).json(body);
     for (name, value) in &webhook.headers {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose()))
         else {
@@ -32,33 +34,54 @@ pub async fn post(http: &HttpClient, webhook: &WebhookConfig, body: &Value, agen
     }
 }
 
+/// `notice` in the sink's format.
+pub fn render(notice: &Notice, format: WebhookFormat) -> Value {
+    match format {
+        WebhookFormat::Json => hubwatch_object(notice),
+        WebhookFormat::Alertmanager => alertmanager(notice),
+    }
+}
+
+/// hubwatch's own object (docs/paging.md): an incident's says when it resolved, a ticket's why it closed.
+fn hubwatch_object(notice: &Notice) -> Value {
+    let mut body = json!({
+        "version": WEBHOOK_VERSION,
+        "event": notice.event.as_str(),
+        "id": notice.id,
+        "hub": notice.hub,
+        "kind": notice.kind.as_str(),
+        "summary": notice.summary,
+        "severity": notice.severity.as_str(),
+        "users": notice.users,
+        "impact_start": rfc3339(notice.impact_start),
+        "at": rfc3339(notice.at),
+        "url": notice.url.as_str(),
+    });
+    if notice.event.is_ticket() {
+        body["closed_because"] = json!(notice.closed_because);
+    } else {
+        body["resolved_at"] = json!(notice.resolved_at.map(rfc3339));
+    }
+    body
+}
+
 /// An opened incident or ticket fires until it closes; since a lost close must not leave it firing forever,
 /// it ends by itself after this long unless closed first (Alertmanager alerts end at `endsAt`).
-const ALERT_LIFETIME_DAYS: i64 = 7;
+const ALERT_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
 
-/// hubwatch's webhook object as Alertmanager's alert: the same labels on opening and closing (so the close
-/// resolves the alert the opening fired), `endsAt` the closing time, or a week away while open.
-pub fn alertmanager(body: &Value) -> Value {
-    let text = |key: &str| body[key].as_str().unwrap_or_default().to_string();
-    let event = text("event");
-    let closing = event.ends_with("_resolved") || event.ends_with("_closed");
-    let alertname = if event.starts_with("ticket") { "HubwatchSupportTicket" } else { "HubwatchIncident" };
-    let ends = if closing {
-        text("at")
-    } else {
-        humantime::parse_rfc3339_weak(&text("at"))
-            .map(|at| at + std::time::Duration::from_secs(ALERT_LIFETIME_DAYS as u64 * 86_400))
-            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_default()
-    };
-    let users: Vec<&str> = body["users"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+/// The notice as Alertmanager's alert (a one-alert list for `POST /api/v2/alerts`): the same labels on opening
+/// and closing (so the close resolves the alert the opening fired), `endsAt` the closing time, or a week away
+/// while open.
+fn alertmanager(notice: &Notice) -> Value {
+    let alertname = if notice.event.is_ticket() { "HubwatchSupportTicket" } else { "HubwatchIncident" };
+    let ends = if notice.event.is_closing() { notice.at } else { notice.at + ALERT_LIFETIME };
     json!([{
-        "labels": {"alertname": alertname, "hub": text("hub"), "kind": text("kind"), "severity": text("severity"),
-                   "hubwatch_id": text("id")},
-        "annotations": {"summary": text("summary"), "users": users.join(", "), "url": text("url")},
-        "startsAt": text("impact_start"),
-        "endsAt": ends,
-        "generatorURL": text("url"),
+        "labels": {"alertname": alertname, "hub": notice.hub, "kind": notice.kind.as_str(),
+                   "severity": notice.severity.as_str(), "hubwatch_id": notice.id},
+        "annotations": {"summary": notice.summary, "users": notice.users.join(", "), "url": notice.url.as_str()},
+        "startsAt": rfc3339(notice.impact_start),
+        "endsAt": rfc3339(ends),
+        "generatorURL": notice.url.as_str(),
     }])
 }
 
@@ -75,24 +98,57 @@ fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{IncidentKind, NoticeEvent, NoticeKind, Severity, TicketKind};
+
+    fn notice(event: NoticeEvent, at: &str) -> Notice {
+        let time = |text: &str| humantime::parse_rfc3339(text).unwrap();
+        Notice {
+            event,
+            id: "temple-hub_access-1".into(),
+            hub: "temple".into(),
+            kind: NoticeKind::Incident(IncidentKind::HubAccess),
+            summary: "temple: 2 users cannot start their servers".into(),
+            severity: Severity::Critical,
+            users: vec!["ana".into(), "bo".into()],
+            impact_start: time("2026-11-30T10:00:00Z"),
+            resolved_at: None,
+            closed_because: None,
+            at: time(at),
+            url: "https://hubwatch.example.org/incidents/temple-hub_access-1".parse().unwrap(),
+        }
+    }
 
     #[test]
     fn an_opening_fires_for_a_week_and_its_closing_resolves_the_same_alert() {
-        let opened = json!({"version": 1, "event": "incident_opened", "id": "temple-hub_access-1", "hub": "temple",
-            "kind": "hub_access", "summary": "temple: 2 users cannot start their servers", "severity": "critical",
-            "users": ["ana", "bo"], "impact_start": "2026-11-30T10:00:00Z", "at": "2026-11-30T10:03:00Z",
-            "url": "https://hubwatch.example.org/incidents/temple-hub_access-1"});
-        let fired = alertmanager(&opened);
+        let opened = notice(NoticeEvent::IncidentOpened, "2026-11-30T10:03:00Z");
+        let fired = render(&opened, WebhookFormat::Alertmanager);
         assert_eq!(fired[0]["labels"]["alertname"], "HubwatchIncident");
         assert_eq!(fired[0]["startsAt"], "2026-11-30T10:00:00Z");
         assert_eq!(fired[0]["endsAt"], "2026-12-07T10:03:00Z");
         assert_eq!(fired[0]["annotations"]["users"], "ana, bo");
-        let mut closed = opened.clone();
-        closed["event"] = "incident_resolved".into();
-        closed["at"] = "2026-11-30T11:00:00Z".into();
-        let resolved = alertmanager(&closed);
+        let resolved =
+            render(&notice(NoticeEvent::IncidentResolved, "2026-11-30T11:00:00Z"), WebhookFormat::Alertmanager);
         assert_eq!(resolved[0]["labels"], fired[0]["labels"], "the same alert");
         assert_eq!(resolved[0]["endsAt"], "2026-11-30T11:00:00Z");
+    }
+
+    #[test]
+    fn hubwatch_object_is_exactly_this() {
+        let ticket = Notice {
+            kind: NoticeKind::Ticket(TicketKind::SlowStarts),
+            closed_because: Some("nobody is slow any more".into()),
+            ..notice(NoticeEvent::TicketClosed, "2026-11-30T11:00:00Z")
+        };
+        assert_eq!(
+            render(&ticket, WebhookFormat::Json),
+            json!({"version": 1, "event": "ticket_closed", "id": "temple-hub_access-1", "hub": "temple",
+                "kind": "slow_starts", "summary": "temple: 2 users cannot start their servers", "severity": "critical",
+                "users": ["ana", "bo"], "impact_start": "2026-11-30T10:00:00Z", "closed_because": "nobody is slow any more",
+                "at": "2026-11-30T11:00:00Z", "url": "https://hubwatch.example.org/incidents/temple-hub_access-1"})
+        );
+        let opened = render(&notice(NoticeEvent::IncidentOpened, "2026-11-30T10:03:00Z"), WebhookFormat::Json);
+        assert_eq!(opened["resolved_at"], Value::Null);
+        assert!(opened.get("closed_because").is_none());
     }
 
     #[test]

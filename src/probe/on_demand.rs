@@ -5,8 +5,8 @@
 //! replica probes.
 
 use super::HubProber;
-use crate::domain::{ProbeOutcome, ProbeResult};
-use crate::store::{EventAction, NewEvent, Store, StoreError};
+use crate::domain::{Message, ProbeOutcome, ProbeResult};
+use crate::store::{NewEvent, Store, StoreError};
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,7 @@ impl Notes {
                 Some(cluster_key) => (cluster_key, format!("hub {hub}: {text}")),
                 None => (&incident.key, text.to_string()),
             };
-            let note = NewEvent::now(EventAction::Note, serde_json::json!({"note": {"content": text}}));
+            let note = NewEvent::now(Message::Note { content: text });
             self.store.queue_status_note(key, now, note.routed(&incident.hub, Some(incident.kind)))?;
         }
         self.wake.notify_one();

@@ -3,7 +3,7 @@
 
 use super::outbox::{EventAction, NewEvent, OutboxState, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{AffectedEver, IncidentKind, Response, Symptoms};
+use crate::domain::{AffectedEver, IncidentKind, Message, Response, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::SystemTime;
 
@@ -361,15 +361,14 @@ impl Store {
     }
 
     /// Keeps `text` as the incident's diagnostics and gets them to PagerDuty: into the trigger still held for
-    /// them (released now), or, if it went out without them and the incident is open, into a follow-up
-    /// trigger built by `follow_up` from the last trigger's body. One transaction.
+    /// them (released now), or, if it went out without them and the incident is open, into a follow-up of
+    /// the last trigger. One transaction.
     pub fn attach_diagnostics(
         &self,
         key: &str,
         text: &str,
         at: SystemTime,
         entry: &str,
-        follow_up: impl Fn(&serde_json::Value) -> serde_json::Value,
     ) -> Result<DiagnosticsAttached, StoreError> {
         self.write(|tx| {
             tx.execute(
@@ -386,10 +385,14 @@ impl Store {
                 )
                 .optional()?;
             if let Some((id, body)) = waiting {
-                let body = follow_up(&serde_json::from_str(&body)?);
+                // An older version's rendered trigger is released as it is: the diagnostics wait on hubwatch's page.
+                let body = match Message::read(&body)?.with_diagnostics(text) {
+                    Some(message) => serde_json::to_string(&message)?,
+                    None => body,
+                };
                 tx.execute(
                     "UPDATE outbox SET body = ?2, next_attempt_at = MIN(next_attempt_at, ?3) WHERE id = ?1",
-                    params![id, body.to_string(), millis(at)],
+                    params![id, body, millis(at)],
                 )?;
                 return Ok(DiagnosticsAttached::IntoWaitingTrigger);
             }
@@ -403,13 +406,16 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional()?;
-            match (open, last) {
-                (true, Some(body)) => {
-                    let body = follow_up(&serde_json::from_str(&body)?);
-                    insert_event(tx, key, at, &NewEvent::now(EventAction::Trigger, body))?;
+            let follow_up = match (open, last) {
+                (true, Some(body)) => Message::read(&body)?.with_diagnostics(text),
+                _ => None,
+            };
+            match follow_up {
+                Some(message) => {
+                    insert_event(tx, key, at, &NewEvent::now(message))?;
                     Ok(DiagnosticsAttached::AsFollowUp)
                 }
-                _ => Ok(DiagnosticsAttached::Stored),
+                None => Ok(DiagnosticsAttached::Stored),
             }
         })
     }

@@ -200,7 +200,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket ON tickets(hub, kind) WHERE cl
 ";
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 impl Store {
     /// Opens (or creates) the state database at `path`. A file that is not a database, or fails SQLite's
@@ -393,7 +393,8 @@ fn migrate(mut conn: Connection, version: i64) -> Result<Connection, OpenFailure
     // SCHEMA above); 6 silences and support tickets (tables), held pages and routed events (columns); 7 where an
     // incident's trigger went (its later events follow it); 8 what a ticket about one check says failed, and
     // how often a silence recurs; 9 cluster incidents and the hub incidents folded into them, and what
-    // responders did in PagerDuty.
+    // responders did in PagerDuty; 10 outbox rows as hubwatch's own messages, rendered when sent (rows an older
+    // version rendered are sent as they are; an older version refuses this one's snapshot whole).
     add("incidents", "affected_ever", "TEXT NOT NULL DEFAULT '{}'")?;
     add("incidents", "diagnostics", "TEXT")?;
     add("incidents", "diagnostics_at", "INTEGER")?;

@@ -4,7 +4,7 @@
 use super::incidents::{RoutedTo, TimelineKind, insert_timeline};
 use super::words::{among, is};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::IncidentKind;
+use crate::domain::{IncidentKind, Message};
 use rusqlite::{Connection, params};
 use std::time::SystemTime;
 
@@ -41,6 +41,19 @@ impl EventAction {
             EventAction::Note => "note",
             EventAction::Priority => "priority",
             EventAction::Webhook => "webhook",
+        }
+    }
+
+    /// The action that sends `message`; `None` for an older version's rendered body (its row says).
+    pub fn of(message: &Message) -> Option<EventAction> {
+        match message {
+            Message::Trigger(_) => Some(EventAction::Trigger),
+            Message::Resolve => Some(EventAction::Resolve),
+            Message::Change(_) => Some(EventAction::Change),
+            Message::Note { .. } => Some(EventAction::Note),
+            Message::Priority { .. } => Some(EventAction::Priority),
+            Message::Webhook(_) => Some(EventAction::Webhook),
+            Message::Rendered { .. } => None,
         }
     }
 
@@ -136,7 +149,7 @@ pub struct OutboxEvent {
     pub id: i64,
     pub key: String,
     pub action: EventAction,
-    pub body: serde_json::Value,
+    pub message: Message,
     pub attempts: u32,
     pub created_at: SystemTime,
     pub route: Option<EventRoute>,
@@ -166,10 +179,10 @@ impl EventRoute {
     }
 }
 
-/// A new PagerDuty event to queue with a change.
+/// A new message to queue with the change that makes it.
 pub struct NewEvent {
-    pub action: EventAction,
-    pub body: serde_json::Value,
+    pub(super) action: EventAction,
+    pub message: Message,
     /// Held until then (a trigger waiting briefly for its diagnostics); the incident's later events wait
     /// behind it, so the order holds.
     pub hold_until: Option<SystemTime>,
@@ -177,8 +190,20 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn now(action: EventAction, body: serde_json::Value) -> Self {
-        NewEvent { action, body, hold_until: None, route: None }
+    /// `message`, due at once. Never an older version's rendered body: only stored rows hold those.
+    pub fn now(message: Message) -> Self {
+        let action = EventAction::of(&message).expect("new messages are typed");
+        NewEvent { action, message, hold_until: None, route: None }
+    }
+
+    /// Held until `until` (a trigger waiting for its diagnostics).
+    pub fn held(mut self, until: Option<SystemTime>) -> Self {
+        self.hold_until = until;
+        self
+    }
+
+    pub fn action(&self) -> EventAction {
+        self.action
     }
 
     /// Sent with the settings of `hub` (and `kind`).
@@ -244,12 +269,12 @@ impl Store {
             let mut rows = statement.query(params![millis(now), limit as i64])?;
             while let Some(row) = rows.next()? {
                 let (id, action, body): (i64, String, String) = (row.get(0)?, row.get(2)?, row.get(3)?);
-                match (EventAction::parse(&action), serde_json::from_str(&body)) {
-                    (Some(action), Ok(body)) => out.push(OutboxEvent {
+                match (EventAction::parse(&action), Message::read(&body)) {
+                    (Some(action), Ok(message)) => out.push(OutboxEvent {
                         id,
                         key: row.get(1)?,
                         action,
-                        body,
+                        message,
                         attempts: row.get(4)?,
                         created_at: from_millis(row.get(5)?),
                         route: row.get::<_, Option<String>>(6)?.map(|r| EventRoute::parse(&r)),
@@ -478,7 +503,7 @@ pub(super) fn insert_event(conn: &Connection, key: &str, at: SystemTime, event: 
         params![
             key,
             event.action,
-            event.body.to_string(),
+            serde_json::to_string(&event.message)?,
             millis(at),
             event.hold_until.map_or(0, millis),
             event.route.as_ref().map(EventRoute::to_text)

@@ -158,7 +158,7 @@ fn check_row<'a>(
             if let Some(state) = object.get("state") {
                 OutboxState::parse(state.as_str().unwrap_or_default()).ok_or(format!("unknown state {state}"))?;
             }
-            json("body", |t| serde_json::from_str::<Value>(t).is_ok())?;
+            json("body", |t| crate::domain::Message::read(t).is_ok())?;
         }
         "discovered_hubs" => {
             text("name").and_then(|name| if name.is_empty() { Err("empty name".into()) } else { Ok(()) })?;

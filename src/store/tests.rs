@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::IncidentKind;
+use crate::domain::{ChangeNotice, IncidentKind, Message, Page, Severity, Symptoms};
 use crate::sync::lock;
 use serde_json::json;
 
@@ -31,7 +31,22 @@ fn record(key: &str, open: bool, at: SystemTime) -> IncidentRecord {
 }
 
 fn trigger() -> NewEvent {
-    NewEvent::now(EventAction::Trigger, json!({"event_action": "trigger"}))
+    NewEvent::now(Message::Trigger(Box::new(Page {
+        hub: "temple".into(),
+        hub_url: "https://temple.example.org/".parse().unwrap(),
+        kind: IncidentKind::HubAccess,
+        summary: "temple: 2 users cannot start their servers".into(),
+        severity: Severity::Critical,
+        symptoms: Symptoms::default(),
+        impact_start: t(0),
+        threshold: 2,
+        window: Duration::from_secs(900),
+        incident_url: "https://hubwatch.example.org/incidents/temple-hub_access-1".parse().unwrap(),
+        diagnostics: "being collected".into(),
+        routing: None,
+        parts: Vec::new(),
+        at: t(0),
+    })))
 }
 
 #[test]
@@ -45,7 +60,11 @@ fn a_version_2_database_is_migrated_in_place_and_keeps_its_incident() {
     let timeline = store.timeline("temple-hub_access-1").unwrap();
     assert_eq!((timeline[0].kind, timeline[0].text.as_str()), (TimelineKind::Changed, "detected: temple: 2 users"));
     store
-        .queue_status_note("temple-hub_access-1", from_millis(3000), NewEvent::now(EventAction::Note, "{}".into()))
+        .queue_status_note(
+            "temple-hub_access-1",
+            from_millis(3000),
+            NewEvent::now(Message::Note { content: "still failing".into() }),
+        )
         .unwrap();
     assert_eq!(store.last_status_update("temple-hub_access-1").unwrap(), Some(from_millis(3000)));
     let version: i64 = store.conn().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
@@ -126,7 +145,7 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
         store
             .open_incident(&record(&key, true, t(i)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
             .unwrap();
-        let resolve = NewEvent::now(EventAction::Resolve, json!({}));
+        let resolve = NewEvent::now(Message::Resolve);
         store.recover_incident(&key, t(100 + i), "recovered", &[resolve]).unwrap();
     }
     // The last one's resolve never reached PagerDuty: it is not expired, however old.
@@ -134,7 +153,22 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
     store
         .open_incident(&record("open", true, t(0)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
         .unwrap();
-    store.queue_change("change-temple-hub-7", t(1), NewEvent::now(EventAction::Change, json!({}))).unwrap();
+    store
+        .queue_change(
+            "change-temple-hub-7",
+            t(1),
+            NewEvent::now(Message::Change(ChangeNotice {
+                hub: "temple".into(),
+                hub_url: "https://temple.example.org/".parse().unwrap(),
+                summary: "hub Deployment hub changed: image".into(),
+                namespace: "temple".into(),
+                deployment: "hub".into(),
+                generation: 7,
+                changes: vec!["image".into()],
+                at: t(1),
+            })),
+        )
+        .unwrap();
     let change = store
         .due_events(t(2), Channel::Events, 10)
         .unwrap()
@@ -161,7 +195,7 @@ fn a_trigger_behind_its_resolve_is_skipped_and_retries_a_clock_step_pushed_out_c
         .unwrap();
     let dask = IncidentRecord { kind: IncidentKind::DaskGateway, ..record("b", true, t(0)) };
     store.open_incident(&dask, "impact", &[], &[trigger()]).unwrap();
-    store.recover_incident("a", t(10), "recovered", &[NewEvent::now(EventAction::Resolve, json!({}))]).unwrap();
+    store.recover_incident("a", t(10), "recovered", &[NewEvent::now(Message::Resolve)]).unwrap();
     assert_eq!(store.skip_triggers_behind_resolves(t(11)).unwrap(), ["a"]);
     let due = store.due_events(t(12), Channel::Events, 10).unwrap();
     let due: Vec<(&str, EventAction)> = due.iter().map(|e| (e.key.as_str(), e.action)).collect();

@@ -91,6 +91,22 @@ fn no_module_depends_on_itself_through_others() {
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
 }
 
+/// A decision queues what is to be said (`domain::Message`); only a sink renders its wire format, when it sends.
+#[test]
+fn decisions_and_the_store_build_no_wire_format() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // The response reader and the reconciler read PagerDuty's REST API: their own calls, not a decision's.
+    let readers = ["responses.rs", "reconcile.rs"];
+    let mut files = sources(&src.join("store"));
+    files.extend(sources(&src.join("incident")).into_iter().filter(|f| !readers.iter().any(|r| f.ends_with(r))));
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|file| references(&std::fs::read_to_string(file).unwrap()).contains("notify"))
+        .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "these build a sink's wire format (render it in notify/ instead): {offenders:?}");
+}
+
 #[test]
 fn the_reader_finds_uses_of_every_form() {
     let text = "use crate::store::Store;\nuse crate::{config, http::HttpClient};\nlet x = crate::metrics::Metrics::new();\n// crate::web in a comment\n";

@@ -4,7 +4,8 @@
 
 use crate::support::golden::assert_golden;
 use hubwatch::domain::IncidentKind;
-use hubwatch::store::{EventAction, IncidentRecord, NewEvent, OutboxState, Store};
+use hubwatch::domain::Message;
+use hubwatch::store::{IncidentRecord, NewEvent, OutboxState, Store};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +28,7 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
     let start = now - Duration::from_secs(s.days_ago * DAY);
     let at = |seconds: u64| start + Duration::from_secs(seconds);
     let incident = IncidentRecord::opened(s.key, s.hub, s.kind, start, at(s.detect));
-    let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({"event_action": "trigger"}));
+    let trigger = crate::support::a_trigger(s.hub, at(s.detect));
     store
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
         .unwrap();
@@ -38,7 +39,7 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         Some(after) => store.finish_event(event, OutboxState::Sent, at(after), None, None, None).unwrap(),
         None => store.finish_event(event, OutboxState::Rejected, at(s.detect), Some("400"), None, None).unwrap(),
     }
-    let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({"event_action": "resolve"}));
+    let resolve = NewEvent::now(Message::Resolve);
     store.recover_incident(s.key, at(s.last), "recovered", &[resolve]).unwrap();
 }
 

@@ -81,7 +81,7 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert_eq!(config.incidents.window, Duration::from_secs(900));
     let pagerduty = config.pagerduty.as_ref().unwrap();
     assert_eq!(pagerduty.events_url.as_str(), "https://events.eu.pagerduty.com/v2/enqueue");
-    assert_eq!(pagerduty.severity, hubwatch::config::Severity::Error);
+    assert_eq!(pagerduty.severity, hubwatch::domain::Severity::Error);
     let notes = pagerduty.status_updates.as_ref().unwrap();
     assert_eq!((notes.from_email.as_str(), notes.every), ("oncall@example.org", Duration::from_secs(7200)));
     assert_eq!(notes.api_url.as_str(), "https://api.pagerduty.com/");
@@ -137,17 +137,17 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     use hubwatch::domain::IncidentKind::{DaskGateway, HubAccess};
     let route = config.page_route("staging-hub", Some(HubAccess)).unwrap();
     assert_eq!(route.routing_key.expose(), "fedcba9876543210fedcba9876543210");
-    assert_eq!(route.severity, hubwatch::config::Severity::Warning);
+    assert_eq!(route.severity, hubwatch::domain::Severity::Warning);
     assert_eq!(route.priority, Some(("P3".into(), "hubs[staging-hub].pagerduty.kinds.hub_access.priority".into())));
     let route = config.page_route("staging-hub", Some(DaskGateway)).unwrap();
     assert_eq!(
         (route.severity, route.priority.unwrap().1.as_str()),
-        (hubwatch::config::Severity::Info, "pagerduty.priority")
+        (hubwatch::domain::Severity::Info, "pagerduty.priority")
     );
     let route = config.page_route("temple", Some(HubAccess)).unwrap();
     assert_eq!(
         (route.routing_key_rule.as_str(), route.severity),
-        ("pagerduty.routing_key", hubwatch::config::Severity::Error)
+        ("pagerduty.routing_key", hubwatch::domain::Severity::Error)
     );
     assert!(config.secrets().contains(&"Bearer helpdesk"), "webhook headers are secrets to redact");
 }

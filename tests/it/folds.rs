@@ -19,6 +19,8 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
     assert!(cluster_key.starts_with("cluster.east-hub_access-"), "{cluster_key}");
     let trigger = &f.pd.accepted()[0];
     assert_eq!(trigger["payload"]["summary"], "cluster east: 3 hubs, 6 users cannot start their servers");
+    assert_eq!(trigger["links"][0]["text"], "hubwatch: every hub's status");
+    assert_eq!(trigger["links"][0]["href"], "https://hubwatch.example.org/");
     let hubs: Vec<&str> = trigger["payload"]["custom_details"]["hubs"]
         .as_array()
         .unwrap()

@@ -337,3 +337,32 @@ async fn a_snapshot_restored_into_another_store_carries_incidents_timelines_and_
     newer["schema_version"] = 99.into();
     assert!(standby.store.restore(&newer).unwrap_err().to_string().contains("schema version 99, newer than"));
 }
+
+#[tokio::test]
+async fn an_older_leaders_unsent_page_in_its_mirror_is_sent_as_that_version_rendered_it() {
+    let pd = PagerDuty::default();
+    let url = pd.clone().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = setup(None, &dir.path().join("leader.db"));
+    leader.both_fail(Capability::Server, SystemTime::now());
+    // What schema version 9 mirrored: the trigger already in PagerDuty's format (without the routing key).
+    let mut snapshot = leader.store.snapshot().unwrap();
+    snapshot["schema_version"] = 9.into();
+    let row = &mut snapshot["tables"]["outbox"][0];
+    let key = row["key"].as_str().unwrap().to_string();
+    let message = hubwatch::domain::Message::read(row["body"].as_str().unwrap()).unwrap();
+    let rendered = hubwatch::notify::pagerduty::event(&key, &message).unwrap();
+    row["body"] = rendered.to_string().into();
+
+    let standby = setup(Some(&url), &dir.path().join("standby.db"));
+    standby.store.restore(&snapshot).unwrap();
+    let diagnostics = hubwatch::diagnostics::Diagnostics { collected_at: SystemTime::now(), sections: Vec::new() };
+    // Diagnostics for it release it as it is: they wait on hubwatch's page.
+    standby.manager.attach_diagnostics(&key, &diagnostics, SystemTime::now()).unwrap();
+    standby.deliver_until_done(Duration::from_secs(20)).await;
+    let accepted = pd.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let mut expected = rendered;
+    expected["routing_key"] = ROUTING_KEY.into();
+    assert_eq!(accepted[0], expected, "sent as it was stored, with the routing key added");
+}

@@ -186,7 +186,8 @@ fn hash_password_prints_a_hash_that_verifies() {
 async fn incidents_are_listed_fifty_to_a_page() {
     hubwatch::http::install_crypto_provider();
     use hubwatch::domain::IncidentKind;
-    use hubwatch::store::{EventAction, IncidentRecord, NewEvent, Store};
+    use hubwatch::domain::Message;
+    use hubwatch::store::{IncidentRecord, NewEvent, Store};
     use std::time::UNIX_EPOCH;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state.db")).unwrap();
@@ -194,11 +195,11 @@ async fn incidents_are_listed_fifty_to_a_page() {
     for i in 0..120u64 {
         let key = format!("nowhere-hub_access-{i:03}");
         let record = IncidentRecord::opened(&key, "nowhere", IncidentKind::HubAccess, at(i), at(i));
-        let trigger = NewEvent::now(EventAction::Trigger, serde_json::json!({}));
+        let trigger = crate::support::a_trigger("nowhere", at(i));
         store
             .open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
             .unwrap();
-        let resolve = NewEvent::now(EventAction::Resolve, serde_json::json!({}));
+        let resolve = NewEvent::now(Message::Resolve);
         store.recover_incident(&key, at(i) + Duration::from_secs(600), "recovered", &[resolve]).unwrap();
     }
     drop(store);
