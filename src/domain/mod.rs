@@ -16,7 +16,10 @@ pub use incident::{
     AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, TicketKind, Transition,
     UserFailure,
 };
-pub use outgoing::{ChangeNotice, Message, Notice, NoticeEvent, NoticeKind, Page, PartNotice, RouteNotice, Severity};
+pub use outgoing::{
+    ChangeNotice, Channel, EventAction, Message, Notice, NoticeEvent, NoticeKind, Page, PartNotice, RouteNotice,
+    Severity,
+};
 pub use probe::{
     Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Stage, StageTiming, StepFailure,
     round_ms,

@@ -29,6 +29,95 @@ pub enum Message {
     Rendered { body: serde_json::Value },
 }
 
+/// What an outbox row does (its `action` column): one per kind of [`Message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    Trigger,
+    Resolve,
+    /// A Change Event (sent to the change events endpoint; not part of an incident).
+    Change,
+    /// A status note on the incident's PagerDuty incident (REST API). Notes go out in order among
+    /// themselves, independently of the incident's events, so a REST API outage never holds back a resolve.
+    Note,
+    /// The priority of the incident's PagerDuty incident (REST API), in order with its notes.
+    Priority,
+    /// A JSON POST to the webhook sink (incidents and support tickets), in order among themselves.
+    Webhook,
+}
+
+impl EventAction {
+    pub const ALL: [EventAction; 6] = [
+        EventAction::Trigger,
+        EventAction::Resolve,
+        EventAction::Change,
+        EventAction::Note,
+        EventAction::Priority,
+        EventAction::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Trigger => "trigger",
+            EventAction::Resolve => "resolve",
+            EventAction::Change => "change",
+            EventAction::Note => "note",
+            EventAction::Priority => "priority",
+            EventAction::Webhook => "webhook",
+        }
+    }
+
+    /// The action that sends `message`; `None` for an older version's rendered body (its row says).
+    pub fn of(message: &Message) -> Option<EventAction> {
+        match message {
+            Message::Trigger(_) => Some(EventAction::Trigger),
+            Message::Resolve => Some(EventAction::Resolve),
+            Message::Change(_) => Some(EventAction::Change),
+            Message::Note { .. } => Some(EventAction::Note),
+            Message::Priority { .. } => Some(EventAction::Priority),
+            Message::Webhook(_) => Some(EventAction::Webhook),
+            Message::Rendered { .. } => None,
+        }
+    }
+
+    /// None for a word no version of hubwatch wrote (it is never guessed to be a trigger).
+    pub fn parse(text: &str) -> Option<EventAction> {
+        EventAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// Where an event goes: each channel is delivered on its own, so a sink that hangs delays only itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// PagerDuty's Events API: triggers, resolves, change events.
+    Events,
+    /// PagerDuty's REST API: status notes and priorities.
+    Rest,
+    /// The webhook sink.
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Events, Channel::Rest, Channel::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Events => "events",
+            Channel::Rest => "rest",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl EventAction {
+    pub fn channel(self) -> Channel {
+        match self {
+            EventAction::Trigger | EventAction::Resolve | EventAction::Change => Channel::Events,
+            EventAction::Note | EventAction::Priority => Channel::Rest,
+            EventAction::Webhook => Channel::Webhook,
+        }
+    }
+}
+
 /// How urgent a page is (PagerDuty's severities; also the webhook's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

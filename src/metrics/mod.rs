@@ -3,7 +3,9 @@
 
 mod tallies;
 
-use crate::domain::{FailureCause, IncidentKind, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS};
+use crate::domain::{
+    Channel, EventAction, FailureCause, IncidentKind, NoticeEvent, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS,
+};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -287,11 +289,13 @@ impl Metrics {
         self.incidents.support_tickets.with_label_values(&labels).set(i64::from(affected > 0 && !open));
     }
 
-    pub fn count_pagerduty_event(&self, action: &str, outcome: Delivered) {
-        self.pagerduty_events.with_label_values(&[action, outcome.as_str()]).inc();
+    pub fn count_pagerduty_event(&self, action: EventAction, outcome: Delivered) {
+        self.pagerduty_events.with_label_values(&[action.as_str(), outcome.as_str()]).inc();
     }
 
-    pub fn count_webhook_delivery(&self, event: &str, outcome: Delivered) {
+    /// `None`: a body an older version stored whose event this one does not know.
+    pub fn count_webhook_delivery(&self, event: Option<NoticeEvent>, outcome: Delivered) {
+        let event = event.map_or("unknown", NoticeEvent::as_str);
         self.webhook_deliveries.with_label_values(&[event, outcome.as_str()]).inc();
     }
 
@@ -304,9 +308,9 @@ impl Metrics {
     }
 
     /// One channel's backlog (events, rest, webhook): how many wait and how old the oldest is.
-    pub fn set_unsent(&self, channel: &str, count: u64, oldest: std::time::Duration) {
-        self.delivery.unsent.with_label_values(&[channel]).set(count as i64);
-        self.delivery.oldest_unsent_seconds.with_label_values(&[channel]).set(oldest.as_secs_f64());
+    pub fn set_unsent(&self, channel: Channel, count: u64, oldest: std::time::Duration) {
+        self.delivery.unsent.with_label_values(&[channel.as_str()]).set(count as i64);
+        self.delivery.oldest_unsent_seconds.with_label_values(&[channel.as_str()]).set(oldest.as_secs_f64());
     }
 
     /// Whether PagerDuty refuses the routing key `rule` (a config key path) names.

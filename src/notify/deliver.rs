@@ -4,9 +4,9 @@ use super::entries;
 use super::pagerduty::{self, Answer};
 use super::{Notifier, Verdict, backoff, rest, round, webhook};
 use crate::config::{PagerDutyConfig, fingerprint};
-use crate::domain::Message;
+use crate::domain::{Channel, EventAction, Message, NoticeEvent};
 use crate::metrics::Delivered;
-use crate::store::{Channel, EventAction, OutboxEvent, OutboxState, RoutedTo, StoreError};
+use crate::store::{OutboxEvent, OutboxState, RoutedTo, StoreError};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -53,7 +53,7 @@ impl Notifier {
                 _ => "",
             };
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
-            self.metrics.count_pagerduty_event(action, Delivered::DryRun);
+            self.metrics.count_pagerduty_event(event.action, Delivered::DryRun);
             return Ok(Some(Verdict::finish(OutboxState::DryRun, now, None, None)));
         };
         // Checked right before the send, and the send may not outlast it.
@@ -127,7 +127,7 @@ impl Notifier {
         match answer {
             Answer::Accepted(message) => {
                 tracing::info!(key = %event.key, action, attempts = event.attempts + 1, "PagerDuty accepted the event");
-                self.metrics.count_pagerduty_event(action, Delivered::Sent);
+                self.metrics.count_pagerduty_event(event.action, Delivered::Sent);
                 if let Some(rule) = &rule {
                     self.metrics.set_routing_key_refused(rule, false);
                 }
@@ -137,7 +137,7 @@ impl Notifier {
             }
             Answer::Rejected(reason) => {
                 tracing::error!(key = %event.key, action, %reason, "PagerDuty rejected the event as invalid; it is not retried");
-                self.metrics.count_pagerduty_event(action, Delivered::Rejected);
+                self.metrics.count_pagerduty_event(event.action, Delivered::Rejected);
                 let entry = entries::rejected(event, &reason);
                 Verdict::finish(OutboxState::Rejected, at, Some(reason), entry)
             }
@@ -145,7 +145,7 @@ impl Notifier {
                 let delay = backoff(KEY_RETRY_MIN, KEY_RETRY_MAX, event.attempts);
                 tracing::error!(key = %event.key, action, rule = rule.as_deref().unwrap_or("?"), %reason,
                     retry_in = %humantime::format_duration(round(delay)), "PagerDuty refused the routing key");
-                self.metrics.count_pagerduty_event(action, Delivered::KeyRefused);
+                self.metrics.count_pagerduty_event(event.action, Delivered::KeyRefused);
                 self.metrics.set_routing_key_refused(rule.as_deref().unwrap_or("unknown"), true);
                 let entry = entries::key_refused(event, &reason).map(|(kind, text)| (at, kind, text));
                 Verdict::Retry { at: at + delay, error: reason, entry }
@@ -154,13 +154,13 @@ impl Notifier {
                 let delay = asked
                     .unwrap_or_else(|| backoff(pagerduty.rate_limit_delay, Duration::from_secs(600), event.attempts));
                 tracing::warn!(key = %event.key, action, retry_in = %humantime::format_duration(round(delay)), "PagerDuty is rate limiting");
-                self.metrics.count_pagerduty_event(action, Delivered::RateLimited);
+                self.metrics.count_pagerduty_event(event.action, Delivered::RateLimited);
                 Verdict::Retry { at: at + delay, error: "HTTP 429 (rate limited)".into(), entry: None }
             }
             Answer::Failed(reason) => {
                 let delay = backoff(pagerduty.retry_delay, Duration::from_secs(300), event.attempts);
                 tracing::warn!(key = %event.key, action, %reason, retry_in = %humantime::format_duration(round(delay)), "PagerDuty delivery failed; will retry");
-                self.metrics.count_pagerduty_event(action, Delivered::Failed);
+                self.metrics.count_pagerduty_event(event.action, Delivered::Failed);
                 Verdict::Retry { at: at + delay, error: reason, entry: None }
             }
         }
@@ -168,14 +168,15 @@ impl Notifier {
 
     /// The webhook sink's event: sent when a sink is configured (a dry run when it was removed since).
     async fn deliver_webhook(&self, event: &OutboxEvent, now: SystemTime, started: Instant) -> Option<Verdict> {
-        let kind = match &event.message {
-            Message::Webhook(notice) => notice.event.as_str(),
-            Message::Rendered { body } => body["event"].as_str().unwrap_or("unknown"),
-            _ => "unknown",
+        let notice_event = match &event.message {
+            Message::Webhook(notice) => Some(notice.event),
+            Message::Rendered { body } => serde_json::from_value::<NoticeEvent>(body["event"].clone()).ok(),
+            _ => None,
         };
+        let kind = notice_event.map_or("unknown", NoticeEvent::as_str);
         let Some(webhook) = &self.webhook else {
             tracing::warn!(key = %event.key, event = %kind, "no webhook section any more: not sent");
-            self.metrics.count_webhook_delivery(kind, Delivered::DryRun);
+            self.metrics.count_webhook_delivery(notice_event, Delivered::DryRun);
             return Some(Verdict::finish(OutboxState::DryRun, now, None, None));
         };
         let Some(budget) = self.fence.budget(webhook.timeout) else {
@@ -196,13 +197,13 @@ impl Notifier {
         Some(match answer {
             Answer::Accepted(message) => {
                 tracing::info!(key = %event.key, event = %kind, attempts = event.attempts + 1, "the webhook accepted the event");
-                self.metrics.count_webhook_delivery(kind, Delivered::Sent);
+                self.metrics.count_webhook_delivery(notice_event, Delivered::Sent);
                 let entry = entries::for_incident(event, format!("webhook {kind} delivered: {message}"));
                 Verdict::finish(OutboxState::Sent, at, None, entry)
             }
             Answer::Rejected(reason) | Answer::KeyRefused(reason) => {
                 tracing::error!(key = %event.key, event = %kind, %reason, "the webhook refused the event; it is not retried");
-                self.metrics.count_webhook_delivery(kind, Delivered::Rejected);
+                self.metrics.count_webhook_delivery(notice_event, Delivered::Rejected);
                 let entry = entries::for_incident(event, format!("webhook {kind} refused: {reason}"));
                 Verdict::finish(OutboxState::Rejected, at, Some(reason), entry)
             }
@@ -210,13 +211,13 @@ impl Notifier {
                 let delay =
                     asked.unwrap_or_else(|| backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts));
                 tracing::warn!(key = %event.key, event = %kind, retry_in = %humantime::format_duration(round(delay)), "the webhook is rate limiting");
-                self.metrics.count_webhook_delivery(kind, Delivered::Failed);
+                self.metrics.count_webhook_delivery(notice_event, Delivered::Failed);
                 Verdict::Retry { at: at + delay, error: "HTTP 429 (rate limited)".into(), entry: None }
             }
             Answer::Failed(reason) => {
                 let delay = backoff(webhook.retry_delay, Duration::from_secs(300), event.attempts);
                 tracing::warn!(key = %event.key, event = %kind, %reason, retry_in = %humantime::format_duration(round(delay)), "webhook delivery failed; will retry");
-                self.metrics.count_webhook_delivery(kind, Delivered::Failed);
+                self.metrics.count_webhook_delivery(notice_event, Delivered::Failed);
                 Verdict::Retry { at: at + delay, error: reason, entry: None }
             }
         })

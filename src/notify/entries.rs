@@ -1,7 +1,7 @@
 //! The timeline entries a delivery leaves on its incident (change events and support tickets belong to none).
 
-use crate::domain::Message;
-use crate::store::{EventAction, OutboxEvent, TimelineKind};
+use crate::domain::{EventAction, Message};
+use crate::store::{OutboxEvent, TimelineKind};
 
 pub type Entry = Option<(TimelineKind, String)>;
 

@@ -19,10 +19,11 @@ pub mod webhook;
 
 use crate::clock::Clock;
 use crate::config::{Config, PagerDutyConfig, WebhookConfig};
+use crate::domain::Channel;
 use crate::ha::{Fence, Handover};
 use crate::http::HttpClient;
 use crate::metrics::Metrics;
-use crate::store::{Channel, OutboxEvent, OutboxState, RoutedTo, Store, StoreError, TimelineKind};
+use crate::store::{OutboxEvent, OutboxState, RoutedTo, Store, StoreError, TimelineKind};
 use crate::sync::lock;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
@@ -394,7 +395,7 @@ impl Notifier {
         for channel in Channel::ALL {
             let Ok(backlog) = self.store.backlog(channel) else { continue };
             let age = backlog.oldest.and_then(|o| now.duration_since(o).ok()).unwrap_or_default();
-            self.metrics.set_unsent(channel.as_str(), backlog.count, age);
+            self.metrics.set_unsent(channel, backlog.count, age);
             if channel == Channel::Events {
                 self.metrics.pagerduty_unsent.set(backlog.count as i64);
                 self.metrics.pagerduty_oldest_unsent_seconds.set(age.as_secs_f64());

@@ -1,9 +1,9 @@
 //! Incidents and their timelines: the rows, and the changes that page (each one transaction with its outbox
 //! entries).
 
-use super::outbox::{EventAction, NewEvent, OutboxState, insert_event};
+use super::outbox::{NewEvent, OutboxState, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{AffectedEver, IncidentKind, Message, Response, Symptoms};
+use crate::domain::{AffectedEver, EventAction, IncidentKind, Message, Response, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::SystemTime;
 

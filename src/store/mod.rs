@@ -18,7 +18,7 @@ mod words;
 
 pub use hubs::DiscoveredHub;
 pub use incidents::{DiagnosticsAttached, FoldWrite, HeldPage, IncidentRecord, RoutedTo, TimelineEntry, TimelineKind};
-pub use outbox::{Backlog, Channel, Delivery, EventAction, EventRoute, NewEvent, OutboxEvent, OutboxState};
+pub use outbox::{Backlog, Delivery, EventRoute, NewEvent, OutboxEvent, OutboxState};
 pub use snapshot::{RestoreReport, Version};
 pub use tickets::Ticket;
 

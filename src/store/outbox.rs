@@ -1,110 +1,22 @@
-//! The outbox: PagerDuty events queued in the same transaction as the change they report, and what became
-//! of each (sent, rejected, dry run, or still pending with its next attempt).
+//! The outbox: messages for PagerDuty and the webhook ([`Message`]) queued in the same transaction as the
+//! change they report, and what became of each (sent, rejected, dry run, or still pending with its next
+//! attempt). A row holds what is to be said; its sink's wire format is rendered only when it is sent.
 
 use super::incidents::{RoutedTo, TimelineKind, insert_timeline};
 use super::words::{among, is};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{IncidentKind, Message};
+use crate::domain::{Channel, EventAction, IncidentKind, Message};
 use rusqlite::{Connection, params};
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventAction {
-    Trigger,
-    Resolve,
-    /// A Change Event (sent to the change events endpoint; not part of an incident).
-    Change,
-    /// A status note on the incident's PagerDuty incident (REST API). Notes go out in order among
-    /// themselves, independently of the incident's events, so a REST API outage never holds back a resolve.
-    Note,
-    /// The priority of the incident's PagerDuty incident (REST API), in order with its notes.
-    Priority,
-    /// A JSON POST to the webhook sink (incidents and support tickets), in order among themselves.
-    Webhook,
-}
-
-impl EventAction {
-    pub const ALL: [EventAction; 6] = [
-        EventAction::Trigger,
-        EventAction::Resolve,
-        EventAction::Change,
-        EventAction::Note,
-        EventAction::Priority,
-        EventAction::Webhook,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventAction::Trigger => "trigger",
-            EventAction::Resolve => "resolve",
-            EventAction::Change => "change",
-            EventAction::Note => "note",
-            EventAction::Priority => "priority",
-            EventAction::Webhook => "webhook",
-        }
-    }
-
-    /// The action that sends `message`; `None` for an older version's rendered body (its row says).
-    pub fn of(message: &Message) -> Option<EventAction> {
-        match message {
-            Message::Trigger(_) => Some(EventAction::Trigger),
-            Message::Resolve => Some(EventAction::Resolve),
-            Message::Change(_) => Some(EventAction::Change),
-            Message::Note { .. } => Some(EventAction::Note),
-            Message::Priority { .. } => Some(EventAction::Priority),
-            Message::Webhook(_) => Some(EventAction::Webhook),
-            Message::Rendered { .. } => None,
-        }
-    }
-
-    /// None for a word no version of hubwatch wrote (it is never guessed to be a trigger).
-    pub fn parse(text: &str) -> Option<EventAction> {
-        EventAction::ALL.into_iter().find(|a| a.as_str() == text)
-    }
-}
-
-/// Where an event goes: each channel is delivered on its own, so a sink that hangs delays only itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    /// PagerDuty's Events API: triggers, resolves, change events.
-    Events,
-    /// PagerDuty's REST API: status notes and priorities.
-    Rest,
-    /// The webhook sink.
-    Webhook,
-}
-
-impl Channel {
-    pub const ALL: [Channel; 3] = [Channel::Events, Channel::Rest, Channel::Webhook];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Events => "events",
-            Channel::Rest => "rest",
-            Channel::Webhook => "webhook",
-        }
-    }
-
-    /// Which stored rows it carries, as SQL. The events channel also takes rows whose action no version of
-    /// hubwatch wrote, so that they are found and marked rejected rather than left pending for ever.
-    fn rows(self) -> String {
-        let others: Vec<EventAction> =
-            EventAction::ALL.into_iter().filter(|a| a.channel() != Channel::Events).collect();
-        let mine: Vec<EventAction> = EventAction::ALL.into_iter().filter(|a| a.channel() == self).collect();
-        match self {
-            Channel::Events => format!("NOT ({})", among("action", &others)),
-            Channel::Rest | Channel::Webhook => among("action", &mine),
-        }
-    }
-}
-
-impl EventAction {
-    pub fn channel(self) -> Channel {
-        match self {
-            EventAction::Trigger | EventAction::Resolve | EventAction::Change => Channel::Events,
-            EventAction::Note | EventAction::Priority => Channel::Rest,
-            EventAction::Webhook => Channel::Webhook,
-        }
+/// Which stored rows `channel` carries, as SQL. The events channel also takes rows whose action no version of
+/// hubwatch wrote, so that they are found and marked rejected rather than left pending for ever.
+fn rows(channel: Channel) -> String {
+    let others: Vec<EventAction> = EventAction::ALL.into_iter().filter(|a| a.channel() != Channel::Events).collect();
+    let mine: Vec<EventAction> = EventAction::ALL.into_iter().filter(|a| a.channel() == channel).collect();
+    match channel {
+        Channel::Events => format!("NOT ({})", among("action", &others)),
+        Channel::Rest | Channel::Webhook => among("action", &mine),
     }
 }
 
@@ -216,11 +128,7 @@ impl NewEvent {
 /// The oldest pending event of each incident on `channel`: an incident's events go out in order on each
 /// channel (never a resolve before its trigger), and one channel's outage never holds back another's.
 fn heads(channel: Channel) -> String {
-    format!(
-        "SELECT MIN(id) FROM outbox WHERE {} AND {} GROUP BY key",
-        is("state", OutboxState::Pending),
-        channel.rows()
-    )
+    format!("SELECT MIN(id) FROM outbox WHERE {} AND {} GROUP BY key", is("state", OutboxState::Pending), rows(channel))
 }
 
 /// One channel's backlog: how many events wait and when the oldest was queued.
@@ -370,7 +278,7 @@ impl Store {
             &format!(
                 "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE {} AND {}",
                 is("state", OutboxState::Pending),
-                channel.rows()
+                rows(channel)
             ),
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),

@@ -4,8 +4,9 @@
 //! version knows and rows it can read; what it refuses is reported, never guessed at.
 
 use super::incidents::TimelineKind;
-use super::outbox::{EventAction, OutboxState};
+use super::outbox::OutboxState;
 use super::{SCHEMA_VERSION, Store, StoreError};
+use crate::domain::EventAction;
 use crate::domain::{AffectedEver, IncidentKind, Symptoms, TicketKind};
 use rusqlite::Connection;
 use rusqlite::types::{Value as SqlValue, ValueRef};

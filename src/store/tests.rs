@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{ChangeNotice, IncidentKind, Message, Page, Severity, Symptoms};
+use crate::domain::{ChangeNotice, Channel, EventAction, IncidentKind, Message, Page, Severity, Symptoms};
 use crate::sync::lock;
 use serde_json::json;
 

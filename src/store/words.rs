@@ -4,8 +4,8 @@
 //! query's fixed condition names its words through [`is`] and [`among`], never typed into the SQL.
 
 use super::incidents::TimelineKind;
-use super::outbox::{EventAction, OutboxState};
-use crate::domain::{IncidentKind, SilenceSource, TicketKind};
+use super::outbox::OutboxState;
+use crate::domain::{EventAction, IncidentKind, SilenceSource, TicketKind};
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use std::collections::HashSet;

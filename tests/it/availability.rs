@@ -33,7 +33,7 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
         .unwrap();
     let queued =
-        store.due_events(SystemTime::now() + Duration::from_secs(60), hubwatch::store::Channel::Events, 100).unwrap();
+        store.due_events(SystemTime::now() + Duration::from_secs(60), hubwatch::domain::Channel::Events, 100).unwrap();
     let event = queued.iter().find(|e| e.key == s.key).unwrap();
     match s.page {
         Some(after) => store.finish_event(event, OutboxState::Sent, at(after), None, None, None).unwrap(),
