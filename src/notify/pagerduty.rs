@@ -1,5 +1,5 @@
-//! PagerDuty Events API v2: the events hubwatch sends, built as plain JSON from an incident (pure, tested
-//! against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 and 422 are an invalid
+//! PagerDuty Events API v2: the events hubwatch sends, rendered from an outbox message as it is sent (pure,
+//! tested against exact JSON), and how an answer is read. Facts: 202 means accepted; 400 and 422 are an invalid
 //! event (never retried), but "Invalid routing key" is the key's fault, not the event's; 401, 403 and 404
 //! say the routing key is not (any more) accepted; 429 is rate limiting (back off for minutes, or as long as
 //! `Retry-After` says); 5xx and network errors are retried.
