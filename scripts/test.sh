@@ -17,7 +17,9 @@ python3 scripts/audit.py
 lab/lab.sh install
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
+# Four tests at a time on two cores: the lab and daemon tests mostly wait on real processes (the cores are a third
+# to two thirds idle at two), and their deadlines are sized for a busy machine (docs/testing.md).
 status=0
-HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast -- --include-ignored || status=$?
+HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast -- --include-ignored --test-threads "${TEST_THREADS:-4}" || status=$?
 scripts/test-chart.sh
 exit "$status"

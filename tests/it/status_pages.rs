@@ -104,7 +104,11 @@ async fn serve(dir: &Path, reason: &str) -> (String, String) {
 /// five days ago.
 fn past_trouble(manager: &hubwatch::incident::IncidentManager, store: &Store, now: SystemTime) {
     use hubwatch::domain::{IncidentKind, Stage, Symptoms, TicketKind, Transition, UserFailure};
-    let days_ago = |days: u64| now - Duration::from_secs(days * 86_400);
+    // At noon UTC of past days: the strips count UTC days, and a history seeded at `now` minus whole days
+    // would cross midnight when the test runs late in the day (a two-hour ticket on two days).
+    let today = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let noon = std::time::UNIX_EPOCH + Duration::from_secs(today * 86_400 + 12 * 3600);
+    let days_ago = |days: u64| noon - Duration::from_secs(days * 86_400);
     let at = days_ago(3);
     let failure =
         UserFailure { stage: Stage::Progress, reason: "Spawn failed: node pool full".into(), since: at, last: at };
