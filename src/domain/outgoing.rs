@@ -278,10 +278,11 @@ impl Message {
     }
 
     /// The same page with fresh diagnostics (a trigger held for them, or its follow-up); other messages have none.
-    pub fn with_diagnostics(&self, diagnostics: &str) -> Option<Message> {
+    pub fn with_diagnostics(self, diagnostics: &str) -> Option<Message> {
         match self {
-            Message::Trigger(page) => {
-                Some(Message::Trigger(Box::new(Page { diagnostics: diagnostics.to_string(), ..(**page).clone() })))
+            Message::Trigger(mut page) => {
+                page.diagnostics = diagnostics.to_string();
+                Some(Message::Trigger(page))
             }
             _ => None,
         }

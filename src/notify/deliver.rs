@@ -46,12 +46,7 @@ impl Notifier {
         }
         let action = event.action.as_str();
         let Some(pagerduty) = &self.pagerduty else {
-            let summary = match &event.message {
-                Message::Trigger(page) => page.summary.as_str(),
-                Message::Change(notice) => notice.summary.as_str(),
-                Message::Rendered { body } => body["payload"]["summary"].as_str().unwrap_or(""),
-                _ => "",
-            };
+            let summary = entries::summary(&event.message);
             tracing::warn!(key = %event.key, action, summary, "dry run (no pagerduty section): not sent");
             self.metrics.count_pagerduty_event(event.action, Delivered::DryRun);
             return Ok(Some(Verdict::finish(OutboxState::DryRun, now, None, None)));

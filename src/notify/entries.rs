@@ -22,15 +22,14 @@ pub fn accepted(event: &OutboxEvent, message: &str, pagerduty_incident: Option<&
                 note_content(&event.message).lines().next().unwrap_or("")
             ),
         )),
-        EventAction::Priority => Some((
-            TimelineKind::PageSent,
-            format!(
-                "priority {} set on PagerDuty incident {} (rule {})",
-                priority(&event.message).0,
-                pagerduty_incident.unwrap_or("?"),
-                priority(&event.message).1
-            ),
-        )),
+        EventAction::Priority => {
+            let (name, rule) = priority(&event.message);
+            let incident = pagerduty_incident.unwrap_or("?");
+            Some((
+                TimelineKind::PageSent,
+                format!("priority {name} set on PagerDuty incident {incident} (rule {rule})"),
+            ))
+        }
         EventAction::Change | EventAction::Webhook => None,
     }
 }
@@ -83,5 +82,15 @@ pub fn priority(message: &Message) -> (&str, &str) {
         Message::Priority { name, rule } => (name, rule),
         Message::Rendered { body } => (body["priority"].as_str().unwrap_or("?"), body["rule"].as_str().unwrap_or("?")),
         _ => ("?", "?"),
+    }
+}
+
+/// A page's or a change event's one line (an older version's rendered event read for it); empty for others.
+pub fn summary(message: &Message) -> &str {
+    match message {
+        Message::Trigger(page) => &page.summary,
+        Message::Change(notice) => &notice.summary,
+        Message::Rendered { body } => body["payload"]["summary"].as_str().unwrap_or(""),
+        _ => "",
     }
 }
