@@ -3,8 +3,7 @@
 //! when it is open, a support ticket below the threshold). It observes; it never drives a decision.
 
 use crate::config::HubConfig;
-use crate::domain::Symptoms;
-use crate::domain::{Capability, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS};
+use crate::domain::{Capability, HubName, IncidentKey, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Symptoms};
 use crate::sync::lock;
 use crate::timefmt::rfc3339;
 use serde_json::{Value, json};
@@ -239,11 +238,11 @@ fn quantile(counts: &[u32], q: f64) -> f64 {
 
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    hubs: Mutex<BTreeMap<String, HubStatus>>,
+    hubs: Mutex<BTreeMap<HubName, HubStatus>>,
 }
 
 impl StatusBoard {
-    fn hubs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HubStatus>> {
+    fn hubs(&self) -> std::sync::MutexGuard<'_, BTreeMap<HubName, HubStatus>> {
         lock(&self.hubs)
     }
 
@@ -251,7 +250,7 @@ impl StatusBoard {
     /// longer watched are dropped; what is known of the others is kept.
     pub fn set_hubs(&self, hubs: &[std::sync::Arc<HubConfig>]) {
         let mut board = self.hubs();
-        board.retain(|name, _| hubs.iter().any(|h| &h.name == name));
+        board.retain(|name, _| hubs.iter().any(|h| h.name == name));
         for hub in hubs {
             let status = board.entry(hub.name.clone()).or_insert_with(|| HubStatus {
                 url: hub.url.to_string(),
@@ -301,14 +300,14 @@ impl StatusBoard {
     }
 
     /// A real user's server start, from the hub's log.
-    pub fn record_start(&self, hub: &str, at: SystemTime, took: Duration) {
+    pub fn record_start(&self, hub: &HubName, at: SystemTime, took: Duration) {
         if let Some(hub) = self.hubs().get_mut(hub) {
             hub.starts.record(at, took);
         }
     }
 
     /// The users affected now for the capabilities of one incident kind, as the detector sees them.
-    pub fn set_affected(&self, hub: &str, capabilities: &[Capability], symptoms: &Symptoms, incident_open: bool) {
+    pub fn set_affected(&self, hub: &HubName, capabilities: &[Capability], symptoms: &Symptoms, incident_open: bool) {
         let mut board = self.hubs();
         let Some(hub) = board.get_mut(hub) else { return };
         for capability in capabilities {
@@ -327,7 +326,7 @@ impl StatusBoard {
         }
     }
 
-    pub fn snapshot(&self) -> BTreeMap<String, HubStatus> {
+    pub fn snapshot(&self) -> BTreeMap<HubName, HubStatus> {
         self.hubs().clone()
     }
 
@@ -339,8 +338,8 @@ impl StatusBoard {
 /// An open incident as `/api/v1/status` shows it: held pages say by what and until when.
 #[derive(Debug, Clone)]
 pub struct OpenIncident {
-    pub hub: String,
-    pub key: String,
+    pub hub: HubName,
+    pub key: IncidentKey,
     pub kind: &'static str,
     /// What holds its page (a silence or a rollout), and until when.
     pub held: Option<(String, SystemTime)>,
@@ -349,7 +348,7 @@ pub struct OpenIncident {
     /// Who has it in PagerDuty, as last read back ("acknowledged by Ana").
     pub responder: Option<String>,
     /// The cluster incident it is folded into, which pages for it.
-    pub part_of: Option<String>,
+    pub part_of: Option<IncidentKey>,
 }
 
 impl OpenIncident {
@@ -370,7 +369,7 @@ impl OpenIncident {
 /// `/api/v1/status`: the board, with the open incidents per hub (`open_incidents`: their keys, as before;
 /// `incidents`: each with whether its page is held, by which silence, until when) and the hub's silences.
 pub fn to_json(
-    hubs: &BTreeMap<String, HubStatus>,
+    hubs: &BTreeMap<HubName, HubStatus>,
     open_incidents: &[OpenIncident],
     silences: &[Value],
     now: SystemTime,

@@ -5,7 +5,7 @@
 use super::App;
 use crate::config::{Config, DiscoveryConfig, HubConfig};
 use crate::discovery::{self, memory::Change};
-use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::domain::{Capability, HubName, RealUsers, SignalSource};
 use crate::sync::lock;
 use crate::tasks::off_runtime;
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +60,7 @@ impl App {
             if !changed.load(Ordering::Relaxed) || stop.is_cancelled() {
                 return;
             }
-            let names: Vec<String> = memory
+            let names: Vec<HubName> = memory
                 .as_ref()
                 .map(|m| lock(m).probed())
                 .unwrap_or_default()
@@ -149,9 +149,9 @@ impl App {
 
 /// Every remembered hub's state as a signal on `login`: its probe users, each with why the hub is gone; and,
 /// once, nobody for a hub that left the memory since (decommissioned or forgotten), so its signal clears.
-fn gone_signals(memory: &Memory, told: &mut BTreeSet<String>) -> Vec<RealUsers> {
-    let signal = |hub: &str, users| RealUsers {
-        hub: hub.to_string(),
+fn gone_signals(memory: &Memory, told: &mut BTreeSet<HubName>) -> Vec<RealUsers> {
+    let signal = |hub: &HubName, users| RealUsers {
+        hub: hub.clone(),
         source: SignalSource::HubGone,
         capability: Capability::Login,
         users,
@@ -170,7 +170,7 @@ fn gone_signals(memory: &Memory, told: &mut BTreeSet<String>) -> Vec<RealUsers> 
             signal(&hub.name, users)
         })
         .collect();
-    let now_known: BTreeSet<String> = updates.iter().map(|u| u.hub.clone()).collect();
+    let now_known: BTreeSet<HubName> = updates.iter().map(|u| u.hub.clone()).collect();
     updates.extend(told.difference(&now_known).map(|hub| signal(hub, BTreeMap::new())));
     *told = now_known;
     updates

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::TlsFiles;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubNews, IncidentKind, ProbeOutcome, RealUsers};
+use crate::domain::{HubName, HubNews, IncidentKind, ProbeOutcome, RealUsers};
 use crate::ha::{Candidate, Fence, Handover};
 use crate::http::HttpClient;
 use crate::incident::recorder::{Inputs, Recorder};
@@ -465,7 +465,7 @@ impl App {
         let context = self.pipeline.context(config, collector);
         let (pipeline, config_of_generation) = (self.pipeline.clone(), config.clone());
         let manager_for = move || pipeline.manager(&config_of_generation, no_diagnostics);
-        let hubs: Vec<(String, Vec<IncidentKind>)> = config.hubs.iter().map(|h| (h.name.clone(), h.kinds())).collect();
+        let hubs: Vec<(HubName, Vec<IncidentKind>)> = config.hubs.iter().map(|h| (h.name.clone(), h.kinds())).collect();
         self.pipeline.tasks.supervise("recorder", move || {
             let (inputs, context, hubs, manager) = (inputs.clone(), context.clone(), hubs.clone(), manager_for());
             // SQLite on every decision: on a thread of its own (see tasks::on_own_thread).

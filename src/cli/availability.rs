@@ -3,6 +3,7 @@
 
 use super::load;
 use super::table::{Output, write_columns};
+use crate::domain::HubName;
 use crate::incident::availability::{Availability, from_store, shown};
 use crate::store::Store;
 use std::io::Write;
@@ -25,7 +26,7 @@ pub fn write(rows: &[Availability], output: Output, out: &mut impl Write) -> std
                 .iter()
                 .map(|r| {
                     [
-                        r.hub.clone(),
+                        r.hub.to_string(),
                         r.kind.as_str().to_string(),
                         r.percent(),
                         r.incidents.to_string(),
@@ -46,7 +47,7 @@ pub fn command(path: &Path, since: Duration, output: Output) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let hubs: Vec<(String, bool)> = config.hubs.iter().map(|h| (h.name.clone(), h.dask_gateway.is_some())).collect();
+    let hubs: Vec<(HubName, bool)> = config.hubs.iter().map(|h| (h.name.clone(), h.dask_gateway.is_some())).collect();
     let now = SystemTime::now();
     let written = Store::open_read_only(&config.state_path)
         .and_then(|store| from_store(&store, &hubs, now.checked_sub(since).unwrap_or(std::time::UNIX_EPOCH), now))

@@ -78,7 +78,7 @@ fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
         }
     };
     [
-        outcome.hub.clone(),
+        outcome.hub.to_string(),
         outcome.capability.to_string(),
         outcome.user.clone(),
         result,
@@ -191,7 +191,7 @@ fn check_selection(config: &Config, hub: Option<&str>, user: Option<&str>) -> Re
         && !config
             .hubs
             .iter()
-            .filter(|h| hub.is_none_or(|only| only == h.name))
+            .filter(|h| hub.is_none_or(|only| h.name == only))
             .any(|h| h.probe_users().any(|u| u == name))
     {
         return Err(format!("--user {name:?} is not a probe user of the selected hubs"));

@@ -34,8 +34,8 @@ pub fn write(incidents: &[IncidentRecord], output: Output, out: &mut impl Write)
                 .iter()
                 .map(|i| {
                     [
-                        i.key.clone(),
-                        i.hub.clone(),
+                        i.key.to_string(),
+                        i.hub.to_string(),
                         i.kind.as_str().to_string(),
                         (if i.open { "open" } else { "recovered" }).to_string(),
                         users(i).into_iter().collect::<Vec<_>>().join(","),

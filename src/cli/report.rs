@@ -1,6 +1,7 @@
 //! `hubwatch report KEY`: the incident report draft (Markdown on stdout), from the state the config names.
 
 use super::{BAD_CONFIG, load};
+use crate::domain::IncidentKey;
 use crate::incident::report::{self, ReportSettings};
 use crate::store::Store;
 use std::path::Path;
@@ -13,7 +14,9 @@ pub fn command(path: &Path, key: &str) -> ExitCode {
     };
     let settings = ReportSettings { public_url: config.public_url(), threshold: config.incidents.min_affected_users };
     let hub_url = |hub: &str| config.hub(hub).map(|h| h.url.clone());
-    match Store::open_read_only(&config.state_path).and_then(|store| report::draft(&store, key, hub_url, &settings)) {
+    match Store::open_read_only(&config.state_path)
+        .and_then(|store| report::draft(&store, &IncidentKey::from(key), hub_url, &settings))
+    {
         Ok(Some(markdown)) => {
             print!("{markdown}");
             ExitCode::SUCCESS

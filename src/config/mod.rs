@@ -16,7 +16,7 @@ pub use routing::{
 };
 pub use validate::redact_url;
 
-use crate::domain::{Capability, IncidentKind, Secret, Severity};
+use crate::domain::{Capability, HubName, IncidentKind, Secret, Severity};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -524,8 +524,8 @@ pub struct Defaults {
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
     /// Up to 63 lowercase letters, digits, '-' or '_' (it is in metric labels, keys and URLs).
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub name: String,
+    #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub name: HubName,
     /// The hub's public URL.
     pub url: Url,
     /// The cluster it runs on (named like a hub): hubs of one cluster failing together page once
@@ -580,7 +580,7 @@ impl HubConfig {
     /// A hub found rather than configured (discovery), with the token already read and `probes` in force.
     pub fn found(name: &str, url: Url, token: Secret, users: Vec<String>, probes: ProbeSettings) -> Self {
         HubConfig {
-            name: name.to_string(),
+            name: HubName::new(name),
             url,
             cluster: None,
             namespace: None,
@@ -698,8 +698,8 @@ pub struct DaskGatewayConfig {
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// How its incident is named (like a hub: lowercase letters, digits, - and _), e.g. the cluster's name.
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub name: String,
+    #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub name: HubName,
     /// Its metrics listener: `GET {url}healthz` must answer 200.
     pub url: Url,
     /// How long it may fail before it is an incident.

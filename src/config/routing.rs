@@ -2,7 +2,7 @@
 //! priority, and the optional webhook sink (a JSON POST for incidents and support tickets).
 
 use super::{Config, SecretRef, Span, secs};
-use crate::domain::{IncidentKind, RouteNotice, Severity};
+use crate::domain::{HubName, IncidentKind, RouteNotice, Severity};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -213,7 +213,7 @@ impl Config {
 
     /// The PagerDuty settings of `hub` (and `kind`): the kind's override, the hub's, then the global ones.
     /// `None` without a `pagerduty` section.
-    pub fn page_route(&self, hub: &str, kind: Option<IncidentKind>) -> Option<PageRoute<'_>> {
+    pub fn page_route(&self, hub: &HubName, kind: Option<IncidentKind>) -> Option<PageRoute<'_>> {
         let global = self.pagerduty.as_ref()?;
         let mut route = PageRoute {
             routing_key: &global.routing_key,
@@ -239,7 +239,7 @@ impl Config {
     }
 
     /// The severity of pages for `hub`'s `kind` incidents (also on the webhook without a pagerduty section).
-    pub fn severity(&self, hub: &str, kind: IncidentKind) -> Severity {
+    pub fn severity(&self, hub: &HubName, kind: IncidentKind) -> Severity {
         PageRoute::severity_of(self.page_route(hub, Some(kind)).as_ref())
     }
 }

@@ -6,7 +6,7 @@
 use super::StatusUpdatesConfig;
 use super::probes::merged;
 use super::{Config, DiscoveryToken, EnvLookup, Hash, HubConfig, KernelCell, LoginMethod, ProbeSettings, SecretRef};
-use crate::domain::Secret;
+use crate::domain::{HubName, Secret};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ impl Rules<'_> {
 
     /// Peers: named like hubs, never like one of them (their incidents share the namespace), each once.
     fn peers(&mut self, config: &mut Config) {
-        let mut names: HashSet<String> = config.hubs.iter().map(|h| h.name.clone()).collect();
+        let mut names: HashSet<HubName> = config.hubs.iter().map(|h| h.name.clone()).collect();
         for (i, peer) in config.peers.iter_mut().enumerate() {
             let path = format!("peers[{i}]");
             if !names.insert(peer.name.clone()) {
@@ -303,7 +303,9 @@ impl Rules<'_> {
     }
 
     fn hub(&mut self, hub: &mut HubConfig, path: &str, defaults: &ProbeSettings) {
-        for (key, what, name) in [("name", "hub", Some(&hub.name)), ("cluster", "cluster", hub.cluster.as_ref())] {
+        for (key, what, name) in
+            [("name", "hub", Some(hub.name.as_str())), ("cluster", "cluster", hub.cluster.as_deref())]
+        {
             if let Some(name) = name.filter(|n| !plain_name(n)) {
                 self.add(&format!("{path}.{key}"), not_plain(what, name));
             }

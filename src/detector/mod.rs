@@ -27,7 +27,8 @@
 
 use crate::domain::lookup::{named, paired};
 use crate::domain::{
-    Capability, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition, UserFailure,
+    Capability, HubName, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition,
+    UserFailure,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
@@ -88,13 +89,13 @@ impl KindState {
 #[derive(Debug)]
 pub struct Detector {
     settings: DetectorSettings,
-    /// Per hub, each incident kind's state (a few kinds: a vector). Looked up by the hub's name as given:
-    /// an observation copies no name unless the hub or user is new.
-    state: HashMap<String, Vec<(IncidentKind, KindState)>>,
+    /// Per hub, each incident kind's state (a few kinds: a vector). Keyed by the hub's shared name: an
+    /// observation copies no name unless the user is new.
+    state: HashMap<HubName, Vec<(IncidentKind, KindState)>>,
     /// Per hub, the probe users whose latest server start was slow, and when it ended.
-    slow: HashMap<String, BTreeMap<String, SystemTime>>,
+    slow: HashMap<HubName, BTreeMap<String, SystemTime>>,
     /// Per hub, how its latest first-login check failed (none: it passed, or never ran).
-    first_login: HashMap<String, UserFailure>,
+    first_login: HashMap<HubName, UserFailure>,
 }
 
 impl Detector {
@@ -104,16 +105,16 @@ impl Detector {
 
     /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is
     /// met by attempts seen after the restart.
-    pub fn resume(&mut self, hub: &str, kind: IncidentKind, symptoms: Symptoms, now: SystemTime) {
+    pub fn resume(&mut self, hub: &HubName, kind: IncidentKind, symptoms: Symptoms, now: SystemTime) {
         self.kind_state_mut(hub, kind).open = Some((symptoms, now));
     }
 
-    fn kind_state(&self, hub: &str, kind: IncidentKind) -> Option<&KindState> {
+    fn kind_state(&self, hub: &HubName, kind: IncidentKind) -> Option<&KindState> {
         self.state.get(hub)?.iter().find(|(k, _)| *k == kind).map(|(_, s)| s)
     }
 
     /// `hub`'s state of `kind`, made on first use.
-    fn kind_state_mut(&mut self, hub: &str, kind: IncidentKind) -> &mut KindState {
+    fn kind_state_mut(&mut self, hub: &HubName, kind: IncidentKind) -> &mut KindState {
         paired(named(&mut self.state, hub), kind)
     }
 
@@ -149,7 +150,7 @@ impl Detector {
     /// `users` maps each user to their evidence: `since` when it began, `reason` what the cluster shows.
     pub fn signals(
         &mut self,
-        hub: &str,
+        hub: &HubName,
         source: SignalSource,
         capability: Capability,
         users: BTreeMap<String, (String, SystemTime)>,
@@ -179,19 +180,19 @@ impl Detector {
 
     /// Re-evaluates everything at `now`, so failures older than the window stop counting.
     pub fn tick(&mut self, now: SystemTime) -> Vec<Transition> {
-        let keys: Vec<(String, IncidentKind)> =
+        let keys: Vec<(HubName, IncidentKind)> =
             self.state.iter().flat_map(|(hub, kinds)| kinds.iter().map(|(kind, _)| (hub.clone(), *kind))).collect();
         keys.into_iter().filter_map(|(hub, kind)| self.evaluate(&hub, kind, now)).collect()
     }
 
     /// The users affected now, per capability (also below the threshold: a support ticket).
-    pub fn symptoms(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Symptoms {
+    pub fn symptoms(&self, hub: &HubName, kind: IncidentKind, now: SystemTime) -> Symptoms {
         self.kind_state(hub, kind).map(|s| self.current(s, now)).unwrap_or_default()
     }
 
     /// The probe users whose server starts are slow (within the window), when there are enough of them to be
     /// a support ticket; empty otherwise.
-    pub fn slow_starts(&self, hub: &str, now: SystemTime) -> Vec<String> {
+    pub fn slow_starts(&self, hub: &HubName, now: SystemTime) -> Vec<String> {
         let slow: Vec<String> = self
             .slow
             .get(hub)
@@ -223,7 +224,7 @@ impl Detector {
     }
 
     /// How the hub's latest first-login check failed, if it did.
-    pub fn first_login_failure(&self, hub: &str) -> Option<&UserFailure> {
+    pub fn first_login_failure(&self, hub: &HubName) -> Option<&UserFailure> {
         self.first_login.get(hub)
     }
 
@@ -242,7 +243,7 @@ impl Detector {
         }
     }
 
-    pub fn is_open(&self, hub: &str, kind: IncidentKind) -> bool {
+    pub fn is_open(&self, hub: &HubName, kind: IncidentKind) -> bool {
         self.kind_state(hub, kind).is_some_and(|s| s.open.is_some())
     }
 
@@ -295,7 +296,7 @@ impl Detector {
         current.is_empty() && seen_again && evidence && state.every_attempts().all(|(_, _, a)| settled(a))
     }
 
-    fn evaluate(&mut self, hub: &str, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
+    fn evaluate(&mut self, hub: &HubName, kind: IncidentKind, now: SystemTime) -> Option<Transition> {
         let state = self.kind_state(hub, kind)?;
         let current = self.current(state, now);
         if state.open.is_none() && current.is_empty() {
@@ -307,7 +308,7 @@ impl Detector {
                 state.open = Some((current.clone(), now));
                 state.healthy_since = None;
                 state.signalled = state.signals.keys().map(|(_, u, c)| (u.clone(), *c)).collect();
-                Some(Transition::Opened { hub: hub.to_string(), kind, symptoms: current, at: now })
+                Some(Transition::Opened { hub: hub.clone(), kind, symptoms: current, at: now })
             }
             None => None,
             Some(_) if self.recovered(state, &current, now) => {
@@ -319,7 +320,7 @@ impl Detector {
                 }
                 (state.open, state.healthy_since) = (None, None);
                 state.signalled.clear();
-                Some(Transition::Recovered { hub: hub.to_string(), kind, at: since })
+                Some(Transition::Recovered { hub: hub.clone(), kind, at: since })
             }
             Some((reported, watched_since)) => {
                 let watched_since = *watched_since;
@@ -337,7 +338,7 @@ impl Detector {
                     return None;
                 }
                 state.open = Some((current.clone(), watched_since));
-                Some(Transition::Updated { hub: hub.to_string(), kind, symptoms: current, material, relapse, at: now })
+                Some(Transition::Updated { hub: hub.clone(), kind, symptoms: current, material, relapse, at: now })
             }
         }
     }

@@ -49,13 +49,13 @@ fn a_hub_that_flaps_inside_keep_open_for_stays_one_incident() {
 #[test]
 fn an_incident_adopted_without_symptoms_recovers_only_on_a_sign_of_health() {
     let mut d = Detector::new(settings());
-    d.resume("temple", IncidentKind::HubAccess, Symptoms::default(), t(0));
+    d.resume(&temple(), IncidentKind::HubAccess, Symptoms::default(), t(0));
     assert!(d.tick(t(1)).is_empty(), "nothing seen yet: still open");
     round(&mut d, true, t(2));
     let recovered = round(&mut d, true, t(3));
     assert!(matches!(recovered.as_slice(), [Transition::Recovered { .. }]), "{recovered:?}");
     let mut quiet = Detector::new(settings());
-    quiet.resume("temple", IncidentKind::DaskGateway, Symptoms::default(), t(0));
+    quiet.resume(&temple(), IncidentKind::DaskGateway, Symptoms::default(), t(0));
     assert!(quiet.tick(t(14)).is_empty());
     assert_eq!(quiet.tick(t(16)).len(), 1, "a whole window without a sign of trouble");
 }
@@ -69,13 +69,17 @@ fn without_keep_open_for_the_recovery_is_at_once() {
     assert!(matches!(recovered.as_slice(), [Transition::Recovered { .. }]), "{recovered:?}");
 }
 
+fn temple() -> HubName {
+    HubName::new("temple")
+}
+
 fn t(minutes: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + MIN * minutes as u32
 }
 
 fn outcome(user: &str, capability: Capability, result: ProbeResult) -> ProbeOutcome {
     ProbeOutcome {
-        hub: "temple".into(),
+        hub: temple(),
         user: user.into(),
         capability,
         started_at: t(0),
@@ -97,7 +101,7 @@ fn opened(transitions: &[Transition]) -> usize {
 fn one_user_is_a_support_ticket_two_open_an_incident() {
     let mut d = Detector::new(settings());
     assert!(d.observe(&outcome("a", Capability::Server, failed("quota")), t(1)).is_empty());
-    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users().len(), 1, "visible as a support ticket");
+    assert_eq!(d.symptoms(&temple(), IncidentKind::HubAccess, t(1)).users().len(), 1, "visible as a support ticket");
     let transitions = d.observe(&outcome("b", Capability::Kernel, failed("dead")), t(2));
     let [Transition::Opened { kind, symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(*kind, IncidentKind::HubAccess);
@@ -113,7 +117,7 @@ fn dask_gateway_is_its_own_kind() {
     assert!(d.observe(&outcome("b", Capability::DaskGateway, failed("FAILED")), t(1)).is_empty());
     let transitions = d.observe(&outcome("c", Capability::DaskGateway, failed("FAILED")), t(2));
     assert!(matches!(transitions.as_slice(), [Transition::Opened { kind: IncidentKind::DaskGateway, .. }]));
-    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+    assert!(!d.is_open(&temple(), IncidentKind::HubAccess));
 }
 
 #[test]
@@ -130,7 +134,7 @@ fn blocked_and_monitor_faults_never_count() {
                 .is_empty()
         );
     }
-    assert!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users().is_empty());
+    assert!(d.symptoms(&temple(), IncidentKind::HubAccess, t(1)).users().is_empty());
 }
 
 #[test]
@@ -138,7 +142,7 @@ fn failures_older_than_the_window_stop_counting() {
     let mut d = Detector::new(settings());
     d.observe(&outcome("a", Capability::Login, failed("x")), t(0));
     assert!(d.observe(&outcome("b", Capability::Login, failed("x")), t(16)).is_empty(), "a's failure expired");
-    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(16)).users(), BTreeSet::from(["b"]));
+    assert_eq!(d.symptoms(&temple(), IncidentKind::HubAccess, t(16)).users(), BTreeSet::from(["b"]));
 }
 
 #[test]
@@ -165,7 +169,7 @@ fn recovery_needs_two_successes_in_a_row_from_everyone() {
     d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
     d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(2));
     d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(2));
-    assert!(d.is_open("temple", IncidentKind::HubAccess), "one success each is not yet recovery");
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess), "one success each is not yet recovery");
     d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(3));
     let transitions = d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(3));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { at, .. }] if *at == t(3)), "{transitions:?}");
@@ -180,12 +184,12 @@ fn a_capability_that_never_failed_does_not_hold_a_recovery_back() {
         d.observe(&outcome(user, Capability::Home, ProbeResult::Ok), t(0));
         d.observe(&outcome(user, Capability::Server, failed("x")), t(1));
     }
-    assert!(d.is_open("temple", IncidentKind::HubAccess));
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess));
     for minute in [2, 3] {
         d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
         d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
     }
-    assert!(!d.is_open("temple", IncidentKind::HubAccess), "recovered without waiting for home's next probe");
+    assert!(!d.is_open(&temple(), IncidentKind::HubAccess), "recovered without waiting for home's next probe");
 
     // A capability that did fail still needs its run of successes.
     for user in ["a", "b"] {
@@ -194,13 +198,13 @@ fn a_capability_that_never_failed_does_not_hold_a_recovery_back() {
     for user in ["a", "b"] {
         d.observe(&outcome(user, Capability::Home, ProbeResult::Ok), t(5));
     }
-    assert!(d.is_open("temple", IncidentKind::HubAccess), "one success after a failure is not yet recovery");
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess), "one success after a failure is not yet recovery");
 }
 
 #[test]
 fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
     let mut d = Detector::new(settings());
-    d.resume("temple", IncidentKind::HubAccess, Symptoms::default(), t(0));
+    d.resume(&temple(), IncidentKind::HubAccess, Symptoms::default(), t(0));
     d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
     let transitions = d.observe(&outcome("b", Capability::Server, failed("x")), t(1));
     assert!(matches!(transitions.as_slice(), [Transition::Updated { .. }]), "{transitions:?}");
@@ -208,7 +212,7 @@ fn a_resumed_incident_is_not_opened_again_and_still_recovers() {
         d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
         d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
     }
-    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+    assert!(!d.is_open(&temple(), IncidentKind::HubAccess));
 }
 
 #[test]
@@ -220,24 +224,24 @@ fn a_resumed_incident_needs_fresh_evidence_before_it_recovers() {
     let reported =
         Symptoms { affected: BTreeMap::from([(Capability::Server, BTreeMap::from([failing("a"), failing("b")]))]) };
     let mut d = Detector::new(settings());
-    d.resume("temple", IncidentKind::HubAccess, reported, t(1));
+    d.resume(&temple(), IncidentKind::HubAccess, reported, t(1));
     assert!(d.tick(t(1)).is_empty(), "no attempts since the restart: no evidence of recovery");
     d.observe(&outcome("a", Capability::Login, ProbeResult::Ok), t(2));
     d.observe(&outcome("a", Capability::Login, ProbeResult::Ok), t(2));
-    assert!(d.is_open("temple", IncidentKind::HubAccess), "logins say nothing about the failing servers");
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess), "logins say nothing about the failing servers");
     for minute in [3, 4] {
         d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(minute));
     }
-    assert!(d.is_open("temple", IncidentKind::HubAccess), "b has not been seen again");
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess), "b has not been seen again");
     for minute in [3, 4] {
         d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(minute));
     }
-    assert!(!d.is_open("temple", IncidentKind::HubAccess));
+    assert!(!d.is_open(&temple(), IncidentKind::HubAccess));
 
     // A user no longer probed does not hold an incident open for more than a window.
     let reported = Symptoms { affected: BTreeMap::from([(Capability::Server, BTreeMap::from([failing("gone")]))]) };
     let mut d = Detector::new(settings());
-    d.resume("temple", IncidentKind::HubAccess, reported, t(1));
+    d.resume(&temple(), IncidentKind::HubAccess, reported, t(1));
     assert!(d.tick(t(10)).is_empty());
     assert!(matches!(d.tick(t(17)).as_slice(), [Transition::Recovered { .. }]));
 }
@@ -281,9 +285,9 @@ proptest! {
                     Transition::Updated { .. } => prop_assert!(open),
                 }
             }
-            let affected = d.symptoms("temple", IncidentKind::HubAccess, now).users().len();
+            let affected = d.symptoms(&temple(), IncidentKind::HubAccess, now).users().len();
             if affected >= 2 {
-                prop_assert!(open && d.is_open("temple", IncidentKind::HubAccess), "{} affected and no incident", affected);
+                prop_assert!(open && d.is_open(&temple(), IncidentKind::HubAccess), "{} affected and no incident", affected);
             }
         }
     }
@@ -318,10 +322,11 @@ fn two_real_users_with_stuck_pods_open_an_incident_while_every_probe_passes() {
         d.observe(&outcome(user, Capability::Server, ProbeResult::Ok), t(0));
     }
     assert!(
-        d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(1)), t(2)).is_empty(),
+        d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["alice"], t(1)), t(2)).is_empty(),
         "one is a ticket"
     );
-    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice", "bob"], t(1)), t(3));
+    let transitions =
+        d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["alice", "bob"], t(1)), t(3));
     let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(symptoms.users(), BTreeSet::from(["alice", "bob"]));
     let alice = &symptoms.affected[&Capability::Server]["alice"];
@@ -330,24 +335,24 @@ fn two_real_users_with_stuck_pods_open_an_incident_while_every_probe_passes() {
 
     // Signals do not age out with the window: the pods are still stuck an hour later.
     assert!(d.tick(t(63)).is_empty());
-    assert!(d.is_open("temple", IncidentKind::HubAccess));
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess));
     // One pod recovers: a change, not material. Both recover: the incident recovers.
-    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["bob"], t(1)), t(64));
+    let transitions = d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["bob"], t(1)), t(64));
     assert!(matches!(transitions.as_slice(), [Transition::Updated { material: false, .. }]), "{transitions:?}");
-    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(65));
+    let transitions = d.signals(&temple(), SignalSource::Pods, Capability::Server, BTreeMap::new(), t(65));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }
 
 #[test]
 fn real_users_and_probe_users_count_together_and_a_probe_failure_says_more() {
     let mut d = Detector::new(settings());
-    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
+    d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
     let transitions = d.observe(&outcome("probe-1", Capability::Server, failed("Spawn failed: quota")), t(2));
     let [Transition::Opened { symptoms, .. }] = transitions.as_slice() else { panic!("{transitions:?}") };
     assert_eq!(symptoms.users(), BTreeSet::from(["alice", "probe-1"]));
     // A probe user who also has a stuck pod is counted once, with the probe's reason.
-    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice", "probe-1"], t(0)), t(3));
-    let now = d.symptoms("temple", IncidentKind::HubAccess, t(3));
+    d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["alice", "probe-1"], t(0)), t(3));
+    let now = d.symptoms(&temple(), IncidentKind::HubAccess, t(3));
     assert_eq!(now.users().len(), 2);
     assert_eq!(now.affected[&Capability::Server]["probe-1"].reason, "Spawn failed: quota");
 }
@@ -360,23 +365,23 @@ fn a_resumed_incident_of_real_users_recovers_when_the_watcher_reports_them_gone(
         let failure = UserFailure { stage: Stage::UserPod, reason, since, last: t(1) };
         reported.affected.entry(Capability::Server).or_default().insert(user, failure);
     }
-    d.resume("temple", IncidentKind::HubAccess, reported, t(2));
-    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
+    d.resume(&temple(), IncidentKind::HubAccess, reported, t(2));
+    let transitions = d.signals(&temple(), SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }
 
 #[test]
 fn each_source_of_real_users_replaces_only_its_own_news() {
     let mut d = Detector::new(settings());
-    d.signals("temple", SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
-    let transitions = d.signals("temple", SignalSource::HubLogs, Capability::Server, stuck(&["bob"], t(0)), t(2));
+    d.signals(&temple(), SignalSource::Pods, Capability::Server, stuck(&["alice"], t(0)), t(1));
+    let transitions = d.signals(&temple(), SignalSource::HubLogs, Capability::Server, stuck(&["bob"], t(0)), t(2));
     assert_eq!(opened(&transitions), 1, "a stuck pod and a failed spawn in the hub's log: two users");
-    let transitions = d.signals("temple", SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
+    let transitions = d.signals(&temple(), SignalSource::Pods, Capability::Server, BTreeMap::new(), t(3));
     assert!(matches!(transitions.as_slice(), [Transition::Updated { material: false, .. }]), "{transitions:?}");
-    assert!(d.is_open("temple", IncidentKind::HubAccess), "the pods' news does not clear the logs' news");
-    let symptoms = d.symptoms("temple", IncidentKind::HubAccess, t(3));
+    assert!(d.is_open(&temple(), IncidentKind::HubAccess), "the pods' news does not clear the logs' news");
+    let symptoms = d.symptoms(&temple(), IncidentKind::HubAccess, t(3));
     assert_eq!(symptoms.users().into_iter().collect::<Vec<_>>(), ["bob"]);
-    let transitions = d.signals("temple", SignalSource::HubLogs, Capability::Server, BTreeMap::new(), t(4));
+    let transitions = d.signals(&temple(), SignalSource::HubLogs, Capability::Server, BTreeMap::new(), t(4));
     assert!(matches!(transitions.as_slice(), [Transition::Recovered { .. }]), "{transitions:?}");
 }
 
@@ -385,18 +390,18 @@ fn slow_starts_of_enough_users_are_a_ticket_never_an_incident() {
     let mut d = Detector::new(settings());
     let slow = || ProbeResult::Slow { took: MIN * 3, limit: MIN * 2 };
     assert!(d.observe(&outcome("a", Capability::Server, slow()), t(1)).is_empty());
-    assert!(d.slow_starts("temple", t(1)).is_empty(), "one slow user is below the threshold");
+    assert!(d.slow_starts(&temple(), t(1)).is_empty(), "one slow user is below the threshold");
     assert!(d.observe(&outcome("b", Capability::Server, slow()), t(2)).is_empty(), "slow is never an incident");
-    assert_eq!(d.slow_starts("temple", t(2)), ["a", "b"]);
-    assert!(d.symptoms("temple", IncidentKind::HubAccess, t(2)).is_empty(), "nobody is affected: they started");
+    assert_eq!(d.slow_starts(&temple(), t(2)), ["a", "b"]);
+    assert!(d.symptoms(&temple(), IncidentKind::HubAccess, t(2)).is_empty(), "nobody is affected: they started");
     d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(3));
-    assert!(d.slow_starts("temple", t(3)).is_empty(), "a start in time clears its user");
+    assert!(d.slow_starts(&temple(), t(3)).is_empty(), "a start in time clears its user");
     d.observe(&outcome("b", Capability::Server, slow()), t(4));
     d.observe(&outcome("b", Capability::Kernel, ProbeResult::Blocked { by: Capability::Login }), t(4));
-    assert_eq!(d.slow_starts("temple", t(4)), ["a", "b"], "other capabilities say nothing of starts");
-    assert!(d.slow_starts("temple", t(17)).is_empty(), "a's slow start aged out of the window");
+    assert_eq!(d.slow_starts(&temple(), t(4)), ["a", "b"], "other capabilities say nothing of starts");
+    assert!(d.slow_starts(&temple(), t(17)).is_empty(), "a's slow start aged out of the window");
     d.observe(&outcome("a", Capability::Server, failed("quota")), t(5));
-    assert!(d.slow_starts("temple", t(5)).is_empty(), "a failed start is a failure, not slow");
+    assert!(d.slow_starts(&temple(), t(5)).is_empty(), "a failed start is a failure, not slow");
 }
 
 #[test]
@@ -405,11 +410,11 @@ fn a_first_login_failure_is_its_own_ticket_never_an_affected_user() {
     let first = |result| outcome("a", Capability::FirstLogin, result);
     assert!(d.observe(&first(failed("Permission denied")), t(1)).is_empty());
     assert!(d.observe(&outcome("b", Capability::Server, failed("quota")), t(1)).is_empty(), "b alone: a ticket");
-    assert_eq!(d.symptoms("temple", IncidentKind::HubAccess, t(1)).users(), BTreeSet::from(["b"]), "not a user");
-    let failure = d.first_login_failure("temple").unwrap();
+    assert_eq!(d.symptoms(&temple(), IncidentKind::HubAccess, t(1)).users(), BTreeSet::from(["b"]), "not a user");
+    let failure = d.first_login_failure(&temple()).unwrap();
     assert_eq!((failure.stage, failure.reason.as_str()), (Stage::Progress, "Permission denied"));
     d.observe(&first(failed("Permission denied")), t(2));
-    assert_eq!(d.first_login_failure("temple").unwrap().since, t(1), "since the first failure");
+    assert_eq!(d.first_login_failure(&temple()).unwrap().since, t(1), "since the first failure");
     d.observe(&first(ProbeResult::Ok), t(3));
-    assert!(d.first_login_failure("temple").is_none(), "a pass closes it");
+    assert!(d.first_login_failure(&temple()).is_none(), "a pass closes it");
 }

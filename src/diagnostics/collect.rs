@@ -3,7 +3,7 @@
 
 use super::kubectl;
 use super::{Diagnostics, Keep, Section};
-use crate::domain::IncidentKind;
+use crate::domain::{HubName, IncidentKind};
 use crate::kubeapi::{
     DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource, event_last_seen, to_system_time,
 };
@@ -372,7 +372,7 @@ pub fn dask_clusters(clusters: &[DynamicObject]) -> String {
 pub struct Collector {
     client: Client,
     redactor: Arc<Redactor>,
-    namespaces: std::collections::HashMap<String, String>,
+    namespaces: std::collections::HashMap<HubName, String>,
     log_lines: i64,
     call_timeout: Duration,
 }
@@ -390,7 +390,7 @@ impl Collector {
 
     /// Diagnostics for `hub`'s incident of `kind`; every call bounded by the call deadline, the whole by three
     /// of them (a list, then the logs of the pods it found, then slack).
-    pub async fn collect(&self, hub: &str, kind: IncidentKind, users: BTreeSet<String>) -> Diagnostics {
+    pub async fn collect(&self, hub: &HubName, kind: IncidentKind, users: BTreeSet<String>) -> Diagnostics {
         let now = SystemTime::now();
         let Some(namespace) = self.namespaces.get(hub) else {
             return Diagnostics {

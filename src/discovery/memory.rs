@@ -7,6 +7,7 @@
 
 use super::Look;
 use crate::config::HubConfig;
+use crate::domain::HubName;
 use crate::store::DiscoveredHub;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,22 +16,22 @@ use std::time::SystemTime;
 /// What one look changed, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Found(String),
+    Found(HubName),
     /// Found, at a URL inside the cluster: no annotation or Ingress gives its public one.
-    FoundInside(String),
+    FoundInside(HubName),
     Gone {
-        hub: String,
+        hub: HubName,
         why: String,
     },
-    Back(String),
-    Decommissioned(String),
+    Back(HubName),
+    Decommissioned(HubName),
 }
 
 #[derive(Debug, Default)]
 pub struct Memory {
-    hubs: BTreeMap<String, DiscoveredHub>,
+    hubs: BTreeMap<HubName, DiscoveredHub>,
     /// The settings (with the token) of each hub as last found by this process.
-    configs: BTreeMap<String, Arc<HubConfig>>,
+    configs: BTreeMap<HubName, Arc<HubConfig>>,
 }
 
 impl Memory {
@@ -42,7 +43,7 @@ impl Memory {
 
     /// Drops hubs an operator forgot (no longer in `stored`) unless they are found again.
     pub fn forget_missing(&mut self, stored: &[DiscoveredHub]) {
-        self.hubs.retain(|name, _| stored.iter().any(|s| &s.name == name));
+        self.hubs.retain(|name, _| stored.iter().any(|s| s.name == name));
         self.configs.retain(|name, _| self.hubs.contains_key(name));
     }
 
@@ -97,7 +98,7 @@ impl Memory {
 fn remembered(hub: &HubConfig, now: SystemTime) -> DiscoveredHub {
     DiscoveredHub {
         name: hub.name.clone(),
-        namespace: hub.namespace.clone().unwrap_or_else(|| hub.name.clone()),
+        namespace: hub.namespace.clone().unwrap_or_else(|| hub.name.to_string()),
         url: hub.url.to_string(),
         users: hub.users.clone(),
         last_seen: now,
@@ -127,8 +128,8 @@ mod tests {
     fn look(hubs: &[&str], unwatchable: &[(&str, &str)], decommissioned: &[&str]) -> Look {
         Look {
             hubs: hubs.iter().map(|h| hub(h)).collect(),
-            unwatchable: unwatchable.iter().map(|(h, why)| (h.to_string(), why.to_string())).collect(),
-            decommissioned: decommissioned.iter().map(|h| h.to_string()).collect::<BTreeSet<_>>(),
+            unwatchable: unwatchable.iter().map(|(h, why)| (HubName::new(h), why.to_string())).collect(),
+            decommissioned: decommissioned.iter().map(|h| HubName::new(h)).collect::<BTreeSet<_>>(),
             fallbacks: BTreeSet::new(),
         }
     }

@@ -12,7 +12,7 @@
 //! a Service of the hub's own namespace) and name a host of the namespace's Ingresses or of
 //! `kubernetes.discovery.allowed_hosts`; a Dask Gateway URL may also name the hub's own host.
 
-use crate::domain::Secret;
+use crate::domain::{HubName, Secret};
 
 use crate::config::{DiscoveryConfig, DiscoveryToken, HubConfig};
 use crate::kubeapi::{list, timed};
@@ -38,12 +38,12 @@ pub struct Look {
     /// The hubs that can be watched.
     pub hubs: Vec<HubConfig>,
     /// Hubs found that cannot be watched, by name, and why (no token, no URL, …).
-    pub unwatchable: std::collections::BTreeMap<String, String>,
+    pub unwatchable: std::collections::BTreeMap<HubName, String>,
     /// Hubs marked decommissioned.
-    pub decommissioned: std::collections::BTreeSet<String>,
+    pub decommissioned: std::collections::BTreeSet<HubName>,
     /// Hubs with no public URL (no annotation, no Ingress): probed at proxy-public, past DNS, the ingress and
     /// TLS, where several real outages were.
-    pub fallbacks: std::collections::BTreeSet<String>,
+    pub fallbacks: std::collections::BTreeSet<HubName>,
 }
 const PROXY_SERVICE: &str = "proxy-public";
 
@@ -301,7 +301,7 @@ pub async fn discover(
             continue;
         }
         if annotation(deployment, DECOMMISSIONED_ANNOTATION) == Some("true") {
-            look.decommissioned.insert(namespace.to_string());
+            look.decommissioned.insert(HubName::new(namespace));
             continue;
         }
         match look_at(client, deployment, namespace, settings, timeout).await {
@@ -313,7 +313,7 @@ pub async fn discover(
             }
             Err(reason) => {
                 tracing::warn!(namespace, %reason, "a hub was found but cannot be watched");
-                look.unwatchable.insert(namespace.to_string(), reason);
+                look.unwatchable.insert(HubName::new(namespace), reason);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Why a page is held back: an engineer's silence ("expected, don't page") or a hub Deployment mid-rollout
 //! (a short grace). While held, an incident is detected, recorded and shown; nothing goes to PagerDuty.
 
-use super::IncidentKind;
+use super::{HubName, IncidentKind};
 use std::time::{Duration, SystemTime};
 
 /// Where a silence came from.
@@ -31,7 +31,7 @@ impl SilenceSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Silence {
     pub id: String,
-    pub hub: String,
+    pub hub: HubName,
     /// `None`: every kind.
     pub kind: Option<IncidentKind>,
     /// The first window.
@@ -77,8 +77,8 @@ impl Silence {
     }
 
     /// Whether it holds back pages of `kind` on `hub` at `now`.
-    pub fn covers(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> bool {
-        self.hub == hub && self.kind.is_none_or(|k| k == kind) && self.is_active(now)
+    pub fn covers(&self, hub: &HubName, kind: IncidentKind, now: SystemTime) -> bool {
+        self.hub == *hub && self.kind.is_none_or(|k| k == kind) && self.is_active(now)
     }
 
     /// What it says in a timeline: `silence ID (REASON, by WHO)`.
@@ -90,7 +90,7 @@ impl Silence {
 /// A hub Deployment whose new pods are not yet available.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollout {
-    pub hub: String,
+    pub hub: HubName,
     pub deployment: String,
     pub generation: i64,
     /// When hubwatch first saw it mid-rollout.
@@ -102,7 +102,7 @@ pub struct Rollout {
 /// side, like a silence from the API).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentState {
-    pub hub: String,
+    pub hub: HubName,
     pub namespace: String,
     pub deployment: String,
     pub generation: i64,
@@ -134,7 +134,7 @@ impl Hold {
     /// The first hold of `kind` on `hub` at `now`: a silence (the one that ends last), else a rollout within
     /// its grace.
     pub fn of(
-        hub: &str,
+        hub: &HubName,
         kind: IncidentKind,
         silences: &[Silence],
         rollouts: &[Rollout],
@@ -148,7 +148,7 @@ impl Hold {
         }
         rollouts
             .iter()
-            .filter(|r| r.hub == hub)
+            .filter(|r| r.hub == *hub)
             .map(|r| Hold::Rollout { rollout: r.clone(), until: r.since + grace })
             .find(|h| matches!(h, Hold::Rollout { until, .. } if now < *until))
     }
@@ -210,12 +210,12 @@ mod tests {
     #[test]
     fn a_silence_covers_its_hub_and_kind_while_active() {
         let s = silence("a", Some(IncidentKind::HubAccess), 200);
-        assert!(s.covers("temple", IncidentKind::HubAccess, t(150)));
-        assert!(!s.covers("temple", IncidentKind::DaskGateway, t(150)), "another kind");
-        assert!(!s.covers("other", IncidentKind::HubAccess, t(150)), "another hub");
-        assert!(!s.covers("temple", IncidentKind::HubAccess, t(200)), "ended");
-        assert!(!s.covers("temple", IncidentKind::HubAccess, t(99)), "not begun");
-        assert!(silence("b", None, 200).covers("temple", IncidentKind::DaskGateway, t(150)), "every kind");
+        assert!(s.covers(&"temple".into(), IncidentKind::HubAccess, t(150)));
+        assert!(!s.covers(&"temple".into(), IncidentKind::DaskGateway, t(150)), "another kind");
+        assert!(!s.covers(&"other".into(), IncidentKind::HubAccess, t(150)), "another hub");
+        assert!(!s.covers(&"temple".into(), IncidentKind::HubAccess, t(200)), "ended");
+        assert!(!s.covers(&"temple".into(), IncidentKind::HubAccess, t(99)), "not begun");
+        assert!(silence("b", None, 200).covers(&"temple".into(), IncidentKind::DaskGateway, t(150)), "every kind");
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
             every: Some(Duration::from_secs(WEEK)),
             ..silence("w", None, 0)
         };
-        let held = |at: u64| weekly.covers("temple", IncidentKind::HubAccess, t(at));
+        let held = |at: u64| weekly.covers(&"temple".into(), IncidentKind::HubAccess, t(at));
         assert!(!held(WEEK - 1), "planned: not before its first window");
         assert!(held(WEEK) && held(WEEK + 4 * HOUR - 1), "the first window");
         assert!(!held(WEEK + 4 * HOUR) && !held(2 * WEEK - 1), "between windows");
@@ -237,7 +237,7 @@ mod tests {
         assert!(!held(9 * WEEK + 4 * HOUR), "and nothing outside it");
         assert_eq!(weekly.next_window(t(WEEK + 5 * HOUR)), Some((t(2 * WEEK), t(2 * WEEK + 4 * HOUR))));
         let hold = Hold::of(
-            "temple",
+            &"temple".into(),
             IncidentKind::HubAccess,
             std::slice::from_ref(&weekly),
             &[],
@@ -246,7 +246,10 @@ mod tests {
         );
         assert_eq!(hold.map(|h| h.until()), Some(t(3 * WEEK + 4 * HOUR)), "held until this window's end");
         let once = Silence { every: None, ..weekly.clone() };
-        assert!(!once.covers("temple", IncidentKind::HubAccess, t(2 * WEEK + HOUR)), "a one-off window does not recur");
+        assert!(
+            !once.covers(&"temple".into(), IncidentKind::HubAccess, t(2 * WEEK + HOUR)),
+            "a one-off window does not recur"
+        );
         assert_eq!(once.next_window(t(WEEK + 5 * HOUR)), None);
     }
 
@@ -255,11 +258,22 @@ mod tests {
         let rollout = Rollout { hub: "temple".into(), deployment: "hub".into(), generation: 4, since: t(100) };
         let grace = Duration::from_secs(300);
         let silences = [silence("short", None, 150), silence("long", None, 180)];
-        let held =
-            Hold::of("temple", IncidentKind::HubAccess, &silences, std::slice::from_ref(&rollout), grace, t(120));
+        let held = Hold::of(
+            &"temple".into(),
+            IncidentKind::HubAccess,
+            &silences,
+            std::slice::from_ref(&rollout),
+            grace,
+            t(120),
+        );
         assert_eq!(held.as_ref().and_then(Hold::silence_id), Some("long"), "the silence that ends last");
-        let held = Hold::of("temple", IncidentKind::HubAccess, &[], std::slice::from_ref(&rollout), grace, t(399));
+        let held =
+            Hold::of(&"temple".into(), IncidentKind::HubAccess, &[], std::slice::from_ref(&rollout), grace, t(399));
         assert_eq!(held.map(|h| h.until()), Some(t(400)));
-        assert_eq!(Hold::of("temple", IncidentKind::HubAccess, &[], &[rollout], grace, t(400)), None, "grace over");
+        assert_eq!(
+            Hold::of(&"temple".into(), IncidentKind::HubAccess, &[], &[rollout], grace, t(400)),
+            None,
+            "grace over"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! What the detector decides: incident kinds, who is affected and how, and the transitions of an incident.
 
+use super::HubName;
 use super::probe::{Capability, Stage};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -188,7 +189,7 @@ impl Symptoms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     Opened {
-        hub: String,
+        hub: HubName,
         kind: IncidentKind,
         symptoms: Symptoms,
         at: SystemTime,
@@ -196,7 +197,7 @@ pub enum Transition {
     /// New symptoms; `relapse`: users fail again after this long healthy, inside `keep_open_for` (the same
     /// incident goes on, nothing new is paged for it).
     Updated {
-        hub: String,
+        hub: HubName,
         kind: IncidentKind,
         symptoms: Symptoms,
         material: bool,
@@ -205,7 +206,7 @@ pub enum Transition {
     },
     /// Service is back (since `at`) and stayed back for `keep_open_for`.
     Recovered {
-        hub: String,
+        hub: HubName,
         kind: IncidentKind,
         at: SystemTime,
     },
@@ -239,7 +240,7 @@ impl SignalSource {
 /// evidence and since when; it replaces that source's previous set for that capability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RealUsers {
-    pub hub: String,
+    pub hub: HubName,
     pub source: SignalSource,
     pub capability: Capability,
     pub users: BTreeMap<String, (String, SystemTime)>,
@@ -248,7 +249,7 @@ pub struct RealUsers {
 /// A hub's Deployment got a new pod template (an upgrade, a config change): what changed, one line each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubChange {
-    pub hub: String,
+    pub hub: HubName,
     pub namespace: String,
     pub deployment: String,
     pub generation: i64,

@@ -2,12 +2,19 @@
 //! caller has (a name is copied only the first time it is seen), and a handful of kinds or capabilities kept
 //! as a short vector of pairs (a map would allocate for each).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
-/// `name`'s value, made with its default the first time (only then is `name` copied).
-pub fn named<'a, V: Default>(map: &'a mut HashMap<String, V>, name: &str) -> &'a mut V {
+/// `name`'s value, made with its default the first time (only then is `name` copied, or a hub's shared name
+/// cloned).
+pub fn named<'a, Q, V: Default>(map: &'a mut HashMap<Q::Owned, V>, name: &Q) -> &'a mut V
+where
+    Q: ?Sized + Eq + Hash + ToOwned,
+    Q::Owned: Eq + Hash + Borrow<Q>,
+{
     if !map.contains_key(name) {
-        map.insert(name.to_string(), V::default());
+        map.insert(name.to_owned(), V::default());
     }
     map.get_mut(name).expect("inserted above")
 }

@@ -5,6 +5,7 @@
 mod hold;
 mod incident;
 pub mod lookup;
+mod names;
 mod outgoing;
 mod probe;
 mod response;
@@ -16,6 +17,7 @@ pub use incident::{
     AffectedEver, HubChange, HubNews, IncidentKind, RealUsers, SignalSource, Symptoms, TicketKind, Transition,
     UserFailure,
 };
+pub use names::{HubName, IncidentKey};
 pub use outgoing::{
     ChangeNotice, Channel, EventAction, Message, Notice, NoticeEvent, NoticeKind, Page, PartNotice, RouteNotice,
     Severity,

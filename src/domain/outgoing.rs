@@ -3,6 +3,7 @@
 //! a decision never builds PagerDuty's JSON and a stored row never depends on a wire format.
 
 use super::incident::{IncidentKind, Symptoms, TicketKind};
+use super::{HubName, IncidentKey};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 use url::Url;
@@ -144,7 +145,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
     /// The hub, or for a cluster incident the hub its record is kept under.
-    pub hub: String,
+    pub hub: HubName,
     /// The hub's URL; for a cluster incident hubwatch's own (its grid of every hub).
     pub hub_url: Url,
     pub kind: IncidentKind,
@@ -180,8 +181,8 @@ pub struct RouteNotice {
 /// One hub's incident inside a cluster incident's page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartNotice {
-    pub hub: String,
-    pub incident: String,
+    pub hub: HubName,
+    pub incident: IncidentKey,
     pub url: Url,
     pub summary: String,
     /// Who fails at what ("server: ana, bo").
@@ -191,7 +192,7 @@ pub struct PartNotice {
 /// A hub Deployment's new pod template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeNotice {
-    pub hub: String,
+    pub hub: HubName,
     pub hub_url: Url,
     pub summary: String,
     pub namespace: String,
@@ -207,7 +208,7 @@ pub struct Notice {
     pub event: NoticeEvent,
     /// The incident's key or the ticket's id.
     pub id: String,
-    pub hub: String,
+    pub hub: HubName,
     pub kind: NoticeKind,
     pub summary: String,
     pub severity: Severity,

@@ -1,5 +1,6 @@
 //! What probing finds: capabilities, stages, and the outcome of one attempt.
 
+use super::HubName;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -252,7 +253,7 @@ pub struct StageTiming {
 /// One capability attempted by one probe user at one time.
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {
-    pub hub: String,
+    pub hub: HubName,
     pub user: String,
     pub capability: Capability,
     pub started_at: SystemTime,

@@ -3,14 +3,14 @@
 //! recovery), the mean time from impact start to the page PagerDuty accepted, and the mean time from impact
 //! start to recovery. What a team reports once a month. Pure: the history and the period in, rows out.
 
-use crate::domain::IncidentKind;
+use crate::domain::{HubName, IncidentKind};
 use crate::store::IncidentRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Availability {
-    pub hub: String,
+    pub hub: HubName,
     pub kind: IncidentKind,
     pub since: SystemTime,
     /// 0..1: the share of the period without an open incident.
@@ -27,20 +27,20 @@ pub struct Availability {
 /// for hubs in `with_gateway` or with such an incident. `first_pages` maps an incident key to when its first
 /// trigger was accepted.
 pub fn availability(
-    hubs: &[(String, bool)],
+    hubs: &[(HubName, bool)],
     incidents: &[IncidentRecord],
     first_pages: &HashMap<String, SystemTime>,
     since: SystemTime,
     now: SystemTime,
 ) -> Vec<Availability> {
-    let mut keys: BTreeSet<(String, IncidentKind)> = BTreeSet::new();
+    let mut keys: BTreeSet<(HubName, IncidentKind)> = BTreeSet::new();
     for (hub, with_gateway) in hubs {
         keys.insert((hub.clone(), IncidentKind::HubAccess));
         if *with_gateway {
             keys.insert((hub.clone(), IncidentKind::DaskGateway));
         }
     }
-    let mut by_key: BTreeMap<(String, IncidentKind), Vec<&IncidentRecord>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(HubName, IncidentKind), Vec<&IncidentRecord>> = BTreeMap::new();
     // A cluster incident counts through its hubs' own incidents (each hub's once), not as a hub of its own.
     let counted = incidents.iter().filter(|i| i.cluster.is_none());
     for incident in counted.filter(|i| i.recovered_at.is_none_or(|end| end > since) && i.opened_at < now) {
@@ -58,7 +58,7 @@ pub fn availability(
 /// From the store: every hub in `hubs` (name, has a gateway) over `[since, now]`.
 pub fn from_store(
     store: &crate::store::Store,
-    hubs: &[(String, bool)],
+    hubs: &[(HubName, bool)],
     since: SystemTime,
     now: SystemTime,
 ) -> Result<Vec<Availability>, crate::store::StoreError> {
@@ -95,7 +95,7 @@ pub fn shown(duration: Option<Duration>) -> String {
 }
 
 fn row(
-    hub: String,
+    hub: HubName,
     kind: IncidentKind,
     incidents: &[&IncidentRecord],
     first_pages: &HashMap<String, SystemTime>,
@@ -111,7 +111,7 @@ fn row(
         .filter_map(|i| {
             Some(
                 first_pages
-                    .get(i.part_of.as_ref().unwrap_or(&i.key))?
+                    .get(i.part_of.as_ref().unwrap_or(&i.key).as_str())?
                     .duration_since(i.impact_start)
                     .unwrap_or_default(),
             )
@@ -168,6 +168,7 @@ fn mean(durations: impl Iterator<Item = Duration>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::IncidentKey;
 
     const HOUR: u64 = 3600;
 
@@ -186,7 +187,7 @@ mod tests {
         IncidentRecord {
             open: end.is_none(),
             recovered_at: end.map(at),
-            ..IncidentRecord::opened(key, hub, kind, at(impact), at(opened))
+            ..IncidentRecord::opened(&IncidentKey::from(key), &HubName::new(hub), kind, at(impact), at(opened))
         }
     }
 
@@ -213,7 +214,7 @@ mod tests {
             ("t1".to_string(), at(10 * HOUR + 30)),
             ("t2".to_string(), at(30 * 24 * HOUR - 2 * HOUR + 90)),
         ]);
-        let hubs = [("temple".to_string(), false), ("chapel".to_string(), false)];
+        let hubs = [("temple".into(), false), ("chapel".into(), false)];
         let rows = availability(&hubs, &incidents, &pages, since, now);
         let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.hub.as_str(), r.kind.as_str())).collect();
         assert_eq!(names, [("chapel", "hub_access"), ("temple", "hub_access"), ("temple", "dask_gateway")]);

@@ -6,7 +6,7 @@
 
 use super::sinks::TicketNews;
 use crate::diagnostics::Diagnostics;
-use crate::domain::{DeploymentState, HubChange, IncidentKind, Transition};
+use crate::domain::{DeploymentState, HubChange, HubName, IncidentKey, IncidentKind, Transition};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ pub enum Decision {
     Transition(Transition),
     HubChanged(HubChange),
     Diagnostics {
-        key: String,
+        key: IncidentKey,
         diagnostics: Diagnostics,
     },
     /// A hub Deployment's rollout and silence annotations.
@@ -144,9 +144,9 @@ impl Backlog {
     /// restarted recorder, so that its detector neither opens one again nor forgets a recovery.
     pub fn open_after<S: Clone>(
         &self,
-        mut open: Vec<(String, IncidentKind, S)>,
+        mut open: Vec<(HubName, IncidentKind, S)>,
         symptoms_of: impl Fn(&crate::domain::Symptoms) -> S,
-    ) -> Vec<(String, IncidentKind, S)> {
+    ) -> Vec<(HubName, IncidentKind, S)> {
         for waiting in &self.waiting {
             match &waiting.decision {
                 Decision::Transition(Transition::Opened { hub, kind, symptoms, .. })
@@ -183,7 +183,7 @@ mod tests {
     }
 
     fn transition(kind: &str, users: &[&str], at: u64, material: bool) -> Decision {
-        let (hub, k, symptoms, at) = ("temple".to_string(), IncidentKind::HubAccess, symptoms(users), t(at));
+        let (hub, k, symptoms, at) = (HubName::new("temple"), IncidentKind::HubAccess, symptoms(users), t(at));
         Decision::Transition(match kind {
             "opened" => Transition::Opened { hub, kind: k, symptoms, at },
             "updated" => Transition::Updated { hub, kind: k, symptoms, material, relapse: None, at },
@@ -208,7 +208,7 @@ mod tests {
         backlog.push(transition("updated", &["e", "g"], 7, true), t(7));
         assert_eq!(backlog.len(), 3, "opening, recovery, second opening (with its changes merged)");
         let open = backlog.open_after(Vec::new(), |s| s.users().len());
-        assert_eq!(open, vec![("temple".to_string(), IncidentKind::HubAccess, 2)]);
+        assert_eq!(open, vec![(HubName::new("temple"), IncidentKind::HubAccess, 2)]);
     }
 
     #[tokio::test(start_paused = true)]

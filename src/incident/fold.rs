@@ -9,10 +9,10 @@
 use super::{IncidentManager, incident_url};
 use crate::config::{PageRoute, fingerprint};
 use crate::domain::wording::{cluster_summary, summary, truncate, who};
-use crate::domain::{Hold, IncidentKind, Message, Page, PartNotice, Symptoms};
+use crate::domain::{Hold, HubName, IncidentKey, IncidentKind, Message, Page, PartNotice, Symptoms};
 use crate::store::{FoldWrite, IncidentRecord, NewEvent, StoreError, TimelineKind};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The evidence a cluster incident's page carries, shared equally among its hubs so that the last hub's is
 /// never the one cut: half of PagerDuty's event limit (512 KB), the rest for users and reasons.
@@ -25,17 +25,6 @@ struct FoldGroup {
     kind: IncidentKind,
     /// The routing key's fingerprint (hubs paging different services never fold: each team keeps its page).
     service: Option<String>,
-}
-
-/// A cluster incident's key (also its dedup key): never a hub incident's, as no hub name holds a `.`.
-pub fn cluster_key(cluster: &str, kind: IncidentKind, opened: SystemTime) -> String {
-    let seconds = opened.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("cluster.{cluster}-{}-{seconds}", kind.as_str())
-}
-
-/// What a cluster incident's hub column says: `cluster NAME` (no hub is named with a space).
-pub fn cluster_label(cluster: &str) -> String {
-    format!("cluster {cluster}")
 }
 
 /// The cluster incident's symptoms: every failing part's, each user named `hub/user`.
@@ -53,7 +42,7 @@ pub fn cluster_symptoms(parts: &[IncidentRecord]) -> Symptoms {
 impl IncidentManager {
     /// How a new incident of `kind` on `hub` is held when it may fold: until its cluster's other hubs have
     /// had `incidents.fold.within` to fail too.
-    pub(super) fn fold_hold(&self, hub: &str, kind: IncidentKind, at: SystemTime) -> Option<Hold> {
+    pub(super) fn fold_hold(&self, hub: &HubName, kind: IncidentKind, at: SystemTime) -> Option<Hold> {
         let fold = &self.settings.fold;
         if fold.min_hubs == 0 || kind == IncidentKind::Monitor {
             return None;
@@ -62,7 +51,7 @@ impl IncidentManager {
         Some(Hold::Fold { cluster, until: at + fold.within })
     }
 
-    fn fold_group(&self, hub: &str, cluster: &str, kind: IncidentKind) -> FoldGroup {
+    fn fold_group(&self, hub: &HubName, cluster: &str, kind: IncidentKind) -> FoldGroup {
         let service = self.config.page_route(hub, Some(kind)).map(|r| fingerprint(r.routing_key));
         FoldGroup { cluster: cluster.to_string(), kind, service }
     }
@@ -113,7 +102,8 @@ impl IncidentManager {
 
     /// Opens the cluster incident of `parts` and pages it: one transaction with their folding.
     fn fold(&self, group: &FoldGroup, parts: &[IncidentRecord], now: SystemTime) -> Result<(), StoreError> {
-        let key = self.store.unused_key(&cluster_key(&group.cluster, group.kind, now))?;
+        let key =
+            IncidentKey::from(self.store.unused_key(&IncidentKey::for_cluster(&group.cluster, group.kind, now))?);
         let symptoms = cluster_symptoms(parts);
         let impact_start = parts.iter().map(|p| p.impact_start).min().unwrap_or(now);
         let (mut affected_ever, mut failures_ever) = (Default::default(), Symptoms::default());
@@ -125,7 +115,7 @@ impl IncidentManager {
             failures_ever,
             last_trigger_at: Some(now),
             cluster: Some(group.cluster.clone()),
-            ..IncidentRecord::opened(&key, &cluster_label(&group.cluster), group.kind, impact_start, now)
+            ..IncidentRecord::opened(&key, &HubName::cluster(&group.cluster), group.kind, impact_start, now)
         };
         let names: Vec<&str> = parts.iter().map(|p| p.hub.as_str()).collect();
         let fold = &self.settings.fold;
@@ -197,7 +187,7 @@ impl IncidentManager {
     /// material change sends a follow-up once the update interval allows (else it is held back until then).
     pub(super) fn part_changed(
         &self,
-        cluster_key: &str,
+        cluster_key: &IncidentKey,
         entry: &str,
         material: bool,
         at: SystemTime,
@@ -223,7 +213,12 @@ impl IncidentManager {
     }
 
     /// A part recovered: the cluster incident resolves with its last failing part, else says who still fails.
-    pub(super) fn part_recovered(&self, cluster_key: &str, hub: &str, at: SystemTime) -> Result<(), StoreError> {
+    pub(super) fn part_recovered(
+        &self,
+        cluster_key: &IncidentKey,
+        hub: &HubName,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
         let Some(cluster) = self.store.incident(cluster_key)?.filter(|c| c.open) else { return Ok(()) };
         let parts = self.store.parts(cluster_key)?;
         let failing: Vec<&str> = parts.iter().filter(|p| p.open).map(|p| p.hub.as_str()).collect();
@@ -260,7 +255,7 @@ impl IncidentManager {
     }
 
     /// A part's diagnostics arrived: the cluster incident's next trigger carries them at once.
-    pub(super) fn part_diagnostics(&self, part_key: &str, at: SystemTime) -> Result<(), StoreError> {
+    pub(super) fn part_diagnostics(&self, part_key: &IncidentKey, at: SystemTime) -> Result<(), StoreError> {
         let Some(cluster_key) = self.store.incident(part_key)?.and_then(|p| p.part_of) else { return Ok(()) };
         let Some(cluster) = self.store.incident(&cluster_key)?.filter(|c| c.open) else { return Ok(()) };
         let parts = self.store.parts(&cluster_key)?;
@@ -276,11 +271,11 @@ impl IncidentManager {
         &'a self,
         cluster: &'a IncidentRecord,
         part: Option<&'a IncidentRecord>,
-    ) -> &'a str {
+    ) -> &'a HubName {
         let first_configured = || self.config.hubs.iter().find(|h| h.cluster.is_some() && h.cluster == cluster.cluster);
         match part {
             Some(part) => &part.hub,
-            None => first_configured().map_or(cluster.hub.as_str(), |h| h.name.as_str()),
+            None => first_configured().map_or(&cluster.hub, |h| &h.name),
         }
     }
 

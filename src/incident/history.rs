@@ -3,7 +3,7 @@
 //! the store gives the spans, the pages draw the cells.
 
 use super::availability::merged;
-use crate::domain::{IncidentKind, TicketKind};
+use crate::domain::{HubName, IncidentKind, TicketKind};
 use crate::store::{IncidentRecord, Store, StoreError, Ticket};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -95,8 +95,8 @@ pub fn words(days: &[Day]) -> String {
 /// and per hub and kind (a cluster incident counts through its hubs' own).
 #[derive(Debug, Default)]
 pub struct Spans {
-    pub hub: BTreeMap<String, (Vec<Span>, Vec<Span>)>,
-    pub kind: BTreeMap<(String, IncidentKind), (Vec<Span>, Vec<Span>)>,
+    pub hub: BTreeMap<HubName, (Vec<Span>, Vec<Span>)>,
+    pub kind: BTreeMap<(HubName, IncidentKind), (Vec<Span>, Vec<Span>)>,
 }
 
 impl Spans {
@@ -125,14 +125,14 @@ impl Spans {
     }
 
     /// The days of `hub`.
-    pub fn hub_days(&self, hub: &str, now: SystemTime) -> Vec<Day> {
+    pub fn hub_days(&self, hub: &HubName, now: SystemTime) -> Vec<Day> {
         let (incidents, tickets) = self.hub.get(hub).map(|(i, t)| (i.as_slice(), t.as_slice())).unwrap_or_default();
         days(incidents, tickets, now)
     }
 
     /// The days of `kind` on `hub`.
-    pub fn kind_days(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Vec<Day> {
-        let key = (hub.to_string(), kind);
+    pub fn kind_days(&self, hub: &HubName, kind: IncidentKind, now: SystemTime) -> Vec<Day> {
+        let key = (hub.clone(), kind);
         let (incidents, tickets) = self.kind.get(&key).map(|(i, t)| (i.as_slice(), t.as_slice())).unwrap_or_default();
         days(incidents, tickets, now)
     }

@@ -3,7 +3,7 @@
 //! ends and goes out then, once, if the incident is still open. One that recovers while held sends nothing.
 
 use super::IncidentManager;
-use crate::domain::{DeploymentState, Hold, IncidentKind, Rollout, Silence, SilenceSource};
+use crate::domain::{DeploymentState, Hold, HubName, IncidentKind, Rollout, Silence, SilenceSource};
 use crate::store::{HeldPage, Store, StoreError, TimelineKind, millis};
 use crate::sync::lock;
 use crate::timefmt::rfc3339;
@@ -70,15 +70,16 @@ pub enum SilenceRefused {
 /// Checks `request` against the hubs hubwatch knows, at `now`; the silence it makes (its id from `id`).
 pub fn validate(
     request: &SilenceRequest,
-    hubs: &[String],
+    hubs: &[HubName],
     id: String,
     source: SilenceSource,
     now: SystemTime,
 ) -> Result<Silence, SilenceRefused> {
     let hub = request.hub.as_deref().map(str::trim).filter(|h| !h.is_empty()).ok_or(SilenceRefused::NoHub)?;
-    if !hubs.iter().any(|h| h == hub) {
-        return Err(SilenceRefused::UnknownHub(hub.to_string(), hubs.join(", ")));
-    }
+    let Some(hub) = hubs.iter().find(|h| *h == hub) else {
+        let known: Vec<&str> = hubs.iter().map(HubName::as_str).collect();
+        return Err(SilenceRefused::UnknownHub(hub.to_string(), known.join(", ")));
+    };
     let kind = match request.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
         None => None,
         Some(k) => Some(IncidentKind::parse(k).ok_or_else(|| SilenceRefused::UnknownKind(k.to_string()))?),
@@ -101,7 +102,7 @@ pub fn validate(
             Some(every)
         }
     };
-    Ok(Silence { id, hub: hub.to_string(), kind, starts_at, ends_at, every, reason, created_by, source })
+    Ok(Silence { id, hub: hub.clone(), kind, starts_at, ends_at, every, reason, created_by, source })
 }
 
 /// An RFC 3339 time, with `Z` or an offset.
@@ -169,7 +170,7 @@ pub fn new_silence_id() -> String {
 }
 
 /// The id of the silence a hub's annotation makes (one per hub: the annotation changes it in place).
-pub fn annotation_silence_id(hub: &str) -> String {
+pub fn annotation_silence_id(hub: &HubName) -> String {
     format!("annotation-{hub}")
 }
 
@@ -191,7 +192,7 @@ pub fn start_silence(store: &Store, silence: &Silence, now: SystemTime) -> Resul
 /// its hub's pages for the whole grace from when it began, even when it completes sooner: the users'
 /// servers and the probes need a round or two to come back, and a hub that does recovers without a page.
 #[derive(Debug, Default)]
-pub struct Rollouts(Mutex<HashMap<String, Rollout>>);
+pub struct Rollouts(Mutex<HashMap<HubName, Rollout>>);
 
 impl Rollouts {
     /// Takes in what the watch saw; the rollout when one begins (a new generation mid-rollout).
@@ -237,14 +238,14 @@ impl HeldPage {
 
 impl IncidentManager {
     /// What holds pages of `kind` on `hub` at `now`, if anything.
-    pub(super) fn hold(&self, hub: &str, kind: IncidentKind, now: SystemTime) -> Result<Option<Hold>, StoreError> {
+    pub(super) fn hold(&self, hub: &HubName, kind: IncidentKind, now: SystemTime) -> Result<Option<Hold>, StoreError> {
         let silences = self.store.silences(now)?;
         Ok(Hold::of(hub, kind, &silences, &self.rollouts.all(), self.settings.rollout_grace, now))
     }
 
     /// The timeline entries of an incident opened under `hold`: why it is not paged, and for a rollout the
     /// template change that started it.
-    pub(super) fn held_entries(&self, hub: &str, hold: &Hold) -> Vec<(TimelineKind, String)> {
+    pub(super) fn held_entries(&self, hub: &HubName, hold: &Hold) -> Vec<(TimelineKind, String)> {
         let page = HeldPage::of(hold);
         let held = format!(
             "not paged: held by {} until {}; it pages then if the incident is still open",
@@ -332,7 +333,7 @@ impl IncidentManager {
             return Ok(());
         };
         let request = SilenceRequest {
-            hub: Some(state.hub.clone()),
+            hub: Some(state.hub.to_string()),
             ends_at: Some(until.clone()),
             reason: state.silence_reason.clone(),
             created_by: Some(format!("annotation on Deployment {}/{}", state.namespace, state.deployment)),

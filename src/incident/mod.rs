@@ -17,14 +17,16 @@ pub mod sinks;
 use crate::config::{Config, IncidentsConfig, PageRoute, StatusUpdatesConfig};
 use crate::diagnostics::Diagnostics;
 use crate::domain::wording::{earliest_failure, summary, who};
-use crate::domain::{ChangeNotice, Hold, HubChange, IncidentKind, Message, NoticeEvent, Page, Symptoms, Transition};
+use crate::domain::{
+    ChangeNotice, Hold, HubChange, HubName, IncidentKey, IncidentKind, Message, NoticeEvent, Page, Symptoms, Transition,
+};
 use crate::status::StatusBoard;
 use crate::store::{DiagnosticsAttached, HeldPage, IncidentRecord, NewEvent, Store, StoreError, TimelineKind};
 use crate::sync::lock;
 use holds::Rollouts;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use url::Url;
 
@@ -38,11 +40,11 @@ pub struct IncidentManager {
     /// Hub Deployments mid-rollout (their pages wait out the grace).
     rollouts: Arc<Rollouts>,
     /// The latest template change per hub: an incident opened during the rollout that follows it shows it.
-    recent_changes: std::sync::Mutex<HashMap<String, (SystemTime, String)>>,
+    recent_changes: std::sync::Mutex<HashMap<HubName, (SystemTime, String)>>,
     public_url: Url,
-    hub_urls: HashMap<String, Url>,
+    hub_urls: HashMap<HubName, Url>,
     /// Per hub: why no diagnostics are collected, or `None` when they are.
-    no_diagnostics: HashMap<String, Option<&'static str>>,
+    no_diagnostics: HashMap<HubName, Option<&'static str>>,
     /// How long a trigger waits for its diagnostics.
     diagnostics_wait: Duration,
     /// Wakes the notifier when an event is queued.
@@ -56,39 +58,21 @@ pub struct IncidentManager {
 /// What storing a transition did: the incident it touched (if any), and the diagnostics its trigger waits for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Handled {
-    pub key: Option<String>,
+    pub key: Option<IncidentKey>,
     pub wanted: Option<DiagnosticsWanted>,
 }
 
 /// Diagnostics to collect for an incident whose trigger is waiting for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosticsWanted {
-    pub key: String,
-    pub hub: String,
+    pub key: IncidentKey,
+    pub hub: HubName,
     pub kind: IncidentKind,
     pub users: BTreeSet<String>,
 }
 
-/// A stable key, also PagerDuty's dedup key: the hub, the kind and when it opened.
-pub fn incident_key(hub: &str, kind: IncidentKind, opened: SystemTime) -> String {
-    let seconds = opened.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("{hub}-{}-{seconds}", kind.as_str())
-}
-
-/// The hub, kind and opening second of an incident key of one of `hubs` (a key made unique carries `-N`).
-pub fn parse_key<'a>(key: &str, hubs: &'a [String]) -> Option<(&'a str, IncidentKind, u64)> {
-    hubs.iter().find_map(|hub| {
-        let rest = key.strip_prefix(hub.as_str())?.strip_prefix('-')?;
-        let kind = IncidentKind::ALL.into_iter().find(|k| rest.starts_with(&format!("{}-", k.as_str())))?;
-        let mut numbers = rest[kind.as_str().len() + 1..].split('-');
-        let seconds = numbers.next()?.parse().ok()?;
-        let suffix_ok = numbers.next().is_none_or(|n| n.parse::<u32>().is_ok()) && numbers.next().is_none();
-        suffix_ok.then_some((hub.as_str(), kind, seconds))
-    })
-}
-
 /// hubwatch's page for the incident `key` (the link every event and note carries).
-pub fn incident_url(public_url: &Url, key: &str) -> Url {
+pub fn incident_url(public_url: &Url, key: &IncidentKey) -> Url {
     public_url.join(&format!("incidents/{key}")).unwrap_or_else(|_| public_url.clone())
 }
 
@@ -134,7 +118,7 @@ impl IncidentManager {
         self
     }
 
-    fn incident_url(&self, key: &str) -> Url {
+    fn incident_url(&self, key: &IncidentKey) -> Url {
         incident_url(&self.public_url, key)
     }
 
@@ -151,9 +135,9 @@ impl IncidentManager {
     }
 
     /// The hub whose routing an incident's events follow: its own, or a cluster incident's first part's.
-    fn route_hub(&self, incident: &IncidentRecord) -> Result<String, StoreError> {
+    fn route_hub(&self, incident: &IncidentRecord) -> Result<HubName, StoreError> {
         Ok(match incident.cluster {
-            Some(_) => self.cluster_route(incident, self.store.parts(&incident.key)?.first()).to_string(),
+            Some(_) => self.cluster_route(incident, self.store.parts(&incident.key)?.first()).clone(),
             None => incident.hub.clone(),
         })
     }
@@ -165,7 +149,7 @@ impl IncidentManager {
             .is_none_or(|last| at.duration_since(last).is_ok_and(|d| d >= self.settings.update_interval))
     }
 
-    fn open_key(&self, hub: &str, kind: IncidentKind) -> Result<Option<IncidentRecord>, StoreError> {
+    fn open_key(&self, hub: &HubName, kind: IncidentKind) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.store.open_incidents()?.into_iter().find(|i| i.hub == hub && i.kind == kind))
     }
 
@@ -173,8 +157,8 @@ impl IncidentManager {
     /// waits up to `diagnostics_wait` for fresh ones; the caller asks for them with the returned request.
     fn trigger(
         &self,
-        key: &str,
-        hub: &str,
+        key: &IncidentKey,
+        hub: &HubName,
         kind: IncidentKind,
         symptoms: &Symptoms,
         impact_start: SystemTime,
@@ -198,7 +182,7 @@ impl IncidentManager {
         let hub_url = self.hub_urls.get(hub).cloned().unwrap_or_else(|| self.public_url.clone());
         let route = self.config.page_route(hub, Some(kind));
         let page = Page {
-            hub: hub.to_string(),
+            hub: hub.clone(),
             hub_url,
             kind,
             summary: summary(hub, kind, symptoms),
@@ -221,14 +205,14 @@ impl IncidentManager {
     /// The diagnostics to collect for the incident `key`, where they are collected.
     fn diagnostics_wanted(
         &self,
-        key: &str,
-        hub: &str,
+        key: &IncidentKey,
+        hub: &HubName,
         kind: IncidentKind,
         symptoms: &Symptoms,
     ) -> Option<DiagnosticsWanted> {
         self.no_diagnostics.get(hub).copied().flatten().is_none().then(|| DiagnosticsWanted {
-            key: key.to_string(),
-            hub: hub.to_string(),
+            key: key.clone(),
+            hub: hub.clone(),
             kind,
             users: symptoms.users().into_iter().map(String::from).collect(),
         })
@@ -250,7 +234,7 @@ impl IncidentManager {
 
     /// What goes with an incident's first trigger: the priority to set on it (when a rule gives one) and the
     /// webhook; routed as `route_hub`'s pages are.
-    fn opening_extras(&self, incident: &IncidentRecord, route_hub: &str, now: SystemTime) -> Vec<NewEvent> {
+    fn opening_extras(&self, incident: &IncidentRecord, route_hub: &HubName, now: SystemTime) -> Vec<NewEvent> {
         let kind = incident.kind;
         let route = self.config.page_route(route_hub, Some(kind));
         let mut events = Vec::new();
@@ -266,7 +250,12 @@ impl IncidentManager {
 
     /// Puts collected diagnostics where they belong: the incident's record and timeline, and PagerDuty (the
     /// waiting trigger, or a follow-up when it went out without them).
-    pub fn attach_diagnostics(&self, key: &str, diagnostics: &Diagnostics, now: SystemTime) -> Result<(), StoreError> {
+    pub fn attach_diagnostics(
+        &self,
+        key: &IncidentKey,
+        diagnostics: &Diagnostics,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
         let text = diagnostics.render();
         let failed = diagnostics.sections.len() - diagnostics.commands().len();
         let mut entry = diagnostics.commands().join("; ");
@@ -297,8 +286,14 @@ impl IncidentManager {
     }
 
     /// A new incident with its first timeline entries and its trigger.
-    fn open(&self, hub: &str, kind: IncidentKind, symptoms: &Symptoms, at: SystemTime) -> Result<Handled, StoreError> {
-        let key = self.store.unused_key(&incident_key(hub, kind, at))?;
+    fn open(
+        &self,
+        hub: &HubName,
+        kind: IncidentKind,
+        symptoms: &Symptoms,
+        at: SystemTime,
+    ) -> Result<Handled, StoreError> {
+        let key = IncidentKey::from(self.store.unused_key(&IncidentKey::for_hub(hub, kind, at))?);
         let impact_start = symptoms.impact_start().unwrap_or(at);
         let summary = summary(hub, kind, symptoms);
         let mut affected_ever = Default::default();
@@ -353,7 +348,7 @@ impl IncidentManager {
     /// update interval has passed (else it is held back until then). A relapse says so in its entry.
     fn update(
         &self,
-        hub: &str,
+        hub: &HubName,
         kind: IncidentKind,
         symptoms: &Symptoms,
         material: bool,
@@ -402,7 +397,7 @@ impl IncidentManager {
     }
 
     /// The incident is over: recorded with its resolve (and its last status note) in one transaction.
-    fn recover(&self, hub: &str, kind: IncidentKind, at: SystemTime) -> Result<Handled, StoreError> {
+    fn recover(&self, hub: &HubName, kind: IncidentKind, at: SystemTime) -> Result<Handled, StoreError> {
         let Some(incident) = self.open_key(hub, kind)? else { return Ok(Handled::default()) };
         let mut entry = format!(
             "nobody is affected any more: every probe user's last {} attempts succeeded",
@@ -440,7 +435,7 @@ impl IncidentManager {
     fn resolve_events(
         &self,
         recovered: &IncidentRecord,
-        hub: &str,
+        hub: &HubName,
         at: SystemTime,
     ) -> Result<Vec<NewEvent>, StoreError> {
         let kind = recovered.kind;
@@ -491,7 +486,13 @@ impl IncidentManager {
     }
 
     /// Says in the incident's timeline that a decision about it was stored late, and why.
-    pub fn note_late(&self, key: &str, decided: SystemTime, now: SystemTime, error: &str) -> Result<(), StoreError> {
+    pub fn note_late(
+        &self,
+        key: &IncidentKey,
+        decided: SystemTime,
+        now: SystemTime,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let late = now.duration_since(decided).unwrap_or_default();
         let entry = format!(
             "decided at {} but stored {} later: hubwatch could not write its state database ({error}); nothing \
@@ -504,7 +505,12 @@ impl IncidentManager {
 
     /// A status note for `incident` as of `now`: what changed since the last one (or since detection); routed
     /// as `route_hub`'s pages are.
-    fn status_note(&self, incident: &IncidentRecord, route_hub: &str, now: SystemTime) -> Result<NewEvent, StoreError> {
+    fn status_note(
+        &self,
+        incident: &IncidentRecord,
+        route_hub: &HubName,
+        now: SystemTime,
+    ) -> Result<NewEvent, StoreError> {
         let since = self.store.last_status_update(&incident.key)?.unwrap_or(incident.opened_at);
         let since_last: Vec<_> = self.store.timeline(&incident.key)?.into_iter().filter(|e| e.at > since).collect();
         let hub = self.board.hub(&incident.hub);

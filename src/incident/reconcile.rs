@@ -9,11 +9,9 @@
 //! same hub (or cluster) and kind is resolved at once; one this state has closed, with no resolve still
 //! queued, gets its resolve again.
 
-use super::fold::cluster_label;
-use super::parse_key;
 use crate::clock::Clock;
 use crate::config::{Config, StatusUpdatesConfig};
-use crate::domain::{IncidentKind, Message};
+use crate::domain::{HubName, IncidentKey, IncidentKind, Message};
 use crate::http::HttpClient;
 use crate::notify::pagerduty::Answer;
 use crate::notify::rest::RestClient;
@@ -37,11 +35,11 @@ pub enum ReconcileError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
     /// Unknown here: now an open incident of this state.
-    Adopted { key: String },
+    Adopted { key: IncidentKey },
     /// A second incident for an outage this state has open under `open`: resolved.
-    Duplicate { key: String, open: String },
+    Duplicate { key: IncidentKey, open: IncidentKey },
     /// Closed here, open there: its resolve is queued again.
-    Resolved { key: String },
+    Resolved { key: IncidentKey },
 }
 
 /// Whose incident keys reconciling knows: the configured hubs' and their clusters' (`cluster.NAME-…`).
@@ -49,43 +47,44 @@ pub enum Reconciled {
 pub struct KeyOwners {
     /// Each key prefix: a hub's name, or `cluster.NAME`.
     prefixes: Vec<String>,
-    /// Each cluster's prefix → (its name, the hub its events are routed as: its first configured hub).
-    clusters: std::collections::BTreeMap<String, (String, String)>,
+    /// Each prefix → the hub column its incidents are kept under, its cluster (for a cluster incident), and
+    /// the hub its events are routed as (a cluster's first configured hub).
+    owners: std::collections::BTreeMap<String, (HubName, Option<String>, HubName)>,
 }
 
 impl KeyOwners {
     pub fn of(config: &Config) -> Self {
         let mut owners = KeyOwners::default();
         for hub in &config.hubs {
-            owners.prefixes.push(hub.name.clone());
+            owners.add(hub.name.to_string(), (hub.name.clone(), None, hub.name.clone()));
             if let Some(cluster) = &hub.cluster {
-                let prefix = format!("cluster.{cluster}");
-                if !owners.clusters.contains_key(&prefix) {
-                    owners.prefixes.push(prefix.clone());
-                    owners.clusters.insert(prefix, (cluster.clone(), hub.name.clone()));
-                }
+                let owner = (HubName::cluster(cluster), Some(cluster.clone()), hub.name.clone());
+                owners.add(format!("{}{cluster}", IncidentKey::CLUSTER), owner);
             }
         }
         owners
     }
 
+    fn add(&mut self, prefix: String, owner: (HubName, Option<String>, HubName)) {
+        if !self.owners.contains_key(&prefix) {
+            self.prefixes.push(prefix.clone());
+            self.owners.insert(prefix, owner);
+        }
+    }
+
     /// `key`'s owner: the hub column it is recorded under, its cluster (for a cluster incident), the hub its
     /// events are routed as, its kind and its second; `None` for a key that is not hubwatch's.
-    fn parse<'a>(&'a self, key: &str) -> Option<KeyOwner<'a>> {
-        let (prefix, kind, seconds) = parse_key(key, &self.prefixes)?;
-        Some(match self.clusters.get(prefix) {
-            Some((cluster, route)) => {
-                KeyOwner { label: cluster_label(cluster), cluster: Some(cluster), route, kind, seconds }
-            }
-            None => KeyOwner { label: prefix.to_string(), cluster: None, route: prefix, kind, seconds },
-        })
+    fn parse<'a>(&'a self, key: &IncidentKey) -> Option<KeyOwner<'a>> {
+        let (prefix, kind, seconds) = key.parse(&self.prefixes)?;
+        let (label, cluster, route) = self.owners.get(prefix)?;
+        Some(KeyOwner { label, cluster: cluster.as_ref(), route, kind, seconds })
     }
 }
 
 struct KeyOwner<'a> {
-    label: String,
+    label: &'a HubName,
     cluster: Option<&'a String>,
-    route: &'a str,
+    route: &'a HubName,
     kind: IncidentKind,
     seconds: u64,
 }
@@ -113,6 +112,7 @@ fn apply(
 ) -> Result<Vec<Reconciled>, StoreError> {
     let mut done = Vec::new();
     for (id, key) in open {
+        let key = &IncidentKey::from(key.as_str());
         let Some(owner) = owners.parse(key) else { continue };
         if store.resolve_queued(key)? {
             continue;
@@ -127,7 +127,7 @@ fn apply(
             }
             continue;
         }
-        let open_here = store.open_incidents()?.into_iter().find(|i| i.hub == owner.label && i.kind == owner.kind);
+        let open_here = store.open_incidents()?.into_iter().find(|i| i.hub == *owner.label && i.kind == owner.kind);
         if let Some(open_here) = open_here {
             let note = format!(
                 "PagerDuty incident {id} ({key}) was open for the same outage, unknown to this state: resolved, so \
@@ -164,9 +164,9 @@ impl KeyOwner<'_> {
     /// An open incident known only by its key: who was affected is unknown, so the detector holds a hub's
     /// open until it sees the hub healthy. A cluster incident's adoption (`now`) counts as its last trigger:
     /// its hubs that still fail have `incidents.window` from then to join it.
-    fn adopted(&self, key: &str, now: SystemTime) -> IncidentRecord {
+    fn adopted(&self, key: &IncidentKey, now: SystemTime) -> IncidentRecord {
         let opened = UNIX_EPOCH + Duration::from_secs(self.seconds);
-        let record = IncidentRecord::opened(key, &self.label, self.kind, opened, opened);
+        let record = IncidentRecord::opened(key, self.label, self.kind, opened, opened);
         match self.cluster {
             Some(cluster) => IncidentRecord { last_trigger_at: Some(now), cluster: Some(cluster.clone()), ..record },
             None => IncidentRecord { last_trigger_at: Some(opened), ..record },
@@ -186,9 +186,12 @@ mod tests {
     fn unknown_incidents_are_adopted_duplicates_resolved_and_foreign_keys_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
-        let owners = KeyOwners { prefixes: vec!["temple".into(), "chapel".into()], ..KeyOwners::default() };
-        let chapel =
-            owners.parse("chapel-hub_access-1800000000").unwrap().adopted("chapel-hub_access-1800000000", t(0));
+        let mut owners = KeyOwners::default();
+        for hub in ["temple", "chapel"] {
+            owners.add(hub.into(), (hub.into(), None, hub.into()));
+        }
+        let chapel_key = IncidentKey::from("chapel-hub_access-1800000000");
+        let chapel = owners.parse(&chapel_key).unwrap().adopted(&chapel_key, t(0));
         store.open_incident(&chapel, "x", &[], &[]).unwrap();
         let open = [
             ("Q1".to_string(), "temple-hub_access-1800000100".to_string()),
@@ -207,7 +210,7 @@ mod tests {
                 },
             ]
         );
-        let temple = store.incident("temple-hub_access-1800000100").unwrap().unwrap();
+        let temple = store.incident(&"temple-hub_access-1800000100".into()).unwrap().unwrap();
         assert!(temple.open && temple.symptoms.is_empty());
         assert!(store.resolve_queued("chapel-hub_access-1800000200-2").unwrap());
         assert_eq!(apply(&store, &owners, &open, t(301)).unwrap(), [], "a second run changes nothing");

@@ -12,7 +12,9 @@ use crate::clock::Clock;
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
-use crate::domain::{HubNews, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, TicketKind, Transition};
+use crate::domain::{
+    HubName, HubNews, IncidentKey, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, TicketKind, Transition,
+};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
@@ -60,19 +62,23 @@ pub struct Recorder {
     context: Context,
     observers: Observers,
     /// Each hub with the incident kinds it can have.
-    hubs: Vec<(String, Vec<IncidentKind>)>,
+    hubs: Vec<(HubName, Vec<IncidentKind>)>,
     /// Diagnostics collected in the background come back here, with their incident's key.
-    collected: mpsc::Sender<(String, Diagnostics)>,
-    arrivals: mpsc::Receiver<(String, Diagnostics)>,
+    collected: mpsc::Sender<(IncidentKey, Diagnostics)>,
+    arrivals: mpsc::Receiver<(IncidentKey, Diagnostics)>,
     /// Problems below the threshold not yet a support ticket, and since when (see [`TICKET_SETTLE`]).
-    settling: HashMap<(String, IncidentKind), SystemTime>,
+    settling: HashMap<(HubName, IncidentKind), SystemTime>,
 }
 
 impl Recorder {
     /// A recorder for `hubs`, its detector resumed from the incidents open in the store once the waiting
     /// decisions are stored (so none is opened, i.e. paged, again, and each still recovers). Waits while the
     /// store cannot be read: starting blind would page open incidents a second time.
-    pub async fn start(manager: IncidentManager, hubs: Vec<(String, Vec<IncidentKind>)>, context: Context) -> Recorder {
+    pub async fn start(
+        manager: IncidentManager,
+        hubs: Vec<(HubName, Vec<IncidentKind>)>,
+        context: Context,
+    ) -> Recorder {
         let mut detector = Detector::new(context.settings);
         let now = context.clock.now();
         let open = loop {
@@ -85,7 +91,7 @@ impl Recorder {
             }
         };
         // A cluster incident is the manager's: the detector knows only its hubs' own.
-        let stored: Vec<(String, IncidentKind, Symptoms)> =
+        let stored: Vec<(HubName, IncidentKind, Symptoms)> =
             open.into_iter().filter(|i| i.cluster.is_none()).map(|i| (i.hub, i.kind, i.symptoms)).collect();
         let resumed = lock(&context.backlog).open_after(stored, Symptoms::clone);
         for (hub, kind, symptoms) in &resumed {
@@ -202,11 +208,11 @@ impl Recorder {
     /// says so (looked at every tick, off the hot path): it opens once the problem has stayed below the
     /// threshold for [`TICKET_SETTLE`], and closes at once. Tickets wait while decisions wait (the store
     /// would not show the ticket a waiting one opens).
-    fn review_ticket(&mut self, hub: &str, kind: IncidentKind, open: bool, now: SystemTime) {
+    fn review_ticket(&mut self, hub: &HubName, kind: IncidentKind, open: bool, now: SystemTime) {
         let symptoms = self.detector.symptoms(hub, kind, now);
         let incident = self.detector.is_open(hub, kind);
         let below = !incident && !symptoms.users().is_empty();
-        let slot = (hub.to_string(), kind);
+        let slot = (hub.clone(), kind);
         let since = if below {
             *self.settling.entry(slot).or_insert(now)
         } else {
@@ -218,7 +224,7 @@ impl Recorder {
             return;
         }
         let users: Vec<String> = symptoms.users().into_iter().map(String::from).collect();
-        let (hub, kind) = (hub.to_string(), TicketKind::of(kind));
+        let (hub, kind) = (hub.clone(), TicketKind::of(kind));
         let news = match (wanted, open) {
             (true, false) => TicketNews::Opened { hub, kind, users, reason: None },
             (false, true) => TicketNews::Closed { hub, kind, escalated: incident },
@@ -229,9 +235,9 @@ impl Recorder {
 
     /// Opens the slow-starts ticket of `hub` when enough probe users' starts are slow, and closes it when
     /// they are not. Slowness is already a run of minutes: no settling.
-    fn review_slow_ticket(&mut self, hub: &str, open: bool, now: SystemTime) {
+    fn review_slow_ticket(&mut self, hub: &HubName, open: bool, now: SystemTime) {
         let users = self.detector.slow_starts(hub, now);
-        let (hub, kind) = (hub.to_string(), TicketKind::SlowStarts);
+        let (hub, kind) = (hub.clone(), TicketKind::SlowStarts);
         let news = match (!users.is_empty(), open) {
             (true, false) => TicketNews::Opened { hub, kind, users, reason: None },
             (false, true) => TicketNews::Closed { hub, kind, escalated: false },
@@ -242,9 +248,9 @@ impl Recorder {
 
     /// Opens the first-login ticket of `hub` when its latest first-login check failed (with the stage and
     /// the words), and closes it when one succeeds.
-    fn review_first_login_ticket(&mut self, hub: &str, open: bool, now: SystemTime) {
+    fn review_first_login_ticket(&mut self, hub: &HubName, open: bool, now: SystemTime) {
         let failed = self.detector.first_login_failure(hub).map(|f| format!("{}: {}", f.stage.as_str(), f.reason));
-        let (hub, kind) = (hub.to_string(), TicketKind::FirstLogin);
+        let (hub, kind) = (hub.clone(), TicketKind::FirstLogin);
         let news = match (failed, open) {
             (Some(reason), false) => TicketNews::Opened { hub, kind, users: Vec::new(), reason: Some(reason) },
             (None, true) => TicketNews::Closed { hub, kind, escalated: false },
@@ -318,7 +324,7 @@ impl Recorder {
     }
 
     /// One decision into the store; the incident it concerned (for a transition).
-    fn store(&mut self, decision: &Decision, now: SystemTime) -> Result<Option<String>, StoreError> {
+    fn store(&mut self, decision: &Decision, now: SystemTime) -> Result<Option<IncidentKey>, StoreError> {
         match decision {
             Decision::Transition(transition) => {
                 let handled = self.manager.handle(transition)?;
@@ -355,20 +361,20 @@ struct Observers {
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
     /// Per hub and kind: affected users and whether an incident is open, as last written.
-    last: HashMap<(String, IncidentKind), (usize, bool)>,
+    last: HashMap<(HubName, IncidentKind), (usize, bool)>,
 }
 
 impl Observers {
-    fn set(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, users: usize) -> Option<(usize, bool)> {
+    fn set(&mut self, detector: &Detector, hub: &HubName, kind: IncidentKind, users: usize) -> Option<(usize, bool)> {
         let now = (users, detector.is_open(hub, kind));
-        let previous = self.last.insert((hub.to_string(), kind), now);
+        let previous = self.last.insert((hub.clone(), kind), now);
         if previous != Some(now) {
             self.metrics.set_affected(hub, kind, now.0, now.1);
         }
         previous
     }
 
-    fn refresh(&mut self, detector: &Detector, hub: &str, kind: IncidentKind, now: SystemTime) {
+    fn refresh(&mut self, detector: &Detector, hub: &HubName, kind: IncidentKind, now: SystemTime) {
         let symptoms = detector.symptoms(hub, kind, now);
         let users = symptoms.users();
         let previous = self.set(detector, hub, kind, users.len()).map_or(0, |p| p.0);
@@ -377,7 +383,7 @@ impl Observers {
         if !open && !users.is_empty() && users.len() != previous {
             let users: Vec<&str> = users.into_iter().collect();
             tracing::info!(
-                hub,
+                %hub,
                 kind = kind.as_str(),
                 ?users,
                 "support ticket: users affected, below the incident threshold"
@@ -390,13 +396,15 @@ fn log_outcome(outcome: &ProbeOutcome) {
     let (hub, user, capability, seconds) =
         (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
     match &outcome.result {
-        ProbeResult::Ok => tracing::debug!(hub, user, capability, seconds, "probe ok"),
+        ProbeResult::Ok => tracing::debug!(%hub, user, capability, seconds, "probe ok"),
         slow @ ProbeResult::Slow { .. } => {
-            tracing::info!(hub, user, capability, seconds, reason = slow.slowness().unwrap_or_default(), "probe slow")
+            tracing::info!(%hub, user, capability, seconds, reason = slow.slowness().unwrap_or_default(), "probe slow")
         }
-        ProbeResult::Blocked { by } => tracing::info!(hub, user, capability, blocked_by = by.as_str(), "probe blocked"),
+        ProbeResult::Blocked { by } => {
+            tracing::info!(%hub, user, capability, blocked_by = by.as_str(), "probe blocked")
+        }
         ProbeResult::Failed(f) => tracing::warn!(
-            hub, user, capability, seconds, stage = f.stage.as_str(), cause = ?f.cause, reason = %f.reason,
+            %hub, user, capability, seconds, stage = f.stage.as_str(), cause = ?f.cause, reason = %f.reason,
             detail = f.detail.as_deref().unwrap_or(""), "probe failed"
         ),
     }

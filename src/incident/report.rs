@@ -3,8 +3,8 @@
 //! that were run and what they showed, an analysis prefilled with what the probes and diagnostics
 //! established, and an empty list of action items. Blameless: it describes systems, never people. Pure.
 
-use crate::domain::IncidentKind;
 use crate::domain::wording::{cannot, cluster_summary_of, hub_count, summary_of};
+use crate::domain::{IncidentKey, IncidentKind};
 use crate::store::{IncidentRecord, TimelineEntry, TimelineKind};
 use crate::timefmt::{rfc3339, span};
 use std::collections::{BTreeMap, BTreeSet};
@@ -154,7 +154,7 @@ fn overview(md: &mut String, input: &ReportInput, facts: &Facts) {
         ("Incident key (PagerDuty dedup key)", format!("`{}`", incident.key)),
         match &incident.cluster {
             Some(_) => ("Hubs", place(input)),
-            None => ("Hub", incident.hub.clone()),
+            None => ("Hub", incident.hub.to_string()),
         },
         ("Kind", format!("{} (users cannot {})", incident.kind.as_str(), what_users_could_not_do(incident.kind))),
         ("Status", status.to_string()),
@@ -442,7 +442,7 @@ pub struct ReportSettings {
 /// a hub's URL by name, where it is known.
 pub fn draft(
     store: &crate::store::Store,
-    key: &str,
+    key: &IncidentKey,
     hub_url: impl FnOnce(&str) -> Option<Url>,
     settings: &ReportSettings,
 ) -> Result<Option<String>, crate::store::StoreError> {

@@ -4,7 +4,7 @@
 
 use super::IncidentManager;
 use crate::domain::wording::summary;
-use crate::domain::{Message, Notice, NoticeEvent, NoticeKind, Severity, TicketKind};
+use crate::domain::{HubName, Message, Notice, NoticeEvent, NoticeKind, Severity, TicketKind};
 use crate::store::{IncidentRecord, NewEvent, StoreError, Ticket};
 use std::time::{SystemTime, UNIX_EPOCH};
 use url::Url;
@@ -20,7 +20,7 @@ pub fn incident_notice(
     let users: std::collections::BTreeSet<&String> = incident.affected_ever.values().flatten().collect();
     Notice {
         event,
-        id: incident.key.clone(),
+        id: incident.key.to_string(),
         hub: incident.hub.clone(),
         kind: NoticeKind::Incident(incident.kind),
         summary: summary(&incident.hub, incident.kind, &incident.symptoms),
@@ -75,14 +75,14 @@ pub fn ticket_notice(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketNews {
     Opened {
-        hub: String,
+        hub: HubName,
         kind: TicketKind,
         users: Vec<String>,
         /// What failed, for a ticket about one check.
         reason: Option<String>,
     },
     /// Nobody is affected (or slow) any more, or it became an incident (`escalated`).
-    Closed { hub: String, kind: TicketKind, escalated: bool },
+    Closed { hub: HubName, kind: TicketKind, escalated: bool },
 }
 
 impl IncidentManager {
@@ -91,7 +91,7 @@ impl IncidentManager {
     }
 
     /// The support ticket open on `hub` for `kind`, if any.
-    pub fn open_ticket(&self, hub: &str, kind: TicketKind) -> Result<Option<Ticket>, StoreError> {
+    pub fn open_ticket(&self, hub: &HubName, kind: TicketKind) -> Result<Option<Ticket>, StoreError> {
         Ok(self.store.open_tickets()?.into_iter().find(|t| t.hub == hub && t.kind == kind))
     }
 

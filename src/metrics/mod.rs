@@ -4,7 +4,8 @@
 mod tallies;
 
 use crate::domain::{
-    Channel, EventAction, FailureCause, IncidentKind, NoticeEvent, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS,
+    Channel, EventAction, FailureCause, HubName, IncidentKind, NoticeEvent, ProbeOutcome, ProbeResult,
+    SERVER_START_BUCKETS,
 };
 use prometheus::core::Collector;
 use prometheus::{
@@ -268,21 +269,21 @@ impl Metrics {
         Metrics { collectors: b.collectors.into_inner(), ..metrics }
     }
 
-    pub fn set_certificate_expiry(&self, hub: &str, at: std::time::SystemTime) {
+    pub fn set_certificate_expiry(&self, hub: &HubName, at: std::time::SystemTime) {
         let seconds = at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         self.probes.certificate_expiry.with_label_values(&[hub]).set(seconds);
     }
 
-    pub fn count_certificate_check_failure(&self, hub: &str) {
+    pub fn count_certificate_check_failure(&self, hub: &HubName) {
         self.probes.certificate_check_failures.with_label_values(&[hub]).inc();
     }
 
-    pub fn set_probe_users(&self, hub: &str, users: usize) {
+    pub fn set_probe_users(&self, hub: &HubName, users: usize) {
         self.probes.users.with_label_values(&[hub]).set(users as i64);
     }
 
     /// The state of one hub and kind: affected users, and whether that is an incident or a support ticket.
-    pub fn set_affected(&self, hub: &str, kind: IncidentKind, affected: usize, open: bool) {
+    pub fn set_affected(&self, hub: &HubName, kind: IncidentKind, affected: usize, open: bool) {
         let labels = [hub, kind.as_str()];
         self.incidents.affected_users.with_label_values(&labels).set(affected as i64);
         self.incidents.open.with_label_values(&labels).set(i64::from(open));
@@ -394,7 +395,7 @@ impl Metrics {
         }
     }
 
-    pub fn observe_server_start(&self, hub: &str, source: StartSource, took: std::time::Duration) {
+    pub fn observe_server_start(&self, hub: &HubName, source: StartSource, took: std::time::Duration) {
         self.probes.server_start.with_label_values(&[hub, source.as_str()]).observe(took.as_secs_f64());
     }
 

@@ -4,7 +4,7 @@ use super::entries;
 use super::pagerduty::{self, Answer};
 use super::{Notifier, Verdict, backoff, rest, round, webhook};
 use crate::config::{PagerDutyConfig, fingerprint};
-use crate::domain::{Channel, EventAction, Message, NoticeEvent};
+use crate::domain::{Channel, EventAction, IncidentKey, Message, NoticeEvent};
 use crate::metrics::Delivered;
 use crate::store::{OutboxEvent, OutboxState, RoutedTo, StoreError};
 use std::time::{Duration, SystemTime};
@@ -79,7 +79,7 @@ impl Notifier {
         event: &OutboxEvent,
         pagerduty: &'a PagerDutyConfig,
     ) -> Result<Result<Route<'a>, NoRoute>, StoreError> {
-        if let Some(routed) = self.store.routed_to(&event.key)? {
+        if let Some(routed) = self.store.routed_to(&IncidentKey::from(event.key.as_str()))? {
             let key = match &self.routes {
                 Some(config) => config.routing_key_with(&routed.fingerprint),
                 None => Some(&pagerduty.routing_key).filter(|k| fingerprint(k) == routed.fingerprint),
@@ -254,11 +254,12 @@ impl Notifier {
             return Ok((Answer::Rejected(off.into()), None));
         };
         let rest = rest::RestClient { http: &self.http, settings, timeout: budget };
-        let id = match self.store.pagerduty_incident(&event.key)? {
+        let incident = IncidentKey::from(event.key.as_str());
+        let id = match self.store.pagerduty_incident(&incident)? {
             Some(id) => id,
             None => match rest.find_incident(&event.key).await {
                 rest::Lookup::Found(id) => {
-                    self.store.set_pagerduty_incident(&event.key, &id)?;
+                    self.store.set_pagerduty_incident(&incident, &id)?;
                     id
                 }
                 rest::Lookup::NotFound if event.attempts + 1 >= NOTE_LOOKUPS => {

@@ -5,7 +5,7 @@
 //! replica probes.
 
 use super::HubProber;
-use crate::domain::{Message, ProbeOutcome, ProbeResult};
+use crate::domain::{HubName, Message, ProbeOutcome, ProbeResult};
 use crate::store::{NewEvent, Store, StoreError};
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -30,9 +30,9 @@ pub enum CheckRefused {
     #[error("hubwatch watches no hub {0:?}")]
     UnknownHub(String),
     #[error("a check of {0} is running: its answer comes when it ends")]
-    Running(String),
+    Running(HubName),
     #[error("{hub} was checked less than a minute ago: one check a minute")]
-    TooSoon { hub: String, retry_after: Duration },
+    TooSoon { hub: HubName, retry_after: Duration },
     #[error("hubwatch is not probing yet (starting, or standing by)")]
     NotProbing,
     #[error("the check ran but its note could not be queued: {0}")]
@@ -50,7 +50,7 @@ struct Probing {
 pub struct OnDemand {
     probing: Mutex<Option<Probing>>,
     /// Per hub: when its last check started, and whether it still runs.
-    checks: Mutex<HashMap<String, (Instant, bool)>>,
+    checks: Mutex<HashMap<HubName, (Instant, bool)>>,
     notes: Option<Notes>,
 }
 
@@ -79,6 +79,7 @@ impl OnDemand {
             let prober = prober.ok_or_else(|| CheckRefused::UnknownHub(hub.to_string()))?;
             (prober, probing.outcomes.clone(), probing.stop.clone())
         };
+        let hub = &prober.hub.name;
         let running = self.start(hub)?;
         let users: Vec<String> = prober.hub.probe_users().map(String::from).collect();
         let rounds = users.iter().map(|user| prober.check_user(user, true, &stop));
@@ -90,7 +91,7 @@ impl OnDemand {
         }
         if let Some(notes) = self.notes.clone() {
             // The store's writes wait on the disk: never on the runtime.
-            let (hub, text) = (hub.to_string(), summary(&results));
+            let (hub, text) = (hub.clone(), summary(&results));
             crate::tasks::off_runtime(move || notes.note(&hub, &text)).await?;
         }
         Ok(results)
@@ -98,18 +99,18 @@ impl OnDemand {
 
     /// Marks `hub`'s check as running until the guard is dropped (also when the request is abandoned), unless
     /// one runs or ran within [`CHECK_EVERY`].
-    fn start<'a>(&'a self, hub: &'a str) -> Result<Running<'a>, CheckRefused> {
+    fn start<'a>(&'a self, hub: &'a HubName) -> Result<Running<'a>, CheckRefused> {
         let mut checks = lock(&self.checks);
         if let Some((started, running)) = checks.get(hub) {
             if *running {
-                return Err(CheckRefused::Running(hub.to_string()));
+                return Err(CheckRefused::Running(hub.clone()));
             }
             let since = started.elapsed();
             if since < CHECK_EVERY {
-                return Err(CheckRefused::TooSoon { hub: hub.to_string(), retry_after: CHECK_EVERY - since });
+                return Err(CheckRefused::TooSoon { hub: hub.clone(), retry_after: CHECK_EVERY - since });
             }
         }
-        checks.insert(hub.to_string(), (Instant::now(), true));
+        checks.insert(hub.clone(), (Instant::now(), true));
         Ok(Running { checks: &self.checks, hub })
     }
 }
@@ -117,7 +118,7 @@ impl OnDemand {
 impl Notes {
     /// `text` as a note on each of the hub's open incidents that PagerDuty has (not held): for one folded
     /// into a cluster incident, on that one, naming the hub.
-    fn note(&self, hub: &str, text: &str) -> Result<(), CheckRefused> {
+    fn note(&self, hub: &HubName, text: &str) -> Result<(), CheckRefused> {
         let open = self.store.open_incidents()?;
         let open: Vec<_> = open.iter().filter(|i| i.hub == hub && i.hold.is_none()).collect();
         if open.is_empty() {
@@ -139,8 +140,8 @@ impl Notes {
 
 /// A check that runs; ended when dropped.
 struct Running<'a> {
-    checks: &'a Mutex<HashMap<String, (Instant, bool)>>,
-    hub: &'a str,
+    checks: &'a Mutex<HashMap<HubName, (Instant, bool)>>,
+    hub: &'a HubName,
 }
 
 impl Drop for Running<'_> {

@@ -5,7 +5,7 @@
 //! listed and whenever it changes: a rollout holds pages for a short grace, and the annotations silence the
 //! hub (for teams that work through Git).
 
-use crate::domain::{DeploymentState, HubChange, HubNews};
+use crate::domain::{DeploymentState, HubChange, HubName, HubNews};
 use crate::redact::Redactor;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -47,10 +47,10 @@ pub fn rolling_out(deployment: &Deployment) -> bool {
     observed || status.updated_replicas.unwrap_or_default() < wanted || progressing
 }
 
-pub fn state_of(hub: &str, namespace: &str, deployment: &Deployment) -> DeploymentState {
+pub fn state_of(hub: &HubName, namespace: &str, deployment: &Deployment) -> DeploymentState {
     let annotation = |name: &str| deployment.metadata.annotations.as_ref().and_then(|a| a.get(name)).cloned();
     DeploymentState {
-        hub: hub.to_string(),
+        hub: hub.clone(),
         namespace: namespace.to_string(),
         deployment: deployment.metadata.name.clone().unwrap_or_default(),
         generation: deployment.metadata.generation.unwrap_or_default(),
@@ -102,7 +102,7 @@ pub fn differences(before: &Template, after: &Template, redactor: &Redactor) -> 
 /// Watches `namespace`'s hub Deployments until `shutdown`, sending each template change to `changes`.
 pub async fn watch(
     client: kube::Client,
-    hub: String,
+    hub: HubName,
     namespace: String,
     changes: mpsc::Sender<HubNews>,
     shutdown: CancellationToken,
@@ -241,8 +241,11 @@ mod tests {
     #[test]
     fn the_state_carries_the_silence_annotations_as_written() {
         let annotations = serde_json::json!({SILENCE_UNTIL_ANNOTATION: "2026-12-01T06:00:00Z", SILENCE_REASON_ANNOTATION: "upgrading"});
-        let state =
-            state_of("temple", "temple", &deployment(serde_json::json!({"observedGeneration": 8}), annotations));
+        let state = state_of(
+            &"temple".into(),
+            "temple",
+            &deployment(serde_json::json!({"observedGeneration": 8}), annotations),
+        );
         assert_eq!(state.silence_until.as_deref(), Some("2026-12-01T06:00:00Z"));
         assert_eq!(state.silence_reason.as_deref(), Some("upgrading"));
         assert_eq!((state.deployment.as_str(), state.generation), ("hub", 8));

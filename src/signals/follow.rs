@@ -7,7 +7,7 @@
 
 use super::logs::{LogNews, LogWindow, news_in};
 use super::losses::StopRequests;
-use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::domain::{Capability, HubName, RealUsers, SignalSource};
 use crate::metrics::{Metrics, StartSource};
 use crate::redact::Redactor;
 use crate::status::StatusBoard;
@@ -35,7 +35,7 @@ const HUB_CONTAINER: &str = "hub";
 #[derive(Clone)]
 pub struct HubLogs {
     pub client: kube::Client,
-    pub hub: String,
+    pub hub: HubName,
     pub namespace: String,
     /// The hub's base path (`/`, `/prefix/`).
     pub prefix: String,

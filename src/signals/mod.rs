@@ -14,7 +14,7 @@ pub mod losses;
 pub mod peers;
 pub mod pods;
 
-use crate::domain::{Capability, RealUsers, SignalSource};
+use crate::domain::{Capability, HubName, RealUsers, SignalSource};
 use crate::kubeapi::{
     DASK_CLUSTER_LABEL, USER_POD_SELECTOR, USERNAME_ANNOTATION, daskcluster_resource, event_last_seen,
 };
@@ -46,7 +46,12 @@ struct Pods {
 
 impl Pods {
     /// Takes one event; returns the pod it changed (and whether it was deleted), outside of a re-list.
-    fn take(&mut self, event: Result<Event<Pod>, watcher::Error>, hub: &str, selector: &str) -> Option<(Pod, bool)> {
+    fn take(
+        &mut self,
+        event: Result<Event<Pod>, watcher::Error>,
+        hub: &HubName,
+        selector: &str,
+    ) -> Option<(Pod, bool)> {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
@@ -96,7 +101,7 @@ fn saw_loss(pod: &Pod, deleted: bool, losses: &mut Losses, own_users: &dyn Fn(&s
 #[derive(Clone)]
 pub struct Watch {
     pub client: kube::Client,
-    pub hub: String,
+    pub hub: HubName,
     pub namespace: String,
     pub pending_after: Duration,
     pub call_timeout: Duration,

@@ -55,7 +55,7 @@ pub async fn watch(
         }
         said = Some(down.is_some());
         let users: BTreeMap<String, (String, SystemTime)> =
-            down.map(|(since, why)| (peer.name.clone(), (why.clone(), *since))).into_iter().collect();
+            down.map(|(since, why)| (peer.name.to_string(), (why.clone(), *since))).into_iter().collect();
         let update =
             RealUsers { hub: peer.name.clone(), source: SignalSource::Peer, capability: Capability::Monitor, users };
         if updates.send(update).await.is_err() {

@@ -3,6 +3,7 @@
 //! operator forgets it.
 
 use super::{Store, StoreError, from_millis, millis};
+use crate::domain::HubName;
 use rusqlite::params;
 use std::time::SystemTime;
 
@@ -10,7 +11,7 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredHub {
     /// The hub's name (its namespace).
-    pub name: String,
+    pub name: HubName,
     pub namespace: String,
     pub url: String,
     pub users: Vec<String>,

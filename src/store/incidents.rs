@@ -3,14 +3,14 @@
 
 use super::outbox::{NewEvent, OutboxState, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{AffectedEver, EventAction, IncidentKind, Message, Response, Symptoms};
+use crate::domain::{AffectedEver, EventAction, HubName, IncidentKey, IncidentKind, Message, Response, Symptoms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::SystemTime;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentRecord {
-    pub key: String,
-    pub hub: String,
+    pub key: IncidentKey,
+    pub hub: HubName,
     pub kind: IncidentKind,
     pub open: bool,
     pub impact_start: SystemTime,
@@ -31,7 +31,7 @@ pub struct IncidentRecord {
     /// into it.
     pub cluster: Option<String>,
     /// The cluster incident this hub incident is folded into: paged there, never on its own.
-    pub part_of: Option<String>,
+    pub part_of: Option<IncidentKey>,
     /// What responders did with its PagerDuty incident, as last read back (REST token only).
     pub response: Option<Response>,
 }
@@ -39,10 +39,16 @@ pub struct IncidentRecord {
 impl IncidentRecord {
     /// An open incident `key` of `kind` on `hub`, its impact from `impact_start`, opened at `opened_at`: no
     /// symptoms, nobody affected and nothing sent yet (the caller adds what it knows).
-    pub fn opened(key: &str, hub: &str, kind: IncidentKind, impact_start: SystemTime, opened_at: SystemTime) -> Self {
+    pub fn opened(
+        key: &IncidentKey,
+        hub: &HubName,
+        kind: IncidentKind,
+        impact_start: SystemTime,
+        opened_at: SystemTime,
+    ) -> Self {
         IncidentRecord {
-            key: key.into(),
-            hub: hub.into(),
+            key: key.clone(),
+            hub: hub.clone(),
             kind,
             open: true,
             impact_start,
@@ -240,7 +246,7 @@ impl Store {
     /// (each at when it happened) and, once resolved there, the hold that keeps anything more from being sent.
     pub fn set_response(
         &self,
-        key: &str,
+        key: &IncidentKey,
         response: &Response,
         entries: &[(SystemTime, TimelineKind, String)],
         hold: Option<&HeldPage>,
@@ -261,7 +267,7 @@ impl Store {
     }
 
     /// The hub incidents folded into the cluster incident `key`, first folded first.
-    pub fn parts(&self, key: &str) -> Result<Vec<IncidentRecord>, StoreError> {
+    pub fn parts(&self, key: &IncidentKey) -> Result<Vec<IncidentRecord>, StoreError> {
         self.incidents("WHERE part_of = ?1 ORDER BY opened_at, key", [key])
     }
 
@@ -269,7 +275,7 @@ impl Store {
     /// that says so; or the hold changed (`events` empty, `hold` the new one).
     pub fn set_hold(
         &self,
-        key: &str,
+        key: &IncidentKey,
         at: SystemTime,
         hold: Option<&HeldPage>,
         entry: &str,
@@ -295,7 +301,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub fn update_incident(
         &self,
-        key: &str,
+        key: &IncidentKey,
         symptoms: &Symptoms,
         at: SystemTime,
         entry: &str,
@@ -330,7 +336,7 @@ impl Store {
     }
 
     /// Queues a held-back follow-up trigger.
-    pub fn send_pending_update(&self, key: &str, at: SystemTime, trigger: NewEvent) -> Result<(), StoreError> {
+    pub fn send_pending_update(&self, key: &IncidentKey, at: SystemTime, trigger: NewEvent) -> Result<(), StoreError> {
         self.write(|tx| {
             insert_event(tx, key, at, &trigger)?;
             tx.execute(
@@ -345,7 +351,7 @@ impl Store {
     /// none for an incident whose page was held all along), atomically.
     pub fn recover_incident(
         &self,
-        key: &str,
+        key: &IncidentKey,
         at: SystemTime,
         entry: &str,
         events: &[NewEvent],
@@ -365,7 +371,7 @@ impl Store {
     /// the last trigger. One transaction.
     pub fn attach_diagnostics(
         &self,
-        key: &str,
+        key: &IncidentKey,
         text: &str,
         at: SystemTime,
         entry: &str,
@@ -421,7 +427,7 @@ impl Store {
     }
 
     /// The incident's latest diagnostics and when they were collected.
-    pub fn diagnostics(&self, key: &str) -> Result<Option<(SystemTime, String)>, StoreError> {
+    pub fn diagnostics(&self, key: &IncidentKey) -> Result<Option<(SystemTime, String)>, StoreError> {
         let row: Option<(Option<i64>, Option<String>)> = self
             .conn()
             .query_row("SELECT diagnostics_at, diagnostics FROM incidents WHERE key = ?1", [key], |row| {
@@ -434,12 +440,18 @@ impl Store {
         })
     }
 
-    pub fn add_timeline(&self, key: &str, at: SystemTime, kind: TimelineKind, entry: &str) -> Result<(), StoreError> {
+    pub fn add_timeline(
+        &self,
+        key: &IncidentKey,
+        at: SystemTime,
+        kind: TimelineKind,
+        entry: &str,
+    ) -> Result<(), StoreError> {
         self.write(|tx| insert_timeline(tx, key, at, kind, entry))
     }
 
     /// Queues a status note for an open incident and notes when, so the next one waits its interval.
-    pub fn queue_status_note(&self, key: &str, at: SystemTime, note: NewEvent) -> Result<(), StoreError> {
+    pub fn queue_status_note(&self, key: &IncidentKey, at: SystemTime, note: NewEvent) -> Result<(), StoreError> {
         self.write(|tx| {
             insert_event(tx, key, at, &note)?;
             tx.execute("UPDATE incidents SET last_status_update_at = ?2 WHERE key = ?1", params![key, millis(at)])?;
@@ -448,7 +460,7 @@ impl Store {
     }
 
     /// When the incident's last status note was queued.
-    pub fn last_status_update(&self, key: &str) -> Result<Option<SystemTime>, StoreError> {
+    pub fn last_status_update(&self, key: &IncidentKey) -> Result<Option<SystemTime>, StoreError> {
         let at: Option<Option<i64>> = self
             .conn()
             .query_row("SELECT last_status_update_at FROM incidents WHERE key = ?1", [key], |row| row.get(0))
@@ -457,7 +469,7 @@ impl Store {
     }
 
     /// Where the incident's first accepted trigger went, once one was accepted.
-    pub fn routed_to(&self, key: &str) -> Result<Option<RoutedTo>, StoreError> {
+    pub fn routed_to(&self, key: &IncidentKey) -> Result<Option<RoutedTo>, StoreError> {
         let routing: Option<Option<String>> = self
             .conn()
             .query_row("SELECT routing FROM incidents WHERE key = ?1", [key], |row| row.get(0))
@@ -481,7 +493,7 @@ impl Store {
     }
 
     /// The PagerDuty incident id found for the incident's dedup key, once known.
-    pub fn pagerduty_incident(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub fn pagerduty_incident(&self, key: &IncidentKey) -> Result<Option<String>, StoreError> {
         let id: Option<Option<String>> = self
             .conn()
             .query_row("SELECT pagerduty_incident FROM incidents WHERE key = ?1", [key], |row| row.get(0))
@@ -489,7 +501,7 @@ impl Store {
         Ok(id.flatten())
     }
 
-    pub fn set_pagerduty_incident(&self, key: &str, id: &str) -> Result<(), StoreError> {
+    pub fn set_pagerduty_incident(&self, key: &IncidentKey, id: &str) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute("UPDATE incidents SET pagerduty_incident = ?2 WHERE key = ?1", params![key, id])?;
             Ok(())
@@ -530,7 +542,7 @@ impl Store {
         Ok((page, count as usize))
     }
 
-    pub fn incident(&self, key: &str) -> Result<Option<IncidentRecord>, StoreError> {
+    pub fn incident(&self, key: &IncidentKey) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.incidents("WHERE key = ?1", [key])?.into_iter().next())
     }
 
@@ -574,7 +586,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn timeline(&self, key: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+    pub fn timeline(&self, key: &IncidentKey) -> Result<Vec<TimelineEntry>, StoreError> {
         let conn = self.conn();
         let mut statement = conn.prepare("SELECT at, kind, entry FROM timeline WHERE key = ?1 ORDER BY at, id")?;
         let mut rows = statement.query([key])?;
@@ -620,7 +632,7 @@ pub struct FoldWrite<'a> {
     pub new: Option<&'a str>,
     pub entries: &'a [(TimelineKind, String)],
     /// The hub incidents folded now, each with its entry.
-    pub parts: &'a [(String, String)],
+    pub parts: &'a [(IncidentKey, String)],
     pub events: &'a [NewEvent],
     pub at: SystemTime,
 }

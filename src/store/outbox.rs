@@ -5,7 +5,7 @@
 use super::incidents::{RoutedTo, TimelineKind, insert_timeline};
 use super::words::{among, is};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::{Channel, EventAction, IncidentKind, Message};
+use crate::domain::{Channel, EventAction, HubName, IncidentKind, Message};
 use rusqlite::{Connection, params};
 use std::time::SystemTime;
 
@@ -71,7 +71,7 @@ pub struct OutboxEvent {
 /// Stored with the event; the routing key itself never is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRoute {
-    pub hub: String,
+    pub hub: HubName,
     pub kind: Option<IncidentKind>,
 }
 
@@ -79,14 +79,14 @@ impl EventRoute {
     fn to_text(&self) -> String {
         match self.kind {
             Some(kind) => format!("{} {}", self.hub, kind.as_str()),
-            None => self.hub.clone(),
+            None => self.hub.to_string(),
         }
     }
 
     fn parse(text: &str) -> EventRoute {
         match text.split_once(' ') {
-            Some((hub, kind)) => EventRoute { hub: hub.to_string(), kind: IncidentKind::parse(kind) },
-            None => EventRoute { hub: text.to_string(), kind: None },
+            Some((hub, kind)) => EventRoute { hub: HubName::new(hub), kind: IncidentKind::parse(kind) },
+            None => EventRoute { hub: HubName::new(text), kind: None },
         }
     }
 }
@@ -119,8 +119,8 @@ impl NewEvent {
     }
 
     /// Sent with the settings of `hub` (and `kind`).
-    pub fn routed(mut self, hub: &str, kind: Option<IncidentKind>) -> Self {
-        self.route = Some(EventRoute { hub: hub.to_string(), kind });
+    pub fn routed(mut self, hub: &HubName, kind: Option<IncidentKind>) -> Self {
+        self.route = Some(EventRoute { hub: hub.clone(), kind });
         self
     }
 }

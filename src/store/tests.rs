@@ -27,7 +27,7 @@ fn fresh() -> (tempfile::TempDir, Store) {
 }
 
 fn record(key: &str, open: bool, at: SystemTime) -> IncidentRecord {
-    IncidentRecord { open, ..IncidentRecord::opened(key, "temple", IncidentKind::HubAccess, at, at) }
+    IncidentRecord { open, ..IncidentRecord::opened(&key.into(), &"temple".into(), IncidentKind::HubAccess, at, at) }
 }
 
 fn trigger() -> NewEvent {
@@ -55,18 +55,18 @@ fn a_version_2_database_is_migrated_in_place_and_keeps_its_incident() {
     let path = dir.path().join("state.db");
     Connection::open(&path).unwrap().execute_batch(SCHEMA_V2).unwrap();
     let store = Store::open(&path).unwrap();
-    let incident = store.incident("temple-hub_access-1").unwrap().expect("kept");
+    let incident = store.incident(&"temple-hub_access-1".into()).unwrap().expect("kept");
     assert!(incident.open && incident.failures_ever.affected.is_empty());
-    let timeline = store.timeline("temple-hub_access-1").unwrap();
+    let timeline = store.timeline(&"temple-hub_access-1".into()).unwrap();
     assert_eq!((timeline[0].kind, timeline[0].text.as_str()), (TimelineKind::Changed, "detected: temple: 2 users"));
     store
         .queue_status_note(
-            "temple-hub_access-1",
+            &"temple-hub_access-1".into(),
             from_millis(3000),
             NewEvent::now(Message::Note { content: "still failing".into() }),
         )
         .unwrap();
-    assert_eq!(store.last_status_update("temple-hub_access-1").unwrap(), Some(from_millis(3000)));
+    assert_eq!(store.last_status_update(&"temple-hub_access-1".into()).unwrap(), Some(from_millis(3000)));
     let version: i64 = store.conn().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
@@ -112,16 +112,16 @@ fn a_full_database_fails_writes_loudly_and_recovers_when_space_returns() {
     let pages: i64 = store.conn().query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
     store.limit_pages(pages).unwrap();
     let big = "x".repeat(64 * 1024);
-    let error = store.add_timeline("a", t(1), TimelineKind::Changed, &big).unwrap_err();
+    let error = store.add_timeline(&"a".into(), t(1), TimelineKind::Changed, &big).unwrap_err();
     assert!(error.is_full(), "{error}");
     let (since, why) = store.health().failing().expect("failing");
     assert!(why.contains("full"), "{why}");
     assert_eq!(store.health().failures(), 1);
-    store.add_timeline("a", t(2), TimelineKind::Changed, &big).unwrap_err();
+    store.add_timeline(&"a".into(), t(2), TimelineKind::Changed, &big).unwrap_err();
     assert_eq!(store.health().failing().unwrap().0, since, "failing since the first failure");
-    assert_eq!(store.timeline("a").unwrap().len(), 2, "nothing half-written; reads still work");
+    assert_eq!(store.timeline(&"a".into()).unwrap().len(), 2, "nothing half-written; reads still work");
     store.limit_pages(1 << 20).unwrap();
-    store.add_timeline("a", t(3), TimelineKind::Changed, &big).unwrap();
+    store.add_timeline(&"a".into(), t(3), TimelineKind::Changed, &big).unwrap();
     assert!(store.health().failing().is_none(), "writable again");
     assert_eq!(store.health().failures(), 2);
 }
@@ -146,7 +146,7 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
             .open_incident(&record(&key, true, t(i)), "impact", &[(TimelineKind::Detected, "detected")], &[trigger()])
             .unwrap();
         let resolve = NewEvent::now(Message::Resolve);
-        store.recover_incident(&key, t(100 + i), "recovered", &[resolve]).unwrap();
+        store.recover_incident(&key.as_str().into(), t(100 + i), "recovered", &[resolve]).unwrap();
     }
     // The last one's resolve never reached PagerDuty: it is not expired, however old.
     store.conn().execute("UPDATE outbox SET state = 'sent' WHERE key != 'old-4'", []).unwrap();
@@ -180,7 +180,7 @@ fn retention_deletes_old_closed_incidents_in_batches_and_keeps_open_ones() {
     assert_eq!(store.prune(t(102), 2).unwrap(), 2 * 6 + 1);
     assert_eq!(store.all_incidents().unwrap().len(), 4);
     while store.prune(t(1000), 2).unwrap() > 0 {}
-    let mut left: Vec<String> = store.all_incidents().unwrap().into_iter().map(|i| i.key).collect();
+    let mut left: Vec<String> = store.all_incidents().unwrap().into_iter().map(|i| i.key.to_string()).collect();
     left.sort();
     assert_eq!(left, ["old-4", "open"], "the open incident stays, and so does one whose resolve is unsent");
     let outbox: i64 = store.conn().query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
@@ -195,7 +195,7 @@ fn a_trigger_behind_its_resolve_is_skipped_and_retries_a_clock_step_pushed_out_c
         .unwrap();
     let dask = IncidentRecord { kind: IncidentKind::DaskGateway, ..record("b", true, t(0)) };
     store.open_incident(&dask, "impact", &[], &[trigger()]).unwrap();
-    store.recover_incident("a", t(10), "recovered", &[NewEvent::now(Message::Resolve)]).unwrap();
+    store.recover_incident(&"a".into(), t(10), "recovered", &[NewEvent::now(Message::Resolve)]).unwrap();
     assert_eq!(store.skip_triggers_behind_resolves(t(11)).unwrap(), ["a"]);
     let due = store.due_events(t(12), Channel::Events, 10).unwrap();
     let due: Vec<(&str, EventAction)> = due.iter().map(|e| (e.key.as_str(), e.action)).collect();
@@ -232,8 +232,8 @@ fn a_snapshot_from_an_older_leader_restores_and_one_from_a_newer_is_refused() {
     let store = Store::open(&dir.path().join("new.db")).unwrap();
     let report = store.restore(&snapshot).unwrap();
     assert_eq!(report, RestoreReport { rows: 2, rejected: vec![] });
-    assert!(store.incident("temple-hub_access-1").unwrap().is_some_and(|i| i.open));
-    assert_eq!(store.timeline("temple-hub_access-1").unwrap()[0].kind, TimelineKind::Changed);
+    assert!(store.incident(&"temple-hub_access-1".into()).unwrap().is_some_and(|i| i.open));
+    assert_eq!(store.timeline(&"temple-hub_access-1".into()).unwrap()[0].kind, TimelineKind::Changed);
     snapshot["schema_version"] = (SCHEMA_VERSION + 1).into();
     assert!(matches!(store.restore(&snapshot), Err(StoreError::Snapshot(_))));
 }
@@ -308,9 +308,9 @@ fn a_word_no_version_wrote_is_left_out_and_reported_never_read_as_a_default() {
     store.conn().execute("UPDATE incidents SET kind = 'quota' WHERE key = 'b'", []).unwrap();
     open("a");
     store.conn().execute("UPDATE timeline SET kind = 'escalated' WHERE key = 'a' AND kind = 'detected'", []).unwrap();
-    let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.key).collect();
+    let open: Vec<String> = store.open_incidents().unwrap().into_iter().map(|i| i.key.to_string()).collect();
     assert_eq!(open, ["a"], "the unreadable incident is left out, not taken for another kind");
-    let kinds: Vec<TimelineKind> = store.timeline("a").unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<TimelineKind> = store.timeline(&"a".into()).unwrap().into_iter().map(|e| e.kind).collect();
     assert!(!kinds.contains(&TimelineKind::Changed) && !kinds.contains(&TimelineKind::Detected), "{kinds:?}");
     let reported = lock(&store.unreadable.reported).clone();
     assert!(reported.contains(&("incidents", "b".to_string())) && reported.contains(&("timeline", "a".to_string())));
@@ -418,7 +418,7 @@ fn readers_open_the_state_read_only_and_never_migrate_it() {
     store.open_incident(&record("a", true, t(0)), "impact", &[], &[trigger()]).unwrap();
     let reader = Store::open_read_only(store.path()).unwrap();
     assert_eq!(reader.open_incidents().unwrap().len(), 1, "reads what the daemon wrote, beside it");
-    assert!(reader.add_timeline("a", t(1), TimelineKind::Changed, "x").is_err(), "and writes nothing");
+    assert!(reader.add_timeline(&"a".into(), t(1), TimelineKind::Changed, "x").is_err(), "and writes nothing");
     assert!(Store::open_read_only(&dir.path().join("missing.db")).is_err(), "a missing file is an error, not created");
     assert!(!dir.path().join("missing.db").exists());
 }

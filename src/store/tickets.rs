@@ -4,14 +4,14 @@
 
 use super::outbox::{NewEvent, insert_event};
 use super::{Store, StoreError, from_millis, millis};
-use crate::domain::TicketKind;
+use crate::domain::{HubName, TicketKind};
 use rusqlite::params;
 use std::time::SystemTime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub id: String,
-    pub hub: String,
+    pub hub: HubName,
     pub kind: TicketKind,
     pub opened_at: SystemTime,
     pub users: Vec<String>,

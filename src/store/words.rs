@@ -1,11 +1,12 @@
-//! The closed sets of words the store keeps in TEXT columns — incident and ticket kinds, timeline kinds, event actions,
-//! outbox states, silence sources — each bound and read through one `ToSql`/`FromSql`. A word no version of
-//! hubwatch wrote is an error when read (reported once by [`Unreadable`]), never taken for a default; a
-//! query's fixed condition names its words through [`is`] and [`among`], never typed into the SQL.
+//! The closed sets of words the store keeps in TEXT columns — incident and ticket kinds, timeline kinds, event
+//! actions, outbox states, silence sources — each bound and read through one `ToSql`/`FromSql`, as are hub names
+//! and incident keys. A word no version of hubwatch wrote is an error when read (reported once by
+//! [`Unreadable`]), never taken for a default; a query's fixed condition names its words through [`is`] and
+//! [`among`], never typed into the SQL.
 
 use super::incidents::TimelineKind;
 use super::outbox::OutboxState;
-use crate::domain::{EventAction, IncidentKind, SilenceSource, TicketKind};
+use crate::domain::{EventAction, HubName, IncidentKey, IncidentKind, SilenceSource, TicketKind};
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use std::collections::HashSet;
@@ -42,6 +43,25 @@ macro_rules! stored_words {
 }
 
 stored_words!(IncidentKind, TicketKind, TimelineKind, EventAction, OutboxState, SilenceSource);
+
+/// The names kept in TEXT columns: bound as their text, read back as what the store wrote.
+macro_rules! stored_names {
+    ($($name:ty => $make:path),*) => {$(
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                Ok($make(value.as_str()?))
+            }
+        }
+    )*};
+}
+
+stored_names!(HubName => HubName::new, IncidentKey => IncidentKey::from);
 
 /// `column = 'word'`.
 pub fn is(column: &str, word: impl Word) -> String {

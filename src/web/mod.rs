@@ -13,7 +13,7 @@ pub mod silences;
 pub mod tls;
 
 use crate::clock::Clock;
-use crate::domain::Silence;
+use crate::domain::{HubName, IncidentKey, Silence};
 use crate::health::Health;
 use crate::incident::availability;
 use crate::incident::history::Spans;
@@ -183,6 +183,7 @@ async fn incident(State(state): State<WebState>, Path(key): Path<String>) -> Res
 }
 
 fn incident_page(state: &WebState, key: &str) -> Response {
+    let key = &IncidentKey::from(key);
     let read = || -> Result<Option<String>, StoreError> {
         let Some(record) = state.store.incident(key)? else { return Ok(None) };
         let (timeline, diagnostics) = (state.store.timeline(key)?, state.store.diagnostics(key)?);
@@ -210,7 +211,7 @@ fn incident_page(state: &WebState, key: &str) -> Response {
 async fn report_md(State(state): State<WebState>, Path(key): Path<String>) -> Response {
     off_runtime(move || {
         let hub_url = |hub: &str| state.board.hub(hub).and_then(|h| url::Url::parse(&h.url).ok());
-        match report::draft(&state.store, &key, hub_url, &state.report) {
+        match report::draft(&state.store, &IncidentKey::from(key.as_str()), hub_url, &state.report) {
             Ok(Some(markdown)) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], markdown).into_response(),
             Ok(None) => not_found(&key),
             Err(e) => store_failed(e),
@@ -248,7 +249,7 @@ fn availability_of(
     let text = query.since.clone().unwrap_or_else(|| "30d".to_string());
     let since = humantime::parse_duration(&text)
         .map_err(|e| NoAvailability::Period(format!("since={text:?} is not a duration such as 30d or 12h ({e})\n")))?;
-    let hubs: Vec<(String, bool)> = state
+    let hubs: Vec<(HubName, bool)> = state
         .board
         .snapshot()
         .into_iter()

@@ -4,7 +4,7 @@
 //! shown as text. The style sheet is served beside the pages (no inline style or script).
 
 use crate::domain::wording::{summary, summary_of};
-use crate::domain::{Capability, IncidentKind, Silence};
+use crate::domain::{Capability, HubName, IncidentKind, Silence};
 use crate::incident::availability::{Availability, shown};
 use crate::incident::history::{self, Day, DayTone, Spans};
 use crate::status::{CapabilityState, CapabilityStatus, HubStatus, LatestProbe, LatestResult};
@@ -181,7 +181,7 @@ fn urgency(hub: &HubStatus) -> Tone {
 }
 
 /// The support tickets on the grid: hub, capability, users affected.
-fn tickets(hubs: &BTreeMap<String, HubStatus>) -> Vec<(&str, Capability, usize)> {
+fn tickets(hubs: &BTreeMap<HubName, HubStatus>) -> Vec<(&str, Capability, usize)> {
     hubs.iter()
         .flat_map(|(name, hub)| {
             hub.capabilities
@@ -195,7 +195,7 @@ fn tickets(hubs: &BTreeMap<String, HubStatus>) -> Vec<(&str, Capability, usize)>
 /// `/`: every hub × capability (the hubs that need attention first), with the open incidents and support
 /// tickets on top.
 pub fn grid(
-    hubs: &BTreeMap<String, HubStatus>,
+    hubs: &BTreeMap<HubName, HubStatus>,
     open: &[IncidentRecord],
     silences: &[Silence],
     history: &Spans,
@@ -205,7 +205,7 @@ pub fn grid(
     // A column for each capability some hub has: an optional one (Binder, first login) only where used.
     let columns: Vec<Capability> =
         Capability::ALL.into_iter().filter(|c| hubs.values().any(|h| h.capabilities.contains_key(c))).collect();
-    let mut rows: Vec<(&String, &HubStatus)> = hubs.iter().collect();
+    let mut rows: Vec<(&HubName, &HubStatus)> = hubs.iter().collect();
     rows.sort_by_key(|(name, hub)| (urgency(hub), *name));
     let body = html! {
         h1 { "hubwatch" }

@@ -4,7 +4,7 @@
 
 use super::auth::Authenticated;
 use super::{WebState, store_failed};
-use crate::domain::{Silence, SilenceSource};
+use crate::domain::{HubName, Silence, SilenceSource};
 use crate::incident::holds::{self, SilenceRequest};
 use crate::tasks::off_runtime;
 use crate::timefmt::rfc3339;
@@ -66,7 +66,7 @@ pub async fn create(
             Ok(_) => {}
             Err(e) => return store_failed(e),
         }
-        let hubs: Vec<String> = state.board.snapshot().into_keys().collect();
+        let hubs: Vec<HubName> = state.board.snapshot().into_keys().collect();
         let silence = match holds::validate(&request, &hubs, holds::new_silence_id(), SilenceSource::Api, now) {
             Ok(silence) => silence,
             Err(refused) => return refuse(StatusCode::BAD_REQUEST, refused.to_string()),

@@ -27,7 +27,7 @@ struct Scripted {
 fn record(store: &Store, now: SystemTime, s: &Scripted) {
     let start = now - Duration::from_secs(s.days_ago * DAY);
     let at = |seconds: u64| start + Duration::from_secs(seconds);
-    let incident = IncidentRecord::opened(s.key, s.hub, s.kind, start, at(s.detect));
+    let incident = IncidentRecord::opened(&s.key.into(), &s.hub.into(), s.kind, start, at(s.detect));
     let trigger = crate::support::a_trigger(s.hub, at(s.detect));
     store
         .open_incident(&incident, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])
@@ -40,7 +40,7 @@ fn record(store: &Store, now: SystemTime, s: &Scripted) {
         None => store.finish_event(event, OutboxState::Rejected, at(s.detect), Some("400"), None, None).unwrap(),
     }
     let resolve = NewEvent::now(Message::Resolve);
-    store.recover_incident(s.key, at(s.last), "recovered", &[resolve]).unwrap();
+    store.recover_incident(&s.key.into(), at(s.last), "recovered", &[resolve]).unwrap();
 }
 
 #[test]

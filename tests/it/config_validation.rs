@@ -135,16 +135,16 @@ fn the_full_valid_config_applies_defaults_and_overrides() {
     assert_eq!((webhook.retry_delay, webhook.timeout), (Duration::from_secs(5), Duration::from_secs(10)));
     assert_eq!(webhook.headers["Authorization"].expose(), "Bearer helpdesk");
     use hubwatch::domain::IncidentKind::{DaskGateway, HubAccess};
-    let route = config.page_route("staging-hub", Some(HubAccess)).unwrap();
+    let route = config.page_route(&"staging-hub".into(), Some(HubAccess)).unwrap();
     assert_eq!(route.routing_key.expose(), "fedcba9876543210fedcba9876543210");
     assert_eq!(route.severity, hubwatch::domain::Severity::Warning);
     assert_eq!(route.priority, Some(("P3".into(), "hubs[staging-hub].pagerduty.kinds.hub_access.priority".into())));
-    let route = config.page_route("staging-hub", Some(DaskGateway)).unwrap();
+    let route = config.page_route(&"staging-hub".into(), Some(DaskGateway)).unwrap();
     assert_eq!(
         (route.severity, route.priority.unwrap().1.as_str()),
         (hubwatch::domain::Severity::Info, "pagerduty.priority")
     );
-    let route = config.page_route("temple", Some(HubAccess)).unwrap();
+    let route = config.page_route(&"temple".into(), Some(HubAccess)).unwrap();
     assert_eq!(
         (route.routing_key_rule.as_str(), route.severity),
         ("pagerduty.routing_key", hubwatch::domain::Severity::Error)

@@ -3,6 +3,7 @@
 //! decisions' time an argument (no waiting).
 
 use crate::support::decisions::setup;
+use hubwatch::domain::{HubName, IncidentKey};
 use std::time::Duration;
 
 #[tokio::test]
@@ -15,7 +16,7 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
     f.fails("c", 20);
     let sent = f.delivered().await;
     assert_eq!(sent.len(), 1, "one page for three hubs: {sent:?}");
-    let cluster_key = sent[0].1.clone();
+    let cluster_key = IncidentKey::from(sent[0].1.clone());
     assert!(cluster_key.starts_with("cluster.east-hub_access-"), "{cluster_key}");
     let trigger = &f.pd.accepted()[0];
     assert_eq!(trigger["payload"]["summary"], "cluster east: 3 hubs, 6 users cannot start their servers");
@@ -42,7 +43,7 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
 
     f.fails("d", 60);
     let sent = f.delivered().await;
-    assert_eq!(sent[1], ("trigger".into(), cluster_key.clone()), "a hub that joins later is a follow-up: {sent:?}");
+    assert_eq!(sent[1], ("trigger".into(), cluster_key.to_string()), "a hub that joins later is a follow-up: {sent:?}");
     assert_eq!(f.pd.accepted()[1]["payload"]["summary"], "cluster east: 4 hubs, 8 users cannot start their servers");
     f.tick(125);
     let sent = f.delivered().await;
@@ -57,10 +58,10 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
     assert!(cluster.open && cluster.symptoms.users().into_iter().all(|u| u.starts_with("d/")), "{cluster:?}");
     f.recovers("d", 330);
     let sent = f.delivered().await;
-    assert_eq!(sent[3], ("resolve".into(), cluster_key.clone()), "resolved once, with the last: {sent:?}");
+    assert_eq!(sent[3], ("resolve".into(), cluster_key.to_string()), "resolved once, with the last: {sent:?}");
     assert_eq!(sent.len(), 4);
 
-    let report = |key: &str| {
+    let report = |key: &IncidentKey| {
         let settings = hubwatch::incident::report::ReportSettings {
             public_url: "https://hubwatch.example.org/".parse().unwrap(),
             threshold: 2,
@@ -80,7 +81,7 @@ async fn three_hubs_of_one_cluster_page_once_a_fourth_joins_and_it_resolves_with
     assert!(report(&a_key).contains(&format!("| Paged as part of | `{cluster_key}`")));
 
     let since = f.t0;
-    let hubs: Vec<(String, bool)> = ["a", "b", "c", "d", "e"].iter().map(|h| (h.to_string(), false)).collect();
+    let hubs: Vec<(HubName, bool)> = ["a", "b", "c", "d", "e"].iter().map(|h| (HubName::new(h), false)).collect();
     let rows = hubwatch::incident::availability::from_store(&f.store, &hubs, since, f.at(3000)).unwrap();
     let counted: Vec<(&str, usize)> = rows.iter().map(|r| (r.hub.as_str(), r.incidents)).collect();
     assert_eq!(counted, [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)], "a folded incident counts once per hub");
@@ -97,7 +98,11 @@ async fn two_hubs_of_a_cluster_page_as_today_once_their_wait_ends_and_a_later_th
     f.tick(120);
     f.tick(130);
     let sent = f.delivered().await;
-    assert_eq!(sent, [("trigger".into(), f.key_of("a")), ("trigger".into(), f.key_of("b"))], "two incidents as today");
+    assert_eq!(
+        sent,
+        [("trigger".into(), f.key_of("a").to_string()), ("trigger".into(), f.key_of("b").to_string())],
+        "two incidents as today"
+    );
     f.fails("c", 150);
     f.fails("d", 160);
     f.tick(270);
@@ -105,16 +110,19 @@ async fn two_hubs_of_a_cluster_page_as_today_once_their_wait_ends_and_a_later_th
     assert_eq!(sent.len(), 3, "a and b paged before: only c and d wait, two are no fold: {sent:?}");
     f.tick(280);
     let sent = f.delivered().await;
-    assert_eq!(sent[2..], [("trigger".into(), f.key_of("c")), ("trigger".into(), f.key_of("d"))]);
+    assert_eq!(
+        sent[2..],
+        [("trigger".into(), f.key_of("c").to_string()), ("trigger".into(), f.key_of("d").to_string())]
+    );
     f.recovers("a", 400);
-    assert_eq!(f.delivered().await[4], ("resolve".into(), f.key_of("a")));
+    assert_eq!(f.delivered().await[4], ("resolve".into(), f.key_of("a").to_string()));
 }
 
 #[tokio::test]
 async fn with_folding_off_a_clustered_hub_pages_at_once_and_a_hub_recovered_while_waiting_sends_nothing() {
     let off = setup("{min_hubs: 0}", false).await;
     off.fails("a", 0);
-    assert_eq!(off.delivered().await, [("trigger".into(), off.key_of("a"))]);
+    assert_eq!(off.delivered().await, [("trigger".into(), off.key_of("a").to_string())]);
 
     let on = setup("{min_hubs: 3, within: 2m}", false).await;
     on.fails("a", 0);
@@ -131,7 +139,7 @@ async fn a_cluster_incident_open_in_pagerduty_when_the_state_is_lost_is_adopted_
         before.fails(hub, at);
     }
     let sent = before.delivered().await;
-    let key = sent[0].1.clone();
+    let key = IncidentKey::from(sent[0].1.clone());
     assert!(key.starts_with("cluster.east-"), "{sent:?}");
 
     let after = before.state_lost();
@@ -152,7 +160,7 @@ async fn a_cluster_incident_open_in_pagerduty_when_the_state_is_lost_is_adopted_
     assert_eq!(after.delivered().await.last().unwrap().0, "trigger", "b still fails");
     after.recovers("b", 4010);
     let sent = after.delivered().await;
-    assert_eq!(sent.last().unwrap(), &("resolve".into(), key.clone()), "{sent:?}");
+    assert_eq!(sent.last().unwrap(), &("resolve".into(), key.to_string()), "{sent:?}");
     assert_eq!(sent.iter().filter(|(action, _)| action == "resolve").count(), 1);
     assert_eq!(after.pd.open_alerts(crate::support::pagerduty::ROUTING_KEY), Vec::<String>::new());
     assert_eq!(after.reconcile(4100).await, [], "nothing left to reconcile");
@@ -164,13 +172,13 @@ async fn an_adopted_cluster_incident_that_no_hub_joins_resolves_after_the_window
     for (hub, at) in [("a", 0), ("b", 5), ("c", 10)] {
         before.fails(hub, at);
     }
-    let key = before.delivered().await[0].1.clone();
+    let key = IncidentKey::from(before.delivered().await[0].1.clone());
     let after = before.state_lost();
     after.reconcile(3600).await;
     after.tick(3600 + 899);
     assert_eq!(after.delivered().await.len(), 1, "within incidents.window its hubs may still join it");
     after.tick(3600 + 901);
-    assert_eq!(after.delivered().await[1], ("resolve".into(), key.clone()));
+    assert_eq!(after.delivered().await[1], ("resolve".into(), key.to_string()));
     let timeline: Vec<String> = after.store.timeline(&key).unwrap().into_iter().map(|e| e.text).collect();
     assert!(timeline.iter().any(|e| e.contains("no hub of it failed within 15m")), "{timeline:?}");
 }
@@ -199,7 +207,7 @@ async fn three_hub_entries_on_the_lab_down_at_once_page_once_and_resolve_once() 
     more_probe_runs(async || daemon.metrics().await, "server", "failed", 6.0).await;
     assert_eq!(pd.accepted_actions(), ["trigger"], "one page for three hubs while they fail");
     let trigger = &pd.accepted()[0];
-    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    let key = IncidentKey::from(trigger["dedup_key"].as_str().unwrap());
     let summary = trigger["payload"]["summary"].as_str().unwrap();
     assert!(summary.starts_with("cluster east: 3 hubs, 6 users cannot start their servers"), "{summary}");
     let (status, page) = get(&format!("{}/incidents/{key}", daemon.base), None).await;

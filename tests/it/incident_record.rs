@@ -10,7 +10,7 @@ use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
 use hubwatch::diagnostics::{Diagnostics, Keep, Section};
-use hubwatch::domain::{Capability, HubChange, Transition};
+use hubwatch::domain::{Capability, HubChange, IncidentKey, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::report::{self, ReportSettings};
@@ -93,7 +93,7 @@ impl Script {
         transitions
     }
 
-    fn key(&self) -> String {
+    fn key(&self) -> IncidentKey {
         self.store.all_incidents().unwrap()[0].key.clone()
     }
 

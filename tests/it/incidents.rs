@@ -6,8 +6,7 @@ use hubwatch::app::pipeline::Pipeline;
 use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
-use hubwatch::domain::Transition;
-use hubwatch::domain::{Capability, ProbeOutcome, ProbeResult, Stage, StepFailure};
+use hubwatch::domain::{Capability, IncidentKey, ProbeOutcome, ProbeResult, Stage, StepFailure, Transition};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::metrics::Metrics;
@@ -144,7 +143,7 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
     assert_eq!(trigger["payload"]["custom_details"]["last_errors"][0]["reason"], "Spawn failed: quota exceeded");
     assert_eq!(trigger["payload"]["source"], "temple.example.org");
     assert_eq!(trigger["payload"]["class"], "hub_access");
-    let key = trigger["dedup_key"].as_str().unwrap().to_string();
+    let key = IncidentKey::from(trigger["dedup_key"].as_str().unwrap());
     assert_eq!(trigger["links"][1]["href"], format!("https://hubwatch.example.org/incidents/{key}"));
 
     for minute in [2, 3] {
@@ -349,7 +348,7 @@ async fn an_older_leaders_unsent_page_in_its_mirror_is_sent_as_that_version_rend
     let mut snapshot = leader.store.snapshot().unwrap();
     snapshot["schema_version"] = 9.into();
     let row = &mut snapshot["tables"]["outbox"][0];
-    let key = row["key"].as_str().unwrap().to_string();
+    let key = IncidentKey::from(row["key"].as_str().unwrap());
     let message = hubwatch::domain::Message::read(row["body"].as_str().unwrap()).unwrap();
     let rendered = hubwatch::notify::pagerduty::event(&key, &message).unwrap();
     row["body"] = rendered.to_string().into();

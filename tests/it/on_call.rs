@@ -13,8 +13,9 @@ use hubwatch::app::pipeline::Pipeline;
 use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
-use hubwatch::domain::EventAction;
-use hubwatch::domain::{Capability, DeploymentState, HubChange, SilenceSource, TicketKind, Transition};
+use hubwatch::domain::{
+    Capability, DeploymentState, EventAction, HubChange, IncidentKey, SilenceSource, TicketKind, Transition,
+};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::incident::holds::{self, SilenceRequest};
@@ -140,7 +141,7 @@ impl OnCall {
     }
 
     /// Both users failing: the incident opens; its key.
-    fn outage(&mut self, hub: &str, at: SystemTime) -> String {
+    fn outage(&mut self, hub: &str, at: SystemTime) -> IncidentKey {
         let opened = self.feed(hub, &["probe-1", "probe-2"], false, at);
         assert!(matches!(opened.as_slice(), [Transition::Opened { .. }]), "{opened:?}");
         self.store.open_incidents().unwrap().into_iter().find(|i| i.hub == hub).unwrap().key
@@ -162,7 +163,7 @@ impl OnCall {
         }
     }
 
-    fn timeline(&self, key: &str) -> Vec<(TimelineKind, String)> {
+    fn timeline(&self, key: &IncidentKey) -> Vec<(TimelineKind, String)> {
         self.store.timeline(key).unwrap().into_iter().map(|e| (e.kind, e.text)).collect()
     }
 
@@ -180,7 +181,7 @@ impl OnCall {
             created_by: Some("yuvi".into()),
             ..SilenceRequest::default()
         };
-        let hubs = ["temple".to_string(), "lab".to_string()];
+        let hubs = ["temple".into(), "lab".into()];
         let now = SystemTime::now();
         let silence = holds::validate(&request, &hubs, holds::new_silence_id(), SilenceSource::Api, now).unwrap();
         holds::start_silence(&self.store, &silence, now).unwrap();
@@ -541,7 +542,7 @@ async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_l
     let mut s = start(&gone);
     s.heal("lab", SystemTime::now() + Duration::from_secs(10));
     s.notifier.deliver_due(SystemTime::now()).await.unwrap();
-    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), std::slice::from_ref(&next), "not resolved on the wrong service");
+    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), [next.to_string()], "not resolved on the wrong service");
     let metrics = s.pipeline.metrics.render();
     let rule = "rule=\"hubs[lab].pagerduty.routing_key\"";
     assert_eq!(metric(&metrics, "hubwatch_pagerduty_routing_key_refused", &[rule]), 1.0, "{metrics}");
@@ -626,8 +627,8 @@ async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
             Reconciled::Duplicate { key: duplicate.into(), open: temple.clone() },
         ]
     );
-    s.deliver_until(Duration::from_secs(5), || pd.open_alerts(TEMPLE_ROUTING_KEY) == [temple.clone()]).await;
-    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), std::slice::from_ref(&temple), "the duplicate resolved at once");
+    s.deliver_until(Duration::from_secs(5), || pd.open_alerts(TEMPLE_ROUTING_KEY) == [temple.to_string()]).await;
+    assert_eq!(pd.open_alerts(TEMPLE_ROUTING_KEY), [temple.to_string()], "the duplicate resolved at once");
 
     eprintln!("phase: restarted (the detector resumes the adopted incident), lab healthy: resolved under its key");
     drop(s);
@@ -636,7 +637,7 @@ async fn pagerdutys_open_incidents_are_adopted_or_resolved_at_start() {
     s.deliver_until(Duration::from_secs(5), || !pd.open_alerts(ROUTING_KEY).contains(&orphan.to_string())).await;
     assert_eq!(pd.open_alerts(ROUTING_KEY), ["someone-elses-alert"], "someone else's alert is left alone");
     assert!(triggers(&pd, orphan).is_empty(), "adopted, never paged again");
-    let timeline = s.timeline(orphan);
+    let timeline = s.timeline(&orphan.into());
     assert!(timeline.iter().any(|(_, t)| t.starts_with("adopted from PagerDuty")), "{timeline:?}");
     let again = reconcile::reconcile(&s.store, &http, &settings, &owners, clock).await.unwrap();
     assert!(again.is_empty(), "nothing left to reconcile: {again:?}");

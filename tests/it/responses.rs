@@ -6,7 +6,7 @@
 use crate::support::decisions::{Decisions, setup};
 use crate::support::pagerduty::{FIRST_RESPONDER, Fault};
 use hubwatch::clock::Clock;
-use hubwatch::domain::{Capability, IncidentKind, Stage, Transition, UserFailure};
+use hubwatch::domain::{Capability, IncidentKey, IncidentKind, Stage, Transition, UserFailure};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::report::{ReportSettings, draft};
 use hubwatch::incident::responses::{CALL_TIMEOUT, ResponseReader};
@@ -18,7 +18,7 @@ fn reader(d: &Decisions) -> ResponseReader {
     ResponseReader { store: d.store.clone(), http, settings, clock: Clock::start(), call_timeout: CALL_TIMEOUT }
 }
 
-fn timeline(d: &Decisions, key: &str) -> Vec<String> {
+fn timeline(d: &Decisions, key: &IncidentKey) -> Vec<String> {
     d.store.timeline(key).unwrap().into_iter().map(|e| e.text).collect()
 }
 
@@ -26,7 +26,7 @@ fn timeline(d: &Decisions, key: &str) -> Vec<String> {
 async fn acknowledgements_and_hand_offs_are_read_back_into_the_timeline_the_report_and_the_pages() {
     let d = setup("{min_hubs: 0}", true).await;
     d.fails("a", 0);
-    let key = d.delivered().await[0].1.clone();
+    let key = IncidentKey::from(d.delivered().await[0].1.clone());
     let reader = reader(&d);
     reader.read_all().await.unwrap();
     assert!(
@@ -65,7 +65,7 @@ async fn acknowledgements_and_hand_offs_are_read_back_into_the_timeline_the_repo
 async fn resolved_in_pagerduty_while_failing_it_is_not_paged_again_until_it_recovers_and_fails_anew() {
     let d = setup("{min_hubs: 0}", true).await;
     d.fails("a", 0);
-    let first = d.delivered().await[0].1.clone();
+    let first = IncidentKey::from(d.delivered().await[0].1.clone());
     let reader = reader(&d);
     d.pd.resolve_by(&first, FIRST_RESPONDER);
     reader.read_all().await.unwrap();

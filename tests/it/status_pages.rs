@@ -9,7 +9,7 @@ use hubwatch::app::pipeline::Pipeline;
 use hubwatch::clock::Clock;
 use hubwatch::config::Config;
 use hubwatch::detector::Detector;
-use hubwatch::domain::Capability;
+use hubwatch::domain::{Capability, HubName};
 use hubwatch::http::HttpClient;
 use hubwatch::store::Store;
 use hubwatch::web::router;
@@ -81,7 +81,8 @@ async fn serve(dir: &Path, reason: &str) -> (String, String) {
             manager.handle(&transition).unwrap();
         }
     }
-    for hub in ["temple", "river"] {
+    for hub in ["temple", "river"].map(HubName::new) {
+        let hub = &hub;
         let symptoms = detector.symptoms(hub, hubwatch::domain::IncidentKind::HubAccess, now);
         let open = detector.is_open(hub, hubwatch::domain::IncidentKind::HubAccess);
         board.set_affected(hub, hubwatch::domain::IncidentKind::HubAccess.capabilities(), &symptoms, open);
@@ -97,7 +98,7 @@ async fn serve(dir: &Path, reason: &str) -> (String, String) {
     let served = std::sync::Arc::new(hubwatch::web::origin::Served::new(None, &[]));
     let app = router(state, access, served).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, key)
+    (base, key.to_string())
 }
 
 /// History for the strips: river had a 40-minute incident three days ago, staging a two-hour support ticket

@@ -6,6 +6,7 @@
 
 use crate::support::daemon::{Daemon, free_port, wait_for};
 use crate::support::tls::certificate;
+use hubwatch::domain::IncidentKey;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -194,7 +195,8 @@ async fn incidents_are_listed_fifty_to_a_page() {
     let at = |i: u64| UNIX_EPOCH + Duration::from_secs(1_795_000_000 + i * 3600);
     for i in 0..120u64 {
         let key = format!("nowhere-hub_access-{i:03}");
-        let record = IncidentRecord::opened(&key, "nowhere", IncidentKind::HubAccess, at(i), at(i));
+        let key = IncidentKey::from(key);
+        let record = IncidentRecord::opened(&key, &"nowhere".into(), IncidentKind::HubAccess, at(i), at(i));
         let trigger = crate::support::a_trigger("nowhere", at(i));
         store
             .open_incident(&record, "impact", &[(hubwatch::store::TimelineKind::Detected, "detected")], &[trigger])

@@ -6,7 +6,7 @@ use super::pagerduty::{API_TOKEN, FROM_EMAIL, PagerDuty, ROUTING_KEY};
 use hubwatch::app::pipeline::Pipeline;
 use hubwatch::clock::Clock;
 use hubwatch::config::Config;
-use hubwatch::domain::{Capability, IncidentKind, Stage, Symptoms, Transition, UserFailure};
+use hubwatch::domain::{Capability, IncidentKey, IncidentKind, Stage, Symptoms, Transition, UserFailure};
 use hubwatch::http::HttpClient;
 use hubwatch::incident::IncidentManager;
 use hubwatch::notify::Notifier;
@@ -132,7 +132,7 @@ impl Decisions {
         reconcile(&self.store, &http, &settings, &KeyOwners::of(&self.config), clock).await.unwrap()
     }
 
-    pub fn key_of(&self, hub: &str) -> String {
+    pub fn key_of(&self, hub: &str) -> IncidentKey {
         let all = self.store.all_incidents().unwrap();
         all.into_iter().rev().find(|i| i.hub == hub).map(|i| i.key).unwrap()
     }
