@@ -1,6 +1,7 @@
 //! The domain's vocabulary, used by every stage of the flow and using nothing of hubwatch's own: what a
 //! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), what a
-//! sink is asked to say ([`Message`]), and the [`Secret`] type.
+//! sink is asked to say ([`Message`]), the names every stage passes along ([`HubName`], [`IncidentKey`]), and the
+//! [`Secret`] type.
 
 mod hold;
 mod incident;
