@@ -1,7 +1,6 @@
 //! The domain's vocabulary, used by every stage of the flow and using nothing of hubwatch's own: what a
-//! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), what a
-//! sink is asked to say ([`Message`]), the names every stage passes along ([`HubName`], [`IncidentKey`]), and the
-//! [`Secret`] type.
+//! probe finds ([`ProbeOutcome`]), what the detector decides ([`Transition`]), what a sink is asked to say
+//! ([`Message`]), the names every stage passes along ([`HubName`], [`IncidentKey`]), and the [`Secret`] type.
 
 mod hold;
 mod incident;
