@@ -33,7 +33,7 @@ for values in "$CHART"/ci/*-values.yaml; do
   "$HELM" lint --strict --quiet "$CHART" -f "$values" >/dev/null
   "$HELM" template hubwatch "$CHART" -f "$values" --namespace monitoring > "$OUT/$name.yaml"
   "$VALIDATE" --strict --quiet --no-warn "$OUT/$name.yaml"
-  # Least privilege: Secrets are read only by name — hubwatch's own token Secret in hub namespaces, its state
+  # Least privilege: Secrets (and ConfigMaps) are read only by name — hubwatch's own token Secret in hub namespaces, its state
   # Secret in its own — and never z2jh's hub Secret; nothing lists or watches Secrets.
   "$TOOLS/venv/bin/python" - "$OUT/$name.yaml" <<'PY'
 import sys, yaml
@@ -42,10 +42,14 @@ for doc in docs:
     if doc["kind"] not in ("Role", "ClusterRole"):
         continue
     for rule in doc.get("rules", []):
+        where = f'{doc["kind"]} {doc["metadata"]["name"]}'
+        # ConfigMaps only by name (kube-system's hold other components' settings): the autoscaler's status, the
+        # state an older release mirrored.
+        if "configmaps" in rule.get("resources", []) and (not rule.get("resourceNames") or rule["verbs"] != ["get"]):
+            sys.exit(f"{where} reads ConfigMaps without naming them: {rule}")
         if "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", []):
             continue
         reads = set(rule["verbs"]) & {"get", "list", "watch", "*"}
-        where = f'{doc["kind"]} {doc["metadata"]["name"]}'
         if reads and not rule.get("resourceNames"):
             sys.exit(f"{where} reads Secrets without naming them: {rule}")
         if reads & {"list", "watch", "*"}:
@@ -205,6 +209,18 @@ for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "config.hubs[0
     exit 1
   fi
 done
+# The autoscaler's status is read where the config says, and not at all when switched off.
+autoscaler_role() {
+  "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" "$@" \
+    | "$TOOLS/venv/bin/python" -c 'import sys, yaml
+print(" ".join(d["metadata"]["namespace"] for d in yaml.safe_load_all(sys.stdin)
+               if d and d["kind"] == "Role" and d["metadata"]["name"].endswith("-autoscaler-status")))'
+}
+[[ "$(autoscaler_role)" == "kube-system" ]] || { echo "chart: no Role for the autoscaler's status in kube-system" >&2; exit 1; }
+[[ "$(autoscaler_role --set config.kubernetes.autoscaler_status.namespace=autoscaling)" == "autoscaling" ]] \
+  || { echo "chart: the autoscaler's status Role ignores its namespace" >&2; exit 1; }
+[[ -z "$(autoscaler_role --set config.kubernetes.autoscaler_status.enabled=false)" ]] \
+  || { echo "chart: a Role for the autoscaler's status although it is switched off" >&2; exit 1; }
 # A misspelt key deep in the config is refused at `helm lint` with its key path, as `hubwatch validate` would.
 printf 'config:\n  hubs:\n    - {name: temple, url: https://temple.example.org, users: [a, b], nmespace: temple}\n' > "$OUT/misspelt.yaml"
 if lint="$("$HELM" lint --strict "$CHART" -f "$OUT/misspelt.yaml" 2>&1)"; then

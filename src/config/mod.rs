@@ -430,6 +430,28 @@ section! {
         pub pending_after: Duration = secs(300),
         #[serde(skip_serializing_if = "Option::is_none")]
         pub discovery: Option<DiscoveryConfig> = None,
+        /// The cluster autoscaler's status ConfigMap, shown in diagnostics while pods are Pending; a node group
+        /// backing off after a failed scale-up, or at its maximum size, is named as the likely cause.
+        pub autoscaler_status: AutoscalerStatusConfig = AutoscalerStatusConfig::default(),
+    }
+}
+
+section! {
+    /// Where the cluster autoscaler writes its status (its `--namespace` and `--status-config-map-name`). None
+    /// there (no autoscaler, or a managed one that keeps its status to itself): nothing is shown.
+    pub struct AutoscalerStatusConfig {
+        pub enabled: bool = true,
+        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+        pub namespace: String = "kube-system".into(),
+        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+        pub name: String = "cluster-autoscaler-status".into(),
+    }
+}
+
+impl AutoscalerStatusConfig {
+    /// Its namespace and name, when it is read.
+    pub fn place(&self) -> Option<(String, String)> {
+        self.enabled.then(|| (self.namespace.clone(), self.name.clone()))
     }
 }
 

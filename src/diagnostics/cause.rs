@@ -3,7 +3,7 @@
 //! signatures are the outages that really happen (see the notes on incidents in the field), most specific
 //! first; the first one found names the cause, quotes the line, and says where it was seen.
 
-use super::{Diagnostics, Section};
+use super::{Diagnostics, Section, autoscaler};
 
 /// A cause and the words that give it away (any of them, case-sensitive as the systems print them).
 const SIGNATURES: &[(&str, &[&str])] = &[
@@ -19,19 +19,22 @@ const SIGNATURES: &[(&str, &[&str])] = &[
     ("a volume cannot be mounted", &["FailedMount", "MountVolume.SetUp failed", "Unable to attach or mount"]),
     ("a container ran out of memory", &["OOMKilled"]),
     ("an image cannot be pulled", &["ErrImagePull", "ImagePullBackOff", "Failed to pull image"]),
-    (
-        "no node has room for the pods, and none is being added",
-        &[
-            "Insufficient memory",
-            "Insufficient cpu",
-            "Insufficient nvidia.com/gpu",
-            "didn't trigger scale-up",
-            "max node group size reached",
-            "didn't match Pod's node affinity/selector",
-            "had untolerated taint",
-        ],
-    ),
 ];
+
+/// Pods that fit no node, as the scheduler and the autoscaler's events say; after the autoscaler's own status,
+/// which says why no node is added.
+const NO_ROOM: (&str, &[&str]) = (
+    "no node has room for the pods, and none is being added",
+    &[
+        "Insufficient memory",
+        "Insufficient cpu",
+        "Insufficient nvidia.com/gpu",
+        "didn't trigger scale-up",
+        "max node group size reached",
+        "didn't match Pod's node affinity/selector",
+        "had untolerated taint",
+    ],
+);
 
 /// How much of the line that gave the cause away is quoted.
 const QUOTED: usize = 160;
@@ -40,17 +43,19 @@ const QUOTED: usize = 160;
 /// OSError: [Errno 28] No space left on device` (in `kubectl -n temple logs -l component=singleuser-server
 /// --tail=50 --prefix`)"; `None` when no signature is found.
 pub fn likely_cause(diagnostics: &Diagnostics) -> Option<String> {
-    let signed = SIGNATURES.iter().find_map(|(cause, words)| {
-        diagnostics
-            .sections
-            .iter()
-            .find_map(|section| found_in(section, words).map(|line| describe(cause, line, section)))
-    });
-    signed.or_else(|| {
-        diagnostics.sections.iter().find_map(|section| {
-            pull_still_running(section).map(|line| describe("an image is still being pulled", line, section))
-        })
-    })
+    let sections = &diagnostics.sections;
+    let signed = |(cause, words): &(&str, &[&str])| {
+        sections.iter().find_map(|section| found_in(section, words).map(|line| describe(cause, line, section)))
+    };
+    let first = |cause: &str, evidence: fn(&Section) -> Option<String>| {
+        sections.iter().find_map(|section| evidence(section).map(|line| describe(cause, &line, section)))
+    };
+    SIGNATURES
+        .iter()
+        .find_map(signed)
+        .or_else(|| first("the cluster autoscaler cannot add nodes", autoscaler::blocked))
+        .or_else(|| signed(&NO_ROOM))
+        .or_else(|| first("an image is still being pulled", |s| pull_still_running(s).map(String::from)))
 }
 
 /// In an events listing (`LAST SEEN TYPE REASON OBJECT MESSAGE`, oldest first), the last `Pulling` of an

@@ -11,7 +11,7 @@ use crate::kubeapi::{list, timed};
 use crate::redact::Redactor;
 use crate::tasks::off_runtime;
 use futures_util::future::join_all;
-use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, LogParams};
 use std::collections::BTreeSet;
@@ -46,6 +46,8 @@ pub struct Request {
     pub users: BTreeSet<String>,
     pub log_lines: i64,
     pub call_timeout: Duration,
+    /// The cluster autoscaler's status ConfigMap (namespace, name), when it is read.
+    pub autoscaler: Option<(String, String)>,
 }
 
 /// The container `kubectl logs` picks: the annotated default, else the first.
@@ -140,6 +142,12 @@ fn has_label(pod: &Pod, key: &str, value: Option<&str>) -> bool {
     }
 }
 
+/// Waiting for a node (Pending and not scheduled): what the cluster autoscaler's status speaks to.
+fn waiting_for_a_node(pod: &Pod) -> bool {
+    let unscheduled = pod.spec.as_ref().is_none_or(|spec| spec.node_name.is_none());
+    unscheduled && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+}
+
 fn user_of(pod: &Pod) -> Option<&str> {
     pod.metadata.annotations.as_ref()?.get(USERNAME_ANNOTATION).map(String::as_str)
 }
@@ -184,6 +192,8 @@ struct Fetched {
     logs: Vec<Raw>,
     /// Only for `dask_gateway` incidents.
     clusters: Option<Result<Vec<DynamicObject>, String>>,
+    /// The autoscaler's status text; `Ok(None)`: it writes none there. `None`: not read.
+    autoscaler: Option<Result<Option<String>, String>>,
 }
 
 /// Collects the sections for `request`: every call at once, then the text a responder would see, redacted
@@ -222,7 +232,13 @@ async fn fetch(client: &Client, request: &Request) -> Fetched {
             IncidentKind::HubAccess | IncidentKind::Binder | IncidentKind::Monitor => None,
         }
     };
-    let ((pods, events, nodes, claims, quotas), logs, clusters) = tokio::join!(
+    let autoscaler = async {
+        let (namespace, name) = request.autoscaler.as_ref()?;
+        let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        let status = timed(timeout, api.get_opt(name)).await;
+        Some(status.map(|map| map.and_then(|m| m.data?.remove("status"))))
+    };
+    let ((pods, events, nodes, claims, quotas), logs, clusters, autoscaler) = tokio::join!(
         async {
             tokio::join!(
                 list(pods_api.clone(), all(), timeout),
@@ -233,10 +249,12 @@ async fn fetch(client: &Client, request: &Request) -> Fetched {
             )
         },
         logs,
-        clusters
+        clusters,
+        autoscaler
     );
     let events = events.map(sorted_events);
-    Fetched { pods, events, nodes, claims, quotas, logs: logs.into_iter().flatten().collect(), clusters }
+    let logs = logs.into_iter().flatten().collect();
+    Fetched { pods, events, nodes, claims, quotas, logs, clusters, autoscaler }
 }
 
 /// The names of the pods and Dask clusters fetched: what the sections are about, kept by redaction.
@@ -255,7 +273,7 @@ fn render(fetched: Fetched, request: &Request, redactor: &Redactor, now: SystemT
         Ok(text) => Section::ok(command, redactor.redact_keeping(&text, &names), keep),
         Err(why) => Section::failed(command, redactor.redact(&why)),
     };
-    let Fetched { pods, events, nodes, claims, quotas, logs, clusters } = fetched;
+    let Fetched { pods, events, nodes, claims, quotas, logs, clusters, autoscaler } = fetched;
     let mut sections = vec![section(
         format!("kubectl -n {ns} get pods -o wide"),
         pods.as_ref().map(|pods| kubectl::get_pods_wide(pods, now)).map_err(Clone::clone),
@@ -286,6 +304,13 @@ fn render(fetched: Fetched, request: &Request, redactor: &Redactor, now: SystemT
         sections.extend(dask_sections(ns, &pods, clusters, now).into_iter().map(|(c, o)| section(c, o, Keep::Head)));
     }
     sections.push(section("kubectl get nodes".into(), nodes.map(|nodes| get_nodes(&nodes, now)), Keep::Head));
+    if let (Some((namespace, name)), Some(status)) = (&request.autoscaler, autoscaler)
+        && pods.as_ref().is_ok_and(|pods| pods.iter().any(waiting_for_a_node))
+        && let Some(status) = status.transpose()
+    {
+        let command = format!("kubectl -n {namespace} get configmap {name} -o jsonpath={{.data.status}}");
+        sections.push(section(command, status, Keep::Head));
+    }
     sections.push(section(format!("kubectl -n {ns} get pvc"), claims.map(|c| kubectl::get_pvc(&c, now)), Keep::Head));
     let quotas = quotas.map(|q| kubectl::describe_quotas(&q));
     sections.push(section(format!("kubectl -n {ns} describe resourcequota"), quotas, Keep::Head));
@@ -375,6 +400,7 @@ pub struct Collector {
     namespaces: std::collections::HashMap<HubName, String>,
     log_lines: i64,
     call_timeout: Duration,
+    autoscaler: Option<(String, String)>,
 }
 
 impl Collector {
@@ -385,6 +411,7 @@ impl Collector {
             namespaces: config.hubs.iter().filter_map(|h| Some((h.name.clone(), h.namespace.clone()?))).collect(),
             log_lines: i64::from(config.kubernetes.log_lines),
             call_timeout: config.kubernetes.call_timeout,
+            autoscaler: config.kubernetes.autoscaler_status.place(),
         }
     }
 
@@ -404,6 +431,7 @@ impl Collector {
             users,
             log_lines: self.log_lines,
             call_timeout: self.call_timeout,
+            autoscaler: self.autoscaler.clone(),
         };
         let overall = self.call_timeout * 3;
         match tokio::time::timeout(overall, collect(&self.client, request, self.redactor.clone(), now)).await {

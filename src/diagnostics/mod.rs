@@ -3,6 +3,7 @@
 //! for and laid out as kubectl prints it ([`kubectl`]). Bounded per section and in total, redacted
 //! ([`redact`]), and time-boxed: every API call has a deadline, and a section that fails or is late says so.
 
+mod autoscaler;
 pub mod cause;
 pub mod collect;
 pub mod kubectl;

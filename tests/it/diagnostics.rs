@@ -24,6 +24,7 @@ fn request(kind: IncidentKind, users: &[&str], call_timeout: Duration) -> Reques
         users: users.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(),
         log_lines: 50,
         call_timeout,
+        autoscaler: Some(("kube-system".into(), "cluster-autoscaler-status".into())),
     }
 }
 
@@ -61,6 +62,55 @@ async fn node_pool_full_shows_pending_pods_their_scheduling_events_and_the_press
         "MemoryPressure=True",
     ];
     shows(Trouble::NodePoolFull, &["alice", "bob"], &expected, "diagnostics-node-pool-full.txt").await;
+}
+
+/// cluster-autoscaler 1.30's status while the GPU pool cannot grow (the cloud's quota).
+const AUTOSCALER_STATUS: &str = include_str!("../fixtures/autoscaler-status.yaml");
+
+#[tokio::test]
+async fn pods_waiting_for_a_node_show_the_autoscalers_status_and_why_it_adds_none() {
+    let server = ApiServer::default();
+    k8s_fixtures::load(&server, Trouble::NodePoolFull, k8s_fixtures::now());
+    let status_map = |namespace: &str| {
+        serde_json::json!({"metadata": {"name": "cluster-autoscaler-status", "namespace": namespace},
+            "data": {"status": AUTOSCALER_STATUS}})
+    };
+    server.put("configmaps", status_map("kube-system"));
+    let client = client_for(&server).await;
+    let redactor = Arc::new(Redactor::knowing(Vec::<String>::new()));
+    let collected = |request: Request| collect(&client, request, redactor.clone(), k8s_fixtures::now());
+    let diagnostics = collected(request(IncidentKind::HubAccess, &["alice", "bob"], Duration::from_secs(5))).await;
+    let text = diagnostics.render();
+    crate::support::golden::assert_contains_all(
+        &text,
+        &[
+            "$ kubectl -n kube-system get configmap cluster-autoscaler-status -o jsonpath={.data.status}\ntime: ",
+            "errorCode: QUOTA_EXCEEDED",
+            "Likely cause: the cluster autoscaler cannot add nodes: `node group gpu-pool: adding nodes failed \
+             (QUOTA_EXCEEDED: Quota 'NVIDIA_T4_GPUS' exceeded. Limit: 0.0 in region us-central1.); backing off",
+        ],
+    );
+    assert!(
+        server.requests().iter().any(|r| r == "/api/v1/namespaces/kube-system/configmaps/cluster-autoscaler-status"),
+        "read by name, never listed: {:?}",
+        server.requests()
+    );
+
+    // Switched off, or written elsewhere than hubwatch looks: no section, and the scheduler's words are the cause.
+    for place in [None, Some(("autoscaling".to_string(), "cluster-autoscaler-status".to_string()))] {
+        let quiet =
+            Request { autoscaler: place, ..request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5)) };
+        let text = collected(quiet).await.render();
+        assert!(!text.contains("cluster-autoscaler-status"), "{text}");
+        assert!(text.contains("Likely cause: no node has room for the pods"), "{text}");
+    }
+    // Readable but refused: said in the section, the rest collected.
+    server.forbid("configmaps");
+    let text = collected(request(IncidentKind::HubAccess, &["alice"], Duration::from_secs(5))).await.render();
+    assert!(
+        text.contains("get configmap cluster-autoscaler-status -o jsonpath={.data.status}\n(not collected: "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
