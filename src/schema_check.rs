@@ -1,9 +1,10 @@
 //! A document checked against a JSON Schema before anything is read from it: every problem at once (serde
 //! stops at the first), each with its key path and what was expected, in words for the person who wrote
 //! it. Knows the parts of JSON Schema that schemars writes: `$ref`, `allOf`, `anyOf`/`oneOf` (options,
-//! tagged and untagged enums), types, properties, required and unknown keys, items, enums, ranges; the
-//! formats `uri` and `regex`, and hubwatch's own: `hubwatch-duration`, `hubwatch-duration-or-zero`,
-//! `hubwatch-address`, and `x-secret: true` (a `{env: NAME}` / `{file: PATH}` reference, never inline).
+//! tagged and untagged enums), types, properties, required and unknown keys, items, enums, ranges, patterns
+//! (said in the words of `x-form` where the schema has them); the formats `uri` and `regex`, and hubwatch's
+//! own: `hubwatch-duration`, `hubwatch-duration-or-zero`, `hubwatch-address`, and `x-secret: true` (a
+//! `{env: NAME}` / `{file: PATH}` reference, never inline).
 //! Knows nothing of hubwatch's configuration itself (`config` gives it the schema and the moved keys).
 
 use serde_json::{Map, Value};
@@ -47,18 +48,27 @@ fn steps(path: &str) -> Vec<String> {
     steps
 }
 
-/// Every problem of `value` against `schema` (a root schema with `definitions`), as (key path, problem);
-/// `moved`: key paths renamed or dropped, with what to do instead of only "unknown key".
-pub fn against(schema: &Value, value: &Value, moved: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut checker = Checker { root: schema, moved, problems: Vec::new() };
+/// What a check found: every problem as (key path, problem), and the key paths whose values cannot be read
+/// as the schema says (a string of the right shape that misses its pattern still can be, so the rules across
+/// keys still see it).
+#[derive(Default)]
+pub struct Checked {
+    pub problems: Vec<(String, String)>,
+    pub unreadable: Vec<String>,
+}
+
+/// Every problem of `value` against `schema` (a root schema with `definitions`); `moved`: key paths renamed
+/// or dropped, with what to do instead of only "unknown key".
+pub fn against(schema: &Value, value: &Value, moved: &[(&str, &str)]) -> Checked {
+    let mut checker = Checker { root: schema, moved, found: Checked::default() };
     checker.check(schema, value, "");
-    checker.problems
+    checker.found
 }
 
 struct Checker<'a> {
     root: &'a Value,
     moved: &'a [(&'a str, &'a str)],
-    problems: Vec<(String, String)>,
+    found: Checked,
 }
 
 fn at(path: &str) -> String {
@@ -90,7 +100,12 @@ fn alternatives(words: &[String]) -> String {
 
 impl<'a> Checker<'a> {
     fn add(&mut self, path: &str, problem: impl Into<String>) {
-        self.problems.push((at(path), problem.into()));
+        self.found.unreadable.push(at(path));
+        self.add_readable(path, problem);
+    }
+
+    fn add_readable(&mut self, path: &str, problem: impl Into<String>) {
+        self.found.problems.push((at(path), problem.into()));
     }
 
     fn resolve(&self, schema: &'a Value) -> &'a Value {
@@ -253,7 +268,18 @@ impl<'a> Checker<'a> {
                     self.add(path, format!("{text:?} is not a URL: {e}"));
                 }
             }
-            _ => {}
+            // A duration's pattern is Helm's; its own check above says more.
+            Some(f) if f.starts_with("hubwatch-duration") => {}
+            _ => self.pattern(schema, text, path),
+        }
+    }
+
+    fn pattern(&mut self, schema: &Value, text: &str, path: &str) {
+        let Some(pattern) = schema["pattern"].as_str() else { return };
+        if regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(text)) {
+            let key = path.rsplit('.').next().unwrap_or(path).split('[').next().unwrap_or(path);
+            let form = schema["x-form"].as_str().map_or_else(|| format!("expected the form {pattern}"), String::from);
+            self.add_readable(path, format!("{text:?} is not a valid {key}: {form}"));
         }
     }
 
@@ -289,18 +315,20 @@ impl<'a> Checker<'a> {
                 }
             };
         }
-        let mut best: Option<Vec<(String, String)>> = None;
+        let mut best: Option<Checked> = None;
         for choice in &choices {
-            let mut trial = Checker { root: self.root, moved: self.moved, problems: Vec::new() };
+            let mut trial = Checker { root: self.root, moved: self.moved, found: Checked::default() };
             trial.check(choice, value, path);
-            if trial.problems.is_empty() {
+            if trial.found.problems.is_empty() {
                 return;
             }
-            if best.as_ref().is_none_or(|b| trial.problems.len() < b.len()) {
-                best = Some(trial.problems);
+            if best.as_ref().is_none_or(|b| trial.found.problems.len() < b.problems.len()) {
+                best = Some(trial.found);
             }
         }
-        self.problems.extend(best.unwrap_or_default());
+        let best = best.unwrap_or_default();
+        self.found.problems.extend(best.problems);
+        self.found.unreadable.extend(best.unreadable);
     }
 }
 

@@ -225,6 +225,25 @@ pub struct WebConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// A name that is a metric label, part of a key and of a URL: a hub's, a cluster's, a peer's, a profile's.
+struct PlainName;
+
+impl JsonSchema for PlainName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PlainName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$",
+            "x-form": "up to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+        })
+    }
+}
+
+/// How a Kubernetes object's name is written, for a problem's message.
+const KUBE_NAME: &str = "a Kubernetes name: lowercase letters, digits and '-'";
+
 /// An address block, `10.0.0.0/8` or `fd00::/8`.
 struct Cidr;
 
@@ -441,9 +460,9 @@ section! {
     /// there (no autoscaler, or a managed one that keeps its status to itself): nothing is shown.
     pub struct AutoscalerStatusConfig {
         pub enabled: bool = true,
-        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"), extend("x-form" = KUBE_NAME))]
         pub namespace: String = "kube-system".into(),
-        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+        #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"), extend("x-form" = KUBE_NAME))]
         pub name: String = "cluster-autoscaler-status".into(),
     }
 }
@@ -475,7 +494,7 @@ section! {
         #[serde(skip_serializing_if = "Option::is_none")]
         pub token_key: Option<String> = None,
         /// The cluster discovered hubs run on (the one hubwatch runs in), as `hubs[].cluster` names it.
-        #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        #[schemars(with = "PlainName")]
         pub cluster: String = "local".to_string(),
         /// Hosts a hub's URL annotation may name besides its namespace's Ingress hosts (`*.example.org`).
         pub allowed_hosts: Vec<String> = Vec::new(),
@@ -545,15 +564,15 @@ pub struct Defaults {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
-    /// Up to 63 lowercase letters, digits, '-' or '_' (it is in metric labels, keys and URLs).
-    #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    /// It is in metric labels, keys and URLs.
+    #[schemars(with = "PlainName")]
     pub name: HubName,
     /// The hub's public URL.
     pub url: Url,
     /// The cluster it runs on (named like a hub): hubs of one cluster failing together page once
     /// (`incidents.fold`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    #[schemars(with = "Option<PlainName>")]
     pub cluster: Option<String>,
     /// For diagnostics, real-user signals and change events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -719,8 +738,8 @@ pub struct DaskGatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
-    /// How its incident is named (like a hub: lowercase letters, digits, - and _), e.g. the cluster's name.
-    #[schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    /// How its incident is named (like a hub), e.g. the cluster's name.
+    #[schemars(with = "PlainName")]
     pub name: HubName,
     /// Its metrics listener: `GET {url}healthz` must answer 200.
     pub url: Url,
@@ -751,7 +770,7 @@ pub struct FirstLoginConfig {
 #[serde(deny_unknown_fields)]
 pub struct ProfileConfig {
     /// Short, as users know it: `gpu`, `large`, `r-image`.
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    #[schemars(with = "PlainName")]
     pub name: String,
     /// Sent with every spawn of this profile (KubeSpawner's `{"profile": "gpu"}`, an image choice).
     pub user_options: Map<String, Value>,
@@ -767,7 +786,7 @@ pub struct ProfileConfig {
 pub struct BinderHubConfig {
     pub url: Url,
     /// The provider and repository, as in a Binder URL: `gh/binder-examples/requirements`.
-    #[schemars(regex(pattern = r"^[a-z]+/[^\s]+[^/\s]$"))]
+    #[schemars(regex(pattern = r"^[a-z]+/[^\s]+[^/\s]$"), extend("x-form" = "a provider and a repository, like gh/binder-examples/requirements"))]
     pub repo: String,
     /// Pin it to a commit: its image is cached, so each round is a launch only (seconds, no build).
     #[serde(rename = "ref")]
@@ -847,12 +866,13 @@ impl Config {
         if tree.is_null() {
             return Err(invalid(vec![("(top level)".into(), "the file is empty".into())]));
         }
-        let mut problems = crate::schema_check::against(&schema(), &tree, MOVED);
-        // What has the schema's shape is still checked across keys: every problem at once. A value whose
-        // shape is wrong is left out for that, and nothing is said twice of one key.
+        let checked = crate::schema_check::against(&schema(), &tree, MOVED);
+        // What has the schema's shape is still checked across keys: every problem at once. A value that cannot
+        // be read is left out for that, and nothing is said twice of one key.
         let hubs_given = tree.get("hubs").is_some();
         let mut pruned = tree;
-        problems.iter().for_each(|(at, _)| crate::schema_check::remove(&mut pruned, at));
+        checked.unreadable.iter().for_each(|at| crate::schema_check::remove(&mut pruned, at));
+        let mut problems = checked.problems;
         let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Ok(mut config) = serde_json::from_value::<Config>(pruned) {
             config.source = path.to_path_buf();

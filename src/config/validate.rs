@@ -63,9 +63,6 @@ pub fn validate(
         rules.headers(&mut heartbeat.headers, "heartbeat.headers");
     }
     rules.high_availability(&mut config);
-    if let Some(discovery) = config.kubernetes.discovery.as_ref().filter(|d| !plain_name(&d.cluster)) {
-        rules.add("kubernetes.discovery.cluster", not_plain("cluster", &discovery.cluster));
-    }
     if config.incidents.fold.min_hubs == 1 {
         rules.add(
             "incidents.fold.min_hubs",
@@ -303,13 +300,6 @@ impl Rules<'_> {
     }
 
     fn hub(&mut self, hub: &mut HubConfig, path: &str, defaults: &ProbeSettings) {
-        for (key, what, name) in
-            [("name", "hub", Some(hub.name.as_str())), ("cluster", "cluster", hub.cluster.as_deref())]
-        {
-            if let Some(name) = name.filter(|n| !plain_name(n)) {
-                self.add(&format!("{path}.{key}"), not_plain(what, name));
-            }
-        }
         hub.url = self.url(&hub.url, &format!("{path}.url"), true);
         if let Some(gateway) = &mut hub.dask_gateway {
             gateway.url = self.url(&gateway.url, &format!("{path}.dask_gateway.url"), true);
@@ -466,19 +456,6 @@ impl Rules<'_> {
 }
 
 /// A bcrypt hash as Prometheus' web config takes it: `$2a$`, `$2b$` or `$2y$`, a cost, 53 characters.
-/// A name that can be a metric label, part of a key and of a URL: a hub's, a cluster's.
-fn plain_name(name: &str) -> bool {
-    name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-fn not_plain(what: &str, name: &str) -> String {
-    format!(
-        "{name:?} is not a valid {what} name: use up to 63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
-    )
-}
-
 fn is_bcrypt(hash: &str) -> bool {
     let parts: Vec<&str> = hash.splitn(4, '$').collect();
     matches!(parts.as_slice(), ["", "2a" | "2b" | "2y", cost, rest]
