@@ -12,7 +12,7 @@
 //!   (the first-login check) → a first-login ticket with the stage, closed when the check passes, never a page;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
-//! - spawning failing and working in turn every 12 s for two minutes → one incident, resolved
+//! - spawning failing and working in turn every 12 s for a minute → one incident, resolved
 //!   `keep_open_for` after the last failure.
 
 use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
@@ -373,15 +373,16 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_open_for_after_it_settles() {
+async fn a_hub_flapping_every_12s_for_a_minute_is_one_incident_resolved_keep_open_for_after_it_settles() {
     const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
     let s = Paging::start_keeping_open("paging-flap", 18730, "30s").await;
     let (lab, pd) = (&s.world.lab, &s.world.pd);
-    // The hub's spawns fail and work in turn; each healthy spell is long enough for both users' two
-    // successes, so without keep_open_for every spell would resolve the incident and the next open another.
+    // The hub's spawns fail and work in turn, three times each; each healthy spell is long enough for both
+    // users' two successes, so without keep_open_for every spell would resolve the incident and the next open
+    // another (two relapses).
     let mut turns = tokio::time::interval(Duration::from_secs(12));
     let mut settled = SystemTime::now();
-    for turn in 0..10 {
+    for turn in 0..6 {
         turns.tick().await;
         if turn % 2 == 0 {
             lab.set_flag("spawn-fail", None, "");
@@ -396,7 +397,7 @@ async fn a_hub_flapping_every_12s_for_two_minutes_is_one_incident_resolved_keep_
         sample(metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
     };
     let failed = failures(&s.daemon.metrics().await);
-    assert!(failed >= 6.0, "the failing spells were seen: {failed}");
+    assert!(failed >= 3.0, "the failing spells were seen: {failed}");
     wait_for("the resolve", KEEP_OPEN_FOR + Duration::from_secs(60), async || {
         pd.accepted_actions().contains(&"resolve".into())
     })
