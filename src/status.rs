@@ -277,7 +277,7 @@ impl StatusBoard {
         let earlier_success = slot.as_ref().and_then(|p| p.last_success);
         let result = match &outcome.result {
             ProbeResult::Ok => LatestResult::Ok,
-            slow @ ProbeResult::Slow { .. } => LatestResult::Slow { reason: slow.slowness().unwrap_or_default() },
+            slow @ ProbeResult::Slow(_) => LatestResult::Slow { reason: slow.slowness().unwrap_or_default() },
             ProbeResult::Failed(f) => LatestResult::Failed { stage: f.stage.as_str().into(), reason: f.reason.clone() },
             ProbeResult::Blocked { by } => LatestResult::Blocked { by: *by },
         };

@@ -3,7 +3,7 @@
 use super::table::{Output, write_columns};
 use super::{BAD_CONFIG, load, until_signal};
 use crate::config::Config;
-use crate::domain::{ProbeOutcome, ProbeResult, Stage, round_ms};
+use crate::domain::{ProbeOutcome, ProbeResult, round_ms};
 use crate::http::HttpClient;
 use crate::probe;
 use crate::redact::Redactor;
@@ -68,8 +68,8 @@ pub fn write(outcomes: &[ProbeOutcome], output: Output, out: &mut impl Write) ->
 fn table_row(outcome: &ProbeOutcome) -> [String; 7] {
     let (result, stage, reason) = match &outcome.result {
         ProbeResult::Ok => ("ok".to_string(), String::new(), String::new()),
-        slow @ ProbeResult::Slow { .. } => {
-            ("slow".to_string(), Stage::Progress.to_string(), slow.slowness().unwrap_or_default())
+        slow @ ProbeResult::Slow(why) => {
+            ("slow".to_string(), why.stage().to_string(), slow.slowness().unwrap_or_default())
         }
         ProbeResult::Blocked { by } => ("blocked".to_string(), String::new(), format!("{by} failed first")),
         ProbeResult::Failed(f) => {

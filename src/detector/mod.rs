@@ -128,7 +128,7 @@ impl Detector {
         let kind = IncidentKind::of(outcome.capability);
         let attempts = self.kind_state_mut(&outcome.hub, kind).attempts_mut(&outcome.user, outcome.capability);
         match &outcome.result {
-            ProbeResult::Ok | ProbeResult::Slow { .. } => {
+            ProbeResult::Ok | ProbeResult::Slow(_) => {
                 attempts.failure = None;
                 attempts.ok_streak = attempts.ok_streak.saturating_add(1);
             }
@@ -211,7 +211,7 @@ impl Detector {
             return;
         }
         match &outcome.result {
-            ProbeResult::Slow { .. } => {
+            ProbeResult::Slow(_) => {
                 self.slow.entry(outcome.hub.clone()).or_default().insert(outcome.user.clone(), now);
             }
             ProbeResult::Ok | ProbeResult::Failed(_) => {

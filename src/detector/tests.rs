@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{FailureCause, StepFailure};
+use crate::domain::{FailureCause, Slowness, StepFailure};
 use proptest::prelude::*;
 
 const MIN: Duration = Duration::from_secs(60);
@@ -388,7 +388,7 @@ fn each_source_of_real_users_replaces_only_its_own_news() {
 #[test]
 fn slow_starts_of_enough_users_are_a_ticket_never_an_incident() {
     let mut d = Detector::new(settings());
-    let slow = || ProbeResult::Slow { took: MIN * 3, limit: MIN * 2 };
+    let slow = || ProbeResult::Slow(Slowness::Start { took: MIN * 3, limit: MIN * 2 });
     assert!(d.observe(&outcome("a", Capability::Server, slow()), t(1)).is_empty());
     assert!(d.slow_starts(&temple(), t(1)).is_empty(), "one slow user is below the threshold");
     assert!(d.observe(&outcome("b", Capability::Server, slow()), t(2)).is_empty(), "slow is never an incident");

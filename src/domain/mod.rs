@@ -23,8 +23,8 @@ pub use outgoing::{
     Severity,
 };
 pub use probe::{
-    Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Stage, StageTiming, StepFailure,
-    round_ms,
+    Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Slowness, Stage, StageTiming,
+    StepFailure, round_ms,
 };
 pub use response::{Act, Response, ResponseChange, ResponseStatus};
 pub use secret::Secret;

@@ -200,15 +200,31 @@ impl StepFailure {
     }
 }
 
+/// Why a probe that worked counts as slow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slowness {
+    /// The server took `took` to start, longer than `limit` (`probes.server.slow_after`).
+    Start { took: Duration, limit: Duration },
+    /// BinderHub launched the server only after `failed` launch attempts had failed; `last` is its word.
+    Retried { failed: u32, last: String },
+}
+
+impl Slowness {
+    /// Where the time went.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Slowness::Start { .. } => Stage::Progress,
+            Slowness::Retried { .. } => Stage::Launch,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Ok,
-    /// The server started, but took `took`, longer than `limit` (`probes.server.slow_after`): users wait,
-    /// yet can work. Not a failure: a support ticket when enough users are slow, never a page.
-    Slow {
-        took: Duration,
-        limit: Duration,
-    },
+    /// It worked, slowly: users wait, yet can work. Not a failure: a support ticket when enough users' server
+    /// starts are slow, never a page.
+    Slow(Slowness),
     Failed(StepFailure),
     /// `by` failed first, so this capability could not be tried; not a failure of its own.
     Blocked {
@@ -220,7 +236,7 @@ impl ProbeResult {
     pub fn label(&self) -> &'static str {
         match self {
             ProbeResult::Ok => "ok",
-            ProbeResult::Slow { .. } => "slow",
+            ProbeResult::Slow(_) => "slow",
             ProbeResult::Failed(_) => "failed",
             ProbeResult::Blocked { .. } => "blocked",
         }
@@ -228,14 +244,22 @@ impl ProbeResult {
 
     /// It worked (slowly or not).
     pub fn is_success(&self) -> bool {
-        matches!(self, ProbeResult::Ok | ProbeResult::Slow { .. })
+        matches!(self, ProbeResult::Ok | ProbeResult::Slow(_))
     }
 
-    /// "the server took 2m 31s to start (slow after 2m)" for a slow start.
+    /// Why it was slow, in words: "the server took 2m 31s to start (slow after 2m)".
     pub fn slowness(&self) -> Option<String> {
-        let ProbeResult::Slow { took, limit } = self else { return None };
-        let took = humantime::format_duration(Duration::from_secs(took.as_secs()));
-        Some(format!("the server took {took} to start (slow after {})", humantime::format_duration(*limit)))
+        let ProbeResult::Slow(slowness) = self else { return None };
+        Some(match slowness {
+            Slowness::Start { took, limit } => {
+                let took = humantime::format_duration(Duration::from_secs(took.as_secs()));
+                format!("the server took {took} to start (slow after {})", humantime::format_duration(*limit))
+            }
+            Slowness::Retried { failed, last } => {
+                let attempts = if *failed == 1 { "attempt" } else { "attempts" };
+                format!("BinderHub launched the server after {failed} failed launch {attempts} ({last})")
+            }
+        })
     }
 
     /// A failure that affects users (not a monitor fault, not blocked).
@@ -279,7 +303,7 @@ impl ProbeOutcome {
         if let (ProbeResult::Ok, Some(took)) = (&self.result, self.start_time())
             && took > limit
         {
-            self.result = ProbeResult::Slow { took, limit };
+            self.result = ProbeResult::Slow(Slowness::Start { took, limit });
         }
         self
     }
@@ -288,7 +312,7 @@ impl ProbeOutcome {
         let slowness = self.result.slowness();
         let (stage, reason, detail, cause, blocked_by) = match &self.result {
             ProbeResult::Ok => (None, None, None, None, None),
-            ProbeResult::Slow { .. } => (Some(Stage::Progress.as_str()), slowness.as_deref(), None, None, None),
+            ProbeResult::Slow(why) => (Some(why.stage().as_str()), slowness.as_deref(), None, None, None),
             ProbeResult::Failed(f) => {
                 (Some(f.stage.as_str()), Some(f.reason.as_str()), f.detail.as_deref(), Some(f.cause), None)
             }

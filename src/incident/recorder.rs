@@ -397,7 +397,7 @@ fn log_outcome(outcome: &ProbeOutcome) {
         (&outcome.hub, &outcome.user, outcome.capability.as_str(), outcome.duration.as_secs_f64());
     match &outcome.result {
         ProbeResult::Ok => tracing::debug!(%hub, user, capability, seconds, "probe ok"),
-        slow @ ProbeResult::Slow { .. } => {
+        slow @ ProbeResult::Slow(_) => {
             tracing::info!(%hub, user, capability, seconds, reason = slow.slowness().unwrap_or_default(), "probe slow")
         }
         ProbeResult::Blocked { by } => {

@@ -371,7 +371,7 @@ impl Metrics {
     pub fn observe(&self, outcome: &ProbeOutcome) {
         let result = match &outcome.result {
             ProbeResult::Ok => RunResult::Ok,
-            ProbeResult::Slow { .. } => RunResult::Slow,
+            ProbeResult::Slow(_) => RunResult::Slow,
             ProbeResult::Blocked { .. } => RunResult::Blocked,
             ProbeResult::Failed(f) if f.cause == FailureCause::Monitor => RunResult::MonitorFault,
             ProbeResult::Failed(_) => RunResult::Failed,

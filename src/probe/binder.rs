@@ -13,7 +13,7 @@ use super::sse::SseParser;
 use super::{Deadline, Stages, user_path};
 use crate::config::BinderHubConfig;
 use crate::domain::wording::truncate;
-use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
+use crate::domain::{Capability, ProbeOutcome, ProbeResult, Secret, Slowness, Stage, StepFailure};
 use crate::http::{Auth, from_reqwest, read_limited, scrub};
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
@@ -64,6 +64,8 @@ impl Probe for BinderLane {
 struct Launched {
     url: Url,
     token: Secret,
+    /// Launch attempts that failed before this one worked, and BinderHub's word on the last.
+    retried: Option<(u32, String)>,
 }
 
 impl HubProber {
@@ -89,11 +91,20 @@ impl HubProber {
             })
             .await;
         let duration = round.elapsed();
-        let cleaned = match crate::sync::into_inner(launched) {
+        let launched = crate::sync::into_inner(launched);
+        let retried = launched.as_ref().and_then(|server| server.retried.clone());
+        let cleaned = match launched {
             Some(server) => round.clean_up(Stage::StopBinder, |deadline| self.shut_down(server, deadline)).await,
             None => Ok(()),
         };
-        round.finish(steps, cleaned, duration)
+        let outcome = round.finish(steps, cleaned, duration)?;
+        Some(match (&outcome.result, retried) {
+            // Users waited through BinderHub's retries: it worked, slowly.
+            (ProbeResult::Ok, Some((failed, last))) => {
+                ProbeOutcome { result: ProbeResult::Slow(Slowness::Retried { failed, last }), ..outcome }
+            }
+            _ => outcome,
+        })
     }
 
     /// `GET {binder}health`: 200, or 503 naming the failing checks.
@@ -227,12 +238,15 @@ struct Phases<'a> {
     stage: Stage,
     since: tokio::time::Instant,
     messages: VecDeque<String>,
+    /// "Launch attempt N failed, retrying...": how many, and the last.
+    retried: Option<(u32, String)>,
 }
 
 impl<'a> Phases<'a> {
     fn new(stages: &'a Stages) -> Self {
         stages.enter(Stage::Resolve);
-        Phases { stages, stage: Stage::Resolve, since: tokio::time::Instant::now(), messages: VecDeque::new() }
+        let since = tokio::time::Instant::now();
+        Phases { stages, stage: Stage::Resolve, since, messages: VecDeque::new(), retried: None }
     }
 
     /// One event: `Some` when the stream ended in it (ready, or failed).
@@ -241,6 +255,10 @@ impl<'a> Phases<'a> {
             return Some(Err(self.failed("the event stream sent an event that is not JSON")));
         };
         if let Some(message) = event.message.0.as_deref().map(|m| truncate(&scrub(m.trim()), 300)) {
+            if message.starts_with("Launch attempt") && message.contains("failed") {
+                let failed = self.retried.as_ref().map_or(0, |(n, _)| *n) + 1;
+                self.retried = Some((failed, message.clone()));
+            }
             if !message.is_empty() {
                 if self.messages.len() == MESSAGES_KEPT {
                     self.messages.pop_front();
@@ -279,7 +297,7 @@ impl<'a> Phases<'a> {
             let with_slash = format!("{}/", url.path());
             url.set_path(&with_slash);
         }
-        Ok(Launched { url, token: Secret::new(token) })
+        Ok(Launched { url, token: Secret::new(token), retried: self.retried.take() })
     }
 
     /// BinderHub's words for the phase it failed in, with its last messages as the detail.
@@ -368,6 +386,7 @@ mod tests {
         );
         let launched = ready.unwrap().unwrap();
         assert_eq!(launched.url.as_str(), "https://hub.example.org/user/org-repo-x1/");
+        assert_eq!(launched.retried, Some((1, "Launch attempt 1 failed, retrying...".to_string())), "it was slow");
         let mut phases = Phases::new(&stages);
         let elsewhere = events(
             &mut phases,

@@ -21,7 +21,7 @@ pub(super) fn observations(results: &[ProbeOutcome]) -> Vec<Observation> {
         .iter()
         .map(|outcome| {
             let failed = match &outcome.result {
-                ProbeResult::Ok | ProbeResult::Slow { .. } => Some(false),
+                ProbeResult::Ok | ProbeResult::Slow(_) => Some(false),
                 ProbeResult::Failed(failure) if failure.cause == FailureCause::Hub => Some(true),
                 ProbeResult::Failed(_) | ProbeResult::Blocked { .. } => None,
             };

@@ -388,7 +388,7 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
-    use crate::support::binderhub::BinderHub;
+    use crate::support::binderhub::{BinderHub, Script};
     let (_serial, lab, _) = lab("probes-binder", 30, USUAL).await;
     let binder = BinderHub::default();
     let binder_url = binder.clone().start().await;
@@ -406,6 +406,17 @@ async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
         assert_eq!(stages, expected, "{user}: the request until the first event is resolving");
     }
     assert_eq!(binder.requested(), ["gh/binder-examples/requirements/0123abc"; 2], "the pinned ref, once per user");
+    assert_nothing_left(&lab, &EVERYONE).await;
+    // Users who waited through BinderHub's retries got their server: it worked, slowly, at the launch.
+    binder.set_script(Script::LaunchRetried);
+    let retried = check(&config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        let row = retried.get(Binder, user).to_json();
+        assert_eq!((row["result"].as_str(), row["stage"].as_str()), (Some("slow"), Some("launch")), "{row}");
+        let reason =
+            "BinderHub launched the server after 1 failed launch attempt (Launch attempt 1 failed, retrying...)";
+        assert_eq!(row["reason"], reason);
+    }
     // The launched servers shut themselves down; the hub forgets them at its next poll.
     assert_nothing_left(&lab, &EVERYONE).await;
 }

@@ -19,8 +19,10 @@ pub const TOKEN: &str = "binderhub-api-token-0123456789";
 /// What the next build request replays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
-    /// A cached image: built, launching (one retry), ready.
+    /// A cached image: built, launching, ready.
     Launch,
+    /// The same, with one launch attempt failed and retried first (slow, not failed).
+    LaunchRetried,
     RateLimited,
     PushRefused,
     LaunchExhausted,
@@ -98,11 +100,10 @@ async fn build(State(binder): State<BinderHub>, Path(spec): Path<String>, header
         inner.script.unwrap_or(Script::Launch)
     };
     let mut events = match script {
-        Script::Launch => vec![
+        Script::Launch | Script::LaunchRetried => vec![
             json!({"phase": "built", "imageName": "registry.example.org/binder/r2d-abc:0123abc",
                 "message": "Found built image, launching...\n"}),
             json!({"phase": "launching", "message": "Launching server...\n"}),
-            json!({"phase": "launching", "message": "Launch attempt 1 failed, retrying...\n"}),
         ],
         Script::RateLimited => vec![
             json!({"phase": "waiting", "message": "Waiting for build to start...\n"}),
@@ -121,7 +122,10 @@ async fn build(State(binder): State<BinderHub>, Path(spec): Path<String>, header
             .chain([json!({"phase": "failed", "message": "Failed to launch image registry.example.org/binder/r2d-abc:0123abc\n"})])
             .collect(),
     };
-    if script == Script::Launch {
+    if script == Script::LaunchRetried {
+        events.push(json!({"phase": "launching", "message": "Launch attempt 1 failed, retrying...\n"}));
+    }
+    if matches!(script, Script::Launch | Script::LaunchRetried) {
         events.push(launch(&binder).await);
     }
     let lines: Vec<Result<String, std::io::Error>> = events.iter().map(|e| Ok(format!("data: {e}\n\n"))).collect();
