@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A hub's name as the configuration (or discovery) gives it: a metric label, part of an incident key and of
-/// a URL. Shared, not copied: every outcome, status and tally of a hub holds the one its config holds.
+/// a URL. Shared, not copied: a hub's outcomes, transitions, detector entries and status rows hold the one
+/// its config holds.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(transparent)]
 pub struct HubName(Arc<str>);
