@@ -8,6 +8,71 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// What both names are besides themselves: text, read and written as the text they hold (made from it, shown as
+/// it, compared with it). A key made from text is one as it was stored, sent or asked for (the store,
+/// PagerDuty, a page's URL): whether an incident has it is the store's to say.
+macro_rules! text_name {
+    ($($name:ident),*) => {$(
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                $name(text.into())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                $name(text.into())
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+    )*};
+}
+
+text_name!(HubName, IncidentKey);
+
 /// A hub's name as the configuration (or discovery) gives it: a metric label, part of an incident key and of
 /// a URL. Shared, not copied: a hub's outcomes, transitions, detector entries and status rows hold the one
 /// its config holds.
@@ -17,24 +82,12 @@ pub struct HubName(Arc<str>);
 
 impl HubName {
     pub fn new(name: &str) -> Self {
-        HubName(name.into())
+        HubName::from(name)
     }
 
     /// What a cluster incident is kept under in place of a hub: `cluster NAME` (no hub's name holds a space).
     pub fn cluster(cluster: &str) -> Self {
         HubName(format!("cluster {cluster}").into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for HubName {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -44,51 +97,9 @@ impl Borrow<str> for HubName {
     }
 }
 
-impl AsRef<str> for HubName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for HubName {
-    fn from(name: &str) -> Self {
-        HubName::new(name)
-    }
-}
-
-impl From<String> for HubName {
-    fn from(name: String) -> Self {
-        HubName(name.into())
-    }
-}
-
-impl PartialEq<str> for HubName {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
 impl PartialEq<&HubName> for HubName {
     fn eq(&self, other: &&HubName) -> bool {
         self == *other
-    }
-}
-
-impl PartialEq<&str> for HubName {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
-}
-
-impl fmt::Display for HubName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for HubName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
     }
 }
 
@@ -129,44 +140,6 @@ impl IncidentKey {
             suffix_ok.then_some((owner.as_str(), kind, seconds))
         })
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A key as it was stored, sent or asked for (the store, PagerDuty, a page's URL): whether an incident has it
-/// is the store's to say.
-impl From<&str> for IncidentKey {
-    fn from(key: &str) -> Self {
-        IncidentKey(key.to_string())
-    }
-}
-
-impl From<String> for IncidentKey {
-    fn from(key: String) -> Self {
-        IncidentKey(key)
-    }
-}
-
-impl std::ops::Deref for IncidentKey {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for IncidentKey {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for IncidentKey {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
 }
 
 impl PartialEq<String> for IncidentKey {
@@ -178,24 +151,6 @@ impl PartialEq<String> for IncidentKey {
 impl PartialEq<IncidentKey> for String {
     fn eq(&self, other: &IncidentKey) -> bool {
         *self == other.0
-    }
-}
-
-impl PartialEq<&str> for IncidentKey {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-impl fmt::Display for IncidentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for IncidentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
     }
 }
 
