@@ -5,8 +5,9 @@
 //!
 //! `cargo bench --bench latency` uses fast intervals (login every 5 s, server and kernel every 10 s; with the
 //! kept server every 10 s, server rounds every 60 s); `cargo bench --bench latency -- --default-intervals`
-//! the defaults (login 1 m, server and kernel 10 m, the kept server 1 m), which takes about an hour. Under
-//! `cargo test --all-targets` it runs the first case only.
+//! the defaults (login 1 m, server and kernel 10 m, the kept server 1 m), which takes about an hour; `--only
+//! TEXT` runs only the probe-round cases whose name contains TEXT (`--only stuck`), without the kept server's.
+//! Under `cargo test --all-targets` it runs the first case only.
 
 #[path = "../tests/it/support/apiserver.rs"]
 #[allow(dead_code)]
@@ -107,8 +108,9 @@ fn main() {
     // LATENCY_LAB_PORT moves the lab, so a long run can go on beside the test suite (which runs this too).
     let port = std::env::var("LATENCY_LAB_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(18950);
     let lab = lab::Lab::start_for_daemon("latency", port, &[]);
-    probe_rounds(&lab, &pd, &events_url, &intervals);
-    if !support::smoke() {
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    probe_rounds(&lab, &pd, &events_url, &intervals, only.as_deref());
+    if !support::smoke() && only.is_none() {
         kept_server(&runtime, &lab, &pd, &events_url, &intervals);
     }
 }
@@ -161,6 +163,7 @@ fn measure(pd: &PagerDuty, cases: Vec<Case>) {
         fault(true);
         // The second user's corroborating round must time out (or go stuck) too.
         let paged = wait("trigger", Duration::from_secs(every + 2 * timeout + 60), || sent("trigger"));
+        eprintln!("{name}: paged {:.1} s after the fault", paged.as_secs_f64());
         fault(false);
         let limit = Duration::from_secs(resolve_every * 4 + timeout + keep + 60);
         let resolved = wait("resolve", limit, || sent("resolve"));
@@ -177,7 +180,7 @@ fn measure(pd: &PagerDuty, cases: Vec<Case>) {
 }
 
 /// The probe rounds alone.
-fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &Intervals) {
+fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &Intervals, only: Option<&str>) {
     let Intervals { login_every, login_timeout, server_every, server_timeout, stuck_after, kernel_timeout, .. } =
         *intervals;
     let keep = keep_open_for();
@@ -224,7 +227,8 @@ fn probe_rounds(lab: &lab::Lab, pd: &PagerDuty, events_url: &str, intervals: &In
         },
     ];
     // Under `cargo test` the first case only: it still runs end to end, in well under a minute.
-    measure(pd, cases.into_iter().take(if support::smoke() { 1 } else { 4 }).collect());
+    let cases = cases.into_iter().filter(|case| only.is_none_or(|text| case.name.contains(text)));
+    measure(pd, cases.take(if support::smoke() { 1 } else { 4 }).collect());
     stop_daemon(daemon);
 }
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LoginHandler
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
@@ -48,6 +49,12 @@ c.ConfigurableHTTPProxy.command = [str(NODE_BIN / "configurable-http-proxy")]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PORT + 2}"
 c.ConfigurableHTTPProxy.pid_file = str(LAB_DIR / "state" / "proxy.pid")
 c.ConfigurableHTTPProxy.auth_token = "lab-proxy-" + HUBWATCH_TOKEN[-16:]
+
+
+# The spawn-limit flag (content: a number) is the hub's concurrent_spawn_limit while it is on: the hub's own
+# throttle then answers further starts 429 "Too many users trying to log in right now" and logs them.
+_configured_spawn_limit = BaseHandler.concurrent_spawn_limit
+BaseHandler.concurrent_spawn_limit = property(lambda self: int(flag("spawn-limit") or 0) or _configured_spawn_limit.fget(self))
 
 
 class FlaggedLoginHandler(LoginHandler):

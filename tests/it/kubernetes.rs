@@ -406,15 +406,9 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     wait_for("the logs reopened", Duration::from_secs(30), async || follows(api) >= 4).await;
 
     eprintln!("phase: two real users' spawns fail; every probe passes");
-    let hub_api = |method: reqwest::Method, user: &str| {
-        reqwest::Client::new()
-            .request(method, format!("{}/hub/api/users/{user}/server", lab.url))
-            .header("Authorization", format!("token {token}"))
-            .send()
-    };
     for user in ["probe-3", "probe-4"] {
         lab.set_flag("spawn-fail", Some(user), "");
-        hub_api(reqwest::Method::POST, user).await.unwrap();
+        lab.ask_server(reqwest::Method::POST, user).await;
     }
     let latency = wait_for("the trigger", Duration::from_secs(60), async || !triggers(pd).is_empty()).await;
     eprintln!("    trigger {latency:?} after the spawns failed");
@@ -432,7 +426,7 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     lab.clear_flags();
     for user in ["probe-3", "probe-4"] {
         wait_for("the failed spawn to end", Duration::from_secs(60), async || !lab.has_server(user).await).await;
-        hub_api(reqwest::Method::POST, user).await.unwrap();
+        lab.ask_server(reqwest::Method::POST, user).await;
     }
     let key = trigger["dedup_key"].as_str().unwrap().to_string();
     wait_for("the resolve", Duration::from_secs(90), async || {
@@ -441,7 +435,7 @@ async fn real_users_failing_in_the_hubs_own_log_page_while_every_probe_passes() 
     .await;
     assert_eq!(triggers(pd).len(), 1, "paged once");
     for user in ["probe-3", "probe-4"] {
-        hub_api(reqwest::Method::DELETE, user).await.unwrap();
+        lab.ask_server(reqwest::Method::DELETE, user).await;
     }
     throttled_users_page_and_their_starts_are_counted(&daemon, api, pd).await;
     servers_taken_from_their_users_page_and_stops_do_not(api, pd).await;

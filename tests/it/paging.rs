@@ -1,5 +1,5 @@
 //! Paging end to end: `hubwatch run` against the real lab, PagerDuty played by a local server that checks
-//! every event against the documented schema. Three tests, each on its own lab:
+//! every event against the documented schema. Five tests, each on its own lab:
 //! - spawning fails for both probe users → exactly one trigger naming both users and the hub's reason,
 //!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
 //!   status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none
@@ -13,7 +13,9 @@
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
 //! - spawning failing and working in turn every 12 s for a minute → one incident, resolved
-//!   `keep_open_for` after the last failure.
+//!   `keep_open_for` after the last failure;
+//! - a BinderHub (the stand-in, launching on the lab) failing every launch on GitHub's rate limit → one
+//!   page in BinderHub's words, resolved when launches work; launches that work after retries → `slow`, no page.
 
 use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
 use crate::support::pagerduty::{API_TOKEN, FIRST_RESPONDER, FROM_EMAIL, Fault, ROUTING_KEY};
@@ -413,4 +415,52 @@ async fn a_hub_flapping_every_12s_for_a_minute_is_one_incident_resolved_keep_ope
     let (status, page) = crate::support::daemon::get(&format!("{}/incidents/{key}", s.daemon.base), None).await;
     assert_eq!(status, 200);
     assert!(page.contains("failing again after"), "the relapses are in the timeline: {page}");
+}
+
+/// A hub launching through a BinderHub (the stand-in, launching real servers on the lab): launches that work
+/// page nobody; GitHub's rate limit failing every probe user's launch at `resolve` pages once, in BinderHub's
+/// words, and the launches working again resolve it; launches that work only after BinderHub's retries are
+/// `slow`, never a page.
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binderhub_failing_to_launch_for_both_users_pages_once_and_retried_launches_do_not() {
+    use crate::support::binderhub::{BinderHub, Script, TOKEN};
+    let binder = BinderHub::default();
+    let binder_url = binder.clone().start().await;
+    // Only logins and launches run often: the server and kernel rounds are not what this test is about.
+    let rare = json!({"every": "1h", "timeout": "30s"});
+    let world = Scenario::on_lab("paging-binder", 18740)
+        .await
+        .config(json!({"defaults": {"probes": {"server": rare, "kernel": rare,
+            "binderhub": {"every": "4s", "timeout": "30s"}}}}))
+        .hub(json!({"binderhub": {"url": binder_url, "repo": "gh/binder-examples/requirements", "ref": "0123abc",
+            "token": {"env": "BINDER_TOKEN"}}}))
+        .env("BINDER_TOKEN", TOKEN);
+    // The stand-in launches as probe-3 and probe-4: users the hub's own rounds never start.
+    binder.launching_on(&world.lab.url, &world.token, &["probe-3", "probe-4"]);
+    let (pd, daemon) = (&world.pd, world.start().await);
+    more_probe_runs(async || daemon.metrics().await, "binder", "ok", 2.0).await;
+    assert!(pd.accepted().is_empty(), "launches that work page nobody");
+
+    eprintln!("phase: GitHub's rate limit fails every launch at resolve");
+    binder.set_script(Script::RateLimited);
+    wait_for("the binder trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
+    let trigger = pd.accepted()[0].clone();
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot launch repositories through the hub's BinderHub");
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["binder"], json!(["probe-1", "probe-2"]), "{trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("GitHub rate limit exceeded"), "BinderHub's words: {reasons}");
+    assert!(!trigger.to_string().contains(TOKEN), "no BinderHub token in the page");
+
+    eprintln!("phase: launches work again");
+    binder.set_script(Script::Launch);
+    wait_for("the resolve", EVERY * 3 + TIMEOUT + MARGIN, async || pd.accepted().len() == 2).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"]);
+
+    eprintln!("phase: launches work after one retry (slow, not an incident)");
+    binder.set_script(Script::LaunchRetried);
+    more_probe_runs(async || daemon.metrics().await, "binder", "slow", 2.0).await;
+    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "slow launches page nobody");
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }

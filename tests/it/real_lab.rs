@@ -248,6 +248,9 @@ async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_
     lab.clear_flags();
     assert_nothing_left(&lab, &EVERYONE).await;
 
+    eprintln!("the hub's spawn throttle: a real user's start pending, one start at a time");
+    the_hubs_spawn_throttle_fails_the_request_in_its_words_and_logs_each_user(&lab, &config).await;
+
     eprintln!("one profile broken: its users' spawns fail, the hub's own users' work");
     let profile = "\n    profiles: [{name: gpu, user_options: {profile: gpu}, users: [probe-3, probe-4]}]";
     let with_profile = config_with(&lab, USUAL, Extra { hub: profile, ..Extra::default() });
@@ -270,6 +273,38 @@ async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_
     run.assert_ok(Server, "probe-3");
     run.assert_ok(Kernel, "probe-4");
     assert_nothing_left(&lab, &EVERYONE).await;
+}
+
+/// JupyterHub's `concurrent_spawn_limit` (the lab's `spawn-limit` flag) with probe-4's start hanging: every
+/// other start is answered 429, which the probe reports in the hub's words at `request_spawn`, and which the
+/// hub's own log records per user in the form hubwatch's log signal counts for real users.
+async fn the_hubs_spawn_throttle_fails_the_request_in_its_words_and_logs_each_user(lab: &Lab, config: &Config) {
+    use hubwatch::signals::logs::{LogNews, news_in};
+    lab.set_flag("spawn-limit", None, "1");
+    lab.set_flag("spawn-hang", Some("probe-4"), "");
+    assert_eq!(lab.ask_server(reqwest::Method::POST, "probe-4").await, 202, "probe-4's start is pending");
+    let run = check(config, "lab").await;
+    for user in ["probe-1", "probe-2"] {
+        run.assert_failed(Server, user, Stage::RequestSpawn, "the hub is throttling spawns");
+        run.assert_failed(Server, user, Stage::RequestSpawn, "Too many users trying to log in right now");
+        run.assert_blocked(Kernel, user, Server);
+    }
+    let log = std::fs::read_to_string(lab.dir.join("hub.log")).unwrap();
+    let throttled: Vec<String> = log
+        .lines()
+        .filter_map(|line| match news_in(line, "/") {
+            Some(LogNews::Failed { who, capability: Server, reason }) => {
+                reason.starts_with("the hub is refusing new servers: too many starting at once").then_some(who)
+            }
+            _ => None,
+        })
+        .collect();
+    for user in ["probe-1", "probe-2"] {
+        assert!(throttled.iter().any(|who| who == user), "the hub's log turned {user} away: {throttled:?}");
+    }
+    assert!(lab.ask_server(reqwest::Method::DELETE, "probe-4").await < 300, "the pending start is stopped");
+    lab.clear_flags();
+    assert_nothing_left(lab, &EVERYONE).await;
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]

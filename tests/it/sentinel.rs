@@ -49,7 +49,7 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
         }}}))
         .hub(json!({"namespace": k8s_fixtures::NAMESPACE}))
         .hub(json!({"users": ["probe-1", "probe-2", KEPT], "sentinel": {"every": "5s", "timeout": "10s"}}));
-    let (pd, lab, api, token) = (&s.pd, &s.lab, s.api(), s.token.clone());
+    let (pd, lab, api) = (&s.pd, &s.lab, s.api());
     let stop_mirror = tokio_util::sync::CancellationToken::new();
     let mirror = tokio::spawn(k8s_fixtures::mirror_lab_log(lab.dir.join("hub.log"), api.clone(), stop_mirror.clone()));
     let daemon = s.start().await;
@@ -102,13 +102,8 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
     wait_for("the resolve", Duration::from_secs(120), async || actions(pd).len() == 4).await;
 
     eprintln!("phase: the kept server dies");
-    let stopped = reqwest::Client::new()
-        .delete(format!("{}/hub/api/users/{KEPT}/server", lab.url))
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(stopped.status().is_success(), "{}", stopped.status());
+    let stopped = lab.ask_server(reqwest::Method::DELETE, KEPT).await;
+    assert!((200..300).contains(&stopped), "{stopped}");
     wait_for("started again", Duration::from_secs(60), async || {
         daemon.log().matches("the kept server is not running: starting it").count() == 2 && lab.has_server(KEPT).await
     })

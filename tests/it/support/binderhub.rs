@@ -33,10 +33,11 @@ struct Inner {
     script: Option<Script>,
     /// The failing health check's service, if any.
     unhealthy: Option<&'static str>,
-    /// The lab's URL and hubwatch's token there, and the users whose servers launches start, in turn.
+    /// The lab's URL and hubwatch's token there, and the users whose servers launches start.
     lab: Option<(String, String)>,
     users: Vec<String>,
-    launches: usize,
+    /// Users a launch is starting a server for (until it is ready: then the hub lists it).
+    launching: Vec<String>,
     requested: Vec<String>,
 }
 
@@ -53,7 +54,7 @@ impl BinderHub {
         format!("http://{addr}/")
     }
 
-    /// Launches start servers for `users`, in turn, on the lab at `url` (hubwatch's `token` there).
+    /// Launches start servers for `users` (one whose previous server is gone) on the lab at `url` (hubwatch's `token` there).
     pub fn launching_on(&self, url: &str, token: &str, users: &[&str]) {
         let mut inner = self.inner.lock().unwrap();
         inner.lab = Some((url.to_string(), token.to_string()));
@@ -136,14 +137,12 @@ async fn build(State(binder): State<BinderHub>, Path(spec): Path<String>, header
 
 use futures_util::StreamExt;
 
-/// Starts the next user's server on the lab and mints a token for it: the ready event.
+/// Starts a server on the lab for one of the users whose previous launch has gone (BinderHub gives each
+/// launch a fresh user; the stand-in reuses its few, so it waits for one with no server) and mints a token
+/// for it: the ready event.
 async fn launch(binder: &BinderHub) -> Value {
-    let ((url, token), user) = {
-        let mut inner = binder.inner.lock().unwrap();
-        let user = inner.users[inner.launches % inner.users.len()].clone();
-        inner.launches += 1;
-        (inner.lab.clone().expect("a launch needs the lab"), user)
-    };
+    let (url, token) = binder.inner.lock().unwrap().lab.clone().expect("a launch needs the lab");
+    let user = free_user(binder, &url, &token).await;
     let hub = |method: reqwest::Method, path: &str| {
         reqwest::Client::new()
             .request(method, format!("{url}/hub/api/users/{user}{path}"))
@@ -165,7 +164,37 @@ async fn launch(binder: &BinderHub) -> Value {
         .json()
         .await
         .unwrap();
+    binder.inner.lock().unwrap().launching.retain(|u| *u != user);
     let server = format!("{url}/user/{user}/");
     json!({"phase": "ready", "message": format!("server running at {server}\n"), "image": "registry.example.org/binder/r2d-abc:0123abc",
         "repo_url": "https://github.com/binder-examples/requirements", "url": server, "token": minted["token"]})
+}
+
+/// A user with no server on the hub and no launch starting one, taken for this launch (waits up to 60 s for
+/// the hub to forget a shut-down server).
+async fn free_user(binder: &BinderHub, url: &str, token: &str) -> String {
+    for _ in 0..240 {
+        let candidates: Vec<String> = {
+            let inner = binder.inner.lock().unwrap();
+            inner.users.iter().filter(|u| !inner.launching.contains(u)).cloned().collect()
+        };
+        for user in candidates {
+            let model: Value = reqwest::Client::new()
+                .get(format!("{url}/hub/api/users/{user}"))
+                .header("Authorization", format!("token {token}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut inner = binder.inner.lock().unwrap();
+            if model["servers"].as_object().is_some_and(|s| s.is_empty()) && !inner.launching.contains(&user) {
+                inner.launching.push(user.clone());
+                return user;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no stand-in user free for a launch within 60 s")
 }

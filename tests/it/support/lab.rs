@@ -118,6 +118,15 @@ impl Lab {
         assert_eq!(answer.status().as_u16(), 201);
     }
 
+    /// Asks the hub to start (`POST`) or stop (`DELETE`) `user`'s server, as the user or an admin would (with
+    /// hubwatch's service token); the HTTP status of the hub's answer.
+    pub async fn ask_server(&self, method: reqwest::Method, user: &str) -> u16 {
+        let url = format!("{}/hub/api/users/{user}/server", self.url);
+        let request =
+            reqwest::Client::new().request(method, url).header("Authorization", format!("token {}", self.token()));
+        request.send().await.unwrap().status().as_u16()
+    }
+
     /// Whether `user`'s default server is running (or starting), from the hub's REST API.
     pub async fn has_server(&self, user: &str) -> bool {
         self.servers_of(user).await.get("").is_some()
