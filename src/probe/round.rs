@@ -14,6 +14,7 @@ use crate::redact::Redactor;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
@@ -35,6 +36,9 @@ pub struct HubProber {
     /// taken by each such round, so that a check on demand and a scheduled round of the same user never
     /// tread on each other (one would stop the other's server as a leftover).
     exclusive: std::sync::Mutex<HashMap<(String, Capability), Exclusive>>,
+    /// Whether the kept server was running at its last look (or hubwatch had just started it): gone at the
+    /// next look without hubwatch stopping it, it was lost (see `sentinel.rs`).
+    pub(super) kept_running: AtomicBool,
 }
 
 /// One probe user's capability, taken by one round at a time.
@@ -43,7 +47,8 @@ type Exclusive = Arc<Mutex<()>>;
 impl HubProber {
     pub fn new(hub: Arc<HubConfig>, http: HttpClient, cleanup_timeout: Duration, redactor: Arc<Redactor>) -> Self {
         let tokens = hub.probe_users().map(|u| (u.to_string(), Mutex::new(None))).collect();
-        HubProber { hub, http, cleanup_timeout, redactor, tokens, exclusive: Default::default() }
+        let (exclusive, kept_running) = Default::default();
+        HubProber { hub, http, cleanup_timeout, redactor, tokens, exclusive, kept_running }
     }
 
     /// Waits until no other round of `capability` for `user` runs; it holds while the guard lives.

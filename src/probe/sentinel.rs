@@ -4,8 +4,11 @@
 //! working round a login loop while a freshly started server gets a fresh route, so only a server that was
 //! already running shows it; a kernel that crashes or a home that fills is seen within one interval instead
 //! of at the next server round. A kept server that is not running (culled, crashed, never started) is
-//! started again; that start is the server attempt. A lost route is not repaired by restarting: the kept
-//! server goes on showing what users see until the hub puts the routes back.
+//! started again; that start is the server attempt. One that was running at the last look and is gone
+//! without hubwatch stopping it (its process ended, its pod deleted or evicted, its node drained) was lost,
+//! as a working user's would be: that look fails ("server lost"), and the next starts it again. A lost
+//! route is not repaired by restarting: the kept server goes on showing what users see until the hub puts
+//! the routes back.
 
 use super::answers::on_origin;
 use super::lane::{Plain, PlainRound, Probe};
@@ -15,6 +18,7 @@ use super::{Deadline, OnServer, Stages};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::Auth;
 use reqwest::{Method, StatusCode, header::LOCATION};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -44,6 +48,7 @@ impl HubProber {
         let (outcome, reachable) = match look.steps(cancel, state).await {
             None => return Vec::new(),
             Some(Ok(ServerState::Ready { url })) => {
+                self.kept_running.store(true, Ordering::Relaxed);
                 let routed = look
                     .steps(cancel, async {
                         let url = server_url(&self.hub.url, url.as_deref(), user)?;
@@ -53,6 +58,10 @@ impl HubProber {
                 let Some(routed) = routed else { return Vec::new() };
                 let (url, duration) = (routed.as_ref().ok().cloned(), look.elapsed());
                 (look.finish(Some(routed.map(|_| ())), Ok(()), duration), url)
+            }
+            Some(Ok(gone)) if self.kept_running.swap(false, Ordering::Relaxed) => {
+                let duration = look.elapsed();
+                (look.finish(Some(Err(lost(&gone))), Ok(()), duration), None)
             }
             Some(Ok(_)) => match self.start_kept_server(user, &token, cancel).await {
                 Some(started) => started,
@@ -86,7 +95,10 @@ impl HubProber {
         let spawned = start.steps(cancel, self.spawn(user, token, &start.stages, start.deadline)).await?;
         let duration = start.elapsed();
         match spawned {
-            Ok(started) => Some((start.finish(Some(Ok(())), Ok(()), duration), Some(started.url))),
+            Ok(started) => {
+                self.kept_running.store(true, Ordering::Relaxed);
+                Some((start.finish(Some(Ok(())), Ok(()), duration), Some(started.url)))
+            }
             Err(failure) => {
                 let server = self.server_of(user);
                 let stopped = start.clean_up(Stage::StopServer, |deadline| server.stop(token, deadline)).await;
@@ -111,8 +123,24 @@ impl HubProber {
     pub async fn stop_kept_server(&self, user: &str) -> Result<(), StepFailure> {
         let deadline = Deadline::after(self.cleanup_timeout);
         let token = self.user_token(user, deadline, &Stages::default()).await?.0;
+        self.kept_running.store(false, Ordering::Relaxed);
         self.server_of(user).stop(&token, deadline).await
     }
+}
+
+/// The kept server, running at the last look, is `gone` now and hubwatch did not stop it.
+fn lost(gone: &ServerState) -> StepFailure {
+    let now = match gone {
+        ServerState::Pending(pending) => format!("its server is pending {pending}"),
+        _ => "the hub lists no server".to_string(),
+    };
+    StepFailure::hub(
+        Stage::KeptServer,
+        format!(
+            "server lost: the kept server was running at the last look and {now}, though hubwatch did not stop it \
+             (its process ended, or its pod was deleted, evicted or its node drained); it is started again at the next look"
+        ),
+    )
 }
 
 /// What the answer to a running server's `api/status` says about its route.

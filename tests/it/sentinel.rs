@@ -4,7 +4,8 @@
 //! kept server and of a real user working in theirs pages, the real user found in the hub's own log (the
 //! lab's real log, followed through the Kubernetes stand-in); a kernel that crashes is seen by
 //! the kept server within one interval and corroborated by the other probe users' rounds at once (a page,
-//! then its resolve); a kept server that dies is started again; on shutdown it is stopped.
+//! then its resolve); a kept server whose process is killed from outside is lost ("server lost", one user:
+//! no page) and started again at the next look; on shutdown it is stopped.
 
 use crate::support::daemon::{get, wait_for};
 use crate::support::k8s_fixtures;
@@ -101,11 +102,18 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
     lab.clear_flags();
     wait_for("the resolve", Duration::from_secs(120), async || actions(pd).len() == 4).await;
 
-    eprintln!("phase: the kept server dies");
-    let stopped = lab.ask_server(reqwest::Method::DELETE, KEPT).await;
-    assert!((200..300).contains(&stopped), "{stopped}");
+    eprintln!("phase: the kept server's process is killed (its pod deleted from outside, its node gone)");
+    assert!(lab.kill_server(KEPT) >= 1, "the kept server's process was found");
+    wait_for("the kept server lost", Duration::from_secs(60), async || {
+        let (result, reason) = latest(&base, "server", KEPT).await;
+        result == "failed"
+            && reason.starts_with("kept_server: server lost: the kept server was running at the last look")
+    })
+    .await;
+    assert_eq!(actions(pd), ["trigger", "resolve", "trigger", "resolve"], "one user's lost server pages nobody");
     wait_for("started again", Duration::from_secs(60), async || {
-        daemon.log().matches("the kept server is not running: starting it").count() == 2 && lab.has_server(KEPT).await
+        daemon.log().matches("the kept server is not running: starting it").count() == 2
+            && latest(&base, "server", KEPT).await.0 == "ok"
     })
     .await;
 

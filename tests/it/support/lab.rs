@@ -84,6 +84,23 @@ impl Lab {
         assert!(status.success(), "kill -{signal} {which}={pid}");
     }
 
+    /// Kills `user`'s single-user server and its kernels (SIGKILL), as when its pod is deleted from outside
+    /// or its node goes away: the hub learns it at its next poll. Returns how many processes it killed.
+    pub fn kill_server(&self, user: &str) -> usize {
+        let lab = std::fs::canonicalize(&self.dir).unwrap();
+        let wanted = [format!("HUBWATCH_LAB_ID={}", lab.display()), format!("JUPYTERHUB_USER={user}")];
+        let mut killed = 0;
+        for process in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(environ) = std::fs::read(process.path().join("environ")) else { continue };
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            if wanted.iter().all(|w| vars.contains(&w.as_bytes())) {
+                let pid = process.file_name().to_string_lossy().to_string();
+                killed += usize::from(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+            }
+        }
+        killed
+    }
+
     /// The proxy's REST API (configurable-http-proxy on PORT+2) and its token.
     fn proxy_api(&self, path: &str) -> (String, String) {
         let port: u16 = self.url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
