@@ -4,7 +4,9 @@
 //!
 //! Rules (docs/incidents-and-paging.md):
 //! - A user is *affected* in a capability when their latest attempt at it failed (a hub failure, not a
-//!   monitor fault; blocked attempts are not attempts) and that failure is within `window`.
+//!   monitor fault; blocked attempts are not attempts) and that failure is within `window`. Attempts are
+//!   kept per vantage ([`Vantage`]): Dask from inside a user's server and Dask from hubwatch are two records,
+//!   and a success of one never clears the other's failure.
 //! - `hub_access` is the union of users affected in login, server and kernel; `dask_gateway` stands alone.
 //! - An incident opens when at least `min_affected_users` distinct users are affected. Fewer is a support
 //!   ticket: visible, never paged.
@@ -28,7 +30,7 @@
 use crate::domain::lookup::{named, paired};
 use crate::domain::{
     Capability, HubName, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition,
-    UserFailure,
+    UserFailure, Vantage,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
@@ -54,10 +56,13 @@ struct Attempts {
     has_failed: bool,
 }
 
+/// Which attempts a record holds: one capability, probed from one vantage.
+type AttemptsOf = (Capability, Vantage);
+
 #[derive(Debug, Default)]
 struct KindState {
-    /// Each probe user's attempts, by capability (a few each: a vector).
-    attempts: HashMap<String, Vec<(Capability, Attempts)>>,
+    /// Each probe user's attempts, by capability and where they ran from (a few each: a vector).
+    attempts: HashMap<String, Vec<(AttemptsOf, Attempts)>>,
     /// Real users affected now, from signals (not windowed: they hold while the evidence does), per source:
     /// each source speaks only for itself.
     signals: HashMap<(SignalSource, String, Capability), UserFailure>,
@@ -71,17 +76,19 @@ struct KindState {
 }
 
 impl KindState {
-    fn attempts(&self, user: &str, capability: Capability) -> Option<&Attempts> {
-        self.attempts.get(user)?.iter().find(|(c, _)| *c == capability).map(|(_, a)| a)
+    /// `user`'s records of `capability` (one per vantage it was probed from).
+    fn attempts(&self, user: &str, capability: Capability) -> impl Iterator<Item = &Attempts> {
+        self.attempts.get(user).into_iter().flatten().filter(move |((c, _), _)| *c == capability).map(|(_, a)| a)
     }
 
-    /// `user`'s record of `capability`, made on their first attempt (the name is copied only then).
-    fn attempts_mut(&mut self, user: &str, capability: Capability) -> &mut Attempts {
-        paired(named(&mut self.attempts, user), capability)
+    /// `user`'s record of `capability` from `vantage`, made on their first attempt (the name is copied only
+    /// then).
+    fn attempts_mut(&mut self, user: &str, capability: Capability, vantage: Vantage) -> &mut Attempts {
+        paired(named(&mut self.attempts, user), (capability, vantage))
     }
 
     fn every_attempts(&self) -> impl Iterator<Item = (&String, Capability, &Attempts)> {
-        self.attempts.iter().flat_map(|(user, records)| records.iter().map(move |(c, a)| (user, *c, a)))
+        self.attempts.iter().flat_map(|(user, records)| records.iter().map(move |((c, _), a)| (user, *c, a)))
     }
 }
 
@@ -126,7 +133,8 @@ impl Detector {
         }
         self.observe_start(outcome, now);
         let kind = IncidentKind::of(outcome.capability);
-        let attempts = self.kind_state_mut(&outcome.hub, kind).attempts_mut(&outcome.user, outcome.capability);
+        let state = self.kind_state_mut(&outcome.hub, kind);
+        let attempts = state.attempts_mut(&outcome.user, outcome.capability, outcome.vantage());
         match &outcome.result {
             ProbeResult::Ok | ProbeResult::Slow(_) => {
                 attempts.failure = None;
@@ -163,7 +171,7 @@ impl Detector {
         // resumed after a restart) who are not probe users recover when their signal is gone.
         if let Some((reported, _)) = &state.open {
             for user in reported.affected.get(&capability).into_iter().flat_map(BTreeMap::keys) {
-                if state.attempts(user, capability).is_none() {
+                if state.attempts(user, capability).next().is_none() {
                     state.signalled.insert((user.clone(), capability));
                 }
             }
@@ -277,13 +285,16 @@ impl Detector {
             None => !a.has_failed || a.ok_streak >= self.settings.recovery_successes,
         };
         let seen_again = reported.affected.iter().all(|(capability, users)| {
-            users.keys().all(|user| match state.attempts(user, *capability) {
-                Some(attempts) => settled(attempts),
-                // A real user (no probe attempts): their signal has cleared.
-                None if state.signalled.contains(&(user.clone(), *capability)) => {
+            users.keys().all(|user| {
+                let mut records = state.attempts(user, *capability).peekable();
+                if records.peek().is_some() {
+                    records.all(settled)
+                } else if state.signalled.contains(&(user.clone(), *capability)) {
+                    // A real user (no probe attempts): their signal has cleared.
                     !state.signals.keys().any(|(_, u, c)| (u, c) == (user, capability))
+                } else {
+                    !self.within_window(*watched_since, now)
                 }
-                None => !self.within_window(*watched_since, now),
             })
         });
         // An incident known only by its key (adopted from PagerDuty) reported nobody: it needs a sign that the

@@ -418,3 +418,37 @@ fn a_first_login_failure_is_its_own_ticket_never_an_affected_user() {
     d.observe(&first(ProbeResult::Ok), t(3));
     assert!(d.first_login_failure(&temple()).is_none(), "a pass closes it");
 }
+
+/// A Dask outcome from inside `user`'s server (it ran kernel stages), failed or ok.
+fn from_server(user: &str, ok: bool) -> ProbeOutcome {
+    let result =
+        if ok { ProbeResult::Ok } else { ProbeResult::Failed(StepFailure::hub(Stage::ConnectFromServer, "no route")) };
+    let stage = |stage| crate::domain::StageTiming { stage, seconds: 1.0 };
+    ProbeOutcome {
+        stages: vec![stage(Stage::StartKernel), stage(Stage::ConnectFromServer)],
+        ..outcome(user, Capability::DaskGateway, result)
+    }
+}
+
+#[test]
+fn the_gateway_answering_hubwatch_does_not_clear_what_users_servers_meet() {
+    let mut d = Detector::new(settings());
+    let from_pod = |user: &str| outcome(user, Capability::DaskGateway, ProbeResult::Ok);
+    assert_eq!(from_server("a", false).vantage(), Vantage::UsersServer);
+    assert_eq!(from_pod("a").vantage(), Vantage::Hubwatch);
+    // Each user's server fails to reach the scheduler, and in between the gateway answers hubwatch for both.
+    let mut all = d.observe(&from_server("a", false), t(1));
+    all.extend(d.observe(&from_pod("a"), t(2)));
+    all.extend(d.observe(&from_pod("b"), t(2)));
+    all.extend(d.observe(&from_server("b", false), t(3)));
+    assert_eq!(opened(&all), 1, "two users cannot use Dask from their servers: {all:#?}");
+    // The gateway answering hubwatch again and again is not a recovery; users' servers reaching it is.
+    for minute in 4..8 {
+        assert!(d.observe(&from_pod("a"), t(minute)).is_empty() && d.observe(&from_pod("b"), t(minute)).is_empty());
+    }
+    for minute in 8..10 {
+        all.extend(d.observe(&from_server("a", true), t(minute)));
+        all.extend(d.observe(&from_server("b", true), t(minute)));
+    }
+    assert!(matches!(all.last(), Some(Transition::Recovered { .. })), "{all:#?}");
+}

@@ -24,7 +24,7 @@ pub use outgoing::{
 };
 pub use probe::{
     Capability, FailureCause, ProbeOutcome, ProbeResult, SERVER_START_BUCKETS, Slowness, Stage, StageTiming,
-    StepFailure, round_ms,
+    StepFailure, Vantage, round_ms,
 };
 pub use response::{Act, Response, ResponseChange, ResponseStatus};
 pub use secret::Secret;

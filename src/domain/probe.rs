@@ -286,7 +286,26 @@ pub struct ProbeOutcome {
     pub stages: Vec<StageTiming>,
 }
 
+/// Where a probe ran from: hubwatch itself, or a user's server (Dask from inside, `connect_from_server`). The
+/// detector keeps a user's attempts per vantage, so that the gateway answering hubwatch never clears the
+/// failure users' servers meet reaching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vantage {
+    Hubwatch,
+    UsersServer,
+}
+
 impl ProbeOutcome {
+    /// A Dask Gateway outcome with kernel stages ran inside the user's server; everything else, from hubwatch.
+    pub fn vantage(&self) -> Vantage {
+        let in_kernel =
+            |s: &StageTiming| matches!(s.stage, Stage::StartKernel | Stage::Connect | Stage::ConnectFromServer);
+        match self.capability == Capability::DaskGateway && self.stages.iter().any(in_kernel) {
+            true => Vantage::UsersServer,
+            false => Vantage::Hubwatch,
+        }
+    }
+
     /// How long a server that started took to: from the spawn request to ready (the stages the hub's own
     /// "User NAME took X seconds to start" measures). `None` for anything but a server that started.
     pub fn start_time(&self) -> Option<Duration> {

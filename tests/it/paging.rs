@@ -14,9 +14,11 @@
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
 //! - spawning failing and working in turn every 12 s for a minute → one incident, resolved
 //!   `keep_open_for` after the last failure;
-//! - a BinderHub (the stand-in, launching on the lab) failing every launch on GitHub's rate limit → one
-//!   page in BinderHub's words, resolved when launches work; launches that work after retries → `slow`, no page.
+//! - the new probes, on one lab: a BinderHub (the stand-in, launching on the lab) failing every launch on
+//!   GitHub's rate limit, one profile's spawns failing, users' servers with no route to the Dask scheduler →
+//!   each one page in the probe's words, resolved when healed; launches that work after retries → `slow`.
 
+use crate::support::binderhub::{BinderHub, Script, TOKEN};
 use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
 use crate::support::pagerduty::{API_TOKEN, FIRST_RESPONDER, FROM_EMAIL, Fault, ROUTING_KEY};
 use crate::support::scenario::Scenario;
@@ -417,50 +419,119 @@ async fn a_hub_flapping_every_12s_for_a_minute_is_one_incident_resolved_keep_ope
     assert!(page.contains("failing again after"), "the relapses are in the timeline: {page}");
 }
 
-/// A hub launching through a BinderHub (the stand-in, launching real servers on the lab): launches that work
-/// page nobody; GitHub's rate limit failing every probe user's launch at `resolve` pages once, in BinderHub's
-/// words, and the launches working again resolve it; launches that work only after BinderHub's retries are
-/// `slow`, never a page.
+/// The new probes' outages through `hubwatch run` to PagerDuty, on one lab and one daemon: nothing pages while
+/// they work; then, phase by phase, each fault pages once in the probe's words and resolves when healed.
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binderhub_failing_to_launch_for_both_users_pages_once_and_retried_launches_do_not() {
-    use crate::support::binderhub::{BinderHub, Script, TOKEN};
+async fn binderhub_a_broken_profile_and_dask_unreachable_from_servers_each_page_once_and_resolve() {
     let binder = BinderHub::default();
     let binder_url = binder.clone().start().await;
-    // Only logins and launches run often: the server and kernel rounds are not what this test is about.
-    let rare = json!({"every": "1h", "timeout": "30s"});
-    let world = Scenario::on_lab("paging-binder", 18740)
-        .await
-        .config(json!({"defaults": {"probes": {"server": rare, "kernel": rare,
-            "binderhub": {"every": "4s", "timeout": "30s"}}}}))
-        .hub(json!({"binderhub": {"url": binder_url, "repo": "gh/binder-examples/requirements", "ref": "0123abc",
-            "token": {"env": "BINDER_TOKEN"}}}))
+    let users = ("LAB_USERS", "probe-1 probe-2 probe-3 probe-4 probe-5 probe-6");
+    let world = Scenario::on_lab_with("paging-new-probes", 18740, &[users]).await;
+    let gateway = format!("{}/services/dask-gateway", world.lab.url);
+    let world = world
+        // One success each is recovery here: the recovery rule is the other tests' subject, and Dask from
+        // inside runs only when the Dask probe is due.
+        .config(json!({"incidents": {"recovery_successes": 1}, "defaults": {"probes": {
+            "binderhub": {"every": "4s", "timeout": "30s"}, "dask_gateway": {"every": "20s", "timeout": "45s"}}}}))
+        .hub(json!({
+            "binderhub": {"url": binder_url, "repo": "gh/binder-examples/requirements", "ref": "0123abc",
+                "token": {"env": "BINDER_TOKEN"}},
+            "profiles": [{"name": "gpu", "user_options": {"profile": "gpu"}, "users": ["probe-3", "probe-4"]}],
+            "dask_gateway": {"url": gateway, "from_server": true},
+        }))
         .env("BINDER_TOKEN", TOKEN);
-    // The stand-in launches as probe-3 and probe-4: users the hub's own rounds never start.
-    binder.launching_on(&world.lab.url, &world.token, &["probe-3", "probe-4"]);
-    let (pd, daemon) = (&world.pd, world.start().await);
-    more_probe_runs(async || daemon.metrics().await, "binder", "ok", 2.0).await;
-    assert!(pd.accepted().is_empty(), "launches that work page nobody");
+    // The stand-in launches as probe-5 and probe-6: users no round of the hub starts.
+    binder.launching_on(&world.lab.url, &world.token, &["probe-5", "probe-6"]);
+    let daemon = world.start().await;
+    for (capability, runs) in [("binder", 2.0), ("server", 4.0), ("dask_gateway", 2.0)] {
+        more_probe_runs(async || daemon.metrics().await, capability, "ok", runs).await;
+    }
+    assert!(world.pd.accepted().is_empty(), "working probes page nobody: {:?}", world.pd.accepted_actions());
+    let pages = NewProbes { world: &world, daemon: &daemon };
+    a_binderhub_rate_limited_pages_in_its_words_and_retried_launches_do_not(&pages, &binder).await;
+    a_broken_profile_pages_naming_it(&pages).await;
+    dask_unreachable_from_servers_pages_while_the_gateway_answers_hubwatch(&pages).await;
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+    assert!(!format!("{:?}", world.pd.received()).contains(TOKEN), "no BinderHub token reached PagerDuty");
+}
 
+struct NewProbes<'a> {
+    world: &'a Scenario,
+    daemon: &'a Daemon,
+}
+
+impl NewProbes<'_> {
+    /// Switches a fault on with `fault`, waits for its one trigger, heals with `heal`, waits for its resolve;
+    /// the trigger.
+    async fn page_and_resolve(&self, what: &str, fault: impl FnOnce(), heal: impl FnOnce()) -> Value {
+        let pd = &self.world.pd;
+        let before = pd.accepted().len();
+        fault();
+        wait_for(what, Duration::from_secs(120), async || pd.accepted().len() > before).await;
+        let trigger = pd.accepted()[before].clone();
+        assert_eq!(trigger["event_action"], "trigger", "{trigger:#}");
+        heal();
+        let key = trigger["dedup_key"].as_str().unwrap().to_string();
+        wait_for("its resolve", Duration::from_secs(120), async || {
+            events_for(&pd.accepted(), &key, "resolve").len() == 1
+        })
+        .await;
+        assert_eq!(events_for(&pd.accepted(), &key, "trigger").len(), 1, "{what}: paged once");
+        trigger
+    }
+}
+
+/// GitHub's rate limit fails every launch at `resolve`: a page in BinderHub's words. Launches that work only
+/// after BinderHub's retries are `slow`: no page.
+async fn a_binderhub_rate_limited_pages_in_its_words_and_retried_launches_do_not(
+    pages: &NewProbes<'_>,
+    binder: &BinderHub,
+) {
     eprintln!("phase: GitHub's rate limit fails every launch at resolve");
-    binder.set_script(Script::RateLimited);
-    wait_for("the binder trigger", EVERY + TIMEOUT + MARGIN, async || !pd.accepted().is_empty()).await;
-    let trigger = pd.accepted()[0].clone();
+    let trigger = pages
+        .page_and_resolve(
+            "the BinderHub trigger",
+            || binder.set_script(Script::RateLimited),
+            || binder.set_script(Script::Launch),
+        )
+        .await;
     assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot launch repositories through the hub's BinderHub");
     let details = &trigger["payload"]["custom_details"];
     assert_eq!(details["affected_users"]["binder"], json!(["probe-1", "probe-2"]), "{trigger:#}");
     let reasons = details["last_errors"].to_string();
     assert!(reasons.contains("GitHub rate limit exceeded"), "BinderHub's words: {reasons}");
-    assert!(!trigger.to_string().contains(TOKEN), "no BinderHub token in the page");
-
-    eprintln!("phase: launches work again");
-    binder.set_script(Script::Launch);
-    wait_for("the resolve", EVERY * 3 + TIMEOUT + MARGIN, async || pd.accepted().len() == 2).await;
-    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"]);
 
     eprintln!("phase: launches work after one retry (slow, not an incident)");
+    let sent = pages.world.pd.accepted().len();
     binder.set_script(Script::LaunchRetried);
-    more_probe_runs(async || daemon.metrics().await, "binder", "slow", 2.0).await;
-    assert_eq!(pd.accepted_actions(), ["trigger", "resolve"], "slow launches page nobody");
-    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
+    more_probe_runs(async || pages.daemon.metrics().await, "binder", "slow", 2.0).await;
+    binder.set_script(Script::Launch);
+    assert_eq!(pages.world.pd.accepted().len(), sent, "slow launches page nobody");
+}
+
+/// The `gpu` profile's spawns fail: its two users page, the summary naming the profile; the hub's own users
+/// go on starting theirs.
+async fn a_broken_profile_pages_naming_it(pages: &NewProbes<'_>) {
+    eprintln!("phase: the gpu profile's spawns fail");
+    let lab = &pages.world.lab;
+    let trigger = pages
+        .page_and_resolve("the profile trigger", || lab.set_flag("profile-fail", None, "gpu"), || lab.clear_flags())
+        .await;
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot start their servers (profile gpu)");
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["server"], json!(["probe-3", "probe-4"]), "{trigger:#}");
+    assert!(details["last_errors"].to_string().contains("profile gpu: Spawn failed"), "{trigger:#}");
+}
+
+/// Users' servers get a scheduler address that leads nowhere (a NetworkPolicy): Dask from inside fails at
+/// `connect_from_server` in Dask's words and pages, while the gateway's API answers hubwatch.
+async fn dask_unreachable_from_servers_pages_while_the_gateway_answers_hubwatch(pages: &NewProbes<'_>) {
+    eprintln!("phase: users' servers have no route to the Dask scheduler");
+    let lab = &pages.world.lab;
+    let no_route = || ["probe-1", "probe-2"].iter().for_each(|user| lab.set_flag("dask-no-route", Some(user), ""));
+    let trigger = pages.page_and_resolve("the Dask trigger", no_route, || lab.clear_flags()).await;
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot create or use Dask Gateway clusters");
+    let reasons = trigger["payload"]["custom_details"]["last_errors"].to_string();
+    assert!(reasons.contains("connect_from_server") || reasons.contains("the code raised"), "Dask's words: {reasons}");
 }
