@@ -30,6 +30,11 @@ const EVERY: Duration = Duration::from_secs(4);
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(8);
 
+/// Tests whose assertions hang on how fast the lab starts servers (two successes in a 16-s healthy spell, a
+/// `slow_after` of 9 s) and the test with the most users' servers and launches: never two of them at once (beside
+/// it, healthy spawns took 13–18 s and both failed).
+static SPAWN_TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The time in a report's table row `| {label} | 2026-…Z (…) |`.
 fn report_time(report: &str, label: &str) -> SystemTime {
     let row =
@@ -246,6 +251,7 @@ fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, k
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
+    let _timing = SPAWN_TIMING.lock().await;
     let receiver = Receiver::default();
     let hook = receiver.clone().start(0).await;
     // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more, with 12 s of
@@ -378,6 +384,7 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_it_settles() {
+    let _timing = SPAWN_TIMING.lock().await;
     const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
     let s = Paging::start_keeping_open("paging-flap", 18730, "30s").await;
     let (lab, pd) = (&s.world.lab, &s.world.pd);
@@ -425,6 +432,7 @@ async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_i
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binderhub_failing_and_a_broken_profile_each_page_once_and_resolve() {
+    let _timing = SPAWN_TIMING.lock().await;
     let binder = BinderHub::default();
     let binder_url = binder.clone().start().await;
     let users = ("LAB_USERS", "probe-1 probe-2 probe-3 probe-4 probe-5 probe-6");
