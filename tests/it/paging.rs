@@ -1,5 +1,5 @@
 //! Paging end to end: `hubwatch run` against the real lab, PagerDuty played by a local server that checks
-//! every event against the documented schema. Five tests, each on its own lab:
+//! every event against the documented schema. Six tests, each on its own lab:
 //! - spawning fails for both probe users → exactly one trigger naming both users and the hub's reason,
 //!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
 //!   status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none
@@ -16,7 +16,10 @@
 //!   `keep_open_for` after the last failure;
 //! - the new probes, on one lab: a BinderHub (the stand-in, launching on the lab) failing every launch on
 //!   GitHub's rate limit, one profile's spawns failing → each one page in the probe's words, resolved when
-//!   healed; launches that work after retries → `slow`, no page.
+//!   healed; launches that work after retries → `slow`, no page;
+//! - users' servers with no route to the Dask scheduler while the gateway's API answers hubwatch → one page
+//!   in Dask's words (the gateway probe from hubwatch's pod succeeding between them clears nothing),
+//!   resolved when the route is back.
 
 use crate::support::binderhub::{BinderHub, Script, TOKEN};
 use crate::support::daemon::{Daemon, get, metric, more_probe_runs, sample, wait_for};
@@ -463,6 +466,39 @@ async fn binderhub_failing_and_a_broken_profile_each_page_once_and_resolve() {
     a_broken_profile_pages_naming_it(&pages).await;
     assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
     assert!(!format!("{:?}", world.pd.received()).contains(TOKEN), "no BinderHub token reached PagerDuty");
+}
+
+/// Dask from inside through the daemon: the users' servers reach the gateway's API but not their clusters'
+/// schedulers (a NetworkPolicy), while hubwatch's own gateway probe goes on succeeding — the outage the probe
+/// from hubwatch's pod alone would pass through.
+#[ignore = "needs the lab (scripts/test.sh runs it)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dask_unreachable_from_users_servers_pages_once_while_the_gateway_answers_hubwatch() {
+    let _timing = SPAWN_TIMING.lock().await;
+    let world = Scenario::on_lab("paging-dask-inside", 18750).await;
+    let gateway = format!("{}/services/dask-gateway", world.lab.url);
+    let world = world
+        // Every Dask attempt starts a scheduler and a worker (Python processes): two users, rounds spaced, one
+        // success each is recovery (the recovery rule is the other tests' subject), the kernel probe once.
+        .config(json!({"incidents": {"recovery_successes": 1}, "defaults": {"probes": {
+            "server": {"every": "15s", "timeout": "45s"}, "kernel": {"every": "1h", "timeout": "30s"},
+            "dask_gateway": {"every": "15s", "timeout": "60s"}}}}))
+        .hub(json!({"dask_gateway": {"url": gateway, "from_server": true}}));
+    let daemon = world.start().await;
+    // Dask runs twice a due round: from hubwatch's pod, and from the user's server (its stages in the run).
+    more_probe_runs(async || daemon.metrics().await, "dask_gateway", "ok", 4.0).await;
+    assert!(world.pd.accepted().is_empty(), "working probes page nobody: {:?}", world.pd.accepted_actions());
+    let pages = NewProbes { world: &world, daemon: &daemon };
+    eprintln!("phase: users' servers have no route to the Dask scheduler");
+    let lab = &world.lab;
+    let no_route = || ["probe-1", "probe-2"].iter().for_each(|user| lab.set_flag("dask-no-route", Some(user), ""));
+    let trigger = pages.page_and_resolve("the Dask trigger", no_route, || lab.clear_flags()).await;
+    assert_eq!(trigger["payload"]["summary"], "lab: 2 users cannot create or use Dask Gateway clusters");
+    let details = &trigger["payload"]["custom_details"];
+    assert_eq!(details["affected_users"]["dask_gateway"], json!(["probe-1", "probe-2"]), "{trigger:#}");
+    let reasons = details["last_errors"].to_string();
+    assert!(reasons.contains("connect_from_server"), "the stage and Dask's words: {reasons}");
+    assert_eq!(daemon.stop(Duration::from_secs(60)).await, Some(0));
 }
 
 struct NewProbes<'a> {

@@ -143,15 +143,10 @@ use futures_util::StreamExt;
 async fn launch(binder: &BinderHub) -> Value {
     let (url, token) = binder.inner.lock().unwrap().lab.clone().expect("a launch needs the lab");
     let user = free_user(binder, &url, &token).await;
-    let hub = |method: reqwest::Method, path: &str| {
-        reqwest::Client::new()
-            .request(method, format!("{url}/hub/api/users/{user}{path}"))
-            .header("Authorization", format!("token {token}"))
-    };
+    let hub = |method: reqwest::Method, path: &str| user_api(method, &url, &token, &user, path);
     hub(reqwest::Method::POST, "/server").send().await.unwrap();
     for _ in 0..120 {
-        let model: Value = hub(reqwest::Method::GET, "").send().await.unwrap().json().await.unwrap();
-        if model["servers"][""]["ready"] == true {
+        if user_model(&url, &token, &user).await["servers"][""]["ready"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -179,15 +174,7 @@ async fn free_user(binder: &BinderHub, url: &str, token: &str) -> String {
             inner.users.iter().filter(|u| !inner.launching.contains(u)).cloned().collect()
         };
         for user in candidates {
-            let model: Value = reqwest::Client::new()
-                .get(format!("{url}/hub/api/users/{user}"))
-                .header("Authorization", format!("token {token}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let model = user_model(url, token, &user).await;
             let mut inner = binder.inner.lock().unwrap();
             if model["servers"].as_object().is_some_and(|s| s.is_empty()) && !inner.launching.contains(&user) {
                 inner.launching.push(user.clone());
@@ -197,4 +184,16 @@ async fn free_user(binder: &BinderHub, url: &str, token: &str) -> String {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("no stand-in user free for a launch within 60 s")
+}
+
+/// A request to the lab's REST API about `user` (`path` after `/hub/api/users/{user}`), as the hub's admin.
+fn user_api(method: reqwest::Method, url: &str, token: &str, user: &str, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(method, format!("{url}/hub/api/users/{user}{path}"))
+        .header("Authorization", format!("token {token}"))
+}
+
+/// The hub's model of `user` (their servers, ready or not).
+async fn user_model(url: &str, token: &str, user: &str) -> Value {
+    user_api(reqwest::Method::GET, url, token, user, "").send().await.unwrap().json().await.unwrap()
 }
