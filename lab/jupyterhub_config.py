@@ -11,6 +11,7 @@ from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LoginHandler
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import maybe_future
 from tornado import web
 
 LAB = Path(__file__).resolve().parent
@@ -84,6 +85,17 @@ class FlaggedAuthenticator(SharedPasswordAuthenticator):
         if flag("login-403", user):
             return None
         return await super().authenticate(handler, data)
+
+    async def add_user(self, user):
+        """add-user-fail (its content the error): creating a user the hub did not have fails in the
+        authenticator, as LocalAuthenticator's useradd or a hook that provisions new users can. JupyterHub calls
+        this for a first login and for a user made through the REST API alike; users it already has are not
+        refused (it calls this for every user at start-up too)."""
+        failure = flag("add-user-fail")
+        if failure is not None and user.name not in USERS:
+            message = "injected user-creation failure (flag add-user-fail)" if failure == "1" else failure
+            raise RuntimeError(message)
+        return await maybe_future(super().add_user(user))
 
     def get_handlers(self, app):
         return [("/login", FlaggedLoginHandler)]

@@ -508,6 +508,16 @@ async fn a_brand_new_user_gets_started_or_the_stage_that_stops_them_is_named() {
     run.assert_ok(Home, "probe-2");
     lab.clear_flags();
     assert!(users_named(&lab, "hubwatch-first-").await.is_empty(), "deleted after a failure too");
+
+    eprintln!("the authenticator cannot create a user (the add_user every first login runs)");
+    lab.set_flag("add-user-fail", None, "useradd: cannot lock /etc/passwd; try again later.");
+    let run = check(&config, "lab").await;
+    run.assert_failed(FirstLogin, "probe-1", Stage::CreateUser, "Failed to create user: hubwatch-first-");
+    run.assert_ok(Login, "probe-2");
+    lab.clear_flags();
+    let log = std::fs::read_to_string(lab.dir.join("hub.log")).unwrap();
+    assert!(log.contains("useradd: cannot lock /etc/passwd"), "the hub logged the authenticator's error");
+    assert!(users_named(&lab, "hubwatch-first-").await.is_empty(), "a user the hub could not create is not left");
     assert_nothing_left(&lab, &EVERYONE).await;
 }
 
