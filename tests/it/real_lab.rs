@@ -3,8 +3,9 @@
 //! later steps are blocked, every probe ends within its timeout, and afterwards nothing is left running
 //! (checked through the hub's and the gateway's APIs).
 //!
-//! One test per group of faults, each on its own lab, one lab at a time (the machine is small). Healthy
-//! spawns get realistic timeouts: on a busy 2-core machine a spawn can take 6 s.
+//! One test per group of faults, each on a lab of its own (its own ports: they run side by side, two at a
+//! time like every test here). Healthy spawns get realistic timeouts: on a busy 2-core machine a spawn can
+//! take 6 s.
 
 use crate::support::disk::SmallDisk;
 use crate::support::lab::Lab;
@@ -18,30 +19,25 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
-const PORT: u16 = 18500;
 const EVERYONE: [&str; 4] = ["probe-1", "probe-2", "probe-3", "probe-4"];
-
-/// One lab at a time, each test with its own (a failure in one leaves the next a fresh hub).
-static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// Probe timeouts in seconds: login, server, kernel, Dask Gateway.
 struct Timeouts(u64, u64, u64, u64);
 
 const USUAL: Timeouts = Timeouts(10, 40, 10, 30);
 
-/// A lab for `name` (after the previous test's is gone), its spawner giving a silent server `http_timeout`
-/// seconds, and hubwatch's config for it.
-async fn lab(name: &str, http_timeout: u64, timeouts: Timeouts) -> (MutexGuard<'static, ()>, Lab, Config) {
+/// A lab of `name`'s own on `port` (each test has its own ports, so these tests run side by side as the
+/// other modules' lab tests do), its spawner giving a silent server `http_timeout` seconds, and hubwatch's
+/// config for it.
+fn lab(name: &str, port: u16, http_timeout: u64, timeouts: Timeouts) -> (Lab, Config) {
     require(&[Needs::Lab]);
     hubwatch::http::install_crypto_provider();
-    let serial = ONE_LAB_AT_A_TIME.lock().await;
     let http_timeout = http_timeout.to_string();
-    let lab = Lab::start_with(name, PORT, &[("SPAWN_HTTP_TIMEOUT", &http_timeout), ("SPAWN_TIMEOUT", "90")]);
+    let lab = Lab::start_with(name, port, &[("SPAWN_HTTP_TIMEOUT", &http_timeout), ("SPAWN_TIMEOUT", "90")]);
     let config = config(&lab, timeouts);
-    (serial, lab, config)
+    (lab, config)
 }
 
 fn config(lab: &Lab, timeouts: Timeouts) -> Config {
@@ -172,7 +168,7 @@ async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_round_passes_for_every_user_with_both_login_methods() {
-    let (_serial, lab, config) = lab("probes-healthy", 30, USUAL).await;
+    let (lab, config) = lab("probes-healthy", 18400, 30, USUAL);
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
         for capability in [Login, Server, Kernel, Home, DaskGateway] {
@@ -191,7 +187,7 @@ async fn a_healthy_round_passes_for_every_user_with_both_login_methods() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_refused_erroring_or_too_slow_fails_login_and_blocks_the_rest() {
-    let (_serial, lab, config) = lab("probes-login", 30, Timeouts(3, 40, 10, 30)).await;
+    let (lab, config) = lab("probes-login", 18410, 30, Timeouts(3, 40, 10, 30));
     eprintln!("login refused (403) for one user of the form hub");
     lab.set_flag("login-403", Some("probe-3"), "");
     let run = check(&config, "lab-form").await;
@@ -227,7 +223,7 @@ async fn login_refused_erroring_or_too_slow_fails_login_and_blocks_the_rest() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_reason() {
-    let (_serial, lab, config) = lab("probes-spawn", 30, USUAL).await;
+    let (lab, config) = lab("probes-spawn", 18420, 30, USUAL);
     lab.set_flag("spawn-fail", None, "");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
@@ -311,7 +307,7 @@ async fn the_hubs_spawn_throttle_fails_the_request_in_its_words_and_logs_each_us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeout() {
     // The spawner gives a silent server 15 s (a crash is seen then); the probe allows 25 s.
-    let (_serial, lab, config) = lab("probes-slow", 15, Timeouts(10, 25, 10, 30)).await;
+    let (lab, config) = lab("probes-slow", 18430, 15, Timeouts(10, 25, 10, 30));
     eprintln!("spawn timing out (the spawner takes 35 s, the probe allows 25 s)");
     lab.set_flag("spawn-slow", None, "35");
     let run = check(&config, "lab").await;
@@ -348,7 +344,7 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
-    let (_serial, lab, config) = lab("probes-kernel", 30, USUAL).await;
+    let (lab, config) = lab("probes-kernel", 18440, 30, USUAL);
     lab.set_flag("kernel-crash", Some("probe-1"), "");
     let run = check(&config, "lab").await;
     run.assert_ok(Server, "probe-1");
@@ -373,7 +369,7 @@ async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() {
-    let (_serial, lab, config) = lab("probes-dask", 30, Timeouts(10, 40, 10, 15)).await;
+    let (lab, config) = lab("probes-dask", 18450, 30, Timeouts(10, 40, 10, 15));
     lab.set_flag("dask-fail", None, "");
     let run = check(&config, "lab").await;
     for user in ["probe-1", "probe-2"] {
@@ -424,7 +420,7 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
     use crate::support::binderhub::{BinderHub, Script};
-    let (_serial, lab, _) = lab("probes-binder", 30, USUAL).await;
+    let (lab, _) = lab("probes-binder", 18460, 30, USUAL);
     let binder = BinderHub::default();
     let binder_url = binder.clone().start().await;
     // The stand-in launches on the lab as probe-3 and probe-4: users the probed hub's rounds never start.
@@ -473,7 +469,7 @@ async fn users_named(lab: &Lab, prefix: &str) -> Vec<String> {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brand_new_user_gets_started_or_the_stage_that_stops_them_is_named() {
-    let (_serial, lab, _) = lab("probes-first-login", 30, USUAL).await;
+    let (lab, _) = lab("probes-first-login", 18470, 30, USUAL);
     let keys = "\n    first_login: {token: {env: FIRST_LOGIN_TOKEN}}";
     let config = config_with(&lab, USUAL, Extra { hub: keys, ..Extra::default() });
     eprintln!("a user an earlier (crashed) run left is deleted at start-up");
@@ -524,7 +520,7 @@ async fn a_brand_new_user_gets_started_or_the_stage_that_stops_them_is_named() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
-    let (_serial, lab, config) = lab("probes-proxy", 30, Timeouts(3, 40, 10, 30)).await;
+    let (lab, config) = lab("probes-proxy", 18480, 30, Timeouts(3, 40, 10, 30));
     lab.signal("PROXY_PID", "STOP");
     let run = check(&config, "lab").await;
     lab.signal("PROXY_PID", "CONT");
@@ -557,7 +553,7 @@ async fn a_frozen_proxy_fails_login_and_a_revoked_token_is_a_monitor_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_read_only_home_fails_saving_only_in_the_servers_words() {
     require(&[Needs::Mount]);
-    let (_serial, lab, config) = lab("probes-home", 30, USUAL).await;
+    let (lab, config) = lab("probes-home", 18490, 30, USUAL);
     eprintln!("home full for one user (the server's writes fail with ENOSPC)");
     lab.set_flag("home-full", Some("probe-1"), "");
     let run = check(&config, "lab").await;
@@ -591,7 +587,7 @@ async fn a_full_or_read_only_home_fails_saving_only_in_the_servers_words() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_package_fails_the_kernel_at_the_cell_that_imports_it() {
-    let (_serial, lab, config) = lab("probes-cells", 30, USUAL).await;
+    let (lab, config) = lab("probes-cells", 18500, 30, USUAL);
     lab.set_flag("package-broken", Some("probe-3"), "");
     let run = check(&config, "lab-form").await;
     run.assert_ok(Server, "probe-3");
