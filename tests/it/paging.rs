@@ -12,7 +12,7 @@
 //!   (the first-login check) → a first-login ticket with the stage, closed when the check passes, never a page;
 //! - PagerDuty answering 500, then 429, and the daemon killed with `kill -9` while the trigger is unsent →
 //!   after a restart the trigger arrives once, never twice, and the resolve follows healing;
-//! - spawning failing and working in turn every 16 s, three times → one incident, resolved
+//! - the login page failing and working in turn every 10 s, three times → one incident, resolved
 //!   `keep_open_for` after the last failure;
 //! - the new probes, on one lab: a BinderHub (the stand-in, launching on the lab) failing every launch on
 //!   GitHub's rate limit, one profile's spawns failing → each one page in the probe's words, resolved when
@@ -33,10 +33,55 @@ const EVERY: Duration = Duration::from_secs(4);
 const TIMEOUT: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(8);
 
-/// Tests whose assertions hang on how fast the lab starts servers (two successes in a 16-s healthy spell, a
-/// `slow_after` of 9 s) and the test with the most users' servers and launches: never two of them at once (beside
-/// it, healthy spawns took 13–18 s and both failed).
-static SPAWN_TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// A test whose assertions hang on how fast the lab starts servers (a `slow_after` of 9 s) never runs beside
+/// the tests with the most servers, launches and Dask clusters (beside them healthy spawns took 13–18 s):
+/// tests of one kind may run together, of the two kinds never. A lock taken by both would run them one after
+/// the other, and the test thread waiting on it would sit idle.
+static APART: Apart = Apart { inside: std::sync::Mutex::new((None, 0)), left: tokio::sync::Notify::const_new() };
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Load {
+    SpawnTimed,
+    Heavy,
+}
+
+struct Apart {
+    /// The kind of the tests running, and how many.
+    inside: std::sync::Mutex<(Option<Load>, usize)>,
+    left: tokio::sync::Notify,
+}
+
+impl Apart {
+    /// Waits until no test of the other kind runs.
+    async fn enter(&'static self, load: Load) -> Inside {
+        loop {
+            // Made before looking, so a test that leaves in between still wakes this one.
+            let left = self.left.notified();
+            {
+                let mut inside = self.inside.lock().unwrap();
+                if inside.0.is_none_or(|running| running == load) {
+                    *inside = (Some(load), inside.1 + 1);
+                    return Inside(self);
+                }
+            }
+            left.await;
+        }
+    }
+}
+
+struct Inside(&'static Apart);
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let mut inside = self.0.inside.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inside.1 -= 1;
+        if inside.1 == 0 {
+            inside.0 = None;
+        }
+        drop(inside);
+        self.0.left.notify_waiters();
+    }
+}
 
 /// The time in a report's table row `| {label} | 2026-…Z (…) |`.
 fn report_time(report: &str, label: &str) -> SystemTime {
@@ -254,7 +299,7 @@ fn the_cli_reads_what_the_daemon_stored(config: &std::path::Path, token: &str, k
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
-    let _timing = SPAWN_TIMING.lock().await;
+    let _apart = APART.enter(Load::SpawnTimed).await;
     let receiver = Receiver::default();
     let hook = receiver.clone().start(0).await;
     // Healthy lab spawns take 1–6 s on a busy machine; the slow ones below take 12 s and more, with 12 s of
@@ -386,21 +431,20 @@ async fn pagerduty_failing_and_kill_9_with_the_trigger_unsent_page_once_after_th
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_it_settles() {
-    let _timing = SPAWN_TIMING.lock().await;
+async fn a_hub_flapping_every_10s_is_one_incident_resolved_keep_open_for_after_it_settles() {
     const KEEP_OPEN_FOR: Duration = Duration::from_secs(30);
     let s = Paging::start_keeping_open("paging-flap", 18730, "30s").await;
     let (lab, pd) = (&s.world.lab, &s.world.pd);
-    // The hub's spawns fail and work in turn, three times each; each healthy spell is long enough for both
-    // users' two successes (16 s: four rounds, so a spawn slowed to 6 s by the tests beside this one still
-    // leaves two), so without keep_open_for every spell would resolve the incident and the next open another
-    // (two relapses).
-    let mut turns = tokio::time::interval(Duration::from_secs(16));
+    // The hub's login page fails and works in turn, three times each (a hub pod restarting, a proxy losing
+    // its routes). A login round takes milliseconds, whatever the tests beside this one do to spawn times:
+    // each 10-s healthy spell holds both users' two successes (login every 4 s), so without keep_open_for
+    // every spell would resolve the incident and the next open another (two relapses).
+    let mut turns = tokio::time::interval(Duration::from_secs(10));
     let mut settled = SystemTime::now();
     for turn in 0..6 {
         turns.tick().await;
         if turn % 2 == 0 {
-            lab.set_flag("spawn-fail", None, "");
+            lab.set_flag("login-500", None, "");
         } else {
             lab.clear_flags();
             settled = SystemTime::now();
@@ -409,7 +453,7 @@ async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_i
     // One more turn, so that a run which started before the last clear has finished before we count.
     turns.tick().await;
     let failures = |metrics: &str| {
-        sample(metrics, "hubwatch_probe_runs_total", &["capability=\"server\"", "result=\"failed\""]).unwrap_or(0.0)
+        sample(metrics, "hubwatch_probe_runs_total", &["capability=\"login\"", "result=\"failed\""]).unwrap_or(0.0)
     };
     let failed = failures(&s.daemon.metrics().await);
     assert!(failed >= 3.0, "the failing spells were seen: {failed}");
@@ -422,6 +466,7 @@ async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_i
     eprintln!("    resolved {after:?} after the hub settled (keep_open_for {KEEP_OPEN_FOR:?})");
     assert!(after >= KEEP_OPEN_FOR, "not before keep_open_for: {after:?}");
     assert_eq!(failures(&s.daemon.metrics().await), failed, "no failure after the hub settled");
+    assert_eq!(pd.accepted()[0]["payload"]["summary"], "lab: 2 users cannot log in");
     let received = pd.received();
     crate::support::invariants::assert_promise(&received, 1, true);
     let key = pd.accepted()[0]["dedup_key"].as_str().unwrap().to_string();
@@ -435,7 +480,7 @@ async fn a_hub_flapping_every_16s_is_one_incident_resolved_keep_open_for_after_i
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binderhub_failing_and_a_broken_profile_each_page_once_and_resolve() {
-    let _timing = SPAWN_TIMING.lock().await;
+    let _apart = APART.enter(Load::Heavy).await;
     let binder = BinderHub::default();
     let binder_url = binder.clone().start().await;
     let users = ("LAB_USERS", "probe-1 probe-2 probe-3 probe-4 probe-5 probe-6");
@@ -474,7 +519,7 @@ async fn binderhub_failing_and_a_broken_profile_each_page_once_and_resolve() {
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dask_unreachable_from_users_servers_pages_once_while_the_gateway_answers_hubwatch() {
-    let _timing = SPAWN_TIMING.lock().await;
+    let _apart = APART.enter(Load::Heavy).await;
     let world = Scenario::on_lab("paging-dask-inside", 18750).await;
     let gateway = format!("{}/services/dask-gateway", world.lab.url);
     let world = world
