@@ -300,9 +300,10 @@ impl ProbeOutcome {
     pub fn vantage(&self) -> Vantage {
         let in_kernel =
             |s: &StageTiming| matches!(s.stage, Stage::StartKernel | Stage::Connect | Stage::ConnectFromServer);
-        match self.capability == Capability::DaskGateway && self.stages.iter().any(in_kernel) {
-            true => Vantage::UsersServer,
-            false => Vantage::Hubwatch,
+        if self.capability == Capability::DaskGateway && self.stages.iter().any(in_kernel) {
+            Vantage::UsersServer
+        } else {
+            Vantage::Hubwatch
         }
     }
 
