@@ -6,7 +6,8 @@
 //! - A user is *affected* in a capability when their latest attempt at it failed (a hub failure, not a
 //!   monitor fault; blocked attempts are not attempts) and that failure is within `window`. Attempts are
 //!   kept per vantage ([`Vantage`]): Dask from inside a user's server and Dask from hubwatch are two records,
-//!   and a success of one never clears the other's failure.
+//!   and a success of one never clears the other's failure; a reported user is seen again only where their
+//!   failure was met (after a restart too).
 //! - `hub_access` is the union of users affected in login, server and kernel; `dask_gateway` stands alone.
 //! - An incident opens when at least `min_affected_users` distinct users are affected. Fewer is a support
 //!   ticket: visible, never paged.
@@ -79,6 +80,11 @@ impl KindState {
     /// `user`'s records of `capability` (one per vantage it was probed from).
     fn attempts(&self, user: &str, capability: Capability) -> impl Iterator<Item = &Attempts> {
         self.attempts.get(user).into_iter().flatten().filter(move |((c, _), _)| *c == capability).map(|(_, a)| a)
+    }
+
+    /// `user`'s record of `capability` from `vantage`, if they have made an attempt there.
+    fn attempt(&self, user: &str, capability: Capability, vantage: Vantage) -> Option<&Attempts> {
+        self.attempts.get(user)?.iter().find(|(of, _)| *of == (capability, vantage)).map(|(_, a)| a)
     }
 
     /// `user`'s record of `capability` from `vantage`, made on their first attempt (the name is copied only
@@ -284,11 +290,12 @@ impl Detector {
             Some(failure) => !self.within_window(failure.last, now),
             None => !a.has_failed || a.ok_streak >= self.settings.recovery_successes,
         };
+        // Seen again where the failure was met: after a restart, the gateway answering hubwatch is no sign
+        // that a user's server reaches it.
         let seen_again = reported.affected.iter().all(|(capability, users)| {
-            users.keys().all(|user| {
-                let mut records = state.attempts(user, *capability).peekable();
-                if records.peek().is_some() {
-                    records.all(settled)
+            users.iter().all(|(user, failure)| {
+                if state.attempt(user, *capability, Vantage::of(*capability, failure.stage)).is_some() {
+                    state.attempts(user, *capability).all(settled)
                 } else if state.signalled.contains(&(user.clone(), *capability)) {
                     // A real user (no probe attempts): their signal has cleared.
                     !state.signals.keys().any(|(_, u, c)| (u, c) == (user, capability))

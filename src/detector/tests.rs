@@ -452,3 +452,28 @@ fn the_gateway_answering_hubwatch_does_not_clear_what_users_servers_meet() {
     }
     assert!(matches!(all.last(), Some(Transition::Recovered { .. })), "{all:#?}");
 }
+
+#[test]
+fn after_a_restart_the_gateway_answering_hubwatch_does_not_resolve_what_users_servers_met() {
+    // The incident as the store kept it (a restart, a standby taking over): both users' servers could not
+    // reach the scheduler. No attempt is remembered, of either vantage.
+    let failing = |user: &str| {
+        let failure =
+            UserFailure { stage: Stage::ConnectFromServer, reason: "no route".into(), since: t(0), last: t(0) };
+        (user.to_string(), failure)
+    };
+    let affected = BTreeMap::from([(Capability::DaskGateway, BTreeMap::from([failing("a"), failing("b")]))]);
+    let mut d = Detector::new(settings());
+    d.resume(&temple(), IncidentKind::DaskGateway, Symptoms { affected }, t(1));
+    for minute in 2..6 {
+        for user in ["a", "b"] {
+            let transitions = d.observe(&outcome(user, Capability::DaskGateway, ProbeResult::Ok), t(minute));
+            assert!(transitions.is_empty(), "the gateway answering hubwatch says nothing of users' servers");
+        }
+    }
+    for minute in [6, 7] {
+        d.observe(&from_server("a", true), t(minute));
+        d.observe(&from_server("b", true), t(minute));
+    }
+    assert!(!d.is_open(&temple(), IncidentKind::DaskGateway), "users' servers reaching it again recover it");
+}

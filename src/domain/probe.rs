@@ -295,16 +295,24 @@ pub enum Vantage {
     UsersServer,
 }
 
-impl ProbeOutcome {
-    /// A Dask Gateway outcome with kernel stages ran inside the user's server; everything else, from hubwatch.
-    pub fn vantage(&self) -> Vantage {
-        let in_kernel =
-            |s: &StageTiming| matches!(s.stage, Stage::StartKernel | Stage::Connect | Stage::ConnectFromServer);
-        if self.capability == Capability::DaskGateway && self.stages.iter().any(in_kernel) {
-            Vantage::UsersServer
-        } else {
-            Vantage::Hubwatch
+impl Vantage {
+    /// Where an attempt at `capability` that reached `stage` ran: Dask Gateway's kernel stages (Dask from
+    /// inside) in the user's server; everything else from hubwatch. A failure's stage says where it was met.
+    pub fn of(capability: Capability, stage: Stage) -> Vantage {
+        match (capability, stage) {
+            (Capability::DaskGateway, Stage::StartKernel | Stage::Connect | Stage::ConnectFromServer) => {
+                Vantage::UsersServer
+            }
+            _ => Vantage::Hubwatch,
         }
+    }
+}
+
+impl ProbeOutcome {
+    /// Where it ran: from a user's server if any of its stages did ([`Vantage::of`]), else from hubwatch.
+    pub fn vantage(&self) -> Vantage {
+        let from = |s: &StageTiming| Vantage::of(self.capability, s.stage);
+        self.stages.iter().map(from).find(|v| *v == Vantage::UsersServer).unwrap_or(Vantage::Hubwatch)
     }
 
     /// How long a server that started took to: from the spawn request to ready (the stages the hub's own
