@@ -22,6 +22,7 @@ mod lab;
 #[allow(dead_code)]
 mod pagerduty;
 #[path = "../tests/it/support/serve.rs"]
+#[allow(dead_code)]
 mod serve;
 mod support;
 

@@ -8,7 +8,9 @@
 //!
 //! `cargo bench --bench scale -- [--hubs 100,1000,5000] [--seconds 60] [--origins 64]` (under `cargo test`: 20 hubs, 2 s); with `SCALE_DEBUG=1` it also prints the
 //! probe runs by capability and result (how the probes/s figure was made up); with `SCALE_HEAPTRACK=DIR` each
-//! row runs under heaptrack (`heaptrack_print DIR/heaptrack-5000.*` shows where the memory went).
+//! row runs under heaptrack (`heaptrack_print DIR/heaptrack-5000.*` shows where the memory went); with
+//! `SCALE_BIN=PATH` it measures that hubwatch binary instead of this build's (to alternate two builds, A B A B,
+//! as the machine's speed drifts by more than a change's effect).
 
 mod support;
 
@@ -57,13 +59,14 @@ fn run(hubs: usize, seconds: u64, bases: &[String]) {
     // SCALE_HEAPTRACK=DIR: a heap profile of this row in DIR/heaptrack-HUBS.* (the figures are then heaptrack's).
     let profile =
         std::env::var_os("SCALE_HEAPTRACK").map(|dir| std::path::PathBuf::from(dir).join(format!("heaptrack-{hubs}")));
+    let binary = std::env::var_os("SCALE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hubwatch").into());
     let mut command = match &profile {
         Some(out) => {
             let mut c = Command::new("heaptrack");
-            c.arg("-o").arg(out).arg(env!("CARGO_BIN_EXE_hubwatch"));
+            c.arg("-o").arg(out).arg(&binary);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_hubwatch")),
+        None => Command::new(&binary),
     };
     let mut child = command
         .args(["run", "--config", path.to_str().unwrap()])

@@ -4,8 +4,12 @@
 
 use crate::domain::Secret;
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use reqwest::{Method, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 use url::Url;
@@ -67,28 +71,59 @@ impl Response {
     }
 }
 
-/// One HTTP client for all hubs; cheap to clone.
+/// The connection pool of every request that is sent and read whole.
+type Direct = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One HTTP client for all hubs and sinks; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
+    /// Every request sent and read whole ([`HttpClient::call`], [`HttpClient::send`]) goes to hyper's client
+    /// directly: reqwest's layers around it (the URL parsed again, the redirect layer even with redirects
+    /// off) were a sixth of hubwatch's CPU at thousands of hubs (docs/benchmarks.md).
+    direct: Direct,
+    /// Answers read as they stream in (a server's progress, a build's events), and the request builder.
     inner: reqwest::Client,
+    /// TLS as hyper's client and reqwest's have it (the system's trusted certificates), for the kernels'
+    /// websockets: a hub whose certificate the system trusts is trusted for all of its probes.
+    tls: Arc<rustls::ClientConfig>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot load the system's trusted certificates: {0}")]
+    Roots(#[from] rustls::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
+const USER_AGENT: &str = concat!("hubwatch/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_PER_HOST: usize = 4;
+
 impl HttpClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new() -> Result<Self, ClientError> {
         install_crypto_provider();
         let inner = reqwest::Client::builder()
-            .user_agent(concat!("hubwatch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             // Redirects are part of what is checked (login answers 302), so they are never followed blindly.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(4)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
             .build()?;
-        Ok(HttpClient { inner })
+        use rustls_platform_verifier::BuilderVerifierExt;
+        let tls = rustls::ClientConfig::builder().with_platform_verifier()?.with_no_client_auth();
+        Ok(HttpClient { direct: direct(tls.clone()), inner, tls: Arc::new(tls) })
     }
 
     pub fn reqwest(&self) -> &reqwest::Client {
         &self.inner
+    }
+
+    /// The TLS settings for a connection made outside this client (a websocket).
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// A request with JSON `body` (if any) and `auth`, its body read up to [`BODY_LIMIT`] before `deadline`.
@@ -110,11 +145,75 @@ impl HttpClient {
         self.send(request, deadline).await
     }
 
+    /// Sends `request` (headers and a body in full, as reqwest builds them; never redirected) and reads its
+    /// answer's body up to [`BODY_LIMIT`], all before `deadline`.
     pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Response, RequestError> {
-        let response =
-            timeout_at(deadline, request.send()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
-        read_limited(response, BODY_LIMIT, deadline).await
+        let request = direct_request(request)?;
+        let response = timeout_at(deadline, self.direct.request(request))
+            .await
+            .map_err(|_| RequestError::Timeout)?
+            .map_err(from_hyper)?;
+        let (parts, body) = response.into_parts();
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Err(RequestError::TooLarge { limit: BODY_LIMIT });
+        }
+        let body = timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect())
+            .await
+            .map_err(|_| RequestError::Timeout)?
+            .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+                Some(_) => RequestError::TooLarge { limit: BODY_LIMIT },
+                None => RequestError::Transport(scrub(&innermost(&*e))),
+            })?
+            .to_bytes();
+        Ok(Response { status: parts.status, headers: parts.headers, body })
     }
+}
+
+/// hyper's client with what reqwest's has: `tls`, HTTP/2 where the server offers it, a 10-s connect timeout,
+/// a few idle connections per origin kept for 30 s.
+fn direct(tls: rustls::ClientConfig) -> Direct {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(IDLE_PER_HOST)
+        .build(connector)
+}
+
+/// What reqwest built, as hyper's request: the same method, URL, headers (with reqwest's defaults: the
+/// user agent, `accept: */*`) and body.
+fn direct_request(request: reqwest::RequestBuilder) -> Result<hyper::Request<Full<Bytes>>, RequestError> {
+    let mut request = request.build().map_err(|e| RequestError::Transport(scrub(&innermost(&e))))?;
+    let body = match request.body() {
+        None => Bytes::new(),
+        Some(body) => match body.as_bytes() {
+            Some(bytes) => Bytes::copy_from_slice(bytes),
+            None => return Err(RequestError::Transport("a streamed request body cannot be sent whole".into())),
+        },
+    };
+    let uri: hyper::Uri = request
+        .url()
+        .as_str()
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| RequestError::Transport(e.to_string()))?;
+    let mut out = hyper::Request::new(Full::new(body));
+    *out.method_mut() = request.method().clone();
+    *out.uri_mut() = uri;
+    let headers = out.headers_mut();
+    *headers = std::mem::take(request.headers_mut());
+    headers.entry(USER_AGENT_HEADER).or_insert(HeaderValue::from_static(USER_AGENT));
+    headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
+    Ok(out)
 }
 
 /// reqwest and tokio-tungstenite both use rustls, which needs one process-wide crypto provider; ring is the
@@ -156,16 +255,26 @@ pub fn from_reqwest(error: reqwest::Error) -> RequestError {
     let connect = error.is_connect();
     let error = error.without_url();
     let mut text = error.to_string();
-    let mut innermost: Option<&dyn std::error::Error> = None;
-    let mut current = std::error::Error::source(&error);
-    while let Some(e) = current {
-        innermost = Some(e);
-        current = e.source();
-    }
-    if let Some(inner) = innermost {
-        text = format!("{text}: {inner}");
+    if let Some(inner) = std::error::Error::source(&error) {
+        text = format!("{text}: {}", innermost(inner));
     }
     if connect { RequestError::Connect(scrub(&text)) } else { RequestError::Transport(scrub(&text)) }
+}
+
+/// hyper's client's error as its innermost cause ("Connection refused (os error 111)", "connection closed
+/// before message completed"): its own words ("client error (Connect)") tell an operator nothing.
+fn from_hyper(error: hyper_util::client::legacy::Error) -> RequestError {
+    let text = scrub(&innermost(&error));
+    if error.is_connect() { RequestError::Connect(text) } else { RequestError::Transport(text) }
+}
+
+/// The innermost cause of `error`, as text.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(inner) = current.source() {
+        current = inner;
+    }
+    current.to_string()
 }
 
 /// Masks anything that looks like a token (a run of 24 or more letters, digits or underscores), so a hub

@@ -53,7 +53,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Tls(#[from] crate::web::tls::TlsError),
     #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    HttpClient(#[from] crate::http::ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("high_availability needs a Kubernetes client (in-cluster config or KUBECONFIG)")]

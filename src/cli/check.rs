@@ -23,7 +23,7 @@ pub async fn run_all(
     user: Option<&str>,
     cancel: &CancellationToken,
     redactor: &Arc<Redactor>,
-) -> Result<Vec<ProbeOutcome>, reqwest::Error> {
+) -> Result<Vec<ProbeOutcome>, crate::http::ClientError> {
     let http = HttpClient::new()?;
     let probers = probe::probers(config, &http, redactor);
     let mut rounds = tokio::task::JoinSet::new();

@@ -76,7 +76,8 @@ impl HubProber {
                 let start = start_kernel(&self.http, server_url, token, kernel_name, deadline);
                 let id = stages.run(Stage::StartKernel, start).await?;
                 *lock(&kernel_id) = Some(id.clone());
-                let mut socket = stages.run(Stage::Connect, connect(server_url, token, &id, deadline)).await?;
+                let mut socket =
+                    stages.run(Stage::Connect, connect(&self.http, server_url, token, &id, deadline)).await?;
                 let cells = run_cells(&mut socket, work.cells, deadline);
                 let executed = stages
                     .run(work.stage, async {
@@ -143,8 +144,10 @@ pub async fn start_kernel(
     }
 }
 
-/// Opens `{server}api/kernels/{id}/channels` with the token in the `Authorization` header.
+/// Opens `{server}api/kernels/{id}/channels` with the token in the `Authorization` header, trusting what
+/// `http` trusts.
 pub async fn connect(
+    http: &HttpClient,
     server: &Url,
     token: &Secret,
     kernel_id: &str,
@@ -164,7 +167,8 @@ pub async fn connect(
     header.set_sensitive(true);
     request.headers_mut().insert(reqwest::header::AUTHORIZATION, header);
     let config = WebSocketConfig::default().max_message_size(Some(MESSAGE_LIMIT)).max_frame_size(Some(MESSAGE_LIMIT));
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
+    let tls = tokio_tungstenite::Connector::Rustls(http.tls());
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls));
     match timeout_at(deadline.at, connecting).await {
         Err(_) => Err(StepFailure::hub(
             stage,

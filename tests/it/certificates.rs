@@ -74,3 +74,47 @@ async fn the_expiry_of_the_certificate_a_hub_serves_is_read_and_exported() {
     stop.cancel();
     watching.await.unwrap();
 }
+
+/// A hub served over https is probed — login, its server's progress stream, the kernel's websocket — trusting
+/// what the system trusts: here the test's authority given as `SSL_CERT_FILE`, as an operator adds a private
+/// one. Without it every probe is refused at the certificate, in rustls's words.
+#[tokio::test]
+async fn a_hub_over_https_is_probed_trusting_the_systems_certificates_and_only_them() {
+    use crate::support::stub_hub::{SERVICE_TOKEN, Stub};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate(dir.path(), "hub");
+    let url = Stub::default().start_tls(&cert, &key).await;
+    let config = dir.path().join("hubwatch.yaml");
+    let yaml = format!("hubs:\n  - name: tls\n    url: {url}\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n");
+    std::fs::write(&config, yaml).unwrap();
+    let check = async |trusted: Option<&std::path::Path>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"));
+        command.args(["check", "--output", "json", "--config"]).arg(&config).env("T", SERVICE_TOKEN);
+        command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        if let Some(ca) = trusted {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        let out = command.output().await.unwrap();
+        let rows: Vec<serde_json::Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (rows, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+
+    let (rows, stderr) = check(Some(&ca)).await;
+    let results: Vec<(String, String)> =
+        rows.iter().map(|r| (r["capability"].as_str().unwrap().into(), r["result"].as_str().unwrap().into())).collect();
+    for capability in ["login", "server", "kernel", "home"] {
+        let of_it: Vec<_> = results.iter().filter(|(c, _)| c == capability).collect();
+        assert_eq!(of_it.len(), 2, "{capability}: a row per probe user: {rows:?} {stderr}");
+        assert!(of_it.iter().all(|(_, result)| result == "ok"), "{capability} over https: {rows:?} {stderr}");
+    }
+
+    let (rows, stderr) = check(None).await;
+    let login: Vec<_> = rows.iter().filter(|r| r["capability"] == "login").collect();
+    assert_eq!(login.len(), 2, "{rows:?} {stderr}");
+    for row in login {
+        assert_eq!(row["result"], "failed", "{row}");
+        let reason = row["reason"].as_str().unwrap();
+        assert!(reason.contains("invalid peer certificate") && reason.contains("UnknownIssuer"), "{reason}");
+    }
+}

@@ -119,7 +119,18 @@ pub const SERVICE_TOKEN: &str = "stub-service-token";
 impl Stub {
     /// Serves on a random loopback port; returns the hub URL.
     pub async fn start(self) -> String {
-        let app = Router::new()
+        let addr = super::serve::on_loopback(self.router()).await;
+        format!("http://{addr}/")
+    }
+
+    /// Serves over TLS with `cert` and `key` on a random loopback port; returns the hub URL.
+    pub async fn start_tls(self, cert: &std::path::Path, key: &std::path::Path) -> String {
+        let addr = super::serve::on_loopback_tls(self.router(), cert, key).await;
+        format!("https://{addr}/")
+    }
+
+    fn router(self) -> Router {
+        Router::new()
             .route("/hub/api/users/{user}/tokens", post(mint))
             .route("/hub/api/user", get(whoami))
             .route("/hub/login", get(login_page).post(login))
@@ -134,9 +145,7 @@ impl Stub {
             .route("/services/dask-gateway/api/v1/clusters/", get(list_clusters).post(create_cluster))
             .route("/services/dask-gateway/api/v1/clusters/{name}", get(cluster).delete(delete_cluster))
             .layer(axum::middleware::from_fn_with_state(self.clone(), record_request))
-            .with_state(self);
-        let addr = super::serve::on_loopback(app).await;
-        format!("http://{addr}/")
+            .with_state(self)
     }
 
     fn behaviour<T>(&self, f: impl FnOnce(&Behaviour) -> T) -> T {
