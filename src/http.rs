@@ -3,7 +3,7 @@
 //! a token. What hubs' answers say is read in `probe::answers`.
 
 use crate::domain::Secret;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -77,11 +77,11 @@ type Direct = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<Ht
 /// One HTTP client for all hubs and sinks; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    /// Every request sent and read whole ([`HttpClient::call`], [`HttpClient::send`]) goes to hyper's client
-    /// directly: reqwest's layers around it (the URL parsed again, the redirect layer even with redirects
-    /// off) were a sixth of hubwatch's CPU at thousands of hubs (docs/benchmarks.md).
+    /// Every request goes to hyper's client directly: reqwest's layers around it (the URL parsed again, the
+    /// redirect layer even with redirects off) were a sixth of hubwatch's CPU at thousands of hubs
+    /// (docs/benchmarks.md).
     direct: Direct,
-    /// Answers read as they stream in (a server's progress, a build's events), and the request builder.
+    /// Builds the requests (headers, JSON bodies, basic authentication); nothing is sent through it.
     inner: reqwest::Client,
     /// TLS as hyper's client and reqwest's have it (the system's trusted certificates), for the kernels'
     /// websockets: a hub whose certificate the system trusts is trusted for all of its probes.
@@ -104,16 +104,13 @@ const IDLE_PER_HOST: usize = 4;
 impl HttpClient {
     pub fn new() -> Result<Self, ClientError> {
         install_crypto_provider();
-        let inner = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // Redirects are part of what is checked (login answers 302), so they are never followed blindly.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(IDLE_PER_HOST)
-            .build()?;
         use rustls_platform_verifier::BuilderVerifierExt;
         let tls = rustls::ClientConfig::builder().with_platform_verifier()?.with_no_client_auth();
+        let inner = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            // Were anything sent through it: redirects are part of what is checked (login answers 302).
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(HttpClient { direct: direct(tls.clone()), inner, tls: Arc::new(tls) })
     }
 
@@ -148,30 +145,64 @@ impl HttpClient {
     /// Sends `request` (headers and a body in full, as reqwest builds them; never redirected) and reads its
     /// answer's body up to [`BODY_LIMIT`], all before `deadline`.
     pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Response, RequestError> {
-        let request = direct_request(request)?;
-        let response = timeout_at(deadline, self.direct.request(request))
-            .await
-            .map_err(|_| RequestError::Timeout)?
-            .map_err(from_hyper)?;
-        let (parts, body) = response.into_parts();
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-            return Err(RequestError::TooLarge { limit: BODY_LIMIT });
-        }
-        let body = timeout_at(deadline, Limited::new(body, BODY_LIMIT).collect())
-            .await
-            .map_err(|_| RequestError::Timeout)?
-            .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
-                Some(_) => RequestError::TooLarge { limit: BODY_LIMIT },
-                None => RequestError::Transport(scrub(&innermost(&*e))),
-            })?
-            .to_bytes();
-        Ok(Response { status: parts.status, headers: parts.headers, body })
+        // One timer for the answer and its body (a timer costs about what parsing the answer does).
+        let answered = async { self.answer(request).await?.rest(BODY_LIMIT).await };
+        timeout_at(deadline, answered).await.map_err(|_| RequestError::Timeout)?
+    }
+
+    /// Sends `request` and returns as soon as the answer's head has come (before `deadline`), its body to be
+    /// read as it streams in.
+    pub async fn open(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Streaming, RequestError> {
+        timeout_at(deadline, self.answer(request)).await.map_err(|_| RequestError::Timeout)?
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Streaming, RequestError> {
+        let (head, body) = self.direct.request(direct_request(request)?).await.map_err(from_hyper)?.into_parts();
+        Ok(Streaming { status: head.status, headers: head.headers, body })
     }
 }
 
-/// hyper's client with what reqwest's has: `tls`, HTTP/2 where the server offers it, a 10-s connect timeout,
-/// a few idle connections per origin kept for 30 s.
+/// An answer whose body is read as it comes (a server's progress, a build's events).
+pub struct Streaming {
+    pub status: StatusCode,
+    headers: HeaderMap,
+    body: hyper::body::Incoming,
+}
+
+impl Streaming {
+    /// The body's next piece; None at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, RequestError> {
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| RequestError::Transport(scrub(&innermost(&e))))?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rest of the body, refusing more than `limit` bytes (a hostile or broken hub cannot grow memory),
+    /// before `deadline`.
+    pub async fn read(self, limit: usize, deadline: Instant) -> Result<Response, RequestError> {
+        timeout_at(deadline, self.rest(limit)).await.map_err(|_| RequestError::Timeout)?
+    }
+
+    async fn rest(self, limit: usize) -> Result<Response, RequestError> {
+        let declared = self.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(RequestError::TooLarge { limit });
+        }
+        let body =
+            Limited::new(self.body, limit).collect().await.map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+                Some(_) => RequestError::TooLarge { limit },
+                None => RequestError::Transport(scrub(&innermost(&*e))),
+            })?;
+        Ok(Response { status: self.status, headers: self.headers, body: body.to_bytes() })
+    }
+}
+
+/// hyper's client: `tls`, HTTP/2 where the server offers it, a 10-s connect timeout, a few idle connections
+/// per origin kept for 30 s, redirects never followed (they are part of what is checked: login answers 302).
 fn direct(tls: rustls::ClientConfig) -> Direct {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
@@ -220,45 +251,6 @@ fn direct_request(request: reqwest::RequestBuilder) -> Result<hyper::Request<Ful
 /// one in the tree (no aws-lc, no openssl). Installing it twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Reads a body chunk by chunk, refusing more than `limit` bytes: a hostile or broken hub cannot grow memory.
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-    deadline: Instant,
-) -> Result<Response, RequestError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(RequestError::TooLarge { limit });
-    }
-    let status = response.status();
-    let headers = std::mem::take(response.headers_mut());
-    let mut body = BytesMut::new();
-    loop {
-        let chunk =
-            timeout_at(deadline, response.chunk()).await.map_err(|_| RequestError::Timeout)?.map_err(from_reqwest)?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > limit {
-            return Err(RequestError::TooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Response { status, headers, body: body.freeze() })
-}
-
-/// A reqwest error as a short sentence without the URL, ending with the innermost cause
-/// ("... : Connection refused (os error 111)"), which is what tells an operator what happened.
-pub fn from_reqwest(error: reqwest::Error) -> RequestError {
-    if error.is_timeout() {
-        return RequestError::Timeout;
-    }
-    let connect = error.is_connect();
-    let error = error.without_url();
-    let mut text = error.to_string();
-    if let Some(inner) = std::error::Error::source(&error) {
-        text = format!("{text}: {}", innermost(inner));
-    }
-    if connect { RequestError::Connect(scrub(&text)) } else { RequestError::Transport(scrub(&text)) }
 }
 
 /// hyper's client's error as its innermost cause ("Connection refused (os error 111)", "connection closed

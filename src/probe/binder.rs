@@ -14,7 +14,7 @@ use super::{Deadline, Stages, user_path};
 use crate::config::BinderHubConfig;
 use crate::domain::wording::truncate;
 use crate::domain::{Capability, ProbeOutcome, ProbeResult, Secret, Slowness, Stage, StepFailure};
-use crate::http::{Auth, from_reqwest, read_limited, scrub};
+use crate::http::{Auth, scrub};
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
 use reqwest::{Method, StatusCode};
@@ -160,13 +160,13 @@ impl HubProber {
         if let Some(header) = binder.token.as_ref().and_then(|t| Auth::Token(t).header()) {
             request = request.header(reqwest::header::AUTHORIZATION, header);
         }
-        let opened = timeout_at(deadline.at, request.send()).await;
+        let opened = self.http.open(request, deadline.at).await;
         let mut response = match opened {
-            Err(_) => return Err(deadline.timed_out(Stage::Resolve)),
-            Ok(Err(e)) => return Err(deadline.request_failure(Stage::Resolve, from_reqwest(e))),
-            Ok(Ok(response)) if response.status() == StatusCode::OK => response,
-            Ok(Ok(response)) => {
-                let answer = read_limited(response, EVENT_LIMIT, deadline.at)
+            Err(e) => return Err(deadline.request_failure(Stage::Resolve, e)),
+            Ok(response) if response.status == StatusCode::OK => response,
+            Ok(response) => {
+                let answer = response
+                    .read(EVENT_LIMIT, deadline.at)
                     .await
                     .map_err(|e| deadline.request_failure(Stage::Resolve, e))?;
                 return Err(StepFailure::hub(
@@ -179,7 +179,7 @@ impl HubProber {
         let result = loop {
             let chunk = match timeout_at(deadline.at, response.chunk()).await {
                 Err(_) => break Err(phases.timed_out(deadline)),
-                Ok(Err(e)) => break Err(deadline.request_failure(phases.stage, from_reqwest(e))),
+                Ok(Err(e)) => break Err(deadline.request_failure(phases.stage, e)),
                 Ok(Ok(None)) => break Err(phases.failed("the event stream ended before the server was ready")),
                 Ok(Ok(Some(chunk))) => chunk,
             };

@@ -9,7 +9,7 @@ use super::sse::SseParser;
 use super::{Deadline, Look, OnServer, Stages, poll_until, user_path};
 use crate::domain::wording::truncate;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, from_reqwest, read_limited, scrub};
+use crate::http::{Auth, HttpClient, Streaming, scrub};
 use futures_util::future::BoxFuture;
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
@@ -337,7 +337,7 @@ impl UserServer<'_> {
         &self,
         token: &Secret,
         deadline: Deadline,
-    ) -> Result<Result<reqwest::Response, crate::http::Response>, StepFailure> {
+    ) -> Result<Result<Streaming, crate::http::Response>, StepFailure> {
         let (http, hub, user) = (self.http, self.hub, self.user);
         let stage = Stage::Progress;
         let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
@@ -345,15 +345,11 @@ impl UserServer<'_> {
             .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
         header.set_sensitive(true);
         let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
-        let response = timeout_at(deadline.at, request.send())
-            .await
-            .map_err(|_| deadline.timed_out(stage))?
-            .map_err(|e| deadline.request_failure(stage, from_reqwest(e)))?;
-        if response.status() == StatusCode::OK {
+        let response = http.open(request, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        if response.status == StatusCode::OK {
             return Ok(Ok(response));
         }
-        let answer =
-            read_limited(response, 64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
+        let answer = response.read(64 * 1024, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
         Ok(Err(answer))
     }
 }
@@ -406,7 +402,7 @@ impl Progress {
 /// with the hub's message), the end of the stream (`None`), or `stuck_after` without a new event (the hub's
 /// keep-alive blank lines are not progress).
 async fn read_events(
-    response: &mut reqwest::Response,
+    response: &mut Streaming,
     progress: &mut Progress,
     stuck_after: Duration,
     deadline: Deadline,
@@ -422,7 +418,7 @@ async fn read_events(
                 let reason = format!("the server was not ready within the {budget} timeout{}", progress.last());
                 return Err(StepFailure::hub(stage, reason).with_detail(progress.detail()));
             }
-            Ok(Err(e)) => return Err(deadline.request_failure(stage, from_reqwest(e)).with_detail(progress.detail())),
+            Ok(Err(e)) => return Err(deadline.request_failure(stage, e).with_detail(progress.detail())),
             Ok(Ok(None)) => return Ok(None),
             Ok(Ok(Some(chunk))) => chunk,
         };
