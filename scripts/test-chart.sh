@@ -179,6 +179,8 @@ promtool check config deploy/prometheus-scrape.yaml >/dev/null
 "$HELM" template hubwatch "$CHART" -f "$CHART/ci/ha-values.yaml" --show-only templates/state-secret.yaml > "$OUT/state.yaml"
 "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/deployment.yaml \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef > "$OUT/pinned.yaml"
+"$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --show-only templates/deployment.yaml \
+  --set trustedCertificates.configMap=hub-ca > "$OUT/trusting.yaml"
 "$TOOLS/venv/bin/python" - "$OUT" <<'PY'
 import ipaddress, sys, yaml
 out = sys.argv[1]
@@ -199,10 +201,22 @@ assert state["kind"] == "Secret" and state["metadata"]["annotations"]["helm.sh/r
 assert "data" not in state, "the chart never writes the state"
 image = yaml.safe_load(open(f"{out}/pinned.yaml"))["spec"]["template"]["spec"]["containers"][0]["image"]
 assert image.endswith("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), image
+# A private authority's bundle is mounted and named by SSL_CERT_FILE; by default neither.
+def pod(path):
+    return yaml.safe_load(open(path))["spec"]["template"]["spec"]
+trusting, plain = pod(f"{out}/trusting.yaml"), pod(f"{out}/pinned.yaml")
+env = {e["name"]: e.get("value") for e in trusting["containers"][0]["env"]}
+mounts = {m["name"]: m["mountPath"] for m in trusting["containers"][0]["volumeMounts"]}
+volumes = {v["name"]: v for v in trusting["volumes"]}
+assert env["SSL_CERT_FILE"] == "/etc/hubwatch-ca/ca-bundle.crt", env
+assert mounts["trusted-certificates"] == "/etc/hubwatch-ca", mounts
+assert volumes["trusted-certificates"]["configMap"]["name"] == "hub-ca", volumes
+assert "SSL_CERT_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+assert "trusted-certificates" not in {v["name"] for v in plain["volumes"]}
 PY
 
 # The schema rejects unknown keys, more than one replica without leader election, a hub name hubwatch refuses.
-for bad in "unknownKey=1" "config.incidents.bogus=1" "replicas=2" "config.hubs[0].name=Temple" "highAvailability.x=1" \
+for bad in "unknownKey=1" "config.incidents.bogus=1" "trustedCertificates.configmap=x" "replicas=2" "config.hubs[0].name=Temple" "highAvailability.x=1" \
   "config.kubernetes.discovery.tokenSecret=hub"; do
   if "$HELM" template hubwatch "$CHART" -f "$CHART/ci/default-values.yaml" --set "$bad" >/dev/null 2>&1; then
     echo "chart: the schema accepted --set $bad" >&2
