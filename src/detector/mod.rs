@@ -261,6 +261,14 @@ impl Detector {
         self.kind_state(hub, kind).is_some_and(|s| s.open.is_some())
     }
 
+    /// Nothing to show for `hub` and `kind`: no incident open, no signal, no failure on record (however old).
+    /// Then no outcome or tick can change what the observers show until something fails.
+    pub fn is_quiet(&self, hub: &HubName, kind: IncidentKind) -> bool {
+        self.kind_state(hub, kind).is_none_or(|s| {
+            s.open.is_none() && s.signals.is_empty() && s.every_attempts().all(|(_, _, a)| a.failure.is_none())
+        })
+    }
+
     fn current(&self, state: &KindState, now: SystemTime) -> Symptoms {
         let mut symptoms = Symptoms::default();
         // A probe's own failure (below) says more than a pod's state, so it takes the place of a signal.

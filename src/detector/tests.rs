@@ -477,3 +477,24 @@ fn after_a_restart_the_gateway_answering_hubwatch_does_not_resolve_what_users_se
     }
     assert!(!d.is_open(&temple(), IncidentKind::DaskGateway), "users' servers reaching it again recover it");
 }
+
+#[test]
+fn a_hub_is_quiet_until_something_fails_and_again_once_nothing_shows() {
+    let mut d = Detector::new(settings());
+    let (hub, kind) = (temple(), IncidentKind::HubAccess);
+    assert!(d.is_quiet(&hub, kind), "never probed");
+    d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(0));
+    assert!(d.is_quiet(&hub, kind), "successes only");
+    d.observe(&outcome("a", Capability::Server, failed("x")), t(1));
+    assert!(!d.is_quiet(&hub, kind), "one user failing is shown (a support ticket)");
+    d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(2));
+    assert!(d.is_quiet(&hub, kind) && d.symptoms(&hub, kind, t(2)).users().is_empty(), "nothing left to show");
+    for user in ["a", "b"] {
+        d.observe(&outcome(user, Capability::Server, failed("x")), t(3));
+    }
+    assert!(d.is_open(&hub, kind));
+    d.observe(&outcome("a", Capability::Server, ProbeResult::Ok), t(4));
+    d.observe(&outcome("b", Capability::Server, ProbeResult::Ok), t(4));
+    assert!(d.is_open(&hub, kind) && !d.is_quiet(&hub, kind), "an open incident is shown until it recovers");
+    assert!(d.is_quiet(&hub, IncidentKind::DaskGateway), "another kind of the hub is its own");
+}

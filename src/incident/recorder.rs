@@ -112,9 +112,12 @@ impl Recorder {
     /// Records until the outcomes channel closes (the scheduler is gone).
     pub async fn run(mut self, inputs: &mut Inputs) {
         let mut tick = tokio::time::interval(TICK);
+        // Everything written once at start (nothing is shown yet, so nothing is skipped): the gauges, and
+        // the board, which outlives a recorder restarted after a panic.
+        let now = self.context.clock.now();
         for (hub, kinds) in self.hubs.clone() {
             for kind in kinds {
-                self.observers.set(&self.detector, &hub, kind, 0);
+                self.observers.refresh(&self.detector, &hub, kind, now);
             }
         }
         loop {
@@ -387,6 +390,10 @@ impl Observers {
     }
 
     fn refresh(&mut self, detector: &Detector, hub: &HubName, kind: IncidentKind, now: SystemTime) {
+        // Shown as nobody affected and still quiet: nothing to write (most outcomes, at thousands a second).
+        if self.last.get(&(hub.clone(), kind)) == Some(&(0, false)) && detector.is_quiet(hub, kind) {
+            return;
+        }
         let symptoms = detector.symptoms(hub, kind, now);
         let users = symptoms.users();
         let previous = self.set(detector, hub, kind, users.len()).map_or(0, |p| p.0);
