@@ -52,7 +52,7 @@ pub enum DaemonError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] crate::web::tls::TlsError),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error(transparent)]
     HttpClient(#[from] crate::http::ClientError),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -10,13 +10,7 @@ pub async fn on_loopback(app: axum::Router) -> std::net::SocketAddr {
 
 /// Serves `app` over TLS (`cert`, `key`: PEM files) on 127.0.0.1 at a free port, for the rest of the test.
 pub async fn on_loopback_tls(app: axum::Router, cert: &std::path::Path, key: &std::path::Path) -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    hubwatch::http::install_crypto_provider();
-    let chain = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = tls_acceptor(cert, key);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -31,4 +25,15 @@ pub async fn on_loopback_tls(app: axum::Router, cert: &std::path::Path, key: &st
         }
     });
     addr
+}
+
+/// A TLS server's handshake with `cert` and `key` (PEM files).
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    hubwatch::http::install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }
