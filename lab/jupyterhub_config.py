@@ -3,7 +3,9 @@ and Dask Gateway as a hub-managed service, plus fault flags (labflags.py). Start
 
 import asyncio
 import inspect
+import itertools
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -106,11 +108,33 @@ c.SharedPasswordAuthenticator.user_password = PASSWORD
 c.Authenticator.allowed_users = set(USERS)
 
 
+# Single-user servers listen on ports of a range of this lab's own, below the kernel's ephemeral range
+# (32768-60999): JupyterHub's default, a random free port, is free when chosen, but the server binds it seconds
+# later, and on a machine running many labs and tests another process's bind(0) can take it first ("The port
+# 42363 is already in use": the spawn fails after SPAWN_HTTP_TIMEOUT). 60 ports a lab, labs 10 ports apart
+# never share one; a port still held (a running server, a closing socket) is skipped.
+SERVER_PORTS = range(20000 + PORT % 2000 * 6, 20000 + PORT % 2000 * 6 + 60)
+_server_port_turn = itertools.count()
+
+
+def server_port():
+    for _ in SERVER_PORTS:
+        port = SERVER_PORTS[next(_server_port_turn) % len(SERVER_PORTS)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port for a server in {SERVER_PORTS}")
+
+
 class FlaggedSpawner(SimpleLocalProcessSpawner):
     """Local single-user servers that honour spawn-slow, spawn-hang, spawn-fail and spawn-crash for their
     user."""
 
     async def start(self):
+        self.port = server_port()
         user = self.user.name
         slow = seconds("spawn-slow", user)
         if slow:
