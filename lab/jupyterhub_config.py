@@ -108,7 +108,7 @@ c.SharedPasswordAuthenticator.user_password = PASSWORD
 c.Authenticator.allowed_users = set(USERS)
 
 
-# Single-user servers listen on ports of a range of this lab's own, below the kernel's ephemeral range
+# Single-user servers listen on ports of a range of this lab's own, below Linux's ephemeral ports
 # (32768-60999): JupyterHub's default, a random free port, is free when chosen, but the server binds it seconds
 # later, and on a machine running many labs and tests another process's bind(0) can take it first ("The port
 # 42363 is already in use": the spawn fails after SPAWN_HTTP_TIMEOUT). 60 ports a lab, labs 10 ports apart

@@ -10,11 +10,16 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 # libfaketime runs an HA replica with its clock an hour off (tests/it/ha.rs).
 [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
+# The lab installs into .cache/ (pip and npm, mostly waiting on the network and the disk) while clippy compiles.
+lab_log="$(mktemp)"
+lab/lab.sh install > "$lab_log" 2>&1 &
+lab_install=$!
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 # The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
 python3 scripts/audit.py
-lab/lab.sh install
+wait "$lab_install" || { cat "$lab_log" >&2; echo "the lab did not install" >&2; exit 1; }
+cat "$lab_log" >&2 && rm -f "$lab_log"
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
 # One test more than the machine has cores: the lab and daemon tests spend most of their time waiting on real
