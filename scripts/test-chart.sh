@@ -199,12 +199,12 @@ assert opened["spec"]["policyTypes"] == ["Ingress"] and "egress" not in opened["
 state = yaml.safe_load(open(f"{out}/state.yaml"))
 assert state["kind"] == "Secret" and state["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", state
 assert "data" not in state, "the chart never writes the state"
-image = yaml.safe_load(open(f"{out}/pinned.yaml"))["spec"]["template"]["spec"]["containers"][0]["image"]
-assert image.endswith("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), image
-# A private authority's bundle is mounted and named by SSL_CERT_FILE; by default neither.
 def pod(path):
     return yaml.safe_load(open(path))["spec"]["template"]["spec"]
 trusting, plain = pod(f"{out}/trusting.yaml"), pod(f"{out}/pinned.yaml")
+image = plain["containers"][0]["image"]
+assert image.endswith("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), image
+# A private authority's bundle is mounted and named by SSL_CERT_FILE; by default neither.
 env = {e["name"]: e.get("value") for e in trusting["containers"][0]["env"]}
 mounts = {m["name"]: m["mountPath"] for m in trusting["containers"][0]["volumeMounts"]}
 volumes = {v["name"]: v for v in trusting["volumes"]}
