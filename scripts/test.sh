@@ -10,22 +10,43 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 # libfaketime runs an HA replica with its clock an hour off (tests/it/ha.rs).
 [[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
-# The lab installs into .cache/ (pip and npm, mostly waiting on the network and the disk) while clippy compiles.
-lab_log="$(mktemp)"
-lab/lab.sh install > "$lab_log" 2>&1 &
-lab_install=$!
+
+# Jobs that run beside the main line, their output kept for when they are joined; `nice`d ones take only
+# the CPU the main line leaves idle.
+declare -A beside_pid beside_log
+beside() {
+  local name="$1"; shift
+  beside_log[$name]="$(mktemp)"
+  "$@" > "${beside_log[$name]}" 2>&1 &
+  beside_pid[$name]=$!
+}
+# Waits for a job, prints its output, and fails the run if it failed.
+joined() {
+  local name="$1" status=0
+  wait "${beside_pid[$name]}" || status=$?
+  cat "${beside_log[$name]}" >&2 && rm -f "${beside_log[$name]}"
+  (( status == 0 )) || { echo "$name failed (exit $status)" >&2; exit 1; }
+}
+
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
+# The lab installs into .cache/ (pip and npm, mostly waiting on the network and the disk) while the tests compile.
+beside "the lab's install" lab/lab.sh install
+cargo test --all-targets --no-run --quiet
 # The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
 python3 scripts/audit.py
-wait "$lab_install" || { cat "$lab_log" >&2; echo "the lab did not install" >&2; exit 1; }
-cat "$lab_log" >&2 && rm -f "$lab_log"
+joined "the lab's install"
+# The lints and the chart need CPU the tests leave idle (they wait on real processes, about 70% busy), so they
+# run beside them, at the lowest priority: a fresh clone's clippy build is three minutes of CPU. Clippy has a
+# build directory of its own, or cargo's lock on target/ would hold the tests back until it finished.
+beside clippy env CARGO_TARGET_DIR=target/clippy nice -n 19 cargo clippy --all-targets --quiet -- -D warnings
+beside "the chart's check" nice -n 19 scripts/test-chart.sh
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
-# --no-fail-fast: one run reports every failing test file, not only the first (the chart is checked anyway).
+# --no-fail-fast: one run reports every failing test file, not only the first (the lints and chart are joined anyway).
 # One test more than the machine has cores: the lab and daemon tests spend most of their time waiting on real
 # processes (three at a time kept this 2-core machine about 70% busy: docs/testing.md). TEST_THREADS=N overrides.
 status=0
 threads="${TEST_THREADS:-$(($(nproc) + 1))}"
 HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast -- --include-ignored --test-threads "$threads" || status=$?
-scripts/test-chart.sh
+joined clippy
+joined "the chart's check"
 exit "$status"

@@ -9,7 +9,7 @@ use super::Look;
 use crate::config::HubConfig;
 use crate::domain::HubName;
 use crate::store::DiscoveredHub;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,31 +32,46 @@ pub struct Memory {
     hubs: BTreeMap<HubName, DiscoveredHub>,
     /// The settings (with the token) of each hub as last found by this process.
     configs: BTreeMap<HubName, Arc<HubConfig>>,
+    /// The hubs that left the memory while this process ran (decommissioned or forgotten), unless found again:
+    /// an incident of theirs that a new generation's recorder resumed is told they are over.
+    left: BTreeSet<HubName>,
 }
 
 impl Memory {
     /// From what the store remembers (no settings yet: a hub gone before this process started is not probed,
     /// only reported gone).
     pub fn new(remembered: Vec<DiscoveredHub>) -> Self {
-        Memory { hubs: remembered.into_iter().map(|h| (h.name.clone(), h)).collect(), configs: BTreeMap::new() }
+        Memory { hubs: remembered.into_iter().map(|h| (h.name.clone(), h)).collect(), ..Memory::default() }
     }
 
     /// Drops hubs an operator forgot (no longer in `stored`) unless they are found again.
     pub fn forget_missing(&mut self, stored: &[DiscoveredHub]) {
-        self.hubs.retain(|name, _| stored.iter().any(|s| s.name == name));
-        self.configs.retain(|name, _| self.hubs.contains_key(name));
+        let forgotten: Vec<HubName> =
+            self.hubs.keys().filter(|name| !stored.iter().any(|s| s.name == **name)).cloned().collect();
+        for name in forgotten {
+            self.drop_hub(name);
+        }
+    }
+
+    fn drop_hub(&mut self, name: HubName) -> bool {
+        self.configs.remove(&name);
+        let dropped = self.hubs.remove(&name).is_some();
+        if dropped {
+            self.left.insert(name);
+        }
+        dropped
     }
 
     /// Takes in one look at `now`.
     pub fn take(&mut self, look: Look, now: SystemTime) -> Vec<Change> {
         let mut changes = Vec::new();
-        for name in &look.decommissioned {
-            if self.hubs.remove(name).is_some() {
-                self.configs.remove(name);
-                changes.push(Change::Decommissioned(name.clone()));
+        for name in look.decommissioned {
+            if self.drop_hub(name.clone()) {
+                changes.push(Change::Decommissioned(name));
             }
         }
         for hub in look.hubs {
+            self.left.remove(&hub.name);
             let previous = self.hubs.insert(hub.name.clone(), remembered(&hub, now));
             match previous {
                 None if look.fallbacks.contains(&hub.name) => changes.push(Change::FoundInside(hub.name.clone())),
@@ -92,6 +107,12 @@ impl Memory {
     /// Each remembered hub, and since when and why it is gone (`None`: it is there).
     pub fn states(&self) -> impl Iterator<Item = &DiscoveredHub> {
         self.hubs.values()
+    }
+
+    /// The hubs that left the memory while this process ran (decommissioned or forgotten) and were not found
+    /// again.
+    pub fn left(&self) -> impl Iterator<Item = &HubName> {
+        self.left.iter()
     }
 }
 
@@ -168,6 +189,9 @@ mod tests {
         );
         assert_eq!(memory.take(look(&[], &[], &["lake"]), t(120)), [Change::Decommissioned("lake".into())]);
         assert!(memory.probed().is_empty() && memory.remembered().is_empty());
+        assert_eq!(memory.left().collect::<Vec<_>>(), ["lake"], "it left the memory");
+        memory.take(look(&["lake"], &[], &[]), t(180));
+        assert_eq!(memory.left().count(), 0, "found again, it is remembered, not left");
     }
 
     #[test]
@@ -180,5 +204,6 @@ mod tests {
         assert!(after.probed().is_empty(), "no token held for it: reported gone, not probed");
         after.forget_missing(&[]);
         assert!(after.remembered().is_empty());
+        assert_eq!(after.left().collect::<Vec<_>>(), ["lake"], "forgotten, it left the memory");
     }
 }

@@ -27,4 +27,5 @@ mod rollouts;
 mod sentinel;
 mod silences;
 mod status_pages;
+mod tickets;
 mod web;

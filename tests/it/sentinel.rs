@@ -42,7 +42,9 @@ async fn the_kept_server_sees_lost_routes_and_crashing_kernels_within_an_interva
         .await
         .with_api(|api| k8s_fixtures::load_control_pods(api, std::time::SystemTime::now()))
         .await
-        .config(json!({"defaults": {"probes": {
+        // A real user's failure from the hub's log holds for the window after it was logged (the route-lost
+        // phase's resolve waits on it): half the usual minute.
+        .config(json!({"incidents": {"window": "30s"}, "defaults": {"probes": {
             "login": {"every": "5s", "timeout": "10s"},
             "server": {"every": "30s", "timeout": "60s"},
             "kernel": {"every": "30s", "timeout": "10s"},

@@ -9,6 +9,7 @@ pub mod k8s_fixtures;
 pub mod lab;
 pub mod outcomes;
 pub mod pagerduty;
+pub mod paging;
 pub mod scenario;
 pub mod serve;
 pub mod stub_hub;
