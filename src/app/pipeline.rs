@@ -90,6 +90,7 @@ impl Pipeline {
             tasks: self.tasks.clone(),
             collector,
             settings: config.incidents.detector(),
+            ticket_after: config.incidents.ticket_after,
             clock: self.clock,
         }
     }

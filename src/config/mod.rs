@@ -336,6 +336,10 @@ section! {
         /// same incident (`0s`: at once).
         #[serde(with = "SpanOrZero")]
         pub keep_open_for: Duration = secs(120),
+        /// How long a problem must stay below the threshold before its support ticket opens: the first of two
+        /// users to meet an outage is no ticket for the seconds the others' rounds take to corroborate it.
+        #[serde(with = "SpanOrZero")]
+        pub ticket_after: Duration = secs(30),
         /// One page for one cause: hubs of one cluster (`hubs[].cluster`) failing together page one cluster
         /// incident.
         pub fold: FoldConfig = FoldConfig::default(),

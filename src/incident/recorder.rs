@@ -29,10 +29,6 @@ use tokio::time::Instant;
 
 /// How often failures are aged out of the window and held-back updates and status notes are sent.
 const TICK: Duration = Duration::from_secs(5);
-/// How long a problem must stay below the threshold before its support ticket opens: the first of two users
-/// to meet an outage is a ticket only for the seconds it takes the others' rounds to corroborate it (within
-/// 5 s), and a helpdesk should not get a ticket that becomes an incident at once.
-const TICKET_SETTLE: Duration = Duration::from_secs(30);
 /// How long the recorder lets outcomes gather after taking what had queued up. It runs on a thread of its
 /// own, and waking that thread costs more than recording an outcome: at thousands of hubs, outcomes arrive
 /// by the thousand a second, and taking them one wake-up each cost a tenth of hubwatch's CPU
@@ -57,6 +53,9 @@ pub struct Context {
     pub tasks: Tasks,
     pub collector: Option<Arc<Collector>>,
     pub settings: DetectorSettings,
+    /// How long a problem must stay below the threshold before its support ticket opens
+    /// (`incidents.ticket_after`): a helpdesk should not get a ticket that becomes an incident at once.
+    pub ticket_after: Duration,
     /// Every decision's time (see [`Clock`]).
     pub clock: Clock,
 }
@@ -71,7 +70,7 @@ pub struct Recorder {
     /// Diagnostics collected in the background come back here, with their incident's key.
     collected: mpsc::Sender<(IncidentKey, Diagnostics)>,
     arrivals: mpsc::Receiver<(IncidentKey, Diagnostics)>,
-    /// Problems below the threshold not yet a support ticket, and since when (see [`TICKET_SETTLE`]).
+    /// Problems below the threshold not yet a support ticket, and since when (see [`Context::ticket_after`]).
     settling: HashMap<(HubName, IncidentKind), SystemTime>,
 }
 
@@ -221,7 +220,7 @@ impl Recorder {
 
     /// Opens or closes the support ticket of `hub` and `kind` (`open`: one is) when what the detector sees
     /// says so (looked at every tick, off the hot path): it opens once the problem has stayed below the
-    /// threshold for [`TICKET_SETTLE`], and closes at once. Tickets wait while decisions wait (the store
+    /// threshold for [`Context::ticket_after`], and closes at once. Tickets wait while decisions wait (the store
     /// would not show the ticket a waiting one opens).
     fn review_ticket(&mut self, hub: &HubName, kind: IncidentKind, open: bool, now: SystemTime) {
         let symptoms = self.detector.symptoms(hub, kind, now);
@@ -234,7 +233,7 @@ impl Recorder {
             self.settling.remove(&slot);
             now
         };
-        let wanted = below && now.duration_since(since).is_ok_and(|d| d >= TICKET_SETTLE);
+        let wanted = below && now.duration_since(since).is_ok_and(|d| d >= self.context.ticket_after);
         if wanted == open || (below && open) {
             return;
         }

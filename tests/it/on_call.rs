@@ -4,7 +4,8 @@
 //! priority; the webhook sink receives every incident and support ticket once. At the seams: a webhook and a
 //! REST API that hang delay only themselves; a resolve goes where its trigger went whatever the configuration
 //! says later; a refused routing key waits without hammering; `Retry-After` is honoured; PagerDuty's open
-//! incidents are adopted or resolved at start.
+//! incidents are adopted or resolved at start; a support ticket waits `incidents.ticket_after` (the recorder in
+//! paused time).
 
 use crate::support::daemon::{metric, wait_for};
 use crate::support::pagerduty::{API_TOKEN, FROM_EMAIL, Fault, PagerDuty, ROUTING_KEY, TEMPLE_ROUTING_KEY};
@@ -706,4 +707,52 @@ async fn a_heartbeat_pings_while_healthy_and_falls_silent_when_not() {
     assert_eq!(pinged_as("failed"), 0.0, "every ping carried its key");
     stop.cancel();
     beating.await.unwrap();
+}
+
+/// The recorder as `hubwatch run` wires it, on hubs temple and lake (probe users 1 to 3), in paused time: a
+/// problem below the threshold is a support ticket once it has lasted `incidents.ticket_after`, not before;
+/// an outage whose second user fails within it is an incident and never a ticket.
+#[tokio::test(start_paused = true)]
+async fn a_support_ticket_opens_after_ticket_after_and_never_for_an_outage_corroborated_within_it() {
+    use hubwatch::domain::{IncidentKind, ProbeOutcome};
+    use hubwatch::incident::recorder::{Inputs, Recorder};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = |name: &str| {
+        format!(
+            "  - {{name: {name}, url: https://{name}.example.org, token: {{env: T}}, users: [probe-1, probe-2, probe-3]}}\n"
+        )
+    };
+    let yaml = format!(
+        "state_path: {}\nincidents: {{ticket_after: 20s}}\nhubs:\n{}{}",
+        state_path(&dir).display(),
+        hub("temple"),
+        hub("lake")
+    );
+    let config = Config::parse(&yaml, Path::new("tickets.yaml"), &|_| Some("token".into())).unwrap();
+    let store = Arc::new(Store::open(&config.state_path).unwrap());
+    let pipeline = Pipeline::new(&config, store.clone(), HttpClient::new().unwrap(), Clock::start());
+    let (manager, context) = (pipeline.manager(&Arc::new(config.clone()), None), pipeline.context(&config, None));
+    let kinds = vec![("temple".into(), vec![IncidentKind::HubAccess]), ("lake".into(), vec![IncidentKind::HubAccess])];
+    let recorder = Recorder::start(manager, kinds, context).await;
+    let (outcomes_tx, outcomes) = tokio::sync::mpsc::channel(16);
+    let (_real_users_tx, real_users) = tokio::sync::mpsc::channel(1);
+    let (_changes_tx, changes) = tokio::sync::mpsc::channel(1);
+    let recording = tokio::spawn(async move { recorder.run(&mut Inputs { outcomes, real_users, changes }).await });
+    let fail = |hub: &str, user: &str| -> ProbeOutcome {
+        crate::support::outcomes::finished(hub, user, Capability::Server, Some("Spawn failed"), SystemTime::now())
+    };
+    let tickets = || store.open_tickets().unwrap().into_iter().map(|t| t.hub.to_string()).collect::<Vec<_>>();
+
+    outcomes_tx.send(fail("temple", "probe-1")).await.unwrap();
+    outcomes_tx.send(fail("lake", "probe-1")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    outcomes_tx.send(fail("lake", "probe-2")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(tickets().is_empty(), "not before ticket_after: {:?}", tickets());
+    assert_eq!(store.open_incidents().unwrap().len(), 1, "lake's two users are an incident");
+    // The recorder looks at tickets every 5 s: the next look past ticket_after opens temple's.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(tickets(), ["temple"], "one user for 20 s is a ticket; lake's outage is none");
+    drop(outcomes_tx);
+    recording.await.unwrap();
 }

@@ -66,6 +66,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
     let users = serde_json::Map::from_iter([(USER.to_string(), bcrypt::hash(PASSWORD, 4).unwrap().into())]);
     let s = Scenario::on_lab("silences", PORT).await.with_rest_api().env("HOOK_AUTH", AUTHORIZATION).config(json!({
         "web": {"basic_auth_users": users},
+        "incidents": {"ticket_after": "10s"},
         "pagerduty": {"priority": "P1"},
         "webhook": {"url": hook, "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"},
     }));
@@ -171,7 +172,7 @@ async fn silences_hold_pages_survive_a_restart_and_page_once_when_they_end() {
 
     eprintln!("phase: one user failing is a support ticket, opened and closed on the webhook");
     // An outage's first failing user may have made a ticket of its own before the second failed (if that took
-    // longer than the ticket's 30 s settling): the ticket looked for here is probe-1's alone.
+    // longer than the ticket's 10 s `ticket_after`): the ticket looked for here is probe-1's alone.
     let probe_1_ticket = |event: &str| {
         let opened = receiver
             .accepted()

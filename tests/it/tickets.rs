@@ -22,7 +22,8 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     // been seen silent for 20 s before it failed with its own reason.
     let server = json!({"slow_after": "9s", "stuck_after": "40s", "timeout": "90s"});
     let first_login = json!({"every": "30s", "timeout": "60s"});
-    let patch = json!({"defaults": {"probes": {"server": server, "first_login": first_login}}, "webhook": {"url": hook,
+    let patch = json!({"incidents": {"ticket_after": "10s"},
+        "defaults": {"probes": {"server": server, "first_login": first_login}}, "webhook": {"url": hook,
         "headers": {"Authorization": {"env": "HOOK_AUTH"}}, "retry_delay": "1s"}});
     let s = Paging::start_with("paging-ticket", 18710, |world| {
         let token = world.lab.first_login_token();
