@@ -299,7 +299,7 @@ async fn a_leader_killed_right_after_a_page_never_pages_twice() {
         if round % 2 == 0 {
             eprintln!("round {round}: {leader} pages and is killed within 100 ms of PagerDuty's 202");
             s.outage(true);
-            s.wait_accepted(seen, Duration::from_secs(30)).await;
+            s.wait_accepted(seen, "trigger", Duration::from_secs(30)).await;
         } else {
             eprintln!(
                 "round {round}: {leader} sends a trigger and its resolve together, killed right after the resolve"
@@ -315,7 +315,7 @@ async fn a_leader_killed_right_after_a_page_never_pages_twice() {
             })
             .await;
             s.pd.set_outage(None);
-            s.wait_accepted(seen + 1, Duration::from_secs(30)).await;
+            s.wait_accepted(seen, "resolve", Duration::from_secs(30)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..100))).await;
         kill_and_replace(&s, &mut replicas, &leader, round).await;
@@ -372,11 +372,11 @@ async fn a_cluster_incident_pages_once_across_a_leader_killed_before_or_right_af
             .await;
         } else {
             eprintln!("round 1: {leader} pages the cluster and is killed within 100 ms of PagerDuty's 202");
-            s.wait_accepted(seen, Duration::from_secs(30)).await;
+            s.wait_accepted(seen, "trigger", Duration::from_secs(30)).await;
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..100))).await;
         }
         kill_and_replace(&s, &mut replicas, &leader, round).await;
-        s.wait_accepted(seen, Duration::from_secs(30)).await;
+        s.wait_accepted(seen, "trigger", Duration::from_secs(30)).await;
         s.outage(false);
         wait_for("the cluster incident resolved", Duration::from_secs(60), async || {
             let by_key = crate::support::invariants::actions_by_key(&s.pd.received());

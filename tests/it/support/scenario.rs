@@ -226,11 +226,12 @@ impl StubReplicas {
         lease_holder(&self.api)
     }
 
-    /// Waits for PagerDuty to have accepted more than `seen` events, looking every 5 ms (a kill must land
-    /// within 100 ms of the 202).
-    pub async fn wait_accepted(&self, seen: usize, limit: Duration) {
+    /// Waits for PagerDuty to have accepted an event with `action` after the first `seen`, looking every 5 ms
+    /// (a kill must land within 100 ms of the 202). By action, not by count: a new leader may repeat the last
+    /// event its predecessor sent but was killed before marking sent, after the test counted what was seen.
+    pub async fn wait_accepted(&self, seen: usize, action: &str, limit: Duration) {
         let started = std::time::Instant::now();
-        while self.pd.accepted().len() <= seen {
+        while !self.pd.accepted().iter().skip(seen).any(|e| e["event_action"] == action) {
             assert!(started.elapsed() < limit, "no PagerDuty event within {limit:?}: {:#?}", self.pd.received());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
