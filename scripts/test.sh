@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean checkout: formatting, lints, the real lab (installed into .cache/ on
-# first use), then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon,
-# the status pages in headless Chromium), then the Helm chart (scripts/test-chart.sh).
+# The whole test suite, from a clean checkout: formatting, the real lab (installed into .cache/ on first use),
+# then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon, the status
+# pages in headless Chromium) with the lints and the Helm chart's checks (scripts/test-chart.sh) beside them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
