@@ -53,6 +53,7 @@ impl Memory {
         }
     }
 
+    /// Drops `name`, noting that it left; whether it was remembered.
     fn drop_hub(&mut self, name: HubName) -> bool {
         self.configs.remove(&name);
         let dropped = self.hubs.remove(&name).is_some();

@@ -6,6 +6,7 @@ mod support;
 
 mod architecture;
 mod availability;
+mod below_threshold;
 mod certificates;
 mod config_validation;
 mod daemon;
@@ -27,5 +28,4 @@ mod rollouts;
 mod sentinel;
 mod silences;
 mod status_pages;
-mod tickets;
 mod web;

@@ -1,6 +1,6 @@
 //! Paging end to end: `hubwatch run` against the real lab, PagerDuty played by a local server that checks
 //! every event against the documented schema. Five tests, each on its own lab (the tickets and the stuck
-//! start are `tickets.rs`):
+//! start are `below_threshold.rs`):
 //! - spawning fails for both probe users → exactly one trigger naming both users and the hub's reason,
 //!   within `every + timeout` plus a small margin; healing → exactly one resolve with the same dedup key;
 //!   status notes reach the PagerDuty incident (REST API) while it is open and once at the resolve, none

@@ -1,11 +1,13 @@
-//! The paging scenario of `paging.rs` and `tickets.rs`: the real lab, PagerDuty's stand-in with its REST API,
-//! and `hubwatch run` on them, past its first healthy rounds.
+//! The paging scenario of `paging.rs` and `below_threshold.rs`: the real lab, PagerDuty's stand-in with its
+//! REST API, and `hubwatch run` on them, past its first healthy rounds.
 
 use crate::support::daemon::{Daemon, sample, wait_for};
 use crate::support::scenario::Scenario;
 use serde_json::json;
 use std::time::Duration;
 
+/// The scenario's server rounds (`Scenario`'s usual 4 s), their timeout, and a margin for a busy machine:
+/// an outage is seen within `EVERY + TIMEOUT + MARGIN`.
 pub const EVERY: Duration = Duration::from_secs(4);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const MARGIN: Duration = Duration::from_secs(8);
@@ -14,7 +16,8 @@ pub const MARGIN: Duration = Duration::from_secs(8);
 /// the tests with the most servers, launches and Dask clusters (beside them healthy spawns took 13–18 s):
 /// tests of one kind may run together, of the two kinds never. A lock taken by both would run them one after
 /// the other, and the test thread waiting on it would sit idle. A thread waiting here sits idle too, so the
-/// two kinds live in modules far apart in libtest's order (`tickets`, `paging`), which starts them far apart.
+/// two kinds live in modules far apart in libtest's order, which starts them far apart: `below_threshold`
+/// among the first tests, `paging` in the middle.
 pub static APART: Apart = Apart { inside: std::sync::Mutex::new((None, 0)), left: tokio::sync::Notify::const_new() };
 
 #[derive(Clone, Copy, PartialEq, Debug)]
