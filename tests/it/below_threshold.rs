@@ -54,10 +54,12 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
 
     eprintln!("phase: every start takes 12 s, past slow_after (9 s)");
     lab.set_flag("spawn-slow", None, "12");
-    let slow_ticket =
-        |event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == "slow_starts");
-    wait_for("a slow-starts ticket", (EVERY + TIMEOUT) * 2, async || slow_ticket("ticket_opened").is_some()).await;
-    let opened = slow_ticket("ticket_opened").unwrap();
+    // The webhook's first body of `event` (`ticket_opened`, `ticket_closed`) for a ticket of `kind`.
+    let ticket =
+        |kind: &str, event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == kind);
+    wait_for("a slow-starts ticket", (EVERY + TIMEOUT) * 2, async || ticket("slow_starts", "ticket_opened").is_some())
+        .await;
+    let opened = ticket("slow_starts", "ticket_opened").unwrap();
     assert_eq!(opened["users"], json!(["probe-1", "probe-2"]));
     assert_eq!(opened["summary"], "lab: servers slow to start for 2 users (they started: not an incident)");
     more_probe_runs(async || daemon.metrics().await, "server", "slow", 2.0).await;
@@ -74,27 +76,29 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     assert!(p90 > 10.0, "the day's p90 shows the slow starts: {lab_status}");
 
     lab.clear_flags();
-    wait_for("the slow-starts ticket closed", (EVERY + TIMEOUT) * 2, async || slow_ticket("ticket_closed").is_some())
-        .await;
-    assert_eq!(slow_ticket("ticket_closed").unwrap()["closed_because"], "servers start in time again");
+    wait_for("the slow-starts ticket closed", (EVERY + TIMEOUT) * 2, async || {
+        ticket("slow_starts", "ticket_closed").is_some()
+    })
+    .await;
+    assert_eq!(ticket("slow_starts", "ticket_closed").unwrap()["closed_because"], "servers start in time again");
     assert!(pd.accepted().is_empty(), "nothing was paged");
 
     eprintln!("phase: a brand-new user's home cannot be made (the first-login check, every 30 s)");
     lab.set_flag("new-home-fail", None, "");
-    let first_login_ticket =
-        |event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == "first_login");
-    wait_for("a first-login ticket", Duration::from_secs(120), async || first_login_ticket("ticket_opened").is_some())
-        .await;
-    let opened = first_login_ticket("ticket_opened").unwrap();
+    wait_for("a first-login ticket", Duration::from_secs(120), async || {
+        ticket("first_login", "ticket_opened").is_some()
+    })
+    .await;
+    let opened = ticket("first_login", "ticket_opened").unwrap();
     let summary = opened["summary"].as_str().unwrap();
     assert!(summary.starts_with("lab: a brand-new user cannot get started: progress: "), "{summary}");
     assert!(summary.contains("Permission denied"), "{summary}");
     lab.clear_flags();
     wait_for("the first-login ticket closed", Duration::from_secs(120), async || {
-        first_login_ticket("ticket_closed").is_some()
+        ticket("first_login", "ticket_closed").is_some()
     })
     .await;
-    assert_eq!(first_login_ticket("ticket_closed").unwrap()["closed_because"], "a brand-new user got started again");
+    assert_eq!(ticket("first_login", "ticket_closed").unwrap()["closed_because"], "a brand-new user got started again");
     assert!(pd.accepted().is_empty(), "a first login's failure is never paged");
 
     eprintln!("phase: every start stuck after `Spawning server...` (stuck_after 40 s, timeout 90 s)");
