@@ -4,9 +4,13 @@ and Dask Gateway as a hub-managed service, plus fault flags (labflags.py). Start
 import asyncio
 import inspect
 import itertools
+import json
 import os
+import shlex
 import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
@@ -129,6 +133,38 @@ def server_port():
     raise RuntimeError(f"no free port for a server in {SERVER_PORTS}")
 
 
+class ServerFork:
+    """The hub's end of serverfork.py: started at the first spawn (and again if it died), asked one spawn at a
+    time. Blocking: called in a thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._process = None
+
+    def fork(self, argv, env, cwd):
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = subprocess.Popen(
+                    [sys.executable, str(LAB / "serverfork.py")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**TAG, "PATH": f"{VENV_BIN}:/usr/bin:/bin", "PYTHONPATH": str(LAB), "HOME": str(LAB_DIR)},
+                )
+            self._process.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": cwd}) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the lab's serverfork.py exited (see the hub's log)")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise OSError(reply["error"])
+        return reply["pid"]
+
+
+SERVER_FORK = ServerFork()
+
+
 class FlaggedSpawner(SimpleLocalProcessSpawner):
     """Local single-user servers that honour spawn-slow, spawn-hang, spawn-fail and spawn-crash for their
     user."""
@@ -154,9 +190,13 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
             raise RuntimeError(f"injected failure of profile {profile} (flag profile-fail)")
         if flag("spawn-crash", user):
             self.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]
-        else:
-            self.cmd = [str(VENV_BIN / "jupyterhub-singleuser")]
-        return await super().start()
+            return await super().start()
+        # LocalProcessSpawner.start, with the server forked by serverfork.py instead of exec'd.
+        argv = [str(VENV_BIN / "jupyterhub-singleuser"), *self.get_args()]
+        self.log.info("Spawning (forked by serverfork.py) %s", shlex.join(argv))
+        self.proc = None
+        self.pid = await asyncio.to_thread(SERVER_FORK.fork, argv, self.get_env(), self.home_dir)
+        return (self.ip or "127.0.0.1", self.port)
 
 
 c.JupyterHub.spawner_class = FlaggedSpawner

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: formatting, the real lab (installed into .cache/ on first use),
 # then every test (unit, config fixtures, hostile stub hub, the real JupyterHub lab, the daemon, the status
-# pages in headless Chromium) with the lints and the Helm chart's checks (scripts/test-chart.sh) beside them.
+# pages in headless Chromium), linted by clippy as they compile, with the Helm chart's checks beside them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,24 +29,26 @@ joined() {
 }
 
 cargo fmt --all -- --check
+# The lints run in the test build: clippy-driver compiles hubwatch's own targets (lib, bin, tests, benches) and
+# lints them as it goes, with what `cargo clippy --all-targets -- -D warnings` passes it (CLIPPY_ARGS), so the
+# dependencies are compiled once, not twice (a check build of clippy's own was 179 s of both cores from a fresh
+# clone). Both cargo commands below see the same wrapper, or the second would rebuild.
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # The lab installs into .cache/ (pip and npm, mostly waiting on the network and the disk) while the tests compile.
 beside "the lab's install" lab/lab.sh install
 cargo test --all-targets --no-run --quiet
 # The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
 python3 scripts/audit.py
 joined "the lab's install"
-# The lints and the chart need CPU the tests leave idle (they wait on real processes, about 70% busy), so they
-# run beside them, at the lowest priority: a fresh clone's clippy build is three minutes of CPU. Clippy has a
-# build directory of its own, or cargo's lock on target/ would hold the tests back until it finished.
-beside clippy env CARGO_TARGET_DIR=target/clippy nice -n 19 cargo clippy --all-targets --quiet -- -D warnings
+# The chart's check runs beside the tests, at the lowest priority: it needs only the CPU they leave idle.
 beside "the chart's check" nice -n 19 scripts/test-chart.sh
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
-# --no-fail-fast: one run reports every failing test file, not only the first (the lints and chart are joined anyway).
+# --no-fail-fast: one run reports every failing test file, not only the first (the chart is joined anyway).
 # One test more than the machine has cores: the lab and daemon tests spend most of their time waiting on real
 # processes (three at a time kept this 2-core machine about 70% busy: docs/testing.md). TEST_THREADS=N overrides.
 status=0
 threads="${TEST_THREADS:-$(($(nproc) + 1))}"
 HUBWATCH_FULL_TESTS=1 cargo test --all-targets --no-fail-fast -- --include-ignored --test-threads "$threads" || status=$?
-joined clippy
 joined "the chart's check"
 exit "$status"

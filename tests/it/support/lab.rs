@@ -86,19 +86,22 @@ impl Lab {
 
     /// Kills `user`'s single-user server and its kernels (SIGKILL), as when its pod is deleted from outside
     /// or its node goes away: the hub learns it at its next poll. Returns how many processes it killed.
+    /// Kernels carry the user in their environment; a server, forked by the lab's serverfork.py, does not,
+    /// and is found in the lab's record of running servers instead (lab/serverfork.py).
     pub fn kill_server(&self, user: &str) -> usize {
         let lab = std::fs::canonicalize(&self.dir).unwrap();
         let wanted = [format!("HUBWATCH_LAB_ID={}", lab.display()), format!("JUPYTERHUB_USER={user}")];
-        let mut killed = 0;
+        let servers = std::fs::read_dir(lab.join("state/servers")).into_iter().flatten().flatten();
+        let servers = servers.filter(|record| std::fs::read_to_string(record.path()).is_ok_and(|name| name == user));
+        let mut pids: Vec<String> = servers.map(|record| record.file_name().to_string_lossy().into_owned()).collect();
         for process in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(environ) = std::fs::read(process.path().join("environ")) else { continue };
             let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
             if wanted.iter().all(|w| vars.contains(&w.as_bytes())) {
-                let pid = process.file_name().to_string_lossy().to_string();
-                killed += usize::from(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+                pids.push(process.file_name().to_string_lossy().into_owned());
             }
         }
-        killed
+        pids.iter().filter(|pid| Command::new("kill").args(["-KILL", pid.as_str()]).status().unwrap().success()).count()
     }
 
     /// The proxy's REST API (configurable-http-proxy on PORT+2) and its token.
