@@ -34,7 +34,9 @@ c.Proxy.prefix = "/services/dask-gateway"
 c.DaskGateway.backend_class = FlaggedBackend
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
 c.ClusterConfig.scheduler_cmd = [str(VENV_BIN / "dask"), "scheduler"]
-c.ClusterConfig.worker_cmd = [str(VENV_BIN / "dask"), "worker", "--host", "127.0.0.1"]
+# No nanny: a nanny is one more Python process that imports distributed again for each worker (about 0.9 s of
+# CPU), and restarting workers is not what the lab's tests look at.
+c.ClusterConfig.worker_cmd = [str(VENV_BIN / "dask"), "worker", "--host", "127.0.0.1", "--no-nanny"]
 c.ClusterConfig.cluster_max_workers = 2
 LAB_DIR = Path(os.environ["LAB_DIR"])
 # The tag lets lab.sh stop find schedulers and workers (they start new sessions); scratch space stays in the lab.

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 /// jemalloc: at 5,000 simulated hubs glibc's malloc spent a seventh of hubwatch's CPU keeping its free lists
 /// (11.1% of a core in all); jemalloc 8.6–9.4% (docs/benchmarks.md).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Two arenas (not four a core) and freed pages given back within a second: with jemalloc's defaults 5,000
 /// hubs held 136 MB, with these 116 MB, for the same CPU. `_RJEM_MALLOC_CONF` in the environment still
 /// overrides them.
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
