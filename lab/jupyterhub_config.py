@@ -4,7 +4,6 @@ and Dask Gateway as a hub-managed service, plus fault flags (labflags.py). Start
 import asyncio
 import inspect
 import itertools
-import json
 import os
 import shlex
 import socket
@@ -22,6 +21,7 @@ from tornado import web
 
 LAB = Path(__file__).resolve().parent
 sys.path.insert(0, str(LAB))
+import labfork  # noqa: E402
 from labflags import flag, seconds  # noqa: E402
 
 c = get_config()  # noqa: F821
@@ -133,36 +133,27 @@ def server_port():
     raise RuntimeError(f"no free port for a server in {SERVER_PORTS}")
 
 
-class ServerFork:
-    """The hub's end of serverfork.py: started at the first spawn (and again if it died), asked one spawn at a
-    time. Blocking: called in a thread."""
+class LabFork:
+    """Starts the lab's fork server (labfork.py) at the first spawn, and again if it died; its output goes to
+    the hub's log, as a Popen'd server's would."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._process = None
 
     def fork(self, argv, env, cwd):
+        """A forked server's pid. Blocking: called in a thread."""
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._process = subprocess.Popen(
-                    [sys.executable, str(LAB / "serverfork.py")],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
+                    [sys.executable, str(LAB / "labfork.py")],
+                    stdin=subprocess.PIPE,  # its end is the hub's
                     env={**TAG, "PATH": f"{VENV_BIN}:/usr/bin:/bin", "PYTHONPATH": str(LAB), "HOME": str(LAB_DIR)},
                 )
-            self._process.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": cwd}) + "\n")
-            self._process.stdin.flush()
-            line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the lab's serverfork.py exited (see the hub's log)")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise OSError(reply["error"])
-        return reply["pid"]
+        return labfork.fork(argv, env, cwd)
 
 
-SERVER_FORK = ServerFork()
+LAB_FORK = LabFork()
 
 
 class FlaggedSpawner(SimpleLocalProcessSpawner):
@@ -191,11 +182,11 @@ class FlaggedSpawner(SimpleLocalProcessSpawner):
         if flag("spawn-crash", user):
             self.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]
             return await super().start()
-        # LocalProcessSpawner.start, with the server forked by serverfork.py instead of exec'd.
+        # LocalProcessSpawner.start, with the server forked by labfork.py instead of exec'd.
         argv = [str(VENV_BIN / "jupyterhub-singleuser"), *self.get_args()]
-        self.log.info("Spawning (forked by serverfork.py) %s", shlex.join(argv))
+        self.log.info("Spawning (forked by labfork.py) %s", shlex.join(argv))
         self.proc = None
-        self.pid = await asyncio.to_thread(SERVER_FORK.fork, argv, self.get_env(), self.home_dir)
+        self.pid = await asyncio.to_thread(LAB_FORK.fork, argv, self.get_env(), self.home_dir)
         return (self.ip or "127.0.0.1", self.port)
 
 

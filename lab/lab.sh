@@ -99,7 +99,8 @@ write_kernelspec() { # DIR NAME DISPLAY [FAULT]
   mkdir -p "$d"
   cat > "$d/kernel.json" <<JSON
 {"argv": ["$VENV/bin/python", "$LAB/kernel_launcher.py", "-f", "{connection_file}"$fault],
- "display_name": "$3", "language": "python"}
+ "display_name": "$3", "language": "python",
+ "metadata": {"kernel_provisioner": {"provisioner_name": "lab-forked"}}}
 JSON
 }
 

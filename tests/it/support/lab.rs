@@ -86,21 +86,14 @@ impl Lab {
 
     /// Kills `user`'s single-user server and its kernels (SIGKILL), as when its pod is deleted from outside
     /// or its node goes away: the hub learns it at its next poll. Returns how many processes it killed.
-    /// Kernels carry the user in their environment; a server, forked by the lab's serverfork.py, does not,
-    /// and is found in the lab's record of running servers instead (lab/serverfork.py).
+    /// Both are forked by the lab's fork server, which records each by its pid with its user's name while it
+    /// runs (lab/labfork.py).
     pub fn kill_server(&self, user: &str) -> usize {
-        let lab = std::fs::canonicalize(&self.dir).unwrap();
-        let wanted = [format!("HUBWATCH_LAB_ID={}", lab.display()), format!("JUPYTERHUB_USER={user}")];
-        let servers = std::fs::read_dir(lab.join("state/servers")).into_iter().flatten().flatten();
-        let servers = servers.filter(|record| std::fs::read_to_string(record.path()).is_ok_and(|name| name == user));
-        let mut pids: Vec<String> = servers.map(|record| record.file_name().to_string_lossy().into_owned()).collect();
-        for process in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(environ) = std::fs::read(process.path().join("environ")) else { continue };
-            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            if wanted.iter().all(|w| vars.contains(&w.as_bytes())) {
-                pids.push(process.file_name().to_string_lossy().into_owned());
-            }
-        }
+        let records = std::fs::read_dir(self.dir.join("state/forked")).into_iter().flatten().flatten();
+        let pids: Vec<String> = records
+            .filter(|record| std::fs::read_to_string(record.path()).is_ok_and(|name| name == user))
+            .map(|record| record.file_name().to_string_lossy().into_owned())
+            .collect();
         pids.iter().filter(|pid| Command::new("kill").args(["-KILL", pid.as_str()]).status().unwrap().success()).count()
     }
 
