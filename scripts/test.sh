@@ -37,22 +37,32 @@ RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v 
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # A clean checkout builds once: incremental compilation's bookkeeping would only cost it (9 s of 83 measured).
 if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
-# Without the jemalloc feature (Cargo.toml says why); both cargo commands build the same.
-build=(--all-targets --no-default-features)
+# Without the jemalloc feature (Cargo.toml says why), in every cargo command below, or one would rebuild.
+features=(--no-default-features)
 # The lab installs into .cache/ (pip and npm, mostly waiting on the network and the disk) while the tests compile.
 beside "the lab's install" lab/lab.sh install
-cargo test "${build[@]}" --no-run --quiet
+cargo test --all-targets "${features[@]}" --no-run --quiet
 # The locked dependencies against the RustSec advisories, offline (skipped when no database is at hand).
 python3 scripts/audit.py
 joined "the lab's install"
-# The chart's check runs beside the tests, at the lowest priority: it needs only the CPU they leave idle.
+# The chart's check and the benchmarks' smoke runs (seconds each under `cargo test`; the latency one starts a
+# lab) run beside the tests, at the lowest priority: they need only the CPU the tests leave idle (about 30%).
 beside "the chart's check" nice -n 19 scripts/test-chart.sh
+mapfile -t benches < <(cargo test --all-targets "${features[@]}" --no-run --quiet --message-format=json | python3 -c '
+import json, sys
+for message in map(json.loads, sys.stdin):
+    if message.get("reason") == "compiler-artifact" and message["target"]["kind"] == ["bench"]:
+        print(message["executable"])')
+smoke_runs() { for bench in "$@"; do echo "$bench"; HUBWATCH_FULL_TESTS=1 nice -n 19 "$bench" || return; done; }
+beside "the benchmarks' smoke runs" smoke_runs "${benches[@]}"
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is joined anyway).
-# One test more than the machine has cores: the lab and daemon tests spend most of their time waiting on real
-# processes (three at a time kept this 2-core machine about 70% busy: docs/testing.md). TEST_THREADS=N overrides.
+# One test more than the machine has cores: the lab and daemon tests spend much of their time waiting on real
+# processes (three at a time keep this 2-core machine about 70% busy: docs/testing.md). TEST_THREADS=N overrides.
 status=0
 threads="${TEST_THREADS:-$(($(nproc) + 1))}"
-HUBWATCH_FULL_TESTS=1 cargo test "${build[@]}" --no-fail-fast -- --include-ignored --test-threads "$threads" || status=$?
+HUBWATCH_FULL_TESTS=1 cargo test --lib --bins --tests "${features[@]}" --no-fail-fast -- --include-ignored \
+  --test-threads "$threads" || status=$?
+joined "the benchmarks' smoke runs"
 joined "the chart's check"
 exit "$status"

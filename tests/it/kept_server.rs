@@ -1,4 +1,5 @@
-//! The kept server (`sentinel`) against the real lab, through `hubwatch run` with PagerDuty played by its
+//! The kept server (`sentinel`; named so that libtest, which starts tests in name order, starts this long one
+//! among the first rather than the last) against the real lab, through `hubwatch run` with PagerDuty played by its
 //! stand-in: the last probe user's server is started and kept; a route the proxy loses is seen at the next
 //! look ("route lost", one user: no page) and healed when the route is back; the proxy losing the routes of the
 //! kept server and of a real user working in theirs pages, the real user found in the hub's own log (the
