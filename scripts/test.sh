@@ -57,10 +57,11 @@ smoke_runs() { for bench in "$@"; do echo "$bench"; HUBWATCH_FULL_TESTS=1 nice -
 beside "the benchmarks' smoke runs" smoke_runs "${benches[@]}"
 # Every tier: a missing lab, browser, libfaketime or tmpfs is a failure here, never a skip (tests/it/support/tiers.rs): the tests that need one are #[ignore]d in a plain `cargo test`.
 # --no-fail-fast: one run reports every failing test file, not only the first (the chart is joined anyway).
-# One test more than the machine has cores: the lab and daemon tests spend much of their time waiting on real
-# processes (three at a time keep this 2-core machine about 70% busy: docs/testing.md). TEST_THREADS=N overrides.
+# Two tests more than the machine has cores: the lab and daemon tests spend much of their time waiting on real
+# processes (three at a time kept this 2-core machine 71% busy once the lab forked its servers and kernels;
+# four took 586 s instead of about 700: docs/testing.md). TEST_THREADS=N overrides.
 status=0
-threads="${TEST_THREADS:-$(($(nproc) + 1))}"
+threads="${TEST_THREADS:-$(($(nproc) + 2))}"
 HUBWATCH_FULL_TESTS=1 cargo test --lib --bins --tests "${features[@]}" --no-fail-fast -- --include-ignored \
   --test-threads "$threads" || status=$?
 joined "the benchmarks' smoke runs"

@@ -57,6 +57,13 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     // The webhook's first body of `event` (`ticket_opened`, `ticket_closed`) for a ticket of `kind`.
     let ticket =
         |kind: &str, event: &str| receiver.accepted().into_iter().find(|b| b["event"] == event && b["kind"] == kind);
+    // Heals the lab; the ticket of `kind` closes within `within`, `because`, and nothing was paged.
+    let closes = async |kind: &str, within: Duration, because: &str| {
+        lab.clear_flags();
+        wait_for(&format!("the {kind} ticket closed"), within, async || ticket(kind, "ticket_closed").is_some()).await;
+        assert_eq!(ticket(kind, "ticket_closed").unwrap()["closed_because"], because);
+        assert!(pd.accepted().is_empty(), "a {kind} ticket is never paged: {:?}", pd.accepted_actions());
+    };
     wait_for("a slow-starts ticket", (EVERY + TIMEOUT) * 2, async || ticket("slow_starts", "ticket_opened").is_some())
         .await;
     let opened = ticket("slow_starts", "ticket_opened").unwrap();
@@ -75,13 +82,7 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     let p90 = lab_status["server_starts"]["p90_seconds"].as_f64().unwrap();
     assert!(p90 > 10.0, "the day's p90 shows the slow starts: {lab_status}");
 
-    lab.clear_flags();
-    wait_for("the slow-starts ticket closed", (EVERY + TIMEOUT) * 2, async || {
-        ticket("slow_starts", "ticket_closed").is_some()
-    })
-    .await;
-    assert_eq!(ticket("slow_starts", "ticket_closed").unwrap()["closed_because"], "servers start in time again");
-    assert!(pd.accepted().is_empty(), "nothing was paged");
+    closes("slow_starts", (EVERY + TIMEOUT) * 2, "servers start in time again").await;
 
     eprintln!("phase: a brand-new user's home cannot be made (the first-login check, every 30 s)");
     lab.set_flag("new-home-fail", None, "");
@@ -93,13 +94,7 @@ async fn one_user_failing_or_slow_starts_are_tickets_stuck_starts_a_page() {
     let summary = opened["summary"].as_str().unwrap();
     assert!(summary.starts_with("lab: a brand-new user cannot get started: progress: "), "{summary}");
     assert!(summary.contains("Permission denied"), "{summary}");
-    lab.clear_flags();
-    wait_for("the first-login ticket closed", Duration::from_secs(120), async || {
-        ticket("first_login", "ticket_closed").is_some()
-    })
-    .await;
-    assert_eq!(ticket("first_login", "ticket_closed").unwrap()["closed_because"], "a brand-new user got started again");
-    assert!(pd.accepted().is_empty(), "a first login's failure is never paged");
+    closes("first_login", Duration::from_secs(120), "a brand-new user got started again").await;
 
     eprintln!("phase: every start stuck after `Spawning server...` (stuck_after 40 s, timeout 90 s)");
     lab.set_flag("spawn-hang", None, "");

@@ -122,8 +122,7 @@ fn failed(user: &str) -> ProbeOutcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_full_keeps_the_decision_until_the_store_takes_it() {
     hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
+    let (pd, events_url) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "state_path: {}\npagerduty: {{routing_key: {{env: ROUTING_KEY}}, events_url: \"{events_url}\", retry_delay: 1s}}\nhubs:\n  - name: temple\n    url: https://temple.example.org\n    token: {{env: T}}\n    users: [probe-1, probe-2]\n",

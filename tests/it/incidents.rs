@@ -121,8 +121,7 @@ impl Setup {
 
 #[tokio::test]
 async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
     let t0 = SystemTime::now();
@@ -178,8 +177,7 @@ async fn one_trigger_naming_both_users_then_one_resolve_with_the_same_key() {
 
 #[tokio::test]
 async fn errors_and_rate_limits_delay_the_trigger_but_it_arrives_exactly_once() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     pd.queue_faults([Fault::Status(500), Fault::Status(503), Fault::Hang, Fault::Status(429), Fault::Status(502)]);
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
@@ -195,8 +193,7 @@ async fn errors_and_rate_limits_delay_the_trigger_but_it_arrives_exactly_once() 
 
 #[tokio::test]
 async fn a_resolve_never_goes_before_its_trigger() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     pd.set_outage(Some(Fault::Status(500)));
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
@@ -228,8 +225,7 @@ async fn a_resolve_never_goes_before_its_trigger() {
 
 #[tokio::test]
 async fn an_invalid_event_is_not_retried_and_is_counted() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     pd.queue_faults([Fault::Status(400)]);
     let dir = tempfile::tempdir().unwrap();
     let mut s = setup(Some(&url), &dir.path().join("state.db"));
@@ -243,8 +239,7 @@ async fn an_invalid_event_is_not_retried_and_is_counted() {
 
 #[tokio::test]
 async fn after_a_restart_the_open_incident_is_not_paged_again_and_its_resolve_is_sent() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let t0 = SystemTime::now();
@@ -339,8 +334,7 @@ async fn a_snapshot_restored_into_another_store_carries_incidents_timelines_and_
 
 #[tokio::test]
 async fn an_older_leaders_unsent_page_in_its_mirror_is_sent_as_that_version_rendered_it() {
-    let pd = PagerDuty::default();
-    let url = pd.clone().start().await;
+    let (pd, url) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let mut leader = setup(None, &dir.path().join("leader.db"));
     leader.both_fail(Capability::Server, SystemTime::now());

@@ -196,8 +196,7 @@ fn triggers(pd: &PagerDuty, key: &str) -> Vec<Value> {
 
 /// The PagerDuty stand-in, a state directory and the usual config (no webhook).
 async fn usual() -> (PagerDuty, tempfile::TempDir, Config) {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
+    let (pd, events) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(&events, None, &state_path(&dir));
     (pd, dir, config)
@@ -289,8 +288,7 @@ async fn a_silenced_outage_pages_once_when_the_silence_ends_and_never_if_it_reco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_go_to_their_hubs_service_with_its_priority_and_the_webhook_gets_everything_once() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
+    let (pd, events) = PagerDuty::running().await;
     pd.inner.lock().unwrap().rest_outage = Some(Fault::Status(500));
     let receiver = Receiver::default();
     let hook = receiver.clone().start(3).await;
@@ -462,8 +460,7 @@ async fn a_rollout_holds_pages_for_its_grace_and_an_annotation_silences_until_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
     const WELL_INSIDE: Duration = Duration::from_secs(10);
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
+    let (pd, events) = PagerDuty::running().await;
     let receiver = Receiver::default();
     let hook = receiver.clone().start(0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -515,8 +512,7 @@ async fn a_hanging_webhook_and_rest_api_delay_only_themselves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resolve_goes_where_its_trigger_went_whatever_the_configuration_says_later() {
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
+    let (pd, events) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = start(&config(&events, None, &state_path(&dir)));
     let key = s.outage("lab", SystemTime::now());

@@ -34,8 +34,7 @@ fn peer(dir: &Path, me: &str, at: &Instance, other: &str, other_at: &Instance, e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_pages_from_the_other_and_resolves_when_back() {
     hubwatch::http::install_crypto_provider();
-    let pd = PagerDuty::default();
-    let events = pd.clone().start().await;
+    let (pd, events) = PagerDuty::running().await;
     let dir = tempfile::tempdir().unwrap();
     let (east_at, west_at) = (Instance::new().await, Instance::new().await);
     let east = peer(dir.path(), "east", &east_at, "west", &west_at, &events);

@@ -8,6 +8,7 @@
 //! take 6 s.
 
 use crate::support::disk::SmallDisk;
+use crate::support::json_of;
 use crate::support::lab::Lab;
 use crate::support::tiers::{Needs, require};
 use Capability::*;
@@ -15,7 +16,6 @@ use hubwatch::cli::run_all;
 use hubwatch::config::Config;
 use hubwatch::domain::{Capability, FailureCause, ProbeOutcome, ProbeResult, Stage};
 use hubwatch::redact::Redactor;
-use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,21 +145,23 @@ async fn check(config: &Config, hub: &str) -> Run {
     Run { outcomes }
 }
 
+/// Clears every fault flag and asserts that the probes left nothing behind them.
+async fn healed(lab: &Lab) {
+    lab.clear_flags();
+    assert_nothing_left(lab, &EVERYONE).await;
+}
+
 /// Asserts through the hub and gateway APIs that no probe server, kernel or cluster is left.
 async fn assert_nothing_left(lab: &Lab, users: &[&str]) {
     let http = reqwest::Client::new();
     for user in users {
         assert!(lab.has_no_server(user).await, "{user} still has a server: {}", lab.servers_of(user).await);
         let user_token = lab.mint_user_token(user).await;
-        let clusters: Value = http
-            .get(format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url))
-            .header("Authorization", format!("jupyterhub {user_token}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let clusters = json_of(
+            http.get(format!("{}/services/dask-gateway/api/v1/clusters/?status=running,pending", lab.url))
+                .header("Authorization", format!("jupyterhub {user_token}")),
+        )
+        .await;
         let clusters = clusters.as_object().unwrap_or_else(|| panic!("the gateway lists clusters: {clusters}"));
         assert!(clusters.is_empty(), "{user} still has clusters: {clusters:?}");
     }
@@ -216,8 +218,7 @@ async fn login_refused_erroring_or_too_slow_fails_login_and_blocks_the_rest() {
     let run = check(&config, "lab-form").await;
     run.assert_failed(Login, "probe-3", Stage::LoginSubmit, "no answer within the 3s timeout");
     run.assert_within(&config);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
@@ -232,8 +233,7 @@ async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_
         run.assert_blocked(Kernel, user, Server);
         run.assert_ok(DaskGateway, user);
     }
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("spawn failing for one user only");
     lab.set_flag("spawn-fail", Some("probe-1"), "");
@@ -241,8 +241,7 @@ async fn spawns_failing_for_everyone_or_one_user_fail_at_progress_with_the_hubs_
     run.assert_failed(Server, "probe-1", Stage::Progress, "injected spawn failure");
     run.assert_ok(Server, "probe-2");
     run.assert_ok(Kernel, "probe-2");
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("the hub's spawn throttle: a real user's start pending, one start at a time");
     the_hubs_spawn_throttle_fails_the_request_in_its_words_and_logs_each_user(&lab, &config).await;
@@ -316,8 +315,7 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
         run.assert_blocked(Kernel, user, Server);
     }
     run.assert_within(&config);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("the single-user process crashes at start");
     lab.set_flag("spawn-crash", Some("probe-1"), "");
@@ -325,8 +323,7 @@ async fn a_spawn_too_slow_or_a_server_that_crashes_fails_within_the_probes_timeo
     run.assert_failed(Server, "probe-1", Stage::Progress, "Spawn failed");
     run.assert_ok(Server, "probe-2");
     run.assert_within(&config);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("a stuck spawner: no progress after `Spawning server...`; given up after stuck_after, not the 25 s");
     let stuck = config_with(&lab, Timeouts(10, 25, 10, 30), Extra { server: ", stuck_after: 6s", ..Extra::default() });
@@ -351,8 +348,7 @@ async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
     run.assert_failed(Kernel, "probe-1", Stage::Connect, "did not complete within the 10s timeout");
     run.assert_ok(Kernel, "probe-2");
     run.assert_within(&config);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("the kernel hangs");
     lab.set_flag("kernel-hang", None, "");
@@ -362,8 +358,7 @@ async fn a_kernel_that_crashes_or_hangs_fails_at_connect_and_is_deleted() {
         run.assert_failed(Kernel, user, Stage::Connect, "did not complete within the 10s timeout");
     }
     run.assert_within(&config);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
@@ -376,8 +371,7 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
         run.assert_failed(DaskGateway, user, Stage::WaitRunning, "FAILED");
         run.assert_ok(Kernel, user);
     }
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 
     eprintln!("the gateway is down (frozen: every call hangs)");
     lab.signal("GATEWAY_PID", "STOP");
@@ -412,8 +406,7 @@ async fn dask_clusters_failing_or_the_gateway_frozen_fail_the_dask_probe_only() 
     };
     assert!(run.outcomes.iter().filter(from_pod).all(|o| o.result == ProbeResult::Ok), "the gateway answers hubwatch");
     run.assert_within(&inside);
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 }
 
 #[ignore = "needs the lab (scripts/test.sh runs it)"]
@@ -454,15 +447,12 @@ async fn a_binder_launch_reaches_the_launched_server_and_shuts_it_down() {
 
 /// The lab's users whose names start with `prefix`, through the first-login check's token.
 async fn users_named(lab: &Lab, prefix: &str) -> Vec<String> {
-    let users: Value = reqwest::Client::new()
-        .get(format!("{}/hub/api/users?name_filter={prefix}", lab.url))
-        .header("Authorization", format!("token {}", lab.first_login_token()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = json_of(
+        reqwest::Client::new()
+            .get(format!("{}/hub/api/users?name_filter={prefix}", lab.url))
+            .header("Authorization", format!("token {}", lab.first_login_token())),
+    )
+    .await;
     users.as_array().unwrap().iter().filter_map(|u| u["name"].as_str().map(String::from)).collect()
 }
 
@@ -598,6 +588,5 @@ async fn a_broken_package_fails_the_kernel_at_the_cell_that_imports_it() {
         "cell 1 of 2 (import labpackage): the code raised ImportError: libopenblas.so.0: cannot open shared object file",
     );
     run.assert_ok(Kernel, "probe-4");
-    lab.clear_flags();
-    assert_nothing_left(&lab, &EVERYONE).await;
+    healed(&lab).await;
 }

@@ -217,8 +217,7 @@ async fn no_planted_secret_of_any_kind_reaches_any_output() {
         behaviour.failure_messages = planted.iter().map(|p| p.carrier.clone()).collect();
     }
     let hub_url = stub.clone().start().await;
-    let pd = PagerDuty::default();
-    let events_url = pd.clone().start().await;
+    let (pd, events_url) = PagerDuty::running().await;
     let api = ApiServer::default();
     k8s_fixtures::load(&api, Trouble::BrokenImage, SystemTime::now());
     plant_in_the_cluster(&api, &planted);

@@ -58,12 +58,14 @@ fn start(dir: &Path, extra: &str, log: &str) -> (Daemon, std::net::SocketAddr, s
     (Daemon::start(&config, listen, &[("HUB_TOKEN", "x")], dir.join(log)), listen, metrics)
 }
 
-/// As [`start`] with the usual configuration, once it is ready.
-async fn ready(dir: &Path) -> (Daemon, std::net::SocketAddr, std::net::SocketAddr) {
+/// As [`start`] with the usual configuration in a directory of its own (kept while the daemon runs: bind it),
+/// once it is ready.
+async fn ready() -> (tempfile::TempDir, Daemon, std::net::SocketAddr, std::net::SocketAddr) {
     hubwatch::http::install_crypto_provider();
-    let started = start(dir, "", "web.log");
-    started.0.wait_ready().await;
-    started
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, listen, metrics) = start(dir.path(), "", "web.log");
+    daemon.wait_ready().await;
+    (dir, daemon, listen, metrics)
 }
 
 async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, &str)>) -> reqwest::Response {
@@ -76,8 +78,7 @@ async fn answer(client: &reqwest::Client, url: &str, credentials: Option<(&str, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_needs_credentials_the_probes_do_not_and_failures_are_throttled() {
-    let dir = tempfile::tempdir().unwrap();
-    let (daemon, listen, metrics) = ready(dir.path()).await;
+    let (_dir, daemon, listen, metrics) = ready().await;
     let client = reqwest::Client::new();
     let base = format!("http://{listen}");
     for path in PAGES {
@@ -232,8 +233,7 @@ async fn incidents_are_listed_fifty_to_a_page() {
 /// user it authenticated as; an unknown field is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_writes_and_rebound_hosts_are_refused_and_the_cli_still_silences() {
-    let dir = tempfile::tempdir().unwrap();
-    let (daemon, listen, _) = ready(dir.path()).await;
+    let (_dir, daemon, listen, _) = ready().await;
     let client = reqwest::Client::new();
     let silences = format!("http://{listen}/api/v1/silences");
     // The form's single field name holds the JSON; its value closes it (text/plain's `name=value`).

@@ -151,14 +151,10 @@ async fn launch(binder: &BinderHub) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let minted: Value = hub(reqwest::Method::POST, "/tokens")
-        .json(&json!({"expires_in": 600, "note": "binderhub stand-in launch"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = super::json_of(
+        hub(reqwest::Method::POST, "/tokens").json(&json!({"expires_in": 600, "note": "binderhub stand-in launch"})),
+    )
+    .await;
     binder.inner.lock().unwrap().launching.retain(|u| *u != user);
     let server = format!("{url}/user/{user}/");
     json!({"phase": "ready", "message": format!("server running at {server}\n"), "image": "registry.example.org/binder/r2d-abc:0123abc",

@@ -17,6 +17,11 @@ pub mod tiers;
 pub mod tls;
 pub mod webhook;
 
+/// Sends `request` and reads its answer as JSON: a test's look at an API it relies on (any failure panics).
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// A page for `hub`'s hub_access incident as the incident manager queues one, for tests that only need one stored.
 pub fn a_trigger(hub: &str, at: std::time::SystemTime) -> hubwatch::store::NewEvent {
     use hubwatch::domain::{IncidentKind, Message, Page, Severity, Symptoms};

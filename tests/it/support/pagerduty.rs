@@ -104,6 +104,13 @@ pub const API_TOKEN: &str = "u+rest-api-token-for-tests";
 pub const FROM_EMAIL: &str = "oncall@example.org";
 
 impl PagerDuty {
+    /// A stand-in serving on a random loopback port: itself (what it accepted) and its events URL.
+    pub async fn running() -> (PagerDuty, String) {
+        let pd = PagerDuty::default();
+        let url = pd.clone().start().await;
+        (pd, url)
+    }
+
     /// Serves `POST /v2/enqueue` on a random loopback port; returns the events URL.
     pub async fn start(self) -> String {
         let app = Router::new()
