@@ -9,10 +9,10 @@ a kernel's — on two cores the lab's tests are bound by CPU, and these starts w
 Started by the hub at its first spawn (jupyterhub_config.py), its output in the hub's log; it ends when the hub
 does (the hub holds its stdin). Callers (the hub's spawner, the servers' kernel provisioner in labkernels.py)
 connect to $LAB_DIR/state/labfork.sock, write one JSON line {"argv", "env", "cwd"} and read one back: {"pid"}
-or {"error"}. A forked process is this process's
-child: it is reaped here the moment it exits (the callers watch it by pid, and a zombie would look alive), its
-exit status written first to state/exits/<pid>. While it runs, state/forked/<pid> holds its user's name: its
-/proc/PID/environ is this process's (fork does not replace it), so the tests' Lab::kill_server finds it there.
+or {"error"}. A forked process is this process's child: it is reaped here the moment it exits (the callers
+watch it by pid, and a zombie would look alive), its exit status written first to state/exits/<pid>. While it
+runs, state/forked/<pid> holds its user's name: its /proc/PID/environ is this process's (fork does not replace
+it), so the tests' Lab::kill_server finds it there.
 """
 
 import json

@@ -46,7 +46,7 @@ cargo test --all-targets "${features[@]}" --no-run --quiet
 python3 scripts/audit.py
 joined "the lab's install"
 # The chart's check and the benchmarks' smoke runs (seconds each under `cargo test`; the latency one starts a
-# lab) run beside the tests, at the lowest priority: they need only the CPU the tests leave idle (about 30%).
+# lab) run beside the tests, at the lowest priority: they need only the CPU the tests leave idle.
 beside "the chart's check" nice -n 19 scripts/test-chart.sh
 mapfile -t benches < <(cargo test --all-targets "${features[@]}" --no-run --quiet --message-format=json | python3 -c '
 import json, sys

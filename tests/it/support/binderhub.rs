@@ -191,5 +191,5 @@ fn user_api(method: reqwest::Method, url: &str, token: &str, user: &str, path: &
 
 /// The hub's model of `user` (their servers, ready or not).
 async fn user_model(url: &str, token: &str, user: &str) -> Value {
-    user_api(reqwest::Method::GET, url, token, user, "").send().await.unwrap().json().await.unwrap()
+    super::json_of(user_api(reqwest::Method::GET, url, token, user, "")).await
 }
