@@ -5,10 +5,13 @@
 use crate::domain::Secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
+    USER_AGENT as USER_AGENT_HEADER,
+};
+use hyper::{Method, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
-use reqwest::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
@@ -77,14 +80,12 @@ type Direct = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<Ht
 /// One HTTP client for all hubs and sinks; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    /// Every request goes to hyper's client directly: reqwest's layers around it (the URL parsed again, the
-    /// redirect layer even with redirects off) were a sixth of hubwatch's CPU at thousands of hubs
-    /// (docs/benchmarks.md).
+    /// Every request goes to hyper's client directly, built by [`RequestBuilder`]: reqwest's layers around it
+    /// (the URL parsed again, the redirect layer even with redirects off) were a sixth of hubwatch's CPU at
+    /// thousands of hubs, and building through reqwest a twentieth (docs/benchmarks.md).
     direct: Direct,
-    /// Builds the requests (headers, JSON bodies, basic authentication); nothing is sent through it.
-    inner: reqwest::Client,
-    /// TLS as hyper's client and reqwest's have it (the system's trusted certificates), for the kernels'
-    /// websockets: a hub whose certificate the system trusts is trusted for all of its probes.
+    /// TLS as hyper's client has it (the system's trusted certificates), for the kernels' websockets: a hub
+    /// whose certificate the system trusts is trusted for all of its probes.
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -92,8 +93,6 @@ pub struct HttpClient {
 pub enum ClientError {
     #[error("cannot load the system's trusted certificates: {0}")]
     Roots(#[from] rustls::Error),
-    #[error("cannot build the HTTP client: {0}")]
-    Build(#[from] reqwest::Error),
 }
 
 const USER_AGENT: &str = concat!("hubwatch/", env!("CARGO_PKG_VERSION"));
@@ -106,16 +105,33 @@ impl HttpClient {
         install_crypto_provider();
         use rustls_platform_verifier::BuilderVerifierExt;
         let tls = rustls::ClientConfig::builder().with_platform_verifier()?.with_no_client_auth();
-        let inner = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls.clone())
-            // Were anything sent through it: redirects are part of what is checked (login answers 302).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(HttpClient { direct: direct(tls.clone()), inner, tls: Arc::new(tls) })
+        Ok(HttpClient { direct: direct(tls.clone()), tls: Arc::new(tls) })
     }
 
-    pub fn reqwest(&self) -> &reqwest::Client {
-        &self.inner
+    /// A request to `target`, with the user agent and `Accept: */*` (which its headers may replace).
+    pub fn request(&self, method: Method, target: impl Target) -> RequestBuilder {
+        let request = target.uri().map(|uri| {
+            let mut request = hyper::Request::new(Full::new(Bytes::new()));
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            let headers = request.headers_mut();
+            headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+            request
+        });
+        RequestBuilder { request }
+    }
+
+    pub fn get(&self, target: impl Target) -> RequestBuilder {
+        self.request(Method::GET, target)
+    }
+
+    pub fn post(&self, target: impl Target) -> RequestBuilder {
+        self.request(Method::POST, target)
+    }
+
+    pub fn put(&self, target: impl Target) -> RequestBuilder {
+        self.request(Method::PUT, target)
     }
 
     /// The TLS settings for a connection made outside this client (a websocket).
@@ -127,24 +143,21 @@ impl HttpClient {
     pub async fn call(
         &self,
         method: Method,
-        url: Url,
+        target: impl Target,
         auth: Auth<'_>,
         body: Option<&serde_json::Value>,
         deadline: Instant,
     ) -> Result<Response, RequestError> {
-        let mut request = self.inner.request(method, url);
-        if let Some(header) = auth.header() {
-            request = request.header(AUTHORIZATION, header);
-        }
+        let mut request = self.request(method, target).auth(auth);
         if let Some(body) = body {
             request = request.json(body);
         }
         self.send(request, deadline).await
     }
 
-    /// Sends `request` (headers and a body in full, as reqwest builds them; never redirected) and reads its
-    /// answer's body up to [`BODY_LIMIT`], all before `deadline`.
-    pub async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Response, RequestError> {
+    /// Sends `request` (never redirected) and reads its answer's body up to [`BODY_LIMIT`], all before
+    /// `deadline`.
+    pub async fn send(&self, request: RequestBuilder, deadline: Instant) -> Result<Response, RequestError> {
         // One timer for the answer and its body (a timer costs about what parsing the answer does).
         let answered = async { self.answer(request).await?.rest(BODY_LIMIT).await };
         timeout_at(deadline, answered).await.map_err(|_| RequestError::Timeout)?
@@ -152,12 +165,13 @@ impl HttpClient {
 
     /// Sends `request` and returns as soon as the answer's head has come (before `deadline`), its body to be
     /// read as it streams in.
-    pub async fn open(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Result<Streaming, RequestError> {
+    pub async fn open(&self, request: RequestBuilder, deadline: Instant) -> Result<Streaming, RequestError> {
         timeout_at(deadline, self.answer(request)).await.map_err(|_| RequestError::Timeout)?
     }
 
-    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Streaming, RequestError> {
-        let (head, body) = self.direct.request(direct_request(request)?).await.map_err(from_hyper)?.into_parts();
+    async fn answer(&self, request: RequestBuilder) -> Result<Streaming, RequestError> {
+        let request = request.request.map_err(RequestError::Transport)?;
+        let (head, body) = self.direct.request(request).await.map_err(from_hyper)?.into_parts();
         Ok(Streaming { status: head.status, headers: head.headers, body })
     }
 }
@@ -221,33 +235,98 @@ fn direct(tls: rustls::ClientConfig) -> Direct {
         .build(connector)
 }
 
-/// What reqwest built, as hyper's request: the same method, URL, headers (with reqwest's defaults: the
-/// user agent, `accept: */*`) and body.
-fn direct_request(request: reqwest::RequestBuilder) -> Result<hyper::Request<Full<Bytes>>, RequestError> {
-    let mut request = request.build().map_err(|e| RequestError::Transport(scrub(&innermost(&e))))?;
-    let body = match request.body() {
-        None => Bytes::new(),
-        Some(body) => match body.as_bytes() {
-            Some(bytes) => Bytes::copy_from_slice(bytes),
-            None => return Err(RequestError::Transport("a streamed request body cannot be sent whole".into())),
-        },
-    };
-    let uri: hyper::Uri = request
-        .url()
-        .as_str()
-        .parse()
-        .map_err(|e: hyper::http::uri::InvalidUri| RequestError::Transport(e.to_string()))?;
-    let mut out = hyper::Request::new(Full::new(body));
-    *out.method_mut() = request.method().clone();
-    *out.uri_mut() = uri;
-    let headers = out.headers_mut();
-    *headers = std::mem::take(request.headers_mut());
-    headers.entry(USER_AGENT_HEADER).or_insert(HeaderValue::from_static(USER_AGENT));
-    headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-    Ok(out)
+/// Where a request goes: a URL as the configuration holds it, or a URI made without one (a hub's paths,
+/// joined as text: `probe::hub_url`).
+pub trait Target {
+    fn uri(self) -> Result<Uri, String>;
 }
 
-/// reqwest and tokio-tungstenite both use rustls, which needs one process-wide crypto provider; ring is the
+impl Target for Uri {
+    fn uri(self) -> Result<Uri, String> {
+        Ok(self)
+    }
+}
+
+impl Target for &Url {
+    fn uri(self) -> Result<Uri, String> {
+        // Never quoted: a URL may carry a key in its path (a heartbeat's).
+        self.as_str().parse().map_err(|e: hyper::http::uri::InvalidUri| format!("the URL cannot be sent ({e})"))
+    }
+}
+
+impl Target for Url {
+    fn uri(self) -> Result<Uri, String> {
+        (&self).uri()
+    }
+}
+
+/// A request being made: hyper's request with the headers and body hubwatch gives it. What cannot be made
+/// (a URL hyper refuses, a header value with a line break) is the error of its send.
+pub struct RequestBuilder {
+    request: Result<hyper::Request<Full<Bytes>>, String>,
+}
+
+impl RequestBuilder {
+    /// Sets header `name` (replacing the value there was).
+    pub fn header<V>(mut self, name: impl Into<HeaderName>, value: V) -> Self
+    where
+        HeaderValue: TryFrom<V>,
+    {
+        if let Ok(request) = &mut self.request {
+            match HeaderValue::try_from(value) {
+                Ok(value) => _ = request.headers_mut().insert(name.into(), value),
+                Err(_) => self.request = Err(format!("the value of header {} is not valid", name.into())),
+            }
+        }
+        self
+    }
+
+    /// Sets each of `headers` (replacing the values there were).
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        if let Ok(request) = &mut self.request {
+            for (name, value) in headers.iter() {
+                request.headers_mut().insert(name, value.clone());
+            }
+        }
+        self
+    }
+
+    /// Sets the `Authorization` header `auth` makes (marked sensitive), if any.
+    pub fn auth(self, auth: Auth<'_>) -> Self {
+        match auth.header() {
+            Some(value) => self.header(AUTHORIZATION, value),
+            None => self,
+        }
+    }
+
+    /// HTTP basic authentication (marked sensitive).
+    pub fn basic_auth(self, user: &str, password: Option<&str>) -> Self {
+        use base64::Engine;
+        let pair = format!("{user}:{}", password.unwrap_or_default());
+        let mut value =
+            HeaderValue::try_from(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+                .unwrap_or(HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        self.header(AUTHORIZATION, value)
+    }
+
+    /// `body` as JSON, with its content type.
+    pub fn json<T: serde::Serialize + ?Sized>(self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => self.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(bytes),
+            Err(e) => RequestBuilder { request: Err(format!("cannot write the request body: {e}")) },
+        }
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        if let Ok(request) = &mut self.request {
+            *request.body_mut() = Full::new(body.into());
+        }
+        self
+    }
+}
+
+/// hyper's client and tokio-tungstenite both use rustls, which needs one process-wide crypto provider; ring is the
 /// one in the tree (no aws-lc, no openssl). Installing it twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

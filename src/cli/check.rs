@@ -99,7 +99,7 @@ pub fn remote(url: &url::Url, hub: &str, output: Output) -> ExitCode {
         let http = HttpClient::new().map_err(|e| e.to_string())?;
         // A write is JSON (the API refuses other bodies: no form can post it cross-site).
         let body = Some(serde_json::json!({}));
-        super::remote::call(&http, reqwest::Method::POST, url, &path, body, REMOTE_TIMEOUT).await
+        super::remote::call(&http, hyper::Method::POST, url, &path, body, REMOTE_TIMEOUT).await
     });
     let rows = match answered {
         Ok(Value::Array(rows)) => rows,

@@ -10,7 +10,7 @@ use url::Url;
 /// One request to the API; its JSON answer, or what went wrong (hubwatch's own `error` when it gives one).
 pub async fn call(
     http: &HttpClient,
-    method: reqwest::Method,
+    method: hyper::Method,
     base: &Url,
     path: &str,
     body: Option<Value>,
@@ -22,9 +22,9 @@ pub async fn call(
         Url::parse(&format!("{base}/")).map_err(|e| e.to_string())?
     };
     let url = base.join(path).map_err(|e| e.to_string())?;
-    let mut request = http.reqwest().request(method, url.clone());
+    let mut request = http.request(method, url.clone());
     if let Ok(user) = std::env::var("HUBWATCH_WEB_USER") {
-        request = request.basic_auth(user, std::env::var("HUBWATCH_WEB_PASSWORD").ok());
+        request = request.basic_auth(&user, std::env::var("HUBWATCH_WEB_PASSWORD").ok().as_deref());
     }
     if let Some(body) = body {
         request = request.json(&body);

@@ -73,7 +73,7 @@ pub fn command(command: SilenceCommand) -> ExitCode {
                     .or_else(|| std::env::var("USER").ok());
                 let body = json!({"hub": hub, "kind": kind, "duration": duration, "ends_at": until,
                     "starts_at": from, "every": every, "reason": reason, "created_by": author});
-                let silence = call(&http, reqwest::Method::POST, &url, "api/v1/silences", Some(body), TIMEOUT).await?;
+                let silence = call(&http, hyper::Method::POST, &url, "api/v1/silences", Some(body), TIMEOUT).await?;
                 println!("{}", silence["id"].as_str().unwrap_or_default());
                 let field = |key: &str| silence[key].as_str().unwrap_or_default().to_string();
                 let every = silence["every"].as_str().map(|e| format!(", every {e}")).unwrap_or_default();
@@ -81,11 +81,11 @@ pub fn command(command: SilenceCommand) -> ExitCode {
                 Ok(())
             }
             SilenceCommand::List { url, output } => {
-                let list = call(&http, reqwest::Method::GET, &url, "api/v1/silences", None, TIMEOUT).await?;
+                let list = call(&http, hyper::Method::GET, &url, "api/v1/silences", None, TIMEOUT).await?;
                 print_list(list.as_array().map_or(&[][..], Vec::as_slice), output).map_err(|e| e.to_string())
             }
             SilenceCommand::Expire { url, id } => {
-                call(&http, reqwest::Method::DELETE, &url, &format!("api/v1/silences/{id}"), None, TIMEOUT).await?;
+                call(&http, hyper::Method::DELETE, &url, &format!("api/v1/silences/{id}"), None, TIMEOUT).await?;
                 eprintln!("silence {id} expired");
                 Ok(())
             }

@@ -93,7 +93,7 @@ impl Rules<'_> {
     fn headers(&mut self, headers: &mut std::collections::BTreeMap<String, SecretRef>, path: &str) {
         for (name, value) in headers {
             let path = format!("{path}.{name}");
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 self.add(&path, "not a valid HTTP header name");
             }
             self.secret(value, &path);

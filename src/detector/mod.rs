@@ -28,12 +28,12 @@
 //! - A probe user whose latest server start was slow (it started, after `slow_after`) within `window` is
 //!   *slow*; at least `min_affected_users` slow users are a support ticket of their own, never an incident.
 
-use crate::domain::lookup::{named, paired};
+use crate::domain::lookup::{NameMap, named, paired};
 use crate::domain::{
     Capability, HubName, IncidentKind, ProbeOutcome, ProbeResult, SignalSource, Stage, Symptoms, Transition,
     UserFailure, Vantage,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy)]
@@ -63,10 +63,10 @@ type AttemptsOf = (Capability, Vantage);
 #[derive(Debug, Default)]
 struct KindState {
     /// Each probe user's attempts, by capability and where they ran from (a few each: a vector).
-    attempts: HashMap<String, Vec<(AttemptsOf, Attempts)>>,
+    attempts: NameMap<String, Vec<(AttemptsOf, Attempts)>>,
     /// Real users affected now, from signals (not windowed: they hold while the evidence does), per source:
     /// each source speaks only for itself.
-    signals: HashMap<(SignalSource, String, Capability), UserFailure>,
+    signals: NameMap<(SignalSource, String, Capability), UserFailure>,
     /// Users who had a signal while the incident was open: a cleared signal is their recovery.
     signalled: BTreeSet<(String, Capability)>,
     /// While an incident is open: the symptoms last reported, and since when this detector has watched it
@@ -104,16 +104,16 @@ pub struct Detector {
     settings: DetectorSettings,
     /// Per hub, each incident kind's state (a few kinds: a vector). Keyed by the hub's shared name: an
     /// observation copies no name unless the user is new.
-    state: HashMap<HubName, Vec<(IncidentKind, KindState)>>,
+    state: NameMap<HubName, Vec<(IncidentKind, KindState)>>,
     /// Per hub, the probe users whose latest server start was slow, and when it ended.
-    slow: HashMap<HubName, BTreeMap<String, SystemTime>>,
+    slow: NameMap<HubName, BTreeMap<String, SystemTime>>,
     /// Per hub, how its latest first-login check failed (none: it passed, or never ran).
-    first_login: HashMap<HubName, UserFailure>,
+    first_login: NameMap<HubName, UserFailure>,
 }
 
 impl Detector {
     pub fn new(settings: DetectorSettings) -> Self {
-        Detector { settings, state: HashMap::new(), slow: HashMap::new(), first_login: HashMap::new() }
+        Detector { settings, state: NameMap::default(), slow: NameMap::default(), first_login: NameMap::default() }
     }
 
     /// After a restart (at `now`): an incident the store says is open stays open until the recovery rule is

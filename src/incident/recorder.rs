@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::detector::{Detector, DetectorSettings};
 use crate::diagnostics::Diagnostics;
 use crate::diagnostics::collect::Collector;
+use crate::domain::lookup::NameMap;
 use crate::domain::{
     HubName, HubNews, IncidentKey, IncidentKind, ProbeOutcome, ProbeResult, RealUsers, Symptoms, TicketKind, Transition,
 };
@@ -21,7 +22,7 @@ use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use crate::sync::lock;
 use crate::tasks::Tasks;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -71,7 +72,7 @@ pub struct Recorder {
     collected: mpsc::Sender<(IncidentKey, Diagnostics)>,
     arrivals: mpsc::Receiver<(IncidentKey, Diagnostics)>,
     /// Problems below the threshold not yet a support ticket, and since when (see [`Context::ticket_after`]).
-    settling: HashMap<(HubName, IncidentKind), SystemTime>,
+    settling: NameMap<(HubName, IncidentKind), SystemTime>,
 }
 
 impl Recorder {
@@ -103,9 +104,9 @@ impl Recorder {
             tracing::info!(%hub, kind = kind.as_str(), "resumed an open incident");
         }
         let observers =
-            Observers { metrics: context.metrics.clone(), board: context.board.clone(), last: HashMap::new() };
+            Observers { metrics: context.metrics.clone(), board: context.board.clone(), last: NameMap::default() };
         let (collected, arrivals) = mpsc::channel(16);
-        Recorder { detector, manager, context, observers, hubs, collected, arrivals, settling: HashMap::new() }
+        Recorder { detector, manager, context, observers, hubs, collected, arrivals, settling: NameMap::default() }
     }
 
     /// Records until the outcomes channel closes (the scheduler is gone).
@@ -375,7 +376,7 @@ struct Observers {
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
     /// Per hub and kind: affected users and whether an incident is open, as last written.
-    last: HashMap<(HubName, IncidentKind), (usize, bool)>,
+    last: NameMap<(HubName, IncidentKind), (usize, bool)>,
 }
 
 impl Observers {

@@ -4,10 +4,9 @@
 //! its family's description (about 400 bytes): at 5,000 hubs these four were a quarter of the heap, and
 //! updating them hashed every label of every probe's outcome four times.
 
-use crate::domain::lookup::{named, paired};
+use crate::domain::lookup::{NameMap, named, paired};
 use crate::domain::{Capability, Stage};
 use crate::sync::lock;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -58,7 +57,7 @@ pub struct Run<'a> {
 
 #[derive(Debug, Default)]
 pub struct ProbeTallies {
-    hubs: Mutex<HashMap<String, Vec<(Capability, Tally)>>>,
+    hubs: Mutex<NameMap<String, Vec<(Capability, Tally)>>>,
 }
 
 /// A family's name, help and type (its `# HELP` and `# TYPE` lines).

@@ -234,7 +234,7 @@ impl Notifier {
             EventAction::Change => pagerduty.change_events_url(),
             _ => pagerduty.events_url.clone(),
         };
-        let request = self.http.reqwest().post(url).header(reqwest::header::USER_AGENT, self.user_agent()).json(&body);
+        let request = self.http.post(url).header(hyper::header::USER_AGENT, self.user_agent()).json(&body);
         match self.http.send(request, Instant::now() + budget).await {
             Ok(response) => pagerduty::classify(response.status.as_u16(), &response.headers, &response.body),
             Err(e) => Answer::Failed(e.to_string()),

@@ -9,7 +9,7 @@ use crate::health::Health;
 use crate::http::HttpClient;
 use crate::metrics::{Metrics, Ping};
 use crate::store::Store;
-use reqwest::header::{HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -55,10 +55,10 @@ impl Heartbeat {
 
     async fn ping(&self) -> Ping {
         let method = match self.config.method {
-            HeartbeatMethod::Get => reqwest::Method::GET,
-            HeartbeatMethod::Post => reqwest::Method::POST,
+            HeartbeatMethod::Get => hyper::Method::GET,
+            HeartbeatMethod::Post => hyper::Method::POST,
         };
-        let mut request = self.http.reqwest().request(method, self.config.url.clone());
+        let mut request = self.http.request(method, self.config.url.clone());
         for (name, value) in &self.config.headers {
             // Names and values were checked when the config was read.
             if let (Ok(name), Ok(mut value)) =

@@ -176,14 +176,14 @@ pub enum Answer {
 
 /// How long a 429 asks to wait: `Retry-After` in seconds (an HTTP date is not worth parsing here), else the
 /// REST API's `ratelimit-reset`; at most an hour, whatever the header says.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &hyper::header::HeaderMap) -> Option<Duration> {
     ["retry-after", "ratelimit-reset"]
         .iter()
         .find_map(|name| headers.get(*name)?.to_str().ok()?.trim().parse::<u64>().ok())
         .map(|seconds| Duration::from_secs(seconds.min(3600)))
 }
 
-pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Answer {
+pub fn classify(status: u16, headers: &hyper::header::HeaderMap, body: &[u8]) -> Answer {
     let message = || {
         serde_json::from_slice::<Value>(body)
             .ok()
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        let none = reqwest::header::HeaderMap::new();
+        let none = hyper::header::HeaderMap::new();
         assert_eq!(classify(202, &none, b"{}"), Answer::Accepted("202".into()));
         assert_eq!(
             classify(202, &none, br#"{"status":"success","message":"Event processed","dedup_key":"k"}"#),
@@ -352,7 +352,7 @@ mod tests {
             assert!(matches!(classify(status, &none, b"{}"), Answer::KeyRefused(_)), "{status}");
         }
         assert_eq!(classify(429, &none, b""), Answer::RateLimited(None));
-        let mut later = reqwest::header::HeaderMap::new();
+        let mut later = hyper::header::HeaderMap::new();
         later.insert("retry-after", "120".parse().unwrap());
         assert_eq!(classify(429, &later, b""), Answer::RateLimited(Some(Duration::from_secs(120))));
         later.insert("retry-after", "999999".parse().unwrap());

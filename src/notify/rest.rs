@@ -9,7 +9,7 @@ use crate::config::StatusUpdatesConfig;
 use crate::domain::wording::truncate;
 use crate::domain::{Act, Response, ResponseStatus};
 use crate::http::HttpClient;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ impl RestClient<'_> {
         Ok(headers)
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder, write: bool) -> Result<(u16, Value, HeaderMap), Answer> {
+    async fn call(&self, request: crate::http::RequestBuilder, write: bool) -> Result<(u16, Value, HeaderMap), Answer> {
         let headers = self.headers(write).map_err(Answer::Rejected)?;
         let deadline = Instant::now() + self.timeout;
         match self.http.send(request.headers(headers), deadline).await {
@@ -65,7 +65,7 @@ impl RestClient<'_> {
         let mut url = self.settings.api_url.clone();
         url.set_path(&format!("{}/incidents", url.path().trim_end_matches('/')));
         url.query_pairs_mut().append_pair("incident_key", dedup_key);
-        let request = self.http.reqwest().get(url);
+        let request = self.http.get(url);
         match self.call(request, false).await {
             Ok((200, body, _)) => {
                 match body["incidents"].as_array().and_then(|list| list.first()).and_then(|i| i["id"].as_str()) {
@@ -91,7 +91,7 @@ impl RestClient<'_> {
                 .append_pair("date_range", "all")
                 .append_pair("limit", "100")
                 .append_pair("offset", &offset.to_string());
-            let (status, body, headers) = self.call(self.http.reqwest().get(url), false).await?;
+            let (status, body, headers) = self.call(self.http.get(url), false).await?;
             if status != 200 {
                 return Err(answer(status, &body, &headers));
             }
@@ -112,7 +112,7 @@ impl RestClient<'_> {
     pub async fn response(&self, id: &str) -> Result<Response, Answer> {
         let mut url = self.settings.api_url.clone();
         url.set_path(&format!("{}/incidents/{id}", url.path().trim_end_matches('/')));
-        match self.call(self.http.reqwest().get(url), false).await? {
+        match self.call(self.http.get(url), false).await? {
             (200, body, _) => read_response(&body["incident"])
                 .ok_or_else(|| Answer::Rejected(format!("PagerDuty's incident {id} has no status hubwatch knows"))),
             (status, body, headers) => Err(answer(status, &body, &headers)),
@@ -123,7 +123,7 @@ impl RestClient<'_> {
     pub async fn post_note(&self, id: &str, content: &str) -> Answer {
         let mut url = self.settings.api_url.clone();
         url.set_path(&format!("{}/incidents/{id}/notes", url.path().trim_end_matches('/')));
-        let request = self.http.reqwest().post(url).json(&serde_json::json!({"note": {"content": content}}));
+        let request = self.http.post(url).json(&serde_json::json!({"note": {"content": content}}));
         match self.call(request, true).await {
             Ok((status, body, headers)) => answer(status, &body, &headers),
             Err(answer) => answer,
@@ -141,7 +141,7 @@ impl RestClient<'_> {
             let mut url = self.settings.api_url.clone();
             url.set_path(&format!("{}/priorities", url.path().trim_end_matches('/')));
             url.query_pairs_mut().append_pair("limit", "100").append_pair("offset", &offset.to_string());
-            let (status, body, headers) = self.call(self.http.reqwest().get(url), false).await?;
+            let (status, body, headers) = self.call(self.http.get(url), false).await?;
             if status != 200 {
                 return Err(answer(status, &body, &headers));
             }
@@ -169,7 +169,7 @@ impl RestClient<'_> {
         url.set_path(&format!("{}/incidents/{id}", url.path().trim_end_matches('/')));
         let body = serde_json::json!({"incident": {"type": "incident_reference",
             "priority": {"id": priority_id, "type": "priority_reference"}}});
-        match self.call(self.http.reqwest().put(url).json(&body), true).await {
+        match self.call(self.http.put(url).json(&body), true).await {
             Ok((status, body, headers)) => answer(status, &body, &headers),
             Err(answer) => answer,
         }

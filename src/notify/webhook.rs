@@ -9,7 +9,7 @@ use crate::domain::Notice;
 use crate::domain::wording::truncate;
 use crate::http::HttpClient;
 use crate::timefmt::rfc3339;
-use reqwest::header::{HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{HeaderName, HeaderValue, USER_AGENT};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,7 +19,7 @@ pub const WEBHOOK_VERSION: u32 = 1;
 
 /// Posts `body` (from [`render`], or an older version's stored body) with the configured headers.
 pub async fn post(http: &HttpClient, webhook: &WebhookConfig, body: &Value, agent: &str, budget: Duration) -> Answer {
-    let mut request = http.reqwest().post(webhook.url.clone()).header(USER_AGENT, agent).json(body);
+    let mut request = http.post(webhook.url.clone()).header(USER_AGENT, agent).json(body);
     for (name, value) in &webhook.headers {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose()))
         else {
@@ -85,7 +85,7 @@ fn alertmanager(notice: &Notice) -> Value {
     }])
 }
 
-fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Answer {
+fn classify(status: u16, headers: &hyper::header::HeaderMap, body: &[u8]) -> Answer {
     let said = truncate(String::from_utf8_lossy(body).trim(), 200);
     match status {
         200..=299 => Answer::Accepted(format!("HTTP {status}")),
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified_for_retrying() {
-        let none = reqwest::header::HeaderMap::new();
+        let none = hyper::header::HeaderMap::new();
         assert_eq!(classify(204, &none, b""), Answer::Accepted("HTTP 204".into()));
         assert!(matches!(classify(503, &none, b"down"), Answer::Failed(r) if r == "HTTP 503 down"));
         assert_eq!(classify(429, &none, b""), Answer::RateLimited(None));

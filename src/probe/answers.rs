@@ -4,7 +4,7 @@
 
 use crate::domain::wording::truncate;
 use crate::http::{Response, scrub};
-use reqwest::header::HeaderMap;
+use hyper::header::HeaderMap;
 use url::Url;
 
 /// Longest hub message quoted in a failure reason.
@@ -26,7 +26,7 @@ impl Response {
 /// The hub's own words from an error answer: JSON `message`/`error`, or the login error or title of an
 /// HTML page. Truncated and scrubbed of anything that looks like a token.
 pub fn hub_message(headers: &HeaderMap, body: &[u8]) -> String {
-    let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]);
     let message = if content_type.contains("json") || text.trim_start().starts_with('{') {
         #[derive(serde::Deserialize)]
@@ -163,11 +163,11 @@ pub fn path_segment(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use hyper::header::HeaderValue;
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
         h
     }
 

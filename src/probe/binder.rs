@@ -17,7 +17,7 @@ use crate::domain::{Capability, ProbeOutcome, ProbeResult, Secret, Slowness, Sta
 use crate::http::{Auth, scrub};
 use crate::sync::lock;
 use futures_util::future::BoxFuture;
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -156,10 +156,8 @@ impl HubProber {
         let url = binder.url.join(&format!("build/{}/{}", binder.repo, user_path(git_ref))).map_err(|e| {
             StepFailure::monitor(Stage::Resolve, format!("binderhub.repo and ref do not make a URL: {e}"))
         })?;
-        let mut request = self.http.reqwest().get(url).header("Accept", "text/event-stream");
-        if let Some(header) = binder.token.as_ref().and_then(|t| Auth::Token(t).header()) {
-            request = request.header(reqwest::header::AUTHORIZATION, header);
-        }
+        let auth = binder.token.as_deref().map_or(Auth::None, Auth::Token);
+        let request = self.http.get(url).header(hyper::header::ACCEPT, "text/event-stream").auth(auth);
         let opened = self.http.open(request, deadline.at).await;
         let mut response = match opened {
             Err(e) => return Err(deadline.request_failure(Stage::Resolve, e)),

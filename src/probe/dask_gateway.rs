@@ -11,7 +11,7 @@ use crate::config::{DaskGatewayConfig, KernelCell};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response};
 use crate::sync::lock;
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -13,7 +13,7 @@ use super::{Deadline, user_path};
 use crate::config::FRESH_PREFIX;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::Auth;
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -107,8 +107,9 @@ impl HubProber {
     pub(super) async fn delete_leftover_fresh_users(&self, deadline: Deadline) -> Result<usize, StepFailure> {
         let Some(first) = &self.hub.first_login else { return Ok(0) };
         let stage = Stage::DeleteUser;
-        let mut url = hub_url(&self.hub.url, "hub/api/users");
-        url.query_pairs_mut().append_pair("name_filter", FRESH_PREFIX);
+        let query =
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("name_filter", FRESH_PREFIX).finish();
+        let url = hub_url(&self.hub.url, &format!("hub/api/users?{query}"));
         let response = self
             .http
             .call(Method::GET, url, Auth::Token(&first.token), None, deadline.at)

@@ -10,7 +10,7 @@ use super::round::HubProber;
 use super::{Deadline, Stages};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response};
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use url::Url;

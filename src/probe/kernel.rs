@@ -13,7 +13,7 @@ use crate::http::{Auth, HttpClient, scrub};
 use crate::sync::lock;
 use backon::{ConstantBuilder, Retryable};
 use futures_util::{SinkExt, StreamExt};
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
@@ -162,10 +162,10 @@ pub async fn connect(
     url.set_scheme(scheme).expect("ws and wss are valid schemes");
     let mut request =
         url.as_str().into_client_request().map_err(|e| StepFailure::hub(stage, format!("bad websocket URL: {e}")))?;
-    let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+    let mut header = hyper::header::HeaderValue::from_str(&format!("token {}", token.expose()))
         .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
     header.set_sensitive(true);
-    request.headers_mut().insert(reqwest::header::AUTHORIZATION, header);
+    request.headers_mut().insert(hyper::header::AUTHORIZATION, header);
     let config = WebSocketConfig::default().max_message_size(Some(MESSAGE_LIMIT)).max_frame_size(Some(MESSAGE_LIMIT));
     let tls = tokio_tungstenite::Connector::Rustls(http.tls());
     let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls));

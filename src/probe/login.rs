@@ -8,9 +8,9 @@ use super::{Deadline, Stages, user_path};
 use crate::config::LoginMethod;
 use crate::domain::ProbeOutcome;
 use crate::domain::{Capability, Secret, Stage, StepFailure};
-use crate::http::{Auth, HttpClient, Response};
-use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{Method, StatusCode};
+use crate::http::{Auth, HttpClient, Response, Target};
+use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use hyper::{Method, StatusCode};
 use std::time::Duration;
 use url::Url;
 
@@ -181,10 +181,7 @@ pub async fn whoami(
     deadline: Deadline,
 ) -> Result<(), StepFailure> {
     let stage = Stage::WhoAmI;
-    let mut request = http.reqwest().get(hub_url(hub, "hub/api/user"));
-    if let Some(header) = auth.header() {
-        request = request.header(reqwest::header::AUTHORIZATION, header);
-    }
+    let mut request = http.get(hub_url(hub, "hub/api/user")).auth(auth);
     if let Some(cookies) = cookies {
         request = request.header(COOKIE, cookies);
     }
@@ -251,7 +248,6 @@ pub async fn form_login(
         .append_pair("password", password.expose())
         .finish();
     let request = http
-        .reqwest()
         .post(action)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(COOKIE, jar.header())
@@ -276,15 +272,28 @@ pub async fn form_login(
     whoami(http, hub, Auth::None, Some(&jar.header()), user, deadline).await
 }
 
-/// `hub` joined with `path`, a path relative to it without query or fragment (the hub's URL always ends with
-/// a slash). The same URL as `hub.join(path)`, without parsing the whole URL again: at thousands of hubs
-/// that parse (the host's IDNA mapping most of it) was a fiftieth of hubwatch's CPU.
-pub fn hub_url(hub: &Url, path: &str) -> Url {
-    let mut url = hub.clone();
-    url.set_path(&format!("{}{path}", hub.path()));
-    url.set_query(None);
-    url.set_fragment(None);
-    url
+/// `hub` joined with `path` (relative to it, a query allowed; the hub's URL always ends with a slash and has
+/// no query): the URL joining would give, made as text. At thousands of hubs, parsing the URL again (its
+/// host's IDNA mapping most of it), then setting its path and parsing it once more as a URI, were a twentieth
+/// of hubwatch's CPU (docs/benchmarks.md).
+pub fn hub_url(hub: &Url, path: &str) -> HubUrl {
+    HubUrl(format!("{}{path}", &hub[..url::Position::AfterPath]))
+}
+
+/// A URL on a hub, as [`hub_url`] makes it; parsed once, as the request's URI.
+#[derive(Clone, Debug)]
+pub struct HubUrl(String);
+
+impl Target for HubUrl {
+    fn uri(self) -> Result<hyper::Uri, String> {
+        hyper::Uri::try_from(self.0).map_err(|e| format!("the hub's URL cannot be sent ({e})"))
+    }
+}
+
+impl std::fmt::Display for HubUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The few cookies a login needs, by name (paths do not matter: every request goes to the hub).
@@ -347,11 +356,19 @@ mod tests {
     fn hub_urls_are_what_joining_gives() {
         let hubs =
             ["http://127.0.0.1:8000/", "https://hub.example.org/jupyter/", "https://Hub.Example.ORG:443/a%20b/?x=1"];
-        let paths = ["hub/api/user", "hub/login", "hub/api/users/probe-1/tokens", "hub/api/users/n%C3%A9e%2F1/server"];
+        let paths = [
+            "hub/api/user",
+            "hub/login",
+            "hub/api/users/probe-1/tokens",
+            "hub/api/users/n%C3%A9e%2F1/server",
+            "hub/api/users?name_filter=hubwatch-first-",
+        ];
         for hub in hubs {
             let hub = Url::parse(hub).unwrap();
             for path in paths {
-                assert_eq!(hub_url(&hub, path), hub.join(path).unwrap(), "{hub} + {path}");
+                let joined = hub.join(path).unwrap();
+                assert_eq!(hub_url(&hub, path).to_string(), joined.as_str(), "{hub} + {path}");
+                assert_eq!(hub_url(&hub, path).uri().unwrap(), joined.uri().unwrap());
             }
         }
     }

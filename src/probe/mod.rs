@@ -30,6 +30,7 @@ use crate::domain::{Stage, StageTiming, StepFailure, round_ms};
 use crate::http;
 use crate::redact::Redactor;
 use crate::sync::lock;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,16 +82,9 @@ pub struct Stages {
 }
 
 impl Stages {
-    pub async fn run<T>(
-        &self,
-        stage: Stage,
-        step: impl std::future::Future<Output = Result<T, StepFailure>>,
-    ) -> Result<T, StepFailure> {
-        let started = tokio::time::Instant::now();
-        self.enter(stage);
-        let result = step.await;
-        self.leave(stage, started);
-        result
+    /// `step`, recorded as `stage`: entered when it is first polled, left when it ends.
+    pub fn run<F: Future>(&self, stage: Stage, step: F) -> Timed<'_, F> {
+        Timed { stages: self, stage, started: None, step }
     }
 
     /// Marks `stage` as running, for a step whose stages are the phases of one stream ([`Stages::leave`]
@@ -112,6 +106,35 @@ impl Stages {
 
     pub fn into_list(self) -> Vec<StageTiming> {
         crate::sync::into_inner(self.list)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A step recorded as its stage ([`Stages::run`]). A combinator rather than an `async fn`: that would hold
+    /// the step twice (as its argument and as what it awaits), and a round's futures are copied whole when
+    /// they are made: a login round was 9 KB (docs/benchmarks.md).
+    pub struct Timed<'s, F> {
+        stages: &'s Stages,
+        stage: Stage,
+        started: Option<tokio::time::Instant>,
+        #[pin]
+        step: F,
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let (stages, stage) = (*this.stages, *this.stage);
+        let started = *this.started.get_or_insert_with(|| {
+            stages.enter(stage);
+            tokio::time::Instant::now()
+        });
+        let output = std::task::ready!(this.step.poll(cx));
+        stages.leave(stage, started);
+        std::task::Poll::Ready(output)
     }
 }
 

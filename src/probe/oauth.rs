@@ -13,8 +13,8 @@ use super::{Deadline, Stages};
 use crate::domain::wording::truncate;
 use crate::domain::{Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Response};
-use reqwest::Method;
-use reqwest::header::LOCATION;
+use hyper::Method;
+use hyper::header::LOCATION;
 use std::net::IpAddr;
 use url::{Host, Url};
 
@@ -172,7 +172,7 @@ fn refusal(answer: &Response) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::StatusCode;
+    use hyper::StatusCode;
 
     #[tokio::test]
     async fn the_check_goes_only_to_configured_origins_or_public_https() {
@@ -200,9 +200,9 @@ mod tests {
         let other = refused("https://github.com/login/oauth/authorize", &configured).await;
         assert!(other.contains("not one of login.identity_providers") && !other.contains("authorize"), "{other}");
     }
-    use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+    use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
-    fn answer(status: u16, headers: &[(reqwest::header::HeaderName, &str)], body: &str) -> Response {
+    fn answer(status: u16, headers: &[(hyper::header::HeaderName, &str)], body: &str) -> Response {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.insert(name.clone(), HeaderValue::from_str(value).unwrap());

@@ -13,12 +13,14 @@ use crate::http::HttpClient;
 use crate::redact::Redactor;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
-use tokio::time::{Instant, timeout_at};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Timeout, timeout_at};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// Grace past a probe's deadline before the backstop timeout fires (every request already has the deadline).
 const BACKSTOP: Duration = Duration::from_secs(1);
@@ -128,6 +130,31 @@ impl HubProber {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A round's steps ([`Round::steps`]); a combinator for the reason [`super::Timed`] is one.
+    pub(super) struct Steps<'r, F> {
+        round: &'r Round<'r>,
+        #[pin]
+        cancelled: WaitForCancellationFuture<'r>,
+        #[pin]
+        steps: Timeout<F>,
+    }
+}
+
+impl<T, F: Future<Output = Result<T, StepFailure>>> Future for Steps<'_, F> {
+    type Output = Option<Result<T, StepFailure>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.cancelled.poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        let ended = ready!(this.steps.poll(cx));
+        let cut_off = || this.round.deadline.timed_out(this.round.stages.running().unwrap_or(Stage::WhoAmI));
+        Poll::Ready(Some(ended.unwrap_or_else(|_| Err(cut_off()))))
+    }
+}
+
 /// One attempt at one capability by one probe user.
 pub(super) struct Round<'a> {
     pub prober: &'a HubProber,
@@ -142,18 +169,12 @@ impl<'a> Round<'a> {
     /// Runs the round's `steps` (which record themselves in [`Round::stages`]) until they end, the deadline
     /// (plus a backstop margin) passes, or the round is cancelled (`None`). A backstop timeout is charged to
     /// the stage that was running.
-    pub async fn steps<T>(
-        &self,
-        cancel: &CancellationToken,
-        steps: impl Future<Output = Result<T, StepFailure>>,
-    ) -> Option<Result<T, StepFailure>> {
-        let ended = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return None,
-            result = timeout_at(self.deadline.at + BACKSTOP, steps) => result,
-        };
-        let cut_off = || self.deadline.timed_out(self.stages.running().unwrap_or(Stage::WhoAmI));
-        Some(ended.unwrap_or_else(|_| Err(cut_off())))
+    pub fn steps<'r, T, F>(&'r self, cancel: &'r CancellationToken, steps: F) -> Steps<'r, F>
+    where
+        F: Future<Output = Result<T, StepFailure>>,
+    {
+        let steps = timeout_at(self.deadline.at + BACKSTOP, steps);
+        Steps { round: self, cancelled: cancel.cancelled(), steps }
     }
 
     /// A clean-up step, under the clean-up timeout (it runs also after a timeout or a cancellation).

@@ -17,7 +17,7 @@ use super::server::{ServerState, server_url};
 use super::{Deadline, OnServer, Stages};
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::Auth;
-use reqwest::{Method, StatusCode, header::LOCATION};
+use hyper::{Method, StatusCode, header::LOCATION};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -148,7 +148,7 @@ fn route_answer(
     hub: &Url,
     asked: &Url,
     status: StatusCode,
-    location: Option<&reqwest::header::HeaderValue>,
+    location: Option<&hyper::header::HeaderValue>,
     describe: impl FnOnce() -> String,
 ) -> Result<(), StepFailure> {
     let path = asked.path();
@@ -183,7 +183,7 @@ fn route_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use hyper::header::HeaderValue;
 
     fn answer(status: u16, location: Option<&str>) -> Result<(), StepFailure> {
         let hub = Url::parse("https://hub.example.org/prefix/").unwrap();

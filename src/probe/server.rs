@@ -11,8 +11,8 @@ use crate::domain::wording::truncate;
 use crate::domain::{Capability, ProbeOutcome, Secret, Stage, StepFailure};
 use crate::http::{Auth, HttpClient, Streaming, scrub};
 use futures_util::future::BoxFuture;
-use reqwest::header::AUTHORIZATION;
-use reqwest::{Method, StatusCode};
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -341,10 +341,10 @@ impl UserServer<'_> {
         let (http, hub, user) = (self.http, self.hub, self.user);
         let stage = Stage::Progress;
         let url = hub_url(hub, &format!("hub/api/users/{}/server/progress", user_path(user)));
-        let mut header = reqwest::header::HeaderValue::from_str(&format!("token {}", token.expose()))
+        let mut header = hyper::header::HeaderValue::from_str(&format!("token {}", token.expose()))
             .map_err(|_| StepFailure::monitor(stage, "the probe user's token is not a valid header value"))?;
         header.set_sensitive(true);
-        let request = http.reqwest().get(url).header(AUTHORIZATION, header).header("Accept", "text/event-stream");
+        let request = http.get(url).header(AUTHORIZATION, header).header(hyper::header::ACCEPT, "text/event-stream");
         let response = http.open(request, deadline.at).await.map_err(|e| deadline.request_failure(stage, e))?;
         if response.status == StatusCode::OK {
             return Ok(Ok(response));

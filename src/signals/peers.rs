@@ -69,7 +69,7 @@ async fn look(peer: &PeerConfig, http: &HttpClient) -> Result<(), String> {
     let url = peer.url.join("healthz").expect("a relative path joins");
     let deadline = tokio::time::Instant::now() + LOOK_LIMIT;
     let host = peer.url.host_str().unwrap_or("?");
-    match http.call(reqwest::Method::GET, url, Auth::None, None, deadline).await {
+    match http.call(hyper::Method::GET, url, Auth::None, None, deadline).await {
         Ok(response) if response.status.is_success() => Ok(()),
         Ok(response) => {
             let said = String::from_utf8_lossy(&response.body[..response.body.len().min(200)]).trim().to_string();
