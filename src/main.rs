@@ -11,11 +11,15 @@ use std::sync::Arc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Two arenas (not four a core) and freed pages given back within a second: with jemalloc's defaults 5,000
-/// hubs held 136 MB, with these 116 MB, for the same CPU. `_RJEM_MALLOC_CONF` in the environment still
-/// overrides them.
+/// hubs held 136 MB, with these 116 MB, for the same CPU. Thread caches kept fuller (more slots, emptied after
+/// 4 MiB of allocations rather than 64 KiB): the probes' thread makes each outcome and the recorder's frees
+/// it, and refilling and flushing the caches was 6% of the CPU at 5,000 hubs; with these, 0.75 points of a
+/// core less in five pairs of rows, the memory the same (docs/benchmarks.md). `_RJEM_MALLOC_CONF` in the
+/// environment still overrides them.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static MALLOC_CONF: &[u8; 99] =
+    b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0,lg_tcache_nslots_mul:3,tcache_gc_incr_bytes:4194304\0";
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
