@@ -303,9 +303,8 @@ impl RequestBuilder {
     pub fn basic_auth(self, user: &str, password: Option<&str>) -> Self {
         use base64::Engine;
         let pair = format!("{user}:{}", password.unwrap_or_default());
-        let mut value =
-            HeaderValue::try_from(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
-                .unwrap_or(HeaderValue::from_static(""));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        let mut value = HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
         value.set_sensitive(true);
         self.header(AUTHORIZATION, value)
     }
@@ -381,6 +380,26 @@ mod tests {
     fn scrub_masks_token_like_runs() {
         assert_eq!(scrub("bad token 53c10e1d9fe7412dada16f0ddf534d22 here"), "bad token [redacted] here");
         assert_eq!(scrub("Spawn failed: injected spawn failure"), "Spawn failed: injected spawn failure");
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_defaults_and_what_they_are_given() {
+        let http = HttpClient::new().unwrap();
+        let url: Url = "https://hub.example.org/hub/api/user".parse().unwrap();
+        let request = http.post(&url).header(ACCEPT, "text/event-stream").json(&serde_json::json!({"a": 1}));
+        let request = request.basic_auth("ops", Some("pw")).request.unwrap();
+        assert_eq!((request.method(), request.uri().to_string()), (&Method::POST, url.to_string()));
+        let header = |name| request.headers().get(name).unwrap().to_str().unwrap();
+        assert_eq!(header(USER_AGENT_HEADER), USER_AGENT);
+        assert_eq!(header(ACCEPT), "text/event-stream", "a header given replaces the default");
+        assert_eq!(header(CONTENT_TYPE), "application/json");
+        assert_eq!(header(AUTHORIZATION), "Basic b3BzOnB3");
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+        assert_eq!(request.into_body().collect().await.unwrap().to_bytes(), r#"{"a":1}"#);
+        // A value that cannot be a header fails the send, and the message never quotes it.
+        let refused = http.get(&url).header(AUTHORIZATION, "token secret\nmore");
+        let error = http.send(refused, Instant::now() + Duration::from_secs(5)).await.err().unwrap().to_string();
+        assert!(error.contains("authorization") && !error.contains("secret"), "{error}");
     }
 
     #[test]
