@@ -22,7 +22,7 @@ pub async fn call(
         Url::parse(&format!("{base}/")).map_err(|e| e.to_string())?
     };
     let url = base.join(path).map_err(|e| e.to_string())?;
-    let mut request = http.request(method, url.clone());
+    let mut request = http.request(method, &url);
     if let Ok(user) = std::env::var("HUBWATCH_WEB_USER") {
         request = request.basic_auth(&user, std::env::var("HUBWATCH_WEB_PASSWORD").ok().as_deref());
     }

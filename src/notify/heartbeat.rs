@@ -58,7 +58,7 @@ impl Heartbeat {
             HeartbeatMethod::Get => hyper::Method::GET,
             HeartbeatMethod::Post => hyper::Method::POST,
         };
-        let mut request = self.http.request(method, self.config.url.clone());
+        let mut request = self.http.request(method, &self.config.url);
         for (name, value) in &self.config.headers {
             // Names and values were checked when the config was read.
             if let (Ok(name), Ok(mut value)) =

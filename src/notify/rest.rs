@@ -8,7 +8,7 @@ use super::pagerduty::Answer;
 use crate::config::StatusUpdatesConfig;
 use crate::domain::wording::truncate;
 use crate::domain::{Act, Response, ResponseStatus};
-use crate::http::HttpClient;
+use crate::http::{HttpClient, RequestBuilder};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::time::Duration;
@@ -48,7 +48,7 @@ impl RestClient<'_> {
         Ok(headers)
     }
 
-    async fn call(&self, request: crate::http::RequestBuilder, write: bool) -> Result<(u16, Value, HeaderMap), Answer> {
+    async fn call(&self, request: RequestBuilder, write: bool) -> Result<(u16, Value, HeaderMap), Answer> {
         let headers = self.headers(write).map_err(Answer::Rejected)?;
         let deadline = Instant::now() + self.timeout;
         match self.http.send(request.headers(headers), deadline).await {

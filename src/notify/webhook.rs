@@ -19,7 +19,7 @@ pub const WEBHOOK_VERSION: u32 = 1;
 
 /// Posts `body` (from [`render`], or an older version's stored body) with the configured headers.
 pub async fn post(http: &HttpClient, webhook: &WebhookConfig, body: &Value, agent: &str, budget: Duration) -> Answer {
-    let mut request = http.post(webhook.url.clone()).header(USER_AGENT, agent).json(body);
+    let mut request = http.post(&webhook.url).header(USER_AGENT, agent).json(body);
     for (name, value) in &webhook.headers {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose()))
         else {
