@@ -235,16 +235,10 @@ fn direct(tls: rustls::ClientConfig) -> Direct {
         .build(connector)
 }
 
-/// Where a request goes: a URL as the configuration holds it, or a URI made without one (a hub's paths,
-/// joined as text: `probe::hub_url`).
+/// Where a request goes: a URL as the configuration holds it, or a hub's path joined as text
+/// (`probe::login::hub_url`), made into the request's URI once.
 pub trait Target {
     fn uri(self) -> Result<Uri, String>;
-}
-
-impl Target for Uri {
-    fn uri(self) -> Result<Uri, String> {
-        Ok(self)
-    }
 }
 
 impl Target for &Url {
